@@ -14,11 +14,13 @@
 
 #include <dpu.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "embedding_bag_abi.h"
 
@@ -183,6 +185,18 @@ struct dpu_state {
     uint32_t uniform_partial_bytes; /* partial bytes shared by all its shards, else 0 */
     uint32_t last_slice;            /* after routing this slice the DPU's inputs are complete */
     int finished;                   /* inputs laid out for this launch */
+    /* Partials in the order the kernel wrote them: segment and byte offset in `output`. */
+    uint32_t *partial_segments;
+    size_t partial_order_capacity;
+    uint32_t *partial_offsets;
+    size_t partial_offsets_capacity;
+};
+
+/* Positions [first, end) of one DPU's partials, whose bags never decrease. */
+struct merge_run {
+    const struct dpu_state *dpu;
+    uint32_t first;
+    uint32_t end;
 };
 
 struct rank {
@@ -219,6 +233,13 @@ struct eb_engine {
     int weighted;
     int64_t *scratch;
     size_t scratch_capacity;
+
+    struct merge_run *merge_runs;
+    size_t merge_runs_capacity;
+    uint32_t nr_merge_runs;
+    uint32_t *merge_positions;
+    size_t merge_positions_capacity;
+    long merge_threads;
 
     struct eb_run_stats stats;
     int64_t *dpu_stats[EB_NR_DPU_STATS];
@@ -300,6 +321,7 @@ eb_engine *eb_engine_create(const char *kernel_path, const char *profile, uint32
     }
     engine->nr_tasklets = nr_tasklets;
     engine->mram_bytes = mram_bytes;
+    engine->merge_threads = sysconf(_SC_NPROCESSORS_ONLN);
     engine->nr_tables = nr_tables;
     engine->nr_shards = nr_shards;
     engine->tables = calloc(nr_tables ? nr_tables : 1, sizeof(struct table));
@@ -1839,8 +1861,45 @@ static void sum_host_hits(eb_engine *engine, int weighted, float *output)
     }
 }
 
-static int merge_partials(eb_engine *engine, float *output)
+/* Adds the partial of `segment` (a DPU segment) into its bag's output row or integer scratch row. */
+static inline void add_partial(const eb_engine *engine, const struct dpu_state *dpu, uint32_t segment,
+    const uint8_t *partial_bytes, float *output)
 {
+    const struct shard *shard = &engine->shards[dpu->shard_list[dpu->segments[segment].shard]];
+    const struct table *table = &engine->tables[shard->table];
+    const uint32_t bag = dpu->segment_bags[segment];
+    const uint32_t dim = shard->col_stop - shard->col_start;
+    if (table->format == EB_FORMAT_FP32) {
+        float *restrict out = output + (size_t)bag * engine->total_dim + shard->out_col;
+        /* Partials start 8-byte aligned in a malloc'ed buffer: float access is aligned. */
+        const float *restrict partial = (const float *)partial_bytes;
+        for (uint32_t c = 0; c < dim; c++) {
+            out[c] += partial[c];
+        }
+        return;
+    }
+    int64_t *restrict out = engine->scratch + (size_t)bag * engine->int_dim + table->scratch_col + shard->col_start;
+    if (eb_accumulator_bytes(table->format, (uint32_t)engine->weighted) == 4u) {
+        const int32_t *restrict partial = (const int32_t *)partial_bytes;
+        for (uint32_t c = 0; c < dim; c++) {
+            out[c] += partial[c];
+        }
+    } else {
+        const int64_t *restrict partial = (const int64_t *)partial_bytes;
+        for (uint32_t c = 0; c < dim; c++) {
+            out[c] += partial[c];
+        }
+    }
+}
+
+/*
+ * Checks every DPU's status, then lists its partials in the order the kernel wrote them
+ * (tasklet by tasklet) and cuts that list into runs whose bags never decrease: one run per
+ * slice routed to the DPU, since routing visits the bags in order slice by slice.
+ */
+static int index_partials(eb_engine *engine)
+{
+    engine->nr_merge_runs = 0;
     for (uint32_t d = 0; d < engine->nr_dpus; d++) {
         struct dpu_state *dpu = &engine->dpus[d];
         struct eb_status status;
@@ -1855,37 +1914,128 @@ static int merge_partials(eb_engine *engine, float *output)
             return -1;
         }
         engine->dpu_stats[EB_STAT_CYCLES][d] += (int64_t)cycles;
-        const uint8_t *cursor = dpu->output + EB_STATUS_BYTES;
+        if (reserve((void **)&dpu->partial_segments, &dpu->partial_order_capacity, dpu->nr_partials, sizeof(uint32_t)) ||
+            reserve((void **)&dpu->partial_offsets, &dpu->partial_offsets_capacity, dpu->nr_partials, sizeof(uint32_t))) {
+            set_error(engine, "out of memory indexing the partial sums of DPU %u", d);
+            return -1;
+        }
+        uint32_t position = 0;
+        uint32_t offset = EB_STATUS_BYTES;
+        uint32_t previous_bag = 0;
         for (uint32_t k = 0; k < engine->nr_tasklets; k++) {
             for (uint32_t segment = dpu->tasklet_first[k]; segment < dpu->tasklet_end[k]; segment++) {
-                const struct shard *shard = &engine->shards[dpu->shard_list[dpu->segments[segment].shard]];
-                const struct table *table = &engine->tables[shard->table];
                 uint32_t bag = dpu->segment_bags[segment];
-                uint32_t dim = shard->col_stop - shard->col_start;
-                if (table->format == EB_FORMAT_FP32) {
-                    float *restrict out = output + (size_t)bag * engine->total_dim + shard->out_col;
-                    /* Partials start 8-byte aligned in a malloc'ed buffer: float access is aligned. */
-                    const float *restrict partial = (const float *)cursor;
-                    for (uint32_t c = 0; c < dim; c++) {
-                        out[c] += partial[c];
+                if (position == 0 || bag < previous_bag) {
+                    if (reserve((void **)&engine->merge_runs, &engine->merge_runs_capacity, engine->nr_merge_runs + 1u,
+                            sizeof(struct merge_run))) {
+                        set_error(engine, "out of memory indexing the partial sums");
+                        return -1;
                     }
-                } else {
-                    int64_t *out = engine->scratch + (size_t)bag * engine->int_dim + table->scratch_col + shard->col_start;
-                    if (eb_accumulator_bytes(table->format, (uint32_t)engine->weighted) == 4u) {
-                        const int32_t *partial = (const int32_t *)cursor;
-                        for (uint32_t c = 0; c < dim; c++) {
-                            out[c] += partial[c];
-                        }
-                    } else {
-                        const int64_t *partial = (const int64_t *)cursor;
-                        for (uint32_t c = 0; c < dim; c++) {
-                            out[c] += partial[c];
-                        }
-                    }
+                    engine->merge_runs[engine->nr_merge_runs++] = (struct merge_run){ dpu, position, position };
                 }
-                cursor += eb_partial_bytes(table->format, (uint32_t)engine->weighted, dim);
+                engine->merge_runs[engine->nr_merge_runs - 1u].end = position + 1u;
+                previous_bag = bag;
+                dpu->partial_segments[position] = segment;
+                dpu->partial_offsets[position] = offset;
+                offset += dpu->partial_bytes[dpu->segments[segment].shard];
+                position++;
             }
         }
+    }
+    return 0;
+}
+
+/* First position of `run` whose bag is >= `bag` (runs are sorted by bag). */
+static uint32_t run_lower_bound(const struct merge_run *run, uint32_t bag)
+{
+    uint32_t low = run->first, high = run->end;
+    while (low < high) {
+        uint32_t middle = low + (high - low) / 2u;
+        if (run->dpu->segment_bags[run->dpu->partial_segments[middle]] < bag) {
+            low = middle + 1u;
+        } else {
+            high = middle;
+        }
+    }
+    return low;
+}
+
+/* Output rows of this many bytes per block stay in the core's cache while every run passes. */
+#define EB_MERGE_BLOCK_BYTES (128u << 10)
+
+struct merge_job {
+    const eb_engine *engine;
+    float *output;
+    uint32_t bag_start;
+    uint32_t bag_stop;
+    uint32_t *positions; /* one per run */
+};
+
+/*
+ * Merges bags [bag_start, bag_stop) block by block. A bag's partials are added DPU by DPU
+ * and, within a DPU, in the order its tasklets wrote them (host/README.md, summation order).
+ */
+static void *merge_bags(void *argument)
+{
+    const struct merge_job *job = argument;
+    const eb_engine *engine = job->engine;
+    uint32_t row_bytes = engine->total_dim * 4u + engine->int_dim * 8u;
+    uint32_t block = row_bytes ? EB_MERGE_BLOCK_BYTES / row_bytes : 1u;
+    block = block ? block : 1u;
+    for (uint32_t r = 0; r < engine->nr_merge_runs; r++) {
+        job->positions[r] = run_lower_bound(&engine->merge_runs[r], job->bag_start);
+    }
+    for (uint32_t block_start = job->bag_start; block_start < job->bag_stop; block_start += block) {
+        uint32_t block_stop = job->bag_stop - block_start < block ? job->bag_stop : block_start + block;
+        for (uint32_t r = 0; r < engine->nr_merge_runs; r++) {
+            const struct merge_run *run = &engine->merge_runs[r];
+            const struct dpu_state *dpu = run->dpu;
+            uint32_t position = job->positions[r];
+            for (; position < run->end; position++) {
+                uint32_t segment = dpu->partial_segments[position];
+                if (dpu->segment_bags[segment] >= block_stop) {
+                    break;
+                }
+                add_partial(engine, dpu, segment, dpu->output + dpu->partial_offsets[position], job->output);
+            }
+            job->positions[r] = position;
+        }
+    }
+    return NULL;
+}
+
+/* Below this many partial bytes a second merge thread costs more than it saves. */
+#define EB_PARALLEL_MERGE_BYTES (1u << 20)
+
+static int merge_partials(eb_engine *engine, float *output, uint32_t b0, uint32_t b1)
+{
+    if (index_partials(engine)) {
+        return -1;
+    }
+    if (reserve((void **)&engine->merge_positions, &engine->merge_positions_capacity, 2u * engine->nr_merge_runs + 1u,
+            sizeof(uint32_t))) {
+        set_error(engine, "out of memory merging the partial sums");
+        return -1;
+    }
+    uint64_t partial_bytes = 0;
+    for (uint32_t d = 0; d < engine->nr_dpus; d++) {
+        partial_bytes += engine->dpus[d].output_bytes;
+    }
+    uint32_t middle = b0 + (b1 - b0) / 2u;
+    struct merge_job jobs[2] = {
+        { engine, output, b0, middle, engine->merge_positions },
+        { engine, output, middle, b1, engine->merge_positions + engine->nr_merge_runs },
+    };
+    pthread_t helper;
+    /* Bags split in two halves: every output row belongs to one thread, so no locking. */
+    int parallel = engine->merge_threads > 1 && partial_bytes >= EB_PARALLEL_MERGE_BYTES && b1 - b0 > 1u &&
+                   pthread_create(&helper, NULL, merge_bags, &jobs[1]) == 0;
+    if (!parallel) {
+        jobs[0].bag_stop = b1;
+    }
+    merge_bags(&jobs[0]);
+    if (parallel) {
+        pthread_join(helper, NULL);
     }
     return 0;
 }
@@ -1984,7 +2134,7 @@ static int run_bags(eb_engine *engine, const int64_t *indices, const int64_t *of
     engine->stats.pull_s += pulled - launched;
 
     record_launch_stats(engine);
-    if (merge_partials(engine, output)) {
+    if (merge_partials(engine, output, b0, b1)) {
         return -1;
     }
     engine->stats.merge_s += now_s() - pulled;
@@ -2186,6 +2336,8 @@ void eb_engine_destroy(eb_engine *engine)
             free(dpu->segments);
             free(dpu->segment_bags);
             free(dpu->output);
+            free(dpu->partial_segments);
+            free(dpu->partial_offsets);
         }
     }
     for (int s = 0; s < EB_NR_DPU_STATS; s++) {
@@ -2197,5 +2349,7 @@ void eb_engine_destroy(eb_engine *engine)
     free(engine->dpus);
     free(engine->ranks);
     free(engine->scratch);
+    free(engine->merge_runs);
+    free(engine->merge_positions);
     free(engine);
 }

@@ -165,6 +165,22 @@ def test_big_batch_and_several_ranks():
         assert np.all(stats.padded_bytes_to_dpu[lo:hi] == stats.bytes_to_dpu[lo:hi].max())
 
 
+def test_parallel_blocked_merge_with_several_tables_per_dpu():
+    """Each DPU holds shards of several tables, so its partials form several bag-ordered runs;
+    the batch is big enough for the merge's two threads and many cache blocks."""
+    rng = np.random.default_rng(11)
+    tables = [TableSpec("f64", 300, 64), TableSpec("i32", 200, 24, row_format=RowFormat.INT32, scale=2.0**-18),
+              TableSpec("i8", 100, 40, row_format=RowFormat.INT8, scale=0.05), TableSpec("f5", 50, 5),
+              TableSpec("f128", 400, 128)]
+    plan = uniform_plan(tables, Topology(nr_dpus=3), "tiled")
+    weights = random_weights(tables, rng)
+    indices, offsets, psw = random_batch(tables, 6000, 6, rng, weighted=True)
+    out, stats = check(plan, weights, indices, offsets, psw)
+    assert stats.bytes_from_dpu.sum() > 2 << 20
+    again, _ = check(plan, weights, indices, offsets, psw)
+    assert np.array_equal(out, again)
+
+
 def test_many_small_tables():
     rng = np.random.default_rng(4)
     tables = [TableSpec(f"t{i}", int(rng.integers(1, 40)), int(rng.integers(1, 9)),
