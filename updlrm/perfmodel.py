@@ -53,10 +53,12 @@ __all__ = [
     "PhaseTimes",
     "model_batch",
     "transfer_time",
+    "transfer_calls_time",
     "rank_bandwidth",
     "mram_bandwidth",
     "dma_cycles",
     "kernel_cycles",
+    "streaming_kernel_time",
     "arithmetic_throughput",
     "element_cycles",
     "work_from_counters",
@@ -171,8 +173,10 @@ class HardwareProfile:
         f"{UPIMULATOR_ARTIFACT}: hw_dpu_to_cpu of BS (one dpu_push_xfer of 128-B buffers, 1-4 DPUs) = 0.085-0.10 ms",
     )
     launch_overhead_s: float = _f(
-        40e-6,
-        f"derived from {UPIMULATOR_ARTIFACT}: smallest hw_kernel - sim_kernel of 64-DPU runs (SEL, UNI: 0.038-0.045 ms)",
+        196e-6,
+        f"{UPIMULATOR_ARTIFACT}: hw_kernel of a launch with no work, i.e. the intercept of a least-squares line "
+        "through each app's hw_kernel against elements per DPU (1-64 DPUs), median over BS, GEMV, HST-L, HST-S, "
+        "SEL, UNI (0.154-0.255 ms); held out: VA/RED kernel times, tests/perfmodel/test_kernel_validation.py",
     )
     host_merge_bytes_per_s: float = _f(
         19.2e9, f"{JEDEC_DDR4}; optimistic stand-in for the host's reduction bandwidth until calibrate() measures it"
@@ -269,26 +273,29 @@ PROFILES: dict[str, HardwareProfile] = {
     # PrIM's transfer microbenchmark allocated DPUs with "nrThreadPerPool=8"; the
     # PrIM applications (and anyone calling dpu_alloc with no options) use the SDK's
     # default thread pool.  The uPIMulator artifact timed those applications on real
-    # hardware, so this profile takes its host<->DPU transfer curve from them.
-    # Each value is the median over the artifact's input sizes of the net
-    # bandwidth d*bytes/(time - calls*fixed call cost); the two ends per direction
-    # define a power law.  Validation on the other points:
+    # hardware, so this profile takes its host<->DPU transfer constants from them:
+    # each is the median over the artifact's input sizes of the net bandwidth
+    # d*bytes/(time - calls*fixed call cost) of one application at 1 or 64 DPUs,
+    # every SDK call of the timed phase counted (RED's push is an argument push
+    # and the input push)
+    # (tests/perfmodel/upimulator_hw_points.json, role "calibration").  Every other
+    # point -- six more applications, 4 and 16 DPUs, serial pulls -- is held out:
     # tests/perfmodel/test_transfer_calibration.py, benchmarks/bench_model_validation.py.
     "upmem-sdk-default-pool": HardwareProfile(
         name="upmem-sdk-default-pool",
-        xfer_curve="power",
-        xfer_to_dpu_single_bytes_per_s=0.477e9,
-        xfer_to_dpu_rank_bytes_per_s=4.74e9,
+        xfer_curve="saturating",
+        xfer_to_dpu_single_bytes_per_s=0.479e9,
+        xfer_to_dpu_rank_bytes_per_s=4.91e9,
         xfer_from_dpu_single_bytes_per_s=0.109e9,
         xfer_from_dpu_rank_bytes_per_s=1.48e9,
         sources={
             "name": "SDK default thread pool (dpu_alloc without nrThreadPerPool), as the PrIM applications run",
-            "xfer_curve": f"{UPIMULATOR_ARTIFACT}: B1*d**gamma through 1 and 64 DPUs; on the held-out points "
-                          "(median over sizes) CPU-DPU is within 25% except VA at 4 DPUs (+41%), DPU-CPU +22% at 16 "
-                          "and +54% at 4 DPUs (measured 1->4 DPU pulls scale linearly); mean |error| 24% vs 36% "
-                          "for the PrIM-microbenchmark constants",
-            "xfer_to_dpu_single_bytes_per_s": f"{UPIMULATOR_ARTIFACT}: RED hw_cpu_to_dpu, 1 DPU, 16 MiB (row 78)",
-            "xfer_to_dpu_rank_bytes_per_s": f"{UPIMULATOR_ARTIFACT}: RED hw_cpu_to_dpu, 64 DPUs, median of 4 sizes (rows 88-91)",
+            "xfer_curve": f"{UPIMULATOR_ARTIFACT}: of the two curves through the calibrated ends, 'saturating' "
+                          "misses the 173 held-out transfer times (8 apps, 1-64 DPUs) by 21% on average per point, "
+                          "'power' by 32%; 'saturating' is too fast at 16 DPUs (median -21% DPU-CPU, -28% CPU-DPU), "
+                          "'power' too slow at 4 DPUs",
+            "xfer_to_dpu_single_bytes_per_s": f"{UPIMULATOR_ARTIFACT}: RED hw_cpu_to_dpu, 1 DPU, 16 MiB, 2 calls (row 78)",
+            "xfer_to_dpu_rank_bytes_per_s": f"{UPIMULATOR_ARTIFACT}: RED hw_cpu_to_dpu, 64 DPUs, 2 calls, median of 4 sizes (rows 88-91)",
             "xfer_from_dpu_single_bytes_per_s": f"{UPIMULATOR_ARTIFACT}: VA hw_dpu_to_cpu, 1 DPU, 8 MiB (row 174)",
             "xfer_from_dpu_rank_bytes_per_s": f"{UPIMULATOR_ARTIFACT}: VA hw_dpu_to_cpu, 64 DPUs, median of 5 sizes (rows 187-191)",
             "xfer_broadcast_rank_bytes_per_s": f"{PRIM}, Sec. 3.4, Fig. 9 (nrThreadPerPool=8 setup; the artifact has no broadcast run)",
@@ -472,11 +479,12 @@ def rank_bandwidth(profile: HardwareProfile, nr_active_dpus: int | np.ndarray, d
     Between them ``profile.xfer_curve`` picks the shape; both pass through
     both ends and grow with ``d``:
 
-    * ``saturating``: ``B(d) = d*B1 / (1 + (d-1)*k)``, ``k`` set by ``B64``
-      (bandwidth saturates towards ``B1/k``, as PrIM's Fig. 9 suggests);
+    * ``saturating``: ``B(d) = d*B1 / (1 + (d-1)*k)``, ``k`` set by ``B64``:
+      a share ``k`` of each DPU's per-byte cost is serialised over the rank,
+      the rest overlaps, so bandwidth saturates towards ``B1/k`` (PrIM Fig. 9;
+      on 173 held-out real-hardware PrIM-app transfers it errs 21% on average);
     * ``power``: ``B(d) = B1 * d**gamma``, ``gamma = log(B64/B1) / log(64)``
-      (fits real-hardware PrIM-app transfers better, see the
-      ``upmem-sdk-default-pool`` profile).
+      (32% on the same points: too slow at 4 DPUs, closer at 16).
 
     Serial transfers go one DPU at a time, so they stay at ``B1``.
 
@@ -487,7 +495,7 @@ def rank_bandwidth(profile: HardwareProfile, nr_active_dpus: int | np.ndarray, d
         (6.68, 0.33)
         >>> q = PROFILES["upmem-sdk-default-pool"]
         >>> round(rank_bandwidth(q, 64) / 1e9, 2), round(rank_bandwidth(q, 16) / 1e9, 2)
-        (4.74, 2.2)
+        (4.91, 3.41)
     """
     if direction not in _DIRECTIONS:
         raise ValueError(f"direction must be one of {_DIRECTIONS}, got {direction!r}")
@@ -569,6 +577,40 @@ def transfer_time(bytes_per_dpu, profile: HardwareProfile, direction: str = "to_
     return float(profile.xfer_fixed_overhead_s + seconds)
 
 
+def transfer_calls_time(calls: Iterable[Mapping[str, object]], profile: HardwareProfile, nr_dpus: int,
+                        direction: str = "to_dpu") -> float:
+    """Seconds of a sequence of SDK transfer calls, each moving the same bytes to/from ``nr_dpus`` DPUs.
+
+    ``calls``: mappings with ``mode`` (``parallel``/``serial``/``broadcast``),
+    ``bytes_per_dpu`` and optionally ``count`` (repetitions, default 1) -- how
+    a host program's timer is spent, e.g. PrIM VA's CPU-DPU phase is an
+    argument push and two vector pushes.  Each call costs :func:`transfer_time`;
+    the profile is widened to ``nr_dpus`` if it has fewer.
+
+    Example::
+
+        >>> p = PROFILES["upmem-sdk-default-pool"]
+        >>> va_push = [{"mode": "parallel", "bytes_per_dpu": 12},
+        ...            {"mode": "parallel", "bytes_per_dpu": 1 << 20, "count": 2}]
+        >>> t = transfer_calls_time(va_push, p, 4)
+        >>> t == transfer_time([12] * 4, p) + 2 * transfer_time([1 << 20] * 4, p)
+        True
+    """
+    if int(nr_dpus) != nr_dpus or nr_dpus < 1:
+        raise ValueError(f"nr_dpus must be a positive integer, got {nr_dpus!r}")
+    nr_dpus = int(nr_dpus)
+    if nr_dpus > profile.nr_dpus:
+        profile = get_profile(profile, nr_dpus=nr_dpus)
+    seconds = 0.0
+    for call in calls:
+        count = call.get("count", 1)
+        if int(count) != count or count < 0:
+            raise ValueError(f"a call's count must be a non-negative integer, got {count!r}")
+        one = transfer_time(np.full(nr_dpus, float(call["bytes_per_dpu"])), profile, direction, str(call["mode"]))
+        seconds += int(count) * one
+    return seconds
+
+
 # --------------------------------------------------------------------------- DPU side
 def dma_cycles(profile: HardwareProfile, transfer_bytes, op: str = "read") -> np.ndarray | float:
     """DMA-engine cycles of one ``mram_read``/``mram_write`` of ``transfer_bytes`` (PrIM: alpha + beta*size).
@@ -635,6 +677,49 @@ def mram_bandwidth(profile: HardwareProfile, transfer_bytes: int, nr_tasklets: i
     iterations = float(nr_tasklets)  # one iteration per tasklet: the steady state repeats this
     cycles = _bound_cycles(profile, iterations * busy, iterations * loop_instructions, nr_tasklets)
     return float(iterations * moved * profile.dpu_frequency_hz / cycles)
+
+
+def streaming_kernel_time(profile: HardwareProfile, *, elements_per_dpu: int, element_bytes: int,
+                          block_bytes: int = 1024, reads_per_block: int = 1, writes_per_block: int = 0,
+                          nr_tasklets: int = 16, cycles_per_element: float | None = None,
+                          launch: bool = True) -> float:
+    """Seconds of a DPU kernel whose tasklets stream blocks through WRAM (PrIM VA, RED, STREAM-like).
+
+    Each block of ``block_bytes`` costs ``reads_per_block`` mram_reads and
+    ``writes_per_block`` mram_writes (:func:`dma_cycles`) and one pass over
+    its elements at ``cycles_per_element`` issue slots (default: the profile's
+    INT32 ADD loop, PrIM Fig. 4); tasklets take blocks round-robin.  Bounds as
+    in :func:`mram_bandwidth`; ``launch`` adds the profile's fixed launch cost.
+    Real-hardware check: tests/perfmodel/test_kernel_validation.py.
+
+    Example::
+
+        >>> p = PROFILES["upmem-350mhz-2556"]
+        >>> va = dict(element_bytes=4, reads_per_block=2, writes_per_block=1, launch=False)
+        >>> t1 = streaming_kernel_time(p, elements_per_dpu=1 << 20, nr_tasklets=1, **va)
+        >>> t16 = streaming_kernel_time(p, elements_per_dpu=1 << 20, nr_tasklets=16, **va)
+        >>> t16 < t1 / 5   # eleven tasklets fill the pipeline; DMA then bounds it
+        True
+    """
+    _check_tasklets(profile, nr_tasklets)
+    if elements_per_dpu < 0 or element_bytes < 1 or reads_per_block < 0 or writes_per_block < 0:
+        raise ValueError("elements_per_dpu, reads/writes_per_block must be >= 0 and element_bytes >= 1")
+    if not profile.dma_min_bytes <= block_bytes <= profile.dma_max_bytes:
+        raise ValueError(f"block_bytes must be within {profile.dma_min_bytes}..{profile.dma_max_bytes}")
+    per_element = profile.cycles_int32_add if cycles_per_element is None else float(cycles_per_element)
+    total_bytes = float(elements_per_dpu) * element_bytes
+    full_blocks, tail = divmod(total_bytes, block_bytes)
+    per_block_dma = reads_per_block * dma_cycles(profile, block_bytes, "read") + \
+        writes_per_block * dma_cycles(profile, block_bytes, "write")
+    tail_dma = 0.0
+    if tail:
+        tail_dma = reads_per_block * dma_cycles(profile, tail, "read") + writes_per_block * dma_cycles(profile, tail, "write")
+    blocks = full_blocks + (1 if tail else 0)
+    dma_busy = full_blocks * per_block_dma + tail_dma
+    issue = elements_per_dpu * per_element + blocks * (reads_per_block + writes_per_block) * profile.instructions_per_dma
+    active = int(min(nr_tasklets, max(blocks, 1)))
+    cycles = float(_bound_cycles(profile, dma_busy, issue, active)) if blocks else 0.0
+    return cycles / profile.dpu_frequency_hz + (profile.launch_overhead_s if launch else 0.0)
 
 
 def _check_tasklets(profile: HardwareProfile, nr_tasklets: int) -> None:

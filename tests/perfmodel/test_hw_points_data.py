@@ -52,12 +52,17 @@ def test_transfer_point_follows_the_documented_calls(point):
 
 
 def test_kernel_points_follow_the_documented_kernels():
-    assert {p["benchmark"] for p in DATA["kernels"]} == {"VA", "RED"}
+    launch_apps = set(DATA["launch_calibration_apps"])
+    assert {p["benchmark"] for p in DATA["kernels"]} == {"VA", "RED"} | launch_apps
     for point in DATA["kernels"]:
-        structure = DATA["kernel_structure"][point["benchmark"]]
         assert point["elements_per_dpu"] == point["data_prep_param"] // point["nr_dpus"]
-        assert all(point[k] == v for k, v in structure.items())
-        assert point["role"] == "validation" and point["quantity"] == "kernel_time"
+        assert point["quantity"] == "kernel_time" and point["upimulator_sim_ms"] > 0
+        if point["benchmark"] in launch_apps:
+            assert point["role"] == "calibration"
+        else:
+            structure = DATA["kernel_structure"][point["benchmark"]]
+            assert all(point[k] == v for k, v in structure.items())
+            assert point["role"] == "validation"
 
 
 def test_every_row_appears_once_per_column():

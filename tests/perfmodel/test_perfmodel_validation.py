@@ -18,9 +18,10 @@ def test_published_point_within_tolerance(point):
     assert error <= TABLE["tolerance"], f"{point['id']}: model {modeled:.4g} vs published {point['value']:.4g} ({point['source']})"
 
 
-def test_every_point_names_its_source():
+def test_every_point_names_its_source_and_role():
     for point in TABLE["points"]:
         assert point["source"].strip() and point["verified"] in ("corpus", "paper-text")
+        assert point["role"] in ("calibration", "validation")
 
 
 def test_every_profile_field_has_a_source():
