@@ -186,8 +186,10 @@ class HardwareProfile:
     )
     dpu_power_w: float | None = _f(
         None,
-        "not modeled: no per-DPU/per-rank power figure was found in the sources available to us with "
-        "enough confidence; energy_j is None",
+        "not modeled: no published per-DPU, per-rank or per-DIMM power figure could be read in the stored copies "
+        "searched (AnandTech's Hot Chips 31 report on UPMEM, PrIM and Falevoz & Legriel 2023 -- abstracts only --, "
+        "UPMEM SDK docs, UPMEM's DIMM power-profiling notes, which describe a 10 kHz per-rank current sampler but give "
+        "no consumption); energy_j stays None until a sourced figure is set with with_values()",
     )
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
