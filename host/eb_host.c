@@ -239,18 +239,30 @@ struct eb_engine {
     uint32_t nr_merge_runs;
     uint32_t *merge_positions;
     size_t merge_positions_capacity;
-    long merge_threads;
+    long worker_threads; /* host threads for routing and merging (two at most are used) */
+
+    uint32_t *slice_group; /* routing group of each slice, built on first use */
+    uint32_t nr_route_groups;
+    uint32_t *slice_thread;
+    size_t slice_thread_capacity;
+    uint64_t *group_work;
+    size_t group_work_capacity;
 
     struct eb_run_stats stats;
     int64_t *dpu_stats[EB_NR_DPU_STATS];
     char error[1024];
 };
 
+/* Routing threads may fail at the same time; the batch is then routed again alone. */
+static pthread_mutex_t error_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static void set_error(eb_engine *engine, const char *format, ...)
 {
     va_list args;
     va_start(args, format);
+    pthread_mutex_lock(&error_lock);
     vsnprintf(engine->error, sizeof(engine->error), format, args);
+    pthread_mutex_unlock(&error_lock);
     va_end(args);
 }
 
@@ -321,7 +333,7 @@ eb_engine *eb_engine_create(const char *kernel_path, const char *profile, uint32
     }
     engine->nr_tasklets = nr_tasklets;
     engine->mram_bytes = mram_bytes;
-    engine->merge_threads = sysconf(_SC_NPROCESSORS_ONLN);
+    engine->worker_threads = sysconf(_SC_NPROCESSORS_ONLN);
     engine->nr_tables = nr_tables;
     engine->nr_shards = nr_shards;
     engine->tables = calloc(nr_tables ? nr_tables : 1, sizeof(struct table));
@@ -1549,8 +1561,154 @@ static route_function pick_route(const struct slice *slice, int weighted, int sc
 
 static int finish_dpu(eb_engine *engine, struct dpu_state *dpu);
 
+/*
+ * Slices that reach a common DPU form one routing group (union-find over DPUs, groups
+ * numbered by first slice): a DPU's buffers are then written by one thread only, and in
+ * slice order as in a sequential run, so the inputs do not depend on the thread count.
+ */
+static int group_slices(eb_engine *engine)
+{
+    uint32_t *parent = malloc((size_t)engine->nr_dpus * sizeof(uint32_t));
+    uint32_t *group_of_root = malloc((size_t)engine->nr_dpus * sizeof(uint32_t));
+    engine->slice_group = calloc(engine->nr_slices ? engine->nr_slices : 1, sizeof(uint32_t));
+    if (!parent || !group_of_root || !engine->slice_group) {
+        free(parent);
+        free(group_of_root);
+        free(engine->slice_group);
+        engine->slice_group = NULL;
+        return -1;
+    }
+    for (uint32_t d = 0; d < engine->nr_dpus; d++) {
+        parent[d] = d;
+        group_of_root[d] = UINT32_MAX;
+    }
+    for (uint32_t k = 0; k < engine->nr_slices; k++) {
+        const struct slice *slice = &engine->slices[k];
+        for (uint32_t i = 1; i < slice->nr_dpu_lanes; i++) {
+            uint32_t a = slice->lanes[0].dpu, b = slice->lanes[i].dpu;
+            while (parent[a] != a) {
+                a = parent[a] = parent[parent[a]];
+            }
+            while (parent[b] != b) {
+                b = parent[b] = parent[parent[b]];
+            }
+            parent[a > b ? a : b] = a < b ? a : b;
+        }
+    }
+    engine->nr_route_groups = 0;
+    for (uint32_t k = 0; k < engine->nr_slices; k++) {
+        const struct slice *slice = &engine->slices[k];
+        if (slice->nr_dpu_lanes == 0) {
+            engine->slice_group[k] = engine->nr_route_groups++; /* host-cached only */
+            continue;
+        }
+        uint32_t root = slice->lanes[0].dpu;
+        while (parent[root] != root) {
+            root = parent[root];
+        }
+        if (group_of_root[root] == UINT32_MAX) {
+            group_of_root[root] = engine->nr_route_groups++;
+        }
+        engine->slice_group[k] = group_of_root[root];
+    }
+    free(parent);
+    free(group_of_root);
+    return 0;
+}
+
+struct route_job {
+    eb_engine *engine;
+    const int64_t *indices;
+    const int64_t *offsets;
+    const float *per_sample_weights;
+    uint32_t batch;
+    uint32_t b0;
+    uint32_t b1;
+    uint32_t thread; /* routes the slices assigned to this thread; UINT32_MAX: every slice */
+    int result;
+};
+
+static void *route_slices(void *argument)
+{
+    struct route_job *job = argument;
+    eb_engine *engine = job->engine;
+    int weighted = job->per_sample_weights != NULL;
+    job->result = RUN_OK;
+    for (uint32_t t = 0; t < engine->nr_tables; t++) {
+        const struct table *table = &engine->tables[t];
+        for (uint32_t k = table->first_slice; k < table->first_slice + table->nr_slices; k++) {
+            if (job->thread != UINT32_MAX && engine->slice_thread[k] != job->thread) {
+                continue;
+            }
+            struct slice *slice = &engine->slices[k];
+            int scan = scan_lanes(slice, job->offsets, job->batch, job->b0, job->b1);
+            int rc = pick_route(slice, weighted, scan)(engine, slice, job->indices, job->offsets,
+                job->per_sample_weights, job->batch, job->b0, job->b1);
+            for (uint32_t i = 0; rc == RUN_OK && i < slice->nr_dpu_lanes; i++) {
+                struct dpu_state *dpu = &engine->dpus[slice->lanes[i].dpu];
+                rc = dpu->last_slice == k ? finish_dpu(engine, dpu) : RUN_OK;
+            }
+            if (rc != RUN_OK) {
+                job->result = rc;
+                return NULL;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* Below this many lookups a second routing thread costs more than it saves. */
+#define EB_PARALLEL_ROUTE_LOOKUPS (1u << 16)
+
+/*
+ * Assigns the routing groups to two threads: in group order, a group goes to the first
+ * thread while the middle of its work (the batch's lookups of its slices' tables) lies
+ * in the first half of the total. False when one thread should route the batch.
+ */
+static int assign_route_threads(eb_engine *engine, const int64_t *offsets, uint32_t batch, uint32_t b0, uint32_t b1)
+{
+    if (engine->worker_threads < 2 || engine->nr_slices < 2) {
+        return 0;
+    }
+    if (!engine->slice_group && group_slices(engine)) {
+        return 0;
+    }
+    if (engine->nr_route_groups < 2 ||
+        reserve((void **)&engine->slice_thread, &engine->slice_thread_capacity, engine->nr_slices, sizeof(uint32_t)) ||
+        reserve((void **)&engine->group_work, &engine->group_work_capacity, engine->nr_route_groups, sizeof(uint64_t))) {
+        return 0;
+    }
+    memset(engine->group_work, 0, engine->nr_route_groups * sizeof(uint64_t));
+    uint64_t total = 0;
+    for (uint32_t k = 0; k < engine->nr_slices; k++) {
+        uint32_t t = engine->slices[k].table;
+        uint64_t work = (uint64_t)(offsets[(size_t)t * batch + b1] - offsets[(size_t)t * batch + b0]);
+        engine->group_work[engine->slice_group[k]] += work;
+        total += work;
+    }
+    if (total < EB_PARALLEL_ROUTE_LOOKUPS) {
+        return 0;
+    }
+    uint64_t before = 0;
+    uint32_t first_thread_groups = 0;
+    for (uint32_t g = 0; g < engine->nr_route_groups; g++) {
+        uint64_t work = engine->group_work[g];
+        /* group_work now holds the thread of the group */
+        engine->group_work[g] = 2 * before + work < total ? 0u : 1u;
+        first_thread_groups += engine->group_work[g] == 0u;
+        before += work;
+    }
+    if (first_thread_groups == 0 || first_thread_groups == engine->nr_route_groups) {
+        return 0;
+    }
+    for (uint32_t k = 0; k < engine->nr_slices; k++) {
+        engine->slice_thread[k] = (uint32_t)engine->group_work[engine->slice_group[k]];
+    }
+    return 1;
+}
+
 static __attribute__((noinline)) int route_bags(eb_engine *engine, const int64_t *indices, const int64_t *offsets,
-    const float *per_sample_weights, uint32_t batch, uint32_t b0, uint32_t b1)
+    const float *per_sample_weights, uint32_t batch, uint32_t b0, uint32_t b1, int parallel)
 {
     for (uint32_t d = 0; d < engine->nr_dpus; d++) {
         struct dpu_state *dpu = &engine->dpus[d];
@@ -1573,26 +1731,24 @@ static __attribute__((noinline)) int route_bags(eb_engine *engine, const int64_t
             }
         }
     }
-    int weighted = per_sample_weights != NULL;
-    for (uint32_t t = 0; t < engine->nr_tables; t++) {
-        const struct table *table = &engine->tables[t];
-        for (uint32_t k = table->first_slice; k < table->first_slice + table->nr_slices; k++) {
-            struct slice *slice = &engine->slices[k];
-            int scan = scan_lanes(slice, offsets, batch, b0, b1);
-            int rc = pick_route(slice, weighted, scan)(engine, slice, indices, offsets, per_sample_weights, batch, b0, b1);
-            if (rc != RUN_OK) {
-                return rc;
-            }
-            for (uint32_t i = 0; i < slice->nr_dpu_lanes; i++) {
-                struct dpu_state *dpu = &engine->dpus[slice->lanes[i].dpu];
-                rc = dpu->last_slice == k ? finish_dpu(engine, dpu) : RUN_OK;
-                if (rc != RUN_OK) {
-                    return rc;
-                }
-            }
+    struct route_job jobs[2] = {
+        { engine, indices, offsets, per_sample_weights, batch, b0, b1, UINT32_MAX, RUN_OK },
+        { engine, indices, offsets, per_sample_weights, batch, b0, b1, 1u, RUN_OK },
+    };
+    pthread_t helper;
+    if (parallel && assign_route_threads(engine, offsets, batch, b0, b1) &&
+        pthread_create(&helper, NULL, route_slices, &jobs[1]) == 0) {
+        jobs[0].thread = 0;
+        route_slices(&jobs[0]);
+        pthread_join(helper, NULL);
+        if (jobs[0].result == RUN_ERROR || jobs[1].result == RUN_ERROR) {
+            /* Route again alone, so the error reported is the first one in table order. */
+            return route_bags(engine, indices, offsets, per_sample_weights, batch, b0, b1, 0);
         }
+        return jobs[0].result == RUN_SPLIT || jobs[1].result == RUN_SPLIT ? RUN_SPLIT : RUN_OK;
     }
-    return RUN_OK;
+    route_slices(&jobs[0]);
+    return jobs[0].result;
 }
 
 /* ---- one batch: packing ----------------------------------------------------- */
@@ -2028,7 +2184,7 @@ static int merge_partials(eb_engine *engine, float *output, uint32_t b0, uint32_
     };
     pthread_t helper;
     /* Bags split in two halves: every output row belongs to one thread, so no locking. */
-    int parallel = engine->merge_threads > 1 && partial_bytes >= EB_PARALLEL_MERGE_BYTES && b1 - b0 > 1u &&
+    int parallel = engine->worker_threads > 1 && partial_bytes >= EB_PARALLEL_MERGE_BYTES && b1 - b0 > 1u &&
                    pthread_create(&helper, NULL, merge_bags, &jobs[1]) == 0;
     if (!parallel) {
         jobs[0].bag_stop = b1;
@@ -2077,7 +2233,7 @@ static int run_bags(eb_engine *engine, const int64_t *indices, const int64_t *of
     uint32_t batch, uint32_t b0, uint32_t b1, float *output)
 {
     double start = now_s();
-    int plan = route_bags(engine, indices, offsets, per_sample_weights, batch, b0, b1);
+    int plan = route_bags(engine, indices, offsets, per_sample_weights, batch, b0, b1, 1);
     if (plan == RUN_OK) {
         plan = plan_transfers(engine);
     }
@@ -2287,6 +2443,12 @@ uint64_t eb_engine_routing_bytes(const eb_engine *engine)
     return bytes;
 }
 
+/* Routing and merging use two threads when given two or more (and the batch is big). */
+void eb_engine_set_host_threads(eb_engine *engine, uint32_t threads)
+{
+    engine->worker_threads = threads ? threads : 1;
+}
+
 void eb_engine_destroy(eb_engine *engine)
 {
     if (!engine) {
@@ -2351,5 +2513,8 @@ void eb_engine_destroy(eb_engine *engine)
     free(engine->scratch);
     free(engine->merge_runs);
     free(engine->merge_positions);
+    free(engine->slice_group);
+    free(engine->slice_thread);
+    free(engine->group_work);
     free(engine);
 }

@@ -52,6 +52,7 @@ int eb_engine_set_shard(eb_engine *engine, uint32_t shard, uint32_t table, uint3
 int eb_engine_set_host_rows(eb_engine *engine, uint32_t table, int64_t nr_rows, const int64_t *row_ids, const void *rows);
 int eb_engine_add_slice(eb_engine *engine, uint32_t table, uint32_t col_start, uint32_t col_stop);
 int eb_engine_load(eb_engine *engine, const void **weights, const int64_t *row_strides);
+void eb_engine_set_host_threads(eb_engine *engine, uint32_t threads);
 int eb_engine_run(eb_engine *engine, const int64_t *indices, int64_t nr_indices, const int64_t *offsets,
     int64_t nr_offsets, const float *per_sample_weights, int pooling, float *output);
 const char *eb_engine_error(const eb_engine *engine);

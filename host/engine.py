@@ -320,7 +320,9 @@ class Engine:
     ``weights[t]`` is table ``t``'s ``(num_embeddings, embedding_dim)`` array in its row
     format: float32 for FP32, int32 / int8 quantised values for INT32 / INT8 (the
     table's ``scale`` dequantises them). Only host-cached rows are kept on the host;
-    the arrays are not referenced after construction.
+    the arrays are not referenced after construction. ``host_threads`` (default: the
+    CPU count) lets route+pack and the merge of big batches use two threads; results
+    do not depend on it.
 
     >>> import numpy as np
     >>> from updlrm.specs import TableSpec, Topology, PoolingMode
@@ -333,7 +335,8 @@ class Engine:
     [[18.0, 19.0, 20.0, 21.0]]
     """
 
-    def __init__(self, plan: Plan, weights, *, backend: str = "emulator", nr_tasklets: int = 16) -> None:
+    def __init__(self, plan: Plan, weights, *, backend: str = "emulator", nr_tasklets: int = 16,
+                 host_threads: int | None = None) -> None:
         self.plan = plan
         self.backend = _resolve_backend(backend)
         self.nr_tasklets = int(nr_tasklets)
@@ -367,6 +370,8 @@ class Engine:
         if engine == ffi.NULL:
             raise EngineError(ffi.string(error).decode())
         self._engine = engine
+        # Route+pack and merge split big batches over two threads; None: as many as the CPUs.
+        lib.eb_engine_set_host_threads(engine, max(1, int(host_threads or os.cpu_count() or 1)))
         try:
             self._describe(arrays)
             pointers = ffi.new("void *[]", [ffi.from_buffer(a) for a in arrays])
