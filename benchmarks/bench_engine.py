@@ -17,7 +17,9 @@
    rows), which the runtime routes with per-row entries; reported with its
    routing-table bytes (``--no-partitioned`` skips it). Checked against torch too.
 
-Times are medians over ``--batches`` batches after one warm-up. Prints a table and
+Times are medians over ``--batches`` batches after one warm-up. CPU time per lookup
+(the emulator's worker processes, which run the DPU kernel, and the host process) is
+printed next to what the 0.3x goal allows: torch time / 0.3 x CPUs / lookups. Prints a table and
 writes benchmarks/results/engine.json.
 
 Run: ``python benchmarks/bench_engine.py`` (``--rows 100000`` for a quick run).
@@ -43,6 +45,20 @@ from updlrm.profile import time_torch
 from updlrm.specs import PoolingMode, TableSpec, Topology
 
 RESULTS = Path(__file__).resolve().parent / "results" / "engine.json"
+
+
+def worker_cpu_seconds() -> float:
+    """CPU time used so far by this process's children (the emulator's worker processes,
+    which run the DPU programs), from /proc; 0 where /proc is missing."""
+    me, ticks, total = os.getpid(), os.sysconf("SC_CLK_TCK"), 0
+    for pid in filter(str.isdigit, os.listdir("/proc") if os.path.isdir("/proc") else []):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me:
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
 
 
 def copy_seconds(nbytes: int, repeats: int = 7) -> float:
@@ -108,7 +124,7 @@ def main() -> None:
     parser.add_argument("--dpus-per-table", type=int, default=8,
                         help="row blocks per table (8 tables x 8 = 64 DPUs); 0 = every DPU")
     parser.add_argument("--tasklets", type=int, default=16)
-    parser.add_argument("--batches", type=int, default=5)
+    parser.add_argument("--batches", type=int, default=9)
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--partitioned", action=argparse.BooleanOptionalAction, default=True,
                         help="also time route+pack on a build_plan plan (explicit routing)")
@@ -132,9 +148,11 @@ def main() -> None:
     with engine:
         for i, batch in enumerate(batches):
             indices, offsets, _ = batch
+            workers_before, host_before = worker_cpu_seconds(), time.process_time()
             start = time.perf_counter()
             out, stats = engine.run(indices, offsets, None, PoolingMode.SUM)
             engine_s = time.perf_counter() - start
+            worker_cpu_s, host_cpu_s = worker_cpu_seconds() - workers_before, time.process_time() - host_before
             torch_s, expected = torch_seconds(torch_weights, batch)
             max_error = max(max_error, float(np.abs(out - expected).max()))
             route_bytes = indices.nbytes + offsets.nbytes + int(stats.bytes_to_dpu.sum())
@@ -148,6 +166,7 @@ def main() -> None:
                 "route_bytes": route_bytes, "merge_bytes": merge_bytes,
                 "route_copy_s": route_copy_s, "merge_copy_s": merge_copy_s,
                 "lookups": int(stats.lookups.sum()), "max_dpu_lookups": int(stats.lookups.max()),
+                "worker_cpu_s": worker_cpu_s, "host_cpu_s": host_cpu_s,
                 "kernel_cycles_max": int(stats.kernel_cycles.max()),
             })
 
@@ -164,7 +183,13 @@ def main() -> None:
         "push_s": med("push_s"), "launch_s": med("launch_s"), "pull_s": med("pull_s"),
         "lookups_per_batch": med("lookups"), "engine_lookups_per_s": med("lookups") / med("engine_s"),
         "max_abs_error_vs_torch": max_error, "load_s": load_s,
+        # CPU time is summed over batches: /proc counts in clock ticks (10 ms), too coarse per batch.
+        "worker_cpu_ns_per_lookup": 1e9 * sum(r["worker_cpu_s"] for r in rows) / sum(r["lookups"] for r in rows),
+        "host_cpu_ns_per_lookup": 1e9 * sum(r["host_cpu_s"] for r in rows) / sum(r["lookups"] for r in rows),
     }
+    cpus = os.cpu_count() or 1
+    # The goal's whole budget: engine wall time torch/0.3 on every CPU, per lookup.
+    summary["goal_cpu_ns_per_lookup"] = 1e9 * summary["torch_s"] / 0.3 * cpus / summary["lookups_per_batch"]
     config = {k: getattr(args, k) for k in ("tables", "rows", "dim", "batch_size", "pooling", "alpha", "dpus",
                                              "dpus_per_table", "tasklets", "batches")}
     config.update(machine=platform.machine(), cpus=os.cpu_count(), torch_threads=torch.get_num_threads())
@@ -181,6 +206,9 @@ def main() -> None:
     print(f"phases (ms): push {1e3 * summary['push_s']:.3f}, launch {1e3 * summary['launch_s']:.3f}, "
           f"pull {1e3 * summary['pull_s']:.3f}; load {summary['load_s']:.1f} s; "
           f"max |engine - torch| = {max_error:.2e}")
+    print(f"CPU per lookup: {summary['worker_cpu_ns_per_lookup']:.0f} ns in the emulator's workers (DPU kernel) + "
+          f"{summary['host_cpu_ns_per_lookup']:.0f} ns on the host; the 0.3x goal leaves "
+          f"{summary['goal_cpu_ns_per_lookup']:.0f} ns of CPU per lookup on {cpus} CPUs")
     summary["routing_bytes"] = engine.routing_bytes
     partitioned = route_partitioned(tables, weights, torch_weights, trace, batches, args) if args.partitioned else None
     if partitioned:
