@@ -569,8 +569,12 @@ static void dma_read(const void *from, void *to, unsigned int nb_of_bytes)
     uintptr_t mram = (uintptr_t)from, wram = (uintptr_t)to;
     check_dma("mram_read", &mram, &wram, nb_of_bytes, true);
     const uint8_t *source = mram_host(mram);
-    for (unsigned int line = 0; line < nb_of_bytes; line += 64)
-        __builtin_prefetch(source + line);
+    /* MRAM DMAs are only 8-byte aligned, so a transfer may straddle one more
+     * cache line than its size suggests (a 256-byte row at offset 24 touches
+     * five lines): prefetch every line from the first byte's to the last's. */
+    const uint8_t *last = source + nb_of_bytes - 1;
+    for (const uint8_t *line = (const uint8_t *)((uintptr_t)source & ~(uintptr_t)63); line <= last; line += 64)
+        __builtin_prefetch(line);
     dma_yield();
     memcpy((void *)wram, source, nb_of_bytes);
     struct emu_tasklet_counters *c = counters();
