@@ -15,14 +15,16 @@
    scored with :func:`updlrm.perfmodel.model_batch` on the work they imply (kernel
    of the slowest DPU, index bytes in, partial sums out with rank padding, host merge,
    host cache overlapping the DPU phases), by coordinate descent over the tables.
-3. **Rows.**  Rows heavier than a quarter of a part are replicated over several DPUs
-   (each replica serves an even share of the bags, see :mod:`.routing`).  The hot rows'
+3. **Rows.**  Rows heavier than 5% of a part are replicated on every part (each
+   replica serves an even share of the bags, see :mod:`.routing`).  The hot rows'
    co-occurrence hypergraph is partitioned into ``k`` blocks with Mt-KaHyPar (km1 =
    bag fan-out) under per-block load budgets (or METIS on the clique expansion, or
    frequency-only LPT); the remaining accessed rows fill every part up to the same
-   expected load, unaccessed rows fill MRAM evenly.  Tables too large for explicit row
-   lists are cut into load-balanced contiguous ``range`` shards, so 100M-row plans
-   stay small.
+   expected load, then single moves and swaps of rows between the heaviest and the
+   lightest parts even out what the partitioners leave; unaccessed rows fill MRAM
+   evenly.  Tables too large for explicit row lists are cut into load-balanced
+   contiguous ``range`` shards (hot rows replicated on extra parts), so 100M-row
+   plans stay small.
 4. **DPUs.**  Parts go to DPUs by longest-processing-time first, each onto the DPU
    with the least modeled time so far (kernel plus its share of the transfers) that
    has MRAM left and holds no other part of the same table.
@@ -69,9 +71,14 @@ INDEX_BYTES_PER_LOOKUP = 4
 OFFSET_BYTES_PER_BAG = 4
 # Partial sums travel as 4-byte words whatever the row format (perfmodel.model_batch).
 PARTIAL_ELEMENT_BYTES = 4
-# A row heavier than this share of its part's expected load is replicated: LPT and the
-# partitioners balance well only with items small next to a block.
+# A row of a range-stored table heavier than this share of its part's expected load is
+# replicated on extra parts: cut points and LPT balance well only with items small next
+# to a block.
 REPLICATE_ABOVE_PART_SHARE = 0.25
+# Tables stored as explicit row lists put a row heavier than this share of a part on
+# every part: the rows left on one part each are then items of at most 5% of a part,
+# which the partitioners and the move/swap pass pack to within the 5% imbalance goal.
+REPLICATE_EVERYWHERE_ABOVE_PART_SHARE = 0.05
 COLUMN_SLICE_CHOICES = (1, 2, 4, 8)
 # Weight of the DPU side in the search's score, next to the modeled batch time.
 DPU_TIE_BREAK = 0.05
@@ -519,6 +526,109 @@ def _place_replicas(load: np.ndarray, copies: np.ndarray, part_load: np.ndarray)
     return out
 
 
+def _best_transfer(src_items: np.ndarray, src_share: np.ndarray, dst_items: np.ndarray, dst_share: np.ndarray,
+                   gap: float, allow_move: bool = True) -> tuple[float, int, int]:
+    """The move (one item ``src -> dst``) or swap whose load change ``d`` lies in ``(0, gap)`` closest to ``gap/2``.
+
+    Returns ``(d, src_item, dst_item)`` with ``dst_item = -1`` for a move; ``d = 0`` if none helps.
+    Moving ``d`` of load from a part ``gap`` above another lowers the pair's maximum
+    exactly when ``0 < d < gap``, the most at ``d = gap / 2``.
+
+    >>> _best_transfer(np.array([0, 1]), np.array([5.0, 4.0]), np.array([2]), np.array([2.0]), 6.0)  # swap 5, 2
+    (3.0, 0, 2)
+    >>> _best_transfer(np.array([0, 1]), np.array([5.0, 3.0]), np.array([2]), np.array([2.0]), 6.0)  # move 3
+    (3.0, 1, -1)
+    """
+    best = (0.0, -1, -1)
+    half = gap / 2
+
+    def consider(d: float, a: int, b: int) -> None:
+        nonlocal best
+        if 0 < d < gap and (best[0] == 0 or abs(d - half) < abs(best[0] - half)):
+            best = (float(d), int(a), int(b))
+
+    if allow_move and src_items.size:
+        order = np.argsort(src_share, kind="stable")
+        ss = src_share[order]
+        for j in np.searchsorted(ss, half) + np.array([-1, 0]):
+            if 0 <= j < ss.size:
+                consider(ss[j], src_items[order[j]], -1)
+    if src_items.size and dst_items.size:
+        order = np.argsort(dst_share, kind="stable")
+        ds = dst_share[order]
+        # For every source item a, the destination item b with a - b nearest gap/2.
+        pos = np.searchsorted(ds, src_share - half)
+        for j in (pos - 1, pos):
+            ok = np.flatnonzero((j >= 0) & (j < ds.size))
+            d = src_share[ok] - ds[j[ok]]
+            useful = np.flatnonzero((d > 0) & (d < gap))
+            if useful.size:
+                k = useful[np.argmin(np.abs(d[useful] - half))]
+                consider(d[k], src_items[ok[k]], dst_items[order[j[ok[k]]]])
+    return best
+
+
+def _rebalance(item_row: np.ndarray, item_part: np.ndarray, item_share: np.ndarray, parts: int,
+               room: np.ndarray, tolerance: float = 1e-3) -> np.ndarray:
+    """Moves and swaps of items between parts until the heaviest part cannot get lighter; returns new parts.
+
+    An item is a row (or one replica of a row, carrying its share of the row's load);
+    two replicas of a row never share a part, and a part gains items only while it has
+    ``room`` (rows of MRAM) left.  The partitioners balance well only with items small next
+    to a part: with few heavy rows (small tables, replicas of hot rows) METIS's epsilon
+    constraint and LPT leave parts several items apart, and with one part per DPU
+    that spread is the DPUs' imbalance.  Each round takes the heaviest part and, over the
+    lightest parts, the single move or swap that lowers the pair's maximum the most.
+
+    >>> # Loads 10 and 2: moving the 4 evens them out.
+    >>> _rebalance(np.arange(4), np.array([0, 0, 1, 1]), np.array([6.0, 4, 1, 1]), 2, np.full(2, 9)).tolist()
+    [0, 1, 1, 1]
+    >>> # Loads 7 and 5, no move helps: swapping the 4 for the 3 gives 6 and 6.
+    >>> _rebalance(np.arange(4), np.array([0, 0, 1, 1]), np.array([4.0, 3, 3, 2]), 2, np.full(2, 9)).tolist()
+    [1, 0, 0, 1]
+    """
+    item_part = item_part.copy()
+    if parts < 2 or item_row.size == 0:
+        return item_part
+    load = np.bincount(item_part, weights=item_share, minlength=parts)
+    room = room.astype(np.int64).copy()
+    mean = float(load.mean())
+    # Each round lowers the heaviest part (or a tie of it); a few rounds per part suffice.
+    for _ in range(4 * parts + 64):
+        src = int(np.argmax(load))
+        if load[src] <= mean * (1 + tolerance):
+            break
+        in_src = np.flatnonzero(item_part == src)
+        best_peak, best = float(load[src]), None
+        # The lightest parts: the gap, and so the room for a good transfer, is largest there.
+        for dst in np.argsort(load, kind="stable")[: min(parts - 1, 8)].tolist():
+            gap = float(load[src] - load[dst])
+            if gap <= 0:
+                break
+            in_dst = np.flatnonzero(item_part == dst)
+            movable = in_src[~np.isin(item_row[in_src], item_row[in_dst])]
+            back = in_dst[~np.isin(item_row[in_dst], item_row[in_src])]
+            d, a, b = _best_transfer(movable, item_share[movable], back, item_share[back], gap,
+                                     allow_move=room[dst] > 0)
+            peak = max(load[src] - d, load[dst] + d)
+            if d > 0 and peak < best_peak:
+                best_peak, best = peak, (a, b, dst)
+        if best is None:
+            break
+        a, b, dst = best
+        item_part[a] = dst
+        load[src] -= item_share[a]
+        load[dst] += item_share[a]
+        if b >= 0:
+            item_part[b] = src
+            load[dst] -= item_share[b]
+            load[src] += item_share[b]
+        else:
+            room[dst] -= 1
+            room[src] += 1
+    return item_part
+
+
 def _explicit_parts(wl: TableWorkload, trace: Trace, parts: int, cached: int, opts: "_Options",
                     row_capacity: int) -> tuple[list[_RowPart], dict]:
     spec = wl.spec
@@ -529,14 +639,18 @@ def _explicit_parts(wl: TableWorkload, trace: Trace, parts: int, cached: int, op
     rows, load = wl.rows[cached:], wl.load[cached:] + diffuse
     target = (float(load.sum()) + diffuse * (spec.num_embeddings - wl.rows.size)) / parts
     part_load = np.zeros(parts)
-    members: list[list[np.ndarray]] = [[] for _ in range(parts)]
-    copies = _replicas(load, target, parts) if opts.replicate else np.ones(load.size, dtype=np.int64)
-    copies[max(wl.reliable - cached, 0):] = 1
-    heavy = np.flatnonzero(copies > 1)
-    for row, chosen in zip(rows[heavy], _place_replicas(load[heavy], copies[heavy], part_load)):
-        for p in chosen:
-            members[p].append(np.array([row]))
-    rest = np.flatnonzero(copies == 1)
+    # A heavy row goes on every part, not on just enough parts to cut it to a quarter of
+    # one: shares of load/r on r < parts parts are items as coarse as the row's share, and
+    # a small table made of such items leaves its parts an item apart whatever the
+    # packing.  On every part, each replica serves the bags b = p (mod parts) (the
+    # routing rule), so the parts get even shares and a bag's heavy rows meet on one DPU.
+    heavy_rows = np.zeros(load.size, dtype=bool)
+    if opts.replicate and parts > 1:
+        heavy_rows[: max(wl.reliable - cached, 0)] = True
+        heavy_rows &= load > REPLICATE_EVERYWHERE_ABOVE_PART_SHARE * target
+    heavy = np.flatnonzero(heavy_rows)
+    part_load += float(load[heavy].sum()) / parts
+    rest = np.flatnonzero(~heavy_rows)
     rest_rows, rest_load = rows[rest], load[rest]
     # Hot set: the fewest remaining rows holding `hot_fraction` of the remaining load.
     covered = np.cumsum(rest_load)
@@ -575,21 +689,26 @@ def _explicit_parts(wl: TableWorkload, trace: Trace, parts: int, cached: int, op
     held = np.zeros(spec.num_embeddings, dtype=bool)
     held[wl.rows] = True
     unseen = np.flatnonzero(~held)
-    counts = np.zeros(parts)
-    for p in range(parts):
-        counts[p] = sum(len(a) for a in members[p])
+    counts = np.full(parts, float(heavy.size))
     np.add.at(counts, assignment, 1)
     np.add.at(counts, cold_part, 1)
     room = np.maximum(row_capacity - counts, 0)
     even = np.maximum((counts.sum() + unseen.size) / parts - counts, 0)
     unseen_part = _fill_by_cumulative(np.ones(unseen.size), np.minimum(even, room) if np.minimum(even, room).sum()
                                       >= unseen.size else room)
+    # The rows on one part each, rebalanced so that no part is left items above the others
+    # (the replicated rows load every part alike).
+    item_row = np.concatenate([hot_rows, cold_rows]).astype(np.int64)
+    item_part = np.concatenate([assignment, cold_part]).astype(np.int64)
+    np.add.at(counts, unseen_part, 1)
+    item_part = _rebalance(item_row, item_part, np.concatenate([hot_load, cold_load]), parts,
+                           row_capacity - counts)
     out = []
     for p in range(parts):
-        chunks = members[p] + [hot_rows[assignment == p], cold_rows[cold_part == p], unseen[unseen_part == p]]
+        chunks = [rows[heavy], item_row[item_part == p], unseen[unseen_part == p]]
         out.append(_RowPart(np.sort(np.concatenate(chunks)).astype(np.int64)))
     info = {"partitioner": method, "hot_rows": int(n_hot), "replicated_rows": int(heavy.size),
-            "max_replicas": int(copies.max()) if copies.size else 1}
+            "max_replicas": parts if heavy.size else 1}
     return out, info
 
 
@@ -1200,6 +1319,80 @@ def evaluate_plan(plan: Plan, trace: Trace, profile: str | perfmodel.HardwarePro
     )
 
 
+def shard_loads(plan: Plan, trace: Trace) -> np.ndarray:
+    """Mean lookups per batch that each shard of ``plan`` serves on ``trace`` (routed as the engine does).
+
+    >>> from updlrm.plan import uniform_plan
+    >>> from updlrm.partitioner.workloads import Trace
+    >>> p = uniform_plan([TableSpec("a", 8, 4)], Topology(2))
+    >>> shard_loads(p, Trace(1, 2, np.array([0, 1, 7]), np.array([0, 2, 3]))).tolist()
+    [2.0, 1.0]
+    """
+    load = np.zeros(len(plan.shards))
+    for t in range(len(plan.tables)):
+        rows, bags = trace.table_lookups(t)
+        keep = ~host_mask(plan, t, rows)
+        rows, bags = rows[keep], bags[keep] % trace.batch_size
+        routed: dict[tuple, tuple[list[int], np.ndarray]] = {}
+        for lo, _ in column_slices(plan, t):
+            members = [i for i in plan.shards_of(t) if plan.shards[i].col_start == lo]
+            signature = tuple(_rows_signature(plan.shards[i].rows) for i in members)
+            if signature not in routed:
+                shard = SliceRouter(plan, t, lo).route_shards(rows, bags) if rows.size else np.zeros(0, np.int64)
+                routed[signature] = (members, np.bincount(shard, minlength=len(plan.shards))[members])
+            load[members] += routed[signature][1]
+    return load / max(trace.num_batches, 1)
+
+
+def imbalance_breakdown(plan: Plan, trace: Trace) -> dict:
+    """The DPU load imbalance (max/mean) of ``plan`` on ``trace`` as a product of three factors.
+
+    * ``idle``: DPUs / DPUs that serve lookups (DPUs with no shard, or only shards of
+      rows nobody looks up, e.g. MRAM filled by a host-cached table);
+    * ``across_tables``: the heaviest table's mean shard load over the mean load of
+      the serving DPUs (tables whose parts come out at different levels);
+    * ``within_tables``: the heaviest DPU over that heaviest table mean (uneven parts of
+      a table, or several shards on one DPU).
+
+    ``imbalance = idle * across_tables * within_tables``; ``heaviest_table`` names the
+    table of the second factor, ``max_dpu_tables`` the tables with a shard on the
+    heaviest DPU.
+
+    >>> from updlrm.plan import uniform_plan
+    >>> from updlrm.partitioner.workloads import Trace
+    >>> p = uniform_plan([TableSpec("a", 8, 4)], Topology(3))
+    >>> b = imbalance_breakdown(p, Trace(1, 2, np.array([0, 1, 7]), np.array([0, 2, 3])))
+    >>> b["serving_dpus"], b["idle"], round(b["across_tables"], 3), b["within_tables"], b["imbalance"]
+    (2, 1.5, 0.667, 2.0, 2.0)
+    """
+    n = plan.topology.nr_dpus
+    per_shard = shard_loads(plan, trace)
+    dpu_of = np.array([s.dpu for s in plan.shards], dtype=np.int64)
+    table_of = np.array([s.table for s in plan.shards], dtype=np.int64)
+    per_dpu = np.bincount(dpu_of, weights=per_shard, minlength=n)
+    total = float(per_dpu.sum())
+    if total <= 0:
+        return {"imbalance": 1.0, "idle": 1.0, "across_tables": 1.0, "within_tables": 1.0, "serving_dpus": 0,
+                "dpus_without_shard": n - int(np.unique(dpu_of).size), "heaviest_table": None,
+                "table_mean_shard_load": {}, "max_dpu_tables": []}
+    serving = int((per_dpu > 0).sum())
+    table_mean = {plan.tables[t].name: float(per_shard[table_of == t].mean())
+                  for t in range(len(plan.tables)) if (table_of == t).any()}
+    heaviest = max(table_mean, key=table_mean.get)
+    top = int(np.argmax(per_dpu))
+    return {
+        "imbalance": float(per_dpu.max() * n / total),
+        "idle": n / serving,
+        "across_tables": table_mean[heaviest] * serving / total,
+        "within_tables": float(per_dpu.max()) / table_mean[heaviest],
+        "serving_dpus": serving,
+        "dpus_without_shard": n - int(np.unique(dpu_of).size),
+        "heaviest_table": heaviest,
+        "table_mean_shard_load": table_mean,
+        "max_dpu_tables": sorted({plan.tables[table_of[i]].name for i in np.flatnonzero(dpu_of == top)}),
+    }
+
+
 def expected_work(plan: Plan, trace: Trace, *, batch: int = 0, nr_tasklets: int = 16,
                   profile: str | perfmodel.HardwareProfile = DEFAULT_PROFILE) -> perfmodel.BatchWork:
     """The :class:`~updlrm.perfmodel.BatchWork` of batch ``batch`` of ``trace`` under ``plan``.
@@ -1221,6 +1414,6 @@ def expected_work(plan: Plan, trace: Trace, *, batch: int = 0, nr_tasklets: int 
     return _batch_works(plan, one, _route_trace(plan, one, model, 1.0), model, 1.0)[0]
 
 
-__all__ = ["build_plan", "evaluate_plan", "expected_work", "expected_rank_loads", "PlanReport", "TableWorkload",
-           "table_workloads",
+__all__ = ["build_plan", "evaluate_plan", "expected_work", "expected_rank_loads", "imbalance_breakdown",
+           "shard_loads", "PlanReport", "TableWorkload", "table_workloads",
            "CACHE_MODES", "GRAPH_MODES", "DEFAULT_PROFILE"]
