@@ -40,7 +40,10 @@ keeps whichever assignment the model prefers on the build trace, which here is t
 frequency one; the columns below show the trade-off.
 
 ``--scale``: 26 Criteo-like tables x 3 (>= 100M rows), 2,048 DPUs, a 10M-lookup trace:
-wall-clock time of ``build_plan`` (goal <= 120 s on a 2-core machine).
+wall-clock time of ``build_plan`` (goal <= 120 s on a 2-core machine), and the DPU
+load imbalance split into its factors (``imbalance_breakdown``): DPUs that serve no
+lookups, tables whose parts come out at different load levels, and uneven parts within
+a table.
 
 Usage::
 
@@ -57,7 +60,7 @@ from pathlib import Path
 
 import numpy as np
 
-from updlrm.partitioner.placement import build_plan, evaluate_plan
+from updlrm.partitioner.placement import build_plan, evaluate_plan, imbalance_breakdown
 from updlrm.partitioner.workloads import criteo_like_tables, synthetic_trace
 from updlrm.plan import uniform_plan
 from updlrm.specs import TableSpec, Topology
@@ -140,6 +143,7 @@ def run_scale() -> dict:
     plan = build_plan(tables, trace, Topology(2048), profile=PROFILE, progress=True)
     build_s = time.perf_counter() - started
     naive = evaluate_plan(uniform_plan(tables, Topology(2048), "row_wise"), trace, PROFILE)
+    breakdown = imbalance_breakdown(plan, trace)
     meta = plan.metadata
     out = {
         "tables": len(tables), "total_rows": total_rows, "dpus": 2048, "lookups": trace.num_lookups,
@@ -148,11 +152,18 @@ def run_scale() -> dict:
         "speedup_vs_uniform_row": naive.modeled.total_s / meta["modeled"]["total_s"],
         "imbalance": meta["imbalance"], "mean_fanout": meta["mean_fanout"],
         "host_cache_hit_rate": meta["host_cache_hit_rate"], "goal_build_s": 120.0,
+        "imbalance_breakdown": breakdown,
     }
     print(f"\nscale: {len(tables)} tables, {total_rows / 1e6:.1f}M rows, 2048 DPUs, {trace.num_lookups / 1e6:.1f}M "
           f"lookups: build_plan {build_s:.1f} s (goal <= 120 s), modeled {out['modeled_ms']:.2f} ms vs uniform "
           f"{out['uniform_row_modeled_ms']:.2f} ms ({out['speedup_vs_uniform_row']:.1f}x), "
           f"imbalance {out['imbalance']:.3f}, {len(plan.shards)} shards")
+    b = breakdown
+    heaviest = b["table_mean_shard_load"].get(b["heaviest_table"], 0.0)
+    print(f"  imbalance {b['imbalance']:.3f} = {b['idle']:.3f} idle ({2048 - b['serving_dpus']} DPUs serve no "
+          f"lookups, {b['dpus_without_shard']} of them hold no shard) x {b['across_tables']:.3f} across tables "
+          f"(heaviest: {b['heaviest_table']}, {heaviest:.0f} lookups/batch per shard) x {b['within_tables']:.3f} "
+          f"within tables (heaviest DPU: {', '.join(b['max_dpu_tables'])})")
     return out
 
 
