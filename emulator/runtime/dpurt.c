@@ -290,7 +290,7 @@ static void fault(enum emu_fault_kind kind, bool tasklet_specific, const char *f
 
 /* Whether a blocked tasklet may proceed; if so, performs the acquisition it
  * was waiting for, so that it owns the resource when it resumes. */
-static bool try_wake(struct tasklet *t)
+static bool try_wake_blocked(struct tasklet *t)
 {
     switch (t->state) {
     case TASKLET_RUNNABLE:
@@ -340,6 +340,14 @@ static bool try_wake(struct tasklet *t)
     return true;
 }
 
+/* At the switch after a DMA the next tasklet is almost always runnable: test
+ * that inline, before the call and the indirect jump on the blocking reason
+ * (perf put a third of the scheduler's samples on that dispatch). */
+static inline bool try_wake(struct tasklet *t)
+{
+    return t->state == TASKLET_RUNNABLE || try_wake_blocked(t);
+}
+
 /* The calling tasklet has blocked or finished: run the next tasklet that
  * can proceed, in id order starting after the caller (round robin).  Returns
  * when the caller itself can proceed again. */
@@ -347,8 +355,9 @@ static void schedule(void)
 {
     uint32_t self_id = rt.current;
     struct tasklet *self = &rt.tasklets[self_id];
+    uint32_t id = self_id;
     for (uint32_t step = 1; step <= rt.nr_tasklets; step++) {
-        uint32_t id = (self_id + step) % rt.nr_tasklets;
+        id = id + 1 == rt.nr_tasklets ? 0 : id + 1; /* round robin without a division per step */
         struct tasklet *next = &rt.tasklets[id];
         if (!try_wake(next))
             continue;
