@@ -228,6 +228,7 @@ struct eb_engine {
     uint32_t total_dim;
     uint32_t int_dim;
     uint32_t batch_offset;
+    uint64_t heap_address; /* MRAM address of DPU_MRAM_HEAP_POINTER (0 if unknown) */
     int loaded;
 
     int weighted;
@@ -384,11 +385,16 @@ eb_engine *eb_engine_create(const char *kernel_path, const char *profile, uint32
         rank_index++;
     }
 
-    status = dpu_load(engine->set, kernel_path, NULL);
+    struct dpu_program_t *program = NULL;
+    status = dpu_load(engine->set, kernel_path, &program);
     if (status != DPU_OK) {
         snprintf(error, error_size, "dpu_load(%s) failed: %s", kernel_path, dpu_error_to_string(status));
         eb_engine_destroy(engine);
         return NULL;
+    }
+    struct dpu_symbol_t heap;
+    if (dpu_get_symbol(program, DPU_MRAM_HEAP_POINTER_NAME, &heap) == DPU_OK) {
+        engine->heap_address = heap.address;
     }
     return engine;
 
@@ -1127,13 +1133,17 @@ int eb_engine_load(eb_engine *engine, const void **weights, const int64_t *row_s
         struct dpu_state *dpu = &engine->dpus[shard->dpu];
         dpu->shard_list[shard->local] = s;
         uint64_t bytes = (uint64_t)shard->nr_rows * eb_row_bytes(table->format, shard->col_stop - shard->col_start);
-        if (dpu->static_bytes + bytes > engine->mram_bytes) {
+        /* Rows start on 64-byte MRAM addresses: the emulator's row copies then touch
+         * whole host cache lines (a 256-byte row spans 4 lines, not 5); a DPU's DMAs
+         * only need 8 bytes, so there it costs at most 56 bytes per shard. */
+        uint64_t aligned = ((engine->heap_address + dpu->static_bytes + 63u) & ~(uint64_t)63u) - engine->heap_address;
+        if (aligned + bytes > engine->mram_bytes) {
             set_error(engine, "DPU %u: rows need more than its %llu MRAM bytes", shard->dpu,
                 (unsigned long long)engine->mram_bytes);
             return -1;
         }
-        shard->rows_offset = (uint32_t)dpu->static_bytes;
-        dpu->static_bytes += bytes;
+        shard->rows_offset = (uint32_t)aligned;
+        dpu->static_bytes = aligned + bytes;
         largest = dpu->static_bytes > largest ? dpu->static_bytes : largest;
     }
     engine->batch_offset = (uint32_t)EB_PAD8(largest);
