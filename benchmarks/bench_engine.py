@@ -15,7 +15,8 @@
 3. Host route+pack on a partitioner plan (``updlrm.partitioner.placement.build_plan`` on
    the same trace, ``cache="replicate"``: graph-partitioned row sets, replicated hot
    rows), which the runtime routes with per-row entries; reported with its
-   routing-table bytes (``--no-partitioned`` skips it). Checked against torch too.
+   routing-table bytes, its end-to-end ratio to torch and the partial-sum bytes it pulls
+   (``--no-partitioned`` skips it). Checked against torch too.
 
 Times are medians over ``--batches`` batches after one warm-up. CPU time per lookup
 (the emulator's worker processes, which run the DPU kernel, and the host process) is
@@ -88,18 +89,23 @@ def route_partitioned(tables, weights, torch_weights, trace, batches, args) -> d
     # cache="replicate": with a trace of a few batches the host cache would take every row
     # seen; replicas and graph-partitioned row sets keep the lookups on the DPUs.
     plan = build_plan(tables, trace, Topology(nr_dpus=args.dpus), progress=False, cache="replicate")
-    ratios, times, copies, hits, lookups = [], [], [], 0, 0
+    ratios, times, copies, throughput, partial_bytes, hits, lookups = [], [], [], [], [], 0, 0
     max_error = 0.0
     with Engine(plan, weights, backend="emulator", nr_tasklets=args.tasklets) as engine:
         routing_bytes = engine.routing_bytes
         for i, batch in enumerate(batches):
             indices, offsets, _ = batch
+            start = time.perf_counter()
             out, stats = engine.run(indices, offsets, None, PoolingMode.SUM)
-            max_error = max(max_error, float(np.abs(out - torch_seconds(torch_weights, batch)[1]).max()))
+            engine_s = time.perf_counter() - start
+            torch_s, expected = torch_seconds(torch_weights, batch)
+            max_error = max(max_error, float(np.abs(out - expected).max()))
             copy_s = copy_seconds(indices.nbytes + offsets.nbytes + int(stats.bytes_to_dpu.sum()))
             if i == 0:
                 continue
             ratios.append(stats.route_s / copy_s)
+            throughput.append(torch_s / engine_s)
+            partial_bytes.append(int(stats.bytes_from_dpu.sum()))
             times.append(stats.route_s)
             copies.append(copy_s)
             hits += stats.host_cache_hits
@@ -107,6 +113,7 @@ def route_partitioned(tables, weights, torch_weights, trace, batches, args) -> d
     return {
         "route_pack_s": statistics.median(times), "route_pack_copy_s": statistics.median(copies),
         "route_pack_vs_copy": statistics.median(ratios), "host_cache_share": hits / max(lookups, 1),
+        "throughput_vs_torch": statistics.median(throughput), "bytes_from_dpu": statistics.median(partial_bytes),
         "routing_bytes": routing_bytes, "max_abs_error_vs_torch": max_error,
         "strategy": plan.metadata.get("strategy"),
     }
@@ -167,6 +174,7 @@ def main() -> None:
                 "route_copy_s": route_copy_s, "merge_copy_s": merge_copy_s,
                 "lookups": int(stats.lookups.sum()), "max_dpu_lookups": int(stats.lookups.max()),
                 "worker_cpu_s": worker_cpu_s, "host_cpu_s": host_cpu_s,
+                "bytes_from_dpu": int(stats.bytes_from_dpu.sum()),
                 "kernel_cycles_max": int(stats.kernel_cycles.max()),
             })
 
@@ -219,6 +227,9 @@ def main() -> None:
               f"{partitioned['routing_bytes'] / 1e6:.1f} MB ({partitioned['routing_bytes'] / (args.tables * args.rows):.1f} "
               f"bytes per row; row-wise plan: {summary['routing_bytes'] / 1e3:.1f} kB); "
               f"max |engine - torch| = {partitioned['max_abs_error_vs_torch']:.2e}")
+        print(f"  end to end {partitioned['throughput_vs_torch']:.2f}x torch; partial sums pulled "
+              f"{partitioned['bytes_from_dpu'] / 1e6:.1f} MB per batch (row-wise plan: "
+              f"{statistics.median(r['bytes_from_dpu'] for r in rows) / 1e6:.1f} MB)")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({"config": config, "summary": summary, "partitioned": partitioned,
                                        "batches": rows}, indent=1))
