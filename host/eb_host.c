@@ -1854,13 +1854,18 @@ static int finish_dpu(eb_engine *engine, struct dpu_state *dpu)
     uint32_t weights_at = 0;
     if (engine->weighted) {
         weights_at = cursor;
-        memcpy(dpu->input + cursor, dpu->weights, (size_t)dpu->nr_lookups * 4u);
+        /* memcpy from NULL is undefined even for 0 bytes: an idle DPU has no weight array yet */
+        if (dpu->nr_lookups) {
+            memcpy(dpu->input + cursor, dpu->weights, (size_t)dpu->nr_lookups * 4u);
+        }
         if (dpu->nr_lookups & 1u) {
             memset(dpu->input + cursor + dpu->nr_lookups * 4u, 0, 4);
         }
         cursor += index_bytes;
     }
-    memcpy(dpu->input + cursor, dpu->segments, (size_t)dpu->nr_segments * sizeof(struct eb_segment));
+    if (dpu->nr_segments) {
+        memcpy(dpu->input + cursor, dpu->segments, (size_t)dpu->nr_segments * sizeof(struct eb_segment));
+    }
     struct eb_batch_header *filled = (struct eb_batch_header *)dpu->input;
     filled->fields = (struct eb_batch_fields) {
         .magic = EB_HEADER_MAGIC,

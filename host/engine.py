@@ -110,6 +110,12 @@ def _sdk_tools() -> tuple[str, str]:
     return sdk.compiler, sdk.pkg_config
 
 
+def _sanitizer_flags() -> list[str]:
+    from updlrm.emulator._build import SANITIZE_FLAGS
+
+    return list(SANITIZE_FLAGS)
+
+
 def _cpu_signature() -> str:
     """What -march=native sees: builds for another CPU (a shared cache directory) must not be reused."""
     try:
@@ -143,7 +149,9 @@ def build(backend: str = "emulator", nr_tasklets: int = 16) -> tuple[Path, Path]
     """Build (or reuse from the cache) the DPU kernel and the host library for ``backend``.
 
     Returns ``(kernel_path, host_library_path)``. The cache key is a hash of the C
-    sources, the backend's compilers and flags, and ``nr_tasklets``.
+    sources, the backend's compilers and flags, and ``nr_tasklets``. With
+    ``UPDLRM_SANITIZE=1`` both are built with AddressSanitizer + UBSan (load the host
+    library into a process started with ``LD_PRELOAD`` of the compiler's libasan).
 
     >>> kernel, library = build("emulator", nr_tasklets=16)
     >>> kernel.exists() and library.suffix == ".so"
@@ -154,12 +162,14 @@ def build(backend: str = "emulator", nr_tasklets: int = 16) -> tuple[Path, Path]
     if not 1 <= int(nr_tasklets) <= 24:
         raise EngineError(f"nr_tasklets must be in 1..24 (the SDK maximum), got {nr_tasklets}")
     tools = _toolchain(backend)
+    sanitize = os.environ.get("UPDLRM_SANITIZE") == "1"
+    sanitizer_flags = _sanitizer_flags() if sanitize else []
     digest = hashlib.sha256()
     for path in (KERNEL_SOURCE, ABI_HEADER, HOST_SOURCE, HOST_HEADER):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     digest.update(repr((sorted(tools.items()), nr_tasklets, CC, HOST_CFLAGS, SDK_KERNEL_FLAGS, EMULATOR_KERNEL_OPT,
-                        _cpu_signature())).encode())
-    key = f"{backend}-t{nr_tasklets}-{digest.hexdigest()[:16]}"
+                        _cpu_signature(), sanitizer_flags)).encode())
+    key = f"{backend}-t{nr_tasklets}{'-sanitize' if sanitize else ''}-{digest.hexdigest()[:16]}"
     target = cache_root() / key
     kernel, library = target / "embedding_bag.dpu", target / "libeb_host.so"
     if kernel.exists() and library.exists():
@@ -176,12 +186,12 @@ def build(backend: str = "emulator", nr_tasklets: int = 16) -> tuple[Path, Path]
 
                 emulator.compile_dpu_program(
                     [KERNEL_SOURCE], staging / kernel.name, nr_tasklets=nr_tasklets, include_dirs=[KERNEL_DIR],
-                    opt=EMULATOR_KERNEL_OPT,
+                    opt=EMULATOR_KERNEL_OPT, sanitize=sanitize,
                 )
             else:
                 _run([tools["dpu_cc"], f"-DNR_TASKLETS={nr_tasklets}", *SDK_KERNEL_FLAGS, f"-I{KERNEL_DIR}",
                       "-o", str(staging / kernel.name), str(KERNEL_SOURCE)])
-            _run([CC, *HOST_CFLAGS, f"-I{HOST_DIR}", f"-I{KERNEL_DIR}", *tools["host_cflags"],
+            _run([CC, *HOST_CFLAGS, *sanitizer_flags, f"-I{HOST_DIR}", f"-I{KERNEL_DIR}", *tools["host_cflags"],
                   "-o", str(staging / library.name), str(HOST_SOURCE), *tools["host_libs"], "-lm"])
             if target.exists():
                 shutil.rmtree(target)

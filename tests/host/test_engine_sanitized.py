@@ -1,0 +1,87 @@
+"""The engine's C (host runtime and DPU kernel) under AddressSanitizer + UBSan.
+
+The host library is loaded into Python, so the run happens in a child Python started
+with the compiler's libasan preloaded and ``UPDLRM_SANITIZE=1`` (see
+``updlrm.host.engine.build``). The child runs prepared batches on every layout, with one
+and two host threads, plus a batch with an out-of-range index, and saves the outputs; this
+process checks them against the torch reference. Any sanitizer report fails the child.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine_reference import assert_matches, random_batch, random_weights, reference
+from updlrm.plan import uniform_plan
+from updlrm.specs import PoolingMode, RowFormat, TableSpec, Topology
+
+TABLES = [TableSpec("f", 700, 20), TableSpec("i8", 300, 9, row_format=RowFormat.INT8, scale=0.05),
+          TableSpec("i32", 200, 16, row_format=RowFormat.INT32, scale=2.0**-18), TableSpec("wide", 90, 600)]
+LAYOUTS = ("table_wise", "row_wise", "column_wise", "tiled")
+
+CHILD = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from updlrm.host.engine import Engine, EngineError
+    from updlrm.plan import Plan
+    from updlrm.specs import PoolingMode
+
+    data = np.load(sys.argv[1])
+    weights = [data[f"w{t}"] for t in range(int(data["nr_tables"]))]
+    outputs = {}
+    for layout in sys.argv[3:]:
+        plan = Plan.load(f"{sys.argv[2]}/{layout}.json")
+        for threads in (1, 2):
+            # 5 tasklets: ASan's redzones would overflow WRAM with 16 (still > 1, so tasklets split segments)
+            with Engine(plan, weights, host_threads=threads, nr_tasklets=5) as engine:
+                for name, pooling in (("sum", PoolingMode.SUM), ("mean", PoolingMode.MEAN)):
+                    out, _ = engine.run(data["indices"], data["offsets"], data["psw"], pooling)
+                    outputs[f"{layout}-{threads}-{name}"] = out
+                bad = data["indices"].copy()
+                bad[0] = 10**6
+                try:
+                    engine.run(bad, data["offsets"], data["psw"])
+                    raise SystemExit("an out-of-range index was accepted")
+                except EngineError:
+                    pass
+    np.savez(sys.argv[1].replace(".npz", "-out.npz"), **outputs)
+""")
+
+
+def _libasan() -> str | None:
+    path = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
+    return path if os.path.isabs(path) and Path(path).exists() else None
+
+
+@pytest.mark.skipif(_libasan() is None, reason="gcc has no libasan.so here")
+def test_engine_runs_clean_under_asan_and_ubsan(tmp_path):
+    rng = np.random.default_rng(21)
+    weights = random_weights(TABLES, rng)
+    # 4,096 bags x 4 tables x ~8 lookups: above the two-thread thresholds of route and merge
+    indices, offsets, psw = random_batch(TABLES, 4096, 8, rng, weighted=True)
+    for layout in LAYOUTS:
+        uniform_plan(TABLES, Topology(nr_dpus=6), layout).save(tmp_path / f"{layout}.json")
+    batch = tmp_path / "batch.npz"
+    np.savez(batch, indices=indices, offsets=offsets, psw=psw, nr_tables=len(TABLES),
+             **{f"w{t}": w for t, w in enumerate(weights)})
+    env = dict(os.environ, UPDLRM_SANITIZE="1", LD_PRELOAD=_libasan(),
+               # Python's own allocations are never freed at exit: leaks are not the engine's
+               ASAN_OPTIONS="detect_leaks=0:abort_on_error=1", UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1")
+    child = subprocess.run([sys.executable, "-c", CHILD, str(batch), str(tmp_path), *LAYOUTS], env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert child.returncode == 0, child.stderr[-4000:]
+    assert "runtime error" not in child.stderr and "AddressSanitizer" not in child.stderr, child.stderr[-4000:]
+    outputs = np.load(tmp_path / "batch-out.npz")
+    for pooling, name in ((PoolingMode.SUM, "sum"), (PoolingMode.MEAN, "mean")):
+        expected, magnitude = reference(TABLES, weights, indices, offsets, psw, pooling)
+        for layout in LAYOUTS:
+            one, two = outputs[f"{layout}-1-{name}"], outputs[f"{layout}-2-{name}"]
+            assert_matches(TABLES, one, expected, magnitude)
+            assert np.array_equal(one, two), layout
