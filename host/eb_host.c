@@ -248,6 +248,8 @@ struct eb_engine {
     size_t slice_thread_capacity;
     uint64_t *group_work;
     size_t group_work_capacity;
+    uint32_t *group_thread;
+    size_t group_thread_capacity;
 
     struct eb_run_stats stats;
     int64_t *dpu_stats[EB_NR_DPU_STATS];
@@ -1685,7 +1687,9 @@ static int assign_route_threads(eb_engine *engine, const int64_t *offsets, uint3
     }
     if (engine->nr_route_groups < 2 ||
         reserve((void **)&engine->slice_thread, &engine->slice_thread_capacity, engine->nr_slices, sizeof(uint32_t)) ||
-        reserve((void **)&engine->group_work, &engine->group_work_capacity, engine->nr_route_groups, sizeof(uint64_t))) {
+        reserve((void **)&engine->group_work, &engine->group_work_capacity, engine->nr_route_groups, sizeof(uint64_t)) ||
+        reserve((void **)&engine->group_thread, &engine->group_thread_capacity, engine->nr_route_groups,
+            sizeof(uint32_t))) {
         return 0;
     }
     memset(engine->group_work, 0, engine->nr_route_groups * sizeof(uint64_t));
@@ -1702,17 +1706,15 @@ static int assign_route_threads(eb_engine *engine, const int64_t *offsets, uint3
     uint64_t before = 0;
     uint32_t first_thread_groups = 0;
     for (uint32_t g = 0; g < engine->nr_route_groups; g++) {
-        uint64_t work = engine->group_work[g];
-        /* group_work now holds the thread of the group */
-        engine->group_work[g] = 2 * before + work < total ? 0u : 1u;
-        first_thread_groups += engine->group_work[g] == 0u;
-        before += work;
+        engine->group_thread[g] = 2 * before + engine->group_work[g] < total ? 0u : 1u;
+        first_thread_groups += engine->group_thread[g] == 0u;
+        before += engine->group_work[g];
     }
     if (first_thread_groups == 0 || first_thread_groups == engine->nr_route_groups) {
         return 0;
     }
     for (uint32_t k = 0; k < engine->nr_slices; k++) {
-        engine->slice_thread[k] = (uint32_t)engine->group_work[engine->slice_group[k]];
+        engine->slice_thread[k] = engine->group_thread[engine->slice_group[k]];
     }
     return 1;
 }
@@ -2531,5 +2533,6 @@ void eb_engine_destroy(eb_engine *engine)
     free(engine->slice_group);
     free(engine->slice_thread);
     free(engine->group_work);
+    free(engine->group_thread);
     free(engine);
 }
