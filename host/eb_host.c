@@ -16,6 +16,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -230,6 +231,7 @@ struct eb_engine {
     uint32_t batch_offset;
     uint64_t heap_address; /* MRAM address of DPU_MRAM_HEAP_POINTER (0 if unknown) */
     int loaded;
+    atomic_int busy; /* an eb_engine_run is in progress (one batch in flight per engine) */
 
     int weighted;
     int64_t *scratch;
@@ -2343,7 +2345,7 @@ static void finish_output(eb_engine *engine, const int64_t *offsets, uint32_t ba
     }
 }
 
-int eb_engine_run(eb_engine *engine, const int64_t *indices, int64_t nr_indices, const int64_t *offsets,
+static int run_batch(eb_engine *engine, const int64_t *indices, int64_t nr_indices, const int64_t *offsets,
     int64_t nr_offsets, const float *per_sample_weights, int pooling, float *output)
 {
     double start = now_s();
@@ -2417,6 +2419,25 @@ int eb_engine_run(eb_engine *engine, const int64_t *indices, int64_t nr_indices,
     finish_output(engine, offsets, (uint32_t)batch, pooling, output);
     engine->stats.merge_s += now_s() - finish;
     return 0;
+}
+
+/*
+ * One batch in flight per engine: every per-batch buffer (DPU inputs and outputs, the
+ * integer scratch, merge indexes, stats, the error text) belongs to the engine, so a
+ * second concurrent call would overwrite the first one's. Callers queue above this
+ * (updlrm.host.engine.Engine holds a lock); a caller that does not is refused here
+ * instead of corrupting memory. A pipelined API would split this flag into one per
+ * stage (route/pack, launch, merge) with a set of buffers per batch in flight.
+ */
+int eb_engine_run(eb_engine *engine, const int64_t *indices, int64_t nr_indices, const int64_t *offsets,
+    int64_t nr_offsets, const float *per_sample_weights, int pooling, float *output)
+{
+    if (atomic_exchange(&engine->busy, 1)) {
+        return EB_RUN_BUSY;
+    }
+    int result = run_batch(engine, indices, nr_indices, offsets, nr_offsets, per_sample_weights, pooling, output);
+    atomic_store(&engine->busy, 0);
+    return result ? EB_RUN_FAILED : EB_RUN_OK;
 }
 
 /* ---- queries and teardown --------------------------------------------------- */

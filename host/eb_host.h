@@ -44,6 +44,17 @@ enum eb_dpu_stat {
     EB_NR_DPU_STATS = 11
 };
 
+/*
+ * Results of eb_engine_run. One batch runs at a time per engine: a call made while
+ * another is running (another thread) returns EB_RUN_BUSY at once and touches
+ * nothing, not even the error text or the stats of the running batch.
+ */
+enum eb_run_result {
+    EB_RUN_OK = 0,
+    EB_RUN_FAILED = -1, /* eb_engine_error says why */
+    EB_RUN_BUSY = -2    /* another eb_engine_run of this engine is in progress */
+};
+
 eb_engine *eb_engine_create(const char *kernel_path, const char *profile, uint32_t nr_dpus, uint32_t nr_tasklets,
     uint64_t mram_bytes, uint32_t nr_tables, uint32_t nr_shards, char *error, size_t error_size);
 int eb_engine_set_table(eb_engine *engine, uint32_t table, int64_t nr_rows, uint32_t dim, uint32_t format, double scale);

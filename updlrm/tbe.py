@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -447,6 +448,11 @@ class TableBatchedEmbeddingBags(torch.nn.Module):
     API's validation time in ``.extra["validate_s"]`` and removed lookups in
     ``.extra["dropped_lookups"]``.
 
+    Threads: any number of threads may call one module; each gets exactly its serial
+    result (the engine runs one batch at a time and the others queue). Every call
+    returns a new output, and ``last_stats`` / ``last_profile()`` are per thread: the
+    calling thread's own last batch, never another thread's.
+
     >>> tbe = TableBatchedEmbeddingBags([(50, 4)], backend="emulator", nr_dpus=2, pooling_mode="mean")
     >>> out = tbe(torch.tensor([3, 4, 7]), torch.tensor([0, 2, 3]))
     >>> torch.allclose(out[1], torch.from_numpy(tbe.weights(0)[7]))
@@ -523,7 +529,7 @@ class TableBatchedEmbeddingBags(torch.nn.Module):
         self.plan = plan
         self._stored = stored
         self.dims = [s.embedding_dim for s in fitted]
-        self.last_stats = None
+        self._thread_state = threading.local()
         self._engine = _create_engine(plan, stored, self.backend, nr_tasklets)
 
     # -- FBGEMM / torch conventions -------------------------------------------------
@@ -531,6 +537,15 @@ class TableBatchedEmbeddingBags(torch.nn.Module):
     @property
     def total_dim(self) -> int:
         return int(sum(self.dims))
+
+    @property
+    def last_stats(self):
+        """``BatchStats`` of the calling thread's last batch on this module (None before it ran one)."""
+        return getattr(self._thread_state, "stats", None)
+
+    @last_stats.setter
+    def last_stats(self, stats) -> None:
+        self._thread_state.stats = stats
 
     def weights(self, t: int | str) -> np.ndarray:
         """Table ``t`` (index or name) as float32 values, dequantised for integer formats."""
@@ -570,7 +585,7 @@ class TableBatchedEmbeddingBags(torch.nn.Module):
         return out
 
     def last_profile(self, profile: str = "upmem-350mhz-2556"):
-        """Measured host phases and modeled UPMEM phases of the last batch.
+        """Measured host phases and modeled UPMEM phases of the calling thread's last batch.
 
         See :func:`updlrm.profile.profile_batch`; ``profile`` names a
         :data:`updlrm.perfmodel.PROFILES` entry.
