@@ -81,6 +81,15 @@ class EngineError(RuntimeError):
     """The engine could not build, load or run (the message says what and where)."""
 
 
+class AccumulatorOverflowError(EngineError, OverflowError):
+    """An integer table's bag could sum beyond int64, so its result would not be exact.
+
+    Raised before anything is routed or touches a DPU; the message names the table, the
+    sample and the bound (max |row| x sum of |Q16 weights| or x lookups, host/README.md
+    "Summation order and arithmetic"). The engine stays usable.
+    """
+
+
 class EngineBusyError(EngineError):
     """``eb_engine_run`` was entered while another batch of the same engine was running.
 
@@ -404,6 +413,8 @@ class Engine:
         lib.eb_engine_set_host_threads(engine, max(1, int(host_threads or os.cpu_count() or 1)))
         try:
             self._describe(arrays)
+            for t, spec in enumerate(tables):  # names for the C runtime's messages
+                self._check(lib.eb_engine_name_table(engine, t, spec.name.encode()))
             pointers = ffi.new("void *[]", [ffi.from_buffer(a) for a in arrays])
             strides = ffi.new("int64_t[]", [a.strides[0] for a in arrays])
             self._check(lib.eb_engine_load(engine, ffi.cast("const void **", pointers), strides))
@@ -499,6 +510,8 @@ class Engine:
             if rc == self._lib.EB_RUN_BUSY:
                 raise EngineBusyError("another thread is running a batch on this engine and eb_engine_run does not queue; "
                                       "call it through Engine.run, which serialises callers")
+            if rc == self._lib.EB_RUN_INEXACT:
+                raise AccumulatorOverflowError(self._ffi.string(self._lib.eb_engine_error(self._engine)).decode())
             if rc != 0:
                 raise EngineError(self._ffi.string(self._lib.eb_engine_error(self._engine)).decode())
             return output, self._stats(per_sample_weights is not None)
