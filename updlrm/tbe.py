@@ -62,7 +62,9 @@ __all__ = [
 # |weight| of a table maps to QMAX. INT8 is symmetric int8 (-127..127, as
 # torch.quantize_per_tensor with a symmetric qint8 range). INT32 maps to 2**24, the
 # float32 significand: finer steps could not show in the float32 output, and the DPU sums
-# int32 rows in int64 (dpu_kernels/embedding_bag_abi.h), so no bag size can overflow.
+# int32 rows in int64 (dpu_kernels/embedding_bag_abi.h): unweighted bags never overflow,
+# weighted ones only if sum |w| of a bag >= 2**23, which the engine refuses
+# (AccumulatorOverflowError) rather than wrap.
 FIT_QMAX = {RowFormat.INT8: 127, RowFormat.INT32: 1 << 24}
 # Largest |q| a format can store at all (``quantization="table"`` checks against it).
 FORMAT_QMAX = {RowFormat.INT8: 127, RowFormat.INT32: (1 << 31) - 1}
@@ -149,7 +151,8 @@ def validate_tbe_inputs(
     1-D shapes, ``len(offsets) == T*B + 1`` (or ``T*B`` with ``include_last_offset=False``,
     torch's convention, then ``len(indices)`` is appended), ``offsets[0] == 0``,
     non-decreasing offsets, ``offsets[-1] == len(indices)``, ``per_sample_weights`` of
-    length ``len(indices)`` and finite, no weights with MEAN pooling. Index bounds follow
+    length ``len(indices)`` and finite, no weights with MEAN pooling, and weights of
+    integer tables' lookups in the Q16 range ``-32768 <= w < 32768``. Index bounds follow
     ``bounds_check_mode``: FATAL raises naming table, sample, position and value; WARNING
     warns and drops the bad lookups; IGNORE drops them silently; NONE does not look.
 
@@ -218,6 +221,7 @@ def validate_tbe_inputs(
         if not finite.all():
             k = int(np.argmin(finite))
             raise InvalidInputError(f"per_sample_weights[{k}] = {psw[k]} is not finite")
+        _check_q16_weights(tables, psw, off, B)
     if bounds_check_mode != BoundsCheckMode.NONE and n:
         bad = _out_of_range(tables, idx, off, B)
         if bad is not None:
@@ -236,6 +240,30 @@ def validate_tbe_inputs(
                 warnings.warn(f"{where}; dropping {nbad} out-of-range lookups (they contribute nothing)", RuntimeWarning, stacklevel=3)
             return _drop_lookups(ValidatedBatch(idx.astype(np.int64, copy=False), off, psw, B), ~bad)
     return ValidatedBatch(idx.astype(np.int64, copy=False), off, psw, B)
+
+
+# Integer rows take per-sample weights as Q16 fixed point, rint(w * 65536) in int32
+# (EB_WEIGHT_Q16_ONE, dpu_kernels/embedding_bag_abi.h).
+_Q16_ONE = 1 << 16
+_Q16_RANGE = (-(1 << 31), (1 << 31) - 1)
+
+
+def _check_q16_weights(tables: Sequence[TableSpec], psw: np.ndarray, off: np.ndarray, B: int) -> None:
+    """Weights of integer tables' lookups must fit Q16 (|w| < 32768); name the first that does not."""
+    starts = off[np.arange(len(tables) + 1) * B]
+    for t, spec in enumerate(tables):
+        lo, hi = int(starts[t]), int(starts[t + 1])
+        if spec.row_format == RowFormat.FP32 or lo == hi:
+            continue
+        q = np.rint(psw[lo:hi].astype(np.float64) * _Q16_ONE)
+        bad = (q < _Q16_RANGE[0]) | (q > _Q16_RANGE[1])
+        if bad.any():
+            k = lo + int(np.argmax(bad))
+            b = _first_bad_bag(off, k) - t * B
+            raise InvalidInputError(
+                f"table {spec.name!r} (t={t}), sample {b}: per_sample_weights[{k}] = {psw[k]!s} is outside the Q16 range "
+                f"of {spec.row_format.value} tables (-32768 <= w < 32768); scale the weights down or store the table as fp32"
+            )
 
 
 def _out_of_range(tables: Sequence[TableSpec], idx: np.ndarray, off: np.ndarray, B: int) -> np.ndarray | None:
