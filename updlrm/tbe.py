@@ -601,12 +601,13 @@ class TableBatchedEmbeddingBags(torch.nn.Module):
         return kind.wrap(self._run(batch, time.perf_counter() - start))
 
     def _run(self, batch: ValidatedBatch, validate_s: float) -> np.ndarray:
-        if self._engine is None:
+        engine = self._engine  # one read: another thread may close the module meanwhile
+        if engine is None:
             raise RuntimeError("this module was closed; build a new one")
         if batch.batch_size == 0:
             self.last_stats = None
             return np.zeros((0, self.total_dim), dtype=np.float32)
-        out, stats = self._engine.run(batch.indices, batch.offsets, batch.per_sample_weights, self.pooling_mode)
+        out, stats = engine.run(batch.indices, batch.offsets, batch.per_sample_weights, self.pooling_mode)
         stats.extra["validate_s"] = validate_s
         stats.extra["dropped_lookups"] = batch.dropped
         self.last_stats = stats

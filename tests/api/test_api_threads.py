@@ -101,3 +101,24 @@ def test_last_profile_is_the_calling_threads_last_batch():
         assert seen[0] is None and seen[1].nr_lookups == 30 and seen[2] is not None
         assert tbe.last_stats is mine and mine.nr_lookups == 3
         assert tbe.last_profile().nr_lookups == 3
+
+
+def test_closing_while_other_threads_run_gives_results_or_a_clear_error():
+    batches = tbe_batches(200, seed=13)
+    tbe = TableBatchedEmbeddingBags(TABLES, backend="emulator", nr_dpus=4, nr_tasklets=4, seed=3)
+    serial = [tbe(*batch) for batch in batches]
+    outcomes = []
+
+    def call(k):
+        if k == 100:
+            tbe.close()
+        try:
+            out = tbe(*batches[k])
+            outcomes.append(torch.equal(out, serial[k]))
+        except RuntimeError as error:  # the module's "closed" error or the engine's
+            assert "closed" in str(error)
+            outcomes.append("closed")
+        return None
+
+    shared_run(call, batches, threads=4)
+    assert all(o is True or o == "closed" for o in outcomes) and "closed" in outcomes
