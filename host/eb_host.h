@@ -47,7 +47,10 @@ enum eb_dpu_stat {
 /*
  * Results of eb_engine_run. One batch runs at a time per engine: a call made while
  * another is running (another thread) returns EB_RUN_BUSY at once and touches
- * nothing, not even the error text or the stats of the running batch.
+ * nothing, not even the error text or the stats of the running batch. The error
+ * text and the stats describe the last run and are overwritten by the next one:
+ * callers that share an engine serialise run + reading them (Engine.run holds a
+ * lock). Setup calls and eb_engine_destroy must not overlap a run.
  */
 enum eb_run_result {
     EB_RUN_OK = 0,

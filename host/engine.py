@@ -87,6 +87,17 @@ class AccumulatorOverflowError(EngineError, OverflowError):
     Raised before anything is routed or touches a DPU; the message names the table, the
     sample and the bound (max |row| x sum of |Q16 weights| or x lookups, host/README.md
     "Summation order and arithmetic"). The engine stays usable.
+
+    >>> import numpy as np
+    >>> from updlrm.specs import TableSpec, Topology, RowFormat
+    >>> from updlrm.plan import uniform_plan
+    >>> spec = TableSpec("c", 2, 1, row_format=RowFormat.INT32, scale=1.0)
+    >>> rows = np.array([[2**31 - 1], [0]], np.int32)
+    >>> with Engine(uniform_plan([spec], Topology(nr_dpus=1), "table_wise"), [rows]) as e:
+    ...     e.run(np.zeros(3, np.int64), np.array([0, 3]), np.full(3, 32767.0, np.float32))
+    Traceback (most recent call last):
+    ...
+    updlrm.host.engine.AccumulatorOverflowError: table 'c' (t=0), sample 0: its int32 sum could exceed int64, so it would not be exact: ...
     """
 
 
