@@ -255,7 +255,12 @@ def _check_q16_weights(tables: Sequence[TableSpec], psw: np.ndarray, off: np.nda
         lo, hi = int(starts[t]), int(starts[t + 1])
         if spec.row_format == RowFormat.FP32 or lo == hi:
             continue
-        q = np.rint(psw[lo:hi].astype(np.float64) * _Q16_ONE)
+        segment = psw[lo:hi]
+        # rint is monotone: the smallest and largest weights decide (no per-weight temporaries).
+        q_low, q_high = np.rint(np.float64(segment.min()) * _Q16_ONE), np.rint(np.float64(segment.max()) * _Q16_ONE)
+        if _Q16_RANGE[0] <= q_low and q_high <= _Q16_RANGE[1]:
+            continue
+        q = np.rint(segment.astype(np.float64) * _Q16_ONE)
         bad = (q < _Q16_RANGE[0]) | (q > _Q16_RANGE[1])
         if bad.any():
             k = lo + int(np.argmax(bad))
