@@ -16,6 +16,8 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from updlrm.host.engine import AccumulatorOverflowError, Engine, EngineError
 from updlrm.plan import Plan, Shard
@@ -225,3 +227,57 @@ def test_int8_unweighted_int32_partial_at_its_limit():
     with Engine(plan, [rows], nr_tasklets=1) as engine:
         out, stats = engine.run(np.zeros(n, np.int64), np.array([0, n]))
     assert stats.nr_launches == 1 and out[0, 0] == np.float32(-(1 << 30)) and out[0, 1] == np.float32(127 << 23)
+
+
+_ENGINES: dict = {}
+
+
+def _shared_engine(fmt):
+    """One engine per format, kept for the module: hypothesis varies only the batches."""
+    if fmt not in _ENGINES:
+        spec = TableSpec(f"x{fmt.value}", 8, 4, row_format=fmt, scale=2.0**-30)
+        rows = extreme_table(fmt)
+        _ENGINES[fmt] = (Engine(spread_plan(spec), [rows], nr_tasklets=3), rows, spec)
+    return _ENGINES[fmt]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_shared_engines():
+    yield
+    for engine, _, _ in _ENGINES.values():
+        engine.close()
+    _ENGINES.clear()
+
+
+# Q16 weights mostly from the adversarial end (|w| near 32768, so a few int32 lookups reach
+# the bound) and tiny ones that move a bag's sum of |Q16| by one unit across it.
+_WEIGHTS = st.one_of(st.sampled_from([-32768.0, 32767.99609375, -32767.99609375, 32767.0]),
+                     st.sampled_from([1 / 65536, -1 / 65536, 255 / 65536, 0.0]),
+                     st.floats(-32768.0, 32767.99609375, width=32))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fmt=st.sampled_from([RowFormat.INT32, RowFormat.INT8]),
+       bags=st.lists(st.lists(st.tuples(st.integers(0, 7), _WEIGHTS), min_size=1, max_size=5), min_size=1, max_size=3),
+       weighted=st.booleans(), mean=st.booleans())
+def test_exact_or_refused_exactly_at_the_bound(fmt, bags, weighted, mean):
+    """Either the exact value or AccumulatorOverflowError, and the error exactly when the bound exceeds int64."""
+    engine, rows, spec = _shared_engine(fmt)
+    pooling = PoolingMode.MEAN if mean else PoolingMode.SUM
+    indices = np.array([r for bag in bags for r, _ in bag], np.int64)
+    offsets = np.concatenate(([0], np.cumsum([len(bag) for bag in bags]))).astype(np.int64)
+    psw = np.array([w for bag in bags for _, w in bag], np.float32) if weighted else None
+    peak = int(np.abs(rows.astype(np.int64)).max())
+    over = []
+    for b, bag in enumerate(bags):
+        lo, hi = offsets[b], offsets[b + 1]
+        total = int(np.abs(np.rint(psw[lo:hi].astype(np.float64) * 65536)).sum()) if weighted else int(hi - lo)
+        over.append(peak * total > INT64_MAX)
+    event("refused" if any(over) else "exact")
+    if any(over):
+        first = over.index(True)
+        with pytest.raises(AccumulatorOverflowError, match=rf"table '{spec.name}' \(t=0\), sample {first}: its {fmt.value} sum"):
+            engine.run(indices, offsets, psw, pooling)
+    else:
+        out, _ = engine.run(indices, offsets, psw, pooling)
+        assert np.array_equal(out, exact(rows, indices, offsets, psw, spec.scale, pooling))
