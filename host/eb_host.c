@@ -16,6 +16,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,8 @@ struct table {
     int64_t *host_row_ids; /* sorted; a row's position is its host-cache slot */
     uint8_t *host_rows;
     int defined;
+    uint64_t max_abs; /* largest |q| of an integer table's rows, measured at load (exactness bound) */
+    char name[64];    /* for messages; "t<index>" unless eb_engine_name_table named it */
 };
 
 struct shard {
@@ -230,6 +233,7 @@ struct eb_engine {
     uint32_t batch_offset;
     uint64_t heap_address; /* MRAM address of DPU_MRAM_HEAP_POINTER (0 if unknown) */
     int loaded;
+    atomic_int busy; /* an eb_engine_run is in progress (one batch in flight per engine) */
 
     int weighted;
     int64_t *scratch;
@@ -416,6 +420,17 @@ int eb_engine_set_table(eb_engine *engine, uint32_t table, int64_t nr_rows, uint
     engine->tables[table] = (struct table) {
         .nr_rows = nr_rows, .dim = dim, .format = format, .scale = scale, .defined = 1
     };
+    snprintf(engine->tables[table].name, sizeof(engine->tables[table].name), "t%u", table);
+    return 0;
+}
+
+int eb_engine_name_table(eb_engine *engine, uint32_t table, const char *name)
+{
+    if (table >= engine->nr_tables || !engine->tables[table].defined) {
+        set_error(engine, "table %u was never described", table);
+        return -1;
+    }
+    snprintf(engine->tables[table].name, sizeof(engine->tables[table].name), "%s", name);
     return 0;
 }
 
@@ -1057,6 +1072,127 @@ static int push_static(eb_engine *engine, const void **weights, const int64_t *r
     return rc;
 }
 
+/* ---- integer exactness -------------------------------------------------------
+ *
+ * Integer sums are exact or refused, never wrapped. Every integer accumulator that holds
+ * part of a bag - a DPU partial (int64; int32 for unweighted int8 rows), the host-cache
+ * sum, the host's int64 merge scratch - holds, after every single addition, a sum over a
+ * subset of that bag's terms q * w (w = 1 unweighted, the Q16 weight otherwise). Each is
+ * therefore at most max|q| of the table x the sum over the bag of |w| in magnitude,
+ * whatever the order of the additions or the split into partials. A batch runs only if
+ * that bound fits int64 for every bag of every integer table (checked before routing);
+ * the int32 partials of unweighted int8 rows hold at most EB_MAX_LOOKUPS_PER_LAUNCH
+ * lookups, 128 x 2^23 = 2^30 < 2^31. The output conversion takes the exact int64 sum.
+ */
+
+#define EB_INT64_LIMIT ((uint64_t)INT64_MAX)
+
+static void measure_table(struct table *table, const void *rows, int64_t row_stride)
+{
+    table->max_abs = 0;
+    if (table->format == EB_FORMAT_FP32) {
+        return;
+    }
+    int64_t low = 0, high = 0;
+    for (int64_t r = 0; r < table->nr_rows; r++) {
+        const uint8_t *row = (const uint8_t *)rows + r * row_stride;
+        if (table->format == EB_FORMAT_INT32) {
+            int32_t row_low = 0, row_high = 0;
+            for (uint32_t c = 0; c < table->dim; c++) {
+                int32_t x;
+                memcpy(&x, row + 4u * c, sizeof(x));
+                row_low = x < row_low ? x : row_low;
+                row_high = x > row_high ? x : row_high;
+            }
+            low = row_low < low ? row_low : low;
+            high = row_high > high ? row_high : high;
+        } else {
+            const int8_t *x = (const int8_t *)row;
+            int32_t row_low = 0, row_high = 0;
+            for (uint32_t c = 0; c < table->dim; c++) {
+                row_low = x[c] < row_low ? x[c] : row_low;
+                row_high = x[c] > row_high ? x[c] : row_high;
+            }
+            low = row_low < low ? row_low : low;
+            high = row_high > high ? row_high : high;
+        }
+    }
+    table->max_abs = (uint64_t)(-low > high ? -low : high);
+}
+
+/*
+ * Refuses a batch in which some bag of an integer table could leave int64 (see above),
+ * or whose weights for integer rows do not fit Q16; nothing has been routed yet.
+ * Returns EB_RUN_INEXACT, EB_RUN_FAILED (bad weight) or 0.
+ */
+static int check_integer_sums(eb_engine *engine, const int64_t *offsets, uint32_t batch, const float *weights)
+{
+    for (uint32_t t = 0; t < engine->nr_tables; t++) {
+        const struct table *table = &engine->tables[t];
+        if (table->format == EB_FORMAT_FP32) {
+            continue;
+        }
+        /* Largest sum of |w| (Q16 units when weighted) a bag may have. */
+        uint64_t limit = table->max_abs ? EB_INT64_LIMIT / table->max_abs : UINT64_MAX;
+        const char *format = table->format == EB_FORMAT_INT32 ? "int32" : "int8";
+        for (uint32_t b = 0; b < batch; b++) {
+            int64_t first = offsets[(int64_t)t * batch + b], end = offsets[(int64_t)t * batch + b + 1];
+            uint64_t total = 0;
+            if (!weights) {
+                total = (uint64_t)(end - first);
+            } else {
+                /* Sufficient and cheap (vectorised): lookups x Q16(max |w|) within the limit.
+                 * NaN weights compare false here and are refused by the routing. */
+                float peak = 0;
+                for (int64_t k = first; k < end; k++) {
+                    float magnitude = fabsf(weights[k]);
+                    peak = magnitude > peak ? magnitude : peak;
+                }
+                double peak_q = nearbyint((double)peak * (double)EB_WEIGHT_Q16_ONE);
+                if (peak_q <= 2147483647.0 && (uint64_t)peak_q <= limit / (uint64_t)(end - first > 0 ? end - first : 1)) {
+                    continue;
+                }
+                /* Otherwise the exact sum of |q|; total <= limit + 2^31 cannot wrap. */
+                for (int64_t k = first; k < end && total <= limit; k++) {
+                    double q = nearbyint((double)weights[k] * (double)EB_WEIGHT_Q16_ONE);
+                    if (!(q >= -2147483648.0 && q <= 2147483647.0)) {
+                        set_error(engine,
+                            "table '%s' (t=%u), sample %u: per_sample_weights[%lld] = %g is outside the Q16 range of "
+                            "%s tables (-32768 <= w < 32768); scale the weights down or store the table as fp32",
+                            table->name, t, b, (long long)k, (double)weights[k], format);
+                        return EB_RUN_FAILED;
+                    }
+                    total += (uint64_t)fabs(q);
+                }
+            }
+            if (total > limit) {
+                int64_t lookups = end - first;
+                if (weights) {
+                    double magnitude = 0; /* the whole bag's sum of |w|, for the message */
+                    for (int64_t k = first; k < end; k++) {
+                        magnitude += fabs((double)weights[k]);
+                    }
+                    set_error(engine,
+                        "table '%s' (t=%u), sample %u: its %s sum could exceed int64, so it would not be exact: "
+                        "max |row| %llu x 65536 x sum of |weights| %.9g (%lld lookups) = %.4g > 2^63-1; use smaller "
+                        "weights or shorter bags, integer rows of smaller magnitude, or an fp32 table",
+                        table->name, t, b, format, (unsigned long long)table->max_abs, magnitude, (long long)lookups,
+                        (double)table->max_abs * 65536.0 * magnitude);
+                } else {
+                    set_error(engine,
+                        "table '%s' (t=%u), sample %u: its %s sum could exceed int64, so it would not be exact: "
+                        "max |row| %llu x %lld lookups = %.4g > 2^63-1; use shorter bags, integer rows of smaller "
+                        "magnitude, or an fp32 table",
+                        table->name, t, b, format, (unsigned long long)table->max_abs, (long long)lookups,
+                        (double)table->max_abs * (double)lookups);
+                }
+                return EB_RUN_INEXACT;
+            }
+        }
+    }
+    return 0;
+}
+
 int eb_engine_load(eb_engine *engine, const void **weights, const int64_t *row_strides)
 {
     if (engine->loaded) {
@@ -1154,6 +1290,9 @@ int eb_engine_load(eb_engine *engine, const void **weights, const int64_t *row_s
         return -1;
     }
 
+    for (uint32_t t = 0; t < engine->nr_tables; t++) {
+        measure_table(&engine->tables[t], weights[t], row_strides[t]);
+    }
     if (push_static(engine, weights, row_strides)) {
         return -1;
     }
@@ -2343,7 +2482,7 @@ static void finish_output(eb_engine *engine, const int64_t *offsets, uint32_t ba
     }
 }
 
-int eb_engine_run(eb_engine *engine, const int64_t *indices, int64_t nr_indices, const int64_t *offsets,
+static int run_batch(eb_engine *engine, const int64_t *indices, int64_t nr_indices, const int64_t *offsets,
     int64_t nr_offsets, const float *per_sample_weights, int pooling, float *output)
 {
     double start = now_s();
@@ -2379,6 +2518,10 @@ int eb_engine_run(eb_engine *engine, const int64_t *indices, int64_t nr_indices,
                 (long long)offsets[k + 1]);
             return -1;
         }
+    }
+    int refused = check_integer_sums(engine, offsets, (uint32_t)batch, per_sample_weights);
+    if (refused) {
+        return refused;
     }
     engine->weighted = per_sample_weights != NULL;
     for (uint32_t s = 0; s < engine->nr_shards; s++) {
@@ -2417,6 +2560,25 @@ int eb_engine_run(eb_engine *engine, const int64_t *indices, int64_t nr_indices,
     finish_output(engine, offsets, (uint32_t)batch, pooling, output);
     engine->stats.merge_s += now_s() - finish;
     return 0;
+}
+
+/*
+ * One batch in flight per engine: every per-batch buffer (DPU inputs and outputs, the
+ * integer scratch, merge indexes, stats, the error text) belongs to the engine, so a
+ * second concurrent call would overwrite the first one's. Callers queue above this
+ * (updlrm.host.engine.Engine holds a lock); a caller that does not is refused here
+ * instead of corrupting memory. A pipelined API would split this flag into one per
+ * stage (route/pack, launch, merge) with a set of buffers per batch in flight.
+ */
+int eb_engine_run(eb_engine *engine, const int64_t *indices, int64_t nr_indices, const int64_t *offsets,
+    int64_t nr_offsets, const float *per_sample_weights, int pooling, float *output)
+{
+    if (atomic_exchange(&engine->busy, 1)) {
+        return EB_RUN_BUSY;
+    }
+    int result = run_batch(engine, indices, nr_indices, offsets, nr_offsets, per_sample_weights, pooling, output);
+    atomic_store(&engine->busy, 0);
+    return result;
 }
 
 /* ---- queries and teardown --------------------------------------------------- */

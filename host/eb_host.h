@@ -44,9 +44,25 @@ enum eb_dpu_stat {
     EB_NR_DPU_STATS = 11
 };
 
+/*
+ * Results of eb_engine_run. One batch runs at a time per engine: a call made while
+ * another is running (another thread) returns EB_RUN_BUSY at once and touches
+ * nothing, not even the error text or the stats of the running batch. The error
+ * text and the stats describe the last run and are overwritten by the next one:
+ * callers that share an engine serialise run + reading them (Engine.run holds a
+ * lock). Setup calls and eb_engine_destroy must not overlap a run.
+ */
+enum eb_run_result {
+    EB_RUN_OK = 0,
+    EB_RUN_FAILED = -1, /* eb_engine_error says why */
+    EB_RUN_BUSY = -2,   /* another eb_engine_run of this engine is in progress */
+    EB_RUN_INEXACT = -3 /* refused before routing: an integer bag sum could exceed int64 (eb_engine_error says which) */
+};
+
 eb_engine *eb_engine_create(const char *kernel_path, const char *profile, uint32_t nr_dpus, uint32_t nr_tasklets,
     uint64_t mram_bytes, uint32_t nr_tables, uint32_t nr_shards, char *error, size_t error_size);
 int eb_engine_set_table(eb_engine *engine, uint32_t table, int64_t nr_rows, uint32_t dim, uint32_t format, double scale);
+int eb_engine_name_table(eb_engine *engine, uint32_t table, const char *name);
 int eb_engine_set_shard(eb_engine *engine, uint32_t shard, uint32_t table, uint32_t dpu, uint32_t col_start,
     uint32_t col_stop, int64_t row_start, int64_t nr_rows, const int64_t *row_ids);
 int eb_engine_set_host_rows(eb_engine *engine, uint32_t table, int64_t nr_rows, const int64_t *row_ids, const void *rows);

@@ -34,6 +34,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,6 +79,34 @@ _DPU_STATS = (
 
 class EngineError(RuntimeError):
     """The engine could not build, load or run (the message says what and where)."""
+
+
+class AccumulatorOverflowError(EngineError, OverflowError):
+    """An integer table's bag could sum beyond int64, so its result would not be exact.
+
+    Raised before anything is routed or touches a DPU; the message names the table, the
+    sample and the bound (max |row| x sum of |Q16 weights| or x lookups, host/README.md
+    "Summation order and arithmetic"). The engine stays usable.
+
+    >>> import numpy as np
+    >>> from updlrm.specs import TableSpec, Topology, RowFormat
+    >>> from updlrm.plan import uniform_plan
+    >>> spec = TableSpec("c", 2, 1, row_format=RowFormat.INT32, scale=1.0)
+    >>> rows = np.array([[2**31 - 1], [0]], np.int32)
+    >>> with Engine(uniform_plan([spec], Topology(nr_dpus=1), "table_wise"), [rows]) as e:
+    ...     e.run(np.zeros(3, np.int64), np.array([0, 3]), np.full(3, 32767.0, np.float32))
+    Traceback (most recent call last):
+    ...
+    updlrm.host.engine.AccumulatorOverflowError: table 'c' (t=0), sample 0: its int32 sum could exceed int64, so it would not be exact: ...
+    """
+
+
+class EngineBusyError(EngineError):
+    """``eb_engine_run`` was entered while another batch of the same engine was running.
+
+    ``Engine.run`` queues its callers on a lock, so only code that calls the C library
+    directly (bypassing that lock) sees this.
+    """
 
 
 # ---- building ----------------------------------------------------------------------
@@ -334,6 +363,14 @@ class Engine:
     CPU count) lets route+pack and the merge of big batches use two threads; results
     do not depend on it.
 
+    Threads: any number of threads may share one engine. One batch is in flight at a
+    time (the DPUs, their buffers and the integer scratch belong to the engine); ``run``
+    holds the engine's lock from the C call until the stats are copied, so concurrent
+    callers queue and each gets exactly its serial result, in a fresh output array and
+    a fresh ``BatchStats``. The C library refuses a concurrent ``eb_engine_run``
+    (:class:`EngineBusyError`) instead of corrupting memory. ``close`` waits for the
+    running batch.
+
     >>> import numpy as np
     >>> from updlrm.specs import TableSpec, Topology, PoolingMode
     >>> from updlrm.plan import uniform_plan
@@ -351,6 +388,9 @@ class Engine:
         self.backend = _resolve_backend(backend)
         self.nr_tasklets = int(nr_tasklets)
         self._engine = None
+        # One batch in flight per engine; a pipelined run would split this per stage
+        # (route/pack, launch, merge), see host/README.md "Threads".
+        self._lock = threading.Lock()
         plan.validate()
         tables = plan.tables
         if len(weights) != len(tables):
@@ -384,6 +424,8 @@ class Engine:
         lib.eb_engine_set_host_threads(engine, max(1, int(host_threads or os.cpu_count() or 1)))
         try:
             self._describe(arrays)
+            for t, spec in enumerate(tables):  # names for the C runtime's messages
+                self._check(lib.eb_engine_name_table(engine, t, spec.name.encode()))
             pointers = ffi.new("void *[]", [ffi.from_buffer(a) for a in arrays])
             strides = ffi.new("int64_t[]", [a.strides[0] for a in arrays])
             self._check(lib.eb_engine_load(engine, ffi.cast("const void **", pointers), strides))
@@ -451,8 +493,6 @@ class Engine:
         >>> out.tolist(), int(stats.lookups.sum())
         ([[0.0, 0.0], [2.5, 2.5]], 2)
         """
-        if self._engine is None:
-            raise EngineError("the engine is closed")
         pooling = PoolingMode(pooling)
         if pooling == PoolingMode.NONE:
             raise NotImplementedError("the engine pools bags; PoolingMode.NONE (sequence embeddings) is not supported")
@@ -471,13 +511,21 @@ class Engine:
                 raise ValueError(f"per_sample_weights has shape {per_sample_weights.shape}, indices {indices.shape}")
             weights_ptr = self._ptr("float *", per_sample_weights)
         output = np.empty((batch, self.total_dim), dtype=np.float32)
-        rc = self._lib.eb_engine_run(
-            self._engine, self._ptr("int64_t *", indices), indices.size, self._ptr("int64_t *", offsets),
-            offsets.size, weights_ptr, int(pooling), self._ptr("float *", output),
-        )
-        if rc != 0:
-            raise EngineError(self._ffi.string(self._lib.eb_engine_error(self._engine)).decode())
-        return output, self._stats(per_sample_weights is not None)
+        with self._lock:
+            if self._engine is None:
+                raise EngineError("the engine is closed")
+            rc = self._lib.eb_engine_run(
+                self._engine, self._ptr("int64_t *", indices), indices.size, self._ptr("int64_t *", offsets),
+                offsets.size, weights_ptr, int(pooling), self._ptr("float *", output),
+            )
+            if rc == self._lib.EB_RUN_BUSY:
+                raise EngineBusyError("another thread is running a batch on this engine and eb_engine_run does not queue; "
+                                      "call it through Engine.run, which serialises callers")
+            if rc == self._lib.EB_RUN_INEXACT:
+                raise AccumulatorOverflowError(self._ffi.string(self._lib.eb_engine_error(self._engine)).decode())
+            if rc != 0:
+                raise EngineError(self._ffi.string(self._lib.eb_engine_error(self._engine)).decode())
+            return output, self._stats(per_sample_weights is not None)
 
     def _stats(self, weighted: bool) -> BatchStats:
         ffi, lib = self._ffi, self._lib
@@ -504,10 +552,11 @@ class Engine:
     # -- lifetime ----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Free the DPUs (idempotent)."""
-        if self._engine is not None:
-            self._lib.eb_engine_destroy(self._engine)
-            self._engine = None
+        """Free the DPUs (idempotent; waits for a batch another thread is running)."""
+        with self._lock:
+            if self._engine is not None:
+                self._lib.eb_engine_destroy(self._engine)
+                self._engine = None
 
     def __enter__(self) -> "Engine":
         return self
