@@ -155,6 +155,14 @@ struct dpu_program_t {
     uint32_t nr_dpus;   /* DPUs currently running this program */
     uint32_t nr_workers;
     struct worker *workers;
+    /* relaxed-DMA sites already reported (once per site and rule) */
+    struct reported_site {
+        uint64_t site;
+        uint32_t kind;
+    } *reported;
+    uint32_t nr_reported;
+    uint64_t described_site; /* last site described_where was made for */
+    char described_where[512];
 };
 
 struct dpu_t {
@@ -186,6 +194,7 @@ struct emu_system {
     size_t mram_size;
     uint32_t max_workers;
     double timeout_seconds;
+    uint32_t dma_mode; /* enum emu_dma_mode, from UPDLRM_EMU_DMA */
 
     pthread_mutex_t lock;
     pthread_cond_t idle;
@@ -370,7 +379,26 @@ struct profile {
     uint32_t dpus_per_rank;
     uint32_t nr_workers;
     double timeout_seconds;
+    uint32_t dma_mode;
 };
+
+/* UPDLRM_EMU_DMA: unset or "default", "hardware", "strict" (emulator/README.md). */
+static dpu_error_t parse_dma_mode(uint32_t *mode)
+{
+    const char *value = getenv("UPDLRM_EMU_DMA");
+    if (!value || !*value || !strcmp(value, "default"))
+        *mode = EMU_DMA_DEFAULT;
+    else if (!strcmp(value, "hardware"))
+        *mode = EMU_DMA_HARDWARE;
+    else if (!strcmp(value, "strict"))
+        *mode = EMU_DMA_STRICT;
+    else
+        return fail(DPU_ERR_INVALID_PROFILE,
+                    "UPDLRM_EMU_DMA='%s' is not a DMA mode: use default (decode as the DPU, warn once per site), "
+                    "strict (fault) or hardware (decode silently)",
+                    value);
+    return DPU_OK;
+}
 
 static dpu_error_t parse_profile(const char *text, struct profile *p)
 {
@@ -381,6 +409,9 @@ static dpu_error_t parse_profile(const char *text, struct profile *p)
     p->dpus_per_rank = EMU_DPUS_PER_RANK;
     p->nr_workers = env_uint("UPDLRM_EMU_WORKERS", nproc > 0 ? (uint32_t)nproc : 1);
     p->timeout_seconds = 0;
+    dpu_error_t dma_status = parse_dma_mode(&p->dma_mode);
+    if (dma_status != DPU_OK)
+        return dma_status;
     const char *timeout_env = getenv("UPDLRM_EMU_TIMEOUT");
     if (timeout_env && *timeout_env)
         p->timeout_seconds = atof(timeout_env);
@@ -450,6 +481,7 @@ static dpu_error_t create_system(uint32_t nr_dpus, const struct profile *profile
     system->nr_ranks = (nr_dpus + profile->dpus_per_rank - 1) / profile->dpus_per_rank;
     system->max_workers = profile->nr_workers;
     system->timeout_seconds = profile->timeout_seconds;
+    system->dma_mode = profile->dma_mode;
     pthread_mutex_init(&system->lock, NULL);
     pthread_cond_init(&system->idle, NULL);
     system->ranks = calloc(system->nr_ranks, sizeof *system->ranks);
@@ -580,6 +612,7 @@ static void free_program(struct dpu_program_t *program)
     free(program->image_template);
     free(program->rodata);
     free(program->mram_init);
+    free(program->reported);
     if (program->temporary_path) {
         unlink(program->temporary_path);
         free(program->temporary_path);
@@ -1096,6 +1129,7 @@ static bool send_launch(struct dpu_program_t *program, struct worker *worker)
     msg.magic = EMU_LAUNCH_MAGIC;
     msg.nr_dpus = worker->list_size;
     msg.layout = program->layout;
+    msg.layout.dma_mode = program->system->dma_mode;
     worker->busy = true;
     return send_all(worker->socket, &msg, sizeof msg) &&
            send_all(worker->socket, worker->list, worker->list_size * sizeof(uint32_t));
@@ -1160,6 +1194,120 @@ static void recover_worker(struct dpu_program_t *program, uint32_t w, enum emu_f
     }
     if (remaining && !send_launch(program, worker))
         worker->busy = true; /* the next poll sees the failure */
+}
+
+/* ---- source lines of DPU program sites ---------------------------------- */
+
+/* "file:line (function)" of a return address in a DPU program (a non-PIE
+ * executable built with -g, so addresses are the same in every worker),
+ * through binutils' addr2line, which the compiler driver needs anyway; the
+ * bare address when that fails.  The last answer is cached per program. */
+static const char *describe_site(struct dpu_program_t *program, uint64_t site)
+{
+    if (program->described_site == site && site)
+        return program->described_where;
+    char *out = program->described_where;
+    size_t size = sizeof program->described_where;
+    snprintf(out, size, "address 0x%llx", (unsigned long long)site);
+    program->described_site = site;
+    int fds[2];
+    if (!site || pipe2(fds, O_CLOEXEC))
+        return out;
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+    char address[32];
+    /* the return address follows the call: look up the byte before it */
+    snprintf(address, sizeof address, "0x%llx", (unsigned long long)(site - 1));
+    char *argv[] = { (char *)"addr2line", (char *)"-f", (char *)"-e", program->path, address, NULL };
+    pid_t pid;
+    int rc = posix_spawnp(&pid, "addr2line", &actions, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    close(fds[1]);
+    char text[1024];
+    size_t used = 0;
+    while (rc == 0 && used < sizeof text - 1) {
+        ssize_t n = read(fds[0], text + used, sizeof text - 1 - used);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        used += (size_t)n;
+    }
+    close(fds[0]);
+    if (rc)
+        return out;
+    int wstatus;
+    while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR)
+        ;
+    text[used] = 0;
+    char *function = text, *location = strchr(text, '\n');
+    if (!location)
+        return out;
+    *location++ = 0;
+    location[strcspn(location, "\n")] = 0;
+    char *discriminator = strstr(location, " (discriminator");
+    if (discriminator)
+        *discriminator = 0;
+    if (!*location || location[0] == '?')
+        return out;
+    snprintf(out, size, "%.300s (%.200s)", location, function);
+    return out;
+}
+
+/* Default DMA mode: each relaxed DMA rule is reported once per program site. */
+static void report_dma_warnings(struct emu_system *system, const uint32_t *dpus, uint32_t nr_dpus)
+{
+    if (system->dma_mode != EMU_DMA_DEFAULT)
+        return;
+    for (uint32_t i = 0; i < nr_dpus; i++) {
+        struct emu_dpu_state *s = &block_of(system, dpus[i])->state;
+        struct dpu_program_t *program = system->program_of[dpus[i]];
+        uint32_t n = s->nr_dma_warnings < EMU_MAX_DMA_WARNINGS ? s->nr_dma_warnings : EMU_MAX_DMA_WARNINGS;
+        for (uint32_t k = 0; k < n && program; k++) {
+            const struct emu_dma_warning *w = &s->dma_warnings[k];
+            bool seen = false;
+            for (uint32_t r = 0; r < program->nr_reported && !seen; r++)
+                seen = program->reported[r].site == w->site && program->reported[r].kind == w->kind;
+            if (seen)
+                continue;
+            struct reported_site *grown =
+                realloc(program->reported, (program->nr_reported + 1) * sizeof *program->reported);
+            if (!grown)
+                return;
+            program->reported = grown;
+            program->reported[program->nr_reported].site = w->site;
+            program->reported[program->nr_reported].kind = w->kind;
+            program->nr_reported++;
+            char text[EMU_FAULT_MSG_SIZE];
+            emu_describe_dma_relaxation(text, sizeof text, w);
+            const struct dpu_t *dpu = &system->dpus[dpus[i]];
+            fprintf(stderr,
+                    "updlrm emulator: warning: DPU %u (rank %u, dpu %u) tasklet %d: %s, at %s. The SDK forbids "
+                    "this DMA but the DPU accepts it; UPDLRM_EMU_DMA=strict makes it a fault, "
+                    "UPDLRM_EMU_DMA=hardware silences this warning.\n",
+                    dpus[i], dpu->rank->index, (uint32_t)(dpu - dpu->rank->dpus), w->tasklet, text,
+                    describe_site(program, w->site));
+        }
+        s->nr_dma_warnings = 0;
+    }
+    fflush(stderr);
+}
+
+/* A DMA fault names the program's source line. */
+static void annotate_fault_sites(struct emu_system *system, const uint32_t *dpus, uint32_t nr_dpus)
+{
+    for (uint32_t i = 0; i < nr_dpus; i++) {
+        struct emu_dpu_state *s = &block_of(system, dpus[i])->state;
+        struct dpu_program_t *program = system->program_of[dpus[i]];
+        if (s->status != EMU_DPU_FAULT || !s->fault_site || !program)
+            continue;
+        size_t length = strlen(s->fault_msg);
+        snprintf(s->fault_msg + length, sizeof s->fault_msg - length, " at %s",
+                 describe_site(program, s->fault_site));
+        s->fault_site = 0;
+    }
 }
 
 static double now_seconds(void)
@@ -1256,6 +1404,8 @@ static dpu_error_t run_launch(struct emu_system *system, const uint32_t *dpus, u
     }
     free(fds);
     free(owners);
+    report_dma_warnings(system, dpus, nr_dpus);
+    annotate_fault_sites(system, dpus, nr_dpus);
     uint32_t first_fault = UINT32_MAX;
     for (uint32_t i = 0; i < nr_dpus; i++) {
         struct emu_dpu_state *s = &block_of(system, dpus[i])->state;
