@@ -31,7 +31,7 @@
 
 #include <dpu.h>
 #include <dpu_log.h>
-#include <dpu_probe.h>
+#include <updlrm_emu_probe.h>
 
 #include "emu_shared.h"
 
@@ -1946,65 +1946,60 @@ EXPORT dpu_error_t updlrm_emu_log(struct dpu_set_t set, char *buffer, size_t cap
     return ok();
 }
 
-/* ---- probes (dpu_probe.h) ----------------------------------------------- */
+/* ---- probes (updlrm_emu_probe.h) -------------------------------------- */
 
-EXPORT dpu_error_t dpu_probe_init(const char *name, struct dpu_probe_t *probe)
+EXPORT dpu_error_t updlrm_emu_probe_init(const char *name, struct updlrm_emu_probe *probe)
 {
     if (!probe)
-        return fail(DPU_ERR_INTERNAL, "dpu_probe_init: probe is NULL");
+        return fail(DPU_ERR_INTERNAL, "updlrm_emu_probe_init: probe is NULL");
     memset(probe, 0, sizeof *probe);
     snprintf(probe->name, sizeof probe->name, "%s", name ? name : "");
     return ok();
 }
 
-EXPORT dpu_error_t dpu_probe_deinit(struct dpu_probe_t *probe)
+EXPORT dpu_error_t updlrm_emu_probe_deinit(struct updlrm_emu_probe *probe)
 {
     if (!probe)
-        return fail(DPU_ERR_INTERNAL, "dpu_probe_deinit: probe is NULL");
+        return fail(DPU_ERR_INTERNAL, "updlrm_emu_probe_deinit: probe is NULL");
     memset(probe, 0, sizeof *probe);
     return ok();
 }
 
-EXPORT dpu_error_t dpu_probe_start(struct dpu_probe_t *probe)
+EXPORT dpu_error_t updlrm_emu_probe_start(struct updlrm_emu_probe *probe)
 {
     if (!probe)
-        return fail(DPU_ERR_INTERNAL, "dpu_probe_start: probe is NULL");
+        return fail(DPU_ERR_INTERNAL, "updlrm_emu_probe_start: probe is NULL");
     if (probe->running)
-        return fail(DPU_ERR_INTERNAL, "dpu_probe_start: probe '%s' is already started", probe->name);
+        return fail(DPU_ERR_INTERNAL, "updlrm_emu_probe_start: probe '%s' is already started", probe->name);
     probe->running = true;
     probe->started_at = now_seconds();
     return ok();
 }
 
-EXPORT dpu_error_t dpu_probe_stop(struct dpu_probe_t *probe)
+EXPORT dpu_error_t updlrm_emu_probe_stop(struct updlrm_emu_probe *probe)
 {
     if (!probe)
-        return fail(DPU_ERR_INTERNAL, "dpu_probe_stop: probe is NULL");
+        return fail(DPU_ERR_INTERNAL, "updlrm_emu_probe_stop: probe is NULL");
     if (!probe->running)
-        return fail(DPU_ERR_INTERNAL, "dpu_probe_stop: probe '%s' was not started", probe->name);
+        return fail(DPU_ERR_INTERNAL, "updlrm_emu_probe_stop: probe '%s' was not started", probe->name);
     probe->total_seconds += now_seconds() - probe->started_at;
     probe->nr_intervals++;
     probe->running = false;
     return ok();
 }
 
-EXPORT dpu_error_t dpu_probe_get(struct dpu_probe_t *probe, dpu_probe_type_t type, dpu_probe_option_t option,
-                                 double *value)
+EXPORT dpu_error_t updlrm_emu_probe_get(struct updlrm_emu_probe *probe, updlrm_emu_probe_option_t option,
+                                        double *seconds)
 {
-    if (!probe || !value)
-        return fail(DPU_ERR_INTERNAL, "dpu_probe_get: probe or value is NULL");
-    if (type == DPU_ENERGY)
-        return fail(DPU_ERR_DRIVER, "dpu_probe_get: the emulator has no power sensor (DPU_ENERGY needs UPMEM "
-                                    "hardware); DPU_TIME is available");
-    if (type != DPU_TIME)
-        return fail(DPU_ERR_INTERNAL, "dpu_probe_get: unknown probe type %d", (int)type);
+    if (!probe || !seconds)
+        return fail(DPU_ERR_INTERNAL, "updlrm_emu_probe_get: probe or seconds is NULL");
     switch (option) {
-    case DPU_ACCUMULATE: *value = probe->total_seconds; return ok();
-    case DPU_AVERAGE:
-        *value = probe->nr_intervals ? probe->total_seconds / probe->nr_intervals : 0.0;
+    case UPDLRM_EMU_PROBE_ACCUMULATE: *seconds = probe->total_seconds; return ok();
+    case UPDLRM_EMU_PROBE_AVERAGE:
+        *seconds = probe->nr_intervals ? probe->total_seconds / probe->nr_intervals : 0.0;
         return ok();
     }
-    return fail(DPU_ERR_INTERNAL, "dpu_probe_get: unknown option %d", (int)option);
+    return fail(DPU_ERR_INTERNAL, "updlrm_emu_probe_get: unknown option %d", (int)option);
 }
 
 /* ---- emulator extras ---------------------------------------------------- */
