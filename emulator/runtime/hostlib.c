@@ -31,6 +31,7 @@
 
 #include <dpu.h>
 #include <dpu_log.h>
+#include <dpu_management.h>
 #include <updlrm_emu_probe.h>
 
 #include "emu_shared.h"
@@ -195,6 +196,9 @@ struct emu_system {
     uint32_t max_workers;
     double timeout_seconds;
     uint32_t dma_mode; /* enum emu_dma_mode, from UPDLRM_EMU_DMA */
+    uint32_t dpus_per_ci;
+    bool sg_enabled;
+    uint32_t sg_max_blocks;
 
     pthread_mutex_t lock;
     pthread_cond_t idle;
@@ -377,9 +381,12 @@ static uint32_t env_uint(const char *name, uint32_t fallback)
 struct profile {
     uint32_t nr_ranks_available;
     uint32_t dpus_per_rank;
+    uint32_t dpus_per_ci; /* DPUs per control interface (slice) of a rank */
     uint32_t nr_workers;
     double timeout_seconds;
     uint32_t dma_mode;
+    bool sg_enabled;          /* sgXferEnable=true */
+    uint32_t sg_max_blocks;   /* sgXferMaxBlocksPerDpu, 0: no limit */
 };
 
 /* UPDLRM_EMU_DMA: unset or "default", "hardware", "strict" (emulator/README.md). */
@@ -400,27 +407,50 @@ static dpu_error_t parse_dma_mode(uint32_t *mode)
     return DPU_OK;
 }
 
+/* Hardware ranks: 8 chips (control interfaces) x 8 DPUs (UPMEM SDK
+ * documentation, "DPU chip characteristics"). */
+#define EMU_CIS_PER_RANK 8u
+/* A full 20-DIMM UPMEM server: 40 ranks = 2560 DPUs (UPMEM SDK documentation;
+ * PrIM, Gomez-Luna et al. 2022, Sec. 2.1). */
+#define EMU_MACHINE_DPUS 2560u
+
+static bool parse_count(const char *value, unsigned long max, uint32_t *out)
+{
+    char *end = NULL;
+    unsigned long v = strtoul(value, &end, 10);
+    if (!*value || *end || v == 0 || v > max)
+        return false;
+    *out = (uint32_t)v;
+    return true;
+}
+
+/* The profile is the SDK's "key=value,..." string, after UPMEM_PROFILE_BASE
+ * (libdpu merges that variable into every allocation's profile; a key given
+ * twice takes its last value).  Topology: hardware ranks of 64 DPUs (8 CIs x
+ * 8) unless "backend=simulator", whose ranks hold one DPU as the SDK's
+ * functional simulator's do; nrDpusPerCI (the SDK's key, 1..8) and
+ * nrDpusPerRank (the emulator's, 1..64) override the rank size. */
 static dpu_error_t parse_profile(const char *text, struct profile *p)
 {
     long nproc = sysconf(_SC_NPROCESSORS_ONLN);
-    /* 40 ranks = 2560 DPUs: a full 20-DIMM UPMEM server (UPMEM SDK
-     * documentation; PrIM, Gomez-Luna et al. 2022, Sec. 2.1). */
-    p->nr_ranks_available = env_uint("UPDLRM_EMU_NR_RANKS", 40);
-    p->dpus_per_rank = EMU_DPUS_PER_RANK;
+    memset(p, 0, sizeof *p);
+    uint32_t ranks_from_env = env_uint("UPDLRM_EMU_NR_RANKS", 0);
     p->nr_workers = env_uint("UPDLRM_EMU_WORKERS", nproc > 0 ? (uint32_t)nproc : 1);
-    p->timeout_seconds = 0;
     dpu_error_t dma_status = parse_dma_mode(&p->dma_mode);
     if (dma_status != DPU_OK)
         return dma_status;
     const char *timeout_env = getenv("UPDLRM_EMU_TIMEOUT");
     if (timeout_env && *timeout_env)
         p->timeout_seconds = atof(timeout_env);
-    if (!text)
-        return DPU_OK;
-    char *copy = strdup(text);
+    const char *base = getenv("UPMEM_PROFILE_BASE");
+    size_t length = (base ? strlen(base) : 0) + (text ? strlen(text) : 0) + 2;
+    char *copy = malloc(length);
     if (!copy)
         return fail(DPU_ERR_SYSTEM, "out of memory");
+    snprintf(copy, length, "%s,%s", base ? base : "", text ? text : "");
     dpu_error_t status = DPU_OK;
+    bool simulator = false;
+    uint32_t nr_ranks = 0, dpus_per_rank = 0, dpus_per_ci = 0;
     char *save = NULL;
     for (char *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
         while (*item == ' ')
@@ -435,38 +465,55 @@ static dpu_error_t parse_profile(const char *text, struct profile *p)
         *equal = 0;
         const char *key = item, *value = equal + 1;
         char *end = NULL;
+        bool bad = false;
         if (!strcmp(key, "backend")) {
             if (strcmp(value, "emulator") && strcmp(value, "simulator") && strcmp(value, "hw")) {
                 status = fail(DPU_ERR_INVALID_PROFILE, "unknown backend '%s' (emulator, simulator or hw)", value);
                 break;
             }
-        } else if (!strcmp(key, "nrRanks") || !strcmp(key, "nrDpusPerRank") || !strcmp(key, "nrWorkers")) {
-            unsigned long v = strtoul(value, &end, 10);
-            bool bad = !*value || *end || v == 0 || (!strcmp(key, "nrDpusPerRank") && v > EMU_DPUS_PER_RANK) ||
-                       v > 100000;
-            if (bad) {
-                status = fail(DPU_ERR_INVALID_PROFILE, "invalid value '%s' for profile key %s", value, key);
-                break;
-            }
-            if (!strcmp(key, "nrRanks"))
-                p->nr_ranks_available = (uint32_t)v;
-            else if (!strcmp(key, "nrDpusPerRank"))
-                p->dpus_per_rank = (uint32_t)v;
-            else
-                p->nr_workers = (uint32_t)v;
+            simulator = !strcmp(value, "simulator");
+        } else if (!strcmp(key, "nrRanks")) {
+            bad = !parse_count(value, 100000, &nr_ranks);
+        } else if (!strcmp(key, "nrDpusPerRank")) {
+            bad = !parse_count(value, EMU_DPUS_PER_RANK, &dpus_per_rank);
+        } else if (!strcmp(key, "nrDpusPerCI")) {
+            bad = !parse_count(value, EMU_DPUS_PER_RANK / EMU_CIS_PER_RANK, &dpus_per_ci);
+        } else if (!strcmp(key, "nrWorkers")) {
+            bad = !parse_count(value, 100000, &p->nr_workers);
+        } else if (!strcmp(key, "sgXferEnable")) {
+            bad = strcmp(value, "true") && strcmp(value, "false");
+            p->sg_enabled = !strcmp(value, "true");
+        } else if (!strcmp(key, "sgXferMaxBlocksPerDpu")) {
+            bad = !parse_count(value, UINT32_MAX, &p->sg_max_blocks);
         } else if (!strcmp(key, "timeout")) {
             double v = strtod(value, &end);
-            if (!*value || *end || v < 0) {
-                status = fail(DPU_ERR_INVALID_PROFILE, "invalid timeout '%s' (seconds)", value);
-                break;
-            }
-            p->timeout_seconds = v;
+            bad = !*value || *end || v < 0;
+            if (!bad)
+                p->timeout_seconds = v;
         }
         /* other keys belong to the SDK's hardware/simulator backends and
          * have no meaning here; they are accepted so profiles stay portable */
+        if (bad) {
+            status = fail(DPU_ERR_INVALID_PROFILE, "invalid value '%s' for profile key %s", value, key);
+            break;
+        }
     }
     free(copy);
-    return status;
+    if (status != DPU_OK)
+        return status;
+    uint32_t nr_cis = simulator ? 1 : EMU_CIS_PER_RANK;
+    if (dpus_per_rank) {
+        p->dpus_per_rank = dpus_per_rank;
+        p->dpus_per_ci = dpus_per_rank < EMU_CIS_PER_RANK ? dpus_per_rank : EMU_CIS_PER_RANK;
+    } else {
+        p->dpus_per_ci = dpus_per_ci ? dpus_per_ci : (simulator ? 1 : EMU_DPUS_PER_RANK / EMU_CIS_PER_RANK);
+        p->dpus_per_rank = nr_cis * p->dpus_per_ci;
+    }
+    /* the machine keeps its 2560 DPUs whatever the rank size */
+    p->nr_ranks_available = nr_ranks ? nr_ranks
+                            : ranks_from_env ? ranks_from_env
+                                             : (EMU_MACHINE_DPUS + p->dpus_per_rank - 1) / p->dpus_per_rank;
+    return DPU_OK;
 }
 
 static void destroy_system(struct emu_system *system);
@@ -482,6 +529,9 @@ static dpu_error_t create_system(uint32_t nr_dpus, const struct profile *profile
     system->max_workers = profile->nr_workers;
     system->timeout_seconds = profile->timeout_seconds;
     system->dma_mode = profile->dma_mode;
+    system->dpus_per_ci = profile->dpus_per_ci;
+    system->sg_enabled = profile->sg_enabled;
+    system->sg_max_blocks = profile->sg_max_blocks;
     pthread_mutex_init(&system->lock, NULL);
     pthread_cond_init(&system->idle, NULL);
     system->ranks = calloc(system->nr_ranks, sizeof *system->ranks);
@@ -1871,6 +1921,136 @@ EXPORT dpu_error_t dpu_callback(struct dpu_set_t set, dpu_error_t (*callback)(st
     return ok();
 }
 
+/* ---- scatter-gather transfers ------------------------------------------ */
+
+/* Each DPU's blocks (get_block_info->f, DPU_FOREACH order) are gathered into
+ * (or scattered from) [symbol + offset, + length) of its MRAM.  Everything is
+ * checked for every DPU before any byte moves. */
+static dpu_error_t sg_transfer(struct dpu_set_t set, dpu_error_t begun, const struct xfer *x, dpu_xfer_t xfer,
+                               get_block_t *info, dpu_sg_xfer_flags_t flags)
+{
+    if (begun != DPU_OK)
+        return begun;
+    struct emu_system *system = x->system;
+    if (xfer != DPU_XFER_TO_DPU && xfer != DPU_XFER_FROM_DPU)
+        return fail(DPU_ERR_INVALID_MEMORY_TRANSFER, "dpu_push_sg_xfer: unknown direction %d", (int)xfer);
+    if (!system->sg_enabled)
+        return fail(DPU_ERR_SG_NOT_ACTIVATED,
+                    "scatter-gather transfers are off: allocate with \"sgXferEnable=true\" in the dpu_alloc profile");
+    if (!info || !info->f)
+        return fail(DPU_ERR_INVALID_MEMORY_TRANSFER, "dpu_push_sg_xfer: no get_block function");
+    bool to_dpu = xfer == DPU_XFER_TO_DPU;
+    enter(system);
+    dpu_error_t status = DPU_OK;
+    for (int pass = 0; pass < 2 && status == DPU_OK; pass++) { /* pass 0 checks, pass 1 copies */
+        uint32_t index = 0;
+        FOR_EACH_DPU_OF_SET(set, dpu, {
+            if (status != DPU_OK)
+                break;
+            uint64_t address = x->address;
+            uint64_t size = x->size;
+            if (x->name)
+                status = lookup(system, dpu->index, x->name, &address, &size);
+            if (status == DPU_OK && address < EMU_MRAM_BASE)
+                status = fail(DPU_ERR_SG_NOT_MRAM_SYMBOL, "scatter-gather transfer to '%s': not an MRAM symbol",
+                              x->name ? x->name : "symbol");
+            uint8_t *target = NULL;
+            if (status == DPU_OK)
+                status = locate(system, dpu->index, address, size, x->name, x->offset, x->length, to_dpu, &target);
+            uint64_t done = 0;
+            struct sg_block_info block;
+            for (uint32_t b = 0; status == DPU_OK && info->f(&block, index, b, info->args); b++) {
+                if (system->sg_max_blocks && b >= system->sg_max_blocks)
+                    status = fail(DPU_ERR_SG_TOO_MANY_BLOCKS, "DPU %u: more than sgXferMaxBlocksPerDpu=%u blocks",
+                                  index, system->sg_max_blocks);
+                else if (done + block.length > x->length)
+                    status = fail(DPU_ERR_SG_LENGTH_MISMATCH, "DPU %u: the blocks exceed the %zu bytes transferred",
+                                  index, x->length);
+                else if (pass == 1 && block.length) {
+                    if (to_dpu)
+                        memcpy(target + done, block.addr, block.length);
+                    else
+                        memcpy(block.addr, target + done, block.length);
+                }
+                done += block.length;
+            }
+            if (status == DPU_OK && done != x->length && !(flags & DPU_SG_XFER_DISABLE_LENGTH_CHECK))
+                status = fail(DPU_ERR_SG_LENGTH_MISMATCH, "DPU %u: blocks hold %llu bytes, the transfer %zu", index,
+                              (unsigned long long)done, x->length);
+            if (status == DPU_OK && pass == 1) {
+                struct emu_dpu_counters *c = &block_of(system, dpu->index)->state.dpu_counters;
+                if (to_dpu)
+                    c->host_to_dpu_bytes += done;
+                else
+                    c->dpu_to_host_bytes += done;
+            }
+            index++;
+        });
+    }
+    leave(system);
+    return status == DPU_OK ? ok() : status;
+}
+
+EXPORT dpu_error_t dpu_push_sg_xfer(struct dpu_set_t set, dpu_xfer_t xfer, const char *symbol_name,
+                                    uint32_t symbol_offset, size_t length, get_block_t *get_block_info,
+                                    dpu_sg_xfer_flags_t flags)
+{
+    struct xfer x;
+    return sg_transfer(set, begin_xfer(set, &x, symbol_name, symbol_offset, length), &x, xfer, get_block_info, flags);
+}
+
+EXPORT dpu_error_t dpu_push_sg_xfer_symbol(struct dpu_set_t set, dpu_xfer_t xfer, struct dpu_symbol_t symbol,
+                                           uint32_t symbol_offset, size_t length, get_block_t *get_block_info,
+                                           dpu_sg_xfer_flags_t flags)
+{
+    struct xfer x;
+    return sg_transfer(set, begin_xfer_symbol(set, &x, symbol, symbol_offset, length), &x, xfer, get_block_info,
+                       flags);
+}
+
+/* ---- ranks and DPUs (dpu_management.h) --------------------------------- */
+
+EXPORT dpu_id_t dpu_get_id(struct dpu_t *dpu)
+{
+    uint32_t member = (uint32_t)(dpu - dpu->rank->dpus), per_ci = dpu->rank->system->dpus_per_ci;
+    return (dpu->rank->index << 16) | (((member / per_ci) & 0xff) << 8) | ((member % per_ci) & 0xff);
+}
+
+EXPORT dpu_id_t dpu_get_rank_id(struct dpu_rank_t *rank) { return rank->index; }
+
+EXPORT struct dpu_rank_t *dpu_get_rank(struct dpu_t *dpu) { return dpu->rank; }
+
+EXPORT dpu_slice_id_t dpu_get_slice_id(struct dpu_t *dpu) { return (dpu_slice_id_t)((dpu_get_id(dpu) >> 8) & 0xff); }
+
+EXPORT dpu_member_id_t dpu_get_member_id(struct dpu_t *dpu) { return (dpu_member_id_t)(dpu_get_id(dpu) & 0xff); }
+
+EXPORT bool dpu_is_enabled(struct dpu_t *dpu) { return dpu != NULL; }
+
+EXPORT struct dpu_t *dpu_get(struct dpu_rank_t *rank, dpu_slice_id_t slice_id, dpu_member_id_t member_id)
+{
+    uint32_t per_ci = rank->system->dpus_per_ci, index = (uint32_t)slice_id * per_ci + member_id;
+    return member_id < per_ci && index < rank->nr_dpus ? &rank->dpus[index] : NULL;
+}
+
+EXPORT struct dpu_set_t dpu_set_from_rank(struct dpu_rank_t **rank)
+{
+    struct dpu_set_t set = { .kind = DPU_SET_RANKS, .list = { .nr_ranks = 1, .ranks = rank } };
+    return set;
+}
+
+EXPORT struct dpu_set_t dpu_set_from_dpu(struct dpu_t *dpu)
+{
+    struct dpu_set_t set = { .kind = DPU_SET_DPU, .dpu = dpu };
+    return set;
+}
+
+EXPORT struct dpu_rank_t *dpu_rank_from_set(struct dpu_set_t set)
+{
+    return set.kind == DPU_SET_RANKS && set.list.nr_ranks == 1 ? set.list.ranks[0] : NULL;
+}
+
+EXPORT struct dpu_t *dpu_from_set(struct dpu_set_t set) { return set.kind == DPU_SET_DPU ? set.dpu : NULL; }
+
 /* ---- logs --------------------------------------------------------------- */
 
 static dpu_error_t single_dpu(struct dpu_set_t set, struct emu_system **system, struct dpu_t **dpu)
@@ -1900,13 +2080,8 @@ static size_t read_log(struct emu_system *system, uint32_t d, char *out, size_t 
     return kept;
 }
 
-EXPORT dpu_error_t dpu_log_read(struct dpu_set_t set, FILE *stream)
+static dpu_error_t write_log(struct emu_system *system, struct dpu_t *dpu, FILE *stream)
 {
-    struct emu_system *system = NULL;
-    struct dpu_t *dpu;
-    dpu_error_t status = single_dpu(set, &system, &dpu);
-    if (status != DPU_OK)
-        return status;
     enter(system);
     char *buffer = malloc(EMU_LOG_SIZE);
     if (!buffer) {
@@ -1914,8 +2089,9 @@ EXPORT dpu_error_t dpu_log_read(struct dpu_set_t set, FILE *stream)
         return fail(DPU_ERR_SYSTEM, "out of memory");
     }
     size_t n = read_log(system, dpu->index, buffer, EMU_LOG_SIZE);
+    bool wrapped = block_of(system, dpu->index)->state.log_write_pos > EMU_LOG_SIZE;
     leave(system);
-    if (block_of(system, dpu->index)->state.log_write_pos > EMU_LOG_SIZE)
+    if (wrapped)
         fprintf(stream, "[log buffer wrapped: oldest output lost]\n");
     fwrite(buffer, 1, n, stream);
     fflush(stream);
@@ -1923,12 +2099,24 @@ EXPORT dpu_error_t dpu_log_read(struct dpu_set_t set, FILE *stream)
     return ok();
 }
 
+EXPORT dpu_error_t dpu_log_read(struct dpu_set_t set, FILE *stream)
+{
+    struct emu_system *system = NULL;
+    struct dpu_t *dpu;
+    dpu_error_t status = single_dpu(set, &system, &dpu);
+    if (status != DPU_OK)
+        return status;
+    /* DPU_LOG_FORMAT_HEADER of the SDK's dpu_log_internals.h */
+    fprintf(stream, "=== DPU#0x%x ===\n", dpu_get_id(dpu));
+    return write_log(system, dpu, stream);
+}
+
+/* the SDK's dpulog_read_for_dpu prints no header */
 EXPORT dpu_error_t dpulog_read_for_dpu(struct dpu_t *dpu, FILE *stream)
 {
     if (!dpu)
         return fail(DPU_ERR_INVALID_DPU_SET, "dpulog_read_for_dpu: no DPU");
-    struct dpu_set_t set = { .kind = DPU_SET_DPU, .dpu = dpu };
-    return dpu_log_read(set, stream);
+    return write_log(dpu->rank->system, dpu, stream);
 }
 
 EXPORT dpu_error_t updlrm_emu_log(struct dpu_set_t set, char *buffer, size_t capacity, size_t *length)
