@@ -781,6 +781,15 @@ static dpu_error_t parse_program(const char *path, struct dpu_program_t *program
         status = fail(DPU_ERR_ELF_INVALID_FILE, __VA_ARGS__);                                           \
         goto out;                                                                                       \
     } while (0)
+    /* e_machine of the UPMEM SDK's DPU binaries (dpu-upmem-dpurte-clang emits
+     * 32-bit little-endian ELF files for machine 245) */
+    if (!memcmp(eh->e_ident, ELFMAG, SELFMAG) && eh->e_ident[EI_CLASS] == ELFCLASS32 &&
+        ((const Elf32_Ehdr *)file)->e_machine == 245)
+        BAD("'%s' is a DPU binary built by the UPMEM SDK's compiler (32-bit ELF, machine EM_DPU): it runs on real "
+            "DPUs or the SDK's simulator, not on the emulator. Build the DPU sources for the emulator instead: "
+            "`updlrm emu build --dpu <sources>`, updlrm.emulator.compile_dpu_program, or the SDK's Makefile with "
+            "`updlrm emu shims` on PATH",
+            path);
     if (memcmp(eh->e_ident, ELFMAG, SELFMAG) || eh->e_ident[EI_CLASS] != ELFCLASS64)
         BAD("'%s' is not a 64-bit ELF file (DPU programs for the emulator are built with the updlrm compiler "
             "driver)",
@@ -2284,6 +2293,18 @@ EXPORT dpu_error_t updlrm_emu_fault_info(struct dpu_set_t set, uint32_t *dpu_ind
     leave(system);
     if (!found)
         return fail(DPU_ERR_INVALID_DPU_SET, "no DPU of the set is in fault");
+    return ok();
+}
+
+/* The symbols a host can name in transfers, by index (sorted by name). */
+EXPORT dpu_error_t updlrm_emu_program_symbol(struct dpu_program_t *program, uint32_t index, const char **name)
+{
+    if (!program || !name)
+        return fail(DPU_ERR_INVALID_SYMBOL_ACCESS, "updlrm_emu_program_symbol: NULL argument");
+    if (index >= program->nr_symbols)
+        return fail(DPU_ERR_INVALID_SYMBOL_ACCESS, "symbol index %u out of range (%zu symbols)", index,
+                    program->nr_symbols);
+    *name = program->symbols[index].name;
     return ok();
 }
 
