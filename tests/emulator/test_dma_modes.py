@@ -29,3 +29,76 @@ def test_embedding_bag_kernel_keeps_every_dma_rule(monkeypatch, capfd, mode):
         bag.close()
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
     assert "updlrm emulator: warning" not in capfd.readouterr().err
+
+
+# -- a program that relies on the DPU's address decoding -------------------------
+
+import importlib.util  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from updlrm.backends import detect_sdk  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("sdk_harness", Path(__file__).with_name("sdk_harness.py"))
+sdk_harness = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(sdk_harness)
+DECODE_SOURCE = sdk_harness.SDK_PROGRAMS / "dma_decode" / "dpu" / "decode.c"
+_SDK = detect_sdk()
+
+
+def _line(text: str) -> int:
+    return next(i for i, line in enumerate(DECODE_SOURCE.read_text().splitlines(), 1) if text in line)
+
+
+@pytest.fixture(scope="module")
+def decode_builds(tmp_path_factory):
+    builder = sdk_harness.ProgramBuilder(tmp_path_factory.mktemp("dma_decode"))
+    return builder.dpu("dma_decode", nr_tasklets=11), builder.host("dma_decode")
+
+
+def _run(decode_builds, mode: str | None, nr_dpus: int = 3):
+    env = dict(os.environ)
+    env.pop("UPDLRM_EMU_DMA", None)
+    if mode is not None:
+        env["UPDLRM_EMU_DMA"] = mode
+    dpu, host = decode_builds
+    return sdk_harness.run_host(host, dpu, nr_dpus, 11, 5, env=env)
+
+
+def test_hardware_idioms_run_by_default_with_one_warning_per_site(decode_builds):
+    """No environment variable: the TRNS/BFS idioms give the DPU's results, and
+    stderr names each of the two sites once (three DPUs, two launches' worth of
+    identical DMAs), with DPU, tasklet, rule and decode.c:line."""
+    result = _run(decode_builds, None)
+    assert result.returncode == 0 and "dma_decode: 3 DPUs x 11 tasklets OK" in result.stdout, \
+        sdk_harness.describe(result)
+    warnings = [line for line in result.stderr.splitlines() if "updlrm emulator: warning" in line]
+    sites = {re.search(r"decode\.c:(\d+)", w).group(1) for w in warnings}
+    assert sites == {str(_line("mram_read(&bitmap[b], cache, 8);")), str(_line("heap_offset, copied"))}, result.stderr
+    assert len(warnings) == 2, result.stderr
+    assert any("not 8-byte aligned" in w for w in warnings) and any("modulo its 64 MiB bank" in w for w in warnings)
+    assert all(re.search(r"DPU \d+ \(rank 0, dpu \d+\) tasklet \d+: mram_read", w) for w in warnings), warnings
+
+
+def test_hardware_idioms_fault_in_strict_mode(decode_builds):
+    result = _run(decode_builds, "strict")
+    assert result.returncode != 0, sdk_harness.describe(result)
+    assert "UPDLRM_EMU_DMA=strict" in result.stderr and "decode.c:" in result.stderr, result.stderr
+
+
+def test_hardware_mode_is_silent(decode_builds):
+    result = _run(decode_builds, "hardware")
+    assert result.returncode == 0 and "warning" not in result.stderr, sdk_harness.describe(result)
+
+
+@pytest.mark.sdk
+def test_hardware_idioms_on_the_sdk_simulator(tmp_path):
+    """The same program on the real SDK's functional simulator (skipped without the SDK)."""
+    reason = sdk_harness.sdk_skip_reason(_SDK)
+    if reason is not None:
+        pytest.skip(reason)
+    builder = sdk_harness.SdkProgramBuilder(tmp_path, _SDK)
+    result = builder.run(builder.host("dma_decode"), builder.dpu("dma_decode", nr_tasklets=11), 3, 11, 5)
+    assert result.returncode == 0 and "dma_decode: 3 DPUs x 11 tasklets OK" in result.stdout, \
+        sdk_harness.describe(result)
