@@ -109,3 +109,25 @@ def test_python_host_sees_a_dpu_fault(builder, tmp_path):
     result = _python(script, dpu, pythonpath=str(python_path()))
     assert result.returncode == 0 and "FAULT dpu is in fault" in result.stdout and "halt()" in result.stdout, \
         sdk_harness.describe(result)
+
+
+@pytest.mark.sdk
+def test_python_checksum_host_on_the_upmem_sdk(tmp_path):
+    """The same Python host with the real SDK's `dpu` package on its functional
+    simulator (skipped without the SDK)."""
+    from updlrm.backends import detect_sdk
+
+    info = detect_sdk()
+    reason = sdk_harness.sdk_skip_reason(info)
+    if reason is not None:
+        pytest.skip(reason)
+    site = sorted(Path(info.home).glob("local/lib/python3*/dist-packages")) if info.home else []
+    if not site:
+        pytest.skip(f"the SDK at {info.home} ships no Python package (local/lib/python3*/dist-packages)")
+    builder = sdk_harness.SdkProgramBuilder(tmp_path, info)
+    dpu = builder.dpu("python_checksum", nr_tasklets=16)
+    env = sdk_harness.sdk_run_environment(info)
+    result = _python(PROGRAMS / "python_checksum" / "host" / "checksum_host.py", dpu, 4, 16, 4,
+                     pythonpath=str(site[-1]), env_extra={k: env[k] for k in ("UPMEM_PROFILE_BASE", "LD_LIBRARY_PATH")
+                                                          if k in env})
+    assert result.returncode == 0, sdk_harness.describe(result)
