@@ -102,3 +102,70 @@ def test_hardware_idioms_on_the_sdk_simulator(tmp_path):
     result = builder.run(builder.host("dma_decode"), builder.dpu("dma_decode", nr_tasklets=11), 3, 11, 5)
     assert result.returncode == 0 and "dma_decode: 3 DPUs x 11 tasklets OK" in result.stdout, \
         sdk_harness.describe(result)
+
+
+# -- the decoding against a model, on adversarial addresses ---------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+MRAM_BASE, MRAM_SIZE = 0x08000000, 64 << 20
+_MISUSE = sdk_harness.SDK_PROGRAMS / "misuse"
+_SCENARIO = {n: int(v) for n, v in re.findall(r"SCENARIO_(\w+)\s*=\s*(\d+)", (_MISUSE / "scenarios.h").read_text())}
+
+
+@pytest.fixture(scope="module")
+def faults_binary(tmp_path_factory):
+    builder = sdk_harness.ProgramBuilder(tmp_path_factory.mktemp("dma_model"))
+    return builder.dpu("misuse", ["faults.c"], nr_tasklets=2)
+
+
+def _u32(value: int) -> np.ndarray:
+    return np.array([value], dtype=np.uint32)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(size=st.sampled_from([0, 4, 8, 12, 16, 64, 1000, 2048, 2056]), mram_offset=st.integers(0, 8192),
+       wrap=st.integers(0, 2), wram_offset=st.integers(0, 2048), write=st.booleans(), strict=st.booleans())
+def test_dma_decoding_matches_the_dpu_model(faults_binary, monkeypatch, size, mram_offset, wrap, wram_offset, write,
+                                            strict):
+    """faults.c does one mram_read/mram_write at DPU_MRAM_HEAP_POINTER +
+    mram_offset (+ wrap x 64 MiB) and wram_buffer + wram_offset. Model: sizes
+    outside the SDK rule fault in every mode; otherwise the DPU uses the
+    addresses with the low 3 bits dropped, MRAM modulo 64 MiB; strict mode
+    faults instead of decoding. The bytes moved are checked against the model."""
+    from updlrm.emulator import DpuError, DpuSet
+
+    monkeypatch.setenv("UPDLRM_EMU_DMA", "strict" if strict else "hardware")
+    size_ok = 8 <= size <= 2048 and size % 8 == 0
+    relaxed = mram_offset % 8 or wram_offset % 8 or wrap
+    expect_fault = not size_ok or (strict and relaxed)  # wram_offset + size stays inside wram_buffer
+    with DpuSet(1) as dpus:
+        dpus.load(faults_binary)
+        heap_start = dpus.symbol("__sys_used_mram_end")[0]
+        mram_pattern = np.random.default_rng(size + mram_offset).integers(0, 256, 16384, dtype=np.uint8)
+        wram_pattern = np.arange(4096, dtype=np.uint32).astype(np.uint8) ^ 0x5A
+        dpus.copy_to("__sys_used_mram_end", mram_pattern)
+        dpus.copy_to("wram_buffer", wram_pattern)
+        for name, value in [("finished_tasklets", 0), ("faulting_tasklet", 0), ("dma_bytes", size),
+                            ("mram_offset", mram_offset + wrap * MRAM_SIZE), ("wram_offset", wram_offset),
+                            ("scenario", _SCENARIO["MRAM_WRITE" if write else "MRAM_READ"])]:
+            dpus.copy_to(name, _u32(value))
+        if expect_fault:
+            with pytest.raises(DpuError) as raised:
+                dpus.launch()
+            assert raised.value.code_name == "DPU_ERR_DPU_FAULT" and "faults.c:" in str(raised.value)
+            return
+        dpus.launch()
+        decoded = (((heap_start + mram_offset + wrap * MRAM_SIZE) & ~7) % MRAM_SIZE) + MRAM_BASE - heap_start
+        wram = wram_offset & ~7
+        mram_after = dpus.copy_from("__sys_used_mram_end", 16384, dpu=0)
+        wram_after = dpus.copy_from("wram_buffer", 4096, dpu=0)
+        if write:
+            expected = mram_pattern.copy()
+            expected[decoded:decoded + size] = wram_pattern[wram:wram + size]
+            assert (mram_after == expected).all() and (wram_after == wram_pattern).all()
+        else:
+            expected = wram_pattern.copy()
+            expected[wram:wram + size] = mram_pattern[decoded:decoded + size]
+            assert (wram_after == expected).all() and (mram_after == mram_pattern).all()
