@@ -130,6 +130,11 @@ dpu_error_t updlrm_emu_dpu_at(struct dpu_set_t set, uint32_t index, struct dpu_s
 dpu_error_t updlrm_emu_fault_info(struct dpu_set_t set, uint32_t *dpu_index, int32_t *tasklet, char *message, size_t message_size);
 dpu_error_t updlrm_emu_nr_workers(struct dpu_set_t set, uint32_t *nr_workers);
 dpu_error_t updlrm_emu_log(struct dpu_set_t dpu, char *buffer, size_t capacity, size_t *length);
+dpu_error_t updlrm_emu_program_symbol(struct dpu_program_t *program, uint32_t index, const char **name);
+dpu_error_t dpu_load_from_memory(struct dpu_set_t dpu_set, uint8_t *buffer, size_t buffer_size, struct dpu_program_t **program);
+dpu_error_t dpu_broadcast_to_symbol(struct dpu_set_t dpu_set, struct dpu_symbol_t symbol, uint32_t symbol_offset, const void *src, size_t length, int flags);
+dpu_error_t dpu_push_xfer_symbol(struct dpu_set_t dpu_set, int xfer, struct dpu_symbol_t symbol, uint32_t symbol_offset, size_t length, int flags);
+uint32_t dpu_get_id(void *dpu);
 """
 
 _DPU_ASYNCHRONOUS, _DPU_SYNCHRONOUS = 0, 1
