@@ -80,6 +80,41 @@ class EngineError(RuntimeError):
     """The engine could not build, load or run (the message says what and where)."""
 
 
+class DpuAllocationError(EngineError):
+    """The DPUs could not be allocated (``dpu_alloc`` failed); the message has the library's reason.
+
+    >>> issubclass(DpuAllocationError, EngineError)
+    True
+    """
+
+
+class DpuFaultError(EngineError):
+    """DPUs faulted during a batch's launch, or the process emulating them died.
+
+    ``dpu`` is the first DPU in fault (the plan's DPU index), ``tasklet`` its tasklet
+    (None when unknown: the SDK backends do not say), ``cause`` what the DPU library
+    reported, ``dpus`` every DPU in fault. The engine has reloaded the kernel and kept
+    its tables (``recovered``), so the next batch runs normally.
+
+    >>> e = DpuFaultError("DPU 3 tasklet 1 faulted: ...", dpu=3, tasklet=1, cause="...", dpus=(3,))
+    >>> e.dpu, e.tasklet, e.dpus, e.recovered
+    (3, 1, (3,), True)
+    """
+
+    def __init__(self, message: str, *, dpu: int | None, tasklet: int | None, cause: str,
+                 dpus: tuple[int, ...], recovered: bool = True) -> None:
+        super().__init__(message)
+        self.dpu, self.tasklet, self.cause, self.dpus, self.recovered = dpu, tasklet, cause, dpus, recovered
+
+
+class LaunchTimeoutError(DpuFaultError):
+    """A launch ran past ``launch_timeout``; ``dpus`` are the DPUs that were still running.
+
+    >>> issubclass(LaunchTimeoutError, DpuFaultError)
+    True
+    """
+
+
 # ---- building ----------------------------------------------------------------------
 
 
@@ -318,10 +353,19 @@ def _resolve_backend(backend: str) -> str:
     return backend
 
 
-def _alloc_profile(backend: str) -> str:
+def _alloc_profile(backend: str, launch_timeout: float | None = None) -> str:
     # dpu_alloc profile strings (UPMEM SDK documentation, "dpu_alloc"): "backend=hw"
-    # selects real ranks, "backend=simulator" the functional simulator.
-    return {"emulator": "", "simulator": "backend=simulator", "hw": "backend=hw"}[backend]
+    # selects real ranks, "backend=simulator" the functional simulator. "timeout=S" is
+    # the emulator's launch timeout (emulator/README.md); the SDK backends have none.
+    profile = {"emulator": "", "simulator": "backend=simulator", "hw": "backend=hw"}[backend]
+    if launch_timeout is not None:
+        if backend != "emulator":
+            raise EngineError(f"launch_timeout is only available on the emulator backend (got backend {backend!r}); "
+                              "leave it None on the UPMEM SDK's backends")
+        if not float(launch_timeout) > 0:
+            raise EngineError(f"launch_timeout must be a positive number of seconds, got {launch_timeout!r}")
+        profile = f"timeout={float(launch_timeout)!r}"
+    return profile
 
 
 class Engine:
@@ -333,6 +377,14 @@ class Engine:
     the arrays are not referenced after construction. ``host_threads`` (default: the
     CPU count) lets route+pack and the merge of big batches use two threads; results
     do not depend on it.
+
+    Failures: no DPUs -> :class:`DpuAllocationError` with the DPU library's reason. A
+    DPU fault during a batch (or a dead emulator worker) -> :class:`DpuFaultError`
+    naming the DPU, its tasklet where known, and the cause; a launch longer than
+    ``launch_timeout`` seconds (emulator only; default none, ``UPDLRM_EMU_TIMEOUT``
+    also sets it) -> :class:`LaunchTimeoutError` naming the DPUs still running. In
+    both cases the engine reloads the kernel, keeps its tables, and the next batch is
+    right.
 
     >>> import numpy as np
     >>> from updlrm.specs import TableSpec, Topology, PoolingMode
@@ -346,11 +398,13 @@ class Engine:
     """
 
     def __init__(self, plan: Plan, weights, *, backend: str = "emulator", nr_tasklets: int = 16,
-                 host_threads: int | None = None) -> None:
+                 host_threads: int | None = None, launch_timeout: float | None = None) -> None:
         self.plan = plan
         self.backend = _resolve_backend(backend)
         self.nr_tasklets = int(nr_tasklets)
+        self.launch_timeout = launch_timeout
         self._engine = None
+        profile = _alloc_profile(self.backend, launch_timeout)
         plan.validate()
         tables = plan.tables
         if len(weights) != len(tables):
@@ -373,12 +427,14 @@ class Engine:
         self._ffi, self._lib = _load_library(library)
         ffi, lib = self._ffi, self._lib
         error = ffi.new("char[]", 1024)
+        failure_kind = ffi.new("int32_t *")
         engine = lib.eb_engine_create(
-            str(kernel).encode(), _alloc_profile(self.backend).encode(), plan.topology.nr_dpus, self.nr_tasklets,
-            plan.topology.mram_bytes_per_dpu, len(tables), len(plan.shards), error, 1024,
+            str(kernel).encode(), profile.encode(), plan.topology.nr_dpus, self.nr_tasklets,
+            plan.topology.mram_bytes_per_dpu, len(tables), len(plan.shards), error, 1024, failure_kind,
         )
         if engine == ffi.NULL:
-            raise EngineError(ffi.string(error).decode())
+            kind = DpuAllocationError if failure_kind[0] == lib.EB_FAILURE_ALLOCATION else EngineError
+            raise kind(ffi.string(error).decode())
         self._engine = engine
         # Route+pack and merge split big batches over two threads; None: as many as the CPUs.
         lib.eb_engine_set_host_threads(engine, max(1, int(host_threads or os.cpu_count() or 1)))
@@ -400,7 +456,21 @@ class Engine:
 
     def _check(self, rc: int) -> None:
         if rc != 0:
-            raise EngineError(self._ffi.string(self._lib.eb_engine_error(self._engine)).decode())
+            raise self._error()
+
+    def _error(self) -> EngineError:
+        """The exception for the engine's last failure: its text, and for DPU failures which DPUs."""
+        ffi, lib = self._ffi, self._lib
+        message = ffi.string(lib.eb_engine_error(self._engine)).decode(errors="replace")
+        failure = lib.eb_engine_failure(self._engine)
+        if failure.kind not in (lib.EB_FAILURE_DPU_FAULT, lib.EB_FAILURE_TIMEOUT):
+            return EngineError(message)
+        listed = lib.eb_engine_failed_dpus(self._engine)
+        kind = LaunchTimeoutError if failure.kind == lib.EB_FAILURE_TIMEOUT else DpuFaultError
+        return kind(message, dpu=int(failure.dpu) if failure.dpu >= 0 else None,
+                    tasklet=int(failure.tasklet) if failure.tasklet >= 0 else None,
+                    cause=ffi.string(failure.cause).decode(errors="replace"),
+                    dpus=tuple(int(listed[k]) for k in range(failure.nr_dpus)), recovered=bool(failure.recovered))
 
     def _ptr(self, ctype: str, array: np.ndarray):
         if array.size == 0:
@@ -476,7 +546,7 @@ class Engine:
             offsets.size, weights_ptr, int(pooling), self._ptr("float *", output),
         )
         if rc != 0:
-            raise EngineError(self._ffi.string(self._lib.eb_engine_error(self._engine)).decode())
+            raise self._error()
         return output, self._stats(per_sample_weights is not None)
 
     def _stats(self, weighted: bool) -> BatchStats:
