@@ -275,16 +275,22 @@ static void set_error(eb_engine *engine, const char *format, ...)
 }
 
 /* What the DPU library says about its last error: the emulator keeps a detailed text
- * per thread; the SDK only has the code's text. */
+ * per thread; the SDK only has the code's text (allocated: freed here). The result
+ * lives until the thread's next call. */
 static const char *dpu_detail(dpu_error_t status)
 {
+    static _Thread_local char text[768];
 #ifdef UPDLRM_EMULATOR
     const char *detail = updlrm_emu_last_error();
     if (detail && detail[0]) {
-        return detail;
+        snprintf(text, sizeof(text), "%s", detail);
+        return text;
     }
 #endif
-    return dpu_error_to_string(status);
+    char *owned = dpu_error_to_string(status);
+    snprintf(text, sizeof(text), "%s", owned ? owned : "unknown error");
+    free(owned);
+    return text;
 }
 
 static double now_s(void)
@@ -377,8 +383,12 @@ eb_engine *eb_engine_create(const char *kernel_path, const char *profile, uint32
 
     dpu_error_t status = dpu_alloc(nr_dpus, profile, &engine->set);
     if (status != DPU_OK) {
-        snprintf(error, error_size, "cannot allocate %u DPUs (dpu_alloc, profile \"%s\"): %s", nr_dpus, profile,
-            dpu_detail(status));
+        if (profile && profile[0]) {
+            snprintf(error, error_size, "cannot allocate %u DPUs with profile \"%s\": %s", nr_dpus, profile,
+                dpu_detail(status));
+        } else {
+            snprintf(error, error_size, "cannot allocate %u DPUs: %s", nr_dpus, dpu_detail(status));
+        }
         if (failure_kind) {
             *failure_kind = EB_FAILURE_ALLOCATION;
         }
@@ -2306,7 +2316,7 @@ static void launch_failed(eb_engine *engine, dpu_error_t status)
 {
     int timeout = status == DPU_ERR_TIMEOUT;
     char cause[256];
-    snprintf(cause, sizeof(cause), "%s", dpu_detail(status));
+    snprintf(cause, sizeof(cause), "%.255s", dpu_detail(status));
     uint32_t nr_listed = 0, not_started = 0;
     int32_t first_tasklet = -1;
     struct dpu_set_t dpu;
@@ -2356,7 +2366,7 @@ static void launch_failed(eb_engine *engine, dpu_error_t status)
     if (reload == DPU_OK) {
         snprintf(recovery, sizeof(recovery), "kernel reloaded, tables kept");
     } else {
-        snprintf(recovery, sizeof(recovery), "reloading the kernel failed too (%s): close this engine",
+        snprintf(recovery, sizeof(recovery), "reloading the kernel failed too (%.240s): close this engine",
             dpu_detail(reload));
     }
 

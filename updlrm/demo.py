@@ -223,8 +223,13 @@ def format_report(r: DemoResult) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
 def demo_command(as_json: bool, **options) -> None:
     """Run a Criteo-like embedding layer on the default backend and check it against torch."""
+    from updlrm.host.engine import DpuAllocationError
+
     progress = None if as_json else (lambda msg: click.echo(f"... {msg}", err=True))
-    result = run_demo(progress=progress, **options)
+    try:
+        result = run_demo(progress=progress, **options)
+    except DpuAllocationError as e:
+        raise DpuAllocationError(f"{e}; or ask for fewer with --dpus") from None
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:

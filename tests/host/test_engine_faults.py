@@ -224,3 +224,17 @@ def test_many_faults_leak_no_process_fd_or_memory(monkeypatch, data):
                 engine.run(*batches[0])
             check_batch(engine, weights, batches[1])
     assert children() == [] and open_fds() == fds
+
+
+def test_demo_with_more_dpus_than_the_machine_says_why(monkeypatch):
+    from click.testing import CliRunner
+
+    from updlrm.demo import demo_command
+
+    monkeypatch.delenv("UPDLRM_EMU_FAULTS", raising=False)
+    result = CliRunner().invoke(demo_command, ["--dpus", "4096", "--batches", "1", "--batch-size", "4",
+                                               "--max-rows", "100", "--dim", "4", "--backend", "emulator"])
+    assert isinstance(result.exception, DpuAllocationError)
+    message = str(result.exception)
+    assert "4096 DPUs requested but the emulated machine has 40 ranks x 64 DPUs = 2560" in message
+    assert message.endswith("; or ask for fewer with --dpus")
