@@ -196,11 +196,12 @@ def test_launch_timeout_is_checked(monkeypatch, data):
 
 
 def test_many_faults_leak_no_process_fd_or_memory(monkeypatch, data):
-    # One engine, 48 batches: every other one faults (DPU fault, killed worker, hang
-    # past the timeout in turn); then engines created and closed with faults.
+    # One engine, 48 batches: every other one faults (DPU faults, killed workers and a
+    # hang past the timeout in turn); then engines created and closed with faults.
     weights, batches = data
-    kinds = ["fault:dpu={d},tasklet=2,dma=3", "kill:dpu={d}", "fault:dpu={d}", "hang:dpu={d},tasklet=1,dma=2"]
-    rules = ";".join(f"{kinds[k % 4].format(d=k % NR_DPUS)},launch={2 * k + 2}" for k in range(24))
+    kinds = ["hang:dpu={d},tasklet=1,dma=2", "fault:dpu={d},tasklet=2,dma=3", "kill:dpu={d}", "fault:dpu={d}",
+             "kill:dpu={d},tasklet=3,dma=4", "fault:dpu={d},tasklet=7"]
+    rules = ";".join(f"{kinds[k % len(kinds)].format(d=k % NR_DPUS)},launch={2 * k + 2}" for k in range(24))
     with make_engine(monkeypatch, weights, rules, launch_timeout=0.25) as engine:
         def cycle(k):
             check_batch(engine, weights, batches[k % len(batches)])
@@ -208,14 +209,14 @@ def test_many_faults_leak_no_process_fd_or_memory(monkeypatch, data):
                 engine.run(*batches[(k + 1) % len(batches)])
             assert caught.value.dpu == k % NR_DPUS
 
-        for k in range(4):  # warm up: every kind once
+        for k in range(len(kinds)):  # warm up: every kind once
             cycle(k)
         fds, rss = open_fds(), rss_bytes()
-        for k in range(4, 24):
+        for k in range(len(kinds), 24):
             cycle(k)
             assert len(children()) <= 2 and all(state != "Z" for _, state in children())
         assert open_fds() == fds
-        assert rss_bytes() - rss < 8 << 20, f"RSS grew by {(rss_bytes() - rss) >> 20} MiB over 20 faults"
+        assert rss_bytes() - rss < 8 << 20, f"RSS grew by {(rss_bytes() - rss) >> 20} MiB over 18 faults"
     assert children() == []
     fds = open_fds()
     for k in range(5):
@@ -238,3 +239,122 @@ def test_demo_with_more_dpus_than_the_machine_says_why(monkeypatch):
     message = str(result.exception)
     assert "4096 DPUs requested but the emulated machine has 40 ranks x 64 DPUs = 2560" in message
     assert message.endswith("; or ask for fewer with --dpus")
+
+
+def worker_pids() -> dict[int, int]:
+    """Emulator worker index -> pid, for this process's workers (their UPDLRM_EMU_WORKER)."""
+    workers = {}
+    for pid, _ in children():
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
+        except OSError:
+            continue
+        if b"UPDLRM_EMU_WORKER" in env:
+            workers[int(env[b"UPDLRM_EMU_WORKER"])] = pid
+    return workers
+
+
+def blocked_outside_read(pid: int) -> bool:
+    """Whether the process sleeps in a system call other than read (the idle worker's)."""
+    import platform
+
+    read_number = {"x86_64": "0", "aarch64": "63"}.get(platform.machine())
+    try:
+        with open(f"/proc/{pid}/syscall") as f:
+            call = f.read().split()[0]
+    except (OSError, IndexError):
+        return False
+    return read_number is not None and call not in ("running", read_number)
+
+
+def test_worker_killed_from_outside_mid_launch(monkeypatch, data):
+    # DPU 1 hangs in worker 1 (DPU d runs in worker d % 2); this test kills that worker
+    # with SIGKILL while the launch waits for it, as an operator or the OOM killer would.
+    import signal
+    import threading
+
+    weights, batches = data
+    with make_engine(monkeypatch, weights, "hang:dpu=1,launch=2", launch_timeout=30.0) as engine:
+        check_batch(engine, weights, batches[0])
+        failure = []
+
+        def run():
+            try:
+                engine.run(*batches[1])
+            except EngineError as e:
+                failure.append(e)
+
+        runner = threading.Thread(target=run)
+        runner.start()
+        deadline = time.monotonic() + 10
+        pid = None
+        while time.monotonic() < deadline:
+            pid = worker_pids().get(1)
+            if pid and blocked_outside_read(pid):
+                break
+            time.sleep(0.01)
+        else:
+            time.sleep(1.0)  # no /proc/<pid>/syscall here: give the hang time to start
+        os.kill(pid, signal.SIGKILL)
+        runner.join(10)
+        assert not runner.is_alive()
+        e, = failure
+        assert type(e) is DpuFaultError and e.dpus == (1,) and e.tasklet == 0
+        assert "worker process killed by signal 9" in e.cause
+        for batch in batches[1:4]:
+            check_batch(engine, weights, batch)
+        assert sorted(worker_pids()) == [0, 1] and all(state != "Z" for _, state in children())
+    assert children() == []
+
+
+SANITIZED_CHILD = """
+import sys
+import numpy as np
+from updlrm.host.engine import Engine, DpuFaultError, LaunchTimeoutError
+from updlrm.plan import Plan
+
+data = np.load(sys.argv[1])
+weights = [data[f"w{t}"] for t in range(int(data["nr_tables"]))]
+plan = Plan.load(sys.argv[2])
+outputs = {}
+with Engine(plan, weights, nr_tasklets=5, launch_timeout=1.0) as engine:
+    for k in range(5):
+        try:
+            engine.run(data["indices"], data["offsets"], data["psw"])
+            raise SystemExit(f"launch {2 * k + 1}: no fault")
+        except DpuFaultError as e:
+            print(type(e).__name__, e.dpus, e.tasklet, flush=True)
+        outputs[f"out{k}"], _ = engine.run(data["indices"], data["offsets"], data["psw"])
+np.savez(sys.argv[1].replace(".npz", "-out.npz"), **outputs)
+"""
+
+
+def test_fault_recovery_runs_clean_under_asan_and_ubsan(tmp_path, data):
+    from test_engine_sanitized import _libasan
+
+    if _libasan() is None:
+        pytest.skip("gcc has no libasan.so here")
+    weights, batches = data
+    indices, offsets, psw = batches[1]
+    uniform_plan(TABLES, Topology(nr_dpus=NR_DPUS), "row_wise").save(tmp_path / "plan.json")
+    batch = tmp_path / "batch.npz"
+    np.savez(batch, indices=indices, offsets=offsets, psw=psw, nr_tables=len(TABLES),
+             **{f"w{t}": w for t, w in enumerate(weights)})
+    rules = ("fault:dpu=1,tasklet=2,dma=2,launch=1;kill:dpu=2,launch=3;hang:dpu=3,tasklet=1,dma=1,launch=5;"
+             "fault:dpu=0,launch=7;kill:dpu=0,tasklet=4,dma=1,launch=9;fault:dpu=3,launch=9")
+    env = dict(os.environ, UPDLRM_SANITIZE="1", LD_PRELOAD=_libasan(), UPDLRM_EMU_FAULTS=rules,
+               ASAN_OPTIONS="detect_leaks=0:abort_on_error=1", UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1")
+    import subprocess
+    import sys
+
+    child = subprocess.run([sys.executable, "-c", SANITIZED_CHILD, str(batch), str(tmp_path / "plan.json")], env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert child.returncode == 0, child.stderr[-4000:]
+    assert "runtime error" not in child.stderr and "AddressSanitizer" not in child.stderr, child.stderr[-4000:]
+    assert child.stdout.split("\n")[:5] == ["DpuFaultError (1,) 2", "DpuFaultError (2,) 0", "LaunchTimeoutError (3,) 1",
+                                            "DpuFaultError (0,) 0", "DpuFaultError (0, 3) 4"]
+    outputs = np.load(tmp_path / "batch-out.npz")
+    expected, magnitude = reference(TABLES, weights, indices, offsets, psw, PoolingMode.SUM)
+    for k in range(5):
+        assert_matches(TABLES, outputs[f"out{k}"], expected, magnitude)
