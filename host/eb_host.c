@@ -293,6 +293,13 @@ static const char *dpu_detail(dpu_error_t status)
     return text;
 }
 
+/* The kernel's configuration (WRAM): written at load and after every reload. */
+static dpu_error_t write_config(eb_engine *engine)
+{
+    struct eb_config config = { .abi_version = EB_ABI_VERSION, .batch_offset = engine->batch_offset };
+    return dpu_broadcast_to(engine->set, "eb_config", 0, &config, sizeof(config), DPU_XFER_DEFAULT);
+}
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -1095,12 +1102,6 @@ static int push_static(eb_engine *engine, const void **weights, const int64_t *r
     }
     free(staging);
     return rc;
-}
-
-static dpu_error_t write_config(eb_engine *engine)
-{
-    struct eb_config config = { .abi_version = EB_ABI_VERSION, .batch_offset = engine->batch_offset };
-    return dpu_broadcast_to(engine->set, "eb_config", 0, &config, sizeof(config), DPU_XFER_DEFAULT);
 }
 
 int eb_engine_load(eb_engine *engine, const void **weights, const int64_t *row_strides)

@@ -80,41 +80,6 @@ class EngineError(RuntimeError):
     """The engine could not build, load or run (the message says what and where)."""
 
 
-class DpuAllocationError(EngineError):
-    """The DPUs could not be allocated (``dpu_alloc`` failed); the message has the library's reason.
-
-    >>> issubclass(DpuAllocationError, EngineError)
-    True
-    """
-
-
-class DpuFaultError(EngineError):
-    """DPUs faulted during a batch's launch, or the process emulating them died.
-
-    ``dpu`` is the first DPU in fault (the plan's DPU index), ``tasklet`` its tasklet
-    (None when unknown: the SDK backends do not say), ``cause`` what the DPU library
-    reported, ``dpus`` every DPU in fault. The engine has reloaded the kernel and kept
-    its tables (``recovered``), so the next batch runs normally.
-
-    >>> e = DpuFaultError("DPU 3 tasklet 1 faulted: ...", dpu=3, tasklet=1, cause="...", dpus=(3,))
-    >>> e.dpu, e.tasklet, e.dpus, e.recovered
-    (3, 1, (3,), True)
-    """
-
-    def __init__(self, message: str, *, dpu: int | None, tasklet: int | None, cause: str,
-                 dpus: tuple[int, ...], recovered: bool = True) -> None:
-        super().__init__(message)
-        self.dpu, self.tasklet, self.cause, self.dpus, self.recovered = dpu, tasklet, cause, dpus, recovered
-
-
-class LaunchTimeoutError(DpuFaultError):
-    """A launch ran past ``launch_timeout``; ``dpus`` are the DPUs that were still running.
-
-    >>> issubclass(LaunchTimeoutError, DpuFaultError)
-    True
-    """
-
-
 # ---- building ----------------------------------------------------------------------
 
 
@@ -343,6 +308,41 @@ class BatchStats:
 # ---- the engine --------------------------------------------------------------------
 
 
+class DpuAllocationError(EngineError):
+    """The DPUs could not be allocated (``dpu_alloc`` failed); the message has the library's reason.
+
+    >>> issubclass(DpuAllocationError, EngineError)
+    True
+    """
+
+
+class DpuFaultError(EngineError):
+    """DPUs faulted during a batch's launch, or the process emulating them died.
+
+    ``dpu`` is the first DPU in fault (the plan's DPU index), ``tasklet`` its tasklet
+    (None when unknown: the SDK backends do not say), ``cause`` what the DPU library
+    reported, ``dpus`` every DPU in fault. The engine has reloaded the kernel and kept
+    its tables (``recovered``), so the next batch runs normally.
+
+    >>> e = DpuFaultError("DPU 3 tasklet 1 faulted: ...", dpu=3, tasklet=1, cause="...", dpus=(3,))
+    >>> e.dpu, e.tasklet, e.dpus, e.recovered
+    (3, 1, (3,), True)
+    """
+
+    def __init__(self, message: str, *, dpu: int | None, tasklet: int | None, cause: str,
+                 dpus: tuple[int, ...], recovered: bool = True) -> None:
+        super().__init__(message)
+        self.dpu, self.tasklet, self.cause, self.dpus, self.recovered = dpu, tasklet, cause, dpus, recovered
+
+
+class LaunchTimeoutError(DpuFaultError):
+    """A launch ran past ``launch_timeout``; ``dpus`` are the DPUs that were still running.
+
+    >>> issubclass(LaunchTimeoutError, DpuFaultError)
+    True
+    """
+
+
 def _resolve_backend(backend: str) -> str:
     if backend == "auto":
         from updlrm.backends import resolve_backend
@@ -378,14 +378,6 @@ class Engine:
     CPU count) lets route+pack and the merge of big batches use two threads; results
     do not depend on it.
 
-    Failures: no DPUs -> :class:`DpuAllocationError` with the DPU library's reason. A
-    DPU fault during a batch (or a dead emulator worker) -> :class:`DpuFaultError`
-    naming the DPU, its tasklet where known, and the cause; a launch longer than
-    ``launch_timeout`` seconds (emulator only; default none, ``UPDLRM_EMU_TIMEOUT``
-    also sets it) -> :class:`LaunchTimeoutError` naming the DPUs still running. In
-    both cases the engine reloads the kernel, keeps its tables, and the next batch is
-    right.
-
     >>> import numpy as np
     >>> from updlrm.specs import TableSpec, Topology, PoolingMode
     >>> from updlrm.plan import uniform_plan
@@ -403,8 +395,8 @@ class Engine:
         self.backend = _resolve_backend(backend)
         self.nr_tasklets = int(nr_tasklets)
         self.launch_timeout = launch_timeout
-        self._engine = None
         profile = _alloc_profile(self.backend, launch_timeout)
+        self._engine = None
         plan.validate()
         tables = plan.tables
         if len(weights) != len(tables):
@@ -511,6 +503,14 @@ class Engine:
         ``indices[offsets[t*B+b]:offsets[t*B+b+1]]``, ``per_sample_weights`` float32 (N,)
         or None. Returns ``(output float32 (B, sum of dims), BatchStats)``; table ``t``
         fills columns ``sum(dims[:t]) .. + dims[t]``. Empty bags give zeros.
+
+        A DPU fault during the batch (or a dead emulator worker) raises
+        :class:`DpuFaultError` naming the DPU, its tasklet where known, and the cause; a
+        launch longer than the engine's ``launch_timeout`` seconds (emulator only; default
+        none, ``UPDLRM_EMU_TIMEOUT`` also sets it) raises :class:`LaunchTimeoutError`
+        naming the DPUs still running. Either way the engine reloads the kernel and keeps
+        its tables, so the next batch is right. (No DPUs at construction:
+        :class:`DpuAllocationError` with the DPU library's reason.)
 
         >>> import numpy as np
         >>> from updlrm.specs import TableSpec, Topology
