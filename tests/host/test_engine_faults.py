@@ -181,7 +181,7 @@ def test_allocation_failures_keep_the_reason(monkeypatch, data):
         make_engine(monkeypatch, weights, None, nr_dpus=4096)
     message = str(caught.value)
     assert message.startswith("cannot allocate 4096 DPUs")
-    assert "40 ranks x 64 DPUs = 2560" in message and "UPDLRM_EMU_NR_RANKS" in message
+    assert "4096 DPUs requested" in message and "= 2560" in message and "UPDLRM_EMU_NR_RANKS" in message
     assert children() == []
 
 
@@ -237,7 +237,7 @@ def test_demo_with_more_dpus_than_the_machine_says_why(monkeypatch):
                                                "--max-rows", "100", "--dim", "4", "--backend", "emulator"])
     assert isinstance(result.exception, DpuAllocationError)
     message = str(result.exception)
-    assert "4096 DPUs requested but the emulated machine has 40 ranks x 64 DPUs = 2560" in message
+    assert "4096 DPUs requested" in message and "= 2560" in message
     assert message.endswith("; or ask for fewer with --dpus")
 
 
