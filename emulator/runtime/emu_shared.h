@@ -68,6 +68,7 @@ struct emu_fault_inject {
     int32_t tasklet; /* -1: the first tasklet that gets there */
     uint32_t dma;    /* at this MRAM DMA of the launch (from 1); 0: when the tasklet starts */
     uint32_t rule;   /* index of the rule (from 1), for the message */
+    uint32_t no_timeout; /* a hang armed without a launch timeout: faults instead */
 };
 
 /* Per-tasklet counters; all monotonically increasing until reset. */

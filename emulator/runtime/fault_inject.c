@@ -163,7 +163,7 @@ bool updlrm_emu_fault_plan_refuses_alloc(const struct updlrm_emu_fault_plan *pla
 
 const char *updlrm_emu_fault_plan_text(const struct updlrm_emu_fault_plan *plan) { return plan ? plan->text : ""; }
 
-void updlrm_emu_fault_plan_arm(struct updlrm_emu_fault_plan *plan, uint32_t nr_dpus, uint32_t dpu,
+void updlrm_emu_fault_plan_arm(struct updlrm_emu_fault_plan *plan, uint32_t nr_dpus, uint32_t dpu, bool has_timeout,
                                struct emu_fault_inject *armed)
 {
     *armed = (struct emu_fault_inject){ .kind = EMU_INJECT_NONE, .tasklet = -1 };
@@ -184,6 +184,10 @@ void updlrm_emu_fault_plan_arm(struct updlrm_emu_fault_plan *plan, uint32_t nr_d
             continue;
         *armed = (struct emu_fault_inject){ .kind = (uint32_t)r->kind, .tasklet = r->tasklet, .dma = r->dma,
                                             .rule = i + 1 };
+        if (r->kind == RULE_HANG && !has_timeout) {
+            armed->kind = EMU_INJECT_FAULT;
+            armed->no_timeout = 1;
+        }
         return;
     }
 }
@@ -193,7 +197,7 @@ void updlrm_emu_fault_plan_arm(struct updlrm_emu_fault_plan *plan, uint32_t nr_d
 bool updlrm_emu_fault_armed;
 static struct emu_fault_inject armed_rule;
 static uint32_t dmas_seen; /* of the launch (of armed_rule.tasklet when given) */
-static char message[160];
+static char message[224];
 
 void updlrm_emu_fault_begin(const struct emu_fault_inject *armed)
 {
@@ -215,7 +219,12 @@ static enum updlrm_emu_fault_action fire(uint32_t tasklet)
     default:
         break;
     }
-    if (armed_rule.dma)
+    if (armed_rule.no_timeout)
+        snprintf(message, sizeof message,
+                 "injected hang (UPDLRM_EMU_FAULTS rule %u) in tasklet %u made a fault: no launch timeout is set "
+                 "(profile timeout= or UPDLRM_EMU_TIMEOUT), it would never end",
+                 armed_rule.rule, tasklet);
+    else if (armed_rule.dma)
         snprintf(message, sizeof message,
                  "injected fault (UPDLRM_EMU_FAULTS rule %u) at MRAM DMA %u of the launch, in tasklet %u",
                  armed_rule.rule, armed_rule.dma, tasklet);

@@ -47,8 +47,9 @@ bool updlrm_emu_fault_plan_refuses_alloc(const struct updlrm_emu_fault_plan *pla
 /* The rules text the plan was parsed from. */
 const char *updlrm_emu_fault_plan_text(const struct updlrm_emu_fault_plan *plan);
 /* Counts a launch of DPU `dpu` (of `nr_dpus`) and writes what it must do into
- * `armed` (all zero when nothing; plan may be NULL). */
-void updlrm_emu_fault_plan_arm(struct updlrm_emu_fault_plan *plan, uint32_t nr_dpus, uint32_t dpu,
+ * `armed` (all zero when nothing; plan may be NULL).  Without a launch timeout
+ * (has_timeout false) a hang would never end: it is armed as a fault saying so. */
+void updlrm_emu_fault_plan_arm(struct updlrm_emu_fault_plan *plan, uint32_t nr_dpus, uint32_t dpu, bool has_timeout,
                                struct emu_fault_inject *armed);
 
 /* ---- worker side (libupdlrm_dpurt.so) ---- */

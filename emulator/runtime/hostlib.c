@@ -1202,7 +1202,8 @@ static dpu_error_t run_launch(struct emu_system *system, const uint32_t *dpus, u
         struct worker *worker = &program->workers[dpus[i] % program->nr_workers];
         worker->list[worker->list_size++] = dpus[i];
         block_of(system, dpus[i])->state.status = EMU_DPU_QUEUED;
-        updlrm_emu_fault_plan_arm(system->faults, system->nr_dpus, dpus[i], &block_of(system, dpus[i])->state.inject);
+        updlrm_emu_fault_plan_arm(system->faults, system->nr_dpus, dpus[i], system->timeout_seconds > 0,
+                                  &block_of(system, dpus[i])->state.inject);
     }
     uint32_t nr_busy = 0;
     for (struct dpu_program_t *p = system->programs; p; p = p->next)

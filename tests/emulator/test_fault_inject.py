@@ -216,3 +216,16 @@ def test_bad_rules_are_refused_with_the_reason(monkeypatch, rules, reason):
     monkeypatch.setenv("UPDLRM_EMU_FAULTS", rules)
     with pytest.raises(DpuError, match="UPDLRM_EMU_FAULTS: "):
         DpuSet(1)
+
+
+def test_hang_without_a_timeout_faults_instead_of_hanging(monkeypatch, program):
+    monkeypatch.delenv("UPDLRM_EMU_TIMEOUT", raising=False)
+    with DpuSet(NR_DPUS) as dpus:  # and no timeout= in the profile
+        dpus.load(program)
+        dpus.inject_faults("hang:dpu=2,tasklet=3")
+        prepare(dpus)
+        with pytest.raises(DpuError) as caught:
+            dpus.launch()
+        e = caught.value
+        assert (e.code_name, e.dpu, e.tasklet) == ("DPU_ERR_DPU_FAULT", 2, 3)
+        assert "no launch timeout is set" in e.message
