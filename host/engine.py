@@ -337,6 +337,41 @@ class BatchStats:
 # ---- the engine --------------------------------------------------------------------
 
 
+class DpuAllocationError(EngineError):
+    """The DPUs could not be allocated (``dpu_alloc`` failed); the message has the library's reason.
+
+    >>> issubclass(DpuAllocationError, EngineError)
+    True
+    """
+
+
+class DpuFaultError(EngineError):
+    """DPUs faulted during a batch's launch, or the process emulating them died.
+
+    ``dpu`` is the first DPU in fault (the plan's DPU index), ``tasklet`` its tasklet
+    (None when unknown: the SDK backends do not say), ``cause`` what the DPU library
+    reported, ``dpus`` every DPU in fault. The engine has reloaded the kernel and kept
+    its tables (``recovered``), so the next batch runs normally.
+
+    >>> e = DpuFaultError("DPU 3 tasklet 1 faulted: ...", dpu=3, tasklet=1, cause="...", dpus=(3,))
+    >>> e.dpu, e.tasklet, e.dpus, e.recovered
+    (3, 1, (3,), True)
+    """
+
+    def __init__(self, message: str, *, dpu: int | None, tasklet: int | None, cause: str,
+                 dpus: tuple[int, ...], recovered: bool = True) -> None:
+        super().__init__(message)
+        self.dpu, self.tasklet, self.cause, self.dpus, self.recovered = dpu, tasklet, cause, dpus, recovered
+
+
+class LaunchTimeoutError(DpuFaultError):
+    """A launch ran past ``launch_timeout``; ``dpus`` are the DPUs that were still running.
+
+    >>> issubclass(LaunchTimeoutError, DpuFaultError)
+    True
+    """
+
+
 def _resolve_backend(backend: str) -> str:
     if backend == "auto":
         from updlrm.backends import resolve_backend
@@ -347,10 +382,19 @@ def _resolve_backend(backend: str) -> str:
     return backend
 
 
-def _alloc_profile(backend: str) -> str:
+def _alloc_profile(backend: str, launch_timeout: float | None = None) -> str:
     # dpu_alloc profile strings (UPMEM SDK documentation, "dpu_alloc"): "backend=hw"
-    # selects real ranks, "backend=simulator" the functional simulator.
-    return {"emulator": "", "simulator": "backend=simulator", "hw": "backend=hw"}[backend]
+    # selects real ranks, "backend=simulator" the functional simulator. "timeout=S" is
+    # the emulator's launch timeout (emulator/README.md); the SDK backends have none.
+    profile = {"emulator": "", "simulator": "backend=simulator", "hw": "backend=hw"}[backend]
+    if launch_timeout is not None:
+        if backend != "emulator":
+            raise EngineError(f"launch_timeout is only available on the emulator backend (got backend {backend!r}); "
+                              "leave it None on the UPMEM SDK's backends")
+        if not float(launch_timeout) > 0:
+            raise EngineError(f"launch_timeout must be a positive number of seconds, got {launch_timeout!r}")
+        profile = f"timeout={float(launch_timeout)!r}"
+    return profile
 
 
 class Engine:
@@ -383,10 +427,12 @@ class Engine:
     """
 
     def __init__(self, plan: Plan, weights, *, backend: str = "emulator", nr_tasklets: int = 16,
-                 host_threads: int | None = None) -> None:
+                 host_threads: int | None = None, launch_timeout: float | None = None) -> None:
         self.plan = plan
         self.backend = _resolve_backend(backend)
         self.nr_tasklets = int(nr_tasklets)
+        self.launch_timeout = launch_timeout
+        profile = _alloc_profile(self.backend, launch_timeout)
         self._engine = None
         # One batch in flight per engine; a pipelined run would split this per stage
         # (route/pack, launch, merge), see host/README.md "Threads".
@@ -413,12 +459,14 @@ class Engine:
         self._ffi, self._lib = _load_library(library)
         ffi, lib = self._ffi, self._lib
         error = ffi.new("char[]", 1024)
+        failure_kind = ffi.new("int32_t *")
         engine = lib.eb_engine_create(
-            str(kernel).encode(), _alloc_profile(self.backend).encode(), plan.topology.nr_dpus, self.nr_tasklets,
-            plan.topology.mram_bytes_per_dpu, len(tables), len(plan.shards), error, 1024,
+            str(kernel).encode(), profile.encode(), plan.topology.nr_dpus, self.nr_tasklets,
+            plan.topology.mram_bytes_per_dpu, len(tables), len(plan.shards), error, 1024, failure_kind,
         )
         if engine == ffi.NULL:
-            raise EngineError(ffi.string(error).decode())
+            kind = DpuAllocationError if failure_kind[0] == lib.EB_FAILURE_ALLOCATION else EngineError
+            raise kind(ffi.string(error).decode())
         self._engine = engine
         # Route+pack and merge split big batches over two threads; None: as many as the CPUs.
         lib.eb_engine_set_host_threads(engine, max(1, int(host_threads or os.cpu_count() or 1)))
@@ -442,7 +490,21 @@ class Engine:
 
     def _check(self, rc: int) -> None:
         if rc != 0:
-            raise EngineError(self._ffi.string(self._lib.eb_engine_error(self._engine)).decode())
+            raise self._error()
+
+    def _error(self) -> EngineError:
+        """The exception for the engine's last failure: its text, and for DPU failures which DPUs."""
+        ffi, lib = self._ffi, self._lib
+        message = ffi.string(lib.eb_engine_error(self._engine)).decode(errors="replace")
+        failure = lib.eb_engine_failure(self._engine)
+        if failure.kind not in (lib.EB_FAILURE_DPU_FAULT, lib.EB_FAILURE_TIMEOUT):
+            return EngineError(message)
+        listed = lib.eb_engine_failed_dpus(self._engine)
+        kind = LaunchTimeoutError if failure.kind == lib.EB_FAILURE_TIMEOUT else DpuFaultError
+        return kind(message, dpu=int(failure.dpu) if failure.dpu >= 0 else None,
+                    tasklet=int(failure.tasklet) if failure.tasklet >= 0 else None,
+                    cause=ffi.string(failure.cause).decode(errors="replace"),
+                    dpus=tuple(int(listed[k]) for k in range(failure.nr_dpus)), recovered=bool(failure.recovered))
 
     def _ptr(self, ctype: str, array: np.ndarray):
         if array.size == 0:
@@ -484,6 +546,14 @@ class Engine:
         or None. Returns ``(output float32 (B, sum of dims), BatchStats)``; table ``t``
         fills columns ``sum(dims[:t]) .. + dims[t]``. Empty bags give zeros.
 
+        A DPU fault during the batch (or a dead emulator worker) raises
+        :class:`DpuFaultError` naming the DPU, its tasklet where known, and the cause; a
+        launch longer than the engine's ``launch_timeout`` seconds (emulator only; default
+        none, ``UPDLRM_EMU_TIMEOUT`` also sets it) raises :class:`LaunchTimeoutError`
+        naming the DPUs still running. Either way the engine reloads the kernel and keeps
+        its tables, so the next batch is right. (No DPUs at construction:
+        :class:`DpuAllocationError` with the DPU library's reason.)
+
         >>> import numpy as np
         >>> from updlrm.specs import TableSpec, Topology
         >>> from updlrm.plan import uniform_plan
@@ -524,7 +594,7 @@ class Engine:
             if rc == self._lib.EB_RUN_INEXACT:
                 raise AccumulatorOverflowError(self._ffi.string(self._lib.eb_engine_error(self._engine)).decode())
             if rc != 0:
-                raise EngineError(self._ffi.string(self._lib.eb_engine_error(self._engine)).decode())
+                raise self._error()
             return output, self._stats(per_sample_weights is not None)
 
     def _stats(self, weighted: bool) -> BatchStats:

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "emu_shared.h"
+#include "fault_inject.h"
 
 /* ---- DPU-facing types (must match the headers in include/dpu) ----------- */
 
@@ -297,6 +298,13 @@ static void switch_to(void **save_sp, void *new_sp, const struct tasklet *target
 static void fault(enum emu_fault_kind kind, bool tasklet_specific, const char *format, ...)
     __attribute__((noreturn, format(printf, 3, 4)));
 
+/* The fault injection hook (fault_inject.h) asked for a fault. */
+static void injected(enum updlrm_emu_fault_action action)
+{
+    if (action == UPDLRM_EMU_FAULT_ACTION_FAULT)
+        fault(EMU_FAULT_INJECTED, true, "%s", updlrm_emu_fault_message());
+}
+
 /* Whether a blocked tasklet may proceed; if so, performs the acquisition it
  * was waiting for, so that it owns the resource when it resumes. */
 static bool try_wake_blocked(struct tasklet *t)
@@ -434,6 +442,8 @@ static void tasklet_entry(void)
             rt.main_stack_size = size;
         }
     }
+    if (updlrm_emu_fault_armed)
+        injected(updlrm_emu_fault_at_start(rt.current));
     user_main();
     rt.tasklets[rt.current].state = TASKLET_FINISHED;
     schedule();
@@ -638,6 +648,8 @@ static void dma_read(const void *from, void *to, unsigned int nb_of_bytes)
 {
     uintptr_t mram = (uintptr_t)from, wram = (uintptr_t)to;
     check_dma("mram_read", &mram, &wram, nb_of_bytes, true);
+    if (__builtin_expect(updlrm_emu_fault_armed, 0))
+        injected(updlrm_emu_fault_at_dma(rt.current));
     const uint8_t *source = mram_host(mram);
     /* MRAM DMAs are only 8-byte aligned, so a transfer may straddle one more
      * cache line than its size suggests (a 256-byte row at offset 24 touches
@@ -657,6 +669,8 @@ static void dma_write(const void *from, void *to, unsigned int nb_of_bytes)
 {
     uintptr_t mram = (uintptr_t)to, wram = (uintptr_t)from;
     check_dma("mram_write", &mram, &wram, nb_of_bytes, false);
+    if (__builtin_expect(updlrm_emu_fault_armed, 0))
+        injected(updlrm_emu_fault_at_dma(rt.current));
     memcpy(mram_host(mram), (const void *)wram, nb_of_bytes);
     struct emu_tasklet_counters *c = counters();
     c->mram_write_count++;
@@ -1253,6 +1267,7 @@ static void run_dpu(uint32_t dpu)
     s->fault_site = 0;
     s->nr_dma_warnings = 0;
     s->log_write_pos = 0;
+    updlrm_emu_fault_begin(&s->inject);
     s->status = EMU_DPU_RUNNING;
     s->dpu_counters.launches++;
     uint64_t start_cycles = s->dpu_cycles;

@@ -15,7 +15,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define EMU_PROTOCOL_VERSION 5u
+#define EMU_PROTOCOL_VERSION 6u
 
 /* Address of MRAM as seen by DPU code: the SDK's host library classifies a
  * symbol as MRAM when its address has this bit (MRAM_MASK 0x08000000 in
@@ -58,6 +58,18 @@ enum emu_fault_kind {
     EMU_FAULT_CRASH,        /* the worker process died (signal / exit) */
     EMU_FAULT_TIMEOUT,      /* the launch exceeded the configured timeout */
     EMU_FAULT_SYNC,         /* misuse of a synchronisation primitive */
+    EMU_FAULT_INJECTED,     /* fault injection hook (fault_inject.h) */
+};
+
+/* What the fault injection hook (fault_inject.h) armed for a DPU's launch:
+ * written by the host before each launch, read by the worker. */
+enum emu_fault_inject_kind { EMU_INJECT_NONE = 0, EMU_INJECT_FAULT, EMU_INJECT_KILL, EMU_INJECT_HANG };
+struct emu_fault_inject {
+    uint32_t kind;   /* enum emu_fault_inject_kind */
+    int32_t tasklet; /* -1: the first tasklet that gets there */
+    uint32_t dma;    /* at this MRAM DMA of the launch (from 1); 0: when the tasklet starts */
+    uint32_t rule;   /* index of the rule (from 1), for the message */
+    uint32_t no_timeout; /* a hang armed without a launch timeout: faults instead */
 };
 
 /* How DMAs treat what the SDK forbids but the DPU's DMA engine accepts
@@ -155,6 +167,7 @@ struct emu_dpu_state {
     struct emu_dma_warning dma_warnings[EMU_MAX_DMA_WARNINGS];
     struct emu_dpu_counters dpu_counters;
     struct emu_tasklet_counters tasklet[EMU_MAX_TASKLETS];
+    struct emu_fault_inject inject; /* armed for the current launch */
 };
 
 struct emu_dpu_block {

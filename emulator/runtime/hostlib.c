@@ -35,6 +35,7 @@
 #include <updlrm_emu_probe.h>
 
 #include "emu_shared.h"
+#include "fault_inject.h"
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -207,6 +208,7 @@ struct emu_system {
     bool launch_thread_joinable;
     uint32_t *launch_dpus;
     uint32_t launch_nr_dpus;
+    struct updlrm_emu_fault_plan *faults; /* fault injection hook (fault_inject.h), NULL: none */
 };
 
 static struct emu_dpu_block *block_of(struct emu_system *system, uint32_t dpu)
@@ -534,6 +536,11 @@ static dpu_error_t create_system(uint32_t nr_dpus, const struct profile *profile
     system->sg_max_blocks = profile->sg_max_blocks;
     pthread_mutex_init(&system->lock, NULL);
     pthread_cond_init(&system->idle, NULL);
+    char why[256];
+    if (updlrm_emu_fault_plan_parse(getenv(UPDLRM_EMU_FAULTS_ENV), &system->faults, why, sizeof why)) {
+        destroy_system(system);
+        return fail(DPU_ERR_SYSTEM, "%s: %s", UPDLRM_EMU_FAULTS_ENV, why);
+    }
     system->ranks = calloc(system->nr_ranks, sizeof *system->ranks);
     system->rank_pointers = calloc(system->nr_ranks, sizeof *system->rank_pointers);
     system->dpus = calloc(nr_dpus, sizeof *system->dpus);
@@ -596,6 +603,16 @@ static dpu_error_t begin_alloc(const char *caller, const char *profile_text, con
 {
     if (!dpu_set)
         return fail(DPU_ERR_INVALID_DPU_SET, "%s: NULL dpu_set", caller);
+    struct updlrm_emu_fault_plan *faults = NULL;
+    char why[256];
+    const char *rules = getenv(UPDLRM_EMU_FAULTS_ENV);
+    if (updlrm_emu_fault_plan_parse(rules, &faults, why, sizeof why))
+        return fail(DPU_ERR_INVALID_PROFILE, "%s: %s: %s", caller, UPDLRM_EMU_FAULTS_ENV, why);
+    bool refused = updlrm_emu_fault_plan_refuses_alloc(faults);
+    updlrm_emu_fault_plan_free(faults);
+    if (refused)
+        return fail(DPU_ERR_ALLOCATION, "%s: refused by the fault injection hook (%s=%s)", caller,
+                    UPDLRM_EMU_FAULTS_ENV, rules);
     return parse_profile(profile_text, profile);
 }
 
@@ -692,6 +709,7 @@ static void destroy_system(struct emu_system *system)
     free(system->dpus);
     free(system->program_of);
     free(system->launch_dpus);
+    updlrm_emu_fault_plan_free(system->faults);
     free(system);
 }
 
@@ -1251,7 +1269,8 @@ static void recover_worker(struct dpu_program_t *program, uint32_t w, enum emu_f
         worker->list_size = 0;
         return;
     }
-    if (remaining && !send_launch(program, worker))
+    /* after a timeout the rest is reported "not run" (run_launch), not run late */
+    if (remaining && kind != EMU_FAULT_TIMEOUT && !send_launch(program, worker))
         worker->busy = true; /* the next poll sees the failure */
 }
 
@@ -1390,6 +1409,8 @@ static dpu_error_t run_launch(struct emu_system *system, const uint32_t *dpus, u
         struct worker *worker = &program->workers[dpus[i] % program->nr_workers];
         worker->list[worker->list_size++] = dpus[i];
         block_of(system, dpus[i])->state.status = EMU_DPU_QUEUED;
+        updlrm_emu_fault_plan_arm(system->faults, system->nr_dpus, dpus[i], system->timeout_seconds > 0,
+                                  &block_of(system, dpus[i])->state.inject);
     }
     uint32_t nr_busy = 0;
     for (struct dpu_program_t *p = system->programs; p; p = p->next)
@@ -2305,6 +2326,22 @@ EXPORT dpu_error_t updlrm_emu_program_symbol(struct dpu_program_t *program, uint
         return fail(DPU_ERR_INVALID_SYMBOL_ACCESS, "symbol index %u out of range (%zu symbols)", index,
                     program->nr_symbols);
     *name = program->symbols[index].name;
+    return ok();
+}
+
+EXPORT dpu_error_t updlrm_emu_set_faults(struct dpu_set_t set, const char *rules)
+{
+    struct emu_system *system = NULL;
+    if (check_set(set, &system) != DPU_OK)
+        return DPU_ERR_INVALID_DPU_SET;
+    struct updlrm_emu_fault_plan *plan = NULL;
+    char why[256];
+    if (updlrm_emu_fault_plan_parse(rules, &plan, why, sizeof why))
+        return fail(DPU_ERR_INVALID_PROFILE, "updlrm_emu_set_faults: %s", why);
+    enter(system);
+    updlrm_emu_fault_plan_free(system->faults);
+    system->faults = plan;
+    leave(system);
     return ok();
 }
 
