@@ -76,6 +76,13 @@ def _get_trace(tables, trace_path, synthetic, batch_size, batches, pooling, alph
                            co_occurrence=co_occurrence, seed=seed)
 
 
+def _check_output_dirs(*options: tuple[str, str | None]) -> None:
+    """Refuse an output path whose directory does not exist before any work is done."""
+    for option, path in options:
+        if path and not Path(path).resolve().parent.is_dir():
+            raise click.BadParameter(f"{path}: its directory does not exist", param_hint=option)
+
+
 @click.group("plan")
 def plan_group() -> None:
     """Build, show and evaluate placement plans."""
@@ -105,9 +112,7 @@ def build_command(tables_spec, dim, max_rows, trace_path, synthetic, batch_size,
         from updlrm.partitioner.graphpart import require_mtkahypar
 
         require_mtkahypar()  # before the work: MissingDependency says what to install
-    for option, path in (("--output", output), ("--save-trace", save_trace)):
-        if path and not Path(path).resolve().parent.is_dir():
-            raise click.BadParameter(f"{path}: its directory does not exist", param_hint=option)
+    _check_output_dirs(("--output", output), ("--save-trace", save_trace))
     tables = _load_tables(tables_spec, dim, max_rows)
     trace = _get_trace(tables, trace_path, synthetic, batch_size, batches, pooling, alpha, co_occurrence, seed)
     if save_trace:
@@ -126,6 +131,8 @@ def build_command(tables_spec, dim, max_rows, trace_path, synthetic, batch_size,
 def show_command(plan_path, png):
     """Print a plan's summary (and optionally plot its load per DPU)."""
     from updlrm.partitioner.summary import plan_summary, plot_load
+
+    _check_output_dirs(("--png", png))
 
     plan = Plan.load(plan_path)
     click.echo(plan_summary(plan))
@@ -147,6 +154,8 @@ def evaluate_command(plan_path, trace_path, synthetic, batch_size, batches, pool
     """Route a trace (any, not only the one the plan was built from) through a plan and model it."""
     from updlrm.partitioner.placement import evaluate_plan
     from updlrm.partitioner.summary import plan_summary, plot_load
+
+    _check_output_dirs(("--png", png), ("--json", json_path))
 
     plan = Plan.load(plan_path)
     trace = _get_trace(plan.tables, trace_path, synthetic, batch_size, batches, pooling, alpha, co_occurrence, seed)
