@@ -144,3 +144,32 @@ def test_commands_not_run_are_accounted_for():
     assert sum(argv is not None for _, argv, _ in commands) >= 5
     for text, argv, why in commands:
         assert argv is not None or why, text
+
+
+NODE_ID = re.compile(r"`(tests/[\w/]+\.py)::(\w+)(\[[^\]`]+\])?`")
+
+
+def _fault_table_rows() -> list[tuple[str, list[tuple[str, str, str]]]]:
+    text = README.read_text()
+    start = text.index("## Bad input and faults")
+    end = text.index("\n## ", start + 1)
+    rows = [line for line in text[start:end].splitlines() if line.startswith("| ") and not line.startswith("| case")]
+    return [(row.split(" | ")[0].strip("| "), [m.groups() for m in NODE_ID.finditer(row.split(" | ")[-1])])
+            for row in rows]
+
+
+def test_every_test_the_fault_table_names_exists():
+    """Each row of README's "Bad input and faults" table names tests; each is a test function
+    in that file (a parametrized id must appear in the file too)."""
+    root = README.parent
+    rows = _fault_table_rows()
+    assert len(rows) >= 20
+    for case, node_ids in rows:
+        assert node_ids, f"README row {case!r} names no test (`tests/...py::test_name`)"
+        for path, name, param in node_ids:
+            source = root / path
+            assert source.is_file(), f"row {case!r}: {path} does not exist"
+            code = source.read_text()
+            assert re.search(rf"^(?:async )?def {name}\(", code, re.M), f"row {case!r}: no test {name} in {path}"
+            if param:
+                assert f'"{param[1:-1]}"' in code, f"row {case!r}: {path}::{name} has no case {param}"
