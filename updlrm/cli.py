@@ -37,6 +37,8 @@ _COMMANDS = {
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+# click >= 8.2 raises this (a UsageError) for a group called without a command.
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
@@ -97,6 +99,9 @@ class _LazyGroup(click.Group):
             # Not standalone, click returns what it would exit with (an Exit's code, or
             # the command's return value) and raises the errors, which are mapped below.
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NO_ARGS_IS_HELP as e:  # a bare group: its help, as click shows it
+            e.show()
+            sys.exit(e.exit_code)
         except click.UsageError as e:
             hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
             _fail(f"Error: {' '.join(e.format_message().split())}{hint}", EXIT_USAGE)

@@ -172,3 +172,11 @@ def test_installed_entry_point(args, code):
                             text=True, env=env, stdin=subprocess.DEVNULL, timeout=120)
     assert result.returncode == code
     assert result.stdout == "" and len(result.stderr.splitlines()) == 1 and result.stderr.startswith("Error: ")
+
+
+@pytest.mark.parametrize("args", [[], ["plan"], ["emu"]])
+def test_a_group_without_a_command_shows_its_help(args):
+    result = CliRunner().invoke(main, args, prog_name="updlrm")
+    assert isinstance(result.exception, SystemExit)
+    assert result.output.startswith(f"Usage: updlrm {' '.join(args)}".rstrip() + " [OPTIONS] COMMAND")
+    assert "Error:" not in result.output and "Commands:" in result.output
