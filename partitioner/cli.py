@@ -31,7 +31,7 @@ def _load_tables(spec: str, dim: int, max_rows: int | None) -> list[TableSpec]:
     if spec == "criteo":
         return criteo_like_tables(dim=dim, max_rows=max_rows)
     path = Path(spec)
-    if not path.exists():
+    if not path.is_file():
         raise click.BadParameter(f"{spec}: neither 'criteo' nor an existing JSON file", param_hint="--tables")
     try:
         doc = json.loads(path.read_text())
@@ -133,7 +133,6 @@ def show_command(plan_path, png):
     from updlrm.partitioner.summary import plan_summary, plot_load
 
     _check_output_dirs(("--png", png))
-
     plan = Plan.load(plan_path)
     click.echo(plan_summary(plan))
     if png:
@@ -156,7 +155,6 @@ def evaluate_command(plan_path, trace_path, synthetic, batch_size, batches, pool
     from updlrm.partitioner.summary import plan_summary, plot_load
 
     _check_output_dirs(("--png", png), ("--json", json_path))
-
     plan = Plan.load(plan_path)
     trace = _get_trace(plan.tables, trace_path, synthetic, batch_size, batches, pooling, alpha, co_occurrence, seed)
     report = evaluate_plan(plan, trace, profile)
