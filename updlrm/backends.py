@@ -317,7 +317,11 @@ def _trial_build(compiler: str) -> str | None:
 
 
 def sdk_problem(sdk: SdkInfo) -> str | None:
-    """Why an installed SDK cannot build updlrm's DPU programs (too old, compiler broken), or None."""
+    """Why an installed SDK cannot build updlrm's DPU programs (too old, compiler broken), or None.
+
+    >>> sdk_problem(SdkInfo(installed=True, compiler="/nonexistent/dpu-upmem-dpurte-clang"))
+    'cannot run /nonexistent/dpu-upmem-dpurte-clang: No such file or directory'
+    """
     return sdk_version_problem(sdk) or (check_dpu_compiler(sdk.compiler) if sdk.compiler else "no DPU compiler")
 
 
