@@ -33,6 +33,7 @@ import io
 import json
 import math
 import os
+import pickle
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -986,7 +987,13 @@ def _open_maybe_gzip(path: Path):
 
 
 def _load_npz(path: Path) -> Trace:
-    with np.load(path, allow_pickle=False) as z:
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        if isinstance(e, OSError) and e.filename:
+            raise
+        raise TraceError(f"{path}: not an .npz archive (updlrm traces are written by Trace.save)") from None
+    with z:
         if "format" not in z or str(z["format"]) != TRACE_FORMAT:
             raise TraceError(f"{path}: not an updlrm trace (.npz without format={TRACE_FORMAT!r})")
         if int(z["version"]) != TRACE_FORMAT_VERSION:
@@ -997,6 +1004,17 @@ def _load_npz(path: Path) -> Trace:
 
 
 def _load_meta_pt(path: Path) -> Trace:
+    try:
+        data = _torch_load(path)
+    except (RuntimeError, ValueError, EOFError, OSError, pickle.UnpicklingError) as e:
+        if isinstance(e, OSError) and e.filename:
+            raise
+        raise TraceError(f"{path}: not a torch file of tensors (Meta dlrm_datasets .pt: (indices, offsets, "
+                         f"lengths)); {type(e).__name__}") from None
+    return _check_meta_pt(path, data)
+
+
+def _torch_load(path: Path):
     import torch
 
     with open(path, "rb") as f:
@@ -1011,6 +1029,10 @@ def _load_meta_pt(path: Path) -> Trace:
             data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except RuntimeError:
             data = torch.load(path, map_location="cpu", weights_only=True)
+    return data
+
+
+def _check_meta_pt(path: Path, data) -> Trace:
     if not isinstance(data, (tuple, list)) or len(data) not in (2, 3):
         raise TraceError(f"{path}: expected (indices, offsets, lengths) as in Meta's dlrm_datasets, got {type(data).__name__}")
     indices = np.asarray(data[0].numpy(), dtype=np.int64).ravel()
@@ -1040,7 +1062,15 @@ def _load_criteo_tsv(path: Path, tables: Sequence[TableSpec], max_samples: int |
     cols: list[list[int]] = [[] for _ in range(26)]
     n = 0
     with _open_maybe_gzip(path) as f:
-        for lineno, raw in enumerate(io.TextIOWrapper(f, encoding="ascii", errors="strict"), start=1):
+        lines = enumerate(io.TextIOWrapper(f, encoding="ascii", errors="strict"), start=1)
+        while True:
+            try:
+                lineno, raw = next(lines)
+            except StopIteration:
+                break
+            except UnicodeDecodeError:
+                raise TraceError(f"{path}: not a Criteo TSV (non-ASCII bytes near line {n + 1}); traces are "
+                                 ".npz, Meta .pt or Criteo TSV") from None
             fields = raw.rstrip("\r\n").split("\t")
             if len(fields) != 40:
                 raise TraceError(f"{path}:{lineno}: expected 40 tab-separated fields (label, 13 dense, 26 "

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 import click
 import numpy as np
 
-from updlrm.backends import BACKEND_CHOICES
+from updlrm.backends import BACKEND_CHOICES, resolve_backend
+from updlrm.perfmodel import PROFILES
 from updlrm.profile import FP32_ATOL, FP32_RTOL, PHASES, format_phase_table, format_traffic, format_verdict, time_torch
 from updlrm.profile import format_bytes as _fmt_bytes
 from updlrm.profile import format_seconds as _fmt_s
@@ -221,12 +222,22 @@ def format_report(r: DemoResult) -> str:
 @click.option("--max-rows", default=50_000, show_default=True, type=click.IntRange(1), help="Cap on rows per table.")
 @click.option("--row-format", default="fp32", show_default=True, type=click.Choice(["fp32", "int32", "int8"]), help="Row storage.")
 @click.option("--tasklets", "nr_tasklets", default=16, show_default=True, type=click.IntRange(1, 24), help="Tasklets per DPU.")
-@click.option("--profile", default="upmem-350mhz-2556", show_default=True, help="Hardware profile of the modeled times.")
+@click.option("--profile", default="upmem-350mhz-2556", show_default=True, type=click.Choice(sorted(PROFILES)),
+              help="Hardware profile of the modeled times.")
 @click.option("--plan", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A saved plan for the same tables (e.g. from `updlrm plan`) instead of the default row-wise plan.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
 def demo_command(as_json: bool, **options) -> None:
     """Run a Criteo-like embedding layer on the default backend and check it against torch."""
+    # Arguments that only fail deep inside the run are checked before any work: an
+    # unreadable or foreign plan (PlanError), an unavailable backend (BackendUnavailable).
+    if options["plan"]:
+        from updlrm.partitioner.workloads import criteo_like_tables
+        from updlrm.plan import Plan
+
+        Plan.load(options["plan"], tables=criteo_like_tables(dim=options["dim"], max_rows=options["max_rows"],
+                                                             row_format=options["row_format"]))
+    resolve_backend(options["backend"])
     progress = None if as_json else (lambda msg: click.echo(f"... {msg}", err=True))
     result = run_demo(progress=progress, **options)
     if as_json:

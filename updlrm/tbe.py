@@ -528,11 +528,7 @@ class TableBatchedEmbeddingBags(torch.nn.Module):
             dup = sorted({n for n in names if names.count(n) > 1})
             raise ValueError(f"table names must be unique; repeated: {dup}")
         if plan is not None:
-            if [t.to_dict() for t in plan.tables] != [t.to_dict() for t in specs]:
-                raise PlanError(
-                    f"the plan was built for tables {[t.name for t in plan.tables][:5]}..., not for these tables "
-                    f"{names[:5]}... (names, sizes, formats and scales must match)"
-                )
+            plan.check_tables(specs)
             if nr_dpus is not None and nr_dpus != plan.topology.nr_dpus:
                 raise ValueError(f"nr_dpus={nr_dpus} contradicts the plan's {plan.topology.nr_dpus} DPUs")
         if not 1 <= nr_tasklets <= 24:

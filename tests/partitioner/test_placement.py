@@ -1,6 +1,8 @@
 """build_plan / evaluate_plan / routing against naive re-computations, on random and adversarial inputs."""
 
 import numpy as np
+import importlib.util
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -11,6 +13,9 @@ from updlrm.partitioner.routing import SliceRouter, column_slices, host_mask
 from updlrm.partitioner.workloads import Trace, synthetic_trace
 from updlrm.plan import Plan, PlanError, Shard, uniform_plan
 from updlrm.specs import RowFormat, TableSpec, Topology
+
+NEEDS_MTKAHYPAR = pytest.mark.skipif(importlib.util.find_spec("mtkahypar") is None,
+                                     reason="mtkahypar not installed (pip install 'updlrm[hypergraph]')")
 
 TABLES = [TableSpec("big", 6000, 32), TableSpec("mid", 1500, 16), TableSpec("tiny", 5, 8),
           TableSpec("q", 900, 24, row_format=RowFormat.INT8, scale=0.1)]
@@ -192,7 +197,7 @@ def test_rebalance_evens_out_heavy_items_a_partitioner_left_apart():
     assert np.bincount(out, weights=share, minlength=3).tolist() == [17.0, 15.0, 16.0]
 
 
-@pytest.mark.parametrize("graph", ["graph", "hypergraph"])
+@pytest.mark.parametrize("graph", ["graph", pytest.param("hypergraph", marks=NEEDS_MTKAHYPAR)])
 def test_graph_partitioning_cuts_fanout(graph):
     tables = [TableSpec(f"t{i}", 3000, 16) for i in range(2)]
     tr = synthetic_trace(tables, batch_size=256, num_batches=8, pooling=16, alpha=0.8, co_occurrence=0.9, seed=1,
