@@ -7,7 +7,8 @@
   The other commands are deliberately not run, each for the reason in ``NOT_RUN``
   (an unknown command fails the test, so a new README command gets a decision).
 * A block preceded by ``<!-- readme-test: skip REASON -->`` is not run (the reason is
-  shown); ``KNOWN_BROKEN`` lists single commands skipped with the issue that fixes them.
+  shown); ``RUN_ELSEWHERE`` lists single commands that need a user's project and are run,
+  as written, by the test it names.
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ NOT_RUN = {
     "python": "README command 2 runs the test suite itself",
     "make": "builds a user's SDK project with the shims; the shims are run",
 }
-KNOWN_BROKEN = {
-    "updlrm emu run --dpu dpu/task.c": "issue 9: the README's `updlrm emu run ... -- ./bin/dpu_code 4` example fails "
-                                       "as written; the emulator helper fixes it",
+RUN_ELSEWHERE = {
+    # command prefix: (why not here, the test that runs it, what that test's source must contain)
+    "updlrm emu run --dpu dpu/task.c": ("needs an SDK-style project (dpu/task.c, host/app.c)",
+                                        "tests/emulator/test_emu_cli.py", "README"),
+    "PYTHONPATH=$(updlrm emu python-path)": ("needs a user's SDK Python host (host.py)",
+                                             "tests/emulator/test_sdk_python.py", "python_path"),
 }
 TIMEOUT_S = 900
 
@@ -82,9 +86,10 @@ def _commands(body: str, env: dict) -> list[tuple[str, list[str] | None, str]]:
             while re.match(r"^[A-Za-z_]+=", part[0]):  # VAR=value prefixes (not run: see NOT_RUN)
                 part = part[1:]
             argv = [_expand(w, env) for w in part]
-            broken = next((why for prefix, why in KNOWN_BROKEN.items() if text.startswith(prefix)), None)
-            if broken is not None:
-                out.append((text, None, broken))
+            elsewhere = next((f"{why}: {test} runs it" for prefix, (why, test, _) in RUN_ELSEWHERE.items()
+                              if text.startswith(prefix)), None)
+            if elsewhere is not None:
+                out.append((text, None, elsewhere))
             elif argv[0] == "updlrm":
                 out.append((text, argv, ""))
             elif argv[0] in NOT_RUN:
@@ -125,17 +130,12 @@ def test_readme_block_runs_as_written(line, lang, body, skip, tmp_path):
             assert "PASS" in result.stdout
 
 
-@pytest.mark.parametrize("prefix", list(KNOWN_BROKEN))
-def test_known_broken_command(prefix):
-    """Each README command that fails as written is skipped here, by name, with the issue that fixes it."""
-    pytest.skip(f"`{prefix} ...`: {KNOWN_BROKEN[prefix]}")
-
-
-def test_known_broken_commands_are_still_in_the_readme():
-    """A KNOWN_BROKEN entry whose command left the README (fixed or reworded) must be removed."""
+def test_commands_run_elsewhere_are_in_the_readme_and_their_tests_read_it():
+    """A RUN_ELSEWHERE command is still in the README, and the test named for it runs it."""
     text = README.read_text()
-    for prefix in KNOWN_BROKEN:
-        assert prefix in text, f"{prefix!r} is no longer in README.md: drop it from KNOWN_BROKEN"
+    for prefix, (_, test, marker) in RUN_ELSEWHERE.items():
+        assert prefix in text, f"{prefix!r} is no longer in README.md: drop it from RUN_ELSEWHERE"
+        assert marker in (README.parent / test).read_text(), f"{test} does not run README's {prefix!r} line"
 
 
 def test_commands_not_run_are_accounted_for():
