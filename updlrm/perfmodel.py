@@ -44,6 +44,8 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from updlrm.specs import RowFormat
+
 __all__ = [
     "HardwareProfile",
     "PROFILES",
@@ -894,7 +896,7 @@ def work_from_counters(counters: Mapping[str, object], *, index_bytes, output_by
         lookups = np.maximum(reads - np.ceil(index_bytes / index_block_bytes), 0.0)
     gathered = np.maximum(read_bytes - index_bytes, 0.0)
     row_bytes = np.divide(gathered, lookups, out=np.zeros_like(gathered), where=lookups > 0)
-    elem = 1 if row_format == "int8" else 4
+    elem = RowFormat(row_format).element_bytes
     return BatchWork(lookups=lookups, row_bytes=row_bytes, index_bytes=index_bytes, output_bytes=output_bytes,
                      reduce_elems=gathered / elem, row_format=row_format, weighted=weighted,
                      nr_tasklets=nr_tasklets, host_merge_elems=host_merge_elems,
@@ -967,7 +969,7 @@ def uniform_embedding_work(profile: HardwareProfile, *, batch_size: int, nr_tabl
     if not 0.0 <= cache_hit_rate <= 1.0:
         raise ValueError("cache_hit_rate must be within 0..1")
     nr_dpus = profile.nr_dpus if nr_dpus is None else nr_dpus
-    elem = 1 if row_format == "int8" else 4
+    elem = RowFormat(row_format).element_bytes
     if nr_dpus >= nr_tables:
         dpus_per_table = nr_dpus // nr_tables
         used = dpus_per_table * nr_tables
@@ -999,7 +1001,7 @@ def cpu_embedding_time(profile: HardwareProfile, *, batch_size: int, nr_tables: 
         >>> cpu_embedding_time(p, batch_size=2, nr_tables=1, pooling=1, dim=4) < 1e-6
         True
     """
-    elem = 1 if row_format == "int8" else 4
+    elem = RowFormat(row_format).element_bytes
     return batch_size * nr_tables * pooling * dim * elem / profile.host_gather_bytes_per_s
 
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import click
 import numpy as np
 
-from updlrm import perfmodel
+from updlrm import abi, perfmodel
 from updlrm.plan import Plan, PlanError, format_bytes, uniform_plan
 from updlrm.specs import RowFormat, TableSpec, Topology
 
@@ -70,31 +70,13 @@ DEFAULT_PROFILE = "upmem-350mhz-2556"
 FP32_RTOL, FP32_ATOL = 1.3e-6, 1e-5
 
 # ---------------------------------------------------------------------------- the C runtime's accounting
-# Sizes of the records of dpu_kernels/embedding_bag_abi.h (all fields uint32_t):
-# eb_batch_header = eb_batch_fields (10 fields) + eb_tasklet_work[EB_MAX_TASKLETS=24] (6 fields each).
-# The local rows follow the header (EB_INDEX_START in host/eb_host.c). Should the ABI change,
-# the engine-vs-derivation tests (tests/profile) fail rather than drift silently.
-_HEADER_BYTES = 4 * (10 + 24 * 6)
-_SEGMENT_BYTES = 4 * 2       # struct eb_segment {shard, nr_lookups}
-_STATUS_BYTES = 4 * 6        # struct eb_status, EB_STATUS_BYTES
-_LOCAL_ROW_BYTES = 4         # uint32_t local row per lookup (and uint32_t weight, if weighted)
-_MAX_LOOKUPS_PER_LAUNCH = 1 << 23  # EB_MAX_LOOKUPS_PER_LAUNCH in host/eb_host.c
-_SHARD_RECORD_BYTES = 4 * 4  # struct eb_shard, one per shard in the static MRAM region
+# Record sizes come from the ABI mirror (updlrm.abi, checked against the header by
+# tests/test_abi.py); should the engine's accounting change, the engine-vs-derivation
+# tests (tests/profile) fail rather than drift silently.
 
 
 def _pad8(n):
     return (np.asarray(n, dtype=np.int64) + 7) // 8 * 8
-
-
-def _element_bytes(fmt: RowFormat) -> int:
-    return 1 if fmt == RowFormat.INT8 else 4
-
-
-def _accumulator_bytes(fmt: RowFormat, weighted: bool) -> int:
-    # eb_accumulator_bytes: fp32 sums in fp32, unweighted int8 in int32, the rest in int64.
-    if fmt == RowFormat.FP32 or (fmt == RowFormat.INT8 and not weighted):
-        return 4
-    return 8
 
 
 def _dominant_format(tables: list[TableSpec]) -> str:
@@ -132,8 +114,7 @@ def derive_work(plan: Plan, indices, offsets, per_sample_weights=None, *, nr_tas
     tables = plan.tables
     n = plan.topology.nr_dpus
     nr_tables = len(tables)
-    if not 1 <= int(nr_tasklets) <= 24:
-        raise ValueError(f"nr_tasklets must be in 1..24, got {nr_tasklets}")
+    nr_tasklets = abi.check_nr_tasklets(nr_tasklets)
     indices = np.ascontiguousarray(indices, dtype=np.int64)
     offsets = np.ascontiguousarray(offsets, dtype=np.int64)
     if offsets.ndim != 1 or offsets.size < 1 or (offsets.size - 1) % nr_tables:
@@ -159,14 +140,14 @@ def derive_work(plan: Plan, indices, offsets, per_sample_weights=None, *, nr_tas
         on_host = host_mask(plan, t, rows)
         hits = int(np.count_nonzero(on_host))
         host_hits += hits
-        host_bytes += hits * spec.embedding_dim * _element_bytes(spec.row_format)
+        host_bytes += hits * spec.embedding_dim * spec.row_format.element_bytes
         if hits:
             rows, bags = rows[~on_host], bags[~on_host]
         for lo, hi in column_slices(plan, t):
             dim = hi - lo
             slice_dims.append(dim)
-            slice_partial.append(int(_pad8(dim * _accumulator_bytes(spec.row_format, weighted))))
-            slice_rowbytes.append(int(_pad8(dim * _element_bytes(spec.row_format))))
+            slice_partial.append(abi.partial_bytes(spec.row_format.abi_code, weighted, dim))
+            slice_rowbytes.append(abi.row_bytes(spec.row_format.abi_code, dim))
             if rows.size:
                 router = cache.get((t, lo))
                 if router is None:
@@ -187,7 +168,7 @@ def derive_work(plan: Plan, indices, offsets, per_sample_weights=None, *, nr_tas
     segments = np.bincount(seg_dpu, minlength=n).astype(np.int64)
     reduce_elems = np.bincount(seg_dpu, weights=seg_len * slice_dims[seg_slice], minlength=n)
     gathered = np.bincount(seg_dpu, weights=seg_len * slice_rowbytes[seg_slice], minlength=n)
-    if lookups.max(initial=0) > _MAX_LOOKUPS_PER_LAUNCH:
+    if lookups.max(initial=0) > abi.MAX_LOOKUPS_PER_LAUNCH:
         raise PlanError(f"a DPU gets {int(lookups.max())} lookups, more than one launch takes; "
                         "the engine would split this batch")
 
@@ -207,10 +188,10 @@ def derive_work(plan: Plan, indices, offsets, per_sample_weights=None, *, nr_tas
     out_bytes = np.bincount(owner, weights=partial_prefix[last + 1] - partial_prefix[first], minlength=n)
     merge_elems = int((dim_prefix[last + 1] - dim_prefix[first]).sum())
 
-    in_bytes = (_HEADER_BYTES + _pad8(lookups * _LOCAL_ROW_BYTES) * (2 if weighted else 1)
-                + segments * _SEGMENT_BYTES)
-    out_bytes = out_bytes.astype(np.int64) + _STATUS_BYTES
-    static = plan.mram_bytes_per_dpu() + _SHARD_RECORD_BYTES * np.bincount(dpu_of_shard, minlength=n)
+    in_bytes = (abi.HEADER_BYTES + _pad8(lookups * abi.LOCAL_ROW_BYTES)
+                + (_pad8(lookups * abi.WEIGHT_BYTES) if weighted else 0) + segments * abi.SEGMENT_BYTES)
+    out_bytes = out_bytes.astype(np.int64) + abi.STATUS_BYTES
+    static = plan.mram_bytes_per_dpu() + abi.SHARD_BYTES * np.bincount(dpu_of_shard, minlength=n)
     batch_offset = int(_pad8(static.max(initial=0)))
     per_rank = plan.topology.dpus_per_rank
     ranks = -(-n // per_rank)
