@@ -49,6 +49,8 @@ from updlrm.specs import RowFormat
 __all__ = [
     "HardwareProfile",
     "PROFILES",
+    "DEFAULT_HARDWARE_PROFILE",
+    "padded_total",
     "XFER_CURVES",
     "get_profile",
     "BatchWork",
@@ -306,6 +308,8 @@ PROFILES: dict[str, HardwareProfile] = {
         },
     ),
 }
+# The hardware profile every tool models unless told otherwise (PrIM's system).
+DEFAULT_HARDWARE_PROFILE = "upmem-350mhz-2556"
 
 
 def get_profile(name_or_profile: str | HardwareProfile, *, nr_dpus: int | None = None) -> HardwareProfile:
@@ -524,6 +528,26 @@ def rank_bandwidth(profile: HardwareProfile, nr_active_dpus: int | np.ndarray, d
             k = max((rank * single / full - 1.0) / (rank - 1), 0.0) if rank > 1 else 0.0
             out = np.where(d > 0, d * single / (1.0 + np.maximum(d - 1.0, 0.0) * k), 0.0)
     return float(out) if out.ndim == 0 else out
+
+
+def padded_total(bytes_per_dpu: np.ndarray, dpus_per_rank: int) -> float:
+    """Bytes a parallel transfer moves: every DPU of a rank padded to the rank's largest buffer.
+
+    DPU ``i`` sits in rank ``i // dpus_per_rank``; the last rank may be partial.
+
+    Example::
+
+        >>> padded_total(np.array([1.0, 3.0, 2.0]), 2)
+        8.0
+    """
+    per_dpu = np.asarray(bytes_per_dpu, dtype=np.float64)
+    n = per_dpu.size
+    ranks = -(-n // dpus_per_rank)
+    padded = np.zeros(ranks * dpus_per_rank)
+    padded[:n] = per_dpu
+    rank_max = padded.reshape(ranks, dpus_per_rank).max(axis=1)
+    dpus = np.minimum(dpus_per_rank, n - dpus_per_rank * np.arange(ranks))
+    return float((rank_max * dpus).sum())
 
 
 def transfer_time(bytes_per_dpu, profile: HardwareProfile, direction: str = "to_dpu",
@@ -904,7 +928,7 @@ def work_from_counters(counters: Mapping[str, object], *, index_bytes, output_by
 
 
 # --------------------------------------------------------------------------- this machine
-def calibrate(profile: HardwareProfile | str = "upmem-350mhz-2556", *, table_bytes: int = 256 * _MIB,
+def calibrate(profile: HardwareProfile | str = DEFAULT_HARDWARE_PROFILE, *, table_bytes: int = 256 * _MIB,
               row_bytes: int = 128, repeats: int = 3, seed: int = 0) -> HardwareProfile:
     """Measure this host's merge and row-gather bandwidth and return ``profile`` with them.
 
