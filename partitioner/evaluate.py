@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from updlrm import perfmodel
+from updlrm.partitioner.batch_work import derive_work
 from updlrm.partitioner.cost import OFFSET_BYTES_PER_BAG, CostModel, lookup_bytes, partial_bytes
 from updlrm.partitioner.routing import SliceRouter, column_slices, host_mask
 from updlrm.partitioner.workloads import Trace
@@ -229,12 +230,10 @@ def _rows_signature(rows: range | np.ndarray) -> tuple:
 
 def _batch_works(plan: Plan, trace: Trace, routed: RoutedTrace, model: CostModel,
                  scale: float) -> list[perfmodel.BatchWork]:
-    """Per batch, the work exactly as the engine counts it (:func:`updlrm.profile.derive_work`:
+    """Per batch, the work exactly as the engine counts it (:func:`updlrm.partitioner.batch_work.derive_work`:
     segments, per-tasklet partials, headers), or the routed estimate when the counts are
     rescaled to another batch size or a batch would need several launches."""
     if scale == 1.0:
-        from updlrm.profile import derive_work
-
         cache: dict = {}
         try:
             return [derive_work(plan, *trace.batch(i), nr_tasklets=model.nr_tasklets, router_cache=cache)
@@ -250,7 +249,7 @@ def evaluate_plan(plan: Plan, trace: Trace, profile: str | perfmodel.HardwarePro
 
     Works on any trace over the plan's tables, including one the plan was not built
     from.  Per batch, each DPU's lookups, index and output bytes are counted as the
-    engine counts them (:func:`updlrm.profile.derive_work`) into a
+    engine counts them (:func:`~updlrm.partitioner.batch_work.derive_work`) into a
     :class:`~updlrm.perfmodel.BatchWork`; the reported phases are the means over the
     batches.  ``batch_size`` rescales counts
     to another batch size (default: the trace's).

@@ -310,9 +310,9 @@ def test_router_rejects_unheld_rows():
 
 def test_evaluation_counts_work_as_the_engine_does(plan, trace):
     # The modeled phases come from the engine's own accounting of each batch
-    # (updlrm.profile.derive_work): the partitioner and the profiler report one number.
+    # (updlrm.partitioner.batch_work.derive_work): the partitioner and the profiler report one number.
     from updlrm import perfmodel
-    from updlrm.profile import derive_work
+    from updlrm.partitioner.batch_work import derive_work
 
     hw = perfmodel.get_profile("upmem-350mhz-2556", nr_dpus=48)
     totals = [perfmodel.model_batch(derive_work(plan, *trace.batch(i)), hw).total_s for i in range(trace.num_batches)]

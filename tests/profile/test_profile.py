@@ -1,4 +1,4 @@
-"""updlrm.profile: per-batch profiles, the N-DPU work derivation, `updlrm bench`, the sweep's quick mode."""
+"""updlrm.profile (batch profiles), partitioner.batch_work (the N-DPU work derivation), updlrm.bench, the sweep's quick mode."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from updlrm import perfmodel
 from updlrm.partitioner.placement import build_plan
 from updlrm.partitioner.workloads import synthetic_trace
 from updlrm.plan import Plan, Shard, uniform_plan
-from updlrm.profile import (BatchProfile, bench_command, bench_plan, derive_work, format_phase_table,
-                            profile_batch, profile_work, work_mismatch)
+from updlrm.bench import bench_command, bench_plan
+from updlrm.partitioner.batch_work import derive_work
+from updlrm.profile import BatchProfile, format_phase_table, profile_batch, profile_work, work_mismatch
 from updlrm.specs import TableSpec, Topology
 from updlrm.tbe import TableBatchedEmbeddingBags
 
