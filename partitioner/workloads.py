@@ -41,6 +41,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from updlrm.partitioner.ranges import concat_ranges
 from updlrm.specs import RowFormat, TableSpec
 
 TRACE_FORMAT = "updlrm-trace"
@@ -70,21 +71,6 @@ class TraceError(ValueError):
 # --------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------
-
-
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenation of ``arange(s, s+l)`` for every (s, l), vectorised.
-
-    >>> _ranges(np.array([5, 0, 9]), np.array([2, 0, 3])).tolist()
-    [5, 6, 9, 10, 11]
-    """
-    lengths = np.asarray(lengths, dtype=np.int64)
-    total = int(lengths.sum())
-    if total == 0:
-        return np.empty(0, dtype=np.int64)
-    ends = np.cumsum(lengths)
-    shift = np.asarray(starts, dtype=np.int64) - (ends - lengths)
-    return np.arange(total, dtype=np.int64) + np.repeat(shift, lengths)
 
 
 def _feistel_permute(x: np.ndarray, domain: int, key: int) -> np.ndarray:
@@ -300,7 +286,7 @@ class Trace:
         if self.num_batches == 1:
             rows = self.indices[int(starts[0]) : int(starts[0]) + int(lens.sum())]
         else:
-            rows = self.indices[_ranges(starts, lens)]
+            rows = self.indices[concat_ranges(starts, lens)]
         bag_ids = np.repeat(np.arange(g.size, dtype=np.int64), lens)
         return rows, bag_ids
 
@@ -314,7 +300,7 @@ class Trace:
             return None
         g = self._bag_ids(t)
         starts = self.offsets[g]
-        return self.per_sample_weights[_ranges(starts, self.offsets[g + 1] - starts)]
+        return self.per_sample_weights[concat_ranges(starts, self.offsets[g + 1] - starts)]
 
     # ---- reshaping -----------------------------------------------------------------
 
@@ -322,7 +308,7 @@ class Trace:
         bag_ids = np.asarray(bag_ids, dtype=np.int64)
         starts = self.offsets[bag_ids]
         lens = self.offsets[bag_ids + 1] - starts
-        pos = _ranges(starts, lens)
+        pos = concat_ranges(starts, lens)
         offsets = np.zeros(bag_ids.size + 1, dtype=np.int64)
         np.cumsum(lens, out=offsets[1:])
         w = None if self.per_sample_weights is None else self.per_sample_weights[pos]
@@ -838,7 +824,7 @@ def _redraw_repeats(rng: np.random.Generator, rows: np.ndarray, lengths: np.ndar
     # Bags filling over a quarter of the table collide at nearly every redraw: draw them whole.
     rounds = 0 if lengths.size and lengths.mean() * 4 > num_rows else 8
     for _ in range(rounds):
-        pos = _ranges(starts[dirty], lengths[dirty])
+        pos = concat_ranges(starts[dirty], lengths[dirty])
         key = np.repeat(dirty, lengths[dirty]) * num_rows + rows[pos]
         order = np.argsort(key)  # which copy of a repeat survives does not matter
         sorted_key = key[order]
@@ -856,7 +842,7 @@ def _redraw_repeats(rng: np.random.Generator, rows: np.ndarray, lengths: np.ndar
         order = np.argsort(-keys, axis=1)
         lens = lengths[bags]
         take = np.arange(num_rows)[None, :] < lens[:, None]
-        rows[_ranges(starts[bags], lens)] = ids[order[take]]
+        rows[concat_ranges(starts[bags], lens)] = ids[order[take]]
     return rows
 
 
