@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -97,8 +98,8 @@ class BatchProfile:
 
     ``measured_s`` maps the ``PHASES`` keys (plus ``total_s``) to this machine's wall
     seconds, or is empty for a derived batch that never ran. ``modeled`` is the
-    :class:`~updlrm.perfmodel.PhaseTimes` of the batch's exact work on ``profile``
-    with ``nr_dpus`` DPUs. Bytes are per batch, summed over DPUs; ``*_padded`` count
+    :class:`~updlrm.perfmodel.PhaseTimes` of the batch's exact work on the hardware
+    profile named ``hardware_profile`` with ``nr_dpus`` DPUs. Bytes are per batch, summed over DPUs; ``*_padded`` count
     what parallel transfers move (every buffer of a rank padded to its largest).
 
     >>> w = perfmodel.BatchWork.uniform(nr_dpus=2, lookups=10, row_bytes=64, index_bytes=656, output_bytes=280)
@@ -107,7 +108,7 @@ class BatchProfile:
     (1312, {}, True)
     """
 
-    profile: str
+    hardware_profile: str
     nr_dpus: int
     work: perfmodel.BatchWork
     modeled: perfmodel.PhaseTimes
@@ -145,7 +146,7 @@ class BatchProfile:
         """
         modeled = {k: v for k, v in self.modeled.as_dict().items() if v is not None}
         return {
-            "profile": self.profile, "nr_dpus": self.nr_dpus, "measured_s": dict(self.measured_s),
+            "profile": self.hardware_profile, "nr_dpus": self.nr_dpus, "measured_s": dict(self.measured_s),
             "modeled_s": modeled, "bytes_to_dpu": self.bytes_to_dpu, "bytes_from_dpu": self.bytes_from_dpu,
             "padded_bytes_to_dpu": self.padded_bytes_to_dpu, "padded_bytes_from_dpu": self.padded_bytes_from_dpu,
             "host_cache_hits": self.host_cache_hits, "nr_lookups": self.nr_lookups,
@@ -169,23 +170,24 @@ class BatchProfile:
             f"  bytes  CPU->DPU {format_bytes(self.bytes_to_dpu)} ({format_bytes(self.padded_bytes_to_dpu)} padded), "
             f"DPU->CPU {format_bytes(self.bytes_from_dpu)} ({format_bytes(self.padded_bytes_from_dpu)} padded)",
             f"  lookups per DPU mean {self.work.lookups.mean():,.1f}, max {self.work.lookups.max():,.0f} "
-            f"(imbalance {self.imbalance:.2f}x); host-cache hits {self.host_cache_hits:,}; profile {self.profile}",
+            f"(imbalance {self.imbalance:.2f}x); host-cache hits {self.host_cache_hits:,}; profile {self.hardware_profile}",
         ]
         return "\n".join(lines)
 
 
-def profile_work(work: perfmodel.BatchWork, profile: str | perfmodel.HardwareProfile = DEFAULT_HARDWARE_PROFILE,
-                 measured_s: dict | None = None) -> BatchProfile:
-    """Model ``work`` on ``profile`` sized to the work's DPU count (no measured phases unless given).
+def profile_work(work: perfmodel.BatchWork,
+                 hardware: str | perfmodel.HardwareProfile = DEFAULT_HARDWARE_PROFILE,
+                 measured_s: dict[str, float] | None = None) -> BatchProfile:
+    """Model ``work`` on the hardware profile ``hardware``, sized to the work's DPU count (no measured phases unless given).
 
     >>> w = perfmodel.BatchWork.uniform(nr_dpus=128, lookups=100, row_bytes=256, index_bytes=1000, output_bytes=4096)
     >>> p = profile_work(w)
     >>> p.nr_dpus, p.padded_bytes_to_dpu
     (128, 128000)
     """
-    hw = perfmodel.get_profile(profile, nr_dpus=work.nr_dpus)
+    hw = perfmodel.get_profile(hardware, nr_dpus=work.nr_dpus)
     return BatchProfile(
-        profile=hw.name, nr_dpus=work.nr_dpus, work=work, modeled=perfmodel.model_batch(work, hw),
+        hardware_profile=hw.name, nr_dpus=work.nr_dpus, work=work, modeled=perfmodel.model_batch(work, hw),
         measured_s=dict(measured_s or {}), bytes_to_dpu=int(work.index_bytes.sum()),
         bytes_from_dpu=int(work.output_bytes.sum()),
         padded_bytes_to_dpu=int(perfmodel.padded_total(work.index_bytes, hw.dpus_per_rank)),
@@ -193,13 +195,14 @@ def profile_work(work: perfmodel.BatchWork, profile: str | perfmodel.HardwarePro
         host_cache_hits=int(work.host_cache_lookups), nr_lookups=int(work.lookups.sum() + work.host_cache_lookups))
 
 
-def profile_batch(stats_or_module, profile: str | perfmodel.HardwareProfile = DEFAULT_HARDWARE_PROFILE) -> BatchProfile:
+def profile_batch(stats_or_module: Any,
+                  hardware: str | perfmodel.HardwareProfile = DEFAULT_HARDWARE_PROFILE) -> BatchProfile:
     """The :class:`BatchProfile` of an engine batch: a ``BatchStats`` or a module's ``last_stats``.
 
     Accepts ``BatchStats``, a :class:`~updlrm.tbe.TableBatchedEmbeddingBags` or an
     :class:`~updlrm.tbe.EmbeddingBag` (their last batch). The hardware profile is sized
-    to the plan's DPU count; for another count, :func:`~updlrm.partitioner.batch_work.derive_work` the batch under a
-    plan for that count and call :func:`profile_work`.
+    to the plan's DPU count; for another count, derive the batch's work under a plan for
+    that count (:func:`~updlrm.partitioner.batch_work.derive_work`) and call :func:`profile_work`.
 
     >>> from updlrm.host.engine import BatchStats
     >>> profile_batch(BatchStats.empty(4)).modeled.total_s
@@ -210,7 +213,7 @@ def profile_batch(stats_or_module, profile: str | perfmodel.HardwareProfile = DE
         raise ValueError("no batch has run yet (last_stats is None)")
     measured = {key: _measured_phase(stats, key) for _, key, _ in PHASES}
     measured["total_s"] = float(stats.total_s + stats.extra.get("validate_s", 0.0))
-    p = profile_work(stats.work(), profile, measured)
+    p = profile_work(stats.work(), hardware, measured)
     p.bytes_to_dpu = int(stats.bytes_to_dpu.sum())
     p.bytes_from_dpu = int(stats.bytes_from_dpu.sum())
     p.padded_bytes_to_dpu = int(stats.padded_bytes_to_dpu.sum())
