@@ -39,10 +39,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from updlrm.bench import time_torch
 from updlrm.host.engine import Engine
 from updlrm.partitioner.workloads import synthetic_trace
 from updlrm.plan import uniform_plan
-from updlrm.bench import time_torch
 from updlrm.specs import PoolingMode, TableSpec, Topology
 
 RESULTS = Path(__file__).resolve().parent / "results" / "engine.json"

@@ -49,10 +49,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from updlrm import perfmodel  # noqa: E402
-from updlrm.partitioner.workloads import synthetic_trace  # noqa: E402
-from updlrm.bench import (bench_plan, check_close, end_to_end_estimate, time_torch,  # noqa: E402
-                          torch_embedding_bags)
+from updlrm.bench import bench_plan, check_close, end_to_end_estimate, time_torch, torch_embedding_bags  # noqa: E402
 from updlrm.partitioner.batch_work import derive_work  # noqa: E402
+from updlrm.partitioner.workloads import synthetic_trace  # noqa: E402
 from updlrm.perfmodel import DEFAULT_HARDWARE_PROFILE as DEFAULT_PROFILE  # noqa: E402
 from updlrm.profile import profile_batch, profile_work, work_mismatch  # noqa: E402
 from updlrm.specs import RowFormat, TableSpec, Topology  # noqa: E402

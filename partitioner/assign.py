@@ -63,7 +63,7 @@ def assign_dpus(tables: list[TableSpec], wls: list[TableWorkload], parts_by_tabl
     dpu_free = np.full(n, capacity, dtype=np.int64)
     holds = np.zeros((len(tables), n), dtype=bool)
     placed: dict[tuple[int, int, int], int] = {}
-    for cost, t, p, lo, hi, nbytes in items:
+    for part_cost, t, p, lo, _hi, nbytes in items:
         eligible = ~holds[t] & (dpu_free >= nbytes)
         if not eligible.any():
             spec = tables[t]
@@ -71,7 +71,7 @@ def assign_dpus(tables: list[TableSpec], wls: list[TableWorkload], parts_by_tabl
                             f"another shard of the table ({format_bytes(int(dpu_free.max()))} MRAM free at most, "
                             f"{int((~holds[t]).sum())} DPUs without it)")
         d = int(np.argmin(np.where(eligible, dpu_cost, np.inf)))
-        dpu_cost[d] += cost
+        dpu_cost[d] += part_cost
         dpu_free[d] -= nbytes
         holds[t, d] = True
         placed[(t, p, lo)] = d

@@ -80,7 +80,10 @@ def derive_work(plan: Plan, indices: ArrayLike, offsets: ArrayLike, per_sample_w
     dpu_of_shard = np.array([s.dpu for s in plan.shards], dtype=np.int64)
     cache = {} if router_cache is None else router_cache
 
-    keys, slice_dims, slice_partial, slice_rowbytes = [], [], [], []
+    keys: list[np.ndarray] = []
+    dims: list[int] = []
+    partials: list[int] = []
+    rowbytes: list[int] = []
     host_hits = 0
     host_bytes = 0
     g = 0  # global slice number, in the engine's order: tables, then their column slices
@@ -99,9 +102,9 @@ def derive_work(plan: Plan, indices: ArrayLike, offsets: ArrayLike, per_sample_w
             rows, bags = rows[~on_host], bags[~on_host]
         for lo, hi in column_slices(plan, t):
             dim = hi - lo
-            slice_dims.append(dim)
-            slice_partial.append(abi.partial_bytes(spec.row_format.abi_code, weighted, dim))
-            slice_rowbytes.append(abi.row_bytes(spec.row_format.abi_code, dim))
+            dims.append(dim)
+            partials.append(abi.partial_bytes(spec.row_format.abi_code, weighted, dim))
+            rowbytes.append(abi.row_bytes(spec.row_format.abi_code, dim))
             if rows.size:
                 router = cache.get((t, lo))
                 if router is None:
@@ -109,9 +112,9 @@ def derive_work(plan: Plan, indices: ArrayLike, offsets: ArrayLike, per_sample_w
                 shard = router.route_shards(rows, bags)
                 keys.append((dpu_of_shard[shard] * slices_total + g) * batch + bags)
             g += 1
-    slice_dims = np.asarray(slice_dims, dtype=np.int64)
-    slice_partial = np.asarray(slice_partial, dtype=np.int64)
-    slice_rowbytes = np.asarray(slice_rowbytes, dtype=np.int64)
+    slice_dims = np.asarray(dims, dtype=np.int64)
+    slice_partial = np.asarray(partials, dtype=np.int64)
+    slice_rowbytes = np.asarray(rowbytes, dtype=np.int64)
 
     key = np.concatenate(keys) if keys else np.empty(0, np.int64)
     # Sorted unique keys are the segments in the engine's order: DPU, then table/slice, then bag.

@@ -100,8 +100,9 @@ class CostModel:
 
     def index_bytes(self, lookups: ArrayLike, touched_bags: ArrayLike) -> np.ndarray:
         """Index bytes a part receives for ``lookups`` lookups of ``touched_bags`` bags."""
-        return (np.asarray(lookups) * lookup_bytes(self.weighted)
-                + (np.asarray(touched_bags) + 1) * OFFSET_BYTES_PER_BAG)
+        out: np.ndarray = (np.asarray(lookups) * lookup_bytes(self.weighted)
+                           + (np.asarray(touched_bags) + 1) * OFFSET_BYTES_PER_BAG)
+        return out
 
     def kernel_s(self, lookups: ArrayLike, row_bytes: ArrayLike, index_bytes: ArrayLike, output_bytes: ArrayLike,
                  reduce_elems: ArrayLike) -> np.ndarray:
@@ -123,9 +124,12 @@ class CostModel:
              reduce_elems: ArrayLike, host_merge_elems: float, host_cache_lookups: float,
              host_cache_row_bytes: float) -> perfmodel.BatchWork:
         """A :class:`~updlrm.perfmodel.BatchWork` in this model's format, weighting and tasklets."""
+        def counts(values: ArrayLike) -> np.ndarray:
+            return np.asarray(values, dtype=np.float64)
+
         return perfmodel.BatchWork(
-            lookups=lookups, row_bytes=row_bytes, index_bytes=index_bytes, output_bytes=output_bytes,
-            reduce_elems=reduce_elems, row_format=self.row_format, weighted=self.weighted,
+            lookups=counts(lookups), row_bytes=counts(row_bytes), index_bytes=counts(index_bytes),
+            output_bytes=counts(output_bytes), reduce_elems=counts(reduce_elems), row_format=self.row_format, weighted=self.weighted,
             nr_tasklets=self.nr_tasklets, host_merge_elems=int(round(host_merge_elems)),
             host_cache_lookups=int(round(host_cache_lookups)), host_cache_row_bytes=int(round(host_cache_row_bytes)))
 

@@ -9,6 +9,7 @@ plan is.  :func:`shard_loads` and :func:`imbalance_breakdown` explain the balanc
 
 Example:
     >>> from updlrm.plan import uniform_plan
+    >>> from updlrm.specs import TableSpec, Topology
     >>> p = uniform_plan([TableSpec("a", 8, 4)], Topology(2))
     >>> r = evaluate_plan(p, Trace(1, 2, np.array([0, 1, 7]), np.array([0, 2, 3])))
     >>> r.imbalance, r.host_cache_hit_rate
@@ -18,6 +19,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +29,7 @@ from updlrm.partitioner.cost import OFFSET_BYTES_PER_BAG, CostModel, lookup_byte
 from updlrm.partitioner.routing import SliceRouter, column_slices, host_mask
 from updlrm.partitioner.workloads import Trace
 from updlrm.plan import Plan, PlanError
-from updlrm.specs import TableSpec, Topology, padded_row_bytes
+from updlrm.specs import padded_row_bytes
 
 __all__ = ["PlanReport", "RoutedTrace", "evaluate_plan", "expected_work", "imbalance_breakdown", "route_trace",
            "shard_loads"]
@@ -75,10 +77,10 @@ class PlanReport:
     def load_max(self) -> float:
         return float(self.load_per_dpu.max())
 
-    def summary_dict(self) -> dict:
+    def summary_dict(self) -> dict[str, Any]:
         """JSON-ready scalars (what ``plan.metadata`` stores)."""
         return {
-            "modeled": {k: v for k, v in self.modeled.as_dict().items()},
+            "modeled": dict(self.modeled.as_dict()),
             "imbalance": self.imbalance,
             "kernel_imbalance": self.kernel_imbalance,
             "batch_imbalance": self.batch_imbalance,
@@ -125,6 +127,7 @@ def route_trace(plan: Plan, trace: Trace, model: CostModel, scale: float) -> Rou
     uses them where the engine's exact accounting does not apply.
 
     >>> from updlrm.plan import uniform_plan
+    >>> from updlrm.specs import TableSpec, Topology
     >>> p = uniform_plan([TableSpec("a", 8, 4)], Topology(2))
     >>> hw = perfmodel.get_profile("upmem-350mhz-2556", nr_dpus=2)
     >>> r = route_trace(p, Trace(1, 2, np.array([0, 1, 7]), np.array([0, 2, 3])), CostModel(p.tables, hw, 2, False, 16, [3.0]), 1.0)
@@ -161,7 +164,7 @@ def route_trace(plan: Plan, trace: Trace, model: CostModel, scale: float) -> Rou
         rows, bags = rows[~on_host], bags[~on_host]
         batch_of = bags // B
         t_fan = t_bags = 0.0
-        routed_slices: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        routed_slices: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]] = {}
         for lo, hi in column_slices(plan, t):
             if rows.size == 0:
                 continue
@@ -222,7 +225,7 @@ def _batch_imbalance(lookups: np.ndarray) -> float:
     return float(ratio.mean()) if ratio.size else 1.0
 
 
-def _rows_signature(rows: range | np.ndarray) -> tuple:
+def _rows_signature(rows: range | np.ndarray) -> tuple[Any, ...]:
     if isinstance(rows, range):
         return ("range", rows.start, rows.stop)
     return ("array", id(rows), rows.size)
@@ -234,7 +237,7 @@ def _batch_works(plan: Plan, trace: Trace, routed: RoutedTrace, model: CostModel
     segments, per-tasklet partials, headers), or the routed estimate when the counts are
     rescaled to another batch size or a batch would need several launches."""
     if scale == 1.0:
-        cache: dict = {}
+        cache: dict[tuple[int, int], SliceRouter] = {}
         try:
             return [derive_work(plan, *trace.batch(i), nr_tasklets=model.nr_tasklets, router_cache=cache)
                     for i in range(trace.num_batches)]
@@ -255,6 +258,7 @@ def evaluate_plan(plan: Plan, trace: Trace, profile: str | perfmodel.HardwarePro
     to another batch size (default: the trace's).
 
     >>> from updlrm.plan import uniform_plan
+    >>> from updlrm.specs import TableSpec, Topology
     >>> from updlrm.partitioner.workloads import Trace
     >>> p = uniform_plan([TableSpec("a", 8, 4)], Topology(2))
     >>> r = evaluate_plan(p, Trace(1, 2, np.array([0, 1, 7]), np.array([0, 2, 3])))
@@ -305,6 +309,7 @@ def shard_loads(plan: Plan, trace: Trace) -> np.ndarray:
     """Mean lookups per batch that each shard of ``plan`` serves on ``trace`` (routed as the engine does).
 
     >>> from updlrm.plan import uniform_plan
+    >>> from updlrm.specs import TableSpec, Topology
     >>> from updlrm.partitioner.workloads import Trace
     >>> p = uniform_plan([TableSpec("a", 8, 4)], Topology(2))
     >>> shard_loads(p, Trace(1, 2, np.array([0, 1, 7]), np.array([0, 2, 3]))).tolist()
@@ -315,7 +320,7 @@ def shard_loads(plan: Plan, trace: Trace) -> np.ndarray:
         rows, bags = trace.table_lookups(t)
         keep = ~host_mask(plan, t, rows)
         rows, bags = rows[keep], bags[keep] % trace.batch_size
-        routed: dict[tuple, tuple[list[int], np.ndarray]] = {}
+        routed: dict[tuple[Any, ...], tuple[list[int], np.ndarray]] = {}
         for lo, _ in column_slices(plan, t):
             members = [i for i in plan.shards_of(t) if plan.shards[i].col_start == lo]
             signature = tuple(_rows_signature(plan.shards[i].rows) for i in members)
@@ -326,7 +331,7 @@ def shard_loads(plan: Plan, trace: Trace) -> np.ndarray:
     return load / max(trace.num_batches, 1)
 
 
-def imbalance_breakdown(plan: Plan, trace: Trace) -> dict:
+def imbalance_breakdown(plan: Plan, trace: Trace) -> dict[str, Any]:
     """The DPU load imbalance (max/mean) of ``plan`` on ``trace`` as a product of three factors.
 
     * ``idle``: DPUs / DPUs that serve lookups (DPUs with no shard, or only shards of
@@ -341,6 +346,7 @@ def imbalance_breakdown(plan: Plan, trace: Trace) -> dict:
     heaviest DPU.
 
     >>> from updlrm.plan import uniform_plan
+    >>> from updlrm.specs import TableSpec, Topology
     >>> from updlrm.partitioner.workloads import Trace
     >>> p = uniform_plan([TableSpec("a", 8, 4)], Topology(3))
     >>> b = imbalance_breakdown(p, Trace(1, 2, np.array([0, 1, 7]), np.array([0, 2, 3])))
@@ -360,7 +366,7 @@ def imbalance_breakdown(plan: Plan, trace: Trace) -> dict:
     serving = int((per_dpu > 0).sum())
     table_mean = {plan.tables[t].name: float(per_shard[table_of == t].mean())
                   for t in range(len(plan.tables)) if (table_of == t).any()}
-    heaviest = max(table_mean, key=table_mean.get)
+    heaviest = max(table_mean, key=lambda name: table_mean[name])
     top = int(np.argmax(per_dpu))
     return {
         "imbalance": float(per_dpu.max() * n / total),
@@ -380,6 +386,7 @@ def expected_work(plan: Plan, trace: Trace, *, batch: int = 0, nr_tasklets: int 
     """The :class:`~updlrm.perfmodel.BatchWork` of batch ``batch`` of ``trace`` under ``plan``.
 
     >>> from updlrm.plan import uniform_plan
+    >>> from updlrm.specs import TableSpec, Topology
     >>> from updlrm.partitioner.workloads import Trace
     >>> p = uniform_plan([TableSpec("a", 8, 4)], Topology(2))
     >>> expected_work(p, Trace(1, 2, np.array([0, 1, 7]), np.array([0, 2, 3]))).lookups.tolist()

@@ -54,7 +54,7 @@ class TableWorkload:
     unranked: float = 0.0
     reliable: int = 0
     repeated: int = 0
-    _hist_cache: dict = field(default_factory=dict, repr=False)
+    _hist_cache: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def total_load(self) -> float:

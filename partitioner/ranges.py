@@ -27,4 +27,5 @@ def concat_ranges(starts: ArrayLike, lengths: ArrayLike) -> np.ndarray:
         return np.empty(0, dtype=np.int64)
     ends = np.cumsum(lengths)
     shift = np.asarray(starts, dtype=np.int64) - (ends - lengths)
-    return np.arange(total, dtype=np.int64) + np.repeat(shift, lengths)
+    out: np.ndarray = np.arange(total, dtype=np.int64) + np.repeat(shift, lengths)
+    return out

@@ -25,6 +25,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from updlrm.partitioner.ranges import concat_ranges
@@ -216,7 +218,7 @@ class SliceRouter:
             hit = ids[pos] == shard
             local[hit] = rows[hit] - starts[pos[hit]]
             is_range = hit
-            range_items = ()
+            range_items: Iterable[tuple[int, int]] = ()
         else:
             range_items = self.range_starts.items()
         for i, start in range_items:

@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -212,7 +213,7 @@ def rebalance(item_row: np.ndarray, item_part: np.ndarray, item_share: np.ndarra
 
 
 def _explicit_parts(wl: TableWorkload, trace: Trace, parts: int, cached: int, opts: RowOptions,
-                    row_capacity: int) -> tuple[list[RowPart], dict]:
+                    row_capacity: int) -> tuple[list[RowPart], dict[str, Any]]:
     spec = wl.spec
     # Traffic of rows the trace could not rank falls, as far as it can tell, on any row
     # alike: every row carries an even share of it on top of its own estimate, so rows
@@ -295,7 +296,7 @@ def _explicit_parts(wl: TableWorkload, trace: Trace, parts: int, cached: int, op
 
 
 def _range_parts(wl: TableWorkload, parts: int, cached: int, opts: RowOptions, row_capacity: int,
-                 max_extra: int) -> tuple[list[RowPart], dict]:
+                 max_extra: int) -> tuple[list[RowPart], dict[str, Any]]:
     n = wl.spec.num_embeddings
     diffuse = wl.unranked / n  # see _explicit_parts
     rows, load = wl.rows[cached:], wl.load[cached:] + diffuse

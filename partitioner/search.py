@@ -13,6 +13,7 @@ returns a :class:`Layout`.
 
 Example:
     >>> from updlrm import perfmodel
+    >>> from updlrm.specs import TableSpec
     >>> from updlrm.partitioner.expected_loads import table_workloads
     >>> from updlrm.partitioner.workloads import synthetic_trace
     >>> tables = [TableSpec("a", 1000, 8), TableSpec("b", 300, 8)]
@@ -35,7 +36,7 @@ from updlrm import perfmodel
 from updlrm.partitioner.cost import CostModel, partial_bytes
 from updlrm.partitioner.expected_loads import TableWorkload
 from updlrm.plan import PlanError, column_bounds, format_bytes
-from updlrm.specs import TableSpec, padded_row_bytes
+from updlrm.specs import padded_row_bytes
 
 __all__ = ["COLUMN_SLICE_CHOICES", "DPU_TIE_BREAK", "Layout", "LayoutSearch", "TableShape", "cached_for_level",
            "search_layout"]
@@ -77,7 +78,7 @@ class LayoutSearch:
 
     def _candidates(self, wl: TableWorkload) -> list[tuple[int, int]]:
         spec = wl.spec
-        out = []
+        out: list[tuple[int, int]] = []
         for c in COLUMN_SLICE_CHOICES:
             bounds = column_bounds(spec, c)
             if len(bounds) - 1 != c or c > self.n:

@@ -25,9 +25,9 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -54,7 +54,7 @@ class BagFanin:
     num_bags: int
 
     @classmethod
-    def from_lengths(cls, lengths: np.ndarray) -> "BagFanin":
+    def from_lengths(cls, lengths: np.ndarray) -> BagFanin:
         lengths = np.asarray(lengths)
         if lengths.size == 0:
             return cls(0.0, 0.0, 0, 0)

@@ -35,9 +35,10 @@ import math
 import os
 import re
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import cast
 
 import numpy as np
 
@@ -304,7 +305,7 @@ class Trace:
 
     # ---- reshaping -----------------------------------------------------------------
 
-    def _gather_bags(self, bag_ids: np.ndarray, num_tables: int, batch_size: int, table_names) -> "Trace":
+    def _gather_bags(self, bag_ids: np.ndarray, num_tables: int, batch_size: int, table_names) -> Trace:
         bag_ids = np.asarray(bag_ids, dtype=np.int64)
         starts = self.offsets[bag_ids]
         lens = self.offsets[bag_ids + 1] - starts
@@ -314,7 +315,7 @@ class Trace:
         w = None if self.per_sample_weights is None else self.per_sample_weights[pos]
         return Trace(num_tables, batch_size, self.indices[pos], offsets, w, table_names)
 
-    def rebatch(self, batch_size: int) -> "Trace":
+    def rebatch(self, batch_size: int) -> Trace:
         """The same samples regrouped into batches of ``batch_size``.
 
         Samples that do not fill a last batch are dropped (with a warning).
@@ -330,13 +331,14 @@ class Trace:
         if nb == 0:
             raise ValueError(f"batch_size {batch_size} exceeds the trace's {S} samples")
         if nb * batch_size < S:
-            warnings.warn(f"rebatch: dropping the last {S - nb * batch_size} of {S} samples that do not fill a batch of {batch_size}")
+            warnings.warn(f"rebatch: dropping the last {S - nb * batch_size} of {S} samples that do not fill a batch of {batch_size}",
+                          stacklevel=2)
         s = (np.arange(nb, dtype=np.int64)[:, None, None] * batch_size + np.arange(batch_size)[None, None, :])
         t = np.arange(T, dtype=np.int64)[None, :, None]
         old = ((s // B) * T + t) * B + s % B
         return self._gather_bags(old.ravel(), T, batch_size, self.table_names)
 
-    def select_tables(self, tables: Sequence[int]) -> "Trace":
+    def select_tables(self, tables: Sequence[int]) -> Trace:
         """Keep only ``tables`` (in that order), renumbered from 0.
 
         >>> tr = Trace(2, 1, np.array([3, 1, 1]), np.array([0, 2, 3]))
@@ -352,7 +354,7 @@ class Trace:
         names = None if self.table_names is None else [self.table_names[k] for k in sel]
         return self._gather_bags(g.ravel(), int(sel.size), B, names)
 
-    def split(self, fraction: float) -> tuple["Trace", "Trace"]:
+    def split(self, fraction: float) -> tuple[Trace, Trace]:
         """Two traces: the first ``fraction`` of the samples and the rest.
 
         Splits at a batch boundary when there are >= 2 batches, otherwise within the
@@ -422,7 +424,8 @@ class Trace:
             arrays["per_sample_weights"] = self.per_sample_weights
         if self.table_names is not None:
             arrays["table_names"] = np.array(self.table_names, dtype=str)
-        (np.savez_compressed if compress else np.savez)(path, **arrays)
+        # numpy's stub types **kwds against savez_compressed's allow_pickle keyword.
+        (np.savez_compressed if compress else np.savez)(path, **arrays)  # type: ignore[arg-type]
         return path
 
     def __repr__(self) -> str:
@@ -529,7 +532,7 @@ class ReuseHistogram:
 
     @classmethod
     def from_counts(cls, counts: np.ndarray, bin_edges: Sequence[int] = META_REUSE_BIN_EDGES,
-                    name: str = "") -> "ReuseHistogram":
+                    name: str = "") -> ReuseHistogram:
         """The histogram of per-row access counts (zeros, i.e. unused rows, are ignored).
 
         >>> ReuseHistogram.from_counts(np.array([0, 3, 3])).fraction_of_rows.tolist()[2]
@@ -546,7 +549,7 @@ class ReuseHistogram:
                    name=name, num_indices=n_idx, num_unique=n_rows)
 
     @classmethod
-    def combine(cls, histograms: Sequence["ReuseHistogram"], name: str = "combined") -> "ReuseHistogram":
+    def combine(cls, histograms: Sequence[ReuseHistogram], name: str = "combined") -> ReuseHistogram:
         """Pool several histograms, weighting rows by ``num_unique`` and lookups by ``num_indices``.
 
         >>> a = ReuseHistogram.from_counts(np.array([1])); b = ReuseHistogram.from_counts(np.array([2]))
@@ -567,7 +570,7 @@ class ReuseHistogram:
                    num_indices=int(wi.sum()) if known else None, num_unique=int(wr.sum()) if known else None,
                    batch_size=histograms[0].batch_size)
 
-    def distance(self, other: "ReuseHistogram") -> tuple[float, float]:
+    def distance(self, other: ReuseHistogram) -> tuple[float, float]:
         """Largest absolute per-bin difference of (fraction_of_rows, fraction_of_indices).
 
         >>> h = ReuseHistogram.from_counts(np.array([1, 2])); h.distance(h)
@@ -704,7 +707,7 @@ def parse_locality_stats(path: str | os.PathLike) -> list[ReuseHistogram]:
             if target == "rows":
                 cur["edges"].append(int(m.group(1)))
             continue
-        if line.startswith("[") or line.startswith("'"):
+        if line.startswith(("[", "'")):
             continue
         if line.endswith((".pt", ".gz", ".npz")):
             finish()
@@ -854,7 +857,7 @@ def synthetic_trace(
     pooling: float | Sequence[float] = 32,
     alpha: float | Sequence[float] = 1.05,
     co_occurrence: float | Sequence[float] = 0.0,
-    reuse_histogram: "ReuseHistogram | Sequence[ReuseHistogram] | None" = None,
+    reuse_histogram: ReuseHistogram | Sequence[ReuseHistogram] | None = None,
     weighted: bool = False,
     seed: int = 0,
     pooling_distribution: str = "poisson",
@@ -978,7 +981,7 @@ def _load_npz(path: Path) -> Trace:
         if int(z["version"]) != TRACE_FORMAT_VERSION:
             raise TraceError(f"{path}: trace format version {int(z['version'])}, this updlrm reads {TRACE_FORMAT_VERSION}")
         return Trace(int(z["num_tables"]), int(z["batch_size"]), z["indices"], z["offsets"],
-                     z["per_sample_weights"] if "per_sample_weights" in z else None,
+                     z.get("per_sample_weights"),
                      [str(s) for s in z["table_names"]] if "table_names" in z else None)
 
 
@@ -1079,8 +1082,9 @@ def load_trace(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no trace file at {path}")
-    specs = [t for t in tables] if tables is not None and all(isinstance(t, TableSpec) for t in tables) else None
-    selection = None if tables is None or specs is not None else [int(t) for t in tables]
+    specs = ([t for t in tables if isinstance(t, TableSpec)]
+             if tables is not None and all(isinstance(t, TableSpec) for t in tables) else None)
+    selection = None if tables is None or specs is not None else [int(cast(int, t)) for t in tables]
     name = path.name.lower()
     if name.endswith(".npz"):
         trace = _load_npz(path)

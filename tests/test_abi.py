@@ -109,7 +109,7 @@ def test_row_formats_carry_the_abi_facts(c_facts):
 def test_check_nr_tasklets_takes_exactly_the_sdk_range():
     assert [abi.check_nr_tasklets(n) for n in (1, 24)] == [1, 24]
     for bad in (0, 25, -1, 2.5):
-        with pytest.raises(ValueError, match="1..24"):
+        with pytest.raises(ValueError, match=r"1\.\.24"):
             abi.check_nr_tasklets(bad)
     with pytest.raises(KeyError):
         abi.check_nr_tasklets(0, KeyError)

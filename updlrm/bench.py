@@ -28,10 +28,18 @@ import numpy as np
 
 from updlrm import abi, perfmodel
 from updlrm.partitioner.batch_work import derive_work
+from updlrm.partitioner.routing import SliceRouter
 from updlrm.perfmodel import DEFAULT_HARDWARE_PROFILE
 from updlrm.plan import Plan, uniform_plan
-from updlrm.profile import (PHASES, format_phase_table, format_seconds, format_traffic, profile_batch, profile_work,
-                            work_mismatch)
+from updlrm.profile import (
+    PHASES,
+    format_phase_table,
+    format_seconds,
+    format_traffic,
+    profile_batch,
+    profile_work,
+    work_mismatch,
+)
 from updlrm.specs import RowFormat, TableSpec, Topology
 
 __all__ = [
@@ -116,6 +124,8 @@ def time_torch(weights, indices, offsets, batch_size: int, per_sample_weights=No
                 best, spent, runs = min(best, took), spent + took, runs + 1
     finally:
         torch.set_num_threads(threads)
+    if out is None:
+        raise ValueError("thread_counts is empty: give at least one torch thread count")
     return best, out.numpy()
 
 
@@ -319,7 +329,8 @@ def run_bench(*, tables: int = 8, rows: int = 100_000, dim: int = 64, batch_size
         measured, modeled, estimates, wall, torch_times, checked = [], [], [], [], [], True
         bytes_rows, loads, hits = [], [], []
         max_err, passed = 0.0, True
-        run_cache, model_cache = {}, {}
+        run_cache: dict[tuple[int, int], SliceRouter] = {}
+        model_cache: dict[tuple[int, int], SliceRouter] = {}
         for run in run_batches(tbe, trace, weights, say):
             idx, off, psw, stats = run.indices, run.offsets, run.per_sample_weights, run.stats
             wall.append(run.wall_s)
@@ -389,7 +400,7 @@ def format_bench(r: BenchResult) -> str:
     lines += [
         f"  {'  of which DPU kernel':<24}{'':>{max(len(r.backend) + len(str(r.emulated)) + 9, 13) + 2}}"
         f"{format_seconds(r.modeled_s['kernel_s']):>{max(len(f'modeled UPMEM ({r.nr_dpus})'), 16) + 2}}",
-        f"  (*overlaps the DPU phases; 'total' measured is the whole forward() on this machine)",
+        "  (*overlaps the DPU phases; 'total' measured is the whole forward() on this machine)",
         "",
         f"  torch embedding_bag, CPU (best of {r.torch_threads} and 1 thread(s))   {format_seconds(r.torch_s).strip()}",
         f"  modeled UPMEM batch latency (perfmodel)          {format_seconds(r.modeled_s['total_s']).strip()}"

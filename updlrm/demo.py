@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 import click
 import numpy as np
 
-from updlrm.backends import BACKEND_CHOICES
 from updlrm.abi import MAX_TASKLETS
+from updlrm.backends import BACKEND_CHOICES
 from updlrm.bench import FP32_ATOL, FP32_RTOL, format_verdict, run_batches
 from updlrm.perfmodel import DEFAULT_HARDWARE_PROFILE
 from updlrm.profile import PHASES, format_phase_table, format_traffic
@@ -146,7 +146,7 @@ def run_demo(
     lookups = np.mean([np.asarray(s.lookups, dtype=np.float64) for s in stats_list], axis=0)
     measured = {key: mean_of(lambda s, k=key: _measured(s, k)) for _, key, _ in PHASES}
     measured["end_to_end_s"] = float(np.mean(wall_times))
-    modeled_s = {key: float(np.mean([sum(m.as_dict()[f] for f in fields) for m in modeled])) if fields else None
+    modeled_s = {key: float(np.mean([sum(m.as_dict()[f] or 0.0 for f in fields) for m in modeled])) if fields else None
                  for _, key, fields in PHASES}
     modeled_s["end_to_end_s"] = float(np.mean([m.total_s for m in modeled]))
     return DemoResult(

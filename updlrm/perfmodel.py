@@ -39,8 +39,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -237,7 +238,7 @@ class HardwareProfile:
                 return f.metadata.get("source", "")
         raise KeyError(f"HardwareProfile has no field {name!r}")
 
-    def with_values(self, source: str, **values) -> "HardwareProfile":
+    def with_values(self, source: str, **values) -> HardwareProfile:
         """A copy with ``values`` replaced, each recorded as coming from ``source``.
 
         Example::
@@ -247,7 +248,7 @@ class HardwareProfile:
             (0.0001, 'my server')
         """
         merged = dict(self.sources)
-        merged.update({k: source for k in values})
+        merged.update(dict.fromkeys(values, source))
         return dataclasses.replace(self, sources=merged, **values)
 
     def describe(self) -> list[tuple[str, object, str]]:
@@ -401,7 +402,7 @@ class BatchWork:
 
     @classmethod
     def uniform(cls, *, nr_dpus: int, lookups: float, row_bytes: float, index_bytes: float,
-                output_bytes: float, reduce_elems: float | None = None, **kwargs) -> "BatchWork":
+                output_bytes: float, reduce_elems: float | None = None, **kwargs) -> BatchWork:
         """The same work on every DPU; ``reduce_elems`` defaults to one add per 4-byte word gathered.
 
         Example::
@@ -605,7 +606,7 @@ def transfer_time(bytes_per_dpu, profile: HardwareProfile, direction: str = "to_
     return float(profile.xfer_fixed_overhead_s + seconds)
 
 
-def transfer_calls_time(calls: Iterable[Mapping[str, object]], profile: HardwareProfile, nr_dpus: int,
+def transfer_calls_time(calls: Iterable[Mapping[str, Any]], profile: HardwareProfile, nr_dpus: int,
                         direction: str = "to_dpu") -> float:
     """Seconds of a sequence of SDK transfer calls, each moving the same bytes to/from ``nr_dpus`` DPUs.
 
@@ -739,7 +740,7 @@ def streaming_kernel_time(profile: HardwareProfile, *, elements_per_dpu: int, el
     full_blocks, tail = divmod(total_bytes, block_bytes)
     per_block_dma = reads_per_block * dma_cycles(profile, block_bytes, "read") + \
         writes_per_block * dma_cycles(profile, block_bytes, "write")
-    tail_dma = 0.0
+    tail_dma: float | np.ndarray = 0.0
     if tail:
         tail_dma = reads_per_block * dma_cycles(profile, tail, "read") + writes_per_block * dma_cycles(profile, tail, "write")
     blocks = full_blocks + (1 if tail else 0)

@@ -135,7 +135,7 @@ class BatchProfile:
         if not fields:
             return None
         d = self.modeled.as_dict()
-        return float(sum(d[f] for f in fields))
+        return float(sum(d[f] or 0.0 for f in fields))
 
     def to_dict(self) -> dict:
         """JSON-ready scalars.

@@ -142,7 +142,7 @@ class TableSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TableSpec":
+    def from_dict(cls, d: dict) -> TableSpec:
         return cls(**d)
 
 

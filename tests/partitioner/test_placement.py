@@ -303,7 +303,7 @@ def test_router_matches_naive_rule(plan, data, dense):
 
 
 def test_router_rejects_unheld_rows():
-    p = Plan([TableSpec("t", 10, 4)], Topology(1), [Shard(0, 0, 0, 4, range(0, 5))])
+    p = Plan([TableSpec("t", 10, 4)], Topology(1), [Shard(0, 0, 0, 4, range(5))])
     with pytest.raises(PlanError, match="row 7"):
         SliceRouter(p, 0, 0).route(np.array([1, 7]), np.array([0, 0]))
 
