@@ -866,7 +866,9 @@ def model_batch(work: BatchWork, profile: HardwareProfile) -> PhaseTimes:
     launch_s = profile.launch_overhead_s if launched else 0.0
     # Every allocated DPU draws power while the slowest one finishes.
     energy = None if profile.dpu_power_w is None else profile.dpu_power_w * work.nr_dpus * (launch_s + kernel_s)
-    # Partial sums reach the host as 4-byte words (int32 or fp32) whatever the row format.
+    # The merge is modeled at 4 bytes per partial element whatever the row format: right for
+    # fp32 and unweighted int8 rows; the ABI's int64 accumulators of int32 rows and weighted
+    # integer rows (RowFormat.accumulator_bytes) are 8 bytes, which the model undercounts.
     return PhaseTimes(
         cpu_to_dpu_s=transfer_time(work.index_bytes, profile, "to_dpu", "parallel"),
         launch_s=launch_s,
@@ -979,8 +981,10 @@ def uniform_embedding_work(profile: HardwareProfile, *, batch_size: int, nr_tabl
 
     Lookups spread evenly; every DPU returns one partial sum per bag of the
     tables it holds; the host adds them up.  A ``cache_hit_rate`` share of
-    lookups is served from the host cache instead.  Index payload: 4-byte index
-    per lookup, 4-byte offset per bag, 4-byte weight per lookup when weighted.
+    lookups is served from the host cache instead.  Index payload (a first-order
+    model, not the ABI's exact layout, which :func:`updlrm.partitioner.batch_work.derive_work`
+    counts): 4-byte index per lookup, 4-byte offset per bag, 4-byte weight per lookup
+    when weighted.
 
     Example::
 

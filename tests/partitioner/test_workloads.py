@@ -8,13 +8,12 @@ import scipy.sparse as sp
 import torch
 
 from updlrm.partitioner.stats import cooccurrence_hypergraph, workload_stats
+from updlrm.partitioner.synthetic import _bounded_zipf_ranks, _feistel_permute
 from updlrm.partitioner.workloads import (
     CRITEO_KAGGLE_CARDINALITIES,
     ReuseHistogram,
     Trace,
     TraceError,
-    _bounded_zipf_ranks,
-    _feistel_permute,
     criteo_like_tables,
     load_trace,
     meta_locality_stats_path,
