@@ -31,7 +31,7 @@ _COMMANDS = {
     "demo": ("updlrm.demo:demo_command", "Run the embedding-bag demo and check it against torch."),
     "info": ("updlrm.backends:info_command", "Say which backends exist here and why."),
     "plan": ("updlrm.partitioner.cli:plan_group", "Build, show and evaluate placement plans."),
-    "bench": ("updlrm.profile:bench_command", "Per-phase measured and modeled times."),
+    "bench": ("updlrm.bench:bench_command", "Per-phase measured and modeled times."),
     "emu": ("updlrm.emulator.cli:emu_group", "Build and run UPMEM SDK programs on the emulator."),
 }
 

@@ -68,7 +68,6 @@ __all__ = [
 FIT_QMAX = {RowFormat.INT8: 127, RowFormat.INT32: 1 << 24}
 # Largest |q| a format can store at all (``quantization="table"`` checks against it).
 FORMAT_QMAX = {RowFormat.INT8: 127, RowFormat.INT32: (1 << 31) - 1}
-FORMAT_DTYPE = {RowFormat.FP32: np.float32, RowFormat.INT32: np.int32, RowFormat.INT8: np.int8}
 
 # Default DPU count when no plan is given: one full rank on the emulator (64 DPUs per rank,
 # UPMEM SDK documentation), a few DPUs on the SDK's functional simulator (it simulates
@@ -348,14 +347,14 @@ def quantize_table(values: np.ndarray, spec: TableSpec, *, fit_scale: bool = Tru
             raise InputTypeError(f"table {spec.name!r}: weights must be numeric, got {arr.dtype}")
         return np.ascontiguousarray(arr, dtype=np.float32), spec
     if arr.dtype.kind in "iu":
-        if arr.dtype != FORMAT_DTYPE[fmt]:
+        if arr.dtype != fmt.dtype:
             raise InputTypeError(
-                f"table {spec.name!r} is {fmt.value}: integer weights must be {np.dtype(FORMAT_DTYPE[fmt]).name} "
+                f"table {spec.name!r} is {fmt.value}: integer weights must be {fmt.dtype.name} "
                 f"(already quantised with scale={spec.scale}), got {arr.dtype}; pass float weights to quantise them"
             )
         return np.ascontiguousarray(arr), spec
     if arr.dtype.kind != "f":
-        raise InputTypeError(f"table {spec.name!r}: weights must be float or {np.dtype(FORMAT_DTYPE[fmt]).name}, got {arr.dtype}")
+        raise InputTypeError(f"table {spec.name!r}: weights must be float or {fmt.dtype.name}, got {arr.dtype}")
     arr = arr.astype(np.float64, copy=False)
     if not np.isfinite(arr).all():
         raise InvalidInputError(f"table {spec.name!r}: weights contain NaN or inf, which {fmt.value} cannot store")
@@ -371,7 +370,7 @@ def quantize_table(values: np.ndarray, spec: TableSpec, *, fit_scale: bool = Tru
             f"table {spec.name!r}: with scale={scale} the weights need |q| up to {int(np.abs(q).max())}, "
             f"more than {fmt.value} holds ({qmax}); use a larger scale or quantization='fit'"
         )
-    return q.astype(FORMAT_DTYPE[fmt]), spec
+    return q.astype(fmt.dtype), spec
 
 
 def dequantize_table(stored: np.ndarray, spec: TableSpec) -> np.ndarray:
