@@ -45,7 +45,7 @@ from updlrm.serve.batcher import DynamicBatcher
 from updlrm.serve.model import ServedModel
 from updlrm.serve.requests import RequestSet
 
-__all__ = ["ServeSettings", "ScenarioResult", "run_scenario", "find_max_qps", "loadgen_available",
+__all__ = ["ServeSettings", "ScenarioResult", "run_scenario", "run_offline", "find_max_qps", "loadgen_available", "roc_auc",
            "LOADGEN_MISSING", "DEFAULT_LATENCY_BOUND_S"]
 
 LOADGEN_MISSING = ("MLPerf LoadGen is not installed: pip install 'updlrm[serve]' "
@@ -85,6 +85,8 @@ class ServeSettings:
     ``expected_qps`` sizes the Offline query (LoadGen issues ``1.1 x expected_qps x
     duration`` samples); ``target_qps`` is the Server arrival rate; ``latency_bound_s``
     the Server p99 bound. ``max_batch``/``max_wait_s`` configure dynamic batching.
+    ``accuracy`` runs LoadGen's AccuracyOnly mode instead: every sample once, every
+    response logged (:attr:`ScenarioResult.outputs`).
     """
 
     scenario: str = "offline"
@@ -99,6 +101,7 @@ class ServeSettings:
     progress: bool = True
     log_dir: str | None = None
     seed: int = 0
+    accuracy: bool = False
 
     def __post_init__(self) -> None:
         if self.scenario not in ("offline", "server"):
@@ -109,7 +112,11 @@ class ServeSettings:
 
 @dataclass
 class ScenarioResult:
-    """Our figures of one LoadGen run, plus LoadGen's summary (``loadgen``)."""
+    """Our figures of one LoadGen run, plus LoadGen's summary (``loadgen``).
+
+    ``outputs`` (accuracy mode only) maps each sample index to the float32 output the
+    SUT returned for it, read back from LoadGen's accuracy log.
+    """
 
     scenario: str
     settings: ServeSettings
@@ -124,6 +131,7 @@ class ScenarioResult:
     loadgen: dict = field(default_factory=dict)
     loadgen_summary: str = ""
     mean_output: float = float("nan")
+    outputs: dict | None = None
 
     @property
     def throughput(self) -> float:
@@ -269,7 +277,7 @@ def run_scenario(model: ServedModel, requests: RequestSet, settings: ServeSettin
     from tqdm import tqdm
 
     ts = lg.TestSettings()
-    ts.mode = lg.TestMode.PerformanceOnly
+    ts.mode = lg.TestMode.AccuracyOnly if settings.accuracy else lg.TestMode.PerformanceOnly
     ts.min_duration_ms = max(1, int(settings.duration_s * 1000))
     ts.min_query_count = settings.min_queries
     ts.qsl_rng_seed = ts.sample_index_rng_seed = ts.schedule_rng_seed = int(settings.seed) + 1
@@ -284,6 +292,9 @@ def run_scenario(model: ServedModel, requests: RequestSet, settings: ServeSettin
         ts.server_target_latency_ns = int(settings.latency_bound_s * 1e9)
         expected = max(settings.min_queries, math.ceil(settings.target_qps * settings.duration_s))
         desc = f"server {settings.target_qps:,.0f} QPS"
+    if settings.accuracy:
+        expected = requests.num_samples  # AccuracyOnly issues every sample once
+        desc += " accuracy"
     bar = tqdm(total=expected, unit="sample", desc=desc, leave=False, dynamic_ncols=True) if settings.progress else None
     run = _Run(model, requests, settings, lg, bar)
     n = requests.num_samples
@@ -309,6 +320,7 @@ def run_scenario(model: ServedModel, requests: RequestSet, settings: ServeSettin
             bar.close()
     summary_path = Path(log_dir) / "mlperf_log_summary.txt"
     summary = summary_path.read_text() if summary_path.is_file() else ""
+    outputs = _read_accuracy_log(Path(log_dir) / "mlperf_log_accuracy.json") if settings.accuracy else None
     if tmp is not None:
         tmp.cleanup()
     latencies = np.concatenate(run.latencies) if run.latencies else np.zeros(0)
@@ -317,7 +329,59 @@ def run_scenario(model: ServedModel, requests: RequestSet, settings: ServeSettin
         scenario=settings.scenario, settings=settings, samples=int(latencies.size), wall_s=wall,
         latencies_s=latencies, batch_sizes=np.asarray(run.batch_sizes), host_s=run.host, engine_s=run.engine,
         modeled_s=run.modeled, profiled_batches=run.profiled, loadgen=parse_summary(summary),
-        loadgen_summary=summary, mean_output=run.output_sum / max(1, run.output_count))
+        loadgen_summary=summary, mean_output=run.output_sum / max(1, run.output_count), outputs=outputs)
+
+
+def _read_accuracy_log(path: Path) -> dict[int, np.ndarray]:
+    """``{sample index: float32 output}`` from LoadGen's ``mlperf_log_accuracy.json``."""
+    import json
+
+    if not path.is_file():
+        return {}
+    out = {}
+    for entry in json.loads(path.read_text() or "[]"):
+        out[int(entry["qsl_idx"])] = np.frombuffer(bytes.fromhex(entry["data"]), dtype=np.float32)
+    return out
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (the Mann-Whitney rank statistic; ties count one half).
+
+    >>> roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
+    0.75
+    """
+    labels = np.asarray(labels).astype(bool)
+    pos, neg = int(labels.sum()), int((~labels).sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = np.asarray(scores)[order]
+    ranks = np.empty(len(order), dtype=np.float64)
+    # Average ranks over ties.
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    avg = first + (counts - 1) / 2.0 + 1.0
+    ranks[order] = np.repeat(avg, counts)
+    return float((ranks[labels].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
+
+
+def run_offline(model: ServedModel, requests: RequestSet, settings: ServeSettings, *, retries: int = 2,
+                on_retry: Callable[[ScenarioResult], None] | None = None) -> ScenarioResult:
+    """The Offline scenario, re-run with a higher expected QPS when it ended before LoadGen's minimum duration.
+
+    LoadGen sizes the Offline query from ``expected_qps``; a system faster than expected
+    finishes early and the run is INVALID ("Min duration satisfied: NO"). LoadGen's
+    advice is to raise the expected QPS, which this does up to ``retries`` times.
+    """
+    settings = dataclasses.replace(settings, scenario="offline")
+    result = run_scenario(model, requests, settings)
+    for _ in range(retries):
+        if result.loadgen.get("min_duration_satisfied", True):
+            break
+        if on_retry is not None:
+            on_retry(result)
+        settings = dataclasses.replace(settings, expected_qps=max(1.25 * result.throughput, 2 * settings.expected_qps))
+        result = run_scenario(model, requests, settings)
+    return result
 
 
 def find_max_qps(model: ServedModel, requests: RequestSet, settings: ServeSettings, *, upper_qps: float,
