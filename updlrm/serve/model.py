@@ -142,10 +142,6 @@ class ServedModel:
 
     def check(self, requests: RequestSet) -> None:
         """Raise :class:`RequestError` (one line) if ``requests`` cannot run on this model."""
-        missing = [f for f in self.features if f not in requests.keys]
-        if missing:
-            raise RequestError(f"{requests.source}: the model reads features {missing[:5]} that the requests lack "
-                               f"(they have {requests.keys[:5]}...)")
         if self.needs_dense:
             if requests.dense is None:
                 raise RequestError(f"{requests.source}: a DLRM needs dense features and this file has none; "
@@ -154,6 +150,10 @@ class ServedModel:
             if requests.num_dense != self.dense_in_features:
                 raise RequestError(f"{requests.source}: {requests.num_dense} dense features per sample, the model "
                                    f"takes {self.dense_in_features}")
+        missing = [f for f in self.features if f not in requests.keys]
+        if missing:
+            raise RequestError(f"{requests.source}: the model reads features {missing[:5]} that the requests lack "
+                               f"(they have {requests.keys[:5]}...)")
         top = requests.max_index()
         for c in self.sparse.embedding_bag_configs():
             for f in c.feature_names:
