@@ -3,7 +3,8 @@
 Example::
 
     $ python -m updlrm.serve.cli make-criteo criteo_100k.tsv --samples 100000
-    $ updlrm serve criteo_100k.tsv --png latency.png
+    $ python -m updlrm.serve.cli make-dlrm dlrm.pt
+    $ updlrm serve criteo_100k.tsv --model dlrm.pt --png latency.png
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import click
 
 from updlrm.serve.loadgen import DEFAULT_LATENCY_BOUND_S, LOADGEN_MISSING, ServeSettings, loadgen_available
 
-__all__ = ["serve_command", "make_criteo_command"]
+__all__ = ["serve_command", "make_criteo_command", "make_dlrm_command"]
 
 
 def _echo(msg: str, quiet: bool) -> None:
@@ -78,13 +79,15 @@ def _warmup(model, requests, max_batch: int, seconds: float = 0.5) -> float:
 @click.option("--log-dir", default=None, type=click.Path(file_okay=False),
               help="Keep LoadGen's logs here (one folder per run); default: discarded.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of random weights and LoadGen's schedule.")
+@click.option("--torch-threads", default=1, show_default=True, type=click.IntRange(1),
+              help="torch intra-op threads for the MLPs (1 keeps small batches off the emulator's cores).")
 @click.option("--accuracy", is_flag=True,
               help="First run LoadGen's AccuracyOnly mode: every sample once; report AUC against the labels.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (progress still on stderr).")
 @click.option("--quiet", is_flag=True, help="No progress bars or messages on stderr.")
 def serve_command(requests, model_path, scenario, duration, target_qps, latency_bound_ms, search_steps,
                   search_duration, max_batch, max_wait_ms, backend, dpus, plan_path, dim, max_rows, max_samples,
-                  hw_profile, png_path, log_dir, seed, accuracy, as_json, quiet) -> None:
+                  hw_profile, png_path, log_dir, seed, torch_threads, accuracy, as_json, quiet) -> None:
     """Serve REQUESTS (Criteo TSV, TBE .npz trace or KJT .pt) under MLPerf LoadGen.
 
     Offline measures throughput; Server sends single-sample queries with Poisson
@@ -103,6 +106,11 @@ def serve_command(requests, model_path, scenario, duration, target_qps, latency_
 
     if hw_profile not in PROFILES:
         raise click.BadParameter(f"{hw_profile!r} is not one of {sorted(PROFILES)}", param_hint="--profile")
+    import torch
+
+    # Serving batches are small: torch's spinning intra-op threads cost more than they give
+    # when the emulator's workers want the same cores.
+    torch.set_num_threads(torch_threads)
     model = None
     try:
         data = None
@@ -242,12 +250,41 @@ def make_criteo_command(path, samples, seed) -> None:
     click.echo(f"wrote {samples:,} samples to {path} in {time.perf_counter() - start:.1f} s")
 
 
+@click.command("make-dlrm")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--dim", default=16, show_default=True, type=click.IntRange(1), help="Embedding dim (= bottom MLP output).")
+@click.option("--max-rows", default=100_000, show_default=True, type=click.IntRange(1),
+              help="Rows per Criteo table: min(Kaggle cardinality, this).")
+@click.option("--bottom", default="64", show_default=True, help="Bottom MLP hidden widths, comma-separated (dim is appended).")
+@click.option("--top", default="128,64", show_default=True, help="Top MLP hidden widths, comma-separated (1 is appended).")
+@click.option("--seed", default=0, show_default=True, type=int)
+def make_dlrm_command(path, dim, max_rows, bottom, top, seed) -> None:
+    """Write PATH: a randomly initialised DLRM checkpoint for Criteo (13 dense, 26 tables C1..C26)."""
+    from updlrm import EmbeddingBagConfig
+    from updlrm.models import DLRM
+    from updlrm.partitioner.workloads import CRITEO_KAGGLE_CARDINALITIES
+    from updlrm.serve.requests import criteo_feature_names
+
+    try:
+        hidden_bottom = [int(x) for x in bottom.split(",") if x.strip()]
+        hidden_top = [int(x) for x in top.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter("comma-separated integers, e.g. 512,256", param_hint="--bottom/--top") from None
+    tables = [EmbeddingBagConfig(name=k, num_embeddings=min(card, max_rows), embedding_dim=dim, feature_names=[k])
+              for k, card in zip(criteo_feature_names(), CRITEO_KAGGLE_CARDINALITIES)]
+    model = DLRM(tables, 13, hidden_bottom + [dim], hidden_top + [1], seed=seed)
+    model.save(path)
+    rows = sum(t.num_embeddings for t in tables)
+    click.echo(f"wrote {path}: {model.extra_repr()}, {rows:,} embedding rows")
+
+
 @click.group()
 def _main() -> None:
     """Helpers of updlrm serve."""
 
 
 _main.add_command(make_criteo_command)
+_main.add_command(make_dlrm_command)
 
 if __name__ == "__main__":
     _main()
