@@ -157,7 +157,8 @@ class DLRM(nn.Module):
             ``plan``, ``nr_dpus``, ``dedup``, ...).
 
     ``forward(dense_features (B, dense_in), sparse_features KJT) -> (B, top_mlp[-1])``
-    click probabilities. ``state_dict`` keys: ``sparse_arch.embedding_bags.<t>.weight``
+    click probabilities. The model is built for inference: parameters frozen
+    (``requires_grad=False``), eval mode. ``state_dict`` keys: ``sparse_arch.embedding_bags.<t>.weight``
     (plus the quantisation parameters of integer tables on updlrm), ``bottom_mlp.*``,
     ``top_mlp.*``; with fp32 tables both sparse kinds have the same keys.
     :meth:`save`/:meth:`load` write and read a checkpoint (the state_dict plus the
@@ -209,6 +210,8 @@ class DLRM(nn.Module):
             self.sparse_kind = str(sparse)
             self.sparse_arch = _build_sparse(self.sparse_kind, configs, None, self.seed, self.is_weighted,
                                              dict(sparse_options))
+        # Inference: frozen parameters, eval mode (outputs never carry a graph).
+        self.requires_grad_(False)
         self.eval()
 
     # -- configuration --------------------------------------------------------------
