@@ -61,7 +61,7 @@ def test_offline_performance_run_reports_phases(setup):
     assert r.batch_sizes.max() <= 64
     assert r.throughput > 0 and r.percentile(50) <= r.percentile(99)
     assert r.host_s["sparse_s"] > 0 and r.host_s["dense_s"] > 0 and r.host_s["gather_s"] > 0
-    assert r.profiled_batches == r.batch_sizes.size
+    assert r.profiled_batches == min(driver.PROFILED_BATCHES, r.batch_sizes.size) and r.profiled_samples > 0
     assert r.modeled_s["kernel_s"] > 0 and r.modeled_s["total_s"] > 0 and r.engine_s["launch_s"] > 0
     d_ = r.to_dict()
     assert set(d_["latency_s"]) >= {"p50", "p95", "p99"} and d_["throughput_samples_per_s"] > 0

@@ -13,7 +13,9 @@ queries. Scenarios (MLPerf Inference rules):
   highest QPS that stays valid.
 
 Besides LoadGen's own figures, every sample's latency (issue to completion) is recorded
-here, with the host time of each phase and the engine's modeled UPMEM phases.
+here, with the host time of each phase of every batch; the engine's measured phases and
+its modeled UPMEM phases are computed after the run for a uniform sample of at most
+``PROFILED_BATCHES`` batches.
 
 Example:
     >>> import tempfile, pathlib
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import random
 import re
 import tempfile
 import threading
@@ -58,6 +61,8 @@ DEFAULT_LATENCY_BOUND_S = 0.030
 # Host phases measured per batch; "engine" keys come from the embedding layer's BatchStats.
 HOST_PHASES = ("gather_s", "sparse_s", "dense_s", "respond_s")
 ENGINE_PHASES = ("validate_s", "route_s", "push_s", "launch_s", "pull_s", "merge_s", "host_cache_s")
+# Batches whose engine stats are profiled per run (a uniform sample when there are more).
+PROFILED_BATCHES = 256
 MODELED_PHASES = ("cpu_to_dpu_s", "launch_s", "kernel_s", "dpu_to_cpu_s", "host_merge_s", "host_cache_s", "total_s")
 
 
@@ -128,6 +133,7 @@ class ScenarioResult:
     engine_s: dict = field(default_factory=dict)
     modeled_s: dict = field(default_factory=dict)
     profiled_batches: int = 0
+    profiled_samples: int = 0
     loadgen: dict = field(default_factory=dict)
     loadgen_summary: str = ""
     mean_output: float = float("nan")
@@ -161,6 +167,7 @@ class ScenarioResult:
             "batches": int(self.batch_sizes.size),
             "mean_batch_size": float(self.batch_sizes.mean()) if self.batch_sizes.size else 0.0,
             "host_phases_s_per_batch": {k: v / nb for k, v in self.host_s.items()},
+            "profiled_batches": self.profiled_batches,
             "engine_phases_s_per_batch": {k: v / npb for k, v in self.engine_s.items()},
             "modeled_upmem_phases_s_per_batch": {k: v / npb for k, v in self.modeled_s.items()},
             "mean_output": self.mean_output,
@@ -220,7 +227,11 @@ class _Run:
         self.host = dict.fromkeys(HOST_PHASES, 0.0)
         self.engine = dict.fromkeys(ENGINE_PHASES + ("total_s",), 0.0)
         self.modeled = dict.fromkeys(MODELED_PHASES, 0.0)
-        self.profiled = 0
+        # A uniform sample (reservoir) of the batches' engine stats, profiled after the run:
+        # the perfmodel costs ~0.6 ms a batch, too much to spend between batches.
+        self.sampled: list = []
+        self.seen = 0
+        self.rng = random.Random(settings.seed)
         self.output_sum = 0.0
         self.output_count = 0
         self.first_issue: float | None = None
@@ -235,6 +246,18 @@ class _Run:
 
     def flush_queries(self) -> None:
         pass
+
+    def profile_sample(self) -> None:
+        """Engine and modeled phases of the sampled batches (sums; ``profiled`` batches)."""
+        from updlrm.profile import profile_batch
+
+        for stats, _ in self.sampled:
+            p = profile_batch(stats, self.settings.profile)
+            for k in self.engine:
+                self.engine[k] += float(p.measured_s.get(k, 0.0))
+            modeled = p.modeled.as_dict()
+            for k in MODELED_PHASES:
+                self.modeled[k] += float(p.modeled.total_s if k == "total_s" else modeled.get(k) or 0.0)
 
     def _run_batch(self, items, arrivals) -> None:
         lg = self.lg
@@ -256,14 +279,15 @@ class _Run:
         self.host["sparse_s"] += times.get("sparse_s", t2 - t1)
         self.host["dense_s"] += times.get("dense_s", 0.0)
         self.host["respond_s"] += t3 - t2
-        p = self.model.profile(self.settings.profile)
-        if p is not None:
-            self.profiled += 1
-            for k in self.engine:
-                self.engine[k] += float(p.measured_s.get(k, 0.0))
-            modeled = p.modeled.as_dict()
-            for k in MODELED_PHASES:
-                self.modeled[k] += float(p.modeled.total_s if k == "total_s" else modeled.get(k) or 0.0)
+        stats = self.model.last_stats()
+        if stats is not None:
+            self.seen += 1
+            if len(self.sampled) < PROFILED_BATCHES:
+                self.sampled.append((stats, len(items)))
+            else:
+                j = self.rng.randrange(self.seen)
+                if j < PROFILED_BATCHES:
+                    self.sampled[j] = (stats, len(items))
         self.output_sum += float(out[:, 0].sum()) if out.ndim == 2 and out.size else 0.0
         self.output_count += out.shape[0]
         self.last_done = t3
@@ -313,6 +337,7 @@ def run_scenario(model: ServedModel, requests: RequestSet, settings: ServeSettin
     try:
         lg.StartTestWithLogSettings(sut, qsl, ts, log)
         run.batcher.close()
+        run.profile_sample()
     finally:
         lg.DestroyQSL(qsl)
         lg.DestroySUT(sut)
@@ -328,7 +353,8 @@ def run_scenario(model: ServedModel, requests: RequestSet, settings: ServeSettin
     return ScenarioResult(
         scenario=settings.scenario, settings=settings, samples=int(latencies.size), wall_s=wall,
         latencies_s=latencies, batch_sizes=np.asarray(run.batch_sizes), host_s=run.host, engine_s=run.engine,
-        modeled_s=run.modeled, profiled_batches=run.profiled, loadgen=parse_summary(summary),
+        modeled_s=run.modeled, profiled_batches=len(run.sampled),
+        profiled_samples=sum(n for _, n in run.sampled), loadgen=parse_summary(summary),
         loadgen_summary=summary, mean_output=run.output_sum / max(1, run.output_count), outputs=outputs)
 
 

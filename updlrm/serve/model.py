@@ -3,8 +3,9 @@
 :class:`ServedModel` wraps either module behind one call, ``run(dense, kjt) ->
 numpy (b, out)``, and measures where the host time of each batch goes: ``sparse_s``
 (the embedding collection: validation, routing, DPUs, merge) and ``dense_s`` (the
-MLPs and the interaction, DLRM only). :meth:`ServedModel.profile` gives the engine's
-per-phase profile of the last batch (measured host phases and modeled UPMEM phases).
+MLPs and the interaction, DLRM only). :meth:`ServedModel.last_stats` is the engine's
+record of the last batch, :func:`updlrm.profile.profile_batch` turns it into measured
+host phases and modeled UPMEM phases.
 
 Example:
     >>> import tempfile, pathlib
@@ -177,12 +178,9 @@ class ServedModel:
         self.last_times = {"sparse_s": sparse, "dense_s": max(0.0, total - sparse)}
         return out.numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
 
-    def profile(self, profile: str = "upmem-350mhz-2556"):
-        """The engine's :class:`~updlrm.profile.BatchProfile` of the last batch (None before any)."""
-        from updlrm.profile import profile_batch
-
-        stats = getattr(self.sparse, "last_stats", None)
-        return None if stats is None else profile_batch(stats, profile)
+    def last_stats(self):
+        """The engine's ``BatchStats`` of the last batch (None before any)."""
+        return getattr(self.sparse, "last_stats", None)
 
     @property
     def backend(self) -> str:

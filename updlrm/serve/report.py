@@ -63,11 +63,13 @@ def format_result(r: ScenarioResult, *, loadgen_summary: bool = True) -> str:
     lines.append(f"  latency p50 {format_ms(r.percentile(50))}, p95 {format_ms(r.percentile(95))}, "
                  f"p99 {format_ms(r.percentile(99))}, max {format_ms(float(r.latencies_s.max()) if r.samples else 0.0)}")
     lines += _phase_lines("host phases, measured here", r.host_s, _HOST_LABELS, nb)
-    lines += _phase_lines("embedding engine phases, measured here", r.engine_s, _ENGINE_LABELS, r.profiled_batches)
+    sampled = "" if r.profiled_batches == nb else f", {r.profiled_batches} sampled batches"
+    lines += _phase_lines(f"embedding engine phases, measured here{sampled}", r.engine_s, _ENGINE_LABELS,
+                          r.profiled_batches)
     lines += _phase_lines(f"embedding layer on UPMEM, modeled ({s.profile})", r.modeled_s, _MODELED_LABELS,
                           r.profiled_batches)
     if r.profiled_batches and r.modeled_s.get("total_s", 0) > 0:
-        per_sample = r.modeled_s["total_s"] / max(1, int(r.batch_sizes[:r.profiled_batches].sum()))
+        per_sample = r.modeled_s["total_s"] / max(1, r.profiled_samples)
         lines.append(f"    => modeled embedding-layer throughput at these batch sizes: {format_rate(1 / per_sample)}")
     return "\n".join(lines)
 
