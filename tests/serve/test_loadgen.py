@@ -106,3 +106,18 @@ def test_settings_are_checked():
         ServeSettings(scenario="multistream")
     with pytest.raises(ValueError, match="> 0"):
         dataclasses.replace(ServeSettings(), target_qps=0)
+
+
+def test_confirmation_steps_down_until_valid(setup, monkeypatch):
+    _, rs, model, _ = setup
+
+    def fake_run(model_, rs_, settings):
+        lat = np.full(10, 0.001 if settings.target_qps <= 800 else 0.5)
+        return ScenarioResult("server", settings, 10, 1.0, lat, np.array([10]), loadgen={"result": "VALID"})
+
+    monkeypatch.setattr(driver, "run_scenario", fake_run)
+    final, runs = driver.confirm_server(model, rs, ServeSettings(latency_bound_s=0.03), 1000, retries=3, step=0.9)
+    assert [round(r.settings.target_qps) for r in runs] == [1000, 900, 810, 729]
+    assert final.valid and final.settings.target_qps == pytest.approx(729)
+    final, runs = driver.confirm_server(model, rs, ServeSettings(latency_bound_s=0.03), 1000, retries=1)
+    assert len(runs) == 2 and not final.valid

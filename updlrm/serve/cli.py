@@ -62,6 +62,8 @@ def _warmup(model, requests, max_batch: int, seconds: float = 0.5) -> float:
               help="Server runs of the QPS search (bisection).")
 @click.option("--search-duration", default=2.0, show_default=True, type=click.FloatRange(0.1),
               help="Seconds of each search run.")
+@click.option("--confirm-retries", default=2, show_default=True, type=click.IntRange(0),
+              help="After the search: full-length runs 10% lower while the found QPS is invalid.")
 @click.option("--max-batch", default=256, show_default=True, type=click.IntRange(1), help="Dynamic batching: largest batch.")
 @click.option("--max-wait-ms", default=2.0, show_default=True, type=click.FloatRange(0),
               help="Dynamic batching: longest a sample waits for company.")
@@ -86,7 +88,7 @@ def _warmup(model, requests, max_batch: int, seconds: float = 0.5) -> float:
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (progress still on stderr).")
 @click.option("--quiet", is_flag=True, help="No progress bars or messages on stderr.")
 def serve_command(requests, model_path, scenario, duration, target_qps, latency_bound_ms, search_steps,
-                  search_duration, max_batch, max_wait_ms, backend, dpus, plan_path, dim, max_rows, max_samples,
+                  search_duration, confirm_retries, max_batch, max_wait_ms, backend, dpus, plan_path, dim, max_rows, max_samples,
                   hw_profile, png_path, log_dir, seed, torch_threads, accuracy, as_json, quiet) -> None:
     """Serve REQUESTS (Criteo TSV, TBE .npz trace or KJT .pt) under MLPerf LoadGen.
 
@@ -159,11 +161,18 @@ def serve_command(requests, model_path, scenario, duration, target_qps, latency_
                                             f"{report.format_ms(r.percentile(99))}, "
                                             f"{'valid' if r.valid else 'invalid'}", quiet))
                 qps = best if best > 0 else upper / 2 ** (search_steps + 1)
+                _echo(f"LoadGen Server at {qps:,.0f} QPS, {duration:g} s", quiet)
+                final, confirm = driver.confirm_server(
+                    model, rs, dataclasses.replace(settings, log_dir=_sub(log_dir, "server")), qps,
+                    retries=confirm_retries if best > 0 else 0,
+                    on_retry=lambda r: _echo(f"  {r.settings.target_qps:,.0f} QPS invalid over {duration:g} s "
+                                             f"(p99 {report.format_ms(r.percentile(99))}); 10% lower", quiet))
+                search += confirm[:-1]
+                results.append(final)
             else:
-                qps = target_qps
-            _echo(f"LoadGen Server at {qps:,.0f} QPS, {duration:g} s", quiet)
-            results.append(driver.run_scenario(model, rs, dataclasses.replace(
-                settings, scenario="server", target_qps=qps, log_dir=_sub(log_dir, "server"))))
+                _echo(f"LoadGen Server at {target_qps:,.0f} QPS, {duration:g} s", quiet)
+                results.append(driver.run_scenario(model, rs, dataclasses.replace(
+                    settings, scenario="server", target_qps=target_qps, log_dir=_sub(log_dir, "server"))))
     finally:
         model.close()
     if png_path is not None:
@@ -176,7 +185,8 @@ def serve_command(requests, model_path, scenario, duration, target_qps, latency_
             out["accuracy"] = acc
         if search:
             out["server_search"] = {"highest_valid_qps": best, "runs": [
-                {"target_qps": r.settings.target_qps, "p99_s": r.percentile(99), "valid": r.valid,
+                {"target_qps": r.settings.target_qps, "duration_s": r.settings.duration_s,
+                 "p99_s": r.percentile(99), "valid": r.valid,
                  "loadgen_result": r.loadgen.get("result")} for r in search]}
         click.echo(json.dumps(_finite(out), indent=2))
         return

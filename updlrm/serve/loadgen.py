@@ -48,7 +48,7 @@ from updlrm.serve.batcher import DynamicBatcher
 from updlrm.serve.model import ServedModel
 from updlrm.serve.requests import RequestSet
 
-__all__ = ["ServeSettings", "ScenarioResult", "run_scenario", "run_offline", "find_max_qps", "loadgen_available", "roc_auc",
+__all__ = ["ServeSettings", "ScenarioResult", "run_scenario", "run_offline", "find_max_qps", "confirm_server", "loadgen_available", "roc_auc",
            "LOADGEN_MISSING", "DEFAULT_LATENCY_BOUND_S"]
 
 LOADGEN_MISSING = ("MLPerf LoadGen is not installed: pip install 'updlrm[serve]' "
@@ -434,3 +434,21 @@ def find_max_qps(model: ServedModel, requests: RequestSet, settings: ServeSettin
         else:
             hi = qps
     return lo, runs
+
+
+def confirm_server(model: ServedModel, requests: RequestSet, settings: ServeSettings, qps: float, *,
+                   retries: int = 2, step: float = 0.9,
+                   on_retry: Callable[[ScenarioResult], None] | None = None) -> tuple[ScenarioResult, list[ScenarioResult]]:
+    """A full-length Server run at ``qps``, stepped down by ``step`` while LoadGen finds it invalid.
+
+    Search runs are short; a longer run estimates the tail more tightly (LoadGen's early
+    stopping asks more of it), so the searched QPS can fail its confirmation. At most
+    ``retries`` lower rates are tried; returns the last run and every run.
+    """
+    runs = [run_scenario(model, requests, dataclasses.replace(settings, scenario="server", target_qps=qps))]
+    while not runs[-1].valid and len(runs) <= retries:
+        if on_retry is not None:
+            on_retry(runs[-1])
+        qps *= step
+        runs.append(run_scenario(model, requests, dataclasses.replace(settings, scenario="server", target_qps=qps)))
+    return runs[-1], runs

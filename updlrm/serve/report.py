@@ -75,13 +75,14 @@ def format_result(r: ScenarioResult, *, loadgen_summary: bool = True) -> str:
 
 
 def format_search(best_qps: float, runs: Sequence[ScenarioResult]) -> str:
-    """The Server QPS search, one line per run."""
+    """The Server QPS search (and any confirmation runs that failed), one line per run."""
     lines = ["== Server QPS search (p99 bound "
              f"{format_ms(runs[0].settings.latency_bound_s) if runs else '?'}):"]
     for r in runs:
-        lines.append(f"  {r.settings.target_qps:>10,.0f} QPS  p99 {format_ms(r.percentile(99)):>10}  "
-                     f"LoadGen {r.loadgen.get('result', '?'):<7} -> {'valid' if r.valid else 'invalid'}")
-    lines.append(f"  highest valid: {best_qps:,.0f} QPS" if best_qps > 0 else "  no tried QPS was valid")
+        lines.append(f"  {r.settings.target_qps:>10,.0f} QPS over {r.settings.duration_s:g} s  "
+                     f"p99 {format_ms(r.percentile(99)):>10}  LoadGen {r.loadgen.get('result', '?'):<7} -> "
+                     f"{'valid' if r.valid else 'invalid'}")
+    lines.append(f"  highest valid in the search: {best_qps:,.0f} QPS" if best_qps > 0 else "  no tried QPS was valid")
     return "\n".join(lines)
 
 
