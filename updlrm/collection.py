@@ -272,7 +272,9 @@ class BatchReport:
     """What one ``forward`` computed: per feature, samples, bags sent to the engine, lookups.
 
     ``lookups_in`` counts the lookups of the full batch (what a run without dedup sends),
-    ``lookups_run`` those sent to the engine.
+    ``lookups_run`` those sent to the engine; ``deduplicated[i]`` says whether feature
+    ``i``'s rows were expanded from inverse indices (deduplicated here, or given so by a
+    variable-batch KJT).
     """
 
     features: list[str]
