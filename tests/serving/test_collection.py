@@ -15,7 +15,7 @@ import updlrm
 from updlrm import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, InvalidInputError
 from updlrm.tbe import IndexOutOfRangeError
 
-from conftest import assert_close_to_reference, random_kjt, reference_pool
+from serving_helpers import assert_close_to_reference, random_kjt, reference_pool
 
 FORMATS = ["fp32", "int8", "int32"]
 

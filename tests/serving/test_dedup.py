@@ -12,7 +12,7 @@ import updlrm
 from updlrm import EmbeddingBagConfig, KeyedJaggedTensor
 from updlrm import dedup
 
-from conftest import assert_close_to_reference, random_kjt, reference_pool
+from serving_helpers import assert_close_to_reference, random_kjt, reference_pool
 
 
 def python_unique(values, weights, offsets):
