@@ -287,3 +287,20 @@ def test_empty_batch(make_ebc):
     assert out.values().shape == (0, 4) and out.keys() == ["a", "b"]
     out = ebc(KeyedJaggedTensor.empty(["a", "b"], 3))
     assert torch.equal(out.values(), torch.zeros(3, 4))
+
+
+def test_saved_plan_is_used_and_checked(make_ebc, tmp_path):
+    from updlrm.plan import PlanError, uniform_plan
+    from updlrm.specs import TableSpec, Topology
+
+    # A plan built by the planner for plain table specs (no feature names, unfitted scale).
+    plan = uniform_plan([TableSpec("a", 40, 4, row_format="int8"), TableSpec("b", 10, 2, row_format="int8")],
+                        Topology(nr_dpus=3), "row_wise")
+    path = plan.save(tmp_path / "plan.json")
+    tables = [EmbeddingBagConfig("a", 40, 4, ["x", "y"], row_format="int8"), EmbeddingBagConfig("b", 10, 2, ["z"], row_format="int8")]
+    ebc = make_ebc(tables, plan=path, nr_dpus=None)
+    assert ebc.plan.topology.nr_dpus == 3 and len(ebc.plan.shards) == len(plan.shards)
+    kjt = random_kjt(np.random.default_rng(0), ["x", "y", "z"], {"x": 40, "y": 40, "z": 10}, 5)
+    assert_close_to_reference(ebc(kjt).values(), reference_pool(ebc, kjt))
+    with pytest.raises(PlanError, match="the plan was built for tables"):
+        make_ebc([EmbeddingBagConfig("a", 41, 4, ["x"])], plan=path, nr_dpus=None)
