@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
+import threading
 import time
 import warnings
 from collections import OrderedDict
@@ -326,7 +327,10 @@ class EmbeddingBagCollection(torch.nn.Module):
 
     ``forward(kjt)`` returns a :class:`~updlrm.kjt.KeyedTensor` (keys: feature names in
     table order then feature order; float32 ``(B, sum of dims)``). ``.last_report``
-    describes the last batch (:class:`BatchReport`), ``.last_stats`` the engine's.
+    describes the last batch (:class:`BatchReport`), ``.last_stats`` the engine's (with
+    several threads: the last batch of any of them). Any number of threads may call one
+    collection and each gets its serial result; the engine runs one batch at a time, and
+    ``load_state_dict`` swaps the tables between batches.
     """
 
     def __init__(
@@ -372,6 +376,7 @@ class EmbeddingBagCollection(torch.nn.Module):
         self._backend_args = dict(backend=backend, nr_dpus=nr_dpus, nr_tasklets=nr_tasklets, seed=seed)
         self.last_report: BatchReport | None = None
         values = self._initial_weights(weights, seed)
+        self._engine_lock = threading.Lock()
         # The TBE is kept out of the module tree: the collection's state_dict speaks for it.
         object.__setattr__(self, "_tbe", self._build_tbe([c.table_spec() for c in configs], values, plan))
 
@@ -456,7 +461,13 @@ class EmbeddingBagCollection(torch.nn.Module):
         t1 = time.perf_counter()
         indices, offsets, psw, row_start, Bp = self._stack(batch, bags)
         t2 = time.perf_counter()
-        pooled = self._tbe(indices, offsets, psw) if indices is not None else np.zeros((Bp, int(self._col[-1])), np.float32)
+        if indices is None:
+            pooled = np.zeros((Bp, int(self._col[-1])), np.float32)
+        else:
+            # One batch at a time on the engine (it has one set of DPU buffers); reading,
+            # dedup, stacking and expansion run in the callers' threads.
+            with self._engine_lock:
+                pooled = self._tbe(indices, offsets, psw)
         t3 = time.perf_counter()
         out = self._expand(batch, pooled, bags, inverse, row_start)
         t4 = time.perf_counter()
@@ -632,9 +643,10 @@ class EmbeddingBagCollection(torch.nn.Module):
             unexpected_keys.extend(prefix + k for k in sorted(set(mine) - expected))
         if error_msgs:
             return
-        old = self._tbe
-        plan = dataclasses.replace(old.plan, tables=specs)
-        object.__setattr__(self, "_tbe", self._build_tbe(specs, values, plan))
+        new = self._build_tbe(specs, values, dataclasses.replace(self._tbe.plan, tables=specs))
+        with self._engine_lock:
+            old = self._tbe
+            object.__setattr__(self, "_tbe", new)
         old.close()
 
     # -- converters ----------------------------------------------------------------------------

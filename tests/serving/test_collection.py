@@ -304,3 +304,32 @@ def test_saved_plan_is_used_and_checked(make_ebc, tmp_path):
     assert_close_to_reference(ebc(kjt).values(), reference_pool(ebc, kjt))
     with pytest.raises(PlanError, match="the plan was built for tables"):
         make_ebc([EmbeddingBagConfig("a", 41, 4, ["x"])], plan=path, nr_dpus=None)
+
+
+def test_threads_get_their_serial_results(make_ebc):
+    import threading
+
+    ebc = make_ebc([EmbeddingBagConfig("a", 500, 8, ["x", "y"], row_format="int8"),
+                    EmbeddingBagConfig("b", 300, 4, ["z"], pooling="MEAN")], nr_dpus=8)
+    rng = np.random.default_rng(0)
+    kjts = [random_kjt(rng, ["x", "y", "z"], {"x": 500, "y": 500, "z": 300}, 32, pool=3 if i % 2 else None) for i in range(6)]
+    serial = [ebc(k).values() for k in kjts]
+    failures = []
+
+    def worker(i):
+        for r in range(8):
+            k = (i + r) % len(kjts)
+            try:
+                if not torch.equal(ebc(kjts[k]).values(), serial[k]):
+                    failures.append(f"thread {i}: batch {k} differs")
+            except Exception as e:  # noqa: BLE001 - reported below
+                failures.append(f"thread {i}: {e!r}")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    # A state_dict reload in the middle: batches see the old or the new tables, never a closed engine.
+    ebc.load_state_dict(ebc.state_dict())
+    for t in threads:
+        t.join()
+    assert not failures, failures[:3]
