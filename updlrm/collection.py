@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
+import threading
 import time
 import warnings
 from collections import OrderedDict
@@ -52,7 +53,7 @@ import numpy as np
 import torch
 
 from updlrm.kjt import KeyedJaggedTensor, KeyedTensor
-from updlrm.plan import Plan
+from updlrm.plan import Plan, PlanError
 from updlrm.specs import BoundsCheckMode, PoolingMode, RowFormat, TableSpec
 from updlrm.tbe import (
     InputTypeError,
@@ -272,7 +273,9 @@ class BatchReport:
     """What one ``forward`` computed: per feature, samples, bags sent to the engine, lookups.
 
     ``lookups_in`` counts the lookups of the full batch (what a run without dedup sends),
-    ``lookups_run`` those sent to the engine.
+    ``lookups_run`` those sent to the engine; ``deduplicated[i]`` says whether feature
+    ``i``'s rows were expanded from inverse indices (deduplicated here, or given so by a
+    variable-batch KJT).
     """
 
     features: list[str]
@@ -281,6 +284,7 @@ class BatchReport:
     lookups_in: int
     lookups_run: int
     deduplicated: list[bool]
+    read_s: float = 0.0
     dedup_s: float = 0.0
     stack_s: float = 0.0
     expand_s: float = 0.0
@@ -289,6 +293,17 @@ class BatchReport:
     def duplication(self) -> float:
         """Lookups of the full batch per lookup sent to the engine."""
         return self.lookups_in / self.lookups_run if self.lookups_run else 1.0
+
+    def __repr__(self) -> str:
+        """A one-line summary.
+
+        >>> BatchReport(["u", "c"], 4, [1, 4], 8, 5, [True, False])
+        BatchReport(4 samples: 8 lookups -> 5 run (1.60x), deduplicated ['u'], host: read 0.000 ms, dedup 0.000 ms, stack 0.000 ms, expand 0.000 ms)
+        """
+        dedup = [f for f, d in zip(self.features, self.deduplicated) if d]
+        times = ", ".join(f"{k} {getattr(self, k + '_s') * 1e3:.3f} ms" for k in ("read", "dedup", "stack", "expand"))
+        return (f"BatchReport({self.samples} samples: {self.lookups_in:,} lookups -> {self.lookups_run:,} run "
+                f"({self.duplication:.2f}x), deduplicated {dedup}, host: {times})")
 
 
 class EmbeddingBagCollection(torch.nn.Module):
@@ -312,7 +327,10 @@ class EmbeddingBagCollection(torch.nn.Module):
 
     ``forward(kjt)`` returns a :class:`~updlrm.kjt.KeyedTensor` (keys: feature names in
     table order then feature order; float32 ``(B, sum of dims)``). ``.last_report``
-    describes the last batch (:class:`BatchReport`), ``.last_stats`` the engine's.
+    describes the last batch (:class:`BatchReport`), ``.last_stats`` the engine's (with
+    several threads: the last batch of any of them). Any number of threads may call one
+    collection and each gets its serial result; the engine runs one batch at a time, and
+    ``load_state_dict`` swaps the tables between batches.
     """
 
     def __init__(
@@ -358,6 +376,7 @@ class EmbeddingBagCollection(torch.nn.Module):
         self._backend_args = dict(backend=backend, nr_dpus=nr_dpus, nr_tasklets=nr_tasklets, seed=seed)
         self.last_report: BatchReport | None = None
         values = self._initial_weights(weights, seed)
+        self._engine_lock = threading.Lock()
         # The TBE is kept out of the module tree: the collection's state_dict speaks for it.
         object.__setattr__(self, "_tbe", self._build_tbe([c.table_spec() for c in configs], values, plan))
 
@@ -376,12 +395,18 @@ class EmbeddingBagCollection(torch.nn.Module):
         return [weights[n] for n in names]
 
     def _build_tbe(self, specs: list[TableSpec], values: list[Any], plan: Any) -> TableBatchedEmbeddingBags:
+        if isinstance(plan, (str, os.PathLike)):
+            plan = Plan.load(plan)
         if isinstance(plan, Plan):
-            # A plan places rows; feature names and fitted scales do not move them.
-            same = [(a.name, a.num_embeddings, a.embedding_dim, a.row_format) for a in plan.tables] == \
-                   [(b.name, b.num_embeddings, b.embedding_dim, b.row_format) for b in specs]
-            if same:
-                plan = dataclasses.replace(plan, tables=specs)
+            # A plan places rows: names, sizes and formats must match; feature names and
+            # fitted scales do not move rows.
+            def shape(ts):
+                return [(t.name, t.num_embeddings, t.embedding_dim, t.row_format.value) for t in ts]
+
+            if shape(plan.tables) != shape(specs):
+                raise PlanError(f"the plan was built for tables {shape(plan.tables)[:4]}..., not for this collection's "
+                                f"{shape(specs)[:4]}... (names, rows, dims and row formats must match)")
+            plan = dataclasses.replace(plan, tables=specs)
         a = self._backend_args
         return TableBatchedEmbeddingBags(
             specs, plan=plan, backend=a["backend"], pooling_mode=PoolingMode.SUM, bounds_check_mode=BoundsCheckMode.NONE,
@@ -422,6 +447,7 @@ class EmbeddingBagCollection(torch.nn.Module):
 
     def forward(self, features: Any) -> KeyedTensor:
         """Pool every feature of ``features`` (a KeyedJaggedTensor); see the class docstring."""
+        t_read = time.perf_counter()
         batch = read_kjt(features)
         self._check(batch)
         B = batch.batch_size
@@ -435,14 +461,20 @@ class EmbeddingBagCollection(torch.nn.Module):
         t1 = time.perf_counter()
         indices, offsets, psw, row_start, Bp = self._stack(batch, bags)
         t2 = time.perf_counter()
-        pooled = self._tbe(indices, offsets, psw) if indices is not None else np.zeros((Bp, int(self._col[-1])), np.float32)
+        if indices is None:
+            pooled = np.zeros((Bp, int(self._col[-1])), np.float32)
+        else:
+            # One batch at a time on the engine (it has one set of DPU buffers); reading,
+            # dedup, stacking and expansion run in the callers' threads.
+            with self._engine_lock:
+                pooled = self._tbe(indices, offsets, psw)
         t3 = time.perf_counter()
         out = self._expand(batch, pooled, bags, inverse, row_start)
         t4 = time.perf_counter()
         lookups_in = sum(self._feature_lookups(batch, k) for k in order)
         lookups_run = int(offsets[-1]) if offsets is not None else 0
         self.last_report = BatchReport(list(self._feature_names), B, [int(b.size) for b in bags], lookups_in, lookups_run,
-                                       deduplicated, dedup_s=t1 - t0, stack_s=t2 - t1, expand_s=t4 - t3)
+                                       deduplicated, read_s=t0 - t_read, dedup_s=t1 - t0, stack_s=t2 - t1, expand_s=t4 - t3)
         return KeyedTensor(self._feature_names, self._feature_dims, torch.from_numpy(out))
 
     def _feature_lookups(self, batch: SparseBatch, k: int) -> int:
@@ -611,9 +643,10 @@ class EmbeddingBagCollection(torch.nn.Module):
             unexpected_keys.extend(prefix + k for k in sorted(set(mine) - expected))
         if error_msgs:
             return
-        old = self._tbe
-        plan = dataclasses.replace(old.plan, tables=specs)
-        object.__setattr__(self, "_tbe", self._build_tbe(specs, values, plan))
+        new = self._build_tbe(specs, values, dataclasses.replace(self._tbe.plan, tables=specs))
+        with self._engine_lock:
+            old = self._tbe
+            object.__setattr__(self, "_tbe", new)
         old.close()
 
     # -- converters ----------------------------------------------------------------------------
