@@ -89,6 +89,19 @@ def test_bad_inputs_give_one_line_errors(files, make, extra, message):
 
 
 @needs_loadgen
+def test_an_unavailable_backend_is_one_line(files):
+    from updlrm.backends import BackendUnavailable, resolve_backend
+
+    try:
+        resolve_backend("hw")
+        pytest.skip("real DPUs are present here")
+    except BackendUnavailable:
+        pass
+    code, out = run([files / "t.npz", "--backend", "hw", "--quiet"])
+    assert code == 1 and len(out.strip().splitlines()) == 1 and out.startswith("Error: backend 'hw'"), out
+
+
+@needs_loadgen
 def test_rows_beyond_the_model_tables_are_refused(files, tmp_path):
     state = {f"embedding_bags.{k}.weight": torch.zeros(10, 4) for k in ("a", "b")}
     torch.save(state, tmp_path / "ebc.pt")

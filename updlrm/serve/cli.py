@@ -71,7 +71,8 @@ def _warmup(model, requests, max_batch: int, seconds: float = 0.5) -> float:
               help="Dynamic batching: longest a sample waits for company.")
 @click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "emulator", "simulator", "hw"]))
 @click.option("--dpus", default=None, type=click.IntRange(1), help="DPUs of the default plan (default: the backend's).")
-@click.option("--plan", "plan_path", default=None, type=click.Path(dir_okay=False), help="Placement plan of the tables.")
+@click.option("--plan", "plan_path", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Placement plan of the tables.")
 @click.option("--dim", default=16, show_default=True, type=click.IntRange(1),
               help="Embedding dim of the random tables (without --model).")
 @click.option("--max-rows", default=100_000, show_default=True, type=click.IntRange(1),
@@ -102,6 +103,7 @@ def serve_command(requests, model_path, scenario, duration, target_qps, latency_
     """
     if not loadgen_available():
         raise click.ClickException(LOADGEN_MISSING)
+    from updlrm.backends import BackendUnavailable
     from updlrm.perfmodel import PROFILES
     from updlrm.serve import loadgen as driver
     from updlrm.serve import report
@@ -127,7 +129,7 @@ def serve_command(requests, model_path, scenario, duration, target_qps, latency_
         _echo(f"{rs}; building the model", quiet)
         model = ServedModel.open(data, rs, backend=backend, nr_dpus=dpus, plan=plan_path, dim=dim, seed=seed)
         model.check(rs)
-    except (RequestError, ModelError, FileNotFoundError, ValueError) as exc:
+    except (RequestError, ModelError, FileNotFoundError, ValueError, BackendUnavailable) as exc:
         if model is not None:
             model.close()
         raise click.ClickException(str(exc)) from None

@@ -139,6 +139,11 @@ class ScenarioResult:
     mean_output: float = float("nan")
     outputs: dict | None = None
 
+    def __repr__(self) -> str:
+        what = "Offline" if self.scenario == "offline" else f"Server at {self.settings.target_qps:,.0f} QPS"
+        return (f"ScenarioResult({what}: {self.samples:,} samples, {self.throughput:,.0f}/s, "
+                f"p99 {self.percentile(99) * 1e3:.2f} ms, LoadGen {self.loadgen.get('result', '?')})")
+
     @property
     def throughput(self) -> float:
         """Completed samples per second of wall time, first issue to last completion."""
