@@ -331,6 +331,14 @@ class EmbeddingBagCollection(torch.nn.Module):
     several threads: the last batch of any of them). Any number of threads may call one
     collection and each gets its serial result; the engine runs one batch at a time, and
     ``load_state_dict`` swaps the tables between batches.
+
+    >>> ebc = EmbeddingBagCollection([EmbeddingBagConfig("t", 10, 2, ["a", "b"])], backend="emulator", nr_dpus=2)
+    >>> kjt = KeyedJaggedTensor(["a", "b"], torch.tensor([1, 2, 1, 2]), lengths=torch.tensor([2, 2, 0, 0]))
+    >>> ebc(kjt).keys(), ebc.last_report.lookups_in, ebc.last_report.lookups_run   # a's two bags are one
+    (['a', 'b'], 4, 2)
+    >>> sorted(ebc.state_dict())
+    ['embedding_bags.t.weight']
+    >>> ebc.close()
     """
 
     def __init__(
@@ -419,7 +427,13 @@ class EmbeddingBagCollection(torch.nn.Module):
         return list(self._configs)
 
     def feature_names(self) -> list[str]:
-        """The output keys: feature names in table order, then feature order."""
+        """The output keys: feature names in table order, then feature order.
+
+        >>> with EmbeddingBagCollection([EmbeddingBagConfig("t", 4, 2, ["b", "a"]), EmbeddingBagConfig("u", 4, 2)],
+        ...                             backend="emulator", nr_dpus=1) as ebc:
+        ...     ebc.feature_names()
+        ['b', 'a', 'u']
+        """
         return list(self._feature_names)
 
     @property
@@ -440,7 +454,13 @@ class EmbeddingBagCollection(torch.nn.Module):
         return self._tbe.last_stats
 
     def table_weights(self, name: str) -> torch.Tensor:
-        """Table ``name``'s weights as float32 (dequantised for integer formats)."""
+        """Table ``name``'s weights as float32 (dequantised for integer formats).
+
+        >>> with EmbeddingBagCollection([EmbeddingBagConfig("t", 2, 2, row_format="int8")],
+        ...                             weights={"t": torch.tensor([[1.0, -0.5], [0.25, 0.0]])}, backend="emulator", nr_dpus=1) as ebc:
+        ...     ebc.table_weights("t").tolist()
+        [[1.0, -0.5039370059967041], [0.25196850299835205, 0.0]]
+        """
         return torch.from_numpy(self._tbe.weights(name))
 
     # -- forward ---------------------------------------------------------------------------
@@ -655,6 +675,12 @@ class EmbeddingBagCollection(torch.nn.Module):
         """The same collection in pure torch (``torch.nn.EmbeddingBag`` s with the dequantised weights).
 
         Its ``state_dict`` has torchrec's key names; ``from_torch`` takes it back.
+
+        >>> with EmbeddingBagCollection([EmbeddingBagConfig("t", 5, 3, ["a"], pooling="MEAN")], backend="emulator", nr_dpus=1) as ebc:
+        ...     ref = ebc.to_torch()
+        ...     kjt = KeyedJaggedTensor(["a"], torch.tensor([0, 4]), lengths=torch.tensor([2]))
+        ...     ref.embedding_bags["t"].mode, torch.allclose(ref(kjt).values(), ebc(kjt).values())
+        ('mean', True)
         """
         weights = {c.name: self.table_weights(c.name).clone() for c in self._configs}
         return TorchEmbeddingBagCollection(self._configs, is_weighted=self.is_weighted, weights=weights)
