@@ -577,6 +577,12 @@ class EmbeddingBagCollection(torch.nn.Module):
             per_table[t].append(b)
         counts = [sum(x.size for x in p) for p in per_table]
         Bp = max(counts)
+        if self._is_kjt_order(per_table, Bp, batch.lengths.size):
+            # The stacked batch is the KJT as it came (one feature per table, in order,
+            # every bag): its values and offsets go to the engine without a gather.
+            if int(batch.offsets[-1]) == 0:
+                return None, None, None, row_start, Bp
+            return batch.values, batch.offsets, batch.weights, row_start, Bp
         ids = np.full(T * Bp, -1, dtype=np.int64)
         for t, p in enumerate(per_table):
             if p:
@@ -595,9 +601,27 @@ class EmbeddingBagCollection(torch.nn.Module):
         psw = None if batch.weights is None else batch.weights[gather]
         return indices, offsets, psw, row_start, Bp
 
+    @staticmethod
+    def _is_kjt_order(per_table: list[list[np.ndarray]], Bp: int, nr_bags: int) -> bool:
+        """Whether the stacked bag ids are 0, 1, ..., nr_bags - 1 (bag arrays are increasing)."""
+        expected = 0
+        for p in per_table:
+            if len(p) != 1 or p[0].size != Bp or (Bp and (p[0][0] != expected or p[0][-1] != expected + Bp - 1)):
+                return False
+            expected += Bp
+        return expected == nr_bags
+
     def _expand(self, batch: SparseBatch, pooled: np.ndarray, bags: list[np.ndarray], inverse: list[np.ndarray | None],
                 row_start: np.ndarray) -> np.ndarray:
         B = batch.batch_size
+        if len(bags) == len(self._configs) and pooled.shape[0] == B and all(inv is None for inv in inverse):
+            # One feature per table, every sample computed: the engine's output is laid
+            # out as the answer (same rows, same columns); only MEAN columns change.
+            for i in np.flatnonzero(self._feature_mean):
+                n = batch.lengths[bags[i]].astype(np.float32)
+                lo, hi = self._col[i], self._col[i + 1]
+                pooled[:, lo:hi] = pooled[:, lo:hi] / np.maximum(n, 1)[:, None]
+            return pooled
         out = np.empty((B, int(sum(self._feature_dims))), dtype=np.float32)
         col = 0
         for i, b in enumerate(bags):
