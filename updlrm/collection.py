@@ -331,6 +331,14 @@ class EmbeddingBagCollection(torch.nn.Module):
     several threads: the last batch of any of them). Any number of threads may call one
     collection and each gets its serial result; the engine runs one batch at a time, and
     ``load_state_dict`` swaps the tables between batches.
+
+    >>> ebc = EmbeddingBagCollection([EmbeddingBagConfig("t", 10, 2, ["a", "b"])], backend="emulator", nr_dpus=2)
+    >>> kjt = KeyedJaggedTensor(["a", "b"], torch.tensor([1, 2, 1, 2]), lengths=torch.tensor([2, 2, 0, 0]))
+    >>> ebc(kjt).keys(), ebc.last_report.lookups_in, ebc.last_report.lookups_run   # a's two bags are one
+    (['a', 'b'], 4, 2)
+    >>> sorted(ebc.state_dict())
+    ['embedding_bags.t.weight']
+    >>> ebc.close()
     """
 
     def __init__(
@@ -419,7 +427,13 @@ class EmbeddingBagCollection(torch.nn.Module):
         return list(self._configs)
 
     def feature_names(self) -> list[str]:
-        """The output keys: feature names in table order, then feature order."""
+        """The output keys: feature names in table order, then feature order.
+
+        >>> with EmbeddingBagCollection([EmbeddingBagConfig("t", 4, 2, ["b", "a"]), EmbeddingBagConfig("u", 4, 2)],
+        ...                             backend="emulator", nr_dpus=1) as ebc:
+        ...     ebc.feature_names()
+        ['b', 'a', 'u']
+        """
         return list(self._feature_names)
 
     @property
@@ -440,7 +454,13 @@ class EmbeddingBagCollection(torch.nn.Module):
         return self._tbe.last_stats
 
     def table_weights(self, name: str) -> torch.Tensor:
-        """Table ``name``'s weights as float32 (dequantised for integer formats)."""
+        """Table ``name``'s weights as float32 (dequantised for integer formats).
+
+        >>> with EmbeddingBagCollection([EmbeddingBagConfig("t", 2, 2, row_format="int8")],
+        ...                             weights={"t": torch.tensor([[1.0, -0.5], [0.25, 0.0]])}, backend="emulator", nr_dpus=1) as ebc:
+        ...     ebc.table_weights("t").tolist()
+        [[1.0, -0.5039370059967041], [0.25196850299835205, 0.0]]
+        """
         return torch.from_numpy(self._tbe.weights(name))
 
     # -- forward ---------------------------------------------------------------------------
@@ -557,6 +577,12 @@ class EmbeddingBagCollection(torch.nn.Module):
             per_table[t].append(b)
         counts = [sum(x.size for x in p) for p in per_table]
         Bp = max(counts)
+        if self._is_kjt_order(per_table, Bp, batch.lengths.size):
+            # The stacked batch is the KJT as it came (one feature per table, in order,
+            # every bag): its values and offsets go to the engine without a gather.
+            if int(batch.offsets[-1]) == 0:
+                return None, None, None, row_start, Bp
+            return batch.values, batch.offsets, batch.weights, row_start, Bp
         ids = np.full(T * Bp, -1, dtype=np.int64)
         for t, p in enumerate(per_table):
             if p:
@@ -575,9 +601,27 @@ class EmbeddingBagCollection(torch.nn.Module):
         psw = None if batch.weights is None else batch.weights[gather]
         return indices, offsets, psw, row_start, Bp
 
+    @staticmethod
+    def _is_kjt_order(per_table: list[list[np.ndarray]], Bp: int, nr_bags: int) -> bool:
+        """Whether the stacked bag ids are 0, 1, ..., nr_bags - 1 (bag arrays are increasing)."""
+        expected = 0
+        for p in per_table:
+            if len(p) != 1 or p[0].size != Bp or (Bp and (p[0][0] != expected or p[0][-1] != expected + Bp - 1)):
+                return False
+            expected += Bp
+        return expected == nr_bags
+
     def _expand(self, batch: SparseBatch, pooled: np.ndarray, bags: list[np.ndarray], inverse: list[np.ndarray | None],
                 row_start: np.ndarray) -> np.ndarray:
         B = batch.batch_size
+        if len(bags) == len(self._configs) and pooled.shape[0] == B and all(inv is None for inv in inverse):
+            # One feature per table, every sample computed: the engine's output is laid
+            # out as the answer (same rows, same columns); only MEAN columns change.
+            for i in np.flatnonzero(self._feature_mean):
+                n = batch.lengths[bags[i]].astype(np.float32)
+                lo, hi = self._col[i], self._col[i + 1]
+                pooled[:, lo:hi] = pooled[:, lo:hi] / np.maximum(n, 1)[:, None]
+            return pooled
         out = np.empty((B, int(sum(self._feature_dims))), dtype=np.float32)
         col = 0
         for i, b in enumerate(bags):
@@ -655,6 +699,12 @@ class EmbeddingBagCollection(torch.nn.Module):
         """The same collection in pure torch (``torch.nn.EmbeddingBag`` s with the dequantised weights).
 
         Its ``state_dict`` has torchrec's key names; ``from_torch`` takes it back.
+
+        >>> with EmbeddingBagCollection([EmbeddingBagConfig("t", 5, 3, ["a"], pooling="MEAN")], backend="emulator", nr_dpus=1) as ebc:
+        ...     ref = ebc.to_torch()
+        ...     kjt = KeyedJaggedTensor(["a"], torch.tensor([0, 4]), lengths=torch.tensor([2]))
+        ...     ref.embedding_bags["t"].mode, torch.allclose(ref(kjt).values(), ebc(kjt).values())
+        ('mean', True)
         """
         weights = {c.name: self.table_weights(c.name).clone() for c in self._configs}
         return TorchEmbeddingBagCollection(self._configs, is_weighted=self.is_weighted, weights=weights)

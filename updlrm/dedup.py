@@ -118,14 +118,31 @@ def _segment(values, weights, offsets, lo: int, hi: int):
     return seq, wbits, offsets[lo: hi + 1] - a
 
 
-def _representatives(seq: np.ndarray, wbits: np.ndarray | None, local: np.ndarray) -> np.ndarray:
-    """For each bag, the first identical bag (itself if none): hash, group, then verify."""
+def _representatives(seq: np.ndarray, wbits: np.ndarray | None, local: np.ndarray,
+                     group: np.ndarray | None = None) -> np.ndarray:
+    """For each bag, the first identical bag (itself if none): hash, group, then verify.
+
+    With ``group`` (e.g. the feature of every bag) only bags of one group are merged.
+    """
     nbags = local.size - 1
-    _, first, inv = np.unique(_hash_bags(seq, wbits, local), return_index=True, return_inverse=True)
-    rep = first[inv.reshape(-1)].astype(np.int64)
+    h = _hash_bags(seq, wbits, local)
+    if group is not None:
+        h ^= _mix((group.astype(np.uint64) + np.uint64(1)) * _LENGTH)
+    # First occurrence of every hash: a stable sort keeps equal hashes in bag order.
+    order = np.argsort(h, kind="stable")
+    sorted_h = h[order]
+    new = np.empty(nbags, dtype=bool)
+    new[:1] = True
+    np.not_equal(sorted_h[1:], sorted_h[:-1], out=new[1:])
+    first_of_run = order[np.flatnonzero(new)]
+    rep = np.empty(nbags, dtype=np.int64)
+    rep[order] = first_of_run[np.cumsum(new) - 1]
     me = np.arange(nbags, dtype=np.int64)
     lengths = np.diff(local)
-    rep = np.where(lengths[rep] == lengths, rep, me)
+    same = lengths[rep] == lengths
+    if group is not None:
+        same &= group[rep] == group
+    rep = np.where(same, rep, me)
     if (rep == me).all():
         return rep
     # Element k of bag b (seq[local[b] + k]) against element k of rep[b] (seq[local[rep[b]] + k]).
@@ -208,14 +225,27 @@ def choose_bags(batch: Any, order: list[int], mode: bool | str = "auto"):
         candidates = [i for i, r in zip(candidates, repeated) if r >= MIN_REPEATED]
     if not candidates:
         return bags, inverse, done
-    for i in candidates:
-        lo, hi = int(bags[i][0]), int(bags[i][-1]) + 1
-        rep = _representatives(*_segment(batch.values, batch.weights, batch.offsets, lo, hi))
-        is_first = rep == np.arange(rep.size)
+    # All chosen features in one pass (fixed numpy costs paid once): their value
+    # sequences side by side, bags tagged with their feature so groups never cross.
+    segments = [_segment(batch.values, batch.weights, batch.offsets, int(bags[i][0]), int(bags[i][-1]) + 1)
+                for i in candidates]
+    if len(segments) == 1:
+        seq, wbits, local = segments[0]
+        group = None
+    else:
+        seq = np.concatenate([x[0] for x in segments])
+        wbits = None if batch.weights is None else np.concatenate([x[1] for x in segments])
+        starts = np.cumsum([0] + [x[0].size for x in segments[:-1]])
+        local = np.concatenate([[0]] + [x[2][1:] + a for x, a in zip(segments, starts)])
+        group = np.repeat(np.arange(len(candidates), dtype=np.int64), B)
+    rep = _representatives(seq, wbits, local, group)
+    for j, i in enumerate(candidates):
+        r = rep[j * B: (j + 1) * B] - j * B
+        is_first = r == np.arange(B)
         if is_first.all():
             continue  # nothing repeats: run the feature as it is
         rank = np.cumsum(is_first) - 1
         bags[i] = bags[i][is_first]
-        inverse[i] = rank[rep]
+        inverse[i] = rank[r]
         done[i] = True
     return bags, inverse, done

@@ -56,3 +56,29 @@ def random_kjt(rng: np.random.Generator, keys, rows: dict, batch: int, *, max_le
     w = torch.from_numpy(np.concatenate(weights).astype(np.float32)) if weighted and weights else (
         torch.empty(0) if weighted else None)
     return updlrm.KeyedJaggedTensor.from_lengths_sync(list(keys), v, torch.tensor(lengths, dtype=torch.int64), weights=w)
+
+
+def to_variable_batch(kjt: updlrm.KeyedJaggedTensor) -> updlrm.KeyedJaggedTensor:
+    """The same batch as a variable-batch KJT: each key's distinct bags + inverse indices (plain Python)."""
+    values, weights, lengths, strides, inverse = [], [], [], [], []
+    for key, jt in kjt.to_dict().items():
+        w = jt.weights_or_none()
+        seen: dict = {}
+        inv = []
+        off = jt.offsets().tolist()
+        for b in range(len(off) - 1):
+            bag = tuple(jt.values()[off[b]: off[b + 1]].tolist())
+            wb = None if w is None else tuple(w[off[b]: off[b + 1]].tolist())
+            if (bag, wb) not in seen:
+                seen[(bag, wb)] = len(seen)
+                values += bag
+                weights += list(wb or ())
+                lengths.append(len(bag))
+            inv.append(seen[(bag, wb)])
+        strides.append([len(seen)])
+        inverse.append(inv)
+    return updlrm.KeyedJaggedTensor(
+        kjt.keys(), torch.tensor(values, dtype=torch.int64),
+        weights=None if kjt.weights_or_none() is None else torch.tensor(weights, dtype=torch.float32),
+        lengths=torch.tensor(lengths, dtype=torch.int64), stride_per_key_per_rank=strides,
+        inverse_indices=(kjt.keys(), torch.tensor(inverse, dtype=torch.int64).reshape(len(kjt.keys()), kjt.stride())))

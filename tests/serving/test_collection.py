@@ -15,7 +15,7 @@ import updlrm
 from updlrm import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, InvalidInputError
 from updlrm.tbe import IndexOutOfRangeError
 
-from serving_helpers import assert_close_to_reference, random_kjt, reference_pool
+from serving_helpers import assert_close_to_reference, random_kjt, reference_pool, to_variable_batch
 
 FORMATS = ["fp32", "int8", "int32"]
 
@@ -37,14 +37,17 @@ def collections(draw):
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(collections(), st.integers(0, 9), st.sampled_from(["auto", True, False]), st.booleans(), st.integers(0, 2**32 - 1))
-def test_parity_with_torch_embedding_bags(make_ebc, spec, batch, dedup, shuffle, seed):
+@given(collections(), st.integers(0, 9), st.sampled_from(["auto", True, False]), st.booleans(), st.booleans(),
+       st.integers(0, 2**32 - 1))
+def test_parity_with_torch_embedding_bags(make_ebc, spec, batch, dedup, shuffle, variable_batch, seed):
     tables, keys, rows, weighted = spec
     rng = np.random.default_rng(seed)
     ebc = make_ebc(tables, is_weighted=weighted, dedup=dedup, seed=seed % 1000, nr_dpus=int(rng.integers(1, 6)))
     # A KJT may list its keys in any order; repeated bags exercise the dedup path.
     order = list(rng.permutation(keys)) if shuffle else keys
     kjt = random_kjt(rng, order, rows, batch, weighted=weighted, pool=int(rng.integers(1, 4)) if seed % 2 else None)
+    if variable_batch:
+        kjt = to_variable_batch(kjt)  # an already deduplicated input
     kt = ebc(kjt)
     assert kt.keys() == keys
     assert kt.length_per_key() == [t.embedding_dim for t in tables for _ in t.feature_names]
@@ -333,3 +336,23 @@ def test_threads_get_their_serial_results(make_ebc):
     for t in threads:
         t.join()
     assert not failures, failures[:3]
+
+
+@pytest.mark.parametrize("row_format", FORMATS)
+def test_kjt_in_collection_order_passes_through_unchanged(make_ebc, row_format):
+    """One feature per table in the collection's order: the KJT goes to the engine as it is.
+
+    The same batch with its keys in another order takes the general gather/expand path;
+    both give the same bits.
+    """
+    tables = [EmbeddingBagConfig("a", 30, 4, ["x"], pooling="MEAN", row_format=row_format),
+              EmbeddingBagConfig("b", 20, 3, ["y"], row_format=row_format),
+              EmbeddingBagConfig("c", 10, 2, ["z"], pooling="MEAN", row_format=row_format)]
+    ebc = make_ebc(tables, dedup=False)
+    rng = np.random.default_rng(7)
+    kjt = random_kjt(rng, ["x", "y", "z"], {"x": 30, "y": 20, "z": 10}, 9)
+    d = kjt.to_dict()
+    shuffled = KeyedJaggedTensor.from_jt_dict({k: d[k] for k in ["z", "x", "y"]})
+    a, b = ebc(kjt).values(), ebc(shuffled).values()
+    assert torch.equal(a, b)
+    assert_close_to_reference(a, reference_pool(ebc, kjt))

@@ -192,3 +192,26 @@ def test_estimate_skips_features_without_repeats():
         src = int(bags[1][inverse[1][b]])
         lo, hi = batch.offsets[256 + b], batch.offsets[256 + b + 1]
         assert batch.values[batch.offsets[src]: batch.offsets[src + 1]].tolist() == batch.values[lo:hi].tolist()
+
+
+def test_collisions_across_features_never_merge(monkeypatch):
+    """Every bag of every feature hashes alike: only the verification (feature, length, values) groups."""
+    from updlrm.collection import read_kjt
+
+    monkeypatch.setattr(dedup, "_hash_bags", lambda seq, wbits, local: np.zeros(local.size - 1, dtype=np.uint64))
+    monkeypatch.setattr(dedup, "_mix", lambda x: x * np.uint64(0))
+    # Feature a's bags equal feature b's bags; within each feature, bags 0 and 2 repeat.
+    lengths = torch.tensor([2, 1, 2, 2, 1, 2])
+    kjt = KeyedJaggedTensor(["a", "b"], torch.tensor([4, 5, 6, 4, 5, 4, 5, 6, 4, 5]), lengths=lengths)
+    batch = read_kjt(kjt)
+    bags, inverse, done = dedup.choose_bags(batch, [0, 1], mode=True)
+    assert bags[0].tolist() == [0, 1] and inverse[0].tolist() == [0, 1, 0]
+    # b's bags all collide with a's first bag, which the feature check refuses: b stays whole
+    # (a missed duplicate, never a wrong one).
+    assert set(bags[1].tolist()) <= {3, 4, 5}
+    for k in (0, 1):
+        rows = bags[k] if inverse[k] is None else bags[k][inverse[k]]
+        for b, src in enumerate(rows.tolist()):
+            own = 3 * k + b
+            assert batch.values[batch.offsets[src]: batch.offsets[src + 1]].tolist() == \
+                batch.values[batch.offsets[own]: batch.offsets[own + 1]].tolist()
