@@ -23,7 +23,8 @@ Example:
     >>> from updlrm.serve.model import ServedModel
     >>> rs = load_requests(write_synthetic_criteo(pathlib.Path(tempfile.mkdtemp()) / "c.tsv", 64), max_rows=1000)
     >>> m = ServedModel.open(None, rs, backend="emulator", nr_dpus=26, dim=4)
-    >>> r = run_scenario(m, rs, ServeSettings(scenario="offline", duration_s=0.2, expected_qps=500, progress=False))
+    >>> settings = ServeSettings(scenario="offline", duration_s=0.2, expected_qps=500, progress=False)
+    >>> r = run_scenario(m, rs, settings)  # needs: mlperf_loadgen
     >>> r.scenario, r.samples >= 1, r.loadgen["result"] in ("VALID", "INVALID")
     ('offline', True, True)
     >>> m.close()
