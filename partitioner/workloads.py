@@ -1083,7 +1083,8 @@ def read_criteo_tsv(path: str | os.PathLike, sizes: Sequence[int] | np.ndarray,
                 if max_samples is not None and len(labels) >= max_samples:
                     break
         except UnicodeDecodeError:
-            raise TraceError(f"{path}: not a Criteo TSV file (not ASCII text)") from None
+            raise TraceError(f"{path}: not a Criteo TSV (non-ASCII bytes near line {len(labels) + 1}); traces are "
+                             ".npz, Meta .pt or Criteo TSV") from None
     if not labels:
         raise TraceError(f"{path}: no samples")
     dense_arr = np.log1p(np.maximum(np.array(dense, dtype=np.float64), 0.0)).astype(np.float32)
