@@ -10,10 +10,11 @@ same unique bags + inverse indices).
 
 How it is decided, per batch and per feature (all numpy, vectorised over features):
 
-1. **Estimate** (``mode="auto"``): hash ``SAMPLE_BAGS`` bags spread evenly over the batch;
-   a feature is deduplicated when at least ``MIN_REPEATED`` of the sample are repeats
-   (a constant user feature: 63 of 64; a candidate feature: about 0). Features that do
-   not pass cost only the sample's hashing.
+1. **Estimate** (``mode="auto"``): every bag's signature (length, first and last value
+   and weight) - a few operations per bag, not per value - bounds the fraction of
+   repeated bags from above; a feature is deduplicated when the bound reaches
+   ``MIN_REPEATED`` (a ranking request's user feature: 511 of 512; a candidate feature:
+   about 0). Features that do not pass cost only their signatures.
 2. **Hash** every bag of the chosen features: each value is mixed with its position in
    the bag (and its weight's bits), the bag's hash is the mixed sum plus its length.
 3. **Verify**: every bag grouped with an earlier one by hash is compared value by value
@@ -44,13 +45,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["unique_bags", "choose_bags", "SAMPLE_BAGS", "MIN_REPEATED"]
+__all__ = ["unique_bags", "choose_bags", "MIN_REPEATED"]
 
-# Bags hashed per feature to estimate its duplication (a fixed, small cost per feature).
-SAMPLE_BAGS = 64
-# Deduplicate a feature when at least this fraction of the sampled bags repeat another.
-# Below it the saved lookups (the fraction) do not pay for hashing every bag plus the
-# expansion; the dedup benchmark (benchmarks/bench_dedup.py) measures both sides.
+# Deduplicate a feature when at least this fraction of its bags (by signature) repeat
+# another. Below it the saved lookups (the fraction) do not pay for hashing every value
+# plus the expansion; benchmarks/bench_dedup.py measures both sides (its threshold sweep).
 MIN_REPEATED = 0.25
 
 # Bag hash: a polynomial over the bag's values, sum of v_k * R**k (k = position in the bag)
@@ -177,20 +176,30 @@ def unique_bags(values: np.ndarray, weights: np.ndarray | None, offsets: np.ndar
 
 
 def _estimate(batch: Any, keys: list[int]) -> np.ndarray:
-    """Fraction of repeated bags among ``SAMPLE_BAGS`` spread over the batch, per key (hashes only)."""
+    """Upper bound of the fraction of repeated bags per key, from every bag's signature.
+
+    The signature (length, first and last value, their weights) costs a few gathers per
+    *bag*, not per value; identical bags have identical signatures, so the distinct
+    signatures never outnumber the distinct bags (the bound can only overstate repeats,
+    which the exact pass then corrects).
+    """
     B = batch.batch_size
-    s = min(B, SAMPLE_BAGS)
-    pos = (np.arange(s, dtype=np.int64) * B) // s
-    bags = (batch.bag_start[np.asarray(keys, dtype=np.int64)][:, None] + pos[None, :]).reshape(-1)
-    lengths = batch.lengths[bags]
-    local = np.zeros(bags.size + 1, dtype=np.int64)
-    np.cumsum(lengths, out=local[1:])
-    gather = np.repeat(batch.offsets[bags] - local[:-1], lengths) + np.arange(int(local[-1]), dtype=np.int64)
-    wbits = None if batch.weights is None else batch.weights[gather].view(np.uint32).astype(np.uint64)
-    h = _hash_bags(_as_u64(batch.values[gather]), wbits, local).reshape(len(keys), s)
-    h.sort(axis=1)
-    distinct = 1 + np.count_nonzero(h[:, 1:] != h[:, :-1], axis=1)
-    return 1.0 - distinct / s
+    bags = (batch.bag_start[np.asarray(keys, dtype=np.int64)][:, None] + np.arange(B, dtype=np.int64)).reshape(-1)
+    start, end = batch.offsets[bags], batch.offsets[bags + 1]
+    nonempty = end > start
+    first = np.where(nonempty, start, 0)
+    last = np.where(nonempty, end - 1, 0)
+    values = _as_u64(batch.values) if batch.values.size else np.zeros(1, np.uint64)
+    sig = (end - start).astype(np.uint64) * _LENGTH
+    sig += np.where(nonempty, values[first], np.uint64(0)) * _WEIGHT
+    sig ^= _mix(np.where(nonempty, values[last], np.uint64(0)) + np.uint64(_R))
+    if batch.weights is not None and batch.weights.size:
+        wbits = batch.weights.view(np.uint32).astype(np.uint64)
+        sig += np.where(nonempty, wbits[first] ^ (wbits[last] << np.uint64(32)), np.uint64(0))
+    sig = _mix(sig).reshape(len(keys), B)
+    sig.sort(axis=1)
+    distinct = 1 + np.count_nonzero(sig[:, 1:] != sig[:, :-1], axis=1)
+    return 1.0 - distinct / B
 
 
 def choose_bags(batch: Any, order: list[int], mode: bool | str = "auto"):
