@@ -402,7 +402,7 @@ def _as_table_spec(obj: Any, i: int) -> TableSpec:
         return TableSpec(f"t{i}", int(obj[0]), int(obj[1]))
     if hasattr(obj, "num_embeddings") and hasattr(obj, "embedding_dim"):
         # torchrec EmbeddingBagConfig-like objects (row format / data_type read too; pooling: _tables_pooling).
-        from updlrm.collection import EmbeddingBagConfig
+        from updlrm.configs import EmbeddingBagConfig
 
         spec = EmbeddingBagConfig.coerce(obj, i).table_spec()
         return dataclasses.replace(spec, feature_names=tuple(getattr(obj, "feature_names", ()) or ()))
@@ -411,7 +411,7 @@ def _as_table_spec(obj: Any, i: int) -> TableSpec:
 
 def _tables_pooling(tables: Sequence[Any], pooling_mode: PoolingMode | str | None) -> PoolingMode:
     """The module's pooling: ``pooling_mode``, else the configs' own; configs never silently ignored."""
-    from updlrm.collection import PoolingType, _pooling_type
+    from updlrm.configs import PoolingType, _pooling_type
 
     asked = {}
     for i, t in enumerate(tables):
