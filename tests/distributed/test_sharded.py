@@ -98,3 +98,43 @@ def test_bad_input_on_one_rank_fails_every_rank_at_once_naming_it():
     assert time.monotonic() - start < 30  # not the collective timeout: the status word carries it
     assert "IndexOutOfRangeError" in outcomes[1].error
     assert "rank 1: IndexOutOfRangeError" in outcomes[0].error, outcomes[0].error
+
+
+@pytest.mark.parametrize("hosts", [2, 4])
+def test_demo_over_hosts_passes(hosts):
+    from click.testing import CliRunner
+
+    from updlrm.demo import demo_command
+
+    result = CliRunner().invoke(demo_command, ["--hosts", str(hosts), "--batch-size", "64", "--batches", "1",
+                                               "--dpus", "4", "--max-rows", "300", "--dim", "8",
+                                               "--backend", "emulator", "--tasklets", "4"])
+    assert result.exit_code == 0, result.output
+    assert "PASS" in result.output and f"{hosts} local processes" in result.output
+    assert "model:" in result.output and "network" in result.output
+
+
+def test_torchrun_starts_the_same_hosts():
+    import json
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc-per-node", "2",
+               "-m", "updlrm.distributed.demo", "--batch-size", "32", "--batches", "1", "--dpus", "4",
+               "--max-rows", "200", "--dim", "8", "--backend", "emulator", "--timeout", "60"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert sorted(line["rank"] for line in lines) == [0, 1]
+    assert all(line["passed"] and line["world_size"] == 2 for line in lines)
+
+
+def test_demo_with_hosts_refuses_a_single_server_plan(tmp_path):
+    from click.testing import CliRunner
+
+    from updlrm.demo import demo_command
+
+    plan = tmp_path / "p.json"
+    plan.write_text("{}")
+    result = CliRunner().invoke(demo_command, ["--hosts", "2", "--plan", str(plan)])
+    assert result.exit_code == 2 and "single-server plan" in result.output

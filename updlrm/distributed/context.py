@@ -59,6 +59,7 @@ class ClusterContext:
         self._store = store
         self.step = 0
         self._closed = False
+        self._failed = False
         self._beats = 0
         self._stop = threading.Event()
         dist.init_process_group("gloo", store=store, rank=self.rank, world_size=self.world_size,
@@ -124,6 +125,7 @@ class ClusterContext:
 
     def report_error(self, message: str) -> None:
         """Leave this rank's failure where the others look for it."""
+        self._failed = True
         try:
             self._store.set(self._key(f"error/{self.step}"), message)
         except Exception:
@@ -169,6 +171,7 @@ class ClusterContext:
         try:
             dist.all_to_all_single(recv, send, [int(c) for c in recv_counts], [int(p.size) for p in parts])
         except RuntimeError as error:
+            self._failed = True
             raise self.diagnose(error) from None
         return recv.numpy()
 
@@ -179,13 +182,30 @@ class ClusterContext:
     def all_to_all_float32(self, parts: list[np.ndarray], recv_counts: list[int]) -> np.ndarray:
         return self._all_to_all(parts, recv_counts, np.float32)
 
+    def barrier(self) -> None:
+        """Wait until every rank is here (a collective: a dead or hung rank is named)."""
+        import torch.distributed as dist
+
+        try:
+            dist.barrier()
+        except RuntimeError as error:
+            self._failed = True
+            raise self.diagnose(error) from None
+
     def close(self) -> None:
-        """Leave the group (idempotent)."""
+        """Leave the group (idempotent). After a clean run every rank waits for the others first,
+        so rank 0, which hosts the store, does not leave while the others still use it."""
         import torch.distributed as dist
 
         if self._closed:
             return
         self._closed = True
         self._stop.set()
+        self._beat_thread.join(timeout=2 * HEARTBEAT_S)
         if dist.is_initialized():
+            if not self._failed:
+                try:
+                    dist.barrier()
+                except RuntimeError:
+                    pass
             dist.destroy_process_group()

@@ -195,6 +195,7 @@ class ShardedTableBatchedEmbeddingBags(torch.nn.Module):
         if got[:, 0].any():
             if failure is not None:
                 raise failure
+            ctx._failed = True
             bad = [int(r) for r in np.flatnonzero(got[:, 0])]
             raise DistributedError(f"batch {ctx.step}: rank(s) {bad} failed: "
                                    + "; ".join(f"rank {r}: {ctx.peer_error(r)}" for r in bad), tuple(bad))
