@@ -236,6 +236,21 @@ class ShardedTableBatchedEmbeddingBags(torch.nn.Module):
         self.last_stats = stats
         return kind.wrap(out)
 
+    def fail(self, error: BaseException) -> None:
+        """Take part in the next batch's first exchange as failed, so every other rank raises naming this one.
+
+        For a caller that failed before :meth:`forward` (e.g. a collection checking its KJT).
+        """
+        ctx = self.context
+        ctx.begin_step()
+        ctx.report_error(f"{type(error).__name__}: {error}")
+        header = [np.array([1, 0, 0, 0], np.int64) for _ in range(ctx.world_size)]
+        ctx.all_to_all_int64(header, [_HEADER] * ctx.world_size)
+
+    def weights(self, t: int | str) -> np.ndarray:
+        """Not available: each host holds only its shards of the tables."""
+        raise DistributedError("a sharded module holds only this host's shards; read weights where they were made")
+
     def close(self) -> None:
         self.host.close()
 
