@@ -133,7 +133,8 @@ struct eb_status {
 /* Bytes of one stored element and of one accumulator element.
  * fp32 rows sum in fp32; int8 rows sum in int32 (exact below 2^24 lookups per
  * partial, which the host guarantees); int32 rows and weighted integer rows sum
- * in int64. */
+ * in int64, exact because the host runs a batch only if every bag's
+ * max |row| x sum |weight| (Q16; x lookups unweighted) fits int64. */
 static inline uint32_t eb_element_bytes(uint32_t format)
 {
     return format == EB_FORMAT_INT8 ? 1u : 4u;

@@ -16,6 +16,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,8 @@ struct table {
     int64_t *host_row_ids; /* sorted; a row's position is its host-cache slot */
     uint8_t *host_rows;
     int defined;
+    uint64_t max_abs; /* largest |q| of an integer table's rows, measured at load (exactness bound) */
+    char name[64];    /* for messages; "t<index>" unless eb_engine_name_table named it */
 };
 
 struct shard {
@@ -230,6 +233,7 @@ struct eb_engine {
     uint32_t batch_offset;
     uint64_t heap_address; /* MRAM address of DPU_MRAM_HEAP_POINTER (0 if unknown) */
     int loaded;
+    atomic_int busy; /* an eb_engine_run is in progress (one batch in flight per engine) */
 
     int weighted;
     int64_t *scratch;
@@ -254,6 +258,10 @@ struct eb_engine {
     struct eb_run_stats stats;
     int64_t *dpu_stats[EB_NR_DPU_STATS];
     char error[1024];
+    struct eb_failure failure; /* what the last failure was (eb_host.h) */
+    uint32_t *failed_dpus;     /* the DPUs it names */
+    char *kernel_path;         /* reloaded after a fault */
+    int broken;                /* a reload after a fault failed: no more launches */
 };
 
 /* Routing threads may fail at the same time; the batch is then routed again alone. */
@@ -265,8 +273,35 @@ static void set_error(eb_engine *engine, const char *format, ...)
     va_start(args, format);
     pthread_mutex_lock(&error_lock);
     vsnprintf(engine->error, sizeof(engine->error), format, args);
+    engine->failure = (struct eb_failure){ .kind = EB_FAILURE_OTHER, .dpu = -1, .tasklet = -1, .recovered = !engine->broken };
     pthread_mutex_unlock(&error_lock);
     va_end(args);
+}
+
+/* What the DPU library says about its last error: the emulator keeps a detailed text
+ * per thread; the SDK only has the code's text (allocated: freed here). The result
+ * lives until the thread's next call. */
+static const char *dpu_detail(dpu_error_t status)
+{
+    static _Thread_local char text[768];
+#ifdef UPDLRM_EMULATOR
+    const char *detail = updlrm_emu_last_error();
+    if (detail && detail[0]) {
+        snprintf(text, sizeof(text), "%s", detail);
+        return text;
+    }
+#endif
+    char *owned = dpu_error_to_string(status);
+    snprintf(text, sizeof(text), "%s", owned ? owned : "unknown error");
+    free(owned);
+    return text;
+}
+
+/* The kernel's configuration (WRAM): written at load and after every reload. */
+static dpu_error_t write_config(eb_engine *engine)
+{
+    struct eb_config config = { .abi_version = EB_ABI_VERSION, .batch_offset = engine->batch_offset };
+    return dpu_broadcast_to(engine->set, "eb_config", 0, &config, sizeof(config), DPU_XFER_DEFAULT);
 }
 
 static double now_s(void)
@@ -319,8 +354,11 @@ static const char *status_text(uint32_t code)
 /* ---- setup ------------------------------------------------------------------ */
 
 eb_engine *eb_engine_create(const char *kernel_path, const char *profile, uint32_t nr_dpus, uint32_t nr_tasklets,
-    uint64_t mram_bytes, uint32_t nr_tables, uint32_t nr_shards, char *error, size_t error_size)
+    uint64_t mram_bytes, uint32_t nr_tables, uint32_t nr_shards, char *error, size_t error_size, int32_t *failure_kind)
 {
+    if (failure_kind) {
+        *failure_kind = EB_FAILURE_OTHER;
+    }
     if (nr_tasklets < 1 || nr_tasklets > EB_MAX_TASKLETS) {
         snprintf(error, error_size, "nr_tasklets must be in 1..%u, got %u", EB_MAX_TASKLETS, nr_tasklets);
         return NULL;
@@ -342,19 +380,29 @@ eb_engine *eb_engine_create(const char *kernel_path, const char *profile, uint32
     engine->tables = calloc(nr_tables ? nr_tables : 1, sizeof(struct table));
     engine->shards = calloc(nr_shards ? nr_shards : 1, sizeof(struct shard));
     engine->dpus = calloc(nr_dpus, sizeof(struct dpu_state));
+    engine->failed_dpus = calloc(nr_dpus, sizeof(uint32_t));
+    engine->kernel_path = strdup(kernel_path);
     for (int s = 0; s < EB_NR_DPU_STATS; s++) {
         engine->dpu_stats[s] = calloc(nr_dpus, sizeof(int64_t));
         if (!engine->dpu_stats[s]) {
             goto out_of_memory;
         }
     }
-    if (!engine->tables || !engine->shards || !engine->dpus) {
+    if (!engine->tables || !engine->shards || !engine->dpus || !engine->failed_dpus || !engine->kernel_path) {
         goto out_of_memory;
     }
 
     dpu_error_t status = dpu_alloc(nr_dpus, profile, &engine->set);
     if (status != DPU_OK) {
-        snprintf(error, error_size, "dpu_alloc(%u, \"%s\") failed: %s", nr_dpus, profile, dpu_error_to_string(status));
+        if (profile && profile[0]) {
+            snprintf(error, error_size, "cannot allocate %u DPUs with profile \"%s\": %s", nr_dpus, profile,
+                dpu_detail(status));
+        } else {
+            snprintf(error, error_size, "cannot allocate %u DPUs: %s", nr_dpus, dpu_detail(status));
+        }
+        if (failure_kind) {
+            *failure_kind = EB_FAILURE_ALLOCATION;
+        }
         eb_engine_destroy(engine);
         return NULL;
     }
@@ -364,6 +412,9 @@ eb_engine *eb_engine_create(const char *kernel_path, const char *profile, uint32
     dpu_get_nr_ranks(engine->set, &engine->nr_ranks);
     if (allocated_dpus != nr_dpus) {
         snprintf(error, error_size, "asked for %u DPUs, got %u", nr_dpus, allocated_dpus);
+        if (failure_kind) {
+            *failure_kind = EB_FAILURE_ALLOCATION;
+        }
         eb_engine_destroy(engine);
         return NULL;
     }
@@ -390,7 +441,7 @@ eb_engine *eb_engine_create(const char *kernel_path, const char *profile, uint32
     struct dpu_program_t *program = NULL;
     status = dpu_load(engine->set, kernel_path, &program);
     if (status != DPU_OK) {
-        snprintf(error, error_size, "dpu_load(%s) failed: %s", kernel_path, dpu_error_to_string(status));
+        snprintf(error, error_size, "dpu_load(%s) failed: %s", kernel_path, dpu_detail(status));
         eb_engine_destroy(engine);
         return NULL;
     }
@@ -416,6 +467,17 @@ int eb_engine_set_table(eb_engine *engine, uint32_t table, int64_t nr_rows, uint
     engine->tables[table] = (struct table) {
         .nr_rows = nr_rows, .dim = dim, .format = format, .scale = scale, .defined = 1
     };
+    snprintf(engine->tables[table].name, sizeof(engine->tables[table].name), "t%u", table);
+    return 0;
+}
+
+int eb_engine_name_table(eb_engine *engine, uint32_t table, const char *name)
+{
+    if (table >= engine->nr_tables || !engine->tables[table].defined) {
+        set_error(engine, "table %u was never described", table);
+        return -1;
+    }
+    snprintf(engine->tables[table].name, sizeof(engine->tables[table].name), "%s", name);
     return 0;
 }
 
@@ -1057,6 +1119,127 @@ static int push_static(eb_engine *engine, const void **weights, const int64_t *r
     return rc;
 }
 
+/* ---- integer exactness -------------------------------------------------------
+ *
+ * Integer sums are exact or refused, never wrapped. Every integer accumulator that holds
+ * part of a bag - a DPU partial (int64; int32 for unweighted int8 rows), the host-cache
+ * sum, the host's int64 merge scratch - holds, after every single addition, a sum over a
+ * subset of that bag's terms q * w (w = 1 unweighted, the Q16 weight otherwise). Each is
+ * therefore at most max|q| of the table x the sum over the bag of |w| in magnitude,
+ * whatever the order of the additions or the split into partials. A batch runs only if
+ * that bound fits int64 for every bag of every integer table (checked before routing);
+ * the int32 partials of unweighted int8 rows hold at most EB_MAX_LOOKUPS_PER_LAUNCH
+ * lookups, 128 x 2^23 = 2^30 < 2^31. The output conversion takes the exact int64 sum.
+ */
+
+#define EB_INT64_LIMIT ((uint64_t)INT64_MAX)
+
+static void measure_table(struct table *table, const void *rows, int64_t row_stride)
+{
+    table->max_abs = 0;
+    if (table->format == EB_FORMAT_FP32) {
+        return;
+    }
+    int64_t low = 0, high = 0;
+    for (int64_t r = 0; r < table->nr_rows; r++) {
+        const uint8_t *row = (const uint8_t *)rows + r * row_stride;
+        if (table->format == EB_FORMAT_INT32) {
+            int32_t row_low = 0, row_high = 0;
+            for (uint32_t c = 0; c < table->dim; c++) {
+                int32_t x;
+                memcpy(&x, row + 4u * c, sizeof(x));
+                row_low = x < row_low ? x : row_low;
+                row_high = x > row_high ? x : row_high;
+            }
+            low = row_low < low ? row_low : low;
+            high = row_high > high ? row_high : high;
+        } else {
+            const int8_t *x = (const int8_t *)row;
+            int32_t row_low = 0, row_high = 0;
+            for (uint32_t c = 0; c < table->dim; c++) {
+                row_low = x[c] < row_low ? x[c] : row_low;
+                row_high = x[c] > row_high ? x[c] : row_high;
+            }
+            low = row_low < low ? row_low : low;
+            high = row_high > high ? row_high : high;
+        }
+    }
+    table->max_abs = (uint64_t)(-low > high ? -low : high);
+}
+
+/*
+ * Refuses a batch in which some bag of an integer table could leave int64 (see above),
+ * or whose weights for integer rows do not fit Q16; nothing has been routed yet.
+ * Returns EB_RUN_INEXACT, EB_RUN_FAILED (bad weight) or 0.
+ */
+static int check_integer_sums(eb_engine *engine, const int64_t *offsets, uint32_t batch, const float *weights)
+{
+    for (uint32_t t = 0; t < engine->nr_tables; t++) {
+        const struct table *table = &engine->tables[t];
+        if (table->format == EB_FORMAT_FP32) {
+            continue;
+        }
+        /* Largest sum of |w| (Q16 units when weighted) a bag may have. */
+        uint64_t limit = table->max_abs ? EB_INT64_LIMIT / table->max_abs : UINT64_MAX;
+        const char *format = table->format == EB_FORMAT_INT32 ? "int32" : "int8";
+        for (uint32_t b = 0; b < batch; b++) {
+            int64_t first = offsets[(int64_t)t * batch + b], end = offsets[(int64_t)t * batch + b + 1];
+            uint64_t total = 0;
+            if (!weights) {
+                total = (uint64_t)(end - first);
+            } else {
+                /* Sufficient and cheap (vectorised): lookups x Q16(max |w|) within the limit.
+                 * NaN weights compare false here and are refused by the routing. */
+                float peak = 0;
+                for (int64_t k = first; k < end; k++) {
+                    float magnitude = fabsf(weights[k]);
+                    peak = magnitude > peak ? magnitude : peak;
+                }
+                double peak_q = nearbyint((double)peak * (double)EB_WEIGHT_Q16_ONE);
+                if (peak_q <= 2147483647.0 && (uint64_t)peak_q <= limit / (uint64_t)(end - first > 0 ? end - first : 1)) {
+                    continue;
+                }
+                /* Otherwise the exact sum of |q|; total <= limit + 2^31 cannot wrap. */
+                for (int64_t k = first; k < end && total <= limit; k++) {
+                    double q = nearbyint((double)weights[k] * (double)EB_WEIGHT_Q16_ONE);
+                    if (!(q >= -2147483648.0 && q <= 2147483647.0)) {
+                        set_error(engine,
+                            "table '%s' (t=%u), sample %u: per_sample_weights[%lld] = %g is outside the Q16 range of "
+                            "%s tables (-32768 <= w < 32768); scale the weights down or store the table as fp32",
+                            table->name, t, b, (long long)k, (double)weights[k], format);
+                        return EB_RUN_FAILED;
+                    }
+                    total += (uint64_t)fabs(q);
+                }
+            }
+            if (total > limit) {
+                int64_t lookups = end - first;
+                if (weights) {
+                    double magnitude = 0; /* the whole bag's sum of |w|, for the message */
+                    for (int64_t k = first; k < end; k++) {
+                        magnitude += fabs((double)weights[k]);
+                    }
+                    set_error(engine,
+                        "table '%s' (t=%u), sample %u: its %s sum could exceed int64, so it would not be exact: "
+                        "max |row| %llu x 65536 x sum of |weights| %.9g (%lld lookups) = %.4g > 2^63-1; use smaller "
+                        "weights or shorter bags, integer rows of smaller magnitude, or an fp32 table",
+                        table->name, t, b, format, (unsigned long long)table->max_abs, magnitude, (long long)lookups,
+                        (double)table->max_abs * 65536.0 * magnitude);
+                } else {
+                    set_error(engine,
+                        "table '%s' (t=%u), sample %u: its %s sum could exceed int64, so it would not be exact: "
+                        "max |row| %llu x %lld lookups = %.4g > 2^63-1; use shorter bags, integer rows of smaller "
+                        "magnitude, or an fp32 table",
+                        table->name, t, b, format, (unsigned long long)table->max_abs, (long long)lookups,
+                        (double)table->max_abs * (double)lookups);
+                }
+                return EB_RUN_INEXACT;
+            }
+        }
+    }
+    return 0;
+}
+
 int eb_engine_load(eb_engine *engine, const void **weights, const int64_t *row_strides)
 {
     if (engine->loaded) {
@@ -1154,13 +1337,15 @@ int eb_engine_load(eb_engine *engine, const void **weights, const int64_t *row_s
         return -1;
     }
 
+    for (uint32_t t = 0; t < engine->nr_tables; t++) {
+        measure_table(&engine->tables[t], weights[t], row_strides[t]);
+    }
     if (push_static(engine, weights, row_strides)) {
         return -1;
     }
-    struct eb_config config = { .abi_version = EB_ABI_VERSION, .batch_offset = engine->batch_offset };
-    dpu_error_t status = dpu_broadcast_to(engine->set, "eb_config", 0, &config, sizeof(config), DPU_XFER_DEFAULT);
+    dpu_error_t status = write_config(engine);
     if (status != DPU_OK) {
-        set_error(engine, "writing eb_config failed: %s", dpu_error_to_string(status));
+        set_error(engine, "writing eb_config failed: %s", dpu_detail(status));
         return -1;
     }
     engine->loaded = 1;
@@ -1944,7 +2129,7 @@ static int push_inputs(eb_engine *engine)
         dpu_error_t status = dpu_push_xfer(rank->set, DPU_XFER_TO_DPU, DPU_MRAM_HEAP_POINTER_NAME, engine->batch_offset,
             rank->max_input, DPU_XFER_DEFAULT);
         if (status != DPU_OK) {
-            set_error(engine, "pushing batch inputs to rank %u failed: %s", r, dpu_error_to_string(status));
+            set_error(engine, "pushing batch inputs to rank %u failed: %s", r, dpu_detail(status));
             return -1;
         }
     }
@@ -1964,7 +2149,7 @@ static int pull_outputs(eb_engine *engine)
         dpu_error_t status = dpu_push_xfer(rank->set, DPU_XFER_FROM_DPU, DPU_MRAM_HEAP_POINTER_NAME,
             engine->batch_offset + rank->max_input, rank->max_output, DPU_XFER_DEFAULT);
         if (status != DPU_OK) {
-            set_error(engine, "pulling partial sums from rank %u failed: %s", r, dpu_error_to_string(status));
+            set_error(engine, "pulling partial sums from rank %u failed: %s", r, dpu_detail(status));
             return -1;
         }
     }
@@ -2246,6 +2431,108 @@ static void record_launch_stats(eb_engine *engine)
     }
 }
 
+/* Appends ", d" for the first DPUs of a list, then the count of the others. */
+static size_t append_dpus(char *out, size_t size, const uint32_t *dpus, uint32_t count)
+{
+    size_t used = 0;
+    for (uint32_t k = 0; k < count && used < size; k++) {
+        if (k == 8 && count > 9) {
+            used += (size_t)snprintf(out + used, size - used, " and %u more", count - k);
+            break;
+        }
+        used += (size_t)snprintf(out + used, size - used, "%s%u", k ? ", " : "", dpus[k]);
+    }
+    return used;
+}
+
+/*
+ * A launch failed. Names the DPUs in fault (on the emulator also the tasklet and the
+ * cause: a DMA rule, a crash of the worker process, a timeout), then reloads the kernel
+ * on every DPU: after a fault the WRAM of a DPU may hold a barrier mid-round, and a load
+ * resets WRAM but leaves MRAM (the tables) alone, as on hardware. The batch inputs are
+ * pushed again by the next run, so the next batch is right.
+ */
+static void launch_failed(eb_engine *engine, dpu_error_t status)
+{
+    int timeout = status == DPU_ERR_TIMEOUT;
+    char cause[256];
+    snprintf(cause, sizeof(cause), "%.255s", dpu_detail(status));
+    uint32_t nr_listed = 0, not_started = 0;
+    int32_t first_tasklet = -1;
+    struct dpu_set_t dpu;
+    uint32_t d;
+    DPU_FOREACH(engine->set, dpu, d)
+    {
+        bool done = false, fault = false;
+        if (dpu_status(dpu, &done, &fault) != DPU_OK || !fault) {
+            continue;
+        }
+        int32_t tasklet = -1;
+#ifdef UPDLRM_EMULATOR
+        uint32_t index = 0;
+        char message[256] = "";
+        if (updlrm_emu_fault_info(dpu, &index, &tasklet, message, sizeof(message)) == DPU_OK && timeout && tasklet < 0) {
+            not_started++; /* queued behind a DPU that hung: it never ran */
+            continue;
+        }
+        if (nr_listed == 0 && message[0]) {
+            snprintf(cause, sizeof(cause), "%s", message);
+        }
+#endif
+        if (nr_listed == 0) {
+            first_tasklet = tasklet;
+        }
+        engine->failed_dpus[nr_listed++] = d;
+    }
+
+    char where[64] = "";
+    if (nr_listed) {
+        snprintf(where, sizeof(where), first_tasklet >= 0 ? "DPU %u tasklet %d" : "DPU %u", engine->failed_dpus[0],
+            first_tasklet);
+    }
+    char list[160] = "";
+    append_dpus(list, sizeof(list), engine->failed_dpus, nr_listed);
+    char others[96] = "";
+    if (not_started) {
+        snprintf(others, sizeof(others), "; %u DPU(s) queued behind did not run", not_started);
+    }
+
+    struct dpu_program_t *program = NULL;
+    dpu_error_t reload = dpu_load(engine->set, engine->kernel_path, &program);
+    if (reload == DPU_OK) {
+        reload = write_config(engine);
+    }
+    char recovery[320];
+    if (reload == DPU_OK) {
+        snprintf(recovery, sizeof(recovery), "kernel reloaded, tables kept");
+    } else {
+        snprintf(recovery, sizeof(recovery), "reloading the kernel failed too (%.240s): close this engine",
+            dpu_detail(reload));
+    }
+
+    if (timeout) {
+        char all[200] = "";
+        if (nr_listed > 1) {
+            snprintf(all, sizeof(all), " (DPUs still running: %s)", list);
+        }
+        set_error(engine, "the launch timed out with %s still running%s: %s%s; %s", nr_listed ? where : "no DPU", all,
+            cause, others, recovery);
+    } else if (nr_listed > 1) {
+        set_error(engine, "%s faulted: %s (DPUs in fault: %s); %s", where, cause, list, recovery);
+    } else if (nr_listed == 1) {
+        set_error(engine, "%s faulted: %s; %s", where, cause, recovery);
+    } else {
+        set_error(engine, "the kernel launch failed: %s; %s", cause, recovery);
+    }
+    engine->failure.kind = timeout ? EB_FAILURE_TIMEOUT : EB_FAILURE_DPU_FAULT;
+    engine->failure.dpu = nr_listed ? (int32_t)engine->failed_dpus[0] : -1;
+    engine->failure.tasklet = first_tasklet;
+    engine->failure.nr_dpus = nr_listed;
+    engine->broken = reload != DPU_OK;
+    engine->failure.recovered = reload == DPU_OK;
+    snprintf(engine->failure.cause, sizeof(engine->failure.cause), "%s", cause);
+}
+
 static int run_bags(eb_engine *engine, const int64_t *indices, const int64_t *offsets, const float *per_sample_weights,
     uint32_t batch, uint32_t b0, uint32_t b1, float *output)
 {
@@ -2284,9 +2571,13 @@ static int run_bags(eb_engine *engine, const int64_t *indices, const int64_t *of
     double pushed = now_s();
     engine->stats.push_s += pushed - packed;
 
+    if (engine->broken) {
+        set_error(engine, "the engine could not recover from an earlier DPU failure; close it and create a new one");
+        return -1;
+    }
     dpu_error_t status = dpu_launch(engine->set, DPU_ASYNCHRONOUS);
     if (status != DPU_OK) {
-        set_error(engine, "launching the kernel failed: %s", dpu_error_to_string(status));
+        launch_failed(engine, status);
         return -1;
     }
     double cache_start = now_s();
@@ -2294,7 +2585,7 @@ static int run_bags(eb_engine *engine, const int64_t *indices, const int64_t *of
     engine->stats.host_cache_s += now_s() - cache_start;
     status = dpu_sync(engine->set);
     if (status != DPU_OK) {
-        set_error(engine, "the kernel failed: %s", dpu_error_to_string(status));
+        launch_failed(engine, status);
         return -1;
     }
     double launched = now_s();
@@ -2343,7 +2634,7 @@ static void finish_output(eb_engine *engine, const int64_t *offsets, uint32_t ba
     }
 }
 
-int eb_engine_run(eb_engine *engine, const int64_t *indices, int64_t nr_indices, const int64_t *offsets,
+static int run_batch(eb_engine *engine, const int64_t *indices, int64_t nr_indices, const int64_t *offsets,
     int64_t nr_offsets, const float *per_sample_weights, int pooling, float *output)
 {
     double start = now_s();
@@ -2379,6 +2670,10 @@ int eb_engine_run(eb_engine *engine, const int64_t *indices, int64_t nr_indices,
                 (long long)offsets[k + 1]);
             return -1;
         }
+    }
+    int refused = check_integer_sums(engine, offsets, (uint32_t)batch, per_sample_weights);
+    if (refused) {
+        return refused;
     }
     engine->weighted = per_sample_weights != NULL;
     for (uint32_t s = 0; s < engine->nr_shards; s++) {
@@ -2419,11 +2714,40 @@ int eb_engine_run(eb_engine *engine, const int64_t *indices, int64_t nr_indices,
     return 0;
 }
 
+/*
+ * One batch in flight per engine: every per-batch buffer (DPU inputs and outputs, the
+ * integer scratch, merge indexes, stats, the error text) belongs to the engine, so a
+ * second concurrent call would overwrite the first one's. Callers queue above this
+ * (updlrm.host.engine.Engine holds a lock); a caller that does not is refused here
+ * instead of corrupting memory. A pipelined API would split this flag into one per
+ * stage (route/pack, launch, merge) with a set of buffers per batch in flight.
+ */
+int eb_engine_run(eb_engine *engine, const int64_t *indices, int64_t nr_indices, const int64_t *offsets,
+    int64_t nr_offsets, const float *per_sample_weights, int pooling, float *output)
+{
+    if (atomic_exchange(&engine->busy, 1)) {
+        return EB_RUN_BUSY;
+    }
+    int result = run_batch(engine, indices, nr_indices, offsets, nr_offsets, per_sample_weights, pooling, output);
+    atomic_store(&engine->busy, 0);
+    return result;
+}
+
 /* ---- queries and teardown --------------------------------------------------- */
 
 const char *eb_engine_error(const eb_engine *engine)
 {
     return engine->error;
+}
+
+const struct eb_failure *eb_engine_failure(const eb_engine *engine)
+{
+    return &engine->failure;
+}
+
+const uint32_t *eb_engine_failed_dpus(const eb_engine *engine)
+{
+    return engine->failed_dpus;
 }
 
 const struct eb_run_stats *eb_engine_stats(const eb_engine *engine)
@@ -2474,6 +2798,8 @@ void eb_engine_destroy(eb_engine *engine)
     if (engine->allocated) {
         dpu_free(engine->set);
     }
+    free(engine->failed_dpus);
+    free(engine->kernel_path);
     for (uint32_t t = 0; t < engine->nr_tables && engine->tables; t++) {
         free(engine->tables[t].host_rows);
         free(engine->tables[t].host_row_ids);

@@ -34,13 +34,14 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from updlrm.plan import Plan
-from updlrm.specs import PoolingMode, RowFormat
+from updlrm.specs import PoolingMode
 
 HOST_DIR = Path(__file__).resolve().parent
 KERNEL_DIR = HOST_DIR.parent / "dpu_kernels"
@@ -66,9 +67,6 @@ SDK_KERNEL_FLAGS = ["-O2"]
 # accumulation loops (same per-column summation order, no FMA: see the emulator).
 EMULATOR_KERNEL_OPT = "-O3"
 
-_FORMAT_CODES = {RowFormat.FP32: 0, RowFormat.INT32: 1, RowFormat.INT8: 2}
-_FORMAT_DTYPES = {RowFormat.FP32: np.float32, RowFormat.INT32: np.int32, RowFormat.INT8: np.int8}
-
 # Per-DPU statistics (host/eb_host.h, enum eb_dpu_stat).
 _DPU_STATS = (
     "lookups", "segments", "partials", "bytes_to_dpu", "bytes_from_dpu", "padded_bytes_to_dpu",
@@ -78,6 +76,34 @@ _DPU_STATS = (
 
 class EngineError(RuntimeError):
     """The engine could not build, load or run (the message says what and where)."""
+
+
+class AccumulatorOverflowError(EngineError, OverflowError):
+    """An integer table's bag could sum beyond int64, so its result would not be exact.
+
+    Raised before anything is routed or touches a DPU; the message names the table, the
+    sample and the bound (max |row| x sum of |Q16 weights| or x lookups, host/README.md
+    "Summation order and arithmetic"). The engine stays usable.
+
+    >>> import numpy as np
+    >>> from updlrm.specs import TableSpec, Topology, RowFormat
+    >>> from updlrm.plan import uniform_plan
+    >>> spec = TableSpec("c", 2, 1, row_format=RowFormat.INT32, scale=1.0)
+    >>> rows = np.array([[2**31 - 1], [0]], np.int32)
+    >>> with Engine(uniform_plan([spec], Topology(nr_dpus=1), "table_wise"), [rows]) as e:
+    ...     e.run(np.zeros(3, np.int64), np.array([0, 3]), np.full(3, 32767.0, np.float32))
+    Traceback (most recent call last):
+    ...
+    updlrm.host.engine.AccumulatorOverflowError: table 'c' (t=0), sample 0: its int32 sum could exceed int64, so it would not be exact: ...
+    """
+
+
+class EngineBusyError(EngineError):
+    """``eb_engine_run`` was entered while another batch of the same engine was running.
+
+    ``Engine.run`` queues its callers on a lock, so only code that calls the C library
+    directly (bypassing that lock) sees this.
+    """
 
 
 # ---- building ----------------------------------------------------------------------
@@ -308,6 +334,41 @@ class BatchStats:
 # ---- the engine --------------------------------------------------------------------
 
 
+class DpuAllocationError(EngineError):
+    """The DPUs could not be allocated (``dpu_alloc`` failed); the message has the library's reason.
+
+    >>> issubclass(DpuAllocationError, EngineError)
+    True
+    """
+
+
+class DpuFaultError(EngineError):
+    """DPUs faulted during a batch's launch, or the process emulating them died.
+
+    ``dpu`` is the first DPU in fault (the plan's DPU index), ``tasklet`` its tasklet
+    (None when unknown: the SDK backends do not say), ``cause`` what the DPU library
+    reported, ``dpus`` every DPU in fault. The engine has reloaded the kernel and kept
+    its tables (``recovered``), so the next batch runs normally.
+
+    >>> e = DpuFaultError("DPU 3 tasklet 1 faulted: ...", dpu=3, tasklet=1, cause="...", dpus=(3,))
+    >>> e.dpu, e.tasklet, e.dpus, e.recovered
+    (3, 1, (3,), True)
+    """
+
+    def __init__(self, message: str, *, dpu: int | None, tasklet: int | None, cause: str,
+                 dpus: tuple[int, ...], recovered: bool = True) -> None:
+        super().__init__(message)
+        self.dpu, self.tasklet, self.cause, self.dpus, self.recovered = dpu, tasklet, cause, dpus, recovered
+
+
+class LaunchTimeoutError(DpuFaultError):
+    """A launch ran past ``launch_timeout``; ``dpus`` are the DPUs that were still running.
+
+    >>> issubclass(LaunchTimeoutError, DpuFaultError)
+    True
+    """
+
+
 def _resolve_backend(backend: str) -> str:
     if backend == "auto":
         from updlrm.backends import resolve_backend
@@ -318,10 +379,19 @@ def _resolve_backend(backend: str) -> str:
     return backend
 
 
-def _alloc_profile(backend: str) -> str:
+def _alloc_profile(backend: str, launch_timeout: float | None = None) -> str:
     # dpu_alloc profile strings (UPMEM SDK documentation, "dpu_alloc"): "backend=hw"
-    # selects real ranks, "backend=simulator" the functional simulator.
-    return {"emulator": "", "simulator": "backend=simulator", "hw": "backend=hw"}[backend]
+    # selects real ranks, "backend=simulator" the functional simulator. "timeout=S" is
+    # the emulator's launch timeout (emulator/README.md); the SDK backends have none.
+    profile = {"emulator": "", "simulator": "backend=simulator", "hw": "backend=hw"}[backend]
+    if launch_timeout is not None:
+        if backend != "emulator":
+            raise EngineError(f"launch_timeout is only available on the emulator backend (got backend {backend!r}); "
+                              "leave it None on the UPMEM SDK's backends")
+        if not float(launch_timeout) > 0:
+            raise EngineError(f"launch_timeout must be a positive number of seconds, got {launch_timeout!r}")
+        profile = f"timeout={float(launch_timeout)!r}"
+    return profile
 
 
 class Engine:
@@ -333,6 +403,14 @@ class Engine:
     the arrays are not referenced after construction. ``host_threads`` (default: the
     CPU count) lets route+pack and the merge of big batches use two threads; results
     do not depend on it.
+
+    Threads: any number of threads may share one engine. One batch is in flight at a
+    time (the DPUs, their buffers and the integer scratch belong to the engine); ``run``
+    holds the engine's lock from the C call until the stats are copied, so concurrent
+    callers queue and each gets exactly its serial result, in a fresh output array and
+    a fresh ``BatchStats``. The C library refuses a concurrent ``eb_engine_run``
+    (:class:`EngineBusyError`) instead of corrupting memory. ``close`` waits for the
+    running batch.
 
     >>> import numpy as np
     >>> from updlrm.specs import TableSpec, Topology, PoolingMode
@@ -346,11 +424,16 @@ class Engine:
     """
 
     def __init__(self, plan: Plan, weights, *, backend: str = "emulator", nr_tasklets: int = 16,
-                 host_threads: int | None = None) -> None:
+                 host_threads: int | None = None, launch_timeout: float | None = None) -> None:
         self.plan = plan
         self.backend = _resolve_backend(backend)
         self.nr_tasklets = int(nr_tasklets)
+        self.launch_timeout = launch_timeout
+        profile = _alloc_profile(self.backend, launch_timeout)
         self._engine = None
+        # One batch in flight per engine; a pipelined run would split this per stage
+        # (route/pack, launch, merge), see host/README.md "Threads".
+        self._lock = threading.Lock()
         plan.validate()
         tables = plan.tables
         if len(weights) != len(tables):
@@ -358,7 +441,7 @@ class Engine:
         arrays = []
         for t, (spec, w) in enumerate(zip(tables, weights)):
             w = np.asarray(w)
-            dtype = _FORMAT_DTYPES[spec.row_format]
+            dtype = spec.row_format.dtype
             if w.dtype != dtype:
                 raise EngineError(f"table {spec.name}: weights are {w.dtype}, its {spec.row_format.value} rows need {np.dtype(dtype)}")
             if w.shape != (spec.num_embeddings, spec.embedding_dim):
@@ -373,17 +456,21 @@ class Engine:
         self._ffi, self._lib = _load_library(library)
         ffi, lib = self._ffi, self._lib
         error = ffi.new("char[]", 1024)
+        failure_kind = ffi.new("int32_t *")
         engine = lib.eb_engine_create(
-            str(kernel).encode(), _alloc_profile(self.backend).encode(), plan.topology.nr_dpus, self.nr_tasklets,
-            plan.topology.mram_bytes_per_dpu, len(tables), len(plan.shards), error, 1024,
+            str(kernel).encode(), profile.encode(), plan.topology.nr_dpus, self.nr_tasklets,
+            plan.topology.mram_bytes_per_dpu, len(tables), len(plan.shards), error, 1024, failure_kind,
         )
         if engine == ffi.NULL:
-            raise EngineError(ffi.string(error).decode())
+            kind = DpuAllocationError if failure_kind[0] == lib.EB_FAILURE_ALLOCATION else EngineError
+            raise kind(ffi.string(error).decode())
         self._engine = engine
         # Route+pack and merge split big batches over two threads; None: as many as the CPUs.
         lib.eb_engine_set_host_threads(engine, max(1, int(host_threads or os.cpu_count() or 1)))
         try:
             self._describe(arrays)
+            for t, spec in enumerate(tables):  # names for the C runtime's messages
+                self._check(lib.eb_engine_name_table(engine, t, spec.name.encode()))
             pointers = ffi.new("void *[]", [ffi.from_buffer(a) for a in arrays])
             strides = ffi.new("int64_t[]", [a.strides[0] for a in arrays])
             self._check(lib.eb_engine_load(engine, ffi.cast("const void **", pointers), strides))
@@ -400,7 +487,21 @@ class Engine:
 
     def _check(self, rc: int) -> None:
         if rc != 0:
-            raise EngineError(self._ffi.string(self._lib.eb_engine_error(self._engine)).decode())
+            raise self._error()
+
+    def _error(self) -> EngineError:
+        """The exception for the engine's last failure: its text, and for DPU failures which DPUs."""
+        ffi, lib = self._ffi, self._lib
+        message = ffi.string(lib.eb_engine_error(self._engine)).decode(errors="replace")
+        failure = lib.eb_engine_failure(self._engine)
+        if failure.kind not in (lib.EB_FAILURE_DPU_FAULT, lib.EB_FAILURE_TIMEOUT):
+            return EngineError(message)
+        listed = lib.eb_engine_failed_dpus(self._engine)
+        kind = LaunchTimeoutError if failure.kind == lib.EB_FAILURE_TIMEOUT else DpuFaultError
+        return kind(message, dpu=int(failure.dpu) if failure.dpu >= 0 else None,
+                    tasklet=int(failure.tasklet) if failure.tasklet >= 0 else None,
+                    cause=ffi.string(failure.cause).decode(errors="replace"),
+                    dpus=tuple(int(listed[k]) for k in range(failure.nr_dpus)), recovered=bool(failure.recovered))
 
     def _ptr(self, ctype: str, array: np.ndarray):
         if array.size == 0:
@@ -413,7 +514,7 @@ class Engine:
         plan, lib, engine = self.plan, self._lib, self._engine
         for t, spec in enumerate(plan.tables):
             self._check(lib.eb_engine_set_table(engine, t, spec.num_embeddings, spec.embedding_dim,
-                                                _FORMAT_CODES[spec.row_format], float(spec.scale)))
+                                                spec.row_format.abi_code, float(spec.scale)))
             host = np.unique(np.asarray(plan.host_rows.get(t, np.empty(0)), dtype=np.int64))
             if host.size:
                 rows = np.ascontiguousarray(arrays[t][host])
@@ -442,6 +543,14 @@ class Engine:
         or None. Returns ``(output float32 (B, sum of dims), BatchStats)``; table ``t``
         fills columns ``sum(dims[:t]) .. + dims[t]``. Empty bags give zeros.
 
+        A DPU fault during the batch (or a dead emulator worker) raises
+        :class:`DpuFaultError` naming the DPU, its tasklet where known, and the cause; a
+        launch longer than the engine's ``launch_timeout`` seconds (emulator only; default
+        none, ``UPDLRM_EMU_TIMEOUT`` also sets it) raises :class:`LaunchTimeoutError`
+        naming the DPUs still running. Either way the engine reloads the kernel and keeps
+        its tables, so the next batch is right. (No DPUs at construction:
+        :class:`DpuAllocationError` with the DPU library's reason.)
+
         >>> import numpy as np
         >>> from updlrm.specs import TableSpec, Topology
         >>> from updlrm.plan import uniform_plan
@@ -451,8 +560,6 @@ class Engine:
         >>> out.tolist(), int(stats.lookups.sum())
         ([[0.0, 0.0], [2.5, 2.5]], 2)
         """
-        if self._engine is None:
-            raise EngineError("the engine is closed")
         pooling = PoolingMode(pooling)
         if pooling == PoolingMode.NONE:
             raise NotImplementedError("the engine pools bags; PoolingMode.NONE (sequence embeddings) is not supported")
@@ -471,13 +578,21 @@ class Engine:
                 raise ValueError(f"per_sample_weights has shape {per_sample_weights.shape}, indices {indices.shape}")
             weights_ptr = self._ptr("float *", per_sample_weights)
         output = np.empty((batch, self.total_dim), dtype=np.float32)
-        rc = self._lib.eb_engine_run(
-            self._engine, self._ptr("int64_t *", indices), indices.size, self._ptr("int64_t *", offsets),
-            offsets.size, weights_ptr, int(pooling), self._ptr("float *", output),
-        )
-        if rc != 0:
-            raise EngineError(self._ffi.string(self._lib.eb_engine_error(self._engine)).decode())
-        return output, self._stats(per_sample_weights is not None)
+        with self._lock:
+            if self._engine is None:
+                raise EngineError("the engine is closed")
+            rc = self._lib.eb_engine_run(
+                self._engine, self._ptr("int64_t *", indices), indices.size, self._ptr("int64_t *", offsets),
+                offsets.size, weights_ptr, int(pooling), self._ptr("float *", output),
+            )
+            if rc == self._lib.EB_RUN_BUSY:
+                raise EngineBusyError("another thread is running a batch on this engine and eb_engine_run does not queue; "
+                                      "call it through Engine.run, which serialises callers")
+            if rc == self._lib.EB_RUN_INEXACT:
+                raise AccumulatorOverflowError(self._ffi.string(self._lib.eb_engine_error(self._engine)).decode())
+            if rc != 0:
+                raise self._error()
+            return output, self._stats(per_sample_weights is not None)
 
     def _stats(self, weighted: bool) -> BatchStats:
         ffi, lib = self._ffi, self._lib
@@ -504,10 +619,11 @@ class Engine:
     # -- lifetime ----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Free the DPUs (idempotent)."""
-        if self._engine is not None:
-            self._lib.eb_engine_destroy(self._engine)
-            self._engine = None
+        """Free the DPUs (idempotent; waits for a batch another thread is running)."""
+        with self._lock:
+            if self._engine is not None:
+                self._lib.eb_engine_destroy(self._engine)
+                self._engine = None
 
     def __enter__(self) -> "Engine":
         return self

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -61,11 +62,12 @@ __all__ = [
 # |weight| of a table maps to QMAX. INT8 is symmetric int8 (-127..127, as
 # torch.quantize_per_tensor with a symmetric qint8 range). INT32 maps to 2**24, the
 # float32 significand: finer steps could not show in the float32 output, and the DPU sums
-# int32 rows in int64 (dpu_kernels/embedding_bag_abi.h), so no bag size can overflow.
+# int32 rows in int64 (dpu_kernels/embedding_bag_abi.h): unweighted bags never overflow,
+# weighted ones only if sum |w| of a bag >= 2**23, which the engine refuses
+# (AccumulatorOverflowError) rather than wrap.
 FIT_QMAX = {RowFormat.INT8: 127, RowFormat.INT32: 1 << 24}
 # Largest |q| a format can store at all (``quantization="table"`` checks against it).
 FORMAT_QMAX = {RowFormat.INT8: 127, RowFormat.INT32: (1 << 31) - 1}
-FORMAT_DTYPE = {RowFormat.FP32: np.float32, RowFormat.INT32: np.int32, RowFormat.INT8: np.int8}
 
 # Default DPU count when no plan is given: one full rank on the emulator (64 DPUs per rank,
 # UPMEM SDK documentation), a few DPUs on the SDK's functional simulator (it simulates
@@ -148,7 +150,8 @@ def validate_tbe_inputs(
     1-D shapes, ``len(offsets) == T*B + 1`` (or ``T*B`` with ``include_last_offset=False``,
     torch's convention, then ``len(indices)`` is appended), ``offsets[0] == 0``,
     non-decreasing offsets, ``offsets[-1] == len(indices)``, ``per_sample_weights`` of
-    length ``len(indices)`` and finite, no weights with MEAN pooling. Index bounds follow
+    length ``len(indices)`` and finite, no weights with MEAN pooling, and weights of
+    integer tables' lookups in the Q16 range ``-32768 <= w < 32768``. Index bounds follow
     ``bounds_check_mode``: FATAL raises naming table, sample, position and value; WARNING
     warns and drops the bad lookups; IGNORE drops them silently; NONE does not look.
 
@@ -217,6 +220,7 @@ def validate_tbe_inputs(
         if not finite.all():
             k = int(np.argmin(finite))
             raise InvalidInputError(f"per_sample_weights[{k}] = {psw[k]} is not finite")
+        _check_q16_weights(tables, psw, off, B)
     if bounds_check_mode != BoundsCheckMode.NONE and n:
         bad = _out_of_range(tables, idx, off, B)
         if bad is not None:
@@ -235,6 +239,35 @@ def validate_tbe_inputs(
                 warnings.warn(f"{where}; dropping {nbad} out-of-range lookups (they contribute nothing)", RuntimeWarning, stacklevel=3)
             return _drop_lookups(ValidatedBatch(idx.astype(np.int64, copy=False), off, psw, B), ~bad)
     return ValidatedBatch(idx.astype(np.int64, copy=False), off, psw, B)
+
+
+# Integer rows take per-sample weights as Q16 fixed point, rint(w * 65536) in int32
+# (EB_WEIGHT_Q16_ONE, dpu_kernels/embedding_bag_abi.h).
+_Q16_ONE = 1 << 16
+_Q16_RANGE = (-(1 << 31), (1 << 31) - 1)
+
+
+def _check_q16_weights(tables: Sequence[TableSpec], psw: np.ndarray, off: np.ndarray, B: int) -> None:
+    """Weights of integer tables' lookups must fit Q16 (|w| < 32768); name the first that does not."""
+    starts = off[np.arange(len(tables) + 1) * B]
+    for t, spec in enumerate(tables):
+        lo, hi = int(starts[t]), int(starts[t + 1])
+        if spec.row_format == RowFormat.FP32 or lo == hi:
+            continue
+        segment = psw[lo:hi]
+        # rint is monotone: the smallest and largest weights decide (no per-weight temporaries).
+        q_low, q_high = np.rint(np.float64(segment.min()) * _Q16_ONE), np.rint(np.float64(segment.max()) * _Q16_ONE)
+        if _Q16_RANGE[0] <= q_low and q_high <= _Q16_RANGE[1]:
+            continue
+        q = np.rint(segment.astype(np.float64) * _Q16_ONE)
+        bad = (q < _Q16_RANGE[0]) | (q > _Q16_RANGE[1])
+        if bad.any():
+            k = lo + int(np.argmax(bad))
+            b = _first_bad_bag(off, k) - t * B
+            raise InvalidInputError(
+                f"table {spec.name!r} (t={t}), sample {b}: per_sample_weights[{k}] = {psw[k]!s} is outside the Q16 range "
+                f"of {spec.row_format.value} tables (-32768 <= w < 32768); scale the weights down or store the table as fp32"
+            )
 
 
 def _out_of_range(tables: Sequence[TableSpec], idx: np.ndarray, off: np.ndarray, B: int) -> np.ndarray | None:
@@ -314,14 +347,14 @@ def quantize_table(values: np.ndarray, spec: TableSpec, *, fit_scale: bool = Tru
             raise InputTypeError(f"table {spec.name!r}: weights must be numeric, got {arr.dtype}")
         return np.ascontiguousarray(arr, dtype=np.float32), spec
     if arr.dtype.kind in "iu":
-        if arr.dtype != FORMAT_DTYPE[fmt]:
+        if arr.dtype != fmt.dtype:
             raise InputTypeError(
-                f"table {spec.name!r} is {fmt.value}: integer weights must be {np.dtype(FORMAT_DTYPE[fmt]).name} "
+                f"table {spec.name!r} is {fmt.value}: integer weights must be {fmt.dtype.name} "
                 f"(already quantised with scale={spec.scale}), got {arr.dtype}; pass float weights to quantise them"
             )
         return np.ascontiguousarray(arr), spec
     if arr.dtype.kind != "f":
-        raise InputTypeError(f"table {spec.name!r}: weights must be float or {np.dtype(FORMAT_DTYPE[fmt]).name}, got {arr.dtype}")
+        raise InputTypeError(f"table {spec.name!r}: weights must be float or {fmt.dtype.name}, got {arr.dtype}")
     arr = arr.astype(np.float64, copy=False)
     if not np.isfinite(arr).all():
         raise InvalidInputError(f"table {spec.name!r}: weights contain NaN or inf, which {fmt.value} cannot store")
@@ -337,7 +370,7 @@ def quantize_table(values: np.ndarray, spec: TableSpec, *, fit_scale: bool = Tru
             f"table {spec.name!r}: with scale={scale} the weights need |q| up to {int(np.abs(q).max())}, "
             f"more than {fmt.value} holds ({qmax}); use a larger scale or quantization='fit'"
         )
-    return q.astype(FORMAT_DTYPE[fmt]), spec
+    return q.astype(fmt.dtype), spec
 
 
 def dequantize_table(stored: np.ndarray, spec: TableSpec) -> np.ndarray:
@@ -447,6 +480,11 @@ class TableBatchedEmbeddingBags(torch.nn.Module):
     API's validation time in ``.extra["validate_s"]`` and removed lookups in
     ``.extra["dropped_lookups"]``.
 
+    Threads: any number of threads may call one module; each gets exactly its serial
+    result (the engine runs one batch at a time and the others queue). Every call
+    returns a new output, and ``last_stats`` / ``last_profile()`` are per thread: the
+    calling thread's own last batch, never another thread's.
+
     >>> tbe = TableBatchedEmbeddingBags([(50, 4)], backend="emulator", nr_dpus=2, pooling_mode="mean")
     >>> out = tbe(torch.tensor([3, 4, 7]), torch.tensor([0, 2, 3]))
     >>> torch.allclose(out[1], torch.from_numpy(tbe.weights(0)[7]))
@@ -489,11 +527,7 @@ class TableBatchedEmbeddingBags(torch.nn.Module):
             dup = sorted({n for n in names if names.count(n) > 1})
             raise ValueError(f"table names must be unique; repeated: {dup}")
         if plan is not None:
-            if [t.to_dict() for t in plan.tables] != [t.to_dict() for t in specs]:
-                raise PlanError(
-                    f"the plan was built for tables {[t.name for t in plan.tables][:5]}..., not for these tables "
-                    f"{names[:5]}... (names, sizes, formats and scales must match)"
-                )
+            plan.check_tables(specs)
             if nr_dpus is not None and nr_dpus != plan.topology.nr_dpus:
                 raise ValueError(f"nr_dpus={nr_dpus} contradicts the plan's {plan.topology.nr_dpus} DPUs")
         if not 1 <= nr_tasklets <= 24:
@@ -523,7 +557,7 @@ class TableBatchedEmbeddingBags(torch.nn.Module):
         self.plan = plan
         self._stored = stored
         self.dims = [s.embedding_dim for s in fitted]
-        self.last_stats = None
+        self._thread_state = threading.local()
         self._engine = _create_engine(plan, stored, self.backend, nr_tasklets)
 
     # -- FBGEMM / torch conventions -------------------------------------------------
@@ -531,6 +565,15 @@ class TableBatchedEmbeddingBags(torch.nn.Module):
     @property
     def total_dim(self) -> int:
         return int(sum(self.dims))
+
+    @property
+    def last_stats(self):
+        """``BatchStats`` of the calling thread's last batch on this module (None before it ran one)."""
+        return getattr(self._thread_state, "stats", None)
+
+    @last_stats.setter
+    def last_stats(self, stats) -> None:
+        self._thread_state.stats = stats
 
     def weights(self, t: int | str) -> np.ndarray:
         """Table ``t`` (index or name) as float32 values, dequantised for integer formats."""
@@ -558,19 +601,20 @@ class TableBatchedEmbeddingBags(torch.nn.Module):
         return kind.wrap(self._run(batch, time.perf_counter() - start))
 
     def _run(self, batch: ValidatedBatch, validate_s: float) -> np.ndarray:
-        if self._engine is None:
+        engine = self._engine  # one read: another thread may close the module meanwhile
+        if engine is None:
             raise RuntimeError("this module was closed; build a new one")
         if batch.batch_size == 0:
             self.last_stats = None
             return np.zeros((0, self.total_dim), dtype=np.float32)
-        out, stats = self._engine.run(batch.indices, batch.offsets, batch.per_sample_weights, self.pooling_mode)
+        out, stats = engine.run(batch.indices, batch.offsets, batch.per_sample_weights, self.pooling_mode)
         stats.extra["validate_s"] = validate_s
         stats.extra["dropped_lookups"] = batch.dropped
         self.last_stats = stats
         return out
 
     def last_profile(self, profile: str = "upmem-350mhz-2556"):
-        """Measured host phases and modeled UPMEM phases of the last batch.
+        """Measured host phases and modeled UPMEM phases of the calling thread's last batch.
 
         See :func:`updlrm.profile.profile_batch`; ``profile`` names a
         :data:`updlrm.perfmodel.PROFILES` entry.

@@ -3,7 +3,8 @@
 The host library is loaded into Python, so the run happens in a child Python started
 with the compiler's libasan preloaded and ``UPDLRM_SANITIZE=1`` (see
 ``updlrm.host.engine.build``). The child runs prepared batches on every layout, with one
-and two host threads, plus a batch with an out-of-range index, and saves the outputs; this
+and two host threads, plus a batch with an out-of-range index, one with a weight outside
+Q16, and (once) four threads sharing one engine, and saves the outputs; this
 process checks them against the torch reference. Any sanitizer report fails the child.
 """
 
@@ -51,6 +52,22 @@ CHILD = textwrap.dedent("""
                     raise SystemExit("an out-of-range index was accepted")
                 except EngineError:
                     pass
+                # a weight outside Q16 on an integer table's lookup: refused before routing
+                heavy = data["psw"].copy()
+                heavy[int(data["offsets"][int(data["int_bag"])])] = 40000.0
+                try:
+                    engine.run(data["indices"], data["offsets"], heavy)
+                    raise SystemExit("a weight outside Q16 was accepted")
+                except EngineError:
+                    pass
+                if threads == 2 and layout == "row_wise":
+                    # threads sharing the engine: each gets the serial result
+                    from concurrent.futures import ThreadPoolExecutor
+                    serial = outputs[f"{layout}-{threads}-sum"]
+                    with ThreadPoolExecutor(4) as pool:
+                        runs = list(pool.map(lambda _: engine.run(data["indices"], data["offsets"], data["psw"])[0], range(8)))
+                    if not all(np.array_equal(r, serial) for r in runs):
+                        raise SystemExit("threads sharing the engine got other results")
     np.savez(sys.argv[1].replace(".npz", "-out.npz"), **outputs)
 """)
 
@@ -69,7 +86,8 @@ def test_engine_runs_clean_under_asan_and_ubsan(tmp_path):
     for layout in LAYOUTS:
         uniform_plan(TABLES, Topology(nr_dpus=6), layout).save(tmp_path / f"{layout}.json")
     batch = tmp_path / "batch.npz"
-    np.savez(batch, indices=indices, offsets=offsets, psw=psw, nr_tables=len(TABLES),
+    int_bag = 1 * 4096 + int(np.argmax(np.diff(offsets)[4096:2 * 4096] > 0))  # a non-empty bag of table i8
+    np.savez(batch, indices=indices, offsets=offsets, psw=psw, nr_tables=len(TABLES), int_bag=int_bag,
              **{f"w{t}": w for t, w in enumerate(weights)})
     env = dict(os.environ, UPDLRM_SANITIZE="1", LD_PRELOAD=_libasan(),
                # Python's own allocations are never freed at exit: leaks are not the engine's
