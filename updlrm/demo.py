@@ -233,6 +233,8 @@ def format_report(r: DemoResult) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
 def demo_command(as_json: bool, hosts: int, host_strategy: str, **options) -> None:
     """Run a Criteo-like embedding layer on the default backend and check it against torch."""
+    if hosts > 1 and options["plan"]:
+        raise click.UsageError("--plan is a single-server plan; with --hosts the tables are split by --host-strategy")
     # Arguments that only fail deep inside the run are checked before any work: an
     # unreadable or foreign plan (PlanError), an unavailable backend (BackendUnavailable).
     if options["plan"]:
@@ -259,8 +261,6 @@ def _cluster_demo(as_json: bool, hosts: int, strategy: str, progress, options: d
     from updlrm.distributed.demo import format_cluster_report, run_cluster_demo
     from updlrm.distributed.launch import LocalRunError
 
-    if options.get("plan"):
-        raise click.UsageError("--plan is a single-server plan; with --hosts the tables are split by --host-strategy")
     options = {k: v for k, v in options.items() if k not in ("plan", "profile")}
     try:
         result = run_cluster_demo(hosts=hosts, strategy=strategy, progress=progress, **options)

@@ -111,7 +111,8 @@ def estimate_batch(plan: ClusterPlan, indices, offsets, batch_size: int, per_sam
     """Modeled time of one global TBE batch (``offsets[T*B+1]``) on ``plan``'s hosts."""
     from updlrm.distributed.hostplan import host_placement
     from updlrm.perfmodel import get_profile, model_batch
-    from updlrm.profile import DEFAULT_PROFILE, derive_work
+    from updlrm.hardware import DEFAULT_HARDWARE_PROFILE
+    from updlrm.partitioner.batch_work import derive_work
 
     net = NETWORKS[network] if isinstance(network, str) else network
     H, T = plan.nr_hosts, len(plan.tables)
@@ -137,7 +138,7 @@ def estimate_batch(plan: ClusterPlan, indices, offsets, batch_size: int, per_sam
         lengths = merged.lengths.reshape(-1)
         off = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         work = derive_work(placement, merged.indices, off, merged.weights, nr_tasklets=nr_tasklets)
-        hw = get_profile(profile or DEFAULT_PROFILE, nr_dpus=plan.hosts[h].nr_dpus)
+        hw = get_profile(profile or DEFAULT_HARDWARE_PROFILE, nr_dpus=plan.hosts[h].nr_dpus)
         host_s.append(model_batch(work, hw).total_s)
     network_s = _exchange_s(request_bytes, net) + _exchange_s(response_bytes, net) if H > 1 else 0.0
     return ClusterEstimate(host_s=host_s, request_bytes=request_bytes, response_bytes=response_bytes,
