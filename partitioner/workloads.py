@@ -158,38 +158,68 @@ def _check_meta_pt(path: Path, data) -> Trace:
     return Trace(T, B, indices, offsets)
 
 
-def _load_criteo_tsv(path: Path, tables: Sequence[TableSpec], max_samples: int | None) -> Trace:
-    sizes = np.array([t.num_embeddings for t in tables], dtype=np.int64)
-    if sizes.size != 26:
-        raise TraceError(f"Criteo has 26 categorical features; got {sizes.size} table specs")
-    cols: list[list[int]] = [[] for _ in range(26)]
-    n = 0
+CRITEO_NUM_DENSE = 13
+CRITEO_NUM_SPARSE = 26
+
+
+def read_criteo_tsv(path: str | os.PathLike, sizes: Sequence[int] | np.ndarray,
+                    max_samples: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read a Criteo Kaggle/Terabyte TSV file (optionally gzipped) column by column.
+
+    Each line is ``label``, 13 integer dense fields and 26 hexadecimal categorical
+    fields, tab-separated; empty fields are missing values. Returns ``(labels (n,)
+    int64, dense (n, 13) float32, categorical (26, n) int64)``: dense values as the
+    reference DLRM preprocesses them (``log(1 + max(x, 0))``, missing = 0;
+    facebookresearch/dlrm, data_utils.py), categorical ids modulo ``sizes[j]``
+    (missing = 0, as torchrec's Criteo reader).
+
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "day.txt"
+    >>> _ = f.write_text("1\\t3" + "\\t" * 13 + "\\t".join(["1f"] * 26) + "\\n")
+    >>> y, dense, cat = read_criteo_tsv(f, [10] * 26)
+    >>> int(y[0]), round(float(dense[0, 0]), 4), float(dense[0, 1]), int(cat[0, 0])
+    (1, 1.3863, 0.0, 1)
+    """
+    path = Path(path)
+    sizes = np.asarray(sizes, dtype=np.int64)
+    if sizes.size != CRITEO_NUM_SPARSE:
+        raise TraceError(f"Criteo has 26 categorical features; got {sizes.size} table sizes")
+    labels: list[int] = []
+    dense: list[list[int]] = []
+    cols: list[list[int]] = [[] for _ in range(CRITEO_NUM_SPARSE)]
     with _open_maybe_gzip(path) as f:
-        lines = enumerate(io.TextIOWrapper(f, encoding="ascii", errors="strict"), start=1)
-        while True:
-            try:
-                lineno, raw = next(lines)
-            except StopIteration:
-                break
-            except UnicodeDecodeError:
-                raise TraceError(f"{path}: not a Criteo TSV (non-ASCII bytes near line {n + 1}); traces are "
-                                 ".npz, Meta .pt or Criteo TSV") from None
-            fields = raw.rstrip("\r\n").split("\t")
-            if len(fields) != 40:
-                raise TraceError(f"{path}:{lineno}: expected 40 tab-separated fields (label, 13 dense, 26 "
-                                 f"categorical), got {len(fields)}")
-            try:
-                # Missing categorical values read as "0", as in torchrec's Criteo reader.
-                for j in range(26):
-                    cols[j].append(int(fields[14 + j] or "0", 16))
-            except ValueError:
-                raise TraceError(f"{path}:{lineno}: categorical features must be hexadecimal") from None
-            n += 1
-            if max_samples is not None and n >= max_samples:
-                break
-    if n == 0:
+        try:
+            for lineno, raw in enumerate(io.TextIOWrapper(f, encoding="ascii", errors="strict"), start=1):
+                fields = raw.rstrip("\r\n").split("\t")
+                if len(fields) != 1 + CRITEO_NUM_DENSE + CRITEO_NUM_SPARSE:
+                    raise TraceError(f"{path}:{lineno}: expected 40 tab-separated fields (label, 13 dense, 26 "
+                                     f"categorical), got {len(fields)}")
+                try:
+                    labels.append(int(fields[0] or "0"))
+                    dense.append([int(x or "0") for x in fields[1:14]])
+                except ValueError:
+                    raise TraceError(f"{path}:{lineno}: label and dense features must be integers") from None
+                try:
+                    # Missing categorical values read as "0", as in torchrec's Criteo reader.
+                    for j in range(CRITEO_NUM_SPARSE):
+                        cols[j].append(int(fields[14 + j] or "0", 16))
+                except ValueError:
+                    raise TraceError(f"{path}:{lineno}: categorical features must be hexadecimal") from None
+                if max_samples is not None and len(labels) >= max_samples:
+                    break
+        except UnicodeDecodeError:
+            raise TraceError(f"{path}: not a Criteo TSV (non-ASCII bytes near line {len(labels) + 1}); traces are "
+                             ".npz, Meta .pt or Criteo TSV") from None
+    if not labels:
         raise TraceError(f"{path}: no samples")
-    ids = np.array(cols, dtype=np.int64) % sizes[:, None]  # (26, n), table-major = TBE order
+    dense_arr = np.log1p(np.maximum(np.array(dense, dtype=np.float64), 0.0)).astype(np.float32)
+    cats = np.array(cols, dtype=np.int64) % sizes[:, None]  # (26, n), table-major = TBE order
+    return np.array(labels, dtype=np.int64), dense_arr, cats
+
+
+def _load_criteo_tsv(path: Path, tables: Sequence[TableSpec], max_samples: int | None) -> Trace:
+    _, _, ids = read_criteo_tsv(path, [t.num_embeddings for t in tables], max_samples)
+    n = ids.shape[1]
     return Trace(26, n, ids.ravel(), np.arange(26 * n + 1, dtype=np.int64), table_names=[t.name for t in tables])
 
 
@@ -253,6 +283,8 @@ def load_trace(
 
 __all__ = [
     "CRITEO_KAGGLE_CARDINALITIES",
+    "CRITEO_NUM_DENSE",
+    "CRITEO_NUM_SPARSE",
     "META_REUSE_BIN_EDGES",
     "ReuseHistogram",
     "Trace",
@@ -261,5 +293,6 @@ __all__ = [
     "load_trace",
     "meta_locality_stats_path",
     "parse_locality_stats",
+    "read_criteo_tsv",
     "synthetic_trace",
 ]

@@ -33,6 +33,7 @@ _COMMANDS = {
     "plan": ("updlrm.partitioner.cli:plan_group", "Build, show and evaluate placement plans."),
     "bench": ("updlrm.bench:bench_command", "Per-phase measured and modeled times."),
     "emu": ("updlrm.emulator.cli:emu_group", "Build and run UPMEM SDK programs on the emulator."),
+    "serve": ("updlrm.serve.cli:serve_command", "Serve DLRM inference under MLPerf LoadGen (Offline, Server)."),
 }
 
 EXIT_FAILURE = 1

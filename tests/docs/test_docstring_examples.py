@@ -14,7 +14,8 @@ import warnings
 import pytest
 
 
-COMPONENTS = ("updlrm", "updlrm.emulator", "updlrm.partitioner", "updlrm.host", "updlrm.dpu_kernels")
+COMPONENTS = ("updlrm", "updlrm.emulator", "updlrm.partitioner", "updlrm.host", "updlrm.dpu_kernels", "updlrm.models",
+              "updlrm.serve")
 
 
 def _modules() -> list[str]:
