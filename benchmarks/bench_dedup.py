@@ -32,7 +32,10 @@ means):
   stacking, validation, route+pack, expansion) plus the modeled DPU phases
   (push, launch+kernel, pull, merge; ``updlrm.perfmodel`` profile ``--profile``);
 * a control workload without repeats (every sample its own user) where ``auto`` must
-  decide not to deduplicate: its overhead is the 64-bag sample per feature.
+  decide not to deduplicate: its overhead is every bag's signature;
+* where the default threshold sits (``--fractions``): the user features alone (their own
+  collection), each user shared by ``1/(1-r)`` samples (a fraction r of their bags
+  repeat), ``dedup=True`` vs ``False``, and how many features ``auto`` deduplicates.
 
 Outputs are checked equal (integer formats bit-identical; fp32 to rounding). Prints a
 table and writes ``benchmarks/results/dedup.json`` (``dedup_int8.json`` ... for other
@@ -99,13 +102,14 @@ def draw_bag(rng, feature: str, rows: int, history: float) -> np.ndarray:
     return rng.integers(0, rows, length)
 
 
-def request(rng, rows: dict[str, int], candidates: int, history: float, users_per_request: int = 1) -> KeyedJaggedTensor:
+def request(rng, rows: dict[str, int], candidates: int, history: float, users_per_request: int = 1,
+            features: list[str] | None = None) -> KeyedJaggedTensor:
     """One request as a KJT: ``users_per_request`` users spread over the candidates (1: ranking)."""
     users = [{f: draw_bag(rng, f, rows[f], history) for f in USER} for _ in range(users_per_request)]
     owner = np.arange(candidates) * users_per_request // candidates
     items = rng.choice(rows["cand_item"], candidates, replace=False)  # a request ranks distinct items
     keys, values, lengths = [], [], []
-    for f in USER + CAND:
+    for f in features or USER + CAND:
         keys.append(f)
         for b in range(candidates):
             if f in USER:
@@ -128,10 +132,11 @@ def run_once(ebc, kjt, profile: str) -> dict:
     host = {"read_s": rep.read_s, "dedup_s": rep.dedup_s, "stack_s": rep.stack_s, "expand_s": rep.expand_s,
             "validate_s": stats.extra["validate_s"], "route_s": stats.route_s}
     return {"out": out, "wall_s": wall, **host, "modeled_dpu_s": ebc.tbe.last_profile(profile).modeled.total_s,
+            "deduplicated": sum(rep.deduplicated),
             "lookups": int(stats.lookups.sum()) + int(stats.host_cache_hits)}
 
 
-def measure(ebc, requests, repeats: int, profile: str, bar) -> dict:
+def measure(ebc, requests, repeats: int, profile: str, bar, on: bool | str = "auto") -> dict:
     """``dedup="auto"`` and ``False`` on every request, interleaved, ``repeats`` times after a warm-up.
 
     Per mode: each request's best over the repeats, averaged over requests ("best"), and
@@ -147,7 +152,7 @@ def measure(ebc, requests, repeats: int, profile: str, bar) -> dict:
     for r in range(repeats + 1):  # round 0 warms caches, checks outputs, and is dropped
         for q, kjt in enumerate(requests):
             outs = {}
-            for mode, flag in (("auto", "auto"), ("off", False)) if r % 2 else (("off", False), ("auto", "auto")):
+            for mode, flag in (("auto", on), ("off", False)) if r % 2 else (("off", False), ("auto", on)):
                 ebc.dedup = flag
                 res = run_once(ebc, kjt, profile)
                 outs[mode] = res.pop("out")
@@ -175,6 +180,7 @@ def measure(ebc, requests, repeats: int, profile: str, bar) -> dict:
         }
         out[mode]["host_s"] = sum(out[mode]["host_phases_s"].values())
         out[mode]["projected_s"] = out[mode]["host_s"] + out[mode]["modeled_dpu_s"]
+        out[mode]["deduplicated"] = per_request[0][0]["deduplicated"]
     out["equal"], out["max_abs_diff"] = equal, max_diff
     return out
 
@@ -195,6 +201,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--dpus", type=int, default=64)
     ap.add_argument("--profile", default="upmem-350mhz-2556")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fractions", type=float, nargs="*", default=[0.1, 0.25, 0.5],
+                    help="repeated fractions of the threshold sweep (none: skip it)")
     ap.add_argument("--quick", action="store_true", help="fewer rows and requests (5 repeats)")
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args(argv)
@@ -222,12 +230,36 @@ def main(argv=None) -> dict:
                 "outputs_equal": m["equal"], "max_abs_diff": m["max_abs_diff"],
             }
     ebc.close()
+    # Where the default threshold sits, per feature: the user features alone (their own
+    # collection), each user shared by 1/(1-r) samples, dedup forced on vs off.
+    user_tables = [EmbeddingBagConfig(c.name, c.num_embeddings, c.embedding_dim, [f for f in c.feature_names if f in USER],
+                                      pooling=c.pooling, row_format=c.row_format)
+                   for c in configs if any(f in USER for f in c.feature_names)]
+    ebc = updlrm.EmbeddingBagCollection(user_tables, backend="emulator", nr_dpus=args.dpus, seed=args.seed)
+    with tqdm(total=len(args.fractions) * (args.repeats + 1) * args.requests, desc="threshold sweep", unit="req") as bar:
+        for frac in args.fractions:
+            users = max(1, round(args.candidates * (1 - frac)))
+            reqs = [request(rng, rows, args.candidates, args.history, users_per_request=users, features=USER)
+                    for _ in range(args.requests)]
+            m = measure(ebc, reqs, args.repeats, args.profile, bar, on=True)
+            ebc.dedup = "auto"
+            ebc(reqs[0])
+            results[f"repeated {frac:.0%}"] = {
+                "fraction": frac, "auto_deduplicates": sum(ebc.last_report.deduplicated), "on": m["auto"], "off": m["off"],
+                "lookup_ratio": m["off"]["lookups"] / m["auto"]["lookups"],
+                "speedup_wall": m["off"]["wall_s"]["best"] / m["auto"]["wall_s"]["best"],
+                "speedup_projected": m["off"]["projected_s"] / m["auto"]["projected_s"], "outputs_equal": m["equal"],
+            }
+    ebc.close()
 
     print(f"\nbench_dedup: 1 user x {args.candidates} candidates per request, {args.requests} requests, "
           f"best of {args.repeats} per request, {args.row_format}, {args.dpus} DPUs (emulator)")
     print(f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs; hardware projection = host phases measured here "
           f"+ DPU phases modeled on {args.profile}")
+    sweep = {k: r for k, r in results.items() if "fraction" in r}
     for name, r in results.items():
+        if name in sweep:
+            continue
         a, o = r["auto"], r["off"]
         print(f"\n[{name}]")
         print(f"  DPU lookups / request   off {o['lookups']:>10,.0f}   auto {a['lookups']:>10,.0f}   cut {r['lookup_ratio']:.1f}x")
@@ -237,6 +269,13 @@ def main(argv=None) -> dict:
               f"   speed-up {r['speedup_projected']:.2f}x")
         print(f"  dedup decision + hashing (auto): {a['dedup_s'] * 1e3:.3f} ms; "
               f"outputs {'equal' if r['outputs_equal'] else 'DIFFERENT'} (max |diff| {r['max_abs_diff']:.1e})")
+    if sweep:
+        print("\n[threshold: the 5 user features alone, each user shared by 1/(1-r) samples; dedup=True vs False; "
+              f"auto deduplicates a feature at >= {updlrm.dedup.MIN_REPEATED:.0%} repeats]")
+        print("  r      lookup cut   end to end (emulator)   hardware projection   features auto dedups (of 5)")
+        for r in sweep.values():
+            print(f"  {r['fraction']:4.0%}   {r['lookup_ratio']:9.2f}x   {r['speedup_wall']:20.2f}x   {r['speedup_projected']:18.2f}x"
+                  f"   {r['auto_deduplicates']:>5}")
     doc = {"config": vars(args), "cpu": cpu_model(), "logical_cpus": os.cpu_count(), "results": results}
     if not args.no_save:
         path = RESULTS if args.row_format == "fp32" else RESULTS.with_name(f"dedup_{args.row_format}.json")

@@ -327,8 +327,8 @@ class EmbeddingBagCollection(torch.nn.Module):
 
     ``forward(kjt)`` returns a :class:`~updlrm.kjt.KeyedTensor` (keys: feature names in
     table order then feature order; float32 ``(B, sum of dims)``). ``.last_report``
-    describes the last batch (:class:`BatchReport`), ``.last_stats`` the engine's (with
-    several threads: the last batch of any of them). Any number of threads may call one
+    describes the calling thread's last batch (:class:`BatchReport`), ``.last_stats`` the
+    engine's. Any number of threads may call one
     collection and each gets its serial result; the engine runs one batch at a time, and
     ``load_state_dict`` swaps the tables between batches.
 
@@ -382,7 +382,7 @@ class EmbeddingBagCollection(torch.nn.Module):
         self._feature_mean = np.array([configs[t].pooling == PoolingType.MEAN for t in self._feature_table], dtype=bool)
         self._rows = np.array([c.num_embeddings for c in configs], dtype=np.int64)
         self._backend_args = dict(backend=backend, nr_dpus=nr_dpus, nr_tasklets=nr_tasklets, seed=seed)
-        self.last_report: BatchReport | None = None
+        self._thread_state = threading.local()
         values = self._initial_weights(weights, seed)
         self._engine_lock = threading.Lock()
         # The TBE is kept out of the module tree: the collection's state_dict speaks for it.
@@ -451,7 +451,17 @@ class EmbeddingBagCollection(torch.nn.Module):
 
     @property
     def last_stats(self):
+        """The engine's ``BatchStats`` of the last batch."""
         return self._tbe.last_stats
+
+    @property
+    def last_report(self) -> BatchReport | None:
+        """:class:`BatchReport` of the calling thread's last batch (None before it ran one)."""
+        return getattr(self._thread_state, "report", None)
+
+    @last_report.setter
+    def last_report(self, report: BatchReport) -> None:
+        self._thread_state.report = report
 
     def table_weights(self, name: str) -> torch.Tensor:
         """Table ``name``'s weights as float32 (dequantised for integer formats).

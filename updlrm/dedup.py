@@ -10,12 +10,15 @@ same unique bags + inverse indices).
 
 How it is decided, per batch and per feature (all numpy, vectorised over features):
 
-1. **Estimate** (``mode="auto"``): hash ``SAMPLE_BAGS`` bags spread evenly over the batch;
-   a feature is deduplicated when at least ``MIN_REPEATED`` of the sample are repeats
-   (a constant user feature: 63 of 64; a candidate feature: about 0). Features that do
-   not pass cost only the sample's hashing.
-2. **Hash** every bag of the chosen features: each value is mixed with its position in
-   the bag (and its weight's bits), the bag's hash is the mixed sum plus its length.
+1. **Estimate** (``mode="auto"``): a sample of ``SAMPLE_RUNS`` runs of ``SAMPLE_RUN``
+   neighbouring bags, evenly spaced, and a signature per sampled bag (length, first and
+   last value and weight); a feature is deduplicated when at least ``MIN_REPEATED`` of
+   the sample repeat (a ranking request's user feature: 255 of 256; a candidate feature:
+   about 0; a user with two neighbouring candidates: half). Features that do not pass
+   cost only the sample.
+2. **Hash** every bag of the chosen features, all features in one pass: a polynomial in
+   the bag's values (so order counts) plus its weights' bits and its length, computed
+   from prefix sums over the whole value sequence.
 3. **Verify**: every bag grouped with an earlier one by hash is compared value by value
    (and weight bits) with it; a hash collision leaves the bag on its own. So the result
    is exact: a bag is only ever replaced by an identical one.
@@ -44,13 +47,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["unique_bags", "choose_bags", "SAMPLE_BAGS", "MIN_REPEATED"]
+__all__ = ["unique_bags", "choose_bags", "MIN_REPEATED", "SAMPLE_RUNS", "SAMPLE_RUN"]
 
-# Bags hashed per feature to estimate its duplication (a fixed, small cost per feature).
-SAMPLE_BAGS = 64
-# Deduplicate a feature when at least this fraction of the sampled bags repeat another.
-# Below it the saved lookups (the fraction) do not pay for hashing every bag plus the
-# expansion; the dedup benchmark (benchmarks/bench_dedup.py) measures both sides.
+# The estimate's sample: runs of neighbouring bags, evenly spaced over the batch.
+SAMPLE_RUNS = 32
+SAMPLE_RUN = 8
+
+# Deduplicate a feature when at least this fraction of its sampled bags (by signature)
+# repeat another. Below it the saved lookups (the fraction) do not pay for hashing every value
+# plus the expansion; benchmarks/bench_dedup.py measures both sides (its threshold sweep).
 MIN_REPEATED = 0.25
 
 # Bag hash: a polynomial over the bag's values, sum of v_k * R**k (k = position in the bag)
@@ -176,21 +181,44 @@ def unique_bags(values: np.ndarray, weights: np.ndarray | None, offsets: np.ndar
     return np.flatnonzero(is_first), rank[rep]
 
 
+def _sample_positions(B: int) -> np.ndarray:
+    """``SAMPLE_RUNS`` runs of ``SAMPLE_RUN`` neighbouring bags, evenly spaced (all bags if fewer).
+
+    Runs see repeats between neighbours (a user with consecutive candidates); spacing
+    sees repeats across the batch (the same user everywhere, or a batch that is two
+    copies of itself).
+    """
+    if B <= SAMPLE_RUNS * SAMPLE_RUN:
+        return np.arange(B, dtype=np.int64)
+    starts = (np.arange(SAMPLE_RUNS, dtype=np.int64) * B) // SAMPLE_RUNS
+    return (starts[:, None] + np.arange(SAMPLE_RUN, dtype=np.int64)).reshape(-1)
+
+
 def _estimate(batch: Any, keys: list[int]) -> np.ndarray:
-    """Fraction of repeated bags among ``SAMPLE_BAGS`` spread over the batch, per key (hashes only)."""
-    B = batch.batch_size
-    s = min(B, SAMPLE_BAGS)
-    pos = (np.arange(s, dtype=np.int64) * B) // s
+    """Fraction of repeated bags per key in a sample of the batch, from bag signatures.
+
+    The signature (length, first and last value, their weights) costs a few gathers per
+    sampled bag; identical bags have identical signatures, so the fraction can only
+    overstate the sample's repeats (the exact pass corrects that).
+    """
+    pos = _sample_positions(batch.batch_size)
+    S = pos.size
     bags = (batch.bag_start[np.asarray(keys, dtype=np.int64)][:, None] + pos[None, :]).reshape(-1)
-    lengths = batch.lengths[bags]
-    local = np.zeros(bags.size + 1, dtype=np.int64)
-    np.cumsum(lengths, out=local[1:])
-    gather = np.repeat(batch.offsets[bags] - local[:-1], lengths) + np.arange(int(local[-1]), dtype=np.int64)
-    wbits = None if batch.weights is None else batch.weights[gather].view(np.uint32).astype(np.uint64)
-    h = _hash_bags(_as_u64(batch.values[gather]), wbits, local).reshape(len(keys), s)
-    h.sort(axis=1)
-    distinct = 1 + np.count_nonzero(h[:, 1:] != h[:, :-1], axis=1)
-    return 1.0 - distinct / s
+    start, end = batch.offsets[bags], batch.offsets[bags + 1]
+    nonempty = end > start
+    values = _as_u64(batch.values) if batch.values.size else np.zeros(1, np.uint64)
+    first = np.where(nonempty, start, 0)
+    last = np.where(nonempty, end - 1, 0)
+    sig = (end - start).astype(np.uint64) * _LENGTH
+    sig += np.where(nonempty, values[first], np.uint64(0)) * _WEIGHT
+    sig ^= _mix(np.where(nonempty, values[last], np.uint64(0)) + np.uint64(_R))
+    if batch.weights is not None and batch.weights.size:
+        wbits = batch.weights.view(np.uint32).astype(np.uint64)
+        sig += np.where(nonempty, wbits[first] ^ (wbits[last] << np.uint64(32)), np.uint64(0))
+    sig = _mix(sig).reshape(len(keys), S)
+    sig.sort(axis=1)
+    distinct = 1 + np.count_nonzero(sig[:, 1:] != sig[:, :-1], axis=1)
+    return 1.0 - distinct / S
 
 
 def choose_bags(batch: Any, order: list[int], mode: bool | str = "auto"):

@@ -142,6 +142,11 @@ class JaggedTensor:
         return f"JaggedTensor({self.lengths().numel()} bags, {self._values.numel()} values{w})"
 
 
+# Arguments torchrec's KJT takes to cache derived values; accepted and recomputed here.
+_TORCHREC_CACHES = {"length_per_key", "offset_per_key", "index_per_key", "jt_dict", "stride_per_key",
+                    "lengths_offset_per_key", "stride_per_rank"}
+
+
 class KeyedJaggedTensor:
     """Jagged bags of several keys, torchrec's ``KeyedJaggedTensor`` (layout in the module doc).
 
@@ -181,6 +186,9 @@ class KeyedJaggedTensor:
         inverse_indices: tuple[Sequence[str], Any] | None = None,
         **_torchrec_caches: Any,
     ) -> None:
+        unknown = sorted(set(_torchrec_caches) - _TORCHREC_CACHES)
+        if unknown:
+            raise TypeError(f"KeyedJaggedTensor got unexpected keyword arguments {unknown}")
         keys = list(keys)
         if not all(isinstance(k, str) for k in keys):
             raise InputTypeError(f"keys must be strings, got {keys!r}")

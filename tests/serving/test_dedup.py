@@ -215,3 +215,19 @@ def test_collisions_across_features_never_merge(monkeypatch):
             own = 3 * k + b
             assert batch.values[batch.offsets[src]: batch.offsets[src + 1]].tolist() == \
                 batch.values[batch.offsets[own]: batch.offsets[own + 1]].tolist()
+
+
+def test_estimate_sees_repeats_wherever_they_sit():
+    """Bags repeated in neighbouring samples (a user with two candidates) count as much as spread ones."""
+    from updlrm.collection import read_kjt
+
+    rng = np.random.default_rng(1)
+    bags = [rng.integers(0, 10**6, 5) for _ in range(256)]
+    adjacent = [b for b in bags for _ in range(2)]            # 0 0 1 1 2 2 ...
+    spread = bags + bags                                       # 0 1 2 ... 0 1 2 ...
+    values = np.concatenate(adjacent + spread)
+    kjt = KeyedJaggedTensor(["a", "b"], torch.from_numpy(values), lengths=torch.full((1024,), 5))
+    batch = read_kjt(kjt)
+    assert dedup._estimate(batch, [0, 1]).tolist() == [0.5, 0.5]
+    bags_run, inverse, done = dedup.choose_bags(batch, [0, 1], "auto")
+    assert done == [True, True] and [b.size for b in bags_run] == [256, 256]

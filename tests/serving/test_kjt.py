@@ -124,3 +124,10 @@ def test_jagged_tensor():
     assert jt.lengths().tolist() == [3, 0]
     with pytest.raises(InvalidInputError, match="lengths or offsets"):
         JaggedTensor(torch.tensor([1]))
+
+
+def test_torchrec_cache_arguments_accepted_typos_refused():
+    kjt = KeyedJaggedTensor(["a"], torch.tensor([1]), lengths=torch.tensor([1]), length_per_key=[1], offset_per_key=[0, 1])
+    assert kjt.length_per_key() == [1]
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['weight'\]"):
+        KeyedJaggedTensor(["a"], torch.tensor([1]), lengths=torch.tensor([1]), weight=torch.tensor([1.0]))
