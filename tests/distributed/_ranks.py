@@ -40,3 +40,35 @@ def run_batches(ctx, plan_dict, seed, batches, weighted, fault=None):
     finally:
         module.close()
     return results
+
+
+def run_collection(ctx, plan_dict, configs, seed, batches, fault=None):
+    """A sharded collection over the plan: KJTs of 2-4 features (one shared table, one MEAN)."""
+    import torch
+
+    from updlrm.distributed.collection import ShardedEmbeddingBagCollection
+    from updlrm.kjt import KeyedJaggedTensor
+
+    plan = ClusterPlan.from_dict(plan_dict)
+    ebc = ShardedEmbeddingBagCollection(configs, cluster_plan=plan, context=ctx, backend="emulator", seed=seed,
+                                        nr_tasklets=4)
+    keys = ebc.feature_names()
+    sizes = {f: c.num_embeddings for c in configs for f in c.feature_names}
+    results = []
+    try:
+        for k in range(batches):
+            rng = np.random.default_rng([seed, k, ctx.rank])
+            B = 0 if (fault == "empty" and ctx.rank == 1) else 2 + ctx.rank
+            lengths = rng.integers(0, 5, len(keys) * B)
+            values = np.concatenate([rng.integers(0, sizes[f], lengths[i * B:(i + 1) * B].sum())
+                                     for i, f in enumerate(keys)] or [np.zeros(0)]).astype(np.int64)
+            if fault == "bad_key" and ctx.rank == 1 and k == 1:
+                keys_used = keys[:-1] + ["nope"]
+            else:
+                keys_used = keys
+            kjt = KeyedJaggedTensor.from_lengths_sync(keys_used, torch.from_numpy(values), torch.from_numpy(lengths))
+            out = ebc(kjt)
+            results.append((keys, values, lengths, out.values().numpy()))
+    finally:
+        ebc.close()
+    return results
