@@ -225,9 +225,16 @@ def format_report(r: DemoResult) -> str:
               help="Hardware profile of the modeled times.")
 @click.option("--plan", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A saved plan for the same tables (e.g. from `updlrm plan`) instead of the default row-wise plan.")
+@click.option("--hosts", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Run over N hosts: N local processes on torch.distributed (gloo), tables split between them.")
+@click.option("--host-strategy", default="auto", show_default=True,
+              type=click.Choice(["auto", "table_wise", "row_wise", "column_wise"]),
+              help="With --hosts: how tables are split between hosts.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
-def demo_command(as_json: bool, **options) -> None:
+def demo_command(as_json: bool, hosts: int, host_strategy: str, **options) -> None:
     """Run a Criteo-like embedding layer on the default backend and check it against torch."""
+    if hosts > 1 and options["plan"]:
+        raise click.UsageError("--plan is a single-server plan; with --hosts the tables are split by --host-strategy")
     # Arguments that only fail deep inside the run are checked before any work: an
     # unreadable or foreign plan (PlanError), an unavailable backend (BackendUnavailable).
     if options["plan"]:
@@ -238,10 +245,27 @@ def demo_command(as_json: bool, **options) -> None:
                                                              row_format=options["row_format"]))
     resolve_backend(options["backend"])
     progress = None if as_json else (lambda msg: click.echo(f"... {msg}", err=True))
+    if hosts > 1:
+        _cluster_demo(as_json, hosts, host_strategy, progress, options)
+        return
     result = run_demo(progress=progress, **options)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
         click.echo(format_report(result))
+    if not result.passed:
+        raise SystemExit(1)
+
+
+def _cluster_demo(as_json: bool, hosts: int, strategy: str, progress, options: dict) -> None:
+    from updlrm.distributed.demo import format_cluster_report, run_cluster_demo
+    from updlrm.distributed.launch import LocalRunError
+
+    options = {k: v for k, v in options.items() if k not in ("plan", "profile")}
+    try:
+        result = run_cluster_demo(hosts=hosts, strategy=strategy, progress=progress, **options)
+    except LocalRunError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else format_cluster_report(result))
     if not result.passed:
         raise SystemExit(1)
