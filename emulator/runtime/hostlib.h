@@ -9,7 +9,7 @@
  * respawned and the rest of its list continues.
  *
  * Units by role:
- *   hostlib_set.c      errors, DPU sets and iterators, rank/DPU ids, the call queue
+ *   hostlib_set.c      errors, DPU sets and iterators, rank/DPU ids
  *   hostlib_alloc.c    profile parsing, dpu_alloc/dpu_free, the shared memory
  *   hostlib_program.c  ELF loading, symbols, dpu_load
  *   hostlib_launch.c   worker processes, launch, recovery of dead workers, sync
@@ -140,7 +140,7 @@ struct emu_shared_memory {
     size_t mram_size;
 };
 
-/* API calls queue behind a launch in flight (enter/leave, hostlib_launch.c). */
+/* API calls queue behind a launch in flight (enter/leave below). */
 struct emu_launch_state {
     pthread_mutex_t lock;
     pthread_cond_t idle;
@@ -201,13 +201,41 @@ static inline double now_seconds(void)
 
 /* ---- functions shared between the units (hidden: -fvisibility=hidden) --- */
 
-/* hostlib_set.c: errors, DPU sets, the call queue */
+/* hostlib_set.c: errors, DPU sets */
+#define EMU_LAST_ERROR_SIZE 768
+extern _Thread_local char last_error[EMU_LAST_ERROR_SIZE]; /* updlrm_emu_last_error() */
 dpu_error_t fail(dpu_error_t code, const char *format, ...) __attribute__((format(printf, 2, 3)));
-dpu_error_t ok(void);
-uint32_t count_dpus(struct dpu_set_t set);
 dpu_error_t check_set(struct dpu_set_t set, struct emu_system **system_out);
-void enter(struct emu_system *system);
-void leave(struct emu_system *system);
+
+/* The helpers below are called by nearly every API function: inline, as
+ * they were when the library was one file. */
+static inline dpu_error_t ok(void)
+{
+    last_error[0] = 0;
+    return DPU_OK;
+}
+
+static inline uint32_t count_dpus(struct dpu_set_t set)
+{
+    uint32_t n = 0;
+    FOR_EACH_DPU_OF_SET(set, dpu, { (void)dpu; n++; });
+    return n;
+}
+
+/* Every API call except dpu_status waits for an in-flight launch first:
+ * the SDK queues operations on a rank behind its running program. */
+static inline void enter(struct emu_system *system)
+{
+    pthread_mutex_lock(&system->launch.lock);
+    while (system->launch.busy)
+        pthread_cond_wait(&system->launch.idle, &system->launch.lock);
+    if (system->launch.thread_joinable) {
+        pthread_join(system->launch.thread, NULL);
+        system->launch.thread_joinable = false;
+    }
+}
+
+static inline void leave(struct emu_system *system) { pthread_mutex_unlock(&system->launch.lock); }
 
 /* hostlib_alloc.c */
 int high_cloexec(int fd);

@@ -153,7 +153,7 @@ static void recover_worker(struct dpu_program_t *program, uint32_t w, enum emu_f
             struct emu_dpu_state *s = &block_of(system, worker->list[i])->state;
             s->fault_kind = EMU_FAULT_CRASH;
             s->fault_tasklet = -1;
-            snprintf(s->fault_msg, sizeof s->fault_msg, "could not restart the worker: %.200s", updlrm_emu_last_error());
+            snprintf(s->fault_msg, sizeof s->fault_msg, "could not restart the worker: %.200s", last_error);
             s->status = EMU_DPU_FAULT;
         }
         worker->list_size = 0;

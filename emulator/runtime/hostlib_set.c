@@ -5,7 +5,7 @@
 
 /* ---- errors ------------------------------------------------------------- */
 
-static _Thread_local char last_error[768];
+_Thread_local char last_error[EMU_LAST_ERROR_SIZE];
 
 EXPORT const char *updlrm_emu_last_error(void) { return last_error; }
 
@@ -16,12 +16,6 @@ dpu_error_t fail(dpu_error_t code, const char *format, ...)
     vsnprintf(last_error, sizeof last_error, format, args);
     va_end(args);
     return code;
-}
-
-dpu_error_t ok(void)
-{
-    last_error[0] = 0;
-    return DPU_OK;
 }
 
 /* Texts of the SDK's dpu_error_to_string where known (2025.1); allocated, as
@@ -92,13 +86,6 @@ static struct emu_system *system_of(struct dpu_set_t set)
 }
 
 
-uint32_t count_dpus(struct dpu_set_t set)
-{
-    uint32_t n = 0;
-    FOR_EACH_DPU_OF_SET(set, dpu, { (void)dpu; n++; });
-    return n;
-}
-
 dpu_error_t check_set(struct dpu_set_t set, struct emu_system **system_out)
 {
     struct emu_system *system = system_of(set);
@@ -107,21 +94,6 @@ dpu_error_t check_set(struct dpu_set_t set, struct emu_system **system_out)
     *system_out = system;
     return DPU_OK;
 }
-
-/* Every API call except dpu_status waits for an in-flight launch first:
- * the SDK queues operations on a rank behind its running program. */
-void enter(struct emu_system *system)
-{
-    pthread_mutex_lock(&system->launch.lock);
-    while (system->launch.busy)
-        pthread_cond_wait(&system->launch.idle, &system->launch.lock);
-    if (system->launch.thread_joinable) {
-        pthread_join(system->launch.thread, NULL);
-        system->launch.thread_joinable = false;
-    }
-}
-
-void leave(struct emu_system *system) { pthread_mutex_unlock(&system->launch.lock); }
 
 EXPORT struct dpu_set_rank_iterator_t dpu_set_rank_iterator_from(struct dpu_set_t *set)
 {
