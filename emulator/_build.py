@@ -53,7 +53,16 @@ HOST_SOURCES = (
     "hostlib_logs.c",
     "fault_inject.c",
 )
-DPU_RUNTIME_SOURCES = ("dpurt.c", "fault_inject.c")
+DPU_RUNTIME_SOURCES = (
+    "dpurt_sched.c",
+    "dpurt_dma.c",
+    "dpurt_sync.c",
+    "dpurt_alloc.c",
+    "dpurt_perf.c",
+    "dpurt_log.c",
+    "dpurt_worker.c",
+    "fault_inject.c",
+)
 
 CC = os.environ.get("UPDLRM_EMU_CC", "gcc")
 # The project's C rules: C11, all warnings are errors.
