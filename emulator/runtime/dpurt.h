@@ -84,7 +84,7 @@ extern void __asan_unpoison_memory_region(void const volatile *addr, size_t size
  * printf), so each tasklet gets a generous host stack; the DPU's logical
  * stack size only counts against WRAM capacity. */
 #define EMU_HOST_STACK_SIZE (256u << 10)
-#define EMU_GUARD_SIZE 4096u
+#define EMU_GUARD_SIZE      4096u
 
 enum tasklet_state {
     TASKLET_RUNNABLE,
@@ -162,8 +162,14 @@ extern struct dpurt_state rt;
 typedef int (*user_main_t)(void);
 extern user_main_t user_main; /* dpurt_worker.c */
 
-static inline struct emu_dpu_state *state(void) { return &rt.block->state; }
-static inline struct emu_tasklet_counters *counters(void) { return &state()->tasklet[rt.sched.current]; }
+static inline struct emu_dpu_state *state(void)
+{
+    return &rt.block->state;
+}
+static inline struct emu_tasklet_counters *counters(void)
+{
+    return &state()->tasklet[rt.sched.current];
+}
 
 static inline void charge(uint64_t cycles)
 {
@@ -204,8 +210,9 @@ static inline void yield_to(uint32_t id)
 {
     struct tasklet *self = &rt.sched.tasklets[rt.sched.current];
     struct tasklet *next = &rt.sched.tasklets[id];
-    if (id == rt.sched.current || !try_wake(next))
+    if (id == rt.sched.current || !try_wake(next)) {
         return;
+    }
     rt.sched.current = id;
     state()->current_tasklet = id;
     state()->tasklet[id].switches++;
@@ -229,8 +236,9 @@ void die(const char *what) __attribute__((noreturn));
 /* The fault injection hook (fault_inject.h) asked for a fault. */
 static inline void injected(enum updlrm_emu_fault_action action)
 {
-    if (action == UPDLRM_EMU_FAULT_ACTION_FAULT)
+    if (action == UPDLRM_EMU_FAULT_ACTION_FAULT) {
         fault(EMU_FAULT_INJECTED, true, "%s", updlrm_emu_fault_message());
+    }
 }
 
 #endif

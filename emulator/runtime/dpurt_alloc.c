@@ -11,10 +11,10 @@ EXPORT void *mem_alloc(size_t size)
     struct emu_dpu_state *s = state();
     size_t start = s->heap_used;
     size_t rounded = (size + 7) & ~(size_t)7;
-    if (rounded < size || rounded > rt.layout.heap_capacity - start)
-        fault(EMU_FAULT_WRAM_OVERFLOW, true,
-              "mem_alloc(%zu): WRAM heap exhausted (%zu of %u bytes already allocated)", size, start,
-              rt.layout.heap_capacity);
+    if (rounded < size || rounded > rt.layout.heap_capacity - start) {
+        fault(EMU_FAULT_WRAM_OVERFLOW, true, "mem_alloc(%zu): WRAM heap exhausted (%zu of %u bytes already allocated)",
+              size, start, rt.layout.heap_capacity);
+    }
     s->heap_used = (uint32_t)(start + rounded);
     return rt.mem.heap + start;
 }
@@ -30,7 +30,7 @@ EXPORT void *mem_reset(void)
 /* Buddy allocator kept entirely inside WRAM (so that it is per DPU): a
  * header, a tree of "largest free block" orders, then the arena. */
 #define BUDDY_MIN_ORDER 5u /* 32-byte blocks */
-#define BUDDY_MAX_SIZE (32u << 10)
+#define BUDDY_MAX_SIZE  (32u << 10)
 
 struct buddy_header {
     uint32_t arena_size; /* power of two */
@@ -41,8 +41,9 @@ struct buddy_header {
 static struct buddy_header *buddy(void)
 {
     uint32_t offset = state()->buddy_offset;
-    if (!offset)
+    if (!offset) {
         fault(EMU_FAULT_WRAM_OVERFLOW, true, "buddy allocator used before buddy_init");
+    }
     return (struct buddy_header *)(rt.mem.heap + offset - 1);
 }
 
@@ -67,8 +68,9 @@ EXPORT void buddy_reset(void)
     uint32_t level_leaves = h->nr_leaves;
     uint32_t first = 0, count = 1;
     while (count <= h->nr_leaves) {
-        for (uint32_t i = 0; i < count; i++)
+        for (uint32_t i = 0; i < count; i++) {
             h->tree[first + i] = leaf_order_value(level_leaves);
+        }
         first += count;
         count *= 2;
         level_leaves /= 2;
@@ -78,8 +80,9 @@ EXPORT void buddy_reset(void)
 EXPORT void buddy_init(size_t size_of_heap)
 {
     uint32_t arena = 1u << BUDDY_MIN_ORDER;
-    while (arena < size_of_heap && arena < BUDDY_MAX_SIZE)
+    while (arena < size_of_heap && arena < BUDDY_MAX_SIZE) {
         arena *= 2;
+    }
     uint32_t leaves = arena >> BUDDY_MIN_ORDER;
     size_t header = (sizeof(struct buddy_header) + 2 * leaves + 7) & ~(size_t)7;
     uint8_t *memory = mem_alloc(header + arena);
@@ -95,13 +98,16 @@ EXPORT void *buddy_alloc(size_t size)
     runtime_call();
     struct buddy_header *h = buddy();
     uint32_t leaves = 1;
-    while ((size_t)leaves << BUDDY_MIN_ORDER < size)
+    while ((size_t)leaves << BUDDY_MIN_ORDER < size) {
         leaves *= 2;
-    if (size == 0 || leaves > h->nr_leaves)
+    }
+    if (size == 0 || leaves > h->nr_leaves) {
         return NULL;
+    }
     uint8_t need = leaf_order_value(leaves);
-    if (h->tree[0] < need)
+    if (h->tree[0] < need) {
         return NULL;
+    }
     uint32_t node = 0, node_leaves = h->nr_leaves;
     while (node_leaves > leaves) {
         uint32_t left = 2 * node + 1;
@@ -126,18 +132,21 @@ EXPORT void *buddy_alloc(size_t size)
 EXPORT void buddy_free(void *pointer)
 {
     runtime_call();
-    if (!pointer)
+    if (!pointer) {
         return;
+    }
     struct buddy_header *h = buddy();
     uint32_t offset = (uint32_t)((uint8_t *)pointer - buddy_arena(h));
-    if ((uint8_t *)pointer < buddy_arena(h) || offset >= h->arena_size || offset % (1u << BUDDY_MIN_ORDER))
+    if ((uint8_t *)pointer < buddy_arena(h) || offset >= h->arena_size || offset % (1u << BUDDY_MIN_ORDER)) {
         fault(EMU_FAULT_WRAM_OVERFLOW, true, "buddy_free: %p was not returned by buddy_alloc", pointer);
+    }
     /* start at the leaf and climb to the allocated node (the first with value 0) */
     uint32_t node = h->nr_leaves - 1 + (offset >> BUDDY_MIN_ORDER);
     uint32_t node_leaves = 1;
     while (h->tree[node] != 0) {
-        if (!node)
+        if (!node) {
             fault(EMU_FAULT_WRAM_OVERFLOW, true, "buddy_free: %p is not allocated", pointer);
+        }
         node = (node - 1) / 2;
         node_leaves *= 2;
     }
@@ -153,8 +162,9 @@ EXPORT void buddy_free(void *pointer)
 
 EXPORT void *buddy_realloc(void *pointer, size_t size)
 {
-    if (!pointer)
+    if (!pointer) {
         return buddy_alloc(size);
+    }
     struct buddy_header *h = buddy();
     uint32_t offset = (uint32_t)((uint8_t *)pointer - buddy_arena(h));
     uint32_t node = h->nr_leaves - 1 + (offset >> BUDDY_MIN_ORDER);
@@ -163,8 +173,9 @@ EXPORT void *buddy_realloc(void *pointer, size_t size)
         node = (node - 1) / 2;
         block *= 2;
     }
-    if (size <= block)
+    if (size <= block) {
         return pointer;
+    }
     void *fresh = buddy_alloc(size);
     if (fresh) {
         memcpy(fresh, pointer, block);
@@ -172,4 +183,3 @@ EXPORT void *buddy_realloc(void *pointer, size_t size)
     }
     return fresh;
 }
-

@@ -7,8 +7,9 @@
 static void log_append(const char *text, size_t length)
 {
     struct emu_dpu_state *s = state();
-    for (size_t i = 0; i < length; i++)
+    for (size_t i = 0; i < length; i++) {
         rt.block->log[(s->log_write_pos + i) % EMU_LOG_SIZE] = text[i];
+    }
     s->log_write_pos += (uint32_t)length;
 }
 
@@ -20,8 +21,9 @@ EXPORT int __updlrm_printf(const char *format, ...)
     va_start(args, format);
     int length = vsnprintf(buffer, sizeof buffer, format, args);
     va_end(args);
-    if (length > 0)
+    if (length > 0) {
         log_append(buffer, (size_t)length < sizeof buffer ? (size_t)length : sizeof buffer - 1);
+    }
     return length;
 }
 
@@ -40,4 +42,3 @@ EXPORT int __updlrm_putchar(int character)
     log_append(&c, 1);
     return (unsigned char)c;
 }
-

@@ -10,8 +10,9 @@ static uint64_t perfcounter_value(void)
     uint64_t now;
     if (s->perfcounter_mode == 2) {
         now = 0;
-        for (uint32_t id = 0; id < rt.sched.nr_tasklets; id++)
+        for (uint32_t id = 0; id < rt.sched.nr_tasklets; id++) {
             now += s->tasklet[id].runtime_calls;
+        }
     } else {
         now = s->dpu_cycles;
     }
@@ -38,4 +39,3 @@ EXPORT uint64_t perfcounter_get(void)
     runtime_call();
     return perfcounter_value();
 }
-

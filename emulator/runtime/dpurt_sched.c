@@ -78,10 +78,11 @@ void switch_to(void **save_sp, void *new_sp, const struct tasklet *target, bool 
     if (rt.sched.asan && __sanitizer_start_switch_fiber) {
         struct tasklet *self = rt.sched.current < rt.sched.nr_tasklets ? &rt.sched.tasklets[rt.sched.current] : NULL;
         void **fake = leaving_for_good ? NULL : (self ? &self->asan_fake_stack : NULL);
-        if (target)
+        if (target) {
             __sanitizer_start_switch_fiber(fake, target->stack_lo, (size_t)(target->stack_hi - target->stack_lo));
-        else
+        } else {
             __sanitizer_start_switch_fiber(fake, rt.sched.main_stack_bottom, rt.sched.main_stack_size);
+        }
     }
     emu_switch(save_sp, new_sp);
     if (rt.sched.asan && __sanitizer_finish_switch_fiber) {
@@ -99,39 +100,45 @@ bool try_wake_blocked(struct tasklet *t)
     case TASKLET_RUNNABLE:
         return true;
     case TASKLET_BLOCKED_BARRIER:
-        if (((barrier_t *)t->wait_object)->generation == t->wait_generation)
+        if (((barrier_t *)t->wait_object)->generation == t->wait_generation) {
             return false;
+        }
         break;
     case TASKLET_BLOCKED_MUTEX: {
         uint8_t *m = t->wait_object;
-        if (*m)
+        if (*m) {
             return false;
+        }
         *m = (uint8_t)(t - rt.sched.tasklets + 1);
         break;
     }
     case TASKLET_BLOCKED_VMUTEX: {
         uint8_t *bits = t->wait_object;
-        if (*bits & t->wait_generation)
+        if (*bits & t->wait_generation) {
             return false;
+        }
         *bits |= (uint8_t)t->wait_generation;
         break;
     }
     case TASKLET_BLOCKED_SEM: {
         sem_t *s = t->wait_object;
-        if (s->count <= 0)
+        if (s->count <= 0) {
             return false;
+        }
         s->count--;
         break;
     }
     case TASKLET_BLOCKED_NOTIFY:
-        if (!t->hs_released)
+        if (!t->hs_released) {
             return false;
+        }
         t->hs_released = false;
         break;
     case TASKLET_BLOCKED_WAIT_FOR: {
         struct tasklet *notifier = &rt.sched.tasklets[t->wait_for];
-        if (!notifier->hs_notifying)
+        if (!notifier->hs_notifying) {
             return false;
+        }
         notifier->hs_notifying = false;
         notifier->hs_released = true;
         break;
@@ -154,10 +161,12 @@ void schedule(void)
     for (uint32_t step = 1; step <= rt.sched.nr_tasklets; step++) {
         id = id + 1 == rt.sched.nr_tasklets ? 0 : id + 1; /* round robin without a division per step */
         struct tasklet *next = &rt.sched.tasklets[id];
-        if (!try_wake(next))
+        if (!try_wake(next)) {
             continue;
-        if (id == self_id)
+        }
+        if (id == self_id) {
             return;
+        }
         rt.sched.current = id;
         state()->current_tasklet = id;
         state()->tasklet[id].switches++;
@@ -166,8 +175,9 @@ void schedule(void)
         return;
     }
     bool all_finished = true;
-    for (uint32_t id = 0; id < rt.sched.nr_tasklets; id++)
+    for (uint32_t id = 0; id < rt.sched.nr_tasklets; id++) {
         all_finished &= rt.sched.tasklets[id].state == TASKLET_FINISHED;
+    }
     if (all_finished) {
         switch_to(&self->sp, rt.sched.main_sp, NULL, true);
         __builtin_unreachable();
@@ -175,14 +185,15 @@ void schedule(void)
     char blocked[EMU_MAX_TASKLETS * 24] = "";
     size_t used = 0;
     static const char *const why[] = {
-        [TASKLET_BLOCKED_BARRIER] = "barrier", [TASKLET_BLOCKED_MUTEX] = "mutex", [TASKLET_BLOCKED_VMUTEX] = "vmutex",
-        [TASKLET_BLOCKED_SEM] = "semaphore",   [TASKLET_BLOCKED_NOTIFY] = "handshake_notify",
-        [TASKLET_BLOCKED_WAIT_FOR] = "handshake_wait_for",
+        [TASKLET_BLOCKED_BARRIER] = "barrier",         [TASKLET_BLOCKED_MUTEX] = "mutex",
+        [TASKLET_BLOCKED_VMUTEX] = "vmutex",           [TASKLET_BLOCKED_SEM] = "semaphore",
+        [TASKLET_BLOCKED_NOTIFY] = "handshake_notify", [TASKLET_BLOCKED_WAIT_FOR] = "handshake_wait_for",
     };
     for (uint32_t id = 0; id < rt.sched.nr_tasklets && used < sizeof blocked; id++) {
         enum tasklet_state s = rt.sched.tasklets[id].state;
-        if (s != TASKLET_FINISHED && s != TASKLET_RUNNABLE)
+        if (s != TASKLET_FINISHED && s != TASKLET_RUNNABLE) {
             used += (size_t)snprintf(blocked + used, sizeof blocked - used, "%s%u:%s", used ? " " : "", id, why[s]);
+        }
     }
     fault(EMU_FAULT_DEADLOCK, false, "deadlock: every unfinished tasklet is blocked (%s)", blocked);
 }
@@ -198,8 +209,9 @@ static void tasklet_entry(void)
             rt.sched.main_stack_size = size;
         }
     }
-    if (updlrm_emu_fault_armed)
+    if (updlrm_emu_fault_armed) {
         injected(updlrm_emu_fault_at_start(rt.sched.current));
+    }
     user_main();
     rt.sched.tasklets[rt.sched.current].state = TASKLET_FINISHED;
     schedule();
@@ -215,7 +227,8 @@ static void tasklet_entry(void)
 
 static uint8_t *stack_top(const struct tasklet *t)
 {
-    return (uint8_t *)(((uintptr_t)t->stack_hi - (uintptr_t)(t - rt.sched.tasklets) * EMU_STACK_STAGGER) & ~(uintptr_t)15);
+    return (uint8_t *)(((uintptr_t)t->stack_hi - (uintptr_t)(t - rt.sched.tasklets) * EMU_STACK_STAGGER) &
+                       ~(uintptr_t)15);
 }
 
 static void prepare_tasklet(struct tasklet *t)
@@ -223,10 +236,11 @@ static void prepare_tasklet(struct tasklet *t)
     uintptr_t top = (uintptr_t)stack_top(t);
     void **sp = (void **)top;
 #if defined(__x86_64__)
-    *--sp = NULL;                 /* fake return address: keeps the ABI's call alignment */
+    *--sp = NULL;                  /* fake return address: keeps the ABI's call alignment */
     *--sp = (void *)tasklet_entry; /* popped by `ret` */
-    for (int i = 0; i < EMU_SWITCH_FRAME_WORDS; i++)
+    for (int i = 0; i < EMU_SWITCH_FRAME_WORDS; i++) {
         *--sp = NULL;
+    }
 #else
     sp -= 20;
     memset(sp, 0, 20 * sizeof(void *));
@@ -248,19 +262,22 @@ void run_tasklets(void)
     for (uint32_t id = 0; id < rt.sched.nr_tasklets; id++) {
         /* frames never returned from (tasklet entries, faulted tasklets)
          * keep their AddressSanitizer poisoning on the reused stacks */
-        if (rt.sched.asan && __asan_unpoison_memory_region)
+        if (rt.sched.asan && __asan_unpoison_memory_region) {
             __asan_unpoison_memory_region(rt.sched.tasklets[id].stack_lo,
                                           (size_t)(rt.sched.tasklets[id].stack_hi - rt.sched.tasklets[id].stack_lo));
+        }
         prepare_tasklet(&rt.sched.tasklets[id]);
     }
     rt.sched.current = 0;
     state()->tasklet[0].switches++;
-    if (rt.sched.asan && __sanitizer_start_switch_fiber)
+    if (rt.sched.asan && __sanitizer_start_switch_fiber) {
         __sanitizer_start_switch_fiber(&rt.sched.main_fake_stack, rt.sched.tasklets[0].stack_lo,
                                        (size_t)(rt.sched.tasklets[0].stack_hi - rt.sched.tasklets[0].stack_lo));
+    }
     emu_switch(&rt.sched.main_sp, rt.sched.tasklets[0].sp);
-    if (rt.sched.asan && __sanitizer_finish_switch_fiber)
+    if (rt.sched.asan && __sanitizer_finish_switch_fiber) {
         __sanitizer_finish_switch_fiber(rt.sched.main_fake_stack, NULL, NULL);
+    }
 }
 
 /* ---- faults ------------------------------------------------------------- */
@@ -280,16 +297,23 @@ void fault(enum emu_fault_kind kind, bool tasklet_specific, const char *format, 
     __builtin_unreachable();
 }
 
-EXPORT void halt(void) { fault(EMU_FAULT_HALT, true, "halt() called by tasklet %u", rt.sched.current); }
+EXPORT void halt(void)
+{
+    fault(EMU_FAULT_HALT, true, "halt() called by tasklet %u", rt.sched.current);
+}
 
 EXPORT void __updlrm_assert_fail(const char *expression, const char *file, unsigned int line)
 {
-    fault(EMU_FAULT_ASSERT, true, "assertion failed in tasklet %u: %s (%s:%u)", rt.sched.current, expression, file, line);
+    fault(EMU_FAULT_ASSERT, true, "assertion failed in tasklet %u: %s (%s:%u)", rt.sched.current, expression, file,
+          line);
 }
 
 /* ---- tasklet identity --------------------------------------------------- */
 
-EXPORT unsigned int me(void) { return rt.sched.current; }
+EXPORT unsigned int me(void)
+{
+    return rt.sched.current;
+}
 
 EXPORT unsigned int check_stack(void)
 {
@@ -299,4 +323,3 @@ EXPORT unsigned int check_stack(void)
     uint32_t logical = rt.layout.stack_size[rt.sched.current];
     return used >= logical ? 0 : (unsigned int)(logical - used);
 }
-

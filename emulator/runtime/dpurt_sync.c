@@ -9,9 +9,10 @@ EXPORT void barrier_wait(barrier_t *barrier)
 {
     runtime_call();
     counters()->barrier_waits++;
-    if (barrier->count == 0 || barrier->count > barrier->initial_count)
+    if (barrier->count == 0 || barrier->count > barrier->initial_count) {
         fault(EMU_FAULT_SYNC, true, "barrier_wait: corrupted barrier (count %u of %u)", barrier->count,
               barrier->initial_count);
+    }
     if (--barrier->count == 0) {
         barrier->count = barrier->initial_count;
         barrier->generation++;
@@ -37,8 +38,9 @@ EXPORT void mutex_lock(mutex_id_t id)
         *mutex = (uint8_t)(rt.sched.current + 1);
         return;
     }
-    if (*mutex == rt.sched.current + 1)
+    if (*mutex == rt.sched.current + 1) {
         fault(EMU_FAULT_DEADLOCK, true, "mutex_lock: tasklet %u locks a mutex it already holds", rt.sched.current);
+    }
     counters()->mutex_waits++;
     block_on(TASKLET_BLOCKED_MUTEX, mutex);
 }
@@ -47,8 +49,9 @@ EXPORT bool mutex_trylock(mutex_id_t id)
 {
     runtime_call();
     uint8_t *mutex = atomic_bit(id);
-    if (*mutex)
+    if (*mutex) {
         return false;
+    }
     *mutex = (uint8_t)(rt.sched.current + 1);
     return true;
 }
@@ -119,14 +122,16 @@ EXPORT void handshake_notify(void)
 EXPORT int handshake_wait_for(unsigned int notifier)
 {
     runtime_call();
-    if (notifier >= rt.sched.nr_tasklets)
+    if (notifier >= rt.sched.nr_tasklets) {
         fault(EMU_FAULT_SYNC, true, "handshake_wait_for: notifier %u is not a tasklet (NR_TASKLETS=%u)", notifier,
               rt.sched.nr_tasklets);
-    for (uint32_t id = 0; id < rt.sched.nr_tasklets; id++)
+    }
+    for (uint32_t id = 0; id < rt.sched.nr_tasklets; id++) {
         if (rt.sched.tasklets[id].state == TASKLET_BLOCKED_WAIT_FOR && rt.sched.tasklets[id].wait_for == notifier) {
             errno = EALREADY;
             return EALREADY;
         }
+    }
     struct tasklet *n = &rt.sched.tasklets[notifier];
     if (n->hs_notifying) {
         /* A stopped notifier resumes at once on a DPU, while the waiter still
@@ -141,4 +146,3 @@ EXPORT int handshake_wait_for(unsigned int notifier)
     block_on(TASKLET_BLOCKED_WAIT_FOR, NULL);
     return 0;
 }
-

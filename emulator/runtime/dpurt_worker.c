@@ -7,7 +7,10 @@ struct dpurt_state rt;
 user_main_t user_main;
 
 /* Called by the start file the compiler driver links into every program. */
-EXPORT void __updlrm_register_main(user_main_t main_function) { user_main = main_function; }
+EXPORT void __updlrm_register_main(user_main_t main_function)
+{
+    user_main = main_function;
+}
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -27,16 +30,18 @@ raw_copy(void *dst, const void *src, size_t size)
         s += 8;
         size -= 8;
     }
-    while (size--)
+    while (size--) {
         *d++ = *s++;
+    }
 }
 
 void die(const char *what)
 {
     char message[256];
     int length = snprintf(message, sizeof message, "updlrm emulator worker: %s: %s\n", what, strerror(errno));
-    if (length > 0 && write(STDERR_FILENO, message, (size_t)length) < 0)
+    if (length > 0 && write(STDERR_FILENO, message, (size_t)length) < 0) {
         _exit(3);
+    }
     _exit(3);
 }
 
@@ -45,10 +50,12 @@ static bool read_full(int fd, void *buffer, size_t size)
     uint8_t *p = buffer;
     while (size) {
         ssize_t n = read(fd, p, size);
-        if (n < 0 && errno == EINTR)
+        if (n < 0 && errno == EINTR) {
             continue;
-        if (n <= 0)
+        }
+        if (n <= 0) {
             return false;
+        }
         p += n;
         size -= (size_t)n;
     }
@@ -60,10 +67,12 @@ static void write_full(int fd, const void *buffer, size_t size)
     const uint8_t *p = buffer;
     while (size) {
         ssize_t n = write(fd, p, size);
-        if (n < 0 && errno == EINTR)
+        if (n < 0 && errno == EINTR) {
             continue;
-        if (n <= 0)
+        }
+        if (n <= 0) {
             die("reply to host");
+        }
         p += n;
         size -= (size_t)n;
     }
@@ -73,12 +82,14 @@ static void write_full(int fd, const void *buffer, size_t size)
 
 static void map_mram(uint32_t dpu)
 {
-    if (rt.mem.resident_mram_dpu == dpu)
+    if (rt.mem.resident_mram_dpu == dpu) {
         return;
-    void *window = mmap((void *)(uintptr_t)EMU_MRAM_BASE, EMU_MRAM_SIZE, PROT_READ | PROT_WRITE,
-                        MAP_SHARED | MAP_FIXED, EMU_WORKER_MRAM_FD, (off_t)dpu * EMU_MRAM_SIZE);
-    if (window == MAP_FAILED)
+    }
+    void *window = mmap((void *)(uintptr_t)EMU_MRAM_BASE, EMU_MRAM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+                        EMU_WORKER_MRAM_FD, (off_t)dpu * EMU_MRAM_SIZE);
+    if (window == MAP_FAILED) {
         die("map MRAM window");
+    }
     rt.mem.resident_mram_dpu = dpu;
 }
 
@@ -104,16 +115,18 @@ static void run_dpu(uint32_t dpu)
     raw_copy(rt.mem.heap, rt.block->image + rt.layout.heap_offset, s->heap_used);
     /* boot releases every atomic bit, as the SDK's crt0 does */
     uint8_t *atomic = (uint8_t *)(uintptr_t)rt.layout.atomic_start;
-    for (uint64_t i = 0; i < rt.layout.atomic_size; i++)
+    for (uint64_t i = 0; i < rt.layout.atomic_size; i++) {
         atomic[i] = 0;
+    }
 
     run_tasklets();
 
     raw_copy(rt.block->image, (void *)(uintptr_t)rt.layout.wram_span_start, rt.layout.wram_span_size);
     raw_copy(rt.block->image + rt.layout.heap_offset, rt.mem.heap, s->heap_used);
     s->dpu_counters.last_launch_cycles = s->dpu_cycles - start_cycles;
-    if (rt.sched.faulted)
+    if (rt.sched.faulted) {
         s->dpu_counters.faults++;
+    }
     __atomic_store_n(&s->status, rt.sched.faulted ? EMU_DPU_FAULT : EMU_DPU_DONE, __ATOMIC_RELEASE);
 }
 
@@ -124,10 +137,11 @@ static void allocate_low_region(void)
     size_t per_stack = EMU_HOST_STACK_SIZE + EMU_GUARD_SIZE;
     size_t size = EMU_MAX_TASKLETS * per_stack + 2 * EMU_WRAM_SIZE;
     for (uintptr_t hint = 0x20000000u; hint + size < 0xF0000000u; hint += 0x01000000u) {
-        void *p = mmap((void *)hint, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
-                       -1, 0);
-        if (p == MAP_FAILED)
+        void *p =
+            mmap((void *)hint, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+        if (p == MAP_FAILED) {
             continue;
+        }
         if (p != (void *)hint) {
             munmap(p, size);
             continue;
@@ -135,12 +149,14 @@ static void allocate_low_region(void)
         rt.mem.low_region = p;
         break;
     }
-    if (!rt.mem.low_region)
+    if (!rt.mem.low_region) {
         die("reserve low memory for tasklet stacks");
+    }
     for (uint32_t id = 0; id < EMU_MAX_TASKLETS; id++) {
         uint8_t *base = rt.mem.low_region + id * per_stack;
-        if (mprotect(base, EMU_GUARD_SIZE, PROT_NONE))
+        if (mprotect(base, EMU_GUARD_SIZE, PROT_NONE)) {
             die("stack guard page");
+        }
         rt.sched.tasklets[id].stack_lo = base + EMU_GUARD_SIZE;
         rt.sched.tasklets[id].stack_hi = base + per_stack;
     }
@@ -150,18 +166,22 @@ static void allocate_low_region(void)
 static int worker_loop(void)
 {
     struct stat st;
-    if (fstat(EMU_WORKER_CTRL_FD, &st))
+    if (fstat(EMU_WORKER_CTRL_FD, &st)) {
         die("stat control memory");
+    }
     rt.mem.ctrl_size = (size_t)st.st_size;
     rt.mem.ctrl = mmap(NULL, rt.mem.ctrl_size, PROT_READ | PROT_WRITE, MAP_SHARED, EMU_WORKER_CTRL_FD, 0);
-    if (rt.mem.ctrl == MAP_FAILED)
+    if (rt.mem.ctrl == MAP_FAILED) {
         die("map control memory");
-    if (fstat(EMU_WORKER_MRAM_FD, &st))
+    }
+    if (fstat(EMU_WORKER_MRAM_FD, &st)) {
         die("stat MRAM");
-    rt.mem.mram_all = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
-                       EMU_WORKER_MRAM_FD, 0);
-    if (rt.mem.mram_all == MAP_FAILED)
+    }
+    rt.mem.mram_all =
+        mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, EMU_WORKER_MRAM_FD, 0);
+    if (rt.mem.mram_all == MAP_FAILED) {
         die("map MRAM");
+    }
     allocate_low_region();
     rt.mem.resident_mram_dpu = -1;
     rt.sched.asan = __sanitizer_start_switch_fiber != NULL;
@@ -170,8 +190,9 @@ static int worker_loop(void)
     uint32_t capacity = 0;
     for (;;) {
         struct emu_launch_msg msg;
-        if (!read_full(EMU_WORKER_CMD_FD, &msg, sizeof msg))
+        if (!read_full(EMU_WORKER_CMD_FD, &msg, sizeof msg)) {
             break; /* host closed the socket: the DPU set was freed */
+        }
         if (msg.magic != EMU_LAUNCH_MAGIC || msg.layout.protocol_version != EMU_PROTOCOL_VERSION ||
             msg.layout.nr_tasklets == 0 || msg.layout.nr_tasklets > EMU_MAX_TASKLETS) {
             errno = EPROTO;
@@ -180,11 +201,13 @@ static int worker_loop(void)
         if (msg.nr_dpus > capacity) {
             capacity = msg.nr_dpus;
             dpus = realloc(dpus, capacity * sizeof *dpus);
-            if (!dpus)
+            if (!dpus) {
                 die("allocate DPU list");
+            }
         }
-        if (!read_full(EMU_WORKER_CMD_FD, dpus, msg.nr_dpus * sizeof *dpus))
+        if (!read_full(EMU_WORKER_CMD_FD, dpus, msg.nr_dpus * sizeof *dpus)) {
             break;
+        }
         rt.layout = msg.layout;
         rt.sched.nr_tasklets = msg.layout.nr_tasklets;
         for (uint32_t i = 0; i < msg.nr_dpus; i++) {
@@ -194,7 +217,7 @@ static int worker_loop(void)
             }
             run_dpu(dpus[i]);
         }
-        struct emu_launch_reply reply = { EMU_LAUNCH_MAGIC, msg.nr_dpus };
+        struct emu_launch_reply reply = {EMU_LAUNCH_MAGIC, msg.nr_dpus};
         write_full(EMU_WORKER_REPLY_FD, &reply, sizeof reply);
     }
     free(dpus);
@@ -207,8 +230,9 @@ EXPORT int main(int argc, char **argv)
     if (!getenv(EMU_WORKER_ENV)) {
         static const char usage[] = "This is a DPU program built for the updlrm emulator; load it from a host "
                                     "program with dpu_load(), or run it with `updlrm emu run`.\n";
-        if (write(STDERR_FILENO, usage, sizeof usage - 1) < 0)
+        if (write(STDERR_FILENO, usage, sizeof usage - 1) < 0) {
             return 2;
+        }
         return 2;
     }
     (void)argv;
@@ -217,7 +241,7 @@ EXPORT int main(int argc, char **argv)
         die("no DPU main registered (program not built by the updlrm compiler driver)");
     }
     /* a crashing DPU program should not leave core files behind */
-    struct rlimit no_core = { 0, 0 };
+    struct rlimit no_core = {0, 0};
     setrlimit(RLIMIT_CORE, &no_core);
     return worker_loop();
 }

@@ -218,7 +218,10 @@ static inline dpu_error_t ok(void)
 static inline uint32_t count_dpus(struct dpu_set_t set)
 {
     uint32_t n = 0;
-    FOR_EACH_DPU_OF_SET(set, dpu, { (void)dpu; n++; });
+    FOR_EACH_DPU_OF_SET(set, dpu, {
+        (void)dpu;
+        n++;
+    });
     return n;
 }
 
@@ -227,15 +230,19 @@ static inline uint32_t count_dpus(struct dpu_set_t set)
 static inline void enter(struct emu_system *system)
 {
     pthread_mutex_lock(&system->launch.lock);
-    while (system->launch.busy)
+    while (system->launch.busy) {
         pthread_cond_wait(&system->launch.idle, &system->launch.lock);
+    }
     if (system->launch.thread_joinable) {
         pthread_join(system->launch.thread, NULL);
         system->launch.thread_joinable = false;
     }
 }
 
-static inline void leave(struct emu_system *system) { pthread_mutex_unlock(&system->launch.lock); }
+static inline void leave(struct emu_system *system)
+{
+    pthread_mutex_unlock(&system->launch.lock);
+}
 
 /* hostlib_alloc.c */
 int high_cloexec(int fd);

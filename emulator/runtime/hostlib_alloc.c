@@ -17,8 +17,9 @@ int high_cloexec(int fd)
 static uint32_t env_uint(const char *name, uint32_t fallback)
 {
     const char *value = getenv(name);
-    if (!value || !*value)
+    if (!value || !*value) {
         return fallback;
+    }
     char *end;
     unsigned long parsed = strtoul(value, &end, 10);
     return (*end || parsed == 0 || parsed > 1000000) ? fallback : (uint32_t)parsed;
@@ -34,17 +35,18 @@ struct profile {
 static dpu_error_t parse_dma_mode(uint32_t *mode)
 {
     const char *value = getenv("UPDLRM_EMU_DMA");
-    if (!value || !*value || !strcmp(value, "default"))
+    if (!value || !*value || !strcmp(value, "default")) {
         *mode = EMU_DMA_DEFAULT;
-    else if (!strcmp(value, "hardware"))
+    } else if (!strcmp(value, "hardware")) {
         *mode = EMU_DMA_HARDWARE;
-    else if (!strcmp(value, "strict"))
+    } else if (!strcmp(value, "strict")) {
         *mode = EMU_DMA_STRICT;
-    else
+    } else {
         return fail(DPU_ERR_INVALID_PROFILE,
                     "UPDLRM_EMU_DMA='%s' is not a DMA mode: use default (decode as the DPU, warn once per site), "
                     "strict (fault) or hardware (decode silently)",
                     value);
+    }
     return DPU_OK;
 }
 
@@ -59,8 +61,9 @@ static bool parse_count(const char *value, unsigned long max, uint32_t *out)
 {
     char *end = NULL;
     unsigned long v = strtoul(value, &end, 10);
-    if (!*value || *end || v == 0 || v > max)
+    if (!*value || *end || v == 0 || v > max) {
         return false;
+    }
     *out = (uint32_t)v;
     return true;
 }
@@ -78,26 +81,31 @@ static dpu_error_t parse_profile(const char *text, struct profile *p)
     uint32_t ranks_from_env = env_uint("UPDLRM_EMU_NR_RANKS", 0);
     p->settings.max_workers = env_uint("UPDLRM_EMU_WORKERS", nproc > 0 ? (uint32_t)nproc : 1);
     dpu_error_t dma_status = parse_dma_mode(&p->settings.dma_mode);
-    if (dma_status != DPU_OK)
+    if (dma_status != DPU_OK) {
         return dma_status;
+    }
     const char *timeout_env = getenv("UPDLRM_EMU_TIMEOUT");
-    if (timeout_env && *timeout_env)
+    if (timeout_env && *timeout_env) {
         p->settings.timeout_seconds = atof(timeout_env);
+    }
     const char *base = getenv("UPMEM_PROFILE_BASE");
     size_t length = (base ? strlen(base) : 0) + (text ? strlen(text) : 0) + 2;
     char *copy = malloc(length);
-    if (!copy)
+    if (!copy) {
         return fail(DPU_ERR_SYSTEM, "out of memory");
+    }
     snprintf(copy, length, "%s,%s", base ? base : "", text ? text : "");
     dpu_error_t status = DPU_OK;
     bool simulator = false;
     uint32_t nr_ranks = 0, dpus_per_rank = 0, dpus_per_ci = 0;
     char *save = NULL;
     for (char *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
-        while (*item == ' ')
+        while (*item == ' ') {
             item++;
-        if (!*item)
+        }
+        if (!*item) {
             continue;
+        }
         char *equal = strchr(item, '=');
         if (!equal) {
             status = fail(DPU_ERR_INVALID_PROFILE, "profile item '%s' is not key=value", item);
@@ -129,8 +137,9 @@ static dpu_error_t parse_profile(const char *text, struct profile *p)
         } else if (!strcmp(key, "timeout")) {
             double v = strtod(value, &end);
             bad = !*value || *end || v < 0;
-            if (!bad)
+            if (!bad) {
                 p->settings.timeout_seconds = v;
+            }
         }
         /* other keys belong to the SDK's hardware/simulator backends and
          * have no meaning here; they are accepted so profiles stay portable */
@@ -140,8 +149,9 @@ static dpu_error_t parse_profile(const char *text, struct profile *p)
         }
     }
     free(copy);
-    if (status != DPU_OK)
+    if (status != DPU_OK) {
         return status;
+    }
     uint32_t nr_cis = simulator ? 1 : EMU_CIS_PER_RANK;
     if (dpus_per_rank) {
         p->dpus_per_rank = dpus_per_rank;
@@ -151,7 +161,7 @@ static dpu_error_t parse_profile(const char *text, struct profile *p)
         p->dpus_per_rank = nr_cis * p->settings.dpus_per_ci;
     }
     /* the machine keeps its 2560 DPUs whatever the rank size */
-    p->nr_ranks_available = nr_ranks ? nr_ranks
+    p->nr_ranks_available = nr_ranks         ? nr_ranks
                             : ranks_from_env ? ranks_from_env
                                              : (EMU_MACHINE_DPUS + p->dpus_per_rank - 1) / p->dpus_per_rank;
     return DPU_OK;
@@ -162,8 +172,9 @@ static void destroy_system(struct emu_system *system);
 static dpu_error_t create_system(uint32_t nr_dpus, const struct profile *profile, struct dpu_set_t *set)
 {
     struct emu_system *system = calloc(1, sizeof *system);
-    if (!system)
+    if (!system) {
         return fail(DPU_ERR_SYSTEM, "out of memory");
+    }
     system->shm.ctrl_fd = system->shm.mram_fd = -1;
     system->nr_dpus = nr_dpus;
     system->nr_ranks = (nr_dpus + profile->dpus_per_rank - 1) / profile->dpus_per_rank;
@@ -201,11 +212,14 @@ static dpu_error_t create_system(uint32_t nr_dpus, const struct profile *profile
     system->shm.mram_size = (size_t)nr_dpus * EMU_MRAM_SIZE;
     int ctrl = memfd_create("updlrm-emu-ctrl", MFD_CLOEXEC);
     int mram = memfd_create("updlrm-emu-mram", MFD_CLOEXEC);
-    if (ctrl >= 0)
+    if (ctrl >= 0) {
         system->shm.ctrl_fd = high_cloexec(ctrl);
-    if (mram >= 0)
+    }
+    if (mram >= 0) {
         system->shm.mram_fd = high_cloexec(mram);
-    if (system->shm.ctrl_fd < 0 || system->shm.mram_fd < 0 || ftruncate(system->shm.ctrl_fd, (off_t)system->shm.ctrl_size) ||
+    }
+    if (system->shm.ctrl_fd < 0 || system->shm.mram_fd < 0 ||
+        ftruncate(system->shm.ctrl_fd, (off_t)system->shm.ctrl_size) ||
         ftruncate(system->shm.mram_fd, (off_t)system->shm.mram_size)) {
         int saved = errno;
         destroy_system(system);
@@ -216,15 +230,18 @@ static dpu_error_t create_system(uint32_t nr_dpus, const struct profile *profile
         mmap(NULL, system->shm.mram_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, system->shm.mram_fd, 0);
     if (system->shm.ctrl == MAP_FAILED || system->shm.mram == MAP_FAILED) {
         int saved = errno;
-        if (system->shm.ctrl == MAP_FAILED)
+        if (system->shm.ctrl == MAP_FAILED) {
             system->shm.ctrl = NULL;
-        if (system->shm.mram == MAP_FAILED)
+        }
+        if (system->shm.mram == MAP_FAILED) {
             system->shm.mram = NULL;
+        }
         destroy_system(system);
         return fail(DPU_ERR_SYSTEM, "cannot map emulator shared memory (%u DPUs): %s", nr_dpus, strerror(saved));
     }
-    for (uint32_t d = 0; d < nr_dpus; d++)
+    for (uint32_t d = 0; d < nr_dpus; d++) {
         block_of(system, d)->state.fault_tasklet = -1;
+    }
     set->kind = DPU_SET_RANKS;
     set->list.nr_ranks = system->nr_ranks;
     set->list.ranks = system->rank_pointers;
@@ -235,18 +252,21 @@ static dpu_error_t create_system(uint32_t nr_dpus, const struct profile *profile
 static dpu_error_t begin_alloc(const char *caller, const char *profile_text, const struct dpu_set_t *dpu_set,
                                struct profile *profile)
 {
-    if (!dpu_set)
+    if (!dpu_set) {
         return fail(DPU_ERR_INVALID_DPU_SET, "%s: NULL dpu_set", caller);
+    }
     struct updlrm_emu_fault_plan *faults = NULL;
     char why[256];
     const char *rules = getenv(UPDLRM_EMU_FAULTS_ENV);
-    if (updlrm_emu_fault_plan_parse(rules, &faults, why, sizeof why))
+    if (updlrm_emu_fault_plan_parse(rules, &faults, why, sizeof why)) {
         return fail(DPU_ERR_INVALID_PROFILE, "%s: %s: %s", caller, UPDLRM_EMU_FAULTS_ENV, why);
+    }
     bool refused = updlrm_emu_fault_plan_refuses_alloc(faults);
     updlrm_emu_fault_plan_free(faults);
-    if (refused)
+    if (refused) {
         return fail(DPU_ERR_ALLOCATION, "%s: refused by the fault injection hook (%s=%s)", caller,
                     UPDLRM_EMU_FAULTS_ENV, rules);
+    }
     return parse_profile(profile_text, profile);
 }
 
@@ -254,18 +274,22 @@ EXPORT dpu_error_t dpu_alloc(uint32_t nr_dpus, const char *profile_text, struct 
 {
     struct profile profile;
     dpu_error_t status = begin_alloc("dpu_alloc", profile_text, dpu_set, &profile);
-    if (status != DPU_OK)
+    if (status != DPU_OK) {
         return status;
+    }
     uint64_t available = (uint64_t)profile.nr_ranks_available * profile.dpus_per_rank;
-    if (nr_dpus == DPU_ALLOCATE_ALL)
+    if (nr_dpus == DPU_ALLOCATE_ALL) {
         nr_dpus = (uint32_t)available;
-    if (nr_dpus == 0)
+    }
+    if (nr_dpus == 0) {
         return fail(DPU_ERR_ALLOCATION, "dpu_alloc: cannot allocate 0 DPUs");
-    if (nr_dpus > available)
+    }
+    if (nr_dpus > available) {
         return fail(DPU_ERR_ALLOCATION,
                     "dpu_alloc: %u DPUs requested but the emulated machine has %u ranks x %u DPUs = %llu "
                     "(set nrRanks=N in the profile or UPDLRM_EMU_NR_RANKS)",
                     nr_dpus, profile.nr_ranks_available, profile.dpus_per_rank, (unsigned long long)available);
+    }
     return create_system(nr_dpus, &profile, dpu_set);
 }
 
@@ -273,13 +297,16 @@ EXPORT dpu_error_t dpu_alloc_ranks(uint32_t nr_ranks, const char *profile_text, 
 {
     struct profile profile;
     dpu_error_t status = begin_alloc("dpu_alloc_ranks", profile_text, dpu_set, &profile);
-    if (status != DPU_OK)
+    if (status != DPU_OK) {
         return status;
-    if (nr_ranks == DPU_ALLOCATE_ALL)
+    }
+    if (nr_ranks == DPU_ALLOCATE_ALL) {
         nr_ranks = profile.nr_ranks_available;
-    if (nr_ranks == 0 || nr_ranks > profile.nr_ranks_available)
+    }
+    if (nr_ranks == 0 || nr_ranks > profile.nr_ranks_available) {
         return fail(DPU_ERR_ALLOCATION, "dpu_alloc_ranks: %u ranks requested, %u available", nr_ranks,
                     profile.nr_ranks_available);
+    }
     return create_system(nr_ranks * profile.dpus_per_rank, &profile, dpu_set);
 }
 
@@ -290,14 +317,18 @@ static void destroy_system(struct emu_system *system)
         next = p->next;
         free_program(p);
     }
-    if (system->shm.ctrl)
+    if (system->shm.ctrl) {
         munmap(system->shm.ctrl, system->shm.ctrl_size);
-    if (system->shm.mram)
+    }
+    if (system->shm.mram) {
         munmap(system->shm.mram, system->shm.mram_size);
-    if (system->shm.ctrl_fd >= 0)
+    }
+    if (system->shm.ctrl_fd >= 0) {
         close(system->shm.ctrl_fd);
-    if (system->shm.mram_fd >= 0)
+    }
+    if (system->shm.mram_fd >= 0) {
         close(system->shm.mram_fd);
+    }
     pthread_mutex_destroy(&system->launch.lock);
     pthread_cond_destroy(&system->launch.idle);
     free(system->ranks);
@@ -312,10 +343,12 @@ static void destroy_system(struct emu_system *system)
 EXPORT dpu_error_t dpu_free(struct dpu_set_t dpu_set)
 {
     struct emu_system *system = NULL;
-    if (check_set(dpu_set, &system) != DPU_OK)
+    if (check_set(dpu_set, &system) != DPU_OK) {
         return DPU_ERR_INVALID_DPU_SET;
-    if (dpu_set.kind != DPU_SET_RANKS || dpu_set.list.ranks != system->rank_pointers)
+    }
+    if (dpu_set.kind != DPU_SET_RANKS || dpu_set.list.ranks != system->rank_pointers) {
         return fail(DPU_ERR_INVALID_DPU_SET, "dpu_free: the set was not returned by dpu_alloc");
+    }
     enter(system);
     leave(system);
     destroy_system(system);
@@ -325,8 +358,9 @@ EXPORT dpu_error_t dpu_free(struct dpu_set_t dpu_set)
 EXPORT dpu_error_t dpu_get_nr_ranks(struct dpu_set_t dpu_set, uint32_t *nr_ranks)
 {
     struct emu_system *system = NULL;
-    if (check_set(dpu_set, &system) != DPU_OK)
+    if (check_set(dpu_set, &system) != DPU_OK) {
         return DPU_ERR_INVALID_DPU_SET;
+    }
     *nr_ranks = dpu_set.kind == DPU_SET_DPU ? 1 : dpu_set.list.nr_ranks;
     return ok();
 }
@@ -334,9 +368,9 @@ EXPORT dpu_error_t dpu_get_nr_ranks(struct dpu_set_t dpu_set, uint32_t *nr_ranks
 EXPORT dpu_error_t dpu_get_nr_dpus(struct dpu_set_t dpu_set, uint32_t *nr_dpus)
 {
     struct emu_system *system = NULL;
-    if (check_set(dpu_set, &system) != DPU_OK)
+    if (check_set(dpu_set, &system) != DPU_OK) {
         return DPU_ERR_INVALID_DPU_SET;
+    }
     *nr_dpus = count_dpus(dpu_set);
     return ok();
 }
-

@@ -11,15 +11,17 @@
  * bare address when that fails.  The last answer is cached per program. */
 static const char *describe_site(struct dpu_program_t *program, uint64_t site)
 {
-    if (program->diag.described_site == site && site)
+    if (program->diag.described_site == site && site) {
         return program->diag.described_where;
+    }
     char *out = program->diag.described_where;
     size_t size = sizeof program->diag.described_where;
     snprintf(out, size, "address 0x%llx", (unsigned long long)site);
     program->diag.described_site = site;
     int fds[2];
-    if (!site || pipe2(fds, O_CLOEXEC))
+    if (!site || pipe2(fds, O_CLOEXEC)) {
         return out;
+    }
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
@@ -27,7 +29,7 @@ static const char *describe_site(struct dpu_program_t *program, uint64_t site)
     char address[32];
     /* the return address follows the call: look up the byte before it */
     snprintf(address, sizeof address, "0x%llx", (unsigned long long)(site - 1));
-    char *argv[] = { (char *)"addr2line", (char *)"-f", (char *)"-e", program->path, address, NULL };
+    char *argv[] = {(char *)"addr2line", (char *)"-f", (char *)"-e", program->path, address, NULL};
     pid_t pid;
     int rc = posix_spawnp(&pid, "addr2line", &actions, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&actions);
@@ -36,29 +38,35 @@ static const char *describe_site(struct dpu_program_t *program, uint64_t site)
     size_t used = 0;
     while (rc == 0 && used < sizeof text - 1) {
         ssize_t n = read(fds[0], text + used, sizeof text - 1 - used);
-        if (n < 0 && errno == EINTR)
+        if (n < 0 && errno == EINTR) {
             continue;
-        if (n <= 0)
+        }
+        if (n <= 0) {
             break;
+        }
         used += (size_t)n;
     }
     close(fds[0]);
-    if (rc)
+    if (rc) {
         return out;
+    }
     int wstatus;
     while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR)
         ;
     text[used] = 0;
     char *function = text, *location = strchr(text, '\n');
-    if (!location)
+    if (!location) {
         return out;
+    }
     *location++ = 0;
     location[strcspn(location, "\n")] = 0;
     char *discriminator = strstr(location, " (discriminator");
-    if (discriminator)
+    if (discriminator) {
         *discriminator = 0;
-    if (!*location || location[0] == '?')
+    }
+    if (!*location || location[0] == '?') {
         return out;
+    }
     snprintf(out, size, "%.300s (%.200s)", location, function);
     return out;
 }
@@ -66,8 +74,9 @@ static const char *describe_site(struct dpu_program_t *program, uint64_t site)
 /* Default DMA mode: each relaxed DMA rule is reported once per program site. */
 void report_dma_warnings(struct emu_system *system, const uint32_t *dpus, uint32_t nr_dpus)
 {
-    if (system->settings.dma_mode != EMU_DMA_DEFAULT)
+    if (system->settings.dma_mode != EMU_DMA_DEFAULT) {
         return;
+    }
     for (uint32_t i = 0; i < nr_dpus; i++) {
         struct emu_dpu_state *s = &block_of(system, dpus[i])->state;
         struct dpu_program_t *program = system->program_of[dpus[i]];
@@ -75,14 +84,17 @@ void report_dma_warnings(struct emu_system *system, const uint32_t *dpus, uint32
         for (uint32_t k = 0; k < n && program; k++) {
             const struct emu_dma_warning *w = &s->dma_warnings[k];
             bool seen = false;
-            for (uint32_t r = 0; r < program->diag.nr_reported && !seen; r++)
+            for (uint32_t r = 0; r < program->diag.nr_reported && !seen; r++) {
                 seen = program->diag.reported[r].site == w->site && program->diag.reported[r].kind == w->kind;
-            if (seen)
+            }
+            if (seen) {
                 continue;
+            }
             struct reported_site *grown =
                 realloc(program->diag.reported, (program->diag.nr_reported + 1) * sizeof *program->diag.reported);
-            if (!grown)
+            if (!grown) {
                 return;
+            }
             program->diag.reported = grown;
             program->diag.reported[program->diag.nr_reported].site = w->site;
             program->diag.reported[program->diag.nr_reported].kind = w->kind;
@@ -108,11 +120,11 @@ void annotate_fault_sites(struct emu_system *system, const uint32_t *dpus, uint3
     for (uint32_t i = 0; i < nr_dpus; i++) {
         struct emu_dpu_state *s = &block_of(system, dpus[i])->state;
         struct dpu_program_t *program = system->program_of[dpus[i]];
-        if (s->status != EMU_DPU_FAULT || !s->fault_site || !program)
+        if (s->status != EMU_DPU_FAULT || !s->fault_site || !program) {
             continue;
+        }
         size_t length = strlen(s->fault_msg);
-        snprintf(s->fault_msg + length, sizeof s->fault_msg - length, " at %s",
-                 describe_site(program, s->fault_site));
+        snprintf(s->fault_msg + length, sizeof s->fault_msg - length, " at %s", describe_site(program, s->fault_site));
         s->fault_site = 0;
     }
 }
@@ -121,8 +133,9 @@ EXPORT dpu_error_t updlrm_emu_fault_info(struct dpu_set_t set, uint32_t *dpu_ind
                                          size_t message_size)
 {
     struct emu_system *system = NULL;
-    if (check_set(set, &system) != DPU_OK)
+    if (check_set(set, &system) != DPU_OK) {
         return DPU_ERR_INVALID_DPU_SET;
+    }
     enter(system);
     uint32_t i = 0;
     bool found = false;
@@ -132,30 +145,33 @@ EXPORT dpu_error_t updlrm_emu_fault_info(struct dpu_set_t set, uint32_t *dpu_ind
             found = true;
             *dpu_index = i;
             *tasklet = s->fault_tasklet;
-            if (message && message_size)
+            if (message && message_size) {
                 snprintf(message, message_size, "%s", s->fault_msg);
+            }
         }
         i++;
     });
     leave(system);
-    if (!found)
+    if (!found) {
         return fail(DPU_ERR_INVALID_DPU_SET, "no DPU of the set is in fault");
+    }
     return ok();
 }
 
 EXPORT dpu_error_t updlrm_emu_set_faults(struct dpu_set_t set, const char *rules)
 {
     struct emu_system *system = NULL;
-    if (check_set(set, &system) != DPU_OK)
+    if (check_set(set, &system) != DPU_OK) {
         return DPU_ERR_INVALID_DPU_SET;
+    }
     struct updlrm_emu_fault_plan *plan = NULL;
     char why[256];
-    if (updlrm_emu_fault_plan_parse(rules, &plan, why, sizeof why))
+    if (updlrm_emu_fault_plan_parse(rules, &plan, why, sizeof why)) {
         return fail(DPU_ERR_INVALID_PROFILE, "updlrm_emu_set_faults: %s", why);
+    }
     enter(system);
     updlrm_emu_fault_plan_free(system->faults);
     system->faults = plan;
     leave(system);
     return ok();
 }
-

@@ -7,11 +7,13 @@
 
 static dpu_error_t single_dpu(struct dpu_set_t set, struct emu_system **system, struct dpu_t **dpu)
 {
-    if (check_set(set, system) != DPU_OK)
+    if (check_set(set, system) != DPU_OK) {
         return DPU_ERR_INVALID_DPU_SET;
+    }
     if (set.kind != DPU_SET_DPU) {
-        if (count_dpus(set) != 1)
+        if (count_dpus(set) != 1) {
             return fail(DPU_ERR_INVALID_DPU_SET, "this call needs a set of exactly one DPU");
+        }
         *dpu = &set.list.ranks[0]->dpus[0];
         return DPU_OK;
     }
@@ -27,8 +29,9 @@ static size_t read_log(struct emu_system *system, uint32_t d, char *out, size_t 
     uint32_t kept = total < EMU_LOG_SIZE ? total : EMU_LOG_SIZE;
     uint32_t first = total - kept;
     size_t n = kept < capacity ? kept : capacity;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         out[i] = b->log[(first + i) % EMU_LOG_SIZE];
+    }
     return kept;
 }
 
@@ -43,8 +46,9 @@ static dpu_error_t write_log(struct emu_system *system, struct dpu_t *dpu, FILE 
     size_t n = read_log(system, dpu->index, buffer, EMU_LOG_SIZE);
     bool wrapped = block_of(system, dpu->index)->state.log_write_pos > EMU_LOG_SIZE;
     leave(system);
-    if (wrapped)
+    if (wrapped) {
         fprintf(stream, "[log buffer wrapped: oldest output lost]\n");
+    }
     fwrite(buffer, 1, n, stream);
     fflush(stream);
     free(buffer);
@@ -56,8 +60,9 @@ EXPORT dpu_error_t dpu_log_read(struct dpu_set_t set, FILE *stream)
     struct emu_system *system = NULL;
     struct dpu_t *dpu;
     dpu_error_t status = single_dpu(set, &system, &dpu);
-    if (status != DPU_OK)
+    if (status != DPU_OK) {
         return status;
+    }
     /* DPU_LOG_FORMAT_HEADER of the SDK's dpu_log_internals.h */
     fprintf(stream, "=== DPU#0x%x ===\n", dpu_get_id(dpu));
     return write_log(system, dpu, stream);
@@ -66,8 +71,9 @@ EXPORT dpu_error_t dpu_log_read(struct dpu_set_t set, FILE *stream)
 /* the SDK's dpulog_read_for_dpu prints no header */
 EXPORT dpu_error_t dpulog_read_for_dpu(struct dpu_t *dpu, FILE *stream)
 {
-    if (!dpu)
+    if (!dpu) {
         return fail(DPU_ERR_INVALID_DPU_SET, "dpulog_read_for_dpu: no DPU");
+    }
     return write_log(dpu->rank->system, dpu, stream);
 }
 
@@ -76,13 +82,15 @@ EXPORT dpu_error_t updlrm_emu_log(struct dpu_set_t set, char *buffer, size_t cap
     struct emu_system *system = NULL;
     struct dpu_t *dpu;
     dpu_error_t status = single_dpu(set, &system, &dpu);
-    if (status != DPU_OK)
+    if (status != DPU_OK) {
         return status;
+    }
     enter(system);
     size_t n = read_log(system, dpu->index, buffer, capacity);
     leave(system);
-    if (length)
+    if (length) {
         *length = n;
+    }
     return ok();
 }
 
@@ -90,8 +98,9 @@ EXPORT dpu_error_t updlrm_emu_log(struct dpu_set_t set, char *buffer, size_t cap
 
 EXPORT dpu_error_t updlrm_emu_probe_init(const char *name, struct updlrm_emu_probe *probe)
 {
-    if (!probe)
+    if (!probe) {
         return fail(DPU_ERR_INTERNAL, "updlrm_emu_probe_init: probe is NULL");
+    }
     memset(probe, 0, sizeof *probe);
     snprintf(probe->name, sizeof probe->name, "%s", name ? name : "");
     return ok();
@@ -99,18 +108,21 @@ EXPORT dpu_error_t updlrm_emu_probe_init(const char *name, struct updlrm_emu_pro
 
 EXPORT dpu_error_t updlrm_emu_probe_deinit(struct updlrm_emu_probe *probe)
 {
-    if (!probe)
+    if (!probe) {
         return fail(DPU_ERR_INTERNAL, "updlrm_emu_probe_deinit: probe is NULL");
+    }
     memset(probe, 0, sizeof *probe);
     return ok();
 }
 
 EXPORT dpu_error_t updlrm_emu_probe_start(struct updlrm_emu_probe *probe)
 {
-    if (!probe)
+    if (!probe) {
         return fail(DPU_ERR_INTERNAL, "updlrm_emu_probe_start: probe is NULL");
-    if (probe->running)
+    }
+    if (probe->running) {
         return fail(DPU_ERR_INTERNAL, "updlrm_emu_probe_start: probe '%s' is already started", probe->name);
+    }
     probe->running = true;
     probe->started_at = now_seconds();
     return ok();
@@ -118,10 +130,12 @@ EXPORT dpu_error_t updlrm_emu_probe_start(struct updlrm_emu_probe *probe)
 
 EXPORT dpu_error_t updlrm_emu_probe_stop(struct updlrm_emu_probe *probe)
 {
-    if (!probe)
+    if (!probe) {
         return fail(DPU_ERR_INTERNAL, "updlrm_emu_probe_stop: probe is NULL");
-    if (!probe->running)
+    }
+    if (!probe->running) {
         return fail(DPU_ERR_INTERNAL, "updlrm_emu_probe_stop: probe '%s' was not started", probe->name);
+    }
     probe->total_seconds += now_seconds() - probe->started_at;
     probe->nr_intervals++;
     probe->running = false;
@@ -131,10 +145,13 @@ EXPORT dpu_error_t updlrm_emu_probe_stop(struct updlrm_emu_probe *probe)
 EXPORT dpu_error_t updlrm_emu_probe_get(struct updlrm_emu_probe *probe, updlrm_emu_probe_option_t option,
                                         double *seconds)
 {
-    if (!probe || !seconds)
+    if (!probe || !seconds) {
         return fail(DPU_ERR_INTERNAL, "updlrm_emu_probe_get: probe or seconds is NULL");
+    }
     switch (option) {
-    case UPDLRM_EMU_PROBE_ACCUMULATE: *seconds = probe->total_seconds; return ok();
+    case UPDLRM_EMU_PROBE_ACCUMULATE:
+        *seconds = probe->total_seconds;
+        return ok();
     case UPDLRM_EMU_PROBE_AVERAGE:
         *seconds = probe->nr_intervals ? probe->total_seconds / probe->nr_intervals : 0.0;
         return ok();
@@ -145,11 +162,13 @@ EXPORT dpu_error_t updlrm_emu_probe_get(struct updlrm_emu_probe *probe, updlrm_e
 EXPORT dpu_error_t updlrm_emu_counters_array(struct dpu_set_t set, uint64_t *out, size_t capacity)
 {
     struct emu_system *system = NULL;
-    if (check_set(set, &system) != DPU_OK)
+    if (check_set(set, &system) != DPU_OK) {
         return DPU_ERR_INVALID_DPU_SET;
+    }
     const size_t row = EMU_DPU_COUNTER_FIELDS + EMU_MAX_TASKLETS * EMU_TASKLET_COUNTER_FIELDS;
-    if (capacity < (size_t)count_dpus(set) * row)
+    if (capacity < (size_t)count_dpus(set) * row) {
         return fail(DPU_ERR_INVALID_MEMORY_TRANSFER, "counters buffer too small");
+    }
     enter(system);
     size_t i = 0;
     FOR_EACH_DPU_OF_SET(set, dpu, {
@@ -167,8 +186,9 @@ EXPORT dpu_error_t updlrm_emu_get_counters(struct dpu_set_t set, struct updlrm_e
     struct emu_system *system = NULL;
     struct dpu_t *dpu;
     dpu_error_t status = single_dpu(set, &system, &dpu);
-    if (status != DPU_OK)
+    if (status != DPU_OK) {
         return status;
+    }
     _Static_assert(sizeof(struct updlrm_emu_counters) ==
                        sizeof(struct emu_dpu_counters) + EMU_MAX_TASKLETS * sizeof(struct emu_tasklet_counters),
                    "public and shared counter layouts differ");
@@ -183,8 +203,9 @@ EXPORT dpu_error_t updlrm_emu_get_counters(struct dpu_set_t set, struct updlrm_e
 EXPORT dpu_error_t updlrm_emu_reset_counters(struct dpu_set_t set)
 {
     struct emu_system *system = NULL;
-    if (check_set(set, &system) != DPU_OK)
+    if (check_set(set, &system) != DPU_OK) {
         return DPU_ERR_INVALID_DPU_SET;
+    }
     enter(system);
     FOR_EACH_DPU_OF_SET(set, dpu, {
         struct emu_dpu_state *s = &block_of(system, dpu->index)->state;
@@ -194,4 +215,3 @@ EXPORT dpu_error_t updlrm_emu_reset_counters(struct dpu_set_t set)
     leave(system);
     return ok();
 }
-
