@@ -11,7 +11,8 @@ integer table, max |row| x max |Q16 weight| x longest bag < 2**63 (``q16_weight_
 Cases beyond it belong to the explicit overflow tests.
 
 The fuzz tests run a fixed, small number of examples (derandomized under ``CI=true``, see
-tests/conftest.py); ``UPDLRM_FUZZ_EXAMPLES=N`` runs N examples per fuzz test instead.
+tests/conftest.py); ``UPDLRM_FUZZ_EXAMPLES=N`` runs N examples per fuzz test instead
+(fewer for tests whose examples are costly, see ``fuzz_examples``).
 """
 
 from __future__ import annotations
@@ -42,17 +43,18 @@ Q16_MIN = -(1 << 31)
 MAX_FLOAT32_Q16_WEIGHT = float(np.nextafter(np.float32(32768), np.float32(0)))
 
 
-def fuzz_examples(ci_examples: int) -> int:
-    """Examples per fuzz test: ``ci_examples``, or ``UPDLRM_FUZZ_EXAMPLES`` when set."""
+def fuzz_examples(ci_examples: int, cost: int = 1) -> int:
+    """Examples per fuzz test: ``ci_examples``, or with ``UPDLRM_FUZZ_EXAMPLES=N`` set, N
+    (N / ``cost`` for a test whose examples cost ``cost`` times more than most)."""
     value = os.environ.get("UPDLRM_FUZZ_EXAMPLES")
-    return int(value) if value else ci_examples
+    return max(ci_examples, int(value) // cost) if value else ci_examples
 
 
-def fuzz_settings(ci_examples: int):
+def fuzz_settings(ci_examples: int, cost: int = 1):
     """Settings of one fuzz test: no per-example deadline (the first example may compile
     a kernel), health checks that only measure data size/speed off."""
     return settings(
-        max_examples=fuzz_examples(ci_examples),
+        max_examples=fuzz_examples(ci_examples, cost),
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
     )
@@ -93,12 +95,13 @@ def wide_dims(row_format: RowFormat, nr_tasklets: int) -> list[int]:
 
 
 @st.composite
-def table_specs(draw, nr_tasklets: int = 16, max_tables: int = 4, max_rows: int = 300) -> list[TableSpec]:
-    """1..max_tables tables, every row format, odd and wider-than-the-row-buffer dims."""
+def table_specs(draw, nr_tasklets: int = 16, max_tables: int = 4, max_rows: int = 300, wide: bool = True) -> list[TableSpec]:
+    """1..max_tables tables, every row format, odd and (``wide``) wider-than-the-row-buffer dims."""
     tables = []
     for i in range(draw(st.integers(1, max_tables))):
         fmt = draw(st.sampled_from(FORMATS))
-        dim = draw(st.one_of(st.integers(1, 12), st.integers(13, 70), st.sampled_from(wide_dims(fmt, nr_tasklets))))
+        dims = [st.integers(1, 12), st.integers(13, 70)] + ([st.sampled_from(wide_dims(fmt, nr_tasklets))] if wide else [])
+        dim = draw(st.one_of(*dims))
         rows = draw(st.one_of(st.just(1), st.integers(1, max_rows)))
         scale = 1.0 if fmt == RowFormat.FP32 else draw(st.sampled_from([1.0, 0.5, 0.03, 2.0**-20, 3.75]))
         tables.append(TableSpec(f"t{i}_{fmt.value}", rows, dim, row_format=fmt, scale=scale))
@@ -170,7 +173,8 @@ def random_plan(draw, tables: list[TableSpec], topology: Topology) -> Plan:
         elif host_mode == "all":
             host = all_rows
         if host.size:
-            host_rows[t] = host
+            # The plan format allows any order and repeats; the engine deduplicates.
+            host_rows[t] = host if draw(st.booleans()) else rng.permutation(np.concatenate([host, host[: int(rng.integers(0, 3))]]))
         # Rows the DPUs must hold: the non-cached ones, or all of them (a cached row held
         # by a DPU too is legal; the host serves it).
         dpu_rows = all_rows if draw(st.booleans()) else np.setdiff1d(all_rows, host)
@@ -235,8 +239,13 @@ def plans(draw, tables: list[TableSpec], topology: Topology) -> Plan:
                         dpus_per_table=draw(st.one_of(st.none(), st.integers(1, topology.nr_dpus))))
 
 
-def topologies(max_dpus: int = 9):
-    return st.integers(1, max_dpus).map(lambda n: Topology(nr_dpus=n))
+def topologies(max_dpus: int = 9, ranks: bool = False):
+    """A few DPUs; with ``ranks``, now and then more than one rank of 64 (transfers are
+    padded per rank)."""
+    counts = st.integers(1, max_dpus)
+    if ranks:
+        counts = st.one_of(counts, counts, counts, st.sampled_from([65, 130]))
+    return counts.map(lambda n: Topology(nr_dpus=n))
 
 
 def interesting_rows(plan: Plan, t: int) -> np.ndarray:

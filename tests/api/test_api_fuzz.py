@@ -17,7 +17,9 @@ CI runs a small fixed number of examples (derandomized under ``CI=true``); a lon
 
 from __future__ import annotations
 
+import tempfile
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,8 +39,8 @@ from fuzz_strategies import (
     table_specs,
     topologies,
 )
-from engine_reference import assert_matches, reference
-from updlrm import BoundsCheckMode, PoolingMode, RowFormat, TableBatchedEmbeddingBags, TableSpec
+from engine_reference import assert_matches, fp32_rtol, reference
+from updlrm import BoundsCheckMode, EmbeddingBag, PoolingMode, RowFormat, TableBatchedEmbeddingBags, TableSpec
 from updlrm.host.engine import EngineError
 from updlrm.tbe import FIT_QMAX, FORMAT_QMAX, IndexOutOfRangeError, InvalidInputError
 
@@ -103,11 +105,14 @@ def test_tbe_matches_the_reference(data):
     bounds = data.draw(st.sampled_from(list(BoundsCheckMode)), label="bounds_check_mode")
     topology = data.draw(topologies(), label="topology")
     plan = data.draw(st.one_of(st.none(), plans(specs, topology)), label="plan")
-    tbe = TableBatchedEmbeddingBags(
-        specs, plan=plan, backend="emulator", nr_dpus=None if plan is not None else topology.nr_dpus,
-        pooling_mode=pooling, bounds_check_mode=bounds, weights=[u[0] for u in user],
-        quantization="fit" if kind == "fit" else "table",
-    )
+    with tempfile.TemporaryDirectory() as folder:
+        if plan is not None and data.draw(st.booleans(), label="plan as a path"):
+            plan = str(plan.save(Path(folder) / "plan.json"))
+        tbe = TableBatchedEmbeddingBags(
+            specs, plan=plan, backend="emulator", nr_dpus=None if plan is not None else topology.nr_dpus,
+            pooling_mode=pooling, bounds_check_mode=bounds, weights=[u[0] for u in user],
+            quantization="fit" if kind == "fit" else "table",
+        )
     with tbe:
         rows = [q if q is not None else fitted_rows(s, values, m)
                 for s, (values, q), m in zip(specs, user, tbe.tables)]
@@ -182,3 +187,52 @@ def test_weights_outside_the_q16_range_fail_validation(fmt):
         q16_sum = int(np.rint(float(edge[0]) * 65536)) - (1 << 31)  # (2**31 - 128) + (-2**31)
         expected = q[1].astype(np.float64) * q16_sum * 0.25 / 65536
         np.testing.assert_array_equal(out[0], expected.astype(np.float32))
+
+
+@fuzz_settings(ci_examples=25)
+@given(data=st.data())
+def test_embedding_bag_matches_torch_nn_embedding_bag(data):
+    """``EmbeddingBag`` against ``torch.nn.EmbeddingBag`` with the same weights: 1-D input
+    with offsets (with or without the last one) or 2-D input, padding_idx, sum/mean,
+    per-sample weights with sum."""
+    num = data.draw(st.one_of(st.just(1), st.integers(1, 200)), label="num_embeddings")
+    dim = data.draw(st.one_of(st.integers(1, 12), st.sampled_from([255, 256, 257])), label="embedding_dim")
+    mode = data.draw(st.sampled_from(["sum", "mean"]), label="mode")
+    padding_idx = data.draw(st.one_of(st.none(), st.integers(-num, num - 1)), label="padding_idx")
+    include_last = data.draw(st.booleans(), label="include_last_offset")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    weight = torch.from_numpy(rng.standard_normal((num, dim)).astype(np.float32))
+    options = dict(mode=mode, padding_idx=padding_idx, include_last_offset=include_last)
+    ours = EmbeddingBag.from_pretrained(weight, backend="emulator", nr_dpus=data.draw(st.integers(1, 5), label="nr_dpus"), **options)
+    theirs = torch.nn.EmbeddingBag.from_pretrained(weight, **options)
+    magnitude = torch.nn.EmbeddingBag.from_pretrained(weight.abs(), **options)
+    with ours:
+        for _ in range(data.draw(st.integers(1, 3), label="batches")):
+            bags = data.draw(st.integers(1, 12), label="bags")
+            hot = data.draw(st.sampled_from(["uniform", "padding", "one_row"]), label="rows")
+            if data.draw(st.booleans(), label="2-D"):
+                length = data.draw(st.integers(1, 40), label="length")
+                lengths = np.full(bags, length)
+            else:
+                lengths = rng.integers(0, 30, bags)
+                lengths[rng.random(bags) < 0.1] = int(rng.integers(100, 600))
+            total = int(lengths.sum())
+            pad = padding_idx % num if padding_idx is not None else 0
+            values = {"uniform": rng.integers(0, num, total), "padding": rng.choice([pad, int(rng.integers(0, num))], total),
+                      "one_row": np.full(total, int(rng.integers(0, num)))}[hot]
+            values = torch.from_numpy(values.astype(np.int64))
+            psw = None
+            if mode == "sum" and data.draw(st.booleans(), label="weighted"):
+                psw = torch.from_numpy(rng.uniform(-3, 3, total).astype(np.float32))
+            if len(set(lengths.tolist())) == 1 and data.draw(st.booleans(), label="use 2-D"):
+                args = (values.reshape(bags, -1), None, None if psw is None else psw.reshape(bags, -1))
+            else:
+                offsets = torch.from_numpy(np.concatenate(([0], np.cumsum(lengths)))[: bags + include_last].astype(np.int64))
+                args = (values, offsets, psw)
+            out = ours(*args)
+            expected = theirs(*args)
+            bound = magnitude(args[0], args[1], None if psw is None else args[2].abs())
+            kept = lengths if padding_idx is None else np.array([int((values[s:s + n] != pad).sum()) for s, n in zip(np.cumsum(lengths) - lengths, lengths)])
+            tolerance = torch.from_numpy(fp32_rtol(kept).astype(np.float32))[:, None] * bound + 1e-30
+            assert isinstance(out, torch.Tensor) and out.shape == expected.shape == (bags, dim)
+            assert torch.all((out - expected).abs() <= tolerance), (out - expected).abs().max()
