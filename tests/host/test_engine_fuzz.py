@@ -246,6 +246,6 @@ def test_integer_overflow_is_exact_or_refused(fmt, peak, weight, bag):
         try:
             out, _ = engine.run(rows, offsets, weights, PoolingMode.SUM)
         except EngineError as e:
-            assert re.search(r"table (0|big)", str(e)) and "overflow" in str(e).lower(), e
+            assert "big" in str(e) and re.search("int64|overflow", str(e), re.I), e  # names the table and the cause
             return
     assert np.array_equal(out[0], expected), f"{out[0]} != exact {expected}"
