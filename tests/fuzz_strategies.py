@@ -30,9 +30,9 @@ from updlrm.plan import Plan, Shard, uniform_plan
 from updlrm.specs import RowFormat, TableSpec, Topology
 
 # The exact integer / torch reference lives with the engine tests; the API fuzz test
-# uses it too (tests/api has no path to tests/host otherwise).
+# imports it from here (tests/api has no path to tests/host otherwise).
 sys.path.insert(0, str(Path(__file__).resolve().parent / "host"))
-from engine_reference import q16  # noqa: E402
+from engine_reference import assert_matches, fp32_rtol, q16, reference  # noqa: E402, F401 (after the path it needs)
 
 KERNEL_SOURCE = Path(__file__).resolve().parents[1] / "dpu_kernels" / "embedding_bag.c"
 FORMATS = (RowFormat.FP32, RowFormat.INT32, RowFormat.INT8)
@@ -183,9 +183,8 @@ def random_plan(draw, tables: list[TableSpec], topology: Topology) -> Plan:
         cuts = sorted(rng.choice(np.arange(1, spec.embedding_dim), size=nr_slices - 1, replace=False).tolist()) if nr_slices > 1 else []
         bounds = [0, *cuts, spec.embedding_dim]
         for lo, hi in zip(bounds[:-1], bounds[1:]):
-            if dpu_rows.size == 0 and host.size == spec.num_embeddings:
-                if draw(st.booleans()):
-                    continue  # a host-only table slice: no shard at all
+            if dpu_rows.size == 0 and host.size == spec.num_embeddings and draw(st.booleans()):
+                continue  # a host-only table slice: no shard at all
             dpus = rng.permutation(n)
             nr_parts = draw(st.integers(1, n))
             contiguous = draw(st.booleans())

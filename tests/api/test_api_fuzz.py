@@ -30,6 +30,9 @@ from hypothesis import strategies as st
 from fuzz_strategies import (
     FORMATS,
     MAX_FLOAT32_Q16_WEIGHT,
+    assert_matches,
+    fp32_rtol,
+    reference,
     batches,
     fuzz_settings,
     per_sample_weights,
@@ -39,7 +42,6 @@ from fuzz_strategies import (
     table_specs,
     topologies,
 )
-from engine_reference import assert_matches, fp32_rtol, reference
 from updlrm import BoundsCheckMode, EmbeddingBag, PoolingMode, RowFormat, TableBatchedEmbeddingBags, TableSpec
 from updlrm.host.engine import EngineError
 from updlrm.tbe import FIT_QMAX, FORMAT_QMAX, IndexOutOfRangeError, InvalidInputError
@@ -139,7 +141,7 @@ def run_one_batch(data, tbe, rows):
         indices = indices.copy()
         for p in data.draw(st.lists(st.integers(0, indices.size - 1), min_size=1, max_size=4, unique=True), label="bad positions"):
             n = tables[int(owner[p])].num_embeddings
-            indices[p] = data.draw(st.sampled_from([-1, n, n + 1, int(info.min), int(info.max)]) .filter(lambda v: not 0 <= v < n), label="bad value")
+            indices[p] = data.draw(st.sampled_from([-1, n, n + 1, int(info.min), int(info.max)]).filter(lambda v, n=n: not 0 <= v < n), label="bad value")
         nr_bad = int(((indices < 0) | (indices >= np.array([t.num_embeddings for t in tables])[owner])).sum())
     args = as_input(indices, offsets, psw, kind, index_dtype, include_last)
     event(f"bounds {tbe.bounds_check_mode.name}, bad lookups: {bool(nr_bad)}")

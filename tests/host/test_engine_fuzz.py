@@ -33,7 +33,6 @@ from hypothesis import strategies as st
 
 from engine_reference import assert_matches, reference
 from fuzz_strategies import (
-    INT64_MAX,
     batches,
     chunk_columns,
     fuzz_settings,
@@ -130,7 +129,7 @@ def test_engine_matches_the_reference(data):
             if indices.size and data.draw(st.integers(0, 5), label="out of range") == 0:
                 check_out_of_range_is_refused(data, engine, tables, indices, offsets, psw, pooling, tight)
             try:
-                out, stats = check_batch(engine, plan, rows, indices, offsets, psw, pooling)
+                _, stats = check_batch(engine, plan, rows, indices, offsets, psw, pooling)
             except EngineError as e:
                 # Only a plan whose MRAM is nearly full may refuse a batch: a bag too big for
                 # the room left. The engine stays usable (next loop iteration).
