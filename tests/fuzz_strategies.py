@@ -32,7 +32,7 @@ from updlrm.specs import RowFormat, TableSpec, Topology
 # The exact integer / torch reference lives with the engine tests; the API fuzz test
 # imports it from here (tests/api has no path to tests/host otherwise).
 sys.path.insert(0, str(Path(__file__).resolve().parent / "host"))
-from engine_reference import assert_matches, fp32_rtol, q16, reference  # noqa: E402, F401 (after the path it needs)
+from engine_reference import assert_matches, fp32_rtol, q16, reference  # noqa: F401 (after the path it needs)
 
 KERNEL_SOURCE = Path(__file__).resolve().parents[1] / "dpu_kernels" / "embedding_bag.c"
 FORMATS = (RowFormat.FP32, RowFormat.INT32, RowFormat.INT8)

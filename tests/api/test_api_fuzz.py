@@ -24,24 +24,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import event, given
-from hypothesis import strategies as st
-
 from fuzz_strategies import (
     FORMATS,
     MAX_FLOAT32_Q16_WEIGHT,
     assert_matches,
-    fp32_rtol,
-    reference,
     batches,
+    fp32_rtol,
     fuzz_settings,
     per_sample_weights,
     plans,
+    reference,
     table_of_lookup,
     table_rows,
     table_specs,
     topologies,
 )
+from hypothesis import event, given
+from hypothesis import strategies as st
+
 from updlrm import BoundsCheckMode, EmbeddingBag, PoolingMode, RowFormat, TableBatchedEmbeddingBags, TableSpec
 from updlrm.host.engine import EngineError
 from updlrm.tbe import FIT_QMAX, FORMAT_QMAX, IndexOutOfRangeError, InvalidInputError
@@ -170,9 +170,6 @@ def run_one_batch(data, tbe, rows):
         assert tbe.last_stats.extra["dropped_lookups"] == nr_bad
 
 
-@pytest.mark.xfail(strict=True, raises=EngineError,
-                   reason="issue 9: per-sample weights outside the Q16 range reach the C engine (EngineError) "
-                          "instead of failing validation (InvalidInputError) before anything touches a DPU")
 @pytest.mark.parametrize("fmt", [f for f in FORMATS if f != RowFormat.FP32])
 def test_weights_outside_the_q16_range_fail_validation(fmt):
     """Just beyond the largest and smallest Q16 weights (|w| >= 32768 after rounding):

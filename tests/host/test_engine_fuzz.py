@@ -28,9 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import event, given
-from hypothesis import strategies as st
-
 from engine_reference import assert_matches, reference
 from fuzz_strategies import (
     batches,
@@ -43,6 +40,9 @@ from fuzz_strategies import (
     table_specs,
     topologies,
 )
+from hypothesis import event, given
+from hypothesis import strategies as st
+
 from updlrm.host.engine import Engine, EngineError
 from updlrm.plan import Plan, uniform_plan
 from updlrm.specs import PoolingMode, RowFormat, TableSpec, Topology, padded_row_bytes
@@ -204,9 +204,6 @@ def test_long_fp32_bags_are_within_the_summation_bound():
 
 # ---- beyond the exact range: explicitly marked ------------------------------------------------
 
-INTEGER_WRAP = "issue 9 item 2: integer accumulators wrap silently (concurrency helper's lane)"
-
-
 def exact_integer_bag(q: np.ndarray, rows: np.ndarray, weights: np.ndarray | None, scale: float) -> np.ndarray:
     """One bag's float32 result computed with Python integers (no wrapping anywhere)."""
     wq = [1] * len(rows) if weights is None else [int(v) for v in np.rint(weights.astype(np.float64) * 65536.0)]
@@ -219,13 +216,13 @@ def exact_integer_bag(q: np.ndarray, rows: np.ndarray, weights: np.ndarray | Non
     "fmt, peak, weight, bag",
     [
         # the issue's cases: fitted int32 (max |q| = 2**24), weight 32767, one bag of 300
-        pytest.param(RowFormat.INT32, 1 << 24, 32767.0, 300, marks=pytest.mark.xfail(strict=True, reason=INTEGER_WRAP), id="fit-w32767-300"),
+        pytest.param(RowFormat.INT32, 1 << 24, 32767.0, 300, id="fit-w32767-300"),
         # ... weight 100 and 90k lookups
-        pytest.param(RowFormat.INT32, 1 << 24, 100.0, 90_000, marks=pytest.mark.xfail(strict=True, reason=INTEGER_WRAP), id="fit-w100-90k"),
+        pytest.param(RowFormat.INT32, 1 << 24, 100.0, 90_000, id="fit-w100-90k"),
         # int32 rows at 2**31 - 1 ("table" quantisation), weight 32767: wraps at 3 lookups
-        pytest.param(RowFormat.INT32, (1 << 31) - 1, 32767.0, 3, marks=pytest.mark.xfail(strict=True, reason=INTEGER_WRAP), id="max-w32767-3"),
+        pytest.param(RowFormat.INT32, (1 << 31) - 1, 32767.0, 3, id="max-w32767-3"),
         # the most negative row times the most negative weight, twice: exactly 2**63
-        pytest.param(RowFormat.INT32, -(1 << 31), -32768.0, 2, marks=pytest.mark.xfail(strict=True, reason=INTEGER_WRAP), id="min-times-min-2"),
+        pytest.param(RowFormat.INT32, -(1 << 31), -32768.0, 2, id="min-times-min-2"),
         # just inside: 2**31 - 1 rows, weight 32767.996 (Q16 2**31 - 256), 4 lookups < 2**63
         pytest.param(RowFormat.INT32, (1 << 31) - 1, 32767.99609375, 2, id="inside-2"),
         # int8 weighted: int64 partials cannot wrap below 2**24 lookups
