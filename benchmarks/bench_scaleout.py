@@ -28,8 +28,6 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
-
 from updlrm.baselines import Timing
 from updlrm.distributed.cluster import HostSpec, plan_cluster
 from updlrm.distributed.demo import scaling_table

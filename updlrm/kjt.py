@@ -32,7 +32,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -253,7 +254,7 @@ class KeyedJaggedTensor:
     # -- torchrec's constructors ---------------------------------------------------------
 
     @staticmethod
-    def from_lengths_sync(keys, values, lengths, weights=None, stride=None, **kwargs) -> "KeyedJaggedTensor":
+    def from_lengths_sync(keys, values, lengths, weights=None, stride=None, **kwargs) -> KeyedJaggedTensor:
         """Build from bag lengths (key-major), as torchrec.
 
         >>> KeyedJaggedTensor.from_lengths_sync(["a"], torch.tensor([5]), torch.tensor([0, 1])).offsets().tolist()
@@ -262,7 +263,7 @@ class KeyedJaggedTensor:
         return KeyedJaggedTensor(keys, values, weights=weights, lengths=lengths, stride=stride, **kwargs)
 
     @staticmethod
-    def from_offsets_sync(keys, values, offsets, weights=None, stride=None, **kwargs) -> "KeyedJaggedTensor":
+    def from_offsets_sync(keys, values, offsets, weights=None, stride=None, **kwargs) -> KeyedJaggedTensor:
         """Build from offsets (``K*B + 1`` entries), as torchrec.
 
         >>> KeyedJaggedTensor.from_offsets_sync(["a"], torch.tensor([5, 6]), torch.tensor([0, 2])).lengths().tolist()
@@ -271,7 +272,7 @@ class KeyedJaggedTensor:
         return KeyedJaggedTensor(keys, values, weights=weights, offsets=offsets, stride=stride, **kwargs)
 
     @staticmethod
-    def from_jt_dict(jt_dict: dict[str, JaggedTensor]) -> "KeyedJaggedTensor":
+    def from_jt_dict(jt_dict: dict[str, JaggedTensor]) -> KeyedJaggedTensor:
         """Concatenate one ``JaggedTensor`` per key (all with the same number of bags).
 
         >>> kjt = KeyedJaggedTensor.from_jt_dict({"a": JaggedTensor(torch.tensor([1]), lengths=torch.tensor([1, 0]))})
@@ -289,7 +290,7 @@ class KeyedJaggedTensor:
         return KeyedJaggedTensor(keys, values, weights=weights, lengths=lengths)
 
     @staticmethod
-    def empty(keys: Sequence[str] = (), stride: int = 0) -> "KeyedJaggedTensor":
+    def empty(keys: Sequence[str] = (), stride: int = 0) -> KeyedJaggedTensor:
         """No values: every bag empty.
 
         >>> KeyedJaggedTensor.empty(["a"], 3).lengths().tolist()
@@ -377,7 +378,7 @@ class KeyedJaggedTensor:
             raise KeyError(f"no key {key!r}; keys: {self._keys}")
         return self.to_dict()[key]
 
-    def to(self, device: Any, non_blocking: bool = False) -> "KeyedJaggedTensor":
+    def to(self, device: Any, non_blocking: bool = False) -> KeyedJaggedTensor:
         """Inputs are read on the host; ``to("cpu")`` returns self (torchrec's call shape)."""
         if torch.device(device).type != "cpu":
             raise InvalidInputError(f"updlrm reads its inputs on the host; keep the KeyedJaggedTensor on 'cpu', not {device}")
@@ -408,7 +409,7 @@ class KeyedTensor:
         self._keys, self._length_per_key, self._values = keys, length_per_key, values
 
     @staticmethod
-    def from_tensor_list(keys: Sequence[str], tensors: Iterable[torch.Tensor], key_dim: int = 1) -> "KeyedTensor":
+    def from_tensor_list(keys: Sequence[str], tensors: Iterable[torch.Tensor], key_dim: int = 1) -> KeyedTensor:
         """Side by side (B, dim_k) tensors, one per key.
 
         >>> KeyedTensor.from_tensor_list(["a"], [torch.ones(2, 3)]).values().shape

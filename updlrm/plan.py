@@ -95,7 +95,7 @@ def check_schema(doc, schema=PLAN_SCHEMA, where: str = "") -> None:
         return
     if isinstance(schema, str):
         types, name = _TYPES[schema]
-        if isinstance(doc, bool) and schema != "bool" or not isinstance(doc, types):
+        if (isinstance(doc, bool) and schema != "bool") or not isinstance(doc, types):
             raise PlanError(f"{label} must be {name}, got {json.dumps(doc)[:40]}")
         return
     if isinstance(schema, dict):

@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 import pytest
-
 from _ranks import run_batches
+
 from updlrm.distributed.cluster import HostSpec, plan_cluster
 from updlrm.distributed.launch import run_local
 from updlrm.specs import TableSpec

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-
 from _ranks import run_collection
+
 from updlrm.collection import EmbeddingBagCollection, EmbeddingBagConfig
 from updlrm.distributed.cluster import HostSpec, plan_cluster
 from updlrm.distributed.launch import run_local

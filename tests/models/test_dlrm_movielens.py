@@ -13,11 +13,11 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from movielens import SPARSE, fetch_recbole_wheel, load_movielens  # noqa: E402
+from movielens import SPARSE, fetch_recbole_wheel, load_movielens
 
-from updlrm import EmbeddingBagConfig  # noqa: E402
-from updlrm.models import DLRM  # noqa: E402
-from updlrm.serve.requests import RequestSet  # noqa: E402
+from updlrm import EmbeddingBagConfig
+from updlrm.models import DLRM
+from updlrm.serve.requests import RequestSet
 
 
 @pytest.fixture(scope="module")

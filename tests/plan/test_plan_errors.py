@@ -15,7 +15,7 @@ TABLES = [TableSpec("C1", 50_000, 8), TableSpec("C2", 300, 4, row_format=RowForm
 
 
 def _saved(tmp_path, tables=TABLES):
-    shards = [Shard(0, 0, 0, 8, range(0, 25_000)), Shard(0, 1, 0, 8, range(25_000, 50_000)),
+    shards = [Shard(0, 0, 0, 8, range(25_000)), Shard(0, 1, 0, 8, range(25_000, 50_000)),
               Shard(1, 0, 0, 4, np.array([0, 7, 9])), Shard(1, 1, 0, 4, np.arange(300))]
     plan = Plan(tables, Topology(2), shards, host_rows={0: np.array([3, 4])}, workload_hash="w")
     return plan.save(tmp_path / "plan.json")

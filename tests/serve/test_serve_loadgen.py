@@ -10,12 +10,12 @@ import torch
 
 pytest.importorskip("mlperf_loadgen", reason="MLPerf LoadGen is not installed (pip install 'updlrm[serve]')")
 
-from updlrm import EmbeddingBagConfig  # noqa: E402
-from updlrm.models import DLRM  # noqa: E402
-from updlrm.serve import loadgen as driver  # noqa: E402
-from updlrm.serve.loadgen import ScenarioResult, ServeSettings, find_max_qps, roc_auc, run_scenario  # noqa: E402
-from updlrm.serve.model import ServedModel, load_model_file  # noqa: E402
-from updlrm.serve.requests import criteo_feature_names, load_requests, write_synthetic_criteo  # noqa: E402
+from updlrm import EmbeddingBagConfig
+from updlrm.models import DLRM
+from updlrm.serve import loadgen as driver
+from updlrm.serve.loadgen import ScenarioResult, ServeSettings, find_max_qps, roc_auc, run_scenario
+from updlrm.serve.model import ServedModel, load_model_file
+from updlrm.serve.requests import criteo_feature_names, load_requests, write_synthetic_criteo
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def setup(tmp_path_factory):
               for k in criteo_feature_names()]
     ref = DLRM(tables, 13, [8, 4], [16, 1], seed=3)
     ckpt = ref.save(d / "dlrm.pt")
-    rs = load_requests(write_synthetic_criteo(d / "c.tsv", 300, seed=2), table_rows={k: 300 for k in criteo_feature_names()})
+    rs = load_requests(write_synthetic_criteo(d / "c.tsv", 300, seed=2), table_rows=dict.fromkeys(criteo_feature_names(), 300))
     model = ServedModel.open(load_model_file(ckpt), rs, backend="emulator", nr_dpus=4)
     model.check(rs)
     yield ref, rs, model, d

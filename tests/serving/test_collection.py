@@ -9,13 +9,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from serving_helpers import assert_close_to_reference, random_kjt, reference_pool, to_variable_batch
 
 import updlrm
-from updlrm import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, InvalidInputError
+from updlrm import EmbeddingBagCollection, EmbeddingBagConfig, InvalidInputError, KeyedJaggedTensor
 from updlrm.tbe import IndexOutOfRangeError
-
-from serving_helpers import assert_close_to_reference, random_kjt, reference_pool, to_variable_batch
 
 FORMATS = ["fp32", "int8", "int32"]
 
@@ -32,7 +32,7 @@ def collections(draw):
         tables.append(EmbeddingBagConfig(f"t{t}", n, draw(st.integers(1, 9)), names, pooling=pooling,
                                          row_format=draw(st.sampled_from(FORMATS))))
         keys += names
-        rows.update({k: n for k in names})
+        rows.update(dict.fromkeys(names, n))
     return tables, keys, rows, weighted
 
 
@@ -325,7 +325,7 @@ def test_threads_get_their_serial_results(make_ebc):
             try:
                 if not torch.equal(ebc(kjts[k]).values(), serial[k]):
                     failures.append(f"thread {i}: batch {k} differs")
-            except Exception as e:  # noqa: BLE001 - reported below
+            except Exception as e:
                 failures.append(f"thread {i}: {e!r}")
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]

@@ -6,13 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from serving_helpers import assert_close_to_reference, random_kjt, reference_pool
 
 import updlrm
-from updlrm import EmbeddingBagConfig, KeyedJaggedTensor
-from updlrm import dedup
-
-from serving_helpers import assert_close_to_reference, random_kjt, reference_pool
+from updlrm import EmbeddingBagConfig, KeyedJaggedTensor, dedup
 
 
 def python_unique(values, weights, offsets):

@@ -21,7 +21,7 @@ import numpy as np
 
 from updlrm.distributed.cluster import HostSpec, plan_cluster
 from updlrm.distributed.launch import LocalRunError, run_local
-from updlrm.distributed.model import NETWORKS, estimate_batch, source_ranges, slice_batch
+from updlrm.distributed.model import NETWORKS, estimate_batch, slice_batch, source_ranges
 
 PHASES = (("route", "route_s"), ("send lookups", "exchange_requests_s"), ("host DPUs", "host_s"),
           ("return pooled", "exchange_responses_s"), ("assemble", "assemble_s"))

@@ -18,8 +18,9 @@ import multiprocessing as mp
 import queue
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from updlrm.distributed.context import ClusterContext, free_port
 

@@ -110,9 +110,9 @@ def estimate_batch(plan: ClusterPlan, indices, offsets, batch_size: int, per_sam
                    nr_tasklets: int = 16) -> ClusterEstimate:
     """Modeled time of one global TBE batch (``offsets[T*B+1]``) on ``plan``'s hosts."""
     from updlrm.distributed.hostplan import host_placement
-    from updlrm.perfmodel import get_profile, model_batch
     from updlrm.hardware import DEFAULT_HARDWARE_PROFILE
     from updlrm.partitioner.batch_work import derive_work
+    from updlrm.perfmodel import get_profile, model_batch
 
     net = NETWORKS[network] if isinstance(network, str) else network
     H, T = plan.nr_hosts, len(plan.tables)

@@ -45,8 +45,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -261,7 +262,7 @@ class DLRM(nn.Module):
 
     # -- conversion and checkpoints -------------------------------------------------
 
-    def with_sparse(self, sparse: str = "updlrm", **sparse_options) -> "DLRM":
+    def with_sparse(self, sparse: str = "updlrm", **sparse_options) -> DLRM:
         """A copy of this model whose sparse part is ``sparse`` with the same weights.
 
         ``model.with_sparse("updlrm", backend="emulator")`` puts the tables on DPUs;
@@ -272,7 +273,7 @@ class DLRM(nn.Module):
                                dict(sparse_options))
         return self._with_module(module)
 
-    def _with_module(self, module: nn.Module) -> "DLRM":
+    def _with_module(self, module: nn.Module) -> DLRM:
         new = DLRM(self._configs, self.dense_in_features, self.bottom_sizes[1:], self.top_sizes[1:], sparse=module,
                    seed=self.seed, is_weighted=self.is_weighted)
         new.bottom_mlp.load_state_dict(self.bottom_mlp.state_dict())
@@ -280,7 +281,7 @@ class DLRM(nn.Module):
         return new
 
     @classmethod
-    def from_torch(cls, model: "DLRM", **sparse_options) -> "DLRM":
+    def from_torch(cls, model: DLRM, **sparse_options) -> DLRM:
         """The updlrm-sparse twin of a torch-sparse ``model`` (same weights, same predictions).
 
         Same as ``model.with_sparse("updlrm", **sparse_options)``.
@@ -305,7 +306,7 @@ class DLRM(nn.Module):
 
     @classmethod
     def load(cls, checkpoint: str | os.PathLike | dict, *, sparse: str = "torch", pooling: str = "SUM",
-             **sparse_options) -> "DLRM":
+             **sparse_options) -> DLRM:
         """A model from a checkpoint of :meth:`save`, or from a bare ``state_dict``.
 
         ``checkpoint`` is a path or the loaded dict. A bare state_dict
@@ -356,7 +357,7 @@ class DLRM(nn.Module):
         if close is not None:
             close()
 
-    def __enter__(self) -> "DLRM":
+    def __enter__(self) -> DLRM:
         return self
 
     def __exit__(self, *exc) -> None:

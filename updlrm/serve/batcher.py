@@ -21,7 +21,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 __all__ = ["DynamicBatcher"]
 
@@ -103,7 +103,7 @@ class DynamicBatcher:
         if self._error is not None:
             raise self._error
 
-    def __enter__(self) -> "DynamicBatcher":
+    def __enter__(self) -> DynamicBatcher:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -102,7 +102,7 @@ class ServedModel:
 
     @classmethod
     def open(cls, model: dict | None, requests: RequestSet, *, backend: str = "auto",
-             nr_dpus: int | None = None, plan: str | None = None, dim: int = 16, seed: int = 0) -> "ServedModel":
+             nr_dpus: int | None = None, plan: str | None = None, dim: int = 16, seed: int = 0) -> ServedModel:
         """The model to serve ``requests`` with.
 
         ``model``: a loaded model file (:func:`load_model_file`): a DLRM checkpoint
