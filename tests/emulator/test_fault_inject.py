@@ -4,12 +4,12 @@ results right, and the next launch runs normally with no stray worker process.""
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
 import pytest
 from _emu_testutil import build_dpu
+from process_tree import children
 
 from updlrm.emulator import DpuError, DpuSet
 
@@ -52,22 +52,6 @@ int main(void)
 @pytest.fixture(scope="module")
 def program(tmp_path_factory):
     return build_dpu(tmp_path_factory.mktemp("fault_inject"), PROGRAM, nr_tasklets=NR_TASKLETS)
-
-
-def children() -> list[tuple[int, str]]:
-    """(pid, state) of this process's child processes."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == os.getpid():
-            found.append((int(entry), fields[0]))
-    return found
 
 
 def prepare(dpus, launch_index: int = 0) -> np.ndarray:

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 from engine_reference import assert_matches, random_batch, random_weights, reference
+from process_tree import children
 
 from updlrm.host.engine import (
     DpuAllocationError,
@@ -56,21 +57,6 @@ def check_batch(engine, weights, batch, pooling=PoolingMode.SUM):
     out, _ = engine.run(indices, offsets, psw, pooling)
     expected, magnitude = reference(TABLES, weights, indices, offsets, psw, pooling)
     assert_matches(TABLES, out, expected, magnitude)
-
-
-def children() -> list[tuple[int, str]]:
-    """(pid, state) of this process's child processes."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == os.getpid():
-                found.append((int(entry), fields[0]))
-    return found
 
 
 def open_fds() -> int:
