@@ -17,7 +17,7 @@ modules here (duck typing: ``keys()``, ``values()``, ``lengths()``/``offsets()``
   every key.
 
 Everything is validated at construction: a bad KJT raises
-:class:`~updlrm.tbe.InvalidInputError` with one line saying what to fix.
+:class:`~updlrm.validation.InvalidInputError` with one line saying what to fix.
 
 Example:
     >>> import torch
@@ -32,12 +32,13 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from updlrm.tbe import InputTypeError, InvalidInputError
+from updlrm.validation import InputTypeError, InvalidInputError
 
 __all__ = ["JaggedTensor", "KeyedJaggedTensor", "KeyedTensor"]
 
@@ -89,7 +90,47 @@ def _check_offsets(offsets: torch.Tensor, n: int) -> None:
         raise InvalidInputError(f"offsets[-1] = {int(offsets[-1])} must equal the number of values ({n})")
 
 
-class JaggedTensor:
+class _Jagged:
+    """The accessors JaggedTensor and KeyedJaggedTensor share: values, weights, lengths and offsets.
+
+    Subclasses set ``_values``, ``_weights`` (or None) and at least one of ``_lengths`` /
+    ``_offsets``; the other is computed on first use.
+    """
+
+    _values: torch.Tensor
+    _weights: torch.Tensor | None
+    _lengths: torch.Tensor | None
+    _offsets: torch.Tensor | None
+
+    def values(self) -> torch.Tensor:
+        return self._values
+
+    def weights(self) -> torch.Tensor:
+        if self._weights is None:
+            raise InvalidInputError(f"this {type(self).__name__} has no weights (use weights_or_none())")
+        return self._weights
+
+    def weights_or_none(self) -> torch.Tensor | None:
+        return self._weights
+
+    def lengths(self) -> torch.Tensor:
+        if self._lengths is None:
+            self._lengths = torch.diff(self._offsets)
+        return self._lengths
+
+    def lengths_or_none(self) -> torch.Tensor | None:
+        return self._lengths
+
+    def offsets(self) -> torch.Tensor:
+        if self._offsets is None:
+            self._offsets = _offsets_from_lengths(self._lengths)
+        return self._offsets
+
+    def offsets_or_none(self) -> torch.Tensor | None:
+        return self._offsets
+
+
+class JaggedTensor(_Jagged):
     """One key's bags: ``values`` with ``lengths`` (or ``offsets``) and optional ``weights``.
 
     >>> jt = JaggedTensor(torch.tensor([4, 5, 6]), lengths=torch.tensor([2, 0, 1]))
@@ -112,27 +153,6 @@ class JaggedTensor:
         if self._weights is not None and self._weights.numel() != n:
             raise InvalidInputError(f"weights has {self._weights.numel()} entries, values {n}; give one weight per value")
 
-    def values(self) -> torch.Tensor:
-        return self._values
-
-    def weights(self) -> torch.Tensor:
-        if self._weights is None:
-            raise InvalidInputError("this JaggedTensor has no weights (use weights_or_none())")
-        return self._weights
-
-    def weights_or_none(self) -> torch.Tensor | None:
-        return self._weights
-
-    def lengths(self) -> torch.Tensor:
-        if self._lengths is None:
-            self._lengths = torch.diff(self._offsets)
-        return self._lengths
-
-    def offsets(self) -> torch.Tensor:
-        if self._offsets is None:
-            self._offsets = _offsets_from_lengths(self._lengths)
-        return self._offsets
-
     def to_dense(self) -> list[torch.Tensor]:
         """Every bag's values as its own tensor."""
         return list(torch.split(self._values, self.lengths().tolist()))
@@ -147,7 +167,7 @@ _TORCHREC_CACHES = {"length_per_key", "offset_per_key", "index_per_key", "jt_dic
                     "lengths_offset_per_key", "stride_per_rank"}
 
 
-class KeyedJaggedTensor:
+class KeyedJaggedTensor(_Jagged):
     """Jagged bags of several keys, torchrec's ``KeyedJaggedTensor`` (layout in the module doc).
 
     Args:
@@ -171,7 +191,7 @@ class KeyedJaggedTensor:
     >>> KeyedJaggedTensor(["a"], torch.tensor([1, 2]), lengths=torch.tensor([1]))
     Traceback (most recent call last):
     ...
-    updlrm.tbe.InvalidInputError: lengths sum to 1, but there are 2 values; every value belongs to exactly one bag
+    updlrm.validation.InvalidInputError: lengths sum to 1, but there are 2 values; every value belongs to exactly one bag
     """
 
     def __init__(
@@ -253,7 +273,7 @@ class KeyedJaggedTensor:
     # -- torchrec's constructors ---------------------------------------------------------
 
     @staticmethod
-    def from_lengths_sync(keys, values, lengths, weights=None, stride=None, **kwargs) -> "KeyedJaggedTensor":
+    def from_lengths_sync(keys, values, lengths, weights=None, stride=None, **kwargs) -> KeyedJaggedTensor:
         """Build from bag lengths (key-major), as torchrec.
 
         >>> KeyedJaggedTensor.from_lengths_sync(["a"], torch.tensor([5]), torch.tensor([0, 1])).offsets().tolist()
@@ -262,7 +282,7 @@ class KeyedJaggedTensor:
         return KeyedJaggedTensor(keys, values, weights=weights, lengths=lengths, stride=stride, **kwargs)
 
     @staticmethod
-    def from_offsets_sync(keys, values, offsets, weights=None, stride=None, **kwargs) -> "KeyedJaggedTensor":
+    def from_offsets_sync(keys, values, offsets, weights=None, stride=None, **kwargs) -> KeyedJaggedTensor:
         """Build from offsets (``K*B + 1`` entries), as torchrec.
 
         >>> KeyedJaggedTensor.from_offsets_sync(["a"], torch.tensor([5, 6]), torch.tensor([0, 2])).lengths().tolist()
@@ -271,7 +291,7 @@ class KeyedJaggedTensor:
         return KeyedJaggedTensor(keys, values, weights=weights, offsets=offsets, stride=stride, **kwargs)
 
     @staticmethod
-    def from_jt_dict(jt_dict: dict[str, JaggedTensor]) -> "KeyedJaggedTensor":
+    def from_jt_dict(jt_dict: dict[str, JaggedTensor]) -> KeyedJaggedTensor:
         """Concatenate one ``JaggedTensor`` per key (all with the same number of bags).
 
         >>> kjt = KeyedJaggedTensor.from_jt_dict({"a": JaggedTensor(torch.tensor([1]), lengths=torch.tensor([1, 0]))})
@@ -289,7 +309,7 @@ class KeyedJaggedTensor:
         return KeyedJaggedTensor(keys, values, weights=weights, lengths=lengths)
 
     @staticmethod
-    def empty(keys: Sequence[str] = (), stride: int = 0) -> "KeyedJaggedTensor":
+    def empty(keys: Sequence[str] = (), stride: int = 0) -> KeyedJaggedTensor:
         """No values: every bag empty.
 
         >>> KeyedJaggedTensor.empty(["a"], 3).lengths().tolist()
@@ -302,33 +322,6 @@ class KeyedJaggedTensor:
 
     def keys(self) -> list[str]:
         return self._keys
-
-    def values(self) -> torch.Tensor:
-        return self._values
-
-    def weights(self) -> torch.Tensor:
-        if self._weights is None:
-            raise InvalidInputError("this KeyedJaggedTensor has no weights (use weights_or_none())")
-        return self._weights
-
-    def weights_or_none(self) -> torch.Tensor | None:
-        return self._weights
-
-    def lengths(self) -> torch.Tensor:
-        if self._lengths is None:
-            self._lengths = torch.diff(self._offsets)
-        return self._lengths
-
-    def lengths_or_none(self) -> torch.Tensor | None:
-        return self._lengths
-
-    def offsets(self) -> torch.Tensor:
-        if self._offsets is None:
-            self._offsets = _offsets_from_lengths(self._lengths)
-        return self._offsets
-
-    def offsets_or_none(self) -> torch.Tensor | None:
-        return self._offsets
 
     def stride(self) -> int:
         """The batch size B (samples per key of the full batch)."""
@@ -377,7 +370,7 @@ class KeyedJaggedTensor:
             raise KeyError(f"no key {key!r}; keys: {self._keys}")
         return self.to_dict()[key]
 
-    def to(self, device: Any, non_blocking: bool = False) -> "KeyedJaggedTensor":
+    def to(self, device: Any, non_blocking: bool = False) -> KeyedJaggedTensor:
         """Inputs are read on the host; ``to("cpu")`` returns self (torchrec's call shape)."""
         if torch.device(device).type != "cpu":
             raise InvalidInputError(f"updlrm reads its inputs on the host; keep the KeyedJaggedTensor on 'cpu', not {device}")
@@ -408,7 +401,7 @@ class KeyedTensor:
         self._keys, self._length_per_key, self._values = keys, length_per_key, values
 
     @staticmethod
-    def from_tensor_list(keys: Sequence[str], tensors: Iterable[torch.Tensor], key_dim: int = 1) -> "KeyedTensor":
+    def from_tensor_list(keys: Sequence[str], tensors: Iterable[torch.Tensor], key_dim: int = 1) -> KeyedTensor:
         """Side by side (B, dim_k) tensors, one per key.
 
         >>> KeyedTensor.from_tensor_list(["a"], [torch.ones(2, 3)]).values().shape

@@ -95,7 +95,7 @@ def check_schema(doc, schema=PLAN_SCHEMA, where: str = "") -> None:
         return
     if isinstance(schema, str):
         types, name = _TYPES[schema]
-        if isinstance(doc, bool) and schema != "bool" or not isinstance(doc, types):
+        if (isinstance(doc, bool) and schema != "bool") or not isinstance(doc, types):
             raise PlanError(f"{label} must be {name}, got {json.dumps(doc)[:40]}")
         return
     if isinstance(schema, dict):
@@ -540,7 +540,7 @@ def column_bounds(spec: TableSpec, slices: int) -> list[int]:
     >>> column_bounds(TableSpec("a", 1, 64), 3), column_bounds(TableSpec("b", 1, 3), 4)
     ([0, 22, 42, 64], [0, 2, 3])
     """
-    unit = max(1, 8 // spec.row_format.element_size)
+    unit = max(1, 8 // spec.row_format.element_bytes)
     units = -(-spec.embedding_dim // unit)
     slices = max(1, min(slices, units))
     bounds = [min(spec.embedding_dim, round(units * i / slices) * unit) for i in range(slices + 1)]
