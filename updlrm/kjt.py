@@ -102,6 +102,29 @@ class _Jagged:
     _lengths: torch.Tensor | None
     _offsets: torch.Tensor | None
 
+    def _set_jagged(self, values: Any, weights: Any, lengths: Any, offsets: Any) -> int:
+        """Check and store values, weights and lengths or offsets; return the number of bags."""
+        values_t = _as_tensor(values, "values", kind="i")
+        if values_t is None:
+            raise InputTypeError(f"a {type(self).__name__} needs values (a tensor of indices), got None")
+        self._values = values_t
+        self._weights = _as_tensor(weights, "weights", kind="f")
+        n = self._values.numel()
+        if lengths is None and offsets is None:
+            raise InvalidInputError(f"a {type(self).__name__} needs lengths or offsets")
+        self._lengths = _as_tensor(lengths, "lengths", kind="i")
+        self._offsets = offsets_t = _as_tensor(offsets, "offsets", kind="i")
+        if self._lengths is not None:
+            _check_lengths(self._lengths, n)
+            nr_bags = self._lengths.numel()
+        else:
+            assert offsets_t is not None  # lengths or offsets is given (checked above)
+            _check_offsets(offsets_t, n)
+            nr_bags = offsets_t.numel() - 1
+        if self._weights is not None and self._weights.numel() != n:
+            raise InvalidInputError(f"weights has {self._weights.numel()} entries, values {n}; give one weight per value")
+        return nr_bags
+
     def values(self) -> torch.Tensor:
         return self._values
 
@@ -115,6 +138,7 @@ class _Jagged:
 
     def lengths(self) -> torch.Tensor:
         if self._lengths is None:
+            assert self._offsets is not None  # one of the two is always set
             self._lengths = torch.diff(self._offsets)
         return self._lengths
 
@@ -123,6 +147,7 @@ class _Jagged:
 
     def offsets(self) -> torch.Tensor:
         if self._offsets is None:
+            assert self._lengths is not None  # one of the two is always set
             self._offsets = _offsets_from_lengths(self._lengths)
         return self._offsets
 
@@ -139,19 +164,7 @@ class JaggedTensor(_Jagged):
     """
 
     def __init__(self, values, weights=None, lengths=None, offsets=None) -> None:
-        self._values = _as_tensor(values, "values", kind="i")
-        self._weights = _as_tensor(weights, "weights", kind="f")
-        n = self._values.numel()
-        if lengths is None and offsets is None:
-            raise InvalidInputError("a JaggedTensor needs lengths or offsets")
-        self._lengths = _as_tensor(lengths, "lengths", kind="i")
-        self._offsets = _as_tensor(offsets, "offsets", kind="i")
-        if self._lengths is not None:
-            _check_lengths(self._lengths, n)
-        else:
-            _check_offsets(self._offsets, n)
-        if self._weights is not None and self._weights.numel() != n:
-            raise InvalidInputError(f"weights has {self._weights.numel()} entries, values {n}; give one weight per value")
+        self._set_jagged(values, weights, lengths, offsets)
 
     def to_dense(self) -> list[torch.Tensor]:
         """Every bag's values as its own tensor."""
@@ -215,21 +228,7 @@ class KeyedJaggedTensor(_Jagged):
         if len(set(keys)) != len(keys):
             raise InvalidInputError(f"keys must be unique; repeated: {sorted({k for k in keys if keys.count(k) > 1})}")
         self._keys = keys
-        self._values = _as_tensor(values, "values", kind="i")
-        self._weights = _as_tensor(weights, "weights", kind="f")
-        n = self._values.numel()
-        if lengths is None and offsets is None:
-            raise InvalidInputError("a KeyedJaggedTensor needs lengths or offsets")
-        self._lengths = _as_tensor(lengths, "lengths", kind="i")
-        self._offsets = _as_tensor(offsets, "offsets", kind="i")
-        if self._lengths is not None:
-            _check_lengths(self._lengths, n)
-            nr_bags = self._lengths.numel()
-        else:
-            _check_offsets(self._offsets, n)
-            nr_bags = self._offsets.numel() - 1
-        if self._weights is not None and self._weights.numel() != n:
-            raise InvalidInputError(f"weights has {self._weights.numel()} entries, values {n}; give one weight per value")
+        nr_bags = self._set_jagged(values, weights, lengths, offsets)
         K = len(keys)
         if stride_per_key_per_rank is not None:
             per_key = [int(sum(s)) for s in stride_per_key_per_rank]
