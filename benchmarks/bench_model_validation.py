@@ -35,6 +35,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from updlrm import perfmodel as pm  # noqa: E402
+from updlrm import whatif  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TABLE = ROOT / "tests" / "perfmodel" / "published_points.json"
@@ -51,7 +52,7 @@ STEADY_MS = 3.0  # kernel runs at least this long: launch cost below 7%
 def validate_points(profile: pm.HardwareProfile, table: dict) -> list[dict]:
     rows = []
     for point in table["points"]:
-        modeled = pm.predict(profile, point["quantity"], **point["params"])
+        modeled = whatif.predict(profile, point["quantity"], **point["params"])
         rows.append({"id": point["id"], "quantity": point["quantity"], "params": point["params"],
                      "published": point["value"], "model": modeled, "rel_error": modeled / point["value"] - 1.0,
                      "kind": point["kind"], "verified": point["verified"], "role": point["role"],
@@ -173,10 +174,10 @@ def crossovers(profile: pm.HardwareProfile) -> dict:
     dpus = min(profile.nr_dpus, 26 * 16)
     for fmt in ("fp32", "int32", "int8"):
         for pooling in (1, 8, 32, 128):
-            b = pm.crossover_batch_size(profile, nr_tables=26, pooling=pooling, dim=64, row_format=fmt, nr_dpus=dpus)
+            b = whatif.crossover_batch_size(profile, nr_tables=26, pooling=pooling, dim=64, row_format=fmt, nr_dpus=dpus)
             out["batch_size"].append({"row_format": fmt, "pooling": pooling, "nr_tables": 26, "dim": 64,
                                       "dpus_used": dpus // 26 * 26, "crossover_batch": b})
-        p = pm.crossover_pooling(profile, batch_size=4096, nr_tables=26, dim=64, row_format=fmt, nr_dpus=dpus)
+        p = whatif.crossover_pooling(profile, batch_size=4096, nr_tables=26, dim=64, row_format=fmt, nr_dpus=dpus)
         out["pooling"].append({"row_format": fmt, "batch_size": 4096, "crossover_pooling": p})
     return out
 
@@ -348,7 +349,7 @@ def main() -> None:
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     doc = {"profile": profile.name, "tolerance": table["tolerance"], "points": rows, "worst_abs_error": worst,
-           "peak_bytes_per_s": pm.predict(profile, "mram_peak"), "mram_vs_size": by_size, "mram_vs_tasklets": by_tasklets,
+           "peak_bytes_per_s": whatif.predict(profile, "mram_peak"), "mram_vs_size": by_size, "mram_vs_tasklets": by_tasklets,
            "transfers": transfers, "kernels": kernels, "crossovers": cross,
            "host_bandwidth_source": host.source_of("host_gather_bytes_per_s")}
     (RESULTS / "model_validation.json").write_text(json.dumps(doc, indent=1))

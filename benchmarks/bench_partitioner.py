@@ -60,12 +60,13 @@ from pathlib import Path
 
 import numpy as np
 
+from updlrm.hardware import DEFAULT_HARDWARE_PROFILE
 from updlrm.partitioner.placement import build_plan, evaluate_plan, imbalance_breakdown
 from updlrm.partitioner.workloads import criteo_like_tables, synthetic_trace
 from updlrm.plan import uniform_plan
 from updlrm.specs import TableSpec, Topology
 
-PROFILE = "upmem-350mhz-2556"
+PROFILE = DEFAULT_HARDWARE_PROFILE
 
 
 def _metrics(report) -> dict:

@@ -26,6 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence, Union
 
+from updlrm.abi import check_nr_tasklets
+
 from . import _build
 from ._elf import ElfFile, is_sdk_dpu_binary, sdk_dpu_binary_message
 
@@ -33,9 +35,9 @@ PathLike = Union[str, os.PathLike]
 
 # SDK limits (upmem/llvm-project clang/lib/Driver/ToolChains/DPURTE.cpp and
 # DPUCharacteristics.h): NR_TASKLETS defaults to 1, at most 24 threads on a
-# v1A DPU, 1024-byte default stack per tasklet, 64 KiB of WRAM.
+# v1A DPU (updlrm.abi.MAX_TASKLETS, checked by check_nr_tasklets), 1024-byte default
+# stack per tasklet, 64 KiB of WRAM.
 DEFAULT_NR_TASKLETS = 1
-MAX_TASKLETS = 24
 DEFAULT_STACK_SIZE = 1024
 WRAM_SIZE = 65536
 MRAM_BASE = 0x08000000
@@ -151,8 +153,7 @@ def _parse_tasklet_config(defines: list[tuple[str, str | None]], nr_tasklets: in
     if nr_tasklets is not None and given is not None and nr_tasklets != given:
         raise CompileError(f"nr_tasklets={nr_tasklets} contradicts -DNR_TASKLETS={given}")
     count = nr_tasklets if nr_tasklets is not None else (given if given is not None else DEFAULT_NR_TASKLETS)
-    if not 1 <= count <= MAX_TASKLETS:
-        raise CompileError(f"NR_TASKLETS={count} is out of range: a DPU runs 1 to {MAX_TASKLETS} tasklets")
+    check_nr_tasklets(count, CompileError)
     stacks = [per_tasklet.get(t, default_stack) for t in range(count)]
     for t, size in enumerate(stacks):
         if size < 0 or size % 8:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 
+from updlrm.hardware import DEFAULT_HARDWARE_PROFILE
 from updlrm.perfmodel import PROFILES
 from updlrm.plan import Plan
 from updlrm.specs import TableSpec, Topology
@@ -94,7 +95,7 @@ def plan_group() -> None:
 @click.option("--max-rows", type=click.IntRange(1), default=None, help="Cap each table's rows (with --tables criteo).")
 @_trace_options
 @click.option("--dpus", type=click.IntRange(1), required=True, help="Number of DPUs.")
-@click.option("--profile", default="upmem-350mhz-2556", show_default=True, type=_PROFILE,
+@click.option("--profile", default=DEFAULT_HARDWARE_PROFILE, show_default=True, type=_PROFILE,
               help="Hardware profile (perfmodel).")
 @click.option("--cache", type=click.Choice(["auto", "replicate", "host", "none"]), default="auto", show_default=True)
 @click.option("--graph", type=click.Choice(["auto", "hypergraph", "graph", "none"]), default="auto", show_default=True)
@@ -144,7 +145,7 @@ def show_command(plan_path, png):
 @plan_group.command("evaluate")
 @click.argument("plan_path", type=click.Path(exists=True, dir_okay=False))
 @_trace_options
-@click.option("--profile", default="upmem-350mhz-2556", show_default=True, type=_PROFILE,
+@click.option("--profile", default=DEFAULT_HARDWARE_PROFILE, show_default=True, type=_PROFILE,
               help="Hardware profile (perfmodel).")
 @click.option("--png", type=click.Path(dir_okay=False), default=None, help="Write a load-per-DPU plot here.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")

@@ -125,9 +125,8 @@ def check_nr_tasklets(nr_tasklets: int, error: type[Exception] = ValueError) -> 
     >>> check_nr_tasklets(25)
     Traceback (most recent call last):
     ...
-    ValueError: nr_tasklets must be in 1..24 (a DPU runs at most 24 tasklets), got 25
+    ValueError: nr_tasklets=25 is out of range: a DPU runs 1..24 tasklets
     """
     if int(nr_tasklets) != nr_tasklets or not 1 <= int(nr_tasklets) <= MAX_TASKLETS:
-        raise error(f"nr_tasklets must be in 1..{MAX_TASKLETS} (a DPU runs at most {MAX_TASKLETS} tasklets), "
-                    f"got {nr_tasklets}")
+        raise error(f"nr_tasklets={nr_tasklets} is out of range: a DPU runs 1..{MAX_TASKLETS} tasklets")
     return int(nr_tasklets)

@@ -52,12 +52,12 @@ import numpy as np
 import torch
 
 from updlrm.configs import EmbeddingBagConfig, PoolingType
-from updlrm.kjt import KeyedJaggedTensor, KeyedTensor
+from updlrm.kjt import KeyedJaggedTensor, KeyedTensor  # noqa: F401 (KeyedJaggedTensor: the examples use it)
 from updlrm.plan import Plan, PlanError
+from updlrm.sparse_batch import SparseBatch, read_kjt, read_kjt_key, stack_bags
 from updlrm.specs import BoundsCheckMode, PoolingMode, RowFormat, TableSpec
 from updlrm.tbe import (
     IndexOutOfRangeError,
-    InputTypeError,
     InvalidInputError,
     TableBatchedEmbeddingBags,
     _init_table,
@@ -86,79 +86,6 @@ def _configs(tables: Sequence[Any]) -> list[EmbeddingBagConfig]:
                 raise ValueError(f"feature {f!r} is listed by tables {seen[f]!r} and {c.name!r}; a feature looks up one table")
             seen[f] = c.name
     return configs
-
-
-# --------------------------------------------------------------------------------------
-# reading a KJT (updlrm's or torchrec's)
-
-
-@dataclass
-class SparseBatch:
-    """A KJT as numpy: bag lengths/offsets over all bags (key-major), values, weights.
-
-    ``bag_start[k]`` is the first bag of key ``k``; ``inverse[k]`` maps the ``B`` samples
-    to that key's bags (None: bag ``b`` is sample ``b``).
-    """
-
-    keys: list[str]
-    values: np.ndarray          # int64 (N,)
-    weights: np.ndarray | None  # float32 (N,)
-    lengths: np.ndarray         # int64 (bags,)
-    offsets: np.ndarray         # int64 (bags + 1,)
-    bag_start: np.ndarray       # int64 (K + 1,)
-    batch_size: int
-    inverse: list[np.ndarray | None]
-
-
-def _np(x: torch.Tensor | np.ndarray, dtype) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    return np.ascontiguousarray(x, dtype=dtype)
-
-
-def read_kjt(kjt: Any) -> SparseBatch:
-    """Read a ``KeyedJaggedTensor`` (updlrm's, torchrec's, or anything with its methods).
-
-    >>> b = read_kjt(KeyedJaggedTensor(["a"], torch.tensor([3, 4]), lengths=torch.tensor([2, 0])))
-    >>> b.offsets.tolist(), b.batch_size
-    ([0, 2, 2], 2)
-    """
-    if not (hasattr(kjt, "keys") and hasattr(kjt, "values") and (hasattr(kjt, "lengths") or hasattr(kjt, "offsets"))):
-        raise InputTypeError(f"expected a KeyedJaggedTensor (updlrm's or torchrec's), got {type(kjt).__name__}")
-    if not isinstance(kjt, KeyedJaggedTensor):
-        # torchrec's KJT validates nothing at construction; rebuild ours to check it.
-        variable = hasattr(kjt, "variable_stride_per_key") and kjt.variable_stride_per_key()
-        lengths = kjt.lengths_or_none() if hasattr(kjt, "lengths_or_none") else None
-        offsets = kjt.offsets_or_none() if hasattr(kjt, "offsets_or_none") else None
-        if lengths is None and offsets is None:
-            lengths = kjt.lengths()
-        kwargs: dict[str, Any] = {}
-        if variable:
-            kwargs = {"stride_per_key_per_rank": kjt.stride_per_key_per_rank(), "inverse_indices": kjt.inverse_indices()}
-        elif hasattr(kjt, "inverse_indices_or_none") and kjt.inverse_indices_or_none() is not None:
-            kwargs = {"inverse_indices": kjt.inverse_indices_or_none()}
-        kjt = KeyedJaggedTensor(list(kjt.keys()), kjt.values(), weights=kjt.weights_or_none(), lengths=lengths,
-                                offsets=offsets, **kwargs)
-    keys = kjt.keys()
-    values = _np(kjt.values(), np.int64)
-    w = kjt.weights_or_none()
-    weights = None if w is None else _np(w, np.float32)
-    if kjt.lengths_or_none() is not None:
-        lengths = _np(kjt.lengths(), np.int64)
-        offsets = np.zeros(lengths.size + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-    else:
-        offsets = _np(kjt.offsets(), np.int64)
-        lengths = np.diff(offsets)
-    strides = kjt.stride_per_key()
-    bag_start = np.zeros(len(keys) + 1, dtype=np.int64)
-    np.cumsum(strides, out=bag_start[1:])
-    inv = kjt.inverse_indices_or_none()
-    inverse: list[np.ndarray | None] = [None] * len(keys)
-    if inv is not None:
-        table = _np(inv[1], np.int64)
-        inverse = [table[k] for k in range(len(keys))]
-    return SparseBatch(keys, values, weights, lengths, offsets, bag_start, kjt.stride(), inverse)
 
 
 # --------------------------------------------------------------------------------------
@@ -474,49 +401,8 @@ class EmbeddingBagCollection(torch.nn.Module):
         return choose_bags(batch, order, self.dedup)
 
     def _stack(self, batch: SparseBatch, bags: list[np.ndarray]):
-        """One TBE batch: table t's bags are its features' chosen bags in turn, padded to B'."""
-        T = len(self._configs)
-        per_table = [[] for _ in range(T)]
-        row_start = np.zeros(len(bags), dtype=np.int64)
-        for i, b in enumerate(bags):
-            t = self._feature_table[i]
-            row_start[i] = sum(x.size for x in per_table[t])
-            per_table[t].append(b)
-        counts = [sum(x.size for x in p) for p in per_table]
-        Bp = max(counts)
-        if self._is_kjt_order(per_table, Bp, batch.lengths.size):
-            # The stacked batch is the KJT as it came (one feature per table, in order,
-            # every bag): its values and offsets go to the engine without a gather.
-            if int(batch.offsets[-1]) == 0:
-                return None, None, None, row_start, Bp
-            return batch.values, batch.offsets, batch.weights, row_start, Bp
-        ids = np.full(T * Bp, -1, dtype=np.int64)
-        for t, p in enumerate(per_table):
-            if p:
-                ids[t * Bp: t * Bp + counts[t]] = np.concatenate(p)
-        real = ids >= 0
-        lengths = np.where(real, batch.lengths[np.where(real, ids, 0)], 0)
-        offsets = np.zeros(ids.size + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        n = int(offsets[-1])
-        if n == 0:
-            return None, None, None, row_start, Bp
-        # Element gather: bag j's values are values[start_j : start_j + lengths_j].
-        starts = np.where(real, batch.offsets[np.where(real, ids, 0)], 0)
-        gather = np.repeat(starts - offsets[:-1], lengths) + np.arange(n, dtype=np.int64)
-        indices = batch.values[gather]
-        psw = None if batch.weights is None else batch.weights[gather]
-        return indices, offsets, psw, row_start, Bp
-
-    @staticmethod
-    def _is_kjt_order(per_table: list[list[np.ndarray]], Bp: int, nr_bags: int) -> bool:
-        """Whether the stacked bag ids are 0, 1, ..., nr_bags - 1 (bag arrays are increasing)."""
-        expected = 0
-        for p in per_table:
-            if len(p) != 1 or p[0].size != Bp or (Bp and (p[0][0] != expected or p[0][-1] != expected + Bp - 1)):
-                return False
-            expected += Bp
-        return expected == nr_bags
+        """One TBE batch of the chosen bags (:func:`updlrm.sparse_batch.stack_bags`)."""
+        return stack_bags(batch, bags, self._feature_table, len(self._configs))
 
     def _expand(self, batch: SparseBatch, pooled: np.ndarray, bags: list[np.ndarray], inverse: list[np.ndarray | None],
                 row_start: np.ndarray) -> np.ndarray:
@@ -715,13 +601,3 @@ class TorchEmbeddingBagCollection(torch.nn.Module):
                 tensors.append(pooled if inverse is None else pooled[inverse])
                 keys.append(f)
         return KeyedTensor.from_tensor_list(keys, tensors)
-
-
-def read_kjt_key(kjt: Any, key: str):
-    """(values int64, offsets int64 with the last one, weights or None, inverse or None) of one key."""
-    jt = kjt.to_dict()[key]
-    inverse = None
-    inv = kjt.inverse_indices_or_none() if hasattr(kjt, "inverse_indices_or_none") else None
-    if inv is not None:
-        inverse = torch.as_tensor(inv[1])[list(inv[0]).index(key)].to(torch.int64)
-    return jt.values().to(torch.int64), jt.offsets().to(torch.int64), jt.weights_or_none(), inverse

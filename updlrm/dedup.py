@@ -224,7 +224,7 @@ def _estimate(batch: Any, keys: list[int]) -> np.ndarray:
 def choose_bags(batch: Any, order: list[int], mode: bool | str = "auto"):
     """Per feature (KJT key ``order[i]``): bags to compute, inverse of the B samples, deduplicated?
 
-    ``batch`` is a :class:`updlrm.collection.SparseBatch`. Returns three lists: global bag
+    ``batch`` is a :class:`updlrm.sparse_batch.SparseBatch`. Returns three lists: global bag
     ids (int64), inverse indices into them (int64 (B,), or None for "bag b is sample b"),
     and whether the feature was deduplicated. Keys that arrive deduplicated (a
     variable-batch KJT with inverse indices) are taken as they are.

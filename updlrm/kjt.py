@@ -17,7 +17,7 @@ modules here (duck typing: ``keys()``, ``values()``, ``lengths()``/``offsets()``
   every key.
 
 Everything is validated at construction: a bad KJT raises
-:class:`~updlrm.tbe.InvalidInputError` with one line saying what to fix.
+:class:`~updlrm.validation.InvalidInputError` with one line saying what to fix.
 
 Example:
     >>> import torch
@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from updlrm.tbe import InputTypeError, InvalidInputError
+from updlrm.validation import InputTypeError, InvalidInputError
 
 __all__ = ["JaggedTensor", "KeyedJaggedTensor", "KeyedTensor"]
 
@@ -90,7 +90,72 @@ def _check_offsets(offsets: torch.Tensor, n: int) -> None:
         raise InvalidInputError(f"offsets[-1] = {int(offsets[-1])} must equal the number of values ({n})")
 
 
-class JaggedTensor:
+class _Jagged:
+    """The accessors JaggedTensor and KeyedJaggedTensor share: values, weights, lengths and offsets.
+
+    Subclasses set ``_values``, ``_weights`` (or None) and at least one of ``_lengths`` /
+    ``_offsets``; the other is computed on first use.
+    """
+
+    _values: torch.Tensor
+    _weights: torch.Tensor | None
+    _lengths: torch.Tensor | None
+    _offsets: torch.Tensor | None
+
+    def _set_jagged(self, values: Any, weights: Any, lengths: Any, offsets: Any) -> int:
+        """Check and store values, weights and lengths or offsets; return the number of bags."""
+        values_t = _as_tensor(values, "values", kind="i")
+        if values_t is None:
+            raise InputTypeError(f"a {type(self).__name__} needs values (a tensor of indices), got None")
+        self._values = values_t
+        self._weights = _as_tensor(weights, "weights", kind="f")
+        n = self._values.numel()
+        if lengths is None and offsets is None:
+            raise InvalidInputError(f"a {type(self).__name__} needs lengths or offsets")
+        self._lengths = _as_tensor(lengths, "lengths", kind="i")
+        self._offsets = offsets_t = _as_tensor(offsets, "offsets", kind="i")
+        if self._lengths is not None:
+            _check_lengths(self._lengths, n)
+            nr_bags = self._lengths.numel()
+        else:
+            assert offsets_t is not None  # lengths or offsets is given (checked above)
+            _check_offsets(offsets_t, n)
+            nr_bags = offsets_t.numel() - 1
+        if self._weights is not None and self._weights.numel() != n:
+            raise InvalidInputError(f"weights has {self._weights.numel()} entries, values {n}; give one weight per value")
+        return nr_bags
+
+    def values(self) -> torch.Tensor:
+        return self._values
+
+    def weights(self) -> torch.Tensor:
+        if self._weights is None:
+            raise InvalidInputError(f"this {type(self).__name__} has no weights (use weights_or_none())")
+        return self._weights
+
+    def weights_or_none(self) -> torch.Tensor | None:
+        return self._weights
+
+    def lengths(self) -> torch.Tensor:
+        if self._lengths is None:
+            assert self._offsets is not None  # one of the two is always set
+            self._lengths = torch.diff(self._offsets)
+        return self._lengths
+
+    def lengths_or_none(self) -> torch.Tensor | None:
+        return self._lengths
+
+    def offsets(self) -> torch.Tensor:
+        if self._offsets is None:
+            assert self._lengths is not None  # one of the two is always set
+            self._offsets = _offsets_from_lengths(self._lengths)
+        return self._offsets
+
+    def offsets_or_none(self) -> torch.Tensor | None:
+        return self._offsets
+
+
+class JaggedTensor(_Jagged):
     """One key's bags: ``values`` with ``lengths`` (or ``offsets``) and optional ``weights``.
 
     >>> jt = JaggedTensor(torch.tensor([4, 5, 6]), lengths=torch.tensor([2, 0, 1]))
@@ -99,40 +164,7 @@ class JaggedTensor:
     """
 
     def __init__(self, values, weights=None, lengths=None, offsets=None) -> None:
-        self._values = _as_tensor(values, "values", kind="i")
-        self._weights = _as_tensor(weights, "weights", kind="f")
-        n = self._values.numel()
-        if lengths is None and offsets is None:
-            raise InvalidInputError("a JaggedTensor needs lengths or offsets")
-        self._lengths = _as_tensor(lengths, "lengths", kind="i")
-        self._offsets = _as_tensor(offsets, "offsets", kind="i")
-        if self._lengths is not None:
-            _check_lengths(self._lengths, n)
-        else:
-            _check_offsets(self._offsets, n)
-        if self._weights is not None and self._weights.numel() != n:
-            raise InvalidInputError(f"weights has {self._weights.numel()} entries, values {n}; give one weight per value")
-
-    def values(self) -> torch.Tensor:
-        return self._values
-
-    def weights(self) -> torch.Tensor:
-        if self._weights is None:
-            raise InvalidInputError("this JaggedTensor has no weights (use weights_or_none())")
-        return self._weights
-
-    def weights_or_none(self) -> torch.Tensor | None:
-        return self._weights
-
-    def lengths(self) -> torch.Tensor:
-        if self._lengths is None:
-            self._lengths = torch.diff(self._offsets)
-        return self._lengths
-
-    def offsets(self) -> torch.Tensor:
-        if self._offsets is None:
-            self._offsets = _offsets_from_lengths(self._lengths)
-        return self._offsets
+        self._set_jagged(values, weights, lengths, offsets)
 
     def to_dense(self) -> list[torch.Tensor]:
         """Every bag's values as its own tensor."""
@@ -148,7 +180,7 @@ _TORCHREC_CACHES = {"length_per_key", "offset_per_key", "index_per_key", "jt_dic
                     "lengths_offset_per_key", "stride_per_rank"}
 
 
-class KeyedJaggedTensor:
+class KeyedJaggedTensor(_Jagged):
     """Jagged bags of several keys, torchrec's ``KeyedJaggedTensor`` (layout in the module doc).
 
     Args:
@@ -172,7 +204,7 @@ class KeyedJaggedTensor:
     >>> KeyedJaggedTensor(["a"], torch.tensor([1, 2]), lengths=torch.tensor([1]))
     Traceback (most recent call last):
     ...
-    updlrm.tbe.InvalidInputError: lengths sum to 1, but there are 2 values; every value belongs to exactly one bag
+    updlrm.validation.InvalidInputError: lengths sum to 1, but there are 2 values; every value belongs to exactly one bag
     """
 
     def __init__(
@@ -196,21 +228,7 @@ class KeyedJaggedTensor:
         if len(set(keys)) != len(keys):
             raise InvalidInputError(f"keys must be unique; repeated: {sorted({k for k in keys if keys.count(k) > 1})}")
         self._keys = keys
-        self._values = _as_tensor(values, "values", kind="i")
-        self._weights = _as_tensor(weights, "weights", kind="f")
-        n = self._values.numel()
-        if lengths is None and offsets is None:
-            raise InvalidInputError("a KeyedJaggedTensor needs lengths or offsets")
-        self._lengths = _as_tensor(lengths, "lengths", kind="i")
-        self._offsets = _as_tensor(offsets, "offsets", kind="i")
-        if self._lengths is not None:
-            _check_lengths(self._lengths, n)
-            nr_bags = self._lengths.numel()
-        else:
-            _check_offsets(self._offsets, n)
-            nr_bags = self._offsets.numel() - 1
-        if self._weights is not None and self._weights.numel() != n:
-            raise InvalidInputError(f"weights has {self._weights.numel()} entries, values {n}; give one weight per value")
+        nr_bags = self._set_jagged(values, weights, lengths, offsets)
         K = len(keys)
         if stride_per_key_per_rank is not None:
             per_key = [int(sum(s)) for s in stride_per_key_per_rank]
@@ -303,33 +321,6 @@ class KeyedJaggedTensor:
 
     def keys(self) -> list[str]:
         return self._keys
-
-    def values(self) -> torch.Tensor:
-        return self._values
-
-    def weights(self) -> torch.Tensor:
-        if self._weights is None:
-            raise InvalidInputError("this KeyedJaggedTensor has no weights (use weights_or_none())")
-        return self._weights
-
-    def weights_or_none(self) -> torch.Tensor | None:
-        return self._weights
-
-    def lengths(self) -> torch.Tensor:
-        if self._lengths is None:
-            self._lengths = torch.diff(self._offsets)
-        return self._lengths
-
-    def lengths_or_none(self) -> torch.Tensor | None:
-        return self._lengths
-
-    def offsets(self) -> torch.Tensor:
-        if self._offsets is None:
-            self._offsets = _offsets_from_lengths(self._lengths)
-        return self._offsets
-
-    def offsets_or_none(self) -> torch.Tensor | None:
-        return self._offsets
 
     def stride(self) -> int:
         """The batch size B (samples per key of the full batch)."""

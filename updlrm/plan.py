@@ -540,7 +540,7 @@ def column_bounds(spec: TableSpec, slices: int) -> list[int]:
     >>> column_bounds(TableSpec("a", 1, 64), 3), column_bounds(TableSpec("b", 1, 3), 4)
     ([0, 22, 42, 64], [0, 2, 3])
     """
-    unit = max(1, 8 // spec.row_format.element_size)
+    unit = max(1, 8 // spec.row_format.element_bytes)
     units = -(-spec.embedding_dim // unit)
     slices = max(1, min(slices, units))
     bounds = [min(spec.embedding_dim, round(units * i / slices) * unit) for i in range(slices + 1)]

@@ -80,11 +80,6 @@ class RowFormat(str, enum.Enum):
         """Bytes of one stored element (``eb_element_bytes``)."""
         return abi.element_bytes(self.abi_code)
 
-    @property
-    def element_size(self) -> int:
-        """Same as :attr:`element_bytes` (the older name, still used by ``updlrm.plan``)."""
-        return self.element_bytes
-
     def accumulator_bytes(self, weighted: bool) -> int:
         """Bytes of one element of a partial sum the DPU returns (``eb_accumulator_bytes``)."""
         return abi.accumulator_bytes(self.abi_code, weighted)

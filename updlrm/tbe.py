@@ -37,15 +37,26 @@ import math
 import os
 import threading
 import time
-import warnings
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from updlrm.plan import Plan, PlanError, uniform_plan
+from updlrm.abi import check_nr_tasklets
+from updlrm.hardware import DEFAULT_HARDWARE_PROFILE
+from updlrm.plan import Plan, uniform_plan
+from updlrm.quantize import dequantize_table, quantize_table
 from updlrm.specs import DPUS_PER_RANK, BoundsCheckMode, PoolingMode, RowFormat, TableSpec, Topology
+from updlrm.validation import (
+    IndexOutOfRangeError,
+    InputTypeError,
+    InvalidInputError,
+    ValidatedBatch,
+    _drop_lookups,
+    _pooling_mode,
+    _to_numpy,
+    validate_tbe_inputs,
+)
 
 __all__ = [
     "TableBatchedEmbeddingBags",
@@ -58,17 +69,6 @@ __all__ = [
     "quantize_table",
 ]
 
-# The fitted-scale rule for integer row formats (``quantization="fit"``): the largest
-# |weight| of a table maps to QMAX. INT8 is symmetric int8 (-127..127, as
-# torch.quantize_per_tensor with a symmetric qint8 range). INT32 maps to 2**24, the
-# float32 significand: finer steps could not show in the float32 output, and the DPU sums
-# int32 rows in int64 (dpu_kernels/embedding_bag_abi.h): unweighted bags never overflow,
-# weighted ones only if sum |w| of a bag >= 2**23, which the engine refuses
-# (AccumulatorOverflowError) rather than wrap.
-FIT_QMAX = {RowFormat.INT8: 127, RowFormat.INT32: 1 << 24}
-# Largest |q| a format can store at all (``quantization="table"`` checks against it).
-FORMAT_QMAX = {RowFormat.INT8: 127, RowFormat.INT32: (1 << 31) - 1}
-
 # Default DPU count when no plan is given: one full rank on the emulator (64 DPUs per rank,
 # UPMEM SDK documentation), a few DPUs on the SDK's functional simulator (it simulates
 # every DPU instruction, so each DPU costs real time), every DPU of the machine on hardware.
@@ -76,312 +76,8 @@ DEFAULT_EMULATOR_DPUS = DPUS_PER_RANK
 DEFAULT_SIMULATOR_DPUS = 4
 
 
-class InvalidInputError(ValueError):
-    """A batch that cannot be run as given; the message says what to fix."""
-
-
-class InputTypeError(InvalidInputError, TypeError):
-    """An input of the wrong kind, dtype or shape."""
-
-
-class IndexOutOfRangeError(InvalidInputError, IndexError):
-    """An index outside ``[0, num_embeddings)`` under ``BoundsCheckMode.FATAL``."""
-
-
-# --------------------------------------------------------------------------------------
-# validation
-
-
-@dataclass
-class ValidatedBatch:
-    """A batch in the form the engine runs: int64 indices, int64 offsets (T*B+1), float32 weights.
-
-    ``dropped`` counts lookups removed (out of range under WARNING/IGNORE, or padding).
-    """
-
-    indices: np.ndarray
-    offsets: np.ndarray
-    per_sample_weights: np.ndarray | None
-    batch_size: int
-    dropped: int = 0
-
-
-def _to_numpy(x: Any, what: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        if x.is_sparse or x.layout != torch.strided:
-            raise InputTypeError(f"{what} must be a dense tensor, got layout {x.layout}")
-        return x.detach().cpu().numpy()
-    if isinstance(x, np.ndarray):
-        return x
-    if isinstance(x, (list, tuple, range)):
-        arr = np.asarray(x)
-        if arr.size == 0:
-            return arr.astype(np.int64)
-        return arr
-    raise InputTypeError(f"{what} must be a numpy array or torch tensor, got {type(x).__name__}")
-
-
-def _check_index_array(arr: np.ndarray, what: str) -> np.ndarray:
-    if arr.ndim != 1:
-        raise InputTypeError(f"{what} must be one-dimensional, got shape {tuple(arr.shape)}")
-    if arr.dtype not in (np.int32, np.int64):
-        hint = " (convert with .long() / .astype(np.int64))" if arr.dtype.kind in "iuf" else ""
-        raise InputTypeError(f"{what} must have dtype int32 or int64, got {arr.dtype}{hint}")
-    return np.ascontiguousarray(arr)
-
-
-def _first_bad_bag(offsets: np.ndarray, position: int) -> int:
-    return int(np.searchsorted(offsets, position, side="right")) - 1
-
-
-def validate_tbe_inputs(
-    tables: Sequence[TableSpec],
-    indices: Any,
-    offsets: Any,
-    per_sample_weights: Any = None,
-    *,
-    pooling_mode: PoolingMode = PoolingMode.SUM,
-    bounds_check_mode: BoundsCheckMode = BoundsCheckMode.FATAL,
-    include_last_offset: bool = True,
-) -> ValidatedBatch:
-    """Check one TBE batch and bring it to the engine's form; raise a specific error if bad.
-
-    Structural checks always run: dtypes (int32/int64 indices and offsets, float weights),
-    1-D shapes, ``len(offsets) == T*B + 1`` (or ``T*B`` with ``include_last_offset=False``,
-    torch's convention, then ``len(indices)`` is appended), ``offsets[0] == 0``,
-    non-decreasing offsets, ``offsets[-1] == len(indices)``, ``per_sample_weights`` of
-    length ``len(indices)`` and finite, no weights with MEAN pooling, and weights of
-    integer tables' lookups in the Q16 range ``-32768 <= w < 32768``. Index bounds follow
-    ``bounds_check_mode``: FATAL raises naming table, sample, position and value; WARNING
-    warns and drops the bad lookups; IGNORE drops them silently; NONE does not look.
-
-    Dropped lookups contribute nothing (FBGEMM instead substitutes row 0, which silently
-    adds that row's embedding); under MEAN they are not counted in the bag's length.
-
-    >>> t = [TableSpec("a", 10, 4)]
-    >>> b = validate_tbe_inputs(t, np.array([1, 2, 3], np.int32), np.array([0, 2, 3]))
-    >>> b.indices.dtype, b.batch_size
-    (dtype('int64'), 2)
-    >>> validate_tbe_inputs(t, np.array([1, 10]), np.array([0, 2]))
-    Traceback (most recent call last):
-    ...
-    updlrm.tbe.IndexOutOfRangeError: table 'a' (t=0), sample 0: indices[1] = 10 is out of range [0, 10); 1 of 2 indices are out of range (bounds_check_mode=FATAL; use WARNING or IGNORE to drop them)
-    """
-    T = len(tables)
-    pooling_mode = _pooling_mode(pooling_mode)
-    bounds_check_mode = BoundsCheckMode(bounds_check_mode)
-    idx = _check_index_array(_to_numpy(indices, "indices"), "indices")
-    off = _check_index_array(_to_numpy(offsets, "offsets"), "offsets").astype(np.int64, copy=False)
-    n = idx.shape[0]
-    if not include_last_offset:
-        off = np.append(off, n)
-    if off.size == 0:
-        raise InvalidInputError("offsets is empty; it must have T*B+1 entries (at least [0])")
-    if (off.size - 1) % T:
-        raise InvalidInputError(
-            f"offsets has {off.size} entries, but with T={T} tables it must have T*B+1 for a batch size B "
-            f"(got {off.size - 1} bags, not a multiple of {T})"
-        )
-    B = (off.size - 1) // T
-    if off[0] != 0:
-        raise InvalidInputError(f"offsets[0] must be 0 (the first bag starts at the first index), got {int(off[0])}")
-    steps = np.diff(off)
-    if steps.size and steps.min() < 0:
-        k = int(np.argmax(steps < 0))
-        raise InvalidInputError(
-            f"offsets must be non-decreasing, but offsets[{k + 1}] = {int(off[k + 1])} < offsets[{k}] = {int(off[k])} "
-            f"(bag {k} of table {tables[k // B].name!r} would have negative length)"
-        )
-    if off[-1] != n:
-        raise InvalidInputError(
-            f"offsets[-1] = {int(off[-1])} must equal len(indices) = {n} (the last bag ends at the last index)"
-        )
-    psw = None
-    if per_sample_weights is not None:
-        if pooling_mode == PoolingMode.MEAN:
-            # FBGEMM's CPU TBE silently skips the division when weights are given
-            # ("MEAN pooling will not work with indice_weights", embedding_forward_split_cpu.cpp)
-            # and torch.nn.EmbeddingBag accepts per_sample_weights only with mode='sum'.
-            raise InvalidInputError(
-                "per_sample_weights are only supported with PoolingMode.SUM (as in torch.nn.EmbeddingBag; "
-                "FBGEMM does not apply MEAN to weighted bags); scale the weights by 1/bag length and use SUM instead"
-            )
-        w = _to_numpy(per_sample_weights, "per_sample_weights")
-        if w.dtype.kind != "f":
-            raise InputTypeError(f"per_sample_weights must be a floating-point array (float32), got {w.dtype}")
-        if w.ndim != 1 or w.shape[0] != n:
-            raise InputTypeError(
-                f"per_sample_weights must have shape ({n},), one weight per index, got {tuple(w.shape)}"
-            )
-        # Weights are computed in float32 whatever their input precision, as FBGEMM's TBE
-        # does (pytorch/FBGEMM PR #2369, "Force casting per_sample_weights to float in TBE").
-        psw = np.ascontiguousarray(w, dtype=np.float32)
-        finite = np.isfinite(psw)
-        if not finite.all():
-            k = int(np.argmin(finite))
-            raise InvalidInputError(f"per_sample_weights[{k}] = {psw[k]} is not finite")
-        _check_q16_weights(tables, psw, off, B)
-    if bounds_check_mode != BoundsCheckMode.NONE and n:
-        bad = _out_of_range(tables, idx, off, B)
-        if bad is not None:
-            nbad = int(np.count_nonzero(bad))
-            p = int(np.argmax(bad))
-            bag = _first_bad_bag(off, p)
-            t, b = divmod(bag, B)
-            where = (f"table {tables[t].name!r} (t={t}), sample {b}: indices[{p}] = {int(idx[p])} "
-                     f"is out of range [0, {tables[t].num_embeddings})")
-            if bounds_check_mode == BoundsCheckMode.FATAL:
-                raise IndexOutOfRangeError(
-                    f"{where}; {nbad} of {n} indices are out of range "
-                    "(bounds_check_mode=FATAL; use WARNING or IGNORE to drop them)"
-                )
-            if bounds_check_mode == BoundsCheckMode.WARNING:
-                warnings.warn(f"{where}; dropping {nbad} out-of-range lookups (they contribute nothing)", RuntimeWarning, stacklevel=3)
-            return _drop_lookups(ValidatedBatch(idx.astype(np.int64, copy=False), off, psw, B), ~bad)
-    return ValidatedBatch(idx.astype(np.int64, copy=False), off, psw, B)
-
-
-# Integer rows take per-sample weights as Q16 fixed point, rint(w * 65536) in int32
-# (EB_WEIGHT_Q16_ONE, dpu_kernels/embedding_bag_abi.h).
-_Q16_ONE = 1 << 16
-_Q16_RANGE = (-(1 << 31), (1 << 31) - 1)
-
-
-def _check_q16_weights(tables: Sequence[TableSpec], psw: np.ndarray, off: np.ndarray, B: int) -> None:
-    """Weights of integer tables' lookups must fit Q16 (|w| < 32768); name the first that does not."""
-    starts = off[np.arange(len(tables) + 1) * B]
-    for t, spec in enumerate(tables):
-        lo, hi = int(starts[t]), int(starts[t + 1])
-        if spec.row_format == RowFormat.FP32 or lo == hi:
-            continue
-        segment = psw[lo:hi]
-        # rint is monotone: the smallest and largest weights decide (no per-weight temporaries).
-        q_low, q_high = np.rint(np.float64(segment.min()) * _Q16_ONE), np.rint(np.float64(segment.max()) * _Q16_ONE)
-        if _Q16_RANGE[0] <= q_low and q_high <= _Q16_RANGE[1]:
-            continue
-        q = np.rint(segment.astype(np.float64) * _Q16_ONE)
-        bad = (q < _Q16_RANGE[0]) | (q > _Q16_RANGE[1])
-        if bad.any():
-            k = lo + int(np.argmax(bad))
-            b = _first_bad_bag(off, k) - t * B
-            raise InvalidInputError(
-                f"table {spec.name!r} (t={t}), sample {b}: per_sample_weights[{k}] = {psw[k]!s} is outside the Q16 range "
-                f"of {spec.row_format.value} tables (-32768 <= w < 32768); scale the weights down or store the table as fp32"
-            )
-
-
-def _out_of_range(tables: Sequence[TableSpec], idx: np.ndarray, off: np.ndarray, B: int) -> np.ndarray | None:
-    """Mask of out-of-range lookups, or None if there are none (the common case).
-
-    Viewing the indices as unsigned makes a negative index a huge one, so one comparison
-    per table segment finds both kinds; a mask is only built for tables that have any.
-    """
-    unsigned = idx.view(np.uint64 if idx.dtype == np.int64 else np.uint32)
-    # An int32 index is always below 2**31, so larger tables only reject negatives.
-    cap = (1 << 64) - 1 if idx.dtype == np.int64 else 1 << 31
-    starts = off[np.arange(len(tables) + 1) * B]
-    bad = None
-    for t, spec in enumerate(tables):
-        lo, hi = int(starts[t]), int(starts[t + 1])
-        if lo == hi:
-            continue
-        limit = unsigned.dtype.type(min(spec.num_embeddings, cap))
-        segment = unsigned[lo:hi] >= limit
-        if segment.any():
-            if bad is None:
-                bad = np.zeros(idx.size, dtype=bool)
-            bad[lo:hi] = segment
-    return bad
-
-
-def _drop_lookups(batch: ValidatedBatch, keep: np.ndarray) -> ValidatedBatch:
-    """Remove the lookups where ``keep`` is False, in place; bags shrink, none disappear."""
-    if keep.all():
-        return batch
-    kept_before = np.concatenate(([0], np.cumsum(keep, dtype=np.int64)))
-    batch.offsets = kept_before[batch.offsets]
-    batch.indices = batch.indices[keep]
-    if batch.per_sample_weights is not None:
-        batch.per_sample_weights = batch.per_sample_weights[keep]
-    batch.dropped += int(keep.size - np.count_nonzero(keep))
-    return batch
-
-
-def _pooling_mode(mode: PoolingMode | str | int) -> PoolingMode:
-    if isinstance(mode, str):
-        try:
-            mode = PoolingMode[mode.upper()]
-        except KeyError:
-            raise ValueError(f"unknown pooling mode {mode!r}; supported: 'sum', 'mean'") from None
-    mode = PoolingMode(mode)
-    if mode not in (PoolingMode.SUM, PoolingMode.MEAN):
-        raise NotImplementedError(f"pooling mode {mode.name} is not supported; updlrm pools with SUM or MEAN")
-    return mode
-
-
 # --------------------------------------------------------------------------------------
 # weights
-
-
-def quantize_table(values: np.ndarray, spec: TableSpec, *, fit_scale: bool = True) -> tuple[np.ndarray, TableSpec]:
-    """Store ``values`` (float, shape (rows, dim)) in ``spec.row_format``; return (stored, spec).
-
-    FP32 is stored as float32. INT32/INT8 store ``q = round(value / scale)``. With
-    ``fit_scale`` the scale is fitted to the data (``max|value| / QMAX``, see ``FIT_QMAX``)
-    and the returned spec carries it; otherwise ``spec.scale`` is used and a value that
-    does not fit the format raises. Integer arrays (int8 for INT8, int32 for INT32) are
-    taken as already quantised with ``spec.scale``.
-
-    >>> spec = TableSpec("a", 2, 2, row_format="int8")
-    >>> q, s = quantize_table(np.array([[0.5, -1.0], [0.25, 0.0]]), spec)
-    >>> q.tolist(), round(s.scale * 127, 6)
-    ([[64, -127], [32, 0]], 1.0)
-    """
-    arr = np.asarray(values)
-    shape = (spec.num_embeddings, spec.embedding_dim)
-    if arr.shape != shape:
-        raise InvalidInputError(f"table {spec.name!r}: weights have shape {arr.shape}, expected {shape}")
-    fmt = spec.row_format
-    if fmt == RowFormat.FP32:
-        if arr.dtype.kind not in "fiu":
-            raise InputTypeError(f"table {spec.name!r}: weights must be numeric, got {arr.dtype}")
-        return np.ascontiguousarray(arr, dtype=np.float32), spec
-    if arr.dtype.kind in "iu":
-        if arr.dtype != fmt.dtype:
-            raise InputTypeError(
-                f"table {spec.name!r} is {fmt.value}: integer weights must be {fmt.dtype.name} "
-                f"(already quantised with scale={spec.scale}), got {arr.dtype}; pass float weights to quantise them"
-            )
-        return np.ascontiguousarray(arr), spec
-    if arr.dtype.kind != "f":
-        raise InputTypeError(f"table {spec.name!r}: weights must be float or {fmt.dtype.name}, got {arr.dtype}")
-    arr = arr.astype(np.float64, copy=False)
-    if not np.isfinite(arr).all():
-        raise InvalidInputError(f"table {spec.name!r}: weights contain NaN or inf, which {fmt.value} cannot store")
-    scale = spec.scale
-    if fit_scale:
-        peak = float(np.abs(arr).max()) if arr.size else 0.0
-        scale = peak / FIT_QMAX[fmt] if peak > 0 else 1.0
-        spec = dataclasses.replace(spec, scale=scale)
-    q = np.rint(arr / scale)
-    qmax = FORMAT_QMAX[fmt]
-    if q.size and np.abs(q).max() > qmax:
-        raise InvalidInputError(
-            f"table {spec.name!r}: with scale={scale} the weights need |q| up to {int(np.abs(q).max())}, "
-            f"more than {fmt.value} holds ({qmax}); use a larger scale or quantization='fit'"
-        )
-    return q.astype(fmt.dtype), spec
-
-
-def dequantize_table(stored: np.ndarray, spec: TableSpec) -> np.ndarray:
-    """Float32 values of a stored table (``q * scale`` for integer formats).
-
-    >>> dequantize_table(np.array([[2, -4]], np.int8), TableSpec("a", 1, 2, row_format="int8", scale=0.5)).tolist()
-    [[1.0, -2.0]]
-    """
-    if spec.row_format == RowFormat.FP32:
-        return np.array(stored, dtype=np.float32, copy=True)
-    return (stored.astype(np.float64) * spec.scale).astype(np.float32)
 
 
 def _init_table(spec: TableSpec, seed: int, t: int, lo: float | None, hi: float | None) -> np.ndarray:
@@ -562,9 +258,7 @@ class TableBatchedEmbeddingBags(torch.nn.Module):
             plan.check_tables(specs)
             if nr_dpus is not None and nr_dpus != plan.topology.nr_dpus:
                 raise ValueError(f"nr_dpus={nr_dpus} contradicts the plan's {plan.topology.nr_dpus} DPUs")
-        if not 1 <= nr_tasklets <= 24:
-            # 24 hardware threads per DPU (UPMEM SDK documentation, "Tasklets").
-            raise ValueError(f"nr_tasklets must be in 1..24 (a DPU has 24 hardware threads), got {nr_tasklets}")
+        check_nr_tasklets(nr_tasklets)
         self.pooling_mode = _tables_pooling(tables, pooling_mode)
         self.bounds_check_mode = BoundsCheckMode(bounds_check_mode)
         self.backend, self.backend_reason = resolve_backend(backend)
@@ -645,7 +339,7 @@ class TableBatchedEmbeddingBags(torch.nn.Module):
         self.last_stats = stats
         return out
 
-    def last_profile(self, profile: str = "upmem-350mhz-2556"):
+    def last_profile(self, profile: str = DEFAULT_HARDWARE_PROFILE):
         """Measured host phases and modeled UPMEM phases of the calling thread's last batch.
 
         See :func:`updlrm.profile.profile_batch`; ``profile`` names a

@@ -152,7 +152,7 @@ def test_given_weights_and_quantisation(reference_engine):
         tbe = TableBatchedEmbeddingBags([TableSpec("a", 20, 6, row_format=fmt)], weights=[torch.from_numpy(w)], backend="emulator", nr_dpus=2)
         assert np.abs(tbe.weights(0) - w).max() <= rel * np.abs(w).max() * 0.5 + 1e-7
         stored = reference_engine.instances[-1].weights[0]
-        assert stored.dtype == {RowFormat.FP32: np.float32, RowFormat.INT32: np.int32, RowFormat.INT8: np.int8}[fmt]
+        assert stored.dtype == fmt.dtype
         assert tbe.plan.tables[0].scale == tbe.tables[0].scale
     # "table" quantisation keeps the given scale and refuses values the format cannot hold
     spec = TableSpec("a", 20, 6, row_format=RowFormat.INT8, scale=0.5)

@@ -11,21 +11,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from updlrm.abi import BATCH_FIELDS_BYTES, HEADER_BYTES, HEADER_MAGIC, MAX_TASKLETS, STATUS_BYTES, STATUS_MAGIC, pad8
+from updlrm.abi import FORMAT_FP32 as FP32
+from updlrm.abi import FORMAT_INT8 as INT8
 from updlrm.emulator import DpuSet
 from updlrm.host.engine import build
+from updlrm.specs import RowFormat
 
 HEAP = "__sys_used_mram_end"  # DPU_MRAM_HEAP_POINTER_NAME
-HEADER_MAGIC, STATUS_MAGIC = 0x45424231, 0x45425331
-MAX_TASKLETS = 24
-HEADER_BYTES = 40 + 24 * MAX_TASKLETS
-STATUS_BYTES = 24
-FP32, INT32, INT8 = 0, 1, 2
-ELEMENT = {FP32: np.float32, INT32: np.int32, INT8: np.int8}
+FORMAT_OF_DTYPE = {fmt.dtype: fmt.abi_code for fmt in RowFormat}
 OK, BAD_HEADER, TASKLET_COUNT, BAD_SHARD, ROW_RANGE = 0, 1, 2, 3, 4
-
-
-def pad8(n: int) -> int:
-    return (n + 7) // 8 * 8
 
 
 def acc_dtype(fmt: int, weighted: bool):
@@ -46,7 +41,7 @@ def static_image(shards):
     body = bytearray()
     offsets = []
     for k, rows in enumerate(shards):
-        fmt = {np.dtype(np.float32): FP32, np.dtype(np.int32): INT32, np.dtype(np.int8): INT8}[rows.dtype]
+        fmt = FORMAT_OF_DTYPE[rows.dtype]
         row_bytes = pad8(rows.shape[1] * rows.itemsize)
         offset = len(table) + len(body)
         offsets.append(offset)
@@ -91,7 +86,7 @@ def batch_image(batch_offset, shards, segments, nr_tasklets, weighted, *, header
                        batch_offset + pad8(end)], np.uint32)
     image = bytearray(pad8(end))
     image[:40] = fields.tobytes()
-    image[40:HEADER_BYTES] = work.tobytes()
+    image[BATCH_FIELDS_BYTES:HEADER_BYTES] = work.tobytes()
     image[index_at:index_at + 4 * total] = locals_.tobytes()
     image[weights_at:weights_at + 4 * weights.size] = weights.tobytes()
     seg_records = np.array([[s, len(rows)] for s, rows, _ in segments], np.uint32).reshape(-1, 2)
@@ -100,7 +95,7 @@ def batch_image(batch_offset, shards, segments, nr_tasklets, weighted, *, header
 
 
 def _fmt(rows):
-    return {np.dtype(np.float32): FP32, np.dtype(np.int32): INT32, np.dtype(np.int8): INT8}[rows.dtype]
+    return FORMAT_OF_DTYPE[rows.dtype]
 
 
 def expected_partial(shard, rows, weights, weighted):

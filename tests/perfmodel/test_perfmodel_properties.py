@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from updlrm import perfmodel as pm
+from updlrm import whatif
 
 PRIM = pm.get_profile("upmem-350mhz-2556")
 
@@ -132,7 +133,7 @@ def test_host_cap_limits_concurrent_ranks():
 def test_more_dpus_never_slower_for_the_same_total_work(fmt):
     totals = []
     for nr_dpus in (64, 128, 256, 640, 1280, 2556):
-        work = pm.uniform_embedding_work(PRIM, batch_size=2048, nr_tables=8, pooling=32, dim=64,
+        work = whatif.uniform_embedding_work(PRIM, batch_size=2048, nr_tables=8, pooling=32, dim=64,
                                          row_format=fmt, nr_dpus=nr_dpus)
         t = pm.model_batch(work, PRIM)
         totals.append((t.kernel_s, t.cpu_to_dpu_s))
@@ -200,13 +201,13 @@ def test_work_from_counters_round_trip():
 def test_crossover_helpers_bracket_the_win():
     profile = PRIM.with_values("test host", host_gather_bytes_per_s=2e9)
     shape = dict(nr_tables=8, pooling=64, dim=64, row_format="int32")
-    b = pm.crossover_batch_size(profile, **shape)
+    b = whatif.crossover_batch_size(profile, **shape)
     assert b is not None and b > 1
-    assert pm.speedup_over_cpu(profile, batch_size=b, **shape) > 1 >= pm.speedup_over_cpu(profile, batch_size=b - 1, **shape)
-    p = pm.crossover_pooling(profile, batch_size=4096, nr_tables=8, dim=64, row_format="int32")
-    assert p is not None and pm.speedup_over_cpu(profile, batch_size=4096, nr_tables=8, pooling=p, dim=64,
+    assert whatif.speedup_over_cpu(profile, batch_size=b, **shape) > 1 >= whatif.speedup_over_cpu(profile, batch_size=b - 1, **shape)
+    p = whatif.crossover_pooling(profile, batch_size=4096, nr_tables=8, dim=64, row_format="int32")
+    assert p is not None and whatif.speedup_over_cpu(profile, batch_size=4096, nr_tables=8, pooling=p, dim=64,
                                                  row_format="int32") > 1
-    assert pm.crossover_batch_size(PRIM, nr_tables=1, pooling=1, dim=4, max_batch_size=64) is None
+    assert whatif.crossover_batch_size(PRIM, nr_tables=1, pooling=1, dim=4, max_batch_size=64) is None
 
 
 def test_calibrate_measures_this_host():

@@ -6,6 +6,7 @@ import pathlib
 import pytest
 
 from updlrm import perfmodel as pm
+from updlrm import whatif
 
 TABLE = json.loads((pathlib.Path(__file__).parent / "published_points.json").read_text())
 
@@ -13,7 +14,7 @@ TABLE = json.loads((pathlib.Path(__file__).parent / "published_points.json").rea
 @pytest.mark.parametrize("point", TABLE["points"], ids=[p["id"] for p in TABLE["points"]])
 def test_published_point_within_tolerance(point):
     profile = pm.get_profile(TABLE["profile"])
-    modeled = pm.predict(profile, point["quantity"], **point["params"])
+    modeled = whatif.predict(profile, point["quantity"], **point["params"])
     error = abs(modeled / point["value"] - 1.0)
     assert error <= TABLE["tolerance"], f"{point['id']}: model {modeled:.4g} vs published {point['value']:.4g} ({point['source']})"
 

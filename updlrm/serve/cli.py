@@ -16,6 +16,7 @@ import time
 
 import click
 
+from updlrm.hardware import DEFAULT_HARDWARE_PROFILE
 from updlrm.serve.loadgen import DEFAULT_LATENCY_BOUND_S, LOADGEN_MISSING, ServeSettings, loadgen_available
 
 __all__ = ["serve_command", "make_criteo_command", "make_dlrm_command"]
@@ -78,7 +79,7 @@ def _warmup(model, requests, max_batch: int, seconds: float = 0.5) -> float:
 @click.option("--max-rows", default=100_000, show_default=True, type=click.IntRange(1),
               help="Criteo without --model: rows per table (raw ids are hashed modulo min(cardinality, this)).")
 @click.option("--max-samples", default=None, type=click.IntRange(1), help="Read at most this many samples.")
-@click.option("--profile", "hw_profile", default="upmem-350mhz-2556", show_default=True,
+@click.option("--profile", "hw_profile", default=DEFAULT_HARDWARE_PROFILE, show_default=True,
               help="Hardware profile of the modeled UPMEM phases (see updlrm bench --help).")
 @click.option("--png", "png_path", default=None, type=click.Path(dir_okay=False), help="Write a latency histogram PNG.")
 @click.option("--log-dir", default=None, type=click.Path(file_okay=False),

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from updlrm.partitioner.ranges import concat_ranges
 from updlrm.partitioner.workloads import (
     CRITEO_KAGGLE_CARDINALITIES,
     CRITEO_NUM_DENSE,
@@ -54,20 +55,6 @@ class RequestError(ValueError):
 def criteo_feature_names() -> list[str]:
     """``C1..C26``, the categorical features of Criteo (and the tables they feed)."""
     return [f"C{i + 1}" for i in range(CRITEO_NUM_SPARSE)]
-
-
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenation of ``arange(s, s + l)`` for every pair, vectorised."""
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    nonzero = lengths > 0
-    starts, lengths = starts[nonzero], lengths[nonzero]
-    steps = np.ones(total, dtype=np.int64)
-    heads = np.cumsum(lengths)[:-1]
-    steps[0] = starts[0]
-    steps[heads] = starts[1:] - (starts[:-1] + lengths[:-1] - 1)
-    return np.cumsum(steps)
 
 
 @dataclass
@@ -139,7 +126,7 @@ class RequestSet:
         bags = (np.arange(F, dtype=np.int64)[:, None] * N + ids[None, :]).ravel()
         starts = self.offsets[bags]
         lengths = self.offsets[bags + 1] - starts
-        gather = _ranges(starts, lengths)
+        gather = concat_ranges(starts, lengths)
         weights = None if self.weights is None else torch.from_numpy(self.weights[gather])
         kjt = KeyedJaggedTensor.from_lengths_sync(keys=list(self.keys), values=torch.from_numpy(self.values[gather]),
                                                   lengths=torch.from_numpy(lengths), weights=weights)
@@ -174,7 +161,7 @@ def _from_npz(path: Path) -> RequestSet:
     g = (((n // B)[None, :] * T + t) * B + (n % B)[None, :]).ravel()  # key-major bag -> trace bag
     starts = tr.offsets[g]
     lengths = tr.offsets[g + 1] - starts
-    gather = _ranges(starts, lengths)
+    gather = concat_ranges(starts, lengths)
     offsets = np.zeros(T * N + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     w = None if tr.per_sample_weights is None else tr.per_sample_weights[gather]
