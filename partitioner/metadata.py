@@ -25,7 +25,9 @@ __all__ = ["layout_name", "plan_metadata", "table_strategies"]
 
 
 def layout_name(shape: TableShape) -> str:
-    """torchrec's name of a shape: ``table_wise``, ``row_wise``, ``column_wise`` or ``tiled``."""
+    """torchrec's name of a shape: ``table_wise``, ``row_wise``, ``column_wise`` or ``tiled``; ``host`` for the host CPU."""
+    if shape.on_host:
+        return "host"
     if shape.parts == 1 and shape.slices == 1:
         return "table_wise"
     if shape.slices == 1:
