@@ -88,7 +88,8 @@ class BuildOptions:
     * ``host_cpu``: ``auto`` lets the search put whole tables on the host CPU, priced by
       a host cost model calibrated on this machine (:func:`~.host_cost.calibrate`,
       cached), and keeps the plan no slower than every table on the host (CPU only);
-      ``off``: DPUs (and the host cache) only, host lookups priced by the profile.
+      ``off`` (the library's default; ``updlrm plan build`` uses ``auto``): DPUs (and the
+      host cache) only, host lookups priced by the profile.
 
     >>> BuildOptions(graph="auto").row_methods, BuildOptions(cache="host").replicate
     (('none', 'graph'), False)
@@ -106,7 +107,7 @@ class BuildOptions:
     explicit_row_limit: int = 1 << 21
     epsilon: float = 0.03
     seed: int = 0
-    host_cpu: str = "auto"
+    host_cpu: str = "off"
 
     def __post_init__(self) -> None:
         if self.host_cpu not in HOST_CPU_MODES:
@@ -164,7 +165,7 @@ def build_plan(tables: list[TableSpec], trace: Trace, topology: Topology | int, 
                batch_size: int | None = None, hot_fraction: float = 0.9, max_hot_rows: int = 20_000,
                min_count: int = 8, cache: str = "auto", host_cache_bytes: int = 256 << 20, graph: str = "auto",
                nr_tasklets: int = 16, mram_reserved_bytes: int = 8 << 20, explicit_row_limit: int = 1 << 21,
-               epsilon: float = 0.03, seed: int = 0, host_cpu: str | HostCostModel = "auto",
+               epsilon: float = 0.03, seed: int = 0, host_cpu: str | HostCostModel = "off",
                progress: bool = True) -> Plan:
     """A placement of ``tables`` on ``topology`` tuned to the workload in ``trace``.
 
