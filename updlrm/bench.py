@@ -309,6 +309,8 @@ class BenchResult:
     passed: bool
     baseline: str = ""
     torch_timing: Timing | None = None
+    host_model_s: float | None = None
+    host_model: str = ""
 
     @property
     def comparison(self) -> Comparison:
@@ -458,7 +460,24 @@ def run_bench(*, tables: int = 8, rows: int = 100_000, dim: int = 64, batch_size
         dpu_load={"mean_lookups": float(load.mean()), "max_lookups": float(load.max()),
                   "imbalance": float(load.max() / load.mean()) if load.mean() > 0 else 1.0},
         host_cache_hits=float(np.mean(hits)), max_abs_err=max_err, passed=passed,
-        baseline=baseline_name(specs), torch_timing=mean_timing(torch_times))
+        baseline=baseline_name(specs), torch_timing=mean_timing(torch_times),
+        host_model_s=_host_model_seconds(specs, trace), host_model=_host_model().describe())
+
+
+def _host_model():
+    from updlrm.partitioner.host_cost import calibrate
+
+    return calibrate()
+
+
+def _host_model_seconds(specs: list[TableSpec], trace: Any) -> float:
+    """What the planner's host cost model (calibrated here, cached) predicts for the baseline's batch."""
+    model = _host_model()
+    total = 0.0
+    for t, spec in enumerate(specs):
+        rows = np.asarray(trace.table_lookups(t)[0])
+        total += model.seconds(spec, rows.size / trace.num_batches, np.unique(rows).size * spec.row_bytes())
+    return total
 
 
 def format_bench(r: BenchResult) -> str:
@@ -486,6 +505,8 @@ def format_bench(r: BenchResult) -> str:
         "",
         f"  CPU baseline: {r.baseline} (best of {r.torch_threads} and 1 thread(s), same run)",
         f"    {r._cpu()}",
+        *([f"    the planner's host cost model predicts {format_seconds(r.host_model_s).strip()} for it "
+           f"({r.host_model})"] if r.host_model_s is not None else []),
         f"  modeled UPMEM batch latency (perfmodel)          {format_seconds(r.modeled_s['total_s']).strip()}"
         f"   -> speedup {r.comparison}",
         f"  end-to-end estimate (host work measured here)    {format_seconds(r.estimate_s).strip()}"

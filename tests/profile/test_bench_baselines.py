@@ -34,6 +34,8 @@ def test_bench_json_names_the_like_for_like_baseline_and_its_spread(fmt):
     assert t["runs"] >= 5 and 0 < t["best_s"] <= t["median_s"] <= t["worst_s"]
     assert t["spread"] == pytest.approx(t["worst_s"] / t["best_s"] - 1)
     assert d["torch_s"] == pytest.approx(t["best_s"])
+    # The planner's host cost model's prediction for the same batch is reported beside it.
+    assert d["host_model_s"] > 0 and "host cost model" in d["host_model"]
     for key, total in (("speedup", d["modeled_s"]["total_s"]), ("speedup_estimate", d["estimate_s"])):
         low, high = d[f"{key}_range"]
         assert d[key] == pytest.approx(t["best_s"] / total)
