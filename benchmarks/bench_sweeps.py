@@ -527,7 +527,7 @@ def plot(doc: dict, stem: pathlib.Path) -> list[pathlib.Path]:
 def print_summary(doc: dict) -> None:
     counts = doc["meta"]["dpu_counts"]
     lo, hi = str(counts[0]), str(counts[-1])
-    print(f"\nCPU baseline timed here (best of >= 5 per batch; spread = worst/best - 1 of the baseline)")
+    print("\nCPU baseline timed here (best of >= 5 per batch; spread = worst/best - 1 of the baseline)")
     print(f"\n{'sweep':<11}{'value':>8}{'torch CPU':>12}{'spread':>9}{'UPMEM ' + lo:>12}{'UPMEM ' + hi:>12}"
           f"{'speedup ' + lo:>14}{'speedup ' + hi:>14}  winner @{hi}")
     for r in doc["summary"]:

@@ -175,14 +175,14 @@ class LayoutSearch:
             # CPU only: no DPU phase at all.
             zero = np.zeros(n)
             return perfmodel.PhaseTimes(0.0, 0.0, 0.0, 0.0, 0.0, self.host_seconds(shapes, cached), zero)
-        t = self.model.batch(lookups=lookups, row_bytes=row_bytes, index_bytes=per_dpu[2],
-                             output_bytes=per_dpu[3], reduce_elems=per_dpu[4],
-                             host_merge_elems=sum(s.merge_elems for s in shapes),
-                             host_cache_lookups=host_lookups,
-                             host_cache_row_bytes=host_bytes / host_lookups if host_lookups else 0)
+        phases = self.model.batch(lookups=lookups, row_bytes=row_bytes, index_bytes=per_dpu[2],
+                                  output_bytes=per_dpu[3], reduce_elems=per_dpu[4],
+                                  host_merge_elems=sum(s.merge_elems for s in shapes),
+                                  host_cache_lookups=host_lookups,
+                                  host_cache_row_bytes=host_bytes / host_lookups if host_lookups else 0)
         if self.host_cost is not None:
-            t = dataclasses.replace(t, host_cache_s=self.host_seconds(shapes, cached))
-        return t
+            phases = dataclasses.replace(phases, host_cache_s=self.host_seconds(shapes, cached))
+        return phases
 
     def cpu_only(self) -> list[TableShape]:
         """Every table on the host CPU."""

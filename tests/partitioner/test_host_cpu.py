@@ -112,7 +112,7 @@ def test_dpus_win_keeps_dpu_tables():
     assert not info["cpu_only"] and info["host_tables"] == []
     assert {plan.shards[i].table for i in range(len(plan.shards))} == set(range(len(tables)))
     assert info["plan_s"] < info["cpu_only_s"]
-    for name, choice in info["tables"].items():
+    for choice in info["tables"].values():
         assert choice["where"] == "dpus" and choice["batch_s_on_dpus"] <= choice["batch_s_on_host"]
     assert "DPUs only" in plan_summary(plan)
 
