@@ -101,7 +101,12 @@ class HostCostModel:
     ops: dict[str, str] = field(default_factory=dict)
 
     def lookup_seconds(self, row_format: str, dim: int, working_set_bytes: float) -> float:
-        """Seconds per lookup of a ``row_format`` table of ``dim`` whose lookups touch ``working_set_bytes``."""
+        """Seconds per lookup of a ``row_format`` table of ``dim`` whose lookups touch ``working_set_bytes``.
+
+        >>> m = HostCostModel("x", {"fp32": 0.0}, {"fp32": [(16, 1e3, 1e-9), (16, 1e5, 3e-9)]})
+        >>> [round(m.lookup_seconds("fp32", 16, ws) * 1e9, 3) for ws in (10, 1e3, 1e4, 1e5, 1e9)]
+        [1.0, 1.0, 2.0, 3.0, 3.0]
+        """
         fmt = RowFormat(row_format).value
         points = self.per_lookup_s.get(fmt) or self.per_lookup_s[RowFormat.FP32.value]
         dims = sorted({p[0] for p in points})
@@ -140,7 +145,12 @@ class HostCostModel:
         return float(fixed + lookups * self.lookup_seconds(fmt, spec.embedding_dim, ws))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (what ``plan.metadata["host_cost"]`` stores)."""
+        """JSON-ready (what ``plan.metadata["host_cpu"]["model"]`` stores); :meth:`from_dict` reads it back.
+
+        >>> m = HostCostModel("x", {"fp32": 1e-6}, {"fp32": [(16, 1e3, 1e-9)]})
+        >>> HostCostModel.from_dict(m.to_dict()) == m
+        True
+        """
         return {"machine": self.machine, "threads": self.threads, "torch": self.torch,
                 "measured_at": self.measured_at, "calibration_s": self.calibration_s, "source": self.source,
                 "ops": dict(self.ops), "fixed_s": dict(self.fixed_s),
