@@ -141,6 +141,7 @@ def show_command(plan_path, png):
 def evaluate_command(plan_path, trace_path, synthetic, batch_size, batches, pooling, alpha, co_occurrence, seed,
                      profile, png, json_path):
     """Route a trace (any, not only the one the plan was built from) through a plan and model it."""
+    from updlrm.partitioner.host_cost import apply_host_cost
     from updlrm.partitioner.placement import evaluate_plan
     from updlrm.partitioner.summary import plan_summary, plot_load
 
@@ -150,7 +151,8 @@ def evaluate_command(plan_path, trace_path, synthetic, batch_size, batches, pool
         raise click.ClickException(str(e)) from None
     trace = _get_trace(plan.tables, trace_path, synthetic, batch_size, batches, pooling, alpha, co_occurrence, seed)
     try:
-        report = evaluate_plan(plan, trace, profile)
+        # Host rows priced by the host cost model the plan recorded (when it has one).
+        report = apply_host_cost(evaluate_plan(plan, trace, profile), plan, trace)
     except PlanError as e:
         raise click.ClickException(str(e)) from None
     click.echo(plan_summary(plan, report))

@@ -303,3 +303,37 @@ def plan_host_seconds(plan, trace, host_cost: HostCostModel, batch_size: int | N
         touched = np.unique(hits).size
         total += host_cost.seconds(spec, hits.size * scale / trace.num_batches, touched * spec.row_bytes())
     return total
+
+
+def apply_host_cost(report, plan, trace, host_cost: HostCostModel | None = None, batch_size: int | None = None):
+    """``report`` (a :class:`~updlrm.partitioner.evaluate.PlanReport` of ``plan`` on ``trace``) with its host phase
+    priced by ``host_cost`` (default: the model recorded in ``plan.metadata["host_cpu"]``; unchanged without one).
+
+    A plan without shards (CPU only) has no DPU phase at all.
+
+    >>> from updlrm.plan import Plan
+    >>> from updlrm.specs import Topology
+    >>> from updlrm.partitioner.evaluate import evaluate_plan
+    >>> from updlrm.partitioner.workloads import Trace
+    >>> p = Plan([TableSpec("a", 8, 4)], Topology(1), [], host_rows={0: np.arange(8)})
+    >>> tr = Trace(1, 2, np.array([0, 1, 7]), np.array([0, 2, 3]))
+    >>> r = apply_host_cost(evaluate_plan(p, tr), p, tr, HostCostModel("x", {"fp32": 0.0}, {"fp32": [(4, 1.0, 1e-9)]}))
+    >>> round(r.modeled.total_s * 1e9, 6), r.modeled.dpu_s
+    (3.0, 0.0)
+    """
+    import dataclasses
+
+    from updlrm import perfmodel
+
+    if host_cost is None:
+        recorded = plan.metadata.get("host_cpu", {}).get("model") if plan.metadata else None
+        if recorded is None:
+            return report
+        host_cost = HostCostModel.from_dict(recorded)
+    host_s = plan_host_seconds(plan, trace, host_cost, batch_size)
+    if plan.shards:
+        report.modeled = dataclasses.replace(report.modeled, host_cache_s=host_s)
+    else:
+        report.modeled = perfmodel.PhaseTimes(0.0, 0.0, 0.0, 0.0, 0.0, host_s,
+                                              np.zeros(plan.topology.nr_dpus))
+    return report

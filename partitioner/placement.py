@@ -45,7 +45,7 @@ from updlrm.partitioner.assign import assign_dpus
 from updlrm.partitioner.cost import CostModel
 from updlrm.partitioner.evaluate import PlanReport, evaluate_plan, expected_work, imbalance_breakdown, shard_loads
 from updlrm.partitioner.expected_loads import TableWorkload, expected_rank_loads, table_workloads
-from updlrm.partitioner.host_cost import HostCostModel, calibrate, plan_host_seconds
+from updlrm.partitioner.host_cost import HostCostModel, apply_host_cost, calibrate
 from updlrm.partitioner.metadata import plan_metadata
 from updlrm.partitioner.rows import RowOptions, TableRows, partition_rows, row_capacity
 from updlrm.partitioner.search import Layout, TableShape, search_layout
@@ -273,8 +273,7 @@ def _place(method: str, tables: list[TableSpec], topology: Topology, trace: Trac
                 workload_hash=trace.hash(), metadata={})
     report = evaluate_plan(plan, trace, hw, nr_tasklets=opts.nr_tasklets, batch_size=batch)
     if host_cost is not None:
-        report.modeled = dataclasses.replace(report.modeled,
-                                             host_cache_s=plan_host_seconds(plan, trace, host_cost, batch))
+        report = apply_host_cost(report, plan, trace, host_cost, batch)
     return Candidate(method, plan, report, rows)
 
 
@@ -284,10 +283,8 @@ def _cpu_only(tables: list[TableSpec], topology: Topology, trace: Trace, workloa
     plan = Plan(tables=tables, topology=topology, shards=[],
                 host_rows={t: np.arange(s.num_embeddings, dtype=np.int64) for t, s in enumerate(tables)},
                 workload_hash=trace.hash(), metadata={})
-    report = evaluate_plan(plan, trace, hw, nr_tasklets=opts.nr_tasklets, batch_size=batch)
-    n = topology.nr_dpus
-    report.modeled = perfmodel.PhaseTimes(0.0, 0.0, 0.0, 0.0, 0.0, plan_host_seconds(plan, trace, host_cost, batch),
-                                          np.zeros(n))
+    report = apply_host_cost(evaluate_plan(plan, trace, hw, nr_tasklets=opts.nr_tasklets, batch_size=batch),
+                             plan, trace, host_cost, batch)
     return Candidate("cpu_only", plan, report, [TableRows([], "host CPU", 0, 0, 0) for _ in tables])
 
 

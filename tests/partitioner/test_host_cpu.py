@@ -190,6 +190,17 @@ def test_plan_build_and_show_say_where_each_table_goes(tmp_path, monkeypatch):
     assert shown.exit_code == 0 and "host cost calibrated on" in shown.output
     meta = Plan.load(out).metadata["host_cpu"]
     assert meta["plan_s"] <= meta["cpu_only_s"] * (1 + 1e-9)
+    # Evaluated on the trace it was built from, with the host model it recorded: the same estimate.
+    r = CliRunner().invoke(plan_group, ["build", "--tables", "criteo", "--max-rows", "2000", "--dim", "8",
+                                        "--synthetic", "--batch-size", "64", "--batches", "2", "--dpus", "64",
+                                        "--quiet", "--save-trace", str(tmp_path / "tr.npz"), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    report = tmp_path / "report.json"
+    r = CliRunner().invoke(plan_group, ["evaluate", str(out), "--trace", str(tmp_path / "tr.npz"),
+                                        "--json", str(report)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(report.read_text())["modeled"]["total_s"] == pytest.approx(
+        Plan.load(out).metadata["host_cpu"]["plan_s"])
     r = CliRunner().invoke(plan_group, ["build", "--tables", "criteo", "--max-rows", "2000", "--dim", "8",
                                         "--synthetic", "--batch-size", "64", "--batches", "2", "--dpus", "64",
                                         "--host-cpu", "off", "--quiet", "-o", str(out)])
