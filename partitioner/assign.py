@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from updlrm.partitioner.cost import CostModel, partial_bytes
+from updlrm.partitioner.cost import CostModel
 from updlrm.partitioner.expected_loads import TableWorkload
 from updlrm.partitioner.routing import SliceRouter, host_mask
 from updlrm.partitioner.rows import RowPart
@@ -52,7 +52,7 @@ def assign_dpus(tables: list[TableSpec], wls: list[TableWorkload], parts_by_tabl
         bounds = column_bounds(spec, shapes[t].slices)
         for lo, hi in zip(bounds[:-1], bounds[1:]):
             rb = padded_row_bytes(hi - lo, spec.row_format)
-            out_b = partial_bytes(hi - lo)
+            out_b = model.partial_bytes(t, hi - lo)
             idx = model.index_bytes(lookups, touched)
             cost = model.part_cost(lookups, np.full(len(parts), rb), idx, touched * out_b,
                                    lookups * (hi - lo) * model.elem_factor[t])

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from updlrm import perfmodel
-from updlrm.partitioner.cost import CostModel, partial_bytes
+from updlrm.partitioner.cost import CostModel
 from updlrm.partitioner.expected_loads import TableWorkload
 from updlrm.plan import PlanError, column_bounds, format_bytes
 from updlrm.specs import padded_row_bytes
@@ -110,7 +110,7 @@ class LayoutSearch:
         slice_dim = spec.embedding_dim / slices
         bounds = column_bounds(spec, slices)
         row_bytes = float(np.mean([padded_row_bytes(hi - lo, spec.row_format) for lo, hi in zip(bounds[:-1], bounds[1:])]))
-        out_bytes = partial_bytes(slice_dim)
+        out_bytes = m.partial_bytes(t, slice_dim)
         s = TableShape(parts, slices)
         s.part_lookups = dpu_load / parts
         touched = wl.batch_size * fanout / parts

@@ -11,6 +11,9 @@ import pytest
 import torch
 
 import updlrm
+from updlrm import perfmodel
+from updlrm.partitioner.cost import CostModel
+from updlrm.partitioner.evaluate import route_trace
 from updlrm.partitioner.placement import build_plan, evaluate_plan, expected_work
 from updlrm.partitioner.workloads import Trace, synthetic_trace
 from updlrm.specs import RowFormat, TableSpec, Topology
@@ -114,3 +117,12 @@ def test_plan_runs_on_engine_like_torch_and_like_its_report(name, trace, weights
             np.testing.assert_array_equal(stats.work().lookups, work.lookups)
             np.testing.assert_array_equal(stats.work().index_bytes, work.index_bytes)
             np.testing.assert_array_equal(stats.work().output_bytes, work.output_bytes)
+            # The planner's own byte model (what the layout search and the DPU assignment
+            # price) counts the engine's input bytes exactly and its output bytes up to
+            # the expected tasklet splits.
+            model = CostModel(TABLES, perfmodel.get_profile("upmem-350mhz-2556", nr_dpus=NR_DPUS), NR_DPUS,
+                              False, 16, [1.0] * len(TABLES))
+            planned = route_trace(plan, one, model, 1.0).work(0, model)
+            np.testing.assert_array_equal(planned.index_bytes, stats.bytes_to_dpu)
+            measured_out = float(stats.bytes_from_dpu.sum())
+            assert abs(planned.output_bytes.sum() - measured_out) <= 0.05 * measured_out, name
