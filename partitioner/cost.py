@@ -25,7 +25,7 @@ Example:
     >>> hw = perfmodel.get_profile("upmem-350mhz-2556", nr_dpus=4)
     >>> m = CostModel([TableSpec("a", 10, 8)], hw, 4, weighted=False, nr_tasklets=16, loads=[1.0])
     >>> m.index_bytes(10, 2).tolist(), m.partial_bytes(0, 3)
-    (52, 16)
+    (56.0, 16)
 """
 
 from __future__ import annotations
@@ -168,13 +168,16 @@ class CostModel:
 
     def work(self, *, lookups: ArrayLike, row_bytes: ArrayLike, index_bytes: ArrayLike, output_bytes: ArrayLike,
              reduce_elems: ArrayLike, host_merge_elems: float, host_cache_lookups: float,
-             host_cache_row_bytes: float) -> perfmodel.BatchWork:
+             host_cache_row_bytes: float, gap_bytes: ArrayLike | None = None) -> perfmodel.BatchWork:
         """A :class:`~updlrm.perfmodel.BatchWork` in this model's format, weighting and tasklets.
 
         ``index_bytes``/``output_bytes`` are per DPU the sums of its parts' bytes
         (:meth:`index_bytes`; one partial sum per segment); the header, the padding, the
         status block and the expected tasklet splits (:func:`tasklet_splits`) are added
-        here, as the runtime adds them once per DPU.
+        here, as the runtime adds them once per DPU.  A cut falls into a segment in
+        proportion to its length, so a split's expected bytes are ``gap_bytes`` (per DPU,
+        the sum over its segments of ``(lookups - 1) x partial bytes``) over the DPU's
+        ``lookups - 1`` gaps; without ``gap_bytes`` every segment counts alike.
         """
         def counts(values: ArrayLike) -> np.ndarray:
             return np.asarray(values, dtype=np.float64)
@@ -184,8 +187,13 @@ class CostModel:
         seg = segment_bytes / abi.SEGMENT_BYTES
         in_bytes = dpu_input_bytes(n_look, seg, self.weighted)
         out = counts(output_bytes)
-        per_partial = np.divide(out, seg, out=np.zeros_like(out), where=seg > 0)
-        out_bytes = dpu_output_bytes(out + tasklet_splits(n_look, seg, self.nr_tasklets) * per_partial)
+        splits = tasklet_splits(n_look, seg, self.nr_tasklets)
+        if gap_bytes is None:
+            per_split = np.divide(out, seg, out=np.zeros_like(out), where=seg > 0)
+        else:
+            gaps = n_look - seg
+            per_split = np.divide(counts(gap_bytes), gaps, out=np.zeros_like(out), where=gaps > 0)
+        out_bytes = dpu_output_bytes(out + splits * per_split)
         return perfmodel.BatchWork(
             lookups=n_look, row_bytes=counts(row_bytes), index_bytes=in_bytes,
             output_bytes=out_bytes, reduce_elems=counts(reduce_elems), row_format=self.row_format,
@@ -194,9 +202,10 @@ class CostModel:
 
     def batch(self, *, lookups: ArrayLike, row_bytes: ArrayLike, index_bytes: ArrayLike, output_bytes: ArrayLike,
               reduce_elems: ArrayLike, host_merge_elems: float, host_cache_lookups: float,
-              host_cache_row_bytes: float) -> perfmodel.PhaseTimes:
+              host_cache_row_bytes: float, gap_bytes: ArrayLike | None = None) -> perfmodel.PhaseTimes:
         """Modeled phases of a batch: :meth:`work` through :func:`~updlrm.perfmodel.model_batch`."""
         work = self.work(lookups=lookups, row_bytes=row_bytes, index_bytes=index_bytes, output_bytes=output_bytes,
                          reduce_elems=reduce_elems, host_merge_elems=host_merge_elems,
-                         host_cache_lookups=host_cache_lookups, host_cache_row_bytes=host_cache_row_bytes)
+                         host_cache_lookups=host_cache_lookups, host_cache_row_bytes=host_cache_row_bytes,
+                         gap_bytes=gap_bytes)
         return perfmodel.model_batch(work, self.profile)

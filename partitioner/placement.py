@@ -77,6 +77,10 @@ class BuildOptions:
     * ``cache``: ``auto`` (replicate hot rows and host-cache rows when the model says it
       pays), ``replicate``, ``host`` or ``none``; the host cache holds at most
       ``host_cache_bytes`` of rows.
+    * ``max_replicas``: at most this many copies of a table's group of shards, each
+      serving the samples ``b = j (mod r)`` (data parallel inside the server); ``None``:
+      as many as the MRAM and the model allow, ``1``: none.  Only with ``cache`` =
+      ``auto`` or ``replicate``.
     * ``nr_tasklets``: tasklets per DPU the kernel time is modeled for.
     * ``mram_reserved_bytes``: MRAM per DPU kept for the kernel's batch buffers.
     * ``explicit_row_limit``: tables with more rows are stored as contiguous ranges.
@@ -98,12 +102,15 @@ class BuildOptions:
     explicit_row_limit: int = 1 << 21
     epsilon: float = 0.03
     seed: int = 0
+    max_replicas: int | None = None
 
     def __post_init__(self) -> None:
         if self.cache not in CACHE_MODES:
             raise PlanError(f"unknown cache mode {self.cache!r}; choose one of {', '.join(CACHE_MODES)}")
         if self.graph not in GRAPH_MODES:
             raise PlanError(f"unknown graph mode {self.graph!r}; choose one of {', '.join(GRAPH_MODES)}")
+        if self.max_replicas is not None and self.max_replicas < 1:
+            raise PlanError(f"max_replicas must be at least 1 (1: no replicated groups), got {self.max_replicas}")
         if not 0.0 <= self.hot_fraction <= 1.0:
             raise PlanError(f"hot_fraction must be within [0, 1], got {self.hot_fraction}")
 
@@ -135,7 +142,8 @@ class BuildOptions:
         return {"cache": self.cache, "graph": self.graph, "hot_fraction": self.hot_fraction,
                 "max_hot_rows": self.max_hot_rows, "min_count": self.min_count,
                 "host_cache_bytes": self.host_cache_bytes, "nr_tasklets": self.nr_tasklets,
-                "mram_reserved_bytes": self.mram_reserved_bytes, "seed": self.seed}
+                "mram_reserved_bytes": self.mram_reserved_bytes, "seed": self.seed,
+                "max_replicas": self.max_replicas}
 
 
 @dataclass
@@ -153,7 +161,8 @@ def build_plan(tables: list[TableSpec], trace: Trace, topology: Topology | int, 
                batch_size: int | None = None, hot_fraction: float = 0.9, max_hot_rows: int = 20_000,
                min_count: int = 8, cache: str = "auto", host_cache_bytes: int = 256 << 20, graph: str = "auto",
                nr_tasklets: int = 16, mram_reserved_bytes: int = 8 << 20, explicit_row_limit: int = 1 << 21,
-               epsilon: float = 0.03, seed: int = 0, progress: bool = True) -> Plan:
+               epsilon: float = 0.03, seed: int = 0, max_replicas: int | None = None,
+               progress: bool = True) -> Plan:
     """A placement of ``tables`` on ``topology`` tuned to the workload in ``trace``.
 
     ``profile`` names the hardware the plan is tuned for (:func:`updlrm.perfmodel.get_profile`);
@@ -170,7 +179,7 @@ def build_plan(tables: list[TableSpec], trace: Trace, topology: Topology | int, 
     """
     started = time.perf_counter()
     opts = BuildOptions(batch_size, hot_fraction, max_hot_rows, min_count, cache, host_cache_bytes, graph,
-                        nr_tasklets, mram_reserved_bytes, explicit_row_limit, epsilon, seed)
+                        nr_tasklets, mram_reserved_bytes, explicit_row_limit, epsilon, seed, max_replicas)
     if not isinstance(trace, Trace):
         raise PlanError("build_plan needs a Trace (bags are needed for fan-out and co-occurrence)")
     tables = list(tables)
@@ -189,7 +198,7 @@ def build_plan(tables: list[TableSpec], trace: Trace, topology: Topology | int, 
 
     bar.set_description("layout search")
     layout = search_layout(workloads, model, capacity, replicate=opts.replicate, host_cache=opts.host_cache,
-                           host_cache_bytes=opts.host_cache_bytes)
+                           host_cache_bytes=opts.host_cache_bytes, max_replicas=opts.max_replicas)
     bar.update(1)
 
     # graph="auto" builds the rows both ways and keeps what the model prefers on the
@@ -227,7 +236,7 @@ def _place(method: str, tables: list[TableSpec], topology: Topology, trace: Trac
         rows.append(partition_rows(wl, trace, s.parts, int(layout.cached[t]), row_opts,
                                    row_capacity=row_capacity(wl.spec, s.slices, capacity),
                                    explicit_row_limit=opts.explicit_row_limit,
-                                   max_extra=max(0, n // s.slices - s.parts)))
+                                   max_extra=0 if s.replicas > 1 else max(0, n // s.slices - s.parts)))
     bar.set_description(f"assigning DPUs ({method})")
     host_rows = layout.host_rows(workloads)
     shards = assign_dpus(tables, workloads, [r.parts for r in rows], layout.shapes, host_rows, model, n, capacity,

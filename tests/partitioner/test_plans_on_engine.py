@@ -31,13 +31,18 @@ def _any(key, value=None):
 
 # build_plan options, and what each plan must contain for the case to test anything.
 PLANS = {
-    "host_cache": ({}, [_any("host_rows")]),
-    "replicas_tiles_metis": ({"cache": "replicate", "graph": "graph"},
+    "host_cache": ({"max_replicas": 1}, [_any("host_rows")]),
+    "replicas_tiles_metis": ({"cache": "replicate", "graph": "graph", "max_replicas": 1},
                              [_any("replicated_rows"), _any("layout", "tiled"), _any("partitioner", "metis")]),
-    "ranges_replicas": ({"cache": "replicate", "explicit_row_limit": 1000},
+    "ranges_replicas": ({"cache": "replicate", "explicit_row_limit": 1000, "max_replicas": 1},
                         [_any("storage", "ranges"), _any("replicated_rows")]),
-    "ranges_host": ({"explicit_row_limit": 1000}, [_any("storage", "ranges"), _any("host_rows")]),
-    "hypergraph": ({"cache": "replicate", "graph": "hypergraph"}, [_any("partitioner", "mtkahypar")]),
+    "ranges_host": ({"explicit_row_limit": 1000, "max_replicas": 1}, [_any("storage", "ranges"), _any("host_rows")]),
+    "hypergraph": ({"cache": "replicate", "graph": "hypergraph", "max_replicas": 1},
+                   [_any("partitioner", "mtkahypar")]),
+    # Whole tables and column-slice groups held several times, samples dealt among them.
+    "group_replicas": ({"cache": "replicate"}, [_any("layout", "data_parallel"), _any("layout", "column_wise")]),
+    "group_replicas_ranges": ({"cache": "replicate", "explicit_row_limit": 1000, "max_replicas": 4},
+                              [_any("storage", "ranges"), lambda st: any(s["replicas"] > 1 for s in st.values())]),
 }
 
 
