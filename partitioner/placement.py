@@ -81,6 +81,10 @@ class BuildOptions:
     * ``cache``: ``auto`` (replicate hot rows and host-cache rows when the model says it
       pays), ``replicate``, ``host`` or ``none``; the host cache holds at most
       ``host_cache_bytes`` of rows.
+    * ``max_replicas``: at most this many copies of a table's group of shards, each
+      serving the samples ``b = j (mod r)`` (data parallel inside the server); ``None``:
+      as many as the MRAM and the model allow, ``1``: none.  Only with ``cache`` =
+      ``auto`` or ``replicate``.
     * ``nr_tasklets``: tasklets per DPU the kernel time is modeled for.
     * ``mram_reserved_bytes``: MRAM per DPU kept for the kernel's batch buffers.
     * ``explicit_row_limit``: tables with more rows are stored as contiguous ranges.
@@ -107,6 +111,7 @@ class BuildOptions:
     explicit_row_limit: int = 1 << 21
     epsilon: float = 0.03
     seed: int = 0
+    max_replicas: int | None = None
     host_cpu: str = "off"
 
     def __post_init__(self) -> None:
@@ -116,6 +121,8 @@ class BuildOptions:
             raise PlanError(f"unknown cache mode {self.cache!r}; choose one of {', '.join(CACHE_MODES)}")
         if self.graph not in GRAPH_MODES:
             raise PlanError(f"unknown graph mode {self.graph!r}; choose one of {', '.join(GRAPH_MODES)}")
+        if self.max_replicas is not None and self.max_replicas < 1:
+            raise PlanError(f"max_replicas must be at least 1 (1: no replicated groups), got {self.max_replicas}")
         if not 0.0 <= self.hot_fraction <= 1.0:
             raise PlanError(f"hot_fraction must be within [0, 1], got {self.hot_fraction}")
 
@@ -147,7 +154,8 @@ class BuildOptions:
         return {"cache": self.cache, "graph": self.graph, "hot_fraction": self.hot_fraction,
                 "max_hot_rows": self.max_hot_rows, "min_count": self.min_count,
                 "host_cache_bytes": self.host_cache_bytes, "nr_tasklets": self.nr_tasklets,
-                "mram_reserved_bytes": self.mram_reserved_bytes, "seed": self.seed, "host_cpu": self.host_cpu}
+                "mram_reserved_bytes": self.mram_reserved_bytes, "seed": self.seed,
+                "max_replicas": self.max_replicas, "host_cpu": self.host_cpu}
 
 
 @dataclass
@@ -165,14 +173,14 @@ def build_plan(tables: list[TableSpec], trace: Trace, topology: Topology | int, 
                batch_size: int | None = None, hot_fraction: float = 0.9, max_hot_rows: int = 20_000,
                min_count: int = 8, cache: str = "auto", host_cache_bytes: int = 256 << 20, graph: str = "auto",
                nr_tasklets: int = 16, mram_reserved_bytes: int = 8 << 20, explicit_row_limit: int = 1 << 21,
-               epsilon: float = 0.03, seed: int = 0, host_cpu: str | HostCostModel = "off",
-               progress: bool = True) -> Plan:
+               epsilon: float = 0.03, seed: int = 0, max_replicas: int | None = None,
+               host_cpu: str | HostCostModel = "off", progress: bool = True) -> Plan:
     """A placement of ``tables`` on ``topology`` tuned to the workload in ``trace``.
 
     ``profile`` names the hardware the plan is tuned for (:func:`updlrm.perfmodel.get_profile`);
     the other options are described on :class:`BuildOptions` (``host_cpu`` may also be a
-    :class:`~.host_cost.HostCostModel` to plan with instead of calibrating).  Deterministic
-    for a given ``seed`` and host cost model.  Raises :class:`~updlrm.plan.PlanError` naming the table and the shortfall
+    :class:`~.host_cost.HostCostModel` to plan with instead of calibrating).  Deterministic for a given
+    ``seed``.  Raises :class:`~updlrm.plan.PlanError` naming the table and the shortfall
     when the tables do not fit.
 
     >>> from updlrm.partitioner.workloads import synthetic_trace
@@ -185,7 +193,7 @@ def build_plan(tables: list[TableSpec], trace: Trace, topology: Topology | int, 
     started = time.perf_counter()
     host_cost = host_cpu if isinstance(host_cpu, HostCostModel) else None
     opts = BuildOptions(batch_size, hot_fraction, max_hot_rows, min_count, cache, host_cache_bytes, graph,
-                        nr_tasklets, mram_reserved_bytes, explicit_row_limit, epsilon, seed,
+                        nr_tasklets, mram_reserved_bytes, explicit_row_limit, epsilon, seed, max_replicas,
                         "auto" if host_cost is not None else str(host_cpu))
     if host_cost is None and opts.host_cpu == "auto":
         host_cost = calibrate()
@@ -207,7 +215,8 @@ def build_plan(tables: list[TableSpec], trace: Trace, topology: Topology | int, 
 
     bar.set_description("layout search")
     layout = search_layout(workloads, model, capacity, replicate=opts.replicate, host_cache=opts.host_cache,
-                           host_cache_bytes=opts.host_cache_bytes, host_cost=host_cost)
+                           host_cache_bytes=opts.host_cache_bytes, max_replicas=opts.max_replicas,
+                           host_cost=host_cost)
     bar.update(1)
 
     # graph="auto" builds the rows both ways and keeps what the model prefers on the
@@ -223,7 +232,7 @@ def build_plan(tables: list[TableSpec], trace: Trace, topology: Topology | int, 
         bar.update(1)
     if host_cost is not None:
         # Never slower than the CPU alone (as evaluated on the trace, like the others).
-        candidates.append(_cpu_only(tables, topology, trace, workloads, hw, opts, batch, host_cost))
+        candidates.append(_cpu_only(tables, topology, trace, hw, opts, batch, host_cost))
     chosen = min(candidates, key=lambda c: c.report.modeled.total_s)
     if chosen.method == "cpu_only" and not layout.cpu_only:
         layout = dataclasses.replace(layout, shapes=[TableShape(0, 1) for _ in tables],
@@ -264,7 +273,7 @@ def _place(method: str, tables: list[TableSpec], topology: Topology, trace: Trac
         rows.append(partition_rows(wl, trace, s.parts, int(layout.cached[t]), row_opts,
                                    row_capacity=row_capacity(wl.spec, s.slices, capacity),
                                    explicit_row_limit=opts.explicit_row_limit,
-                                   max_extra=max(0, n // s.slices - s.parts)))
+                                   max_extra=0 if s.replicas > 1 else max(0, n // s.slices - s.parts)))
     bar.set_description(f"assigning DPUs ({method})")
     host_rows = layout.host_rows(workloads)
     shards = assign_dpus(tables, workloads, [r.parts for r in rows], layout.shapes, host_rows, model, n, capacity,
@@ -277,8 +286,8 @@ def _place(method: str, tables: list[TableSpec], topology: Topology, trace: Trac
     return Candidate(method, plan, report, rows)
 
 
-def _cpu_only(tables: list[TableSpec], topology: Topology, trace: Trace, workloads: list[TableWorkload],
-              hw: perfmodel.HardwareProfile, opts: BuildOptions, batch: int, host_cost: HostCostModel) -> Candidate:
+def _cpu_only(tables: list[TableSpec], topology: Topology, trace: Trace, hw: perfmodel.HardwareProfile,
+              opts: BuildOptions, batch: int, host_cost: HostCostModel) -> Candidate:
     """Every table on the host CPU (no shard), evaluated on the trace: no DPU phase, host seconds calibrated."""
     plan = Plan(tables=tables, topology=topology, shards=[],
                 host_rows={t: np.arange(s.num_embeddings, dtype=np.int64) for t, s in enumerate(tables)},

@@ -28,16 +28,18 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
-def _layout_of(plan: Plan, t: int) -> tuple[str, int, int]:
+def _layout_of(plan: Plan, t: int) -> tuple[str, str]:
     strategy = plan.metadata.get("strategy", {}).get(plan.tables[t].name)
     if strategy:
-        return strategy["layout"], strategy["row_parts"], strategy["column_slices"]
+        shape = f"{strategy['row_parts']}x{strategy['column_slices']}"
+        replicas = strategy.get("replicas", 1)
+        return strategy["layout"], shape + (f" x{replicas} replicas" if replicas > 1 else "")
     shards = [plan.shards[i] for i in plan.shards_of(t)]
     slices = len(plan.col_splits(t)) - 1
     parts = len(shards) // max(slices, 1)
     layout = ("table_wise" if parts <= 1 and slices == 1 else "row_wise" if slices == 1
               else "column_wise" if parts <= 1 else "tiled")
-    return layout, parts, slices
+    return layout, f"{parts}x{slices}"
 
 
 def plan_summary(plan: Plan, report=None) -> str:
@@ -62,7 +64,7 @@ def plan_summary(plan: Plan, report=None) -> str:
     strategies = meta.get("strategy", {})
     fanouts = report.fanout_per_table if report is not None else None
     for t, spec in enumerate(plan.tables):
-        layout, parts, slices = _layout_of(plan, t)
+        layout, shape = _layout_of(plan, t)
         shards = [plan.shards[i] for i in plan.shards_of(t)]
         dpus = len({s.dpu for s in shards})
         table_mram = sum(s.mram_bytes(spec) for s in shards)
@@ -71,7 +73,7 @@ def plan_summary(plan: Plan, report=None) -> str:
         replicated = st.get("replicated_rows", "-")
         fan = fanouts[t] if fanouts is not None else st.get("expected_fanout")
         rows.append([spec.name, f"{spec.num_embeddings:,}", str(spec.embedding_dim), spec.row_format.value, layout,
-                     f"{parts}x{slices}", str(dpus), format_bytes(table_mram), f"{host:,}", str(replicated),
+                     shape, str(dpus), format_bytes(table_mram), f"{host:,}", str(replicated),
                      st.get("partitioner", "-"), "-" if fan is None else f"{fan:.2f}"])
     lines += _table(["table", "rows", "dim", "format", "layout", "parts", "DPUs", "MRAM", "host rows", "replicated",
                      "rows by", "fan-out"], rows)
