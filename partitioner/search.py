@@ -33,6 +33,7 @@ part with its bytes and rejects layouts that do not fit (:meth:`LayoutSearch.est
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -41,6 +42,7 @@ import numpy as np
 from updlrm import perfmodel
 from updlrm.partitioner.cost import CostModel
 from updlrm.partitioner.expected_loads import TableWorkload
+from updlrm.partitioner.host_cost import HostCostModel
 from updlrm.plan import PlanError, column_bounds, format_bytes
 from updlrm.specs import padded_row_bytes
 
@@ -80,20 +82,43 @@ class TableShape:
     def key(self) -> tuple[int, int, int]:
         return self.parts, self.slices, self.replicas
 
+    @property
+    def on_host(self) -> bool:
+        """The whole table on the host CPU (``parts == 0``): every row in the plan's host cache."""
+        return self.parts == 0
+
+
+HOST = (0, 1, 1)  # the (parts, slices, replicas) candidate "whole table on the host CPU"
+
 
 class LayoutSearch:
     """Coordinate descent over table shapes and the host-cache size, scored by the perfmodel."""
 
     def __init__(self, workloads: list[TableWorkload], model: CostModel, capacity: int, replicate: bool,
-                 max_replicas: int | None = None) -> None:
+                 max_replicas: int | None = None, host_cost: HostCostModel | None = None) -> None:
         self.wls = workloads
         self.model = model
         self.n = model.nr_dpus
         self.capacity = capacity
         self.replicate = replicate
         self.max_replicas = self.n if max_replicas is None else max(1, int(max_replicas))
-        self.candidates = [self._candidates(wl) for wl in workloads]
+        # With a host cost model every table may also go whole to the host CPU (HOST),
+        # and host-cached lookups are priced by it instead of the profile's gather rate.
+        self.host_cost = host_cost
+        self.candidates = [self._candidates(wl) + ([HOST] if host_cost is not None else []) for wl in workloads]
         self._shapes: dict[tuple[int, int, int, int, int], TableShape] = {}
+
+    def host_seconds(self, shapes: list[TableShape], cached: np.ndarray) -> float:
+        """Calibrated host seconds of the host tables and the host-cached rows (needs ``host_cost``)."""
+        assert self.host_cost is not None
+        total = 0.0
+        for wl, s, h in zip(self.wls, shapes, cached):
+            row_bytes = wl.spec.row_bytes()
+            if s.on_host:
+                total += self.host_cost.seconds(wl.spec, wl.total_load, max(wl.rows.size, 1) * row_bytes)
+            elif h > 0:
+                total += self.host_cost.seconds(wl.spec, float(wl.load[:int(h)].sum()), int(h) * row_bytes)
+        return total
 
     def _candidates(self, wl: TableWorkload) -> list[tuple[int, int, int]]:
         spec = wl.spec
@@ -133,6 +158,8 @@ class LayoutSearch:
 
     def shape(self, t: int, parts: int, slices: int, cached: int, replicas: int = 1) -> TableShape:
         """Table ``t`` as ``parts x slices`` held ``replicas`` times with its top ``cached`` rows on the host."""
+        if (parts, slices, replicas) == HOST:
+            return TableShape(*HOST)
         key = (t, parts, slices, cached, replicas)
         if key not in self._shapes:
             self._shapes[key] = self._shape(t, parts, slices, cached, replicas)
@@ -172,6 +199,8 @@ class LayoutSearch:
         free = np.full(n, float(self.capacity))
         for t in sorted(range(len(shapes)), key=lambda t: (-shapes[t].part_cost, -shapes[t].part_bytes)):
             s = shapes[t]
+            if s.on_host:
+                continue
             d = s.dpus
             room = free >= s.part_bytes
             if d > n or int(room.sum()) < d:
@@ -185,16 +214,61 @@ class LayoutSearch:
         lookups = per_dpu[0]
         row_bytes = np.divide(per_dpu[1], lookups, out=np.full(n, 8.0), where=lookups > 0)
         host_lookups = host_bytes = 0.0
-        for wl, h in zip(self.wls, cached):
-            served = float(wl.load[:h].sum())
+        for wl, h, s in zip(self.wls, cached, shapes):
+            served = wl.total_load if s.on_host else float(wl.load[:h].sum())
             host_lookups += served
             host_bytes += served * wl.spec.row_bytes()
-        return self.model.batch(lookups=lookups, row_bytes=row_bytes, index_bytes=per_dpu[2],
+        if all(s.on_host for s in shapes):
+            # CPU only: no DPU phase at all.
+            zero = np.zeros(n)
+            return perfmodel.PhaseTimes(0.0, 0.0, 0.0, 0.0, 0.0, self.host_seconds(shapes, cached), zero)
+        phases = self.model.batch(lookups=lookups, row_bytes=row_bytes, index_bytes=per_dpu[2],
                                 output_bytes=per_dpu[3], reduce_elems=per_dpu[4],
                                 host_merge_elems=sum(s.merge_elems for s in shapes),
                                 host_cache_lookups=host_lookups,
                                 host_cache_row_bytes=host_bytes / host_lookups if host_lookups else 0,
                                 gap_bytes=per_dpu[5])
+        if self.host_cost is not None:
+            phases = dataclasses.replace(phases, host_cache_s=self.host_seconds(shapes, cached))
+        return phases
+
+    def cpu_only(self) -> list[TableShape]:
+        """Every table on the host CPU."""
+        return [TableShape(*HOST) for _ in self.wls]
+
+    def choices(self, shapes: list[TableShape], cached: np.ndarray) -> list[dict[str, float | str]]:
+        """Per table: where it goes and the modeled batch with it on the DPUs and on the host (the other tables as they are).
+
+        A DPU table's alternative is the whole table on the host; a host table's is the
+        best DPU shape for it.  Needs ``host_cost``.
+        """
+        def total(trial: list[TableShape], trial_cached: np.ndarray) -> float:
+            phases = self.estimate(trial, trial_cached)
+            return math.inf if phases is None else phases.total_s
+
+        out: list[dict[str, float | str]] = []
+        base = total(shapes, cached)
+        for t, s in enumerate(shapes):
+            if s.on_host:
+                trials = []
+                for k, c, r in self.candidates[t]:
+                    if (k, c, r) == HOST:
+                        continue
+                    trial = list(shapes)
+                    trial[t] = self.shape(t, k, c, 0, r)
+                    trials.append(total(trial, cached))
+                host_s, dpu_s = base, min(trials, default=math.inf)
+            else:
+                trial = list(shapes)
+                trial[t] = TableShape(*HOST)
+                trial_cached = cached.copy()
+                trial_cached[t] = 0
+                host_s, dpu_s = total(trial, trial_cached), base
+            out.append({"where": "host" if s.on_host else "dpus", "batch_s_on_dpus": dpu_s,
+                        "batch_s_on_host": host_s,
+                        "host_s_alone": self.host_cost.seconds(self.wls[t].spec, self.wls[t].total_load)
+                        if self.host_cost is not None else math.nan})
+        return out
 
     def score(self, shapes: list[TableShape], cached: np.ndarray) -> float:
         """Modeled batch time, plus a small share of the DPU side to break near-ties.
@@ -225,7 +299,9 @@ class LayoutSearch:
                 for k, c, r in self.candidates[t]:
                     if (k, c, r) == current.key:
                         continue
-                    if local and sum(abs(math.log2(a / b)) for a, b in zip((k, c, r), current.key)) > 1:
+                    # Host <-> DPU moves are always tried; locally, DPU shapes only next door.
+                    if (local and k and current.parts
+                            and sum(abs(math.log2(a / b)) for a, b in zip((k, c, r), current.key)) > 1):
                         continue
                     trial = self.shape(t, k, c, int(cached[t]), r)
                     shapes[t] = trial
@@ -243,7 +319,8 @@ class LayoutSearch:
                     allowed = set(self.candidates[t])
                     key = list(s.key)
                     key[axis] = int(key[axis] * factor)
-                    move = tuple(key) in allowed and (not only_heavy or s.part_cost > even_share)
+                    move = (not s.on_host and key[0] > 0 and tuple(key) in allowed
+                            and (not only_heavy or s.part_cost > even_share))
                     trial_shapes.append(self.shape(t, key[0], key[1], int(cached[t]), key[2]) if move else s)
                 total = self.score(trial_shapes, cached)
                 if total < best * (1 - 1e-9):
@@ -257,7 +334,7 @@ class LayoutSearch:
         share = max(1, self.n // max(len(self.wls), 1))
         for t in range(len(self.wls)):
             c0 = self.candidates[t][0][1]
-            ks = [k for k, c, r in self.candidates[t] if c == c0 and r == 1]
+            ks = [k for k, c, r in self.candidates[t] if c == c0 and r == 1 and k > 0]
             k = max([k for k in ks if k <= share] or [min(ks)])
             shapes.append(self.shape(t, k, c0, int(cached[t])))
         return shapes
@@ -275,19 +352,41 @@ class Layout:
     shapes: list[TableShape]
     cached: np.ndarray
     estimate_s: float
+    cpu_only_s: float | None = None
+    choices: list[dict[str, float | str]] | None = None
+
+    @property
+    def host_tables(self) -> list[int]:
+        """Tables that go whole to the host CPU."""
+        return [t for t, s in enumerate(self.shapes) if s.on_host]
+
+    @property
+    def cpu_only(self) -> bool:
+        return bool(self.shapes) and all(s.on_host for s in self.shapes)
 
     def host_rows(self, workloads: list[TableWorkload]) -> dict[int, np.ndarray]:
-        """The host-cached rows of every table that has some, sorted (``Plan.host_rows``)."""
-        return {t: np.sort(wl.rows[: int(self.cached[t])]) for t, wl in enumerate(workloads) if self.cached[t] > 0}
+        """The host-cached rows of every table that has some, sorted (``Plan.host_rows``); all rows of a host table."""
+        out = {}
+        for t, (wl, s) in enumerate(zip(workloads, self.shapes)):
+            if s.on_host:
+                out[t] = np.arange(wl.spec.num_embeddings, dtype=np.int64)
+            elif self.cached[t] > 0:
+                out[t] = np.sort(wl.rows[: int(self.cached[t])])
+        return out
 
 
 def search_layout(workloads: list[TableWorkload], model: CostModel, capacity: int, *, replicate: bool,
-                  host_cache: bool, host_cache_bytes: int, max_replicas: int | None = None) -> Layout:
+                  host_cache: bool, host_cache_bytes: int, max_replicas: int | None = None,
+                  host_cost: HostCostModel | None = None) -> Layout:
     """Shapes and host cache of every table minimising the modeled batch time under ``capacity`` bytes per DPU.
 
     ``max_replicas`` caps how many times a table's group of shards may be held (``None``: no cap).
+    With ``host_cost`` a table may also go whole to the host CPU (its lookups run there
+    during the DPU phases, like the host cache; whole host tables are not counted in
+    ``host_cache_bytes``), and the layout is never modeled slower than every table on
+    the host: if the search's best is, the layout is CPU only.
     """
-    search = LayoutSearch(workloads, model, capacity, replicate, max_replicas)
+    search = LayoutSearch(workloads, model, capacity, replicate, max_replicas, host_cost)
     cached = np.zeros(len(workloads), dtype=np.int64)
     shapes = search.initial(cached)
     shapes, best = search.descend(shapes, cached, passes=2)
@@ -317,7 +416,17 @@ def search_layout(workloads: list[TableWorkload], model: CostModel, capacity: in
     # A last full pass (every shape of every table), then neighbours until nothing moves.
     shapes, best = search.descend(shapes, cached, passes=1)
     shapes, best = search.descend(shapes, cached, passes=3, local=True)
-    return Layout(shapes, cached, best)
+    if host_cost is None:
+        return Layout(shapes, cached, best)
+    cpu_only = search.cpu_only()
+    no_cache = np.zeros(len(workloads), dtype=np.int64)
+    cpu_phases = search.estimate(cpu_only, no_cache)
+    assert cpu_phases is not None
+    cpu_only_s = cpu_phases.total_s
+    chosen = search.estimate(shapes, cached)
+    if chosen is None or chosen.total_s > cpu_only_s:
+        shapes, cached, best = cpu_only, no_cache, search.score(cpu_only, no_cache)
+    return Layout(shapes, cached, best, cpu_only_s, search.choices(shapes, cached))
 
 
 def cached_for_level(wls: list[TableWorkload], shapes: list[TableShape], level: float,
@@ -330,9 +439,9 @@ def cached_for_level(wls: list[TableWorkload], shapes: list[TableShape], level: 
     cached = np.zeros(len(wls), dtype=np.int64)
     nbytes = 0
     for t, (wl, s) in enumerate(zip(wls, shapes)):
-        if s.part_lookups <= 0:
+        if s.on_host or s.part_lookups <= 0:
             continue
-        allowed = level / (s.part_cost / s.part_lookups) * s.parts
+        allowed = level / (s.part_cost / s.part_lookups) * s.parts * s.replicas
         # suffix[h] = DPU lookups left when the top h rows are cached (non-increasing in h).
         suffix = np.r_[np.cumsum(wl.load[::-1])[::-1], 0.0] + wl.unranked
         cached[t] = min(int(np.searchsorted(-suffix, -allowed, side="left")), wl.rows.size)
