@@ -25,11 +25,10 @@ __all__ = ["layout_name", "plan_metadata", "table_strategies"]
 
 
 def layout_name(shape: TableShape) -> str:
-    """torchrec's name of a shape: ``table_wise``, ``row_wise``, ``column_wise`` or ``tiled``.
+    """torchrec's name of a shape: ``table_wise``, ``row_wise``, ``column_wise`` or ``tiled``; ``host`` for the host CPU.
 
     A whole table held several times is ``data_parallel``; other replicated groups keep
-    their shape's name (``replicas`` in the strategy says how many); ``host`` for a table
-    on the host CPU.
+    their shape's name (``replicas`` in the strategy says how many).
     """
     if shape.on_host:
         return "host"

@@ -174,13 +174,14 @@ def build_plan(tables: list[TableSpec], trace: Trace, topology: Topology | int, 
                min_count: int = 8, cache: str = "auto", host_cache_bytes: int = 256 << 20, graph: str = "auto",
                nr_tasklets: int = 16, mram_reserved_bytes: int = 8 << 20, explicit_row_limit: int = 1 << 21,
                epsilon: float = 0.03, seed: int = 0, max_replicas: int | None = None,
-               host_cpu: str | HostCostModel = "off", progress: bool = True) -> Plan:
+               host_cpu: str | HostCostModel = "off",
+               progress: bool = True) -> Plan:
     """A placement of ``tables`` on ``topology`` tuned to the workload in ``trace``.
 
     ``profile`` names the hardware the plan is tuned for (:func:`updlrm.perfmodel.get_profile`);
     the other options are described on :class:`BuildOptions` (``host_cpu`` may also be a
-    :class:`~.host_cost.HostCostModel` to plan with instead of calibrating).  Deterministic for a given
-    ``seed``.  Raises :class:`~updlrm.plan.PlanError` naming the table and the shortfall
+    :class:`~.host_cost.HostCostModel` to plan with instead of calibrating).  Deterministic
+    for a given ``seed`` and host cost model.  Raises :class:`~updlrm.plan.PlanError` naming the table and the shortfall
     when the tables do not fit.
 
     >>> from updlrm.partitioner.workloads import synthetic_trace
@@ -232,7 +233,7 @@ def build_plan(tables: list[TableSpec], trace: Trace, topology: Topology | int, 
         bar.update(1)
     if host_cost is not None:
         # Never slower than the CPU alone (as evaluated on the trace, like the others).
-        candidates.append(_cpu_only(tables, topology, trace, hw, opts, batch, host_cost))
+        candidates.append(_cpu_only(tables, topology, trace, workloads, hw, opts, batch, host_cost))
     chosen = min(candidates, key=lambda c: c.report.modeled.total_s)
     if chosen.method == "cpu_only" and not layout.cpu_only:
         layout = dataclasses.replace(layout, shapes=[TableShape(0, 1) for _ in tables],
@@ -286,8 +287,8 @@ def _place(method: str, tables: list[TableSpec], topology: Topology, trace: Trac
     return Candidate(method, plan, report, rows)
 
 
-def _cpu_only(tables: list[TableSpec], topology: Topology, trace: Trace, hw: perfmodel.HardwareProfile,
-              opts: BuildOptions, batch: int, host_cost: HostCostModel) -> Candidate:
+def _cpu_only(tables: list[TableSpec], topology: Topology, trace: Trace, workloads: list[TableWorkload],
+              hw: perfmodel.HardwareProfile, opts: BuildOptions, batch: int, host_cost: HostCostModel) -> Candidate:
     """Every table on the host CPU (no shard), evaluated on the trace: no DPU phase, host seconds calibrated."""
     plan = Plan(tables=tables, topology=topology, shards=[],
                 host_rows={t: np.arange(s.num_embeddings, dtype=np.int64) for t, s in enumerate(tables)},

@@ -84,7 +84,7 @@ class TableShape:
 
     @property
     def on_host(self) -> bool:
-        """The whole table on the host CPU (``parts == 0``): every row in the plan's host rows."""
+        """The whole table on the host CPU (``parts == 0``): every row in the plan's host cache."""
         return self.parts == 0
 
 
@@ -107,6 +107,18 @@ class LayoutSearch:
         self.host_cost = host_cost
         self.candidates = [self._candidates(wl) + ([HOST] if host_cost is not None else []) for wl in workloads]
         self._shapes: dict[tuple[int, int, int, int, int], TableShape] = {}
+
+    def host_seconds(self, shapes: list[TableShape], cached: np.ndarray) -> float:
+        """Calibrated host seconds of the host tables and the host-cached rows (needs ``host_cost``)."""
+        assert self.host_cost is not None
+        total = 0.0
+        for wl, s, h in zip(self.wls, shapes, cached):
+            row_bytes = wl.spec.row_bytes()
+            if s.on_host:
+                total += self.host_cost.seconds(wl.spec, wl.total_load, max(wl.rows.size, 1) * row_bytes)
+            elif h > 0:
+                total += self.host_cost.seconds(wl.spec, float(wl.load[:int(h)].sum()), int(h) * row_bytes)
+        return total
 
     def _candidates(self, wl: TableWorkload) -> list[tuple[int, int, int]]:
         spec = wl.spec
@@ -143,18 +155,6 @@ class LayoutSearch:
             raise PlanError(f"table {spec.name} needs {format_bytes(need)}, {format_bytes(self.n * self.capacity)} "
                             f"of MRAM free on {self.n} DPUs (at most one shard of a table per DPU)")
         return out
-
-    def host_seconds(self, shapes: list[TableShape], cached: np.ndarray) -> float:
-        """Calibrated host seconds of the host tables and the host-cached rows (needs ``host_cost``)."""
-        assert self.host_cost is not None
-        total = 0.0
-        for wl, s, h in zip(self.wls, shapes, cached):
-            row_bytes = wl.spec.row_bytes()
-            if s.on_host:
-                total += self.host_cost.seconds(wl.spec, wl.total_load, max(wl.rows.size, 1) * row_bytes)
-            elif h > 0:
-                total += self.host_cost.seconds(wl.spec, float(wl.load[:int(h)].sum()), int(h) * row_bytes)
-        return total
 
     def shape(self, t: int, parts: int, slices: int, cached: int, replicas: int = 1) -> TableShape:
         """Table ``t`` as ``parts x slices`` held ``replicas`` times with its top ``cached`` rows on the host."""
@@ -220,21 +220,17 @@ class LayoutSearch:
             host_bytes += served * wl.spec.row_bytes()
         if all(s.on_host for s in shapes):
             # CPU only: no DPU phase at all.
-            return perfmodel.PhaseTimes(0.0, 0.0, 0.0, 0.0, 0.0, self.host_seconds(shapes, cached), np.zeros(n))
+            zero = np.zeros(n)
+            return perfmodel.PhaseTimes(0.0, 0.0, 0.0, 0.0, 0.0, self.host_seconds(shapes, cached), zero)
         phases = self.model.batch(lookups=lookups, row_bytes=row_bytes, index_bytes=per_dpu[2],
-                                  output_bytes=per_dpu[3], reduce_elems=per_dpu[4],
-                                  host_merge_elems=sum(s.merge_elems for s in shapes),
-                                  host_cache_lookups=host_lookups,
-                                  host_cache_row_bytes=host_bytes / host_lookups if host_lookups else 0,
-                                  gap_bytes=per_dpu[5])
+                                output_bytes=per_dpu[3], reduce_elems=per_dpu[4],
+                                host_merge_elems=sum(s.merge_elems for s in shapes),
+                                host_cache_lookups=host_lookups,
+                                host_cache_row_bytes=host_bytes / host_lookups if host_lookups else 0,
+                                gap_bytes=per_dpu[5])
         if self.host_cost is not None:
             phases = dataclasses.replace(phases, host_cache_s=self.host_seconds(shapes, cached))
         return phases
-
-    def total(self, shapes: list[TableShape], cached: np.ndarray) -> float:
-        """The modeled batch seconds (infinite when the layout does not fit)."""
-        t = self.estimate(shapes, cached)
-        return math.inf if t is None else t.total_s
 
     def cpu_only(self) -> list[TableShape]:
         """Every table on the host CPU."""
@@ -246,8 +242,12 @@ class LayoutSearch:
         A DPU table's alternative is the whole table on the host; a host table's is the
         best DPU shape for it.  Needs ``host_cost``.
         """
+        def total(trial: list[TableShape], trial_cached: np.ndarray) -> float:
+            phases = self.estimate(trial, trial_cached)
+            return math.inf if phases is None else phases.total_s
+
         out: list[dict[str, float | str]] = []
-        base = self.total(shapes, cached)
+        base = total(shapes, cached)
         for t, s in enumerate(shapes):
             if s.on_host:
                 trials = []
@@ -256,14 +256,14 @@ class LayoutSearch:
                         continue
                     trial = list(shapes)
                     trial[t] = self.shape(t, k, c, 0, r)
-                    trials.append(self.total(trial, cached))
+                    trials.append(total(trial, cached))
                 host_s, dpu_s = base, min(trials, default=math.inf)
             else:
                 trial = list(shapes)
                 trial[t] = TableShape(*HOST)
                 trial_cached = cached.copy()
                 trial_cached[t] = 0
-                host_s, dpu_s = self.total(trial, trial_cached), base
+                host_s, dpu_s = total(trial, trial_cached), base
             out.append({"where": "host" if s.on_host else "dpus", "batch_s_on_dpus": dpu_s,
                         "batch_s_on_host": host_s,
                         "host_s_alone": self.host_cost.seconds(self.wls[t].spec, self.wls[t].total_load)
@@ -300,8 +300,8 @@ class LayoutSearch:
                     if (k, c, r) == current.key:
                         continue
                     # Host <-> DPU moves are always tried; locally, DPU shapes only next door.
-                    if local and k and current.parts and sum(
-                            abs(math.log2(a / b)) for a, b in zip((k, c, r), current.key)) > 1:
+                    if (local and k and current.parts
+                            and sum(abs(math.log2(a / b)) for a, b in zip((k, c, r), current.key)) > 1):
                         continue
                     trial = self.shape(t, k, c, int(cached[t]), r)
                     shapes[t] = trial
@@ -420,8 +420,11 @@ def search_layout(workloads: list[TableWorkload], model: CostModel, capacity: in
         return Layout(shapes, cached, best)
     cpu_only = search.cpu_only()
     no_cache = np.zeros(len(workloads), dtype=np.int64)
-    cpu_only_s = search.total(cpu_only, no_cache)
-    if search.total(shapes, cached) > cpu_only_s:
+    cpu_phases = search.estimate(cpu_only, no_cache)
+    assert cpu_phases is not None
+    cpu_only_s = cpu_phases.total_s
+    chosen = search.estimate(shapes, cached)
+    if chosen is None or chosen.total_s > cpu_only_s:
         shapes, cached, best = cpu_only, no_cache, search.score(cpu_only, no_cache)
     return Layout(shapes, cached, best, cpu_only_s, search.choices(shapes, cached))
 
@@ -438,7 +441,7 @@ def cached_for_level(wls: list[TableWorkload], shapes: list[TableShape], level: 
     for t, (wl, s) in enumerate(zip(wls, shapes)):
         if s.on_host or s.part_lookups <= 0:
             continue
-        allowed = level / (s.part_cost / s.part_lookups) * s.parts
+        allowed = level / (s.part_cost / s.part_lookups) * s.parts * s.replicas
         # suffix[h] = DPU lookups left when the top h rows are cached (non-increasing in h).
         suffix = np.r_[np.cumsum(wl.load[::-1])[::-1], 0.0] + wl.unranked
         cached[t] = min(int(np.searchsorted(-suffix, -allowed, side="left")), wl.rows.size)
