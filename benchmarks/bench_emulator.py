@@ -9,8 +9,9 @@ baselines taken in the same run, since the machine is shared):
 - rows/s of an embedding-bag gather kernel on 64 DPUs x 16 tasklets (each
   lookup: DMA one 256-byte row, dim 64 fp32, MRAM->WRAM and add it into a
   WRAM accumulator), as a ratio to torch.nn.functional.embedding_bag
-  (mode="sum") on the same rows, bags and core count.  The kernel's result
-  is checked against torch.
+  (mode="sum", the like-for-like baseline of fp32 rows) on the same rows, bags
+  and core count; both best of >= 5 with their spread, the ratio with its range
+  and a verdict only outside it.  The kernel's result is checked against torch.
 
 Run::
 
@@ -34,7 +35,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from updlrm.baselines import Comparison, Timing, time_call
 from updlrm.emulator import DpuSet, compile_dpu_program
+from updlrm.partitioner.host_cost import cpu_model
 
 DIM = 64
 ROW_BYTES = DIM * 4
@@ -138,6 +141,11 @@ def _time_launch(dpus: DpuSet, repeats: int) -> float:
     return min(samples)
 
 
+def _launch_timing(dpus: DpuSet, repeats: int) -> Timing:
+    """Every sample of ``repeats`` (>= 5) synchronous launches, for the ratio's spread."""
+    return time_call(dpus.launch, repeats=repeats, warmup=0, min_total_s=0.0)
+
+
 def bench_switch(tmp: Path, rounds: int, repeats: int) -> dict:
     binary = _build(tmp, "switch", SWITCH_KERNEL, 2)
     empty = _build(tmp, "empty2", EMPTY_KERNEL, 2)
@@ -190,7 +198,8 @@ def bench_gather(tmp: Path, nr_dpus: int, tasklets: int, rows: int, lookups: int
         dpus.copy_to("nr_lookups", np.array([lookups], np.uint32))
         dpus.push_to("__sys_used_mram_end", buffers)
         dpus.launch()  # warm-up: page tables of the workers' MRAM mappings
-        emulator_seconds = _time_launch(dpus, repeats)
+        emulator = _launch_timing(dpus, repeats)
+        emulator_seconds = emulator.best
         got = dpus.copy_from("result", tasklets * DIM * 4).view(np.float32).reshape(nr_dpus * tasklets, DIM)
         workers = dpus.nr_workers
         counters = dpus.counters()
@@ -201,12 +210,12 @@ def bench_gather(tmp: Path, nr_dpus: int, tasklets: int, rows: int, lookups: int
     offsets = torch.arange(0, nr_dpus * tasklets * lookups, lookups, dtype=torch.int64)
     reference = torch.nn.functional.embedding_bag(indices, weight, offsets, mode="sum")
     np.testing.assert_allclose(got, reference.numpy(), rtol=1e-4, atol=1e-3)
-    torch_samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.nn.functional.embedding_bag(indices, weight, offsets, mode="sum")
-        torch_samples.append(time.perf_counter() - start)
-    torch_seconds = min(torch_samples)
+    # The like-for-like baseline of fp32 rows (updlrm.baselines: fp32 embedding_bag), best
+    # of >= 5 in the same run, spread kept; the ratio's verdict only outside the spread.
+    cpu = time_call(lambda: torch.nn.functional.embedding_bag(indices, weight, offsets, mode="sum"),
+                    repeats=repeats, min_total_s=0.0)
+    torch_seconds = cpu.best
+    comparison = Comparison(cpu, emulator)
     total = nr_dpus * tasklets * lookups
     assert int(counters["mram_read_count"].sum()) >= total
     return {
@@ -223,6 +232,11 @@ def bench_gather(tmp: Path, nr_dpus: int, tasklets: int, rows: int, lookups: int
         "emulator_rows_per_second": total / emulator_seconds,
         "torch_rows_per_second": total / torch_seconds,
         "ratio_to_torch": (total / emulator_seconds) / (total / torch_seconds),
+        "ratio_range": list(comparison.ratio_range),
+        "verdict_vs_torch": comparison.verdict,
+        "baseline": "torch fp32 embedding_bag",
+        "torch_timing": {**cpu.to_dict(), "spread": cpu.spread},
+        "emulator_timing": {**emulator.to_dict(), "spread": emulator.spread},
         "modelled_dpu_cycles_max": int(counters["last_launch_cycles"].max()),
     }
 
@@ -246,7 +260,7 @@ def main() -> None:
     gather = sweep[len(sweep) // 2]
     result = {
         "benchmark": "emulator",
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+        "machine": {"cpu_model": cpu_model(), "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "torch": torch.__version__},
         "quick": args.quick,
         "tasklet_switch": switch,
@@ -255,19 +269,23 @@ def main() -> None:
         "gather_sweep_rows_per_dpu": sweep,
         "goal_ratio_to_torch": 0.3,
     }
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} CPUs (shared with other jobs: spreads are shown)")
     print(f"tasklet switch: {switch['ns_per_switch']:.1f} ns ({switch['switches_per_launch']} switches per launch)")
     print("mram_read: " + ", ".join(f"{size} B {ns:.1f} ns" for size, ns in dma["ns_per_mram_read"].items()))
     for point in sweep:
         print(
             f"  rows/DPU {point['rows_per_dpu']:6d} ({point['rows_per_dpu'] * ROW_BYTES >> 10} KiB): emulator "
             f"{point['emulator_rows_per_second'] / 1e6:.1f} M rows/s, torch {point['torch_rows_per_second'] / 1e6:.1f} "
-            f"M rows/s, ratio {point['ratio_to_torch']:.2f}"
+            f"M rows/s, ratio {point['ratio_to_torch']:.2f} (range {point['ratio_range'][0]:.2f}-"
+            f"{point['ratio_range'][1]:.2f}; spread torch {point['torch_timing']['spread']:+.0%}, emulator "
+            f"{point['emulator_timing']['spread']:+.0%})"
         )
     print(
         f"gather {gather['nr_dpus']} DPUs x {gather['tasklets']} tasklets, {gather['lookups_total']} rows of "
         f"{ROW_BYTES} B, {gather['rows_per_dpu']} rows/DPU: emulator {gather['emulator_rows_per_second'] / 1e6:.1f} M rows/s "
         f"({gather['workers']} workers), torch embedding_bag {gather['torch_rows_per_second'] / 1e6:.1f} M rows/s "
-        f"({gather['torch_threads']} threads), ratio {gather['ratio_to_torch']:.2f} (goal >= 0.3); "
+        f"({gather['torch_threads']} threads), ratio {gather['ratio_to_torch']:.2f} (range {gather['ratio_range'][0]:.2f}-{gather['ratio_range'][1]:.2f}: "
+        f"{gather['verdict_vs_torch']}; goal >= 0.3); "
         f"empty launch {gather['empty_launch_seconds'] * 1e3:.2f} ms"
     )
     args.output.parent.mkdir(parents=True, exist_ok=True)

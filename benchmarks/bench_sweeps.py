@@ -2,10 +2,12 @@
 
 For every workload point (one parameter varied around a base config):
 
-* torch: ``torch.nn.functional.embedding_bag``, one call per table (what torchrec's
-  EmbeddingBagCollection does on CPU), float32 weights, the best time over torch's default
-  thread count and 1 thread (``updlrm.bench.time_torch``: >= 5 runs each after 2 warm-up calls), timed on the same
-  batches in the same run, with torch's default thread count on this machine;
+* torch: the like-for-like CPU baseline (``updlrm.baselines.CpuBaseline``), one call per
+  table (what torchrec's EmbeddingBagCollection does on CPU): fp32 rows on
+  ``torch.nn.functional.embedding_bag``, int8 rows on torch's quantized byte-rowwise bag
+  over the same quantized rows, int32 on ``embedding_bag`` over the dequantized rows; the
+  best time over torch's default thread count and 1 thread (>= 5 runs each after 2
+  warm-up calls, median and worst kept), timed on the same batches in the same run;
 * updlrm: the batches run on the built-in emulator with ``--emulate-dpus`` DPUs and are
   checked against torch (float32 ``assert_close`` tolerances);
 * hardware estimate: for each DPU count N, the exact per-DPU work of the batch under
@@ -15,8 +17,10 @@ For every workload point (one parameter varied around a base config):
   emulation is needed; on the emulated DPU count the derivation is compared with the
   engine's own counters for every batch (``derivation_checked`` in the JSON).
 
-Speedup = torch CPU time / modeled UPMEM batch latency (perfmodel ``total_s``: push,
-launch, kernel, pull, host merge, host-cache overlap).  ``estimate_s`` adds the host
+Speedup = torch CPU time (best) / modeled UPMEM batch latency (perfmodel ``total_s``: push,
+launch, kernel, pull, host merge, host-cache overlap), with ``speedup_range`` over the
+baseline's best and median and a ``verdict`` only when the range is on one side of 1
+(``updlrm.baselines.Comparison``; the table's "winner" column says "-" otherwise).  ``estimate_s`` adds the host
 work the model leaves out (validation and routing measured here, merge scaled to N's
 partial sums); its speedup is reported beside.  Below 1 the CPU wins: every sweep
 marks where that changes (``crossovers``).
@@ -49,7 +53,15 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from updlrm import perfmodel  # noqa: E402
-from updlrm.bench import bench_plan, check_close, end_to_end_estimate, time_torch, torch_embedding_bags  # noqa: E402
+from updlrm.baselines import Comparison, CpuBaseline  # noqa: E402
+from updlrm.bench import (  # noqa: E402
+    baseline_name,
+    bench_plan,
+    check_close,
+    end_to_end_estimate,
+    mean_timing,
+    torch_embedding_bags,
+)
 from updlrm.partitioner.batch_work import derive_work  # noqa: E402
 from updlrm.partitioner.workloads import synthetic_trace  # noqa: E402
 from updlrm.perfmodel import DEFAULT_HARDWARE_PROFILE as DEFAULT_PROFILE  # noqa: E402
@@ -119,6 +131,8 @@ class TableSet:
         else:  # the exact values the DPUs hold, dequantised: the reference must see the same rows
             del values
             self.weights = [torch.from_numpy(self.tbe.weights(t)) for t in range(len(self.specs))]
+        # The timed baseline reads the rows the DPUs hold, in each format's torch op.
+        self.baseline = CpuBaseline(self.specs, self.tbe._stored)
 
     def plan(self, n: int, key: str = "row_wise"):
         if key != "row_wise":
@@ -161,8 +175,9 @@ def run_point(ts: TableSet, cfg: dict, dpu_counts: list[int], batches: int, prof
             derived_here = derive_work(ts.plan(ts.emulate), idx, off, psw,
                                        router_cache=ts.routers.setdefault(("row_wise", ts.emulate), {}))
             checked &= stats.nr_launches == 1 and not work_mismatch(derived_here, stats.work())
-        t_s, ref = time_torch(ts.weights, idx, off, B, psw)
-        torch_times.append(t_s)
+        ref = torch_embedding_bags(ts.weights, idx, off, B, psw).numpy()
+        timing, _ = ts.baseline.time(idx, off, B, psw)
+        torch_times.append(timing)
         err, good = check_close(out, ref)
         errs.append(err)
         ok &= good
@@ -175,8 +190,10 @@ def run_point(ts: TableSet, cfg: dict, dpu_counts: list[int], batches: int, prof
                 p = profile_work(work, profile)
             scale = p.work.host_merge_elems / here.work.host_merge_elems if here.work.host_merge_elems else 1.0
             per_n[n].append((p, end_to_end_estimate(p.modeled, here.measured_s, scale)))
-    # The best batch: torch's times on a shared machine carry stalls the minimum filters out.
-    torch_s = float(np.min(torch_times))
+    # Per batch best of >= 5 (stalls on a shared machine are what the minimum filters out),
+    # averaged over batches; the median and worst stay in the spread.
+    cpu = mean_timing(torch_times)
+    torch_s = cpu.best
     modeled = {}
     for n, entries in per_n.items():
         rows = [model_entry(p, torch_s, e) for p, e in entries]
@@ -186,8 +203,13 @@ def run_point(ts: TableSet, cfg: dict, dpu_counts: list[int], batches: int, prof
         total = modeled[str(n)]["total_s"]
         modeled[str(n)]["speedup"] = torch_s / total if total > 0 else None
         modeled[str(n)]["speedup_estimate"] = torch_s / modeled[str(n)]["estimate_s"]
+        if total > 0:
+            comparison = Comparison(cpu, total)
+            modeled[str(n)]["speedup_range"] = list(comparison.ratio_range)
+            modeled[str(n)]["verdict"] = comparison.verdict
     return {
         "config": dict(cfg), "lookups_per_batch": float(trace.num_lookups / batches), "torch_s": torch_s,
+        "torch_timing": {**cpu.to_dict(), "spread": cpu.spread}, "baseline": baseline_name(ts.specs),
         "emulator_wall_s": float(np.mean(walls)), "emulated_dpus": ts.emulate,
         "measured_host_s": {k: float(np.mean([m[k] for m in measured])) for k in measured[0]},
         "max_abs_err": float(max(errs)), "passed": bool(ok), "derivation_checked": bool(checked) if plan_key == "row_wise" else None,
@@ -288,8 +310,10 @@ def run_sweeps(setup: dict, *, profile: str = DEFAULT_PROFILE, seed: int = 0, pa
         part_counts = list(setup["partitioner_dpus"])
         for n in part_counts:
             say(f"[{time.perf_counter() - started:6.1f} s] partitioner plan for {n} DPUs (built on held-out batches of the same workload)")
+            # host_cpu="off": this sweep models DPU plans against the CPU; a plan that puts
+            # tables on the host is the planner's own comparison (`updlrm plan`).
             ts.plans[("partitioner", n)] = build_plan(ts.specs, trace, Topology(n), profile=profile, seed=seed,
-                                                      progress=False)
+                                                      progress=False, host_cpu="off")
         # Correctness of the partitioner plan on the emulator (its own module, same weights).
         emulated_part = None
         if emulate in part_counts:
@@ -345,7 +369,9 @@ def summarize(doc: dict) -> list[dict]:
                          f"upmem_{hi}_ms": pt["modeled"][hi]["total_s"] * 1e3,
                          f"speedup_{lo}": pt["modeled"][lo]["speedup"], f"speedup_{hi}": pt["modeled"][hi]["speedup"],
                          f"speedup_estimate_{hi}": pt["modeled"][hi]["speedup_estimate"],
-                         "winner_at_" + hi: "DPUs" if pt["modeled"][hi]["speedup"] > 1 else "CPU",
+                         "torch_spread": pt["torch_timing"]["spread"],
+                         "winner_at_" + hi: {"DPUs win": "DPUs", "CPU wins": "CPU"}.get(
+                             pt["modeled"][hi].get("verdict", ""), "- (within the spread)"),
                          "passed": pt["passed"]})
     return rows
 
@@ -501,10 +527,11 @@ def plot(doc: dict, stem: pathlib.Path) -> list[pathlib.Path]:
 def print_summary(doc: dict) -> None:
     counts = doc["meta"]["dpu_counts"]
     lo, hi = str(counts[0]), str(counts[-1])
-    print(f"\n{'sweep':<11}{'value':>8}{'torch CPU':>12}{'UPMEM ' + lo:>12}{'UPMEM ' + hi:>12}"
+    print("\nCPU baseline timed here (best of >= 5 per batch; spread = worst/best - 1 of the baseline)")
+    print(f"\n{'sweep':<11}{'value':>8}{'torch CPU':>12}{'spread':>9}{'UPMEM ' + lo:>12}{'UPMEM ' + hi:>12}"
           f"{'speedup ' + lo:>14}{'speedup ' + hi:>14}  winner @{hi}")
     for r in doc["summary"]:
-        print(f"{r['sweep']:<11}{str(r['value']):>8}{r['torch_ms']:>10.3f}ms{r[f'upmem_{lo}_ms']:>10.3f}ms"
+        print(f"{r['sweep']:<11}{str(r['value']):>8}{r['torch_ms']:>10.3f}ms{r['torch_spread']:>+9.0%}{r[f'upmem_{lo}_ms']:>10.3f}ms"
               f"{r[f'upmem_{hi}_ms']:>10.3f}ms{r[f'speedup_{lo}']:>13.3f}x{r[f'speedup_{hi}']:>13.3f}x  "
               f"{r['winner_at_' + hi]}{'' if r['passed'] else '  (WRONG RESULT)'}")
     print("\nWhere the model says the winner changes (perfmodel total vs torch CPU):")

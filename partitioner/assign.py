@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from updlrm.partitioner.cost import CostModel, partial_bytes
+from updlrm.partitioner.cost import CostModel
 from updlrm.partitioner.expected_loads import TableWorkload
 from updlrm.partitioner.routing import SliceRouter, host_mask
 from updlrm.partitioner.rows import RowPart
@@ -40,30 +40,35 @@ def assign_dpus(tables: list[TableSpec], wls: list[TableWorkload], parts_by_tabl
                 trace: Trace) -> list[Shard]:
     """Longest-processing-time first: each part onto the cheapest DPU with room and no part of its table.
 
-    Every row part of table ``t`` becomes one shard per column slice of ``shapes[t]``;
+    Every row part of table ``t`` becomes one shard per column slice and replica of
+    ``shapes[t]`` (the replicas of a part are listed in replica order, so that sample
+    ``b`` meets replica ``b mod r`` of every part: one group of DPUs per bag);
     a shard's cost is what :meth:`~updlrm.partitioner.cost.CostModel.part_cost` gives for
     the lookups and bags the trace routes to its part (:func:`part_traffic`).  Raises
     :class:`~updlrm.plan.PlanError` naming the table when a shard fits on no DPU.
     """
-    items = []  # (cost, table, part, first column, end column, MRAM bytes)
+    items = []  # (cost, table, part, replica, first column, end column, MRAM bytes)
     for t, parts in enumerate(parts_by_table):
         spec = tables[t]
+        replicas = shapes[t].replicas
         lookups, touched = part_traffic(wls[t], parts, host_rows.get(t), trace)
+        lookups, touched = lookups / replicas, touched / replicas
         bounds = column_bounds(spec, shapes[t].slices)
         for lo, hi in zip(bounds[:-1], bounds[1:]):
             rb = padded_row_bytes(hi - lo, spec.row_format)
-            out_b = partial_bytes(hi - lo)
+            out_b = model.partial_bytes(t, hi - lo)
             idx = model.index_bytes(lookups, touched)
             cost = model.part_cost(lookups, np.full(len(parts), rb), idx, touched * out_b,
                                    lookups * (hi - lo) * model.elem_factor[t])
             for p, part in enumerate(parts):
-                items.append((float(cost[p]), t, p, lo, hi, len(part.rows) * rb))
-    items.sort(key=lambda it: (-it[0], it[1], it[2], it[3]))
+                for rep in range(replicas):
+                    items.append((float(cost[p]), t, p, rep, lo, hi, len(part.rows) * rb))
+    items.sort(key=lambda it: (-it[0], -it[6], it[1], it[2], it[3], it[4]))
     dpu_cost = np.zeros(n)
     dpu_free = np.full(n, capacity, dtype=np.int64)
     holds = np.zeros((len(tables), n), dtype=bool)
-    placed: dict[tuple[int, int, int], int] = {}
-    for part_cost, t, p, lo, _hi, nbytes in items:
+    placed: dict[tuple[int, int, int, int], int] = {}
+    for part_cost, t, p, rep, lo, _hi, nbytes in items:
         eligible = ~holds[t] & (dpu_free >= nbytes)
         if not eligible.any():
             spec = tables[t]
@@ -74,13 +79,14 @@ def assign_dpus(tables: list[TableSpec], wls: list[TableWorkload], parts_by_tabl
         dpu_cost[d] += part_cost
         dpu_free[d] -= nbytes
         holds[t, d] = True
-        placed[(t, p, lo)] = d
+        placed[(t, p, rep, lo)] = d
     shards = []
     for t, parts in enumerate(parts_by_table):
         bounds = column_bounds(tables[t], shapes[t].slices)
         for p, part in enumerate(parts):
-            for lo, hi in zip(bounds[:-1], bounds[1:]):
-                shards.append(Shard(t, placed[(t, p, lo)], lo, hi, part.rows))
+            for rep in range(shapes[t].replicas):
+                for lo, hi in zip(bounds[:-1], bounds[1:]):
+                    shards.append(Shard(t, placed[(t, p, rep, lo)], lo, hi, part.rows))
     return shards
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from updlrm import abi, perfmodel
+from updlrm.partitioner.cost import dpu_input_bytes, dpu_output_bytes
 from updlrm.partitioner.routing import SliceRouter, column_slices, host_mask
 from updlrm.plan import Plan, PlanError
 from updlrm.specs import TableSpec
@@ -145,9 +146,8 @@ def derive_work(plan: Plan, indices: ArrayLike, offsets: ArrayLike, per_sample_w
     out_bytes = np.bincount(owner, weights=partial_prefix[last + 1] - partial_prefix[first], minlength=n)
     merge_elems = int((dim_prefix[last + 1] - dim_prefix[first]).sum())
 
-    in_bytes = (abi.HEADER_BYTES + _pad8(lookups * abi.LOCAL_ROW_BYTES)
-                + (_pad8(lookups * abi.WEIGHT_BYTES) if weighted else 0) + segments * abi.SEGMENT_BYTES)
-    out_bytes = out_bytes.astype(np.int64) + abi.STATUS_BYTES
+    in_bytes = dpu_input_bytes(lookups, segments, weighted).astype(np.int64)
+    out_bytes = dpu_output_bytes(out_bytes).astype(np.int64)
     static = plan.mram_bytes_per_dpu() + abi.SHARD_BYTES * np.bincount(dpu_of_shard, minlength=n)
     batch_offset = int(_pad8(static.max(initial=0)))
     per_rank = plan.topology.dpus_per_rank

@@ -100,11 +100,15 @@ def plan_group() -> None:
 @click.option("--cache", type=click.Choice(["auto", "replicate", "host", "none"]), default="auto", show_default=True)
 @click.option("--graph", type=click.Choice(["auto", "hypergraph", "graph", "none"]), default="auto", show_default=True)
 @click.option("--host-cache-mb", type=click.FloatRange(0), default=256, show_default=True, help="Host cache budget.")
+@click.option("--host-cpu", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
+              help="auto: tables may go whole to the host CPU (cost calibrated on this machine, cached) and the "
+                   "plan never models slower than the CPU alone; off: DPUs and the host cache only.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="Plan JSON to write.")
 @click.option("--save-trace", type=click.Path(dir_okay=False), default=None, help="Also save the trace (.npz).")
 @click.option("--quiet", is_flag=True, help="No progress bar, no summary.")
 def build_command(tables_spec, dim, max_rows, trace_path, synthetic, batch_size, batches, pooling, alpha,
-                  co_occurrence, seed, dpus, profile, cache, graph, host_cache_mb, output, save_trace, quiet):
+                  co_occurrence, seed, dpus, profile, cache, graph, host_cache_mb, host_cpu, output, save_trace,
+                  quiet):
     """Build a workload-aware plan and write it (JSON + .npz beside it)."""
     from updlrm.partitioner.placement import build_plan
     from updlrm.partitioner.summary import plan_summary
@@ -119,7 +123,7 @@ def build_command(tables_spec, dim, max_rows, trace_path, synthetic, batch_size,
     if save_trace:
         trace.save(save_trace)
     plan = build_plan(tables, trace, Topology(dpus), profile=profile, cache=cache, graph=graph,
-                      host_cache_bytes=int(host_cache_mb * 1e6), seed=seed, progress=not quiet)
+                      host_cache_bytes=int(host_cache_mb * 1e6), seed=seed, host_cpu=host_cpu, progress=not quiet)
     path = plan.save(output)
     if not quiet:
         click.echo(plan_summary(plan))
@@ -152,13 +156,15 @@ def show_command(plan_path, png):
 def evaluate_command(plan_path, trace_path, synthetic, batch_size, batches, pooling, alpha, co_occurrence, seed,
                      profile, png, json_path):
     """Route a trace (any, not only the one the plan was built from) through a plan and model it."""
+    from updlrm.partitioner.host_cost import apply_host_cost
     from updlrm.partitioner.placement import evaluate_plan
     from updlrm.partitioner.summary import plan_summary, plot_load
 
     _check_output_dirs(("--png", png), ("--json", json_path))
     plan = Plan.load(plan_path)
     trace = _get_trace(plan.tables, trace_path, synthetic, batch_size, batches, pooling, alpha, co_occurrence, seed)
-    report = evaluate_plan(plan, trace, profile)
+    # Host rows priced by the host cost model the plan recorded (when it has one).
+    report = apply_host_cost(evaluate_plan(plan, trace, profile), plan, trace)
     click.echo(plan_summary(plan, report))
     if trace.hash() != plan.workload_hash:
         click.echo(f"(trace {trace.hash()} is not the one the plan was built for, {plan.workload_hash})")

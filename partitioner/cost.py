@@ -4,28 +4,28 @@
 a whole batch (:func:`updlrm.perfmodel.model_batch`) from the work a layout implies.
 The layout search, the DPU assignment and the routed estimate of the evaluator share it.
 
-The planner's byte model (what the search and :func:`assign_dpus` see) is simpler than
-the runtime's ABI (``dpu_kernels/embedding_bag_abi.h``, mirrored in :mod:`updlrm.abi`);
-the evaluator counts the engine's exact bytes instead whenever it can
-(:func:`updlrm.partitioner.batch_work.derive_work`).  Where the two agree the numbers
-come from :mod:`updlrm.abi`; where they differ the planner's number is kept as it is
-here and named below (to be reconciled with the ABI by a later change):
+The planner counts bytes as the runtime's ABI does (``dpu_kernels/embedding_bag_abi.h``,
+mirrored in :mod:`updlrm.abi`; the one home of the rules is :func:`dpu_input_bytes` and
+:func:`dpu_output_bytes`, which :func:`updlrm.partitioner.batch_work.derive_work` uses too):
 
-* per lookup: a 4-byte local row (+ a 4-byte weight when weighted) -- as the ABI,
-  except that the ABI pads each array to 8 bytes;
-* per touched bag (and once per part): :data:`OFFSET_BYTES_PER_BAG` = 4 bytes; the
-  ABI sends one 8-byte ``eb_segment`` per (bag, shard) run of lookups, plus a 616-byte
-  ``eb_batch_header`` per DPU;
-* partial sums: :data:`PARTIAL_ELEMENT_BYTES` = 4 bytes per element whatever the
-  format; the ABI's accumulators are 8 bytes for int32 rows and for weighted integer
-  rows (``RowFormat.accumulator_bytes``), and the DPU also returns a 24-byte status.
+* a DPU receives a 616-byte ``eb_batch_header``, its local rows (4 bytes a lookup, and
+  4-byte weights when weighted, each array padded to 8) and one 8-byte ``eb_segment``
+  per (bag, shard) run of lookups;
+* it returns a 24-byte status and one partial sum per segment and tasklet the segment
+  spans, of ``abi.partial_bytes`` (4-byte accumulators for fp32 and unweighted int8
+  rows, 8-byte for int32 and weighted integer rows).
+
+Only the tasklet splits are an expectation here (a DPU's lookups are cut into
+``nr_tasklets`` equal ranges; a cut inside a segment adds one partial sum,
+:func:`tasklet_splits`); :func:`~updlrm.partitioner.batch_work.derive_work` counts them
+exactly for a concrete batch.
 
 Example:
     >>> from updlrm.specs import TableSpec
     >>> hw = perfmodel.get_profile("upmem-350mhz-2556", nr_dpus=4)
     >>> m = CostModel([TableSpec("a", 10, 8)], hw, 4, weighted=False, nr_tasklets=16, loads=[1.0])
-    >>> m.index_bytes(10, 2).tolist(), partial_bytes(3)
-    (52, 16)
+    >>> m.index_bytes(10, 2).tolist(), m.partial_bytes(0, 3)
+    (56.0, 16)
 """
 
 from __future__ import annotations
@@ -38,15 +38,7 @@ from numpy.typing import ArrayLike
 from updlrm import abi, perfmodel
 from updlrm.specs import TableSpec
 
-__all__ = ["CostModel", "OFFSET_BYTES_PER_BAG", "PARTIAL_ELEMENT_BYTES", "lookup_bytes", "partial_bytes"]
-
-# The planner's model of a DPU's index input: per touched bag (and once per part) one
-# 4-byte word.  Not the ABI's 8-byte eb_segment per (bag, shard) run (see the module doc).
-OFFSET_BYTES_PER_BAG = 4
-# The planner's model of partial sums: 4 bytes per element whatever the row format.
-# The ABI's accumulators (abi.accumulator_bytes) are 8 bytes for int32 and weighted
-# integer rows (see the module doc).
-PARTIAL_ELEMENT_BYTES = 4
+__all__ = ["CostModel", "dpu_input_bytes", "dpu_output_bytes", "lookup_bytes", "partial_bytes", "tasklet_splits"]
 
 
 def lookup_bytes(weighted: bool) -> int:
@@ -58,15 +50,60 @@ def lookup_bytes(weighted: bool) -> int:
     return abi.LOCAL_ROW_BYTES + (abi.WEIGHT_BYTES if weighted else 0)
 
 
-def partial_bytes(dim: float) -> int:
-    """Bytes of one partial sum of ``dim`` elements in the planner's model, padded to 8.
+def partial_bytes(spec: TableSpec, weighted: bool, dim: float) -> int:
+    """Bytes of one partial sum of ``dim`` elements of ``spec``'s rows (``abi.partial_bytes``).
 
-    ``dim`` may be a mean slice width (a fraction).
+    ``dim`` may be a mean slice width (a fraction: rounded up).
 
-    >>> partial_bytes(3), partial_bytes(8.5)
-    (16, 40)
+    >>> from updlrm.specs import RowFormat
+    >>> partial_bytes(TableSpec("a", 1, 3), False, 3), partial_bytes(TableSpec("q", 1, 3, row_format=RowFormat.INT32), False, 3)
+    (16, 24)
     """
-    return math.ceil(dim * PARTIAL_ELEMENT_BYTES / 8) * 8
+    return abi.partial_bytes(spec.row_format.abi_code, weighted, math.ceil(dim))
+
+
+def _pad8(n: ArrayLike) -> np.ndarray:
+    return np.ceil(np.asarray(n, dtype=np.float64) / abi.DMA_ALIGNMENT) * abi.DMA_ALIGNMENT
+
+
+def dpu_input_bytes(lookups: ArrayLike, segments: ArrayLike, weighted: bool) -> np.ndarray:
+    """Bytes a DPU receives for a launch: header, local rows (and weights), each padded to 8, and segments.
+
+    The host runtime's rule (``host/eb_host.c``), sizes from :mod:`updlrm.abi`.
+
+    >>> dpu_input_bytes([3, 0], [2, 0], False).tolist()
+    [648.0, 616.0]
+    """
+    lookups = np.asarray(lookups, dtype=np.float64)
+    out = abi.HEADER_BYTES + _pad8(lookups * abi.LOCAL_ROW_BYTES) + np.asarray(segments) * abi.SEGMENT_BYTES
+    if weighted:
+        out = out + _pad8(lookups * abi.WEIGHT_BYTES)
+    return np.asarray(out, dtype=np.float64)
+
+
+def dpu_output_bytes(partial_sum_bytes: ArrayLike) -> np.ndarray:
+    """Bytes a DPU returns: its status block and its partial sums (``partial_sum_bytes`` in all).
+
+    >>> dpu_output_bytes([32, 0]).tolist()
+    [56.0, 24.0]
+    """
+    return np.asarray(partial_sum_bytes, dtype=np.float64) + abi.STATUS_BYTES
+
+
+def tasklet_splits(lookups: ArrayLike, segments: ArrayLike, nr_tasklets: int) -> np.ndarray:
+    """Expected extra partial sums of a DPU whose ``lookups`` in ``segments`` runs are cut among ``nr_tasklets``.
+
+    Each of the ``min(T, lookups) - 1`` cuts adds a partial sum unless it falls on a
+    segment boundary, which ``segments - 1`` of the ``lookups - 1`` gaps are.
+
+    >>> tasklet_splits([16, 16, 1], [16, 1, 1], 16).tolist()
+    [0.0, 15.0, 0.0]
+    """
+    lookups = np.asarray(lookups, dtype=np.float64)
+    segments = np.asarray(segments, dtype=np.float64)
+    cuts = np.maximum(np.minimum(float(nr_tasklets), lookups) - 1.0, 0.0)
+    inside = np.divide(lookups - segments, lookups - 1.0, out=np.zeros_like(lookups), where=lookups > 1)
+    return np.asarray(cuts * np.clip(inside, 0.0, 1.0))
 
 
 class CostModel:
@@ -80,6 +117,7 @@ class CostModel:
     def __init__(self, tables: list[TableSpec], profile: perfmodel.HardwareProfile, nr_dpus: int,
                  weighted: bool, nr_tasklets: int, loads: list[float]) -> None:
         self.profile = profile
+        self.tables = list(tables)
         self.nr_dpus = nr_dpus
         self.weighted = weighted
         self.nr_tasklets = nr_tasklets
@@ -99,10 +137,18 @@ class CostModel:
                                     - profile.xfer_fixed_overhead_s) / probe
 
     def index_bytes(self, lookups: ArrayLike, touched_bags: ArrayLike) -> np.ndarray:
-        """Index bytes a part receives for ``lookups`` lookups of ``touched_bags`` bags."""
-        out: np.ndarray = (np.asarray(lookups) * lookup_bytes(self.weighted)
-                           + (np.asarray(touched_bags) + 1) * OFFSET_BYTES_PER_BAG)
+        """Index bytes a part adds to its DPU's input for ``lookups`` lookups of ``touched_bags`` bags.
+
+        One segment per touched bag; the DPU's header and padding are added once per DPU
+        (:meth:`work`).
+        """
+        out: np.ndarray = (np.asarray(lookups, dtype=np.float64) * lookup_bytes(self.weighted)
+                           + np.asarray(touched_bags, dtype=np.float64) * abi.SEGMENT_BYTES)
         return out
+
+    def partial_bytes(self, t: int, dim: float) -> int:
+        """Bytes of one partial sum of ``dim`` elements of table ``t`` (:func:`partial_bytes`)."""
+        return partial_bytes(self.tables[t], self.weighted, dim)
 
     def kernel_s(self, lookups: ArrayLike, row_bytes: ArrayLike, index_bytes: ArrayLike, output_bytes: ArrayLike,
                  reduce_elems: ArrayLike) -> np.ndarray:
@@ -122,22 +168,44 @@ class CostModel:
 
     def work(self, *, lookups: ArrayLike, row_bytes: ArrayLike, index_bytes: ArrayLike, output_bytes: ArrayLike,
              reduce_elems: ArrayLike, host_merge_elems: float, host_cache_lookups: float,
-             host_cache_row_bytes: float) -> perfmodel.BatchWork:
-        """A :class:`~updlrm.perfmodel.BatchWork` in this model's format, weighting and tasklets."""
+             host_cache_row_bytes: float, gap_bytes: ArrayLike | None = None) -> perfmodel.BatchWork:
+        """A :class:`~updlrm.perfmodel.BatchWork` in this model's format, weighting and tasklets.
+
+        ``index_bytes``/``output_bytes`` are per DPU the sums of its parts' bytes
+        (:meth:`index_bytes`; one partial sum per segment); the header, the padding, the
+        status block and the expected tasklet splits (:func:`tasklet_splits`) are added
+        here, as the runtime adds them once per DPU.  A cut falls into a segment in
+        proportion to its length, so a split's expected bytes are ``gap_bytes`` (per DPU,
+        the sum over its segments of ``(lookups - 1) x partial bytes``) over the DPU's
+        ``lookups - 1`` gaps; without ``gap_bytes`` every segment counts alike.
+        """
         def counts(values: ArrayLike) -> np.ndarray:
             return np.asarray(values, dtype=np.float64)
 
+        n_look = counts(lookups)
+        segment_bytes = np.maximum(counts(index_bytes) - n_look * lookup_bytes(self.weighted), 0.0)
+        seg = segment_bytes / abi.SEGMENT_BYTES
+        in_bytes = dpu_input_bytes(n_look, seg, self.weighted)
+        out = counts(output_bytes)
+        splits = tasklet_splits(n_look, seg, self.nr_tasklets)
+        if gap_bytes is None:
+            per_split = np.divide(out, seg, out=np.zeros_like(out), where=seg > 0)
+        else:
+            gaps = n_look - seg
+            per_split = np.divide(counts(gap_bytes), gaps, out=np.zeros_like(out), where=gaps > 0)
+        out_bytes = dpu_output_bytes(out + splits * per_split)
         return perfmodel.BatchWork(
-            lookups=counts(lookups), row_bytes=counts(row_bytes), index_bytes=counts(index_bytes),
-            output_bytes=counts(output_bytes), reduce_elems=counts(reduce_elems), row_format=self.row_format, weighted=self.weighted,
-            nr_tasklets=self.nr_tasklets, host_merge_elems=int(round(host_merge_elems)),
+            lookups=n_look, row_bytes=counts(row_bytes), index_bytes=in_bytes,
+            output_bytes=out_bytes, reduce_elems=counts(reduce_elems), row_format=self.row_format,
+            weighted=self.weighted, nr_tasklets=self.nr_tasklets, host_merge_elems=int(round(host_merge_elems)),
             host_cache_lookups=int(round(host_cache_lookups)), host_cache_row_bytes=int(round(host_cache_row_bytes)))
 
     def batch(self, *, lookups: ArrayLike, row_bytes: ArrayLike, index_bytes: ArrayLike, output_bytes: ArrayLike,
               reduce_elems: ArrayLike, host_merge_elems: float, host_cache_lookups: float,
-              host_cache_row_bytes: float) -> perfmodel.PhaseTimes:
+              host_cache_row_bytes: float, gap_bytes: ArrayLike | None = None) -> perfmodel.PhaseTimes:
         """Modeled phases of a batch: :meth:`work` through :func:`~updlrm.perfmodel.model_batch`."""
         work = self.work(lookups=lookups, row_bytes=row_bytes, index_bytes=index_bytes, output_bytes=output_bytes,
                          reduce_elems=reduce_elems, host_merge_elems=host_merge_elems,
-                         host_cache_lookups=host_cache_lookups, host_cache_row_bytes=host_cache_row_bytes)
+                         host_cache_lookups=host_cache_lookups, host_cache_row_bytes=host_cache_row_bytes,
+                         gap_bytes=gap_bytes)
         return perfmodel.model_batch(work, self.profile)

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from updlrm import perfmodel
+from updlrm import abi, perfmodel
 from updlrm.partitioner.batch_work import derive_work
-from updlrm.partitioner.cost import OFFSET_BYTES_PER_BAG, CostModel, lookup_bytes, partial_bytes
+from updlrm.partitioner.cost import CostModel, lookup_bytes
 from updlrm.partitioner.routing import SliceRouter, column_slices, host_mask
 from updlrm.partitioner.workloads import Trace
 from updlrm.plan import Plan, PlanError
@@ -110,6 +110,7 @@ class RoutedTrace:
     fanout_per_table: list[float]
     mean_fanout: float
     host_cache_hit_rate: float
+    gap_bytes: np.ndarray
 
     def work(self, i: int, model: CostModel) -> perfmodel.BatchWork:
         """Batch ``i``'s work in ``model``'s format, weighting and tasklets."""
@@ -117,7 +118,7 @@ class RoutedTrace:
             lookups=self.lookups[i], row_bytes=self.row_bytes[i], index_bytes=self.index_bytes[i],
             output_bytes=self.output_bytes[i], reduce_elems=self.reduce_elems[i],
             host_merge_elems=float(self.merge_elems[i]), host_cache_lookups=float(self.host_lookups[i]),
-            host_cache_row_bytes=float(self.host_row_bytes[i]))
+            host_cache_row_bytes=float(self.host_row_bytes[i]), gap_bytes=self.gap_bytes[i])
 
 
 def route_trace(plan: Plan, trace: Trace, model: CostModel, scale: float) -> RoutedTrace:
@@ -141,8 +142,8 @@ def route_trace(plan: Plan, trace: Trace, model: CostModel, scale: float) -> Rou
     gathered_bytes = np.zeros(shape)
     touched = np.zeros(shape)
     out_bytes = np.zeros(shape)
+    gap_bytes = np.zeros(shape)
     reduce = np.zeros(shape)
-    segments = np.zeros(shape)
     merge = np.zeros(nb)
     host_lookups = np.zeros(nb)
     host_bytes = np.zeros(nb)
@@ -191,11 +192,8 @@ def route_trace(plan: Plan, trace: Trace, model: CostModel, scale: float) -> Rou
             p_dpu = dpu_of_shard[p_shard]
             tcnt = np.bincount((p_bag // B) * n + p_dpu, minlength=nb * n).reshape(shape)
             touched += tcnt
-            out_bytes += tcnt * partial_bytes(hi - lo)
-            # Each shard with work in a batch is one segment of the DPU's input.
-            seg = np.unique((p_bag // B) * nr_shards + p_shard)
-            segments += np.bincount((seg // nr_shards) * n + dpu_of_shard[seg % nr_shards],
-                                    minlength=nb * n).reshape(shape)
+            out_bytes += tcnt * model.partial_bytes(t, hi - lo)
+            gap_bytes += (cnt - tcnt) * model.partial_bytes(t, hi - lo)
             merge += np.bincount(p_bag // B, minlength=nb) * (hi - lo)
             # Fan-out: distinct DPUs per bag (shards of one slice sit on distinct DPUs).
             bag_dpus = np.bincount(p_bag, minlength=nb * B)
@@ -206,12 +204,14 @@ def route_trace(plan: Plan, trace: Trace, model: CostModel, scale: float) -> Rou
         fan_sum += t_fan
         fan_bags += t_bags
     hit_rate = float(host_lookups.sum() / total_lookups) if total_lookups else 0.0
-    index_bytes = lookups * lookup_bytes(model.weighted) + (touched + segments) * OFFSET_BYTES_PER_BAG
+    # One segment per (bag, shard) pair; the header, padding, status and tasklet splits
+    # are added per DPU by CostModel.work.
+    index_bytes = lookups * lookup_bytes(model.weighted) + touched * abi.SEGMENT_BYTES
     row_bytes = np.divide(gathered_bytes, lookups, out=np.full(shape, 8.0), where=lookups > 0)
     host_row_bytes = np.divide(host_bytes, host_lookups, out=np.zeros(nb), where=host_lookups > 0)
     return RoutedTrace(lookups * scale, row_bytes, index_bytes * scale, out_bytes * scale, reduce * scale,
                    merge * scale, host_lookups * scale, host_row_bytes, fanout_per_table,
-                   fan_sum / fan_bags if fan_bags else 0.0, hit_rate)
+                   fan_sum / fan_bags if fan_bags else 0.0, hit_rate, gap_bytes * scale)
 
 
 def _batch_imbalance(lookups: np.ndarray) -> float:

@@ -25,8 +25,16 @@ __all__ = ["layout_name", "plan_metadata", "table_strategies"]
 
 
 def layout_name(shape: TableShape) -> str:
-    """torchrec's name of a shape: ``table_wise``, ``row_wise``, ``column_wise`` or ``tiled``."""
+    """torchrec's name of a shape: ``table_wise``, ``row_wise``, ``column_wise`` or ``tiled``; ``host`` for the host CPU.
+
+    A whole table held several times is ``data_parallel``; other replicated groups keep
+    their shape's name (``replicas`` in the strategy says how many).
+    """
+    if shape.on_host:
+        return "host"
     if shape.parts == 1 and shape.slices == 1:
+        if shape.replicas > 1:
+            return "data_parallel"
         return "table_wise"
     if shape.slices == 1:
         return "row_wise"
@@ -39,6 +47,7 @@ def table_strategies(plan: Plan, layout: Layout, rows: list[TableRows], report: 
     strategy = {}
     for t, (spec, s, table_rows) in enumerate(zip(plan.tables, layout.shapes, rows)):
         strategy[spec.name] = {"layout": layout_name(s), "row_parts": s.parts, "column_slices": s.slices,
+                               "replicas": s.replicas,
                                "shards": len(plan.shards_of(t)),
                                "storage": "ranges" if spec.num_embeddings > explicit_row_limit else "explicit",
                                "host_rows": int(layout.cached[t]), "expected_fanout": report.fanout_per_table[t],

@@ -32,10 +32,12 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from updlrm import perfmodel
@@ -43,9 +45,10 @@ from updlrm.partitioner.assign import assign_dpus
 from updlrm.partitioner.cost import CostModel
 from updlrm.partitioner.evaluate import PlanReport, evaluate_plan, expected_work, imbalance_breakdown, shard_loads
 from updlrm.partitioner.expected_loads import TableWorkload, expected_rank_loads, table_workloads
+from updlrm.partitioner.host_cost import HostCostModel, apply_host_cost, calibrate
 from updlrm.partitioner.metadata import plan_metadata
 from updlrm.partitioner.rows import RowOptions, TableRows, partition_rows, row_capacity
-from updlrm.partitioner.search import Layout, search_layout
+from updlrm.partitioner.search import Layout, TableShape, search_layout
 from updlrm.partitioner.workloads import Trace
 from updlrm.plan import Plan, PlanError, format_bytes
 from updlrm.specs import TableSpec, Topology
@@ -55,6 +58,7 @@ __all__ = ["build_plan", "BuildOptions", "Candidate", "check_total_capacity", "e
            "table_workloads", "CACHE_MODES", "GRAPH_MODES"]
 
 CACHE_MODES = ("auto", "replicate", "host", "none")
+HOST_CPU_MODES = ("auto", "off")
 GRAPH_MODES = ("auto", "hypergraph", "graph", "none")
 
 
@@ -77,10 +81,19 @@ class BuildOptions:
     * ``cache``: ``auto`` (replicate hot rows and host-cache rows when the model says it
       pays), ``replicate``, ``host`` or ``none``; the host cache holds at most
       ``host_cache_bytes`` of rows.
+    * ``max_replicas``: at most this many copies of a table's group of shards, each
+      serving the samples ``b = j (mod r)`` (data parallel inside the server); ``None``:
+      as many as the MRAM and the model allow, ``1``: none.  Only with ``cache`` =
+      ``auto`` or ``replicate``.
     * ``nr_tasklets``: tasklets per DPU the kernel time is modeled for.
     * ``mram_reserved_bytes``: MRAM per DPU kept for the kernel's batch buffers.
     * ``explicit_row_limit``: tables with more rows are stored as contiguous ranges.
     * ``epsilon``: the graph partitioners' imbalance tolerance; ``seed``: their seed.
+    * ``host_cpu``: ``auto`` lets the search put whole tables on the host CPU, priced by
+      a host cost model calibrated on this machine (:func:`~.host_cost.calibrate`,
+      cached), and keeps the plan no slower than every table on the host (CPU only);
+      ``off`` (the library's default; ``updlrm plan build`` uses ``auto``): DPUs (and the
+      host cache) only, host lookups priced by the profile.
 
     >>> BuildOptions(graph="auto").row_methods, BuildOptions(cache="host").replicate
     (('none', 'graph'), False)
@@ -98,12 +111,18 @@ class BuildOptions:
     explicit_row_limit: int = 1 << 21
     epsilon: float = 0.03
     seed: int = 0
+    max_replicas: int | None = None
+    host_cpu: str = "off"
 
     def __post_init__(self) -> None:
+        if self.host_cpu not in HOST_CPU_MODES:
+            raise PlanError(f"unknown host_cpu mode {self.host_cpu!r}; choose one of {', '.join(HOST_CPU_MODES)}")
         if self.cache not in CACHE_MODES:
             raise PlanError(f"unknown cache mode {self.cache!r}; choose one of {', '.join(CACHE_MODES)}")
         if self.graph not in GRAPH_MODES:
             raise PlanError(f"unknown graph mode {self.graph!r}; choose one of {', '.join(GRAPH_MODES)}")
+        if self.max_replicas is not None and self.max_replicas < 1:
+            raise PlanError(f"max_replicas must be at least 1 (1: no replicated groups), got {self.max_replicas}")
         if not 0.0 <= self.hot_fraction <= 1.0:
             raise PlanError(f"hot_fraction must be within [0, 1], got {self.hot_fraction}")
 
@@ -135,7 +154,8 @@ class BuildOptions:
         return {"cache": self.cache, "graph": self.graph, "hot_fraction": self.hot_fraction,
                 "max_hot_rows": self.max_hot_rows, "min_count": self.min_count,
                 "host_cache_bytes": self.host_cache_bytes, "nr_tasklets": self.nr_tasklets,
-                "mram_reserved_bytes": self.mram_reserved_bytes, "seed": self.seed}
+                "mram_reserved_bytes": self.mram_reserved_bytes, "seed": self.seed,
+                "max_replicas": self.max_replicas, "host_cpu": self.host_cpu}
 
 
 @dataclass
@@ -153,12 +173,15 @@ def build_plan(tables: list[TableSpec], trace: Trace, topology: Topology | int, 
                batch_size: int | None = None, hot_fraction: float = 0.9, max_hot_rows: int = 20_000,
                min_count: int = 8, cache: str = "auto", host_cache_bytes: int = 256 << 20, graph: str = "auto",
                nr_tasklets: int = 16, mram_reserved_bytes: int = 8 << 20, explicit_row_limit: int = 1 << 21,
-               epsilon: float = 0.03, seed: int = 0, progress: bool = True) -> Plan:
+               epsilon: float = 0.03, seed: int = 0, max_replicas: int | None = None,
+               host_cpu: str | HostCostModel = "off",
+               progress: bool = True) -> Plan:
     """A placement of ``tables`` on ``topology`` tuned to the workload in ``trace``.
 
     ``profile`` names the hardware the plan is tuned for (:func:`updlrm.perfmodel.get_profile`);
-    the other options are described on :class:`BuildOptions`.  Deterministic for a given
-    ``seed``.  Raises :class:`~updlrm.plan.PlanError` naming the table and the shortfall
+    the other options are described on :class:`BuildOptions` (``host_cpu`` may also be a
+    :class:`~.host_cost.HostCostModel` to plan with instead of calibrating).  Deterministic
+    for a given ``seed`` and host cost model.  Raises :class:`~updlrm.plan.PlanError` naming the table and the shortfall
     when the tables do not fit.
 
     >>> from updlrm.partitioner.workloads import synthetic_trace
@@ -169,8 +192,12 @@ def build_plan(tables: list[TableSpec], trace: Trace, topology: Topology | int, 
     ['a', 'b']
     """
     started = time.perf_counter()
+    host_cost = host_cpu if isinstance(host_cpu, HostCostModel) else None
     opts = BuildOptions(batch_size, hot_fraction, max_hot_rows, min_count, cache, host_cache_bytes, graph,
-                        nr_tasklets, mram_reserved_bytes, explicit_row_limit, epsilon, seed)
+                        nr_tasklets, mram_reserved_bytes, explicit_row_limit, epsilon, seed, max_replicas,
+                        "auto" if host_cost is not None else str(host_cpu))
+    if host_cost is None and opts.host_cpu == "auto":
+        host_cost = calibrate()
     if not isinstance(trace, Trace):
         raise PlanError("build_plan needs a Trace (bags are needed for fan-out and co-occurrence)")
     tables = list(tables)
@@ -189,7 +216,8 @@ def build_plan(tables: list[TableSpec], trace: Trace, topology: Topology | int, 
 
     bar.set_description("layout search")
     layout = search_layout(workloads, model, capacity, replicate=opts.replicate, host_cache=opts.host_cache,
-                           host_cache_bytes=opts.host_cache_bytes)
+                           host_cache_bytes=opts.host_cache_bytes, max_replicas=opts.max_replicas,
+                           host_cost=host_cost)
     bar.update(1)
 
     # graph="auto" builds the rows both ways and keeps what the model prefers on the
@@ -198,10 +226,18 @@ def build_plan(tables: list[TableSpec], trace: Trace, topology: Topology | int, 
     # time at the straggler than the saved partial sums are worth.
     candidates = []
     for method in opts.row_methods:
+        if layout.cpu_only:
+            break
         candidates.append(_place(method, tables, topology, trace, workloads, layout, model, hw, capacity, opts,
-                                 batch, bar))
+                                 batch, bar, host_cost))
         bar.update(1)
+    if host_cost is not None:
+        # Never slower than the CPU alone (as evaluated on the trace, like the others).
+        candidates.append(_cpu_only(tables, topology, trace, workloads, hw, opts, batch, host_cost))
     chosen = min(candidates, key=lambda c: c.report.modeled.total_s)
+    if chosen.method == "cpu_only" and not layout.cpu_only:
+        layout = dataclasses.replace(layout, shapes=[TableShape(0, 1) for _ in tables],
+                                     cached=layout.cached * 0, estimate_s=chosen.report.modeled.total_s)
     plan = chosen.plan
     plan.validate(opts.mram_reserved_bytes)
     plan.expected_load = chosen.report.load_per_dpu
@@ -210,6 +246,14 @@ def build_plan(tables: list[TableSpec], trace: Trace, topology: Topology | int, 
         report=chosen.report, chosen=chosen.method,
         modeled_s={c.method: c.report.modeled.total_s for c in candidates},
         explicit_row_limit=opts.explicit_row_limit, build_time_s=time.perf_counter() - started)
+    if host_cost is not None:
+        cpu_only_s = next(c.report.modeled.total_s for c in candidates if c.method == "cpu_only")
+        plan.metadata["host_cpu"] = {
+            "cpu_only": chosen.method == "cpu_only", "plan_s": chosen.report.modeled.total_s,
+            "cpu_only_s": cpu_only_s,
+            "host_tables": [tables[t].name for t in layout.host_tables],
+            "tables": {spec.name: choice for spec, choice in zip(tables, layout.choices or [])},
+            "model": host_cost.to_dict()}
     bar.update(1)
     bar.close()
     return plan
@@ -217,17 +261,20 @@ def build_plan(tables: list[TableSpec], trace: Trace, topology: Topology | int, 
 
 def _place(method: str, tables: list[TableSpec], topology: Topology, trace: Trace, workloads: list[TableWorkload],
            layout: Layout, model: CostModel, hw: perfmodel.HardwareProfile, capacity: int, opts: BuildOptions,
-           batch: int, bar: tqdm) -> Candidate:
+           batch: int, bar: tqdm, host_cost: HostCostModel | None = None) -> Candidate:
     """Stages 3-5 for one row-assignment ``method``: rows, DPUs, evaluation on the trace."""
     n = topology.nr_dpus
     row_opts = opts.row_options(method)
     rows = []
     for t, (wl, s) in enumerate(zip(workloads, layout.shapes)):
+        if s.on_host:
+            rows.append(TableRows([], "host CPU", 0, 0, 0))
+            continue
         bar.set_description(f"rows of {wl.spec.name} ({method})")
         rows.append(partition_rows(wl, trace, s.parts, int(layout.cached[t]), row_opts,
                                    row_capacity=row_capacity(wl.spec, s.slices, capacity),
                                    explicit_row_limit=opts.explicit_row_limit,
-                                   max_extra=max(0, n // s.slices - s.parts)))
+                                   max_extra=0 if s.replicas > 1 else max(0, n // s.slices - s.parts)))
     bar.set_description(f"assigning DPUs ({method})")
     host_rows = layout.host_rows(workloads)
     shards = assign_dpus(tables, workloads, [r.parts for r in rows], layout.shapes, host_rows, model, n, capacity,
@@ -235,7 +282,20 @@ def _place(method: str, tables: list[TableSpec], topology: Topology, trace: Trac
     plan = Plan(tables=tables, topology=topology, shards=shards, host_rows=host_rows,
                 workload_hash=trace.hash(), metadata={})
     report = evaluate_plan(plan, trace, hw, nr_tasklets=opts.nr_tasklets, batch_size=batch)
+    if host_cost is not None:
+        report = apply_host_cost(report, plan, trace, host_cost, batch)
     return Candidate(method, plan, report, rows)
+
+
+def _cpu_only(tables: list[TableSpec], topology: Topology, trace: Trace, workloads: list[TableWorkload],
+              hw: perfmodel.HardwareProfile, opts: BuildOptions, batch: int, host_cost: HostCostModel) -> Candidate:
+    """Every table on the host CPU (no shard), evaluated on the trace: no DPU phase, host seconds calibrated."""
+    plan = Plan(tables=tables, topology=topology, shards=[],
+                host_rows={t: np.arange(s.num_embeddings, dtype=np.int64) for t, s in enumerate(tables)},
+                workload_hash=trace.hash(), metadata={})
+    report = apply_host_cost(evaluate_plan(plan, trace, hw, nr_tasklets=opts.nr_tasklets, batch_size=batch),
+                             plan, trace, host_cost, batch)
+    return Candidate("cpu_only", plan, report, [TableRows([], "host CPU", 0, 0, 0) for _ in tables])
 
 
 def check_total_capacity(tables: list[TableSpec], n: int, capacity: int) -> None:

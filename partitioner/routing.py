@@ -190,6 +190,22 @@ class SliceRouter:
         return shard
 
     def _route_replicated(self, rows: np.ndarray, bags: np.ndarray) -> np.ndarray:
+        # Rows held only by ranges, or only by explicit lists, have their holders in shard
+        # order already (iv_shard per interval, ex_shard per row): pick one directly.
+        # Only rows held by both kinds need their holder lists merged.
+        iv, nr, e_lo, e_hi = self.holders(rows)
+        ne = e_hi - e_lo
+        shard = np.empty(rows.shape, dtype=np.int64)
+        only_r = ne == 0
+        shard[only_r] = self.iv_shard[self.iv_ptr[iv[only_r]] + bags[only_r] % nr[only_r]]
+        only_e = (nr == 0) & ~only_r
+        shard[only_e] = self.ex_shard[e_lo[only_e] + bags[only_e] % ne[only_e]]
+        mixed = ~(only_r | only_e)
+        if mixed.any():
+            shard[mixed] = self._route_mixed(rows[mixed], bags[mixed])
+        return shard
+
+    def _route_mixed(self, rows: np.ndarray, bags: np.ndarray) -> np.ndarray:
         uniq, inverse = np.unique(rows, return_inverse=True)
         iv, nr, e_lo, e_hi = self.holders(uniq)
         ne = e_hi - e_lo

@@ -1,7 +1,10 @@
 """Stage 2b of the planner: the layout search (torchrec's enumerator, proposer and estimator in one).
 
 For every table a shape ``k`` row parts x ``c`` column slices (``k = c = 1`` is
-table-wise, ``c = 1`` row-wise, ``k = 1`` column-wise, else tiles) and, globally, the
+table-wise, ``c = 1`` row-wise, ``k = 1`` column-wise, else tiles), the whole group of
+``k x c`` shards held ``r`` times (data parallel inside the server: sample ``b`` goes to
+replica ``b mod r``, the routing rule of replicated rows, so a bag still reaches at
+most ``k x c`` DPUs while each replica serves ``1/r`` of the bags) and, globally, the
 modeled cost level down to which the host cache relieves every table's parts (each
 table caching the shortest prefix of its hottest rows that reaches it, which keeps the
 DPUs balanced when the host is the bottleneck).  Candidates are scored with
@@ -23,18 +26,23 @@ Example:
     >>> layout = search_layout(wls, model, 1 << 20, replicate=True, host_cache=False, host_cache_bytes=0)
     >>> [s.dpus for s in layout.shapes], layout.cached.tolist(), layout.estimate_s > 0
     ([8, 8], [0, 0], True)
+
+Replicas are bought with the MRAM the tables leave free: the estimate places every
+part with its bytes and rejects layouts that do not fit (:meth:`LayoutSearch.estimate`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from updlrm import perfmodel
-from updlrm.partitioner.cost import CostModel, partial_bytes
+from updlrm.partitioner.cost import CostModel
 from updlrm.partitioner.expected_loads import TableWorkload
+from updlrm.partitioner.host_cost import HostCostModel
 from updlrm.plan import PlanError, column_bounds, format_bytes
 from updlrm.specs import padded_row_bytes
 
@@ -42,16 +50,21 @@ __all__ = ["COLUMN_SLICE_CHOICES", "DPU_TIE_BREAK", "Layout", "LayoutSearch", "T
            "search_layout"]
 
 COLUMN_SLICE_CHOICES = (1, 2, 4, 8)
+# Replicated groups are tried only for row parts up to this multiple of the fewest
+# parts the table fits in: replicas pay by cutting fan-out, which more parts undo.
+REPLICA_MAX_PARTS_FACTOR = 2
 # Weight of the DPU side in the search's score, next to the modeled batch time.
 DPU_TIE_BREAK = 0.05
 
 
 @dataclass
 class TableShape:
-    """``parts`` row parts x ``slices`` column slices, and what they imply per part (per batch)."""
+    """``parts`` row parts x ``slices`` column slices, held ``replicas`` times, and what they imply per part (per batch)."""
 
     parts: int
     slices: int
+    replicas: int = 1
+    part_bytes: float = 0.0
     part_lookups: float = 0.0
     row_bytes: float = 0.0
     index_bytes: float = 0.0
@@ -59,26 +72,57 @@ class TableShape:
     reduce_elems: float = 0.0
     part_cost: float = 0.0
     merge_elems: float = 0.0
+    gap_bytes: float = 0.0
 
     @property
     def dpus(self) -> int:
-        return self.parts * self.slices
+        return self.parts * self.slices * self.replicas
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        return self.parts, self.slices, self.replicas
+
+    @property
+    def on_host(self) -> bool:
+        """The whole table on the host CPU (``parts == 0``): every row in the plan's host cache."""
+        return self.parts == 0
+
+
+HOST = (0, 1, 1)  # the (parts, slices, replicas) candidate "whole table on the host CPU"
 
 
 class LayoutSearch:
     """Coordinate descent over table shapes and the host-cache size, scored by the perfmodel."""
 
-    def __init__(self, workloads: list[TableWorkload], model: CostModel, capacity: int, replicate: bool) -> None:
+    def __init__(self, workloads: list[TableWorkload], model: CostModel, capacity: int, replicate: bool,
+                 max_replicas: int | None = None, host_cost: HostCostModel | None = None) -> None:
         self.wls = workloads
         self.model = model
         self.n = model.nr_dpus
         self.capacity = capacity
         self.replicate = replicate
-        self.candidates = [self._candidates(wl) for wl in workloads]
+        self.max_replicas = self.n if max_replicas is None else max(1, int(max_replicas))
+        # With a host cost model every table may also go whole to the host CPU (HOST),
+        # and host-cached lookups are priced by it instead of the profile's gather rate.
+        self.host_cost = host_cost
+        self.candidates = [self._candidates(wl) + ([HOST] if host_cost is not None else []) for wl in workloads]
+        self._shapes: dict[tuple[int, int, int, int, int], TableShape] = {}
 
-    def _candidates(self, wl: TableWorkload) -> list[tuple[int, int]]:
+    def host_seconds(self, shapes: list[TableShape], cached: np.ndarray) -> float:
+        """Calibrated host seconds of the host tables and the host-cached rows (needs ``host_cost``)."""
+        assert self.host_cost is not None
+        total = 0.0
+        for wl, s, h in zip(self.wls, shapes, cached):
+            row_bytes = wl.spec.row_bytes()
+            if s.on_host:
+                total += self.host_cost.seconds(wl.spec, wl.total_load, max(wl.rows.size, 1) * row_bytes)
+            elif h > 0:
+                total += self.host_cost.seconds(wl.spec, float(wl.load[:int(h)].sum()), int(h) * row_bytes)
+        return total
+
+    def _candidates(self, wl: TableWorkload) -> list[tuple[int, int, int]]:
         spec = wl.spec
-        out: list[tuple[int, int]] = []
+        out: list[tuple[int, int, int]] = []
         for c in COLUMN_SLICE_CHOICES:
             bounds = column_bounds(spec, c)
             if len(bounds) - 1 != c or c > self.n:
@@ -95,14 +139,33 @@ class LayoutSearch:
                 if k >= k_min:
                     ks.add(k)
                 k *= 2
-            out.extend((k, c) for k in sorted(ks))
+            for k in sorted(ks):
+                out.append((k, c, 1))
+                if not self.replicate or k > REPLICA_MAX_PARTS_FACTOR * k_min:
+                    continue
+                r_max = min(self.n // (k * c), self.max_replicas)
+                r = 2
+                while r <= r_max:
+                    out.append((k, c, r))
+                    r *= 2
+                if r_max >= 2 and (k, c, r_max) not in out:
+                    out.append((k, c, r_max))
         if not out:
             need = spec.num_embeddings * spec.row_bytes()
             raise PlanError(f"table {spec.name} needs {format_bytes(need)}, {format_bytes(self.n * self.capacity)} "
                             f"of MRAM free on {self.n} DPUs (at most one shard of a table per DPU)")
         return out
 
-    def shape(self, t: int, parts: int, slices: int, cached: int) -> TableShape:
+    def shape(self, t: int, parts: int, slices: int, cached: int, replicas: int = 1) -> TableShape:
+        """Table ``t`` as ``parts x slices`` held ``replicas`` times with its top ``cached`` rows on the host."""
+        if (parts, slices, replicas) == HOST:
+            return TableShape(*HOST)
+        key = (t, parts, slices, cached, replicas)
+        if key not in self._shapes:
+            self._shapes[key] = self._shape(t, parts, slices, cached, replicas)
+        return self._shapes[key]
+
+    def _shape(self, t: int, parts: int, slices: int, cached: int, replicas: int) -> TableShape:
         wl, m = self.wls[t], self.model
         spec = wl.spec
         dpu_load = wl.dpu_load(cached)
@@ -110,42 +173,102 @@ class LayoutSearch:
         slice_dim = spec.embedding_dim / slices
         bounds = column_bounds(spec, slices)
         row_bytes = float(np.mean([padded_row_bytes(hi - lo, spec.row_format) for lo, hi in zip(bounds[:-1], bounds[1:])]))
-        out_bytes = partial_bytes(slice_dim)
-        s = TableShape(parts, slices)
-        s.part_lookups = dpu_load / parts
-        touched = wl.batch_size * fanout / parts
+        out_bytes = m.partial_bytes(t, slice_dim)
+        s = TableShape(parts, slices, replicas)
+        s.part_bytes = math.ceil(spec.num_embeddings / parts) * row_bytes
+        s.part_lookups = dpu_load / (parts * replicas)
+        touched = wl.batch_size * fanout / (parts * replicas)
         s.row_bytes = row_bytes
         s.index_bytes = float(m.index_bytes(s.part_lookups, touched))
         s.output_bytes = touched * out_bytes
+        s.gap_bytes = max(s.part_lookups - touched, 0.0) * out_bytes
         s.reduce_elems = s.part_lookups * slice_dim * m.elem_factor[t]
         s.part_cost = float(m.part_cost(s.part_lookups, row_bytes, s.index_bytes, s.output_bytes, s.reduce_elems)[0])
         s.merge_elems = wl.batch_size * fanout * spec.embedding_dim
         return s
 
-    def estimate(self, shapes: list[TableShape], cached: np.ndarray) -> perfmodel.PhaseTimes:
-        """Modeled batch after an LPT placement of every table's (identical) parts on the DPUs."""
+    def estimate(self, shapes: list[TableShape], cached: np.ndarray) -> perfmodel.PhaseTimes | None:
+        """Modeled batch after an LPT placement of every table's (identical) parts on the DPUs.
+
+        Every part goes to one of the cheapest DPUs with MRAM left for it; a layout whose
+        parts do not fit has no estimate (``None``).
+        """
         n = self.n
-        per_dpu = np.zeros((5, n))
+        per_dpu = np.zeros((6, n))
         cost = np.zeros(n)
-        for t in sorted(range(len(shapes)), key=lambda t: -shapes[t].part_cost):
+        free = np.full(n, float(self.capacity))
+        for t in sorted(range(len(shapes)), key=lambda t: (-shapes[t].part_cost, -shapes[t].part_bytes)):
             s = shapes[t]
-            d = min(s.dpus, n)
-            chosen = np.argpartition(cost, d - 1)[:d] if d < n else np.arange(n)
+            if s.on_host:
+                continue
+            d = s.dpus
+            room = free >= s.part_bytes
+            if d > n or int(room.sum()) < d:
+                return None
+            masked = cost if d == n or room.all() else np.where(room, cost, np.inf)
+            chosen = np.argpartition(masked, d - 1)[:d] if d < n else np.arange(n)
             cost[chosen] += s.part_cost
+            free[chosen] -= s.part_bytes
             per_dpu[:, chosen] += np.array([[s.part_lookups], [s.part_lookups * s.row_bytes], [s.index_bytes],
-                                            [s.output_bytes], [s.reduce_elems]])
+                                            [s.output_bytes], [s.reduce_elems], [s.gap_bytes]])
         lookups = per_dpu[0]
         row_bytes = np.divide(per_dpu[1], lookups, out=np.full(n, 8.0), where=lookups > 0)
         host_lookups = host_bytes = 0.0
-        for wl, h in zip(self.wls, cached):
-            served = float(wl.load[:h].sum())
+        for wl, h, s in zip(self.wls, cached, shapes):
+            served = wl.total_load if s.on_host else float(wl.load[:h].sum())
             host_lookups += served
             host_bytes += served * wl.spec.row_bytes()
-        return self.model.batch(lookups=lookups, row_bytes=row_bytes, index_bytes=per_dpu[2],
+        if all(s.on_host for s in shapes):
+            # CPU only: no DPU phase at all.
+            zero = np.zeros(n)
+            return perfmodel.PhaseTimes(0.0, 0.0, 0.0, 0.0, 0.0, self.host_seconds(shapes, cached), zero)
+        phases = self.model.batch(lookups=lookups, row_bytes=row_bytes, index_bytes=per_dpu[2],
                                 output_bytes=per_dpu[3], reduce_elems=per_dpu[4],
                                 host_merge_elems=sum(s.merge_elems for s in shapes),
                                 host_cache_lookups=host_lookups,
-                                host_cache_row_bytes=host_bytes / host_lookups if host_lookups else 0)
+                                host_cache_row_bytes=host_bytes / host_lookups if host_lookups else 0,
+                                gap_bytes=per_dpu[5])
+        if self.host_cost is not None:
+            phases = dataclasses.replace(phases, host_cache_s=self.host_seconds(shapes, cached))
+        return phases
+
+    def cpu_only(self) -> list[TableShape]:
+        """Every table on the host CPU."""
+        return [TableShape(*HOST) for _ in self.wls]
+
+    def choices(self, shapes: list[TableShape], cached: np.ndarray) -> list[dict[str, float | str]]:
+        """Per table: where it goes and the modeled batch with it on the DPUs and on the host (the other tables as they are).
+
+        A DPU table's alternative is the whole table on the host; a host table's is the
+        best DPU shape for it.  Needs ``host_cost``.
+        """
+        def total(trial: list[TableShape], trial_cached: np.ndarray) -> float:
+            phases = self.estimate(trial, trial_cached)
+            return math.inf if phases is None else phases.total_s
+
+        out: list[dict[str, float | str]] = []
+        base = total(shapes, cached)
+        for t, s in enumerate(shapes):
+            if s.on_host:
+                trials = []
+                for k, c, r in self.candidates[t]:
+                    if (k, c, r) == HOST:
+                        continue
+                    trial = list(shapes)
+                    trial[t] = self.shape(t, k, c, 0, r)
+                    trials.append(total(trial, cached))
+                host_s, dpu_s = base, min(trials, default=math.inf)
+            else:
+                trial = list(shapes)
+                trial[t] = TableShape(*HOST)
+                trial_cached = cached.copy()
+                trial_cached[t] = 0
+                host_s, dpu_s = total(trial, trial_cached), base
+            out.append({"where": "host" if s.on_host else "dpus", "batch_s_on_dpus": dpu_s,
+                        "batch_s_on_host": host_s,
+                        "host_s_alone": self.host_cost.seconds(self.wls[t].spec, self.wls[t].total_load)
+                        if self.host_cost is not None else math.nan})
+        return out
 
     def score(self, shapes: list[TableShape], cached: np.ndarray) -> float:
         """Modeled batch time, plus a small share of the DPU side to break near-ties.
@@ -155,6 +278,8 @@ class LayoutSearch:
         the search would stall where the two sides meet.
         """
         t = self.estimate(shapes, cached)
+        if t is None:
+            return math.inf
         return t.total_s + DPU_TIE_BREAK * t.dpu_s
 
     def descend(self, shapes: list[TableShape], cached: np.ndarray, passes: int,
@@ -171,26 +296,32 @@ class LayoutSearch:
             changed = False
             for t in order:
                 current = shapes[t]
-                for k, c in self.candidates[t]:
-                    if (k, c) == (current.parts, current.slices):
+                for k, c, r in self.candidates[t]:
+                    if (k, c, r) == current.key:
                         continue
-                    if local and (abs(math.log2(k / current.parts)) > 1 or abs(math.log2(c / current.slices)) > 1):
+                    # Host <-> DPU moves are always tried; locally, DPU shapes only next door.
+                    if (local and k and current.parts
+                            and sum(abs(math.log2(a / b)) for a, b in zip((k, c, r), current.key)) > 1):
                         continue
-                    trial = self.shape(t, k, c, int(cached[t]))
+                    trial = self.shape(t, k, c, int(cached[t]), r)
                     shapes[t] = trial
                     total = self.score(shapes, cached)
                     if total < best * (1 - 1e-9):
                         best, current, changed = total, trial, True
                     shapes[t] = current
-            # Global moves: all tables, or only those whose parts outweigh an even share.
+            # Global moves: all tables, or only those whose parts outweigh an even share,
+            # get twice or half the row parts or the replicas at once.
             even_share = sum(s.part_cost * s.dpus for s in shapes) / self.n
-            for factor, only_heavy in ((2.0, True), (2.0, False), (0.5, False)):
+            for axis, factor, only_heavy in ((0, 2.0, True), (0, 2.0, False), (0, 0.5, False),
+                                             (2, 2.0, False), (2, 0.5, False)):
                 trial_shapes = []
                 for t, s in enumerate(shapes):
                     allowed = set(self.candidates[t])
-                    k = int(s.parts * factor)
-                    move = (k, s.slices) in allowed and (not only_heavy or s.part_cost > even_share)
-                    trial_shapes.append(self.shape(t, k, s.slices, int(cached[t])) if move else s)
+                    key = list(s.key)
+                    key[axis] = int(key[axis] * factor)
+                    move = (not s.on_host and key[0] > 0 and tuple(key) in allowed
+                            and (not only_heavy or s.part_cost > even_share))
+                    trial_shapes.append(self.shape(t, key[0], key[1], int(cached[t]), key[2]) if move else s)
                 total = self.score(trial_shapes, cached)
                 if total < best * (1 - 1e-9):
                     best, shapes, changed = total, trial_shapes, True
@@ -202,9 +333,10 @@ class LayoutSearch:
         shapes = []
         share = max(1, self.n // max(len(self.wls), 1))
         for t in range(len(self.wls)):
-            ks = [k for k, c in self.candidates[t] if c == self.candidates[t][0][1]]
+            c0 = self.candidates[t][0][1]
+            ks = [k for k, c, r in self.candidates[t] if c == c0 and r == 1 and k > 0]
             k = max([k for k in ks if k <= share] or [min(ks)])
-            shapes.append(self.shape(t, k, self.candidates[t][0][1], int(cached[t])))
+            shapes.append(self.shape(t, k, c0, int(cached[t])))
         return shapes
 
 
@@ -220,16 +352,41 @@ class Layout:
     shapes: list[TableShape]
     cached: np.ndarray
     estimate_s: float
+    cpu_only_s: float | None = None
+    choices: list[dict[str, float | str]] | None = None
+
+    @property
+    def host_tables(self) -> list[int]:
+        """Tables that go whole to the host CPU."""
+        return [t for t, s in enumerate(self.shapes) if s.on_host]
+
+    @property
+    def cpu_only(self) -> bool:
+        return bool(self.shapes) and all(s.on_host for s in self.shapes)
 
     def host_rows(self, workloads: list[TableWorkload]) -> dict[int, np.ndarray]:
-        """The host-cached rows of every table that has some, sorted (``Plan.host_rows``)."""
-        return {t: np.sort(wl.rows[: int(self.cached[t])]) for t, wl in enumerate(workloads) if self.cached[t] > 0}
+        """The host-cached rows of every table that has some, sorted (``Plan.host_rows``); all rows of a host table."""
+        out = {}
+        for t, (wl, s) in enumerate(zip(workloads, self.shapes)):
+            if s.on_host:
+                out[t] = np.arange(wl.spec.num_embeddings, dtype=np.int64)
+            elif self.cached[t] > 0:
+                out[t] = np.sort(wl.rows[: int(self.cached[t])])
+        return out
 
 
 def search_layout(workloads: list[TableWorkload], model: CostModel, capacity: int, *, replicate: bool,
-                  host_cache: bool, host_cache_bytes: int) -> Layout:
-    """Shapes and host cache of every table minimising the modeled batch time under ``capacity`` bytes per DPU."""
-    search = LayoutSearch(workloads, model, capacity, replicate)
+                  host_cache: bool, host_cache_bytes: int, max_replicas: int | None = None,
+                  host_cost: HostCostModel | None = None) -> Layout:
+    """Shapes and host cache of every table minimising the modeled batch time under ``capacity`` bytes per DPU.
+
+    ``max_replicas`` caps how many times a table's group of shards may be held (``None``: no cap).
+    With ``host_cost`` a table may also go whole to the host CPU (its lookups run there
+    during the DPU phases, like the host cache; whole host tables are not counted in
+    ``host_cache_bytes``), and the layout is never modeled slower than every table on
+    the host: if the search's best is, the layout is CPU only.
+    """
+    search = LayoutSearch(workloads, model, capacity, replicate, max_replicas, host_cost)
     cached = np.zeros(len(workloads), dtype=np.int64)
     shapes = search.initial(cached)
     shapes, best = search.descend(shapes, cached, passes=2)
@@ -247,16 +404,29 @@ def search_layout(workloads: list[TableWorkload], model: CostModel, capacity: in
                 trial_cached = cached_for_level(workloads, shapes, level, host_cache_bytes)
                 if trial_cached is None:
                     break
-                trial = [search.shape(t, s.parts, s.slices, int(trial_cached[t])) for t, s in enumerate(shapes)]
+                trial = [search.shape(t, s.parts, s.slices, int(trial_cached[t]), s.replicas)
+                         for t, s in enumerate(shapes)]
                 trial, total = search.descend(trial, trial_cached, passes=1, local=True)
                 if total < best:
                     best, best_level, cached, shapes = total, level, trial_cached, trial
-            shapes, best = search.descend(shapes, cached, passes=3)
+            shapes, best = search.descend(shapes, cached, passes=3, local=True)
             if best_level is None:
                 break
             levels = [best_level * 2 ** (i / 8) for i in range(-3, 4) if i]
-    shapes, best = search.descend(shapes, cached, passes=3)
-    return Layout(shapes, cached, best)
+    # A last full pass (every shape of every table), then neighbours until nothing moves.
+    shapes, best = search.descend(shapes, cached, passes=1)
+    shapes, best = search.descend(shapes, cached, passes=3, local=True)
+    if host_cost is None:
+        return Layout(shapes, cached, best)
+    cpu_only = search.cpu_only()
+    no_cache = np.zeros(len(workloads), dtype=np.int64)
+    cpu_phases = search.estimate(cpu_only, no_cache)
+    assert cpu_phases is not None
+    cpu_only_s = cpu_phases.total_s
+    chosen = search.estimate(shapes, cached)
+    if chosen is None or chosen.total_s > cpu_only_s:
+        shapes, cached, best = cpu_only, no_cache, search.score(cpu_only, no_cache)
+    return Layout(shapes, cached, best, cpu_only_s, search.choices(shapes, cached))
 
 
 def cached_for_level(wls: list[TableWorkload], shapes: list[TableShape], level: float,
@@ -269,9 +439,9 @@ def cached_for_level(wls: list[TableWorkload], shapes: list[TableShape], level: 
     cached = np.zeros(len(wls), dtype=np.int64)
     nbytes = 0
     for t, (wl, s) in enumerate(zip(wls, shapes)):
-        if s.part_lookups <= 0:
+        if s.on_host or s.part_lookups <= 0:
             continue
-        allowed = level / (s.part_cost / s.part_lookups) * s.parts
+        allowed = level / (s.part_cost / s.part_lookups) * s.parts * s.replicas
         # suffix[h] = DPU lookups left when the top h rows are cached (non-increasing in h).
         suffix = np.r_[np.cumsum(wl.load[::-1])[::-1], 0.0] + wl.unranked
         cached[t] = min(int(np.searchsorted(-suffix, -allowed, side="left")), wl.rows.size)

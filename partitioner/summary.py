@@ -28,16 +28,18 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
-def _layout_of(plan: Plan, t: int) -> tuple[str, int, int]:
+def _layout_of(plan: Plan, t: int) -> tuple[str, str]:
     strategy = plan.metadata.get("strategy", {}).get(plan.tables[t].name)
     if strategy:
-        return strategy["layout"], strategy["row_parts"], strategy["column_slices"]
+        shape = f"{strategy['row_parts']}x{strategy['column_slices']}"
+        replicas = strategy.get("replicas", 1)
+        return strategy["layout"], shape + (f" x{replicas} replicas" if replicas > 1 else "")
     shards = [plan.shards[i] for i in plan.shards_of(t)]
     slices = len(plan.col_splits(t)) - 1
     parts = len(shards) // max(slices, 1)
     layout = ("table_wise" if parts <= 1 and slices == 1 else "row_wise" if slices == 1
               else "column_wise" if parts <= 1 else "tiled")
-    return layout, parts, slices
+    return layout, f"{parts}x{slices}"
 
 
 def plan_summary(plan: Plan, report=None) -> str:
@@ -62,7 +64,7 @@ def plan_summary(plan: Plan, report=None) -> str:
     strategies = meta.get("strategy", {})
     fanouts = report.fanout_per_table if report is not None else None
     for t, spec in enumerate(plan.tables):
-        layout, parts, slices = _layout_of(plan, t)
+        layout, shape = _layout_of(plan, t)
         shards = [plan.shards[i] for i in plan.shards_of(t)]
         dpus = len({s.dpu for s in shards})
         table_mram = sum(s.mram_bytes(spec) for s in shards)
@@ -71,7 +73,7 @@ def plan_summary(plan: Plan, report=None) -> str:
         replicated = st.get("replicated_rows", "-")
         fan = fanouts[t] if fanouts is not None else st.get("expected_fanout")
         rows.append([spec.name, f"{spec.num_embeddings:,}", str(spec.embedding_dim), spec.row_format.value, layout,
-                     f"{parts}x{slices}", str(dpus), format_bytes(table_mram), f"{host:,}", str(replicated),
+                     shape, str(dpus), format_bytes(table_mram), f"{host:,}", str(replicated),
                      st.get("partitioner", "-"), "-" if fan is None else f"{fan:.2f}"])
     lines += _table(["table", "rows", "dim", "format", "layout", "parts", "DPUs", "MRAM", "host rows", "replicated",
                      "rows by", "fan-out"], rows)
@@ -101,11 +103,46 @@ def plan_summary(plan: Plan, report=None) -> str:
                      f"{scalars['mean_fanout']:.2f}, bytes in/out per batch {format_bytes(scalars['bytes_in_padded'])}/"
                      f"{format_bytes(scalars['bytes_out_padded'])} (rank-padded), host-cache hit rate "
                      f"{scalars['host_cache_hit_rate']:.1%}")
+    lines += host_cpu_summary(meta)
     total = sum(s.mram_bytes(plan.tables[s.table]) for s in plan.shards)
     lines.append(f"MRAM: {format_bytes(total)} of rows, busiest DPU {format_bytes(float(mram.max()))} of "
                  f"{format_bytes(topo.mram_bytes_per_dpu)}; {len(plan.shards)} shards"
                  + (f"; built in {meta['build_time_s']:.1f} s" if "build_time_s" in meta else ""))
     return "\n".join(lines)
+
+
+def host_cpu_summary(meta: dict) -> list[str]:
+    r"""The host-vs-DPU lines of a plan summary: which tables go where and the modeled batch of each choice.
+
+    >>> meta = {"host_cpu": {"cpu_only": False, "plan_s": 1e-3, "cpu_only_s": 3e-3, "host_tables": ["b"],
+    ...     "tables": {"a": {"where": "dpus", "batch_s_on_dpus": 1e-3, "batch_s_on_host": 2e-3},
+    ...                "b": {"where": "host", "batch_s_on_dpus": 1.5e-3, "batch_s_on_host": 1e-3}},
+    ...     "model": {"machine": "AMD EPYC", "source": "measured", "threads": 2}}}
+    >>> print("\n".join(host_cpu_summary(meta)))
+    host CPU vs DPUs: plan 1.000 ms, every table on the host CPU 3.000 ms -> DPUs and host CPU (host: b)
+      a: DPUs (batch 1.000 ms on the DPUs, 2.000 ms with it on the host)
+      b: host CPU (batch 1.000 ms on the host, 1.500 ms with it on the DPUs)
+      host cost calibrated on AMD EPYC (measured, 2 torch threads)
+    """
+    info = meta.get("host_cpu")
+    if not info:
+        return []
+    verdict = ("CPU only: every table on the host CPU (no DPU layout models faster)" if info["cpu_only"]
+               else "DPUs and host CPU (host: " + ", ".join(info["host_tables"]) + ")" if info["host_tables"]
+               else "DPUs only")
+    lines = [f"host CPU vs DPUs: plan {info['plan_s'] * 1e3:.3f} ms, every table on the host CPU "
+             f"{info['cpu_only_s'] * 1e3:.3f} ms -> {verdict}"]
+    for name, c in info.get("tables", {}).items():
+        if c["where"] == "host":
+            lines.append(f"  {name}: host CPU (batch {c['batch_s_on_host'] * 1e3:.3f} ms on the host, "
+                         f"{c['batch_s_on_dpus'] * 1e3:.3f} ms with it on the DPUs)")
+        else:
+            lines.append(f"  {name}: DPUs (batch {c['batch_s_on_dpus'] * 1e3:.3f} ms on the DPUs, "
+                         f"{c['batch_s_on_host'] * 1e3:.3f} ms with it on the host)")
+    model = info.get("model", {})
+    lines.append(f"  host cost calibrated on {model.get('machine', '?')} ({model.get('source', '?')}, "
+                 f"{model.get('threads', '?')} torch threads)")
+    return lines
 
 
 def plot_load(plan: Plan, path: str | os.PathLike, report=None) -> Path:

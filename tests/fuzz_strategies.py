@@ -77,7 +77,7 @@ def kernel_row_buffer_bytes(nr_tasklets: int) -> int:
 def chunk_columns(row_format: RowFormat, nr_tasklets: int, weighted: bool) -> int:
     """Columns of one kernel column chunk (row buffer / element, staging / accumulator)."""
     buffer = kernel_row_buffer_bytes(nr_tasklets)
-    element = row_format.element_size
+    element = row_format.element_bytes
     accumulator = 4 if row_format == RowFormat.FP32 or (row_format == RowFormat.INT8 and not weighted) else 8
     return min(buffer // element, buffer // accumulator) & ~7
 

@@ -1,11 +1,15 @@
-"""``updlrm bench``: one workload on the backend and on torch's CPU ``embedding_bag``, each phase modeled on UPMEM.
+"""``updlrm bench``: one workload on the backend and on the like-for-like torch CPU baseline, each phase modeled on UPMEM.
 
 The application half of the batch profiles (:mod:`updlrm.profile` is the library):
 
-* the torch reference (:func:`torch_embedding_bags`, :func:`time_torch`,
-  :func:`check_close` with torch's float32 ``assert_close`` tolerances);
+* the torch reference (:func:`torch_embedding_bags` on the float32 values, checked with
+  :func:`check_close` and torch's float32 ``assert_close`` tolerances) and the timed CPU
+  baseline, like for like per row format (:class:`updlrm.baselines.CpuBaseline`: int8
+  tables on torch's quantized byte-rowwise bag over the same quantized rows), best of
+  N >= 5 with the spread kept (:class:`~updlrm.baselines.Timing`); a speedup gets a
+  verdict only outside the spread (:class:`~updlrm.baselines.Comparison`);
 * :func:`run_batches`, the batch loop ``updlrm bench`` and ``updlrm demo`` share: every
-  batch of a trace through a module, timed, next to torch's output and best time;
+  batch of a trace through a module, timed, next to torch's output and the baseline's timing;
 * :func:`run_bench` / :func:`format_bench` / :func:`bench_command`, and
   :func:`bench_plan`, the plan ``updlrm bench`` and the sweeps use.
 
@@ -27,6 +31,7 @@ import click
 import numpy as np
 
 from updlrm import abi, perfmodel
+from updlrm.baselines import _OP_NAMES, Comparison, CpuBaseline, Timing
 from updlrm.partitioner.batch_work import derive_work
 from updlrm.partitioner.routing import SliceRouter
 from updlrm.perfmodel import DEFAULT_HARDWARE_PROFILE
@@ -49,6 +54,9 @@ __all__ = [
     "time_torch",
     "check_close",
     "format_verdict",
+    "baseline_for",
+    "baseline_name",
+    "mean_timing",
     "BatchRun",
     "run_batches",
     "bench_plan",
@@ -168,13 +176,52 @@ def bench_plan(tables: list[TableSpec], nr_dpus: int) -> Plan:
 
 
 
+def baseline_for(module: Any) -> CpuBaseline:
+    """The like-for-like CPU baseline of a TBE module: its tables, on the rows it stores.
+
+    >>> from updlrm import TableBatchedEmbeddingBags
+    >>> with TableBatchedEmbeddingBags([TableSpec("a", 50, 4, row_format="int8")], backend="emulator", nr_dpus=1) as tbe:
+    ...     baseline_name(baseline_for(tbe).tables)
+    'torch quantized byte-rowwise embedding_bag (int8)'
+    """
+    return CpuBaseline(module.tables, module._stored)
+
+
+def baseline_name(tables: Sequence[TableSpec]) -> str:
+    """The torch operation(s) the baseline of ``tables`` runs, one per row format present.
+
+    >>> baseline_name([TableSpec("a", 4, 2), TableSpec("b", 4, 2, row_format="int32")])
+    'torch fp32 embedding_bag; torch fp32 embedding_bag on the dequantized int32 rows (torch has no integer bag)'
+    """
+    formats = sorted({RowFormat(t.row_format) for t in tables}, key=lambda f: list(RowFormat).index(f))
+    return "; ".join(_OP_NAMES[f] for f in formats)
+
+
+def mean_timing(timings: Sequence[Timing]) -> Timing:
+    """One batch's timing from several batches' (each resampled at the fewest runs' quantiles, then averaged).
+
+    Best, median and worst of the result are the batches' means of theirs.
+
+    >>> t = mean_timing([Timing((1.0, 2.0, 3.0, 4.0, 5.0)), Timing((3.0,) * 7)])
+    >>> t.best, t.median, t.worst, len(t.samples)
+    (2.0, 3.0, 4.0, 5)
+    """
+    if not timings:
+        raise ValueError("mean_timing needs at least one timing")
+    k = min(len(t.samples) for t in timings)
+    grid = np.linspace(0.0, 1.0, k)
+    rows = [np.quantile(np.sort(np.asarray(t.samples)), grid) for t in timings]
+    return Timing(tuple(float(x) for x in np.mean(rows, axis=0)))
+
+
 @dataclass
 class BatchRun:
     """One batch of a trace, run through a module and through torch.
 
     ``output``/``wall_s``: the module's output and the wall seconds of its call;
-    ``stats``: its ``last_stats`` after the call; ``reference``/``torch_s``: torch's
-    output on the same weights and its best time (:func:`time_torch`).
+    ``stats``: its ``last_stats`` after the call; ``reference``: torch's float32 output
+    on the same (dequantized) weights; ``torch``: the like-for-like baseline's timing
+    (:meth:`CpuBaseline.time <updlrm.baselines.CpuBaseline.time>`), ``torch_s`` its best.
     """
 
     index: int
@@ -185,14 +232,21 @@ class BatchRun:
     wall_s: float
     stats: Any
     reference: np.ndarray
-    torch_s: float
+    torch: Timing
+
+    @property
+    def torch_s(self) -> float:
+        return self.torch.best
 
 
 def run_batches(module: Callable[..., Any], trace: Any, weights: Sequence[Any],
-                progress: Callable[[str], None] | None = None) -> Iterator[BatchRun]:
+                progress: Callable[[str], None] | None = None,
+                baseline: CpuBaseline | None = None) -> Iterator[BatchRun]:
     """Every batch of ``trace`` through ``module`` (a TBE module) and through torch on ``weights``, one at a time.
 
-    ``progress`` gets a line per batch.
+    ``weights`` (float32 torch tensors) give the reference output; ``baseline`` is
+    timed (default: :func:`baseline_for` the module when it has tables, else fp32
+    ``embedding_bag`` on ``weights``).  ``progress`` gets a line per batch.
 
     >>> import torch
     >>> from updlrm import TableBatchedEmbeddingBags
@@ -205,14 +259,21 @@ def run_batches(module: Callable[..., Any], trace: Any, weights: Sequence[Any],
     (2, True)
     """
     say = progress or (lambda msg: None)
+    if baseline is None:
+        if hasattr(module, "tables") and hasattr(module, "_stored"):
+            baseline = baseline_for(module)
+        else:
+            baseline = CpuBaseline([TableSpec(f"t{i}", int(w.shape[0]), int(w.shape[1])) for i, w in enumerate(weights)],
+                                   [np.asarray(w) for w in weights])
     for i, (idx, off, psw) in enumerate(trace.batches()):
         say(f"batch {i + 1}/{trace.num_batches}: {idx.size:,} lookups")
         t0 = time.perf_counter()
         out = module(idx, off, psw)
         wall_s = time.perf_counter() - t0
         stats = module.last_stats  # type: ignore[attr-defined]
-        torch_s, reference = time_torch(weights, idx, off, trace.batch_size, psw)
-        yield BatchRun(i, idx, off, psw, out, wall_s, stats, reference, torch_s)
+        reference = torch_embedding_bags(weights, idx, off, trace.batch_size, psw).numpy()
+        timing, _ = baseline.time(idx, off, trace.batch_size, psw)
+        yield BatchRun(i, idx, off, psw, out, wall_s, stats, reference, timing)
 
 
 @dataclass
@@ -246,21 +307,42 @@ class BenchResult:
     host_cache_hits: float
     max_abs_err: float
     passed: bool
+    baseline: str = ""
+    torch_timing: Timing | None = None
+    host_model_s: float | None = None
+    host_model: str = ""
+
+    @property
+    def comparison(self) -> Comparison:
+        """The baseline against the modeled hardware batch latency."""
+        return Comparison(self._cpu(), self.modeled_s["total_s"])
+
+    @property
+    def comparison_estimate(self) -> Comparison:
+        """The baseline against the end-to-end estimate."""
+        return Comparison(self._cpu(), self.estimate_s)
+
+    def _cpu(self) -> Timing:
+        return self.torch_timing if self.torch_timing is not None else Timing((self.torch_s,))
 
     @property
     def speedup(self) -> float:
-        """torch CPU time over the modeled hardware batch latency (> 1: the DPUs win)."""
-        return self.torch_s / self.modeled_s["total_s"] if self.modeled_s["total_s"] > 0 else float("inf")
+        """Baseline CPU time over the modeled hardware batch latency (> 1: the DPUs win)."""
+        return self.comparison.ratio
 
     @property
     def speedup_estimate(self) -> float:
-        """torch CPU time over the end-to-end estimate (host work measured here + modeled DPU side)."""
-        return self.torch_s / self.estimate_s if self.estimate_s > 0 else float("inf")
+        """Baseline CPU time over the end-to-end estimate (host work measured here + modeled DPU side)."""
+        return self.comparison_estimate.ratio
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
-        d["speedup"] = self.speedup
-        d["speedup_estimate"] = self.speedup_estimate
+        cpu = self._cpu()
+        d["torch_timing"] = {**cpu.to_dict(), "spread": cpu.spread}
+        for key, comp in (("speedup", self.comparison), ("speedup_estimate", self.comparison_estimate)):
+            d[key] = comp.ratio
+            d[f"{key}_range"] = list(comp.ratio_range)
+            d[f"{key}_verdict"] = comp.verdict
         d["result"] = "PASS" if self.passed else "FAIL"
         return d
 
@@ -326,12 +408,13 @@ def run_bench(*, tables: int = 8, rows: int = 100_000, dim: int = 64, batch_size
     tbe = TableBatchedEmbeddingBags(specs, plan=run_plan, backend=backend, seed=seed, nr_tasklets=nr_tasklets)
     with tbe:
         weights = [torch.from_numpy(tbe.weights(t)) for t in range(len(specs))]
+        baseline = baseline_for(tbe)
         measured, modeled, estimates, wall, torch_times, checked = [], [], [], [], [], True
         bytes_rows, loads, hits = [], [], []
         max_err, passed = 0.0, True
         run_cache: dict[tuple[int, int], SliceRouter] = {}
         model_cache: dict[tuple[int, int], SliceRouter] = {}
-        for run in run_batches(tbe, trace, weights, say):
+        for run in run_batches(tbe, trace, weights, say, baseline):
             idx, off, psw, stats = run.indices, run.offsets, run.per_sample_weights, run.stats
             wall.append(run.wall_s)
             here = profile_batch(stats, hw)
@@ -354,7 +437,7 @@ def run_bench(*, tables: int = 8, rows: int = 100_000, dim: int = 64, batch_size
                                target.padded_bytes_from_dpu))
             loads.append(target.work.lookups)
             hits.append(target.host_cache_hits)
-            torch_times.append(run.torch_s)
+            torch_times.append(run.torch)
             err, ok = check_close(run.output, run.reference)
             max_err, passed = max(max_err, err), passed and ok
         backend_name = tbe.backend
@@ -369,14 +452,32 @@ def run_bench(*, tables: int = 8, rows: int = 100_000, dim: int = 64, batch_size
     return BenchResult(
         config=config, backend=backend_name, emulated=emulate, nr_dpus=int(dpus), profile=hw.name,
         derived=model_plan is not run_plan, derivation_checked=bool(checked), batches=batches,
-        lookups_per_batch=float(trace.num_lookups / batches), torch_s=float(np.mean(torch_times)),
+        lookups_per_batch=float(trace.num_lookups / batches), torch_s=mean_timing(torch_times).best,
         torch_threads=torch.get_num_threads(), wall_s=float(np.mean(wall)), measured_s=mean_measured,
         modeled_s=mean_modeled, estimate_s=float(np.mean(estimates)),
         bytes_per_batch={"cpu_to_dpu": b[0], "dpu_to_cpu": b[1], "cpu_to_dpu_padded": b[2],
                          "dpu_to_cpu_padded": b[3]},
         dpu_load={"mean_lookups": float(load.mean()), "max_lookups": float(load.max()),
                   "imbalance": float(load.max() / load.mean()) if load.mean() > 0 else 1.0},
-        host_cache_hits=float(np.mean(hits)), max_abs_err=max_err, passed=passed)
+        host_cache_hits=float(np.mean(hits)), max_abs_err=max_err, passed=passed,
+        baseline=baseline_name(specs), torch_timing=mean_timing(torch_times),
+        host_model_s=_host_model_seconds(specs, trace), host_model=_host_model().describe())
+
+
+def _host_model():
+    from updlrm.partitioner.host_cost import calibrate
+
+    return calibrate()
+
+
+def _host_model_seconds(specs: list[TableSpec], trace: Any) -> float:
+    """What the planner's host cost model (calibrated here, cached) predicts for the baseline's batch."""
+    model = _host_model()
+    total = 0.0
+    for t, spec in enumerate(specs):
+        rows = np.asarray(trace.table_lookups(t)[0])
+        total += model.seconds(spec, rows.size / trace.num_batches, np.unique(rows).size * spec.row_bytes())
+    return total
 
 
 def format_bench(r: BenchResult) -> str:
@@ -402,11 +503,15 @@ def format_bench(r: BenchResult) -> str:
         f"{format_seconds(r.modeled_s['kernel_s']):>{max(len(f'modeled UPMEM ({r.nr_dpus})'), 16) + 2}}",
         "  (*overlaps the DPU phases; 'total' measured is the whole forward() on this machine)",
         "",
-        f"  torch embedding_bag, CPU (best of {r.torch_threads} and 1 thread(s))   {format_seconds(r.torch_s).strip()}",
+        f"  CPU baseline: {r.baseline} (best of {r.torch_threads} and 1 thread(s), same run)",
+        f"    {r._cpu()}",
+        *([f"    the planner's host cost model predicts {format_seconds(r.host_model_s).strip()} for it "
+           f"({r.host_model})"] if r.host_model_s is not None else []),
         f"  modeled UPMEM batch latency (perfmodel)          {format_seconds(r.modeled_s['total_s']).strip()}"
-        f"   -> speedup {r.speedup:.2f}x " + ("(DPUs win)" if r.speedup > 1 else "(CPU wins)"),
+        f"   -> speedup {r.comparison}",
         f"  end-to-end estimate (host work measured here)    {format_seconds(r.estimate_s).strip()}"
-        f"   -> speedup {r.speedup_estimate:.2f}x " + ("(DPUs win)" if r.speedup_estimate > 1 else "(CPU wins)"),
+        f"   -> speedup {r.comparison_estimate}",
+        "  (a verdict only when the ratio's range over the baseline's best and median lies on one side of 1)",
         "",
     ]
     lines += format_traffic(r.bytes_per_batch, r.dpu_load, r.host_cache_hits, f"bytes per batch ({r.nr_dpus} DPUs)")
@@ -443,9 +548,12 @@ def format_bench(r: BenchResult) -> str:
 def bench_command(as_json: bool, **options) -> None:
     """Time torch CPU and updlrm on one workload; model each phase on UPMEM hardware.
 
-    The batches run on the backend (checked against torch), torch's CPU embedding_bag
-    is timed on the same batches in the same run, and the perfmodel gives each phase
-    on --dpus DPUs of the chosen hardware profile. Exit status 1 if a result is wrong.
+    The batches run on the backend (checked against torch); the like-for-like torch CPU
+    op (fp32 embedding_bag; int8: torch's quantized byte-rowwise bag on the same rows;
+    int32: fp32 embedding_bag on the dequantized rows) is timed on the same batches in
+    the same run, best of >= 5 with the spread shown, and the perfmodel gives each phase
+    on --dpus DPUs of the chosen hardware profile. A speedup gets a verdict only when it
+    is outside the spread. Exit status 1 if a result is wrong.
     """
     progress = None if as_json else (lambda msg: click.echo(f"... {msg}", err=True))
     result = run_bench(progress=progress, **options)

@@ -480,7 +480,11 @@ class Plan:
                 raise PlanError(f"{path}: {e}") from None
         if workload_hash is not None and doc["workload_hash"] != workload_hash:
             raise PlanError(f"{path}: plan was built for workload {doc['workload_hash']}, not {workload_hash}")
-        arrays_path = path.with_name(doc["arrays_file"])
+        name = doc["arrays_file"]
+        if not name or Path(name).name != name:
+            raise PlanError(f'{path}: "arrays_file" must name a file beside the plan (like plan.npz), got {name!r}; '
+                            f"{REBUILD}")
+        arrays_path = path.with_name(name)
         try:
             arrays_bytes = arrays_path.read_bytes()
         except OSError as e:

@@ -44,7 +44,8 @@ from hypothesis import strategies as st
 
 from updlrm import BoundsCheckMode, EmbeddingBag, PoolingMode, RowFormat, TableBatchedEmbeddingBags, TableSpec
 from updlrm.host.engine import EngineError
-from updlrm.tbe import FIT_QMAX, FORMAT_QMAX, IndexOutOfRangeError, InvalidInputError
+from updlrm.quantize import FIT_QMAX, FORMAT_QMAX
+from updlrm.tbe import IndexOutOfRangeError, InvalidInputError
 
 
 def given_weights(spec: TableSpec, stored: np.ndarray, kind: str, rng: np.random.Generator):

@@ -61,7 +61,7 @@ def test_plan_is_valid_and_records_its_workload(plan, trace):
     assert set(meta["strategy"]) == {t.name for t in TABLES}
     assert meta["modeled"]["total_s"] > 0 and meta["build_time_s"] > 0
     for s in meta["strategy"].values():
-        assert s["layout"] in ("table_wise", "row_wise", "column_wise", "tiled")
+        assert s["layout"] in ("table_wise", "row_wise", "column_wise", "tiled", "data_parallel")
 
 
 def test_expected_load_equals_naive_routing(plan, trace):
@@ -123,7 +123,8 @@ def test_replication_spreads_a_dominant_row():
     idx = rng.integers(0, 4000, size=B * nb * P)
     idx[rng.random(idx.size) < 0.5] = 17
     tr = Trace(1, B, idx, np.arange(0, B * nb * P + 1, P))
-    rep = build_plan(tables, tr, Topology(16), cache="replicate", min_count=2, progress=False)
+    # Hot-row replicas, not whole-table replicas (max_replicas=1), are what is tested here.
+    rep = build_plan(tables, tr, Topology(16), cache="replicate", min_count=2, max_replicas=1, progress=False)
     flat = build_plan(tables, tr, Topology(16), cache="none", progress=False)
     assert rep.metadata["strategy"]["t"]["replicated_rows"] >= 1
     holders = [s for s in rep.shards if 17 in set(s.row_ids().tolist())]
@@ -142,7 +143,7 @@ def test_small_table_of_heavy_rows_is_balanced(seed):
     tables = [TableSpec("few", 12, 16)]
     tr = synthetic_trace(tables, batch_size=2048, num_batches=4, pooling=12, alpha=1.05, seed=seed)
     build, held = tr.split(0.5)
-    plan = build_plan(tables, build, Topology(8), cache="replicate", progress=False)
+    plan = build_plan(tables, build, Topology(8), cache="replicate", max_replicas=1, progress=False)
     assert plan.metadata["strategy"]["few"]["row_parts"] == 8
     assert evaluate_plan(plan, build).imbalance < 1.06
     assert evaluate_plan(plan, held).imbalance < 1.06
@@ -202,7 +203,8 @@ def test_graph_partitioning_cuts_fanout(graph):
     tables = [TableSpec(f"t{i}", 3000, 16) for i in range(2)]
     tr = synthetic_trace(tables, batch_size=256, num_batches=8, pooling=16, alpha=0.8, co_occurrence=0.9, seed=1,
                          topic_size=16)
-    kw = dict(cache="replicate", progress=False, min_count=2, max_hot_rows=600 if graph == "hypergraph" else 3000)
+    kw = dict(cache="replicate", progress=False, min_count=2, max_hot_rows=600 if graph == "hypergraph" else 3000,
+              max_replicas=1)
     freq = build_plan(tables, tr, Topology(64), graph="none", **kw)
     ours = build_plan(tables, tr, Topology(64), graph=graph, **kw)
     # Same shapes, so the fan-out difference is the row assignment's doing.

@@ -13,6 +13,9 @@ import pytest
 import torch
 
 import updlrm
+from updlrm import perfmodel
+from updlrm.partitioner.cost import CostModel
+from updlrm.partitioner.evaluate import route_trace
 from updlrm.partitioner.placement import build_plan, evaluate_plan, expected_work
 from updlrm.partitioner.workloads import Trace, synthetic_trace
 from updlrm.specs import RowFormat, TableSpec, Topology
@@ -33,13 +36,18 @@ def _any(key, value=None):
 
 # build_plan options, and what each plan must contain for the case to test anything.
 PLANS = {
-    "host_cache": ({}, [_any("host_rows")]),
-    "replicas_tiles_metis": ({"cache": "replicate", "graph": "graph"},
+    "host_cache": ({"max_replicas": 1}, [_any("host_rows")]),
+    "replicas_tiles_metis": ({"cache": "replicate", "graph": "graph", "max_replicas": 1},
                              [_any("replicated_rows"), _any("layout", "tiled"), _any("partitioner", "metis")]),
-    "ranges_replicas": ({"cache": "replicate", "explicit_row_limit": 1000},
+    "ranges_replicas": ({"cache": "replicate", "explicit_row_limit": 1000, "max_replicas": 1},
                         [_any("storage", "ranges"), _any("replicated_rows")]),
-    "ranges_host": ({"explicit_row_limit": 1000}, [_any("storage", "ranges"), _any("host_rows")]),
-    "hypergraph": ({"cache": "replicate", "graph": "hypergraph"}, [_any("partitioner", "mtkahypar")]),
+    "ranges_host": ({"explicit_row_limit": 1000, "max_replicas": 1}, [_any("storage", "ranges"), _any("host_rows")]),
+    "hypergraph": ({"cache": "replicate", "graph": "hypergraph", "max_replicas": 1},
+                   [_any("partitioner", "mtkahypar")]),
+    # Whole tables and column-slice groups held several times, samples dealt among them.
+    "group_replicas": ({"cache": "replicate"}, [_any("layout", "data_parallel"), _any("layout", "column_wise")]),
+    "group_replicas_ranges": ({"cache": "replicate", "explicit_row_limit": 1000, "max_replicas": 4},
+                              [_any("storage", "ranges"), lambda st: any(s["replicas"] > 1 for s in st.values())]),
 }
 
 
@@ -120,3 +128,12 @@ def test_plan_runs_on_engine_like_torch_and_like_its_report(name, trace, weights
             np.testing.assert_array_equal(stats.work().lookups, work.lookups)
             np.testing.assert_array_equal(stats.work().index_bytes, work.index_bytes)
             np.testing.assert_array_equal(stats.work().output_bytes, work.output_bytes)
+            # The planner's own byte model (what the layout search and the DPU assignment
+            # price) counts the engine's input bytes exactly and its output bytes up to
+            # the expected tasklet splits.
+            model = CostModel(TABLES, perfmodel.get_profile("upmem-350mhz-2556", nr_dpus=NR_DPUS), NR_DPUS,
+                              False, 16, [1.0] * len(TABLES))
+            planned = route_trace(plan, one, model, 1.0).work(0, model)
+            np.testing.assert_array_equal(planned.index_bytes, stats.bytes_to_dpu)
+            measured_out = float(stats.bytes_from_dpu.sum())
+            assert abs(planned.output_bytes.sum() - measured_out) <= 0.05 * measured_out, name

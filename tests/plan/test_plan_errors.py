@@ -166,3 +166,15 @@ def test_any_edit_is_loaded_faithfully_or_refused_with_a_plan_error(tmp_path, da
 def test_schema_checker_names_nested_keys():
     with pytest.raises(PlanError, match=r'"topology.nr_dpus" must be an integer, got true'):
         check_schema({"nr_dpus": True}, PLAN_SCHEMA["topology"], "topology")
+
+
+@pytest.mark.parametrize("name", ["", "../elsewhere.npz", "sub/plan.npz"])
+def test_arrays_file_must_name_a_file_beside_the_plan(tmp_path, name):
+    """Found by the any-edit hypothesis test: an empty name raised ValueError from pathlib."""
+    plan = uniform_plan([TableSpec("a", 10, 4)], Topology(nr_dpus=2), "row_wise")
+    path = plan.save(tmp_path / "plan.json")
+    doc = json.loads(path.read_text())
+    doc["arrays_file"] = name
+    path.write_text(json.dumps(doc))
+    with pytest.raises(PlanError, match='"arrays_file" must name a file beside the plan'):
+        Plan.load(path)
