@@ -2843,7 +2843,9 @@ int eb_engine_collect(eb_engine *engine, uint32_t index)
 {
     struct eb_slot *slot;
     if (!claim_slot(engine, index, SLOT_LAUNCHED, &slot)) {
-        return EB_RUN_BAD_SLOT;
+        /* after the launch of an empty or split batch there is nothing to wait for */
+        int collected = index < EB_NR_SLOTS && atomic_load(&engine->slots[index].state) == SLOT_COLLECTED;
+        return collected ? 0 : EB_RUN_BAD_SLOT;
     }
     int result = collect_slot(slot);
     atomic_store(&engine->dpu_busy, 0);

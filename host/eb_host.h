@@ -87,7 +87,8 @@ const int64_t *eb_engine_dpu_stat(const eb_engine *engine, int which);
  *   eb_engine_launch   push and start the DPUs asynchronously, sum host-cached rows
  *                      (PREPARED -> LAUNCHED; a batch too big for one launch runs
  *                      here in parts, route to merge: -> COLLECTED)
- *   eb_engine_collect  wait for the DPUs, pull the partial sums (LAUNCHED -> COLLECTED)
+ *   eb_engine_collect  wait for the DPUs, pull the partial sums (LAUNCHED -> COLLECTED;
+ *                      nothing to do on COLLECTED)
  *   eb_engine_finish   merge, scale, divide means into the output (COLLECTED -> FREE)
  *   eb_engine_discard  give a slot up at any state (waits for its launch)
  * One prepare at a time (the routing scratch) and one batch on the DPUs at a time
