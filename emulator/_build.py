@@ -148,11 +148,11 @@ def build_into(directory: Path, sanitize: bool = False) -> Path:
     extra = SANITIZE_FLAGS if sanitize else []
     _run(
         [CC, *WARNINGS, *COMMON_FLAGS, *extra, *includes, "-shared", "-o", str(directory / HOST_LIBRARY),
-         str(RUNTIME_DIR / "hostlib.c")]
+         str(RUNTIME_DIR / "hostlib.c"), str(RUNTIME_DIR / "fault_inject.c")]
     )
     _run(
         [CC, *WARNINGS, *COMMON_FLAGS, *extra, *includes, "-shared", "-o", str(directory / DPU_RUNTIME_LIBRARY),
-         str(RUNTIME_DIR / "dpurt.c")]
+         str(RUNTIME_DIR / "dpurt.c"), str(RUNTIME_DIR / "fault_inject.c")]
     )
     (directory / LINKER_SCRIPT).write_text(LINKER_SCRIPT_TEXT)
     (directory / STAMP).write_text(source_hash(sanitize) + "\n")

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Iterable, Sequence, Union
 
 from . import _build
-from ._elf import ElfFile
+from ._elf import ElfFile, is_sdk_dpu_binary, sdk_dpu_binary_message
 
 PathLike = Union[str, os.PathLike]
 
@@ -74,6 +74,9 @@ def _existing_sources(sources: Sequence[PathLike] | PathLike, kind: str) -> list
     for path in paths:
         if not path.is_file():
             raise CompileError(f"{kind} source not found: {path}")
+        with open(path, "rb") as handle:
+            if is_sdk_dpu_binary(handle.read(20)):
+                raise CompileError(sdk_dpu_binary_message(path))
     return paths
 
 

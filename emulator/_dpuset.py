@@ -129,7 +129,13 @@ dpu_error_t updlrm_emu_reset_counters(struct dpu_set_t set);
 dpu_error_t updlrm_emu_dpu_at(struct dpu_set_t set, uint32_t index, struct dpu_set_t *dpu);
 dpu_error_t updlrm_emu_fault_info(struct dpu_set_t set, uint32_t *dpu_index, int32_t *tasklet, char *message, size_t message_size);
 dpu_error_t updlrm_emu_nr_workers(struct dpu_set_t set, uint32_t *nr_workers);
+dpu_error_t updlrm_emu_set_faults(struct dpu_set_t set, const char *rules);
 dpu_error_t updlrm_emu_log(struct dpu_set_t dpu, char *buffer, size_t capacity, size_t *length);
+dpu_error_t updlrm_emu_program_symbol(struct dpu_program_t *program, uint32_t index, const char **name);
+dpu_error_t dpu_load_from_memory(struct dpu_set_t dpu_set, uint8_t *buffer, size_t buffer_size, struct dpu_program_t **program);
+dpu_error_t dpu_broadcast_to_symbol(struct dpu_set_t dpu_set, struct dpu_symbol_t symbol, uint32_t symbol_offset, const void *src, size_t length, int flags);
+dpu_error_t dpu_push_xfer_symbol(struct dpu_set_t dpu_set, int xfer, struct dpu_symbol_t symbol, uint32_t symbol_offset, size_t length, int flags);
+uint32_t dpu_get_id(void *dpu);
 """
 
 _DPU_ASYNCHRONOUS, _DPU_SYNCHRONOUS = 0, 1
@@ -461,6 +467,27 @@ class DpuSet:
         count = _ffi.new("uint32_t *")
         self._check(self._lib.updlrm_emu_nr_workers(self._alive(), count))
         return int(count[0])
+
+    def inject_faults(self, rules: str | None) -> None:
+        """Test hook: arm the emulator's fault injection rules (``updlrm_emu_set_faults``).
+
+        ``rules`` has the grammar of ``UPDLRM_EMU_FAULTS`` (emulator/README.md, "Fault
+        injection"), e.g. ``"fault:dpu=1,dma=3,launch=1"``; None or "" disarms.
+        Launch numbers count from this call.
+
+        Example::
+
+            >>> with DpuSet(2) as dpus:
+            ...     dpus.load(_example_program())
+            ...     dpus.inject_faults("fault:dpu=1,launch=1")
+            ...     try:
+            ...         dpus.launch()
+            ...     except DpuError as e:
+            ...         print(e.code_name, e.dpu, e.tasklet)
+            ...     dpus.launch()                     # launch 2: no rule, runs normally
+            DPU_ERR_DPU_FAULT 1 0
+        """
+        self._check(self._lib.updlrm_emu_set_faults(self._alive(), rules.encode() if rules else _ffi.NULL))
 
     # -- counters ---------------------------------------------------------
     def counters(self) -> dict[str, np.ndarray]:

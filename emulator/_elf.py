@@ -25,8 +25,38 @@ CONFIG_MAGIC = 0x55444C52
 MAX_TASKLETS = 24
 
 
+#: e_machine of the UPMEM SDK's DPU binaries (32-bit little-endian ELF from dpu-upmem-dpurte-clang).
+EM_DPU = 245
+
+
 class ElfError(ValueError):
     """The file is not an ELF64 file this reader understands."""
+
+
+def sdk_dpu_binary_message(path) -> str:
+    """What to do with a DPU binary built by the real SDK compiler (the host
+    library's dpu_load says the same).
+
+    Example::
+
+        >>> "updlrm emu build" in sdk_dpu_binary_message("task.dpu")
+        True
+    """
+    return (f"'{path}' is a DPU binary built by the UPMEM SDK's compiler (32-bit ELF, machine EM_DPU): it runs on "
+            "real DPUs or the SDK's simulator, not on the emulator. Build the DPU sources for the emulator instead: "
+            "`updlrm emu build --dpu <sources>`, updlrm.emulator.compile_dpu_program, or the SDK's Makefile with "
+            "`updlrm emu shims` on PATH")
+
+
+def is_sdk_dpu_binary(data: bytes) -> bool:
+    """Whether ``data`` starts like an ELF file of the SDK's DPU compiler.
+
+    Example::
+
+        >>> is_sdk_dpu_binary(b"\\x7fELF\\x01\\x01" + bytes(10) + (2).to_bytes(2, "little") + (245).to_bytes(2, "little"))
+        True
+    """
+    return len(data) >= 20 and data[:4] == b"\x7fELF" and data[4] == 1 and struct.unpack_from("<H", data, 18)[0] == EM_DPU
 
 
 @dataclass(frozen=True)
@@ -64,6 +94,8 @@ class ElfFile:
     def __init__(self, data: bytes):
         if len(data) < 64 or data[:4] != b"\x7fELF":
             raise ElfError("not an ELF file")
+        if is_sdk_dpu_binary(data):
+            raise ElfError(sdk_dpu_binary_message("this file"))
         if data[4] != 2 or data[5] != 1:
             raise ElfError("only 64-bit little-endian ELF files are supported")
         self.data = data

@@ -3,12 +3,17 @@
 Commands::
 
     updlrm emu build --dpu A.c [--dpu B.c] --host H.c [-D NAME=VALUE] [--tasklets N] [--output-dir DIR]
-    updlrm emu run   --dpu A.c --host H.c [-D NAME=VALUE] [--tasklets N] [-- host arguments]
-    updlrm emu shims DIR      # dpu-upmem-dpurte-clang / dpu-pkg-config drop-ins
+                     [-l LIB] [-L DIR] [--host-flag FLAG] [--dpu-flag FLAG] [--dpu-output PATH] [--host-output PATH]
+    updlrm emu run   (the same options) [-- host arguments]
+    updlrm emu shims DIR         # dpu-upmem-dpurte-clang / dpu-pkg-config drop-ins
+    updlrm emu python-path       # folder with the SDK-compatible Python package `dpu`
 
-``run`` passes the arguments after ``--`` to the host program; without any,
-the host gets the DPU binary's path as its only argument.  Either way the
-environment variable ``UPDLRM_EMU_DPU_BINARY`` holds that path.
+Binaries follow the SDK Makefile convention: ``bin/dpu_code`` and
+``bin/host_code`` under the current directory (``--output-dir``,
+``--dpu-output``, ``--host-output`` move them), so a host that opens
+``./bin/dpu_code`` finds it.  ``run`` passes the arguments after ``--`` to the
+host program; without any, the host gets the DPU binary's path as its only
+argument.  Either way ``UPDLRM_EMU_DPU_BINARY`` holds that path.
 
 Example::
 
@@ -21,7 +26,6 @@ import os
 import shlex
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import click
@@ -29,6 +33,10 @@ import click
 # Text that marks the shims so that updlrm's SDK detection (updlrm/backends.py,
 # EMULATOR_SHIM_MARKERS) never mistakes them for the real SDK tools.
 SHIM_MARKER = "updlrm-emulator-shim"
+
+# The SDK Makefiles' binary names (SDK examples, PrIM: bin/dpu_code, bin/host_code).
+DPU_BINARY_NAME = "dpu_code"
+HOST_BINARY_NAME = "host_code"
 
 
 def _defines(defines: tuple[str, ...], tasklets: int | None) -> list[str]:
@@ -38,21 +46,25 @@ def _defines(defines: tuple[str, ...], tasklets: int | None) -> list[str]:
     return out
 
 
-def _build(dpu_sources, host_sources, defines, tasklets, include_dirs, output_dir: Path, sanitize: bool):
+def _build(options: dict):
     from . import CompileError, compile_dpu_program, compile_host_program
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    all_defines = _defines(defines, tasklets)
+    output_dir = Path(options["output_dir"])
+    dpu_output = Path(options["dpu_output"]) if options["dpu_output"] else output_dir / DPU_BINARY_NAME
+    host_output = Path(options["host_output"]) if options["host_output"] else output_dir / HOST_BINARY_NAME
+    all_defines = _defines(options["defines"], options["tasklets"])
+    libs = [f"-L{d}" for d in options["lib_dirs"]] + [f"-l{name}" for name in options["libs"]]
     try:
         dpu = compile_dpu_program(
-            [Path(s) for s in dpu_sources], output_dir / "dpu_binary", defines=all_defines,
-            include_dirs=include_dirs, sanitize=sanitize,
+            [Path(s) for s in options["dpu_sources"]], dpu_output, defines=all_defines,
+            include_dirs=options["include_dirs"], sanitize=options["sanitize"], extra_cflags=options["dpu_flags"],
         )
         host = None
-        if host_sources:
+        if options["host_sources"]:
             host = compile_host_program(
-                [Path(s) for s in host_sources], output_dir / "host_binary", defines=all_defines,
-                include_dirs=include_dirs, sanitize=sanitize,
+                [Path(s) for s in options["host_sources"]], host_output, defines=all_defines,
+                include_dirs=options["include_dirs"], sanitize=options["sanitize"],
+                extra_cflags=options["host_flags"], extra_libs=libs,
             )
     except CompileError as error:
         raise click.ClickException(str(error)) from None
@@ -68,6 +80,20 @@ _common = [
                  help="NR_TASKLETS (default: -D NR_TASKLETS or 1, as the SDK)."),
     click.option("-I", "include_dirs", multiple=True, type=click.Path(file_okay=False),
                  help="Include directory (repeatable)."),
+    click.option("-l", "libs", multiple=True, metavar="LIB",
+                 help="Link the host program with libLIB, e.g. -lm (repeatable)."),
+    click.option("-L", "lib_dirs", multiple=True, type=click.Path(file_okay=False), metavar="DIR",
+                 help="Library directory for -l (repeatable)."),
+    click.option("--host-flag", "host_flags", multiple=True, metavar="FLAG",
+                 help="Extra host compiler/linker flag, e.g. --host-flag=-fopenmp (repeatable)."),
+    click.option("--dpu-flag", "dpu_flags", multiple=True, metavar="FLAG",
+                 help="Extra DPU compiler flag, e.g. --dpu-flag=-DSTACK_SIZE_DEFAULT=256 (repeatable)."),
+    click.option("--output-dir", type=click.Path(file_okay=False), default="bin", show_default=True,
+                 help=f"Where {DPU_BINARY_NAME} and {HOST_BINARY_NAME} are written (the SDK Makefile convention)."),
+    click.option("--dpu-output", type=click.Path(dir_okay=False), default=None, metavar="PATH",
+                 help=f"Path of the DPU binary (default: OUTPUT_DIR/{DPU_BINARY_NAME}), e.g. the path a host opens."),
+    click.option("--host-output", type=click.Path(dir_okay=False), default=None, metavar="PATH",
+                 help=f"Path of the host binary (default: OUTPUT_DIR/{HOST_BINARY_NAME})."),
     click.option("--sanitize", is_flag=True, help="Build with AddressSanitizer + UBSan."),
 ]
 
@@ -87,11 +113,9 @@ def emu_group() -> None:
 @_with_common
 @click.option("--host", "host_sources", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Host C/C++ source using <dpu.h> (repeatable).")
-@click.option("--output-dir", type=click.Path(file_okay=False), default=".", show_default=True,
-              help="Where dpu_binary and host_binary are written.")
-def build_command(dpu_sources, defines, tasklets, include_dirs, sanitize, host_sources, output_dir):
+def build_command(**options):
     """Build DPU (and host) sources for the emulator."""
-    dpu, host = _build(dpu_sources, host_sources, defines, tasklets, include_dirs, Path(output_dir), sanitize)
+    dpu, host = _build(options)
     click.echo(f"DPU binary:  {dpu}")
     if host:
         click.echo(f"host binary: {host}")
@@ -101,18 +125,27 @@ def build_command(dpu_sources, defines, tasklets, include_dirs, sanitize, host_s
 @_with_common
 @click.option("--host", "host_sources", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False),
               help="Host C/C++ source using <dpu.h> (repeatable).")
-@click.option("--keep", type=click.Path(file_okay=False), default=None,
-              help="Keep the binaries in this directory (default: a temporary one).")
 @click.argument("host_args", nargs=-1, type=click.UNPROCESSED)
-def run_command(dpu_sources, defines, tasklets, include_dirs, sanitize, host_sources, keep, host_args):
-    """Build DPU and host sources, then run the host program."""
-    with tempfile.TemporaryDirectory(prefix="updlrm-emu-run-") as tmp:
-        out = Path(keep) if keep else Path(tmp)
-        dpu, host = _build(dpu_sources, host_sources, defines, tasklets, include_dirs, out, sanitize)
-        args = list(host_args) if host_args else [str(dpu)]
-        env = dict(os.environ, UPDLRM_EMU_DPU_BINARY=str(dpu))
-        result = subprocess.run([str(host), *args], env=env)
+def run_command(host_args, **options):
+    """Build DPU and host sources, then run the host program (exit status: the host's)."""
+    dpu, host = _build(options)
+    args = list(host_args) if host_args else [str(dpu)]
+    env = dict(os.environ, UPDLRM_EMU_DPU_BINARY=str(dpu))
+    result = subprocess.run([str(host.resolve()), *args], env=env)
     sys.exit(result.returncode)
+
+
+@emu_group.command("python-path")
+def python_path_command():
+    """Print the folder holding the SDK-compatible Python host package ``dpu``.
+
+    Put it on PYTHONPATH to run the SDK's Python host programs unmodified:
+    PYTHONPATH=$(updlrm emu python-path) python3 host.py.  Only then is ``dpu``
+    importable, so a real SDK's package is never shadowed.
+    """
+    from .sdk_python import python_path
+
+    click.echo(str(python_path()))
 
 
 _CLANG_SHIM = """#!{python}

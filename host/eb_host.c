@@ -252,6 +252,8 @@ struct eb_slot {
     struct eb_run_stats stats;
     int64_t *dpu_stats[EB_NR_DPU_STATS];
     char error[1024];
+    struct eb_failure failure; /* what its failure was (eb_host.h) */
+    uint32_t *failed_dpus;     /* the DPUs it names */
 };
 
 struct eb_engine {
@@ -295,6 +297,10 @@ struct eb_engine {
     struct eb_run_stats stats; /* of the last eb_engine_run (copied from its slot) */
     int64_t *dpu_stats[EB_NR_DPU_STATS];
     char error[1024];
+    struct eb_failure failure; /* what the last failure was (eb_host.h) */
+    uint32_t *failed_dpus;     /* the DPUs it names */
+    char *kernel_path;         /* reloaded after a fault */
+    int broken;                /* a reload after a fault failed: no more launches */
 };
 
 /* Routing threads may fail at the same time; the batch is then routed again alone. */
@@ -306,6 +312,7 @@ static void set_error(eb_engine *engine, const char *format, ...)
     va_start(args, format);
     pthread_mutex_lock(&error_lock);
     vsnprintf(engine->error, sizeof(engine->error), format, args);
+    engine->failure = (struct eb_failure){ .kind = EB_FAILURE_OTHER, .dpu = -1, .tasklet = -1, .recovered = !engine->broken };
     pthread_mutex_unlock(&error_lock);
     va_end(args);
 }
@@ -318,8 +325,36 @@ static void slot_error(struct eb_slot *slot, const char *format, ...)
     va_start(args, format);
     pthread_mutex_lock(&error_lock);
     vsnprintf(slot->error, sizeof(slot->error), format, args);
+    slot->failure
+        = (struct eb_failure){ .kind = EB_FAILURE_OTHER, .dpu = -1, .tasklet = -1, .recovered = !slot->engine->broken };
     pthread_mutex_unlock(&error_lock);
     va_end(args);
+}
+
+/* What the DPU library says about its last error: the emulator keeps a detailed text
+ * per thread; the SDK only has the code's text (allocated: freed here). The result
+ * lives until the thread's next call. */
+static const char *dpu_detail(dpu_error_t status)
+{
+    static _Thread_local char text[768];
+#ifdef UPDLRM_EMULATOR
+    const char *detail = updlrm_emu_last_error();
+    if (detail && detail[0]) {
+        snprintf(text, sizeof(text), "%s", detail);
+        return text;
+    }
+#endif
+    char *owned = dpu_error_to_string(status);
+    snprintf(text, sizeof(text), "%s", owned ? owned : "unknown error");
+    free(owned);
+    return text;
+}
+
+/* The kernel's configuration (WRAM): written at load and after every reload. */
+static dpu_error_t write_config(eb_engine *engine)
+{
+    struct eb_config config = { .abi_version = EB_ABI_VERSION, .batch_offset = engine->batch_offset };
+    return dpu_broadcast_to(engine->set, "eb_config", 0, &config, sizeof(config), DPU_XFER_DEFAULT);
 }
 
 static double now_s(void)
@@ -372,8 +407,11 @@ static const char *status_text(uint32_t code)
 /* ---- setup ------------------------------------------------------------------ */
 
 eb_engine *eb_engine_create(const char *kernel_path, const char *profile, uint32_t nr_dpus, uint32_t nr_tasklets,
-    uint64_t mram_bytes, uint32_t nr_tables, uint32_t nr_shards, char *error, size_t error_size)
+    uint64_t mram_bytes, uint32_t nr_tables, uint32_t nr_shards, char *error, size_t error_size, int32_t *failure_kind)
 {
+    if (failure_kind) {
+        *failure_kind = EB_FAILURE_OTHER;
+    }
     if (nr_tasklets < 1 || nr_tasklets > EB_MAX_TASKLETS) {
         snprintf(error, error_size, "nr_tasklets must be in 1..%u, got %u", EB_MAX_TASKLETS, nr_tasklets);
         return NULL;
@@ -398,19 +436,29 @@ eb_engine *eb_engine_create(const char *kernel_path, const char *profile, uint32
     engine->tables = calloc(nr_tables ? nr_tables : 1, sizeof(struct table));
     engine->shards = calloc(nr_shards ? nr_shards : 1, sizeof(struct shard));
     engine->dpus = calloc(nr_dpus, sizeof(struct dpu_state));
+    engine->failed_dpus = calloc(nr_dpus, sizeof(uint32_t));
+    engine->kernel_path = strdup(kernel_path);
     for (int s = 0; s < EB_NR_DPU_STATS; s++) {
         engine->dpu_stats[s] = calloc(nr_dpus, sizeof(int64_t));
         if (!engine->dpu_stats[s]) {
             goto out_of_memory;
         }
     }
-    if (!engine->tables || !engine->shards || !engine->dpus) {
+    if (!engine->tables || !engine->shards || !engine->dpus || !engine->failed_dpus || !engine->kernel_path) {
         goto out_of_memory;
     }
 
     dpu_error_t status = dpu_alloc(nr_dpus, profile, &engine->set);
     if (status != DPU_OK) {
-        snprintf(error, error_size, "dpu_alloc(%u, \"%s\") failed: %s", nr_dpus, profile, dpu_error_to_string(status));
+        if (profile && profile[0]) {
+            snprintf(error, error_size, "cannot allocate %u DPUs with profile \"%s\": %s", nr_dpus, profile,
+                dpu_detail(status));
+        } else {
+            snprintf(error, error_size, "cannot allocate %u DPUs: %s", nr_dpus, dpu_detail(status));
+        }
+        if (failure_kind) {
+            *failure_kind = EB_FAILURE_ALLOCATION;
+        }
         eb_engine_destroy(engine);
         return NULL;
     }
@@ -420,6 +468,9 @@ eb_engine *eb_engine_create(const char *kernel_path, const char *profile, uint32
     dpu_get_nr_ranks(engine->set, &engine->nr_ranks);
     if (allocated_dpus != nr_dpus) {
         snprintf(error, error_size, "asked for %u DPUs, got %u", nr_dpus, allocated_dpus);
+        if (failure_kind) {
+            *failure_kind = EB_FAILURE_ALLOCATION;
+        }
         eb_engine_destroy(engine);
         return NULL;
     }
@@ -446,7 +497,7 @@ eb_engine *eb_engine_create(const char *kernel_path, const char *profile, uint32
     struct dpu_program_t *program = NULL;
     status = dpu_load(engine->set, kernel_path, &program);
     if (status != DPU_OK) {
-        snprintf(error, error_size, "dpu_load(%s) failed: %s", kernel_path, dpu_error_to_string(status));
+        snprintf(error, error_size, "dpu_load(%s) failed: %s", kernel_path, dpu_detail(status));
         eb_engine_destroy(engine);
         return NULL;
     }
@@ -1340,10 +1391,9 @@ int eb_engine_load(eb_engine *engine, const void **weights, const int64_t *row_s
     if (push_static(engine, weights, row_strides)) {
         return -1;
     }
-    struct eb_config config = { .abi_version = EB_ABI_VERSION, .batch_offset = engine->batch_offset };
-    dpu_error_t status = dpu_broadcast_to(engine->set, "eb_config", 0, &config, sizeof(config), DPU_XFER_DEFAULT);
+    dpu_error_t status = write_config(engine);
     if (status != DPU_OK) {
-        set_error(engine, "writing eb_config failed: %s", dpu_error_to_string(status));
+        set_error(engine, "writing eb_config failed: %s", dpu_detail(status));
         return -1;
     }
     engine->loaded = 1;
@@ -2136,7 +2186,7 @@ static int push_inputs(struct eb_slot *slot)
         dpu_error_t status = dpu_push_xfer(rank->set, DPU_XFER_TO_DPU, DPU_MRAM_HEAP_POINTER_NAME, engine->batch_offset,
             slot->max_input[r], DPU_XFER_DEFAULT);
         if (status != DPU_OK) {
-            slot_error(slot, "pushing batch inputs to rank %u failed: %s", r, dpu_error_to_string(status));
+            slot_error(slot, "pushing batch inputs to rank %u failed: %s", r, dpu_detail(status));
             return -1;
         }
     }
@@ -2157,7 +2207,7 @@ static int pull_outputs(struct eb_slot *slot)
         dpu_error_t status = dpu_push_xfer(rank->set, DPU_XFER_FROM_DPU, DPU_MRAM_HEAP_POINTER_NAME,
             engine->batch_offset + slot->max_input[r], slot->max_output[r], DPU_XFER_DEFAULT);
         if (status != DPU_OK) {
-            slot_error(slot, "pulling partial sums from rank %u failed: %s", r, dpu_error_to_string(status));
+            slot_error(slot, "pulling partial sums from rank %u failed: %s", r, dpu_detail(status));
             return -1;
         }
     }
@@ -2448,6 +2498,109 @@ static void record_launch_stats(struct eb_slot *slot)
     }
 }
 
+/* Appends ", d" for the first DPUs of a list, then the count of the others. */
+static size_t append_dpus(char *out, size_t size, const uint32_t *dpus, uint32_t count)
+{
+    size_t used = 0;
+    for (uint32_t k = 0; k < count && used < size; k++) {
+        if (k == 8 && count > 9) {
+            used += (size_t)snprintf(out + used, size - used, " and %u more", count - k);
+            break;
+        }
+        used += (size_t)snprintf(out + used, size - used, "%s%u", k ? ", " : "", dpus[k]);
+    }
+    return used;
+}
+
+/*
+ * A launch failed. Names the DPUs in fault (on the emulator also the tasklet and the
+ * cause: a DMA rule, a crash of the worker process, a timeout), then reloads the kernel
+ * on every DPU: after a fault the WRAM of a DPU may hold a barrier mid-round, and a load
+ * resets WRAM but leaves MRAM (the tables) alone, as on hardware. The batch inputs are
+ * pushed again by the next run, so the next batch is right.
+ */
+static void launch_failed(struct eb_slot *slot, dpu_error_t status)
+{
+    eb_engine *engine = slot->engine;
+    int timeout = status == DPU_ERR_TIMEOUT;
+    char cause[256];
+    snprintf(cause, sizeof(cause), "%.255s", dpu_detail(status));
+    uint32_t nr_listed = 0, not_started = 0;
+    int32_t first_tasklet = -1;
+    struct dpu_set_t dpu;
+    uint32_t d;
+    DPU_FOREACH(engine->set, dpu, d)
+    {
+        bool done = false, fault = false;
+        if (dpu_status(dpu, &done, &fault) != DPU_OK || !fault) {
+            continue;
+        }
+        int32_t tasklet = -1;
+#ifdef UPDLRM_EMULATOR
+        uint32_t index = 0;
+        char message[256] = "";
+        if (updlrm_emu_fault_info(dpu, &index, &tasklet, message, sizeof(message)) == DPU_OK && timeout && tasklet < 0) {
+            not_started++; /* queued behind a DPU that hung: it never ran */
+            continue;
+        }
+        if (nr_listed == 0 && message[0]) {
+            snprintf(cause, sizeof(cause), "%s", message);
+        }
+#endif
+        if (nr_listed == 0) {
+            first_tasklet = tasklet;
+        }
+        slot->failed_dpus[nr_listed++] = d;
+    }
+
+    char where[64] = "";
+    if (nr_listed) {
+        snprintf(where, sizeof(where), first_tasklet >= 0 ? "DPU %u tasklet %d" : "DPU %u", slot->failed_dpus[0],
+            first_tasklet);
+    }
+    char list[160] = "";
+    append_dpus(list, sizeof(list), slot->failed_dpus, nr_listed);
+    char others[96] = "";
+    if (not_started) {
+        snprintf(others, sizeof(others), "; %u DPU(s) queued behind did not run", not_started);
+    }
+
+    struct dpu_program_t *program = NULL;
+    dpu_error_t reload = dpu_load(engine->set, engine->kernel_path, &program);
+    if (reload == DPU_OK) {
+        reload = write_config(engine);
+    }
+    char recovery[320];
+    if (reload == DPU_OK) {
+        snprintf(recovery, sizeof(recovery), "kernel reloaded, tables kept");
+    } else {
+        snprintf(recovery, sizeof(recovery), "reloading the kernel failed too (%.240s): close this engine",
+            dpu_detail(reload));
+    }
+
+    if (timeout) {
+        char all[200] = "";
+        if (nr_listed > 1) {
+            snprintf(all, sizeof(all), " (DPUs still running: %s)", list);
+        }
+        slot_error(slot, "the launch timed out with %s still running%s: %s%s; %s", nr_listed ? where : "no DPU", all,
+            cause, others, recovery);
+    } else if (nr_listed > 1) {
+        slot_error(slot, "%s faulted: %s (DPUs in fault: %s); %s", where, cause, list, recovery);
+    } else if (nr_listed == 1) {
+        slot_error(slot, "%s faulted: %s; %s", where, cause, recovery);
+    } else {
+        slot_error(slot, "the kernel launch failed: %s; %s", cause, recovery);
+    }
+    slot->failure.kind = timeout ? EB_FAILURE_TIMEOUT : EB_FAILURE_DPU_FAULT;
+    slot->failure.dpu = nr_listed ? (int32_t)slot->failed_dpus[0] : -1;
+    slot->failure.tasklet = first_tasklet;
+    slot->failure.nr_dpus = nr_listed;
+    engine->broken = reload != DPU_OK;
+    slot->failure.recovered = reload == DPU_OK;
+    snprintf(slot->failure.cause, sizeof(slot->failure.cause), "%s", cause);
+}
+
 /* Pushes a packed launch, starts the DPUs and, while they run, sums the host-cached rows. */
 static int launch_packed(struct eb_slot *slot)
 {
@@ -2459,9 +2612,13 @@ static int launch_packed(struct eb_slot *slot)
     double pushed = now_s();
     slot->stats.push_s += pushed - start;
 
+    if (engine->broken) {
+        slot_error(slot, "the engine could not recover from an earlier DPU failure; close it and create a new one");
+        return -1;
+    }
     dpu_error_t status = dpu_launch(engine->set, DPU_ASYNCHRONOUS);
     if (status != DPU_OK) {
-        slot_error(slot, "launching the kernel failed: %s", dpu_error_to_string(status));
+        launch_failed(slot, status);
         return -1;
     }
     slot->launched_at = pushed;
@@ -2477,7 +2634,7 @@ static int collect_launched(struct eb_slot *slot)
     eb_engine *engine = slot->engine;
     dpu_error_t status = dpu_sync(engine->set);
     if (status != DPU_OK) {
-        slot_error(slot, "the kernel failed: %s", dpu_error_to_string(status));
+        launch_failed(slot, status);
         return -1;
     }
     double launched = now_s();
@@ -2596,7 +2753,8 @@ static int ready_slot(struct eb_slot *slot)
     slot->host_states = calloc(engine->nr_slices ? engine->nr_slices : 1, sizeof(struct dpu_state));
     slot->max_input = calloc(engine->nr_ranks, sizeof(uint32_t));
     slot->max_output = calloc(engine->nr_ranks, sizeof(uint32_t));
-    int failed = !slot->dpus || !slot->host_states || !slot->max_input || !slot->max_output;
+    slot->failed_dpus = calloc(engine->nr_dpus, sizeof(uint32_t));
+    int failed = !slot->dpus || !slot->host_states || !slot->max_input || !slot->max_output || !slot->failed_dpus;
     for (int s = 0; s < EB_NR_DPU_STATS && !failed; s++) {
         slot->dpu_stats[s] = calloc(engine->nr_dpus, sizeof(int64_t));
         failed = !slot->dpu_stats[s];
@@ -2646,6 +2804,7 @@ static void free_slot(struct eb_slot *slot, uint32_t nr_dpus, uint32_t nr_slices
     free(slot->host_states);
     free(slot->max_input);
     free(slot->max_output);
+    free(slot->failed_dpus);
     free(slot->scratch);
     free(slot->merge_runs);
     free(slot->merge_positions);
@@ -2915,6 +3074,10 @@ int eb_engine_run(eb_engine *engine, const int64_t *indices, int64_t nr_indices,
     }
     /* The engine-wide error and stats describe the last eb_engine_run. */
     memcpy(engine->error, slot->error, sizeof(engine->error));
+    engine->failure = slot->failure;
+    if (slot->ready) {
+        memcpy(engine->failed_dpus, slot->failed_dpus, engine->nr_dpus * sizeof(uint32_t));
+    }
     engine->stats = slot->stats;
     for (int s = 0; s < EB_NR_DPU_STATS && slot->ready; s++) {
         memcpy(engine->dpu_stats[s], slot->dpu_stats[s], engine->nr_dpus * sizeof(int64_t));
@@ -2928,6 +3091,26 @@ int eb_engine_run(eb_engine *engine, const int64_t *indices, int64_t nr_indices,
 const char *eb_engine_error(const eb_engine *engine)
 {
     return engine->error;
+}
+
+const struct eb_failure *eb_engine_failure(const eb_engine *engine)
+{
+    return &engine->failure;
+}
+
+const uint32_t *eb_engine_failed_dpus(const eb_engine *engine)
+{
+    return engine->failed_dpus;
+}
+
+const struct eb_failure *eb_engine_slot_failure(const eb_engine *engine, uint32_t slot)
+{
+    return slot < EB_NR_SLOTS ? &engine->slots[slot].failure : NULL;
+}
+
+const uint32_t *eb_engine_slot_failed_dpus(const eb_engine *engine, uint32_t slot)
+{
+    return slot < EB_NR_SLOTS ? engine->slots[slot].failed_dpus : NULL;
 }
 
 const struct eb_run_stats *eb_engine_stats(const eb_engine *engine)
@@ -2996,6 +3179,8 @@ void eb_engine_destroy(eb_engine *engine)
     if (engine->allocated) {
         dpu_free(engine->set);
     }
+    free(engine->failed_dpus);
+    free(engine->kernel_path);
     for (uint32_t t = 0; t < engine->nr_tables && engine->tables; t++) {
         free(engine->tables[t].host_rows);
         free(engine->tables[t].host_row_ids);

@@ -64,7 +64,7 @@ enum eb_run_result {
 };
 
 eb_engine *eb_engine_create(const char *kernel_path, const char *profile, uint32_t nr_dpus, uint32_t nr_tasklets,
-    uint64_t mram_bytes, uint32_t nr_tables, uint32_t nr_shards, char *error, size_t error_size);
+    uint64_t mram_bytes, uint32_t nr_tables, uint32_t nr_shards, char *error, size_t error_size, int32_t *failure_kind);
 int eb_engine_set_table(eb_engine *engine, uint32_t table, int64_t nr_rows, uint32_t dim, uint32_t format, double scale);
 int eb_engine_name_table(eb_engine *engine, uint32_t table, const char *name);
 int eb_engine_set_shard(eb_engine *engine, uint32_t shard, uint32_t table, uint32_t dpu, uint32_t col_start,
@@ -76,6 +76,32 @@ void eb_engine_set_host_threads(eb_engine *engine, uint32_t threads);
 int eb_engine_run(eb_engine *engine, const int64_t *indices, int64_t nr_indices, const int64_t *offsets,
     int64_t nr_offsets, const float *per_sample_weights, int pooling, float *output);
 const char *eb_engine_error(const eb_engine *engine);
+
+/*
+ * What the last failed call of an engine ran into, beyond its text (eb_engine_error);
+ * eb_engine_create's failure_kind (may be NULL) receives the kind when it returns NULL.
+ * After a DPU fault or a timeout the engine has reloaded the kernel on its DPUs (the
+ * tables in MRAM stay), so the next batch runs normally.
+ */
+enum eb_failure_kind {
+    EB_FAILURE_NONE = 0,       /* the last call succeeded */
+    EB_FAILURE_OTHER = 1,      /* bad input, host memory, transfers: the text says what */
+    EB_FAILURE_ALLOCATION = 2, /* dpu_alloc failed or gave fewer DPUs (eb_engine_create) */
+    EB_FAILURE_DPU_FAULT = 3,  /* DPUs faulted during a launch (or their worker process died) */
+    EB_FAILURE_TIMEOUT = 4     /* the launch exceeded its timeout; the DPUs listed were still running */
+};
+
+struct eb_failure {
+    int32_t kind;     /* enum eb_failure_kind */
+    int32_t dpu;      /* first DPU listed, -1: none */
+    int32_t tasklet;  /* its tasklet, -1: unknown or not tasklet specific */
+    uint32_t nr_dpus; /* DPUs listed by eb_engine_failed_dpus */
+    int32_t recovered; /* 1: the kernel was reloaded and the engine is usable; 0: close it */
+    char cause[256];  /* the first DPU's fault as the DPU library reported it */
+};
+const struct eb_failure *eb_engine_failure(const eb_engine *engine);
+const uint32_t *eb_engine_failed_dpus(const eb_engine *engine);
+
 const struct eb_run_stats *eb_engine_stats(const eb_engine *engine);
 const int64_t *eb_engine_dpu_stat(const eb_engine *engine, int which);
 
@@ -96,7 +122,10 @@ const int64_t *eb_engine_dpu_stat(const eb_engine *engine, int which);
  * the host routes batch i+1 and merges batch i-1 while the DPUs run batch i. A stage
  * whose stage is taken returns EB_RUN_BUSY, one given a slot in the wrong state
  * EB_RUN_BAD_SLOT; both touch nothing. A failed stage frees its slot; its error text
- * stays readable (eb_engine_slot_error) until the slot is prepared again.
+ * and failure stay readable (eb_engine_slot_error, _slot_failure) until the slot is
+ * prepared again. A DPU fault is reported by the launch or collect of the batch that
+ * was on the DPUs; the kernel is reloaded there, so the batches prepared meanwhile run
+ * normally.
  * eb_engine_run is these four on slot 0; eb_engine_error/_stats/_dpu_stat describe the
  * last eb_engine_run, eb_engine_slot_* a slot's last batch.
  */
@@ -109,6 +138,9 @@ int eb_engine_discard(eb_engine *engine, uint32_t slot);
 const char *eb_engine_slot_error(const eb_engine *engine, uint32_t slot);
 const struct eb_run_stats *eb_engine_slot_stats(const eb_engine *engine, uint32_t slot);
 const int64_t *eb_engine_slot_dpu_stat(const eb_engine *engine, uint32_t slot, int which);
+const struct eb_failure *eb_engine_slot_failure(const eb_engine *engine, uint32_t slot);
+const uint32_t *eb_engine_slot_failed_dpus(const eb_engine *engine, uint32_t slot);
+
 uint32_t eb_engine_nr_dpus(const eb_engine *engine);
 uint32_t eb_engine_nr_ranks(const eb_engine *engine);
 uint64_t eb_engine_static_bytes(const eb_engine *engine);

@@ -340,6 +340,41 @@ class BatchStats:
 # ---- the engine --------------------------------------------------------------------
 
 
+class DpuAllocationError(EngineError):
+    """The DPUs could not be allocated (``dpu_alloc`` failed); the message has the library's reason.
+
+    >>> issubclass(DpuAllocationError, EngineError)
+    True
+    """
+
+
+class DpuFaultError(EngineError):
+    """DPUs faulted during a batch's launch, or the process emulating them died.
+
+    ``dpu`` is the first DPU in fault (the plan's DPU index), ``tasklet`` its tasklet
+    (None when unknown: the SDK backends do not say), ``cause`` what the DPU library
+    reported, ``dpus`` every DPU in fault. The engine has reloaded the kernel and kept
+    its tables (``recovered``), so the next batch runs normally.
+
+    >>> e = DpuFaultError("DPU 3 tasklet 1 faulted: ...", dpu=3, tasklet=1, cause="...", dpus=(3,))
+    >>> e.dpu, e.tasklet, e.dpus, e.recovered
+    (3, 1, (3,), True)
+    """
+
+    def __init__(self, message: str, *, dpu: int | None, tasklet: int | None, cause: str,
+                 dpus: tuple[int, ...], recovered: bool = True) -> None:
+        super().__init__(message)
+        self.dpu, self.tasklet, self.cause, self.dpus, self.recovered = dpu, tasklet, cause, dpus, recovered
+
+
+class LaunchTimeoutError(DpuFaultError):
+    """A launch ran past ``launch_timeout``; ``dpus`` are the DPUs that were still running.
+
+    >>> issubclass(LaunchTimeoutError, DpuFaultError)
+    True
+    """
+
+
 @dataclass(eq=False)
 class _Batch:
     """One batch on its way through the stages: its arrays stay referenced until it is finished."""
@@ -402,10 +437,19 @@ def _resolve_backend(backend: str) -> str:
     return backend
 
 
-def _alloc_profile(backend: str) -> str:
+def _alloc_profile(backend: str, launch_timeout: float | None = None) -> str:
     # dpu_alloc profile strings (UPMEM SDK documentation, "dpu_alloc"): "backend=hw"
-    # selects real ranks, "backend=simulator" the functional simulator.
-    return {"emulator": "", "simulator": "backend=simulator", "hw": "backend=hw"}[backend]
+    # selects real ranks, "backend=simulator" the functional simulator. "timeout=S" is
+    # the emulator's launch timeout (emulator/README.md); the SDK backends have none.
+    profile = {"emulator": "", "simulator": "backend=simulator", "hw": "backend=hw"}[backend]
+    if launch_timeout is not None:
+        if backend != "emulator":
+            raise EngineError(f"launch_timeout is only available on the emulator backend (got backend {backend!r}); "
+                              "leave it None on the UPMEM SDK's backends")
+        if not float(launch_timeout) > 0:
+            raise EngineError(f"launch_timeout must be a positive number of seconds, got {launch_timeout!r}")
+        profile = f"timeout={float(launch_timeout)!r}"
+    return profile
 
 
 class Engine:
@@ -438,10 +482,12 @@ class Engine:
     """
 
     def __init__(self, plan: Plan, weights, *, backend: str = "emulator", nr_tasklets: int = 16,
-                 host_threads: int | None = None) -> None:
+                 host_threads: int | None = None, launch_timeout: float | None = None) -> None:
         self.plan = plan
         self.backend = _resolve_backend(backend)
         self.nr_tasklets = int(nr_tasklets)
+        self.launch_timeout = launch_timeout
+        profile = _alloc_profile(self.backend, launch_timeout)
         self._engine = None
         # Batches in flight: one per slot (C: EB_NR_SLOTS), one routing at a time, one on
         # the DPUs at a time (host/README.md, "Threads" and "Pipelining").
@@ -476,12 +522,14 @@ class Engine:
         self._ffi, self._lib = _load_library(library)
         ffi, lib = self._ffi, self._lib
         error = ffi.new("char[]", 1024)
+        failure_kind = ffi.new("int32_t *")
         engine = lib.eb_engine_create(
-            str(kernel).encode(), _alloc_profile(self.backend).encode(), plan.topology.nr_dpus, self.nr_tasklets,
-            plan.topology.mram_bytes_per_dpu, len(tables), len(plan.shards), error, 1024,
+            str(kernel).encode(), profile.encode(), plan.topology.nr_dpus, self.nr_tasklets,
+            plan.topology.mram_bytes_per_dpu, len(tables), len(plan.shards), error, 1024, failure_kind,
         )
         if engine == ffi.NULL:
-            raise EngineError(ffi.string(error).decode())
+            kind = DpuAllocationError if failure_kind[0] == lib.EB_FAILURE_ALLOCATION else EngineError
+            raise kind(ffi.string(error).decode())
         self._engine = engine
         # Route+pack and merge split big batches over two threads; None: as many as the CPUs.
         lib.eb_engine_set_host_threads(engine, max(1, int(host_threads or os.cpu_count() or 1)))
@@ -506,7 +554,24 @@ class Engine:
 
     def _check(self, rc: int) -> None:
         if rc != 0:
-            raise EngineError(self._ffi.string(self._lib.eb_engine_error(self._engine)).decode())
+            raise self._error()
+
+    def _error(self) -> EngineError:
+        """The exception for the engine's last failed setup call or eb_engine_run."""
+        lib = self._lib
+        message = self._ffi.string(lib.eb_engine_error(self._engine)).decode(errors="replace")
+        return self._failure(message, lib.eb_engine_failure(self._engine), lib.eb_engine_failed_dpus(self._engine))
+
+    def _failure(self, message: str, failure, listed) -> EngineError:
+        """The exception for one failure: its text, and for DPU failures which DPUs."""
+        ffi, lib = self._ffi, self._lib
+        if failure.kind not in (lib.EB_FAILURE_DPU_FAULT, lib.EB_FAILURE_TIMEOUT):
+            return EngineError(message)
+        kind = LaunchTimeoutError if failure.kind == lib.EB_FAILURE_TIMEOUT else DpuFaultError
+        return kind(message, dpu=int(failure.dpu) if failure.dpu >= 0 else None,
+                    tasklet=int(failure.tasklet) if failure.tasklet >= 0 else None,
+                    cause=ffi.string(failure.cause).decode(errors="replace"),
+                    dpus=tuple(int(listed[k]) for k in range(failure.nr_dpus)), recovered=bool(failure.recovered))
 
     def _ptr(self, ctype: str, array: np.ndarray):
         if array.size == 0:
@@ -572,6 +637,15 @@ class Engine:
         runs on the DPUs and a third merges); each gets its serial result.
         :meth:`pipeline` and :meth:`run_async` overlap the batches of one caller.
 
+        A DPU fault during the batch (or a dead emulator worker) raises
+        :class:`DpuFaultError` naming the DPU, its tasklet where known, and the cause; a
+        launch longer than the engine's ``launch_timeout`` seconds (emulator only; default
+        none, ``UPDLRM_EMU_TIMEOUT`` also sets it) raises :class:`LaunchTimeoutError`
+        naming the DPUs still running. Either way the engine reloads the kernel and keeps
+        its tables, so the next batch is right (in a pipeline, the batches prepared
+        meanwhile too). (No DPUs at construction: :class:`DpuAllocationError` with the
+        DPU library's reason.)
+
         >>> import numpy as np
         >>> from updlrm.specs import TableSpec, Topology
         >>> from updlrm.plan import uniform_plan
@@ -635,7 +709,10 @@ class Engine:
             raise EngineBusyError(f"slot {batch.slot} or its stage is taken (eb_engine_* code {rc}); "
                                   "run batches through Engine.run / run_async / pipeline, which queue")
         message = self._ffi.string(lib.eb_engine_slot_error(self._engine, batch.slot)).decode(errors="replace")
-        raise AccumulatorOverflowError(message) if rc == lib.EB_RUN_INEXACT else EngineError(message)
+        if rc == lib.EB_RUN_INEXACT:
+            raise AccumulatorOverflowError(message)
+        raise self._failure(message, lib.eb_engine_slot_failure(self._engine, batch.slot),
+                            lib.eb_engine_slot_failed_dpus(self._engine, batch.slot))
 
     # -- slots ---------------------------------------------------------------------------
 

@@ -96,6 +96,7 @@ def run_demo(
     """
     import torch
 
+    from updlrm.host.engine import DpuAllocationError
     from updlrm.partitioner.workloads import criteo_like_tables, synthetic_trace
     from updlrm.perfmodel import get_profile, model_batch
     from updlrm.tbe import TableBatchedEmbeddingBags
@@ -110,8 +111,11 @@ def run_demo(
 
     say("building the plan and loading the tables into DPU memory")
     start = time.perf_counter()
-    tbe = TableBatchedEmbeddingBags(tables, plan=plan, backend=backend, nr_dpus=None if plan else dpus, seed=seed,
-                                    nr_tasklets=nr_tasklets)
+    try:
+        tbe = TableBatchedEmbeddingBags(tables, plan=plan, backend=backend, nr_dpus=None if plan else dpus, seed=seed,
+                                        nr_tasklets=nr_tasklets)
+    except DpuAllocationError as e:
+        raise DpuAllocationError(f"{e}; or ask for fewer with --dpus") from None
     setup_s = time.perf_counter() - start
     with tbe:
         mram = tbe.plan.mram_bytes_per_dpu()

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "emu_shared.h"
+#include "fault_inject.h"
 
 /* ---- DPU-facing types (must match the headers in include/dpu) ----------- */
 
@@ -182,8 +183,17 @@ static struct {
     size_t main_stack_size;
     bool faulted;
     bool asan;
-    bool dma_like_hardware; /* UPDLRM_EMU_DMA=hardware */
+    uintptr_t site; /* where the DPU program called the runtime (return address) */
+    uint32_t nr_warned_sites;
+    struct {
+        uintptr_t site;
+        uint32_t kind;
+    } warned[64]; /* relaxed-DMA sites this worker has already reported */
 } rt;
+
+/* Exported DMA entry points note their caller, so that a DMA diagnostic can
+ * name the program's source line (the host maps it with the debug info). */
+#define NOTE_SITE() (rt.site = (uintptr_t)__builtin_return_address(0))
 
 typedef int (*user_main_t)(void);
 static user_main_t user_main;
@@ -287,6 +297,13 @@ static void switch_to(void **save_sp, void *new_sp, const struct tasklet *target
 
 static void fault(enum emu_fault_kind kind, bool tasklet_specific, const char *format, ...)
     __attribute__((noreturn, format(printf, 3, 4)));
+
+/* The fault injection hook (fault_inject.h) asked for a fault. */
+static void injected(enum updlrm_emu_fault_action action)
+{
+    if (action == UPDLRM_EMU_FAULT_ACTION_FAULT)
+        fault(EMU_FAULT_INJECTED, true, "%s", updlrm_emu_fault_message());
+}
 
 /* Whether a blocked tasklet may proceed; if so, performs the acquisition it
  * was waiting for, so that it owns the resource when it resumes. */
@@ -425,6 +442,8 @@ static void tasklet_entry(void)
             rt.main_stack_size = size;
         }
     }
+    if (updlrm_emu_fault_armed)
+        injected(updlrm_emu_fault_at_start(rt.current));
     user_main();
     rt.tasklets[rt.current].state = TASKLET_FINISHED;
     schedule();
@@ -476,6 +495,7 @@ static void fault(enum emu_fault_kind kind, bool tasklet_specific, const char *f
     va_end(args);
     s->fault_kind = kind;
     s->fault_tasklet = tasklet_specific ? (int32_t)rt.current : -1;
+    s->fault_site = kind == EMU_FAULT_DMA ? rt.site : 0;
     rt.faulted = true;
     switch_to(&rt.tasklets[rt.current].sp, rt.main_sp, NULL, true);
     __builtin_unreachable();
@@ -536,29 +556,68 @@ static inline void check_dma(const char *what, uintptr_t *mram, uintptr_t *wram,
         check_dma_slow(what, mram, wram, size, wram_is_destination);
 }
 
+/* A DMA the SDK forbids but the DPU's DMA engine serves by decoding the
+ * address: a fault in strict mode; otherwise decoded, and in the default mode
+ * recorded once per program site for the host to report with its source line. */
+static void relaxed_dma(bool is_write, enum emu_dma_relaxation kind, uintptr_t address, uintptr_t decoded,
+                        unsigned int size)
+{
+    struct emu_dma_warning w = { rt.site, address, decoded, kind, (int32_t)rt.current, size, is_write };
+    if (rt.layout.dma_mode == EMU_DMA_STRICT) {
+        char text[EMU_FAULT_MSG_SIZE];
+        emu_describe_dma_relaxation(text, sizeof text, &w);
+        fault(EMU_FAULT_DMA, true, "%s (UPDLRM_EMU_DMA=strict makes this a fault)", text);
+    }
+    if (rt.layout.dma_mode != EMU_DMA_DEFAULT)
+        return;
+    for (uint32_t i = 0; i < rt.nr_warned_sites; i++)
+        if (rt.warned[i].site == rt.site && rt.warned[i].kind == kind)
+            return;
+    if (rt.nr_warned_sites < sizeof rt.warned / sizeof rt.warned[0]) {
+        rt.warned[rt.nr_warned_sites].site = rt.site;
+        rt.warned[rt.nr_warned_sites].kind = kind;
+        rt.nr_warned_sites++;
+    }
+    struct emu_dpu_state *s = state();
+    if (s->nr_dma_warnings < EMU_MAX_DMA_WARNINGS)
+        s->dma_warnings[s->nr_dma_warnings++] = w;
+}
+
 static void check_dma_slow(const char *what, uintptr_t *mram_address, uintptr_t *wram_address, unsigned int size,
                            bool wram_is_destination)
 {
+    /* mram.h of the SDK rejects constant sizes outside these rules at build
+     * time and tells the compiler to assume them (__builtin_assume), so what
+     * the DPU does with another size is undefined: always a fault here. */
     if (size < 8 || size > 2048 || size % 8)
         fault(EMU_FAULT_DMA, true, "%s: size %u bytes is invalid (must be a multiple of 8 in [8, 2048])", what, size);
     /* The DPU's DMA engine moves whole 8-byte words, ignoring the low three
      * address bits, and decodes an MRAM address modulo the 64 MiB bank; some
      * programs rely on that (bitmaps indexed by byte offset, MRAM offsets
-     * used as addresses).  Opt-in, since it usually hides a bug. */
-    if (rt.dma_like_hardware) {
-        *mram_address = EMU_MRAM_BASE + ((*mram_address & ~(uintptr_t)7) & (EMU_MRAM_SIZE - 1));
-        *wram_address &= ~(uintptr_t)7;
-    }
+     * used as addresses). */
+    bool is_write = !wram_is_destination;
     uintptr_t mram = *mram_address, wram = *wram_address;
-    if (mram % 8)
-        fault(EMU_FAULT_DMA, true, "%s: MRAM address 0x%lx is not 8-byte aligned", what, (unsigned long)mram);
-    if (wram % 8)
-        fault(EMU_FAULT_DMA, true, "%s: WRAM address 0x%lx is not 8-byte aligned", what, (unsigned long)wram);
+    if (mram % 8) {
+        relaxed_dma(is_write, EMU_DMA_MRAM_UNALIGNED, mram, mram & ~(uintptr_t)7, size);
+        mram &= ~(uintptr_t)7;
+    }
+    if (!in_range(mram, 8, EMU_MRAM_BASE, EMU_MRAM_SIZE)) {
+        uintptr_t decoded = EMU_MRAM_BASE + (mram & (EMU_MRAM_SIZE - 1));
+        relaxed_dma(is_write, EMU_DMA_MRAM_OUTSIDE, *mram_address, decoded, size);
+        mram = decoded;
+    }
+    if (wram % 8) {
+        relaxed_dma(is_write, EMU_DMA_WRAM_UNALIGNED, wram, wram & ~(uintptr_t)7, size);
+        wram &= ~(uintptr_t)7;
+    }
+    /* a range running past the end of MRAM or WRAM is a DMA fault on the DPU */
     if (!in_range(mram, size, EMU_MRAM_BASE, EMU_MRAM_SIZE))
-        fault(EMU_FAULT_DMA, true, "%s: MRAM range [0x%lx, +%u) is outside MRAM [0x%x, 0x%x)", what,
+        fault(EMU_FAULT_DMA, true, "%s: MRAM range [0x%lx, +%u) runs past the end of MRAM [0x%x, 0x%x)", what,
               (unsigned long)mram, size, EMU_MRAM_BASE, EMU_MRAM_BASE + EMU_MRAM_SIZE);
     if (!is_wram(wram, size, wram_is_destination))
         fault(EMU_FAULT_DMA, true, "%s: WRAM range [0x%lx, +%u) is outside WRAM", what, (unsigned long)wram, size);
+    *mram_address = mram;
+    *wram_address = wram;
 }
 
 /* DMAs use the persistent mapping of all MRAMs rather than the window at the
@@ -589,6 +648,8 @@ static void dma_read(const void *from, void *to, unsigned int nb_of_bytes)
 {
     uintptr_t mram = (uintptr_t)from, wram = (uintptr_t)to;
     check_dma("mram_read", &mram, &wram, nb_of_bytes, true);
+    if (__builtin_expect(updlrm_emu_fault_armed, 0))
+        injected(updlrm_emu_fault_at_dma(rt.current));
     const uint8_t *source = mram_host(mram);
     /* MRAM DMAs are only 8-byte aligned, so a transfer may straddle one more
      * cache line than its size suggests (a 256-byte row at offset 24 touches
@@ -608,6 +669,8 @@ static void dma_write(const void *from, void *to, unsigned int nb_of_bytes)
 {
     uintptr_t mram = (uintptr_t)to, wram = (uintptr_t)from;
     check_dma("mram_write", &mram, &wram, nb_of_bytes, false);
+    if (__builtin_expect(updlrm_emu_fault_armed, 0))
+        injected(updlrm_emu_fault_at_dma(rt.current));
     memcpy(mram_host(mram), (const void *)wram, nb_of_bytes);
     struct emu_tasklet_counters *c = counters();
     c->mram_write_count++;
@@ -617,11 +680,13 @@ static void dma_write(const void *from, void *to, unsigned int nb_of_bytes)
 
 EXPORT void mram_read(const void *from, void *to, unsigned int nb_of_bytes)
 {
+    NOTE_SITE();
     dma_read(from, to, nb_of_bytes);
 }
 
 EXPORT void mram_write(const void *from, void *to, unsigned int nb_of_bytes)
 {
+    NOTE_SITE();
     dma_write(from, to, nb_of_bytes);
     dma_yield();
 }
@@ -629,8 +694,10 @@ EXPORT void mram_write(const void *from, void *to, unsigned int nb_of_bytes)
 /* Splits an arbitrary aligned range into legal DMA transfers. */
 static void dma_read_range(uintptr_t mram, uint8_t *wram, size_t size)
 {
+    uintptr_t site = rt.site; /* other tasklets run during each chunk's DMA */
     while (size) {
         unsigned int chunk = size > 2048 ? 2048u : (unsigned int)size;
+        rt.site = site;
         dma_read((const void *)mram, wram, chunk);
         mram += chunk;
         wram += chunk;
@@ -640,8 +707,10 @@ static void dma_read_range(uintptr_t mram, uint8_t *wram, size_t size)
 
 static void dma_write_range(const uint8_t *wram, uintptr_t mram, size_t size)
 {
+    uintptr_t site = rt.site;
     while (size) {
         unsigned int chunk = size > 2048 ? 2048u : (unsigned int)size;
+        rt.site = site;
         dma_write(wram, (void *)mram, chunk);
         mram += chunk;
         wram += chunk;
@@ -651,6 +720,7 @@ static void dma_write_range(const uint8_t *wram, uintptr_t mram, size_t size)
 
 EXPORT void *mram_read_unaligned(const void *from, void *buffer, unsigned int nb_of_bytes)
 {
+    NOTE_SITE();
     uintptr_t start = (uintptr_t)from & ~(uintptr_t)7;
     uintptr_t end = ((uintptr_t)from + nb_of_bytes + 7) & ~(uintptr_t)7;
     if (nb_of_bytes == 0 || end - start > 2048)
@@ -661,6 +731,7 @@ EXPORT void *mram_read_unaligned(const void *from, void *buffer, unsigned int nb
 
 EXPORT void mram_write_unaligned(const void *from, void *dest, unsigned int nb_of_bytes)
 {
+    NOTE_SITE();
     uintptr_t start = (uintptr_t)dest & ~(uintptr_t)7;
     uintptr_t end = ((uintptr_t)dest + nb_of_bytes + 7) & ~(uintptr_t)7;
     if (nb_of_bytes == 0 || end - start > 2048)
@@ -691,6 +762,7 @@ static uint64_t *atomic_word_begin(const char *what, uintptr_t dest, unsigned in
 
 EXPORT void __updlrm_mram_update_int_atomic(void *dest, void (*update)(int *, void *), void *args)
 {
+    NOTE_SITE();
     uint64_t word;
     atomic_word_begin("mram_update_int_atomic", (uintptr_t)dest, 4, &word);
     update((int *)((uint8_t *)&word + ((uintptr_t)dest & 7)), args);
@@ -700,6 +772,7 @@ EXPORT void __updlrm_mram_update_int_atomic(void *dest, void (*update)(int *, vo
 
 EXPORT void __updlrm_mram_update_byte_atomic(void *dest, void (*update)(uint8_t *, void *), void *args)
 {
+    NOTE_SITE();
     uint64_t word;
     atomic_word_begin("mram_update_byte_atomic", (uintptr_t)dest, 1, &word);
     update((uint8_t *)&word + ((uintptr_t)dest & 7), args);
@@ -709,6 +782,7 @@ EXPORT void __updlrm_mram_update_byte_atomic(void *dest, void (*update)(uint8_t 
 
 EXPORT void __updlrm_mram_write_int_atomic(void *dest, int value)
 {
+    NOTE_SITE();
     uint64_t word;
     atomic_word_begin("mram_write_int_atomic", (uintptr_t)dest, 4, &word);
     memcpy((uint8_t *)&word + ((uintptr_t)dest & 7), &value, sizeof value);
@@ -718,6 +792,7 @@ EXPORT void __updlrm_mram_write_int_atomic(void *dest, int value)
 
 EXPORT void __updlrm_mram_write_byte_atomic(void *dest, uint8_t value)
 {
+    NOTE_SITE();
     uint64_t word;
     atomic_word_begin("mram_write_byte_atomic", (uintptr_t)dest, 1, &word);
     ((uint8_t *)&word)[(uintptr_t)dest & 7] = value;
@@ -1128,7 +1203,7 @@ static void seqread_fill(seqreader_t *reader)
     dma_read_range(reader->mram_addr, (uint8_t *)reader->wram_cache, size);
 }
 
-EXPORT void *__updlrm_seqread_seek(void *mram_addr, seqreader_t *reader)
+static void *seqread_seek(void *mram_addr, seqreader_t *reader)
 {
     uintptr_t address = (uintptr_t)mram_addr;
     reader->mram_addr = address & ~(uintptr_t)7;
@@ -1136,12 +1211,19 @@ EXPORT void *__updlrm_seqread_seek(void *mram_addr, seqreader_t *reader)
     return (uint8_t *)reader->wram_cache + (address - reader->mram_addr);
 }
 
+EXPORT void *__updlrm_seqread_seek(void *mram_addr, seqreader_t *reader)
+{
+    NOTE_SITE();
+    return seqread_seek(mram_addr, reader);
+}
+
 EXPORT void *__updlrm_seqread_init(seqreader_buffer_t cache, void *mram_addr, seqreader_t *reader,
                                    uint32_t cache_size)
 {
+    NOTE_SITE();
     reader->wram_cache = cache;
     reader->cache_size = cache_size;
-    return __updlrm_seqread_seek(mram_addr, reader);
+    return seqread_seek(mram_addr, reader);
 }
 
 EXPORT void *__updlrm_seqread_get(void *ptr, uint32_t increment, seqreader_t *reader)
@@ -1152,7 +1234,8 @@ EXPORT void *__updlrm_seqread_get(void *ptr, uint32_t increment, seqreader_t *re
     uintptr_t offset = (uintptr_t)ptr + increment - reader->wram_cache;
     if (offset < reader->cache_size)
         return (uint8_t *)ptr + increment;
-    return __updlrm_seqread_seek((void *)(reader->mram_addr + offset), reader);
+    NOTE_SITE();
+    return seqread_seek((void *)(reader->mram_addr + offset), reader);
 }
 
 EXPORT void *__updlrm_seqread_tell(void *ptr, seqreader_t *reader)
@@ -1181,7 +1264,10 @@ static void run_dpu(uint32_t dpu)
     s->fault_kind = EMU_FAULT_NONE;
     s->fault_tasklet = -1;
     s->fault_msg[0] = 0;
+    s->fault_site = 0;
+    s->nr_dma_warnings = 0;
     s->log_write_pos = 0;
+    updlrm_emu_fault_begin(&s->inject);
     s->status = EMU_DPU_RUNNING;
     s->dpu_counters.launches++;
     uint64_t start_cycles = s->dpu_cycles;
@@ -1320,8 +1406,6 @@ EXPORT int main(int argc, char **argv)
         errno = ENOENT;
         die("no DPU main registered (program not built by the updlrm compiler driver)");
     }
-    const char *dma_mode = getenv("UPDLRM_EMU_DMA");
-    rt.dma_like_hardware = dma_mode && !strcmp(dma_mode, "hardware");
     /* a crashing DPU program should not leave core files behind */
     struct rlimit no_core = { 0, 0 };
     setrlimit(RLIMIT_CORE, &no_core);

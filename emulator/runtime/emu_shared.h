@@ -13,8 +13,9 @@
 #define UPDLRM_EMU_SHARED_H
 
 #include <stdint.h>
+#include <stdio.h>
 
-#define EMU_PROTOCOL_VERSION 4u
+#define EMU_PROTOCOL_VERSION 6u
 
 /* Address of MRAM as seen by DPU code: the SDK's host library classifies a
  * symbol as MRAM when its address has this bit (MRAM_MASK 0x08000000 in
@@ -36,7 +37,7 @@
  * larger than the DPU's, hence the slack. */
 #define EMU_IMAGE_SIZE (2u * EMU_WRAM_SIZE)
 #define EMU_LOG_SIZE (64u << 10)
-#define EMU_FAULT_MSG_SIZE 240u
+#define EMU_FAULT_MSG_SIZE 480u
 
 enum emu_dpu_status {
     EMU_DPU_IDLE = 0,
@@ -57,7 +58,69 @@ enum emu_fault_kind {
     EMU_FAULT_CRASH,        /* the worker process died (signal / exit) */
     EMU_FAULT_TIMEOUT,      /* the launch exceeded the configured timeout */
     EMU_FAULT_SYNC,         /* misuse of a synchronisation primitive */
+    EMU_FAULT_INJECTED,     /* fault injection hook (fault_inject.h) */
 };
+
+/* What the fault injection hook (fault_inject.h) armed for a DPU's launch:
+ * written by the host before each launch, read by the worker. */
+enum emu_fault_inject_kind { EMU_INJECT_NONE = 0, EMU_INJECT_FAULT, EMU_INJECT_KILL, EMU_INJECT_HANG };
+struct emu_fault_inject {
+    uint32_t kind;   /* enum emu_fault_inject_kind */
+    int32_t tasklet; /* -1: the first tasklet that gets there */
+    uint32_t dma;    /* at this MRAM DMA of the launch (from 1); 0: when the tasklet starts */
+    uint32_t rule;   /* index of the rule (from 1), for the message */
+    uint32_t no_timeout; /* a hang armed without a launch timeout: faults instead */
+};
+
+/* How DMAs treat what the SDK forbids but the DPU's DMA engine accepts
+ * (UPDLRM_EMU_DMA): by default they are decoded as the DPU does and each
+ * program site is reported once as a warning; strict faults; hardware
+ * decodes silently. */
+enum emu_dma_mode {
+    EMU_DMA_DEFAULT = 0,
+    EMU_DMA_HARDWARE = 1,
+    EMU_DMA_STRICT = 2,
+};
+
+/* The DMA rules the DPU relaxes by decoding the address (its DMA engine
+ * moves whole 8-byte words and sees MRAM modulo its 64 MiB bank). */
+enum emu_dma_relaxation {
+    EMU_DMA_MRAM_UNALIGNED = 1,
+    EMU_DMA_WRAM_UNALIGNED = 2,
+    EMU_DMA_MRAM_OUTSIDE = 3,
+};
+
+/* One relaxed DMA, recorded by the worker (first time per site) for the
+ * host to report with the source line of `site`. */
+struct emu_dma_warning {
+    uint64_t site;     /* return address into the DPU program */
+    uint64_t address;  /* as the program gave it */
+    uint64_t decoded;  /* as the DPU uses it */
+    uint32_t kind;     /* enum emu_dma_relaxation */
+    int32_t tasklet;
+    uint32_t size;
+    uint32_t is_write;
+};
+#define EMU_MAX_DMA_WARNINGS 8u
+
+/* The text of a relaxed DMA rule, shared by the worker's strict-mode fault
+ * and the host's default-mode warning. */
+static inline int emu_describe_dma_relaxation(char *out, size_t size, const struct emu_dma_warning *w)
+{
+    const char *op = w->is_write ? "mram_write" : "mram_read";
+    unsigned long long address = (unsigned long long)w->address, decoded = (unsigned long long)w->decoded;
+    switch (w->kind) {
+    case EMU_DMA_MRAM_UNALIGNED:
+        return snprintf(out, size, "%s: MRAM address 0x%llx is not 8-byte aligned; the DPU drops the low 3 bits "
+                        "and uses 0x%llx", op, address, decoded);
+    case EMU_DMA_WRAM_UNALIGNED:
+        return snprintf(out, size, "%s: WRAM address 0x%llx is not 8-byte aligned; the DPU drops the low 3 bits "
+                        "and uses 0x%llx", op, address, decoded);
+    default:
+        return snprintf(out, size, "%s: MRAM address 0x%llx is outside MRAM [0x8000000, 0xc000000); the DPU "
+                        "decodes it modulo its 64 MiB bank as 0x%llx", op, address, decoded);
+    }
+}
 
 /* Per-tasklet counters; all monotonically increasing until reset. */
 struct emu_tasklet_counters {
@@ -98,8 +161,13 @@ struct emu_dpu_state {
     uint32_t perfcounter_mode;
     uint32_t buddy_offset;           /* 1 + heap offset of the buddy allocator, 0: none */
     char fault_msg[EMU_FAULT_MSG_SIZE];
+    uint64_t fault_site;             /* return address of the faulting runtime call, 0: none */
+    uint32_t nr_dma_warnings;        /* relaxed DMAs recorded during the last launch */
+    uint32_t pad0;
+    struct emu_dma_warning dma_warnings[EMU_MAX_DMA_WARNINGS];
     struct emu_dpu_counters dpu_counters;
     struct emu_tasklet_counters tasklet[EMU_MAX_TASKLETS];
+    struct emu_fault_inject inject; /* armed for the current launch */
 };
 
 struct emu_dpu_block {
@@ -123,6 +191,7 @@ struct emu_program_layout {
     uint64_t atomic_size;
     uint32_t heap_offset;      /* where the heap sits in the image */
     uint32_t heap_capacity;    /* WRAM left for mem_alloc */
+    uint32_t dma_mode;         /* enum emu_dma_mode */
     uint32_t stack_size[EMU_MAX_TASKLETS]; /* logical DPU stack sizes */
 };
 

@@ -31,9 +31,11 @@
 
 #include <dpu.h>
 #include <dpu_log.h>
-#include <dpu_probe.h>
+#include <dpu_management.h>
+#include <updlrm_emu_probe.h>
 
 #include "emu_shared.h"
+#include "fault_inject.h"
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -155,6 +157,14 @@ struct dpu_program_t {
     uint32_t nr_dpus;   /* DPUs currently running this program */
     uint32_t nr_workers;
     struct worker *workers;
+    /* relaxed-DMA sites already reported (once per site and rule) */
+    struct reported_site {
+        uint64_t site;
+        uint32_t kind;
+    } *reported;
+    uint32_t nr_reported;
+    uint64_t described_site; /* last site described_where was made for */
+    char described_where[512];
 };
 
 struct dpu_t {
@@ -186,6 +196,10 @@ struct emu_system {
     size_t mram_size;
     uint32_t max_workers;
     double timeout_seconds;
+    uint32_t dma_mode; /* enum emu_dma_mode, from UPDLRM_EMU_DMA */
+    uint32_t dpus_per_ci;
+    bool sg_enabled;
+    uint32_t sg_max_blocks;
 
     pthread_mutex_t lock;
     pthread_cond_t idle;
@@ -194,6 +208,7 @@ struct emu_system {
     bool launch_thread_joinable;
     uint32_t *launch_dpus;
     uint32_t launch_nr_dpus;
+    struct updlrm_emu_fault_plan *faults; /* fault injection hook (fault_inject.h), NULL: none */
 };
 
 static struct emu_dpu_block *block_of(struct emu_system *system, uint32_t dpu)
@@ -368,28 +383,76 @@ static uint32_t env_uint(const char *name, uint32_t fallback)
 struct profile {
     uint32_t nr_ranks_available;
     uint32_t dpus_per_rank;
+    uint32_t dpus_per_ci; /* DPUs per control interface (slice) of a rank */
     uint32_t nr_workers;
     double timeout_seconds;
+    uint32_t dma_mode;
+    bool sg_enabled;          /* sgXferEnable=true */
+    uint32_t sg_max_blocks;   /* sgXferMaxBlocksPerDpu, 0: no limit */
 };
 
+/* UPDLRM_EMU_DMA: unset or "default", "hardware", "strict" (emulator/README.md). */
+static dpu_error_t parse_dma_mode(uint32_t *mode)
+{
+    const char *value = getenv("UPDLRM_EMU_DMA");
+    if (!value || !*value || !strcmp(value, "default"))
+        *mode = EMU_DMA_DEFAULT;
+    else if (!strcmp(value, "hardware"))
+        *mode = EMU_DMA_HARDWARE;
+    else if (!strcmp(value, "strict"))
+        *mode = EMU_DMA_STRICT;
+    else
+        return fail(DPU_ERR_INVALID_PROFILE,
+                    "UPDLRM_EMU_DMA='%s' is not a DMA mode: use default (decode as the DPU, warn once per site), "
+                    "strict (fault) or hardware (decode silently)",
+                    value);
+    return DPU_OK;
+}
+
+/* Hardware ranks: 8 chips (control interfaces) x 8 DPUs (UPMEM SDK
+ * documentation, "DPU chip characteristics"). */
+#define EMU_CIS_PER_RANK 8u
+/* A full 20-DIMM UPMEM server: 40 ranks = 2560 DPUs (UPMEM SDK documentation;
+ * PrIM, Gomez-Luna et al. 2022, Sec. 2.1). */
+#define EMU_MACHINE_DPUS 2560u
+
+static bool parse_count(const char *value, unsigned long max, uint32_t *out)
+{
+    char *end = NULL;
+    unsigned long v = strtoul(value, &end, 10);
+    if (!*value || *end || v == 0 || v > max)
+        return false;
+    *out = (uint32_t)v;
+    return true;
+}
+
+/* The profile is the SDK's "key=value,..." string, after UPMEM_PROFILE_BASE
+ * (libdpu merges that variable into every allocation's profile; a key given
+ * twice takes its last value).  Topology: hardware ranks of 64 DPUs (8 CIs x
+ * 8) unless "backend=simulator", whose ranks hold one DPU as the SDK's
+ * functional simulator's do; nrDpusPerCI (the SDK's key, 1..8) and
+ * nrDpusPerRank (the emulator's, 1..64) override the rank size. */
 static dpu_error_t parse_profile(const char *text, struct profile *p)
 {
     long nproc = sysconf(_SC_NPROCESSORS_ONLN);
-    /* 40 ranks = 2560 DPUs: a full 20-DIMM UPMEM server (UPMEM SDK
-     * documentation; PrIM, Gomez-Luna et al. 2022, Sec. 2.1). */
-    p->nr_ranks_available = env_uint("UPDLRM_EMU_NR_RANKS", 40);
-    p->dpus_per_rank = EMU_DPUS_PER_RANK;
+    memset(p, 0, sizeof *p);
+    uint32_t ranks_from_env = env_uint("UPDLRM_EMU_NR_RANKS", 0);
     p->nr_workers = env_uint("UPDLRM_EMU_WORKERS", nproc > 0 ? (uint32_t)nproc : 1);
-    p->timeout_seconds = 0;
+    dpu_error_t dma_status = parse_dma_mode(&p->dma_mode);
+    if (dma_status != DPU_OK)
+        return dma_status;
     const char *timeout_env = getenv("UPDLRM_EMU_TIMEOUT");
     if (timeout_env && *timeout_env)
         p->timeout_seconds = atof(timeout_env);
-    if (!text)
-        return DPU_OK;
-    char *copy = strdup(text);
+    const char *base = getenv("UPMEM_PROFILE_BASE");
+    size_t length = (base ? strlen(base) : 0) + (text ? strlen(text) : 0) + 2;
+    char *copy = malloc(length);
     if (!copy)
         return fail(DPU_ERR_SYSTEM, "out of memory");
+    snprintf(copy, length, "%s,%s", base ? base : "", text ? text : "");
     dpu_error_t status = DPU_OK;
+    bool simulator = false;
+    uint32_t nr_ranks = 0, dpus_per_rank = 0, dpus_per_ci = 0;
     char *save = NULL;
     for (char *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
         while (*item == ' ')
@@ -404,38 +467,55 @@ static dpu_error_t parse_profile(const char *text, struct profile *p)
         *equal = 0;
         const char *key = item, *value = equal + 1;
         char *end = NULL;
+        bool bad = false;
         if (!strcmp(key, "backend")) {
             if (strcmp(value, "emulator") && strcmp(value, "simulator") && strcmp(value, "hw")) {
                 status = fail(DPU_ERR_INVALID_PROFILE, "unknown backend '%s' (emulator, simulator or hw)", value);
                 break;
             }
-        } else if (!strcmp(key, "nrRanks") || !strcmp(key, "nrDpusPerRank") || !strcmp(key, "nrWorkers")) {
-            unsigned long v = strtoul(value, &end, 10);
-            bool bad = !*value || *end || v == 0 || (!strcmp(key, "nrDpusPerRank") && v > EMU_DPUS_PER_RANK) ||
-                       v > 100000;
-            if (bad) {
-                status = fail(DPU_ERR_INVALID_PROFILE, "invalid value '%s' for profile key %s", value, key);
-                break;
-            }
-            if (!strcmp(key, "nrRanks"))
-                p->nr_ranks_available = (uint32_t)v;
-            else if (!strcmp(key, "nrDpusPerRank"))
-                p->dpus_per_rank = (uint32_t)v;
-            else
-                p->nr_workers = (uint32_t)v;
+            simulator = !strcmp(value, "simulator");
+        } else if (!strcmp(key, "nrRanks")) {
+            bad = !parse_count(value, 100000, &nr_ranks);
+        } else if (!strcmp(key, "nrDpusPerRank")) {
+            bad = !parse_count(value, EMU_DPUS_PER_RANK, &dpus_per_rank);
+        } else if (!strcmp(key, "nrDpusPerCI")) {
+            bad = !parse_count(value, EMU_DPUS_PER_RANK / EMU_CIS_PER_RANK, &dpus_per_ci);
+        } else if (!strcmp(key, "nrWorkers")) {
+            bad = !parse_count(value, 100000, &p->nr_workers);
+        } else if (!strcmp(key, "sgXferEnable")) {
+            bad = strcmp(value, "true") && strcmp(value, "false");
+            p->sg_enabled = !strcmp(value, "true");
+        } else if (!strcmp(key, "sgXferMaxBlocksPerDpu")) {
+            bad = !parse_count(value, UINT32_MAX, &p->sg_max_blocks);
         } else if (!strcmp(key, "timeout")) {
             double v = strtod(value, &end);
-            if (!*value || *end || v < 0) {
-                status = fail(DPU_ERR_INVALID_PROFILE, "invalid timeout '%s' (seconds)", value);
-                break;
-            }
-            p->timeout_seconds = v;
+            bad = !*value || *end || v < 0;
+            if (!bad)
+                p->timeout_seconds = v;
         }
         /* other keys belong to the SDK's hardware/simulator backends and
          * have no meaning here; they are accepted so profiles stay portable */
+        if (bad) {
+            status = fail(DPU_ERR_INVALID_PROFILE, "invalid value '%s' for profile key %s", value, key);
+            break;
+        }
     }
     free(copy);
-    return status;
+    if (status != DPU_OK)
+        return status;
+    uint32_t nr_cis = simulator ? 1 : EMU_CIS_PER_RANK;
+    if (dpus_per_rank) {
+        p->dpus_per_rank = dpus_per_rank;
+        p->dpus_per_ci = dpus_per_rank < EMU_CIS_PER_RANK ? dpus_per_rank : EMU_CIS_PER_RANK;
+    } else {
+        p->dpus_per_ci = dpus_per_ci ? dpus_per_ci : (simulator ? 1 : EMU_DPUS_PER_RANK / EMU_CIS_PER_RANK);
+        p->dpus_per_rank = nr_cis * p->dpus_per_ci;
+    }
+    /* the machine keeps its 2560 DPUs whatever the rank size */
+    p->nr_ranks_available = nr_ranks ? nr_ranks
+                            : ranks_from_env ? ranks_from_env
+                                             : (EMU_MACHINE_DPUS + p->dpus_per_rank - 1) / p->dpus_per_rank;
+    return DPU_OK;
 }
 
 static void destroy_system(struct emu_system *system);
@@ -450,8 +530,17 @@ static dpu_error_t create_system(uint32_t nr_dpus, const struct profile *profile
     system->nr_ranks = (nr_dpus + profile->dpus_per_rank - 1) / profile->dpus_per_rank;
     system->max_workers = profile->nr_workers;
     system->timeout_seconds = profile->timeout_seconds;
+    system->dma_mode = profile->dma_mode;
+    system->dpus_per_ci = profile->dpus_per_ci;
+    system->sg_enabled = profile->sg_enabled;
+    system->sg_max_blocks = profile->sg_max_blocks;
     pthread_mutex_init(&system->lock, NULL);
     pthread_cond_init(&system->idle, NULL);
+    char why[256];
+    if (updlrm_emu_fault_plan_parse(getenv(UPDLRM_EMU_FAULTS_ENV), &system->faults, why, sizeof why)) {
+        destroy_system(system);
+        return fail(DPU_ERR_SYSTEM, "%s: %s", UPDLRM_EMU_FAULTS_ENV, why);
+    }
     system->ranks = calloc(system->nr_ranks, sizeof *system->ranks);
     system->rank_pointers = calloc(system->nr_ranks, sizeof *system->rank_pointers);
     system->dpus = calloc(nr_dpus, sizeof *system->dpus);
@@ -514,6 +603,16 @@ static dpu_error_t begin_alloc(const char *caller, const char *profile_text, con
 {
     if (!dpu_set)
         return fail(DPU_ERR_INVALID_DPU_SET, "%s: NULL dpu_set", caller);
+    struct updlrm_emu_fault_plan *faults = NULL;
+    char why[256];
+    const char *rules = getenv(UPDLRM_EMU_FAULTS_ENV);
+    if (updlrm_emu_fault_plan_parse(rules, &faults, why, sizeof why))
+        return fail(DPU_ERR_INVALID_PROFILE, "%s: %s: %s", caller, UPDLRM_EMU_FAULTS_ENV, why);
+    bool refused = updlrm_emu_fault_plan_refuses_alloc(faults);
+    updlrm_emu_fault_plan_free(faults);
+    if (refused)
+        return fail(DPU_ERR_ALLOCATION, "%s: refused by the fault injection hook (%s=%s)", caller,
+                    UPDLRM_EMU_FAULTS_ENV, rules);
     return parse_profile(profile_text, profile);
 }
 
@@ -580,6 +679,7 @@ static void free_program(struct dpu_program_t *program)
     free(program->image_template);
     free(program->rodata);
     free(program->mram_init);
+    free(program->reported);
     if (program->temporary_path) {
         unlink(program->temporary_path);
         free(program->temporary_path);
@@ -609,6 +709,7 @@ static void destroy_system(struct emu_system *system)
     free(system->dpus);
     free(system->program_of);
     free(system->launch_dpus);
+    updlrm_emu_fault_plan_free(system->faults);
     free(system);
 }
 
@@ -698,6 +799,15 @@ static dpu_error_t parse_program(const char *path, struct dpu_program_t *program
         status = fail(DPU_ERR_ELF_INVALID_FILE, __VA_ARGS__);                                           \
         goto out;                                                                                       \
     } while (0)
+    /* e_machine of the UPMEM SDK's DPU binaries (dpu-upmem-dpurte-clang emits
+     * 32-bit little-endian ELF files for machine 245) */
+    if (!memcmp(eh->e_ident, ELFMAG, SELFMAG) && eh->e_ident[EI_CLASS] == ELFCLASS32 &&
+        ((const Elf32_Ehdr *)file)->e_machine == 245)
+        BAD("'%s' is a DPU binary built by the UPMEM SDK's compiler (32-bit ELF, machine EM_DPU): it runs on real "
+            "DPUs or the SDK's simulator, not on the emulator. Build the DPU sources for the emulator instead: "
+            "`updlrm emu build --dpu <sources>`, updlrm.emulator.compile_dpu_program, or the SDK's Makefile with "
+            "`updlrm emu shims` on PATH",
+            path);
     if (memcmp(eh->e_ident, ELFMAG, SELFMAG) || eh->e_ident[EI_CLASS] != ELFCLASS64)
         BAD("'%s' is not a 64-bit ELF file (DPU programs for the emulator are built with the updlrm compiler "
             "driver)",
@@ -1096,6 +1206,7 @@ static bool send_launch(struct dpu_program_t *program, struct worker *worker)
     msg.magic = EMU_LAUNCH_MAGIC;
     msg.nr_dpus = worker->list_size;
     msg.layout = program->layout;
+    msg.layout.dma_mode = program->system->dma_mode;
     worker->busy = true;
     return send_all(worker->socket, &msg, sizeof msg) &&
            send_all(worker->socket, worker->list, worker->list_size * sizeof(uint32_t));
@@ -1158,8 +1269,123 @@ static void recover_worker(struct dpu_program_t *program, uint32_t w, enum emu_f
         worker->list_size = 0;
         return;
     }
-    if (remaining && !send_launch(program, worker))
+    /* after a timeout the rest is reported "not run" (run_launch), not run late */
+    if (remaining && kind != EMU_FAULT_TIMEOUT && !send_launch(program, worker))
         worker->busy = true; /* the next poll sees the failure */
+}
+
+/* ---- source lines of DPU program sites ---------------------------------- */
+
+/* "file:line (function)" of a return address in a DPU program (a non-PIE
+ * executable built with -g, so addresses are the same in every worker),
+ * through binutils' addr2line, which the compiler driver needs anyway; the
+ * bare address when that fails.  The last answer is cached per program. */
+static const char *describe_site(struct dpu_program_t *program, uint64_t site)
+{
+    if (program->described_site == site && site)
+        return program->described_where;
+    char *out = program->described_where;
+    size_t size = sizeof program->described_where;
+    snprintf(out, size, "address 0x%llx", (unsigned long long)site);
+    program->described_site = site;
+    int fds[2];
+    if (!site || pipe2(fds, O_CLOEXEC))
+        return out;
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+    char address[32];
+    /* the return address follows the call: look up the byte before it */
+    snprintf(address, sizeof address, "0x%llx", (unsigned long long)(site - 1));
+    char *argv[] = { (char *)"addr2line", (char *)"-f", (char *)"-e", program->path, address, NULL };
+    pid_t pid;
+    int rc = posix_spawnp(&pid, "addr2line", &actions, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    close(fds[1]);
+    char text[1024];
+    size_t used = 0;
+    while (rc == 0 && used < sizeof text - 1) {
+        ssize_t n = read(fds[0], text + used, sizeof text - 1 - used);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        used += (size_t)n;
+    }
+    close(fds[0]);
+    if (rc)
+        return out;
+    int wstatus;
+    while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR)
+        ;
+    text[used] = 0;
+    char *function = text, *location = strchr(text, '\n');
+    if (!location)
+        return out;
+    *location++ = 0;
+    location[strcspn(location, "\n")] = 0;
+    char *discriminator = strstr(location, " (discriminator");
+    if (discriminator)
+        *discriminator = 0;
+    if (!*location || location[0] == '?')
+        return out;
+    snprintf(out, size, "%.300s (%.200s)", location, function);
+    return out;
+}
+
+/* Default DMA mode: each relaxed DMA rule is reported once per program site. */
+static void report_dma_warnings(struct emu_system *system, const uint32_t *dpus, uint32_t nr_dpus)
+{
+    if (system->dma_mode != EMU_DMA_DEFAULT)
+        return;
+    for (uint32_t i = 0; i < nr_dpus; i++) {
+        struct emu_dpu_state *s = &block_of(system, dpus[i])->state;
+        struct dpu_program_t *program = system->program_of[dpus[i]];
+        uint32_t n = s->nr_dma_warnings < EMU_MAX_DMA_WARNINGS ? s->nr_dma_warnings : EMU_MAX_DMA_WARNINGS;
+        for (uint32_t k = 0; k < n && program; k++) {
+            const struct emu_dma_warning *w = &s->dma_warnings[k];
+            bool seen = false;
+            for (uint32_t r = 0; r < program->nr_reported && !seen; r++)
+                seen = program->reported[r].site == w->site && program->reported[r].kind == w->kind;
+            if (seen)
+                continue;
+            struct reported_site *grown =
+                realloc(program->reported, (program->nr_reported + 1) * sizeof *program->reported);
+            if (!grown)
+                return;
+            program->reported = grown;
+            program->reported[program->nr_reported].site = w->site;
+            program->reported[program->nr_reported].kind = w->kind;
+            program->nr_reported++;
+            char text[EMU_FAULT_MSG_SIZE];
+            emu_describe_dma_relaxation(text, sizeof text, w);
+            const struct dpu_t *dpu = &system->dpus[dpus[i]];
+            fprintf(stderr,
+                    "updlrm emulator: warning: DPU %u (rank %u, dpu %u) tasklet %d: %s, at %s. The SDK forbids "
+                    "this DMA but the DPU accepts it; UPDLRM_EMU_DMA=strict makes it a fault, "
+                    "UPDLRM_EMU_DMA=hardware silences this warning.\n",
+                    dpus[i], dpu->rank->index, (uint32_t)(dpu - dpu->rank->dpus), w->tasklet, text,
+                    describe_site(program, w->site));
+        }
+        s->nr_dma_warnings = 0;
+    }
+    fflush(stderr);
+}
+
+/* A DMA fault names the program's source line. */
+static void annotate_fault_sites(struct emu_system *system, const uint32_t *dpus, uint32_t nr_dpus)
+{
+    for (uint32_t i = 0; i < nr_dpus; i++) {
+        struct emu_dpu_state *s = &block_of(system, dpus[i])->state;
+        struct dpu_program_t *program = system->program_of[dpus[i]];
+        if (s->status != EMU_DPU_FAULT || !s->fault_site || !program)
+            continue;
+        size_t length = strlen(s->fault_msg);
+        snprintf(s->fault_msg + length, sizeof s->fault_msg - length, " at %s",
+                 describe_site(program, s->fault_site));
+        s->fault_site = 0;
+    }
 }
 
 static double now_seconds(void)
@@ -1183,6 +1409,8 @@ static dpu_error_t run_launch(struct emu_system *system, const uint32_t *dpus, u
         struct worker *worker = &program->workers[dpus[i] % program->nr_workers];
         worker->list[worker->list_size++] = dpus[i];
         block_of(system, dpus[i])->state.status = EMU_DPU_QUEUED;
+        updlrm_emu_fault_plan_arm(system->faults, system->nr_dpus, dpus[i], system->timeout_seconds > 0,
+                                  &block_of(system, dpus[i])->state.inject);
     }
     uint32_t nr_busy = 0;
     for (struct dpu_program_t *p = system->programs; p; p = p->next)
@@ -1256,6 +1484,8 @@ static dpu_error_t run_launch(struct emu_system *system, const uint32_t *dpus, u
     }
     free(fds);
     free(owners);
+    report_dma_warnings(system, dpus, nr_dpus);
+    annotate_fault_sites(system, dpus, nr_dpus);
     uint32_t first_fault = UINT32_MAX;
     for (uint32_t i = 0; i < nr_dpus; i++) {
         struct emu_dpu_state *s = &block_of(system, dpus[i])->state;
@@ -1721,6 +1951,136 @@ EXPORT dpu_error_t dpu_callback(struct dpu_set_t set, dpu_error_t (*callback)(st
     return ok();
 }
 
+/* ---- scatter-gather transfers ------------------------------------------ */
+
+/* Each DPU's blocks (get_block_info->f, DPU_FOREACH order) are gathered into
+ * (or scattered from) [symbol + offset, + length) of its MRAM.  Everything is
+ * checked for every DPU before any byte moves. */
+static dpu_error_t sg_transfer(struct dpu_set_t set, dpu_error_t begun, const struct xfer *x, dpu_xfer_t xfer,
+                               get_block_t *info, dpu_sg_xfer_flags_t flags)
+{
+    if (begun != DPU_OK)
+        return begun;
+    struct emu_system *system = x->system;
+    if (xfer != DPU_XFER_TO_DPU && xfer != DPU_XFER_FROM_DPU)
+        return fail(DPU_ERR_INVALID_MEMORY_TRANSFER, "dpu_push_sg_xfer: unknown direction %d", (int)xfer);
+    if (!system->sg_enabled)
+        return fail(DPU_ERR_SG_NOT_ACTIVATED,
+                    "scatter-gather transfers are off: allocate with \"sgXferEnable=true\" in the dpu_alloc profile");
+    if (!info || !info->f)
+        return fail(DPU_ERR_INVALID_MEMORY_TRANSFER, "dpu_push_sg_xfer: no get_block function");
+    bool to_dpu = xfer == DPU_XFER_TO_DPU;
+    enter(system);
+    dpu_error_t status = DPU_OK;
+    for (int pass = 0; pass < 2 && status == DPU_OK; pass++) { /* pass 0 checks, pass 1 copies */
+        uint32_t index = 0;
+        FOR_EACH_DPU_OF_SET(set, dpu, {
+            if (status != DPU_OK)
+                break;
+            uint64_t address = x->address;
+            uint64_t size = x->size;
+            if (x->name)
+                status = lookup(system, dpu->index, x->name, &address, &size);
+            if (status == DPU_OK && address < EMU_MRAM_BASE)
+                status = fail(DPU_ERR_SG_NOT_MRAM_SYMBOL, "scatter-gather transfer to '%s': not an MRAM symbol",
+                              x->name ? x->name : "symbol");
+            uint8_t *target = NULL;
+            if (status == DPU_OK)
+                status = locate(system, dpu->index, address, size, x->name, x->offset, x->length, to_dpu, &target);
+            uint64_t done = 0;
+            struct sg_block_info block;
+            for (uint32_t b = 0; status == DPU_OK && info->f(&block, index, b, info->args); b++) {
+                if (system->sg_max_blocks && b >= system->sg_max_blocks)
+                    status = fail(DPU_ERR_SG_TOO_MANY_BLOCKS, "DPU %u: more than sgXferMaxBlocksPerDpu=%u blocks",
+                                  index, system->sg_max_blocks);
+                else if (done + block.length > x->length)
+                    status = fail(DPU_ERR_SG_LENGTH_MISMATCH, "DPU %u: the blocks exceed the %zu bytes transferred",
+                                  index, x->length);
+                else if (pass == 1 && block.length) {
+                    if (to_dpu)
+                        memcpy(target + done, block.addr, block.length);
+                    else
+                        memcpy(block.addr, target + done, block.length);
+                }
+                done += block.length;
+            }
+            if (status == DPU_OK && done != x->length && !(flags & DPU_SG_XFER_DISABLE_LENGTH_CHECK))
+                status = fail(DPU_ERR_SG_LENGTH_MISMATCH, "DPU %u: blocks hold %llu bytes, the transfer %zu", index,
+                              (unsigned long long)done, x->length);
+            if (status == DPU_OK && pass == 1) {
+                struct emu_dpu_counters *c = &block_of(system, dpu->index)->state.dpu_counters;
+                if (to_dpu)
+                    c->host_to_dpu_bytes += done;
+                else
+                    c->dpu_to_host_bytes += done;
+            }
+            index++;
+        });
+    }
+    leave(system);
+    return status == DPU_OK ? ok() : status;
+}
+
+EXPORT dpu_error_t dpu_push_sg_xfer(struct dpu_set_t set, dpu_xfer_t xfer, const char *symbol_name,
+                                    uint32_t symbol_offset, size_t length, get_block_t *get_block_info,
+                                    dpu_sg_xfer_flags_t flags)
+{
+    struct xfer x;
+    return sg_transfer(set, begin_xfer(set, &x, symbol_name, symbol_offset, length), &x, xfer, get_block_info, flags);
+}
+
+EXPORT dpu_error_t dpu_push_sg_xfer_symbol(struct dpu_set_t set, dpu_xfer_t xfer, struct dpu_symbol_t symbol,
+                                           uint32_t symbol_offset, size_t length, get_block_t *get_block_info,
+                                           dpu_sg_xfer_flags_t flags)
+{
+    struct xfer x;
+    return sg_transfer(set, begin_xfer_symbol(set, &x, symbol, symbol_offset, length), &x, xfer, get_block_info,
+                       flags);
+}
+
+/* ---- ranks and DPUs (dpu_management.h) --------------------------------- */
+
+EXPORT dpu_id_t dpu_get_id(struct dpu_t *dpu)
+{
+    uint32_t member = (uint32_t)(dpu - dpu->rank->dpus), per_ci = dpu->rank->system->dpus_per_ci;
+    return (dpu->rank->index << 16) | (((member / per_ci) & 0xff) << 8) | ((member % per_ci) & 0xff);
+}
+
+EXPORT dpu_id_t dpu_get_rank_id(struct dpu_rank_t *rank) { return rank->index; }
+
+EXPORT struct dpu_rank_t *dpu_get_rank(struct dpu_t *dpu) { return dpu->rank; }
+
+EXPORT dpu_slice_id_t dpu_get_slice_id(struct dpu_t *dpu) { return (dpu_slice_id_t)((dpu_get_id(dpu) >> 8) & 0xff); }
+
+EXPORT dpu_member_id_t dpu_get_member_id(struct dpu_t *dpu) { return (dpu_member_id_t)(dpu_get_id(dpu) & 0xff); }
+
+EXPORT bool dpu_is_enabled(struct dpu_t *dpu) { return dpu != NULL; }
+
+EXPORT struct dpu_t *dpu_get(struct dpu_rank_t *rank, dpu_slice_id_t slice_id, dpu_member_id_t member_id)
+{
+    uint32_t per_ci = rank->system->dpus_per_ci, index = (uint32_t)slice_id * per_ci + member_id;
+    return member_id < per_ci && index < rank->nr_dpus ? &rank->dpus[index] : NULL;
+}
+
+EXPORT struct dpu_set_t dpu_set_from_rank(struct dpu_rank_t **rank)
+{
+    struct dpu_set_t set = { .kind = DPU_SET_RANKS, .list = { .nr_ranks = 1, .ranks = rank } };
+    return set;
+}
+
+EXPORT struct dpu_set_t dpu_set_from_dpu(struct dpu_t *dpu)
+{
+    struct dpu_set_t set = { .kind = DPU_SET_DPU, .dpu = dpu };
+    return set;
+}
+
+EXPORT struct dpu_rank_t *dpu_rank_from_set(struct dpu_set_t set)
+{
+    return set.kind == DPU_SET_RANKS && set.list.nr_ranks == 1 ? set.list.ranks[0] : NULL;
+}
+
+EXPORT struct dpu_t *dpu_from_set(struct dpu_set_t set) { return set.kind == DPU_SET_DPU ? set.dpu : NULL; }
+
 /* ---- logs --------------------------------------------------------------- */
 
 static dpu_error_t single_dpu(struct dpu_set_t set, struct emu_system **system, struct dpu_t **dpu)
@@ -1750,13 +2110,8 @@ static size_t read_log(struct emu_system *system, uint32_t d, char *out, size_t 
     return kept;
 }
 
-EXPORT dpu_error_t dpu_log_read(struct dpu_set_t set, FILE *stream)
+static dpu_error_t write_log(struct emu_system *system, struct dpu_t *dpu, FILE *stream)
 {
-    struct emu_system *system = NULL;
-    struct dpu_t *dpu;
-    dpu_error_t status = single_dpu(set, &system, &dpu);
-    if (status != DPU_OK)
-        return status;
     enter(system);
     char *buffer = malloc(EMU_LOG_SIZE);
     if (!buffer) {
@@ -1764,8 +2119,9 @@ EXPORT dpu_error_t dpu_log_read(struct dpu_set_t set, FILE *stream)
         return fail(DPU_ERR_SYSTEM, "out of memory");
     }
     size_t n = read_log(system, dpu->index, buffer, EMU_LOG_SIZE);
+    bool wrapped = block_of(system, dpu->index)->state.log_write_pos > EMU_LOG_SIZE;
     leave(system);
-    if (block_of(system, dpu->index)->state.log_write_pos > EMU_LOG_SIZE)
+    if (wrapped)
         fprintf(stream, "[log buffer wrapped: oldest output lost]\n");
     fwrite(buffer, 1, n, stream);
     fflush(stream);
@@ -1773,12 +2129,24 @@ EXPORT dpu_error_t dpu_log_read(struct dpu_set_t set, FILE *stream)
     return ok();
 }
 
+EXPORT dpu_error_t dpu_log_read(struct dpu_set_t set, FILE *stream)
+{
+    struct emu_system *system = NULL;
+    struct dpu_t *dpu;
+    dpu_error_t status = single_dpu(set, &system, &dpu);
+    if (status != DPU_OK)
+        return status;
+    /* DPU_LOG_FORMAT_HEADER of the SDK's dpu_log_internals.h */
+    fprintf(stream, "=== DPU#0x%x ===\n", dpu_get_id(dpu));
+    return write_log(system, dpu, stream);
+}
+
+/* the SDK's dpulog_read_for_dpu prints no header */
 EXPORT dpu_error_t dpulog_read_for_dpu(struct dpu_t *dpu, FILE *stream)
 {
     if (!dpu)
         return fail(DPU_ERR_INVALID_DPU_SET, "dpulog_read_for_dpu: no DPU");
-    struct dpu_set_t set = { .kind = DPU_SET_DPU, .dpu = dpu };
-    return dpu_log_read(set, stream);
+    return write_log(dpu->rank->system, dpu, stream);
 }
 
 EXPORT dpu_error_t updlrm_emu_log(struct dpu_set_t set, char *buffer, size_t capacity, size_t *length)
@@ -1796,65 +2164,60 @@ EXPORT dpu_error_t updlrm_emu_log(struct dpu_set_t set, char *buffer, size_t cap
     return ok();
 }
 
-/* ---- probes (dpu_probe.h) ----------------------------------------------- */
+/* ---- probes (updlrm_emu_probe.h) -------------------------------------- */
 
-EXPORT dpu_error_t dpu_probe_init(const char *name, struct dpu_probe_t *probe)
+EXPORT dpu_error_t updlrm_emu_probe_init(const char *name, struct updlrm_emu_probe *probe)
 {
     if (!probe)
-        return fail(DPU_ERR_INTERNAL, "dpu_probe_init: probe is NULL");
+        return fail(DPU_ERR_INTERNAL, "updlrm_emu_probe_init: probe is NULL");
     memset(probe, 0, sizeof *probe);
     snprintf(probe->name, sizeof probe->name, "%s", name ? name : "");
     return ok();
 }
 
-EXPORT dpu_error_t dpu_probe_deinit(struct dpu_probe_t *probe)
+EXPORT dpu_error_t updlrm_emu_probe_deinit(struct updlrm_emu_probe *probe)
 {
     if (!probe)
-        return fail(DPU_ERR_INTERNAL, "dpu_probe_deinit: probe is NULL");
+        return fail(DPU_ERR_INTERNAL, "updlrm_emu_probe_deinit: probe is NULL");
     memset(probe, 0, sizeof *probe);
     return ok();
 }
 
-EXPORT dpu_error_t dpu_probe_start(struct dpu_probe_t *probe)
+EXPORT dpu_error_t updlrm_emu_probe_start(struct updlrm_emu_probe *probe)
 {
     if (!probe)
-        return fail(DPU_ERR_INTERNAL, "dpu_probe_start: probe is NULL");
+        return fail(DPU_ERR_INTERNAL, "updlrm_emu_probe_start: probe is NULL");
     if (probe->running)
-        return fail(DPU_ERR_INTERNAL, "dpu_probe_start: probe '%s' is already started", probe->name);
+        return fail(DPU_ERR_INTERNAL, "updlrm_emu_probe_start: probe '%s' is already started", probe->name);
     probe->running = true;
     probe->started_at = now_seconds();
     return ok();
 }
 
-EXPORT dpu_error_t dpu_probe_stop(struct dpu_probe_t *probe)
+EXPORT dpu_error_t updlrm_emu_probe_stop(struct updlrm_emu_probe *probe)
 {
     if (!probe)
-        return fail(DPU_ERR_INTERNAL, "dpu_probe_stop: probe is NULL");
+        return fail(DPU_ERR_INTERNAL, "updlrm_emu_probe_stop: probe is NULL");
     if (!probe->running)
-        return fail(DPU_ERR_INTERNAL, "dpu_probe_stop: probe '%s' was not started", probe->name);
+        return fail(DPU_ERR_INTERNAL, "updlrm_emu_probe_stop: probe '%s' was not started", probe->name);
     probe->total_seconds += now_seconds() - probe->started_at;
     probe->nr_intervals++;
     probe->running = false;
     return ok();
 }
 
-EXPORT dpu_error_t dpu_probe_get(struct dpu_probe_t *probe, dpu_probe_type_t type, dpu_probe_option_t option,
-                                 double *value)
+EXPORT dpu_error_t updlrm_emu_probe_get(struct updlrm_emu_probe *probe, updlrm_emu_probe_option_t option,
+                                        double *seconds)
 {
-    if (!probe || !value)
-        return fail(DPU_ERR_INTERNAL, "dpu_probe_get: probe or value is NULL");
-    if (type == DPU_ENERGY)
-        return fail(DPU_ERR_DRIVER, "dpu_probe_get: the emulator has no power sensor (DPU_ENERGY needs UPMEM "
-                                    "hardware); DPU_TIME is available");
-    if (type != DPU_TIME)
-        return fail(DPU_ERR_INTERNAL, "dpu_probe_get: unknown probe type %d", (int)type);
+    if (!probe || !seconds)
+        return fail(DPU_ERR_INTERNAL, "updlrm_emu_probe_get: probe or seconds is NULL");
     switch (option) {
-    case DPU_ACCUMULATE: *value = probe->total_seconds; return ok();
-    case DPU_AVERAGE:
-        *value = probe->nr_intervals ? probe->total_seconds / probe->nr_intervals : 0.0;
+    case UPDLRM_EMU_PROBE_ACCUMULATE: *seconds = probe->total_seconds; return ok();
+    case UPDLRM_EMU_PROBE_AVERAGE:
+        *seconds = probe->nr_intervals ? probe->total_seconds / probe->nr_intervals : 0.0;
         return ok();
     }
-    return fail(DPU_ERR_INTERNAL, "dpu_probe_get: unknown option %d", (int)option);
+    return fail(DPU_ERR_INTERNAL, "updlrm_emu_probe_get: unknown option %d", (int)option);
 }
 
 /* ---- emulator extras ---------------------------------------------------- */
@@ -1951,6 +2314,34 @@ EXPORT dpu_error_t updlrm_emu_fault_info(struct dpu_set_t set, uint32_t *dpu_ind
     leave(system);
     if (!found)
         return fail(DPU_ERR_INVALID_DPU_SET, "no DPU of the set is in fault");
+    return ok();
+}
+
+/* The symbols a host can name in transfers, by index (sorted by name). */
+EXPORT dpu_error_t updlrm_emu_program_symbol(struct dpu_program_t *program, uint32_t index, const char **name)
+{
+    if (!program || !name)
+        return fail(DPU_ERR_INVALID_SYMBOL_ACCESS, "updlrm_emu_program_symbol: NULL argument");
+    if (index >= program->nr_symbols)
+        return fail(DPU_ERR_INVALID_SYMBOL_ACCESS, "symbol index %u out of range (%zu symbols)", index,
+                    program->nr_symbols);
+    *name = program->symbols[index].name;
+    return ok();
+}
+
+EXPORT dpu_error_t updlrm_emu_set_faults(struct dpu_set_t set, const char *rules)
+{
+    struct emu_system *system = NULL;
+    if (check_set(set, &system) != DPU_OK)
+        return DPU_ERR_INVALID_DPU_SET;
+    struct updlrm_emu_fault_plan *plan = NULL;
+    char why[256];
+    if (updlrm_emu_fault_plan_parse(rules, &plan, why, sizeof why))
+        return fail(DPU_ERR_INVALID_PROFILE, "updlrm_emu_set_faults: %s", why);
+    enter(system);
+    updlrm_emu_fault_plan_free(system->faults);
+    system->faults = plan;
+    leave(system);
     return ok();
 }
 

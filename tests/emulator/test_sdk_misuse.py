@@ -21,10 +21,12 @@ expected behaviour (read, not copied):
   API will only say that a DPU is in fault, and not the reason": every
   DPU-side misuse therefore surfaces as DPU_ERR_DPU_FAULT).
 
-Where the emulator is deliberately stricter than hardware (hardware does not
-check DMA sizes/alignment, it silently truncates; a hardware deadlock hangs
-dpu_sync instead of faulting), the test says so: the emulator's documented
-contract is to turn those into DPU_ERR_DPU_FAULT naming the DPU (and tasklet).
+Where the emulator is deliberately stricter than hardware (DMA sizes the SDK
+declares undefined; a hardware deadlock hangs dpu_sync instead of faulting),
+the test says so: the emulator's documented contract is to turn those into
+DPU_ERR_DPU_FAULT naming the DPU (and tasklet). DMA addresses the DPU decodes
+(unaligned, outside the MRAM window) run as on the DPU with a warning per
+site, and fault under UPDLRM_EMU_DMA=strict.
 """
 
 from __future__ import annotations
@@ -154,13 +156,16 @@ def _expect_fault(faults_binary, scenario: str, *, names_tasklet: bool = True, *
 
 
 # --------------------------------------------------------------------------
-# DPU-side misuse: MRAM DMA rules. Expected: DPU_ERR_DPU_FAULT naming the DPU
-# and the tasklet. Hardware checks only the address range (DMA fault); size
-# and alignment violations are "must" rules of the SDK docs that hardware
-# silently truncates, and the emulator faults on them by contract.
+# DPU-side misuse: MRAM DMA rules. Sizes outside 8..2048 / not a multiple of 8
+# are undefined on the DPU (the SDK's mram.h rejects constant ones at build
+# time and tells the compiler to assume the rule: __builtin_assume), so they
+# fault in every mode. Unaligned addresses and MRAM addresses outside the
+# 64 MiB window are what the DPU's DMA engine decodes (low 3 bits dropped,
+# MRAM modulo the bank): by default the emulator does the same and warns once
+# per site; UPDLRM_EMU_DMA=strict makes them faults naming the source line.
 # --------------------------------------------------------------------------
 
-DMA_MISUSE = {
+DMA_SIZE_MISUSE = {
     "read_size_0": dict(scenario="MRAM_READ", dma_bytes=0),
     "read_size_4": dict(scenario="MRAM_READ", dma_bytes=4),
     "read_size_12": dict(scenario="MRAM_READ", dma_bytes=12),
@@ -169,6 +174,10 @@ DMA_MISUSE = {
     "write_size_4": dict(scenario="MRAM_WRITE", dma_bytes=4),
     "write_size_12": dict(scenario="MRAM_WRITE", dma_bytes=12),
     "write_size_2056": dict(scenario="MRAM_WRITE", dma_bytes=2056),
+}
+
+# case -> (parameters, the decoded-address text of the warning)
+DMA_RELAXED = {
     "read_unaligned_mram_address": dict(scenario="MRAM_READ", dma_bytes=8, mram_offset=4),
     "write_unaligned_mram_address": dict(scenario="MRAM_WRITE", dma_bytes=8, mram_offset=4),
     "read_unaligned_wram_address": dict(scenario="MRAM_READ", dma_bytes=8, wram_offset=4),
@@ -176,17 +185,87 @@ DMA_MISUSE = {
     "read_beyond_64mib": dict(scenario="MRAM_READ", dma_bytes=8, mram_offset=MRAM_SIZE),
     "write_beyond_64mib": dict(scenario="MRAM_WRITE", dma_bytes=2048, mram_offset=MRAM_SIZE),
 }
+DMA_MISUSE = {**DMA_SIZE_MISUSE, **DMA_RELAXED}
+_RELAXED_TEXT = {
+    "unaligned_mram": "MRAM address 0x{:x} is not 8-byte aligned; the DPU drops the low 3 bits",
+    "unaligned_wram": "is not 8-byte aligned; the DPU drops the low 3 bits",
+    "beyond_64mib": "is outside MRAM [0x8000000, 0xc000000); the DPU decodes it modulo its 64 MiB bank",
+}
+FAULTS_SOURCE = MISUSE / "dpu" / "faults.c"
 
 
-@pytest.mark.parametrize("case", sorted(DMA_MISUSE))
-def test_mram_dma_misuse_faults(faults_binary, case):
-    """mram_read/mram_write outside 8..2048 bytes, multiple of 8, 8-aligned
-    addresses, inside MRAM -> DPU_ERR_DPU_FAULT (SDK docs "Memory management",
-    "Exceptions: DMA fault"; sizes/alignment: emulator contract, see module
-    docstring)."""
-    parameters = dict(DMA_MISUSE[case])
+def _faults_line(text: str) -> int:
+    """Line of faults.c holding `text` (the DMA calls the warnings must name)."""
+    return next(i for i, line in enumerate(FAULTS_SOURCE.read_text().splitlines(), 1) if text in line)
+
+
+@pytest.mark.parametrize("case", sorted(DMA_SIZE_MISUSE))
+def test_mram_dma_size_misuse_faults(faults_binary, case):
+    """mram_read/mram_write sizes outside 8..2048 bytes or not a multiple of 8
+    -> DPU_ERR_DPU_FAULT naming the source line, in the default mode too."""
+    parameters = dict(DMA_SIZE_MISUSE[case])
     scenario = parameters.pop("scenario")
-    _expect_fault(faults_binary, scenario, **parameters)
+    error = _expect_fault(faults_binary, scenario, **parameters)
+    call = "mram_read((" if scenario == "MRAM_READ" else "mram_write(wram"
+    assert f"faults.c:{_faults_line(call)}" in str(error), error
+
+
+@pytest.mark.parametrize("case", sorted(DMA_RELAXED))
+def test_relaxed_dma_faults_in_strict_mode(faults_binary, monkeypatch, case):
+    """UPDLRM_EMU_DMA=strict: what the DPU decodes is a DPU_ERR_DPU_FAULT that
+    says what the DPU would have done and names the source line."""
+    monkeypatch.setenv("UPDLRM_EMU_DMA", "strict")
+    parameters = dict(DMA_RELAXED[case])
+    scenario = parameters.pop("scenario")
+    error = _expect_fault(faults_binary, scenario, **parameters)
+    call = "mram_read((" if scenario == "MRAM_READ" else "mram_write(wram"
+    assert "UPDLRM_EMU_DMA=strict" in str(error) and "the DPU" in str(error), error
+    assert f"faults.c:{_faults_line(call)} (misbehave)" in str(error), error
+
+
+@pytest.mark.parametrize("case", sorted(DMA_RELAXED))
+def test_relaxed_dma_runs_with_one_warning_per_site(faults_binary, heap_bytes, capfd, monkeypatch, case):
+    """Default mode: the DMA is decoded as the DPU does (it reads or writes the
+    aligned word, MRAM modulo 64 MiB) and stderr gets exactly one warning for
+    the site over two launches, naming DPU, tasklet, rule and faults.c:line."""
+    monkeypatch.delenv("UPDLRM_EMU_DMA", raising=False)
+    parameters = dict(DMA_RELAXED[case])
+    scenario = parameters.pop("scenario")
+    emulator = _emulator()
+    heap_start = MRAM_BASE + MRAM_SIZE - heap_bytes
+    with emulator.DpuSet(NR_DPUS) as dpus:
+        dpus.load(faults_binary)
+        pattern = np.arange(2048, dtype=np.uint8)
+        dpus.copy_to(HEAP_SYMBOL, pattern)
+        dpus.copy_to("wram_buffer", np.full(4096, 0xAB, dtype=np.uint8))
+        _prepare(dpus, SCENARIO[scenario], **parameters)
+        dpus.launch()
+        dpus.launch()
+        assert (_finished(dpus) == 2 * FAULTS_TASKLETS).all()
+        size = parameters["dma_bytes"]
+        if scenario == "MRAM_READ":  # the aligned MRAM word(s) land at the aligned WRAM address
+            got = dpus.copy_from("wram_buffer", size, dpu=FAULTING_DPU)
+            assert (got == pattern[:size]).all(), got[:16]
+        else:  # the aligned WRAM word(s) land at the decoded MRAM address
+            got = dpus.copy_from(HEAP_SYMBOL, size, dpu=FAULTING_DPU)
+            assert (got == 0xAB).all(), got[:16]
+    err = capfd.readouterr().err
+    warnings = [line for line in err.splitlines() if "updlrm emulator: warning" in line]
+    assert len(warnings) == 1, err
+    call = "mram_read((" if scenario == "MRAM_READ" else "mram_write(wram"
+    key = next(k for k in _RELAXED_TEXT if k in case)
+    text = _RELAXED_TEXT[key].format(heap_start + 4)
+    assert f"DPU {FAULTING_DPU} (rank 0, dpu {FAULTING_DPU}) tasklet {FAULTING_TASKLET}" in warnings[0], err
+    assert text in warnings[0] and f"faults.c:{_faults_line(call)} (misbehave)" in warnings[0], err
+
+
+def test_unknown_dma_mode_is_refused(monkeypatch):
+    """A mistyped UPDLRM_EMU_DMA fails dpu_alloc with a one-line reason."""
+    monkeypatch.setenv("UPDLRM_EMU_DMA", "strcit")
+    emulator = _emulator()
+    with pytest.raises(emulator.DpuError) as raised:
+        emulator.DpuSet(1)
+    assert raised.value.code_name == "DPU_ERR_INVALID_PROFILE" and "strict" in str(raised.value)
 
 
 @pytest.mark.parametrize("scenario", ["MRAM_READ", "MRAM_WRITE"])
@@ -631,9 +710,9 @@ def test_symbol_table_matches_the_sdk_loader(builder, faults_binary):
 
 @pytest.mark.parametrize("case", ["read_unaligned_mram_address", "write_unaligned_mram_address",
                                   "read_unaligned_wram_address", "write_unaligned_wram_address"])
-def test_hardware_dma_alignment_opt_in(faults_binary, monkeypatch, case):
+def test_hardware_dma_alignment_opt_in(faults_binary, monkeypatch, capfd, case):
     """UPDLRM_EMU_DMA=hardware: like the DPU's DMA engine, the low three
-    address bits are dropped instead of faulting (PrIM's TRNS relies on it);
+    address bits are dropped (PrIM's TRNS relies on it), without a warning;
     sizes are still checked."""
     monkeypatch.setenv("UPDLRM_EMU_DMA", "hardware")
     emulator = _emulator()
@@ -644,4 +723,5 @@ def test_hardware_dma_alignment_opt_in(faults_binary, monkeypatch, case):
         _prepare(dpus, SCENARIO[scenario], **parameters)
         dpus.launch()
         assert (_finished(dpus) == FAULTS_TASKLETS).all()
+    assert "warning" not in capfd.readouterr().err
     _expect_fault(faults_binary, "MRAM_READ", dma_bytes=12)

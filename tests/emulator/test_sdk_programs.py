@@ -51,6 +51,8 @@ PROGRAM_DPU_COUNTS = {
     "multi_rank": (130, 2560),  # 2560 DPUs = 40 ranks, a full UPMEM server
     "seqread_unaligned": (2,),
     "compact": (3,),
+    "log_topology": (3, 70),
+    "scatter_gather": (1, 5),
 }
 
 CASES = [
@@ -88,6 +90,8 @@ def sdk_builder(tmp_path_factory):
 def _assert_program_passed(program: str, result) -> None:
     assert result.returncode == 0, sdk_harness.describe(result)
     assert f"{program}: " in result.stdout and "OK" in result.stdout, sdk_harness.describe(result)
+    # the corpus keeps every SDK DMA rule: no relaxed-DMA warning in the default mode
+    assert "updlrm emulator: warning" not in result.stderr, sdk_harness.describe(result)
 
 
 def _seed(nr_dpus: int, nr_tasklets: int) -> int:
@@ -113,6 +117,48 @@ def test_sdk_program_on_upmem_sdk(sdk_builder, program, nr_dpus, nr_tasklets):
     host_binary = sdk_builder.host(program)
     result = sdk_builder.run(host_binary, dpu_binary, nr_dpus, nr_tasklets, _seed(nr_dpus, nr_tasklets))
     _assert_program_passed(program, result)
+
+
+@pytest.mark.parametrize("how", ["UPMEM_PROFILE_BASE", "dpu_alloc profile"])
+def test_simulator_topology_one_dpu_per_rank(builder, tmp_path, how):
+    """As on the SDK's functional simulator, "backend=simulator" gives one DPU
+    per rank (dpu_alloc(10) = 10 ranks) with log headers === DPU#0x<rank>0000 ===;
+    log_topology checks it when UPMEM_PROFILE_BASE says simulator. The profile
+    string of dpu_alloc itself works too (a host written for the simulator)."""
+    dpu_binary = builder.dpu("log_topology", nr_tasklets=4)
+    env = dict(os.environ, UPMEM_PROFILE_BASE="backend=simulator")
+    if how == "UPMEM_PROFILE_BASE":
+        result = sdk_harness.run_host(builder.host("log_topology"), dpu_binary, 10, 4, 1, env=env)
+        _assert_program_passed("log_topology", result)
+        assert "10 DPUs in 10 ranks" in result.stdout
+        return
+    host = tmp_path / "sim_alloc.c"
+    host.write_text(r"""
+#include <dpu.h>
+#include <stdio.h>
+int main(int argc, char **argv) {
+    struct dpu_set_t set, dpu;
+    uint32_t ranks, dpus;
+    DPU_ASSERT(dpu_alloc(10, "backend=simulator", &set));
+    DPU_ASSERT(dpu_get_nr_ranks(set, &ranks));
+    DPU_ASSERT(dpu_get_nr_dpus(set, &dpus));
+    DPU_ASSERT(dpu_load(set, argv[1], NULL));
+    DPU_ASSERT(dpu_launch(set, DPU_SYNCHRONOUS));
+    printf("%u ranks %u dpus\n", ranks, dpus);
+    DPU_FOREACH (set, dpu) { DPU_ASSERT(dpu_log_read(dpu, stdout)); }
+    DPU_ASSERT(dpu_free(set));
+    return 0;
+}
+""")
+    from updlrm.emulator import compile_host_program
+
+    binary = compile_host_program(host, tmp_path / "sim_alloc")
+    result = sdk_harness.run_host(binary, dpu_binary)
+    assert result.returncode == 0, sdk_harness.describe(result)
+    lines = result.stdout.splitlines()
+    assert lines[0] == "10 ranks 10 dpus", result.stdout
+    headers = [line for line in lines if line.startswith("===")]
+    assert headers == [f"=== DPU#0x{r << 16:x} ===" for r in range(10)], result.stdout
 
 
 def test_sdk_variant_build_and_run_commands(tmp_path):

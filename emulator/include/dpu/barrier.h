@@ -24,7 +24,10 @@ typedef struct barrier_t {
     uint32_t generation;    /* bumped when a round completes */
 } barrier_t;
 
-#define BARRIER_INIT(_name, _counter) barrier_t _name = { 0xff, (_counter), (_counter), 0, 0 }
+/* Same build-time check as the SDK's barrier.h (the counter is a byte there). */
+#define BARRIER_INIT(_name, _counter)                                                                     \
+    _Static_assert(((_counter) < 128) && ((_counter) >= -127), "barrier counter must be encoded on a byte"); \
+    barrier_t _name = { 0xff, (_counter), (_counter), 0, 0 }
 
 void barrier_wait(barrier_t *barrier);
 

@@ -31,6 +31,13 @@ typedef enum _perfcounter_config_t {
 perfcounter_t perfcounter_config(perfcounter_config_t config, bool reset_value);
 perfcounter_t perfcounter_get(void);
 
+/* v1B only in the SDK; the emulator is a v1A DPU, where the SDK's header
+ * turns a call into a build error. */
+#define perfcounter_get_both(should_reset)                                                                \
+    do {                                                                                                  \
+        _Static_assert(0, "[DPU_ERROR]: call to perfcounter_get_both is only available on v1B.");        \
+    } while (0)
+
 #ifdef __cplusplus
 }
 #endif

@@ -16,6 +16,11 @@
 #define SEQREAD_CACHE_SIZE 256
 #endif
 
+/* the SDK's seqread.h refuses any other cache size at build time */
+_Static_assert(SEQREAD_CACHE_SIZE == 32 || SEQREAD_CACHE_SIZE == 64 || SEQREAD_CACHE_SIZE == 128 ||
+                   SEQREAD_CACHE_SIZE == 256 || SEQREAD_CACHE_SIZE == 512 || SEQREAD_CACHE_SIZE == 1024,
+               "seqread error: invalid cache size defined");
+
 #ifdef __cplusplus
 extern "C" {
 #endif

@@ -45,6 +45,28 @@ typedef enum _dpu_callback_flags_t {
     DPU_CALLBACK_SINGLE_CALL = 1 << 2,
 } dpu_callback_flags_t;
 
+/* Scatter-gather transfers (the SDK's dpu.h; need "sgXferEnable=true" in the
+ * dpu_alloc profile, MRAM symbols only). */
+typedef enum _dpu_sg_xfer_flags_t {
+    DPU_SG_XFER_DEFAULT = 0,
+    DPU_SG_XFER_ASYNC = 1 << 1,
+    DPU_SG_XFER_DISABLE_LENGTH_CHECK = 1 << 2,
+} dpu_sg_xfer_flags_t;
+
+struct sg_block_info {
+    uint8_t *addr;   /* host address of the block */
+    uint32_t length; /* bytes of the block */
+};
+
+/* true while block block_index of the DPU at dpu_index (DPU_FOREACH order) exists */
+typedef bool (*get_block_func_t)(struct sg_block_info *out, uint32_t dpu_index, uint32_t block_index, void *args);
+
+typedef struct get_block_t {
+    get_block_func_t f;
+    void *args;
+    size_t args_size;
+} get_block_t;
+
 const char *updlrm_emu_last_error(void);
 
 #define DPU_CHECK(statement, on_error)                                                                  \
@@ -147,6 +169,14 @@ dpu_error_t dpu_broadcast_to_symbol(struct dpu_set_t dpu_set, struct dpu_symbol_
 dpu_error_t dpu_callback(struct dpu_set_t dpu_set, dpu_error_t (*callback)(struct dpu_set_t, uint32_t, void *),
                          void *args, dpu_callback_flags_t flags);
 
+dpu_error_t dpu_push_sg_xfer(struct dpu_set_t dpu_set, dpu_xfer_t xfer, const char *symbol_name, uint32_t symbol_offset,
+                             size_t length, get_block_t *get_block_info, dpu_sg_xfer_flags_t flags);
+dpu_error_t dpu_push_sg_xfer_symbol(struct dpu_set_t dpu_set, dpu_xfer_t xfer, struct dpu_symbol_t symbol,
+                                    uint32_t symbol_offset, size_t length, get_block_t *get_block_info,
+                                    dpu_sg_xfer_flags_t flags);
+
+/* Prints "=== DPU#0x<id> ===" and what the DPU printed during its last launch
+ * (set: one DPU), as the SDK does. */
 dpu_error_t dpu_log_read(struct dpu_set_t set, FILE *stream);
 
 /* clang-format off */

@@ -56,8 +56,15 @@ dpu_error_t updlrm_emu_dpu_at(struct dpu_set_t set, uint32_t index, struct dpu_s
  * (DPU_FOREACH index), tasklet (-1: not tasklet specific) and message. */
 dpu_error_t updlrm_emu_fault_info(struct dpu_set_t set, uint32_t *dpu_index, int32_t *tasklet, char *message,
                                   size_t message_size);
+/* Test hook: replace the fault injection rules of the set's system (NULL or "":
+ * none); the grammar is UPDLRM_EMU_FAULTS's (emulator/README.md, "Fault injection").
+ * Launch numbers in the rules count from this call. */
+dpu_error_t updlrm_emu_set_faults(struct dpu_set_t set, const char *rules);
 /* Number of worker processes serving the set's program(s). */
 dpu_error_t updlrm_emu_nr_workers(struct dpu_set_t set, uint32_t *nr_workers);
+/* Name of the index-th symbol of a loaded program (sorted by name);
+ * DPU_ERR_INVALID_SYMBOL_ACCESS past the last one. */
+dpu_error_t updlrm_emu_program_symbol(struct dpu_program_t *program, uint32_t index, const char **name);
 /* Log of one DPU into a buffer; *length receives the full log length. */
 dpu_error_t updlrm_emu_log(struct dpu_set_t dpu, char *buffer, size_t capacity, size_t *length);
 

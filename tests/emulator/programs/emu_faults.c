@@ -35,9 +35,11 @@ static int __attribute__((noinline)) recurse(volatile int depth)
 static void misbehave(void)
 {
     uintptr_t heap = (uintptr_t)DPU_MRAM_HEAP_POINTER;
+    /* sizes known only at run time: constant ones are build errors, as with the SDK */
+    volatile unsigned int twelve = 12, too_big = 4096;
     switch (scenario) {
-    case DMA_SIZE: mram_read((__mram_ptr void *)heap, buffer, 12); break;
-    case DMA_TOO_BIG: mram_read((__mram_ptr void *)heap, buffer, 4096); break;
+    case DMA_SIZE: mram_read((__mram_ptr void *)heap, buffer, twelve); break;
+    case DMA_TOO_BIG: mram_read((__mram_ptr void *)heap, buffer, too_big); break;
     case DMA_MRAM_MISALIGNED: mram_read((__mram_ptr void *)(heap + 4), buffer, 16); break;
     case DMA_WRAM_OUTSIDE: mram_read((__mram_ptr void *)heap, (void *)(uintptr_t)0x1000, 16); break;
     case DMA_MRAM_OUTSIDE: mram_write(buffer, (__mram_ptr void *)(uintptr_t)(0x08000000u + (64u << 20) - 8), 16); break;
