@@ -716,11 +716,12 @@ class Engine:
 
     # -- slots ---------------------------------------------------------------------------
 
-    def _take_slots(self, count: int) -> list[int]:
-        """Waits for `count` free slots and takes them together (never holding a lock or slot)."""
+    def _take_slots(self, count: int, *, closing_ok: bool = False) -> list[int]:
+        """Waits for `count` free slots and takes them together (never holding a lock or slot).
+        The run_async driver may still take them while the engine closes: close waits for its queue."""
         with self._slots_changed:
             while True:
-                if self._engine is None or self._closing:
+                if self._engine is None or (self._closing and not closing_ok):
                     raise EngineError("the engine is closed")
                 if len(self._free_slots) >= count:
                     taken, self._free_slots = self._free_slots[:count], self._free_slots[count:]
@@ -733,24 +734,21 @@ class Engine:
             self._slots_changed.notify_all()
 
     def _discard(self, batch: "_Batch") -> None:
-        """Gives a batch's slot up whatever its stage (waits for its launch to end)."""
-        if batch.launched:
-            with self._dpu_lock:
-                self._lib.eb_engine_discard(self._engine, batch.slot)
-        else:
-            self._lib.eb_engine_discard(self._engine, batch.slot)
+        """Gives a batch's slot up whatever its stage; a launched batch's caller holds _dpu_lock
+        (the C call waits for the launch to end)."""
+        self._lib.eb_engine_discard(self._engine, batch.slot)
         batch.launched = False
 
     # -- pipelining ------------------------------------------------------------------------
 
-    def _stream(self, source: "_Source"):
+    def _stream(self, source, *, closing_ok: bool = False):
         """Runs the batches `source` gives, overlapped, and yields ``(job, result, error)`` in order.
 
         One thread, two slots: while the DPUs run batch i, this thread merges batch i-1 and
         routes batch i+1 (prepare, then collect i, launch i+1, finish i-1 ...). A batch's
         error is yielded at its turn; the batches after it still run.
         """
-        slots = self._take_slots(2)
+        slots = self._take_slots(2, closing_ok=closing_ok)
         spare = list(slots)
         on_dpus = None  # launched, not collected: (job, batch)
         ready = None    # prepared, not launched; or a job whose prepare failed
@@ -836,7 +834,8 @@ class Engine:
     def pipeline(self, batches, pooling: PoolingMode = PoolingMode.SUM):
         """Runs an iterable of batches overlapped and yields ``(output, BatchStats)`` in order.
 
-        Each item is ``(indices, offsets)`` or ``(indices, offsets, per_sample_weights)``.
+        Each item is ``(indices, offsets)``, ``(indices, offsets, per_sample_weights)`` or
+        ``(indices, offsets, per_sample_weights, pooling)`` (``pooling`` is the default).
         While the DPUs run batch i, the calling thread merges batch i-1 and routes batch
         i+1 (and whatever the loop body does with batch i-1's output overlaps batch i too).
         Outputs are bit-identical to :meth:`run`'s. A batch that fails raises at its turn,
@@ -864,12 +863,12 @@ class Engine:
     def _pipeline(self, batches, pooling):
         def jobs():
             for item in batches:
-                if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+                if not isinstance(item, (tuple, list)) or len(item) not in (2, 3, 4):
                     yield _Job(None, error=ValueError(
-                        f"each pipelined batch must be (indices, offsets) or (indices, offsets, "
-                        f"per_sample_weights), got {type(item).__name__}"))
+                        f"each pipelined batch must be (indices, offsets[, per_sample_weights[, pooling]]), "
+                        f"got {type(item).__name__}{'' if not isinstance(item, (tuple, list)) else f' of {len(item)}'}"))
                 else:
-                    yield _Job((*item, None, pooling) if len(item) == 2 else (*item, pooling))
+                    yield _Job((*item, None, pooling)[:4] if len(item) == 2 else (*item, pooling)[:4])
 
         stream = self._stream(_IterSource(jobs()))
         try:
@@ -912,7 +911,7 @@ class Engine:
         """The run_async driver: runs the queue until it is empty and nothing is in flight."""
         source = _QueueSource(self)
         try:
-            for job, result, error in self._stream(source):
+            for job, result, error in self._stream(source, closing_ok=True):
                 if not job.future.set_running_or_notify_cancel():
                     continue
                 if error is not None:
@@ -964,15 +963,16 @@ class Engine:
         with self._queue_lock:
             self._closing = True
             driver = self._driver
-        if driver is not None and driver is not threading.current_thread():
-            driver.join()
+        with self._slots_changed:
+            self._slots_changed.notify_all()  # callers waiting for a slot give up
         for generator in list(self._pipelines):
             try:
                 generator.close()
             except ValueError:  # running in another thread: it gives its slots back itself
                 pass
+        if driver is not None and driver is not threading.current_thread():
+            driver.join()
         with self._slots_changed:
-            self._slots_changed.notify_all()  # callers waiting for a slot give up
             while self._engine is not None and len(self._free_slots) < self._lib.EB_NR_SLOTS:
                 self._slots_changed.wait()
             if self._engine is not None:
