@@ -835,7 +835,8 @@ class Engine:
         """Runs an iterable of batches overlapped and yields ``(output, BatchStats)`` in order.
 
         Each item is ``(indices, offsets)``, ``(indices, offsets, per_sample_weights)`` or
-        ``(indices, offsets, per_sample_weights, pooling)`` (``pooling`` is the default).
+        ``(indices, offsets, per_sample_weights, pooling)`` (``pooling`` is the default); an
+        exception instance as an item is raised at its turn (for wrappers that check items).
         While the DPUs run batch i, the calling thread merges batch i-1 and routes batch
         i+1 (and whatever the loop body does with batch i-1's output overlaps batch i too).
         Outputs are bit-identical to :meth:`run`'s. A batch that fails raises at its turn,
@@ -863,7 +864,9 @@ class Engine:
     def _pipeline(self, batches, pooling):
         def jobs():
             for item in batches:
-                if not isinstance(item, (tuple, list)) or len(item) not in (2, 3, 4):
+                if isinstance(item, Exception):  # a wrapper's own check failed: raised at its turn
+                    yield _Job(None, error=item)
+                elif not isinstance(item, (tuple, list)) or len(item) not in (2, 3, 4):
                     yield _Job(None, error=ValueError(
                         f"each pipelined batch must be (indices, offsets[, per_sample_weights[, pooling]]), "
                         f"got {type(item).__name__}{'' if not isinstance(item, (tuple, list)) else f' of {len(item)}'}"))
