@@ -462,13 +462,14 @@ class Engine:
     CPU count) lets route+pack and the merge of big batches use two threads; results
     do not depend on it.
 
-    Threads: any number of threads may share one engine. One batch is in flight at a
-    time (the DPUs, their buffers and the integer scratch belong to the engine); ``run``
-    holds the engine's lock from the C call until the stats are copied, so concurrent
-    callers queue and each gets exactly its serial result, in a fresh output array and
-    a fresh ``BatchStats``. The C library refuses a concurrent ``eb_engine_run``
+    Threads: any number of threads may share one engine. Up to three batches are in
+    flight, one per stage (route+pack, on the DPUs, merge), each in its own slot of
+    buffers, so concurrent ``run`` callers overlap and each gets exactly its serial
+    result, in a fresh output array and a fresh ``BatchStats``. :meth:`pipeline` and
+    :meth:`run_async` overlap the batches of one caller the same way (host/README.md,
+    "Pipelining"). The C library refuses a concurrent raw ``eb_engine_run``
     (:class:`EngineBusyError`) instead of corrupting memory. ``close`` waits for the
-    running batch.
+    batches in flight.
 
     >>> import numpy as np
     >>> from updlrm.specs import TableSpec, Topology, PoolingMode

@@ -483,7 +483,9 @@ class TableBatchedEmbeddingBags(torch.nn.Module):
     ``.extra["dropped_lookups"]``.
 
     Threads: any number of threads may call one module; each gets exactly its serial
-    result (the engine runs one batch at a time and the others queue). Every call
+    result (their batches overlap stage by stage). :meth:`pipeline` and
+    :meth:`forward_async` overlap one caller's batches (route+pack of the next and merge
+    of the previous while the DPUs run one), bit-identical to ``forward``. Every call
     returns a new output, and ``last_stats`` / ``last_profile()`` are per thread: the
     calling thread's own last batch, never another thread's.
 
