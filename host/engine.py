@@ -661,10 +661,15 @@ class Engine:
         try:
             self._prepare(batch, slot)
             with self._dpu_lock:
-                self._launch(batch)
-                self._collect(batch)
+                try:
+                    self._launch(batch)
+                    self._collect(batch)
+                finally:
+                    if batch.launched:  # interrupted (e.g. KeyboardInterrupt) between the two
+                        self._discard(batch)
             return self._finish(batch)
         finally:
+            self._lib.eb_engine_discard(self._engine, slot)  # nothing to do unless interrupted
             self._give_slots([slot])
 
     # The stages of one batch; each raises the batch's own error (its slot's text).
@@ -814,6 +819,8 @@ class Engine:
                 self._dpu_lock.release()
             if ready is not None and ready[2] is None:
                 self._discard(ready[1])
+            for slot in slots:  # a batch interrupted between collect and finish
+                self._lib.eb_engine_discard(self._engine, slot)
             self._give_slots(slots)
 
     def _stream_prepare(self, job: "_Job", spare: list[int]):
