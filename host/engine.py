@@ -723,13 +723,13 @@ class Engine:
     # -- slots ---------------------------------------------------------------------------
 
     def _take_slots(self, count: int, *, closing_ok: bool = False) -> list[int]:
-        """Waits for `count` free slots and takes them together (never holding a lock or slot).
+        """Waits for a free slot and takes up to `count` (never holding a lock or slot).
         The run_async driver may still take them while the engine closes: close waits for its queue."""
         with self._slots_changed:
             while True:
                 if self._engine is None or (self._closing and not closing_ok):
                     raise EngineError("the engine is closed")
-                if len(self._free_slots) >= count:
+                if self._free_slots:
                     taken, self._free_slots = self._free_slots[:count], self._free_slots[count:]
                     return taken
                 self._slots_changed.wait()
@@ -747,37 +747,35 @@ class Engine:
 
     # -- pipelining ------------------------------------------------------------------------
 
-    def _stream(self, source, *, closing_ok: bool = False):
+    def _stream(self, source, *, closing_ok: bool = False, hold_dpus: bool = True):
         """Runs the batches `source` gives, overlapped, and yields ``(job, result, error)`` in order.
 
         One thread, two slots: while the DPUs run batch i, this thread merges batch i-1 and
         routes batch i+1 (prepare, then collect i, launch i+1, finish i-1 ...). A batch's
-        error is yielded at its turn; the batches after it still run.
+        error is yielded at its turn; the batches after it still run. With one slot free
+        (other callers hold the rest) it runs the batches one after the other instead of
+        waiting, so a stream never waits for slots that a caller of it may hold.
+        ``hold_dpus=False`` (public generators, whose consumer may call the engine while the
+        generator is suspended) collects the batch on the DPUs before each yield, so no
+        lock is held across a yield; the host stages still overlap the DPUs.
         """
         slots = self._take_slots(2, closing_ok=closing_ok)
         spare = list(slots)
         on_dpus = None  # launched, not collected: (job, batch)
+        early = None    # collected before a yield, not finished: (job, batch, error)
         ready = None    # prepared, not launched; or a job whose prepare failed
         try:
             while True:
-                if ready is None:
+                if ready is None and spare:
                     job = source.next(block=on_dpus is None)
                     if job is not None:
                         ready = self._stream_prepare(job, spare)
-                if ready is None and on_dpus is None:
+                if ready is None and on_dpus is None and early is None:
                     return
-                collected = None
+                collected, early = early, None
                 if on_dpus is not None:
-                    job, batch = on_dpus
+                    collected = self._stream_collect(on_dpus, spare)
                     on_dpus = None
-                    try:
-                        self._collect(batch)
-                        collected = (job, batch, None)
-                    except Exception as error:  # noqa: BLE001 - it belongs to this batch
-                        collected = (job, batch, error)
-                        spare.append(batch.slot)
-                    finally:
-                        self._dpu_lock.release()
                 failed = None
                 if ready is not None:
                     job, batch, error = ready
@@ -805,10 +803,13 @@ class Engine:
                     else:
                         result = (job, None, error)
                 # Route the next batch while the DPUs run this one, before handing results out.
-                if ready is None and on_dpus is not None:
+                if ready is None and on_dpus is not None and spare:
                     job = source.next(block=False)
                     if job is not None:
                         ready = self._stream_prepare(job, spare)
+                if not hold_dpus and on_dpus is not None and (result is not None or failed is not None):
+                    early = self._stream_collect(on_dpus, spare)
+                    on_dpus = None
                 if result is not None:
                     yield result
                 if failed is not None:
@@ -822,6 +823,18 @@ class Engine:
             for slot in slots:  # a batch interrupted between collect and finish
                 self._lib.eb_engine_discard(self._engine, slot)
             self._give_slots(slots)
+
+    def _stream_collect(self, on_dpus, spare: list[int]):
+        """Collects the batch on the DPUs and releases them: (job, batch, error or None)."""
+        job, batch = on_dpus
+        try:
+            self._collect(batch)
+            return job, batch, None
+        except Exception as error:  # noqa: BLE001 - it belongs to this batch
+            spare.append(batch.slot)
+            return job, batch, error
+        finally:
+            self._dpu_lock.release()
 
     def _stream_prepare(self, job: "_Job", spare: list[int]):
         """(job, batch, None) prepared in a spare slot, or (job, None, error)."""
@@ -846,8 +859,9 @@ class Engine:
         ``(indices, offsets, per_sample_weights, pooling)`` (``pooling`` is the default); an
         exception instance as an item is raised at its turn (for wrappers that check items).
         While the DPUs run batch i, the calling thread merges batch i-1 and routes batch
-        i+1 (and whatever the loop body does with batch i-1's output overlaps batch i too).
-        Outputs are bit-identical to :meth:`run`'s. A batch that fails raises at its turn,
+        i+1. No lock is held while the generator is suspended (the batch on the DPUs is
+        collected before each yield), so the loop body may use the engine too; it holds
+        two slots until it is exhausted or closed. Outputs are bit-identical to :meth:`run`'s. A batch that fails raises at its turn,
         after the outputs of the batches before it; closing the generator early waits for
         the batch on the DPUs and drops the rest.
 
@@ -881,7 +895,7 @@ class Engine:
                 else:
                     yield _Job((*item, None, pooling)[:4] if len(item) == 2 else (*item, pooling)[:4])
 
-        stream = self._stream(_IterSource(jobs()))
+        stream = self._stream(_IterSource(jobs()), hold_dpus=False)
         try:
             for _, result, error in stream:
                 if error is not None:
@@ -895,7 +909,8 @@ class Engine:
         """Queues one batch and returns a ``concurrent.futures.Future`` of ``(output, BatchStats)``.
 
         Batches queued by any threads run in queue order on a driver thread that overlaps
-        them as :meth:`pipeline` does; each future gets its batch's result or error.
+        them as :meth:`pipeline` does (and keeps the DPUs busy while it hands results out);
+        each future gets its batch's result or error.
         Python-side argument errors raise here, at once. ``close`` runs the queued batches
         to their end first.
 

@@ -659,8 +659,7 @@ class TableBatchedEmbeddingBags(torch.nn.Module):
         """Pool an iterable of batches overlapped; yields each output in order.
 
         Items are ``(indices, offsets)`` or ``(indices, offsets, per_sample_weights)``. While
-        the DPUs pool batch i, the host merges batch i-1 and routes batch i+1 (and the loop
-        body's work on batch i-1's output overlaps batch i as well). Outputs are
+        the DPUs pool batch i, the host merges batch i-1 and routes batch i+1. Outputs are
         bit-identical to :meth:`forward`'s; a bad batch raises at its turn, after the
         outputs before it. Each output's ``BatchStats`` is in ``last_stats`` of the
         iterating thread when it is yielded.

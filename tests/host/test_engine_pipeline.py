@@ -269,3 +269,20 @@ def test_the_c_stages_check_their_slot_and_stage():
         assert lib.eb_engine_discard(handle, 1) == 0 and lib.eb_engine_launch(handle, 1) == lib.EB_RUN_BAD_SLOT
         assert lib.eb_engine_run(handle, engine._ptr("int64_t *", indices), 3, engine._ptr("int64_t *", offsets), 2,
                                  ffi.NULL, 0, engine._ptr("float *", out)) == 0
+
+
+def test_a_stream_with_one_free_slot_runs_serially_instead_of_waiting():
+    """A consumer holding a suspended pipeline (two slots) waits on a run_async future: the
+    driver gets the one slot left and runs its batches one after the other."""
+    tables = MIXED
+    plan = uniform_plan(tables, Topology(nr_dpus=4), "row_wise")
+    weights = random_weights(tables, np.random.default_rng(19))
+    batches = random_batches(tables, 8, seed=20)
+    with Engine(plan, weights, nr_tasklets=4) as engine:
+        serial = serial_results(engine, batches)
+        held = engine.pipeline(batches)
+        first = next(held)[0]
+        futures = [engine.run_async(*b) for b in batches]
+        assert all(same(f.result(timeout=120)[0], s[0]) for f, s in zip(futures, serial))
+        rest = [out for out, _ in held]
+        assert all(same(a, s[0]) for a, s in zip([first, *rest], serial))
