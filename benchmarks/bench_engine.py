@@ -8,7 +8,7 @@
 2. End to end on the emulator: 8 tables x 1M rows x dim 64 fp32 (2 GB), batch 2,048,
    pooling 32 (fixed), Zipf alpha 1.05 (updlrm.partitioner.workloads.synthetic_trace),
    row-wise plan (each table in ``--dpus-per-table`` row blocks over ``--dpus`` DPUs), vs ``torch.nn.functional.embedding_bag`` (mode
-   sum, one call per table, best time by ``updlrm.profile.time_torch``) on the same
+   sum, one call per table, best time by ``updlrm.bench.time_torch``) on the same
    arrays. Throughput ratio = torch time / engine time (goal >= 0.3). Results are
    checked against torch.
 
@@ -39,10 +39,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from updlrm.bench import time_torch
 from updlrm.host.engine import Engine
 from updlrm.partitioner.workloads import synthetic_trace
 from updlrm.plan import uniform_plan
-from updlrm.profile import time_torch
 from updlrm.specs import PoolingMode, TableSpec, Topology
 
 RESULTS = Path(__file__).resolve().parent / "results" / "engine.json"
@@ -75,7 +75,7 @@ def copy_seconds(nbytes: int, repeats: int = 7) -> float:
 
 
 def torch_seconds(weights, batch):
-    """torch's best time for the batch and its output (updlrm.profile.time_torch: warm-up,
+    """torch's best time for the batch and its output (updlrm.bench.time_torch: warm-up,
     repeats, best over torch's thread count and one thread — the rule every updlrm
     benchmark uses, so the CPU gets its best showing)."""
     indices, offsets, _ = batch

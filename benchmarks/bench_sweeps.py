@@ -4,13 +4,13 @@ For every workload point (one parameter varied around a base config):
 
 * torch: ``torch.nn.functional.embedding_bag``, one call per table (what torchrec's
   EmbeddingBagCollection does on CPU), float32 weights, the best time over torch's default
-  thread count and 1 thread (``updlrm.profile.time_torch``: >= 5 runs each after 2 warm-up calls), timed on the same
+  thread count and 1 thread (``updlrm.bench.time_torch``: >= 5 runs each after 2 warm-up calls), timed on the same
   batches in the same run, with torch's default thread count on this machine;
 * updlrm: the batches run on the built-in emulator with ``--emulate-dpus`` DPUs and are
   checked against torch (float32 ``assert_close`` tolerances);
 * hardware estimate: for each DPU count N, the exact per-DPU work of the batch under
   the plan for N DPUs is derived from the plan's routing and the host runtime's
-  accounting (``updlrm.profile.derive_work``: the same segments, partial sums, header
+  accounting (``updlrm.partitioner.batch_work.derive_work``: the same segments, partial sums, header
   and status bytes the engine counts) and modeled with ``updlrm.perfmodel``.  No N-DPU
   emulation is needed; on the emulated DPU count the derivation is compared with the
   engine's own counters for every batch (``derivation_checked`` in the JSON).
@@ -21,7 +21,7 @@ work the model leaves out (validation and routing measured here, merge scaled to
 partial sums); its speedup is reported beside.  Below 1 the CPU wins: every sweep
 marks where that changes (``crossovers``).
 
-Plans: the default row-wise plan (each table over N/T DPUs, ``updlrm.profile.bench_plan``);
+Plans: the default row-wise plan (each table over N/T DPUs, ``updlrm.bench.bench_plan``);
 the DPU-count sweep also models the partitioner's workload-aware plan
 (``updlrm.partitioner.placement.build_plan``: hot-row host cache / replication, graph
 partitioning) unless ``--no-partitioner``.
@@ -49,10 +49,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from updlrm import perfmodel  # noqa: E402
+from updlrm.bench import bench_plan, check_close, end_to_end_estimate, time_torch, torch_embedding_bags  # noqa: E402
+from updlrm.partitioner.batch_work import derive_work  # noqa: E402
 from updlrm.partitioner.workloads import synthetic_trace  # noqa: E402
-from updlrm.profile import (DEFAULT_PROFILE, bench_plan, check_close, derive_work,  # noqa: E402
-                            end_to_end_estimate, profile_batch, profile_work, time_torch,
-                            torch_embedding_bags, work_mismatch)
+from updlrm.perfmodel import DEFAULT_HARDWARE_PROFILE as DEFAULT_PROFILE  # noqa: E402
+from updlrm.profile import profile_batch, profile_work, work_mismatch  # noqa: E402
 from updlrm.specs import RowFormat, TableSpec, Topology  # noqa: E402
 from updlrm.tbe import TableBatchedEmbeddingBags  # noqa: E402
 

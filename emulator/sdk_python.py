@@ -41,8 +41,9 @@ import io
 import os
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any
 
 from ._dpuset import ERROR_NAMES, _ffi, _library
 
@@ -138,9 +139,9 @@ class DpuProgram:
 
     def __init__(self, c_program):
         self.c_program = c_program
-        self.symbols: Dict[str, DpuSymbol] = {}
+        self.symbols: dict[str, DpuSymbol] = {}
 
-    def get_symbol(self, symbol: str) -> Optional[DpuSymbol]:
+    def get_symbol(self, symbol: str) -> DpuSymbol | None:
         if symbol not in self.symbols:
             c_symbol = _ffi.new("struct dpu_symbol_t *")
             if _library().dpu_get_symbol(self.c_program, symbol.encode(), c_symbol) != 0:
@@ -148,7 +149,7 @@ class DpuProgram:
             self.symbols[symbol] = DpuSymbol(symbol, c_symbol[0])
         return self.symbols[symbol]
 
-    def fetch_all_symbols(self) -> Dict[str, DpuSymbol]:
+    def fetch_all_symbols(self) -> dict[str, DpuSymbol]:
         name = _ffi.new("const char **")
         index = 0
         while _library().updlrm_emu_program_symbol(self.c_program, index, name) == 0:
@@ -168,7 +169,7 @@ class DpuVariable:
         ([7, 9], [7, 0, 9, 0])
     """
 
-    def __init__(self, contents: List[memoryview]):
+    def __init__(self, contents: list[memoryview]):
         self.contents = contents
 
     def data(self):
@@ -228,7 +229,7 @@ class DpuContext:
         raise DpuError("DPU contexts (checkpoint/restore) do not exist on the updlrm emulator: no IRAM or registers")
 
     @staticmethod
-    def from_buffer(buf) -> "DpuContext":
+    def from_buffer(buf) -> DpuContext:
         return DpuContext()
 
 
@@ -257,25 +258,25 @@ class DpuSet:
 
     def __init__(
         self,
-        nr_dpus: Optional[int] = None,
-        nr_ranks: Optional[int] = None,
+        nr_dpus: int | None = None,
+        nr_ranks: int | None = None,
         profile: str = "",
-        binary: Optional[Union[bytes, str]] = None,
+        binary: bytes | str | None = None,
         c_source=None,
         asm_source=None,
         log=None,
-        async_mode: Optional[bool] = False,
-        _parent: Optional["DpuSet"] = None,
+        async_mode: bool | None = False,
+        _parent: DpuSet | None = None,
         _c_set=None,
     ):
         object.__setattr__(self, "_symbols", {})
         self._async_mode = bool(async_mode)
         self._log = None if isinstance(log, list) else log
-        self._dpus: List[DpuSet] = []
-        self._ranks: List[DpuSet] = []
+        self._dpus: list[DpuSet] = []
+        self._ranks: list[DpuSet] = []
         self._top = _parent._top if _parent is not None else self
         self._freed = False
-        self._program: Optional[DpuProgram] = None
+        self._program: DpuProgram | None = None
         if _parent is not None:
             self.c_set = _c_set
             return
@@ -329,13 +330,13 @@ class DpuSet:
             rank._ranks.append(rank)
             self._ranks.append(rank)
 
-    def __enter__(self) -> "DpuSet":
+    def __enter__(self) -> DpuSet:
         return self
 
     def __exit__(self, exc_type, exc_value, traceback) -> None:
         self.free()
 
-    def __iter__(self) -> Iterator["DpuSet"]:
+    def __iter__(self) -> Iterator[DpuSet]:
         return iter(self.dpus())
 
     def __len__(self) -> int:
@@ -345,11 +346,11 @@ class DpuSet:
         state = "freed" if self._top._freed else f"{len(self._dpus)} DPUs in {len(self._ranks)} ranks"
         return f"DpuSet({state}, updlrm emulator)"
 
-    def dpus(self) -> List["DpuSet"]:
+    def dpus(self) -> list[DpuSet]:
         """One DpuSet per DPU of the set."""
         return self._dpus
 
-    def ranks(self) -> List["DpuSet"]:
+    def ranks(self) -> list[DpuSet]:
         """One DpuSet per rank of the set."""
         return self._ranks
 
@@ -386,7 +387,7 @@ class DpuSet:
         self.copy(buffers, symbol)
         return DpuVariable([memoryview(b) for b in buffers])
 
-    def _set_symbols(self, symbols: Dict[str, DpuSymbol]) -> None:
+    def _set_symbols(self, symbols: dict[str, DpuSymbol]) -> None:
         for member in [self._top, *self._top._ranks, *self._top._dpus]:
             object.__setattr__(member, "_symbols", symbols)
 
@@ -428,7 +429,7 @@ class DpuSet:
         return program
 
     # -- transfers --------------------------------------------------------
-    def copy(self, dst, src, size: Optional[int] = None, offset: int = 0, async_mode: Optional[bool] = None) -> None:
+    def copy(self, dst, src, size: int | None = None, offset: int = 0, async_mode: bool | None = None) -> None:
         """Copy between host buffers and a DPU symbol (a name or a DpuSymbol).
 
         To the DPUs: one buffer is broadcast to every DPU of the set, a list
@@ -482,7 +483,7 @@ class DpuSet:
             _check(lib.dpu_push_xfer_symbol(c_set, direction, symbol, offset, size, 0))
 
     # -- execution --------------------------------------------------------
-    def exec(self, log=None, async_mode: Optional[bool] = None) -> None:
+    def exec(self, log=None, async_mode: bool | None = None) -> None:
         """Run the loaded program on every DPU of the set; synchronous runs then
         write the DPU logs to ``log`` (or the constructor's)."""
         asynchronous = self._async_mode if async_mode is None else async_mode
@@ -511,7 +512,7 @@ class DpuSet:
         elif isinstance(log, dict):
             streams.update(log)
         elif log is not None:
-            streams = {dpu: log for dpu in self._dpus}
+            streams = dict.fromkeys(self._dpus, log)
         lib = _library()
         buffer = _ffi.new("char[]", _LOG_CAPACITY)
         length = _ffi.new("size_t *")
@@ -525,7 +526,7 @@ class DpuSet:
             header = f"=== DPU#0x{lib.dpu_get_id(_ffi.cast('void *', dpu.c_set.word1)):x} ===\n"
             _write_text(stream, header + text)
 
-    def call(self, fn: Callable[["DpuSet", int, Any], None], arg: Any, async_mode: Optional[bool] = None,
+    def call(self, fn: Callable[[DpuSet, int, Any], None], arg: Any, async_mode: bool | None = None,
              is_blocking: bool = True, single_call: bool = False) -> None:
         """Call ``fn(dpu_set, index, arg)`` once per rank (``fn(self, 0, arg)`` with
         ``single_call``), after the set's running program, as ``dpu_callback``."""

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from updlrm.plan import Plan
-from updlrm.specs import PoolingMode, RowFormat
+from updlrm.specs import PoolingMode
 
 HOST_DIR = Path(__file__).resolve().parent
 KERNEL_DIR = HOST_DIR.parent / "dpu_kernels"
@@ -69,9 +69,6 @@ SDK_KERNEL_FLAGS = ["-O2"]
 # The emulator compiles the kernel for this CPU: -O3 vectorizes the per-column
 # accumulation loops (same per-column summation order, no FMA: see the emulator).
 EMULATOR_KERNEL_OPT = "-O3"
-
-_FORMAT_CODES = {RowFormat.FP32: 0, RowFormat.INT32: 1, RowFormat.INT8: 2}
-_FORMAT_DTYPES = {RowFormat.FP32: np.float32, RowFormat.INT32: np.int32, RowFormat.INT8: np.int8}
 
 # Per-DPU statistics (host/eb_host.h, enum eb_dpu_stat).
 _DPU_STATS = (
@@ -508,7 +505,7 @@ class Engine:
         arrays = []
         for t, (spec, w) in enumerate(zip(tables, weights)):
             w = np.asarray(w)
-            dtype = _FORMAT_DTYPES[spec.row_format]
+            dtype = spec.row_format.dtype
             if w.dtype != dtype:
                 raise EngineError(f"table {spec.name}: weights are {w.dtype}, its {spec.row_format.value} rows need {np.dtype(dtype)}")
             if w.shape != (spec.num_embeddings, spec.embedding_dim):
@@ -585,7 +582,7 @@ class Engine:
         plan, lib, engine = self.plan, self._lib, self._engine
         for t, spec in enumerate(plan.tables):
             self._check(lib.eb_engine_set_table(engine, t, spec.num_embeddings, spec.embedding_dim,
-                                                _FORMAT_CODES[spec.row_format], float(spec.scale)))
+                                                spec.row_format.abi_code, float(spec.scale)))
             host = np.unique(np.asarray(plan.host_rows.get(t, np.empty(0)), dtype=np.int64))
             if host.size:
                 rows = np.ascontiguousarray(arrays[t][host])

@@ -1,5 +1,8 @@
 """``updlrm plan``: build, show and evaluate placement plans from the command line.
 
+Errors (PlanError, TraceError, unreadable files, a missing optional dependency) reach
+``updlrm.cli``, which prints them as one line (exit 1; usage errors exit 2).
+
 Example::
 
     $ updlrm plan build --tables criteo --max-rows 100000 --synthetic --batch-size 1024 \\
@@ -15,8 +18,11 @@ from pathlib import Path
 
 import click
 
-from updlrm.plan import Plan, PlanError
+from updlrm.perfmodel import PROFILES
+from updlrm.plan import Plan
 from updlrm.specs import TableSpec, Topology
+
+_PROFILE = click.Choice(sorted(PROFILES))
 
 
 def _load_tables(spec: str, dim: int, max_rows: int | None) -> list[TableSpec]:
@@ -25,7 +31,7 @@ def _load_tables(spec: str, dim: int, max_rows: int | None) -> list[TableSpec]:
     if spec == "criteo":
         return criteo_like_tables(dim=dim, max_rows=max_rows)
     path = Path(spec)
-    if not path.exists():
+    if not path.is_file():
         raise click.BadParameter(f"{spec}: neither 'criteo' nor an existing JSON file", param_hint="--tables")
     try:
         doc = json.loads(path.read_text())
@@ -46,11 +52,11 @@ def _trace_options(f):
         click.option("--trace", "trace_path", type=click.Path(exists=True, dir_okay=False),
                      help="Trace file: .npz (ours), Meta dlrm_datasets .pt, or Criteo TSV."),
         click.option("--synthetic", is_flag=True, help="Generate a Zipf/co-occurrence trace instead."),
-        click.option("--batch-size", type=int, default=1024, show_default=True, help="Bags per batch (synthetic)."),
-        click.option("--batches", type=int, default=8, show_default=True, help="Batches (synthetic)."),
-        click.option("--pooling", type=float, default=32, show_default=True, help="Mean lookups per bag (synthetic)."),
-        click.option("--alpha", type=float, default=1.05, show_default=True, help="Zipf exponent (synthetic)."),
-        click.option("--co-occurrence", type=float, default=0.5, show_default=True,
+        click.option("--batch-size", type=click.IntRange(1), default=1024, show_default=True, help="Bags per batch (synthetic)."),
+        click.option("--batches", type=click.IntRange(1), default=8, show_default=True, help="Batches (synthetic)."),
+        click.option("--pooling", type=click.FloatRange(0), default=32, show_default=True, help="Mean lookups per bag (synthetic)."),
+        click.option("--alpha", type=click.FloatRange(0), default=1.05, show_default=True, help="Zipf exponent (synthetic)."),
+        click.option("--co-occurrence", type=click.FloatRange(0, 1), default=0.5, show_default=True,
                      help="Share of lookups drawn from a bag's topic group (synthetic)."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed (synthetic trace and plan)."),
     ]
@@ -70,6 +76,13 @@ def _get_trace(tables, trace_path, synthetic, batch_size, batches, pooling, alph
                            co_occurrence=co_occurrence, seed=seed)
 
 
+def _check_output_dirs(*options: tuple[str, str | None]) -> None:
+    """Refuse an output path whose directory does not exist before any work is done."""
+    for option, path in options:
+        if path and not Path(path).resolve().parent.is_dir():
+            raise click.BadParameter(f"{path}: its directory does not exist", param_hint=option)
+
+
 @click.group("plan")
 def plan_group() -> None:
     """Build, show and evaluate placement plans."""
@@ -77,14 +90,15 @@ def plan_group() -> None:
 
 @plan_group.command("build")
 @click.option("--tables", "tables_spec", required=True, help="'criteo' or a JSON file of table specs.")
-@click.option("--dim", type=int, default=64, show_default=True, help="Embedding dim (with --tables criteo).")
-@click.option("--max-rows", type=int, default=None, help="Cap each table's rows (with --tables criteo).")
+@click.option("--dim", type=click.IntRange(1), default=64, show_default=True, help="Embedding dim (with --tables criteo).")
+@click.option("--max-rows", type=click.IntRange(1), default=None, help="Cap each table's rows (with --tables criteo).")
 @_trace_options
-@click.option("--dpus", type=int, required=True, help="Number of DPUs.")
-@click.option("--profile", default="upmem-350mhz-2556", show_default=True, help="Hardware profile (perfmodel).")
+@click.option("--dpus", type=click.IntRange(1), required=True, help="Number of DPUs.")
+@click.option("--profile", default="upmem-350mhz-2556", show_default=True, type=_PROFILE,
+              help="Hardware profile (perfmodel).")
 @click.option("--cache", type=click.Choice(["auto", "replicate", "host", "none"]), default="auto", show_default=True)
 @click.option("--graph", type=click.Choice(["auto", "hypergraph", "graph", "none"]), default="auto", show_default=True)
-@click.option("--host-cache-mb", type=float, default=256, show_default=True, help="Host cache budget.")
+@click.option("--host-cache-mb", type=click.FloatRange(0), default=256, show_default=True, help="Host cache budget.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="Plan JSON to write.")
 @click.option("--save-trace", type=click.Path(dir_okay=False), default=None, help="Also save the trace (.npz).")
 @click.option("--quiet", is_flag=True, help="No progress bar, no summary.")
@@ -94,15 +108,17 @@ def build_command(tables_spec, dim, max_rows, trace_path, synthetic, batch_size,
     from updlrm.partitioner.placement import build_plan
     from updlrm.partitioner.summary import plan_summary
 
+    if graph == "hypergraph":
+        from updlrm.partitioner.graphpart import require_mtkahypar
+
+        require_mtkahypar()  # before the work: MissingDependency says what to install
+    _check_output_dirs(("--output", output), ("--save-trace", save_trace))
     tables = _load_tables(tables_spec, dim, max_rows)
     trace = _get_trace(tables, trace_path, synthetic, batch_size, batches, pooling, alpha, co_occurrence, seed)
     if save_trace:
         trace.save(save_trace)
-    try:
-        plan = build_plan(tables, trace, Topology(dpus), profile=profile, cache=cache, graph=graph,
-                          host_cache_bytes=int(host_cache_mb * 1e6), seed=seed, progress=not quiet)
-    except PlanError as e:
-        raise click.ClickException(str(e)) from None
+    plan = build_plan(tables, trace, Topology(dpus), profile=profile, cache=cache, graph=graph,
+                      host_cache_bytes=int(host_cache_mb * 1e6), seed=seed, progress=not quiet)
     path = plan.save(output)
     if not quiet:
         click.echo(plan_summary(plan))
@@ -116,10 +132,8 @@ def show_command(plan_path, png):
     """Print a plan's summary (and optionally plot its load per DPU)."""
     from updlrm.partitioner.summary import plan_summary, plot_load
 
-    try:
-        plan = Plan.load(plan_path)
-    except PlanError as e:
-        raise click.ClickException(str(e)) from None
+    _check_output_dirs(("--png", png))
+    plan = Plan.load(plan_path)
     click.echo(plan_summary(plan))
     if png:
         if plan.expected_load is None:
@@ -130,7 +144,8 @@ def show_command(plan_path, png):
 @plan_group.command("evaluate")
 @click.argument("plan_path", type=click.Path(exists=True, dir_okay=False))
 @_trace_options
-@click.option("--profile", default="upmem-350mhz-2556", show_default=True, help="Hardware profile (perfmodel).")
+@click.option("--profile", default="upmem-350mhz-2556", show_default=True, type=_PROFILE,
+              help="Hardware profile (perfmodel).")
 @click.option("--png", type=click.Path(dir_okay=False), default=None, help="Write a load-per-DPU plot here.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
 def evaluate_command(plan_path, trace_path, synthetic, batch_size, batches, pooling, alpha, co_occurrence, seed,
@@ -139,15 +154,10 @@ def evaluate_command(plan_path, trace_path, synthetic, batch_size, batches, pool
     from updlrm.partitioner.placement import evaluate_plan
     from updlrm.partitioner.summary import plan_summary, plot_load
 
-    try:
-        plan = Plan.load(plan_path)
-    except PlanError as e:
-        raise click.ClickException(str(e)) from None
+    _check_output_dirs(("--png", png), ("--json", json_path))
+    plan = Plan.load(plan_path)
     trace = _get_trace(plan.tables, trace_path, synthetic, batch_size, batches, pooling, alpha, co_occurrence, seed)
-    try:
-        report = evaluate_plan(plan, trace, profile)
-    except PlanError as e:
-        raise click.ClickException(str(e)) from None
+    report = evaluate_plan(plan, trace, profile)
     click.echo(plan_summary(plan, report))
     if trace.hash() != plan.workload_hash:
         click.echo(f"(trace {trace.hash()} is not the one the plan was built for, {plan.workload_hash})")

@@ -53,10 +53,33 @@ def frequency_partition(weights: np.ndarray, budgets: np.ndarray) -> np.ndarray:
     return out
 
 
+MTKAHYPAR_MISSING = ("graph='hypergraph' needs Mt-KaHyPar, which is not installed: "
+                     "pip install 'updlrm[hypergraph]' (x86-64 Linux wheels), or use graph='graph' (METIS)")
+
+
+class MissingDependency(ImportError):
+    """An optional dependency a requested feature needs is not installed; the message says how to get it."""
+
+
+def require_mtkahypar() -> None:
+    """Raise :class:`MissingDependency` (one line: what to install) unless Mt-KaHyPar can be imported.
+
+    >>> try:
+    ...     require_mtkahypar()
+    ... except MissingDependency as e:
+    ...     assert "pip install 'updlrm[hypergraph]'" in str(e)
+    """
+    try:
+        import mtkahypar  # noqa: F401
+    except ImportError as e:
+        raise MissingDependency(MTKAHYPAR_MISSING) from e
+
+
 def _mtkahypar():
     global _MTKAHYPAR
     with _MTKAHYPAR_LOCK:
         if _MTKAHYPAR is None:
+            require_mtkahypar()
             import mtkahypar
 
             # One initializer per process (Mt-KaHyPar's rule); the deterministic preset
@@ -70,8 +93,12 @@ def hypergraph_partition(num_vertices: int, eptr: np.ndarray, eind: np.ndarray, 
                          seed: int = 0) -> np.ndarray:
     """Mt-KaHyPar km1 partition into ``len(budgets)`` blocks, block ``i`` weighing at most ``budgets[i]``.
 
+    Needs the optional ``mtkahypar`` package (``pip install 'updlrm[hypergraph]'``);
+    without it this raises :class:`MissingDependency`.
+
     >>> eptr, eind = np.array([0, 2, 4]), np.array([0, 1, 2, 3])
-    >>> p = hypergraph_partition(4, eptr, eind, np.ones(2), np.ones(4), np.array([2.0, 2.0]))
+    >>> p = hypergraph_partition(  # needs: mtkahypar
+    ...     4, eptr, eind, np.ones(2), np.ones(4), np.array([2.0, 2.0]))
     >>> bool(p[0] == p[1] and p[2] == p[3] and p[0] != p[2])
     True
     """

@@ -25,8 +25,11 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
+from updlrm.partitioner.ranges import concat_ranges
 from updlrm.plan import Plan, PlanError
 
 # Tables up to this many rows get a dense row -> shard map (8 bytes a row): routing is
@@ -192,9 +195,9 @@ class SliceRouter:
         ne = e_hi - e_lo
         # All holders of every replicated row, grouped by row and sorted by shard index.
         uid_r = np.repeat(np.arange(uniq.size), nr)
-        pos_r = np.repeat(self.iv_ptr[np.maximum(iv, 0)], nr) + _ragged_arange(nr)
+        pos_r = concat_ranges(self.iv_ptr[np.maximum(iv, 0)], nr)
         uid_e = np.repeat(np.arange(uniq.size), ne)
-        pos_e = np.repeat(e_lo, ne) + _ragged_arange(ne)
+        pos_e = concat_ranges(e_lo, ne)
         uid = np.concatenate([uid_r, uid_e])
         holder = np.concatenate([self.iv_shard[pos_r], self.ex_shard[pos_e]])
         order = np.lexsort((holder, uid))
@@ -215,7 +218,7 @@ class SliceRouter:
             hit = ids[pos] == shard
             local[hit] = rows[hit] - starts[pos[hit]]
             is_range = hit
-            range_items = ()
+            range_items: Iterable[tuple[int, int]] = ()
         else:
             range_items = self.range_starts.items()
         for i, start in range_items:
@@ -228,20 +231,6 @@ class SliceRouter:
             pos = np.searchsorted(self.seg_keys, keys)
             local[ex] = pos - self.seg_first_of(shard[ex])
         return local
-
-
-def _ragged_arange(lengths: np.ndarray) -> np.ndarray:
-    """Concatenation of ``arange(n)`` for each n in ``lengths``.
-
-    >>> _ragged_arange(np.array([2, 0, 3])).tolist()
-    [0, 1, 0, 1, 2]
-    """
-    lengths = np.asarray(lengths, dtype=np.int64)
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    starts = np.cumsum(lengths) - lengths
-    return np.arange(total, dtype=np.int64) - np.repeat(starts, lengths)
 
 
 def host_mask(plan: Plan, table: int, rows: np.ndarray) -> np.ndarray:

@@ -25,14 +25,15 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
-from updlrm.partitioner.workloads import ReuseHistogram, Trace, TraceError, _ranges
+from updlrm.partitioner.ranges import concat_ranges
+from updlrm.partitioner.workloads import ReuseHistogram, Trace, TraceError
 from updlrm.specs import TableSpec
 
 # Above this many rows per lookup, counting by sorting beats a dense bincount.
@@ -53,7 +54,7 @@ class BagFanin:
     num_bags: int
 
     @classmethod
-    def from_lengths(cls, lengths: np.ndarray) -> "BagFanin":
+    def from_lengths(cls, lengths: np.ndarray) -> BagFanin:
         lengths = np.asarray(lengths)
         if lengths.size == 0:
             return cls(0.0, 0.0, 0, 0)
@@ -391,7 +392,7 @@ def cooccurrence_hypergraph(trace: Trace, table: int, rows: np.ndarray, *, min_e
         starts = sizes = np.empty(0, np.int64)
     big = sizes >= max(1, min_edge_size)
     starts, sizes = starts[big], sizes[big]
-    members = vert[_ranges(starts, sizes)]
+    members = vert[concat_ranges(starts, sizes)]
     eptr = np.zeros(sizes.size + 1, dtype=np.int64)
     np.cumsum(sizes, out=eptr[1:])
     eptr, members, weights = _merge_identical_edges(eptr, members, rows.size)
@@ -415,8 +416,8 @@ def _merge_identical_edges(eptr: np.ndarray, eind: np.ndarray, num_vertices: int
     if cand.size:
         a, b = order[cand], order[cand + 1]
         la = sizes[a]
-        pa = _ranges(eptr[a], la)
-        pb = _ranges(eptr[b], la)
+        pa = concat_ranges(eptr[a], la)
+        pb = concat_ranges(eptr[b], la)
         eq = eind[pa] == eind[pb]
         seg = np.zeros(la.size + 1, dtype=np.int64)
         np.cumsum(la, out=seg[1:])
@@ -431,7 +432,7 @@ def _merge_identical_edges(eptr: np.ndarray, eind: np.ndarray, num_vertices: int
     new_sizes = sizes[firsts]
     new_eptr = np.zeros(firsts.size + 1, dtype=np.int64)
     np.cumsum(new_sizes, out=new_eptr[1:])
-    return new_eptr, eind[_ranges(eptr[firsts], new_sizes)], weights
+    return new_eptr, eind[concat_ranges(eptr[firsts], new_sizes)], weights
 
 
 def cooccurrence_graph(trace: Trace, table: int, rows: np.ndarray, *, max_pairs_per_bag: int = 256,
@@ -460,7 +461,7 @@ def cooccurrence_graph(trace: Trace, table: int, rows: np.ndarray, *, max_pairs_
     k_sizes = sizes[keep]
     k_ptr = np.zeros(keep.size + 1, dtype=np.int64)
     np.cumsum(k_sizes, out=k_ptr[1:])
-    k_ind = hg.eind[_ranges(hg.eptr[keep], k_sizes)]
+    k_ind = hg.eind[concat_ranges(hg.eptr[keep], k_sizes)]
     ones = sp.csr_matrix((np.ones(k_ind.size), k_ind, k_ptr), shape=(keep.size, n))
     weighted = sp.csr_matrix((np.repeat(hg.edge_weights[keep].astype(np.float64), k_sizes), k_ind, k_ptr),
                              shape=(keep.size, n))

@@ -65,13 +65,13 @@ def plan_summary(plan: Plan, report=None) -> str:
         layout, parts, slices = _layout_of(plan, t)
         shards = [plan.shards[i] for i in plan.shards_of(t)]
         dpus = len({s.dpu for s in shards})
-        mram = sum(s.mram_bytes(spec) for s in shards)
+        table_mram = sum(s.mram_bytes(spec) for s in shards)
         host = len(plan.host_rows.get(t, ()))
         st = strategies.get(spec.name, {})
         replicated = st.get("replicated_rows", "-")
         fan = fanouts[t] if fanouts is not None else st.get("expected_fanout")
         rows.append([spec.name, f"{spec.num_embeddings:,}", str(spec.embedding_dim), spec.row_format.value, layout,
-                     f"{parts}x{slices}", str(dpus), format_bytes(mram), f"{host:,}", str(replicated),
+                     f"{parts}x{slices}", str(dpus), format_bytes(table_mram), f"{host:,}", str(replicated),
                      st.get("partitioner", "-"), "-" if fan is None else f"{fan:.2f}"])
     lines += _table(["table", "rows", "dim", "format", "layout", "parts", "DPUs", "MRAM", "host rows", "replicated",
                      "rows by", "fan-out"], rows)

@@ -33,6 +33,13 @@ _LAZY = {
     "PlanError": "updlrm.plan",
     "uniform_plan": "updlrm.plan",
     "resolve_backend": "updlrm.backends",
+    "KeyedJaggedTensor": "updlrm.kjt",
+    "KeyedTensor": "updlrm.kjt",
+    "JaggedTensor": "updlrm.kjt",
+    "EmbeddingBagCollection": "updlrm.collection",
+    "EmbeddingBagConfig": "updlrm.collection",
+    "PoolingType": "updlrm.collection",
+    "TorchEmbeddingBagCollection": "updlrm.collection",
     "BackendUnavailable": "updlrm.backends",
 }
 

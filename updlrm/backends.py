@@ -8,7 +8,11 @@ Backends (DESIGN.md, "Backends"):
   Needs the SDK: the DPU compiler ``dpu-upmem-dpurte-clang`` and ``libdpu``.
 * ``emulator``: updlrm's built-in SDK-compatible emulator; needs only a C compiler.
 * ``auto``: ``hw`` if present, else ``simulator`` if the SDK is installed, else
-  ``emulator``. The environment variable ``UPDLRM_BACKEND`` (one of the three names)
+  ``emulator``. The SDK counts as installed for ``auto`` only if it is new enough
+  (:data:`MIN_SDK_VERSION`, when its version is known) and its DPU compiler passed a
+  trial build (:func:`check_dpu_compiler`); otherwise ``auto`` says why and falls back
+  to the emulator, and ``hw``/``simulator`` requested by name raise
+  :class:`BackendUnavailable` with that reason. The environment variable ``UPDLRM_BACKEND`` (one of the three names)
   overrides what ``auto`` picks, e.g. to keep CI on the emulator on an SDK machine.
 
 The SDK is found through ``UPMEM_HOME`` (``$UPMEM_HOME/bin``, ``$UPMEM_HOME/lib``) or a
@@ -25,11 +29,14 @@ Example:
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import logging
 import os
 import shutil
 import subprocess
+import tempfile
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,6 +50,12 @@ ENV_BACKEND = "UPDLRM_BACKEND"
 # SDK tools (emulator/cli.py `updlrm emu shims`). Matching is case-insensitive.
 EMULATOR_SHIM_MARKERS = ("updlrm-emulator-shim", "updlrm emulator shim", "updlrm.emulator")
 
+# The host runtime (host/eb_host.c) calls dpu_broadcast_to, which the UPMEM SDK has
+# since release 2021.3 (SDK release notes / libdpu API documentation).
+MIN_SDK_VERSION = (2021, 3)
+# A DPU program every working SDK compiles: its headers, runtime and linker are used.
+TRIAL_PROGRAM = "#include <defs.h>\nint main(void) { return me() == 0 ? 0 : 1; }\n"
+TRIAL_TIMEOUT_S = 120
 DPU_COMPILER = "dpu-upmem-dpurte-clang"
 DPU_PKG_CONFIG = "dpu-pkg-config"
 # The UPMEM kernel driver creates one character device per rank
@@ -225,6 +238,93 @@ def emulator_status() -> dict:
     return status
 
 
+def parse_sdk_version(text: str | None) -> tuple[int, ...] | None:
+    """``(year, release, ...)`` from ``dpu-pkg-config --modversion dpu`` output, or None.
+
+    >>> parse_sdk_version("2023.2.0"), parse_sdk_version("unknown")
+    ((2023, 2, 0), None)
+    """
+    if not text:
+        return None
+    parts = []
+    for token in text.strip().split("."):
+        digits = "".join(itertools.takewhile(str.isdigit, token))
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts) if parts else None
+
+
+def sdk_version_problem(sdk: SdkInfo) -> str | None:
+    """Why this SDK is too old for the host runtime, or None (also when its version is unknown).
+
+    >>> sdk_version_problem(SdkInfo(version="2021.1.0"))
+    'UPMEM SDK 2021.1.0 is older than 2021.3, which the host runtime needs (dpu_broadcast_to); install 2021.3 or newer'
+    """
+    version = parse_sdk_version(sdk.version)
+    if version is None or version >= MIN_SDK_VERSION:
+        return None
+    need = ".".join(map(str, MIN_SDK_VERSION))
+    return (f"UPMEM SDK {sdk.version} is older than {need}, which the host runtime needs (dpu_broadcast_to); "
+            f"install {need} or newer")
+
+
+_trials: dict[tuple, str | None] = {}
+_trials_lock = threading.Lock()
+
+
+def check_dpu_compiler(compiler: str) -> str | None:
+    """Compile a one-line DPU program with ``compiler``; None if it worked, else why not (one line).
+
+    The result is cached per compiler file (path, size, modification time) for this process.
+
+    >>> import tempfile, pathlib, os
+    >>> cc = pathlib.Path(tempfile.mkdtemp()) / "dpu-upmem-dpurte-clang"
+    >>> _ = cc.write_text("#!/bin/sh\\necho 'error while loading shared libraries: libLLVM.so.12' >&2; exit 127\\n")
+    >>> os.chmod(cc, 0o755)
+    >>> check_dpu_compiler(str(cc))
+    'trial build failed (exit 127): error while loading shared libraries: libLLVM.so.12'
+    """
+    try:
+        st = os.stat(compiler)
+    except OSError as e:
+        return f"cannot run {compiler}: {e.strerror}"
+    key = (compiler, st.st_size, st.st_mtime_ns)
+    with _trials_lock:
+        if key not in _trials:
+            _trials[key] = _trial_build(compiler)
+        return _trials[key]
+
+
+def _trial_build(compiler: str) -> str | None:
+    with tempfile.TemporaryDirectory(prefix="updlrm-dpu-trial-") as tmp:
+        source, output = Path(tmp) / "trial.c", Path(tmp) / "trial.dpu"
+        source.write_text(TRIAL_PROGRAM)
+        try:
+            result = subprocess.run([compiler, "-O2", "-o", str(output), str(source)], capture_output=True, text=True,
+                                    timeout=TRIAL_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            return f"trial build did not finish in {TRIAL_TIMEOUT_S} s"
+        except OSError as e:
+            return f"cannot run {compiler}: {e.strerror}"
+        if result.returncode != 0:
+            lines = [line.strip() for line in (result.stderr + result.stdout).splitlines() if line.strip()]
+            first = lines[0] if lines else "no message"
+            return f"trial build failed (exit {result.returncode}): {first}"
+        if not output.is_file() or output.stat().st_size == 0:
+            return "trial build exited 0 but wrote no DPU binary"
+    return None
+
+
+def sdk_problem(sdk: SdkInfo) -> str | None:
+    """Why an installed SDK cannot build updlrm's DPU programs (too old, compiler broken), or None.
+
+    >>> sdk_problem(SdkInfo(installed=True, compiler="/nonexistent/dpu-upmem-dpurte-clang"))
+    'cannot run /nonexistent/dpu-upmem-dpurte-clang: No such file or directory'
+    """
+    return sdk_version_problem(sdk) or (check_dpu_compiler(sdk.compiler) if sdk.compiler else "no DPU compiler")
+
+
 _logged: set[tuple[str, str]] = set()
 
 
@@ -252,6 +352,11 @@ def resolve_backend(name: str = "auto", *, sdk: SdkInfo | None = None, environ: 
         name = forced
     if name in ("hw", "simulator") or name == "auto":
         sdk = detect_sdk(environ=environ) if sdk is None else sdk
+    # Only an SDK that is installed costs a look at its version and a trial build.
+    unusable = sdk_problem(sdk) if name != "emulator" and sdk.installed else None
+    if name in ("hw", "simulator") and unusable:
+        raise BackendUnavailable(f"backend {name!r}: the UPMEM SDK via {sdk.how_found} cannot build DPU programs "
+                                 f"({unusable}). Use backend='emulator' to run without it.")
     if name == "hw":
         if not sdk.installed:
             raise BackendUnavailable(_no_sdk_message("hw", sdk))
@@ -264,6 +369,9 @@ def resolve_backend(name: str = "auto", *, sdk: SdkInfo | None = None, environ: 
         reason = f"UPMEM SDK functional simulator, SDK via {sdk.how_found}"
     elif name == "emulator":
         reason = "built-in emulator (requested)"
+    elif unusable:
+        name = "emulator"
+        reason = f"auto: UPMEM SDK found via {sdk.how_found} but unusable ({unusable}); using the built-in emulator"
     elif sdk.hardware:
         name = "hw"
         reason = f"auto: found {len(sdk.ranks)} DPU rank(s) and the SDK via {sdk.how_found}"
@@ -276,6 +384,8 @@ def resolve_backend(name: str = "auto", *, sdk: SdkInfo | None = None, environ: 
         reason = f"no UPMEM SDK found ({why}); using the built-in emulator"
     if requested == "auto" and forced:
         reason = f"{ENV_BACKEND}={forced}: {reason}"
+    if name in ("hw", "simulator") and parse_sdk_version(sdk.version) is None:
+        reason += f" (SDK version unknown; the host runtime needs >= {'.'.join(map(str, MIN_SDK_VERSION))})"
     if name == "emulator":
         status = emulator_status()
         if not status["available"]:
@@ -302,16 +412,20 @@ def backends_report() -> dict:
     """
     sdk = detect_sdk()
     emu = emulator_status()
+    unusable = sdk_problem(sdk) if sdk.installed else None
     backends = {
-        "hw": {"available": sdk.hardware, "why": _availability("hw", sdk)},
-        "simulator": {"available": sdk.installed, "why": _availability("simulator", sdk)},
+        "hw": {"available": sdk.hardware and not unusable, "why": unusable or _availability("hw", sdk)},
+        "simulator": {"available": sdk.installed and not unusable, "why": unusable or _availability("simulator", sdk)},
         "emulator": {"available": emu["available"], "why": "built in" if emu["available"] else emu["detail"]},
     }
     try:
         chosen, reason = resolve_backend("auto", sdk=sdk)
     except (ValueError, BackendUnavailable) as e:
         chosen, reason = None, str(e)
-    return {"auto": {"backend": chosen, "reason": reason}, "backends": backends, "sdk": sdk.to_dict(), "emulator": emu}
+    sdk_dict = sdk.to_dict()
+    sdk_dict["usable"] = sdk.installed and not unusable
+    sdk_dict["unusable_because"] = unusable
+    return {"auto": {"backend": chosen, "reason": reason}, "backends": backends, "sdk": sdk_dict, "emulator": emu}
 
 
 def _availability(backend: str, sdk: SdkInfo) -> str:
@@ -343,6 +457,8 @@ def info_command(as_json: bool) -> None:
     click.echo(f"  version        {sdk['version'] or '-'}")
     click.echo(f"  DPU compiler   {sdk['compiler'] or '-'}  ({DPU_COMPILER})")
     click.echo(f"  libdpu         {sdk['libdpu'] or '-'}")
+    if sdk["installed"]:
+        click.echo(f"  usable         {'yes (trial DPU build passed)' if sdk['usable'] else 'no: ' + sdk['unusable_because']}")
     click.echo(f"  DPU ranks      {len(sdk['ranks'])}" + (f"  ({', '.join(sdk['ranks'][:4])}{', ...' if len(sdk['ranks']) > 4 else ''})" if sdk["ranks"] else f"  (no {DPU_RANK_GLOB})"))
     for shim in sdk["ignored_shims"]:
         click.echo(f"  ignored        {shim} (updlrm emulator shim, not the SDK)")

@@ -27,8 +27,11 @@ from dataclasses import dataclass, field
 import click
 import numpy as np
 
-from updlrm.backends import BACKEND_CHOICES
-from updlrm.profile import FP32_ATOL, FP32_RTOL, PHASES, format_phase_table, format_traffic, format_verdict, time_torch
+from updlrm.abi import MAX_TASKLETS
+from updlrm.backends import BACKEND_CHOICES, resolve_backend
+from updlrm.bench import FP32_ATOL, FP32_RTOL, format_verdict, run_batches
+from updlrm.perfmodel import DEFAULT_HARDWARE_PROFILE, PROFILES
+from updlrm.profile import PHASES, format_phase_table, format_traffic
 from updlrm.profile import format_bytes as _fmt_bytes
 from updlrm.profile import format_seconds as _fmt_s
 
@@ -84,7 +87,7 @@ def run_demo(
     max_rows: int = 50_000,
     row_format: str = "fp32",
     nr_tasklets: int = 16,
-    profile: str = "upmem-350mhz-2556",
+    profile: str = DEFAULT_HARDWARE_PROFILE,
     plan: str | None = None,
     progress=None,
 ) -> DemoResult:
@@ -130,17 +133,14 @@ def run_demo(
         hw = get_profile(profile, nr_dpus=tbe.plan.topology.nr_dpus)
         stats_list, modeled, torch_times, wall_times = [], [], [], []
         max_err, worst_excess = 0.0, -np.inf
-        for i, (idx, off, psw) in enumerate(trace.batches()):
-            say(f"batch {i + 1}/{batches}: {idx.size:,} lookups")
-            t0 = time.perf_counter()
-            out = tbe(idx, off, psw)
-            wall_times.append(time.perf_counter() - t0)
-            stats_list.append(tbe.last_stats)
-            modeled.append(model_batch(tbe.last_stats.work(), hw))
-            best, ref = time_torch(weights, idx, off, batch_size, psw)
-            torch_times.append(best)
-            err = np.abs(out - ref)
+        for run in run_batches(tbe, trace, weights, say):
+            wall_times.append(run.wall_s)
+            stats_list.append(run.stats)
+            modeled.append(model_batch(run.stats.work(), hw))
+            torch_times.append(run.torch_s)
+            err = np.abs(run.output - run.reference)
             max_err = max(max_err, float(err.max(initial=0.0)))
+            ref = run.reference
             worst_excess = max(worst_excess, float((err - (FP32_ATOL + FP32_RTOL * np.abs(ref))).max(initial=-np.inf)))
         backend_name, reason = tbe.backend, tbe.backend_reason
 
@@ -150,7 +150,7 @@ def run_demo(
     lookups = np.mean([np.asarray(s.lookups, dtype=np.float64) for s in stats_list], axis=0)
     measured = {key: mean_of(lambda s, k=key: _measured(s, k)) for _, key, _ in PHASES}
     measured["end_to_end_s"] = float(np.mean(wall_times))
-    modeled_s = {key: float(np.mean([sum(m.as_dict()[f] for f in fields) for m in modeled])) if fields else None
+    modeled_s = {key: float(np.mean([sum(m.as_dict()[f] or 0.0 for f in fields) for m in modeled])) if fields else None
                  for _, key, fields in PHASES}
     modeled_s["end_to_end_s"] = float(np.mean([m.total_s for m in modeled]))
     return DemoResult(
@@ -220,18 +220,52 @@ def format_report(r: DemoResult) -> str:
 @click.option("--alpha", default=1.05, show_default=True, type=click.FloatRange(0), help="Zipf exponent of row popularity.")
 @click.option("--max-rows", default=50_000, show_default=True, type=click.IntRange(1), help="Cap on rows per table.")
 @click.option("--row-format", default="fp32", show_default=True, type=click.Choice(["fp32", "int32", "int8"]), help="Row storage.")
-@click.option("--tasklets", "nr_tasklets", default=16, show_default=True, type=click.IntRange(1, 24), help="Tasklets per DPU.")
-@click.option("--profile", default="upmem-350mhz-2556", show_default=True, help="Hardware profile of the modeled times.")
+@click.option("--tasklets", "nr_tasklets", default=16, show_default=True, type=click.IntRange(1, MAX_TASKLETS), help="Tasklets per DPU.")
+@click.option("--profile", default=DEFAULT_HARDWARE_PROFILE, show_default=True, type=click.Choice(sorted(PROFILES)),
+              help="Hardware profile of the modeled times.")
 @click.option("--plan", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A saved plan for the same tables (e.g. from `updlrm plan`) instead of the default row-wise plan.")
+@click.option("--hosts", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Run over N hosts: N local processes on torch.distributed (gloo), tables split between them.")
+@click.option("--host-strategy", default="auto", show_default=True,
+              type=click.Choice(["auto", "table_wise", "row_wise", "column_wise"]),
+              help="With --hosts: how tables are split between hosts.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
-def demo_command(as_json: bool, **options) -> None:
+def demo_command(as_json: bool, hosts: int, host_strategy: str, **options) -> None:
     """Run a Criteo-like embedding layer on the default backend and check it against torch."""
+    if hosts > 1 and options["plan"]:
+        raise click.UsageError("--plan is a single-server plan; with --hosts the tables are split by --host-strategy")
+    # Arguments that only fail deep inside the run are checked before any work: an
+    # unreadable or foreign plan (PlanError), an unavailable backend (BackendUnavailable).
+    if options["plan"]:
+        from updlrm.partitioner.workloads import criteo_like_tables
+        from updlrm.plan import Plan
+
+        Plan.load(options["plan"], tables=criteo_like_tables(dim=options["dim"], max_rows=options["max_rows"],
+                                                             row_format=options["row_format"]))
+    resolve_backend(options["backend"])
     progress = None if as_json else (lambda msg: click.echo(f"... {msg}", err=True))
+    if hosts > 1:
+        _cluster_demo(as_json, hosts, host_strategy, progress, options)
+        return
     result = run_demo(progress=progress, **options)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
         click.echo(format_report(result))
+    if not result.passed:
+        raise SystemExit(1)
+
+
+def _cluster_demo(as_json: bool, hosts: int, strategy: str, progress, options: dict) -> None:
+    from updlrm.distributed.demo import format_cluster_report, run_cluster_demo
+    from updlrm.distributed.launch import LocalRunError
+
+    options = {k: v for k, v in options.items() if k not in ("plan", "profile")}
+    try:
+        result = run_cluster_demo(hosts=hosts, strategy=strategy, progress=progress, **options)
+    except LocalRunError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else format_cluster_report(result))
     if not result.passed:
         raise SystemExit(1)

@@ -41,12 +41,123 @@ import numpy as np
 from updlrm.specs import TableSpec, Topology, padded_row_bytes, tables_hash
 
 PLAN_FORMAT = "updlrm-plan"
-PLAN_FORMAT_VERSION = 1
+# 2: the placement hash (shards, DPUs, rows, host cache) is stored and checked.
+PLAN_FORMAT_VERSION = 2
 LAYOUTS = ("table_wise", "row_wise", "column_wise", "tiled")
+REBUILD = "rebuild it with `updlrm plan build` (or build_plan)"
 
 
 class PlanError(ValueError):
     """A plan that does not fit its tables, workload, topology or capacity."""
+
+
+# ---- the JSON document's schema -------------------------------------------------------
+# A schema is a type name ("int", "number", "str", "bool", "any"), a dict of keys (a key
+# starting with "?" is optional; other keys are refused), ("list", item), ("pair", item),
+# ("map", value) for str keys, or ("nullable", schema).
+_TABLE_SCHEMA = {"name": "str", "num_embeddings": "int", "embedding_dim": "int", "?row_format": "str",
+                 "?scale": "number", "?feature_names": ("list", "str")}
+_SHARD_SCHEMA = {"table": "int", "dpu": "int", "cols": ("pair", "int"),
+                 "rows": {"?range": ("pair", "int"), "?array": "str", "?count": "int"}}
+PLAN_SCHEMA = {
+    "format": "str",
+    "version": "int",
+    "tables": ("list", _TABLE_SCHEMA),
+    "tables_hash": "str",
+    "workload_hash": ("nullable", "str"),
+    "topology": {"nr_dpus": "int", "?dpus_per_rank": "int", "?mram_bytes_per_dpu": "int"},
+    "shards": ("list", _SHARD_SCHEMA),
+    "host_rows": ("map", "str"),
+    "expected_load": ("nullable", ("list", "number")),
+    "?metadata": {"*": "any"},
+    "arrays_file": "str",
+    "arrays_sha256": "str",
+    "placement_hash": "str",
+}
+_TYPES = {"int": ((int,), "an integer"), "number": ((int, float), "a number"), "str": ((str,), "a string"),
+          "bool": ((bool,), "true or false")}
+
+
+def check_schema(doc, schema=PLAN_SCHEMA, where: str = "") -> None:
+    """Raise :class:`PlanError` naming the first key of ``doc`` that breaks ``schema``.
+
+    >>> check_schema({"format": "updlrm-plan"})
+    Traceback (most recent call last):
+    ...
+    updlrm.plan.PlanError: key "version" is missing
+    >>> check_schema({"a": [1, "x"]}, {"a": ("list", "int")})
+    Traceback (most recent call last):
+    ...
+    updlrm.plan.PlanError: "a[1]" must be an integer, got "x"
+    """
+    label = f'"{where}"' if where else "the document"
+    if schema == "any":
+        return
+    if isinstance(schema, str):
+        types, name = _TYPES[schema]
+        if (isinstance(doc, bool) and schema != "bool") or not isinstance(doc, types):
+            raise PlanError(f"{label} must be {name}, got {json.dumps(doc)[:40]}")
+        return
+    if isinstance(schema, dict):
+        if not isinstance(doc, dict):
+            raise PlanError(f"{label} must be an object, got {json.dumps(doc)[:40]}")
+        if "*" in schema:
+            return
+        for key, sub in schema.items():
+            name = key.lstrip("?")
+            if name in doc:
+                check_schema(doc[name], sub, f"{where}.{name}" if where else name)
+            elif not key.startswith("?"):
+                raise PlanError(f'key "{f"{where}." if where else ""}{name}" is missing')
+        known = {k.lstrip("?") for k in schema}
+        unknown = sorted(k for k in doc if k not in known)
+        if unknown:
+            raise PlanError(f'{label} has unknown key "{unknown[0]}" (known: {", ".join(sorted(known))})')
+        return
+    kind, sub = schema
+    if kind == "nullable":
+        if doc is not None:
+            check_schema(doc, sub, where)
+    elif kind in ("list", "pair"):
+        if not isinstance(doc, list) or (kind == "pair" and len(doc) != 2):
+            raise PlanError(f"{label} must be {'a list' if kind == 'list' else 'a list of two'}, got "
+                            f"{json.dumps(doc)[:40]}")
+        for i, item in enumerate(doc):
+            check_schema(item, sub, f"{where}[{i}]")
+    elif kind == "map":
+        if not isinstance(doc, dict):
+            raise PlanError(f"{label} must be an object, got {json.dumps(doc)[:40]}")
+        for key, item in doc.items():
+            check_schema(item, sub, f"{where}.{key}")
+    else:
+        raise AssertionError(f"bad schema {schema!r}")
+
+
+_FIELD_WORDS = {"num_embeddings": "rows", "embedding_dim": "columns (dim)", "row_format": "row format",
+                "scale": "scale", "feature_names": "features"}
+
+
+def table_differences(planned: list[TableSpec], given: list[TableSpec], given_as: str = "the module") -> list[str]:
+    """What differs between a plan's tables and ``given``, one phrase per difference (empty: none).
+
+    >>> table_differences([TableSpec("C1", 50_000, 8)], [TableSpec("C1", 100_000, 8)])
+    ['table C1: plan has 50,000 rows, the module has 100,000']
+    """
+    if len(planned) != len(given):
+        return [f"plan has {len(planned)} tables ({', '.join(t.name for t in planned[:4])}"
+                f"{', ...' if len(planned) > 4 else ''}), {given_as} has {len(given)} "
+                f"({', '.join(t.name for t in given[:4])}{', ...' if len(given) > 4 else ''})"]
+    out = []
+    for i, (p, g) in enumerate(zip(planned, given)):
+        pd, gd = p.to_dict(), g.to_dict()
+        if pd["name"] != gd["name"]:
+            out.append(f"table {i}: plan names it {p.name!r}, {given_as} {g.name!r}")
+            continue
+        for key, word in _FIELD_WORDS.items():
+            if pd[key] != gd[key]:
+                show = (lambda v: f"{v:,}") if isinstance(pd[key], int) else (lambda v: f"{v}")
+                out.append(f"table {p.name}: plan has {show(pd[key])} {word}, {given_as} has {show(gd[key])}")
+    return out
 
 
 def format_bytes(n: float) -> str:
@@ -157,6 +268,48 @@ class Plan:
         for s in self.shards:
             used[s.dpu] += s.mram_bytes(self.tables[s.table])
         return used
+
+    def check_tables(self, tables: list[TableSpec], given_as: str = "the module") -> None:
+        """Raise :class:`PlanError` saying what differs unless the plan was built for exactly ``tables``.
+
+        >>> from updlrm.specs import TableSpec, Topology
+        >>> p = uniform_plan([TableSpec("C1", 50_000, 8)], Topology(2))
+        >>> p.check_tables([TableSpec("C1", 100_000, 8)])
+        Traceback (most recent call last):
+        ...
+        updlrm.plan.PlanError: the plan was built for other tables: table C1: plan has 50,000 rows, the module has 100,000; rebuild it with `updlrm plan build` (or build_plan)
+        """
+        diffs = table_differences(self.tables, list(tables), given_as)
+        if diffs:
+            more = f" (and {len(diffs) - 1} more differences)" if len(diffs) > 1 else ""
+            raise PlanError(f"the plan was built for other tables: {diffs[0]}{more}; {REBUILD}")
+
+    def placement_hash(self) -> str:
+        """Hash of the tables, topology and every shard's (table, DPU, columns, rows) and host-cached rows.
+
+        Saved plans store it; loading recomputes it, so moving a shard to another DPU in the
+        file is caught.
+
+        >>> from updlrm.specs import TableSpec, Topology
+        >>> p = uniform_plan([TableSpec("a", 8, 4)], Topology(2))
+        >>> h = p.placement_hash()
+        >>> p.shards[0].dpu = 1
+        >>> p.placement_hash() == h
+        False
+        """
+        h = hashlib.sha256(json.dumps({"tables": tables_hash(self.tables), "topology": self.topology.to_dict()},
+                                      sort_keys=True).encode())
+        for s in self.shards:
+            h.update(np.array([s.table, s.dpu, s.col_start, s.col_stop], dtype="<i8").tobytes())
+            if isinstance(s.rows, range):
+                h.update(b"R" + np.array([s.rows.start, s.rows.stop], dtype="<i8").tobytes())
+            else:
+                h.update(b"A" + np.array([s.rows.size], dtype="<i8").tobytes())
+                h.update(np.ascontiguousarray(s.rows, dtype="<i8").tobytes())
+        for t in sorted(self.host_rows):
+            rows = np.ascontiguousarray(self.host_rows[t], dtype="<i8")
+            h.update(b"H" + np.array([t, rows.size], dtype="<i8").tobytes() + rows.tobytes())
+        return h.hexdigest()[:16]
 
     def validate(self, mram_reserved_bytes: int = 0) -> None:
         """Check indices, slice alignment, coverage and MRAM capacity; raise PlanError.
@@ -275,6 +428,7 @@ class Plan:
             "metadata": self.metadata,
             "arrays_file": arrays_path.name,
             "arrays_sha256": hashlib.sha256(arrays_path.read_bytes()).hexdigest(),
+            "placement_hash": self.placement_hash(),
         }
         path.write_text(json.dumps(doc, indent=1))
         return path
@@ -288,44 +442,95 @@ class Plan:
         workload_hash: str | None = None,
         mram_reserved_bytes: int = 0,
     ) -> "Plan":
-        """Read a plan, checking format, hashes, coverage and capacity (see ``save``)."""
+        """Read a plan, checking schema, format, hashes, coverage and capacity (see ``save``).
+
+        Every problem is a :class:`PlanError` naming the file and what differs: a missing
+        file or key, a table that differs from ``tables``, another workload, an edited
+        table list or shard assignment, missing or foreign row arrays.
+        """
         path = Path(path)
         try:
             doc = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
+        except FileNotFoundError:
+            raise PlanError(f"{path}: no such plan file") from None
+        except IsADirectoryError:
+            raise PlanError(f"{path}: is a directory, not a plan file") from None
+        except PermissionError:
+            raise PlanError(f"{path}: not readable (permission denied)") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise PlanError(f"{path}: not a JSON plan ({e})") from None
-        if doc.get("format") != PLAN_FORMAT:
-            raise PlanError(f"{path}: not an updlrm plan (format {doc.get('format')!r})")
+        if not isinstance(doc, dict) or doc.get("format") != PLAN_FORMAT:
+            got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+            raise PlanError(f"{path}: not an updlrm plan (format {got!r}, expected {PLAN_FORMAT!r})")
         if doc.get("version") != PLAN_FORMAT_VERSION:
-            raise PlanError(f"{path}: plan format version {doc.get('version')}, this updlrm reads {PLAN_FORMAT_VERSION}")
-        plan_tables = [TableSpec.from_dict(t) for t in doc["tables"]]
+            raise PlanError(f"{path}: plan format version {doc.get('version')}, this updlrm reads "
+                            f"{PLAN_FORMAT_VERSION}; {REBUILD}")
+        try:
+            check_schema(doc)
+            plan_tables = [TableSpec.from_dict(t) for t in doc["tables"]]
+            topology = Topology(**doc["topology"])
+        except (PlanError, ValueError) as e:
+            raise PlanError(f"{path}: {e}") from None
         if tables_hash(plan_tables) != doc["tables_hash"]:
-            raise PlanError(f"{path}: the table list was edited after the plan was built (hash mismatch)")
-        if tables is not None and tables_hash(list(tables)) != doc["tables_hash"]:
-            raise PlanError(f"{path}: plan was built for other tables ({[t.name for t in plan_tables][:5]}...)")
+            raise PlanError(f"{path}: the table list was edited after the plan was built (hash mismatch); {REBUILD}")
+        if tables is not None:
+            try:
+                Plan(plan_tables, topology, []).check_tables(list(tables))
+            except PlanError as e:
+                raise PlanError(f"{path}: {e}") from None
         if workload_hash is not None and doc["workload_hash"] != workload_hash:
             raise PlanError(f"{path}: plan was built for workload {doc['workload_hash']}, not {workload_hash}")
         arrays_path = path.with_name(doc["arrays_file"])
-        if hashlib.sha256(arrays_path.read_bytes()).hexdigest() != doc["arrays_sha256"]:
+        try:
+            arrays_bytes = arrays_path.read_bytes()
+        except OSError as e:
+            raise PlanError(f"{arrays_path}: the plan's row arrays cannot be read ({e.strerror}); {path.name} needs "
+                            f"the {doc['arrays_file']} written beside it: copy both files together") from None
+        if hashlib.sha256(arrays_bytes).hexdigest() != doc["arrays_sha256"]:
             raise PlanError(f"{arrays_path}: checksum mismatch, the row arrays do not belong to {path.name}")
+        shards = []
         with np.load(arrays_path) as arrays:
-            shards = []
-            for s in doc["shards"]:
+            def array(key: str, where: str) -> np.ndarray:
+                if key not in arrays.files:
+                    raise PlanError(f"{path}: {where} names array {key!r}, which {arrays_path.name} does not hold")
+                return arrays[key]
+
+            for i, s in enumerate(doc["shards"]):
                 r = s["rows"]
-                rows = range(*r["range"]) if "range" in r else arrays[r["array"]]
-                shards.append(Shard(s["table"], s["dpu"], s["cols"][0], s["cols"][1], rows))
-            host_rows = {int(t): arrays[key] for t, key in doc["host_rows"].items()}
+                if ("range" in r) == ("array" in r):
+                    raise PlanError(f'{path}: "shards[{i}].rows" needs exactly one of "range" or "array"')
+                if "range" in r:
+                    rows = range(*r["range"])
+                else:
+                    rows = array(r["array"], f"shards[{i}]")
+                    if "count" in r and rows.size != r["count"]:
+                        raise PlanError(f"{path}: shards[{i}] has {rows.size} rows in {arrays_path.name}, the plan "
+                                        f"says {r['count']}")
+                try:
+                    shards.append(Shard(s["table"], s["dpu"], s["cols"][0], s["cols"][1], rows))
+                except PlanError as e:
+                    raise PlanError(f"{path}: shards[{i}]: {e}") from None
+            bad = [t for t in doc["host_rows"] if not t.isdigit() or int(t) >= len(plan_tables)]
+            if bad:
+                raise PlanError(f'{path}: "host_rows" key {bad[0]!r} is not a table index (0..{len(plan_tables) - 1})')
+            host_rows = {int(t): array(key, f"host_rows[{t}]") for t, key in doc["host_rows"].items()}
         load = doc.get("expected_load")
         plan = cls(
             tables=plan_tables,
-            topology=Topology(**doc["topology"]),
+            topology=topology,
             shards=shards,
             host_rows=host_rows,
             expected_load=None if load is None else np.asarray(load),
             workload_hash=doc["workload_hash"],
             metadata=doc.get("metadata", {}),
         )
-        plan.validate(mram_reserved_bytes)
+        if plan.placement_hash() != doc["placement_hash"]:
+            raise PlanError(f"{path}: the shard assignment (shards, DPUs, rows or host cache) was edited after the "
+                            f"plan was built (placement hash mismatch); {REBUILD}")
+        try:
+            plan.validate(mram_reserved_bytes)
+        except PlanError as e:
+            raise PlanError(f"{path}: {e}") from None
         return plan
 
 

@@ -16,13 +16,14 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
+from updlrm import abi
+
 # UPMEM hardware facts used by the plan checks. Source: UPMEM SDK documentation,
 # "Architecture" page (64 MB MRAM and 64 KB WRAM per DPU, 64 DPUs per rank).
 MRAM_BYTES_PER_DPU = 64 << 20
 DPUS_PER_RANK = 64
-# MRAM<->WRAM DMA moves multiples of 8 bytes at 8-byte aligned addresses
-# (UPMEM SDK documentation, "mram_read"/"mram_write").
-DMA_ALIGNMENT = 8
 
 
 class PoolingMode(enum.IntEnum):
@@ -47,10 +48,17 @@ class BoundsCheckMode(enum.IntEnum):
 
 
 class RowFormat(str, enum.Enum):
-    """How a row is stored in MRAM.
+    """How a row is stored in MRAM, with every fact about the format in one place.
 
     FP32 is exact IEEE float; INT32 is fixed point ``value = q * scale``; INT8 is
-    ``value = q * scale`` with int32 accumulation on the DPU.
+    ``value = q * scale`` with int32 accumulation on the DPU.  ``dtype``,
+    ``element_bytes``, ``accumulator_bytes`` and ``abi_code`` come from the ABI header
+    (:mod:`updlrm.abi`, checked against the C by ``tests/test_abi.py``).
+
+    >>> RowFormat.INT8.abi_code, RowFormat.INT8.element_bytes, RowFormat.INT8.dtype
+    (2, 1, dtype('int8'))
+    >>> RowFormat.INT8.accumulator_bytes(weighted=False), RowFormat.INT8.accumulator_bytes(weighted=True)
+    (4, 8)
     """
 
     FP32 = "fp32"
@@ -58,8 +66,32 @@ class RowFormat(str, enum.Enum):
     INT8 = "int8"
 
     @property
+    def abi_code(self) -> int:
+        """``enum eb_row_format`` value the host runtime and kernel use for this format."""
+        return _ABI_CODES[self.value]
+
+    @property
+    def dtype(self) -> np.dtype:
+        """numpy dtype of the stored rows."""
+        return np.dtype(_DTYPES[self.value])
+
+    @property
+    def element_bytes(self) -> int:
+        """Bytes of one stored element (``eb_element_bytes``)."""
+        return abi.element_bytes(self.abi_code)
+
+    @property
     def element_size(self) -> int:
-        return {"fp32": 4, "int32": 4, "int8": 1}[self.value]
+        """Same as :attr:`element_bytes` (the older name, still used by ``updlrm.plan``)."""
+        return self.element_bytes
+
+    def accumulator_bytes(self, weighted: bool) -> int:
+        """Bytes of one element of a partial sum the DPU returns (``eb_accumulator_bytes``)."""
+        return abi.accumulator_bytes(self.abi_code, weighted)
+
+
+_ABI_CODES = {"fp32": abi.FORMAT_FP32, "int32": abi.FORMAT_INT32, "int8": abi.FORMAT_INT8}
+_DTYPES = {"fp32": np.float32, "int32": np.int32, "int8": np.int8}
 
 
 def padded_row_bytes(dim: int, row_format: RowFormat) -> int:
@@ -68,8 +100,7 @@ def padded_row_bytes(dim: int, row_format: RowFormat) -> int:
     >>> padded_row_bytes(3, RowFormat.FP32), padded_row_bytes(9, RowFormat.INT8)
     (16, 16)
     """
-    raw = dim * RowFormat(row_format).element_size
-    return -(-raw // DMA_ALIGNMENT) * DMA_ALIGNMENT
+    return abi.row_bytes(RowFormat(row_format).abi_code, dim)
 
 
 @dataclass(frozen=True)
@@ -111,7 +142,7 @@ class TableSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TableSpec":
+    def from_dict(cls, d: dict) -> TableSpec:
         return cls(**d)
 
 

@@ -69,7 +69,6 @@ __all__ = [
 FIT_QMAX = {RowFormat.INT8: 127, RowFormat.INT32: 1 << 24}
 # Largest |q| a format can store at all (``quantization="table"`` checks against it).
 FORMAT_QMAX = {RowFormat.INT8: 127, RowFormat.INT32: (1 << 31) - 1}
-FORMAT_DTYPE = {RowFormat.FP32: np.float32, RowFormat.INT32: np.int32, RowFormat.INT8: np.int8}
 
 # Default DPU count when no plan is given: one full rank on the emulator (64 DPUs per rank,
 # UPMEM SDK documentation), a few DPUs on the SDK's functional simulator (it simulates
@@ -349,14 +348,14 @@ def quantize_table(values: np.ndarray, spec: TableSpec, *, fit_scale: bool = Tru
             raise InputTypeError(f"table {spec.name!r}: weights must be numeric, got {arr.dtype}")
         return np.ascontiguousarray(arr, dtype=np.float32), spec
     if arr.dtype.kind in "iu":
-        if arr.dtype != FORMAT_DTYPE[fmt]:
+        if arr.dtype != fmt.dtype:
             raise InputTypeError(
-                f"table {spec.name!r} is {fmt.value}: integer weights must be {np.dtype(FORMAT_DTYPE[fmt]).name} "
+                f"table {spec.name!r} is {fmt.value}: integer weights must be {fmt.dtype.name} "
                 f"(already quantised with scale={spec.scale}), got {arr.dtype}; pass float weights to quantise them"
             )
         return np.ascontiguousarray(arr), spec
     if arr.dtype.kind != "f":
-        raise InputTypeError(f"table {spec.name!r}: weights must be float or {np.dtype(FORMAT_DTYPE[fmt]).name}, got {arr.dtype}")
+        raise InputTypeError(f"table {spec.name!r}: weights must be float or {fmt.dtype.name}, got {arr.dtype}")
     arr = arr.astype(np.float64, copy=False)
     if not np.isfinite(arr).all():
         raise InvalidInputError(f"table {spec.name!r}: weights contain NaN or inf, which {fmt.value} cannot store")
@@ -372,7 +371,7 @@ def quantize_table(values: np.ndarray, spec: TableSpec, *, fit_scale: bool = Tru
             f"table {spec.name!r}: with scale={scale} the weights need |q| up to {int(np.abs(q).max())}, "
             f"more than {fmt.value} holds ({qmax}); use a larger scale or quantization='fit'"
         )
-    return q.astype(FORMAT_DTYPE[fmt]), spec
+    return q.astype(fmt.dtype), spec
 
 
 def dequantize_table(stored: np.ndarray, spec: TableSpec) -> np.ndarray:
@@ -403,10 +402,39 @@ def _as_table_spec(obj: Any, i: int) -> TableSpec:
         # FBGEMM's embedding_specs start with (num_embeddings, embedding_dim, ...).
         return TableSpec(f"t{i}", int(obj[0]), int(obj[1]))
     if hasattr(obj, "num_embeddings") and hasattr(obj, "embedding_dim"):
-        # torchrec EmbeddingBagConfig-like objects.
-        name = getattr(obj, "name", "") or f"t{i}"
-        return TableSpec(name, int(obj.num_embeddings), int(obj.embedding_dim), feature_names=tuple(getattr(obj, "feature_names", ()) or ()))
+        # torchrec EmbeddingBagConfig-like objects (row format / data_type read too; pooling: _tables_pooling).
+        from updlrm.configs import EmbeddingBagConfig
+
+        spec = EmbeddingBagConfig.coerce(obj, i).table_spec()
+        return dataclasses.replace(spec, feature_names=tuple(getattr(obj, "feature_names", ()) or ()))
     raise TypeError(f"table {i}: expected a TableSpec, (num_embeddings, embedding_dim) or an EmbeddingBagConfig-like object, got {obj!r}")
+
+
+def _tables_pooling(tables: Sequence[Any], pooling_mode: PoolingMode | str | None) -> PoolingMode:
+    """The module's pooling: ``pooling_mode``, else the configs' own; configs never silently ignored."""
+    from updlrm.configs import PoolingType, _pooling_type
+
+    asked = {}
+    for i, t in enumerate(tables):
+        if not isinstance(t, TableSpec) and getattr(t, "pooling", None) is not None:
+            p = _pooling_type(t.pooling, f"table {getattr(t, 'name', i)!r}")
+            asked[getattr(t, "name", None) or f"t{i}"] = PoolingMode.MEAN if p == PoolingType.MEAN else PoolingMode.SUM
+    modes = set(asked.values())
+    if len(modes) > 1:
+        raise ValueError(
+            f"the tables mix SUM and MEAN pooling ({ {k: v.name for k, v in asked.items()} }); a TableBatchedEmbeddingBags "
+            "pools every table one way (as FBGEMM's); use updlrm.EmbeddingBagCollection, which mixes them"
+        )
+    if pooling_mode is None:
+        return modes.pop() if modes else PoolingMode.SUM
+    mode = _pooling_mode(pooling_mode)
+    if modes and modes != {mode}:
+        name = next(iter(asked))
+        raise ValueError(
+            f"pooling_mode={mode.name} contradicts table {name!r}'s pooling={asked[name].name}; "
+            "drop pooling_mode to use the tables' pooling, or change the configs"
+        )
+    return mode
 
 
 def _create_engine(plan: Plan, weights: list[np.ndarray], backend: str, nr_tasklets: int):
@@ -461,7 +489,10 @@ class TableBatchedEmbeddingBags(torch.nn.Module):
         backend: ``"auto"`` | ``"hw"`` | ``"simulator"`` | ``"emulator"`` (see
             :mod:`updlrm.backends`); the choice and its reason are in ``.backend`` and
             ``.backend_reason``.
-        pooling_mode: ``PoolingMode.SUM`` or ``MEAN`` (or ``"sum"``/``"mean"``).
+        pooling_mode: ``PoolingMode.SUM`` or ``MEAN`` (or ``"sum"``/``"mean"``) for every
+            table; default: the ``pooling`` of ``EmbeddingBagConfig``-like tables, else SUM.
+            Configs that disagree with it, or with each other, raise (one TBE pools one
+            way, as FBGEMM's; :class:`updlrm.EmbeddingBagCollection` mixes SUM and MEAN).
         bounds_check_mode: see :func:`validate_tbe_inputs`; default FATAL.
         nr_tasklets: tasklets per DPU (>= 11 fill the DPU pipeline; at most 24).
         weights: one ``(rows, dim)`` array per table (numpy or torch), or None to draw
@@ -502,7 +533,7 @@ class TableBatchedEmbeddingBags(torch.nn.Module):
         *,
         plan: Plan | str | os.PathLike | None = None,
         backend: str = "auto",
-        pooling_mode: PoolingMode | str = PoolingMode.SUM,
+        pooling_mode: PoolingMode | str | None = None,
         bounds_check_mode: BoundsCheckMode = BoundsCheckMode.FATAL,
         nr_tasklets: int = 16,
         weights: Sequence[Any] | None = None,
@@ -531,17 +562,13 @@ class TableBatchedEmbeddingBags(torch.nn.Module):
             dup = sorted({n for n in names if names.count(n) > 1})
             raise ValueError(f"table names must be unique; repeated: {dup}")
         if plan is not None:
-            if [t.to_dict() for t in plan.tables] != [t.to_dict() for t in specs]:
-                raise PlanError(
-                    f"the plan was built for tables {[t.name for t in plan.tables][:5]}..., not for these tables "
-                    f"{names[:5]}... (names, sizes, formats and scales must match)"
-                )
+            plan.check_tables(specs)
             if nr_dpus is not None and nr_dpus != plan.topology.nr_dpus:
                 raise ValueError(f"nr_dpus={nr_dpus} contradicts the plan's {plan.topology.nr_dpus} DPUs")
         if not 1 <= nr_tasklets <= 24:
             # 24 hardware threads per DPU (UPMEM SDK documentation, "Tasklets").
             raise ValueError(f"nr_tasklets must be in 1..24 (a DPU has 24 hardware threads), got {nr_tasklets}")
-        self.pooling_mode = _pooling_mode(pooling_mode)
+        self.pooling_mode = _tables_pooling(tables, pooling_mode)
         self.bounds_check_mode = BoundsCheckMode(bounds_check_mode)
         self.backend, self.backend_reason = resolve_backend(backend)
         self.nr_tasklets = nr_tasklets

@@ -35,8 +35,8 @@
  * mem_alloc heap.  Only EMU_WRAM_SIZE bytes of it can be in use (checked
  * at load), but x86-64 padding between sections can make the span a little
  * larger than the DPU's, hence the slack. */
-#define EMU_IMAGE_SIZE (2u * EMU_WRAM_SIZE)
-#define EMU_LOG_SIZE (64u << 10)
+#define EMU_IMAGE_SIZE     (2u * EMU_WRAM_SIZE)
+#define EMU_LOG_SIZE       (64u << 10)
 #define EMU_FAULT_MSG_SIZE 480u
 
 enum emu_dpu_status {
@@ -50,25 +50,25 @@ enum emu_dpu_status {
 /* Why a DPU faulted; the host maps these to dpu_error_t and messages. */
 enum emu_fault_kind {
     EMU_FAULT_NONE = 0,
-    EMU_FAULT_DMA,          /* illegal mram_read / mram_write */
+    EMU_FAULT_DMA,           /* illegal mram_read / mram_write */
     EMU_FAULT_WRAM_OVERFLOW, /* mem_alloc beyond the WRAM heap */
-    EMU_FAULT_HALT,         /* halt() */
-    EMU_FAULT_ASSERT,       /* assert() in DPU code */
-    EMU_FAULT_DEADLOCK,     /* every unfinished tasklet is blocked */
-    EMU_FAULT_CRASH,        /* the worker process died (signal / exit) */
-    EMU_FAULT_TIMEOUT,      /* the launch exceeded the configured timeout */
-    EMU_FAULT_SYNC,         /* misuse of a synchronisation primitive */
-    EMU_FAULT_INJECTED,     /* fault injection hook (fault_inject.h) */
+    EMU_FAULT_HALT,          /* halt() */
+    EMU_FAULT_ASSERT,        /* assert() in DPU code */
+    EMU_FAULT_DEADLOCK,      /* every unfinished tasklet is blocked */
+    EMU_FAULT_CRASH,         /* the worker process died (signal / exit) */
+    EMU_FAULT_TIMEOUT,       /* the launch exceeded the configured timeout */
+    EMU_FAULT_SYNC,          /* misuse of a synchronisation primitive */
+    EMU_FAULT_INJECTED,      /* fault injection hook (fault_inject.h) */
 };
 
 /* What the fault injection hook (fault_inject.h) armed for a DPU's launch:
  * written by the host before each launch, read by the worker. */
 enum emu_fault_inject_kind { EMU_INJECT_NONE = 0, EMU_INJECT_FAULT, EMU_INJECT_KILL, EMU_INJECT_HANG };
 struct emu_fault_inject {
-    uint32_t kind;   /* enum emu_fault_inject_kind */
-    int32_t tasklet; /* -1: the first tasklet that gets there */
-    uint32_t dma;    /* at this MRAM DMA of the launch (from 1); 0: when the tasklet starts */
-    uint32_t rule;   /* index of the rule (from 1), for the message */
+    uint32_t kind;       /* enum emu_fault_inject_kind */
+    int32_t tasklet;     /* -1: the first tasklet that gets there */
+    uint32_t dma;        /* at this MRAM DMA of the launch (from 1); 0: when the tasklet starts */
+    uint32_t rule;       /* index of the rule (from 1), for the message */
     uint32_t no_timeout; /* a hang armed without a launch timeout: faults instead */
 };
 
@@ -93,10 +93,10 @@ enum emu_dma_relaxation {
 /* One relaxed DMA, recorded by the worker (first time per site) for the
  * host to report with the source line of `site`. */
 struct emu_dma_warning {
-    uint64_t site;     /* return address into the DPU program */
-    uint64_t address;  /* as the program gave it */
-    uint64_t decoded;  /* as the DPU uses it */
-    uint32_t kind;     /* enum emu_dma_relaxation */
+    uint64_t site;    /* return address into the DPU program */
+    uint64_t address; /* as the program gave it */
+    uint64_t decoded; /* as the DPU uses it */
+    uint32_t kind;    /* enum emu_dma_relaxation */
     int32_t tasklet;
     uint32_t size;
     uint32_t is_write;
@@ -111,30 +111,36 @@ static inline int emu_describe_dma_relaxation(char *out, size_t size, const stru
     unsigned long long address = (unsigned long long)w->address, decoded = (unsigned long long)w->decoded;
     switch (w->kind) {
     case EMU_DMA_MRAM_UNALIGNED:
-        return snprintf(out, size, "%s: MRAM address 0x%llx is not 8-byte aligned; the DPU drops the low 3 bits "
-                        "and uses 0x%llx", op, address, decoded);
+        return snprintf(out, size,
+                        "%s: MRAM address 0x%llx is not 8-byte aligned; the DPU drops the low 3 bits "
+                        "and uses 0x%llx",
+                        op, address, decoded);
     case EMU_DMA_WRAM_UNALIGNED:
-        return snprintf(out, size, "%s: WRAM address 0x%llx is not 8-byte aligned; the DPU drops the low 3 bits "
-                        "and uses 0x%llx", op, address, decoded);
+        return snprintf(out, size,
+                        "%s: WRAM address 0x%llx is not 8-byte aligned; the DPU drops the low 3 bits "
+                        "and uses 0x%llx",
+                        op, address, decoded);
     default:
-        return snprintf(out, size, "%s: MRAM address 0x%llx is outside MRAM [0x8000000, 0xc000000); the DPU "
-                        "decodes it modulo its 64 MiB bank as 0x%llx", op, address, decoded);
+        return snprintf(out, size,
+                        "%s: MRAM address 0x%llx is outside MRAM [0x8000000, 0xc000000); the DPU "
+                        "decodes it modulo its 64 MiB bank as 0x%llx",
+                        op, address, decoded);
     }
 }
 
 /* Per-tasklet counters; all monotonically increasing until reset. */
 struct emu_tasklet_counters {
-    uint64_t mram_read_count;   /* MRAM->WRAM DMAs */
+    uint64_t mram_read_count; /* MRAM->WRAM DMAs */
     uint64_t mram_read_bytes;
-    uint64_t mram_write_count;  /* WRAM->MRAM DMAs */
+    uint64_t mram_write_count; /* WRAM->MRAM DMAs */
     uint64_t mram_write_bytes;
     uint64_t barrier_waits;
-    uint64_t mutex_waits;       /* mutex_lock calls that had to block */
-    uint64_t sem_waits;         /* sem_take calls that had to block */
+    uint64_t mutex_waits; /* mutex_lock calls that had to block */
+    uint64_t sem_waits;   /* sem_take calls that had to block */
     uint64_t handshake_waits;
-    uint64_t switches;          /* times the scheduler resumed this tasklet */
+    uint64_t switches; /* times the scheduler resumed this tasklet */
     uint64_t runtime_calls;
-    uint64_t cycles;            /* modelled cycles charged to this tasklet */
+    uint64_t cycles; /* modelled cycles charged to this tasklet */
 };
 #define EMU_TASKLET_COUNTER_FIELDS 11u
 
@@ -150,19 +156,19 @@ struct emu_dpu_counters {
 /* State of one DPU.  Written by the host while the DPU is idle, by the
  * worker while it runs it. */
 struct emu_dpu_state {
-    volatile uint32_t status;        /* enum emu_dpu_status */
+    volatile uint32_t status;          /* enum emu_dpu_status */
     volatile uint32_t current_tasklet; /* tasklet the worker is executing */
-    uint32_t fault_kind;             /* enum emu_fault_kind */
-    int32_t fault_tasklet;           /* -1 when not tasklet specific */
-    uint32_t heap_used;              /* mem_alloc'ed bytes, persists across boots */
-    uint32_t log_write_pos;          /* total bytes ever written to the log */
-    uint64_t perfcounter_base;       /* cycle value at perfcounter_config(reset) */
-    uint64_t dpu_cycles;             /* modelled DPU cycles since load */
+    uint32_t fault_kind;               /* enum emu_fault_kind */
+    int32_t fault_tasklet;             /* -1 when not tasklet specific */
+    uint32_t heap_used;                /* mem_alloc'ed bytes, persists across boots */
+    uint32_t log_write_pos;            /* total bytes ever written to the log */
+    uint64_t perfcounter_base;         /* cycle value at perfcounter_config(reset) */
+    uint64_t dpu_cycles;               /* modelled DPU cycles since load */
     uint32_t perfcounter_mode;
-    uint32_t buddy_offset;           /* 1 + heap offset of the buddy allocator, 0: none */
+    uint32_t buddy_offset; /* 1 + heap offset of the buddy allocator, 0: none */
     char fault_msg[EMU_FAULT_MSG_SIZE];
-    uint64_t fault_site;             /* return address of the faulting runtime call, 0: none */
-    uint32_t nr_dma_warnings;        /* relaxed DMAs recorded during the last launch */
+    uint64_t fault_site;      /* return address of the faulting runtime call, 0: none */
+    uint32_t nr_dma_warnings; /* relaxed DMAs recorded during the last launch */
     uint32_t pad0;
     struct emu_dma_warning dma_warnings[EMU_MAX_DMA_WARNINGS];
     struct emu_dpu_counters dpu_counters;
@@ -183,15 +189,15 @@ struct emu_dpu_block {
 struct emu_program_layout {
     uint32_t protocol_version;
     uint32_t nr_tasklets;
-    uint64_t wram_span_start;  /* vaddr of the first byte of .data */
-    uint64_t wram_span_size;   /* .data..end of .bss */
+    uint64_t wram_span_start; /* vaddr of the first byte of .data */
+    uint64_t wram_span_size;  /* .data..end of .bss */
     uint64_t rodata_start;
     uint64_t rodata_size;
-    uint64_t atomic_start;     /* .atomic: released (zeroed) at every boot */
+    uint64_t atomic_start; /* .atomic: released (zeroed) at every boot */
     uint64_t atomic_size;
-    uint32_t heap_offset;      /* where the heap sits in the image */
-    uint32_t heap_capacity;    /* WRAM left for mem_alloc */
-    uint32_t dma_mode;         /* enum emu_dma_mode */
+    uint32_t heap_offset;                  /* where the heap sits in the image */
+    uint32_t heap_capacity;                /* WRAM left for mem_alloc */
+    uint32_t dma_mode;                     /* enum emu_dma_mode */
     uint32_t stack_size[EMU_MAX_TASKLETS]; /* logical DPU stack sizes */
 };
 
@@ -216,25 +222,25 @@ struct emu_program_config {
     uint32_t nr_tasklets;
     uint32_t stack_size[EMU_MAX_TASKLETS];
 };
-#define EMU_CONFIG_MAGIC 0x55444c52u /* "UDLR" */
+#define EMU_CONFIG_MAGIC   0x55444c52u /* "UDLR" */
 #define EMU_CONFIG_SECTION ".updlrm_config"
 
 /* File descriptors a worker finds open at exec. */
 #define EMU_WORKER_CTRL_FD 3
 #define EMU_WORKER_MRAM_FD 4
 /* one stream socket carries launch requests in and replies out */
-#define EMU_WORKER_CMD_FD 5
+#define EMU_WORKER_CMD_FD   5
 #define EMU_WORKER_REPLY_FD 5
-#define EMU_WORKER_ENV "UPDLRM_EMU_WORKER"
+#define EMU_WORKER_ENV      "UPDLRM_EMU_WORKER"
 
 /* DMA cost model, PrIM (Gomez-Luna et al., "Benchmarking a New Paradigm: An
  * Experimental Analysis of a Real Processing-in-Memory Architecture",
  * IEEE Access 2022, Sec. 3.2.1, Fig. 5): latency = alpha + beta * size with
  * alpha ~ 77 cycles (mram_read), ~ 61 cycles (mram_write), beta = 0.5 cycle/B. */
-#define EMU_DMA_READ_ALPHA 77u
+#define EMU_DMA_READ_ALPHA  77u
 #define EMU_DMA_WRITE_ALPHA 61u
-#define EMU_DMA_BETA_NUM 1u
-#define EMU_DMA_BETA_DEN 2u
+#define EMU_DMA_BETA_NUM    1u
+#define EMU_DMA_BETA_DEN    2u
 /* Flat charge for every other runtime call (call + a few instructions, each
  * >= 11 cycles apart for one tasklet: PrIM Sec. 2.2, pipeline revolver). */
 #define EMU_RUNTIME_CALL_CYCLES 22u

@@ -39,8 +39,7 @@ struct updlrm_emu_fault_plan;
 
 /* Parses `rules` (NULL or "" gives *plan = NULL).  Returns 0, or -1 with a
  * one-line reason in `error`. */
-int updlrm_emu_fault_plan_parse(const char *rules, struct updlrm_emu_fault_plan **plan, char *error,
-                                size_t error_size);
+int updlrm_emu_fault_plan_parse(const char *rules, struct updlrm_emu_fault_plan **plan, char *error, size_t error_size);
 void updlrm_emu_fault_plan_free(struct updlrm_emu_fault_plan *plan);
 /* Whether the rules make allocations fail. */
 bool updlrm_emu_fault_plan_refuses_alloc(const struct updlrm_emu_fault_plan *plan);

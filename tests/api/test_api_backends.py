@@ -19,9 +19,16 @@ def write_tool(path, text="#!/bin/sh\necho tool\n"):
     return path
 
 
-def fake_sdk(root, *, with_lib=True):
-    write_tool(root / "bin" / "dpu-upmem-dpurte-clang")
-    write_tool(root / "bin" / "dpu-pkg-config", f"#!/bin/sh\ncase \"$1\" in --libs) echo -L{root}/lib -ldpu;; --modversion) echo 2025.1.0;; esac\n")
+# A DPU compiler that "works": writes a non-empty file where -o points.
+WORKING_COMPILER = '#!/bin/sh\nwhile [ $# -gt 0 ]; do [ "$1" = -o ] && echo dpu-elf > "$2"; shift; done\n'
+# Fails the way the public SDK's clang does without its libLLVM.
+BROKEN_COMPILER = ("#!/bin/sh\necho \"$0: error while loading shared libraries: libLLVM-12git.so: cannot open "
+                   "shared object file: No such file or directory\" >&2\nexit 127\n")
+
+
+def fake_sdk(root, *, with_lib=True, compiler=WORKING_COMPILER, version="2025.1.0"):
+    write_tool(root / "bin" / "dpu-upmem-dpurte-clang", compiler)
+    write_tool(root / "bin" / "dpu-pkg-config", f"#!/bin/sh\ncase \"$1\" in --libs) echo -L{root}/lib -ldpu;; --modversion) echo {version};; esac\n")
     if with_lib:
         (root / "lib").mkdir(exist_ok=True)
         (root / "lib" / "libdpu.so").write_bytes(b"\x7fELF")
@@ -166,3 +173,53 @@ def test_the_emulators_own_shims_are_recognised(tmp_path):
     info = detect_sdk(environ={}, path=str(tmp_path), rank_glob=str(tmp_path / "none*"))
     assert not info.installed and info.ignored_shims == [str(tmp_path / "dpu-pkg-config")]
     assert resolve_backend("auto", sdk=info, environ={})[0] == "emulator"
+
+
+def test_auto_falls_back_when_the_dpu_compiler_cannot_run(tmp_path):
+    """The public SDK's clang without libLLVM: auto says why and uses the emulator; by name, a clear error."""
+    root = fake_sdk(tmp_path / "sdk", compiler=BROKEN_COMPILER)
+    for ranks in (0, 2):  # with DPU ranks too: hw needs the compiler as well
+        for r in range(ranks):
+            (tmp_path / f"dpu_rank{r}").write_text("")
+        info = detect_sdk(environ={"UPMEM_HOME": str(root)}, path="", rank_glob=str(tmp_path / "dpu_rank*"))
+        assert info.installed
+        name, reason = resolve_backend("auto", sdk=info, environ={})
+        assert name == "emulator", reason
+        assert "unusable (trial build failed (exit 127)" in reason and "libLLVM-12git.so" in reason
+        for backend in ("hw", "simulator"):
+            with pytest.raises(BackendUnavailable, match=f"backend '{backend}': .*cannot build DPU programs .*libLLVM"):
+                resolve_backend(backend, sdk=info, environ={})
+
+
+def test_auto_picks_the_simulator_after_a_working_trial_build(tmp_path):
+    root = fake_sdk(tmp_path / "sdk")
+    info = detect_sdk(environ={"UPMEM_HOME": str(root)}, path="", rank_glob=str(tmp_path / "none*"))
+    assert resolve_backend("auto", sdk=info, environ={})[0] == "simulator"
+    # exit 0 without writing the binary is not a working compiler
+    silent = fake_sdk(tmp_path / "silent", compiler="#!/bin/sh\nexit 0\n")
+    info = detect_sdk(environ={"UPMEM_HOME": str(silent)}, path="", rank_glob=str(tmp_path / "none*"))
+    name, reason = resolve_backend("auto", sdk=info, environ={})
+    assert name == "emulator" and "wrote no DPU binary" in reason
+
+
+def test_sdk_older_than_2021_3_is_refused_and_unknown_versions_are_noted(tmp_path):
+    old = fake_sdk(tmp_path / "old", version="2021.1.0")
+    info = detect_sdk(environ={"UPMEM_HOME": str(old)}, path="", rank_glob=str(tmp_path / "none*"))
+    name, reason = resolve_backend("auto", sdk=info, environ={})
+    assert name == "emulator" and "2021.1.0 is older than 2021.3" in reason and "dpu_broadcast_to" in reason
+    with pytest.raises(BackendUnavailable, match="older than 2021.3"):
+        resolve_backend("simulator", sdk=info, environ={})
+    unknown = fake_sdk(tmp_path / "unknown", version="")
+    info = detect_sdk(environ={"UPMEM_HOME": str(unknown)}, path="", rank_glob=str(tmp_path / "none*"))
+    name, reason = resolve_backend("auto", sdk=info, environ={})
+    assert name == "simulator" and "SDK version unknown; the host runtime needs >= 2021.3" in reason
+
+
+def test_info_shows_why_an_installed_sdk_is_unusable(tmp_path, monkeypatch):
+    root = fake_sdk(tmp_path / "sdk", compiler=BROKEN_COMPILER)
+    monkeypatch.setenv("UPMEM_HOME", str(root))
+    monkeypatch.delenv("UPDLRM_BACKEND", raising=False)
+    result = CliRunner().invoke(main, ["info"])
+    assert result.exit_code == 0, result.output
+    assert "usable         no: trial build failed (exit 127)" in result.output
+    assert "auto       ->   emulator" in result.output

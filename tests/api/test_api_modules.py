@@ -175,7 +175,7 @@ def test_plan_argument(reference_engine, tmp_path):
     assert tbe.plan.topology.nr_dpus == 3 and reference_engine.instances[-1].plan is tbe.plan
     tbe = TableBatchedEmbeddingBags(None, plan=plan, backend="emulator")
     assert [t.name for t in tbe.tables] == ["a", "b"]
-    with pytest.raises(PlanError, match="not for these tables"):
+    with pytest.raises(PlanError, match="table a: plan has 64 rows, the module has 65"):
         TableBatchedEmbeddingBags([TableSpec("a", 65, 8), TableSpec("b", 10, 4)], plan=plan, backend="emulator")
     with pytest.raises(ValueError, match="contradicts the plan's 3 DPUs"):
         TableBatchedEmbeddingBags(tables, plan=plan, nr_dpus=4, backend="emulator")

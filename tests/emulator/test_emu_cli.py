@@ -9,7 +9,6 @@ DPU binaries built by the real SDK compiler.
 
 from __future__ import annotations
 
-import re
 import shlex
 import struct
 import subprocess
@@ -148,9 +147,8 @@ def test_sdk_compiled_dpu_binary_is_refused_with_what_to_do(tmp_path):
     from updlrm.emulator import DpuError, DpuSet
 
     binary = _sdk_dpu_elf(tmp_path / "task.dpu")
-    with DpuSet(1) as dpus:
-        with pytest.raises(DpuError) as raised:
-            dpus.load(binary)
+    with DpuSet(1) as dpus, pytest.raises(DpuError) as raised:
+        dpus.load(binary)
     message = str(raised.value)
     assert raised.value.code_name == "DPU_ERR_ELF_INVALID_FILE"
     assert "built by the UPMEM SDK's compiler" in message and "updlrm emu build" in message, message

@@ -9,10 +9,9 @@ import time
 
 import numpy as np
 import pytest
+from _emu_testutil import build_dpu
 
 from updlrm.emulator import DpuError, DpuSet
-
-from _emu_testutil import build_dpu
 
 NR_TASKLETS = 4
 NR_DPUS = 4

@@ -10,8 +10,8 @@ import time
 
 import numpy as np
 import pytest
-
 from engine_reference import assert_matches, random_batch, random_weights, reference
+
 from updlrm.host.engine import (
     DpuAllocationError,
     DpuFaultError,

@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-
 from engine_reference import assert_matches, random_batch, random_weights, reference
 from test_engine import HAND_TABLES, hand_made_plan
+
 from updlrm.host.engine import Engine, EngineError
 from updlrm.plan import uniform_plan
 from updlrm.specs import PoolingMode, RowFormat, TableSpec, Topology

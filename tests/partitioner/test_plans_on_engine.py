@@ -7,6 +7,8 @@ METIS / Mt-KaHyPar row groups -- over fp32, int8 and int32 tables.
 """
 
 import numpy as np
+import importlib.util
+
 import pytest
 import torch
 
@@ -14,6 +16,9 @@ import updlrm
 from updlrm.partitioner.placement import build_plan, evaluate_plan, expected_work
 from updlrm.partitioner.workloads import Trace, synthetic_trace
 from updlrm.specs import RowFormat, TableSpec, Topology
+
+NEEDS_MTKAHYPAR = pytest.mark.skipif(importlib.util.find_spec("mtkahypar") is None,
+                                     reason="mtkahypar not installed (pip install 'updlrm[hypergraph]')")
 
 TABLES = [
     TableSpec("wide", 3000, 64),
@@ -83,7 +88,8 @@ def _reference(weights, idx, off, batch_size):
     return outs, magnitudes
 
 
-@pytest.mark.parametrize("name", list(PLANS))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=NEEDS_MTKAHYPAR) if n == "hypergraph" else n
+                                  for n in PLANS])
 def test_plan_runs_on_engine_like_torch_and_like_its_report(name, trace, weights):
     options, required = PLANS[name]
     plan = build_plan(TABLES, trace, Topology(NR_DPUS), progress=False, seed=0, **options)

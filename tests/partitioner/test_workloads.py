@@ -8,13 +8,12 @@ import scipy.sparse as sp
 import torch
 
 from updlrm.partitioner.stats import cooccurrence_hypergraph, workload_stats
+from updlrm.partitioner.synthetic import _bounded_zipf_ranks, _feistel_permute
 from updlrm.partitioner.workloads import (
     CRITEO_KAGGLE_CARDINALITIES,
     ReuseHistogram,
     Trace,
     TraceError,
-    _bounded_zipf_ranks,
-    _feistel_permute,
     criteo_like_tables,
     load_trace,
     meta_locality_stats_path,
@@ -45,7 +44,7 @@ def check_layout(tr: Trace, tables):
     assert tr.offsets[0] == 0 and tr.offsets[-1] == tr.indices.size
     assert np.all(np.diff(tr.offsets) >= 0)
     parts = []
-    for i, (idx, off, _) in enumerate(tr.batches()):
+    for idx, off, _ in tr.batches():
         assert off.size == T * B + 1 and off[0] == 0 and off[-1] == idx.size
         assert np.all(np.diff(off) >= 0)
         parts.append(idx)
@@ -377,13 +376,13 @@ def test_meta_pt_round_trip(tmp_path, flavour):
 
 def test_meta_pt_rejects_inconsistent_lengths(tmp_path):
     tr = synthetic_trace(TABLES, batch_size=4, pooling=2, seed=6)
-    i, o, l = meta_tensors(tr)
-    torch.save((i, o, l[:, :3]), tmp_path / "bad.pt")
+    indices, offsets, lengths = meta_tensors(tr)
+    torch.save((indices, offsets, lengths[:, :3]), tmp_path / "bad.pt")
     with pytest.raises(TraceError, match="T\\*B\\+1"):
         load_trace(tmp_path / "bad.pt")
-    l2 = l.clone()
-    l2[0, 0] += 1
-    torch.save((i, o, l2), tmp_path / "bad2.pt")
+    lengths2 = lengths.clone()
+    lengths2[0, 0] += 1
+    torch.save((indices, offsets, lengths2), tmp_path / "bad2.pt")
     with pytest.raises(TraceError, match="disagree"):
         load_trace(tmp_path / "bad2.pt")
 

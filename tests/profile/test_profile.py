@@ -1,4 +1,4 @@
-"""updlrm.profile: per-batch profiles, the N-DPU work derivation, `updlrm bench`, the sweep's quick mode."""
+"""updlrm.profile (batch profiles), partitioner.batch_work (the N-DPU work derivation), updlrm.bench, the sweep's quick mode."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import pytest
 from click.testing import CliRunner
 
 from updlrm import perfmodel
+from updlrm.bench import bench_command, bench_plan
+from updlrm.partitioner.batch_work import derive_work
 from updlrm.partitioner.placement import build_plan
 from updlrm.partitioner.workloads import synthetic_trace
 from updlrm.plan import Plan, Shard, uniform_plan
-from updlrm.profile import (BatchProfile, bench_command, bench_plan, derive_work, format_phase_table,
-                            profile_batch, profile_work, work_mismatch)
+from updlrm.profile import BatchProfile, format_phase_table, profile_batch, profile_work, work_mismatch
 from updlrm.specs import TableSpec, Topology
 from updlrm.tbe import TableBatchedEmbeddingBags
 
@@ -115,9 +116,9 @@ def test_derived_work_with_replicas_and_host_cache():
     tables = [TableSpec("a", 40, 8), TableSpec("b", 30, 6)]
     # Rows 0-4 and 21 of table a on up to three DPUs (replicas pick bag % copies), rows 35-39 host-cached;
     # table b in two column slices on different DPUs.
-    shards = [Shard(0, 0, 0, 8, range(0, 20)), Shard(0, 1, 0, 8, np.arange(20, 35)),
+    shards = [Shard(0, 0, 0, 8, range(20)), Shard(0, 1, 0, 8, np.arange(20, 35)),
               Shard(0, 2, 0, 8, np.array([0, 1, 2, 3, 4])), Shard(0, 3, 0, 8, np.array([2, 3, 4, 21])),
-              Shard(1, 1, 0, 4, range(0, 30)), Shard(1, 2, 4, 6, range(0, 30))]
+              Shard(1, 1, 0, 4, range(30)), Shard(1, 2, 4, 6, range(30))]
     plan = Plan(tables, Topology(nr_dpus=4, dpus_per_rank=2), shards, host_rows={0: np.arange(35, 40)})
     plan.validate()
     rng = np.random.default_rng(0)

@@ -22,7 +22,7 @@ if _SDK_SPEC is not None and _SDK_SPEC.origin and _os.path.dirname(_os.path.dirn
     _sys.modules[__name__] = _module  # the import statement returns the SDK's package
     _SDK_SPEC.loader.exec_module(_module)
 else:
-    from updlrm.emulator.sdk_python import (  # noqa: F401
+    from updlrm.emulator.sdk_python import (
         ALLOCATE_ALL,
         DpuContext,
         DpuError,

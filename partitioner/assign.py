@@ -1,0 +1,113 @@
+"""Stage 4 of the planner: row parts onto DPUs (torchrec's partitioner).
+
+Parts go to DPUs by longest-processing-time first, each onto the DPU with the least
+modeled time so far (kernel plus its share of the transfers) that has MRAM left and
+holds no other part of the same table (:func:`assign_dpus`).
+
+Example:
+    >>> from updlrm import perfmodel
+    >>> from updlrm.partitioner.cost import CostModel
+    >>> from updlrm.partitioner.expected_loads import table_workloads
+    >>> from updlrm.partitioner.search import TableShape
+    >>> tables = [TableSpec("a", 4, 4)]
+    >>> tr = Trace(1, 2, np.array([0, 1, 2, 3]), np.array([0, 2, 4]))
+    >>> wls = table_workloads(tables, tr)
+    >>> model = CostModel(tables, perfmodel.get_profile("upmem-350mhz-2556", nr_dpus=2), 2, False, 16, [4.0])
+    >>> parts = [[RowPart(range(0, 2)), RowPart(range(2, 4))]]
+    >>> shards = assign_dpus(tables, wls, parts, [TableShape(2, 1)], {}, model, 2, 1 << 20, tr)
+    >>> sorted((s.dpu, s.rows) for s in shards)
+    [(0, range(0, 2)), (1, range(2, 4))]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from updlrm.partitioner.cost import CostModel, partial_bytes
+from updlrm.partitioner.expected_loads import TableWorkload
+from updlrm.partitioner.routing import SliceRouter, host_mask
+from updlrm.partitioner.rows import RowPart
+from updlrm.partitioner.search import TableShape
+from updlrm.partitioner.workloads import Trace
+from updlrm.plan import Plan, PlanError, Shard, column_bounds, format_bytes
+from updlrm.specs import TableSpec, Topology, padded_row_bytes
+
+__all__ = ["assign_dpus", "part_traffic"]
+
+
+def assign_dpus(tables: list[TableSpec], wls: list[TableWorkload], parts_by_table: list[list[RowPart]],
+                shapes: list[TableShape], host_rows: dict[int, np.ndarray], model: CostModel, n: int, capacity: int,
+                trace: Trace) -> list[Shard]:
+    """Longest-processing-time first: each part onto the cheapest DPU with room and no part of its table.
+
+    Every row part of table ``t`` becomes one shard per column slice of ``shapes[t]``;
+    a shard's cost is what :meth:`~updlrm.partitioner.cost.CostModel.part_cost` gives for
+    the lookups and bags the trace routes to its part (:func:`part_traffic`).  Raises
+    :class:`~updlrm.plan.PlanError` naming the table when a shard fits on no DPU.
+    """
+    items = []  # (cost, table, part, first column, end column, MRAM bytes)
+    for t, parts in enumerate(parts_by_table):
+        spec = tables[t]
+        lookups, touched = part_traffic(wls[t], parts, host_rows.get(t), trace)
+        bounds = column_bounds(spec, shapes[t].slices)
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            rb = padded_row_bytes(hi - lo, spec.row_format)
+            out_b = partial_bytes(hi - lo)
+            idx = model.index_bytes(lookups, touched)
+            cost = model.part_cost(lookups, np.full(len(parts), rb), idx, touched * out_b,
+                                   lookups * (hi - lo) * model.elem_factor[t])
+            for p, part in enumerate(parts):
+                items.append((float(cost[p]), t, p, lo, hi, len(part.rows) * rb))
+    items.sort(key=lambda it: (-it[0], it[1], it[2], it[3]))
+    dpu_cost = np.zeros(n)
+    dpu_free = np.full(n, capacity, dtype=np.int64)
+    holds = np.zeros((len(tables), n), dtype=bool)
+    placed: dict[tuple[int, int, int], int] = {}
+    for part_cost, t, p, lo, _hi, nbytes in items:
+        eligible = ~holds[t] & (dpu_free >= nbytes)
+        if not eligible.any():
+            spec = tables[t]
+            raise PlanError(f"table {spec.name}: a shard of {format_bytes(nbytes)} fits on no DPU without "
+                            f"another shard of the table ({format_bytes(int(dpu_free.max()))} MRAM free at most, "
+                            f"{int((~holds[t]).sum())} DPUs without it)")
+        d = int(np.argmin(np.where(eligible, dpu_cost, np.inf)))
+        dpu_cost[d] += part_cost
+        dpu_free[d] -= nbytes
+        holds[t, d] = True
+        placed[(t, p, lo)] = d
+    shards = []
+    for t, parts in enumerate(parts_by_table):
+        bounds = column_bounds(tables[t], shapes[t].slices)
+        for p, part in enumerate(parts):
+            for lo, hi in zip(bounds[:-1], bounds[1:]):
+                shards.append(Shard(t, placed[(t, p, lo)], lo, hi, part.rows))
+    return shards
+
+
+def part_traffic(wl: TableWorkload, parts: list[RowPart], host: np.ndarray | None,
+                  trace: Trace) -> tuple[np.ndarray, np.ndarray]:
+    """Expected lookups and touched bags per batch of each row part, routed as the engine would.
+
+    >>> from updlrm.partitioner.expected_loads import table_workloads
+    >>> tr = Trace(1, 2, np.array([0, 1, 2, 3]), np.array([0, 2, 4]))
+    >>> wl = table_workloads([TableSpec("a", 4, 4)], tr)[0]
+    >>> lookups, bags = part_traffic(wl, [RowPart(range(0, 2)), RowPart(range(2, 4))], None, tr)
+    >>> lookups.tolist(), bags.tolist()
+    ([2.0, 2.0], [1.0, 1.0])
+    """
+    spec = wl.spec
+    if not parts:
+        return np.zeros(0), np.zeros(0)
+    tmp = Plan([spec], Topology(len(parts)), [Shard(0, p, 0, spec.embedding_dim, part.rows)
+                                              for p, part in enumerate(parts)])
+    if host is not None:
+        tmp.host_rows[0] = host
+    rows, bags = trace.table_lookups(wl.table)
+    keep = ~host_mask(tmp, 0, rows)
+    rows, bags = rows[keep], bags[keep]
+    shard = SliceRouter(tmp, 0, 0).route_shards(rows, bags % trace.batch_size)
+    scale = wl.batch_size / max(wl.num_bags, 1)
+    lookups = np.bincount(shard, minlength=len(parts)) * scale
+    touched_keys = np.unique(bags * len(parts) + shard)
+    touched = np.bincount(touched_keys % len(parts), minlength=len(parts)) * scale
+    return lookups.astype(np.float64), touched.astype(np.float64)
