@@ -784,7 +784,7 @@ class Engine:
                         try:
                             self._launch(batch)
                             on_dpus = (job, batch)
-                        except Exception as launch_error:  # noqa: BLE001
+                        except Exception as launch_error:
                             self._dpu_lock.release()
                             spare.append(batch.slot)
                             failed = (job, None, launch_error)
@@ -794,7 +794,7 @@ class Engine:
                     if error is None:
                         try:
                             result = (job, self._finish(batch), None)
-                        except Exception as finish_error:  # noqa: BLE001
+                        except Exception as finish_error:
                             result = (job, None, finish_error)
                         spare.append(batch.slot)
                     else:
@@ -827,7 +827,7 @@ class Engine:
         try:
             self._collect(batch)
             return job, batch, None
-        except Exception as error:  # noqa: BLE001 - it belongs to this batch
+        except Exception as error:
             spare.append(batch.slot)
             return job, batch, error
         finally:
@@ -839,12 +839,12 @@ class Engine:
             return job, None, job.error
         try:
             batch = job.batch if job.batch is not None else self._batch(*job.args)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             return job, None, error
         slot = spare.pop()
         try:
             self._prepare(batch, slot)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             spare.append(slot)
             return job, None, error
         return job, batch, None
@@ -941,7 +941,7 @@ class Engine:
                     job.future.set_exception(error)
                 else:
                     job.future.set_result(result)
-        except BaseException as error:  # noqa: BLE001 - e.g. closed while waiting for slots
+        except BaseException as error:
             with self._queue_lock:
                 pending, self._queue = list(self._queue), deque()
             for job in pending:

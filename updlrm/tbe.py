@@ -36,16 +36,16 @@ import dataclasses
 import math
 import os
 import threading
-from concurrent.futures import Future
 import time
 import warnings
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from updlrm.plan import Plan, PlanError, uniform_plan
+from updlrm.plan import Plan, uniform_plan
 from updlrm.specs import DPUS_PER_RANK, BoundsCheckMode, PoolingMode, RowFormat, TableSpec, Topology
 
 __all__ = [
@@ -665,7 +665,7 @@ class TableBatchedEmbeddingBags(torch.nn.Module):
         ...         for k, f in enumerate(futures))
         True
         """
-        kind, batch, validate_s = self._validate(indices, offsets, per_sample_weights, include_last_offset)
+        kind, batch, _ = self._validate(indices, offsets, per_sample_weights, include_last_offset)
         inner = self._open_engine().run_async(batch.indices, batch.offsets, batch.per_sample_weights,
                                                self.pooling_mode)
         outer: Future = Future()
@@ -708,7 +708,7 @@ class TableBatchedEmbeddingBags(torch.nn.Module):
                                                 "(indices, offsets, per_sample_weights)")
                     kind, batch, validate_s = self._validate(*item[:2], item[2] if len(item) == 3 else None,
                                                              include_last_offset)
-                except Exception as error:  # noqa: BLE001 - raised at its turn
+                except Exception as error:
                     kinds.append(None)
                     yield error
                     continue

@@ -9,15 +9,14 @@ whatever other threads do with the engine meanwhile. Errors belong to their batc
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-
 from engine_reference import assert_matches, random_batch, random_weights, reference
 from test_engine import HAND_TABLES, hand_made_plan
 from test_engine_threads import MIXED, random_batches
+
 from updlrm.host.engine import AccumulatorOverflowError, DpuFaultError, Engine, EngineError
 from updlrm.plan import uniform_plan
 from updlrm.specs import PoolingMode, RowFormat, TableSpec, Topology
@@ -212,7 +211,7 @@ def test_close_waits_for_queued_batches_and_closes_suspended_pipelines():
     tables = MIXED
     plan = uniform_plan(tables, Topology(nr_dpus=4), "row_wise")
     weights = random_weights(tables, np.random.default_rng(15))
-    batches = [b for b in random_batches(tables, 20, seed=16)]
+    batches = list(random_batches(tables, 20, seed=16))
     engine = Engine(plan, weights, nr_tasklets=4)
     serial = serial_results(engine, batches)
     suspended = engine.pipeline(batches)
