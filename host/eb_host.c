@@ -57,7 +57,6 @@ struct table {
 };
 
 struct shard {
-    uint32_t partial_bytes; /* of the current run (depends on weighting) */
     uint32_t table;
     uint32_t dpu;
     uint32_t local;
@@ -121,6 +120,7 @@ struct replica {
 };
 
 struct dpu_state;
+struct eb_slot;
 
 struct slice {
     uint32_t table;
@@ -130,7 +130,6 @@ struct slice {
     uint32_t nr_lanes;     /* the DPU lanes, then the host lane if the table has host-cached rows */
     uint32_t nr_dpu_lanes;
     struct lane *lanes;    /* ranges slices: the blocks in row order first */
-    struct dpu_state *host_state; /* host lane buffers (only the first slice's are summed) */
     uint32_t **cursors; /* per lane: where the DPU's next local row goes */
     uint32_t **marks;   /* per lane: the cursor when the current bag (scan: chunk) started */
     uint32_t **weights; /* per lane: the DPU's weight array (weighted batches) */
@@ -163,7 +162,7 @@ struct dpu_state {
     uint32_t rank;
     uint32_t nr_shards;
     uint32_t *shard_list;
-    uint32_t *partial_bytes; /* per local shard, of the current run */
+    uint32_t *partial_bytes; /* per local shard, of this slot's batch (depends on weighting) */
     uint64_t static_bytes;
 
     uint8_t *input;
@@ -206,8 +205,55 @@ struct rank {
     struct dpu_set_t set;
     uint32_t first_dpu;
     uint32_t nr_dpus;
-    uint32_t max_input;
-    uint32_t max_output;
+};
+
+enum slot_state {
+    SLOT_FREE = 0,
+    SLOT_BUSY = 1,      /* a stage call is working on it */
+    SLOT_PREPARED = 2,  /* routed and packed */
+    SLOT_LAUNCHED = 3,  /* pushed, running on the DPUs */
+    SLOT_COLLECTED = 4, /* partial sums pulled (a split batch: also merged) */
+};
+
+/*
+ * Everything one batch in flight owns, from its route+pack to its merge: every DPU's
+ * input and output buffers, the host-cache lanes, the rank transfer sizes, the integer
+ * scratch, the merge indexes, its stats and its error text. The stages of different
+ * slots run concurrently; each stage function moves its slot from one state to the next.
+ */
+struct eb_slot {
+    eb_engine *engine;
+    atomic_int state; /* enum slot_state */
+    int ready;        /* buffers below allocated (on first use) */
+    struct dpu_state *dpus;        /* per DPU: this batch's buffers (shard lists borrowed from the engine) */
+    struct dpu_state *host_states; /* per slice: its host-cache lane */
+    uint32_t *max_input;           /* per rank: the padded transfer sizes of the current launch */
+    uint32_t *max_output;
+
+    /* the batch (the caller keeps these arrays alive until eb_engine_finish) */
+    const int64_t *indices;
+    const int64_t *offsets;
+    const float *per_sample_weights;
+    uint32_t batch;
+    int pooling;
+    float *output;
+    int weighted;
+    int split; /* too big for one launch: eb_engine_launch runs it in parts, route to merge */
+
+    int64_t *scratch;
+    size_t scratch_capacity;
+    struct merge_run *merge_runs;
+    size_t merge_runs_capacity;
+    uint32_t nr_merge_runs;
+    uint32_t *merge_positions;
+    size_t merge_positions_capacity;
+
+    double launched_at;
+    struct eb_run_stats stats;
+    int64_t *dpu_stats[EB_NR_DPU_STATS];
+    char error[1024];
+    struct eb_failure failure; /* what its failure was (eb_host.h) */
+    uint32_t *failed_dpus;     /* the DPUs it names */
 };
 
 struct eb_engine {
@@ -233,17 +279,10 @@ struct eb_engine {
     uint32_t batch_offset;
     uint64_t heap_address; /* MRAM address of DPU_MRAM_HEAP_POINTER (0 if unknown) */
     int loaded;
-    atomic_int busy; /* an eb_engine_run is in progress (one batch in flight per engine) */
+    atomic_int route_busy; /* a batch is being routed and packed (the slices' routing scratch) */
+    atomic_int dpu_busy;   /* a batch is on the DPUs: from its push until its outputs are pulled */
+    struct eb_slot slots[EB_NR_SLOTS];
 
-    int weighted;
-    int64_t *scratch;
-    size_t scratch_capacity;
-
-    struct merge_run *merge_runs;
-    size_t merge_runs_capacity;
-    uint32_t nr_merge_runs;
-    uint32_t *merge_positions;
-    size_t merge_positions_capacity;
     long worker_threads; /* host threads for routing and merging (two at most are used) */
 
     uint32_t *slice_group; /* routing group of each slice, built on first use */
@@ -255,7 +294,7 @@ struct eb_engine {
     uint32_t *group_thread;
     size_t group_thread_capacity;
 
-    struct eb_run_stats stats;
+    struct eb_run_stats stats; /* of the last eb_engine_run (copied from its slot) */
     int64_t *dpu_stats[EB_NR_DPU_STATS];
     char error[1024];
     struct eb_failure failure; /* what the last failure was (eb_host.h) */
@@ -274,6 +313,20 @@ static void set_error(eb_engine *engine, const char *format, ...)
     pthread_mutex_lock(&error_lock);
     vsnprintf(engine->error, sizeof(engine->error), format, args);
     engine->failure = (struct eb_failure){ .kind = EB_FAILURE_OTHER, .dpu = -1, .tasklet = -1, .recovered = !engine->broken };
+    pthread_mutex_unlock(&error_lock);
+    va_end(args);
+}
+
+/* The error text of one batch in flight (its slot), read by eb_engine_slot_error. */
+static void slot_error(struct eb_slot *slot, const char *format, ...) __attribute__((format(printf, 2, 3)));
+static void slot_error(struct eb_slot *slot, const char *format, ...)
+{
+    va_list args;
+    va_start(args, format);
+    pthread_mutex_lock(&error_lock);
+    vsnprintf(slot->error, sizeof(slot->error), format, args);
+    slot->failure
+        = (struct eb_failure){ .kind = EB_FAILURE_OTHER, .dpu = -1, .tasklet = -1, .recovered = !slot->engine->broken };
     pthread_mutex_unlock(&error_lock);
     va_end(args);
 }
@@ -375,6 +428,9 @@ eb_engine *eb_engine_create(const char *kernel_path, const char *profile, uint32
     engine->nr_tasklets = nr_tasklets;
     engine->mram_bytes = mram_bytes;
     engine->worker_threads = sysconf(_SC_NPROCESSORS_ONLN);
+    for (uint32_t k = 0; k < EB_NR_SLOTS; k++) {
+        engine->slots[k].engine = engine;
+    }
     engine->nr_tables = nr_tables;
     engine->nr_shards = nr_shards;
     engine->tables = calloc(nr_tables ? nr_tables : 1, sizeof(struct table));
@@ -952,14 +1008,6 @@ int eb_engine_add_slice(eb_engine *engine, uint32_t table, uint32_t col_start, u
     slice->nr_lanes = nr_lanes + (t->nr_host_rows > 0);
     if (t->nr_host_rows > 0) {
         slice->lanes[nr_lanes] = (struct lane) { .shard = UINT32_MAX, .dpu = EB_HOST_LANE };
-        slice->host_state = calloc(1, sizeof(struct dpu_state));
-        if (!slice->host_state) {
-            free(plan_order);
-            free(blocks);
-            free(dpu_taken);
-            set_error(engine, "out of host memory");
-            return -1;
-        }
     }
     uint32_t nr_blocks = 0;
     uint64_t explicit_rows = 0;
@@ -1172,8 +1220,9 @@ static void measure_table(struct table *table, const void *rows, int64_t row_str
  * or whose weights for integer rows do not fit Q16; nothing has been routed yet.
  * Returns EB_RUN_INEXACT, EB_RUN_FAILED (bad weight) or 0.
  */
-static int check_integer_sums(eb_engine *engine, const int64_t *offsets, uint32_t batch, const float *weights)
+static int check_integer_sums(struct eb_slot *slot, const int64_t *offsets, uint32_t batch, const float *weights)
 {
+    const eb_engine *engine = slot->engine;
     for (uint32_t t = 0; t < engine->nr_tables; t++) {
         const struct table *table = &engine->tables[t];
         if (table->format == EB_FORMAT_FP32) {
@@ -1203,7 +1252,7 @@ static int check_integer_sums(eb_engine *engine, const int64_t *offsets, uint32_
                 for (int64_t k = first; k < end && total <= limit; k++) {
                     double q = nearbyint((double)weights[k] * (double)EB_WEIGHT_Q16_ONE);
                     if (!(q >= -2147483648.0 && q <= 2147483647.0)) {
-                        set_error(engine,
+                        slot_error(slot,
                             "table '%s' (t=%u), sample %u: per_sample_weights[%lld] = %g is outside the Q16 range of "
                             "%s tables (-32768 <= w < 32768); scale the weights down or store the table as fp32",
                             table->name, t, b, (long long)k, (double)weights[k], format);
@@ -1219,14 +1268,14 @@ static int check_integer_sums(eb_engine *engine, const int64_t *offsets, uint32_
                     for (int64_t k = first; k < end; k++) {
                         magnitude += fabs((double)weights[k]);
                     }
-                    set_error(engine,
+                    slot_error(slot,
                         "table '%s' (t=%u), sample %u: its %s sum could exceed int64, so it would not be exact: "
                         "max |row| %llu x 65536 x sum of |weights| %.9g (%lld lookups) = %.4g > 2^63-1; use smaller "
                         "weights or shorter bags, integer rows of smaller magnitude, or an fp32 table",
                         table->name, t, b, format, (unsigned long long)table->max_abs, magnitude, (long long)lookups,
                         (double)table->max_abs * 65536.0 * magnitude);
                 } else {
-                    set_error(engine,
+                    slot_error(slot,
                         "table '%s' (t=%u), sample %u: its %s sum could exceed int64, so it would not be exact: "
                         "max |row| %llu x %lld lookups = %.4g > 2^63-1; use shorter bags, integer rows of smaller "
                         "magnitude, or an fp32 table",
@@ -1304,8 +1353,7 @@ int eb_engine_load(eb_engine *engine, const void **weights, const int64_t *row_s
     }
     for (uint32_t d = 0; d < engine->nr_dpus; d++) {
         engine->dpus[d].shard_list = malloc((engine->dpus[d].nr_shards + 1) * sizeof(uint32_t));
-        engine->dpus[d].partial_bytes = malloc((engine->dpus[d].nr_shards + 1) * sizeof(uint32_t));
-        if (!engine->dpus[d].shard_list || !engine->dpus[d].partial_bytes) {
+        if (!engine->dpus[d].shard_list) {
             set_error(engine, "out of host memory");
             return -1;
         }
@@ -1356,11 +1404,11 @@ int eb_engine_load(eb_engine *engine, const void **weights, const int64_t *row_s
 
 /* Q16 fixed point of a per-sample weight for integer rows (see the ABI header):
  * round half to even in the default rounding mode. */
-static int quantise_weight(eb_engine *engine, float weight, int64_t lookup, uint32_t *bits)
+static int quantise_weight(struct eb_slot *slot, float weight, int64_t lookup, uint32_t *bits)
 {
     double q = nearbyint((double)weight * (double)EB_WEIGHT_Q16_ONE);
     if (!(q >= -2147483648.0 && q <= 2147483647.0)) {
-        set_error(engine, "per_sample_weights[%lld] = %g does not fit the Q16 weights of integer tables (|w| < 32768)",
+        slot_error(slot, "per_sample_weights[%lld] = %g does not fit the Q16 weights of integer tables (|w| < 32768)",
             (long long)lookup, (double)weight);
         return -1;
     }
@@ -1374,26 +1422,28 @@ static int quantise_weight(eb_engine *engine, float weight, int64_t lookup, uint
  * slice. A pass adds at most one segment per bag to each DPU, so segments are
  * reserved here and appended without checks.
  */
-static int open_lanes(eb_engine *engine, struct slice *slice, uint32_t nr_bags, int scan)
+static int open_lanes(struct eb_slot *slot, struct slice *slice, uint32_t nr_bags, int scan)
 {
+    const eb_engine *engine = slot->engine;
     if (scan && !slice->chunk_ends) {
         slice->chunk_ends = malloc((size_t)EB_SCAN_CHUNK * (slice->nr_lanes + 1) * sizeof(uint32_t *));
         if (!slice->chunk_ends) {
-            set_error(engine, "out of host memory");
+            slot_error(slot, "out of host memory");
             return -1;
         }
         slice->routing_bytes += (uint64_t)EB_SCAN_CHUNK * (slice->nr_lanes + 1) * sizeof(uint32_t *);
     }
     for (uint32_t i = 0; i < slice->nr_lanes; i++) {
         struct lane *lane = &slice->lanes[i];
-        struct dpu_state *dpu = lane->dpu == EB_HOST_LANE ? slice->host_state : &engine->dpus[lane->dpu];
+        struct dpu_state *dpu
+            = lane->dpu == EB_HOST_LANE ? &slot->host_states[slice - engine->slices] : &slot->dpus[lane->dpu];
         lane->state = dpu;
         size_t needed = (size_t)dpu->nr_segments + nr_bags + 1;
         if (needed > dpu->segments_capacity) {
             size_t capacity = dpu->segments_capacity;
             if (reserve((void **)&dpu->segments, &dpu->segments_capacity, needed, sizeof(struct eb_segment))
                 || reserve((void **)&dpu->segment_bags, &capacity, needed, sizeof(uint32_t))) {
-                set_error(engine, "out of host memory");
+                slot_error(slot, "out of host memory");
                 return -1;
             }
         }
@@ -1426,7 +1476,7 @@ static void close_lanes(const struct slice *slice)
  * for half as many lookups again, so this runs rarely. RUN_SPLIT when a DPU would
  * exceed the lookups of one launch.
  */
-static __attribute__((noinline)) int make_room(eb_engine *engine, struct slice *slice, uint64_t bag_lookups, int weighted,
+static __attribute__((noinline)) int make_room(struct eb_slot *slot, struct slice *slice, uint64_t bag_lookups, int weighted,
     uint64_t *headroom)
 {
     uint64_t least = UINT64_MAX;
@@ -1445,7 +1495,7 @@ static __attribute__((noinline)) int make_room(eb_engine *engine, struct slice *
             uint64_t marked = (uint64_t)(slice->marks[i] - lane->locals);
             if (reserve((void **)&dpu->input, &dpu->input_capacity, EB_INDEX_START + needed * sizeof(uint32_t), 1)
                 || (weighted && reserve((void **)&dpu->weights, &dpu->weights_capacity, needed, sizeof(uint32_t)))) {
-                set_error(engine, "out of host memory");
+                slot_error(slot, "out of host memory");
                 return RUN_ERROR;
             }
             uint64_t capacity = (dpu->input_capacity - EB_INDEX_START) / sizeof(uint32_t);
@@ -1526,11 +1576,12 @@ static inline __attribute__((always_inline)) void prefetch_for_write(const void 
  * touches. `kind`, `single_step`, `exceptions`, `weighted` and `scan` are constants
  * at every call site, so each combination is its own loop.
  */
-static inline __attribute__((always_inline)) int route_slice(eb_engine *engine, struct slice *slice,
+static inline __attribute__((always_inline)) int route_slice(struct eb_slot *slot, struct slice *slice,
     const int64_t *indices, const int64_t *offsets, const float *per_sample_weights, uint32_t batch, uint32_t b0,
     uint32_t b1, const enum route_kind kind, const int single_step, const int exceptions, const int weighted,
     const int scan)
 {
+    const eb_engine *engine = slot->engine;
     const struct table *table = &engine->tables[slice->table];
     const uint64_t nr_rows = (uint64_t)table->nr_rows;
     const int integer_rows = table->format != EB_FORMAT_FP32;
@@ -1546,7 +1597,7 @@ static inline __attribute__((always_inline)) int route_slice(eb_engine *engine, 
     const uint32_t local_bits = slice->local_bits;
     const uint64_t local_mask = (1ull << local_bits) - 1;
     const int64_t last_lookup = bag_offsets[b1] - 1;
-    if (open_lanes(engine, slice, b1 - b0, scan)) {
+    if (open_lanes(slot, slice, b1 - b0, scan)) {
         return RUN_ERROR;
     }
     uint32_t **const chunk_ends = slice->chunk_ends;
@@ -1564,7 +1615,7 @@ static inline __attribute__((always_inline)) int route_slice(eb_engine *engine, 
                 flush_chunk(slice, nr_chunk_bags);
                 nr_chunk_bags = 0;
             }
-            int rc = make_room(engine, slice, (uint64_t)(end - begin), weighted, &headroom);
+            int rc = make_room(slot, slice, (uint64_t)(end - begin), weighted, &headroom);
             if (rc != RUN_OK) {
                 return rc;
             }
@@ -1574,7 +1625,7 @@ static inline __attribute__((always_inline)) int route_slice(eb_engine *engine, 
         for (int64_t j = begin; j < end; j++) {
             const int64_t row = indices[j];
             if ((uint64_t)row >= nr_rows) {
-                set_error(engine, "table %u: indices[%lld] = %lld is outside [0, %lld)", slice->table, (long long)j,
+                slot_error(slot, "table %u: indices[%lld] = %lld is outside [0, %lld)", slice->table, (long long)j,
                     (long long)row, (long long)table->nr_rows);
                 return RUN_ERROR;
             }
@@ -1620,7 +1671,7 @@ static inline __attribute__((always_inline)) int route_slice(eb_engine *engine, 
                 local = (uint32_t)(entry & local_mask);
                 if (lane >= nr_lanes) {
                     if (lane != nr_lanes + CODE_REPLICATED) {
-                        set_error(engine, "table %u: row %lld is held by no DPU and not host-cached", slice->table,
+                        slot_error(slot, "table %u: row %lld is held by no DPU and not host-cached", slice->table,
                             (long long)row);
                         return RUN_ERROR;
                     }
@@ -1641,7 +1692,7 @@ static inline __attribute__((always_inline)) int route_slice(eb_engine *engine, 
             if (weighted) {
                 uint32_t weight_bits;
                 if (integer_rows) {
-                    if (quantise_weight(engine, per_sample_weights[j], j, &weight_bits)) {
+                    if (quantise_weight(slot, per_sample_weights[j], j, &weight_bits)) {
                         return RUN_ERROR;
                     }
                 } else {
@@ -1684,14 +1735,14 @@ static inline __attribute__((always_inline)) int route_slice(eb_engine *engine, 
     return RUN_OK;
 }
 
-typedef int (*route_function)(eb_engine *, struct slice *, const int64_t *, const int64_t *, const float *, uint32_t,
+typedef int (*route_function)(struct eb_slot *, struct slice *, const int64_t *, const int64_t *, const float *, uint32_t,
     uint32_t, uint32_t);
 
 #define EB_ROUTE_VARIANT(name, kind, single_step, exceptions, weighted, scan)                                          \
-    static int name(eb_engine *engine, struct slice *slice, const int64_t *indices, const int64_t *offsets,           \
+    static int name(struct eb_slot *slot, struct slice *slice, const int64_t *indices, const int64_t *offsets,       \
         const float *per_sample_weights, uint32_t batch, uint32_t b0, uint32_t b1)                                     \
     {                                                                                                                  \
-        return route_slice(engine, slice, indices, offsets, per_sample_weights, batch, b0, b1, kind,                    \
+        return route_slice(slot, slice, indices, offsets, per_sample_weights, batch, b0, b1, kind,                    \
             single_step, exceptions, weighted, scan);                                                                  \
     }
 
@@ -1756,7 +1807,7 @@ static route_function pick_route(const struct slice *slice, int weighted, int sc
     }
 }
 
-static int finish_dpu(eb_engine *engine, struct dpu_state *dpu);
+static int finish_dpu(struct eb_slot *slot, struct dpu_state *dpu);
 
 /*
  * Slices that reach a common DPU form one routing group (union-find over DPUs, groups
@@ -1814,7 +1865,7 @@ static int group_slices(eb_engine *engine)
 }
 
 struct route_job {
-    eb_engine *engine;
+    struct eb_slot *slot;
     const int64_t *indices;
     const int64_t *offsets;
     const float *per_sample_weights;
@@ -1828,7 +1879,8 @@ struct route_job {
 static void *route_slices(void *argument)
 {
     struct route_job *job = argument;
-    eb_engine *engine = job->engine;
+    struct eb_slot *slot = job->slot;
+    eb_engine *engine = slot->engine;
     int weighted = job->per_sample_weights != NULL;
     job->result = RUN_OK;
     for (uint32_t t = 0; t < engine->nr_tables; t++) {
@@ -1839,11 +1891,11 @@ static void *route_slices(void *argument)
             }
             struct slice *slice = &engine->slices[k];
             int scan = scan_lanes(slice, job->offsets, job->batch, job->b0, job->b1);
-            int rc = pick_route(slice, weighted, scan)(engine, slice, job->indices, job->offsets,
+            int rc = pick_route(slice, weighted, scan)(slot, slice, job->indices, job->offsets,
                 job->per_sample_weights, job->batch, job->b0, job->b1);
             for (uint32_t i = 0; rc == RUN_OK && i < slice->nr_dpu_lanes; i++) {
-                struct dpu_state *dpu = &engine->dpus[slice->lanes[i].dpu];
-                rc = dpu->last_slice == k ? finish_dpu(engine, dpu) : RUN_OK;
+                struct dpu_state *dpu = &slot->dpus[slice->lanes[i].dpu];
+                rc = dpu->last_slice == k ? finish_dpu(slot, dpu) : RUN_OK;
             }
             if (rc != RUN_OK) {
                 job->result = rc;
@@ -1904,33 +1956,36 @@ static int assign_route_threads(eb_engine *engine, const int64_t *offsets, uint3
     return 1;
 }
 
-static __attribute__((noinline)) int route_bags(eb_engine *engine, const int64_t *indices, const int64_t *offsets,
-    const float *per_sample_weights, uint32_t batch, uint32_t b0, uint32_t b1, int parallel)
+static __attribute__((noinline)) int route_bags(struct eb_slot *slot, uint32_t b0, uint32_t b1, int parallel)
 {
+    eb_engine *engine = slot->engine;
+    const int64_t *indices = slot->indices, *offsets = slot->offsets;
+    const float *per_sample_weights = slot->per_sample_weights;
+    const uint32_t batch = slot->batch;
     for (uint32_t d = 0; d < engine->nr_dpus; d++) {
-        struct dpu_state *dpu = &engine->dpus[d];
+        struct dpu_state *dpu = &slot->dpus[d];
         dpu->nr_lookups = 0;
         dpu->nr_segments = 0;
         dpu->finished = 0;
         if (reserve((void **)&dpu->input, &dpu->input_capacity, EB_INDEX_START + 8, 1)) {
-            set_error(engine, "out of host memory");
+            slot_error(slot, "out of host memory");
             return RUN_ERROR;
         }
     }
     for (uint32_t k = 0; k < engine->nr_slices; k++) {
-        struct dpu_state *host = engine->slices[k].host_state;
-        if (host) {
+        struct dpu_state *host = &slot->host_states[k];
+        if (engine->slices[k].nr_lanes > engine->slices[k].nr_dpu_lanes) {
             host->nr_lookups = 0;
             host->nr_segments = 0;
             if (reserve((void **)&host->input, &host->input_capacity, EB_INDEX_START + 8, 1)) {
-                set_error(engine, "out of host memory");
+                slot_error(slot, "out of host memory");
                 return RUN_ERROR;
             }
         }
     }
     struct route_job jobs[2] = {
-        { engine, indices, offsets, per_sample_weights, batch, b0, b1, UINT32_MAX, RUN_OK },
-        { engine, indices, offsets, per_sample_weights, batch, b0, b1, 1u, RUN_OK },
+        { slot, indices, offsets, per_sample_weights, batch, b0, b1, UINT32_MAX, RUN_OK },
+        { slot, indices, offsets, per_sample_weights, batch, b0, b1, 1u, RUN_OK },
     };
     pthread_t helper;
     if (parallel && assign_route_threads(engine, offsets, batch, b0, b1) &&
@@ -1940,7 +1995,7 @@ static __attribute__((noinline)) int route_bags(eb_engine *engine, const int64_t
         pthread_join(helper, NULL);
         if (jobs[0].result == RUN_ERROR || jobs[1].result == RUN_ERROR) {
             /* Route again alone, so the error reported is the first one in table order. */
-            return route_bags(engine, indices, offsets, per_sample_weights, batch, b0, b1, 0);
+            return route_bags(slot, b0, b1, 0);
         }
         return jobs[0].result == RUN_SPLIT || jobs[1].result == RUN_SPLIT ? RUN_SPLIT : RUN_OK;
     }
@@ -1959,8 +2014,9 @@ static __attribute__((noinline)) int route_bags(eb_engine *engine, const int64_t
  * the rows, so the caller retries with fewer bags. The header's output offset waits
  * for the rank's largest input (pack_inputs).
  */
-static int finish_dpu(eb_engine *engine, struct dpu_state *dpu)
+static int finish_dpu(struct eb_slot *slot, struct dpu_state *dpu)
 {
+    const eb_engine *engine = slot->engine;
     uint32_t nr_tasklets = engine->nr_tasklets;
     if (dpu->nr_lookups > EB_MAX_LOOKUPS_PER_LAUNCH) {
         return RUN_SPLIT;
@@ -2021,7 +2077,7 @@ static int finish_dpu(eb_engine *engine, struct dpu_state *dpu)
         }
     }
     dpu->nr_partials = nr_partials;
-    uint64_t input = EB_INDEX_START + EB_PAD8((uint64_t)dpu->nr_lookups * 4u) * (engine->weighted ? 2u : 1u)
+    uint64_t input = EB_INDEX_START + EB_PAD8((uint64_t)dpu->nr_lookups * 4u) * (slot->weighted ? 2u : 1u)
         + (uint64_t)dpu->nr_segments * sizeof(struct eb_segment);
     output += EB_STATUS_BYTES;
     if (engine->batch_offset + input + output > engine->mram_bytes) {
@@ -2030,7 +2086,7 @@ static int finish_dpu(eb_engine *engine, struct dpu_state *dpu)
     dpu->input_bytes = (uint32_t)input;
     dpu->output_bytes = (uint32_t)output;
     if (reserve((void **)&dpu->input, &dpu->input_capacity, input, 1)) {
-        set_error(engine, "out of host memory");
+        slot_error(slot, "out of host memory");
         return RUN_ERROR;
     }
     uint32_t index_bytes = EB_PAD8(dpu->nr_lookups * 4u);
@@ -2039,7 +2095,7 @@ static int finish_dpu(eb_engine *engine, struct dpu_state *dpu)
         memset(dpu->input + EB_INDEX_START + dpu->nr_lookups * 4u, 0, 4);
     }
     uint32_t weights_at = 0;
-    if (engine->weighted) {
+    if (slot->weighted) {
         weights_at = cursor;
         /* memcpy from NULL is undefined even for 0 bytes: an idle DPU has no weight array yet */
         if (dpu->nr_lookups) {
@@ -2058,7 +2114,7 @@ static int finish_dpu(eb_engine *engine, struct dpu_state *dpu)
         .magic = EB_HEADER_MAGIC,
         .nr_tasklets = engine->nr_tasklets,
         .nr_shards = dpu->nr_shards,
-        .flags = engine->weighted ? EB_FLAG_WEIGHTED : 0u,
+        .flags = slot->weighted ? EB_FLAG_WEIGHTED : 0u,
         .nr_segments = dpu->nr_segments,
         .nr_lookups = dpu->nr_lookups,
         .segments_offset = engine->batch_offset + cursor,
@@ -2071,27 +2127,27 @@ static int finish_dpu(eb_engine *engine, struct dpu_state *dpu)
 
 /* Finish the DPUs no slice reached or whose last slice came earlier, and size each
  * rank's transfers (padded to its largest DPU). */
-static __attribute__((noinline)) int plan_transfers(eb_engine *engine)
+static __attribute__((noinline)) int plan_transfers(struct eb_slot *slot)
 {
+    const eb_engine *engine = slot->engine;
+    uint32_t *max_input = slot->max_input, *max_output = slot->max_output;
     for (uint32_t r = 0; r < engine->nr_ranks; r++) {
-        engine->ranks[r].max_input = 0;
-        engine->ranks[r].max_output = 0;
+        max_input[r] = 0;
+        max_output[r] = 0;
     }
     for (uint32_t d = 0; d < engine->nr_dpus; d++) {
-        struct dpu_state *dpu = &engine->dpus[d];
+        struct dpu_state *dpu = &slot->dpus[d];
         if (!dpu->finished) {
-            int rc = finish_dpu(engine, dpu);
+            int rc = finish_dpu(slot, dpu);
             if (rc != RUN_OK) {
                 return rc;
             }
         }
-        struct rank *rank = &engine->ranks[dpu->rank];
-        rank->max_input = dpu->input_bytes > rank->max_input ? dpu->input_bytes : rank->max_input;
-        rank->max_output = dpu->output_bytes > rank->max_output ? dpu->output_bytes : rank->max_output;
+        max_input[dpu->rank] = dpu->input_bytes > max_input[dpu->rank] ? dpu->input_bytes : max_input[dpu->rank];
+        max_output[dpu->rank] = dpu->output_bytes > max_output[dpu->rank] ? dpu->output_bytes : max_output[dpu->rank];
     }
     for (uint32_t r = 0; r < engine->nr_ranks; r++) {
-        const struct rank *rank = &engine->ranks[r];
-        if ((uint64_t)engine->batch_offset + rank->max_input + rank->max_output > engine->mram_bytes) {
+        if ((uint64_t)engine->batch_offset + max_input[r] + max_output[r] > engine->mram_bytes) {
             return RUN_SPLIT;
         }
     }
@@ -2099,57 +2155,59 @@ static __attribute__((noinline)) int plan_transfers(eb_engine *engine)
 }
 
 /* Every buffer of a rank is read up to the rank's largest input; outputs follow it. */
-static __attribute__((noinline)) int pack_inputs(eb_engine *engine)
+static __attribute__((noinline)) int pack_inputs(struct eb_slot *slot)
 {
+    const eb_engine *engine = slot->engine;
     for (uint32_t d = 0; d < engine->nr_dpus; d++) {
-        struct dpu_state *dpu = &engine->dpus[d];
-        const struct rank *rank = &engine->ranks[dpu->rank];
-        if (reserve((void **)&dpu->input, &dpu->input_capacity, rank->max_input, 1)
-            || reserve((void **)&dpu->output, &dpu->output_capacity, rank->max_output, 1)) {
-            set_error(engine, "out of host memory");
+        struct dpu_state *dpu = &slot->dpus[d];
+        if (reserve((void **)&dpu->input, &dpu->input_capacity, slot->max_input[dpu->rank], 1)
+            || reserve((void **)&dpu->output, &dpu->output_capacity, slot->max_output[dpu->rank], 1)) {
+            slot_error(slot, "out of host memory");
             return -1;
         }
-        ((struct eb_batch_header *)dpu->input)->fields.output_offset = engine->batch_offset + rank->max_input;
+        ((struct eb_batch_header *)dpu->input)->fields.output_offset = engine->batch_offset + slot->max_input[dpu->rank];
     }
     return 0;
 }
 
 /* ---- one batch: transfers, launch, merge ------------------------------------ */
 
-static int push_inputs(eb_engine *engine)
+static int push_inputs(struct eb_slot *slot)
 {
+    const eb_engine *engine = slot->engine;
     for (uint32_t r = 0; r < engine->nr_ranks; r++) {
         struct rank *rank = &engine->ranks[r];
         struct dpu_set_t dpu;
         uint32_t i;
         DPU_FOREACH(rank->set, dpu, i)
         {
-            dpu_prepare_xfer(dpu, engine->dpus[rank->first_dpu + i].input);
+            dpu_prepare_xfer(dpu, slot->dpus[rank->first_dpu + i].input);
         }
         dpu_error_t status = dpu_push_xfer(rank->set, DPU_XFER_TO_DPU, DPU_MRAM_HEAP_POINTER_NAME, engine->batch_offset,
-            rank->max_input, DPU_XFER_DEFAULT);
+            slot->max_input[r], DPU_XFER_DEFAULT);
         if (status != DPU_OK) {
-            set_error(engine, "pushing batch inputs to rank %u failed: %s", r, dpu_detail(status));
+            slot_error(slot, "pushing batch inputs to rank %u failed: %s", r, dpu_detail(status));
             return -1;
         }
     }
     return 0;
 }
 
-static int pull_outputs(eb_engine *engine)
+static int pull_outputs(struct eb_slot *slot)
 {
+    const eb_engine *engine = slot->engine;
     for (uint32_t r = 0; r < engine->nr_ranks; r++) {
         struct rank *rank = &engine->ranks[r];
         struct dpu_set_t dpu;
         uint32_t i;
         DPU_FOREACH(rank->set, dpu, i)
         {
-            dpu_prepare_xfer(dpu, engine->dpus[rank->first_dpu + i].output);
+            dpu_prepare_xfer(dpu, slot->dpus[rank->first_dpu + i].output);
         }
         dpu_error_t status = dpu_push_xfer(rank->set, DPU_XFER_FROM_DPU, DPU_MRAM_HEAP_POINTER_NAME,
-            engine->batch_offset + rank->max_input, rank->max_output, DPU_XFER_DEFAULT);
+            engine->batch_offset + slot->max_input[r], slot->max_output[r], DPU_XFER_DEFAULT);
         if (status != DPU_OK) {
-            set_error(engine, "pulling partial sums from rank %u failed: %s", r, dpu_detail(status));
+            slot_error(slot, "pulling partial sums from rank %u failed: %s", r, dpu_detail(status));
             return -1;
         }
     }
@@ -2161,14 +2219,17 @@ static int pull_outputs(eb_engine *engine)
  * lane of each table's first slice lists the slots in lookup order with one segment
  * per bag, and the weights (fp32 bits or Q16) like a DPU's.
  */
-static void sum_host_hits(eb_engine *engine, int weighted, float *output)
+static void sum_host_hits(struct eb_slot *slot)
 {
+    const eb_engine *engine = slot->engine;
+    const int weighted = slot->weighted;
+    float *output = slot->output;
     for (uint32_t t = 0; t < engine->nr_tables; t++) {
         const struct table *table = &engine->tables[t];
         if (table->nr_host_rows == 0) {
             continue;
         }
-        const struct dpu_state *host = engine->slices[table->first_slice].host_state;
+        const struct dpu_state *host = &slot->host_states[table->first_slice];
         const uint32_t *slots = (const uint32_t *)(host->input + EB_INDEX_START);
         const uint32_t dim = table->dim;
         uint32_t position = 0;
@@ -2193,7 +2254,7 @@ static void sum_host_hits(eb_engine *engine, int weighted, float *output)
                 }
                 continue;
             }
-            int64_t *out = engine->scratch + (size_t)bag * engine->int_dim + table->scratch_col;
+            int64_t *out = slot->scratch + (size_t)bag * engine->int_dim + table->scratch_col;
             for (; position < end; position++) {
                 int64_t weight = 1;
                 if (weighted) {
@@ -2214,15 +2275,16 @@ static void sum_host_hits(eb_engine *engine, int weighted, float *output)
                 }
             }
         }
-        engine->stats.host_cache_hits += host->nr_lookups;
-        engine->stats.host_cache_bytes += (int64_t)host->nr_lookups * dim * eb_element_bytes(table->format);
+        slot->stats.host_cache_hits += host->nr_lookups;
+        slot->stats.host_cache_bytes += (int64_t)host->nr_lookups * dim * eb_element_bytes(table->format);
     }
 }
 
 /* Adds the partial of `segment` (a DPU segment) into its bag's output row or integer scratch row. */
-static inline void add_partial(const eb_engine *engine, const struct dpu_state *dpu, uint32_t segment,
+static inline void add_partial(const struct eb_slot *slot, const struct dpu_state *dpu, uint32_t segment,
     const uint8_t *partial_bytes, float *output)
 {
+    const eb_engine *engine = slot->engine;
     const struct shard *shard = &engine->shards[dpu->shard_list[dpu->segments[segment].shard]];
     const struct table *table = &engine->tables[shard->table];
     const uint32_t bag = dpu->segment_bags[segment];
@@ -2236,8 +2298,8 @@ static inline void add_partial(const eb_engine *engine, const struct dpu_state *
         }
         return;
     }
-    int64_t *restrict out = engine->scratch + (size_t)bag * engine->int_dim + table->scratch_col + shard->col_start;
-    if (eb_accumulator_bytes(table->format, (uint32_t)engine->weighted) == 4u) {
+    int64_t *restrict out = slot->scratch + (size_t)bag * engine->int_dim + table->scratch_col + shard->col_start;
+    if (eb_accumulator_bytes(table->format, (uint32_t)slot->weighted) == 4u) {
         const int32_t *restrict partial = (const int32_t *)partial_bytes;
         for (uint32_t c = 0; c < dim; c++) {
             out[c] += partial[c];
@@ -2255,26 +2317,27 @@ static inline void add_partial(const eb_engine *engine, const struct dpu_state *
  * (tasklet by tasklet) and cuts that list into runs whose bags never decrease: one run per
  * slice routed to the DPU, since routing visits the bags in order slice by slice.
  */
-static int index_partials(eb_engine *engine)
+static int index_partials(struct eb_slot *slot)
 {
-    engine->nr_merge_runs = 0;
+    const eb_engine *engine = slot->engine;
+    slot->nr_merge_runs = 0;
     for (uint32_t d = 0; d < engine->nr_dpus; d++) {
-        struct dpu_state *dpu = &engine->dpus[d];
+        struct dpu_state *dpu = &slot->dpus[d];
         struct eb_status status;
         memcpy(&status, dpu->output, sizeof(status));
         uint64_t cycles = ((uint64_t)status.cycles_high << 32) | status.cycles_low;
         if (status.magic != EB_STATUS_MAGIC) {
-            set_error(engine, "DPU %u did not report a status (the kernel did not run to its end)", d);
+            slot_error(slot, "DPU %u did not report a status (the kernel did not run to its end)", d);
             return -1;
         }
         if (status.code != EB_OK) {
-            set_error(engine, "DPU %u: %s (code %u, detail %u)", d, status_text(status.code), status.code, status.detail);
+            slot_error(slot, "DPU %u: %s (code %u, detail %u)", d, status_text(status.code), status.code, status.detail);
             return -1;
         }
-        engine->dpu_stats[EB_STAT_CYCLES][d] += (int64_t)cycles;
+        slot->dpu_stats[EB_STAT_CYCLES][d] += (int64_t)cycles;
         if (reserve((void **)&dpu->partial_segments, &dpu->partial_order_capacity, dpu->nr_partials, sizeof(uint32_t)) ||
             reserve((void **)&dpu->partial_offsets, &dpu->partial_offsets_capacity, dpu->nr_partials, sizeof(uint32_t))) {
-            set_error(engine, "out of memory indexing the partial sums of DPU %u", d);
+            slot_error(slot, "out of memory indexing the partial sums of DPU %u", d);
             return -1;
         }
         uint32_t position = 0;
@@ -2284,14 +2347,14 @@ static int index_partials(eb_engine *engine)
             for (uint32_t segment = dpu->tasklet_first[k]; segment < dpu->tasklet_end[k]; segment++) {
                 uint32_t bag = dpu->segment_bags[segment];
                 if (position == 0 || bag < previous_bag) {
-                    if (reserve((void **)&engine->merge_runs, &engine->merge_runs_capacity, engine->nr_merge_runs + 1u,
+                    if (reserve((void **)&slot->merge_runs, &slot->merge_runs_capacity, slot->nr_merge_runs + 1u,
                             sizeof(struct merge_run))) {
-                        set_error(engine, "out of memory indexing the partial sums");
+                        slot_error(slot, "out of memory indexing the partial sums");
                         return -1;
                     }
-                    engine->merge_runs[engine->nr_merge_runs++] = (struct merge_run){ dpu, position, position };
+                    slot->merge_runs[slot->nr_merge_runs++] = (struct merge_run){ dpu, position, position };
                 }
-                engine->merge_runs[engine->nr_merge_runs - 1u].end = position + 1u;
+                slot->merge_runs[slot->nr_merge_runs - 1u].end = position + 1u;
                 previous_bag = bag;
                 dpu->partial_segments[position] = segment;
                 dpu->partial_offsets[position] = offset;
@@ -2322,7 +2385,7 @@ static uint32_t run_lower_bound(const struct merge_run *run, uint32_t bag)
 #define EB_MERGE_BLOCK_BYTES (128u << 10)
 
 struct merge_job {
-    const eb_engine *engine;
+    const struct eb_slot *slot;
     float *output;
     uint32_t bag_start;
     uint32_t bag_stop;
@@ -2336,17 +2399,18 @@ struct merge_job {
 static void *merge_bags(void *argument)
 {
     const struct merge_job *job = argument;
-    const eb_engine *engine = job->engine;
+    const struct eb_slot *slot = job->slot;
+    const eb_engine *engine = slot->engine;
     uint32_t row_bytes = engine->total_dim * 4u + engine->int_dim * 8u;
     uint32_t block = row_bytes ? EB_MERGE_BLOCK_BYTES / row_bytes : 1u;
     block = block ? block : 1u;
-    for (uint32_t r = 0; r < engine->nr_merge_runs; r++) {
-        job->positions[r] = run_lower_bound(&engine->merge_runs[r], job->bag_start);
+    for (uint32_t r = 0; r < slot->nr_merge_runs; r++) {
+        job->positions[r] = run_lower_bound(&slot->merge_runs[r], job->bag_start);
     }
     for (uint32_t block_start = job->bag_start; block_start < job->bag_stop; block_start += block) {
         uint32_t block_stop = job->bag_stop - block_start < block ? job->bag_stop : block_start + block;
-        for (uint32_t r = 0; r < engine->nr_merge_runs; r++) {
-            const struct merge_run *run = &engine->merge_runs[r];
+        for (uint32_t r = 0; r < slot->nr_merge_runs; r++) {
+            const struct merge_run *run = &slot->merge_runs[r];
             const struct dpu_state *dpu = run->dpu;
             uint32_t position = job->positions[r];
             for (; position < run->end; position++) {
@@ -2354,7 +2418,7 @@ static void *merge_bags(void *argument)
                 if (dpu->segment_bags[segment] >= block_stop) {
                     break;
                 }
-                add_partial(engine, dpu, segment, dpu->output + dpu->partial_offsets[position], job->output);
+                add_partial(slot, dpu, segment, dpu->output + dpu->partial_offsets[position], job->output);
             }
             job->positions[r] = position;
         }
@@ -2365,24 +2429,26 @@ static void *merge_bags(void *argument)
 /* Below this many partial bytes a second merge thread costs more than it saves. */
 #define EB_PARALLEL_MERGE_BYTES (1u << 20)
 
-static int merge_partials(eb_engine *engine, float *output, uint32_t b0, uint32_t b1)
+static int merge_partials(struct eb_slot *slot, uint32_t b0, uint32_t b1)
 {
-    if (index_partials(engine)) {
+    const eb_engine *engine = slot->engine;
+    float *output = slot->output;
+    if (index_partials(slot)) {
         return -1;
     }
-    if (reserve((void **)&engine->merge_positions, &engine->merge_positions_capacity, 2u * engine->nr_merge_runs + 1u,
+    if (reserve((void **)&slot->merge_positions, &slot->merge_positions_capacity, 2u * slot->nr_merge_runs + 1u,
             sizeof(uint32_t))) {
-        set_error(engine, "out of memory merging the partial sums");
+        slot_error(slot, "out of memory merging the partial sums");
         return -1;
     }
     uint64_t partial_bytes = 0;
     for (uint32_t d = 0; d < engine->nr_dpus; d++) {
-        partial_bytes += engine->dpus[d].output_bytes;
+        partial_bytes += slot->dpus[d].output_bytes;
     }
     uint32_t middle = b0 + (b1 - b0) / 2u;
     struct merge_job jobs[2] = {
-        { engine, output, b0, middle, engine->merge_positions },
-        { engine, output, middle, b1, engine->merge_positions + engine->nr_merge_runs },
+        { slot, output, b0, middle, slot->merge_positions },
+        { slot, output, middle, b1, slot->merge_positions + slot->nr_merge_runs },
     };
     pthread_t helper;
     /* Bags split in two halves: every output row belongs to one thread, so no locking. */
@@ -2398,14 +2464,15 @@ static int merge_partials(eb_engine *engine, float *output, uint32_t b0, uint32_
     return 0;
 }
 
-static void record_launch_stats(eb_engine *engine)
+static void record_launch_stats(struct eb_slot *slot)
 {
+    const eb_engine *engine = slot->engine;
+    int64_t **dpu_stats = slot->dpu_stats;
     for (uint32_t d = 0; d < engine->nr_dpus; d++) {
-        const struct dpu_state *dpu = &engine->dpus[d];
-        const struct rank *rank = &engine->ranks[dpu->rank];
-        engine->dpu_stats[EB_STAT_LOOKUPS][d] += dpu->nr_lookups;
-        engine->dpu_stats[EB_STAT_SEGMENTS][d] += dpu->nr_segments;
-        engine->dpu_stats[EB_STAT_PARTIALS][d] += dpu->nr_partials;
+        const struct dpu_state *dpu = &slot->dpus[d];
+        dpu_stats[EB_STAT_LOOKUPS][d] += dpu->nr_lookups;
+        dpu_stats[EB_STAT_SEGMENTS][d] += dpu->nr_segments;
+        dpu_stats[EB_STAT_PARTIALS][d] += dpu->nr_partials;
         int64_t merged = 0;
         for (uint32_t k = 0; k < engine->nr_tasklets; k++) {
             for (uint32_t s = dpu->tasklet_first[k]; s < dpu->tasklet_end[k]; s++) {
@@ -2413,11 +2480,11 @@ static void record_launch_stats(eb_engine *engine)
                 merged += shard->col_stop - shard->col_start;
             }
         }
-        engine->dpu_stats[EB_STAT_MERGE_ELEMS][d] += merged;
-        engine->dpu_stats[EB_STAT_BYTES_TO_DPU][d] += dpu->input_bytes;
-        engine->dpu_stats[EB_STAT_BYTES_FROM_DPU][d] += dpu->output_bytes;
-        engine->dpu_stats[EB_STAT_PADDED_TO_DPU][d] += rank->max_input;
-        engine->dpu_stats[EB_STAT_PADDED_FROM_DPU][d] += rank->max_output;
+        dpu_stats[EB_STAT_MERGE_ELEMS][d] += merged;
+        dpu_stats[EB_STAT_BYTES_TO_DPU][d] += dpu->input_bytes;
+        dpu_stats[EB_STAT_BYTES_FROM_DPU][d] += dpu->output_bytes;
+        dpu_stats[EB_STAT_PADDED_TO_DPU][d] += slot->max_input[dpu->rank];
+        dpu_stats[EB_STAT_PADDED_FROM_DPU][d] += slot->max_output[dpu->rank];
         int64_t elements = 0;
         int64_t row_bytes = 0;
         for (uint32_t s = 0; s < dpu->nr_segments; s++) {
@@ -2426,8 +2493,8 @@ static void record_launch_stats(eb_engine *engine)
             elements += (int64_t)dpu->segments[s].nr_lookups * dim;
             row_bytes += (int64_t)dpu->segments[s].nr_lookups * eb_row_bytes(engine->tables[shard->table].format, dim);
         }
-        engine->dpu_stats[EB_STAT_REDUCE_ELEMS][d] += elements;
-        engine->dpu_stats[EB_STAT_ROW_BYTES][d] += row_bytes;
+        dpu_stats[EB_STAT_REDUCE_ELEMS][d] += elements;
+        dpu_stats[EB_STAT_ROW_BYTES][d] += row_bytes;
     }
 }
 
@@ -2452,8 +2519,9 @@ static size_t append_dpus(char *out, size_t size, const uint32_t *dpus, uint32_t
  * resets WRAM but leaves MRAM (the tables) alone, as on hardware. The batch inputs are
  * pushed again by the next run, so the next batch is right.
  */
-static void launch_failed(eb_engine *engine, dpu_error_t status)
+static void launch_failed(struct eb_slot *slot, dpu_error_t status)
 {
+    eb_engine *engine = slot->engine;
     int timeout = status == DPU_ERR_TIMEOUT;
     char cause[256];
     snprintf(cause, sizeof(cause), "%.255s", dpu_detail(status));
@@ -2482,16 +2550,16 @@ static void launch_failed(eb_engine *engine, dpu_error_t status)
         if (nr_listed == 0) {
             first_tasklet = tasklet;
         }
-        engine->failed_dpus[nr_listed++] = d;
+        slot->failed_dpus[nr_listed++] = d;
     }
 
     char where[64] = "";
     if (nr_listed) {
-        snprintf(where, sizeof(where), first_tasklet >= 0 ? "DPU %u tasklet %d" : "DPU %u", engine->failed_dpus[0],
+        snprintf(where, sizeof(where), first_tasklet >= 0 ? "DPU %u tasklet %d" : "DPU %u", slot->failed_dpus[0],
             first_tasklet);
     }
     char list[160] = "";
-    append_dpus(list, sizeof(list), engine->failed_dpus, nr_listed);
+    append_dpus(list, sizeof(list), slot->failed_dpus, nr_listed);
     char others[96] = "";
     if (not_started) {
         snprintf(others, sizeof(others), "; %u DPU(s) queued behind did not run", not_started);
@@ -2515,109 +2583,147 @@ static void launch_failed(eb_engine *engine, dpu_error_t status)
         if (nr_listed > 1) {
             snprintf(all, sizeof(all), " (DPUs still running: %s)", list);
         }
-        set_error(engine, "the launch timed out with %s still running%s: %s%s; %s", nr_listed ? where : "no DPU", all,
+        slot_error(slot, "the launch timed out with %s still running%s: %s%s; %s", nr_listed ? where : "no DPU", all,
             cause, others, recovery);
     } else if (nr_listed > 1) {
-        set_error(engine, "%s faulted: %s (DPUs in fault: %s); %s", where, cause, list, recovery);
+        slot_error(slot, "%s faulted: %s (DPUs in fault: %s); %s", where, cause, list, recovery);
     } else if (nr_listed == 1) {
-        set_error(engine, "%s faulted: %s; %s", where, cause, recovery);
+        slot_error(slot, "%s faulted: %s; %s", where, cause, recovery);
     } else {
-        set_error(engine, "the kernel launch failed: %s; %s", cause, recovery);
+        slot_error(slot, "the kernel launch failed: %s; %s", cause, recovery);
     }
-    engine->failure.kind = timeout ? EB_FAILURE_TIMEOUT : EB_FAILURE_DPU_FAULT;
-    engine->failure.dpu = nr_listed ? (int32_t)engine->failed_dpus[0] : -1;
-    engine->failure.tasklet = first_tasklet;
-    engine->failure.nr_dpus = nr_listed;
+    slot->failure.kind = timeout ? EB_FAILURE_TIMEOUT : EB_FAILURE_DPU_FAULT;
+    slot->failure.dpu = nr_listed ? (int32_t)slot->failed_dpus[0] : -1;
+    slot->failure.tasklet = first_tasklet;
+    slot->failure.nr_dpus = nr_listed;
     engine->broken = reload != DPU_OK;
-    engine->failure.recovered = reload == DPU_OK;
-    snprintf(engine->failure.cause, sizeof(engine->failure.cause), "%s", cause);
+    slot->failure.recovered = reload == DPU_OK;
+    snprintf(slot->failure.cause, sizeof(slot->failure.cause), "%s", cause);
 }
 
-static int run_bags(eb_engine *engine, const int64_t *indices, const int64_t *offsets, const float *per_sample_weights,
-    uint32_t batch, uint32_t b0, uint32_t b1, float *output)
+/* Pushes a packed launch, starts the DPUs and, while they run, sums the host-cached rows. */
+static int launch_packed(struct eb_slot *slot)
 {
+    eb_engine *engine = slot->engine;
     double start = now_s();
-    int plan = route_bags(engine, indices, offsets, per_sample_weights, batch, b0, b1, 1);
-    if (plan == RUN_OK) {
-        plan = plan_transfers(engine);
-    }
-    if (plan == RUN_ERROR) {
-        return -1;
-    }
-    if (plan == RUN_SPLIT) {
-        engine->stats.route_s += now_s() - start;
-        if (b1 - b0 == 1) {
-            set_error(engine,
-                "bag %u alone needs more MRAM on some DPU than is left after the rows (%llu bytes) "
-                "or more than %u lookups on one DPU; spread its tables over more DPUs",
-                b0, (unsigned long long)(engine->mram_bytes - engine->batch_offset), EB_MAX_LOOKUPS_PER_LAUNCH);
-            return -1;
-        }
-        uint32_t middle = b0 + (b1 - b0) / 2;
-        if (run_bags(engine, indices, offsets, per_sample_weights, batch, b0, middle, output)) {
-            return -1;
-        }
-        return run_bags(engine, indices, offsets, per_sample_weights, batch, middle, b1, output);
-    }
-    if (pack_inputs(engine)) {
-        return -1;
-    }
-    double packed = now_s();
-    engine->stats.route_s += packed - start;
-
-    if (push_inputs(engine)) {
+    if (push_inputs(slot)) {
         return -1;
     }
     double pushed = now_s();
-    engine->stats.push_s += pushed - packed;
+    slot->stats.push_s += pushed - start;
 
     if (engine->broken) {
-        set_error(engine, "the engine could not recover from an earlier DPU failure; close it and create a new one");
+        slot_error(slot, "the engine could not recover from an earlier DPU failure; close it and create a new one");
         return -1;
     }
     dpu_error_t status = dpu_launch(engine->set, DPU_ASYNCHRONOUS);
     if (status != DPU_OK) {
-        launch_failed(engine, status);
+        launch_failed(slot, status);
         return -1;
     }
+    slot->launched_at = pushed;
     double cache_start = now_s();
-    sum_host_hits(engine, per_sample_weights != NULL, output);
-    engine->stats.host_cache_s += now_s() - cache_start;
-    status = dpu_sync(engine->set);
-    if (status != DPU_OK) {
-        launch_failed(engine, status);
-        return -1;
-    }
-    double launched = now_s();
-    engine->stats.launch_s += launched - pushed;
-
-    if (pull_outputs(engine)) {
-        return -1;
-    }
-    double pulled = now_s();
-    engine->stats.pull_s += pulled - launched;
-
-    record_launch_stats(engine);
-    if (merge_partials(engine, output, b0, b1)) {
-        return -1;
-    }
-    engine->stats.merge_s += now_s() - pulled;
-    engine->stats.nr_launches++;
+    sum_host_hits(slot);
+    slot->stats.host_cache_s += now_s() - cache_start;
     return 0;
 }
 
-/* Scale integer sums, divide means: the last step of the merge. */
-static void finish_output(eb_engine *engine, const int64_t *offsets, uint32_t batch, int pooling, float *output)
+/* Waits for the DPUs and pulls their partial sums; the DPUs are free afterwards. */
+static int collect_launched(struct eb_slot *slot)
 {
+    eb_engine *engine = slot->engine;
+    dpu_error_t status = dpu_sync(engine->set);
+    if (status != DPU_OK) {
+        launch_failed(slot, status);
+        return -1;
+    }
+    double launched = now_s();
+    slot->stats.launch_s += launched - slot->launched_at;
+
+    if (pull_outputs(slot)) {
+        return -1;
+    }
+    slot->stats.pull_s += now_s() - launched;
+    record_launch_stats(slot);
+    slot->stats.nr_launches++;
+    return 0;
+}
+
+static int merge_launch(struct eb_slot *slot, uint32_t b0, uint32_t b1)
+{
+    double start = now_s();
+    if (merge_partials(slot, b0, b1)) {
+        return -1;
+    }
+    slot->stats.merge_s += now_s() - start;
+    return 0;
+}
+
+static int split_error(struct eb_slot *slot, uint32_t bag)
+{
+    const eb_engine *engine = slot->engine;
+    slot_error(slot,
+        "bag %u alone needs more MRAM on some DPU than is left after the rows (%llu bytes) "
+        "or more than %u lookups on one DPU; spread its tables over more DPUs",
+        bag, (unsigned long long)(engine->mram_bytes - engine->batch_offset), EB_MAX_LOOKUPS_PER_LAUNCH);
+    return -1;
+}
+
+/* Routes and packs bags [b0, b1) for one launch: RUN_OK, RUN_SPLIT (too big) or RUN_ERROR. */
+static int route_launch(struct eb_slot *slot, uint32_t b0, uint32_t b1)
+{
+    double start = now_s();
+    int plan = route_bags(slot, b0, b1, 1);
+    if (plan == RUN_OK) {
+        plan = plan_transfers(slot);
+    }
+    if (plan == RUN_OK && pack_inputs(slot)) {
+        plan = RUN_ERROR;
+    }
+    slot->stats.route_s += now_s() - start;
+    return plan;
+}
+
+/*
+ * Bags [b0, b1) of a batch too big for one launch, one launch after the other: routed,
+ * run and merged, in halves until they fit (each half in bag order, so the summation
+ * order of every bag is that of one launch).
+ */
+static int run_bags(struct eb_slot *slot, uint32_t b0, uint32_t b1)
+{
+    int plan = route_launch(slot, b0, b1);
+    if (plan == RUN_ERROR) {
+        return -1;
+    }
+    if (plan == RUN_SPLIT) {
+        if (b1 - b0 == 1) {
+            return split_error(slot, b0);
+        }
+        uint32_t middle = b0 + (b1 - b0) / 2;
+        return run_bags(slot, b0, middle) || run_bags(slot, middle, b1) ? -1 : 0;
+    }
+    if (launch_packed(slot) || collect_launched(slot)) {
+        return -1;
+    }
+    return merge_launch(slot, b0, b1);
+}
+
+/* Scale integer sums, divide means: the last step of the merge. */
+static void finish_output(struct eb_slot *slot)
+{
+    const eb_engine *engine = slot->engine;
+    const int64_t *offsets = slot->offsets;
+    const uint32_t batch = slot->batch;
+    float *output = slot->output;
     for (uint32_t t = 0; t < engine->nr_tables; t++) {
         const struct table *table = &engine->tables[t];
         uint32_t dim = table->dim;
-        double factor = engine->weighted ? table->scale / (double)EB_WEIGHT_Q16_ONE : table->scale;
+        double factor = slot->weighted ? table->scale / (double)EB_WEIGHT_Q16_ONE : table->scale;
         for (uint32_t b = 0; b < batch; b++) {
             int64_t count = offsets[(int64_t)t * batch + b + 1] - offsets[(int64_t)t * batch + b];
             float *out = output + (size_t)b * engine->total_dim + table->out_col;
             if (table->format == EB_FORMAT_FP32) {
-                if (pooling == EB_POOLING_MEAN && count > 0) {
+                if (slot->pooling == EB_POOLING_MEAN && count > 0) {
                     float divisor = (float)count;
                     for (uint32_t c = 0; c < dim; c++) {
                         out[c] /= divisor;
@@ -2625,8 +2731,8 @@ static void finish_output(eb_engine *engine, const int64_t *offsets, uint32_t ba
                 }
                 continue;
             }
-            const int64_t *sum = engine->scratch + (size_t)b * engine->int_dim + table->scratch_col;
-            double divisor = pooling == EB_POOLING_MEAN && count > 0 ? (double)count : 1.0;
+            const int64_t *sum = slot->scratch + (size_t)b * engine->int_dim + table->scratch_col;
+            double divisor = slot->pooling == EB_POOLING_MEAN && count > 0 ? (double)count : 1.0;
             for (uint32_t c = 0; c < dim; c++) {
                 out[c] = (float)((double)sum[c] * factor / divisor);
             }
@@ -2634,102 +2740,349 @@ static void finish_output(eb_engine *engine, const int64_t *offsets, uint32_t ba
     }
 }
 
-static int run_batch(eb_engine *engine, const int64_t *indices, int64_t nr_indices, const int64_t *offsets,
-    int64_t nr_offsets, const float *per_sample_weights, int pooling, float *output)
+/* ---- one batch: stages over a slot ------------------------------------------- */
+
+/* A slot's buffers, made on its first batch (the engine is loaded: shards and slices are final). */
+static int ready_slot(struct eb_slot *slot)
 {
-    double start = now_s();
-    memset(&engine->stats, 0, sizeof(engine->stats));
-    for (int s = 0; s < EB_NR_DPU_STATS; s++) {
-        memset(engine->dpu_stats[s], 0, engine->nr_dpus * sizeof(int64_t));
+    eb_engine *engine = slot->engine;
+    if (slot->ready) {
+        return 0;
     }
-    if (!engine->loaded) {
-        set_error(engine, "tables are not loaded");
+    slot->dpus = calloc(engine->nr_dpus, sizeof(struct dpu_state));
+    slot->host_states = calloc(engine->nr_slices ? engine->nr_slices : 1, sizeof(struct dpu_state));
+    slot->max_input = calloc(engine->nr_ranks, sizeof(uint32_t));
+    slot->max_output = calloc(engine->nr_ranks, sizeof(uint32_t));
+    slot->failed_dpus = calloc(engine->nr_dpus, sizeof(uint32_t));
+    int failed = !slot->dpus || !slot->host_states || !slot->max_input || !slot->max_output || !slot->failed_dpus;
+    for (int s = 0; s < EB_NR_DPU_STATS && !failed; s++) {
+        slot->dpu_stats[s] = calloc(engine->nr_dpus, sizeof(int64_t));
+        failed = !slot->dpu_stats[s];
+    }
+    for (uint32_t d = 0; d < engine->nr_dpus && !failed; d++) {
+        const struct dpu_state *model = &engine->dpus[d];
+        struct dpu_state *dpu = &slot->dpus[d];
+        dpu->rank = model->rank;
+        dpu->nr_shards = model->nr_shards;
+        dpu->shard_list = model->shard_list; /* borrowed */
+        dpu->static_bytes = model->static_bytes;
+        dpu->last_slice = model->last_slice;
+        dpu->partial_bytes = malloc((dpu->nr_shards + 1) * sizeof(uint32_t));
+        failed = !dpu->partial_bytes;
+    }
+    if (failed) {
+        slot_error(slot, "out of host memory");
         return -1;
     }
+    slot->ready = 1;
+    return 0;
+}
+
+static void free_slot(struct eb_slot *slot, uint32_t nr_dpus, uint32_t nr_slices)
+{
+    for (uint32_t d = 0; slot->dpus && d < nr_dpus; d++) {
+        struct dpu_state *dpu = &slot->dpus[d];
+        free(dpu->partial_bytes);
+        free(dpu->input);
+        free(dpu->weights);
+        free(dpu->segments);
+        free(dpu->segment_bags);
+        free(dpu->output);
+        free(dpu->partial_segments);
+        free(dpu->partial_offsets);
+    }
+    for (uint32_t k = 0; slot->host_states && k < nr_slices; k++) {
+        free(slot->host_states[k].input);
+        free(slot->host_states[k].weights);
+        free(slot->host_states[k].segments);
+        free(slot->host_states[k].segment_bags);
+    }
+    for (int s = 0; s < EB_NR_DPU_STATS; s++) {
+        free(slot->dpu_stats[s]);
+    }
+    free(slot->dpus);
+    free(slot->host_states);
+    free(slot->max_input);
+    free(slot->max_output);
+    free(slot->failed_dpus);
+    free(slot->scratch);
+    free(slot->merge_runs);
+    free(slot->merge_positions);
+}
+
+/* Validate, refuse inexact integer sums, zero the output and route+pack the batch. */
+static int prepare_slot(struct eb_slot *slot, const int64_t *indices, int64_t nr_indices, const int64_t *offsets,
+    int64_t nr_offsets, const float *per_sample_weights, int pooling, float *output)
+{
+    eb_engine *engine = slot->engine;
+    double start = now_s();
+    memset(&slot->stats, 0, sizeof(slot->stats));
+    slot->split = 0;
+    slot->batch = 0;
+    if (!engine->loaded) {
+        slot_error(slot, "tables are not loaded");
+        return -1;
+    }
+    if (ready_slot(slot)) {
+        return -1;
+    }
+    for (int s = 0; s < EB_NR_DPU_STATS; s++) {
+        memset(slot->dpu_stats[s], 0, engine->nr_dpus * sizeof(int64_t));
+    }
     if (pooling != EB_POOLING_SUM && pooling != EB_POOLING_MEAN) {
-        set_error(engine, "pooling mode %d is not supported (SUM=0, MEAN=1)", pooling);
+        slot_error(slot, "pooling mode %d is not supported (SUM=0, MEAN=1)", pooling);
         return -1;
     }
     if (nr_offsets < 1 || (nr_offsets - 1) % engine->nr_tables != 0) {
-        set_error(engine, "offsets has %lld entries; expected T*B+1 with T=%u", (long long)nr_offsets, engine->nr_tables);
+        slot_error(slot, "offsets has %lld entries; expected T*B+1 with T=%u", (long long)nr_offsets, engine->nr_tables);
         return -1;
     }
     int64_t batch = (nr_offsets - 1) / engine->nr_tables;
     if (batch >= UINT32_MAX || nr_indices < 0 || nr_indices >= ((int64_t)1 << 40)) {
-        set_error(engine, "batch of %lld bags or %lld indices is too large", (long long)batch, (long long)nr_indices);
+        slot_error(slot, "batch of %lld bags or %lld indices is too large", (long long)batch, (long long)nr_indices);
         return -1;
     }
     if (offsets[0] != 0 || offsets[nr_offsets - 1] != nr_indices) {
-        set_error(engine, "offsets must start at 0 and end at len(indices) = %lld (got %lld .. %lld)", (long long)nr_indices,
-            (long long)offsets[0], (long long)offsets[nr_offsets - 1]);
+        slot_error(slot, "offsets must start at 0 and end at len(indices) = %lld (got %lld .. %lld)",
+            (long long)nr_indices, (long long)offsets[0], (long long)offsets[nr_offsets - 1]);
         return -1;
     }
     for (int64_t k = 0; k + 1 < nr_offsets; k++) {
         if (offsets[k + 1] < offsets[k]) {
-            set_error(engine, "offsets decrease at position %lld (%lld > %lld)", (long long)k, (long long)offsets[k],
+            slot_error(slot, "offsets decrease at position %lld (%lld > %lld)", (long long)k, (long long)offsets[k],
                 (long long)offsets[k + 1]);
             return -1;
         }
     }
-    int refused = check_integer_sums(engine, offsets, (uint32_t)batch, per_sample_weights);
+    int refused = check_integer_sums(slot, offsets, (uint32_t)batch, per_sample_weights);
     if (refused) {
         return refused;
     }
-    engine->weighted = per_sample_weights != NULL;
+    slot->indices = indices;
+    slot->offsets = offsets;
+    slot->per_sample_weights = per_sample_weights;
+    slot->batch = (uint32_t)batch;
+    slot->pooling = pooling;
+    slot->output = output;
+    slot->weighted = per_sample_weights != NULL;
     for (uint32_t s = 0; s < engine->nr_shards; s++) {
-        struct shard *shard = &engine->shards[s];
-        shard->partial_bytes = eb_partial_bytes(engine->tables[shard->table].format, (uint32_t)engine->weighted,
-            shard->col_stop - shard->col_start);
-        engine->dpus[shard->dpu].partial_bytes[shard->local] = shard->partial_bytes;
+        const struct shard *shard = &engine->shards[s];
+        slot->dpus[shard->dpu].partial_bytes[shard->local] = eb_partial_bytes(engine->tables[shard->table].format,
+            (uint32_t)slot->weighted, shard->col_stop - shard->col_start);
     }
     for (uint32_t d = 0; d < engine->nr_dpus; d++) {
-        struct dpu_state *dpu = &engine->dpus[d];
+        struct dpu_state *dpu = &slot->dpus[d];
         dpu->uniform_partial_bytes = dpu->nr_shards ? dpu->partial_bytes[0] : 0;
         for (uint32_t k = 1; k < dpu->nr_shards; k++) {
             dpu->uniform_partial_bytes = dpu->partial_bytes[k] == dpu->partial_bytes[0] ? dpu->uniform_partial_bytes : 0;
         }
     }
     size_t scratch_elements = (size_t)batch * engine->int_dim;
-    if (reserve((void **)&engine->scratch, &engine->scratch_capacity, scratch_elements ? scratch_elements : 1, sizeof(int64_t))) {
-        set_error(engine, "out of host memory");
+    if (reserve((void **)&slot->scratch, &slot->scratch_capacity, scratch_elements ? scratch_elements : 1,
+            sizeof(int64_t))) {
+        slot_error(slot, "out of host memory");
         return -1;
     }
-    engine->stats.route_s += now_s() - start;
+    slot->stats.route_s += now_s() - start;
     /* Zeroing the sums is the first step of the merge (the host cache adds into them
      * during the launch), so it is timed as merge. */
     double zero_start = now_s();
-    memset(engine->scratch, 0, scratch_elements * sizeof(int64_t));
+    memset(slot->scratch, 0, scratch_elements * sizeof(int64_t));
     if (batch > 0) {
         memset(output, 0, (size_t)batch * engine->total_dim * sizeof(float));
     }
-    engine->stats.merge_s += now_s() - zero_start;
-    engine->stats.nr_bags = batch;
-    engine->stats.nr_lookups = nr_indices;
-    if (batch > 0 && run_bags(engine, indices, offsets, per_sample_weights, (uint32_t)batch, 0, (uint32_t)batch, output)) {
+    slot->stats.merge_s += now_s() - zero_start;
+    slot->stats.nr_bags = batch;
+    slot->stats.nr_lookups = nr_indices;
+    if (batch == 0) {
+        return 0;
+    }
+    int plan = route_launch(slot, 0, (uint32_t)batch);
+    if (plan == RUN_ERROR) {
         return -1;
     }
-    double finish = now_s();
-    finish_output(engine, offsets, (uint32_t)batch, pooling, output);
-    engine->stats.merge_s += now_s() - finish;
+    if (plan == RUN_SPLIT) {
+        if (batch == 1) {
+            return split_error(slot, 0);
+        }
+        slot->split = 1;
+    }
     return 0;
 }
 
+/* A split batch runs here in halves, from routing to merging. */
+static int launch_slot(struct eb_slot *slot)
+{
+    if (slot->batch == 0) {
+        return 0;
+    }
+    if (slot->split) {
+        uint32_t middle = slot->batch / 2;
+        return run_bags(slot, 0, middle) || run_bags(slot, middle, slot->batch) ? -1 : 0;
+    }
+    return launch_packed(slot);
+}
+
+static int collect_slot(struct eb_slot *slot)
+{
+    return slot->batch == 0 || slot->split ? 0 : collect_launched(slot);
+}
+
+static int finish_slot(struct eb_slot *slot)
+{
+    if (slot->batch > 0 && !slot->split && merge_launch(slot, 0, slot->batch)) {
+        return -1;
+    }
+    double start = now_s();
+    finish_output(slot);
+    slot->stats.merge_s += now_s() - start;
+    return 0;
+}
+
+/* Moves a slot from state `from` to SLOT_BUSY; false (touching nothing) if it is elsewhere. */
+static int claim_slot(eb_engine *engine, uint32_t index, int from, struct eb_slot **slot)
+{
+    if (index >= EB_NR_SLOTS) {
+        return 0;
+    }
+    int expected = from;
+    if (!atomic_compare_exchange_strong(&engine->slots[index].state, &expected, SLOT_BUSY)) {
+        return 0;
+    }
+    *slot = &engine->slots[index];
+    return 1;
+}
+
+int eb_engine_prepare(eb_engine *engine, uint32_t index, const int64_t *indices, int64_t nr_indices,
+    const int64_t *offsets, int64_t nr_offsets, const float *per_sample_weights, int pooling, float *output)
+{
+    struct eb_slot *slot;
+    if (!claim_slot(engine, index, SLOT_FREE, &slot)) {
+        return EB_RUN_BAD_SLOT;
+    }
+    if (atomic_exchange(&engine->route_busy, 1)) {
+        atomic_store(&slot->state, SLOT_FREE);
+        return EB_RUN_BUSY;
+    }
+    int result = prepare_slot(slot, indices, nr_indices, offsets, nr_offsets, per_sample_weights, pooling, output);
+    atomic_store(&engine->route_busy, 0);
+    atomic_store(&slot->state, result == 0 ? SLOT_PREPARED : SLOT_FREE);
+    return result;
+}
+
+int eb_engine_launch(eb_engine *engine, uint32_t index)
+{
+    struct eb_slot *slot;
+    if (!claim_slot(engine, index, SLOT_PREPARED, &slot)) {
+        return EB_RUN_BAD_SLOT;
+    }
+    if (atomic_exchange(&engine->dpu_busy, 1)) {
+        atomic_store(&slot->state, SLOT_PREPARED);
+        return EB_RUN_BUSY;
+    }
+    /* A split batch routes its parts here: it needs the routing stage too. */
+    if (slot->split && atomic_exchange(&engine->route_busy, 1)) {
+        atomic_store(&engine->dpu_busy, 0);
+        atomic_store(&slot->state, SLOT_PREPARED);
+        return EB_RUN_BUSY;
+    }
+    int result = launch_slot(slot);
+    if (slot->split) {
+        atomic_store(&engine->route_busy, 0);
+    }
+    int running = result == 0 && slot->batch > 0 && !slot->split;
+    if (!running) {
+        atomic_store(&engine->dpu_busy, 0);
+    }
+    atomic_store(&slot->state, result != 0 ? SLOT_FREE : running ? SLOT_LAUNCHED : SLOT_COLLECTED);
+    return result;
+}
+
+int eb_engine_collect(eb_engine *engine, uint32_t index)
+{
+    struct eb_slot *slot;
+    if (!claim_slot(engine, index, SLOT_LAUNCHED, &slot)) {
+        /* after the launch of an empty or split batch there is nothing to wait for */
+        int collected = index < EB_NR_SLOTS && atomic_load(&engine->slots[index].state) == SLOT_COLLECTED;
+        return collected ? 0 : EB_RUN_BAD_SLOT;
+    }
+    int result = collect_slot(slot);
+    atomic_store(&engine->dpu_busy, 0);
+    atomic_store(&slot->state, result == 0 ? SLOT_COLLECTED : SLOT_FREE);
+    return result;
+}
+
+int eb_engine_finish(eb_engine *engine, uint32_t index)
+{
+    struct eb_slot *slot;
+    if (!claim_slot(engine, index, SLOT_COLLECTED, &slot)) {
+        return EB_RUN_BAD_SLOT;
+    }
+    int result = finish_slot(slot);
+    atomic_store(&slot->state, SLOT_FREE);
+    return result;
+}
+
+int eb_engine_discard(eb_engine *engine, uint32_t index)
+{
+    struct eb_slot *slot;
+    if (claim_slot(engine, index, SLOT_PREPARED, &slot) || claim_slot(engine, index, SLOT_COLLECTED, &slot)) {
+        atomic_store(&slot->state, SLOT_FREE);
+        return 0;
+    }
+    if (claim_slot(engine, index, SLOT_LAUNCHED, &slot)) {
+        int result = collect_slot(slot); /* the DPUs must stop before anyone pushes again */
+        atomic_store(&engine->dpu_busy, 0);
+        atomic_store(&slot->state, SLOT_FREE);
+        return result;
+    }
+    return index < EB_NR_SLOTS && atomic_load(&engine->slots[index].state) == SLOT_FREE ? 0 : EB_RUN_BAD_SLOT;
+}
+
 /*
- * One batch in flight per engine: every per-batch buffer (DPU inputs and outputs, the
- * integer scratch, merge indexes, stats, the error text) belongs to the engine, so a
- * second concurrent call would overwrite the first one's. Callers queue above this
- * (updlrm.host.engine.Engine holds a lock); a caller that does not is refused here
- * instead of corrupting memory. A pipelined API would split this flag into one per
- * stage (route/pack, launch, merge) with a set of buffers per batch in flight.
+ * One batch, every stage in turn, on slot 0. It claims slot 0 and both stages first, so
+ * a call while another batch holds any of them returns EB_RUN_BUSY at once and touches
+ * nothing (not even the error text); the stage functions let batches overlap instead.
  */
 int eb_engine_run(eb_engine *engine, const int64_t *indices, int64_t nr_indices, const int64_t *offsets,
     int64_t nr_offsets, const float *per_sample_weights, int pooling, float *output)
 {
-    if (atomic_exchange(&engine->busy, 1)) {
+    struct eb_slot *slot;
+    if (!claim_slot(engine, 0, SLOT_FREE, &slot)) {
         return EB_RUN_BUSY;
     }
-    int result = run_batch(engine, indices, nr_indices, offsets, nr_offsets, per_sample_weights, pooling, output);
-    atomic_store(&engine->busy, 0);
+    if (atomic_exchange(&engine->route_busy, 1)) {
+        atomic_store(&slot->state, SLOT_FREE);
+        return EB_RUN_BUSY;
+    }
+    if (atomic_exchange(&engine->dpu_busy, 1)) {
+        atomic_store(&engine->route_busy, 0);
+        atomic_store(&slot->state, SLOT_FREE);
+        return EB_RUN_BUSY;
+    }
+    int result = prepare_slot(slot, indices, nr_indices, offsets, nr_offsets, per_sample_weights, pooling, output);
+    if (result == 0) {
+        result = launch_slot(slot);
+    }
+    atomic_store(&engine->route_busy, 0);
+    if (result == 0) {
+        result = collect_slot(slot);
+    }
+    atomic_store(&engine->dpu_busy, 0);
+    if (result == 0) {
+        result = finish_slot(slot);
+    }
+    /* The engine-wide error and stats describe the last eb_engine_run. */
+    memcpy(engine->error, slot->error, sizeof(engine->error));
+    engine->failure = slot->failure;
+    if (slot->ready) {
+        memcpy(engine->failed_dpus, slot->failed_dpus, engine->nr_dpus * sizeof(uint32_t));
+    }
+    engine->stats = slot->stats;
+    for (int s = 0; s < EB_NR_DPU_STATS && slot->ready; s++) {
+        memcpy(engine->dpu_stats[s], slot->dpu_stats[s], engine->nr_dpus * sizeof(int64_t));
+    }
+    atomic_store(&slot->state, SLOT_FREE);
     return result;
 }
 
@@ -2750,6 +3103,16 @@ const uint32_t *eb_engine_failed_dpus(const eb_engine *engine)
     return engine->failed_dpus;
 }
 
+const struct eb_failure *eb_engine_slot_failure(const eb_engine *engine, uint32_t slot)
+{
+    return slot < EB_NR_SLOTS ? &engine->slots[slot].failure : NULL;
+}
+
+const uint32_t *eb_engine_slot_failed_dpus(const eb_engine *engine, uint32_t slot)
+{
+    return slot < EB_NR_SLOTS ? engine->slots[slot].failed_dpus : NULL;
+}
+
 const struct eb_run_stats *eb_engine_stats(const eb_engine *engine)
 {
     return &engine->stats;
@@ -2758,6 +3121,24 @@ const struct eb_run_stats *eb_engine_stats(const eb_engine *engine)
 const int64_t *eb_engine_dpu_stat(const eb_engine *engine, int which)
 {
     return which >= 0 && which < EB_NR_DPU_STATS ? engine->dpu_stats[which] : NULL;
+}
+
+const char *eb_engine_slot_error(const eb_engine *engine, uint32_t slot)
+{
+    return slot < EB_NR_SLOTS ? engine->slots[slot].error : "no such slot";
+}
+
+const struct eb_run_stats *eb_engine_slot_stats(const eb_engine *engine, uint32_t slot)
+{
+    return slot < EB_NR_SLOTS ? &engine->slots[slot].stats : NULL;
+}
+
+const int64_t *eb_engine_slot_dpu_stat(const eb_engine *engine, uint32_t slot, int which)
+{
+    if (slot >= EB_NR_SLOTS || which < 0 || which >= EB_NR_DPU_STATS) {
+        return NULL;
+    }
+    return engine->slots[slot].dpu_stats[which];
 }
 
 uint32_t eb_engine_nr_dpus(const eb_engine *engine)
@@ -2809,13 +3190,6 @@ void eb_engine_destroy(eb_engine *engine)
     }
     for (uint32_t k = 0; k < engine->nr_slices; k++) {
         struct slice *slice = &engine->slices[k];
-        if (slice->host_state) {
-            free(slice->host_state->input);
-            free(slice->host_state->weights);
-            free(slice->host_state->segments);
-            free(slice->host_state->segment_bags);
-            free(slice->host_state);
-        }
         free(slice->lanes);
         free(slice->cursors);
         free(slice->marks);
@@ -2833,17 +3207,11 @@ void eb_engine_destroy(eb_engine *engine)
     }
     if (engine->dpus) {
         for (uint32_t d = 0; d < engine->nr_dpus; d++) {
-            struct dpu_state *dpu = &engine->dpus[d];
-            free(dpu->shard_list);
-            free(dpu->partial_bytes);
-            free(dpu->input);
-            free(dpu->weights);
-            free(dpu->segments);
-            free(dpu->segment_bags);
-            free(dpu->output);
-            free(dpu->partial_segments);
-            free(dpu->partial_offsets);
+            free(engine->dpus[d].shard_list); /* its batch buffers live in the slots */
         }
+    }
+    for (uint32_t k = 0; k < EB_NR_SLOTS; k++) {
+        free_slot(&engine->slots[k], engine->nr_dpus, engine->nr_slices);
     }
     for (int s = 0; s < EB_NR_DPU_STATS; s++) {
         free(engine->dpu_stats[s]);
@@ -2853,9 +3221,6 @@ void eb_engine_destroy(eb_engine *engine)
     free(engine->shards);
     free(engine->dpus);
     free(engine->ranks);
-    free(engine->scratch);
-    free(engine->merge_runs);
-    free(engine->merge_positions);
     free(engine->slice_group);
     free(engine->slice_thread);
     free(engine->group_work);

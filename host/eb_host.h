@@ -14,6 +14,9 @@
 /* BEGIN CDEF */
 typedef struct eb_engine eb_engine;
 
+/* Batches in flight per engine (eb_engine_prepare ... eb_engine_finish), see below. */
+enum { EB_NR_SLOTS = 3 };
+
 /* Phase times of the last eb_engine_run, in seconds, and batch-wide counts. */
 struct eb_run_stats {
     double route_s;       /* validation of offsets, routing and packing */
@@ -56,7 +59,8 @@ enum eb_run_result {
     EB_RUN_OK = 0,
     EB_RUN_FAILED = -1, /* eb_engine_error says why */
     EB_RUN_BUSY = -2,   /* another eb_engine_run of this engine is in progress */
-    EB_RUN_INEXACT = -3 /* refused before routing: an integer bag sum could exceed int64 (eb_engine_error says which) */
+    EB_RUN_INEXACT = -3, /* refused before routing: an integer bag sum could exceed int64 (eb_engine_error says which) */
+    EB_RUN_BAD_SLOT = -4 /* stage functions: no such slot, or it is not in the state the call needs */
 };
 
 eb_engine *eb_engine_create(const char *kernel_path, const char *profile, uint32_t nr_dpus, uint32_t nr_tasklets,
@@ -100,6 +104,43 @@ const uint32_t *eb_engine_failed_dpus(const eb_engine *engine);
 
 const struct eb_run_stats *eb_engine_stats(const eb_engine *engine);
 const int64_t *eb_engine_dpu_stat(const eb_engine *engine, int which);
+
+/*
+ * Pipelining: one batch in three stages over a slot (0 .. EB_NR_SLOTS-1), each slot
+ * owning one batch's buffers, scratch, stats and error text.
+ *   eb_engine_prepare  validate, route and pack into the slot (FREE -> PREPARED); the
+ *                      arrays must stay alive and unchanged until eb_engine_finish
+ *   eb_engine_launch   push and start the DPUs asynchronously, sum host-cached rows
+ *                      (PREPARED -> LAUNCHED; a batch too big for one launch runs
+ *                      here in parts, route to merge: -> COLLECTED)
+ *   eb_engine_collect  wait for the DPUs, pull the partial sums (LAUNCHED -> COLLECTED;
+ *                      nothing to do on COLLECTED)
+ *   eb_engine_finish   merge, scale, divide means into the output (COLLECTED -> FREE)
+ *   eb_engine_discard  give a slot up at any state (waits for its launch)
+ * One prepare at a time (the routing scratch) and one batch on the DPUs at a time
+ * (launch .. collect); the other stages of other slots run concurrently with them, so
+ * the host routes batch i+1 and merges batch i-1 while the DPUs run batch i. A stage
+ * whose stage is taken returns EB_RUN_BUSY, one given a slot in the wrong state
+ * EB_RUN_BAD_SLOT; both touch nothing. A failed stage frees its slot; its error text
+ * and failure stay readable (eb_engine_slot_error, _slot_failure) until the slot is
+ * prepared again. A DPU fault is reported by the launch or collect of the batch that
+ * was on the DPUs; the kernel is reloaded there, so the batches prepared meanwhile run
+ * normally.
+ * eb_engine_run is these four on slot 0; eb_engine_error/_stats/_dpu_stat describe the
+ * last eb_engine_run, eb_engine_slot_* a slot's last batch.
+ */
+int eb_engine_prepare(eb_engine *engine, uint32_t slot, const int64_t *indices, int64_t nr_indices,
+    const int64_t *offsets, int64_t nr_offsets, const float *per_sample_weights, int pooling, float *output);
+int eb_engine_launch(eb_engine *engine, uint32_t slot);
+int eb_engine_collect(eb_engine *engine, uint32_t slot);
+int eb_engine_finish(eb_engine *engine, uint32_t slot);
+int eb_engine_discard(eb_engine *engine, uint32_t slot);
+const char *eb_engine_slot_error(const eb_engine *engine, uint32_t slot);
+const struct eb_run_stats *eb_engine_slot_stats(const eb_engine *engine, uint32_t slot);
+const int64_t *eb_engine_slot_dpu_stat(const eb_engine *engine, uint32_t slot, int which);
+const struct eb_failure *eb_engine_slot_failure(const eb_engine *engine, uint32_t slot);
+const uint32_t *eb_engine_slot_failed_dpus(const eb_engine *engine, uint32_t slot);
+
 uint32_t eb_engine_nr_dpus(const eb_engine *engine);
 uint32_t eb_engine_nr_ranks(const eb_engine *engine);
 uint64_t eb_engine_static_bytes(const eb_engine *engine);

@@ -29,6 +29,9 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
+from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -210,6 +213,58 @@ class LaunchTimeoutError(DpuFaultError):
     """
 
 
+@dataclass(eq=False)
+class _Batch:
+    """One batch on its way through the stages: its arrays stay referenced until it is finished."""
+
+    indices: np.ndarray
+    offsets: np.ndarray
+    per_sample_weights: np.ndarray | None
+    pooling: PoolingMode
+    output: np.ndarray
+    slot: int = -1
+    launched: bool = False
+
+
+@dataclass(eq=False)
+class _Job:
+    """A batch for Engine._stream: its arguments (checked at its turn) or its checked batch."""
+
+    args: tuple | None
+    future: Future | None = None
+    batch: _Batch | None = None
+    error: Exception | None = None  # what is wrong with the item, raised at its turn
+
+
+class _IterSource:
+    """Engine.pipeline's batches: the caller's iterator (pulled when the stream wants one)."""
+
+    def __init__(self, jobs) -> None:
+        self._jobs = jobs
+
+    def next(self, block: bool):
+        return next(self._jobs, None)
+
+
+class _QueueSource:
+    """Engine.run_async's queue. With nothing in flight (`block`) and the queue empty, the
+    driver retires, in the same critical section as the check, so a batch queued just
+    after starts a new driver."""
+
+    def __init__(self, engine: "Engine") -> None:
+        self._engine = engine
+
+    def next(self, block: bool):
+        engine = self._engine
+        with engine._queue_lock:
+            if engine._queue:
+                return engine._queue.popleft()
+            if block and engine._driver is threading.current_thread():
+                engine._driver = None
+            return None
+
+
+
 def _resolve_backend(backend: str) -> str:
     if backend == "auto":
         from updlrm.backends import resolve_backend
@@ -245,13 +300,14 @@ class Engine:
     CPU count) lets route+pack and the merge of big batches use two threads; results
     do not depend on it.
 
-    Threads: any number of threads may share one engine. One batch is in flight at a
-    time (the DPUs, their buffers and the integer scratch belong to the engine); ``run``
-    holds the engine's lock from the C call until the stats are copied, so concurrent
-    callers queue and each gets exactly its serial result, in a fresh output array and
-    a fresh ``BatchStats``. The C library refuses a concurrent ``eb_engine_run``
+    Threads: any number of threads may share one engine. Up to three batches are in
+    flight, one per stage (route+pack, on the DPUs, merge), each in its own slot of
+    buffers, so concurrent ``run`` callers overlap and each gets exactly its serial
+    result, in a fresh output array and a fresh ``BatchStats``. :meth:`pipeline` and
+    :meth:`run_async` overlap the batches of one caller the same way (host/README.md,
+    "Pipelining"). The C library refuses a concurrent raw ``eb_engine_run``
     (:class:`EngineBusyError`) instead of corrupting memory. ``close`` waits for the
-    running batch.
+    batches in flight.
 
     >>> import numpy as np
     >>> from updlrm.specs import TableSpec, Topology, PoolingMode
@@ -272,9 +328,17 @@ class Engine:
         self.launch_timeout = launch_timeout
         profile = _alloc_profile(self.backend, launch_timeout)
         self._engine = None
-        # One batch in flight per engine; a pipelined run would split this per stage
-        # (route/pack, launch, merge), see host/README.md "Threads".
-        self._lock = threading.Lock()
+        # Batches in flight: one per slot (C: EB_NR_SLOTS), one routing at a time, one on
+        # the DPUs at a time (host/README.md, "Threads" and "Pipelining").
+        self._route_lock = threading.Lock()
+        self._dpu_lock = threading.Lock()
+        self._slots_changed = threading.Condition()
+        self._free_slots: list[int] = []
+        self._closing = False
+        self._queue: deque[_Job] = deque()  # run_async's batches, in order
+        self._queue_lock = threading.Lock()
+        self._driver: threading.Thread | None = None
+        self._pipelines: weakref.WeakSet = weakref.WeakSet()
         plan.validate()
         tables = plan.tables
         if len(weights) != len(tables):
@@ -318,6 +382,7 @@ class Engine:
         except BaseException:
             self.close()
             raise
+        self._free_slots = list(range(lib.EB_NR_SLOTS))
         self.nr_dpus = int(lib.eb_engine_nr_dpus(engine))
         self.nr_ranks = int(lib.eb_engine_nr_ranks(engine))
         self.static_bytes = int(lib.eb_engine_static_bytes(engine))
@@ -331,13 +396,16 @@ class Engine:
             raise self._error()
 
     def _error(self) -> EngineError:
-        """The exception for the engine's last failure: its text, and for DPU failures which DPUs."""
+        """The exception for the engine's last failed setup call or eb_engine_run."""
+        lib = self._lib
+        message = self._ffi.string(lib.eb_engine_error(self._engine)).decode(errors="replace")
+        return self._failure(message, lib.eb_engine_failure(self._engine), lib.eb_engine_failed_dpus(self._engine))
+
+    def _failure(self, message: str, failure, listed) -> EngineError:
+        """The exception for one failure: its text, and for DPU failures which DPUs."""
         ffi, lib = self._ffi, self._lib
-        message = ffi.string(lib.eb_engine_error(self._engine)).decode(errors="replace")
-        failure = lib.eb_engine_failure(self._engine)
         if failure.kind not in (lib.EB_FAILURE_DPU_FAULT, lib.EB_FAILURE_TIMEOUT):
             return EngineError(message)
-        listed = lib.eb_engine_failed_dpus(self._engine)
         kind = LaunchTimeoutError if failure.kind == lib.EB_FAILURE_TIMEOUT else DpuFaultError
         return kind(message, dpu=int(failure.dpu) if failure.dpu >= 0 else None,
                     tasklet=int(failure.tasklet) if failure.tasklet >= 0 else None,
@@ -376,31 +444,8 @@ class Engine:
 
     # -- running -----------------------------------------------------------------------
 
-    def run(self, indices, offsets, per_sample_weights=None, pooling: PoolingMode = PoolingMode.SUM):
-        """Embedding-bag sums (or means) of one batch in FBGEMM TBE layout.
-
-        ``indices`` int64 (N,), ``offsets`` int64 (T*B+1,) with bag ``t*B + b`` =
-        ``indices[offsets[t*B+b]:offsets[t*B+b+1]]``, ``per_sample_weights`` float32 (N,)
-        or None. Returns ``(output float32 (B, sum of dims), BatchStats)``; table ``t``
-        fills columns ``sum(dims[:t]) .. + dims[t]``. Empty bags give zeros.
-
-        A DPU fault during the batch (or a dead emulator worker) raises
-        :class:`DpuFaultError` naming the DPU, its tasklet where known, and the cause; a
-        launch longer than the engine's ``launch_timeout`` seconds (emulator only; default
-        none, ``UPDLRM_EMU_TIMEOUT`` also sets it) raises :class:`LaunchTimeoutError`
-        naming the DPUs still running. Either way the engine reloads the kernel and keeps
-        its tables, so the next batch is right. (No DPUs at construction:
-        :class:`DpuAllocationError` with the DPU library's reason.)
-
-        >>> import numpy as np
-        >>> from updlrm.specs import TableSpec, Topology
-        >>> from updlrm.plan import uniform_plan
-        >>> plan = uniform_plan([TableSpec("t", 4, 2)], Topology(nr_dpus=1), "table_wise")
-        >>> with Engine(plan, [np.ones((4, 2), np.float32)]) as e:
-        ...     out, stats = e.run(np.array([3, 3]), np.array([0, 0, 2]), np.array([0.5, 2.0], np.float32))
-        >>> out.tolist(), int(stats.lookups.sum())
-        ([[0.0, 0.0], [2.5, 2.5]], 2)
-        """
+    def _batch(self, indices, offsets, per_sample_weights, pooling) -> "_Batch":
+        """Python-side checks and the fresh output array of one batch (no engine state touched)."""
         pooling = PoolingMode(pooling)
         if pooling == PoolingMode.NONE:
             raise NotImplementedError("the engine pools bags; PoolingMode.NONE (sequence embeddings) is not supported")
@@ -412,35 +457,348 @@ class Engine:
         if offsets.size < 1 or (offsets.size - 1) % nr_tables:
             raise ValueError(f"offsets has {offsets.size} entries; expected T*B+1 with T={nr_tables}")
         batch = (offsets.size - 1) // nr_tables
-        weights_ptr = self._ffi.NULL
         if per_sample_weights is not None:
             per_sample_weights = np.ascontiguousarray(per_sample_weights, dtype=np.float32)
             if per_sample_weights.shape != indices.shape:
                 raise ValueError(f"per_sample_weights has shape {per_sample_weights.shape}, indices {indices.shape}")
-            weights_ptr = self._ptr("float *", per_sample_weights)
         output = np.empty((batch, self.total_dim), dtype=np.float32)
-        with self._lock:
-            if self._engine is None:
-                raise EngineError("the engine is closed")
-            rc = self._lib.eb_engine_run(
-                self._engine, self._ptr("int64_t *", indices), indices.size, self._ptr("int64_t *", offsets),
-                offsets.size, weights_ptr, int(pooling), self._ptr("float *", output),
-            )
-            if rc == self._lib.EB_RUN_BUSY:
-                raise EngineBusyError("another thread is running a batch on this engine and eb_engine_run does not queue; "
-                                      "call it through Engine.run, which serialises callers")
-            if rc == self._lib.EB_RUN_INEXACT:
-                raise AccumulatorOverflowError(self._ffi.string(self._lib.eb_engine_error(self._engine)).decode())
-            if rc != 0:
-                raise self._error()
-            return output, self._stats(per_sample_weights is not None)
+        return _Batch(indices, offsets, per_sample_weights, pooling, output)
 
-    def _stats(self, weighted: bool) -> BatchStats:
+    def run(self, indices, offsets, per_sample_weights=None, pooling: PoolingMode = PoolingMode.SUM):
+        """Embedding-bag sums (or means) of one batch in FBGEMM TBE layout.
+
+        ``indices`` int64 (N,), ``offsets`` int64 (T*B+1,) with bag ``t*B + b`` =
+        ``indices[offsets[t*B+b]:offsets[t*B+b+1]]``, ``per_sample_weights`` float32 (N,)
+        or None. Returns ``(output float32 (B, sum of dims), BatchStats)``; table ``t``
+        fills columns ``sum(dims[:t]) .. + dims[t]``. Empty bags give zeros.
+
+        Batches of several threads overlap stage by stage (one routes while another's
+        runs on the DPUs and a third merges); each gets its serial result.
+        :meth:`pipeline` and :meth:`run_async` overlap the batches of one caller.
+
+        A DPU fault during the batch (or a dead emulator worker) raises
+        :class:`DpuFaultError` naming the DPU, its tasklet where known, and the cause; a
+        launch longer than the engine's ``launch_timeout`` seconds (emulator only; default
+        none, ``UPDLRM_EMU_TIMEOUT`` also sets it) raises :class:`LaunchTimeoutError`
+        naming the DPUs still running. Either way the engine reloads the kernel and keeps
+        its tables, so the next batch is right (in a pipeline, the batches prepared
+        meanwhile too). (No DPUs at construction: :class:`DpuAllocationError` with the
+        DPU library's reason.)
+
+        >>> import numpy as np
+        >>> from updlrm.specs import TableSpec, Topology
+        >>> from updlrm.plan import uniform_plan
+        >>> plan = uniform_plan([TableSpec("t", 4, 2)], Topology(nr_dpus=1), "table_wise")
+        >>> with Engine(plan, [np.ones((4, 2), np.float32)]) as e:
+        ...     out, stats = e.run(np.array([3, 3]), np.array([0, 0, 2]), np.array([0.5, 2.0], np.float32))
+        >>> out.tolist(), int(stats.lookups.sum())
+        ([[0.0, 0.0], [2.5, 2.5]], 2)
+        """
+        batch = self._batch(indices, offsets, per_sample_weights, pooling)
+        slot = self._take_slots(1)[0]
+        try:
+            self._prepare(batch, slot)
+            with self._dpu_lock:
+                try:
+                    self._launch(batch)
+                    self._collect(batch)
+                finally:
+                    if batch.launched:  # interrupted (e.g. KeyboardInterrupt) between the two
+                        self._discard(batch)
+            return self._finish(batch)
+        finally:
+            self._lib.eb_engine_discard(self._engine, slot)  # nothing to do unless interrupted
+            self._give_slots([slot])
+
+    # The stages of one batch; each raises the batch's own error (its slot's text).
+    # Locks: _route_lock around prepare (the C routing scratch), _dpu_lock from launch to
+    # collect (one batch on the DPUs). Nobody waits for a slot while holding either.
+
+    def _prepare(self, batch: "_Batch", slot: int) -> None:
+        batch.slot = slot
+        weights = self._ffi.NULL if batch.per_sample_weights is None else self._ptr("float *", batch.per_sample_weights)
+        with self._route_lock:
+            rc = self._lib.eb_engine_prepare(
+                self._engine, slot, self._ptr("int64_t *", batch.indices), batch.indices.size,
+                self._ptr("int64_t *", batch.offsets), batch.offsets.size, weights, int(batch.pooling),
+                self._ptr("float *", batch.output),
+            )
+        self._stage_check(rc, batch)
+
+    def _launch(self, batch: "_Batch") -> None:
+        """Starts the batch on the DPUs (the caller holds _dpu_lock)."""
+        rc = self._lib.eb_engine_launch(self._engine, batch.slot)
+        if rc == self._lib.EB_RUN_BUSY:  # a batch too big for one launch routes its parts here
+            with self._route_lock:
+                rc = self._lib.eb_engine_launch(self._engine, batch.slot)
+        self._stage_check(rc, batch)
+        batch.launched = True
+
+    def _collect(self, batch: "_Batch") -> None:
+        """Waits for the DPUs (the caller holds _dpu_lock); a split batch was collected by its launch."""
+        if not batch.launched:
+            return
+        batch.launched = False
+        self._stage_check(self._lib.eb_engine_collect(self._engine, batch.slot), batch)
+
+    def _finish(self, batch: "_Batch"):
+        self._stage_check(self._lib.eb_engine_finish(self._engine, batch.slot), batch)
+        return batch.output, self._stats(batch.slot, batch.per_sample_weights is not None)
+
+    def _stage_check(self, rc: int, batch: "_Batch") -> None:
+        if rc == 0:
+            return
+        lib = self._lib
+        if rc in (lib.EB_RUN_BUSY, lib.EB_RUN_BAD_SLOT):  # only a caller bypassing the locks gets here
+            raise EngineBusyError(f"slot {batch.slot} or its stage is taken (eb_engine_* code {rc}); "
+                                  "run batches through Engine.run / run_async / pipeline, which queue")
+        message = self._ffi.string(lib.eb_engine_slot_error(self._engine, batch.slot)).decode(errors="replace")
+        if rc == lib.EB_RUN_INEXACT:
+            raise AccumulatorOverflowError(message)
+        raise self._failure(message, lib.eb_engine_slot_failure(self._engine, batch.slot),
+                            lib.eb_engine_slot_failed_dpus(self._engine, batch.slot))
+
+    # -- slots ---------------------------------------------------------------------------
+
+    def _take_slots(self, count: int, *, closing_ok: bool = False) -> list[int]:
+        """Waits for a free slot and takes up to `count` (never holding a lock or slot).
+        The run_async driver may still take them while the engine closes: close waits for its queue."""
+        with self._slots_changed:
+            while True:
+                if self._engine is None or (self._closing and not closing_ok):
+                    raise EngineError("the engine is closed")
+                if self._free_slots:
+                    taken, self._free_slots = self._free_slots[:count], self._free_slots[count:]
+                    return taken
+                self._slots_changed.wait()
+
+    def _give_slots(self, slots) -> None:
+        with self._slots_changed:
+            self._free_slots.extend(slots)
+            self._slots_changed.notify_all()
+
+    def _discard(self, batch: "_Batch") -> None:
+        """Gives a batch's slot up whatever its stage; a launched batch's caller holds _dpu_lock
+        (the C call waits for the launch to end)."""
+        self._lib.eb_engine_discard(self._engine, batch.slot)
+        batch.launched = False
+
+    # -- pipelining ------------------------------------------------------------------------
+
+    def _stream(self, source, *, closing_ok: bool = False, hold_dpus: bool = True):
+        """Runs the batches `source` gives, overlapped, and yields ``(job, result, error)`` in order.
+
+        One thread, two slots: while the DPUs run batch i, this thread merges batch i-1 and
+        routes batch i+1 (prepare, then collect i, launch i+1, finish i-1 ...). A batch's
+        error is yielded at its turn; the batches after it still run. With one slot free
+        (other callers hold the rest) it runs the batches one after the other instead of
+        waiting, so a stream never waits for slots that a caller of it may hold.
+        ``hold_dpus=False`` (public generators, whose consumer may call the engine while the
+        generator is suspended) collects the batch on the DPUs before each yield, so no
+        lock is held across a yield; the host stages still overlap the DPUs.
+        """
+        slots = self._take_slots(2, closing_ok=closing_ok)
+        spare = list(slots)
+        on_dpus = None  # launched, not collected: (job, batch)
+        early = None    # collected before a yield, not finished: (job, batch, error)
+        ready = None    # prepared, not launched; or a job whose prepare failed
+        try:
+            while True:
+                if ready is None and spare:
+                    job = source.next(block=on_dpus is None)
+                    if job is not None:
+                        ready = self._stream_prepare(job, spare)
+                if ready is None and on_dpus is None and early is None:
+                    return
+                collected, early = early, None
+                if on_dpus is not None:
+                    collected = self._stream_collect(on_dpus, spare)
+                    on_dpus = None
+                failed = None
+                if ready is not None:
+                    job, batch, error = ready
+                    ready = None
+                    if error is not None:
+                        failed = (job, None, error)
+                    else:
+                        self._dpu_lock.acquire()
+                        try:
+                            self._launch(batch)
+                            on_dpus = (job, batch)
+                        except Exception as launch_error:
+                            self._dpu_lock.release()
+                            spare.append(batch.slot)
+                            failed = (job, None, launch_error)
+                result = None
+                if collected is not None:
+                    job, batch, error = collected
+                    if error is None:
+                        try:
+                            result = (job, self._finish(batch), None)
+                        except Exception as finish_error:
+                            result = (job, None, finish_error)
+                        spare.append(batch.slot)
+                    else:
+                        result = (job, None, error)
+                # Route the next batch while the DPUs run this one, before handing results out.
+                if ready is None and on_dpus is not None and spare:
+                    job = source.next(block=False)
+                    if job is not None:
+                        ready = self._stream_prepare(job, spare)
+                if not hold_dpus and on_dpus is not None and (result is not None or failed is not None):
+                    early = self._stream_collect(on_dpus, spare)
+                    on_dpus = None
+                if result is not None:
+                    yield result
+                if failed is not None:
+                    yield failed
+        finally:
+            if on_dpus is not None:
+                self._discard(on_dpus[1])
+                self._dpu_lock.release()
+            if ready is not None and ready[2] is None:
+                self._discard(ready[1])
+            for slot in slots:  # a batch interrupted between collect and finish
+                self._lib.eb_engine_discard(self._engine, slot)
+            self._give_slots(slots)
+
+    def _stream_collect(self, on_dpus, spare: list[int]):
+        """Collects the batch on the DPUs and releases them: (job, batch, error or None)."""
+        job, batch = on_dpus
+        try:
+            self._collect(batch)
+            return job, batch, None
+        except Exception as error:
+            spare.append(batch.slot)
+            return job, batch, error
+        finally:
+            self._dpu_lock.release()
+
+    def _stream_prepare(self, job: "_Job", spare: list[int]):
+        """(job, batch, None) prepared in a spare slot, or (job, None, error)."""
+        if job.error is not None:
+            return job, None, job.error
+        try:
+            batch = job.batch if job.batch is not None else self._batch(*job.args)
+        except Exception as error:
+            return job, None, error
+        slot = spare.pop()
+        try:
+            self._prepare(batch, slot)
+        except Exception as error:
+            spare.append(slot)
+            return job, None, error
+        return job, batch, None
+
+    def pipeline(self, batches, pooling: PoolingMode = PoolingMode.SUM):
+        """Runs an iterable of batches overlapped and yields ``(output, BatchStats)`` in order.
+
+        Each item is ``(indices, offsets)``, ``(indices, offsets, per_sample_weights)`` or
+        ``(indices, offsets, per_sample_weights, pooling)`` (``pooling`` is the default); an
+        exception instance as an item is raised at its turn (for wrappers that check items).
+        While the DPUs run batch i, the calling thread merges batch i-1 and routes batch
+        i+1. No lock is held while the generator is suspended (the batch on the DPUs is
+        collected before each yield), so the loop body may use the engine too; it holds
+        two slots until it is exhausted or closed. Outputs are bit-identical to :meth:`run`'s. A batch that fails raises at its turn,
+        after the outputs of the batches before it; closing the generator early waits for
+        the batch on the DPUs and drops the rest.
+
+        >>> import numpy as np
+        >>> from updlrm.specs import TableSpec, Topology
+        >>> from updlrm.plan import uniform_plan
+        >>> plan = uniform_plan([TableSpec("t", 8, 2)], Topology(nr_dpus=2), "row_wise")
+        >>> w = np.arange(16, dtype=np.float32).reshape(8, 2)
+        >>> batches = [(np.array([k, 7]), np.array([0, 1, 2])) for k in range(4)]
+        >>> with Engine(plan, [w]) as e:
+        ...     outs = [out for out, _ in e.pipeline(batches)]
+        ...     same = all(np.array_equal(o, e.run(*b)[0]) for o, b in zip(outs, batches))
+        >>> [o[0].tolist() for o in outs], same
+        ([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0], [6.0, 7.0]], True)
+        """
+        if self._engine is None or self._closing:
+            raise EngineError("the engine is closed")
+        generator = self._pipeline(iter(batches), PoolingMode(pooling))
+        self._pipelines.add(generator)
+        return generator
+
+    def _pipeline(self, batches, pooling):
+        def jobs():
+            for item in batches:
+                if isinstance(item, Exception):  # a wrapper's own check failed: raised at its turn
+                    yield _Job(None, error=item)
+                elif not isinstance(item, (tuple, list)) or len(item) not in (2, 3, 4):
+                    yield _Job(None, error=ValueError(
+                        f"each pipelined batch must be (indices, offsets[, per_sample_weights[, pooling]]), "
+                        f"got {type(item).__name__}{'' if not isinstance(item, (tuple, list)) else f' of {len(item)}'}"))
+                else:
+                    yield _Job((*item, None, pooling)[:4] if len(item) == 2 else (*item, pooling)[:4])
+
+        stream = self._stream(_IterSource(jobs()), hold_dpus=False)
+        try:
+            for _, result, error in stream:
+                if error is not None:
+                    raise error
+                yield result
+        finally:
+            stream.close()
+
+    def run_async(self, indices, offsets, per_sample_weights=None,
+                  pooling: PoolingMode = PoolingMode.SUM) -> Future:
+        """Queues one batch and returns a ``concurrent.futures.Future`` of ``(output, BatchStats)``.
+
+        Batches queued by any threads run in queue order on a driver thread that overlaps
+        them as :meth:`pipeline` does (and keeps the DPUs busy while it hands results out);
+        each future gets its batch's result or error.
+        Python-side argument errors raise here, at once. ``close`` runs the queued batches
+        to their end first.
+
+        >>> import numpy as np
+        >>> from updlrm.specs import TableSpec, Topology
+        >>> from updlrm.plan import uniform_plan
+        >>> plan = uniform_plan([TableSpec("t", 8, 2)], Topology(nr_dpus=2), "row_wise")
+        >>> with Engine(plan, [np.ones((8, 2), np.float32)]) as e:
+        ...     futures = [e.run_async(np.array([1, 2, 3][:k]), np.array([0, k])) for k in (1, 2, 3)]
+        ...     [f.result()[0].tolist() for f in futures]
+        [[[1.0, 1.0]], [[2.0, 2.0]], [[3.0, 3.0]]]
+        """
+        job = _Job(None, Future(), self._batch(indices, offsets, per_sample_weights, pooling))
+        with self._queue_lock:
+            if self._engine is None or self._closing:
+                raise EngineError("the engine is closed")
+            self._queue.append(job)
+            if self._driver is None:
+                self._driver = threading.Thread(target=self._drive, name="updlrm-engine-pipeline", daemon=True)
+                self._driver.start()
+        return job.future
+
+    def _drive(self) -> None:
+        """The run_async driver: runs the queue until it is empty and nothing is in flight."""
+        source = _QueueSource(self)
+        try:
+            for job, result, error in self._stream(source, closing_ok=True):
+                if not job.future.set_running_or_notify_cancel():
+                    continue
+                if error is not None:
+                    job.future.set_exception(error)
+                else:
+                    job.future.set_result(result)
+        except BaseException as error:
+            with self._queue_lock:
+                pending, self._queue = list(self._queue), deque()
+            for job in pending:
+                if job.future.set_running_or_notify_cancel():
+                    job.future.set_exception(error if isinstance(error, Exception) else EngineError(str(error)))
+        finally:
+            with self._queue_lock:
+                if self._driver is threading.current_thread():
+                    self._driver = None
+
+    def _stats(self, slot: int, weighted: bool) -> BatchStats:
         ffi, lib = self._ffi, self._lib
-        run = lib.eb_engine_stats(self._engine)
+        run = lib.eb_engine_slot_stats(self._engine, slot)
         per_dpu = {}
         for k, name in enumerate(_DPU_STATS):
-            buffer = ffi.buffer(lib.eb_engine_dpu_stat(self._engine, k), 8 * self.nr_dpus)
+            buffer = ffi.buffer(lib.eb_engine_slot_dpu_stat(self._engine, slot, k), 8 * self.nr_dpus)
             per_dpu[name] = np.frombuffer(buffer, dtype=np.int64).copy()
         return BatchStats(
             route_s=run.route_s, push_s=run.push_s, launch_s=run.launch_s, pull_s=run.pull_s,
@@ -460,8 +818,27 @@ class Engine:
     # -- lifetime ----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Free the DPUs (idempotent; waits for a batch another thread is running)."""
-        with self._lock:
+        """Free the DPUs (idempotent).
+
+        Batches already queued with :meth:`run_async` and batches other threads are
+        running finish first; suspended :meth:`pipeline` generators are closed (the batch
+        on the DPUs ends, the rest is dropped); later calls raise :class:`EngineError`.
+        """
+        with self._queue_lock:
+            self._closing = True
+            driver = self._driver
+        with self._slots_changed:
+            self._slots_changed.notify_all()  # callers waiting for a slot give up
+        for generator in list(self._pipelines):
+            try:
+                generator.close()
+            except ValueError:  # running in another thread: it gives its slots back itself
+                pass
+        if driver is not None and driver is not threading.current_thread():
+            driver.join()
+        with self._slots_changed:
+            while self._engine is not None and len(self._free_slots) < self._lib.EB_NR_SLOTS:
+                self._slots_changed.wait()
             if self._engine is not None:
                 self._lib.eb_engine_destroy(self._engine)
                 self._engine = None

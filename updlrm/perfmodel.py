@@ -39,7 +39,8 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -496,3 +497,123 @@ def work_from_counters(counters: Mapping[str, object], *, index_bytes, output_by
                      reduce_elems=gathered / elem, row_format=row_format, weighted=weighted,
                      nr_tasklets=nr_tasklets, host_merge_elems=host_merge_elems,
                      host_cache_lookups=host_cache_lookups, host_cache_row_bytes=host_cache_row_bytes)
+
+# --------------------------------------------------------------------------- a stream of batches, pipelined
+@dataclass
+class StreamTimes:
+    """Modeled seconds for a stream of batches, one after the other and pipelined.
+
+    ``period_s`` is the steady-state time per pipelined batch and ``bound`` says which
+    side sets it (``"host"`` or ``"dpu"``); see :func:`model_stream`.
+
+    Example::
+
+        >>> s = StreamTimes(nr_batches=4, serial_s=8.0, pipelined_s=5.0, period_s=1.0, bound="dpu")
+        >>> s.speedup, round(s.batches_per_s(), 3)
+        (1.6, 0.8)
+    """
+
+    nr_batches: int
+    serial_s: float
+    pipelined_s: float
+    period_s: float
+    bound: str
+
+    @property
+    def speedup(self) -> float:
+        """Serial stream time over pipelined stream time."""
+        return self.serial_s / self.pipelined_s if self.pipelined_s > 0 else 1.0
+
+    def batches_per_s(self, pipelined: bool = True) -> float:
+        """Throughput of the whole stream (batches per second)."""
+        seconds = self.pipelined_s if pipelined else self.serial_s
+        return self.nr_batches / seconds if seconds > 0 else math.inf
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        """Plain values for JSON reports.
+
+        Example::
+
+            >>> StreamTimes(2, 4.0, 3.0, 1.0, "host").as_dict()["speedup"]
+            1.3333333333333333
+        """
+        return {"nr_batches": self.nr_batches, "serial_s": self.serial_s, "pipelined_s": self.pipelined_s,
+                "period_s": self.period_s, "bound": self.bound, "speedup": self.speedup}
+
+
+def model_stream(batches: PhaseTimes | Iterable[PhaseTimes], *, route_s: float | Iterable[float] = 0.0,
+                 nr_batches: int | None = None) -> StreamTimes:
+    """A stream of batches run one after the other, and pipelined as the host runtime does it.
+
+    ``batches`` are the modeled phases of each batch (one :class:`PhaseTimes` repeated
+    ``nr_batches`` times, or one per batch); ``route_s`` is the host's route+pack time per
+    batch (a scalar or one per batch; the host CPU is the same on hardware, so the engine's
+    measured ``BatchStats.route_s`` is the right figure).
+
+    Serial (``Engine.run``, one batch after the other): each batch is
+    ``route + push + max(host_cache, launch + kernel) + pull + merge`` (the host sums its
+    cached rows after the asynchronous launch, while the kernel runs).
+    Pipelined (``Engine.pipeline``): one host thread issues, for batch ``i``, ``pull(i-1)``,
+    ``push(i)``, the asynchronous launch, the host-cache rows of ``i``, then the merge of
+    ``i-1`` and the route+pack of ``i+1`` while the DPUs run ``i``; the DPUs run one batch at
+    a time, and the host can touch a DPU's MRAM only while it is stopped (so push and pull
+    sit on both sides). Steady state per batch::
+
+        push + pull + max(host_cache + merge + route, launch + kernel)
+
+    instead of their sum. The whole stream is simulated event by event (fill and drain
+    included); it never takes longer than the serial stream.
+
+    Example::
+
+        >>> t = PhaseTimes(cpu_to_dpu_s=1e-4, launch_s=1e-5, kernel_s=5e-4, dpu_to_cpu_s=1e-4,
+        ...                host_merge_s=2e-4, host_cache_s=0.0, per_dpu_kernel_s=np.zeros(1))
+        >>> s = model_stream(t, route_s=2e-4, nr_batches=100)
+        >>> s.bound, round(s.period_s * 1e6), round(s.serial_s / 100 * 1e6)
+        ('dpu', 710, 1110)
+        >>> s.pipelined_s < s.serial_s
+        True
+    """
+    phases = [batches] if isinstance(batches, PhaseTimes) else list(batches)
+    if nr_batches is None:
+        nr_batches = len(phases)
+    if nr_batches < 1 or not phases:
+        raise ValueError("model_stream needs at least one batch")
+    if len(phases) not in (1, nr_batches):
+        raise ValueError(f"got {len(phases)} PhaseTimes for {nr_batches} batches (give one, or one per batch)")
+    routes = [float(route_s)] if np.ndim(route_s) == 0 else [float(r) for r in route_s]
+    if len(routes) not in (1, nr_batches):
+        raise ValueError(f"got {len(routes)} route_s values for {nr_batches} batches (give one, or one per batch)")
+    if any(r < 0 for r in routes):
+        raise ValueError("route_s must be >= 0")
+
+    def phase(i: int) -> PhaseTimes:
+        return phases[i if len(phases) > 1 else 0]
+
+    def route(i: int) -> float:
+        return routes[i if len(routes) > 1 else 0]
+
+    serial = sum(route(i) + phase(i).cpu_to_dpu_s + max(phase(i).host_cache_s, phase(i).launch_s + phase(i).kernel_s)
+                 + phase(i).dpu_to_cpu_s + phase(i).host_merge_s for i in range(nr_batches))
+    # One host thread (the clock `host`) and the DPUs (busy until `dpus_done`).
+    host = route(0)
+    dpus_done = 0.0
+    for i in range(nr_batches):
+        p = phase(i)
+        if i > 0:
+            host = max(host, dpus_done) + phase(i - 1).dpu_to_cpu_s  # collect batch i-1
+        host += p.cpu_to_dpu_s
+        dpus_done = host + p.launch_s + p.kernel_s
+        host += p.host_cache_s
+        if i > 0:
+            host += phase(i - 1).host_merge_s
+        if i + 1 < nr_batches:
+            host += route(i + 1)
+    last = phase(nr_batches - 1)
+    pipelined = max(host, dpus_done) + last.dpu_to_cpu_s + last.host_merge_s
+    steady = phase(nr_batches - 1)
+    host_side = steady.host_cache_s + steady.host_merge_s + route(nr_batches - 1)
+    dpu_side = steady.launch_s + steady.kernel_s
+    period = steady.cpu_to_dpu_s + steady.dpu_to_cpu_s + max(host_side, dpu_side)
+    return StreamTimes(nr_batches=nr_batches, serial_s=float(serial), pipelined_s=float(pipelined),
+                       period_s=float(period), bound="host" if host_side > dpu_side else "dpu")

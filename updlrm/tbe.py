@@ -37,6 +37,7 @@ import math
 import os
 import threading
 import time
+from concurrent.futures import Future
 from typing import Any, Sequence
 
 import numpy as np
@@ -209,7 +210,9 @@ class TableBatchedEmbeddingBags(torch.nn.Module):
     ``.extra["dropped_lookups"]``.
 
     Threads: any number of threads may call one module; each gets exactly its serial
-    result (the engine runs one batch at a time and the others queue). Every call
+    result (their batches overlap stage by stage). :meth:`pipeline` and
+    :meth:`forward_async` overlap one caller's batches (route+pack of the next and merge
+    of the previous while the DPUs run one), bit-identical to ``forward``. Every call
     returns a new output, and ``last_stats`` / ``last_profile()`` are per thread: the
     calling thread's own last batch, never another thread's.
 
@@ -325,6 +328,93 @@ class TableBatchedEmbeddingBags(torch.nn.Module):
             include_last_offset=include_last_offset,
         )
         return kind.wrap(self._run(batch, time.perf_counter() - start))
+
+    def _validate(self, indices, offsets, per_sample_weights, include_last_offset):
+        kind = _OutputKind(indices, offsets)
+        start = time.perf_counter()
+        batch = validate_tbe_inputs(
+            self.tables, indices, offsets, per_sample_weights, pooling_mode=self.pooling_mode,
+            bounds_check_mode=self.bounds_check_mode, include_last_offset=include_last_offset,
+        )
+        return kind, batch, time.perf_counter() - start
+
+    def _open_engine(self):
+        engine = self._engine  # one read: another thread may close the module meanwhile
+        if engine is None:
+            raise RuntimeError("this module was closed; build a new one")
+        return engine
+
+    def forward_async(self, indices, offsets, per_sample_weights=None, include_last_offset: bool = True) -> Future:
+        """Queue one batch; a ``concurrent.futures.Future`` of what :meth:`forward` returns.
+
+        Queued batches (from any threads) run overlapped: while the DPUs run one, the host
+        merges the previous and routes the next (``Engine.run_async``). Results are
+        bit-identical to ``forward``; input errors raise here, errors of the run (a DPU
+        fault, an integer sum that could overflow) are the future's. ``last_stats`` is
+        not updated. ``close`` runs the queued batches first.
+
+        >>> with TableBatchedEmbeddingBags([(50, 4)], backend="emulator", nr_dpus=2) as tbe:
+        ...     futures = [tbe.forward_async(torch.tensor([k, k]), torch.tensor([0, 2])) for k in range(3)]
+        ...     all(torch.equal(f.result(), tbe(torch.tensor([k, k]), torch.tensor([0, 2])))
+        ...         for k, f in enumerate(futures))
+        True
+        """
+        kind, batch, _ = self._validate(indices, offsets, per_sample_weights, include_last_offset)
+        inner = self._open_engine().run_async(batch.indices, batch.offsets, batch.per_sample_weights,
+                                               self.pooling_mode)
+        outer: Future = Future()
+
+        def deliver(done: Future) -> None:
+            if not outer.set_running_or_notify_cancel():
+                return
+            error = done.exception()
+            if error is not None:
+                outer.set_exception(error)
+            else:
+                outer.set_result(kind.wrap(done.result()[0]))
+
+        inner.add_done_callback(deliver)
+        return outer
+
+    def pipeline(self, batches, include_last_offset: bool = True):
+        """Pool an iterable of batches overlapped; yields each output in order.
+
+        Items are ``(indices, offsets)`` or ``(indices, offsets, per_sample_weights)``. While
+        the DPUs pool batch i, the host merges batch i-1 and routes batch i+1. Outputs are
+        bit-identical to :meth:`forward`'s; a bad batch raises at its turn, after the
+        outputs before it. Each output's ``BatchStats`` is in ``last_stats`` of the
+        iterating thread when it is yielded.
+
+        >>> with TableBatchedEmbeddingBags([(50, 4)], backend="emulator", nr_dpus=2) as tbe:
+        ...     batches = [(torch.tensor([k, 49]), torch.tensor([0, 1, 2])) for k in range(5)]
+        ...     outs = list(tbe.pipeline(batches))
+        ...     all(torch.equal(o, tbe(*b)) for o, b in zip(outs, batches))
+        True
+        """
+        engine = self._open_engine()
+        kinds: list = []
+
+        def checked():
+            for item in batches:
+                try:
+                    if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+                        raise InvalidInputError("each batch must be (indices, offsets) or "
+                                                "(indices, offsets, per_sample_weights)")
+                    kind, batch, validate_s = self._validate(*item[:2], item[2] if len(item) == 3 else None,
+                                                             include_last_offset)
+                except Exception as error:
+                    kinds.append(None)
+                    yield error
+                    continue
+                kinds.append((kind, validate_s, batch.dropped))
+                yield batch.indices, batch.offsets, batch.per_sample_weights, self.pooling_mode
+
+        for k, (out, stats) in enumerate(engine.pipeline(checked())):
+            kind, validate_s, dropped = kinds[k]
+            stats.extra["validate_s"] = validate_s
+            stats.extra["dropped_lookups"] = dropped
+            self.last_stats = stats
+            yield kind.wrap(out)
 
     def _run(self, batch: ValidatedBatch, validate_s: float) -> np.ndarray:
         engine = self._engine  # one read: another thread may close the module meanwhile

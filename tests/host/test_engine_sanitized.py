@@ -3,7 +3,7 @@
 The host library is loaded into Python, so the run happens in a child Python started
 with the compiler's libasan preloaded and ``UPDLRM_SANITIZE=1`` (see
 ``updlrm.host.engine.build``). The child runs prepared batches on every layout, with one
-and two host threads, plus a batch with an out-of-range index, one with a weight outside
+and two host threads, serially, pipelined and asynchronously, plus a batch with an out-of-range index, one with a weight outside
 Q16, and (once) four threads sharing one engine, and saves the outputs; this
 process checks them against the torch reference. Any sanitizer report fails the child.
 """
@@ -45,6 +45,13 @@ CHILD = textwrap.dedent("""
                 for name, pooling in (("sum", PoolingMode.SUM), ("mean", PoolingMode.MEAN)):
                     out, _ = engine.run(data["indices"], data["offsets"], data["psw"], pooling)
                     outputs[f"{layout}-{threads}-{name}"] = out
+                # pipelined (route+pack i+1 and merge i-1 while the DPUs run i) and asynchronous
+                items = [(data["indices"], data["offsets"], data["psw"], p) for p in (PoolingMode.SUM, PoolingMode.MEAN)]
+                piped = [out for out, _ in engine.pipeline(items * 2)]
+                futures = [engine.run_async(*item) for item in items * 2]
+                for k, out in enumerate(piped + [f.result()[0] for f in futures]):
+                    if not np.array_equal(out, outputs[f"{layout}-{threads}-{('sum', 'mean')[k % 2]}"]):
+                        raise SystemExit(f"pipelined batch {k} differs from the serial run ({layout})")
                 bad = data["indices"].copy()
                 bad[0] = 10**6
                 try:
