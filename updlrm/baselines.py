@@ -260,7 +260,7 @@ class CpuBaseline:
             for count in counts:
                 torch.set_num_threads(int(count))
                 holder: list[np.ndarray] = []
-                timing = time_call(lambda: holder.append(
+                timing = time_call(lambda holder=holder: holder.append(
                     self(indices, offsets, batch_size, per_sample_weights, mode)), repeats=repeats)
                 if best is None or timing.best < best.best:
                     best, out = timing, holder[-1]
