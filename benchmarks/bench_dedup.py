@@ -165,10 +165,10 @@ def measure(ebc, requests, repeats: int, profile: str, bar, on: bool | str = "au
             bar.update(1)
     out = {}
     for mode, per_request in runs.items():
-        def best(key):
+        def best(key, per_request=per_request):
             return float(np.mean([min(x[key] for x in rq) for rq in per_request]))
 
-        def per_repeat(key):
+        def per_repeat(key, per_request=per_request):
             return [float(np.mean([rq[i][key] for rq in per_request])) for i in range(repeats)]
 
         walls = per_repeat("wall_s")

@@ -150,7 +150,7 @@ def table_rows(draw, tables: list[TableSpec]) -> list[np.ndarray]:
 def _row_parts(rows: np.ndarray, nr_parts: int, contiguous: bool, rng) -> list[np.ndarray]:
     if contiguous:
         cuts = np.sort(rng.choice(np.arange(1, rows.size), size=min(nr_parts - 1, max(0, rows.size - 1)), replace=False)) if rows.size > 1 else []
-        return [p for p in np.split(rows, cuts)]
+        return list(np.split(rows, cuts))
     owner = rng.integers(0, nr_parts, rows.size)
     return [rows[owner == k] for k in range(nr_parts)]
 

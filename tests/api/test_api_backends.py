@@ -207,7 +207,7 @@ def test_sdk_older_than_2021_3_is_refused_and_unknown_versions_are_noted(tmp_pat
     info = detect_sdk(environ={"UPMEM_HOME": str(old)}, path="", rank_glob=str(tmp_path / "none*"))
     name, reason = resolve_backend("auto", sdk=info, environ={})
     assert name == "emulator" and "2021.1.0 is older than 2021.3" in reason and "dpu_broadcast_to" in reason
-    with pytest.raises(BackendUnavailable, match="older than 2021.3"):
+    with pytest.raises(BackendUnavailable, match=r"older than 2021\.3"):
         resolve_backend("simulator", sdk=info, environ={})
     unknown = fake_sdk(tmp_path / "unknown", version="")
     info = detect_sdk(environ={"UPMEM_HOME": str(unknown)}, path="", rank_glob=str(tmp_path / "none*"))

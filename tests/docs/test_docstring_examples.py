@@ -64,7 +64,7 @@ def test_docstring_examples(module_name, tmp_path, monkeypatch):
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
     for test in doctest.DocTestFinder().find(module, module.__name__, globs=vars(module).copy()):
         for missing in _skip_missing_optional(test):
-            warnings.warn(f"{test.name}: examples skipped, optional dependency {missing!r} is not installed")
+            warnings.warn(f"{test.name}: examples skipped, optional dependency {missing!r} is not installed", stacklevel=1)
         runner.run(test)
     result = runner.summarize(verbose=False)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {module_name}"

@@ -118,7 +118,7 @@ def test_readme_block_runs_as_written(line, lang, body, skip, tmp_path):
         assert result.returncode == 0, f"README.md:{line} python block failed:\n{result.stdout}\n{result.stderr}"
         return
     assert lang == "bash", f"README.md:{line}: fenced block of unknown language {lang!r}"
-    for text, argv, why in _commands(body, env):
+    for text, argv, _why in _commands(body, env):
         if argv is None:
             continue  # NOT_RUN / KNOWN_BROKEN: see test_commands_not_run_are_accounted_for
         result = subprocess.run(_updlrm() + argv[1:], cwd=tmp_path, env=env, capture_output=True, text=True,

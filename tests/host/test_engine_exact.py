@@ -269,7 +269,7 @@ def test_exact_or_refused_exactly_at_the_bound(fmt, bags, weighted, mean):
     psw = np.array([w for bag in bags for _, w in bag], np.float32) if weighted else None
     peak = int(np.abs(rows.astype(np.int64)).max())
     over = []
-    for b, bag in enumerate(bags):
+    for b in range(len(bags)):
         lo, hi = offsets[b], offsets[b + 1]
         total = int(np.abs(np.rint(psw[lo:hi].astype(np.float64) * 65536)).sum()) if weighted else int(hi - lo)
         over.append(peak * total > INT64_MAX)

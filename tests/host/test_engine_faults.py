@@ -205,7 +205,7 @@ def test_many_faults_leak_no_process_fd_or_memory(monkeypatch, data):
         assert rss_bytes() - rss < 8 << 20, f"RSS grew by {(rss_bytes() - rss) >> 20} MiB over 18 faults"
     assert children() == []
     fds = open_fds()
-    for k in range(5):
+    for _ in range(5):
         with make_engine(monkeypatch, weights, "kill:dpu=0,launch=1") as engine:
             with pytest.raises(DpuFaultError):
                 engine.run(*batches[0])

@@ -75,7 +75,7 @@ def test_threads_sharing_one_engine_get_the_serial_results(layout):
         after = engine.run(*batches[0])
     wrong = [k for k, ((a, _), (b, _)) in enumerate(zip(serial, shared)) if not np.array_equal(a, b)]
     assert not wrong, f"{len(wrong)} of {len(batches)} outputs differ from the serial run, first batch {wrong[0]}"
-    for (_, s1), (_, s2), (indices, offsets, psw, _) in zip(serial, shared, batches):
+    for (_, s1), (_, s2), (indices, offsets, _, _) in zip(serial, shared, batches):
         # Every caller got its own stats object, describing its own batch.
         assert s1 is not s2 and s2.nr_lookups == indices.size and s2.nr_bags == (offsets.size - 1) // len(tables)
         assert np.array_equal(s1.lookups, s2.lookups) and np.array_equal(s1.bytes_to_dpu, s2.bytes_to_dpu)

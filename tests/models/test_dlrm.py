@@ -119,8 +119,8 @@ def mixed_pair():
 def test_mixed_pooling_shared_tables_and_empty_bags_agree(mixed_pair, batch):
     ref, on_dpus = mixed_pair
     keys, values, lengths, dense = batch
-    kjt = KeyedJaggedTensor.from_lengths_sync(keys=list(keys), values=torch.tensor(sum(values, []), dtype=torch.int64),
-                                              lengths=torch.tensor(sum(lengths, []), dtype=torch.int64))
+    kjt = KeyedJaggedTensor.from_lengths_sync(keys=list(keys), values=torch.tensor([v for vs in values for v in vs], dtype=torch.int64),
+                                              lengths=torch.tensor([n for ns in lengths for n in ns], dtype=torch.int64))
     torch.testing.assert_close(on_dpus(dense, kjt), ref(dense, kjt), rtol=RTOL, atol=ATOL)
 
 

@@ -21,7 +21,7 @@ def test_every_item_runs_once_in_order_in_bounded_batches(chunks, max_batch):
         for n in chunks:
             b.submit(range(start, start + n))
             start += n
-    assert sum(seen, []) == list(range(start))
+    assert [i for batch in seen for i in batch] == list(range(start))
     assert all(1 <= len(batch) <= max_batch for batch in seen)
 
 

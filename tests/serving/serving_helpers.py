@@ -61,7 +61,7 @@ def random_kjt(rng: np.random.Generator, keys, rows: dict, batch: int, *, max_le
 def to_variable_batch(kjt: updlrm.KeyedJaggedTensor) -> updlrm.KeyedJaggedTensor:
     """The same batch as a variable-batch KJT: each key's distinct bags + inverse indices (plain Python)."""
     values, weights, lengths, strides, inverse = [], [], [], [], []
-    for key, jt in kjt.to_dict().items():
+    for jt in kjt.to_dict().values():
         w = jt.weights_or_none()
         seen: dict = {}
         inv = []

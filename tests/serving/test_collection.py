@@ -187,9 +187,9 @@ def test_state_dict_nested_in_a_model_and_strict_keys(make_ebc):
     bad = dict(sd)
     bad["sparse.embedding_bags.zz.weight"] = torch.zeros(1)
     del bad["sparse.embedding_bags.a.weight"]
-    with pytest.raises(RuntimeError, match="(?s)Missing key.*sparse.embedding_bags.a.weight.*Unexpected key.*zz"):
+    with pytest.raises(RuntimeError, match=r"(?s)Missing key.*sparse\.embedding_bags\.a\.weight.*Unexpected key.*zz"):
         other.load_state_dict(bad)
-    with pytest.raises(RuntimeError, match="(?s)size mismatch.*table 'a' has shape"):
+    with pytest.raises(RuntimeError, match=r"(?s)size mismatch.*table 'a' has shape"):
         model.sparse.load_state_dict({"embedding_bags.a.weight": torch.zeros(4, 2)}, strict=False)
 
 
@@ -267,7 +267,7 @@ def test_tbe_no_longer_ignores_a_mean_config():
     with updlrm.TableBatchedEmbeddingBags([EmbeddingBagConfig("t", 8, 2, pooling="MEAN")], backend="emulator", nr_dpus=1) as tbe:
         out = tbe(torch.tensor([1, 3]), torch.tensor([0, 2]))
         torch.testing.assert_close(out[0], torch.from_numpy(tbe.weights(0)[[1, 3]].mean(0)))
-    with pytest.raises(ValueError, match="mix SUM and MEAN.*EmbeddingBagCollection"):
+    with pytest.raises(ValueError, match=r"mix SUM and MEAN.*EmbeddingBagCollection"):
         updlrm.TableBatchedEmbeddingBags([EmbeddingBagConfig("a", 8, 2, pooling="MEAN"), EmbeddingBagConfig("b", 8, 2)],
                                          backend="emulator")
     with pytest.raises(ValueError, match="pooling_mode=SUM contradicts table 't'"):

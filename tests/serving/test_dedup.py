@@ -203,7 +203,7 @@ def test_collisions_across_features_never_merge(monkeypatch):
     lengths = torch.tensor([2, 1, 2, 2, 1, 2])
     kjt = KeyedJaggedTensor(["a", "b"], torch.tensor([4, 5, 6, 4, 5, 4, 5, 6, 4, 5]), lengths=lengths)
     batch = read_kjt(kjt)
-    bags, inverse, done = dedup.choose_bags(batch, [0, 1], mode=True)
+    bags, inverse, _ = dedup.choose_bags(batch, [0, 1], mode=True)
     assert bags[0].tolist() == [0, 1] and inverse[0].tolist() == [0, 1, 0]
     # b's bags all collide with a's first bag, which the feature check refuses: b stays whole
     # (a missed duplicate, never a wrong one).
@@ -228,5 +228,5 @@ def test_estimate_sees_repeats_wherever_they_sit():
     kjt = KeyedJaggedTensor(["a", "b"], torch.from_numpy(values), lengths=torch.full((1024,), 5))
     batch = read_kjt(kjt)
     assert dedup._estimate(batch, [0, 1]).tolist() == [0.5, 0.5]
-    bags_run, inverse, done = dedup.choose_bags(batch, [0, 1], "auto")
+    bags_run, _, done = dedup.choose_bags(batch, [0, 1], "auto")
     assert done == [True, True] and [b.size for b in bags_run] == [256, 256]

@@ -22,6 +22,7 @@ Example (a one-process group):
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import socket
@@ -126,10 +127,9 @@ class ClusterContext:
     def report_error(self, message: str) -> None:
         """Leave this rank's failure where the others look for it."""
         self._failed = True
-        try:
+        # Best effort: the store may be the thing that failed; the peers then time out instead.
+        with contextlib.suppress(Exception):
             self._store.set(self._key(f"error/{self.step}"), message)
-        except Exception:
-            pass
 
     def peer_error(self, rank: int) -> str:
         return self._get(f"error/{self.step}", rank) or "(no message)"
@@ -204,8 +204,6 @@ class ClusterContext:
         self._beat_thread.join(timeout=2 * HEARTBEAT_S)
         if dist.is_initialized():
             if not self._failed:
-                try:
+                with contextlib.suppress(RuntimeError):  # a peer already gone: nothing to wait for
                     dist.barrier()
-                except RuntimeError:
-                    pass
             dist.destroy_process_group()

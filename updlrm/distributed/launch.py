@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import queue
 import time
@@ -66,10 +67,8 @@ def _child(rank: int, world_size: int, port: int, timeout_s: float, fn, args, re
         results.put((rank, "error", detail))
     finally:
         if ctx is not None:
-            try:
+            with contextlib.suppress(Exception):  # the rank's own error, if any, is already reported
                 ctx.close()
-            except Exception:
-                pass
 
 
 def run_local(world_size: int, fn: Callable[..., Any], *args: Any, timeout_s: float = 120.0,

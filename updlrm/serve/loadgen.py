@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import random
@@ -213,10 +214,8 @@ def parse_summary(text: str) -> dict:
         if key == "Result is":
             out["result"] = value
         elif key in _SUMMARY_KEYS:
-            try:
+            with contextlib.suppress(ValueError):  # a summary value that is not a number is left out
                 out[_SUMMARY_KEYS[key]] = float(value)
-            except ValueError:
-                pass
         elif key in ("Performance constraints satisfied", "Min duration satisfied", "Min queries satisfied",
                      "Early stopping satisfied"):
             out[re.sub(r"\W+", "_", key.lower())] = value == "Yes"
