@@ -400,8 +400,9 @@ class TableBatchedEmbeddingBags(torch.nn.Module):
                     if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
                         raise InvalidInputError("each batch must be (indices, offsets) or "
                                                 "(indices, offsets, per_sample_weights)")
-                    kind, batch, validate_s = self._validate(*item[:2], item[2] if len(item) == 3 else None,
-                                                             include_last_offset)
+                    indices, offsets = item[0], item[1]
+                    weights = item[2] if len(item) == 3 else None
+                    kind, batch, validate_s = self._validate(indices, offsets, weights, include_last_offset)
                 except Exception as error:
                     kinds.append(None)
                     yield error
