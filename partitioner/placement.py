@@ -23,7 +23,7 @@ Example:
     >>> from updlrm.partitioner.workloads import synthetic_trace
     >>> tables = [TableSpec(f"t{i}", 5000, 16) for i in range(4)]
     >>> trace = synthetic_trace(tables, batch_size=256, num_batches=2, pooling=8, co_occurrence=0.5)
-    >>> plan = build_plan(tables, trace, Topology(64), progress=False)
+    >>> plan = build_plan(tables, trace, Topology(64), progress=False, holdout=0)
     >>> plan.validate()
     >>> report = evaluate_plan(plan, trace)
     >>> report.imbalance < 1.2 and report.modeled.total_s > 0
@@ -85,6 +85,10 @@ class BuildOptions:
       serving the samples ``b = j (mod r)`` (data parallel inside the server); ``None``:
       as many as the MRAM and the model allow, ``1``: none.  Only with ``cache`` =
       ``auto`` or ``replicate``.
+    * ``holdout``: share of the trace (whole batches when there are several) the plan is
+      *not* built from; the plan is evaluated on it and ``plan.metadata["held_out"]``
+      reports the estimate on traffic it has not seen next to ``metadata["in_sample"]``.
+      ``0`` builds from the whole trace and reports no held-out figures.
     * ``nr_tasklets``: tasklets per DPU the kernel time is modeled for.
     * ``mram_reserved_bytes``: MRAM per DPU kept for the kernel's batch buffers.
     * ``explicit_row_limit``: tables with more rows are stored as contiguous ranges.
@@ -113,8 +117,11 @@ class BuildOptions:
     seed: int = 0
     max_replicas: int | None = None
     host_cpu: str = "off"
+    holdout: float = 0.2
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.holdout < 1.0:
+            raise PlanError(f"holdout must be within [0, 1), got {self.holdout}")
         if self.host_cpu not in HOST_CPU_MODES:
             raise PlanError(f"unknown host_cpu mode {self.host_cpu!r}; choose one of {', '.join(HOST_CPU_MODES)}")
         if self.cache not in CACHE_MODES:
@@ -155,7 +162,7 @@ class BuildOptions:
                 "max_hot_rows": self.max_hot_rows, "min_count": self.min_count,
                 "host_cache_bytes": self.host_cache_bytes, "nr_tasklets": self.nr_tasklets,
                 "mram_reserved_bytes": self.mram_reserved_bytes, "seed": self.seed,
-                "max_replicas": self.max_replicas, "host_cpu": self.host_cpu}
+                "max_replicas": self.max_replicas, "host_cpu": self.host_cpu, "holdout": self.holdout}
 
 
 @dataclass
@@ -174,7 +181,7 @@ def build_plan(tables: list[TableSpec], trace: Trace, topology: Topology | int, 
                min_count: int = 8, cache: str = "auto", host_cache_bytes: int = 256 << 20, graph: str = "auto",
                nr_tasklets: int = 16, mram_reserved_bytes: int = 8 << 20, explicit_row_limit: int = 1 << 21,
                epsilon: float = 0.03, seed: int = 0, max_replicas: int | None = None,
-               host_cpu: str | HostCostModel = "off",
+               host_cpu: str | HostCostModel = "off", holdout: float = 0.2,
                progress: bool = True) -> Plan:
     """A placement of ``tables`` on ``topology`` tuned to the workload in ``trace``.
 
@@ -190,12 +197,14 @@ def build_plan(tables: list[TableSpec], trace: Trace, topology: Topology | int, 
     >>> p = build_plan(tables, tr, Topology(8), progress=False)
     >>> sorted(p.metadata["strategy"])
     ['a', 'b']
+    >>> p.metadata["held_out"]["modeled_s"] > 0  # the last 20% of the samples, not built from
+    True
     """
     started = time.perf_counter()
     host_cost = host_cpu if isinstance(host_cpu, HostCostModel) else None
     opts = BuildOptions(batch_size, hot_fraction, max_hot_rows, min_count, cache, host_cache_bytes, graph,
                         nr_tasklets, mram_reserved_bytes, explicit_row_limit, epsilon, seed, max_replicas,
-                        "auto" if host_cost is not None else str(host_cpu))
+                        "auto" if host_cost is not None else str(host_cpu), holdout)
     if host_cost is None and opts.host_cpu == "auto":
         host_cost = calibrate()
     if not isinstance(trace, Trace):
@@ -207,9 +216,11 @@ def build_plan(tables: list[TableSpec], trace: Trace, topology: Topology | int, 
     hw = perfmodel.get_profile(profile, nr_dpus=topology.nr_dpus)
     bar = tqdm(total=3 + len(opts.row_methods), disable=not progress, unit="step", leave=False)
 
+    full_trace = trace
+    trace, held = holdout_split(full_trace, opts.holdout)
     bar.set_description("workload statistics")
-    workloads = table_workloads(tables, trace, opts.batch_size, opts.min_count)
-    batch = workloads[0].batch_size if workloads else (opts.batch_size or trace.batch_size)
+    workloads = table_workloads(tables, trace, opts.batch_size or full_trace.batch_size, opts.min_count)
+    batch = workloads[0].batch_size if workloads else (opts.batch_size or full_trace.batch_size)
     model = CostModel(tables, hw, topology.nr_dpus, trace.per_sample_weights is not None, opts.nr_tasklets,
                       [wl.total_load for wl in workloads])
     bar.update(1)
@@ -246,6 +257,14 @@ def build_plan(tables: list[TableSpec], trace: Trace, topology: Topology | int, 
         report=chosen.report, chosen=chosen.method,
         modeled_s={c.method: c.report.modeled.total_s for c in candidates},
         explicit_row_limit=opts.explicit_row_limit, build_time_s=time.perf_counter() - started)
+    plan.metadata["in_sample"] = _estimate_record(chosen.report, trace)
+    if held is not None:
+        bar.set_description("held-out evaluation")
+        held_report = evaluate_plan(plan, held, hw, nr_tasklets=opts.nr_tasklets, batch_size=batch)
+        if host_cost is not None:
+            held_report = apply_host_cost(held_report, plan, held, host_cost, batch)
+        plan.metadata["held_out"] = _estimate_record(held_report, held)
+    plan.workload_hash = full_trace.hash()
     if host_cost is not None:
         cpu_only_s = next(c.report.modeled.total_s for c in candidates if c.method == "cpu_only")
         plan.metadata["host_cpu"] = {
@@ -257,6 +276,35 @@ def build_plan(tables: list[TableSpec], trace: Trace, topology: Topology | int, 
     bar.update(1)
     bar.close()
     return plan
+
+
+def holdout_split(trace: Trace, holdout: float) -> tuple[Trace, Trace | None]:
+    """``(build part, held-out part)`` of ``trace`` for ``holdout``; ``(trace, None)`` when too small to split.
+
+    Whole batches are held out when there are several, else the last samples of the one
+    batch (at least 8 samples on each side).
+
+    >>> from updlrm.partitioner.workloads import Trace
+    >>> tr = Trace(1, 1, np.arange(10), np.arange(11))
+    >>> [t.num_batches for t in holdout_split(tr, 0.2)]
+    [8, 2]
+    >>> holdout_split(Trace(1, 4, np.arange(4), np.arange(5)), 0.2)[1] is None
+    True
+    """
+    if holdout <= 0:
+        return trace, None
+    if trace.num_batches >= 2:
+        return trace.split(1.0 - holdout)
+    if trace.batch_size * min(holdout, 1 - holdout) >= 8:
+        return trace.split(1.0 - holdout)
+    return trace, None
+
+
+def _estimate_record(report: PlanReport, trace: Trace) -> dict[str, Any]:
+    """The figures ``metadata["in_sample"]``/``["held_out"]`` keep of a report on ``trace``."""
+    return {"modeled_s": report.modeled.total_s, "imbalance": report.imbalance, "mean_fanout": report.mean_fanout,
+            "bytes_out": report.bytes_out, "host_cache_hit_rate": report.host_cache_hit_rate,
+            "batches": trace.num_batches, "samples": trace.num_batches * trace.batch_size}
 
 
 def _place(method: str, tables: list[TableSpec], topology: Topology, trace: Trace, workloads: list[TableWorkload],

@@ -104,6 +104,11 @@ def plan_summary(plan: Plan, report=None) -> str:
                      f"{format_bytes(scalars['bytes_out_padded'])} (rank-padded), host-cache hit rate "
                      f"{scalars['host_cache_hit_rate']:.1%}")
     lines += host_cpu_summary(meta)
+    if "held_out" in meta and "in_sample" in meta:
+        ins, held = meta["in_sample"], meta["held_out"]
+        lines.append(f"estimate on the build trace {ins['modeled_s'] * 1e3:.3f} ms (imbalance {ins['imbalance']:.3f}), "
+                     f"on {held['batches']} held-out batch(es) it was not built from {held['modeled_s'] * 1e3:.3f} ms "
+                     f"(imbalance {held['imbalance']:.3f}, fan-out {held['mean_fanout']:.2f})")
     total = sum(s.mram_bytes(plan.tables[s.table]) for s in plan.shards)
     lines.append(f"MRAM: {format_bytes(total)} of rows, busiest DPU {format_bytes(float(mram.max()))} of "
                  f"{format_bytes(topo.mram_bytes_per_dpu)}; {len(plan.shards)} shards"

@@ -103,7 +103,7 @@ def test_cache_modes(trace):
     none = build_plan(TABLES, trace, Topology(48), cache="none", progress=False)
     assert not none.host_rows
     assert all(v["replicated_rows"] == 0 for v in none.metadata["strategy"].values())
-    host = build_plan(TABLES, trace, Topology(48), cache="host", host_cache_bytes=1 << 20, progress=False)
+    host = build_plan(TABLES, trace, Topology(48), cache="host", host_cache_bytes=1 << 20, progress=False, holdout=0)
     # Host-cached rows are the hottest ones: every cached row is looked up at least as
     # often as every uncached accessed row of its table.
     for t, cached in host.host_rows.items():
