@@ -36,15 +36,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_sweeps import machine_info  # noqa: E402
+from bench_sweeps import machine_info
 
-from updlrm import perfmodel  # noqa: E402
-from updlrm.baselines import Comparison, CpuBaseline  # noqa: E402
-from updlrm.partitioner.placement import build_plan, evaluate_plan  # noqa: E402
-from updlrm.partitioner.reuse import meta_locality_stats_path, parse_locality_stats  # noqa: E402
-from updlrm.partitioner.workloads import synthetic_trace  # noqa: E402
-from updlrm.plan import format_bytes, uniform_plan  # noqa: E402
-from updlrm.specs import RowFormat, TableSpec, Topology  # noqa: E402
+from updlrm import perfmodel
+from updlrm.baselines import Comparison, CpuBaseline
+from updlrm.partitioner.placement import build_plan, evaluate_plan
+from updlrm.partitioner.reuse import meta_locality_stats_path, parse_locality_stats
+from updlrm.partitioner.workloads import synthetic_trace
+from updlrm.plan import format_bytes, uniform_plan
+from updlrm.specs import RowFormat, TableSpec, Topology
 
 PHASES = ("cpu_to_dpu_s", "launch_s", "kernel_s", "dpu_to_cpu_s", "host_merge_s", "host_cache_s")
 GOAL_VS_TORCH = 2.0
