@@ -49,7 +49,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -59,6 +58,7 @@ from tqdm import tqdm
 
 import updlrm
 from updlrm import EmbeddingBagConfig, KeyedJaggedTensor
+from updlrm.baselines import cpu_model
 
 RESULTS = Path(__file__).resolve().parent / "results" / "dedup.json"
 USER = ["user_hist_items", "user_hist_cats", "user_id", "user_geo", "user_interests"]
@@ -66,14 +66,6 @@ HOST_PHASES = ("read_s", "dedup_s", "stack_s", "validate_s", "route_s", "expand_
 CAND = ["cand_item", "cand_cat", "cand_brand", "cand_seller", "cand_tags"]
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def tables(rows: int, dim: int, row_format: str) -> list[EmbeddingBagConfig]:

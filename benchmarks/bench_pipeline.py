@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from updlrm import perfmodel
+from updlrm.baselines import cpu_model
 from updlrm.host.engine import Engine
 from updlrm.partitioner.workloads import synthetic_trace
 from updlrm.plan import uniform_plan
@@ -44,14 +44,6 @@ from updlrm.specs import RowFormat, TableSpec, Topology
 RESULTS = Path(__file__).resolve().parent / "results" / "pipeline.json"  # one file per --format / plan
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} CPUs"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
 
 
 def main() -> None:
@@ -118,7 +110,7 @@ def main() -> None:
     stream = perfmodel.model_stream(modeled, route_s=[s.route_s for s in stats])
 
     lookups = int(sum(s.nr_lookups for s in stats))
-    print(f"CPU: {cpu_model()}; emulator, {args.dpus} DPUs, {engine.nr_tasklets} tasklets")
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} CPUs; emulator, {args.dpus} DPUs, {engine.nr_tasklets} tasklets")
     print(f"stream: {n} batches x {args.batch} samples x {args.tables} {args.format} tables of {args.rows:,} x {args.dim}, "
           f"pooling {args.pooling:g} "
           f"({lookups / n:,.0f} lookups per batch), {'partitioned' if args.partitioned else 'row-wise'} plan")
@@ -136,7 +128,7 @@ def main() -> None:
     print(f"  serial {stream.serial_s * 1e3:.3f} ms, pipelined {stream.pipelined_s * 1e3:.3f} ms for {n} batches: "
           f"{stream.speedup:.2f}x; steady state {stream.period_s * 1e6:.0f} us per batch, bound by the {stream.bound}")
     results = {
-        "cpu": cpu_model(), "args": vars(args), "bit_identical": mismatches == 0,
+        "cpu": f"{cpu_model()}, {os.cpu_count()} CPUs", "args": vars(args), "bit_identical": mismatches == 0,
         "serial_s": serial_times, "pipelined_s": piped_times, "speedup": best_serial / best_piped,
         "host_stage_s": host_s, "dpu_stage_s": dpu_s, "modeled": stream.as_dict(),
     }

@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
-from updlrm.baselines import Timing
+from updlrm.baselines import Timing, cpu_model
 from updlrm.distributed.cluster import HostSpec, plan_cluster
 from updlrm.distributed.demo import scaling_table
 from updlrm.distributed.launch import run_local
@@ -39,14 +38,6 @@ from updlrm.tbe import TableBatchedEmbeddingBags
 ROOT = Path(__file__).resolve().parent
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _measured_tables(quick: bool):

@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from updlrm.baselines import cpu_model
 from updlrm.specs import RowFormat, TableSpec
 
 __all__ = ["DIMS", "TABLE_BYTES", "HostCostModel", "calibrate", "cpu_model", "default_cache_dir"]
@@ -53,21 +53,6 @@ DIMS = (16, 128)
 TABLE_BYTES = (1 << 18, 1 << 26)
 BATCH, POOLING = 512, 32  # the microbenchmark's batch: 16,384 lookups
 _VERSION = 1  # bump when the grid or the method changes (invalidates caches)
-
-
-def cpu_model() -> str:
-    """This host's CPU model name (``/proc/cpuinfo``), or the platform's processor string.
-
-    >>> isinstance(cpu_model(), str)
-    True
-    """
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def default_cache_dir() -> Path:

@@ -17,43 +17,16 @@ Features for DLRM, one sample per rating:
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-RECBOLE = "recbole==1.2.1"
+from updlrm.partitioner.movielens import RECBOLE, fetch_recbole_wheel  # noqa: F401  (one download, one cache)
+
 WHEEL_PREFIX = "recbole/dataset_example/ml-100k/ml-100k"
 SPARSE = ("user_id", "item_id", "gender", "occupation", "zip3", "year", "genres")
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("UPDLRM_CACHE_DIR") or os.path.join(Path.home(), ".cache", "updlrm")
-    return Path(root) / "datasets"
-
-
-def fetch_recbole_wheel() -> tuple[Path | None, str]:
-    """The cached recbole wheel, downloading it first if needed; (None, reason) when that fails."""
-    folder = cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    wheels = sorted(folder.glob("recbole-1.2.1-*.whl"))
-    if wheels:
-        return wheels[0], ""
-    try:
-        proc = subprocess.run([sys.executable, "-m", "pip", "download", RECBOLE, "--no-deps", "--only-binary=:all:",
-                               "--disable-pip-version-check", "-q", "-d", str(folder)],
-                              capture_output=True, text=True, timeout=300)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, f"pip download {RECBOLE} failed: {exc}"
-    wheels = sorted(folder.glob("recbole-1.2.1-*.whl"))
-    if proc.returncode != 0 or not wheels:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return None, f"pip download {RECBOLE} failed (registry unreachable?): {last}"
-    return wheels[0], ""
 
 
 def _atomic(zf: zipfile.ZipFile, suffix: str) -> tuple[list[str], list[list[str]]]:
