@@ -124,7 +124,12 @@ def test_torchrun_starts_the_same_hosts():
                "--max-rows", "200", "--dim", "8", "--backend", "emulator", "--timeout", "60"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    # Each host writes one JSON line; decode every object in the shared stdout.
+    decoder, lines, pos = json.JSONDecoder(), [], done.stdout.find("{")
+    while pos != -1:
+        obj, end = decoder.raw_decode(done.stdout, pos)
+        lines.append(obj)
+        pos = done.stdout.find("{", end)
     assert sorted(line["rank"] for line in lines) == [0, 1]
     assert all(line["passed"] and line["world_size"] == 2 for line in lines)
 

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -220,8 +221,12 @@ def torchrun_main(argv=None) -> int:
     finally:
         ctx.close()
     phases = {k: float(np.mean([p[k] for p in result["phases"]])) for _, k in PHASES}
-    print(json.dumps({"rank": ctx.rank, "world_size": ctx.world_size, "passed": result["passed"],
-                      "max_abs_err": result["max_abs_err"], "backend": result["backend"], "phases_s": phases}))
+    line = json.dumps({"rank": ctx.rank, "world_size": ctx.world_size, "passed": result["passed"],
+                      "max_abs_err": result["max_abs_err"], "backend": result["backend"], "phases_s": phases})
+    # One write of one line (< PIPE_BUF): the hosts share torchrun's stdout, and a
+    # print() may reach the pipe in pieces that another host's line splits.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
     return 0 if result["passed"] else 1
 
 
