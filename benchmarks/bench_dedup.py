@@ -66,8 +66,6 @@ HOST_PHASES = ("read_s", "dedup_s", "stack_s", "validate_s", "route_s", "expand_
 CAND = ["cand_item", "cand_cat", "cand_brand", "cand_seller", "cand_tags"]
 
 
-
-
 def tables(rows: int, dim: int, row_format: str) -> list[EmbeddingBagConfig]:
     def t(name, n, feats, pooling="SUM"):
         return EmbeddingBagConfig(name, n, dim, feats, pooling=pooling, row_format=row_format)
@@ -89,13 +87,23 @@ def feature_rows(configs) -> dict[str, int]:
 
 
 def draw_bag(rng, feature: str, rows: int, history: float) -> np.ndarray:
-    length = {"user_hist_items": rng.poisson(history), "user_hist_cats": rng.poisson(history),
-              "user_interests": rng.poisson(20), "cand_tags": rng.poisson(3)}.get(feature, 1)
+    length = {
+        "user_hist_items": rng.poisson(history),
+        "user_hist_cats": rng.poisson(history),
+        "user_interests": rng.poisson(20),
+        "cand_tags": rng.poisson(3),
+    }.get(feature, 1)
     return rng.integers(0, rows, length)
 
 
-def request(rng, rows: dict[str, int], candidates: int, history: float, users_per_request: int = 1,
-            features: list[str] | None = None) -> KeyedJaggedTensor:
+def request(
+    rng,
+    rows: dict[str, int],
+    candidates: int,
+    history: float,
+    users_per_request: int = 1,
+    features: list[str] | None = None,
+) -> KeyedJaggedTensor:
     """One request as a KJT: ``users_per_request`` users spread over the candidates (1: ranking)."""
     users = [{f: draw_bag(rng, f, rows[f], history) for f in USER} for _ in range(users_per_request)]
     owner = np.arange(candidates) * users_per_request // candidates
@@ -107,7 +115,7 @@ def request(rng, rows: dict[str, int], candidates: int, history: float, users_pe
             if f in USER:
                 bag = users[owner[b]][f]
             elif f == "cand_item":
-                bag = items[b: b + 1]
+                bag = items[b : b + 1]
             else:
                 bag = draw_bag(rng, f, rows[f], history)
             values.append(bag)
@@ -121,11 +129,22 @@ def run_once(ebc, kjt, profile: str) -> dict:
     wall = time.perf_counter() - start
     stats = ebc.last_stats
     rep = ebc.last_report
-    host = {"read_s": rep.read_s, "dedup_s": rep.dedup_s, "stack_s": rep.stack_s, "expand_s": rep.expand_s,
-            "validate_s": stats.extra["validate_s"], "route_s": stats.route_s}
-    return {"out": out, "wall_s": wall, **host, "modeled_dpu_s": ebc.tbe.last_profile(profile).modeled.total_s,
-            "deduplicated": sum(rep.deduplicated),
-            "lookups": int(stats.lookups.sum()) + int(stats.host_cache_hits)}
+    host = {
+        "read_s": rep.read_s,
+        "dedup_s": rep.dedup_s,
+        "stack_s": rep.stack_s,
+        "expand_s": rep.expand_s,
+        "validate_s": stats.extra["validate_s"],
+        "route_s": stats.route_s,
+    }
+    return {
+        "out": out,
+        "wall_s": wall,
+        **host,
+        "modeled_dpu_s": ebc.tbe.last_profile(profile).modeled.total_s,
+        "deduplicated": sum(rep.deduplicated),
+        "lookups": int(stats.lookups.sum()) + int(stats.host_cache_hits),
+    }
 
 
 def measure(ebc, requests, repeats: int, profile: str, bar, on: bool | str = "auto") -> dict:
@@ -157,6 +176,7 @@ def measure(ebc, requests, repeats: int, profile: str, bar, on: bool | str = "au
             bar.update(1)
     out = {}
     for mode, per_request in runs.items():
+
         def best(key, per_request=per_request):
             return float(np.mean([min(x[key] for x in rq) for rq in per_request]))
 
@@ -167,7 +187,8 @@ def measure(ebc, requests, repeats: int, profile: str, bar, on: bool | str = "au
         out[mode] = {
             "lookups": float(np.mean([rq[0]["lookups"] for rq in per_request])),
             "wall_s": {"best": best("wall_s"), "min": min(walls), "median": float(np.median(walls)), "max": max(walls)},
-            "host_phases_s": {k: best(k) for k in HOST_PHASES}, "dedup_s": best("dedup_s"),
+            "host_phases_s": {k: best(k) for k in HOST_PHASES},
+            "dedup_s": best("dedup_s"),
             "modeled_dpu_s": best("modeled_dpu_s"),
         }
         out[mode]["host_s"] = sum(out[mode]["host_phases_s"].values())
@@ -193,8 +214,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--dpus", type=int, default=64)
     ap.add_argument("--profile", default="upmem-350mhz-2556")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--fractions", type=float, nargs="*", default=[0.1, 0.25, 0.5],
-                    help="repeated fractions of the threshold sweep (none: skip it)")
+    ap.add_argument(
+        "--fractions",
+        type=float,
+        nargs="*",
+        default=[0.1, 0.25, 0.5],
+        help="repeated fractions of the threshold sweep (none: skip it)",
+    )
     ap.add_argument("--quick", action="store_true", help="fewer rows and requests (5 repeats)")
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args(argv)
@@ -207,8 +233,10 @@ def main(argv=None) -> dict:
     configs = tables(args.rows, args.dim, args.row_format)
     rows = feature_rows(configs)
     ranking = [request(rng, rows, args.candidates, args.history) for _ in range(args.requests)]
-    control = [request(rng, rows, args.candidates, args.history, users_per_request=args.candidates)
-               for _ in range(args.requests)]
+    control = [
+        request(rng, rows, args.candidates, args.history, users_per_request=args.candidates)
+        for _ in range(args.requests)
+    ]
     ebc = updlrm.EmbeddingBagCollection(configs, backend="emulator", nr_dpus=args.dpus, seed=args.seed)
     results = {}
     with tqdm(total=2 * (args.repeats + 1) * args.requests, desc="dedup bench", unit="req") as bar:
@@ -216,58 +244,94 @@ def main(argv=None) -> dict:
             m = measure(ebc, reqs, args.repeats, args.profile, bar)
             auto, off = m["auto"], m["off"]
             results[name] = {
-                "auto": auto, "off": off, "lookup_ratio": off["lookups"] / auto["lookups"],
+                "auto": auto,
+                "off": off,
+                "lookup_ratio": off["lookups"] / auto["lookups"],
                 "speedup_wall": off["wall_s"]["best"] / auto["wall_s"]["best"],
                 "speedup_projected": off["projected_s"] / auto["projected_s"],
-                "outputs_equal": m["equal"], "max_abs_diff": m["max_abs_diff"],
+                "outputs_equal": m["equal"],
+                "max_abs_diff": m["max_abs_diff"],
             }
     ebc.close()
     # Where the default threshold sits, per feature: the user features alone (their own
     # collection), each user shared by 1/(1-r) samples, dedup forced on vs off.
-    user_tables = [EmbeddingBagConfig(c.name, c.num_embeddings, c.embedding_dim, [f for f in c.feature_names if f in USER],
-                                      pooling=c.pooling, row_format=c.row_format)
-                   for c in configs if any(f in USER for f in c.feature_names)]
+    user_tables = [
+        EmbeddingBagConfig(
+            c.name,
+            c.num_embeddings,
+            c.embedding_dim,
+            [f for f in c.feature_names if f in USER],
+            pooling=c.pooling,
+            row_format=c.row_format,
+        )
+        for c in configs
+        if any(f in USER for f in c.feature_names)
+    ]
     ebc = updlrm.EmbeddingBagCollection(user_tables, backend="emulator", nr_dpus=args.dpus, seed=args.seed)
-    with tqdm(total=len(args.fractions) * (args.repeats + 1) * args.requests, desc="threshold sweep", unit="req") as bar:
+    with tqdm(
+        total=len(args.fractions) * (args.repeats + 1) * args.requests, desc="threshold sweep", unit="req"
+    ) as bar:
         for frac in args.fractions:
             users = max(1, round(args.candidates * (1 - frac)))
-            reqs = [request(rng, rows, args.candidates, args.history, users_per_request=users, features=USER)
-                    for _ in range(args.requests)]
+            reqs = [
+                request(rng, rows, args.candidates, args.history, users_per_request=users, features=USER)
+                for _ in range(args.requests)
+            ]
             m = measure(ebc, reqs, args.repeats, args.profile, bar, on=True)
             ebc.dedup = "auto"
             ebc(reqs[0])
             results[f"repeated {frac:.0%}"] = {
-                "fraction": frac, "auto_deduplicates": sum(ebc.last_report.deduplicated), "on": m["auto"], "off": m["off"],
+                "fraction": frac,
+                "auto_deduplicates": sum(ebc.last_report.deduplicated),
+                "on": m["auto"],
+                "off": m["off"],
                 "lookup_ratio": m["off"]["lookups"] / m["auto"]["lookups"],
                 "speedup_wall": m["off"]["wall_s"]["best"] / m["auto"]["wall_s"]["best"],
-                "speedup_projected": m["off"]["projected_s"] / m["auto"]["projected_s"], "outputs_equal": m["equal"],
+                "speedup_projected": m["off"]["projected_s"] / m["auto"]["projected_s"],
+                "outputs_equal": m["equal"],
             }
     ebc.close()
 
-    print(f"\nbench_dedup: 1 user x {args.candidates} candidates per request, {args.requests} requests, "
-          f"best of {args.repeats} per request, {args.row_format}, {args.dpus} DPUs (emulator)")
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs; hardware projection = host phases measured here "
-          f"+ DPU phases modeled on {args.profile}")
+    print(
+        f"\nbench_dedup: 1 user x {args.candidates} candidates per request, {args.requests} requests, "
+        f"best of {args.repeats} per request, {args.row_format}, {args.dpus} DPUs (emulator)"
+    )
+    print(
+        f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs; hardware projection = host phases measured here "
+        f"+ DPU phases modeled on {args.profile}"
+    )
     sweep = {k: r for k, r in results.items() if "fraction" in r}
     for name, r in results.items():
         if name in sweep:
             continue
         a, o = r["auto"], r["off"]
         print(f"\n[{name}]")
-        print(f"  DPU lookups / request   off {o['lookups']:>10,.0f}   auto {a['lookups']:>10,.0f}   cut {r['lookup_ratio']:.1f}x")
-        print(f"  end to end (emulator)   off {fmt_ms(o['wall_s'])}   auto {fmt_ms(a['wall_s'])}   speed-up {r['speedup_wall']:.2f}x")
-        print(f"  hardware projection     off {o['projected_s'] * 1e3:7.2f} ms (host {o['host_s'] * 1e3:.2f} + DPU {o['modeled_dpu_s'] * 1e3:.2f})"
-              f"   auto {a['projected_s'] * 1e3:7.2f} ms (host {a['host_s'] * 1e3:.2f} + DPU {a['modeled_dpu_s'] * 1e3:.2f})"
-              f"   speed-up {r['speedup_projected']:.2f}x")
-        print(f"  dedup decision + hashing (auto): {a['dedup_s'] * 1e3:.3f} ms; "
-              f"outputs {'equal' if r['outputs_equal'] else 'DIFFERENT'} (max |diff| {r['max_abs_diff']:.1e})")
+        print(
+            f"  DPU lookups / request   off {o['lookups']:>10,.0f}   auto {a['lookups']:>10,.0f}   cut {r['lookup_ratio']:.1f}x"
+        )
+        print(
+            f"  end to end (emulator)   off {fmt_ms(o['wall_s'])}   auto {fmt_ms(a['wall_s'])}   speed-up {r['speedup_wall']:.2f}x"
+        )
+        print(
+            f"  hardware projection     off {o['projected_s'] * 1e3:7.2f} ms (host {o['host_s'] * 1e3:.2f} + DPU {o['modeled_dpu_s'] * 1e3:.2f})"
+            f"   auto {a['projected_s'] * 1e3:7.2f} ms (host {a['host_s'] * 1e3:.2f} + DPU {a['modeled_dpu_s'] * 1e3:.2f})"
+            f"   speed-up {r['speedup_projected']:.2f}x"
+        )
+        print(
+            f"  dedup decision + hashing (auto): {a['dedup_s'] * 1e3:.3f} ms; "
+            f"outputs {'equal' if r['outputs_equal'] else 'DIFFERENT'} (max |diff| {r['max_abs_diff']:.1e})"
+        )
     if sweep:
-        print("\n[threshold: the 5 user features alone, each user shared by 1/(1-r) samples; dedup=True vs False; "
-              f"auto deduplicates a feature at >= {updlrm.dedup.MIN_REPEATED:.0%} repeats]")
+        print(
+            "\n[threshold: the 5 user features alone, each user shared by 1/(1-r) samples; dedup=True vs False; "
+            f"auto deduplicates a feature at >= {updlrm.dedup.MIN_REPEATED:.0%} repeats]"
+        )
         print("  r      lookup cut   end to end (emulator)   hardware projection   features auto dedups (of 5)")
         for r in sweep.values():
-            print(f"  {r['fraction']:4.0%}   {r['lookup_ratio']:9.2f}x   {r['speedup_wall']:20.2f}x   {r['speedup_projected']:18.2f}x"
-                  f"   {r['auto_deduplicates']:>5}")
+            print(
+                f"  {r['fraction']:4.0%}   {r['lookup_ratio']:9.2f}x   {r['speedup_wall']:20.2f}x   {r['speedup_projected']:18.2f}x"
+                f"   {r['auto_deduplicates']:>5}"
+            )
     doc = {"config": vars(args), "cpu": cpu_model(), "logical_cpus": os.cpu_count(), "results": results}
     if not args.no_save:
         path = RESULTS if args.row_format == "fp32" else RESULTS.with_name(f"dedup_{args.row_format}.json")

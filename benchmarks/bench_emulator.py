@@ -157,8 +157,7 @@ def bench_switch(tmp: Path, rounds: int, repeats: int) -> dict:
         dpus.reset_counters()
         elapsed = _time_launch(dpus, repeats)
         switches = int(dpus.counters()["switches"].sum()) // repeats
-    return {"rounds": rounds, "switches_per_launch": switches,
-            "ns_per_switch": (elapsed - baseline) / switches * 1e9}
+    return {"rounds": rounds, "switches_per_launch": switches, "ns_per_switch": (elapsed - baseline) / switches * 1e9}
 
 
 def bench_dma(tmp: Path, transfers: int, repeats: int) -> dict:
@@ -212,8 +211,11 @@ def bench_gather(tmp: Path, nr_dpus: int, tasklets: int, rows: int, lookups: int
     np.testing.assert_allclose(got, reference.numpy(), rtol=1e-4, atol=1e-3)
     # The like-for-like baseline of fp32 rows (updlrm.baselines: fp32 embedding_bag), best
     # of >= 5 in the same run, spread kept; the ratio's verdict only outside the spread.
-    cpu = time_call(lambda: torch.nn.functional.embedding_bag(indices, weight, offsets, mode="sum"),
-                    repeats=repeats, min_total_s=0.0)
+    cpu = time_call(
+        lambda: torch.nn.functional.embedding_bag(indices, weight, offsets, mode="sum"),
+        repeats=repeats,
+        min_total_s=0.0,
+    )
     torch_seconds = cpu.best
     comparison = Comparison(cpu, emulator)
     total = nr_dpus * tasklets * lookups
@@ -260,8 +262,13 @@ def main() -> None:
     gather = sweep[len(sweep) // 2]
     result = {
         "benchmark": "emulator",
-        "machine": {"cpu_model": cpu_model(), "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__},
+        "machine": {
+            "cpu_model": cpu_model(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
         "quick": args.quick,
         "tasklet_switch": switch,
         "dma": dma,

@@ -94,8 +94,7 @@ def route_partitioned(tables, weights, baseline, trace, batches, args) -> dict:
     # cache="replicate": with a trace of a few batches the host cache would take every row
     # seen; replicas and graph-partitioned row sets keep the lookups on the DPUs.
     # host_cpu="off": this measures the DPU routing of a partitioned plan, whatever the host could do.
-    plan = build_plan(tables, trace, Topology(nr_dpus=args.dpus), progress=False, cache="replicate",
-                      host_cpu="off")
+    plan = build_plan(tables, trace, Topology(nr_dpus=args.dpus), progress=False, cache="replicate", host_cpu="off")
     ratios, times, copies, throughput, partial_bytes, hits, lookups = [], [], [], [], [], 0, 0
     max_error = 0.0
     with Engine(plan, weights, backend="emulator", nr_tasklets=args.tasklets) as engine:
@@ -119,10 +118,14 @@ def route_partitioned(tables, weights, baseline, trace, batches, args) -> dict:
             hits += stats.host_cache_hits
             lookups += stats.nr_lookups
     return {
-        "route_pack_s": statistics.median(times), "route_pack_copy_s": statistics.median(copies),
-        "route_pack_vs_copy": statistics.median(ratios), "host_cache_share": hits / max(lookups, 1),
-        "throughput_vs_torch": statistics.median(throughput), "bytes_from_dpu": statistics.median(partial_bytes),
-        "routing_bytes": routing_bytes, "max_abs_error_vs_torch": max_error,
+        "route_pack_s": statistics.median(times),
+        "route_pack_copy_s": statistics.median(copies),
+        "route_pack_vs_copy": statistics.median(ratios),
+        "host_cache_share": hits / max(lookups, 1),
+        "throughput_vs_torch": statistics.median(throughput),
+        "bytes_from_dpu": statistics.median(partial_bytes),
+        "routing_bytes": routing_bytes,
+        "max_abs_error_vs_torch": max_error,
         "strategy": plan.metadata.get("strategy"),
     }
 
@@ -136,21 +139,33 @@ def main() -> None:
     parser.add_argument("--pooling", type=int, default=32)
     parser.add_argument("--alpha", type=float, default=1.05)
     parser.add_argument("--dpus", type=int, default=64)
-    parser.add_argument("--dpus-per-table", type=int, default=8,
-                        help="row blocks per table (8 tables x 8 = 64 DPUs); 0 = every DPU")
+    parser.add_argument(
+        "--dpus-per-table", type=int, default=8, help="row blocks per table (8 tables x 8 = 64 DPUs); 0 = every DPU"
+    )
     parser.add_argument("--tasklets", type=int, default=16)
     parser.add_argument("--batches", type=int, default=9)
     parser.add_argument("--output", type=Path, default=RESULTS)
-    parser.add_argument("--partitioned", action=argparse.BooleanOptionalAction, default=True,
-                        help="also time route+pack on a build_plan plan (explicit routing)")
+    parser.add_argument(
+        "--partitioned",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time route+pack on a build_plan plan (explicit routing)",
+    )
     args = parser.parse_args()
 
     tables = [TableSpec(f"t{i}", args.rows, args.dim) for i in range(args.tables)]
     rng = np.random.default_rng(0)
     weights = [rng.standard_normal((args.rows, args.dim), dtype=np.float32) for _ in tables]
     baseline = CpuBaseline(tables, weights)
-    trace = synthetic_trace(tables, batch_size=args.batch_size, num_batches=args.batches + 1, pooling=args.pooling,
-                            alpha=args.alpha, pooling_distribution="fixed", seed=1)
+    trace = synthetic_trace(
+        tables,
+        batch_size=args.batch_size,
+        num_batches=args.batches + 1,
+        pooling=args.pooling,
+        alpha=args.alpha,
+        pooling_distribution="fixed",
+        seed=1,
+    )
     batches = [trace.batch(i) for i in range(args.batches + 1)]
     plan = uniform_plan(tables, Topology(nr_dpus=args.dpus), "row_wise", dpus_per_table=args.dpus_per_table or None)
 
@@ -175,81 +190,135 @@ def main() -> None:
             route_copy_s, merge_copy_s = copy_seconds(route_bytes), copy_seconds(merge_bytes)
             if i == 0:
                 continue  # warm-up: first-touch page faults of buffers on both sides
-            rows.append({
-                "engine_s": engine_s, "torch_s": timing.best, "torch_samples_s": list(timing.samples),
-                "route_s": stats.route_s, "push_s": stats.push_s,
-                "launch_s": stats.launch_s, "pull_s": stats.pull_s, "merge_s": stats.merge_s,
-                "route_bytes": route_bytes, "merge_bytes": merge_bytes,
-                "route_copy_s": route_copy_s, "merge_copy_s": merge_copy_s,
-                "lookups": int(stats.lookups.sum()), "max_dpu_lookups": int(stats.lookups.max()),
-                "worker_cpu_s": worker_cpu_s, "host_cpu_s": host_cpu_s,
-                "bytes_from_dpu": int(stats.bytes_from_dpu.sum()),
-                "kernel_cycles_max": int(stats.kernel_cycles.max()),
-            })
+            rows.append(
+                {
+                    "engine_s": engine_s,
+                    "torch_s": timing.best,
+                    "torch_samples_s": list(timing.samples),
+                    "route_s": stats.route_s,
+                    "push_s": stats.push_s,
+                    "launch_s": stats.launch_s,
+                    "pull_s": stats.pull_s,
+                    "merge_s": stats.merge_s,
+                    "route_bytes": route_bytes,
+                    "merge_bytes": merge_bytes,
+                    "route_copy_s": route_copy_s,
+                    "merge_copy_s": merge_copy_s,
+                    "lookups": int(stats.lookups.sum()),
+                    "max_dpu_lookups": int(stats.lookups.max()),
+                    "worker_cpu_s": worker_cpu_s,
+                    "host_cpu_s": host_cpu_s,
+                    "bytes_from_dpu": int(stats.bytes_from_dpu.sum()),
+                    "kernel_cycles_max": int(stats.kernel_cycles.max()),
+                }
+            )
 
     def med(key):
         return statistics.median(r[key] for r in rows)
 
     summary = {
-        "route_pack_s": med("route_s"), "route_pack_copy_s": med("route_copy_s"),
+        "route_pack_s": med("route_s"),
+        "route_pack_copy_s": med("route_copy_s"),
         "route_pack_vs_copy": statistics.median(r["route_s"] / r["route_copy_s"] for r in rows),
-        "merge_s": med("merge_s"), "merge_copy_s": med("merge_copy_s"),
+        "merge_s": med("merge_s"),
+        "merge_copy_s": med("merge_copy_s"),
         "merge_vs_copy": statistics.median(r["merge_s"] / r["merge_copy_s"] for r in rows),
-        "engine_s": med("engine_s"), "torch_s": med("torch_s"),
+        "engine_s": med("engine_s"),
+        "torch_s": med("torch_s"),
         "throughput_vs_torch": statistics.median(r["torch_s"] / r["engine_s"] for r in rows),
         "baseline": baseline.describe().split("; ")[0].split(": ", 1)[1],
-        "push_s": med("push_s"), "launch_s": med("launch_s"), "pull_s": med("pull_s"),
-        "lookups_per_batch": med("lookups"), "engine_lookups_per_s": med("lookups") / med("engine_s"),
-        "max_abs_error_vs_torch": max_error, "load_s": load_s,
+        "push_s": med("push_s"),
+        "launch_s": med("launch_s"),
+        "pull_s": med("pull_s"),
+        "lookups_per_batch": med("lookups"),
+        "engine_lookups_per_s": med("lookups") / med("engine_s"),
+        "max_abs_error_vs_torch": max_error,
+        "load_s": load_s,
         # CPU time is summed over batches: /proc counts in clock ticks (10 ms), too coarse per batch.
         "worker_cpu_ns_per_lookup": 1e9 * sum(r["worker_cpu_s"] for r in rows) / sum(r["lookups"] for r in rows),
         "host_cpu_ns_per_lookup": 1e9 * sum(r["host_cpu_s"] for r in rows) / sum(r["lookups"] for r in rows),
     }
     cpu = mean_timing([Timing(tuple(r["torch_samples_s"])) for r in rows])
     comparison = Comparison(cpu, Timing(tuple(r["engine_s"] for r in rows)))
-    summary.update(torch_timing={**cpu.to_dict(), "spread": cpu.spread},
-                   throughput_range=list(comparison.ratio_range), verdict=comparison.verdict)
+    summary.update(
+        torch_timing={**cpu.to_dict(), "spread": cpu.spread},
+        throughput_range=list(comparison.ratio_range),
+        verdict=comparison.verdict,
+    )
     cpus = os.cpu_count() or 1
     # The goal's whole budget: engine wall time torch/0.3 on every CPU, per lookup.
     summary["goal_cpu_ns_per_lookup"] = 1e9 * summary["torch_s"] / 0.3 * cpus / summary["lookups_per_batch"]
-    config = {k: getattr(args, k) for k in ("tables", "rows", "dim", "batch_size", "pooling", "alpha", "dpus",
-                                             "dpus_per_table", "tasklets", "batches")}
-    config.update(machine=platform.machine(), cpu_model=cpu_model(), cpus=os.cpu_count(),
-                  torch_threads=torch.get_num_threads())
+    config = {
+        k: getattr(args, k)
+        for k in (
+            "tables",
+            "rows",
+            "dim",
+            "batch_size",
+            "pooling",
+            "alpha",
+            "dpus",
+            "dpus_per_table",
+            "tasklets",
+            "batches",
+        )
+    }
+    config.update(
+        machine=platform.machine(), cpu_model=cpu_model(), cpus=os.cpu_count(), torch_threads=torch.get_num_threads()
+    )
 
-    print(f"engine benchmark: {args.tables} tables x {args.rows:,} rows x dim {args.dim}, batch {args.batch_size}, "
-          f"pooling {args.pooling}, Zipf {args.alpha}, {args.dpus} DPUs x {args.tasklets} tasklets (emulator)")
+    print(
+        f"engine benchmark: {args.tables} tables x {args.rows:,} rows x dim {args.dim}, batch {args.batch_size}, "
+        f"pooling {args.pooling}, Zipf {args.alpha}, {args.dpus} DPUs x {args.tasklets} tasklets (emulator)"
+    )
     print(f"CPU: {cpu_model()}, {os.cpu_count()} CPUs (shared with other jobs: spreads are shown)")
     print(f"{'measure':<34}{'value':>14}{'baseline':>14}{'ratio':>9}{'goal':>9}")
-    print(f"{'host route+pack (ms)':<34}{1e3 * summary['route_pack_s']:>14.3f}{1e3 * summary['route_pack_copy_s']:>14.3f}"
-          f"{summary['route_pack_vs_copy']:>9.2f}{'<= 3':>9}")
-    print(f"{'host merge (ms)':<34}{1e3 * summary['merge_s']:>14.3f}{1e3 * summary['merge_copy_s']:>14.3f}"
-          f"{summary['merge_vs_copy']:>9.2f}{'<= 3':>9}")
-    print(f"{'end to end vs torch (ms/batch)':<34}{1e3 * summary['engine_s']:>14.3f}{1e3 * summary['torch_s']:>14.3f}"
-          f"{summary['throughput_vs_torch']:>9.2f}{'>= 0.3':>9}")
+    print(
+        f"{'host route+pack (ms)':<34}{1e3 * summary['route_pack_s']:>14.3f}{1e3 * summary['route_pack_copy_s']:>14.3f}"
+        f"{summary['route_pack_vs_copy']:>9.2f}{'<= 3':>9}"
+    )
+    print(
+        f"{'host merge (ms)':<34}{1e3 * summary['merge_s']:>14.3f}{1e3 * summary['merge_copy_s']:>14.3f}"
+        f"{summary['merge_vs_copy']:>9.2f}{'<= 3':>9}"
+    )
+    print(
+        f"{'end to end vs torch (ms/batch)':<34}{1e3 * summary['engine_s']:>14.3f}{1e3 * summary['torch_s']:>14.3f}"
+        f"{summary['throughput_vs_torch']:>9.2f}{'>= 0.3':>9}"
+    )
     print(f"  baseline {summary['baseline']}: {cpu}; engine vs baseline {comparison}")
-    print(f"phases (ms): push {1e3 * summary['push_s']:.3f}, launch {1e3 * summary['launch_s']:.3f}, "
-          f"pull {1e3 * summary['pull_s']:.3f}; load {summary['load_s']:.1f} s; "
-          f"max |engine - torch| = {max_error:.2e}")
-    print(f"CPU per lookup: {summary['worker_cpu_ns_per_lookup']:.0f} ns in the emulator's workers (DPU kernel) + "
-          f"{summary['host_cpu_ns_per_lookup']:.0f} ns on the host; the 0.3x goal leaves "
-          f"{summary['goal_cpu_ns_per_lookup']:.0f} ns of CPU per lookup on {cpus} CPUs")
+    print(
+        f"phases (ms): push {1e3 * summary['push_s']:.3f}, launch {1e3 * summary['launch_s']:.3f}, "
+        f"pull {1e3 * summary['pull_s']:.3f}; load {summary['load_s']:.1f} s; "
+        f"max |engine - torch| = {max_error:.2e}"
+    )
+    print(
+        f"CPU per lookup: {summary['worker_cpu_ns_per_lookup']:.0f} ns in the emulator's workers (DPU kernel) + "
+        f"{summary['host_cpu_ns_per_lookup']:.0f} ns on the host; the 0.3x goal leaves "
+        f"{summary['goal_cpu_ns_per_lookup']:.0f} ns of CPU per lookup on {cpus} CPUs"
+    )
     summary["routing_bytes"] = engine.routing_bytes
     partitioned = route_partitioned(tables, weights, baseline, trace, batches, args) if args.partitioned else None
     if partitioned:
-        print(f"{'route+pack, build_plan plan (ms)':<34}{1e3 * partitioned['route_pack_s']:>14.3f}"
-              f"{1e3 * partitioned['route_pack_copy_s']:>14.3f}{partitioned['route_pack_vs_copy']:>9.2f}"
-              f"{'-':>9}")
-        print(f"  {partitioned['host_cache_share']:.0%} of lookups host-cached; routing tables "
-              f"{partitioned['routing_bytes'] / 1e6:.1f} MB ({partitioned['routing_bytes'] / (args.tables * args.rows):.1f} "
-              f"bytes per row; row-wise plan: {summary['routing_bytes'] / 1e3:.1f} kB); "
-              f"max |engine - torch| = {partitioned['max_abs_error_vs_torch']:.2e}")
-        print(f"  end to end {partitioned['throughput_vs_torch']:.2f}x torch; partial sums pulled "
-              f"{partitioned['bytes_from_dpu'] / 1e6:.1f} MB per batch (row-wise plan: "
-              f"{statistics.median(r['bytes_from_dpu'] for r in rows) / 1e6:.1f} MB)")
+        print(
+            f"{'route+pack, build_plan plan (ms)':<34}{1e3 * partitioned['route_pack_s']:>14.3f}"
+            f"{1e3 * partitioned['route_pack_copy_s']:>14.3f}{partitioned['route_pack_vs_copy']:>9.2f}"
+            f"{'-':>9}"
+        )
+        print(
+            f"  {partitioned['host_cache_share']:.0%} of lookups host-cached; routing tables "
+            f"{partitioned['routing_bytes'] / 1e6:.1f} MB ({partitioned['routing_bytes'] / (args.tables * args.rows):.1f} "
+            f"bytes per row; row-wise plan: {summary['routing_bytes'] / 1e3:.1f} kB); "
+            f"max |engine - torch| = {partitioned['max_abs_error_vs_torch']:.2e}"
+        )
+        print(
+            f"  end to end {partitioned['throughput_vs_torch']:.2f}x torch; partial sums pulled "
+            f"{partitioned['bytes_from_dpu'] / 1e6:.1f} MB per batch (row-wise plan: "
+            f"{statistics.median(r['bytes_from_dpu'] for r in rows) / 1e6:.1f} MB)"
+        )
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"config": config, "summary": summary, "partitioned": partitioned,
-                                       "batches": rows}, indent=1))
+    args.output.write_text(
+        json.dumps({"config": config, "summary": summary, "partitioned": partitioned, "batches": rows}, indent=1)
+    )
     print(f"wrote {args.output}")
 
 

@@ -92,16 +92,21 @@ def run_quality(quick: bool) -> list[dict]:
     results = []
     for alpha in alphas:
         for seed in seeds:
-            trace = synthetic_trace(tables, batch_size=batch, num_batches=20, pooling=pooling, alpha=alpha,
-                                    co_occurrence=0.6, seed=seed)
+            trace = synthetic_trace(
+                tables, batch_size=batch, num_batches=20, pooling=pooling, alpha=alpha, co_occurrence=0.6, seed=seed
+            )
             build, held = trace.split(0.8)
             plans = {
                 "uniform_row": (uniform_plan(tables, topology, "row_wise"), 0.0),
                 "uniform_col": (uniform_plan(tables, topology, "column_wise"), 0.0),
             }
-            variants = {"frequency": dict(graph="none"), "graph": dict(graph="graph"), "ours": dict(graph="auto"),
-                        "frequency_nocache": dict(graph="none", cache="replicate"),
-                        "graph_nocache": dict(graph="graph", cache="replicate")}
+            variants = {
+                "frequency": dict(graph="none"),
+                "graph": dict(graph="graph"),
+                "ours": dict(graph="auto"),
+                "frequency_nocache": dict(graph="none", cache="replicate"),
+                "graph_nocache": dict(graph="graph", cache="replicate"),
+            }
             for name, kwargs in variants.items():
                 started = time.perf_counter()
                 plan = build_plan(tables, build, topology, profile=PROFILE, seed=seed, progress=False, **kwargs)
@@ -124,14 +129,18 @@ def run_quality(quick: bool) -> list[dict]:
 
 def _print_row(row: dict) -> None:
     print(f"\nalpha={row['alpha']} seed={row['seed']}")
-    print(f"{'variant':18s} {'ms':>8s} {'speedup':>8s} {'held ms':>8s} {'held %':>7s} {'imbal':>6s} "
-          f"{'batch imb':>9s} {'fanout':>7s} {'MB in':>7s} {'MB out':>7s} {'hit':>5s} {'held hit':>8s} {'build s':>7s}")
+    print(
+        f"{'variant':18s} {'ms':>8s} {'speedup':>8s} {'held ms':>8s} {'held %':>7s} {'imbal':>6s} "
+        f"{'batch imb':>9s} {'fanout':>7s} {'MB in':>7s} {'MB out':>7s} {'hit':>5s} {'held hit':>8s} {'build s':>7s}"
+    )
     for name, v in row["variants"].items():
         b, h = v["build"], v["held_out"]
-        print(f"{name:18s} {b['modeled_ms']:8.3f} {v['speedup_vs_uniform_row']:8.2f} {h['modeled_ms']:8.3f} "
-              f"{v['held_out_slowdown'] * 100:+7.1f} {b['imbalance']:6.3f} {b['batch_imbalance']:9.3f} "
-              f"{b['mean_fanout']:7.2f} {b['bytes_in'] / 1e6:7.2f} {b['bytes_out'] / 1e6:7.2f} "
-              f"{b['host_cache_hit_rate']:5.2f} {h['host_cache_hit_rate']:8.2f} {v['build_time_s']:7.2f}")
+        print(
+            f"{name:18s} {b['modeled_ms']:8.3f} {v['speedup_vs_uniform_row']:8.2f} {h['modeled_ms']:8.3f} "
+            f"{v['held_out_slowdown'] * 100:+7.1f} {b['imbalance']:6.3f} {b['batch_imbalance']:9.3f} "
+            f"{b['mean_fanout']:7.2f} {b['bytes_in'] / 1e6:7.2f} {b['bytes_out'] / 1e6:7.2f} "
+            f"{b['host_cache_hit_rate']:5.2f} {h['host_cache_hit_rate']:8.2f} {v['build_time_s']:7.2f}"
+        )
 
 
 def run_scale() -> dict:
@@ -147,24 +156,36 @@ def run_scale() -> dict:
     breakdown = imbalance_breakdown(plan, trace)
     meta = plan.metadata
     out = {
-        "tables": len(tables), "total_rows": total_rows, "dpus": 2048, "lookups": trace.num_lookups,
-        "trace_generation_s": trace_s, "build_plan_s": build_s, "shards": len(plan.shards),
-        "modeled_ms": meta["modeled"]["total_s"] * 1e3, "uniform_row_modeled_ms": naive.modeled.total_s * 1e3,
+        "tables": len(tables),
+        "total_rows": total_rows,
+        "dpus": 2048,
+        "lookups": trace.num_lookups,
+        "trace_generation_s": trace_s,
+        "build_plan_s": build_s,
+        "shards": len(plan.shards),
+        "modeled_ms": meta["modeled"]["total_s"] * 1e3,
+        "uniform_row_modeled_ms": naive.modeled.total_s * 1e3,
         "speedup_vs_uniform_row": naive.modeled.total_s / meta["modeled"]["total_s"],
-        "imbalance": meta["imbalance"], "mean_fanout": meta["mean_fanout"],
-        "host_cache_hit_rate": meta["host_cache_hit_rate"], "goal_build_s": 120.0,
+        "imbalance": meta["imbalance"],
+        "mean_fanout": meta["mean_fanout"],
+        "host_cache_hit_rate": meta["host_cache_hit_rate"],
+        "goal_build_s": 120.0,
         "imbalance_breakdown": breakdown,
     }
-    print(f"\nscale: {len(tables)} tables, {total_rows / 1e6:.1f}M rows, 2048 DPUs, {trace.num_lookups / 1e6:.1f}M "
-          f"lookups: build_plan {build_s:.1f} s (goal <= 120 s), modeled {out['modeled_ms']:.2f} ms vs uniform "
-          f"{out['uniform_row_modeled_ms']:.2f} ms ({out['speedup_vs_uniform_row']:.1f}x), "
-          f"imbalance {out['imbalance']:.3f}, {len(plan.shards)} shards")
+    print(
+        f"\nscale: {len(tables)} tables, {total_rows / 1e6:.1f}M rows, 2048 DPUs, {trace.num_lookups / 1e6:.1f}M "
+        f"lookups: build_plan {build_s:.1f} s (goal <= 120 s), modeled {out['modeled_ms']:.2f} ms vs uniform "
+        f"{out['uniform_row_modeled_ms']:.2f} ms ({out['speedup_vs_uniform_row']:.1f}x), "
+        f"imbalance {out['imbalance']:.3f}, {len(plan.shards)} shards"
+    )
     b = breakdown
     heaviest = b["table_mean_shard_load"].get(b["heaviest_table"], 0.0)
-    print(f"  imbalance {b['imbalance']:.3f} = {b['idle']:.3f} idle ({2048 - b['serving_dpus']} DPUs serve no "
-          f"lookups, {b['dpus_without_shard']} of them hold no shard) x {b['across_tables']:.3f} across tables "
-          f"(heaviest: {b['heaviest_table']}, {heaviest:.0f} lookups/batch per shard) x {b['within_tables']:.3f} "
-          f"within tables (heaviest DPU: {', '.join(b['max_dpu_tables'])})")
+    print(
+        f"  imbalance {b['imbalance']:.3f} = {b['idle']:.3f} idle ({2048 - b['serving_dpus']} DPUs serve no "
+        f"lookups, {b['dpus_without_shard']} of them hold no shard) x {b['across_tables']:.3f} across tables "
+        f"(heaviest: {b['heaviest_table']}, {heaviest:.0f} lookups/batch per shard) x {b['within_tables']:.3f} "
+        f"within tables (heaviest DPU: {', '.join(b['max_dpu_tables'])})"
+    )
     return out
 
 
@@ -174,19 +195,33 @@ def _goals(results: list[dict]) -> dict:
     imbalances = [v["build"]["imbalance"] for v in ours]
     held = [v["held_out_slowdown"] for v in ours]
     goals = {
-        "speedup_vs_uniform_row_min": min(speedups), "speedup_goal": 1.5,
+        "speedup_vs_uniform_row_min": min(speedups),
+        "speedup_goal": 1.5,
         "held_out_speedup_vs_uniform_row_min": min(v["held_out_speedup_vs_uniform_row"] for v in ours),
-        "imbalance_max": max(imbalances), "imbalance_goal": 1.05,
-        "held_out_slowdown_max": max(held), "held_out_goal": 0.10,
+        "imbalance_max": max(imbalances),
+        "imbalance_goal": 1.05,
+        "held_out_slowdown_max": max(held),
+        "held_out_goal": 0.10,
     }
-    goals["pass"] = {"speedup": min(speedups) >= 1.5, "imbalance": max(imbalances) <= 1.05,
-                     "held_out": max(held) <= 0.10}
+    goals["pass"] = {
+        "speedup": min(speedups) >= 1.5,
+        "imbalance": max(imbalances) <= 1.05,
+        "held_out": max(held) <= 0.10,
+    }
     goals["fanout_frequency_vs_graph_nocache"] = [
-        (r["variants"]["frequency_nocache"]["build"]["mean_fanout"], r["variants"]["graph_nocache"]["build"]["mean_fanout"])
-        for r in results]
-    print("\ngoals:", json.dumps(goals["pass"]), f"speedup min {min(speedups):.2f}x, imbalance max "
-          f"{max(imbalances):.3f}, held-out slowdown max {max(held) * 100:.1f}% (held-out speedup vs uniform_row "
-          f"min {goals['held_out_speedup_vs_uniform_row_min']:.2f}x)")
+        (
+            r["variants"]["frequency_nocache"]["build"]["mean_fanout"],
+            r["variants"]["graph_nocache"]["build"]["mean_fanout"],
+        )
+        for r in results
+    ]
+    print(
+        "\ngoals:",
+        json.dumps(goals["pass"]),
+        f"speedup min {min(speedups):.2f}x, imbalance max "
+        f"{max(imbalances):.3f}, held-out slowdown max {max(held) * 100:.1f}% (held-out speedup vs uniform_row "
+        f"min {goals['held_out_speedup_vs_uniform_row_min']:.2f}x)",
+    )
     return goals
 
 

@@ -44,15 +44,17 @@ from updlrm.specs import RowFormat, TableSpec, Topology
 RESULTS = Path(__file__).resolve().parent / "results" / "pipeline.json"  # one file per --format / plan
 
 
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tables", type=int, default=8)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--format", choices=("fp32", "int8"), default="fp32",
-                        help="row format (int8: integer adds, a much shorter kernel than software fp32)")
+    parser.add_argument(
+        "--format",
+        choices=("fp32", "int8"),
+        default="fp32",
+        help="row format (int8: integer adds, a much shorter kernel than software fp32)",
+    )
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--pooling", type=float, default=32)
     parser.add_argument("--dpus", type=int, default=64)
@@ -69,16 +71,18 @@ def main() -> None:
 
     row_format = RowFormat(args.format)
     tables = [TableSpec(f"t{t}", args.rows, args.dim, row_format=row_format, scale=1 / 64) for t in range(args.tables)]
-    trace = synthetic_trace(tables, batch_size=args.batch, num_batches=args.batches, pooling=args.pooling,
-                            alpha=1.05, seed=1)
+    trace = synthetic_trace(
+        tables, batch_size=args.batch, num_batches=args.batches, pooling=args.pooling, alpha=1.05, seed=1
+    )
     batches = [(i, o) for i, o, _ in trace.batches()]
     if args.partitioned:
         from updlrm.partitioner.placement import build_plan
 
         plan = build_plan(tables, trace, Topology(nr_dpus=args.dpus))
     else:
-        plan = uniform_plan(tables, Topology(nr_dpus=args.dpus), "row_wise",
-                            dpus_per_table=max(1, args.dpus // args.tables))
+        plan = uniform_plan(
+            tables, Topology(nr_dpus=args.dpus), "row_wise", dpus_per_table=max(1, args.dpus // args.tables)
+        )
     rng = np.random.default_rng(0)
     if row_format == RowFormat.FP32:
         weights = [rng.standard_normal((t.num_embeddings, t.embedding_dim), dtype=np.float32) for t in tables]
@@ -96,8 +100,10 @@ def main() -> None:
             start = time.perf_counter()
             piped = [out for out, _ in engine.pipeline(batches)]
             piped_times.append(time.perf_counter() - start)
-            mismatches += sum(not np.array_equal(a.view(np.uint32), b.view(np.uint32))
-                              for a, b in zip(serial + piped, [r[0] for r in reference] * 2))
+            mismatches += sum(
+                not np.array_equal(a.view(np.uint32), b.view(np.uint32))
+                for a, b in zip(serial + piped, [r[0] for r in reference] * 2)
+            )
     n = len(batches)  # `stats`: the phases of the last serial stream
     best_serial, best_piped = min(serial_times), min(piped_times)
 
@@ -111,26 +117,40 @@ def main() -> None:
 
     lookups = int(sum(s.nr_lookups for s in stats))
     print(f"CPU: {cpu_model()}, {os.cpu_count()} CPUs; emulator, {args.dpus} DPUs, {engine.nr_tasklets} tasklets")
-    print(f"stream: {n} batches x {args.batch} samples x {args.tables} {args.format} tables of {args.rows:,} x {args.dim}, "
-          f"pooling {args.pooling:g} "
-          f"({lookups / n:,.0f} lookups per batch), {'partitioned' if args.partitioned else 'row-wise'} plan")
+    print(
+        f"stream: {n} batches x {args.batch} samples x {args.tables} {args.format} tables of {args.rows:,} x {args.dim}, "
+        f"pooling {args.pooling:g} "
+        f"({lookups / n:,.0f} lookups per batch), {'partitioned' if args.partitioned else 'row-wise'} plan"
+    )
     print(f"bit-identical pipelined outputs: {'yes' if mismatches == 0 else f'NO ({mismatches} differ)'}")
     print()
     print(f"{'measured (emulator)':<28}{'best':>10}{'spread':>22}{'batches/s':>12}")
     for name, times in (("serial (Engine.run)", serial_times), ("pipelined (Engine.pipeline)", piped_times)):
-        print(f"{name:<28}{min(times) * 1e3:>8.1f}ms{min(times) * 1e3:>10.1f}..{max(times) * 1e3:.1f} ms"
-              f"{n / min(times):>12.1f}")
+        print(
+            f"{name:<28}{min(times) * 1e3:>8.1f}ms{min(times) * 1e3:>10.1f}..{max(times) * 1e3:.1f} ms"
+            f"{n / min(times):>12.1f}"
+        )
     print(f"{'speed-up (same run)':<28}{best_serial / best_piped:>9.2f}x")
-    print(f"per batch here: host stages (route+pack, merge) {host_s * 1e3:.2f} ms, DPU stage (push, launch, pull) "
-          f"{dpu_s * 1e3:.2f} ms: overlap could reach {(host_s + dpu_s) / max(host_s, dpu_s):.2f}x with free cores")
+    print(
+        f"per batch here: host stages (route+pack, merge) {host_s * 1e3:.2f} ms, DPU stage (push, launch, pull) "
+        f"{dpu_s * 1e3:.2f} ms: overlap could reach {(host_s + dpu_s) / max(host_s, dpu_s):.2f}x with free cores"
+    )
     print()
     print(f"modeled hardware ({args.profile}), route+pack as measured here:")
-    print(f"  serial {stream.serial_s * 1e3:.3f} ms, pipelined {stream.pipelined_s * 1e3:.3f} ms for {n} batches: "
-          f"{stream.speedup:.2f}x; steady state {stream.period_s * 1e6:.0f} us per batch, bound by the {stream.bound}")
+    print(
+        f"  serial {stream.serial_s * 1e3:.3f} ms, pipelined {stream.pipelined_s * 1e3:.3f} ms for {n} batches: "
+        f"{stream.speedup:.2f}x; steady state {stream.period_s * 1e6:.0f} us per batch, bound by the {stream.bound}"
+    )
     results = {
-        "cpu": f"{cpu_model()}, {os.cpu_count()} CPUs", "args": vars(args), "bit_identical": mismatches == 0,
-        "serial_s": serial_times, "pipelined_s": piped_times, "speedup": best_serial / best_piped,
-        "host_stage_s": host_s, "dpu_stage_s": dpu_s, "modeled": stream.as_dict(),
+        "cpu": f"{cpu_model()}, {os.cpu_count()} CPUs",
+        "args": vars(args),
+        "bit_identical": mismatches == 0,
+        "serial_s": serial_times,
+        "pipelined_s": piped_times,
+        "speedup": best_serial / best_piped,
+        "host_stage_s": host_s,
+        "dpu_stage_s": dpu_s,
+        "modeled": stream.as_dict(),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     name = f"pipeline-{args.format}{'-partitioned' if args.partitioned else ''}{'-quick' if args.quick else ''}.json"

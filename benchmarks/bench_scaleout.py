@@ -38,8 +38,6 @@ from updlrm.tbe import TableBatchedEmbeddingBags
 ROOT = Path(__file__).resolve().parent
 
 
-
-
 def _measured_tables(quick: bool):
     rows = 20_000 if quick else 100_000
     return [TableSpec(f"t{i}", rows, 32) for i in range(8)]
@@ -88,8 +86,14 @@ def measured(repeats: int, quick: bool) -> dict:
     # A batch is done when the slower rank is.
     per_batch = tuple(max(o.value[0][k] for o in outcomes) for k in range(repeats))
     two = Timing(per_batch)
-    return {"one_process": single.to_dict(), "two_processes": two.to_dict(), "ratio": two.best / single.best,
-            "bytes_sent_per_rank": [o.value[1] for o in outcomes], "one_str": str(single), "two_str": str(two)}
+    return {
+        "one_process": single.to_dict(),
+        "two_processes": two.to_dict(),
+        "ratio": two.best / single.best,
+        "bytes_sent_per_rank": [o.value[1] for o in outcomes],
+        "one_str": str(single),
+        "two_str": str(two),
+    }
 
 
 def main() -> None:
@@ -104,25 +108,40 @@ def main() -> None:
     hosts = (1, 2, 4) if args.quick else (1, 2, 4, 8)
     rows = 200_000 if args.quick else 2_000_000
     t0 = time.perf_counter()
-    table = scaling_table(hosts=hosts, nr_tables=26, rows=rows, dim=64, row_format="int8", batch_size=4096,
-                          pooling=32.0, alpha=1.05, model_dpus=2560)
-    print(f"\n1. modeled: 26 tables x {rows:,} rows x 64 int8, batch 4096, pooling 32, Zipf 1.05, "
-          f"2,560 DPUs per server, ethernet-100g ({time.perf_counter() - t0:.0f} s to model)")
+    table = scaling_table(
+        hosts=hosts,
+        nr_tables=26,
+        rows=rows,
+        dim=64,
+        row_format="int8",
+        batch_size=4096,
+        pooling=32.0,
+        alpha=1.05,
+        model_dpus=2560,
+    )
+    print(
+        f"\n1. modeled: 26 tables x {rows:,} rows x 64 int8, batch 4096, pooling 32, Zipf 1.05, "
+        f"2,560 DPUs per server, ethernet-100g ({time.perf_counter() - t0:.0f} s to model)"
+    )
     print(f"  {'servers':>7}  " + "  ".join(f"{s:>26}" for s in ("table_wise", "row_wise", "column_wise")))
     base = {s: table[0][s]["total_s"] for s in ("table_wise", "row_wise", "column_wise")}
     for row in table:
         cells = []
         for s in ("table_wise", "row_wise", "column_wise"):
             r = row[s]
-            cells.append(f"{r['total_s'] * 1e3:7.2f} ms ({base[s] / r['total_s']:4.2f}x, net {r['network_s'] * 1e3:4.2f})")
+            cells.append(
+                f"{r['total_s'] * 1e3:7.2f} ms ({base[s] / r['total_s']:4.2f}x, net {r['network_s'] * 1e3:4.2f})"
+            )
         print(f"  {row['hosts']:>7}  " + "  ".join(f"{c:>26}" for c in cells))
 
     print(f"\n2. measured here: 8 tables, batch 512, one process vs 2 local processes (gloo), best of {args.repeats}")
     m = measured(args.repeats, args.quick)
     print(f"  one process      {m['one_str']}")
     print(f"  two processes    {m['two_str']}")
-    print(f"  ratio            {m['ratio']:.2f}x the one-process time (exchange overhead on shared cores); "
-          f"{sum(m['bytes_sent_per_rank']) / 1e6:.2f} MB sent per batch")
+    print(
+        f"  ratio            {m['ratio']:.2f}x the one-process time (exchange overhead on shared cores); "
+        f"{sum(m['bytes_sent_per_rank']) / 1e6:.2f} MB sent per batch"
+    )
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -103,8 +103,14 @@ QUICK = {
     "batches": 1,
     "partitioner_dpus": [64, 256],
 }
-UNITS = {"batch_size": "samples per batch", "pooling": "lookups per bag", "dim": "embedding dimension",
-         "alpha": "Zipf exponent alpha (0 = uniform)", "row_format": "row format", "dpus": "DPUs"}
+UNITS = {
+    "batch_size": "samples per batch",
+    "pooling": "lookups per bag",
+    "dim": "embedding dimension",
+    "alpha": "Zipf exponent alpha (0 = uniform)",
+    "row_format": "row format",
+    "dpus": "DPUs",
+}
 LOG_X = {"batch_size", "pooling", "dim", "dpus"}
 
 
@@ -112,20 +118,22 @@ class TableSet:
     """One set of tables (weights, the emulator module and per-N plans), reused across points."""
 
     def __init__(self, cfg: dict, emulate: int, seed: int, say) -> None:
-        self.specs = [TableSpec(f"t{i}", cfg["rows"], cfg["dim"], row_format=RowFormat(cfg["row_format"]))
-                      for i in range(cfg["tables"])]
+        self.specs = [
+            TableSpec(f"t{i}", cfg["rows"], cfg["dim"], row_format=RowFormat(cfg["row_format"]))
+            for i in range(cfg["tables"])
+        ]
         rng = np.random.default_rng(seed)
         say(f"tables: {cfg['tables']} x {cfg['rows']:,} x {cfg['dim']} {cfg['row_format']}")
         # float32 weights: the fp32 TBE keeps this very array, and torch shares it, so the
         # tables are in memory twice (here and in the emulated MRAM), not three times.
         bound = np.sqrt(1.0 / cfg["rows"])
-        values = [rng.uniform(-bound, bound, size=(cfg["rows"], cfg["dim"])).astype(np.float32)
-                  for _ in self.specs]
+        values = [rng.uniform(-bound, bound, size=(cfg["rows"], cfg["dim"])).astype(np.float32) for _ in self.specs]
         self.emulate = emulate
         self.plans = {emulate: bench_plan(self.specs, emulate)}
         self.routers: dict[tuple, dict] = {}
-        self.tbe = TableBatchedEmbeddingBags(self.specs, plan=self.plans[emulate], backend="emulator",
-                                             weights=values, seed=seed)
+        self.tbe = TableBatchedEmbeddingBags(
+            self.specs, plan=self.plans[emulate], backend="emulator", weights=values, seed=seed
+        )
         if cfg["row_format"] == "fp32":
             self.weights = [torch.from_numpy(v) for v in values]
         else:  # the exact values the DPUs hold, dequantised: the reference must see the same rows
@@ -147,20 +155,35 @@ class TableSet:
 
 def model_entry(p, torch_s: float, estimate_s: float) -> dict:
     d = {k: v for k, v in p.modeled.as_dict().items() if v is not None}
-    d.update(speedup=torch_s / d["total_s"] if d["total_s"] > 0 else None, estimate_s=estimate_s,
-             speedup_estimate=torch_s / estimate_s if estimate_s > 0 else None,
-             bytes_to_dpu=p.bytes_to_dpu, bytes_from_dpu=p.bytes_from_dpu,
-             padded_bytes_to_dpu=p.padded_bytes_to_dpu, padded_bytes_from_dpu=p.padded_bytes_from_dpu,
-             lookups_max=float(p.work.lookups.max()), imbalance=p.imbalance, host_cache_hits=p.host_cache_hits,
-             merge_elems=p.work.host_merge_elems)
+    d.update(
+        speedup=torch_s / d["total_s"] if d["total_s"] > 0 else None,
+        estimate_s=estimate_s,
+        speedup_estimate=torch_s / estimate_s if estimate_s > 0 else None,
+        bytes_to_dpu=p.bytes_to_dpu,
+        bytes_from_dpu=p.bytes_from_dpu,
+        padded_bytes_to_dpu=p.padded_bytes_to_dpu,
+        padded_bytes_from_dpu=p.padded_bytes_from_dpu,
+        lookups_max=float(p.work.lookups.max()),
+        imbalance=p.imbalance,
+        host_cache_hits=p.host_cache_hits,
+        merge_elems=p.work.host_merge_elems,
+    )
     return d
 
 
-def run_point(ts: TableSet, cfg: dict, dpu_counts: list[int], batches: int, profile: str, seed: int,
-              plan_key: str = "row_wise") -> dict:
+def run_point(
+    ts: TableSet, cfg: dict, dpu_counts: list[int], batches: int, profile: str, seed: int, plan_key: str = "row_wise"
+) -> dict:
     """Run one workload point: emulator + check, torch timing, modeled phases for every N."""
-    trace = synthetic_trace(ts.specs, batch_size=cfg["batch_size"], num_batches=batches, pooling=cfg["pooling"],
-                            alpha=cfg["alpha"], seed=seed, pooling_distribution="fixed")
+    trace = synthetic_trace(
+        ts.specs,
+        batch_size=cfg["batch_size"],
+        num_batches=batches,
+        pooling=cfg["pooling"],
+        alpha=cfg["alpha"],
+        seed=seed,
+        pooling_distribution="fixed",
+    )
     B = cfg["batch_size"]
     per_n: dict[int, list] = {n: [] for n in dpu_counts}  # (profile, end-to-end estimate) per batch
     torch_times, walls, measured, errs, ok, checked = [], [], [], [], True, True
@@ -172,8 +195,9 @@ def run_point(ts: TableSet, cfg: dict, dpu_counts: list[int], batches: int, prof
         here = profile_batch(stats, profile)
         measured.append(here.measured_s)
         if plan_key == "row_wise":
-            derived_here = derive_work(ts.plan(ts.emulate), idx, off, psw,
-                                       router_cache=ts.routers.setdefault(("row_wise", ts.emulate), {}))
+            derived_here = derive_work(
+                ts.plan(ts.emulate), idx, off, psw, router_cache=ts.routers.setdefault(("row_wise", ts.emulate), {})
+            )
             checked &= stats.nr_launches == 1 and not work_mismatch(derived_here, stats.work())
         ref = torch_embedding_bags(ts.weights, idx, off, B, psw).numpy()
         timing, _ = ts.baseline.time(idx, off, B, psw)
@@ -185,8 +209,9 @@ def run_point(ts: TableSet, cfg: dict, dpu_counts: list[int], batches: int, prof
             if n == ts.emulate and plan_key == "row_wise":
                 p = here
             else:
-                work = derive_work(ts.plan(n, plan_key), idx, off, psw,
-                                   router_cache=ts.routers.setdefault((plan_key, n), {}))
+                work = derive_work(
+                    ts.plan(n, plan_key), idx, off, psw, router_cache=ts.routers.setdefault((plan_key, n), {})
+                )
                 p = profile_work(work, profile)
             scale = p.work.host_merge_elems / here.work.host_merge_elems if here.work.host_merge_elems else 1.0
             per_n[n].append((p, end_to_end_estimate(p.modeled, here.measured_s, scale)))
@@ -197,8 +222,9 @@ def run_point(ts: TableSet, cfg: dict, dpu_counts: list[int], batches: int, prof
     modeled = {}
     for n, entries in per_n.items():
         rows = [model_entry(p, torch_s, e) for p, e in entries]
-        modeled[str(n)] = {k: (float(np.mean([r[k] for r in rows])) if rows[0][k] is not None else None)
-                           for k in rows[0]}
+        modeled[str(n)] = {
+            k: (float(np.mean([r[k] for r in rows])) if rows[0][k] is not None else None) for k in rows[0]
+        }
         # speedup of the means, not mean of speedups: one number per point, batch-weighted
         total = modeled[str(n)]["total_s"]
         modeled[str(n)]["speedup"] = torch_s / total if total > 0 else None
@@ -208,11 +234,17 @@ def run_point(ts: TableSet, cfg: dict, dpu_counts: list[int], batches: int, prof
             modeled[str(n)]["speedup_range"] = list(comparison.ratio_range)
             modeled[str(n)]["verdict"] = comparison.verdict
     return {
-        "config": dict(cfg), "lookups_per_batch": float(trace.num_lookups / batches), "torch_s": torch_s,
-        "torch_timing": {**cpu.to_dict(), "spread": cpu.spread}, "baseline": baseline_name(ts.specs),
-        "emulator_wall_s": float(np.mean(walls)), "emulated_dpus": ts.emulate,
+        "config": dict(cfg),
+        "lookups_per_batch": float(trace.num_lookups / batches),
+        "torch_s": torch_s,
+        "torch_timing": {**cpu.to_dict(), "spread": cpu.spread},
+        "baseline": baseline_name(ts.specs),
+        "emulator_wall_s": float(np.mean(walls)),
+        "emulated_dpus": ts.emulate,
         "measured_host_s": {k: float(np.mean([m[k] for m in measured])) for k in measured[0]},
-        "max_abs_err": float(max(errs)), "passed": bool(ok), "derivation_checked": bool(checked) if plan_key == "row_wise" else None,
+        "max_abs_err": float(max(errs)),
+        "passed": bool(ok),
+        "derivation_checked": bool(checked) if plan_key == "row_wise" else None,
         "modeled": modeled,
     }
 
@@ -221,12 +253,14 @@ def plan_summary(plan) -> dict:
     """What the partitioner chose, in a few numbers (its full metadata is per table)."""
     meta = plan.metadata
     strategy = meta.get("strategy", {}).values()
-    return {"layouts": sorted({s["layout"] for s in strategy}),
-            "row_parts": sorted({s["row_parts"] for s in strategy}),
-            "column_slices": sorted({s["column_slices"] for s in strategy}),
-            "host_cached_rows": int(sum(s["host_rows"] for s in strategy)),
-            "replicated_rows": int(sum(s.get("replicated_rows", 0) for s in strategy)),
-            "build_time_s": meta.get("build_time_s")}
+    return {
+        "layouts": sorted({s["layout"] for s in strategy}),
+        "row_parts": sorted({s["row_parts"] for s in strategy}),
+        "column_slices": sorted({s["column_slices"] for s in strategy}),
+        "host_cached_rows": int(sum(s["host_rows"] for s in strategy)),
+        "replicated_rows": int(sum(s.get("replicated_rows", 0) for s in strategy)),
+        "build_time_s": meta.get("build_time_s"),
+    }
 
 
 def crossovers(points: list[dict], param: str, dpu_counts: list[int], key: str = "speedup") -> dict:
@@ -238,10 +272,17 @@ def crossovers(points: list[dict], param: str, dpu_counts: list[int], key: str =
         changes = []
         for i in range(1, len(points)):
             if wins[i] != wins[i - 1]:
-                changes.append({"between": [values[i - 1], values[i]],
-                                "direction": "DPUs start winning" if wins[i] else "CPU starts winning"})
-        out[str(n)] = {"dpu_wins_at": [v for v, w in zip(values, wins) if w],
-                       "cpu_wins_at": [v for v, w in zip(values, wins) if not w], "changes": changes}
+                changes.append(
+                    {
+                        "between": [values[i - 1], values[i]],
+                        "direction": "DPUs start winning" if wins[i] else "CPU starts winning",
+                    }
+                )
+        out[str(n)] = {
+            "dpu_wins_at": [v for v, w in zip(values, wins) if w],
+            "cpu_wins_at": [v for v, w in zip(values, wins) if not w],
+            "changes": changes,
+        }
     return out
 
 
@@ -256,12 +297,19 @@ def machine_info() -> dict:
         pass
     import os
 
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(), "numpy": np.__version__}
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
 
 
-def run_sweeps(setup: dict, *, profile: str = DEFAULT_PROFILE, seed: int = 0, partitioner: bool = True,
-               say=print) -> dict:
+def run_sweeps(
+    setup: dict, *, profile: str = DEFAULT_PROFILE, seed: int = 0, partitioner: bool = True, say=print
+) -> dict:
     """Run every sweep of ``setup`` (``FULL``/``QUICK``-shaped) and return the JSON document."""
     started = time.perf_counter()
     base, dpu_counts, batches = setup["base"], list(setup["dpu_counts"]), setup["batches"]
@@ -286,42 +334,72 @@ def run_sweeps(setup: dict, *, profile: str = DEFAULT_PROFILE, seed: int = 0, pa
             cfg = dict(base, **{param: value})
             say(f"[{time.perf_counter() - started:6.1f} s] {param} = {value}")
             points.append(run_point(table_set(cfg), cfg, dpu_counts, batches, profile, seed))
-        sweeps[param] = {"param": param, "unit": UNITS[param], "values": list(values), "points": points,
-                         "crossovers": crossovers(points, param, dpu_counts),
-                         "crossovers_estimate": crossovers(points, param, dpu_counts, "speedup_estimate")}
+        sweeps[param] = {
+            "param": param,
+            "unit": UNITS[param],
+            "values": list(values),
+            "points": points,
+            "crossovers": crossovers(points, param, dpu_counts),
+            "crossovers_estimate": crossovers(points, param, dpu_counts, "speedup_estimate"),
+        }
 
     # DPU count: the base point's modeled phases for every N, default plan and partitioner plan.
-    base_point = next(pt for pt in sweeps["batch_size"]["points"] if pt["config"] == base) \
-        if base["batch_size"] in setup["sweeps"].get("batch_size", []) else None
+    base_point = (
+        next(pt for pt in sweeps["batch_size"]["points"] if pt["config"] == base)
+        if base["batch_size"] in setup["sweeps"].get("batch_size", [])
+        else None
+    )
     ts = table_set(base)
     if base_point is None:
         base_point = run_point(ts, base, dpu_counts, batches, profile, seed)
-    dpus = {"param": "dpus", "unit": UNITS["dpus"], "values": dpu_counts, "config": base,
-            "plans": {"row_wise": base_point}}
+    dpus = {
+        "param": "dpus",
+        "unit": UNITS["dpus"],
+        "values": dpu_counts,
+        "config": base,
+        "plans": {"row_wise": base_point},
+    }
     if partitioner:
         from updlrm.partitioner.placement import build_plan
 
         # Built on other samples of the same workload: the batches after the ones the
         # sweep evaluates (same seed = same row popularity; another seed would draw
         # different hot rows, i.e. another workload).
-        _, trace = synthetic_trace(ts.specs, batch_size=base["batch_size"], num_batches=2 * batches,
-                                   pooling=base["pooling"], alpha=base["alpha"], seed=seed,
-                                   pooling_distribution="fixed").split(0.5)
+        _, trace = synthetic_trace(
+            ts.specs,
+            batch_size=base["batch_size"],
+            num_batches=2 * batches,
+            pooling=base["pooling"],
+            alpha=base["alpha"],
+            seed=seed,
+            pooling_distribution="fixed",
+        ).split(0.5)
         part_counts = list(setup["partitioner_dpus"])
         for n in part_counts:
-            say(f"[{time.perf_counter() - started:6.1f} s] partitioner plan for {n} DPUs (built on held-out batches of the same workload)")
+            say(
+                f"[{time.perf_counter() - started:6.1f} s] partitioner plan for {n} DPUs (built on held-out batches of the same workload)"
+            )
             # host_cpu="off": this sweep models DPU plans against the CPU; a plan that puts
             # tables on the host is the planner's own comparison (`updlrm plan`).
-            ts.plans[("partitioner", n)] = build_plan(ts.specs, trace, Topology(n), profile=profile, seed=seed,
-                                                      progress=False, host_cpu="off")
+            ts.plans[("partitioner", n)] = build_plan(
+                ts.specs, trace, Topology(n), profile=profile, seed=seed, progress=False, host_cpu="off"
+            )
         # Correctness of the partitioner plan on the emulator (its own module, same weights).
         emulated_part = None
         if emulate in part_counts:
             plan = ts.plans[("partitioner", emulate)]
-            with TableBatchedEmbeddingBags(ts.specs, plan=plan, backend="emulator",
-                                           weights=[w.numpy() for w in ts.weights]) as tbe:
-                tr = synthetic_trace(ts.specs, batch_size=base["batch_size"], num_batches=1, pooling=base["pooling"],
-                                     alpha=base["alpha"], seed=seed, pooling_distribution="fixed")
+            with TableBatchedEmbeddingBags(
+                ts.specs, plan=plan, backend="emulator", weights=[w.numpy() for w in ts.weights]
+            ) as tbe:
+                tr = synthetic_trace(
+                    ts.specs,
+                    batch_size=base["batch_size"],
+                    num_batches=1,
+                    pooling=base["pooling"],
+                    alpha=base["alpha"],
+                    seed=seed,
+                    pooling_distribution="fixed",
+                )
                 idx, off, psw = tr.batch(0)
                 out = tbe(idx, off, psw)
                 err, good = check_close(out, torch_embedding_bags(ts.weights, idx, off, base["batch_size"]).numpy())
@@ -339,19 +417,26 @@ def run_sweeps(setup: dict, *, profile: str = DEFAULT_PROFILE, seed: int = 0, pa
         "meta": {
             "what": "torch CPU embedding_bag measured here vs updlrm modeled on UPMEM DPUs (see method)",
             "method": (__doc__ or "").strip(),
-            "profile": profile, "profile_sources": {name: src for name, _, src in
-                                                    perfmodel.get_profile(profile).describe()},
-            "emulated_dpus": emulate, "dpu_counts": dpu_counts, "plot_dpus": setup["plot_dpus"],
-            "batches_per_point": batches, "base": base, "seed": seed, "bag_sizes": "fixed",
-            "machine": machine_info(), "date": time.strftime("%Y-%m-%d"),
+            "profile": profile,
+            "profile_sources": {name: src for name, _, src in perfmodel.get_profile(profile).describe()},
+            "emulated_dpus": emulate,
+            "dpu_counts": dpu_counts,
+            "plot_dpus": setup["plot_dpus"],
+            "batches_per_point": batches,
+            "base": base,
+            "seed": seed,
+            "bag_sizes": "fixed",
+            "machine": machine_info(),
+            "date": time.strftime("%Y-%m-%d"),
             "elapsed_s": time.perf_counter() - started,
         },
         "sweeps": sweeps,
     }
     doc["summary"] = summarize(doc)
     doc["all_passed"] = all(pt["passed"] for s in sweeps.values() if "points" in s for pt in s["points"])
-    doc["all_derivations_checked"] = all(pt["derivation_checked"] for s in sweeps.values() if "points" in s
-                                         for pt in s["points"])
+    doc["all_derivations_checked"] = all(
+        pt["derivation_checked"] for s in sweeps.values() if "points" in s for pt in s["points"]
+    )
     return doc
 
 
@@ -364,15 +449,23 @@ def summarize(doc: dict) -> list[dict]:
         if "points" not in s:
             continue
         for pt in s["points"]:
-            rows.append({"sweep": param, "value": pt["config"][param], "torch_ms": pt["torch_s"] * 1e3,
-                         f"upmem_{lo}_ms": pt["modeled"][lo]["total_s"] * 1e3,
-                         f"upmem_{hi}_ms": pt["modeled"][hi]["total_s"] * 1e3,
-                         f"speedup_{lo}": pt["modeled"][lo]["speedup"], f"speedup_{hi}": pt["modeled"][hi]["speedup"],
-                         f"speedup_estimate_{hi}": pt["modeled"][hi]["speedup_estimate"],
-                         "torch_spread": pt["torch_timing"]["spread"],
-                         "winner_at_" + hi: {"DPUs win": "DPUs", "CPU wins": "CPU"}.get(
-                             pt["modeled"][hi].get("verdict", ""), "- (within the spread)"),
-                         "passed": pt["passed"]})
+            rows.append(
+                {
+                    "sweep": param,
+                    "value": pt["config"][param],
+                    "torch_ms": pt["torch_s"] * 1e3,
+                    f"upmem_{lo}_ms": pt["modeled"][lo]["total_s"] * 1e3,
+                    f"upmem_{hi}_ms": pt["modeled"][hi]["total_s"] * 1e3,
+                    f"speedup_{lo}": pt["modeled"][lo]["speedup"],
+                    f"speedup_{hi}": pt["modeled"][hi]["speedup"],
+                    f"speedup_estimate_{hi}": pt["modeled"][hi]["speedup_estimate"],
+                    "torch_spread": pt["torch_timing"]["spread"],
+                    "winner_at_" + hi: {"DPUs win": "DPUs", "CPU wins": "CPU"}.get(
+                        pt["modeled"][hi].get("verdict", ""), "- (within the spread)"
+                    ),
+                    "passed": pt["passed"],
+                }
+            )
     return rows
 
 
@@ -409,9 +502,11 @@ def plot(doc: dict, stem: pathlib.Path) -> list[pathlib.Path]:
     colors = plt.cm.viridis(np.linspace(0.0, 0.85, len(plot_dpus)))
     sweeps = [p for p in doc["sweeps"] if p != "dpus"]
     b = meta["base"]
-    base_text = (f"base: {b['tables']} tables x {b['rows']:,} rows, dim {b['dim']}, {b['row_format']}, batch "
-                 f"{b['batch_size']}, pooling {b['pooling']}, alpha {b['alpha']}; profile {meta['profile']}; "
-                 f"torch on {meta['machine']['cpu']} (best of {meta['machine']['torch_threads']} and 1 threads)")
+    base_text = (
+        f"base: {b['tables']} tables x {b['rows']:,} rows, dim {b['dim']}, {b['row_format']}, batch "
+        f"{b['batch_size']}, pooling {b['pooling']}, alpha {b['alpha']}; profile {meta['profile']}; "
+        f"torch on {meta['machine']['cpu']} (best of {meta['machine']['torch_threads']} and 1 threads)"
+    )
     paths = []
 
     # 1) speedup grid
@@ -425,8 +520,14 @@ def plot(doc: dict, stem: pathlib.Path) -> list[pathlib.Path]:
             y = [pt["modeled"][str(n)]["speedup"] for pt in s["points"]]
             ax.plot(x, y, "o-", color=c, label=f"{n} DPUs (model)")
         n = plot_dpus[-1]
-        ax.plot(x, [pt["modeled"][str(n)]["speedup_estimate"] for pt in s["points"]], "x--", color=colors[-1],
-                alpha=0.7, label=f"{n} DPUs, + host routing measured")
+        ax.plot(
+            x,
+            [pt["modeled"][str(n)]["speedup_estimate"] for pt in s["points"]],
+            "x--",
+            color=colors[-1],
+            alpha=0.7,
+            label=f"{n} DPUs, + host routing measured",
+        )
         _axes_setup(ax, param, s, cat)
         ax.set_yscale("log")
         ax.axhline(1.0, color="red", lw=1)
@@ -439,8 +540,12 @@ def plot(doc: dict, stem: pathlib.Path) -> list[pathlib.Path]:
         if key in s["plans"]:
             pt = s["plans"][key]
             ns = sorted(int(n) for n in pt["modeled"])
-            ax.plot(ns, [pt["modeled"][str(n)]["speedup"] for n in ns], style,
-                    label={"row_wise": "default row-wise plan", "partitioner": "partitioner plan"}[key])
+            ax.plot(
+                ns,
+                [pt["modeled"][str(n)]["speedup"] for n in ns],
+                style,
+                label={"row_wise": "default row-wise plan", "partitioner": "partitioner plan"}[key],
+            )
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.axhline(1.0, color="red", lw=1)
@@ -448,7 +553,7 @@ def plot(doc: dict, stem: pathlib.Path) -> list[pathlib.Path]:
     ax.set_ylabel("speedup vs torch CPU (x)")
     ax.set_title("Speedup vs DPU count (base workload)", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    for a in axes.flat[len(sweeps) + 1:]:
+    for a in axes.flat[len(sweeps) + 1 :]:
         a.axis("off")
     for a in axes.flat[: len(sweeps) + 1]:
         a.legend(fontsize=7)
@@ -461,11 +566,21 @@ def plot(doc: dict, stem: pathlib.Path) -> list[pathlib.Path]:
         s = doc["sweeps"][param]
         x, cat = _xvalues(s)
         ax.plot(x, [pt["torch_s"] * 1e3 for pt in s["points"]], "k^-", lw=2, label="torch CPU (measured)")
-        ax.plot(x, [pt["emulator_wall_s"] * 1e3 for pt in s["points"]], "v:", color="grey",
-                label=f"updlrm emulator, {meta['emulated_dpus']} DPUs (measured)")
+        ax.plot(
+            x,
+            [pt["emulator_wall_s"] * 1e3 for pt in s["points"]],
+            "v:",
+            color="grey",
+            label=f"updlrm emulator, {meta['emulated_dpus']} DPUs (measured)",
+        )
         for n, c in zip(plot_dpus, colors):
-            ax.plot(x, [pt["modeled"][str(n)]["total_s"] * 1e3 for pt in s["points"]], "o-", color=c,
-                    label=f"UPMEM {n} DPUs (model)")
+            ax.plot(
+                x,
+                [pt["modeled"][str(n)]["total_s"] * 1e3 for pt in s["points"]],
+                "o-",
+                color=c,
+                label=f"UPMEM {n} DPUs (model)",
+            )
         _axes_setup(ax, param, s, cat)
         ax.set_yscale("log")
         ax.set_ylabel("batch latency (ms)")
@@ -479,8 +594,12 @@ def plot(doc: dict, stem: pathlib.Path) -> list[pathlib.Path]:
         if key in doc["sweeps"]["dpus"]["plans"]:
             q = doc["sweeps"]["dpus"]["plans"][key]
             qs = sorted(int(n) for n in q["modeled"])
-            ax.plot(qs, [q["modeled"][str(n)]["total_s"] * 1e3 for n in qs], style,
-                    label={"row_wise": "UPMEM, default row-wise plan", "partitioner": "UPMEM, partitioner plan"}[key])
+            ax.plot(
+                qs,
+                [q["modeled"][str(n)]["total_s"] * 1e3 for n in qs],
+                style,
+                label={"row_wise": "UPMEM, default row-wise plan", "partitioner": "UPMEM, partitioner plan"}[key],
+            )
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("DPUs")
@@ -488,7 +607,7 @@ def plot(doc: dict, stem: pathlib.Path) -> list[pathlib.Path]:
     ax.set_title("Batch latency vs DPU count (base workload)", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    for a in axes.flat[len(sweeps) + 1:]:
+    for a in axes.flat[len(sweeps) + 1 :]:
         a.axis("off")
     fig.suptitle("Batch latency: torch CPU and the emulator measured here, UPMEM modeled\n" + base_text, fontsize=9)
     paths.append(_save(fig, stem, "latency"))
@@ -496,8 +615,12 @@ def plot(doc: dict, stem: pathlib.Path) -> list[pathlib.Path]:
     # 3) phases vs DPU count
     plans = doc["sweeps"]["dpus"]["plans"]
     fig, axes = plt.subplots(1, len(plans), figsize=(6.5 * len(plans), 4.6), squeeze=False)
-    phase_fields = [("CPU->DPU push", ("cpu_to_dpu_s",)), ("launch + kernel (slowest DPU)", ("launch_s", "kernel_s")),
-                    ("DPU->CPU pull", ("dpu_to_cpu_s",)), ("host merge", ("host_merge_s",))]
+    phase_fields = [
+        ("CPU->DPU push", ("cpu_to_dpu_s",)),
+        ("launch + kernel (slowest DPU)", ("launch_s", "kernel_s")),
+        ("DPU->CPU pull", ("dpu_to_cpu_s",)),
+        ("host merge", ("host_merge_s",)),
+    ]
     for ax, (key, q) in zip(axes.flat, plans.items()):
         ns = sorted(int(n) for n in q["modeled"])
         xs = np.arange(len(ns))
@@ -515,8 +638,9 @@ def plot(doc: dict, stem: pathlib.Path) -> list[pathlib.Path]:
         ax.set_xlabel("DPUs")
         ax.set_ylabel("modeled time per batch (ms)")
         ax.set_yscale("log")
-        ax.set_title({"row_wise": "default row-wise plan", "partitioner": "partitioner plan"}.get(key, key),
-                     fontsize=10)
+        ax.set_title(
+            {"row_wise": "default row-wise plan", "partitioner": "partitioner plan"}.get(key, key), fontsize=10
+        )
         ax.grid(True, axis="y", which="both", alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("Modeled UPMEM phases per batch vs DPU count (stacked; log scale)\n" + base_text, fontsize=9)
@@ -528,12 +652,16 @@ def print_summary(doc: dict) -> None:
     counts = doc["meta"]["dpu_counts"]
     lo, hi = str(counts[0]), str(counts[-1])
     print("\nCPU baseline timed here (best of >= 5 per batch; spread = worst/best - 1 of the baseline)")
-    print(f"\n{'sweep':<11}{'value':>8}{'torch CPU':>12}{'spread':>9}{'UPMEM ' + lo:>12}{'UPMEM ' + hi:>12}"
-          f"{'speedup ' + lo:>14}{'speedup ' + hi:>14}  winner @{hi}")
+    print(
+        f"\n{'sweep':<11}{'value':>8}{'torch CPU':>12}{'spread':>9}{'UPMEM ' + lo:>12}{'UPMEM ' + hi:>12}"
+        f"{'speedup ' + lo:>14}{'speedup ' + hi:>14}  winner @{hi}"
+    )
     for r in doc["summary"]:
-        print(f"{r['sweep']:<11}{str(r['value']):>8}{r['torch_ms']:>10.3f}ms{r['torch_spread']:>+9.0%}{r[f'upmem_{lo}_ms']:>10.3f}ms"
-              f"{r[f'upmem_{hi}_ms']:>10.3f}ms{r[f'speedup_{lo}']:>13.3f}x{r[f'speedup_{hi}']:>13.3f}x  "
-              f"{r['winner_at_' + hi]}{'' if r['passed'] else '  (WRONG RESULT)'}")
+        print(
+            f"{r['sweep']:<11}{str(r['value']):>8}{r['torch_ms']:>10.3f}ms{r['torch_spread']:>+9.0%}{r[f'upmem_{lo}_ms']:>10.3f}ms"
+            f"{r[f'upmem_{hi}_ms']:>10.3f}ms{r[f'speedup_{lo}']:>13.3f}x{r[f'speedup_{hi}']:>13.3f}x  "
+            f"{r['winner_at_' + hi]}{'' if r['passed'] else '  (WRONG RESULT)'}"
+        )
     print("\nWhere the model says the winner changes (perfmodel total vs torch CPU):")
     for param, s in doc["sweeps"].items():
         if "crossovers" not in s:
@@ -541,8 +669,9 @@ def print_summary(doc: dict) -> None:
         for n in (lo, hi):
             c = s["crossovers"][n]
             if c["changes"]:
-                text = "; ".join(f"{ch['direction']} between {ch['between'][0]} and {ch['between'][1]}"
-                                 for ch in c["changes"])
+                text = "; ".join(
+                    f"{ch['direction']} between {ch['between'][0]} and {ch['between'][1]}" for ch in c["changes"]
+                )
             elif c["dpu_wins_at"]:
                 text = "DPUs win over the whole range"
             else:
@@ -552,9 +681,11 @@ def print_summary(doc: dict) -> None:
     for key, q in d.items():
         ns = sorted(int(n) for n in q["modeled"])
         print(f"  dpus ({key}): " + ", ".join(f"{n}: {q['modeled'][str(n)]['speedup']:.2f}x" for n in ns))
-    print(f"\nall results match torch: {doc['all_passed']}; derived per-DPU work equals the engine's counters on "
-          f"{doc['meta']['emulated_dpus']} DPUs: {doc['all_derivations_checked']}; "
-          f"elapsed {doc['meta']['elapsed_s']:.0f} s")
+    print(
+        f"\nall results match torch: {doc['all_passed']}; derived per-DPU work equals the engine's counters on "
+        f"{doc['meta']['emulated_dpus']} DPUs: {doc['all_derivations_checked']}; "
+        f"elapsed {doc['meta']['elapsed_s']:.0f} s"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -563,14 +694,23 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(perfmodel.PROFILES))
     ap.add_argument("--no-partitioner", action="store_true", help="skip the partitioner plan in the DPU sweep")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=pathlib.Path, default=None,
-                    help="output stem (default benchmarks/results/sweeps, or sweeps_quick with --quick)")
+    ap.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=None,
+        help="output stem (default benchmarks/results/sweeps, or sweeps_quick with --quick)",
+    )
     args = ap.parse_args(argv)
     setup = QUICK if args.quick else FULL
     stem = args.out or RESULTS / ("sweeps_quick" if args.quick else "sweeps")
     stem.parent.mkdir(parents=True, exist_ok=True)
-    doc = run_sweeps(setup, profile=args.profile, seed=args.seed, partitioner=not args.no_partitioner,
-                     say=lambda m: print(m, file=sys.stderr, flush=True))
+    doc = run_sweeps(
+        setup,
+        profile=args.profile,
+        seed=args.seed,
+        partitioner=not args.no_partitioner,
+        say=lambda m: print(m, file=sys.stderr, flush=True),
+    )
     json_path = stem.with_suffix(".json")
     json_path.write_text(json.dumps(doc, indent=1, default=float))
     paths = plot(doc, stem)

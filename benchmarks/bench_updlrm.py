@@ -94,12 +94,18 @@ def limiting_note(ours: perfmodel.PhaseTimes, torch_s: float, hw: perfmodel.Hard
     parts = phases_ms(ours)
     worst = max(PHASES, key=lambda k: parts[k])
     need = total - target
-    lines = [f"goal not met: estimate {total * 1e3:.3f} ms, 2x torch needs <= {target * 1e3:.3f} ms "
-             f"({need * 1e3:.3f} ms less)",
-             f"largest phase: {worst[:-2]} {parts[worst]:.3f} ms"]
-    figures = {"host_merge_s": ("host_merge_bytes_per_s", hw.host_merge_bytes_per_s),
-               "dpu_to_cpu_s": ("rank_bandwidth from DPUs", None), "cpu_to_dpu_s": ("rank_bandwidth to DPUs", None),
-               "kernel_s": ("dpu_frequency_hz", hw.dpu_frequency_hz), "launch_s": ("launch overhead", None)}
+    lines = [
+        f"goal not met: estimate {total * 1e3:.3f} ms, 2x torch needs <= {target * 1e3:.3f} ms "
+        f"({need * 1e3:.3f} ms less)",
+        f"largest phase: {worst[:-2]} {parts[worst]:.3f} ms",
+    ]
+    figures = {
+        "host_merge_s": ("host_merge_bytes_per_s", hw.host_merge_bytes_per_s),
+        "dpu_to_cpu_s": ("rank_bandwidth from DPUs", None),
+        "cpu_to_dpu_s": ("rank_bandwidth to DPUs", None),
+        "kernel_s": ("dpu_frequency_hz", hw.dpu_frequency_hz),
+        "launch_s": ("launch overhead", None),
+    }
     for phase in PHASES:
         t = getattr(ours, phase)
         if t <= 0:
@@ -118,25 +124,38 @@ def limiting_note(ours: perfmodel.PhaseTimes, torch_s: float, hw: perfmodel.Hard
 def run(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     poolings = table_poolings(args.tables, meta_mean_pooling(), seed=0)
-    tables = [TableSpec(f"t{i}", args.rows, args.dim, row_format=RowFormat.INT8, scale=0.01)
-              for i in range(args.tables)]
+    tables = [
+        TableSpec(f"t{i}", args.rows, args.dim, row_format=RowFormat.INT8, scale=0.01) for i in range(args.tables)
+    ]
     table_bytes = sum(t.num_embeddings * t.embedding_dim for t in tables)
     llc = llc_bytes()
-    print(f"{args.tables} tables x {args.rows:,} rows x {args.dim} int8 = {format_bytes(table_bytes)}; "
-          f"last-level cache {format_bytes(llc) if llc else 'unknown'}"
-          + (f" ({table_bytes / llc:.0f}x)" if llc else ""))
-    print(f"batch {args.batch}, Zipf {args.alpha}, pooling per table {poolings} "
-          f"(mean {np.mean(poolings):.1f}); {args.dpus} DPUs")
-    build = synthetic_trace(tables, batch_size=args.batch, num_batches=args.batches, pooling=poolings,
-                            alpha=args.alpha, seed=1)
-    judged = synthetic_trace(tables, batch_size=args.batch, num_batches=args.batches, pooling=poolings,
-                             alpha=args.alpha, seed=2)
+    print(
+        f"{args.tables} tables x {args.rows:,} rows x {args.dim} int8 = {format_bytes(table_bytes)}; "
+        f"last-level cache {format_bytes(llc) if llc else 'unknown'}" + (f" ({table_bytes / llc:.0f}x)" if llc else "")
+    )
+    print(
+        f"batch {args.batch}, Zipf {args.alpha}, pooling per table {poolings} "
+        f"(mean {np.mean(poolings):.1f}); {args.dpus} DPUs"
+    )
+    build = synthetic_trace(
+        tables, batch_size=args.batch, num_batches=args.batches, pooling=poolings, alpha=args.alpha, seed=1
+    )
+    judged = synthetic_trace(
+        tables, batch_size=args.batch, num_batches=args.batches, pooling=poolings, alpha=args.alpha, seed=2
+    )
     topo = Topology(args.dpus)
     hw = perfmodel.get_profile(args.profile, nr_dpus=args.dpus)
 
     t0 = time.perf_counter()
-    plan = build_plan(tables, build, topo, profile=args.profile, graph="none", explicit_row_limit=1 << 16,
-                      progress=not args.no_progress)
+    plan = build_plan(
+        tables,
+        build,
+        topo,
+        profile=args.profile,
+        graph="none",
+        explicit_row_limit=1 << 16,
+        progress=not args.no_progress,
+    )
     build_s = time.perf_counter() - t0
     default = uniform_plan(tables, topo, "row_wise")
     reports = {"default_row_wise": evaluate_plan(default, judged, hw), "build_plan": evaluate_plan(plan, judged, hw)}
@@ -155,26 +174,48 @@ def run(args: argparse.Namespace) -> dict:
     del stored, baseline
 
     output_bytes = args.batch * sum(t.embedding_dim for t in tables) * 4
-    out: dict = {"config": vars(args) | {"poolings": poolings, "table_bytes": table_bytes, "llc_bytes": llc},
-                 "machine": machine_info(), "torch": torch_timing.to_dict() | {"baseline": baseline_describe(tables)},
-                 "build_time_s": build_s, "output_bytes": output_bytes, "plans": {}}
+    out: dict = {
+        "config": vars(args) | {"poolings": poolings, "table_bytes": table_bytes, "llc_bytes": llc},
+        "machine": machine_info(),
+        "torch": torch_timing.to_dict() | {"baseline": baseline_describe(tables)},
+        "build_time_s": build_s,
+        "output_bytes": output_bytes,
+        "plans": {},
+    }
     for name, r in reports.items():
-        out["plans"][name] = {"phases_ms": phases_ms(r.modeled), "fanout": r.mean_fanout, "imbalance": r.imbalance,
-                              "bytes_out": r.bytes_out, "bytes_out_padded": r.bytes_out_padded,
-                              "bytes_in": r.bytes_in, "vs_torch": Comparison(torch_timing, r.modeled.total_s).ratio}
+        out["plans"][name] = {
+            "phases_ms": phases_ms(r.modeled),
+            "fanout": r.mean_fanout,
+            "imbalance": r.imbalance,
+            "bytes_out": r.bytes_out,
+            "bytes_out_padded": r.bytes_out_padded,
+            "bytes_in": r.bytes_in,
+            "vs_torch": Comparison(torch_timing, r.modeled.total_s).ratio,
+        }
     ours, dflt = reports["build_plan"], reports["default_row_wise"]
     strategy = plan.metadata["strategy"]
-    out["layouts"] = sorted({f"{s['layout']} {s['row_parts']}x{s['column_slices']} x{s['replicas']}"
-                             for s in strategy.values()})
+    out["layouts"] = sorted(
+        {f"{s['layout']} {s['row_parts']}x{s['column_slices']} x{s['replicas']}" for s in strategy.values()}
+    )
     out["in_sample_ms"] = in_sample.modeled.total_s * 1e3
     cmp = Comparison(torch_timing, ours.modeled.total_s)
     out["goals"] = {
-        "vs_torch": {"value": cmp.ratio, "range": cmp.ratio_range, "goal": GOAL_VS_TORCH,
-                     "pass": cmp.ratio_range[0] >= GOAL_VS_TORCH},
-        "pull_vs_output": {"value": ours.bytes_out / output_bytes, "goal": GOAL_PULL_VS_OUTPUT,
-                           "pass": ours.bytes_out <= GOAL_PULL_VS_OUTPUT * output_bytes},
-        "vs_default": {"value": dflt.modeled.total_s / ours.modeled.total_s, "goal": GOAL_VS_DEFAULT,
-                       "pass": dflt.modeled.total_s >= GOAL_VS_DEFAULT * ours.modeled.total_s},
+        "vs_torch": {
+            "value": cmp.ratio,
+            "range": cmp.ratio_range,
+            "goal": GOAL_VS_TORCH,
+            "pass": cmp.ratio_range[0] >= GOAL_VS_TORCH,
+        },
+        "pull_vs_output": {
+            "value": ours.bytes_out / output_bytes,
+            "goal": GOAL_PULL_VS_OUTPUT,
+            "pass": ours.bytes_out <= GOAL_PULL_VS_OUTPUT * output_bytes,
+        },
+        "vs_default": {
+            "value": dflt.modeled.total_s / ours.modeled.total_s,
+            "goal": GOAL_VS_DEFAULT,
+            "pass": dflt.modeled.total_s >= GOAL_VS_DEFAULT * ours.modeled.total_s,
+        },
     }
     out["note"] = limiting_note(ours.modeled, torch_timing.best, hw)
     out["elapsed_s"] = time.perf_counter() - started
@@ -187,26 +228,32 @@ def baseline_describe(tables: list[TableSpec]) -> str:
 
 def report(doc: dict) -> str:
     m = doc["machine"]
-    lines = [f"UpDLRM-like benchmark on {m['cpu']} ({m['logical_cpus']} logical CPUs, torch {m['torch']}, "
-             f"{m['torch_threads']} threads); plan built in {doc['build_time_s']:.0f} s, judged on a held-out trace",
-             f"torch ({doc['torch']['baseline']}): best {doc['torch']['best_s'] * 1e3:.2f} ms, median "
-             f"{doc['torch']['median_s'] * 1e3:.2f} ms, worst {doc['torch']['worst_s'] * 1e3:.2f} ms "
-             f"over {doc['torch']['runs']} runs",
-             f"build_plan layouts: {', '.join(doc['layouts'])}; in-sample estimate {doc['in_sample_ms']:.3f} ms",
-             "", f"{'phase (modeled, ms)':24s}" + "".join(f"{n:>18s}" for n in doc["plans"])]
+    lines = [
+        f"UpDLRM-like benchmark on {m['cpu']} ({m['logical_cpus']} logical CPUs, torch {m['torch']}, "
+        f"{m['torch_threads']} threads); plan built in {doc['build_time_s']:.0f} s, judged on a held-out trace",
+        f"torch ({doc['torch']['baseline']}): best {doc['torch']['best_s'] * 1e3:.2f} ms, median "
+        f"{doc['torch']['median_s'] * 1e3:.2f} ms, worst {doc['torch']['worst_s'] * 1e3:.2f} ms "
+        f"over {doc['torch']['runs']} runs",
+        f"build_plan layouts: {', '.join(doc['layouts'])}; in-sample estimate {doc['in_sample_ms']:.3f} ms",
+        "",
+        f"{'phase (modeled, ms)':24s}" + "".join(f"{n:>18s}" for n in doc["plans"]),
+    ]
     for key in list(PHASES) + ["dpu_side", "total"]:
         label = key[:-2] if key.endswith("_s") else key
         lines.append(f"{label:24s}" + "".join(f"{p['phases_ms'][key]:18.3f}" for p in doc["plans"].values()))
     for key, fmt in (("fanout", "{:18.2f}"), ("imbalance", "{:18.3f}"), ("vs_torch", "{:17.2f}x")):
         lines.append(f"{key:24s}" + "".join(fmt.format(p[key]) for p in doc["plans"].values()))
-    lines.append(f"{'MB pulled (unpadded)':24s}" + "".join(f"{p['bytes_out'] / 1e6:18.1f}"
-                                                         for p in doc["plans"].values()))
+    lines.append(
+        f"{'MB pulled (unpadded)':24s}" + "".join(f"{p['bytes_out'] / 1e6:18.1f}" for p in doc["plans"].values())
+    )
     lines.append(f"output: {doc['output_bytes'] / 1e6:.1f} MB per batch")
     lines.append("")
     for name, g in doc["goals"].items():
         extra = f" (range {g['range'][0]:.2f}-{g['range'][1]:.2f})" if "range" in g else ""
-        lines.append(f"{'PASS' if g['pass'] else 'FAIL'} {name}: {g['value']:.2f}{extra} "
-                     f"({'>=' if name != 'pull_vs_output' else '<='} {g['goal']})")
+        lines.append(
+            f"{'PASS' if g['pass'] else 'FAIL'} {name}: {g['value']:.2f}{extra} "
+            f"({'>=' if name != 'pull_vs_output' else '<='} {g['goal']})"
+        )
     lines += doc["note"]
     return "\n".join(lines)
 

@@ -44,7 +44,7 @@
 
 /* Indices and weights are streamed in blocks of this many 4-byte entries,
  * segments in blocks of EB_SEGMENT_BLOCK 8-byte records: one DMA per block. */
-#define EB_LOOKUP_BLOCK 32
+#define EB_LOOKUP_BLOCK  32
 #define EB_SEGMENT_BLOCK 16
 
 #if EB_ROW_BUFFER_BYTES < 64 || EB_ROW_BUFFER_BYTES > 2048 || EB_ROW_BUFFER_BYTES % 8
@@ -143,7 +143,7 @@ static struct eb_segment segment_stream_get(struct segment_stream *stream, uint3
             count = EB_SEGMENT_BLOCK;
         }
         mram_read(stream->base + index * (uint32_t)sizeof(struct eb_segment), stream->block,
-            count * (uint32_t)sizeof(struct eb_segment));
+                  count * (uint32_t)sizeof(struct eb_segment));
         stream->first = index;
         stream->count = count;
     }
@@ -172,8 +172,8 @@ struct piece {
     uint32_t row_bytes;
     uint32_t first_lookup;
     uint32_t nr_lookups;
-    uint32_t column;   /* first column of this chunk */
-    uint32_t columns;  /* columns in this chunk */
+    uint32_t column;  /* first column of this chunk */
+    uint32_t columns; /* columns in this chunk */
 };
 
 struct tasklet_state {
@@ -194,7 +194,7 @@ static int fetch_row(struct tasklet_state *state, const struct piece *piece, uin
         return 0;
     }
     mram_read(piece->rows + local_row * piece->row_bytes + piece->column * element_bytes, state->row_buffer,
-        EB_PAD8(piece->columns * element_bytes));
+              EB_PAD8(piece->columns * element_bytes));
     return 1;
 }
 
@@ -222,7 +222,7 @@ static void sum_fp32_weighted(struct tasklet_state *state, const struct piece *p
             union {
                 uint32_t bits;
                 float value;
-            } weight = { .bits = word_stream_get(&state->weights, lookup) };
+            } weight = {.bits = word_stream_get(&state->weights, lookup)};
             for (uint32_t c = 0; c < piece->columns; c++) {
                 acc[c] += weight.value * row[c];
             }
@@ -288,7 +288,7 @@ static void sum_int8_weighted(struct tasklet_state *state, const struct piece *p
 
 /* Sum lookups [first_lookup, first_lookup + nr_lookups) of one shard into one partial. */
 static void reduce_piece(struct tasklet_state *state, struct output_stream *out, const struct eb_shard *shard,
-    uint32_t first_lookup, uint32_t nr_lookups, uint32_t weighted)
+                         uint32_t first_lookup, uint32_t nr_lookups, uint32_t weighted)
 {
     uint32_t element_bytes = eb_element_bytes(shard->format);
     uint32_t accumulator_bytes = eb_accumulator_bytes(shard->format, weighted);
@@ -347,18 +347,18 @@ static void reduce_piece(struct tasklet_state *state, struct output_stream *out,
 static void run_tasklet(const struct eb_batch_fields *batch, uint32_t batch_offset, uint32_t tasklet)
 {
     __dma_aligned struct eb_tasklet_work work;
-    mram_read(heap_at(batch_offset + (uint32_t)sizeof(struct eb_batch_fields) + tasklet * (uint32_t)sizeof(work)), &work,
-        sizeof(work));
+    mram_read(heap_at(batch_offset + (uint32_t)sizeof(struct eb_batch_fields) + tasklet * (uint32_t)sizeof(work)),
+              &work, sizeof(work));
 
     struct tasklet_state state = {
-        .indices = { heap_at(batch->indices_offset), batch->nr_lookups, 0, 0, index_blocks[tasklet] },
-        .weights = { heap_at(batch->weights_offset), batch->nr_lookups, 0, 0, weight_blocks[tasklet] },
+        .indices = {heap_at(batch->indices_offset), batch->nr_lookups, 0, 0, index_blocks[tasklet]},
+        .weights = {heap_at(batch->weights_offset), batch->nr_lookups, 0, 0, weight_blocks[tasklet]},
         .row_buffer = row_buffers[tasklet],
     };
-    struct segment_stream segments = { heap_at(batch->segments_offset), batch->nr_segments, 0, 0, segment_blocks[tasklet] };
-    struct output_stream out = {
-        heap_at(batch->output_offset + EB_STATUS_BYTES + work.output_offset), 0, staging_buffers[tasklet]
-    };
+    struct segment_stream segments = {heap_at(batch->segments_offset), batch->nr_segments, 0, 0,
+                                      segment_blocks[tasklet]};
+    struct output_stream out = {heap_at(batch->output_offset + EB_STATUS_BYTES + work.output_offset), 0,
+                                staging_buffers[tasklet]};
     uint32_t weighted = batch->flags & EB_FLAG_WEIGHTED;
 
     __dma_aligned struct eb_shard shard;

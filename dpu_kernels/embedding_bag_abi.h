@@ -28,7 +28,7 @@
 
 #include <stdint.h>
 
-#define EB_ABI_VERSION 1u
+#define EB_ABI_VERSION  1u
 #define EB_HEADER_MAGIC 0x45424231u /* "EBB1" */
 #define EB_STATUS_MAGIC 0x45425331u /* "EBS1": the DPU finished and wrote its status */
 
@@ -56,12 +56,12 @@ enum eb_row_format {
 
 enum eb_status_code {
     EB_OK = 0,
-    EB_ERR_BAD_HEADER = 1,      /* header magic wrong: the batch was not written */
-    EB_ERR_TASKLET_COUNT = 2,   /* host planned for another NR_TASKLETS; detail = host's value */
-    EB_ERR_BAD_SHARD = 3,       /* segment names a shard this DPU does not hold; detail = shard */
-    EB_ERR_ROW_RANGE = 4,       /* local row >= shard rows; detail = local row */
-    EB_ERR_BAD_SEGMENT = 5,     /* tasklet work does not match the segment table; detail = segment */
-    EB_ERR_BAD_FORMAT = 6,      /* unknown row format; detail = format */
+    EB_ERR_BAD_HEADER = 1,    /* header magic wrong: the batch was not written */
+    EB_ERR_TASKLET_COUNT = 2, /* host planned for another NR_TASKLETS; detail = host's value */
+    EB_ERR_BAD_SHARD = 3,     /* segment names a shard this DPU does not hold; detail = shard */
+    EB_ERR_ROW_RANGE = 4,     /* local row >= shard rows; detail = local row */
+    EB_ERR_BAD_SEGMENT = 5,   /* tasklet work does not match the segment table; detail = segment */
+    EB_ERR_BAD_FORMAT = 6,    /* unknown row format; detail = format */
 };
 
 /* WRAM symbol "eb_config", written once by the host after loading the program. */

@@ -170,12 +170,30 @@ def build_into(directory: Path, sanitize: bool = False) -> Path:
     includes = [f"-I{RUNTIME_DIR}", f"-I{HOST_INCLUDE_DIR}"]
     extra = SANITIZE_FLAGS if sanitize else []
     _run(
-        [CC, *WARNINGS, *COMMON_FLAGS, *extra, *includes, "-shared", "-o", str(directory / HOST_LIBRARY),
-         *(str(RUNTIME_DIR / name) for name in HOST_SOURCES)]
+        [
+            CC,
+            *WARNINGS,
+            *COMMON_FLAGS,
+            *extra,
+            *includes,
+            "-shared",
+            "-o",
+            str(directory / HOST_LIBRARY),
+            *(str(RUNTIME_DIR / name) for name in HOST_SOURCES),
+        ]
     )
     _run(
-        [CC, *WARNINGS, *COMMON_FLAGS, *extra, *includes, "-shared", "-o", str(directory / DPU_RUNTIME_LIBRARY),
-         *(str(RUNTIME_DIR / name) for name in DPU_RUNTIME_SOURCES)]
+        [
+            CC,
+            *WARNINGS,
+            *COMMON_FLAGS,
+            *extra,
+            *includes,
+            "-shared",
+            "-o",
+            str(directory / DPU_RUNTIME_LIBRARY),
+            *(str(RUNTIME_DIR / name) for name in DPU_RUNTIME_SOURCES),
+        ]
     )
     (directory / LINKER_SCRIPT).write_text(LINKER_SCRIPT_TEXT)
     (directory / STAMP).write_text(source_hash(sanitize) + "\n")

@@ -46,7 +46,9 @@ MRAM_SIZE = 64 << 20
 # DPU code runs on this machine: let gcc use its vector units, but never
 # fuse a*b+c into an FMA, which a DPU (software floating point, one rounding
 # per operation) cannot do; results then match the DPU and numpy/torch.
-_TARGET_FLAGS = ["-march=native", "-ffp-contract=off"] if os.environ.get("UPDLRM_EMU_PORTABLE") != "1" else ["-ffp-contract=off"]
+_TARGET_FLAGS = (
+    ["-march=native", "-ffp-contract=off"] if os.environ.get("UPDLRM_EMU_PORTABLE") != "1" else ["-ffp-contract=off"]
+)
 
 SANITIZE_FLAGS = _build.SANITIZE_FLAGS
 
@@ -109,8 +111,10 @@ def dpu_cflags() -> str:
         >>> "-fno-pie" in dpu_cflags()
         True
     """
-    return (f"-I{_build.DPU_INCLUDE_DIR} -include attributes.h -fno-pie -std=gnu11 -fno-strict-aliasing "
-            "-ffp-contract=off -D__UPDLRM_EMULATOR__=1")
+    return (
+        f"-I{_build.DPU_INCLUDE_DIR} -include attributes.h -fno-pie -std=gnu11 -fno-strict-aliasing "
+        "-ffp-contract=off -D__UPDLRM_EMULATOR__=1"
+    )
 
 
 def host_cflags() -> str:
@@ -183,11 +187,21 @@ __attribute__((constructor)) static void updlrm_register(void) {{ __updlrm_regis
 
 def _dpu_compile_flags(define_list, include_dirs, opt: str, sanitize: bool, extra_cflags) -> list[str]:
     flags = [
-        opt, "-g", "-std=gnu11", "-fno-pie", "-fno-strict-aliasing", "-fno-common", *_TARGET_FLAGS,
-        f"-I{_build.DPU_INCLUDE_DIR}", *[f"-I{Path(d)}" for d in include_dirs],
+        opt,
+        "-g",
+        "-std=gnu11",
+        "-fno-pie",
+        "-fno-strict-aliasing",
+        "-fno-common",
+        *_TARGET_FLAGS,
+        f"-I{_build.DPU_INCLUDE_DIR}",
+        *[f"-I{Path(d)}" for d in include_dirs],
         # the DPU attributes (__host, __mram, ...) need no include, as with the SDK's compiler
-        "-include", "attributes.h",
-        "-D__UPDLRM_EMULATOR__=1", *_define_flags(define_list), *list(extra_cflags),
+        "-include",
+        "attributes.h",
+        "-D__UPDLRM_EMULATOR__=1",
+        *_define_flags(define_list),
+        *list(extra_cflags),
     ]
     return flags + SANITIZE_FLAGS if sanitize else flags
 
@@ -242,14 +256,20 @@ def check_wram_capacity(path: PathLike) -> dict:
     """
     elf = ElfFile.from_path(path)
     config = elf.program_config()
-    sizes = {name: (elf.section(name).size if elf.section(name) else 0)
-             for name in (".data", ".bss", ".rodata", ".atomic")}
+    sizes = {
+        name: (elf.section(name).size if elf.section(name) else 0) for name in (".data", ".bss", ".rodata", ".atomic")
+    }
     stacks = sum(config["stack_sizes"])
     # atomic bits live in the DPU's separate 256-bit atomic register, not in WRAM
     used = sizes[".data"] + sizes[".bss"] + sizes[".rodata"] + stacks
-    report = {**{k.strip("."): v for k, v in sizes.items()}, "stacks": stacks, "wram_used": used,
-              "heap": max(0, WRAM_SIZE - used), "nr_tasklets": config["nr_tasklets"],
-              "mram_used": elf.symbol("__sys_used_mram_end").value - MRAM_BASE}
+    report = {
+        **{k.strip("."): v for k, v in sizes.items()},
+        "stacks": stacks,
+        "wram_used": used,
+        "heap": max(0, WRAM_SIZE - used),
+        "nr_tasklets": config["nr_tasklets"],
+        "mram_used": elf.symbol("__sys_used_mram_end").value - MRAM_BASE,
+    }
     if used > WRAM_SIZE:
         raise CompileError(
             f"{path}: region `wram' overflowed by {used - WRAM_SIZE} bytes: .data {sizes['.data']} + .bss "
@@ -307,12 +327,23 @@ def compile_dpu_program(
         start = _start_file(tmpdir, count, stacks)
         start_obj = tmpdir / "__updlrm_dpu_start.o"
         cc = _cc()
-        _run([cc, "-O2", "-fno-pie", f"-I{_build.RUNTIME_DIR}", "-c", str(start), "-o", str(start_obj)],
-             "compiling the start file")
+        _run(
+            [cc, "-O2", "-fno-pie", f"-I{_build.RUNTIME_DIR}", "-c", str(start), "-o", str(start_obj)],
+            "compiling the start file",
+        )
         output.parent.mkdir(parents=True, exist_ok=True)
         link = [
-            cc, "-no-pie", *(SANITIZE_FLAGS if sanitize else []), "-o", str(output), *objects, str(start_obj),
-            f"-L{native}", "-lupdlrm_dpurt", f"-Wl,-rpath,{native}", f"-Wl,-T,{native / _build.LINKER_SCRIPT}",
+            cc,
+            "-no-pie",
+            *(SANITIZE_FLAGS if sanitize else []),
+            "-o",
+            str(output),
+            *objects,
+            str(start_obj),
+            f"-L{native}",
+            "-lupdlrm_dpurt",
+            f"-Wl,-rpath,{native}",
+            f"-Wl,-T,{native / _build.LINKER_SCRIPT}",
             "-lm",
         ]
         result = subprocess.run(link, capture_output=True, text=True)
@@ -360,12 +391,22 @@ def compile_host_program(
     cpp = any(s.suffix in (".cpp", ".cc", ".cxx", ".C") for s in sources)
     compiler = os.environ.get("UPDLRM_EMU_CXX", "g++") if cpp else _cc()
     command = [
-        compiler, opt, "-g", f"-I{_build.HOST_INCLUDE_DIR}", *[f"-I{Path(d)}" for d in include_dirs],
-        *_define_flags(_normalise_defines(defines)), *list(extra_cflags),
+        compiler,
+        opt,
+        "-g",
+        f"-I{_build.HOST_INCLUDE_DIR}",
+        *[f"-I{Path(d)}" for d in include_dirs],
+        *_define_flags(_normalise_defines(defines)),
+        *list(extra_cflags),
         *(SANITIZE_FLAGS if sanitize else []),
-        "-o", str(output), *[str(s) for s in sources],
-        f"-L{native}", f"-Wl,-rpath,{native}", "-lupdlrm_dpu", "-pthread", *list(extra_libs),
+        "-o",
+        str(output),
+        *[str(s) for s in sources],
+        f"-L{native}",
+        f"-Wl,-rpath,{native}",
+        "-lupdlrm_dpu",
+        "-pthread",
+        *list(extra_libs),
     ]
     _run(command, f"building host program {output}")
     return output
-

@@ -384,9 +384,7 @@ class DpuSet:
         """
         if dpu is not None:
             out = np.empty(nbytes, dtype=np.uint8)
-            self._check(
-                self._lib.dpu_copy_from(self._dpu(dpu), symbol.encode(), offset, _ffi.from_buffer(out), nbytes)
-            )
+            self._check(self._lib.dpu_copy_from(self._dpu(dpu), symbol.encode(), offset, _ffi.from_buffer(out), nbytes))
             return out
         out = np.empty((self.nr_dpus, nbytes), dtype=np.uint8)
         base = _ffi.from_buffer(out)

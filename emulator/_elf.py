@@ -42,10 +42,12 @@ def sdk_dpu_binary_message(path) -> str:
         >>> "updlrm emu build" in sdk_dpu_binary_message("task.dpu")
         True
     """
-    return (f"'{path}' is a DPU binary built by the UPMEM SDK's compiler (32-bit ELF, machine EM_DPU): it runs on "
-            "real DPUs or the SDK's simulator, not on the emulator. Build the DPU sources for the emulator instead: "
-            "`updlrm emu build --dpu <sources>`, updlrm.emulator.compile_dpu_program, or the SDK's Makefile with "
-            "`updlrm emu shims` on PATH")
+    return (
+        f"'{path}' is a DPU binary built by the UPMEM SDK's compiler (32-bit ELF, machine EM_DPU): it runs on "
+        "real DPUs or the SDK's simulator, not on the emulator. Build the DPU sources for the emulator instead: "
+        "`updlrm emu build --dpu <sources>`, updlrm.emulator.compile_dpu_program, or the SDK's Makefile with "
+        "`updlrm emu shims` on PATH"
+    )
 
 
 def is_sdk_dpu_binary(data: bytes) -> bool:
@@ -56,7 +58,9 @@ def is_sdk_dpu_binary(data: bytes) -> bool:
         >>> is_sdk_dpu_binary(b"\\x7fELF\\x01\\x01" + bytes(10) + (2).to_bytes(2, "little") + (245).to_bytes(2, "little"))
         True
     """
-    return len(data) >= 20 and data[:4] == b"\x7fELF" and data[4] == 1 and struct.unpack_from("<H", data, 18)[0] == EM_DPU
+    return (
+        len(data) >= 20 and data[:4] == b"\x7fELF" and data[4] == 1 and struct.unpack_from("<H", data, 18)[0] == EM_DPU
+    )
 
 
 @dataclass(frozen=True)
@@ -175,7 +179,9 @@ class ElfFile:
             if symtab is not None:
                 strtab = self.sections[symtab.link]
                 for i in range(symtab.size // 24):
-                    name_off, info, _, shndx, value, size = struct.unpack_from("<IBBHQQ", self.data, symtab.offset + i * 24)
+                    name_off, info, _, shndx, value, size = struct.unpack_from(
+                        "<IBBHQQ", self.data, symtab.offset + i * 24
+                    )
                     name = self._string(strtab.offset, strtab.size, name_off)
                     if not name:
                         continue

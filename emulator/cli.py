@@ -56,15 +56,23 @@ def _build(options: dict):
     libs = [f"-L{d}" for d in options["lib_dirs"]] + [f"-l{name}" for name in options["libs"]]
     try:
         dpu = compile_dpu_program(
-            [Path(s) for s in options["dpu_sources"]], dpu_output, defines=all_defines,
-            include_dirs=options["include_dirs"], sanitize=options["sanitize"], extra_cflags=options["dpu_flags"],
+            [Path(s) for s in options["dpu_sources"]],
+            dpu_output,
+            defines=all_defines,
+            include_dirs=options["include_dirs"],
+            sanitize=options["sanitize"],
+            extra_cflags=options["dpu_flags"],
         )
         host = None
         if options["host_sources"]:
             host = compile_host_program(
-                [Path(s) for s in options["host_sources"]], host_output, defines=all_defines,
-                include_dirs=options["include_dirs"], sanitize=options["sanitize"],
-                extra_cflags=options["host_flags"], extra_libs=libs,
+                [Path(s) for s in options["host_sources"]],
+                host_output,
+                defines=all_defines,
+                include_dirs=options["include_dirs"],
+                sanitize=options["sanitize"],
+                extra_cflags=options["host_flags"],
+                extra_libs=libs,
             )
     except CompileError as error:
         raise click.ClickException(str(error)) from None
@@ -72,28 +80,76 @@ def _build(options: dict):
 
 
 _common = [
-    click.option("--dpu", "dpu_sources", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False),
-                 help="DPU C source (repeatable)."),
-    click.option("-D", "defines", multiple=True, metavar="NAME=VALUE",
-                 help="Preprocessor definition for DPU and host code (repeatable)."),
-    click.option("--tasklets", type=click.IntRange(1, 24), default=None,
-                 help="NR_TASKLETS (default: -D NR_TASKLETS or 1, as the SDK)."),
-    click.option("-I", "include_dirs", multiple=True, type=click.Path(file_okay=False),
-                 help="Include directory (repeatable)."),
-    click.option("-l", "libs", multiple=True, metavar="LIB",
-                 help="Link the host program with libLIB, e.g. -lm (repeatable)."),
-    click.option("-L", "lib_dirs", multiple=True, type=click.Path(file_okay=False), metavar="DIR",
-                 help="Library directory for -l (repeatable)."),
-    click.option("--host-flag", "host_flags", multiple=True, metavar="FLAG",
-                 help="Extra host compiler/linker flag, e.g. --host-flag=-fopenmp (repeatable)."),
-    click.option("--dpu-flag", "dpu_flags", multiple=True, metavar="FLAG",
-                 help="Extra DPU compiler flag, e.g. --dpu-flag=-DSTACK_SIZE_DEFAULT=256 (repeatable)."),
-    click.option("--output-dir", type=click.Path(file_okay=False), default="bin", show_default=True,
-                 help=f"Where {DPU_BINARY_NAME} and {HOST_BINARY_NAME} are written (the SDK Makefile convention)."),
-    click.option("--dpu-output", type=click.Path(dir_okay=False), default=None, metavar="PATH",
-                 help=f"Path of the DPU binary (default: OUTPUT_DIR/{DPU_BINARY_NAME}), e.g. the path a host opens."),
-    click.option("--host-output", type=click.Path(dir_okay=False), default=None, metavar="PATH",
-                 help=f"Path of the host binary (default: OUTPUT_DIR/{HOST_BINARY_NAME})."),
+    click.option(
+        "--dpu",
+        "dpu_sources",
+        multiple=True,
+        required=True,
+        type=click.Path(exists=True, dir_okay=False),
+        help="DPU C source (repeatable).",
+    ),
+    click.option(
+        "-D",
+        "defines",
+        multiple=True,
+        metavar="NAME=VALUE",
+        help="Preprocessor definition for DPU and host code (repeatable).",
+    ),
+    click.option(
+        "--tasklets",
+        type=click.IntRange(1, 24),
+        default=None,
+        help="NR_TASKLETS (default: -D NR_TASKLETS or 1, as the SDK).",
+    ),
+    click.option(
+        "-I", "include_dirs", multiple=True, type=click.Path(file_okay=False), help="Include directory (repeatable)."
+    ),
+    click.option(
+        "-l", "libs", multiple=True, metavar="LIB", help="Link the host program with libLIB, e.g. -lm (repeatable)."
+    ),
+    click.option(
+        "-L",
+        "lib_dirs",
+        multiple=True,
+        type=click.Path(file_okay=False),
+        metavar="DIR",
+        help="Library directory for -l (repeatable).",
+    ),
+    click.option(
+        "--host-flag",
+        "host_flags",
+        multiple=True,
+        metavar="FLAG",
+        help="Extra host compiler/linker flag, e.g. --host-flag=-fopenmp (repeatable).",
+    ),
+    click.option(
+        "--dpu-flag",
+        "dpu_flags",
+        multiple=True,
+        metavar="FLAG",
+        help="Extra DPU compiler flag, e.g. --dpu-flag=-DSTACK_SIZE_DEFAULT=256 (repeatable).",
+    ),
+    click.option(
+        "--output-dir",
+        type=click.Path(file_okay=False),
+        default="bin",
+        show_default=True,
+        help=f"Where {DPU_BINARY_NAME} and {HOST_BINARY_NAME} are written (the SDK Makefile convention).",
+    ),
+    click.option(
+        "--dpu-output",
+        type=click.Path(dir_okay=False),
+        default=None,
+        metavar="PATH",
+        help=f"Path of the DPU binary (default: OUTPUT_DIR/{DPU_BINARY_NAME}), e.g. the path a host opens.",
+    ),
+    click.option(
+        "--host-output",
+        type=click.Path(dir_okay=False),
+        default=None,
+        metavar="PATH",
+        help=f"Path of the host binary (default: OUTPUT_DIR/{HOST_BINARY_NAME}).",
+    ),
     click.option("--sanitize", is_flag=True, help="Build with AddressSanitizer + UBSan."),
 ]
 
@@ -111,8 +167,13 @@ def emu_group() -> None:
 
 @emu_group.command("build")
 @_with_common
-@click.option("--host", "host_sources", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="Host C/C++ source using <dpu.h> (repeatable).")
+@click.option(
+    "--host",
+    "host_sources",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Host C/C++ source using <dpu.h> (repeatable).",
+)
 def build_command(**options):
     """Build DPU (and host) sources for the emulator."""
     dpu, host = _build(options)
@@ -123,8 +184,14 @@ def build_command(**options):
 
 @emu_group.command("run", context_settings={"ignore_unknown_options": True})
 @_with_common
-@click.option("--host", "host_sources", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Host C/C++ source using <dpu.h> (repeatable).")
+@click.option(
+    "--host",
+    "host_sources",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Host C/C++ source using <dpu.h> (repeatable).",
+)
 @click.argument("host_args", nargs=-1, type=click.UNPROCESSED)
 def run_command(host_args, **options):
     """Build DPU and host sources, then run the host program (exit status: the host's)."""
@@ -249,11 +316,25 @@ def clang_shim_main(argv: list[str]) -> int:
                 return 1
             for source in sources:
                 obj = output or str(Path(source).with_suffix(".o").name)
-                compile_dpu_object(source, obj, defines=defines, include_dirs=include_dirs, opt=opt,
-                                   sanitize=sanitize, extra_cflags=cflags)
+                compile_dpu_object(
+                    source,
+                    obj,
+                    defines=defines,
+                    include_dirs=include_dirs,
+                    opt=opt,
+                    sanitize=sanitize,
+                    extra_cflags=cflags,
+                )
             return 0
-        compile_dpu_program(sources, output or "a.out", defines=defines, include_dirs=include_dirs, opt=opt,
-                            sanitize=sanitize, extra_cflags=cflags)
+        compile_dpu_program(
+            sources,
+            output or "a.out",
+            defines=defines,
+            include_dirs=include_dirs,
+            opt=opt,
+            sanitize=sanitize,
+            extra_cflags=cflags,
+        )
     except CompileError as error:
         print(str(error), file=sys.stderr)
         return 1

@@ -313,15 +313,20 @@ class DpuSet:
         index = 0
         for r in range(nr_ranks):
             # a one-rank set: the same rank-pointer array, one entry further per rank
-            rank_c = _ffi.new("struct dpu_set_t *", {"kind": _DPU_SET_RANKS, "word1": 1,
-                                                       "word2": self.c_set.word2 + 8 * r})[0]
+            rank_c = _ffi.new(
+                "struct dpu_set_t *", {"kind": _DPU_SET_RANKS, "word1": 1, "word2": self.c_set.word2 + 8 * r}
+            )[0]
             rank = DpuSet(log=self._log, async_mode=self._async_mode, _parent=self, _c_set=rank_c)
             _check(lib.dpu_get_nr_dpus(rank_c, count))
             for _ in range(int(count[0])):
                 dpu_c = _ffi.new("struct dpu_set_t *")
                 _check(lib.updlrm_emu_dpu_at(self.c_set, index, dpu_c))
-                dpu = DpuSet(log=log[index] if isinstance(log, list) else self._log, async_mode=self._async_mode,
-                             _parent=self, _c_set=dpu_c[0])
+                dpu = DpuSet(
+                    log=log[index] if isinstance(log, list) else self._log,
+                    async_mode=self._async_mode,
+                    _parent=self,
+                    _c_set=dpu_c[0],
+                )
                 dpu._dpus.append(dpu)
                 dpu._ranks.append(rank)
                 rank._dpus.append(dpu)
@@ -526,8 +531,14 @@ class DpuSet:
             header = f"=== DPU#0x{lib.dpu_get_id(_ffi.cast('void *', dpu.c_set.word1)):x} ===\n"
             _write_text(stream, header + text)
 
-    def call(self, fn: Callable[[DpuSet, int, Any], None], arg: Any, async_mode: bool | None = None,
-             is_blocking: bool = True, single_call: bool = False) -> None:
+    def call(
+        self,
+        fn: Callable[[DpuSet, int, Any], None],
+        arg: Any,
+        async_mode: bool | None = None,
+        is_blocking: bool = True,
+        single_call: bool = False,
+    ) -> None:
         """Call ``fn(dpu_set, index, arg)`` once per rank (``fn(self, 0, arg)`` with
         ``single_call``), after the set's running program, as ``dpu_callback``."""
         lib = _library()
@@ -556,5 +567,4 @@ def _write_text(stream, text: str) -> None:
         stream.write(text)
 
 
-__all__ = ["ALLOCATE_ALL", "DpuContext", "DpuError", "DpuProgram", "DpuSet", "DpuSymbol", "DpuVariable",
-           "python_path"]
+__all__ = ["ALLOCATE_ALL", "DpuContext", "DpuError", "DpuProgram", "DpuSet", "DpuSymbol", "DpuVariable", "python_path"]

@@ -140,8 +140,20 @@ def build(backend: str = "emulator", nr_tasklets: int = 16) -> tuple[Path, Path]
     digest = hashlib.sha256()
     for path in (KERNEL_SOURCE, ABI_HEADER, HOST_SOURCE, HOST_HEADER):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    digest.update(repr((sorted(tools.items()), nr_tasklets, CC, HOST_CFLAGS, SDK_KERNEL_FLAGS, EMULATOR_KERNEL_OPT,
-                        _cpu_signature(), sanitizer_flags)).encode())
+    digest.update(
+        repr(
+            (
+                sorted(tools.items()),
+                nr_tasklets,
+                CC,
+                HOST_CFLAGS,
+                SDK_KERNEL_FLAGS,
+                EMULATOR_KERNEL_OPT,
+                _cpu_signature(),
+                sanitizer_flags,
+            )
+        ).encode()
+    )
     key = f"{backend}-t{nr_tasklets}{'-sanitize' if sanitize else ''}-{digest.hexdigest()[:16]}"
     target = cache_root() / key
     kernel, library = target / "embedding_bag.dpu", target / "libeb_host.so"
@@ -158,14 +170,40 @@ def build(backend: str = "emulator", nr_tasklets: int = 16) -> tuple[Path, Path]
                 from updlrm import emulator
 
                 emulator.compile_dpu_program(
-                    [KERNEL_SOURCE], staging / kernel.name, nr_tasklets=nr_tasklets, include_dirs=[KERNEL_DIR],
-                    opt=EMULATOR_KERNEL_OPT, sanitize=sanitize,
+                    [KERNEL_SOURCE],
+                    staging / kernel.name,
+                    nr_tasklets=nr_tasklets,
+                    include_dirs=[KERNEL_DIR],
+                    opt=EMULATOR_KERNEL_OPT,
+                    sanitize=sanitize,
                 )
             else:
-                _run([tools["dpu_cc"], f"-DNR_TASKLETS={nr_tasklets}", *SDK_KERNEL_FLAGS, f"-I{KERNEL_DIR}",
-                      "-o", str(staging / kernel.name), str(KERNEL_SOURCE)])
-            _run([CC, *HOST_CFLAGS, *sanitizer_flags, f"-I{HOST_DIR}", f"-I{KERNEL_DIR}", *tools["host_cflags"],
-                  "-o", str(staging / library.name), str(HOST_SOURCE), *tools["host_libs"], "-lm"])
+                _run(
+                    [
+                        tools["dpu_cc"],
+                        f"-DNR_TASKLETS={nr_tasklets}",
+                        *SDK_KERNEL_FLAGS,
+                        f"-I{KERNEL_DIR}",
+                        "-o",
+                        str(staging / kernel.name),
+                        str(KERNEL_SOURCE),
+                    ]
+                )
+            _run(
+                [
+                    CC,
+                    *HOST_CFLAGS,
+                    *sanitizer_flags,
+                    f"-I{HOST_DIR}",
+                    f"-I{KERNEL_DIR}",
+                    *tools["host_cflags"],
+                    "-o",
+                    str(staging / library.name),
+                    str(HOST_SOURCE),
+                    *tools["host_libs"],
+                    "-lm",
+                ]
+            )
             if target.exists():
                 shutil.rmtree(target)
             os.replace(staging, target)
@@ -184,7 +222,7 @@ def _load_library(path: Path):
 
     if _ffi is None:
         text = HOST_HEADER.read_text()
-        cdef = text[text.index("/* BEGIN CDEF */") + len("/* BEGIN CDEF */"): text.index("/* END CDEF */")]
+        cdef = text[text.index("/* BEGIN CDEF */") + len("/* BEGIN CDEF */") : text.index("/* END CDEF */")]
         _ffi = cffi.FFI()
         _ffi.cdef(cdef)
     if path not in _libraries:

@@ -79,7 +79,7 @@ struct shard {
  */
 struct lane {
     struct dpu_state *state; /* the DPU's buffers, or the slice's host-cache buffers */
-    uint32_t *locals; /* the DPU's local rows, right after its batch header */
+    uint32_t *locals;        /* the DPU's local rows, right after its batch header */
     struct eb_segment *segments;
     uint32_t *segment_bags;
     uint32_t nr_segments;
@@ -127,22 +127,22 @@ struct slice {
     uint32_t col_start;
     uint32_t col_stop;
     enum route_kind kind;
-    uint32_t nr_lanes;     /* the DPU lanes, then the host lane if the table has host-cached rows */
+    uint32_t nr_lanes; /* the DPU lanes, then the host lane if the table has host-cached rows */
     uint32_t nr_dpu_lanes;
     struct lane *lanes;    /* ranges slices: the blocks in row order first */
-    uint32_t **cursors; /* per lane: where the DPU's next local row goes */
-    uint32_t **marks;   /* per lane: the cursor when the current bag (scan: chunk) started */
-    uint32_t **weights; /* per lane: the DPU's weight array (weighted batches) */
-    uint32_t *touched;  /* lanes hit by the current bag, nr_lanes + 1 entries */
+    uint32_t **cursors;    /* per lane: where the DPU's next local row goes */
+    uint32_t **marks;      /* per lane: the cursor when the current bag (scan: chunk) started */
+    uint32_t **weights;    /* per lane: the DPU's weight array (weighted batches) */
+    uint32_t *touched;     /* lanes hit by the current bag, nr_lanes + 1 entries */
     uint32_t **chunk_ends; /* scan: every lane's cursor at the end of each bag of the chunk */
     uint32_t chunk_bags[EB_SCAN_CHUNK];
 
-    uint32_t nr_ranges; /* range k is lane k */
+    uint32_t nr_ranges;    /* range k is lane k */
     int64_t *range_starts; /* nr_ranges + 1, the last is the table's row count */
     uint32_t bucket_shift;
     int single_step; /* every bucket is shorter than every range: one step at most */
     uint32_t *buckets;
-    uint64_t *exception_bits; /* one bit per row; NULL when the slice has no exception */
+    uint64_t *exception_bits;     /* one bit per row; NULL when the slice has no exception */
     struct exception *exceptions; /* open addressing, linear probing */
     uint64_t exception_mask;      /* hash cells - 1 */
     uint32_t exception_hash_shift;
@@ -223,8 +223,8 @@ enum slot_state {
  */
 struct eb_slot {
     eb_engine *engine;
-    atomic_int state; /* enum slot_state */
-    int ready;        /* buffers below allocated (on first use) */
+    atomic_int state;              /* enum slot_state */
+    int ready;                     /* buffers below allocated (on first use) */
     struct dpu_state *dpus;        /* per DPU: this batch's buffers (shard lists borrowed from the engine) */
     struct dpu_state *host_states; /* per slice: its host-cache lane */
     uint32_t *max_input;           /* per rank: the padded transfer sizes of the current launch */
@@ -312,7 +312,8 @@ static void set_error(eb_engine *engine, const char *format, ...)
     va_start(args, format);
     pthread_mutex_lock(&error_lock);
     vsnprintf(engine->error, sizeof(engine->error), format, args);
-    engine->failure = (struct eb_failure){ .kind = EB_FAILURE_OTHER, .dpu = -1, .tasklet = -1, .recovered = !engine->broken };
+    engine->failure =
+        (struct eb_failure){.kind = EB_FAILURE_OTHER, .dpu = -1, .tasklet = -1, .recovered = !engine->broken};
     pthread_mutex_unlock(&error_lock);
     va_end(args);
 }
@@ -325,8 +326,8 @@ static void slot_error(struct eb_slot *slot, const char *format, ...)
     va_start(args, format);
     pthread_mutex_lock(&error_lock);
     vsnprintf(slot->error, sizeof(slot->error), format, args);
-    slot->failure
-        = (struct eb_failure){ .kind = EB_FAILURE_OTHER, .dpu = -1, .tasklet = -1, .recovered = !slot->engine->broken };
+    slot->failure =
+        (struct eb_failure){.kind = EB_FAILURE_OTHER, .dpu = -1, .tasklet = -1, .recovered = !slot->engine->broken};
     pthread_mutex_unlock(&error_lock);
     va_end(args);
 }
@@ -353,7 +354,7 @@ static const char *dpu_detail(dpu_error_t status)
 /* The kernel's configuration (WRAM): written at load and after every reload. */
 static dpu_error_t write_config(eb_engine *engine)
 {
-    struct eb_config config = { .abi_version = EB_ABI_VERSION, .batch_offset = engine->batch_offset };
+    struct eb_config config = {.abi_version = EB_ABI_VERSION, .batch_offset = engine->batch_offset};
     return dpu_broadcast_to(engine->set, "eb_config", 0, &config, sizeof(config), DPU_XFER_DEFAULT);
 }
 
@@ -407,7 +408,8 @@ static const char *status_text(uint32_t code)
 /* ---- setup ------------------------------------------------------------------ */
 
 eb_engine *eb_engine_create(const char *kernel_path, const char *profile, uint32_t nr_dpus, uint32_t nr_tasklets,
-    uint64_t mram_bytes, uint32_t nr_tables, uint32_t nr_shards, char *error, size_t error_size, int32_t *failure_kind)
+                            uint64_t mram_bytes, uint32_t nr_tables, uint32_t nr_shards, char *error, size_t error_size,
+                            int32_t *failure_kind)
 {
     if (failure_kind) {
         *failure_kind = EB_FAILURE_OTHER;
@@ -452,7 +454,7 @@ eb_engine *eb_engine_create(const char *kernel_path, const char *profile, uint32
     if (status != DPU_OK) {
         if (profile && profile[0]) {
             snprintf(error, error_size, "cannot allocate %u DPUs with profile \"%s\": %s", nr_dpus, profile,
-                dpu_detail(status));
+                     dpu_detail(status));
         } else {
             snprintf(error, error_size, "cannot allocate %u DPUs: %s", nr_dpus, dpu_detail(status));
         }
@@ -486,7 +488,7 @@ eb_engine *eb_engine_create(const char *kernel_path, const char *profile, uint32
     {
         uint32_t in_rank = 0;
         dpu_get_nr_dpus(rank, &in_rank);
-        engine->ranks[rank_index] = (struct rank) { .set = rank, .first_dpu = first_dpu, .nr_dpus = in_rank };
+        engine->ranks[rank_index] = (struct rank){.set = rank, .first_dpu = first_dpu, .nr_dpus = in_rank};
         for (uint32_t d = first_dpu; d < first_dpu + in_rank; d++) {
             engine->dpus[d].rank = rank_index;
         }
@@ -516,13 +518,12 @@ out_of_memory:
 int eb_engine_set_table(eb_engine *engine, uint32_t table, int64_t nr_rows, uint32_t dim, uint32_t format, double scale)
 {
     if (table >= engine->nr_tables || nr_rows < 1 || dim < 1 || format > EB_FORMAT_INT8 || !(scale > 0)) {
-        set_error(engine, "bad table %u: rows %lld, dim %u, format %u, scale %g", table, (long long)nr_rows, dim, format,
-            scale);
+        set_error(engine, "bad table %u: rows %lld, dim %u, format %u, scale %g", table, (long long)nr_rows, dim,
+                  format, scale);
         return -1;
     }
-    engine->tables[table] = (struct table) {
-        .nr_rows = nr_rows, .dim = dim, .format = format, .scale = scale, .defined = 1
-    };
+    engine->tables[table] =
+        (struct table){.nr_rows = nr_rows, .dim = dim, .format = format, .scale = scale, .defined = 1};
     snprintf(engine->tables[table].name, sizeof(engine->tables[table].name), "t%u", table);
     return 0;
 }
@@ -538,18 +539,23 @@ int eb_engine_name_table(eb_engine *engine, uint32_t table, const char *name)
 }
 
 int eb_engine_set_shard(eb_engine *engine, uint32_t shard, uint32_t table, uint32_t dpu, uint32_t col_start,
-    uint32_t col_stop, int64_t row_start, int64_t nr_rows, const int64_t *row_ids)
+                        uint32_t col_stop, int64_t row_start, int64_t nr_rows, const int64_t *row_ids)
 {
-    if (shard >= engine->nr_shards || table >= engine->nr_tables || !engine->tables[table].defined
-        || dpu >= engine->nr_dpus || col_start >= col_stop || col_stop > engine->tables[table].dim || nr_rows < 0) {
+    if (shard >= engine->nr_shards || table >= engine->nr_tables || !engine->tables[table].defined ||
+        dpu >= engine->nr_dpus || col_start >= col_stop || col_stop > engine->tables[table].dim || nr_rows < 0) {
         set_error(engine, "bad shard %u (table %u, DPU %u, columns [%u, %u))", shard, table, dpu, col_start, col_stop);
         return -1;
     }
     struct shard *s = &engine->shards[shard];
     free(s->row_ids);
-    *s = (struct shard) {
-        .table = table, .dpu = dpu, .col_start = col_start, .col_stop = col_stop,
-        .row_start = row_start, .nr_rows = nr_rows, .defined = 1,
+    *s = (struct shard){
+        .table = table,
+        .dpu = dpu,
+        .col_start = col_start,
+        .col_stop = col_stop,
+        .row_start = row_start,
+        .nr_rows = nr_rows,
+        .defined = 1,
     };
     if (row_ids) {
         s->row_ids = malloc((size_t)(nr_rows ? nr_rows : 1) * sizeof(int64_t));
@@ -564,8 +570,8 @@ int eb_engine_set_shard(eb_engine *engine, uint32_t shard, uint32_t table, uint3
 
 static struct slice *new_slice(eb_engine *engine, uint32_t table, uint32_t col_start, uint32_t col_stop)
 {
-    if (table >= engine->nr_tables || !engine->tables[table].defined || col_start >= col_stop
-        || col_stop > engine->tables[table].dim) {
+    if (table >= engine->nr_tables || !engine->tables[table].defined || col_start >= col_stop ||
+        col_stop > engine->tables[table].dim) {
         set_error(engine, "bad slice: table %u, columns [%u, %u)", table, col_start, col_stop);
         return NULL;
     }
@@ -573,7 +579,7 @@ static struct slice *new_slice(eb_engine *engine, uint32_t table, uint32_t col_s
         const struct slice *last = &engine->slices[engine->nr_slices - 1];
         if (last->table > table || (last->table == table && last->col_stop != col_start)) {
             set_error(engine, "slices must be added in table order, columns contiguous (table %u, column %u)", table,
-                col_start);
+                      col_start);
             return NULL;
         }
     }
@@ -588,7 +594,7 @@ static struct slice *new_slice(eb_engine *engine, uint32_t table, uint32_t col_s
         engine->slices_capacity = capacity;
     }
     struct slice *slice = &engine->slices[engine->nr_slices++];
-    *slice = (struct slice) { .table = table, .col_start = col_start, .col_stop = col_stop };
+    *slice = (struct slice){.table = table, .col_start = col_start, .col_stop = col_stop};
     return slice;
 }
 
@@ -601,7 +607,8 @@ static void *copy_array(const void *source, size_t bytes)
     return copy;
 }
 
-int eb_engine_set_host_rows(eb_engine *engine, uint32_t table, int64_t nr_rows, const int64_t *row_ids, const void *rows)
+int eb_engine_set_host_rows(eb_engine *engine, uint32_t table, int64_t nr_rows, const int64_t *row_ids,
+                            const void *rows)
 {
     if (table >= engine->nr_tables || !engine->tables[table].defined || nr_rows < 0) {
         set_error(engine, "bad host-cache rows for table %u", table);
@@ -611,7 +618,7 @@ int eb_engine_set_host_rows(eb_engine *engine, uint32_t table, int64_t nr_rows, 
     for (int64_t k = 0; k < nr_rows; k++) {
         if (row_ids[k] < 0 || row_ids[k] >= t->nr_rows || (k > 0 && row_ids[k] <= row_ids[k - 1])) {
             set_error(engine, "table %u: host-cached row ids must be increasing and inside [0, %lld)", table,
-                (long long)t->nr_rows);
+                      (long long)t->nr_rows);
             return -1;
         }
     }
@@ -664,7 +671,7 @@ static void put_exception(struct slice *slice, int64_t row, uint32_t kind, uint3
     while (slice->exceptions[cell].row != -1 && slice->exceptions[cell].row != row) {
         cell = (cell + 1) & slice->exception_mask;
     }
-    slice->exceptions[cell] = (struct exception) { .row = row, .kind = kind, .index = index };
+    slice->exceptions[cell] = (struct exception){.row = row, .kind = kind, .index = index};
     slice->exception_bits[(uint64_t)row >> 6] |= 1ull << ((uint64_t)row & 63);
 }
 
@@ -717,7 +724,7 @@ static uint32_t find_block(const struct slice *slice, int64_t row)
 
 /* Ranges routing: the block of a row is found through buckets of 2^shift rows. */
 static int build_ranges(eb_engine *engine, struct slice *slice, const struct block *blocks, uint32_t nr_blocks,
-    int64_t nr_rows)
+                        int64_t nr_rows)
 {
     slice->kind = ROUTE_RANGES;
     slice->nr_ranges = nr_blocks;
@@ -790,11 +797,12 @@ static int build_exceptions(eb_engine *engine, struct slice *slice, const struct
         for (int64_t local = 0; shard->row_ids && local < shard->nr_rows; local++) {
             int64_t row = shard->row_ids[local];
             uint32_t block = find_block(slice, row);
-            holders[count++] = (struct holder) { .row = row, .shard = slice->lanes[i].shard, .lane = i, .local = (uint32_t)local };
-            holders[count++] = (struct holder) {
-                .row = row, .shard = slice->lanes[block].shard, .lane = block,
-                .local = (uint32_t)(row - slice->range_starts[block])
-            };
+            holders[count++] =
+                (struct holder){.row = row, .shard = slice->lanes[i].shard, .lane = i, .local = (uint32_t)local};
+            holders[count++] = (struct holder){.row = row,
+                                               .shard = slice->lanes[block].shard,
+                                               .lane = block,
+                                               .local = (uint32_t)(row - slice->range_starts[block])};
         }
     }
     qsort(holders, count, sizeof(struct holder), compare_holders);
@@ -820,7 +828,8 @@ static int build_exceptions(eb_engine *engine, struct slice *slice, const struct
     slice->group_first = malloc((nr_groups ? nr_groups : 1) * sizeof(uint32_t));
     slice->group_count = malloc((nr_groups ? nr_groups : 1) * sizeof(uint32_t));
     slice->replicas = malloc((kept ? kept : 1) * sizeof(struct replica));
-    if (!slice->exceptions || !slice->exception_bits || !slice->group_first || !slice->group_count || !slice->replicas) {
+    if (!slice->exceptions || !slice->exception_bits || !slice->group_first || !slice->group_count ||
+        !slice->replicas) {
         free(holders);
         set_error(engine, "out of host memory");
         return -1;
@@ -837,7 +846,7 @@ static int build_exceptions(eb_engine *engine, struct slice *slice, const struct
             group++;
         }
         slice->group_count[group - 1]++;
-        slice->replicas[h] = (struct replica) { .lane = holders[h].lane, .local = holders[h].local };
+        slice->replicas[h] = (struct replica){.lane = holders[h].lane, .local = holders[h].local};
     }
     slice->nr_groups = nr_groups;
     free(holders);
@@ -845,8 +854,8 @@ static int build_exceptions(eb_engine *engine, struct slice *slice, const struct
     for (int64_t h = 0; h < table->nr_host_rows; h++) {
         put_exception(slice, table->host_row_ids[h], EXCEPTION_HOST, (uint32_t)h);
     }
-    slice->routing_bytes += cells * sizeof(struct exception) + ((uint64_t)table->nr_rows + 63) / 64 * sizeof(uint64_t)
-        + (uint64_t)nr_groups * 2 * sizeof(uint32_t) + kept * sizeof(struct replica);
+    slice->routing_bytes += cells * sizeof(struct exception) + ((uint64_t)table->nr_rows + 63) / 64 * sizeof(uint64_t) +
+                            (uint64_t)nr_groups * 2 * sizeof(uint32_t) + kept * sizeof(struct replica);
     return 0;
 }
 
@@ -886,8 +895,9 @@ static int build_explicit(eb_engine *engine, struct slice *slice, const struct t
         for (int64_t local = 0; local < shard->nr_rows; local++) {
             cover[shard_row(shard, local)]++;
         }
-        largest_local = shard->nr_rows > 0 && (uint64_t)shard->nr_rows - 1 > largest_local ? (uint64_t)shard->nr_rows - 1
-                                                                                          : largest_local;
+        largest_local = shard->nr_rows > 0 && (uint64_t)shard->nr_rows - 1 > largest_local
+                            ? (uint64_t)shard->nr_rows - 1
+                            : largest_local;
     }
     uint32_t nr_groups = 0;
     uint64_t nr_replicas = 0;
@@ -937,7 +947,8 @@ static int build_explicit(eb_engine *engine, struct slice *slice, const struct t
                 set_entry(slice, row, i, (uint64_t)local);
             } else {
                 uint32_t g = (uint32_t)(get_entry(slice, row) & ((1ull << slice->local_bits) - 1));
-                slice->replicas[slice->group_first[g] + filled[g]++] = (struct replica) { .lane = i, .local = (uint32_t)local };
+                slice->replicas[slice->group_first[g] + filled[g]++] =
+                    (struct replica){.lane = i, .local = (uint32_t)local};
             }
         }
     }
@@ -947,8 +958,8 @@ static int build_explicit(eb_engine *engine, struct slice *slice, const struct t
         set_entry(slice, table->host_row_ids[h], slice->nr_dpu_lanes, (uint64_t)h);
     }
     slice->nr_groups = nr_groups;
-    slice->routing_bytes += (uint64_t)nr_rows * entry_bytes + (uint64_t)nr_groups * 2 * sizeof(uint32_t)
-        + nr_replicas * sizeof(struct replica);
+    slice->routing_bytes += (uint64_t)nr_rows * entry_bytes + (uint64_t)nr_groups * 2 * sizeof(uint32_t) +
+                            nr_replicas * sizeof(struct replica);
     return 0;
 }
 
@@ -974,7 +985,7 @@ int eb_engine_add_slice(eb_engine *engine, uint32_t table, uint32_t col_start, u
         }
         if (shard->col_start != col_start || shard->col_stop != col_stop) {
             set_error(engine, "table %u: shard %u (columns [%u, %u)) straddles the slice [%u, %u)", table, s,
-                shard->col_start, shard->col_stop, col_start, col_stop);
+                      shard->col_start, shard->col_stop, col_start, col_stop);
             return -1;
         }
         int bad_rows = shard->row_ids ? 0 : shard->row_start < 0 || shard->row_start + shard->nr_rows > t->nr_rows;
@@ -996,8 +1007,8 @@ int eb_engine_add_slice(eb_engine *engine, uint32_t table, uint32_t col_start, u
     struct lane *plan_order = malloc((nr_lanes + 1) * sizeof(struct lane));
     struct block *blocks = malloc((nr_lanes + 1) * sizeof(struct block));
     uint8_t *dpu_taken = calloc(engine->nr_dpus, 1);
-    if (!slice->lanes || !slice->cursors || !slice->marks || !slice->weights || !slice->touched || !plan_order
-        || !blocks || !dpu_taken) {
+    if (!slice->lanes || !slice->cursors || !slice->marks || !slice->weights || !slice->touched || !plan_order ||
+        !blocks || !dpu_taken) {
         free(plan_order);
         free(blocks);
         free(dpu_taken);
@@ -1007,7 +1018,7 @@ int eb_engine_add_slice(eb_engine *engine, uint32_t table, uint32_t col_start, u
     slice->nr_dpu_lanes = nr_lanes;
     slice->nr_lanes = nr_lanes + (t->nr_host_rows > 0);
     if (t->nr_host_rows > 0) {
-        slice->lanes[nr_lanes] = (struct lane) { .shard = UINT32_MAX, .dpu = EB_HOST_LANE };
+        slice->lanes[nr_lanes] = (struct lane){.shard = UINT32_MAX, .dpu = EB_HOST_LANE};
     }
     uint32_t nr_blocks = 0;
     uint64_t explicit_rows = 0;
@@ -1022,15 +1033,16 @@ int eb_engine_add_slice(eb_engine *engine, uint32_t table, uint32_t col_start, u
             free(blocks);
             free(dpu_taken);
             set_error(engine, "table %u: two shards of columns [%u, %u) on DPU %u; merge them", table, col_start,
-                col_stop, shard->dpu);
+                      col_stop, shard->dpu);
             return -1;
         }
         dpu_taken[shard->dpu] = 1;
-        plan_order[i] = (struct lane) { .shard = s, .dpu = shard->dpu };
+        plan_order[i] = (struct lane){.shard = s, .dpu = shard->dpu};
         if (shard->row_ids) {
             explicit_rows += (uint64_t)shard->nr_rows;
         } else if (shard->nr_rows > 0) {
-            blocks[nr_blocks++] = (struct block) { .start = shard->row_start, .stop = shard->row_start + shard->nr_rows, .shard_index = i };
+            blocks[nr_blocks++] =
+                (struct block){.start = shard->row_start, .stop = shard->row_start + shard->nr_rows, .shard_index = i};
         }
         i++;
     }
@@ -1073,7 +1085,7 @@ int eb_engine_add_slice(eb_engine *engine, uint32_t table, uint32_t col_start, u
 /* Bytes [offset, offset + length) of DPU d's static MRAM image: the shard
  * table, then every shard's rows, each row padded to 8 bytes with zeros. */
 static void render_static(const eb_engine *engine, uint32_t d, uint64_t offset, uint32_t length, uint8_t *out,
-    const void **weights, const int64_t *row_strides)
+                          const void **weights, const int64_t *row_strides)
 {
     const struct dpu_state *dpu = &engine->dpus[d];
     uint64_t end = offset + length;
@@ -1140,8 +1152,8 @@ static int push_static(eb_engine *engine, const void **weights, const int64_t *r
             }
         }
         for (uint64_t offset = 0; offset < rank_bytes && rc == 0; offset += EB_LOAD_CHUNK_BYTES) {
-            uint32_t length = (uint32_t)(rank_bytes - offset < EB_LOAD_CHUNK_BYTES ? rank_bytes - offset
-                                                                                   : EB_LOAD_CHUNK_BYTES);
+            uint32_t length =
+                (uint32_t)(rank_bytes - offset < EB_LOAD_CHUNK_BYTES ? rank_bytes - offset : EB_LOAD_CHUNK_BYTES);
             for (uint32_t i = 0; i < rank->nr_dpus; i++) {
                 render_static(engine, rank->first_dpu + i, offset, length, staging[i], weights, row_strides);
             }
@@ -1151,8 +1163,8 @@ static int push_static(eb_engine *engine, const void **weights, const int64_t *r
             {
                 dpu_prepare_xfer(dpu, staging[i]);
             }
-            dpu_error_t status
-                = dpu_push_xfer(rank->set, DPU_XFER_TO_DPU, DPU_MRAM_HEAP_POINTER_NAME, (uint32_t)offset, length, DPU_XFER_DEFAULT);
+            dpu_error_t status = dpu_push_xfer(rank->set, DPU_XFER_TO_DPU, DPU_MRAM_HEAP_POINTER_NAME, (uint32_t)offset,
+                                               length, DPU_XFER_DEFAULT);
             if (status != DPU_OK) {
                 set_error(engine, "loading rows into rank %u failed: %s", r, dpu_error_to_string(status));
                 rc = -1;
@@ -1245,14 +1257,16 @@ static int check_integer_sums(struct eb_slot *slot, const int64_t *offsets, uint
                     peak = magnitude > peak ? magnitude : peak;
                 }
                 double peak_q = nearbyint((double)peak * (double)EB_WEIGHT_Q16_ONE);
-                if (peak_q <= 2147483647.0 && (uint64_t)peak_q <= limit / (uint64_t)(end - first > 0 ? end - first : 1)) {
+                if (peak_q <= 2147483647.0 &&
+                    (uint64_t)peak_q <= limit / (uint64_t)(end - first > 0 ? end - first : 1)) {
                     continue;
                 }
                 /* Otherwise the exact sum of |q|; total <= limit + 2^31 cannot wrap. */
                 for (int64_t k = first; k < end && total <= limit; k++) {
                     double q = nearbyint((double)weights[k] * (double)EB_WEIGHT_Q16_ONE);
                     if (!(q >= -2147483648.0 && q <= 2147483647.0)) {
-                        slot_error(slot,
+                        slot_error(
+                            slot,
                             "table '%s' (t=%u), sample %u: per_sample_weights[%lld] = %g is outside the Q16 range of "
                             "%s tables (-32768 <= w < 32768); scale the weights down or store the table as fp32",
                             table->name, t, b, (long long)k, (double)weights[k], format);
@@ -1268,14 +1282,16 @@ static int check_integer_sums(struct eb_slot *slot, const int64_t *offsets, uint
                     for (int64_t k = first; k < end; k++) {
                         magnitude += fabs((double)weights[k]);
                     }
-                    slot_error(slot,
+                    slot_error(
+                        slot,
                         "table '%s' (t=%u), sample %u: its %s sum could exceed int64, so it would not be exact: "
                         "max |row| %llu x 65536 x sum of |weights| %.9g (%lld lookups) = %.4g > 2^63-1; use smaller "
                         "weights or shorter bags, integer rows of smaller magnitude, or an fp32 table",
                         table->name, t, b, format, (unsigned long long)table->max_abs, magnitude, (long long)lookups,
                         (double)table->max_abs * 65536.0 * magnitude);
                 } else {
-                    slot_error(slot,
+                    slot_error(
+                        slot,
                         "table '%s' (t=%u), sample %u: its %s sum could exceed int64, so it would not be exact: "
                         "max |row| %llu x %lld lookups = %.4g > 2^63-1; use shorter bags, integer rows of smaller "
                         "magnitude, or an fp32 table",
@@ -1319,7 +1335,7 @@ int eb_engine_load(eb_engine *engine, const void **weights, const int64_t *row_s
             table->first_slice = k;
             if (engine->slices[k].col_start != 0) {
                 set_error(engine, "table %u: first slice starts at column %u", engine->slices[k].table,
-                    engine->slices[k].col_start);
+                          engine->slices[k].col_start);
                 return -1;
             }
         }
@@ -1372,7 +1388,7 @@ int eb_engine_load(eb_engine *engine, const void **weights, const int64_t *row_s
         uint64_t aligned = ((engine->heap_address + dpu->static_bytes + 63u) & ~(uint64_t)63u) - engine->heap_address;
         if (aligned + bytes > engine->mram_bytes) {
             set_error(engine, "DPU %u: rows need more than its %llu MRAM bytes", shard->dpu,
-                (unsigned long long)engine->mram_bytes);
+                      (unsigned long long)engine->mram_bytes);
             return -1;
         }
         shard->rows_offset = (uint32_t)aligned;
@@ -1409,7 +1425,7 @@ static int quantise_weight(struct eb_slot *slot, float weight, int64_t lookup, u
     double q = nearbyint((double)weight * (double)EB_WEIGHT_Q16_ONE);
     if (!(q >= -2147483648.0 && q <= 2147483647.0)) {
         slot_error(slot, "per_sample_weights[%lld] = %g does not fit the Q16 weights of integer tables (|w| < 32768)",
-            (long long)lookup, (double)weight);
+                   (long long)lookup, (double)weight);
         return -1;
     }
     int32_t value = (int32_t)q;
@@ -1435,14 +1451,14 @@ static int open_lanes(struct eb_slot *slot, struct slice *slice, uint32_t nr_bag
     }
     for (uint32_t i = 0; i < slice->nr_lanes; i++) {
         struct lane *lane = &slice->lanes[i];
-        struct dpu_state *dpu
-            = lane->dpu == EB_HOST_LANE ? &slot->host_states[slice - engine->slices] : &slot->dpus[lane->dpu];
+        struct dpu_state *dpu =
+            lane->dpu == EB_HOST_LANE ? &slot->host_states[slice - engine->slices] : &slot->dpus[lane->dpu];
         lane->state = dpu;
         size_t needed = (size_t)dpu->nr_segments + nr_bags + 1;
         if (needed > dpu->segments_capacity) {
             size_t capacity = dpu->segments_capacity;
-            if (reserve((void **)&dpu->segments, &dpu->segments_capacity, needed, sizeof(struct eb_segment))
-                || reserve((void **)&dpu->segment_bags, &capacity, needed, sizeof(uint32_t))) {
+            if (reserve((void **)&dpu->segments, &dpu->segments_capacity, needed, sizeof(struct eb_segment)) ||
+                reserve((void **)&dpu->segment_bags, &capacity, needed, sizeof(uint32_t))) {
                 slot_error(slot, "out of host memory");
                 return -1;
             }
@@ -1476,8 +1492,8 @@ static void close_lanes(const struct slice *slice)
  * for half as many lookups again, so this runs rarely. RUN_SPLIT when a DPU would
  * exceed the lookups of one launch.
  */
-static __attribute__((noinline)) int make_room(struct eb_slot *slot, struct slice *slice, uint64_t bag_lookups, int weighted,
-    uint64_t *headroom)
+static __attribute__((noinline)) int make_room(struct eb_slot *slot, struct slice *slice, uint64_t bag_lookups,
+                                               int weighted, uint64_t *headroom)
 {
     uint64_t least = UINT64_MAX;
     for (uint32_t i = 0; i < slice->nr_lanes; i++) {
@@ -1493,8 +1509,8 @@ static __attribute__((noinline)) int make_room(struct eb_slot *slot, struct slic
             struct dpu_state *dpu = lane->state;
             uint64_t needed = used + want;
             uint64_t marked = (uint64_t)(slice->marks[i] - lane->locals);
-            if (reserve((void **)&dpu->input, &dpu->input_capacity, EB_INDEX_START + needed * sizeof(uint32_t), 1)
-                || (weighted && reserve((void **)&dpu->weights, &dpu->weights_capacity, needed, sizeof(uint32_t)))) {
+            if (reserve((void **)&dpu->input, &dpu->input_capacity, EB_INDEX_START + needed * sizeof(uint32_t), 1) ||
+                (weighted && reserve((void **)&dpu->weights, &dpu->weights_capacity, needed, sizeof(uint32_t)))) {
                 slot_error(slot, "out of host memory");
                 return RUN_ERROR;
             }
@@ -1576,10 +1592,10 @@ static inline __attribute__((always_inline)) void prefetch_for_write(const void 
  * touches. `kind`, `single_step`, `exceptions`, `weighted` and `scan` are constants
  * at every call site, so each combination is its own loop.
  */
-static inline __attribute__((always_inline)) int route_slice(struct eb_slot *slot, struct slice *slice,
-    const int64_t *indices, const int64_t *offsets, const float *per_sample_weights, uint32_t batch, uint32_t b0,
-    uint32_t b1, const enum route_kind kind, const int single_step, const int exceptions, const int weighted,
-    const int scan)
+static inline __attribute__((always_inline)) int
+route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, const int64_t *offsets,
+            const float *per_sample_weights, uint32_t batch, uint32_t b0, uint32_t b1, const enum route_kind kind,
+            const int single_step, const int exceptions, const int weighted, const int scan)
 {
     const eb_engine *engine = slot->engine;
     const struct table *table = &engine->tables[slice->table];
@@ -1626,7 +1642,7 @@ static inline __attribute__((always_inline)) int route_slice(struct eb_slot *slo
             const int64_t row = indices[j];
             if ((uint64_t)row >= nr_rows) {
                 slot_error(slot, "table %u: indices[%lld] = %lld is outside [0, %lld)", slice->table, (long long)j,
-                    (long long)row, (long long)table->nr_rows);
+                           (long long)row, (long long)table->nr_rows);
                 return RUN_ERROR;
             }
             uint64_t lane;
@@ -1650,14 +1666,15 @@ static inline __attribute__((always_inline)) int route_slice(struct eb_slot *slo
                         /* Replica by bag: deterministic, and consecutive bags spread over all
                          * replicas (updlrm.partitioner.routing). */
                         uint32_t group = exception->index;
-                        const struct replica *replica
-                            = &slice->replicas[slice->group_first[group] + b % slice->group_count[group]];
+                        const struct replica *replica =
+                            &slice->replicas[slice->group_first[group] + b % slice->group_count[group]];
                         lane = replica->lane;
                         local = replica->local;
                     }
                 }
             } else {
-                const int64_t ahead = indices[j + EB_PREFETCH_DISTANCE <= last_lookup ? j + EB_PREFETCH_DISTANCE : last_lookup];
+                const int64_t ahead =
+                    indices[j + EB_PREFETCH_DISTANCE <= last_lookup ? j + EB_PREFETCH_DISTANCE : last_lookup];
                 const uint64_t ahead_row = (uint64_t)ahead < nr_rows ? (uint64_t)ahead : 0;
                 uint64_t entry;
                 if (kind == ROUTE_EXPLICIT32) {
@@ -1672,11 +1689,11 @@ static inline __attribute__((always_inline)) int route_slice(struct eb_slot *slo
                 if (lane >= nr_lanes) {
                     if (lane != nr_lanes + CODE_REPLICATED) {
                         slot_error(slot, "table %u: row %lld is held by no DPU and not host-cached", slice->table,
-                            (long long)row);
+                                   (long long)row);
                         return RUN_ERROR;
                     }
-                    const struct replica *replica
-                        = &slice->replicas[slice->group_first[local] + b % slice->group_count[local]];
+                    const struct replica *replica =
+                        &slice->replicas[slice->group_first[local] + b % slice->group_count[local]];
                     lane = replica->lane;
                     local = replica->local;
                 }
@@ -1717,9 +1734,8 @@ static inline __attribute__((always_inline)) int route_slice(struct eb_slot *slo
             for (uint32_t t = 0; t < nr_touched; t++) {
                 const uint32_t i = touched[t];
                 struct lane *lane = &slice->lanes[i];
-                lane->segments[lane->nr_segments] = (struct eb_segment) {
-                    .shard = lane->local_shard, .nr_lookups = (uint32_t)(cursors[i] - marks[i])
-                };
+                lane->segments[lane->nr_segments] =
+                    (struct eb_segment){.shard = lane->local_shard, .nr_lookups = (uint32_t)(cursors[i] - marks[i])};
                 lane->segment_bags[lane->nr_segments++] = b;
                 marks[i] = cursors[i];
                 prefetch_for_write(cursors[i]);
@@ -1735,15 +1751,15 @@ static inline __attribute__((always_inline)) int route_slice(struct eb_slot *slo
     return RUN_OK;
 }
 
-typedef int (*route_function)(struct eb_slot *, struct slice *, const int64_t *, const int64_t *, const float *, uint32_t,
-    uint32_t, uint32_t);
+typedef int (*route_function)(struct eb_slot *, struct slice *, const int64_t *, const int64_t *, const float *,
+                              uint32_t, uint32_t, uint32_t);
 
 #define EB_ROUTE_VARIANT(name, kind, single_step, exceptions, weighted, scan)                                          \
-    static int name(struct eb_slot *slot, struct slice *slice, const int64_t *indices, const int64_t *offsets,       \
-        const float *per_sample_weights, uint32_t batch, uint32_t b0, uint32_t b1)                                     \
+    static int name(struct eb_slot *slot, struct slice *slice, const int64_t *indices, const int64_t *offsets,         \
+                    const float *per_sample_weights, uint32_t batch, uint32_t b0, uint32_t b1)                         \
     {                                                                                                                  \
-        return route_slice(slot, slice, indices, offsets, per_sample_weights, batch, b0, b1, kind,                    \
-            single_step, exceptions, weighted, scan);                                                                  \
+        return route_slice(slot, slice, indices, offsets, per_sample_weights, batch, b0, b1, kind, single_step,        \
+                           exceptions, weighted, scan);                                                                \
     }
 
 /* Names: step/search = range lookup, x = exceptions, w = weighted, s = scan. */
@@ -1788,15 +1804,15 @@ static int scan_lanes(const struct slice *slice, const int64_t *offsets, uint32_
 static route_function pick_route(const struct slice *slice, int weighted, int scan)
 {
     static const route_function ranges[2][2][2][2] = {
-        { { { route_search, route_search_s }, { route_search_w, route_search_ws } },
-            { { route_search_x, route_search_xs }, { route_search_xw, route_search_xws } } },
-        { { { route_step, route_step_s }, { route_step_w, route_step_ws } },
-            { { route_step_x, route_step_xs }, { route_step_xw, route_step_xws } } },
+        {{{route_search, route_search_s}, {route_search_w, route_search_ws}},
+         {{route_search_x, route_search_xs}, {route_search_xw, route_search_xws}}},
+        {{{route_step, route_step_s}, {route_step_w, route_step_ws}},
+         {{route_step_x, route_step_xs}, {route_step_xw, route_step_xws}}},
     };
-    static const route_function explicit32[2][2] = { { route_explicit32, route_explicit32_s },
-        { route_explicit32_w, route_explicit32_ws } };
-    static const route_function explicit64[2][2] = { { route_explicit64, route_explicit64_s },
-        { route_explicit64_w, route_explicit64_ws } };
+    static const route_function explicit32[2][2] = {{route_explicit32, route_explicit32_s},
+                                                    {route_explicit32_w, route_explicit32_ws}};
+    static const route_function explicit64[2][2] = {{route_explicit64, route_explicit64_s},
+                                                    {route_explicit64_w, route_explicit64_ws}};
     switch (slice->kind) {
     case ROUTE_RANGES:
         return ranges[slice->single_step != 0][slice->exception_bits != NULL][weighted != 0][scan != 0];
@@ -1891,8 +1907,8 @@ static void *route_slices(void *argument)
             }
             struct slice *slice = &engine->slices[k];
             int scan = scan_lanes(slice, job->offsets, job->batch, job->b0, job->b1);
-            int rc = pick_route(slice, weighted, scan)(slot, slice, job->indices, job->offsets,
-                job->per_sample_weights, job->batch, job->b0, job->b1);
+            int rc = pick_route(slice, weighted, scan)(slot, slice, job->indices, job->offsets, job->per_sample_weights,
+                                                       job->batch, job->b0, job->b1);
             for (uint32_t i = 0; rc == RUN_OK && i < slice->nr_dpu_lanes; i++) {
                 struct dpu_state *dpu = &slot->dpus[slice->lanes[i].dpu];
                 rc = dpu->last_slice == k ? finish_dpu(slot, dpu) : RUN_OK;
@@ -1924,9 +1940,10 @@ static int assign_route_threads(eb_engine *engine, const int64_t *offsets, uint3
     }
     if (engine->nr_route_groups < 2 ||
         reserve((void **)&engine->slice_thread, &engine->slice_thread_capacity, engine->nr_slices, sizeof(uint32_t)) ||
-        reserve((void **)&engine->group_work, &engine->group_work_capacity, engine->nr_route_groups, sizeof(uint64_t)) ||
+        reserve((void **)&engine->group_work, &engine->group_work_capacity, engine->nr_route_groups,
+                sizeof(uint64_t)) ||
         reserve((void **)&engine->group_thread, &engine->group_thread_capacity, engine->nr_route_groups,
-            sizeof(uint32_t))) {
+                sizeof(uint32_t))) {
         return 0;
     }
     memset(engine->group_work, 0, engine->nr_route_groups * sizeof(uint64_t));
@@ -1984,8 +2001,8 @@ static __attribute__((noinline)) int route_bags(struct eb_slot *slot, uint32_t b
         }
     }
     struct route_job jobs[2] = {
-        { slot, indices, offsets, per_sample_weights, batch, b0, b1, UINT32_MAX, RUN_OK },
-        { slot, indices, offsets, per_sample_weights, batch, b0, b1, 1u, RUN_OK },
+        {slot, indices, offsets, per_sample_weights, batch, b0, b1, UINT32_MAX, RUN_OK},
+        {slot, indices, offsets, per_sample_weights, batch, b0, b1, 1u, RUN_OK},
     };
     pthread_t helper;
     if (parallel && assign_route_threads(engine, offsets, batch, b0, b1) &&
@@ -2032,8 +2049,11 @@ static int finish_dpu(struct eb_slot *slot, struct dpu_state *dpu)
     for (uint32_t k = 0; k < nr_tasklets; k++) {
         uint32_t lo = (uint32_t)(total * k / nr_tasklets);
         uint32_t hi = (uint32_t)(total * (k + 1) / nr_tasklets);
-        header->work[k] = (struct eb_tasklet_work) {
-            .first_segment = segment, .skip = used, .first_lookup = lo, .nr_lookups = hi - lo,
+        header->work[k] = (struct eb_tasklet_work){
+            .first_segment = segment,
+            .skip = used,
+            .first_lookup = lo,
+            .nr_lookups = hi - lo,
             .output_offset = (uint32_t)output,
         };
         uint32_t first = segment;
@@ -2046,8 +2066,8 @@ static int finish_dpu(struct eb_slot *slot, struct dpu_state *dpu)
          * while they all end before it. */
         uint64_t reach = (uint64_t)used + (hi - lo);
         while (segment + 4 <= dpu->nr_segments) {
-            uint64_t four = (uint64_t)segments[segment].nr_lookups + segments[segment + 1].nr_lookups
-                + segments[segment + 2].nr_lookups + segments[segment + 3].nr_lookups;
+            uint64_t four = (uint64_t)segments[segment].nr_lookups + segments[segment + 1].nr_lookups +
+                            segments[segment + 2].nr_lookups + segments[segment + 3].nr_lookups;
             if (four >= reach) {
                 break;
             }
@@ -2077,8 +2097,8 @@ static int finish_dpu(struct eb_slot *slot, struct dpu_state *dpu)
         }
     }
     dpu->nr_partials = nr_partials;
-    uint64_t input = EB_INDEX_START + EB_PAD8((uint64_t)dpu->nr_lookups * 4u) * (slot->weighted ? 2u : 1u)
-        + (uint64_t)dpu->nr_segments * sizeof(struct eb_segment);
+    uint64_t input = EB_INDEX_START + EB_PAD8((uint64_t)dpu->nr_lookups * 4u) * (slot->weighted ? 2u : 1u) +
+                     (uint64_t)dpu->nr_segments * sizeof(struct eb_segment);
     output += EB_STATUS_BYTES;
     if (engine->batch_offset + input + output > engine->mram_bytes) {
         return RUN_SPLIT;
@@ -2110,7 +2130,7 @@ static int finish_dpu(struct eb_slot *slot, struct dpu_state *dpu)
         memcpy(dpu->input + cursor, dpu->segments, (size_t)dpu->nr_segments * sizeof(struct eb_segment));
     }
     struct eb_batch_header *filled = (struct eb_batch_header *)dpu->input;
-    filled->fields = (struct eb_batch_fields) {
+    filled->fields = (struct eb_batch_fields){
         .magic = EB_HEADER_MAGIC,
         .nr_tasklets = engine->nr_tasklets,
         .nr_shards = dpu->nr_shards,
@@ -2160,12 +2180,13 @@ static __attribute__((noinline)) int pack_inputs(struct eb_slot *slot)
     const eb_engine *engine = slot->engine;
     for (uint32_t d = 0; d < engine->nr_dpus; d++) {
         struct dpu_state *dpu = &slot->dpus[d];
-        if (reserve((void **)&dpu->input, &dpu->input_capacity, slot->max_input[dpu->rank], 1)
-            || reserve((void **)&dpu->output, &dpu->output_capacity, slot->max_output[dpu->rank], 1)) {
+        if (reserve((void **)&dpu->input, &dpu->input_capacity, slot->max_input[dpu->rank], 1) ||
+            reserve((void **)&dpu->output, &dpu->output_capacity, slot->max_output[dpu->rank], 1)) {
             slot_error(slot, "out of host memory");
             return -1;
         }
-        ((struct eb_batch_header *)dpu->input)->fields.output_offset = engine->batch_offset + slot->max_input[dpu->rank];
+        ((struct eb_batch_header *)dpu->input)->fields.output_offset =
+            engine->batch_offset + slot->max_input[dpu->rank];
     }
     return 0;
 }
@@ -2184,7 +2205,7 @@ static int push_inputs(struct eb_slot *slot)
             dpu_prepare_xfer(dpu, slot->dpus[rank->first_dpu + i].input);
         }
         dpu_error_t status = dpu_push_xfer(rank->set, DPU_XFER_TO_DPU, DPU_MRAM_HEAP_POINTER_NAME, engine->batch_offset,
-            slot->max_input[r], DPU_XFER_DEFAULT);
+                                           slot->max_input[r], DPU_XFER_DEFAULT);
         if (status != DPU_OK) {
             slot_error(slot, "pushing batch inputs to rank %u failed: %s", r, dpu_detail(status));
             return -1;
@@ -2204,8 +2225,9 @@ static int pull_outputs(struct eb_slot *slot)
         {
             dpu_prepare_xfer(dpu, slot->dpus[rank->first_dpu + i].output);
         }
-        dpu_error_t status = dpu_push_xfer(rank->set, DPU_XFER_FROM_DPU, DPU_MRAM_HEAP_POINTER_NAME,
-            engine->batch_offset + slot->max_input[r], slot->max_output[r], DPU_XFER_DEFAULT);
+        dpu_error_t status =
+            dpu_push_xfer(rank->set, DPU_XFER_FROM_DPU, DPU_MRAM_HEAP_POINTER_NAME,
+                          engine->batch_offset + slot->max_input[r], slot->max_output[r], DPU_XFER_DEFAULT);
         if (status != DPU_OK) {
             slot_error(slot, "pulling partial sums from rank %u failed: %s", r, dpu_detail(status));
             return -1;
@@ -2282,7 +2304,7 @@ static void sum_host_hits(struct eb_slot *slot)
 
 /* Adds the partial of `segment` (a DPU segment) into its bag's output row or integer scratch row. */
 static inline void add_partial(const struct eb_slot *slot, const struct dpu_state *dpu, uint32_t segment,
-    const uint8_t *partial_bytes, float *output)
+                               const uint8_t *partial_bytes, float *output)
 {
     const eb_engine *engine = slot->engine;
     const struct shard *shard = &engine->shards[dpu->shard_list[dpu->segments[segment].shard]];
@@ -2331,12 +2353,15 @@ static int index_partials(struct eb_slot *slot)
             return -1;
         }
         if (status.code != EB_OK) {
-            slot_error(slot, "DPU %u: %s (code %u, detail %u)", d, status_text(status.code), status.code, status.detail);
+            slot_error(slot, "DPU %u: %s (code %u, detail %u)", d, status_text(status.code), status.code,
+                       status.detail);
             return -1;
         }
         slot->dpu_stats[EB_STAT_CYCLES][d] += (int64_t)cycles;
-        if (reserve((void **)&dpu->partial_segments, &dpu->partial_order_capacity, dpu->nr_partials, sizeof(uint32_t)) ||
-            reserve((void **)&dpu->partial_offsets, &dpu->partial_offsets_capacity, dpu->nr_partials, sizeof(uint32_t))) {
+        if (reserve((void **)&dpu->partial_segments, &dpu->partial_order_capacity, dpu->nr_partials,
+                    sizeof(uint32_t)) ||
+            reserve((void **)&dpu->partial_offsets, &dpu->partial_offsets_capacity, dpu->nr_partials,
+                    sizeof(uint32_t))) {
             slot_error(slot, "out of memory indexing the partial sums of DPU %u", d);
             return -1;
         }
@@ -2348,11 +2373,11 @@ static int index_partials(struct eb_slot *slot)
                 uint32_t bag = dpu->segment_bags[segment];
                 if (position == 0 || bag < previous_bag) {
                     if (reserve((void **)&slot->merge_runs, &slot->merge_runs_capacity, slot->nr_merge_runs + 1u,
-                            sizeof(struct merge_run))) {
+                                sizeof(struct merge_run))) {
                         slot_error(slot, "out of memory indexing the partial sums");
                         return -1;
                     }
-                    slot->merge_runs[slot->nr_merge_runs++] = (struct merge_run){ dpu, position, position };
+                    slot->merge_runs[slot->nr_merge_runs++] = (struct merge_run){dpu, position, position};
                 }
                 slot->merge_runs[slot->nr_merge_runs - 1u].end = position + 1u;
                 previous_bag = bag;
@@ -2437,7 +2462,7 @@ static int merge_partials(struct eb_slot *slot, uint32_t b0, uint32_t b1)
         return -1;
     }
     if (reserve((void **)&slot->merge_positions, &slot->merge_positions_capacity, 2u * slot->nr_merge_runs + 1u,
-            sizeof(uint32_t))) {
+                sizeof(uint32_t))) {
         slot_error(slot, "out of memory merging the partial sums");
         return -1;
     }
@@ -2447,8 +2472,8 @@ static int merge_partials(struct eb_slot *slot, uint32_t b0, uint32_t b1)
     }
     uint32_t middle = b0 + (b1 - b0) / 2u;
     struct merge_job jobs[2] = {
-        { slot, output, b0, middle, slot->merge_positions },
-        { slot, output, middle, b1, slot->merge_positions + slot->nr_merge_runs },
+        {slot, output, b0, middle, slot->merge_positions},
+        {slot, output, middle, b1, slot->merge_positions + slot->nr_merge_runs},
     };
     pthread_t helper;
     /* Bags split in two halves: every output row belongs to one thread, so no locking. */
@@ -2539,7 +2564,8 @@ static void launch_failed(struct eb_slot *slot, dpu_error_t status)
 #ifdef UPDLRM_EMULATOR
         uint32_t index = 0;
         char message[256] = "";
-        if (updlrm_emu_fault_info(dpu, &index, &tasklet, message, sizeof(message)) == DPU_OK && timeout && tasklet < 0) {
+        if (updlrm_emu_fault_info(dpu, &index, &tasklet, message, sizeof(message)) == DPU_OK && timeout &&
+            tasklet < 0) {
             not_started++; /* queued behind a DPU that hung: it never ran */
             continue;
         }
@@ -2556,7 +2582,7 @@ static void launch_failed(struct eb_slot *slot, dpu_error_t status)
     char where[64] = "";
     if (nr_listed) {
         snprintf(where, sizeof(where), first_tasklet >= 0 ? "DPU %u tasklet %d" : "DPU %u", slot->failed_dpus[0],
-            first_tasklet);
+                 first_tasklet);
     }
     char list[160] = "";
     append_dpus(list, sizeof(list), slot->failed_dpus, nr_listed);
@@ -2575,7 +2601,7 @@ static void launch_failed(struct eb_slot *slot, dpu_error_t status)
         snprintf(recovery, sizeof(recovery), "kernel reloaded, tables kept");
     } else {
         snprintf(recovery, sizeof(recovery), "reloading the kernel failed too (%.240s): close this engine",
-            dpu_detail(reload));
+                 dpu_detail(reload));
     }
 
     if (timeout) {
@@ -2584,7 +2610,7 @@ static void launch_failed(struct eb_slot *slot, dpu_error_t status)
             snprintf(all, sizeof(all), " (DPUs still running: %s)", list);
         }
         slot_error(slot, "the launch timed out with %s still running%s: %s%s; %s", nr_listed ? where : "no DPU", all,
-            cause, others, recovery);
+                   cause, others, recovery);
     } else if (nr_listed > 1) {
         slot_error(slot, "%s faulted: %s (DPUs in fault: %s); %s", where, cause, list, recovery);
     } else if (nr_listed == 1) {
@@ -2663,9 +2689,9 @@ static int split_error(struct eb_slot *slot, uint32_t bag)
 {
     const eb_engine *engine = slot->engine;
     slot_error(slot,
-        "bag %u alone needs more MRAM on some DPU than is left after the rows (%llu bytes) "
-        "or more than %u lookups on one DPU; spread its tables over more DPUs",
-        bag, (unsigned long long)(engine->mram_bytes - engine->batch_offset), EB_MAX_LOOKUPS_PER_LAUNCH);
+               "bag %u alone needs more MRAM on some DPU than is left after the rows (%llu bytes) "
+               "or more than %u lookups on one DPU; spread its tables over more DPUs",
+               bag, (unsigned long long)(engine->mram_bytes - engine->batch_offset), EB_MAX_LOOKUPS_PER_LAUNCH);
     return -1;
 }
 
@@ -2812,7 +2838,7 @@ static void free_slot(struct eb_slot *slot, uint32_t nr_dpus, uint32_t nr_slices
 
 /* Validate, refuse inexact integer sums, zero the output and route+pack the batch. */
 static int prepare_slot(struct eb_slot *slot, const int64_t *indices, int64_t nr_indices, const int64_t *offsets,
-    int64_t nr_offsets, const float *per_sample_weights, int pooling, float *output)
+                        int64_t nr_offsets, const float *per_sample_weights, int pooling, float *output)
 {
     eb_engine *engine = slot->engine;
     double start = now_s();
@@ -2834,7 +2860,8 @@ static int prepare_slot(struct eb_slot *slot, const int64_t *indices, int64_t nr
         return -1;
     }
     if (nr_offsets < 1 || (nr_offsets - 1) % engine->nr_tables != 0) {
-        slot_error(slot, "offsets has %lld entries; expected T*B+1 with T=%u", (long long)nr_offsets, engine->nr_tables);
+        slot_error(slot, "offsets has %lld entries; expected T*B+1 with T=%u", (long long)nr_offsets,
+                   engine->nr_tables);
         return -1;
     }
     int64_t batch = (nr_offsets - 1) / engine->nr_tables;
@@ -2844,13 +2871,13 @@ static int prepare_slot(struct eb_slot *slot, const int64_t *indices, int64_t nr
     }
     if (offsets[0] != 0 || offsets[nr_offsets - 1] != nr_indices) {
         slot_error(slot, "offsets must start at 0 and end at len(indices) = %lld (got %lld .. %lld)",
-            (long long)nr_indices, (long long)offsets[0], (long long)offsets[nr_offsets - 1]);
+                   (long long)nr_indices, (long long)offsets[0], (long long)offsets[nr_offsets - 1]);
         return -1;
     }
     for (int64_t k = 0; k + 1 < nr_offsets; k++) {
         if (offsets[k + 1] < offsets[k]) {
             slot_error(slot, "offsets decrease at position %lld (%lld > %lld)", (long long)k, (long long)offsets[k],
-                (long long)offsets[k + 1]);
+                       (long long)offsets[k + 1]);
             return -1;
         }
     }
@@ -2867,19 +2894,20 @@ static int prepare_slot(struct eb_slot *slot, const int64_t *indices, int64_t nr
     slot->weighted = per_sample_weights != NULL;
     for (uint32_t s = 0; s < engine->nr_shards; s++) {
         const struct shard *shard = &engine->shards[s];
-        slot->dpus[shard->dpu].partial_bytes[shard->local] = eb_partial_bytes(engine->tables[shard->table].format,
-            (uint32_t)slot->weighted, shard->col_stop - shard->col_start);
+        slot->dpus[shard->dpu].partial_bytes[shard->local] = eb_partial_bytes(
+            engine->tables[shard->table].format, (uint32_t)slot->weighted, shard->col_stop - shard->col_start);
     }
     for (uint32_t d = 0; d < engine->nr_dpus; d++) {
         struct dpu_state *dpu = &slot->dpus[d];
         dpu->uniform_partial_bytes = dpu->nr_shards ? dpu->partial_bytes[0] : 0;
         for (uint32_t k = 1; k < dpu->nr_shards; k++) {
-            dpu->uniform_partial_bytes = dpu->partial_bytes[k] == dpu->partial_bytes[0] ? dpu->uniform_partial_bytes : 0;
+            dpu->uniform_partial_bytes =
+                dpu->partial_bytes[k] == dpu->partial_bytes[0] ? dpu->uniform_partial_bytes : 0;
         }
     }
     size_t scratch_elements = (size_t)batch * engine->int_dim;
     if (reserve((void **)&slot->scratch, &slot->scratch_capacity, scratch_elements ? scratch_elements : 1,
-            sizeof(int64_t))) {
+                sizeof(int64_t))) {
         slot_error(slot, "out of host memory");
         return -1;
     }
@@ -2954,7 +2982,8 @@ static int claim_slot(eb_engine *engine, uint32_t index, int from, struct eb_slo
 }
 
 int eb_engine_prepare(eb_engine *engine, uint32_t index, const int64_t *indices, int64_t nr_indices,
-    const int64_t *offsets, int64_t nr_offsets, const float *per_sample_weights, int pooling, float *output)
+                      const int64_t *offsets, int64_t nr_offsets, const float *per_sample_weights, int pooling,
+                      float *output)
 {
     struct eb_slot *slot;
     if (!claim_slot(engine, index, SLOT_FREE, &slot)) {
@@ -3045,7 +3074,7 @@ int eb_engine_discard(eb_engine *engine, uint32_t index)
  * nothing (not even the error text); the stage functions let batches overlap instead.
  */
 int eb_engine_run(eb_engine *engine, const int64_t *indices, int64_t nr_indices, const int64_t *offsets,
-    int64_t nr_offsets, const float *per_sample_weights, int pooling, float *output)
+                  int64_t nr_offsets, const float *per_sample_weights, int pooling, float *output)
 {
     struct eb_slot *slot;
     if (!claim_slot(engine, 0, SLOT_FREE, &slot)) {

@@ -19,12 +19,12 @@ enum { EB_NR_SLOTS = 3 };
 
 /* Phase times of the last eb_engine_run, in seconds, and batch-wide counts. */
 struct eb_run_stats {
-    double route_s;       /* validation of offsets, routing and packing */
-    double push_s;        /* CPU->DPU transfers */
-    double launch_s;      /* launch until every DPU is done (host-cache work overlaps it) */
-    double pull_s;        /* DPU->CPU transfers */
-    double merge_s;       /* adding partials, scale, mean */
-    double host_cache_s;  /* summing host-cached rows */
+    double route_s;      /* validation of offsets, routing and packing */
+    double push_s;       /* CPU->DPU transfers */
+    double launch_s;     /* launch until every DPU is done (host-cache work overlaps it) */
+    double pull_s;       /* DPU->CPU transfers */
+    double merge_s;      /* adding partials, scale, mean */
+    double host_cache_s; /* summing host-cached rows */
     int64_t nr_launches;
     int64_t host_cache_hits;
     int64_t host_cache_bytes; /* bytes of host-cached rows read */
@@ -40,10 +40,10 @@ enum eb_dpu_stat {
     EB_STAT_BYTES_FROM_DPU = 4,
     EB_STAT_PADDED_TO_DPU = 5, /* bytes actually moved (padded to the largest in the rank) */
     EB_STAT_PADDED_FROM_DPU = 6,
-    EB_STAT_REDUCE_ELEMS = 7,  /* accumulator element updates */
-    EB_STAT_CYCLES = 8,        /* perfcounter cycles reported by the DPU */
-    EB_STAT_ROW_BYTES = 9,     /* bytes of row slices gathered */
-    EB_STAT_MERGE_ELEMS = 10,  /* partial-sum elements the host adds */
+    EB_STAT_REDUCE_ELEMS = 7, /* accumulator element updates */
+    EB_STAT_CYCLES = 8,       /* perfcounter cycles reported by the DPU */
+    EB_STAT_ROW_BYTES = 9,    /* bytes of row slices gathered */
+    EB_STAT_MERGE_ELEMS = 10, /* partial-sum elements the host adds */
     EB_NR_DPU_STATS = 11
 };
 
@@ -59,22 +59,26 @@ enum eb_run_result {
     EB_RUN_OK = 0,
     EB_RUN_FAILED = -1, /* eb_engine_error says why */
     EB_RUN_BUSY = -2,   /* another eb_engine_run of this engine is in progress */
-    EB_RUN_INEXACT = -3, /* refused before routing: an integer bag sum could exceed int64 (eb_engine_error says which) */
+    EB_RUN_INEXACT =
+        -3, /* refused before routing: an integer bag sum could exceed int64 (eb_engine_error says which) */
     EB_RUN_BAD_SLOT = -4 /* stage functions: no such slot, or it is not in the state the call needs */
 };
 
 eb_engine *eb_engine_create(const char *kernel_path, const char *profile, uint32_t nr_dpus, uint32_t nr_tasklets,
-    uint64_t mram_bytes, uint32_t nr_tables, uint32_t nr_shards, char *error, size_t error_size, int32_t *failure_kind);
-int eb_engine_set_table(eb_engine *engine, uint32_t table, int64_t nr_rows, uint32_t dim, uint32_t format, double scale);
+                            uint64_t mram_bytes, uint32_t nr_tables, uint32_t nr_shards, char *error, size_t error_size,
+                            int32_t *failure_kind);
+int eb_engine_set_table(eb_engine *engine, uint32_t table, int64_t nr_rows, uint32_t dim, uint32_t format,
+                        double scale);
 int eb_engine_name_table(eb_engine *engine, uint32_t table, const char *name);
 int eb_engine_set_shard(eb_engine *engine, uint32_t shard, uint32_t table, uint32_t dpu, uint32_t col_start,
-    uint32_t col_stop, int64_t row_start, int64_t nr_rows, const int64_t *row_ids);
-int eb_engine_set_host_rows(eb_engine *engine, uint32_t table, int64_t nr_rows, const int64_t *row_ids, const void *rows);
+                        uint32_t col_stop, int64_t row_start, int64_t nr_rows, const int64_t *row_ids);
+int eb_engine_set_host_rows(eb_engine *engine, uint32_t table, int64_t nr_rows, const int64_t *row_ids,
+                            const void *rows);
 int eb_engine_add_slice(eb_engine *engine, uint32_t table, uint32_t col_start, uint32_t col_stop);
 int eb_engine_load(eb_engine *engine, const void **weights, const int64_t *row_strides);
 void eb_engine_set_host_threads(eb_engine *engine, uint32_t threads);
 int eb_engine_run(eb_engine *engine, const int64_t *indices, int64_t nr_indices, const int64_t *offsets,
-    int64_t nr_offsets, const float *per_sample_weights, int pooling, float *output);
+                  int64_t nr_offsets, const float *per_sample_weights, int pooling, float *output);
 const char *eb_engine_error(const eb_engine *engine);
 
 /*
@@ -92,12 +96,12 @@ enum eb_failure_kind {
 };
 
 struct eb_failure {
-    int32_t kind;     /* enum eb_failure_kind */
-    int32_t dpu;      /* first DPU listed, -1: none */
-    int32_t tasklet;  /* its tasklet, -1: unknown or not tasklet specific */
-    uint32_t nr_dpus; /* DPUs listed by eb_engine_failed_dpus */
+    int32_t kind;      /* enum eb_failure_kind */
+    int32_t dpu;       /* first DPU listed, -1: none */
+    int32_t tasklet;   /* its tasklet, -1: unknown or not tasklet specific */
+    uint32_t nr_dpus;  /* DPUs listed by eb_engine_failed_dpus */
     int32_t recovered; /* 1: the kernel was reloaded and the engine is usable; 0: close it */
-    char cause[256];  /* the first DPU's fault as the DPU library reported it */
+    char cause[256];   /* the first DPU's fault as the DPU library reported it */
 };
 const struct eb_failure *eb_engine_failure(const eb_engine *engine);
 const uint32_t *eb_engine_failed_dpus(const eb_engine *engine);
@@ -130,7 +134,8 @@ const int64_t *eb_engine_dpu_stat(const eb_engine *engine, int which);
  * last eb_engine_run, eb_engine_slot_* a slot's last batch.
  */
 int eb_engine_prepare(eb_engine *engine, uint32_t slot, const int64_t *indices, int64_t nr_indices,
-    const int64_t *offsets, int64_t nr_offsets, const float *per_sample_weights, int pooling, float *output);
+                      const int64_t *offsets, int64_t nr_offsets, const float *per_sample_weights, int pooling,
+                      float *output);
 int eb_engine_launch(eb_engine *engine, uint32_t slot);
 int eb_engine_collect(eb_engine *engine, uint32_t slot);
 int eb_engine_finish(eb_engine *engine, uint32_t slot);

@@ -56,8 +56,17 @@ __all__ = [
 
 # Per-DPU statistics (host/eb_host.h, enum eb_dpu_stat).
 _DPU_STATS = (
-    "lookups", "segments", "partials", "bytes_to_dpu", "bytes_from_dpu", "padded_bytes_to_dpu",
-    "padded_bytes_from_dpu", "reduce_elems", "kernel_cycles", "row_bytes_gathered", "merge_elems",
+    "lookups",
+    "segments",
+    "partials",
+    "bytes_to_dpu",
+    "bytes_from_dpu",
+    "padded_bytes_to_dpu",
+    "padded_bytes_from_dpu",
+    "reduce_elems",
+    "kernel_cycles",
+    "row_bytes_gathered",
+    "merge_elems",
 )
 
 
@@ -199,8 +208,16 @@ class DpuFaultError(EngineError):
     (3, 1, (3,), True)
     """
 
-    def __init__(self, message: str, *, dpu: int | None, tasklet: int | None, cause: str,
-                 dpus: tuple[int, ...], recovered: bool = True) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        dpu: int | None,
+        tasklet: int | None,
+        cause: str,
+        dpus: tuple[int, ...],
+        recovered: bool = True,
+    ) -> None:
         super().__init__(message)
         self.dpu, self.tasklet, self.cause, self.dpus, self.recovered = dpu, tasklet, cause, dpus, recovered
 
@@ -264,7 +281,6 @@ class _QueueSource:
             return None
 
 
-
 def _resolve_backend(backend: str) -> str:
     if backend == "auto":
         from updlrm.backends import resolve_backend
@@ -282,8 +298,10 @@ def _alloc_profile(backend: str, launch_timeout: float | None = None) -> str:
     profile = {"emulator": "", "simulator": "backend=simulator", "hw": "backend=hw"}[backend]
     if launch_timeout is not None:
         if backend != "emulator":
-            raise EngineError(f"launch_timeout is only available on the emulator backend (got backend {backend!r}); "
-                              "leave it None on the UPMEM SDK's backends")
+            raise EngineError(
+                f"launch_timeout is only available on the emulator backend (got backend {backend!r}); "
+                "leave it None on the UPMEM SDK's backends"
+            )
         if not float(launch_timeout) > 0:
             raise EngineError(f"launch_timeout must be a positive number of seconds, got {launch_timeout!r}")
         profile = f"timeout={float(launch_timeout)!r}"
@@ -320,8 +338,16 @@ class Engine:
     [[18.0, 19.0, 20.0, 21.0]]
     """
 
-    def __init__(self, plan: Plan, weights, *, backend: str = "emulator", nr_tasklets: int = 16,
-                 host_threads: int | None = None, launch_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        weights,
+        *,
+        backend: str = "emulator",
+        nr_tasklets: int = 16,
+        host_threads: int | None = None,
+        launch_timeout: float | None = None,
+    ) -> None:
         self.plan = plan
         self.backend = _resolve_backend(backend)
         self.nr_tasklets = int(nr_tasklets)
@@ -348,9 +374,13 @@ class Engine:
             w = np.asarray(w)
             dtype = spec.row_format.dtype
             if w.dtype != dtype:
-                raise EngineError(f"table {spec.name}: weights are {w.dtype}, its {spec.row_format.value} rows need {np.dtype(dtype)}")
+                raise EngineError(
+                    f"table {spec.name}: weights are {w.dtype}, its {spec.row_format.value} rows need {np.dtype(dtype)}"
+                )
             if w.shape != (spec.num_embeddings, spec.embedding_dim):
-                raise EngineError(f"table {spec.name}: weights have shape {w.shape}, expected {(spec.num_embeddings, spec.embedding_dim)}")
+                raise EngineError(
+                    f"table {spec.name}: weights have shape {w.shape}, expected {(spec.num_embeddings, spec.embedding_dim)}"
+                )
             if w.strides[1] != w.itemsize or w.strides[0] < 0:
                 w = np.ascontiguousarray(w)
             arrays.append(w)
@@ -363,8 +393,16 @@ class Engine:
         error = ffi.new("char[]", 1024)
         failure_kind = ffi.new("int32_t *")
         engine = lib.eb_engine_create(
-            str(kernel).encode(), profile.encode(), plan.topology.nr_dpus, self.nr_tasklets,
-            plan.topology.mram_bytes_per_dpu, len(tables), len(plan.shards), error, 1024, failure_kind,
+            str(kernel).encode(),
+            profile.encode(),
+            plan.topology.nr_dpus,
+            self.nr_tasklets,
+            plan.topology.mram_bytes_per_dpu,
+            len(tables),
+            len(plan.shards),
+            error,
+            1024,
+            failure_kind,
         )
         if engine == ffi.NULL:
             kind = DpuAllocationError if failure_kind[0] == lib.EB_FAILURE_ALLOCATION else EngineError
@@ -407,10 +445,14 @@ class Engine:
         if failure.kind not in (lib.EB_FAILURE_DPU_FAULT, lib.EB_FAILURE_TIMEOUT):
             return EngineError(message)
         kind = LaunchTimeoutError if failure.kind == lib.EB_FAILURE_TIMEOUT else DpuFaultError
-        return kind(message, dpu=int(failure.dpu) if failure.dpu >= 0 else None,
-                    tasklet=int(failure.tasklet) if failure.tasklet >= 0 else None,
-                    cause=ffi.string(failure.cause).decode(errors="replace"),
-                    dpus=tuple(int(listed[k]) for k in range(failure.nr_dpus)), recovered=bool(failure.recovered))
+        return kind(
+            message,
+            dpu=int(failure.dpu) if failure.dpu >= 0 else None,
+            tasklet=int(failure.tasklet) if failure.tasklet >= 0 else None,
+            cause=ffi.string(failure.cause).decode(errors="replace"),
+            dpus=tuple(int(listed[k]) for k in range(failure.nr_dpus)),
+            recovered=bool(failure.recovered),
+        )
 
     def _ptr(self, ctype: str, array: np.ndarray):
         if array.size == 0:
@@ -422,21 +464,33 @@ class Engine:
         # each slice's routing from the shards and host rows already described.
         plan, lib, engine = self.plan, self._lib, self._engine
         for t, spec in enumerate(plan.tables):
-            self._check(lib.eb_engine_set_table(engine, t, spec.num_embeddings, spec.embedding_dim,
-                                                spec.row_format.abi_code, float(spec.scale)))
+            self._check(
+                lib.eb_engine_set_table(
+                    engine, t, spec.num_embeddings, spec.embedding_dim, spec.row_format.abi_code, float(spec.scale)
+                )
+            )
             host = np.unique(np.asarray(plan.host_rows.get(t, np.empty(0)), dtype=np.int64))
             if host.size:
                 rows = np.ascontiguousarray(arrays[t][host])
-                self._check(lib.eb_engine_set_host_rows(engine, t, host.size, self._ptr("int64_t *", host),
-                                                        self._ptr("void *", rows)))
+                self._check(
+                    lib.eb_engine_set_host_rows(
+                        engine, t, host.size, self._ptr("int64_t *", host), self._ptr("void *", rows)
+                    )
+                )
         for i, s in enumerate(plan.shards):
             if isinstance(s.rows, range):
-                self._check(lib.eb_engine_set_shard(engine, i, s.table, s.dpu, s.col_start, s.col_stop,
-                                                    s.rows.start, len(s.rows), self._ffi.NULL))
+                self._check(
+                    lib.eb_engine_set_shard(
+                        engine, i, s.table, s.dpu, s.col_start, s.col_stop, s.rows.start, len(s.rows), self._ffi.NULL
+                    )
+                )
             else:
                 ids = np.ascontiguousarray(s.rows, dtype=np.int64)
-                self._check(lib.eb_engine_set_shard(engine, i, s.table, s.dpu, s.col_start, s.col_stop, 0,
-                                                    ids.size, self._ptr("int64_t *", ids)))
+                self._check(
+                    lib.eb_engine_set_shard(
+                        engine, i, s.table, s.dpu, s.col_start, s.col_stop, 0, ids.size, self._ptr("int64_t *", ids)
+                    )
+                )
         for t in range(len(plan.tables)):
             splits = plan.col_splits(t)
             for lo, hi in zip(splits[:-1], splits[1:]):
@@ -519,8 +573,14 @@ class Engine:
         weights = self._ffi.NULL if batch.per_sample_weights is None else self._ptr("float *", batch.per_sample_weights)
         with self._route_lock:
             rc = self._lib.eb_engine_prepare(
-                self._engine, slot, self._ptr("int64_t *", batch.indices), batch.indices.size,
-                self._ptr("int64_t *", batch.offsets), batch.offsets.size, weights, int(batch.pooling),
+                self._engine,
+                slot,
+                self._ptr("int64_t *", batch.indices),
+                batch.indices.size,
+                self._ptr("int64_t *", batch.offsets),
+                batch.offsets.size,
+                weights,
+                int(batch.pooling),
                 self._ptr("float *", batch.output),
             )
         self._stage_check(rc, batch)
@@ -550,13 +610,18 @@ class Engine:
             return
         lib = self._lib
         if rc in (lib.EB_RUN_BUSY, lib.EB_RUN_BAD_SLOT):  # only a caller bypassing the locks gets here
-            raise EngineBusyError(f"slot {batch.slot} or its stage is taken (eb_engine_* code {rc}); "
-                                  "run batches through Engine.run / run_async / pipeline, which queue")
+            raise EngineBusyError(
+                f"slot {batch.slot} or its stage is taken (eb_engine_* code {rc}); "
+                "run batches through Engine.run / run_async / pipeline, which queue"
+            )
         message = self._ffi.string(lib.eb_engine_slot_error(self._engine, batch.slot)).decode(errors="replace")
         if rc == lib.EB_RUN_INEXACT:
             raise AccumulatorOverflowError(message)
-        raise self._failure(message, lib.eb_engine_slot_failure(self._engine, batch.slot),
-                            lib.eb_engine_slot_failed_dpus(self._engine, batch.slot))
+        raise self._failure(
+            message,
+            lib.eb_engine_slot_failure(self._engine, batch.slot),
+            lib.eb_engine_slot_failed_dpus(self._engine, batch.slot),
+        )
 
     # -- slots ---------------------------------------------------------------------------
 
@@ -600,8 +665,8 @@ class Engine:
         slots = self._take_slots(2, closing_ok=closing_ok)
         spare = list(slots)
         on_dpus = None  # launched, not collected: (job, batch)
-        early = None    # collected before a yield, not finished: (job, batch, error)
-        ready = None    # prepared, not launched; or a job whose prepare failed
+        early = None  # collected before a yield, not finished: (job, batch, error)
+        ready = None  # prepared, not launched; or a job whose prepare failed
         try:
             while True:
                 if ready is None and spare:
@@ -727,9 +792,13 @@ class Engine:
                 if isinstance(item, Exception):  # a wrapper's own check failed: raised at its turn
                     yield _Job(None, error=item)
                 elif not isinstance(item, (tuple, list)) or len(item) not in (2, 3, 4):
-                    yield _Job(None, error=ValueError(
-                        f"each pipelined batch must be (indices, offsets[, per_sample_weights[, pooling]]), "
-                        f"got {type(item).__name__}{'' if not isinstance(item, (tuple, list)) else f' of {len(item)}'}"))
+                    yield _Job(
+                        None,
+                        error=ValueError(
+                            f"each pipelined batch must be (indices, offsets[, per_sample_weights[, pooling]]), "
+                            f"got {type(item).__name__}{'' if not isinstance(item, (tuple, list)) else f' of {len(item)}'}"
+                        ),
+                    )
                 else:
                     yield _Job((*item, None, pooling)[:4] if len(item) == 2 else (*item, pooling)[:4])
 
@@ -742,8 +811,7 @@ class Engine:
         finally:
             stream.close()
 
-    def run_async(self, indices, offsets, per_sample_weights=None,
-                  pooling: PoolingMode = PoolingMode.SUM) -> Future:
+    def run_async(self, indices, offsets, per_sample_weights=None, pooling: PoolingMode = PoolingMode.SUM) -> Future:
         """Queues one batch and returns a ``concurrent.futures.Future`` of ``(output, BatchStats)``.
 
         Batches queued by any threads run in queue order on a driver thread that overlaps
@@ -801,11 +869,21 @@ class Engine:
             buffer = ffi.buffer(lib.eb_engine_slot_dpu_stat(self._engine, slot, k), 8 * self.nr_dpus)
             per_dpu[name] = np.frombuffer(buffer, dtype=np.int64).copy()
         return BatchStats(
-            route_s=run.route_s, push_s=run.push_s, launch_s=run.launch_s, pull_s=run.pull_s,
-            merge_s=run.merge_s, host_cache_s=run.host_cache_s, nr_launches=int(run.nr_launches),
-            nr_bags=int(run.nr_bags), nr_lookups=int(run.nr_lookups), host_cache_hits=int(run.host_cache_hits),
-            host_cache_bytes=int(run.host_cache_bytes), **per_dpu,
-            row_format=self._dominant_format(), weighted=weighted, nr_tasklets=self.nr_tasklets,
+            route_s=run.route_s,
+            push_s=run.push_s,
+            launch_s=run.launch_s,
+            pull_s=run.pull_s,
+            merge_s=run.merge_s,
+            host_cache_s=run.host_cache_s,
+            nr_launches=int(run.nr_launches),
+            nr_bags=int(run.nr_bags),
+            nr_lookups=int(run.nr_lookups),
+            host_cache_hits=int(run.host_cache_hits),
+            host_cache_bytes=int(run.host_cache_bytes),
+            **per_dpu,
+            row_format=self._dominant_format(),
+            weighted=weighted,
+            nr_tasklets=self.nr_tasklets,
         )
 
     def _dominant_format(self) -> str:

@@ -35,9 +35,17 @@ from updlrm.specs import TableSpec, Topology, padded_row_bytes
 __all__ = ["assign_dpus", "part_traffic"]
 
 
-def assign_dpus(tables: list[TableSpec], wls: list[TableWorkload], parts_by_table: list[list[RowPart]],
-                shapes: list[TableShape], host_rows: dict[int, np.ndarray], model: CostModel, n: int, capacity: int,
-                trace: Trace) -> list[Shard]:
+def assign_dpus(
+    tables: list[TableSpec],
+    wls: list[TableWorkload],
+    parts_by_table: list[list[RowPart]],
+    shapes: list[TableShape],
+    host_rows: dict[int, np.ndarray],
+    model: CostModel,
+    n: int,
+    capacity: int,
+    trace: Trace,
+) -> list[Shard]:
     """Longest-processing-time first: each part onto the cheapest DPU with room and no part of its table.
 
     Every row part of table ``t`` becomes one shard per column slice and replica of
@@ -58,8 +66,9 @@ def assign_dpus(tables: list[TableSpec], wls: list[TableWorkload], parts_by_tabl
             rb = padded_row_bytes(hi - lo, spec.row_format)
             out_b = model.partial_bytes(t, hi - lo)
             idx = model.index_bytes(lookups, touched)
-            cost = model.part_cost(lookups, np.full(len(parts), rb), idx, touched * out_b,
-                                   lookups * (hi - lo) * model.elem_factor[t])
+            cost = model.part_cost(
+                lookups, np.full(len(parts), rb), idx, touched * out_b, lookups * (hi - lo) * model.elem_factor[t]
+            )
             for p, part in enumerate(parts):
                 for rep in range(replicas):
                     items.append((float(cost[p]), t, p, rep, lo, hi, len(part.rows) * rb))
@@ -72,9 +81,11 @@ def assign_dpus(tables: list[TableSpec], wls: list[TableWorkload], parts_by_tabl
         eligible = ~holds[t] & (dpu_free >= nbytes)
         if not eligible.any():
             spec = tables[t]
-            raise PlanError(f"table {spec.name}: a shard of {format_bytes(nbytes)} fits on no DPU without "
-                            f"another shard of the table ({format_bytes(int(dpu_free.max()))} MRAM free at most, "
-                            f"{int((~holds[t]).sum())} DPUs without it)")
+            raise PlanError(
+                f"table {spec.name}: a shard of {format_bytes(nbytes)} fits on no DPU without "
+                f"another shard of the table ({format_bytes(int(dpu_free.max()))} MRAM free at most, "
+                f"{int((~holds[t]).sum())} DPUs without it)"
+            )
         d = int(np.argmin(np.where(eligible, dpu_cost, np.inf)))
         dpu_cost[d] += part_cost
         dpu_free[d] -= nbytes
@@ -90,8 +101,9 @@ def assign_dpus(tables: list[TableSpec], wls: list[TableWorkload], parts_by_tabl
     return shards
 
 
-def part_traffic(wl: TableWorkload, parts: list[RowPart], host: np.ndarray | None,
-                  trace: Trace) -> tuple[np.ndarray, np.ndarray]:
+def part_traffic(
+    wl: TableWorkload, parts: list[RowPart], host: np.ndarray | None, trace: Trace
+) -> tuple[np.ndarray, np.ndarray]:
     """Expected lookups and touched bags per batch of each row part, routed as the engine would.
 
     >>> from updlrm.partitioner.expected_loads import table_workloads
@@ -104,8 +116,9 @@ def part_traffic(wl: TableWorkload, parts: list[RowPart], host: np.ndarray | Non
     spec = wl.spec
     if not parts:
         return np.zeros(0), np.zeros(0)
-    tmp = Plan([spec], Topology(len(parts)), [Shard(0, p, 0, spec.embedding_dim, part.rows)
-                                              for p, part in enumerate(parts)])
+    tmp = Plan(
+        [spec], Topology(len(parts)), [Shard(0, p, 0, spec.embedding_dim, part.rows) for p, part in enumerate(parts)]
+    )
     if host is not None:
         tmp.host_rows[0] = host
     rows, bags = trace.table_lookups(wl.table)

@@ -42,9 +42,15 @@ def _dominant_format(tables: list[TableSpec]) -> str:
     return max(count, key=lambda fmt: count[fmt])
 
 
-def derive_work(plan: Plan, indices: ArrayLike, offsets: ArrayLike, per_sample_weights: ArrayLike | None = None, *,
-                nr_tasklets: int = 16, router_cache: dict[tuple[int, int], SliceRouter] | None = None
-                ) -> perfmodel.BatchWork:
+def derive_work(
+    plan: Plan,
+    indices: ArrayLike,
+    offsets: ArrayLike,
+    per_sample_weights: ArrayLike | None = None,
+    *,
+    nr_tasklets: int = 16,
+    router_cache: dict[tuple[int, int], SliceRouter] | None = None,
+) -> perfmodel.BatchWork:
     """The engine's ``BatchStats.work()`` for one batch under ``plan``, without running DPUs.
 
     Each lookup is routed by the plan's rule (host-cached rows to the host, else the
@@ -94,7 +100,7 @@ def derive_work(plan: Plan, indices: ArrayLike, offsets: ArrayLike, per_sample_w
         rows = indices[lo_i:hi_i]
         if rows.size and (rows.min() < 0 or rows.max() >= spec.num_embeddings):
             raise ValueError(f"table {spec.name}: an index is outside [0, {spec.num_embeddings})")
-        bags = np.repeat(np.arange(batch, dtype=np.int64), np.diff(offsets[t * batch:(t + 1) * batch + 1]))
+        bags = np.repeat(np.arange(batch, dtype=np.int64), np.diff(offsets[t * batch : (t + 1) * batch + 1]))
         on_host = host_mask(plan, t, rows)
         hits = int(np.count_nonzero(on_host))
         host_hits += hits
@@ -127,8 +133,9 @@ def derive_work(plan: Plan, indices: ArrayLike, offsets: ArrayLike, per_sample_w
     reduce_elems = np.bincount(seg_dpu, weights=seg_len * slice_dims[seg_slice], minlength=n)
     gathered = np.bincount(seg_dpu, weights=seg_len * slice_rowbytes[seg_slice], minlength=n)
     if lookups.max(initial=0) > abi.MAX_LOOKUPS_PER_LAUNCH:
-        raise PlanError(f"a DPU gets {int(lookups.max())} lookups, more than one launch takes; "
-                        "the engine would split this batch")
+        raise PlanError(
+            f"a DPU gets {int(lookups.max())} lookups, more than one launch takes; the engine would split this batch"
+        )
 
     # Tasklet k of DPU d takes its lookups [total*k/T, total*(k+1)/T): each segment it
     # overlaps gives one partial sum (plan_transfers in host/eb_host.c).
@@ -158,11 +165,21 @@ def derive_work(plan: Plan, indices: ArrayLike, offsets: ArrayLike, per_sample_w
     pad[:n] = out_bytes
     rank_out = pad.reshape(ranks, per_rank).max(axis=1)
     if batch_offset + int((rank_in + rank_out).max(initial=0)) > plan.topology.mram_bytes_per_dpu:
-        raise PlanError("the batch's inputs and outputs do not fit the MRAM left after the rows; "
-                        "the engine would split this batch into several launches")
+        raise PlanError(
+            "the batch's inputs and outputs do not fit the MRAM left after the rows; "
+            "the engine would split this batch into several launches"
+        )
     row_bytes = np.divide(gathered, lookups, out=np.zeros(n), where=lookups > 0)
     return perfmodel.BatchWork(
-        lookups=lookups, row_bytes=row_bytes, index_bytes=in_bytes, output_bytes=out_bytes,
-        reduce_elems=reduce_elems, row_format=_dominant_format(tables), weighted=weighted,
-        nr_tasklets=int(nr_tasklets), host_merge_elems=merge_elems, host_cache_lookups=host_hits,
-        host_cache_row_bytes=int(round(host_bytes / host_hits)) if host_hits else 0)
+        lookups=lookups,
+        row_bytes=row_bytes,
+        index_bytes=in_bytes,
+        output_bytes=out_bytes,
+        reduce_elems=reduce_elems,
+        row_format=_dominant_format(tables),
+        weighted=weighted,
+        nr_tasklets=int(nr_tasklets),
+        host_merge_elems=merge_elems,
+        host_cache_lookups=host_hits,
+        host_cache_row_bytes=int(round(host_bytes / host_hits)) if host_hits else 0,
+    )

@@ -40,8 +40,9 @@ def _load_tables(spec: str, dim: int, max_rows: int | None) -> list[TableSpec]:
         raise click.BadParameter(f"{spec}: not JSON ({e})", param_hint="--tables") from None
     entries = doc["tables"] if isinstance(doc, dict) and "tables" in doc else doc
     if not isinstance(entries, list) or not entries:
-        raise click.BadParameter(f"{spec}: expected a list of table specs (or {{\"tables\": [...]}})",
-                                 param_hint="--tables")
+        raise click.BadParameter(
+            f'{spec}: expected a list of table specs (or {{"tables": [...]}})', param_hint="--tables"
+        )
     try:
         return [TableSpec.from_dict(e) for e in entries]
     except (TypeError, ValueError) as e:
@@ -50,15 +51,34 @@ def _load_tables(spec: str, dim: int, max_rows: int | None) -> list[TableSpec]:
 
 def _trace_options(f):
     options = [
-        click.option("--trace", "trace_path", type=click.Path(exists=True, dir_okay=False),
-                     help="Trace file: .npz (ours), Meta dlrm_datasets .pt, or Criteo TSV."),
+        click.option(
+            "--trace",
+            "trace_path",
+            type=click.Path(exists=True, dir_okay=False),
+            help="Trace file: .npz (ours), Meta dlrm_datasets .pt, or Criteo TSV.",
+        ),
         click.option("--synthetic", is_flag=True, help="Generate a Zipf/co-occurrence trace instead."),
-        click.option("--batch-size", type=click.IntRange(1), default=1024, show_default=True, help="Bags per batch (synthetic)."),
+        click.option(
+            "--batch-size", type=click.IntRange(1), default=1024, show_default=True, help="Bags per batch (synthetic)."
+        ),
         click.option("--batches", type=click.IntRange(1), default=8, show_default=True, help="Batches (synthetic)."),
-        click.option("--pooling", type=click.FloatRange(0), default=32, show_default=True, help="Mean lookups per bag (synthetic)."),
-        click.option("--alpha", type=click.FloatRange(0), default=1.05, show_default=True, help="Zipf exponent (synthetic)."),
-        click.option("--co-occurrence", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-                     help="Share of lookups drawn from a bag's topic group (synthetic)."),
+        click.option(
+            "--pooling",
+            type=click.FloatRange(0),
+            default=32,
+            show_default=True,
+            help="Mean lookups per bag (synthetic).",
+        ),
+        click.option(
+            "--alpha", type=click.FloatRange(0), default=1.05, show_default=True, help="Zipf exponent (synthetic)."
+        ),
+        click.option(
+            "--co-occurrence",
+            type=click.FloatRange(0, 1),
+            default=0.5,
+            show_default=True,
+            help="Share of lookups drawn from a bag's topic group (synthetic).",
+        ),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed (synthetic trace and plan)."),
     ]
     for option in reversed(options):
@@ -73,8 +93,15 @@ def _get_trace(tables, trace_path, synthetic, batch_size, batches, pooling, alph
         raise click.UsageError("give exactly one of --trace FILE or --synthetic")
     if trace_path:
         return load_trace(trace_path, tables=tables)
-    return synthetic_trace(tables, batch_size=batch_size, num_batches=batches, pooling=pooling, alpha=alpha,
-                           co_occurrence=co_occurrence, seed=seed)
+    return synthetic_trace(
+        tables,
+        batch_size=batch_size,
+        num_batches=batches,
+        pooling=pooling,
+        alpha=alpha,
+        co_occurrence=co_occurrence,
+        seed=seed,
+    )
 
 
 def _check_output_dirs(*options: tuple[str, str | None]) -> None:
@@ -91,24 +118,55 @@ def plan_group() -> None:
 
 @plan_group.command("build")
 @click.option("--tables", "tables_spec", required=True, help="'criteo' or a JSON file of table specs.")
-@click.option("--dim", type=click.IntRange(1), default=64, show_default=True, help="Embedding dim (with --tables criteo).")
+@click.option(
+    "--dim", type=click.IntRange(1), default=64, show_default=True, help="Embedding dim (with --tables criteo)."
+)
 @click.option("--max-rows", type=click.IntRange(1), default=None, help="Cap each table's rows (with --tables criteo).")
 @_trace_options
 @click.option("--dpus", type=click.IntRange(1), required=True, help="Number of DPUs.")
-@click.option("--profile", default=DEFAULT_HARDWARE_PROFILE, show_default=True, type=_PROFILE,
-              help="Hardware profile (perfmodel).")
+@click.option(
+    "--profile",
+    default=DEFAULT_HARDWARE_PROFILE,
+    show_default=True,
+    type=_PROFILE,
+    help="Hardware profile (perfmodel).",
+)
 @click.option("--cache", type=click.Choice(["auto", "replicate", "host", "none"]), default="auto", show_default=True)
 @click.option("--graph", type=click.Choice(["auto", "hypergraph", "graph", "none"]), default="auto", show_default=True)
 @click.option("--host-cache-mb", type=click.FloatRange(0), default=256, show_default=True, help="Host cache budget.")
-@click.option("--host-cpu", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
-              help="auto: tables may go whole to the host CPU (cost calibrated on this machine, cached) and the "
-                   "plan never models slower than the CPU alone; off: DPUs and the host cache only.")
+@click.option(
+    "--host-cpu",
+    type=click.Choice(["auto", "off"]),
+    default="auto",
+    show_default=True,
+    help="auto: tables may go whole to the host CPU (cost calibrated on this machine, cached) and the "
+    "plan never models slower than the CPU alone; off: DPUs and the host cache only.",
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="Plan JSON to write.")
 @click.option("--save-trace", type=click.Path(dir_okay=False), default=None, help="Also save the trace (.npz).")
 @click.option("--quiet", is_flag=True, help="No progress bar, no summary.")
-def build_command(tables_spec, dim, max_rows, trace_path, synthetic, batch_size, batches, pooling, alpha,
-                  co_occurrence, seed, dpus, profile, cache, graph, host_cache_mb, host_cpu, output, save_trace,
-                  quiet):
+def build_command(
+    tables_spec,
+    dim,
+    max_rows,
+    trace_path,
+    synthetic,
+    batch_size,
+    batches,
+    pooling,
+    alpha,
+    co_occurrence,
+    seed,
+    dpus,
+    profile,
+    cache,
+    graph,
+    host_cache_mb,
+    host_cpu,
+    output,
+    save_trace,
+    quiet,
+):
     """Build a workload-aware plan and write it (JSON + .npz beside it)."""
     from updlrm.partitioner.placement import build_plan
     from updlrm.partitioner.summary import plan_summary
@@ -122,8 +180,18 @@ def build_command(tables_spec, dim, max_rows, trace_path, synthetic, batch_size,
     trace = _get_trace(tables, trace_path, synthetic, batch_size, batches, pooling, alpha, co_occurrence, seed)
     if save_trace:
         trace.save(save_trace)
-    plan = build_plan(tables, trace, Topology(dpus), profile=profile, cache=cache, graph=graph,
-                      host_cache_bytes=int(host_cache_mb * 1e6), seed=seed, host_cpu=host_cpu, progress=not quiet)
+    plan = build_plan(
+        tables,
+        trace,
+        Topology(dpus),
+        profile=profile,
+        cache=cache,
+        graph=graph,
+        host_cache_bytes=int(host_cache_mb * 1e6),
+        seed=seed,
+        host_cpu=host_cpu,
+        progress=not quiet,
+    )
     path = plan.save(output)
     if not quiet:
         click.echo(plan_summary(plan))
@@ -149,12 +217,18 @@ def show_command(plan_path, png):
 @plan_group.command("evaluate")
 @click.argument("plan_path", type=click.Path(exists=True, dir_okay=False))
 @_trace_options
-@click.option("--profile", default=DEFAULT_HARDWARE_PROFILE, show_default=True, type=_PROFILE,
-              help="Hardware profile (perfmodel).")
+@click.option(
+    "--profile",
+    default=DEFAULT_HARDWARE_PROFILE,
+    show_default=True,
+    type=_PROFILE,
+    help="Hardware profile (perfmodel).",
+)
 @click.option("--png", type=click.Path(dir_okay=False), default=None, help="Write a load-per-DPU plot here.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
-def evaluate_command(plan_path, trace_path, synthetic, batch_size, batches, pooling, alpha, co_occurrence, seed,
-                     profile, png, json_path):
+def evaluate_command(
+    plan_path, trace_path, synthetic, batch_size, batches, pooling, alpha, co_occurrence, seed, profile, png, json_path
+):
     """Route a trace (any, not only the one the plan was built from) through a plan and model it."""
     from updlrm.partitioner.host_cost import apply_host_cost
     from updlrm.partitioner.placement import evaluate_plan

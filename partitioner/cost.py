@@ -114,8 +114,15 @@ class CostModel:
     scaled by the model's :func:`~updlrm.perfmodel.element_cycles` (``elem_factor``).
     """
 
-    def __init__(self, tables: list[TableSpec], profile: perfmodel.HardwareProfile, nr_dpus: int,
-                 weighted: bool, nr_tasklets: int, loads: list[float]) -> None:
+    def __init__(
+        self,
+        tables: list[TableSpec],
+        profile: perfmodel.HardwareProfile,
+        nr_dpus: int,
+        weighted: bool,
+        nr_tasklets: int,
+        loads: list[float],
+    ) -> None:
         self.profile = profile
         self.tables = list(tables)
         self.nr_dpus = nr_dpus
@@ -131,10 +138,12 @@ class CostModel:
         # busiest DPU of a rank set the pace, so balancing bytes per DPU is what counts).
         probe = 1 << 16
         full = np.full(nr_dpus, float(probe))
-        self.to_dpu_s_per_byte = (perfmodel.transfer_time(full, profile, "to_dpu")
-                                  - profile.xfer_fixed_overhead_s) / probe
-        self.from_dpu_s_per_byte = (perfmodel.transfer_time(full, profile, "from_dpu")
-                                    - profile.xfer_fixed_overhead_s) / probe
+        self.to_dpu_s_per_byte = (
+            perfmodel.transfer_time(full, profile, "to_dpu") - profile.xfer_fixed_overhead_s
+        ) / probe
+        self.from_dpu_s_per_byte = (
+            perfmodel.transfer_time(full, profile, "from_dpu") - profile.xfer_fixed_overhead_s
+        ) / probe
 
     def index_bytes(self, lookups: ArrayLike, touched_bags: ArrayLike) -> np.ndarray:
         """Index bytes a part adds to its DPU's input for ``lookups`` lookups of ``touched_bags`` bags.
@@ -142,33 +151,66 @@ class CostModel:
         One segment per touched bag; the DPU's header and padding are added once per DPU
         (:meth:`work`).
         """
-        out: np.ndarray = (np.asarray(lookups, dtype=np.float64) * lookup_bytes(self.weighted)
-                           + np.asarray(touched_bags, dtype=np.float64) * abi.SEGMENT_BYTES)
+        out: np.ndarray = (
+            np.asarray(lookups, dtype=np.float64) * lookup_bytes(self.weighted)
+            + np.asarray(touched_bags, dtype=np.float64) * abi.SEGMENT_BYTES
+        )
         return out
 
     def partial_bytes(self, t: int, dim: float) -> int:
         """Bytes of one partial sum of ``dim`` elements of table ``t`` (:func:`partial_bytes`)."""
         return partial_bytes(self.tables[t], self.weighted, dim)
 
-    def kernel_s(self, lookups: ArrayLike, row_bytes: ArrayLike, index_bytes: ArrayLike, output_bytes: ArrayLike,
-                 reduce_elems: ArrayLike) -> np.ndarray:
+    def kernel_s(
+        self,
+        lookups: ArrayLike,
+        row_bytes: ArrayLike,
+        index_bytes: ArrayLike,
+        output_bytes: ArrayLike,
+        reduce_elems: ArrayLike,
+    ) -> np.ndarray:
         """Modeled kernel seconds of DPUs with this work (arrays: one entry per DPU)."""
-        cycles = perfmodel.kernel_cycles(self.profile, lookups=np.atleast_1d(np.asarray(lookups, np.float64)),
-                                         row_bytes=row_bytes, index_bytes=index_bytes, output_bytes=output_bytes,
-                                         reduce_elems=reduce_elems, row_format=self.row_format,
-                                         weighted=self.weighted, nr_tasklets=self.nr_tasklets)
+        cycles = perfmodel.kernel_cycles(
+            self.profile,
+            lookups=np.atleast_1d(np.asarray(lookups, np.float64)),
+            row_bytes=row_bytes,
+            index_bytes=index_bytes,
+            output_bytes=output_bytes,
+            reduce_elems=reduce_elems,
+            row_format=self.row_format,
+            weighted=self.weighted,
+            nr_tasklets=self.nr_tasklets,
+        )
         return np.asarray(cycles / self.profile.dpu_frequency_hz)
 
-    def part_cost(self, lookups: ArrayLike, row_bytes: ArrayLike, index_bytes: ArrayLike, output_bytes: ArrayLike,
-                  reduce_elems: ArrayLike) -> np.ndarray:
+    def part_cost(
+        self,
+        lookups: ArrayLike,
+        row_bytes: ArrayLike,
+        index_bytes: ArrayLike,
+        output_bytes: ArrayLike,
+        reduce_elems: ArrayLike,
+    ) -> np.ndarray:
         """Modeled seconds a part adds to its DPU: kernel plus its share of both transfers."""
-        return (self.kernel_s(lookups, row_bytes, index_bytes, output_bytes, reduce_elems)
-                + np.asarray(index_bytes) * self.to_dpu_s_per_byte
-                + np.asarray(output_bytes) * self.from_dpu_s_per_byte)
+        return (
+            self.kernel_s(lookups, row_bytes, index_bytes, output_bytes, reduce_elems)
+            + np.asarray(index_bytes) * self.to_dpu_s_per_byte
+            + np.asarray(output_bytes) * self.from_dpu_s_per_byte
+        )
 
-    def work(self, *, lookups: ArrayLike, row_bytes: ArrayLike, index_bytes: ArrayLike, output_bytes: ArrayLike,
-             reduce_elems: ArrayLike, host_merge_elems: float, host_cache_lookups: float,
-             host_cache_row_bytes: float, gap_bytes: ArrayLike | None = None) -> perfmodel.BatchWork:
+    def work(
+        self,
+        *,
+        lookups: ArrayLike,
+        row_bytes: ArrayLike,
+        index_bytes: ArrayLike,
+        output_bytes: ArrayLike,
+        reduce_elems: ArrayLike,
+        host_merge_elems: float,
+        host_cache_lookups: float,
+        host_cache_row_bytes: float,
+        gap_bytes: ArrayLike | None = None,
+    ) -> perfmodel.BatchWork:
         """A :class:`~updlrm.perfmodel.BatchWork` in this model's format, weighting and tasklets.
 
         ``index_bytes``/``output_bytes`` are per DPU the sums of its parts' bytes
@@ -179,6 +221,7 @@ class CostModel:
         the sum over its segments of ``(lookups - 1) x partial bytes``) over the DPU's
         ``lookups - 1`` gaps; without ``gap_bytes`` every segment counts alike.
         """
+
         def counts(values: ArrayLike) -> np.ndarray:
             return np.asarray(values, dtype=np.float64)
 
@@ -195,17 +238,42 @@ class CostModel:
             per_split = np.divide(counts(gap_bytes), gaps, out=np.zeros_like(out), where=gaps > 0)
         out_bytes = dpu_output_bytes(out + splits * per_split)
         return perfmodel.BatchWork(
-            lookups=n_look, row_bytes=counts(row_bytes), index_bytes=in_bytes,
-            output_bytes=out_bytes, reduce_elems=counts(reduce_elems), row_format=self.row_format,
-            weighted=self.weighted, nr_tasklets=self.nr_tasklets, host_merge_elems=int(round(host_merge_elems)),
-            host_cache_lookups=int(round(host_cache_lookups)), host_cache_row_bytes=int(round(host_cache_row_bytes)))
+            lookups=n_look,
+            row_bytes=counts(row_bytes),
+            index_bytes=in_bytes,
+            output_bytes=out_bytes,
+            reduce_elems=counts(reduce_elems),
+            row_format=self.row_format,
+            weighted=self.weighted,
+            nr_tasklets=self.nr_tasklets,
+            host_merge_elems=int(round(host_merge_elems)),
+            host_cache_lookups=int(round(host_cache_lookups)),
+            host_cache_row_bytes=int(round(host_cache_row_bytes)),
+        )
 
-    def batch(self, *, lookups: ArrayLike, row_bytes: ArrayLike, index_bytes: ArrayLike, output_bytes: ArrayLike,
-              reduce_elems: ArrayLike, host_merge_elems: float, host_cache_lookups: float,
-              host_cache_row_bytes: float, gap_bytes: ArrayLike | None = None) -> perfmodel.PhaseTimes:
+    def batch(
+        self,
+        *,
+        lookups: ArrayLike,
+        row_bytes: ArrayLike,
+        index_bytes: ArrayLike,
+        output_bytes: ArrayLike,
+        reduce_elems: ArrayLike,
+        host_merge_elems: float,
+        host_cache_lookups: float,
+        host_cache_row_bytes: float,
+        gap_bytes: ArrayLike | None = None,
+    ) -> perfmodel.PhaseTimes:
         """Modeled phases of a batch: :meth:`work` through :func:`~updlrm.perfmodel.model_batch`."""
-        work = self.work(lookups=lookups, row_bytes=row_bytes, index_bytes=index_bytes, output_bytes=output_bytes,
-                         reduce_elems=reduce_elems, host_merge_elems=host_merge_elems,
-                         host_cache_lookups=host_cache_lookups, host_cache_row_bytes=host_cache_row_bytes,
-                         gap_bytes=gap_bytes)
+        work = self.work(
+            lookups=lookups,
+            row_bytes=row_bytes,
+            index_bytes=index_bytes,
+            output_bytes=output_bytes,
+            reduce_elems=reduce_elems,
+            host_merge_elems=host_merge_elems,
+            host_cache_lookups=host_cache_lookups,
+            host_cache_row_bytes=host_cache_row_bytes,
+            gap_bytes=gap_bytes,
+        )
         return perfmodel.model_batch(work, self.profile)

@@ -31,8 +31,15 @@ from updlrm.partitioner.workloads import Trace
 from updlrm.plan import Plan, PlanError
 from updlrm.specs import padded_row_bytes
 
-__all__ = ["PlanReport", "RoutedTrace", "evaluate_plan", "expected_work", "imbalance_breakdown", "route_trace",
-           "shard_loads"]
+__all__ = [
+    "PlanReport",
+    "RoutedTrace",
+    "evaluate_plan",
+    "expected_work",
+    "imbalance_breakdown",
+    "route_trace",
+    "shard_loads",
+]
 
 
 @dataclass
@@ -84,15 +91,18 @@ class PlanReport:
             "imbalance": self.imbalance,
             "kernel_imbalance": self.kernel_imbalance,
             "batch_imbalance": self.batch_imbalance,
-            "load_min": self.load_min, "load_mean": self.load_mean, "load_max": self.load_max,
+            "load_min": self.load_min,
+            "load_mean": self.load_mean,
+            "load_max": self.load_max,
             "mean_fanout": self.mean_fanout,
-            "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
-            "bytes_in_padded": self.bytes_in_padded, "bytes_out_padded": self.bytes_out_padded,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "bytes_in_padded": self.bytes_in_padded,
+            "bytes_out_padded": self.bytes_out_padded,
             "mram_max_bytes": int(self.mram_bytes_per_dpu.max()),
             "mram_total_bytes": int(self.mram_bytes_per_dpu.sum()),
             "host_cache_hit_rate": self.host_cache_hit_rate,
         }
-
 
 
 @dataclass
@@ -115,10 +125,16 @@ class RoutedTrace:
     def work(self, i: int, model: CostModel) -> perfmodel.BatchWork:
         """Batch ``i``'s work in ``model``'s format, weighting and tasklets."""
         return model.work(
-            lookups=self.lookups[i], row_bytes=self.row_bytes[i], index_bytes=self.index_bytes[i],
-            output_bytes=self.output_bytes[i], reduce_elems=self.reduce_elems[i],
-            host_merge_elems=float(self.merge_elems[i]), host_cache_lookups=float(self.host_lookups[i]),
-            host_cache_row_bytes=float(self.host_row_bytes[i]), gap_bytes=self.gap_bytes[i])
+            lookups=self.lookups[i],
+            row_bytes=self.row_bytes[i],
+            index_bytes=self.index_bytes[i],
+            output_bytes=self.output_bytes[i],
+            reduce_elems=self.reduce_elems[i],
+            host_merge_elems=float(self.merge_elems[i]),
+            host_cache_lookups=float(self.host_lookups[i]),
+            host_cache_row_bytes=float(self.host_row_bytes[i]),
+            gap_bytes=self.gap_bytes[i],
+        )
 
 
 def route_trace(plan: Plan, trace: Trace, model: CostModel, scale: float) -> RoutedTrace:
@@ -155,8 +171,9 @@ def route_trace(plan: Plan, trace: Trace, model: CostModel, scale: float) -> Rou
     for t, spec in enumerate(plan.tables):
         rows, bags = trace.table_lookups(t)
         if rows.size and int(rows.max()) >= spec.num_embeddings:
-            raise PlanError(f"table {spec.name}: the trace looks up row {int(rows.max())}, "
-                            f"the table has {spec.num_embeddings}")
+            raise PlanError(
+                f"table {spec.name}: the trace looks up row {int(rows.max())}, the table has {spec.num_embeddings}"
+            )
         total_lookups += rows.size
         on_host = host_mask(plan, t, rows)
         per_batch = np.bincount(bags[on_host] // B, minlength=nb)
@@ -209,9 +226,20 @@ def route_trace(plan: Plan, trace: Trace, model: CostModel, scale: float) -> Rou
     index_bytes = lookups * lookup_bytes(model.weighted) + touched * abi.SEGMENT_BYTES
     row_bytes = np.divide(gathered_bytes, lookups, out=np.full(shape, 8.0), where=lookups > 0)
     host_row_bytes = np.divide(host_bytes, host_lookups, out=np.zeros(nb), where=host_lookups > 0)
-    return RoutedTrace(lookups * scale, row_bytes, index_bytes * scale, out_bytes * scale, reduce * scale,
-                   merge * scale, host_lookups * scale, host_row_bytes, fanout_per_table,
-                   fan_sum / fan_bags if fan_bags else 0.0, hit_rate, gap_bytes * scale)
+    return RoutedTrace(
+        lookups * scale,
+        row_bytes,
+        index_bytes * scale,
+        out_bytes * scale,
+        reduce * scale,
+        merge * scale,
+        host_lookups * scale,
+        host_row_bytes,
+        fanout_per_table,
+        fan_sum / fan_bags if fan_bags else 0.0,
+        hit_rate,
+        gap_bytes * scale,
+    )
 
 
 def _batch_imbalance(lookups: np.ndarray) -> float:
@@ -231,23 +259,32 @@ def _rows_signature(rows: range | np.ndarray) -> tuple[Any, ...]:
     return ("array", id(rows), rows.size)
 
 
-def _batch_works(plan: Plan, trace: Trace, routed: RoutedTrace, model: CostModel,
-                 scale: float) -> list[perfmodel.BatchWork]:
+def _batch_works(
+    plan: Plan, trace: Trace, routed: RoutedTrace, model: CostModel, scale: float
+) -> list[perfmodel.BatchWork]:
     """Per batch, the work exactly as the engine counts it (:func:`updlrm.partitioner.batch_work.derive_work`:
     segments, per-tasklet partials, headers), or the routed estimate when the counts are
     rescaled to another batch size or a batch would need several launches."""
     if scale == 1.0:
         cache: dict[tuple[int, int], SliceRouter] = {}
         try:
-            return [derive_work(plan, *trace.batch(i), nr_tasklets=model.nr_tasklets, router_cache=cache)
-                    for i in range(trace.num_batches)]
+            return [
+                derive_work(plan, *trace.batch(i), nr_tasklets=model.nr_tasklets, router_cache=cache)
+                for i in range(trace.num_batches)
+            ]
         except PlanError:
             pass
     return [routed.work(i, model) for i in range(trace.num_batches)]
 
 
-def evaluate_plan(plan: Plan, trace: Trace, profile: str | perfmodel.HardwareProfile = perfmodel.DEFAULT_HARDWARE_PROFILE, *,
-                  nr_tasklets: int = 16, batch_size: int | None = None) -> PlanReport:
+def evaluate_plan(
+    plan: Plan,
+    trace: Trace,
+    profile: str | perfmodel.HardwareProfile = perfmodel.DEFAULT_HARDWARE_PROFILE,
+    *,
+    nr_tasklets: int = 16,
+    batch_size: int | None = None,
+) -> PlanReport:
     """Route every lookup of ``trace`` through ``plan`` and model each batch with the perfmodel.
 
     Works on any trace over the plan's tables, including one the plan was not built
@@ -278,10 +315,13 @@ def evaluate_plan(plan: Plan, trace: Trace, profile: str | perfmodel.HardwarePro
     works = _batch_works(plan, trace, routed, model, scale)
     phases = [perfmodel.model_batch(w, hw) for w in works]
     mean_phases = perfmodel.PhaseTimes(
-        **{f: float(np.mean([getattr(p, f) for p in phases]))
-           for f in ("cpu_to_dpu_s", "launch_s", "kernel_s", "dpu_to_cpu_s", "host_merge_s", "host_cache_s")},
+        **{
+            f: float(np.mean([getattr(p, f) for p in phases]))
+            for f in ("cpu_to_dpu_s", "launch_s", "kernel_s", "dpu_to_cpu_s", "host_merge_s", "host_cache_s")
+        },
         per_dpu_kernel_s=np.mean([p.per_dpu_kernel_s for p in phases], axis=0),
-        energy_j=None if phases[0].energy_j is None else float(np.mean([p.energy_j for p in phases])))
+        energy_j=None if phases[0].energy_j is None else float(np.mean([p.energy_j for p in phases])),
+    )
     load = routed.lookups.mean(axis=0)
     kernel = mean_phases.per_dpu_kernel_s
     per_rank = plan.topology.dpus_per_rank
@@ -360,12 +400,23 @@ def imbalance_breakdown(plan: Plan, trace: Trace) -> dict[str, Any]:
     per_dpu = np.bincount(dpu_of, weights=per_shard, minlength=n)
     total = float(per_dpu.sum())
     if total <= 0:
-        return {"imbalance": 1.0, "idle": 1.0, "across_tables": 1.0, "within_tables": 1.0, "serving_dpus": 0,
-                "dpus_without_shard": n - int(np.unique(dpu_of).size), "heaviest_table": None,
-                "table_mean_shard_load": {}, "max_dpu_tables": []}
+        return {
+            "imbalance": 1.0,
+            "idle": 1.0,
+            "across_tables": 1.0,
+            "within_tables": 1.0,
+            "serving_dpus": 0,
+            "dpus_without_shard": n - int(np.unique(dpu_of).size),
+            "heaviest_table": None,
+            "table_mean_shard_load": {},
+            "max_dpu_tables": [],
+        }
     serving = int((per_dpu > 0).sum())
-    table_mean = {plan.tables[t].name: float(per_shard[table_of == t].mean())
-                  for t in range(len(plan.tables)) if (table_of == t).any()}
+    table_mean = {
+        plan.tables[t].name: float(per_shard[table_of == t].mean())
+        for t in range(len(plan.tables))
+        if (table_of == t).any()
+    }
     heaviest = max(table_mean, key=lambda name: table_mean[name])
     top = int(np.argmax(per_dpu))
     return {
@@ -381,8 +432,14 @@ def imbalance_breakdown(plan: Plan, trace: Trace) -> dict[str, Any]:
     }
 
 
-def expected_work(plan: Plan, trace: Trace, *, batch: int = 0, nr_tasklets: int = 16,
-                  profile: str | perfmodel.HardwareProfile = perfmodel.DEFAULT_HARDWARE_PROFILE) -> perfmodel.BatchWork:
+def expected_work(
+    plan: Plan,
+    trace: Trace,
+    *,
+    batch: int = 0,
+    nr_tasklets: int = 16,
+    profile: str | perfmodel.HardwareProfile = perfmodel.DEFAULT_HARDWARE_PROFILE,
+) -> perfmodel.BatchWork:
     """The :class:`~updlrm.perfmodel.BatchWork` of batch ``batch`` of ``trace`` under ``plan``.
 
     >>> from updlrm.plan import uniform_plan

@@ -119,8 +119,9 @@ def _pool_adjacent_violators(values: np.ndarray, weights: np.ndarray) -> np.ndar
     return np.repeat(np.array(means, dtype=np.float64), counts)
 
 
-def expected_rank_loads(rank: np.ndarray, fold: np.ndarray, counts: np.ndarray, folds: int,
-                        row_ids: np.ndarray) -> tuple[np.ndarray, float]:
+def expected_rank_loads(
+    rank: np.ndarray, fold: np.ndarray, counts: np.ndarray, folds: int, row_ids: np.ndarray
+) -> tuple[np.ndarray, float]:
     """Out-of-sample lookups of the rows ranked by ``counts``, estimated by K-fold cross-fitting.
 
     ``counts`` are the rows' lookups in the trace, hottest first; every lookup is given
@@ -164,8 +165,9 @@ def expected_rank_loads(rank: np.ndarray, fold: np.ndarray, counts: np.ndarray, 
     return np.repeat(_pool_adjacent_violators(block_mean, sizes), sizes.astype(np.int64)), unranked
 
 
-def table_workloads(tables: list[TableSpec], trace: Trace, batch_size: int | None = None,
-                    min_count: int = 1, max_folds: int = 16) -> list[TableWorkload]:
+def table_workloads(
+    tables: list[TableSpec], trace: Trace, batch_size: int | None = None, min_count: int = 1, max_folds: int = 16
+) -> list[TableWorkload]:
     """Per-table expected loads and bag/row pairs of ``trace``, scaled to ``batch_size`` bags per batch.
 
     ``load`` is the cross-fitted out-of-sample estimate (:func:`expected_rank_loads`,
@@ -191,14 +193,27 @@ def table_workloads(tables: list[TableSpec], trace: Trace, batch_size: int | Non
         rows, bags = trace.table_lookups(t)
         n = tables[t].num_embeddings
         order = np.argsort(st.rows)
-        rank_of_lookup = (order[np.searchsorted(st.rows[order], rows)] if st.rows.size
-                          else np.zeros(0, dtype=np.int64))
+        rank_of_lookup = order[np.searchsorted(st.rows[order], rows)] if st.rows.size else np.zeros(0, dtype=np.int64)
         expected, unranked = expected_rank_loads(rank_of_lookup, fold_of_bag[bags], st.counts, folds, st.rows)
         keys = np.unique(bags * n + rows)
         pair_bag, pair_row = np.divmod(keys, n)
         rank = order[np.searchsorted(st.rows[order], pair_row)] if st.rows.size else pair_row
         reliable = int(np.searchsorted(-st.counts, -min_count, side="right"))
         repeated = int(np.searchsorted(-st.counts, -2, side="right"))
-        out.append(TableWorkload(t, tables[t], st.rows, expected * scale, pair_bag, rank.astype(np.int64),
-                                 num_bags, batch_size, st.counts * scale, unranked * scale, reliable, repeated))
+        out.append(
+            TableWorkload(
+                t,
+                tables[t],
+                st.rows,
+                expected * scale,
+                pair_bag,
+                rank.astype(np.int64),
+                num_bags,
+                batch_size,
+                st.counts * scale,
+                unranked * scale,
+                reliable,
+                repeated,
+            )
+        )
     return out

@@ -53,8 +53,10 @@ def frequency_partition(weights: np.ndarray, budgets: np.ndarray) -> np.ndarray:
     return out
 
 
-MTKAHYPAR_MISSING = ("graph='hypergraph' needs Mt-KaHyPar, which is not installed: "
-                     "pip install 'updlrm[hypergraph]' (x86-64 Linux wheels), or use graph='graph' (METIS)")
+MTKAHYPAR_MISSING = (
+    "graph='hypergraph' needs Mt-KaHyPar, which is not installed: "
+    "pip install 'updlrm[hypergraph]' (x86-64 Linux wheels), or use graph='graph' (METIS)"
+)
 
 
 class MissingDependency(ImportError):
@@ -88,9 +90,17 @@ def _mtkahypar():
         return _MTKAHYPAR
 
 
-def hypergraph_partition(num_vertices: int, eptr: np.ndarray, eind: np.ndarray, edge_weights: np.ndarray,
-                         weights: np.ndarray, budgets: np.ndarray, *, epsilon: float = 0.03,
-                         seed: int = 0) -> np.ndarray:
+def hypergraph_partition(
+    num_vertices: int,
+    eptr: np.ndarray,
+    eind: np.ndarray,
+    edge_weights: np.ndarray,
+    weights: np.ndarray,
+    budgets: np.ndarray,
+    *,
+    epsilon: float = 0.03,
+    seed: int = 0,
+) -> np.ndarray:
     """Mt-KaHyPar km1 partition into ``len(budgets)`` blocks, block ``i`` weighing at most ``budgets[i]``.
 
     Needs the optional ``mtkahypar`` package (``pip install 'updlrm[hypergraph]'``);
@@ -112,7 +122,7 @@ def hypergraph_partition(num_vertices: int, eptr: np.ndarray, eind: np.ndarray, 
         bw = np.ceil(bw * (vw.sum() / bw.sum())).astype(np.int64)
     eptr = np.asarray(eptr, dtype=np.int64)
     eind = np.asarray(eind, dtype=np.int64)
-    edges = [eind[eptr[e]:eptr[e + 1]].tolist() for e in range(len(eptr) - 1)]
+    edges = [eind[eptr[e] : eptr[e + 1]].tolist() for e in range(len(eptr) - 1)]
     ew = np.maximum(1, np.round(np.asarray(edge_weights, np.float64))).astype(np.int64)
     with _MTKAHYPAR_LOCK:
         context = init.context_from_preset(mtk.PresetType.DETERMINISTIC)
@@ -125,8 +135,9 @@ def hypergraph_partition(num_vertices: int, eptr: np.ndarray, eind: np.ndarray, 
         return np.asarray(part.get_partition(), dtype=np.int64)
 
 
-def graph_partition(adjacency, weights: np.ndarray, budgets: np.ndarray, *, epsilon: float = 0.03,
-                    seed: int = 0) -> np.ndarray:
+def graph_partition(
+    adjacency, weights: np.ndarray, budgets: np.ndarray, *, epsilon: float = 0.03, seed: int = 0
+) -> np.ndarray:
     """METIS (pymetis) partition of a weighted graph (``scipy.sparse`` CSR, symmetric) into budget shares.
 
     >>> import scipy.sparse as sp

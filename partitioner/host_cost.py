@@ -136,19 +136,31 @@ class HostCostModel:
         >>> HostCostModel.from_dict(m.to_dict()) == m
         True
         """
-        return {"machine": self.machine, "threads": self.threads, "torch": self.torch,
-                "measured_at": self.measured_at, "calibration_s": self.calibration_s, "source": self.source,
-                "ops": dict(self.ops), "fixed_s": dict(self.fixed_s),
-                "per_lookup_s": {k: [list(p) for p in v] for k, v in self.per_lookup_s.items()}}
+        return {
+            "machine": self.machine,
+            "threads": self.threads,
+            "torch": self.torch,
+            "measured_at": self.measured_at,
+            "calibration_s": self.calibration_s,
+            "source": self.source,
+            "ops": dict(self.ops),
+            "fixed_s": dict(self.fixed_s),
+            "per_lookup_s": {k: [list(p) for p in v] for k, v in self.per_lookup_s.items()},
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> HostCostModel:
-        return cls(machine=str(d["machine"]), fixed_s={k: float(v) for k, v in d["fixed_s"].items()},
-                   per_lookup_s={k: [(float(a), float(b), float(c)) for a, b, c in v]
-                                 for k, v in d["per_lookup_s"].items()},
-                   threads=int(d.get("threads", 1)), torch=str(d.get("torch", "")),
-                   measured_at=str(d.get("measured_at", "")), calibration_s=float(d.get("calibration_s", 0.0)),
-                   source=str(d.get("source", "given")), ops=dict(d.get("ops", {})))
+        return cls(
+            machine=str(d["machine"]),
+            fixed_s={k: float(v) for k, v in d["fixed_s"].items()},
+            per_lookup_s={k: [(float(a), float(b), float(c)) for a, b, c in v] for k, v in d["per_lookup_s"].items()},
+            threads=int(d.get("threads", 1)),
+            torch=str(d.get("torch", "")),
+            measured_at=str(d.get("measured_at", "")),
+            calibration_s=float(d.get("calibration_s", 0.0)),
+            source=str(d.get("source", "given")),
+            ops=dict(d.get("ops", {})),
+        )
 
     def describe(self) -> str:
         """One line: where it was measured and the per-lookup cost of each format at dim 64.
@@ -239,13 +251,21 @@ def calibrate(*, cache: bool = True, cache_dir: str | os.PathLike | None = None,
             for nbytes in TABLE_BYTES:
                 rows = max(64, nbytes // row_bytes)
                 best = _measure(fmt, rows, dim, POOLING, BATCH, rng)
-                points.append((float(dim), float(rows * row_bytes), max(best - fixed[fmt.value], 0.0)
-                               / (BATCH * POOLING)))
+                points.append(
+                    (float(dim), float(rows * row_bytes), max(best - fixed[fmt.value], 0.0) / (BATCH * POOLING))
+                )
         per_lookup[fmt.value] = points
-    model = HostCostModel(machine=cpu_model(), fixed_s=fixed, per_lookup_s=per_lookup, threads=threads,
-                          torch=torch.__version__, measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                          calibration_s=time.perf_counter() - started, source="measured",
-                          ops={fmt.value: _OP_NAMES[fmt] for fmt in RowFormat})
+    model = HostCostModel(
+        machine=cpu_model(),
+        fixed_s=fixed,
+        per_lookup_s=per_lookup,
+        threads=threads,
+        torch=torch.__version__,
+        measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        calibration_s=time.perf_counter() - started,
+        source="measured",
+        ops={fmt.value: _OP_NAMES[fmt] for fmt in RowFormat},
+    )
     if cache:
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -319,6 +339,5 @@ def apply_host_cost(report, plan, trace, host_cost: HostCostModel | None = None,
     if plan.shards:
         report.modeled = dataclasses.replace(report.modeled, host_cache_s=host_s)
     else:
-        report.modeled = perfmodel.PhaseTimes(0.0, 0.0, 0.0, 0.0, 0.0, host_s,
-                                              np.zeros(plan.topology.nr_dpus))
+        report.modeled = perfmodel.PhaseTimes(0.0, 0.0, 0.0, 0.0, 0.0, host_s, np.zeros(plan.topology.nr_dpus))
     return report

@@ -41,23 +41,40 @@ def layout_name(shape: TableShape) -> str:
     return "column_wise" if shape.parts == 1 else "tiled"
 
 
-def table_strategies(plan: Plan, layout: Layout, rows: list[TableRows], report: PlanReport,
-                     explicit_row_limit: int) -> dict[str, dict[str, Any]]:
+def table_strategies(
+    plan: Plan, layout: Layout, rows: list[TableRows], report: PlanReport, explicit_row_limit: int
+) -> dict[str, dict[str, Any]]:
     """Per table name: its layout, shards, storage, host rows, expected fan-out and row partitioning."""
     strategy = {}
     for t, (spec, s, table_rows) in enumerate(zip(plan.tables, layout.shapes, rows)):
-        strategy[spec.name] = {"layout": layout_name(s), "row_parts": s.parts, "column_slices": s.slices,
-                               "replicas": s.replicas,
-                               "shards": len(plan.shards_of(t)),
-                               "storage": "ranges" if spec.num_embeddings > explicit_row_limit else "explicit",
-                               "host_rows": int(layout.cached[t]), "expected_fanout": report.fanout_per_table[t],
-                               **table_rows.info()}
+        strategy[spec.name] = {
+            "layout": layout_name(s),
+            "row_parts": s.parts,
+            "column_slices": s.slices,
+            "replicas": s.replicas,
+            "shards": len(plan.shards_of(t)),
+            "storage": "ranges" if spec.num_embeddings > explicit_row_limit else "explicit",
+            "host_rows": int(layout.cached[t]),
+            "expected_fanout": report.fanout_per_table[t],
+            **table_rows.info(),
+        }
     return strategy
 
 
-def plan_metadata(plan: Plan, *, hardware: str, batch_size: int, options: dict[str, Any], layout: Layout,
-                  rows: list[TableRows], report: PlanReport, chosen: str, modeled_s: dict[str, float],
-                  explicit_row_limit: int, build_time_s: float) -> dict[str, Any]:
+def plan_metadata(
+    plan: Plan,
+    *,
+    hardware: str,
+    batch_size: int,
+    options: dict[str, Any],
+    layout: Layout,
+    rows: list[TableRows],
+    report: PlanReport,
+    chosen: str,
+    modeled_s: dict[str, float],
+    explicit_row_limit: int,
+    build_time_s: float,
+) -> dict[str, Any]:
     """The JSON-ready ``plan.metadata`` of a built plan (``hardware``: the hardware profile's name)."""
     return {
         "builder": "updlrm.partitioner.build_plan",

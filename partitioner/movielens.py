@@ -47,9 +47,24 @@ def fetch_recbole_wheel() -> tuple[Path | None, str]:
     if wheels:
         return wheels[0], ""
     try:
-        proc = subprocess.run([sys.executable, "-m", "pip", "download", RECBOLE, "--no-deps", "--only-binary=:all:",
-                               "--disable-pip-version-check", "-q", "-d", str(folder)],
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                RECBOLE,
+                "--no-deps",
+                "--only-binary=:all:",
+                "--disable-pip-version-check",
+                "-q",
+                "-d",
+                str(folder),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return None, f"pip download {RECBOLE} failed: {exc}"
     wheels = sorted(folder.glob("recbole-1.2.1-*.whl"))
@@ -65,8 +80,9 @@ def _atomic(zf: zipfile.ZipFile, suffix: str) -> tuple[dict[str, int], list[list
     return header, [line.split("\t") for line in lines[1:]]
 
 
-def movielens_trace(wheel: Path, *, users: str = "all", batch_size: int = 256,
-                    dim: int = 16) -> tuple[list[TableSpec], Trace]:
+def movielens_trace(
+    wheel: Path, *, users: str = "all", batch_size: int = 256, dim: int = 16
+) -> tuple[list[TableSpec], Trace]:
     """Tables and the time-ordered trace of the ratings of ``users``: ``all``, ``even`` or ``odd`` user ids.
 
     Every table has a row per value in the *whole* data set (both halves index the same
@@ -92,8 +108,12 @@ def movielens_trace(wheel: Path, *, users: str = "all", batch_size: int = 256,
     order = np.flatnonzero(keep)[np.argsort(ts[keep], kind="stable")]
     n = order.size // batch_size * batch_size
     order = order[:n]
-    tables = [TableSpec("user_id", int(uid.max()) + 1, dim), TableSpec("item_id", int(iid.max()) + 1, dim),
-              TableSpec("occupation", len(occ_names), dim), TableSpec("genres", len(genre_names), dim)]
+    tables = [
+        TableSpec("user_id", int(uid.max()) + 1, dim),
+        TableSpec("item_id", int(iid.max()) + 1, dim),
+        TableSpec("occupation", len(occ_names), dim),
+        TableSpec("genres", len(genre_names), dim),
+    ]
     per_table_rows = [uid[order], iid[order], np.array([occ_code[occupation[str(u)]] for u in uid[order]])]
     per_table_len = [np.ones(n, dtype=np.int64)] * 3
     g_lists = [[genre_code[g] for g in genres.get(str(i), [])] or [0] for i in iid[order]]
@@ -106,7 +126,7 @@ def movielens_trace(wheel: Path, *, users: str = "all", batch_size: int = 256,
     for b in range(nb):
         lo, hi = b * batch_size, (b + 1) * batch_size
         for t in range(len(tables)):
-            idx_parts.append(per_table_rows[t][starts[t][lo]:starts[t][hi]])
+            idx_parts.append(per_table_rows[t][starts[t][lo] : starts[t][hi]])
             lengths.append(per_table_len[t][lo:hi])
     offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int64)
     return tables, Trace(len(tables), batch_size, np.concatenate(idx_parts).astype(np.int64), offsets)

@@ -53,9 +53,22 @@ from updlrm.partitioner.workloads import Trace
 from updlrm.plan import Plan, PlanError, format_bytes
 from updlrm.specs import TableSpec, Topology
 
-__all__ = ["build_plan", "BuildOptions", "Candidate", "check_total_capacity", "evaluate_plan", "expected_work",
-           "expected_rank_loads", "imbalance_breakdown", "shard_loads", "PlanReport", "TableWorkload",
-           "table_workloads", "CACHE_MODES", "GRAPH_MODES"]
+__all__ = [
+    "build_plan",
+    "BuildOptions",
+    "Candidate",
+    "check_total_capacity",
+    "evaluate_plan",
+    "expected_work",
+    "expected_rank_loads",
+    "imbalance_breakdown",
+    "shard_loads",
+    "PlanReport",
+    "TableWorkload",
+    "table_workloads",
+    "CACHE_MODES",
+    "GRAPH_MODES",
+]
 
 CACHE_MODES = ("auto", "replicate", "host", "none")
 HOST_CPU_MODES = ("auto", "off")
@@ -158,11 +171,20 @@ class BuildOptions:
 
     def to_dict(self) -> dict[str, Any]:
         """The options ``plan.metadata`` records."""
-        return {"cache": self.cache, "graph": self.graph, "hot_fraction": self.hot_fraction,
-                "max_hot_rows": self.max_hot_rows, "min_count": self.min_count,
-                "host_cache_bytes": self.host_cache_bytes, "nr_tasklets": self.nr_tasklets,
-                "mram_reserved_bytes": self.mram_reserved_bytes, "seed": self.seed,
-                "max_replicas": self.max_replicas, "host_cpu": self.host_cpu, "holdout": self.holdout}
+        return {
+            "cache": self.cache,
+            "graph": self.graph,
+            "hot_fraction": self.hot_fraction,
+            "max_hot_rows": self.max_hot_rows,
+            "min_count": self.min_count,
+            "host_cache_bytes": self.host_cache_bytes,
+            "nr_tasklets": self.nr_tasklets,
+            "mram_reserved_bytes": self.mram_reserved_bytes,
+            "seed": self.seed,
+            "max_replicas": self.max_replicas,
+            "host_cpu": self.host_cpu,
+            "holdout": self.holdout,
+        }
 
 
 @dataclass
@@ -175,14 +197,29 @@ class Candidate:
     rows: list[TableRows]
 
 
-def build_plan(tables: list[TableSpec], trace: Trace, topology: Topology | int, *,
-               profile: str | perfmodel.HardwareProfile = perfmodel.DEFAULT_HARDWARE_PROFILE,
-               batch_size: int | None = None, hot_fraction: float = 0.9, max_hot_rows: int = 20_000,
-               min_count: int = 8, cache: str = "auto", host_cache_bytes: int = 256 << 20, graph: str = "auto",
-               nr_tasklets: int = 16, mram_reserved_bytes: int = 8 << 20, explicit_row_limit: int = 1 << 21,
-               epsilon: float = 0.03, seed: int = 0, max_replicas: int | None = None,
-               host_cpu: str | HostCostModel = "off", holdout: float = 0.2,
-               progress: bool = True) -> Plan:
+def build_plan(
+    tables: list[TableSpec],
+    trace: Trace,
+    topology: Topology | int,
+    *,
+    profile: str | perfmodel.HardwareProfile = perfmodel.DEFAULT_HARDWARE_PROFILE,
+    batch_size: int | None = None,
+    hot_fraction: float = 0.9,
+    max_hot_rows: int = 20_000,
+    min_count: int = 8,
+    cache: str = "auto",
+    host_cache_bytes: int = 256 << 20,
+    graph: str = "auto",
+    nr_tasklets: int = 16,
+    mram_reserved_bytes: int = 8 << 20,
+    explicit_row_limit: int = 1 << 21,
+    epsilon: float = 0.03,
+    seed: int = 0,
+    max_replicas: int | None = None,
+    host_cpu: str | HostCostModel = "off",
+    holdout: float = 0.2,
+    progress: bool = True,
+) -> Plan:
     """A placement of ``tables`` on ``topology`` tuned to the workload in ``trace``.
 
     ``profile`` names the hardware the plan is tuned for (:func:`updlrm.perfmodel.get_profile`);
@@ -202,9 +239,23 @@ def build_plan(tables: list[TableSpec], trace: Trace, topology: Topology | int, 
     """
     started = time.perf_counter()
     host_cost = host_cpu if isinstance(host_cpu, HostCostModel) else None
-    opts = BuildOptions(batch_size, hot_fraction, max_hot_rows, min_count, cache, host_cache_bytes, graph,
-                        nr_tasklets, mram_reserved_bytes, explicit_row_limit, epsilon, seed, max_replicas,
-                        "auto" if host_cost is not None else str(host_cpu), holdout)
+    opts = BuildOptions(
+        batch_size,
+        hot_fraction,
+        max_hot_rows,
+        min_count,
+        cache,
+        host_cache_bytes,
+        graph,
+        nr_tasklets,
+        mram_reserved_bytes,
+        explicit_row_limit,
+        epsilon,
+        seed,
+        max_replicas,
+        "auto" if host_cost is not None else str(host_cpu),
+        holdout,
+    )
     if host_cost is None and opts.host_cpu == "auto":
         host_cost = calibrate()
     if not isinstance(trace, Trace):
@@ -221,14 +272,27 @@ def build_plan(tables: list[TableSpec], trace: Trace, topology: Topology | int, 
     bar.set_description("workload statistics")
     workloads = table_workloads(tables, trace, opts.batch_size or full_trace.batch_size, opts.min_count)
     batch = workloads[0].batch_size if workloads else (opts.batch_size or full_trace.batch_size)
-    model = CostModel(tables, hw, topology.nr_dpus, trace.per_sample_weights is not None, opts.nr_tasklets,
-                      [wl.total_load for wl in workloads])
+    model = CostModel(
+        tables,
+        hw,
+        topology.nr_dpus,
+        trace.per_sample_weights is not None,
+        opts.nr_tasklets,
+        [wl.total_load for wl in workloads],
+    )
     bar.update(1)
 
     bar.set_description("layout search")
-    layout = search_layout(workloads, model, capacity, replicate=opts.replicate, host_cache=opts.host_cache,
-                           host_cache_bytes=opts.host_cache_bytes, max_replicas=opts.max_replicas,
-                           host_cost=host_cost)
+    layout = search_layout(
+        workloads,
+        model,
+        capacity,
+        replicate=opts.replicate,
+        host_cache=opts.host_cache,
+        host_cache_bytes=opts.host_cache_bytes,
+        max_replicas=opts.max_replicas,
+        host_cost=host_cost,
+    )
     bar.update(1)
 
     # graph="auto" builds the rows both ways and keeps what the model prefers on the
@@ -239,24 +303,37 @@ def build_plan(tables: list[TableSpec], trace: Trace, topology: Topology | int, 
     for method in opts.row_methods:
         if layout.cpu_only:
             break
-        candidates.append(_place(method, tables, topology, trace, workloads, layout, model, hw, capacity, opts,
-                                 batch, bar, host_cost))
+        candidates.append(
+            _place(method, tables, topology, trace, workloads, layout, model, hw, capacity, opts, batch, bar, host_cost)
+        )
         bar.update(1)
     if host_cost is not None:
         # Never slower than the CPU alone (as evaluated on the trace, like the others).
         candidates.append(_cpu_only(tables, topology, trace, workloads, hw, opts, batch, host_cost))
     chosen = min(candidates, key=lambda c: c.report.modeled.total_s)
     if chosen.method == "cpu_only" and not layout.cpu_only:
-        layout = dataclasses.replace(layout, shapes=[TableShape(0, 1) for _ in tables],
-                                     cached=layout.cached * 0, estimate_s=chosen.report.modeled.total_s)
+        layout = dataclasses.replace(
+            layout,
+            shapes=[TableShape(0, 1) for _ in tables],
+            cached=layout.cached * 0,
+            estimate_s=chosen.report.modeled.total_s,
+        )
     plan = chosen.plan
     plan.validate(opts.mram_reserved_bytes)
     plan.expected_load = chosen.report.load_per_dpu
     plan.metadata = plan_metadata(
-        plan, hardware=hw.name, batch_size=batch, options=opts.to_dict(), layout=layout, rows=chosen.rows,
-        report=chosen.report, chosen=chosen.method,
+        plan,
+        hardware=hw.name,
+        batch_size=batch,
+        options=opts.to_dict(),
+        layout=layout,
+        rows=chosen.rows,
+        report=chosen.report,
+        chosen=chosen.method,
         modeled_s={c.method: c.report.modeled.total_s for c in candidates},
-        explicit_row_limit=opts.explicit_row_limit, build_time_s=time.perf_counter() - started)
+        explicit_row_limit=opts.explicit_row_limit,
+        build_time_s=time.perf_counter() - started,
+    )
     plan.metadata["in_sample"] = _estimate_record(chosen.report, trace)
     if held is not None:
         bar.set_description("held-out evaluation")
@@ -268,11 +345,13 @@ def build_plan(tables: list[TableSpec], trace: Trace, topology: Topology | int, 
     if host_cost is not None:
         cpu_only_s = next(c.report.modeled.total_s for c in candidates if c.method == "cpu_only")
         plan.metadata["host_cpu"] = {
-            "cpu_only": chosen.method == "cpu_only", "plan_s": chosen.report.modeled.total_s,
+            "cpu_only": chosen.method == "cpu_only",
+            "plan_s": chosen.report.modeled.total_s,
             "cpu_only_s": cpu_only_s,
             "host_tables": [tables[t].name for t in layout.host_tables],
             "tables": {spec.name: choice for spec, choice in zip(tables, layout.choices or [])},
-            "model": host_cost.to_dict()}
+            "model": host_cost.to_dict(),
+        }
     bar.update(1)
     bar.close()
     return plan
@@ -302,14 +381,32 @@ def holdout_split(trace: Trace, holdout: float) -> tuple[Trace, Trace | None]:
 
 def _estimate_record(report: PlanReport, trace: Trace) -> dict[str, Any]:
     """The figures ``metadata["in_sample"]``/``["held_out"]`` keep of a report on ``trace``."""
-    return {"modeled_s": report.modeled.total_s, "imbalance": report.imbalance, "mean_fanout": report.mean_fanout,
-            "bytes_out": report.bytes_out, "host_cache_hit_rate": report.host_cache_hit_rate,
-            "batches": trace.num_batches, "samples": trace.num_batches * trace.batch_size}
+    return {
+        "modeled_s": report.modeled.total_s,
+        "imbalance": report.imbalance,
+        "mean_fanout": report.mean_fanout,
+        "bytes_out": report.bytes_out,
+        "host_cache_hit_rate": report.host_cache_hit_rate,
+        "batches": trace.num_batches,
+        "samples": trace.num_batches * trace.batch_size,
+    }
 
 
-def _place(method: str, tables: list[TableSpec], topology: Topology, trace: Trace, workloads: list[TableWorkload],
-           layout: Layout, model: CostModel, hw: perfmodel.HardwareProfile, capacity: int, opts: BuildOptions,
-           batch: int, bar: tqdm, host_cost: HostCostModel | None = None) -> Candidate:
+def _place(
+    method: str,
+    tables: list[TableSpec],
+    topology: Topology,
+    trace: Trace,
+    workloads: list[TableWorkload],
+    layout: Layout,
+    model: CostModel,
+    hw: perfmodel.HardwareProfile,
+    capacity: int,
+    opts: BuildOptions,
+    batch: int,
+    bar: tqdm,
+    host_cost: HostCostModel | None = None,
+) -> Candidate:
     """Stages 3-5 for one row-assignment ``method``: rows, DPUs, evaluation on the trace."""
     n = topology.nr_dpus
     row_opts = opts.row_options(method)
@@ -319,30 +416,54 @@ def _place(method: str, tables: list[TableSpec], topology: Topology, trace: Trac
             rows.append(TableRows([], "host CPU", 0, 0, 0))
             continue
         bar.set_description(f"rows of {wl.spec.name} ({method})")
-        rows.append(partition_rows(wl, trace, s.parts, int(layout.cached[t]), row_opts,
-                                   row_capacity=row_capacity(wl.spec, s.slices, capacity),
-                                   explicit_row_limit=opts.explicit_row_limit,
-                                   max_extra=0 if s.replicas > 1 else max(0, n // s.slices - s.parts)))
+        rows.append(
+            partition_rows(
+                wl,
+                trace,
+                s.parts,
+                int(layout.cached[t]),
+                row_opts,
+                row_capacity=row_capacity(wl.spec, s.slices, capacity),
+                explicit_row_limit=opts.explicit_row_limit,
+                max_extra=0 if s.replicas > 1 else max(0, n // s.slices - s.parts),
+            )
+        )
     bar.set_description(f"assigning DPUs ({method})")
     host_rows = layout.host_rows(workloads)
-    shards = assign_dpus(tables, workloads, [r.parts for r in rows], layout.shapes, host_rows, model, n, capacity,
-                         trace)
-    plan = Plan(tables=tables, topology=topology, shards=shards, host_rows=host_rows,
-                workload_hash=trace.hash(), metadata={})
+    shards = assign_dpus(
+        tables, workloads, [r.parts for r in rows], layout.shapes, host_rows, model, n, capacity, trace
+    )
+    plan = Plan(
+        tables=tables, topology=topology, shards=shards, host_rows=host_rows, workload_hash=trace.hash(), metadata={}
+    )
     report = evaluate_plan(plan, trace, hw, nr_tasklets=opts.nr_tasklets, batch_size=batch)
     if host_cost is not None:
         report = apply_host_cost(report, plan, trace, host_cost, batch)
     return Candidate(method, plan, report, rows)
 
 
-def _cpu_only(tables: list[TableSpec], topology: Topology, trace: Trace, workloads: list[TableWorkload],
-              hw: perfmodel.HardwareProfile, opts: BuildOptions, batch: int, host_cost: HostCostModel) -> Candidate:
+def _cpu_only(
+    tables: list[TableSpec],
+    topology: Topology,
+    trace: Trace,
+    workloads: list[TableWorkload],
+    hw: perfmodel.HardwareProfile,
+    opts: BuildOptions,
+    batch: int,
+    host_cost: HostCostModel,
+) -> Candidate:
     """Every table on the host CPU (no shard), evaluated on the trace: no DPU phase, host seconds calibrated."""
-    plan = Plan(tables=tables, topology=topology, shards=[],
-                host_rows={t: np.arange(s.num_embeddings, dtype=np.int64) for t, s in enumerate(tables)},
-                workload_hash=trace.hash(), metadata={})
-    report = apply_host_cost(evaluate_plan(plan, trace, hw, nr_tasklets=opts.nr_tasklets, batch_size=batch),
-                             plan, trace, host_cost, batch)
+    plan = Plan(
+        tables=tables,
+        topology=topology,
+        shards=[],
+        host_rows={t: np.arange(s.num_embeddings, dtype=np.int64) for t, s in enumerate(tables)},
+        workload_hash=trace.hash(),
+        metadata={},
+    )
+    report = apply_host_cost(
+        evaluate_plan(plan, trace, hw, nr_tasklets=opts.nr_tasklets, batch_size=batch), plan, trace, host_cost, batch
+    )
     return Candidate("cpu_only", plan, report, [TableRows([], "host CPU", 0, 0, 0) for _ in tables])
 
 
@@ -358,6 +479,8 @@ def check_total_capacity(tables: list[TableSpec], n: int, capacity: int) -> None
     for spec in sorted(tables, key=lambda s: s.num_embeddings * s.row_bytes()):
         need = spec.num_embeddings * spec.row_bytes()
         if need > free:
-            raise PlanError(f"table {spec.name} needs {format_bytes(need)}, {format_bytes(max(free, 0))} of MRAM "
-                            f"free on {n} DPUs (after the smaller tables)")
+            raise PlanError(
+                f"table {spec.name} needs {format_bytes(need)}, {format_bytes(max(free, 0))} of MRAM "
+                f"free on {n} DPUs (after the smaller tables)"
+            )
         free -= need

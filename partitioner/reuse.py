@@ -101,8 +101,9 @@ class ReuseHistogram:
         return None
 
     @classmethod
-    def from_counts(cls, counts: np.ndarray, bin_edges: Sequence[int] = META_REUSE_BIN_EDGES,
-                    name: str = "") -> ReuseHistogram:
+    def from_counts(
+        cls, counts: np.ndarray, bin_edges: Sequence[int] = META_REUSE_BIN_EDGES, name: str = ""
+    ) -> ReuseHistogram:
         """The histogram of per-row access counts (zeros, i.e. unused rows, are ignored).
 
         >>> ReuseHistogram.from_counts(np.array([0, 3, 3])).fraction_of_rows.tolist()[2]
@@ -115,8 +116,14 @@ class ReuseHistogram:
         rows = np.bincount(bins, minlength=edges.size).astype(np.float64)
         idx = np.bincount(bins, weights=counts, minlength=edges.size)
         n_rows, n_idx = counts.size, int(counts.sum())
-        return cls(edges, rows / max(n_rows, 1), idx / max(n_idx, 1) if n_idx else np.full(edges.size, 1.0 / edges.size),
-                   name=name, num_indices=n_idx, num_unique=n_rows)
+        return cls(
+            edges,
+            rows / max(n_rows, 1),
+            idx / max(n_idx, 1) if n_idx else np.full(edges.size, 1.0 / edges.size),
+            name=name,
+            num_indices=n_idx,
+            num_unique=n_rows,
+        )
 
     @classmethod
     def combine(cls, histograms: Sequence[ReuseHistogram], name: str = "combined") -> ReuseHistogram:
@@ -136,9 +143,15 @@ class ReuseHistogram:
         rows = sum(w * h.fraction_of_rows for w, h in zip(wr, histograms)) / wr.sum()
         idx = sum(w * h.fraction_of_indices for w, h in zip(wi, histograms)) / wi.sum()
         known = all(h.num_indices and h.num_unique for h in histograms)
-        return cls(edges, rows, idx, name=name,
-                   num_indices=int(wi.sum()) if known else None, num_unique=int(wr.sum()) if known else None,
-                   batch_size=histograms[0].batch_size)
+        return cls(
+            edges,
+            rows,
+            idx,
+            name=name,
+            num_indices=int(wi.sum()) if known else None,
+            num_unique=int(wr.sum()) if known else None,
+            batch_size=histograms[0].batch_size,
+        )
 
     def distance(self, other: ReuseHistogram) -> tuple[float, float]:
         """Largest absolute per-bin difference of (fraction_of_rows, fraction_of_indices).
@@ -148,8 +161,10 @@ class ReuseHistogram:
         """
         if not np.array_equal(self.bin_edges, other.bin_edges):
             raise ValueError("histograms have different bins")
-        return (float(np.abs(self.fraction_of_rows - other.fraction_of_rows).max()),
-                float(np.abs(self.fraction_of_indices - other.fraction_of_indices).max()))
+        return (
+            float(np.abs(self.fraction_of_rows - other.fraction_of_rows).max()),
+            float(np.abs(self.fraction_of_indices - other.fraction_of_indices).max()),
+        )
 
     def counts_for(self, num_lookups: int, rng: np.random.Generator) -> np.ndarray:
         """Per-row access counts (descending) summing to ``num_lookups`` that follow this histogram.
@@ -262,10 +277,20 @@ def parse_locality_stats(path: str | os.PathLike) -> list[ReuseHistogram]:
         if cur is None:
             return
         if len(cur["rows"]) != len(cur["idx"]) or not cur["rows"]:
-            raise TraceError(f"{path}: section {cur['name']!r} has {len(cur['rows'])} row bins and {len(cur['idx'])} index bins")
-        sections.append(ReuseHistogram(np.array(cur["edges"]), np.array(cur["rows"]), np.array(cur["idx"]),
-                                       name=cur["name"], num_indices=cur.get("ni"), num_unique=cur.get("nu"),
-                                       batch_size=cur.get("bs")))
+            raise TraceError(
+                f"{path}: section {cur['name']!r} has {len(cur['rows'])} row bins and {len(cur['idx'])} index bins"
+            )
+        sections.append(
+            ReuseHistogram(
+                np.array(cur["edges"]),
+                np.array(cur["rows"]),
+                np.array(cur["idx"]),
+                name=cur["name"],
+                num_indices=cur.get("ni"),
+                num_unique=cur.get("nu"),
+                batch_size=cur.get("bs"),
+            )
+        )
 
     for raw in text.splitlines():
         line = raw.strip()

@@ -37,8 +37,16 @@ from updlrm.partitioner.workloads import Trace
 from updlrm.plan import column_bounds
 from updlrm.specs import TableSpec, padded_row_bytes
 
-__all__ = ["REPLICATE_ABOVE_PART_SHARE", "REPLICATE_EVERYWHERE_ABOVE_PART_SHARE", "RowOptions", "RowPart",
-           "TableRows", "partition_rows", "rebalance", "row_capacity"]
+__all__ = [
+    "REPLICATE_ABOVE_PART_SHARE",
+    "REPLICATE_EVERYWHERE_ABOVE_PART_SHARE",
+    "RowOptions",
+    "RowPart",
+    "TableRows",
+    "partition_rows",
+    "rebalance",
+    "row_capacity",
+]
 
 # A row of a range-stored table heavier than this share of its part's expected load is
 # replicated on extra parts: cut points and LPT balance well only with items small next
@@ -109,8 +117,14 @@ def _place_replicas(load: np.ndarray, copies: np.ndarray, part_load: np.ndarray)
     return out
 
 
-def _best_transfer(src_items: np.ndarray, src_share: np.ndarray, dst_items: np.ndarray, dst_share: np.ndarray,
-                   gap: float, allow_move: bool = True) -> tuple[float, int, int]:
+def _best_transfer(
+    src_items: np.ndarray,
+    src_share: np.ndarray,
+    dst_items: np.ndarray,
+    dst_share: np.ndarray,
+    gap: float,
+    allow_move: bool = True,
+) -> tuple[float, int, int]:
     """The move (one item ``src -> dst``) or swap whose load change ``d`` lies in ``(0, gap)`` closest to ``gap/2``.
 
     Returns ``(d, src_item, dst_item)`` with ``dst_item = -1`` for a move; ``d = 0`` if none helps.
@@ -151,8 +165,14 @@ def _best_transfer(src_items: np.ndarray, src_share: np.ndarray, dst_items: np.n
     return best
 
 
-def rebalance(item_row: np.ndarray, item_part: np.ndarray, item_share: np.ndarray, parts: int,
-               room: np.ndarray, tolerance: float = 1e-3) -> np.ndarray:
+def rebalance(
+    item_row: np.ndarray,
+    item_part: np.ndarray,
+    item_share: np.ndarray,
+    parts: int,
+    room: np.ndarray,
+    tolerance: float = 1e-3,
+) -> np.ndarray:
     """Moves and swaps of items between parts until the heaviest part cannot get lighter; returns new parts.
 
     An item is a row (or one replica of a row, carrying its share of the row's load);
@@ -191,8 +211,9 @@ def rebalance(item_row: np.ndarray, item_part: np.ndarray, item_share: np.ndarra
             in_dst = np.flatnonzero(item_part == dst)
             movable = in_src[~np.isin(item_row[in_src], item_row[in_dst])]
             back = in_dst[~np.isin(item_row[in_dst], item_row[in_src])]
-            d, a, b = _best_transfer(movable, item_share[movable], back, item_share[back], gap,
-                                     allow_move=room[dst] > 0)
+            d, a, b = _best_transfer(
+                movable, item_share[movable], back, item_share[back], gap, allow_move=room[dst] > 0
+            )
             peak = max(load[src] - d, load[dst] + d)
             if d > 0 and peak < best_peak:
                 best_peak, best = peak, (a, b, dst)
@@ -212,8 +233,9 @@ def rebalance(item_row: np.ndarray, item_part: np.ndarray, item_share: np.ndarra
     return item_part
 
 
-def _explicit_parts(wl: TableWorkload, trace: Trace, parts: int, cached: int, opts: RowOptions,
-                    row_capacity: int) -> tuple[list[RowPart], dict[str, Any]]:
+def _explicit_parts(
+    wl: TableWorkload, trace: Trace, parts: int, cached: int, opts: RowOptions, row_capacity: int
+) -> tuple[list[RowPart], dict[str, Any]]:
     spec = wl.spec
     # Traffic of rows the trace could not rank falls, as far as it can tell, on any row
     # alike: every row carries an even share of it on top of its own estimate, so rows
@@ -249,8 +271,16 @@ def _explicit_parts(wl: TableWorkload, trace: Trace, parts: int, cached: int, op
         if opts.graph == "hypergraph" and n_hot > parts:
             hg = cooccurrence_hypergraph(trace, wl.table, hot_rows)
             if hg.num_edges:
-                assignment = hypergraph_partition(hg.num_vertices, hg.eptr, hg.eind, hg.edge_weights, hot_load,
-                                                  budget, epsilon=opts.epsilon, seed=opts.seed)
+                assignment = hypergraph_partition(
+                    hg.num_vertices,
+                    hg.eptr,
+                    hg.eind,
+                    hg.edge_weights,
+                    hot_load,
+                    budget,
+                    epsilon=opts.epsilon,
+                    seed=opts.seed,
+                )
                 method = "mtkahypar"
         if assignment is None and opts.graph in ("auto", "graph") and n_hot > parts:
             adjacency = cooccurrence_graph(trace, wl.table, hot_rows, seed=opts.seed)
@@ -277,32 +307,37 @@ def _explicit_parts(wl: TableWorkload, trace: Trace, parts: int, cached: int, op
     np.add.at(counts, cold_part, 1)
     room = np.maximum(row_capacity - counts, 0)
     even = np.maximum((counts.sum() + unseen.size) / parts - counts, 0)
-    unseen_part = _fill_by_cumulative(np.ones(unseen.size), np.minimum(even, room) if np.minimum(even, room).sum()
-                                      >= unseen.size else room)
+    unseen_part = _fill_by_cumulative(
+        np.ones(unseen.size), np.minimum(even, room) if np.minimum(even, room).sum() >= unseen.size else room
+    )
     # The rows on one part each, rebalanced so that no part is left items above the others
     # (the replicated rows load every part alike).
     item_row = np.concatenate([hot_rows, cold_rows]).astype(np.int64)
     item_part = np.concatenate([assignment, cold_part]).astype(np.int64)
     np.add.at(counts, unseen_part, 1)
-    item_part = rebalance(item_row, item_part, np.concatenate([hot_load, cold_load]), parts,
-                           row_capacity - counts)
+    item_part = rebalance(item_row, item_part, np.concatenate([hot_load, cold_load]), parts, row_capacity - counts)
     out = []
     for p in range(parts):
         chunks = [rows[heavy], item_row[item_part == p], unseen[unseen_part == p]]
         out.append(RowPart(np.sort(np.concatenate(chunks)).astype(np.int64)))
-    info = {"partitioner": method, "hot_rows": int(n_hot), "replicated_rows": int(heavy.size),
-            "max_replicas": parts if heavy.size else 1}
+    info = {
+        "partitioner": method,
+        "hot_rows": int(n_hot),
+        "replicated_rows": int(heavy.size),
+        "max_replicas": parts if heavy.size else 1,
+    }
     return out, info
 
 
-def _range_parts(wl: TableWorkload, parts: int, cached: int, opts: RowOptions, row_capacity: int,
-                 max_extra: int) -> tuple[list[RowPart], dict[str, Any]]:
+def _range_parts(
+    wl: TableWorkload, parts: int, cached: int, opts: RowOptions, row_capacity: int, max_extra: int
+) -> tuple[list[RowPart], dict[str, Any]]:
     n = wl.spec.num_embeddings
     diffuse = wl.unranked / n  # see _explicit_parts
     rows, load = wl.rows[cached:], wl.load[cached:] + diffuse
     target = float(load.sum()) / parts
     copies = _replicas(load, target, parts) if opts.replicate else np.ones(load.size, dtype=np.int64)
-    copies[max(wl.reliable - cached, 0):] = 1
+    copies[max(wl.reliable - cached, 0) :] = 1
     copies = np.minimum(copies, max_extra + 1)
     extra = int(copies.max()) - 1 if copies.size else 0
     # The home range keeps 1/r of a replicated row's load; cut points balance that load,
@@ -337,8 +372,12 @@ def _range_parts(wl: TableWorkload, parts: int, cached: int, opts: RowOptions, r
             for p in chosen:
                 members[p].append(int(row))
         out.extend(RowPart(np.array(sorted(m), dtype=np.int64)) for m in members if m)
-    info = {"partitioner": "ranges", "hot_rows": 0, "replicated_rows": int((copies > 1).sum()),
-            "max_replicas": int(copies.max()) if copies.size else 1}
+    info = {
+        "partitioner": "ranges",
+        "hot_rows": 0,
+        "replicated_rows": int((copies > 1).sum()),
+        "max_replicas": int(copies.max()) if copies.size else 1,
+    }
     return out, info
 
 
@@ -354,8 +393,12 @@ class TableRows:
 
     def info(self) -> dict[str, str | int]:
         """The JSON-ready record of how the rows were partitioned."""
-        return {"partitioner": self.partitioner, "hot_rows": self.hot_rows, "replicated_rows": self.replicated_rows,
-                "max_replicas": self.max_replicas}
+        return {
+            "partitioner": self.partitioner,
+            "hot_rows": self.hot_rows,
+            "replicated_rows": self.replicated_rows,
+            "max_replicas": self.max_replicas,
+        }
 
 
 def row_capacity(spec: TableSpec, slices: int, capacity: int) -> int:
@@ -365,12 +408,22 @@ def row_capacity(spec: TableSpec, slices: int, capacity: int) -> int:
     6
     """
     bounds = column_bounds(spec, slices)
-    return max(1, capacity // max(padded_row_bytes(hi - lo, spec.row_format)
-                                  for lo, hi in zip(bounds[:-1], bounds[1:])))
+    return max(
+        1, capacity // max(padded_row_bytes(hi - lo, spec.row_format) for lo, hi in zip(bounds[:-1], bounds[1:]))
+    )
 
 
-def partition_rows(wl: TableWorkload, trace: Trace, parts: int, cached: int, opts: RowOptions, *, row_capacity: int,
-                   explicit_row_limit: int, max_extra: int) -> TableRows:
+def partition_rows(
+    wl: TableWorkload,
+    trace: Trace,
+    parts: int,
+    cached: int,
+    opts: RowOptions,
+    *,
+    row_capacity: int,
+    explicit_row_limit: int,
+    max_extra: int,
+) -> TableRows:
     """The rows of ``wl``'s table left after its top ``cached`` rows go to the host, cut into ``parts`` parts.
 
     Tables of at most ``explicit_row_limit`` rows get explicit row lists, larger ones

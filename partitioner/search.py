@@ -46,8 +46,15 @@ from updlrm.partitioner.host_cost import HostCostModel
 from updlrm.plan import PlanError, column_bounds, format_bytes
 from updlrm.specs import padded_row_bytes
 
-__all__ = ["COLUMN_SLICE_CHOICES", "DPU_TIE_BREAK", "Layout", "LayoutSearch", "TableShape", "cached_for_level",
-           "search_layout"]
+__all__ = [
+    "COLUMN_SLICE_CHOICES",
+    "DPU_TIE_BREAK",
+    "Layout",
+    "LayoutSearch",
+    "TableShape",
+    "cached_for_level",
+    "search_layout",
+]
 
 COLUMN_SLICE_CHOICES = (1, 2, 4, 8)
 # Replicated groups are tried only for row parts up to this multiple of the fewest
@@ -94,8 +101,15 @@ HOST = (0, 1, 1)  # the (parts, slices, replicas) candidate "whole table on the 
 class LayoutSearch:
     """Coordinate descent over table shapes and the host-cache size, scored by the perfmodel."""
 
-    def __init__(self, workloads: list[TableWorkload], model: CostModel, capacity: int, replicate: bool,
-                 max_replicas: int | None = None, host_cost: HostCostModel | None = None) -> None:
+    def __init__(
+        self,
+        workloads: list[TableWorkload],
+        model: CostModel,
+        capacity: int,
+        replicate: bool,
+        max_replicas: int | None = None,
+        host_cost: HostCostModel | None = None,
+    ) -> None:
         self.wls = workloads
         self.model = model
         self.n = model.nr_dpus
@@ -117,7 +131,7 @@ class LayoutSearch:
             if s.on_host:
                 total += self.host_cost.seconds(wl.spec, wl.total_load, max(wl.rows.size, 1) * row_bytes)
             elif h > 0:
-                total += self.host_cost.seconds(wl.spec, float(wl.load[:int(h)].sum()), int(h) * row_bytes)
+                total += self.host_cost.seconds(wl.spec, float(wl.load[: int(h)].sum()), int(h) * row_bytes)
         return total
 
     def _candidates(self, wl: TableWorkload) -> list[tuple[int, int, int]]:
@@ -152,8 +166,10 @@ class LayoutSearch:
                     out.append((k, c, r_max))
         if not out:
             need = spec.num_embeddings * spec.row_bytes()
-            raise PlanError(f"table {spec.name} needs {format_bytes(need)}, {format_bytes(self.n * self.capacity)} "
-                            f"of MRAM free on {self.n} DPUs (at most one shard of a table per DPU)")
+            raise PlanError(
+                f"table {spec.name} needs {format_bytes(need)}, {format_bytes(self.n * self.capacity)} "
+                f"of MRAM free on {self.n} DPUs (at most one shard of a table per DPU)"
+            )
         return out
 
     def shape(self, t: int, parts: int, slices: int, cached: int, replicas: int = 1) -> TableShape:
@@ -172,7 +188,9 @@ class LayoutSearch:
         fanout = wl.fanout(parts, cached)
         slice_dim = spec.embedding_dim / slices
         bounds = column_bounds(spec, slices)
-        row_bytes = float(np.mean([padded_row_bytes(hi - lo, spec.row_format) for lo, hi in zip(bounds[:-1], bounds[1:])]))
+        row_bytes = float(
+            np.mean([padded_row_bytes(hi - lo, spec.row_format) for lo, hi in zip(bounds[:-1], bounds[1:])])
+        )
         out_bytes = m.partial_bytes(t, slice_dim)
         s = TableShape(parts, slices, replicas)
         s.part_bytes = math.ceil(spec.num_embeddings / parts) * row_bytes
@@ -209,8 +227,16 @@ class LayoutSearch:
             chosen = np.argpartition(masked, d - 1)[:d] if d < n else np.arange(n)
             cost[chosen] += s.part_cost
             free[chosen] -= s.part_bytes
-            per_dpu[:, chosen] += np.array([[s.part_lookups], [s.part_lookups * s.row_bytes], [s.index_bytes],
-                                            [s.output_bytes], [s.reduce_elems], [s.gap_bytes]])
+            per_dpu[:, chosen] += np.array(
+                [
+                    [s.part_lookups],
+                    [s.part_lookups * s.row_bytes],
+                    [s.index_bytes],
+                    [s.output_bytes],
+                    [s.reduce_elems],
+                    [s.gap_bytes],
+                ]
+            )
         lookups = per_dpu[0]
         row_bytes = np.divide(per_dpu[1], lookups, out=np.full(n, 8.0), where=lookups > 0)
         host_lookups = host_bytes = 0.0
@@ -222,12 +248,17 @@ class LayoutSearch:
             # CPU only: no DPU phase at all.
             zero = np.zeros(n)
             return perfmodel.PhaseTimes(0.0, 0.0, 0.0, 0.0, 0.0, self.host_seconds(shapes, cached), zero)
-        phases = self.model.batch(lookups=lookups, row_bytes=row_bytes, index_bytes=per_dpu[2],
-                                output_bytes=per_dpu[3], reduce_elems=per_dpu[4],
-                                host_merge_elems=sum(s.merge_elems for s in shapes),
-                                host_cache_lookups=host_lookups,
-                                host_cache_row_bytes=host_bytes / host_lookups if host_lookups else 0,
-                                gap_bytes=per_dpu[5])
+        phases = self.model.batch(
+            lookups=lookups,
+            row_bytes=row_bytes,
+            index_bytes=per_dpu[2],
+            output_bytes=per_dpu[3],
+            reduce_elems=per_dpu[4],
+            host_merge_elems=sum(s.merge_elems for s in shapes),
+            host_cache_lookups=host_lookups,
+            host_cache_row_bytes=host_bytes / host_lookups if host_lookups else 0,
+            gap_bytes=per_dpu[5],
+        )
         if self.host_cost is not None:
             phases = dataclasses.replace(phases, host_cache_s=self.host_seconds(shapes, cached))
         return phases
@@ -242,6 +273,7 @@ class LayoutSearch:
         A DPU table's alternative is the whole table on the host; a host table's is the
         best DPU shape for it.  Needs ``host_cost``.
         """
+
         def total(trial: list[TableShape], trial_cached: np.ndarray) -> float:
             phases = self.estimate(trial, trial_cached)
             return math.inf if phases is None else phases.total_s
@@ -264,10 +296,16 @@ class LayoutSearch:
                 trial_cached = cached.copy()
                 trial_cached[t] = 0
                 host_s, dpu_s = total(trial, trial_cached), base
-            out.append({"where": "host" if s.on_host else "dpus", "batch_s_on_dpus": dpu_s,
-                        "batch_s_on_host": host_s,
-                        "host_s_alone": self.host_cost.seconds(self.wls[t].spec, self.wls[t].total_load)
-                        if self.host_cost is not None else math.nan})
+            out.append(
+                {
+                    "where": "host" if s.on_host else "dpus",
+                    "batch_s_on_dpus": dpu_s,
+                    "batch_s_on_host": host_s,
+                    "host_s_alone": self.host_cost.seconds(self.wls[t].spec, self.wls[t].total_load)
+                    if self.host_cost is not None
+                    else math.nan,
+                }
+            )
         return out
 
     def score(self, shapes: list[TableShape], cached: np.ndarray) -> float:
@@ -282,8 +320,9 @@ class LayoutSearch:
             return math.inf
         return t.total_s + DPU_TIE_BREAK * t.dpu_s
 
-    def descend(self, shapes: list[TableShape], cached: np.ndarray, passes: int,
-                local: bool = False) -> tuple[list[TableShape], float]:
+    def descend(
+        self, shapes: list[TableShape], cached: np.ndarray, passes: int, local: bool = False
+    ) -> tuple[list[TableShape], float]:
         """Per table in turn, the shape that minimises :meth:`score`; ``local`` tries only neighbours.
 
         Each pass ends with global moves (every table's row parts doubled or halved at
@@ -300,8 +339,12 @@ class LayoutSearch:
                     if (k, c, r) == current.key:
                         continue
                     # Host <-> DPU moves are always tried; locally, DPU shapes only next door.
-                    if (local and k and current.parts
-                            and sum(abs(math.log2(a / b)) for a, b in zip((k, c, r), current.key)) > 1):
+                    if (
+                        local
+                        and k
+                        and current.parts
+                        and sum(abs(math.log2(a / b)) for a, b in zip((k, c, r), current.key)) > 1
+                    ):
                         continue
                     trial = self.shape(t, k, c, int(cached[t]), r)
                     shapes[t] = trial
@@ -312,15 +355,24 @@ class LayoutSearch:
             # Global moves: all tables, or only those whose parts outweigh an even share,
             # get twice or half the row parts or the replicas at once.
             even_share = sum(s.part_cost * s.dpus for s in shapes) / self.n
-            for axis, factor, only_heavy in ((0, 2.0, True), (0, 2.0, False), (0, 0.5, False),
-                                             (2, 2.0, False), (2, 0.5, False)):
+            for axis, factor, only_heavy in (
+                (0, 2.0, True),
+                (0, 2.0, False),
+                (0, 0.5, False),
+                (2, 2.0, False),
+                (2, 0.5, False),
+            ):
                 trial_shapes = []
                 for t, s in enumerate(shapes):
                     allowed = set(self.candidates[t])
                     key = list(s.key)
                     key[axis] = int(key[axis] * factor)
-                    move = (not s.on_host and key[0] > 0 and tuple(key) in allowed
-                            and (not only_heavy or s.part_cost > even_share))
+                    move = (
+                        not s.on_host
+                        and key[0] > 0
+                        and tuple(key) in allowed
+                        and (not only_heavy or s.part_cost > even_share)
+                    )
                     trial_shapes.append(self.shape(t, key[0], key[1], int(cached[t]), key[2]) if move else s)
                 total = self.score(trial_shapes, cached)
                 if total < best * (1 - 1e-9):
@@ -375,9 +427,17 @@ class Layout:
         return out
 
 
-def search_layout(workloads: list[TableWorkload], model: CostModel, capacity: int, *, replicate: bool,
-                  host_cache: bool, host_cache_bytes: int, max_replicas: int | None = None,
-                  host_cost: HostCostModel | None = None) -> Layout:
+def search_layout(
+    workloads: list[TableWorkload],
+    model: CostModel,
+    capacity: int,
+    *,
+    replicate: bool,
+    host_cache: bool,
+    host_cache_bytes: int,
+    max_replicas: int | None = None,
+    host_cost: HostCostModel | None = None,
+) -> Layout:
     """Shapes and host cache of every table minimising the modeled batch time under ``capacity`` bytes per DPU.
 
     ``max_replicas`` caps how many times a table's group of shards may be held (``None``: no cap).
@@ -404,8 +464,9 @@ def search_layout(workloads: list[TableWorkload], model: CostModel, capacity: in
                 trial_cached = cached_for_level(workloads, shapes, level, host_cache_bytes)
                 if trial_cached is None:
                     break
-                trial = [search.shape(t, s.parts, s.slices, int(trial_cached[t]), s.replicas)
-                         for t, s in enumerate(shapes)]
+                trial = [
+                    search.shape(t, s.parts, s.slices, int(trial_cached[t]), s.replicas) for t, s in enumerate(shapes)
+                ]
                 trial, total = search.descend(trial, trial_cached, passes=1, local=True)
                 if total < best:
                     best, best_level, cached, shapes = total, level, trial_cached, trial
@@ -429,8 +490,9 @@ def search_layout(workloads: list[TableWorkload], model: CostModel, capacity: in
     return Layout(shapes, cached, best, cpu_only_s, search.choices(shapes, cached))
 
 
-def cached_for_level(wls: list[TableWorkload], shapes: list[TableShape], level: float,
-                      host_cache_bytes: int) -> np.ndarray | None:
+def cached_for_level(
+    wls: list[TableWorkload], shapes: list[TableShape], level: float, host_cache_bytes: int
+) -> np.ndarray | None:
     """Per table, the fewest hottest rows to host-cache so that its parts cost at most ``level`` seconds.
 
     A part's cost is taken as proportional to its lookups (the per-lookup cost of the

@@ -286,8 +286,9 @@ class Hypergraph:
 
     def incidence(self) -> sp.csr_matrix:
         """Edge-by-vertex 0/1 incidence matrix (see the class example)."""
-        return sp.csr_matrix((np.ones(self.eind.size, dtype=np.int8), self.eind, self.eptr),
-                             shape=(self.num_edges, self.num_vertices))
+        return sp.csr_matrix(
+            (np.ones(self.eind.size, dtype=np.int8), self.eind, self.eptr), shape=(self.num_edges, self.num_vertices)
+        )
 
     def cut(self, parts: np.ndarray, metric: str = "connectivity") -> int:
         """Weighted cut of a vertex partition: ``connectivity`` = sum w_e (lambda_e - 1), or ``cut_net``.
@@ -322,7 +323,9 @@ class Hypergraph:
         lines = [f"{self.num_edges} {self.num_vertices} 11"]
         one_based = (self.eind + 1).astype(str)
         for e in range(self.num_edges):
-            lines.append(" ".join([str(int(self.edge_weights[e]))] + one_based[self.eptr[e] : self.eptr[e + 1]].tolist()))
+            lines.append(
+                " ".join([str(int(self.edge_weights[e]))] + one_based[self.eptr[e] : self.eptr[e + 1]].tolist())
+            )
         lines.extend(str(max(1, int(w))) for w in self.vertex_weights)
         path.write_text("\n".join(lines) + "\n")
         return path
@@ -354,6 +357,7 @@ def _vertex_map(rows: np.ndarray, max_looked_up: int, num_lookups: int):
                 return np.full(r.shape, -1, np.int64)
             pos = np.clip(np.searchsorted(srt, r), 0, srt.size - 1)
             return np.where(srt[pos] == r, order[pos], -1)
+
     return rows, lookup
 
 
@@ -435,8 +439,9 @@ def _merge_identical_edges(eptr: np.ndarray, eind: np.ndarray, num_vertices: int
     return new_eptr, eind[concat_ranges(eptr[firsts], new_sizes)], weights
 
 
-def cooccurrence_graph(trace: Trace, table: int, rows: np.ndarray, *, max_pairs_per_bag: int = 256,
-                       seed: int = 0) -> sp.csr_matrix:
+def cooccurrence_graph(
+    trace: Trace, table: int, rows: np.ndarray, *, max_pairs_per_bag: int = 256, seed: int = 0
+) -> sp.csr_matrix:
     """Clique expansion of :func:`cooccurrence_hypergraph`: ``W[i, j]`` = bags holding both.
 
     A bag with more than ``max_pairs_per_bag`` pairs contributes that many pairs
@@ -463,8 +468,9 @@ def cooccurrence_graph(trace: Trace, table: int, rows: np.ndarray, *, max_pairs_
     np.cumsum(k_sizes, out=k_ptr[1:])
     k_ind = hg.eind[concat_ranges(hg.eptr[keep], k_sizes)]
     ones = sp.csr_matrix((np.ones(k_ind.size), k_ind, k_ptr), shape=(keep.size, n))
-    weighted = sp.csr_matrix((np.repeat(hg.edge_weights[keep].astype(np.float64), k_sizes), k_ind, k_ptr),
-                             shape=(keep.size, n))
+    weighted = sp.csr_matrix(
+        (np.repeat(hg.edge_weights[keep].astype(np.float64), k_sizes), k_ind, k_ptr), shape=(keep.size, n)
+    )
     graph = (ones.T.tocsr() @ weighted).tocsr()
     sampled = np.flatnonzero(~exact)
     if sampled.size:

@@ -22,8 +22,10 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
     out = [line, "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |", line]
-    out += ["| " + " | ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) + " |"
-            for r in rows]
+    out += [
+        "| " + " | ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) + " |"
+        for r in rows
+    ]
     out.append(line)
     return out
 
@@ -37,8 +39,15 @@ def _layout_of(plan: Plan, t: int) -> tuple[str, str]:
     shards = [plan.shards[i] for i in plan.shards_of(t)]
     slices = len(plan.col_splits(t)) - 1
     parts = len(shards) // max(slices, 1)
-    layout = ("table_wise" if parts <= 1 and slices == 1 else "row_wise" if slices == 1
-              else "column_wise" if parts <= 1 else "tiled")
+    layout = (
+        "table_wise"
+        if parts <= 1 and slices == 1
+        else "row_wise"
+        if slices == 1
+        else "column_wise"
+        if parts <= 1
+        else "tiled"
+    )
     return layout, f"{parts}x{slices}"
 
 
@@ -55,11 +64,14 @@ def plan_summary(plan: Plan, report=None) -> str:
     """
     meta = plan.metadata
     topo = plan.topology
-    lines = [f"updlrm plan: {len(plan.tables)} tables on {topo.nr_dpus} DPUs ({topo.nr_ranks} ranks of "
-             f"{topo.dpus_per_rank}), builder {meta.get('builder', 'unknown')}"]
+    lines = [
+        f"updlrm plan: {len(plan.tables)} tables on {topo.nr_dpus} DPUs ({topo.nr_ranks} ranks of "
+        f"{topo.dpus_per_rank}), builder {meta.get('builder', 'unknown')}"
+    ]
     if meta.get("profile"):
-        lines.append(f"tuned for profile {meta['profile']}, batch size {meta.get('batch_size')}, "
-                     f"workload {plan.workload_hash}")
+        lines.append(
+            f"tuned for profile {meta['profile']}, batch size {meta.get('batch_size')}, workload {plan.workload_hash}"
+        )
     rows = []
     strategies = meta.get("strategy", {})
     fanouts = report.fanout_per_table if report is not None else None
@@ -72,11 +84,39 @@ def plan_summary(plan: Plan, report=None) -> str:
         st = strategies.get(spec.name, {})
         replicated = st.get("replicated_rows", "-")
         fan = fanouts[t] if fanouts is not None else st.get("expected_fanout")
-        rows.append([spec.name, f"{spec.num_embeddings:,}", str(spec.embedding_dim), spec.row_format.value, layout,
-                     shape, str(dpus), format_bytes(table_mram), f"{host:,}", str(replicated),
-                     st.get("partitioner", "-"), "-" if fan is None else f"{fan:.2f}"])
-    lines += _table(["table", "rows", "dim", "format", "layout", "parts", "DPUs", "MRAM", "host rows", "replicated",
-                     "rows by", "fan-out"], rows)
+        rows.append(
+            [
+                spec.name,
+                f"{spec.num_embeddings:,}",
+                str(spec.embedding_dim),
+                spec.row_format.value,
+                layout,
+                shape,
+                str(dpus),
+                format_bytes(table_mram),
+                f"{host:,}",
+                str(replicated),
+                st.get("partitioner", "-"),
+                "-" if fan is None else f"{fan:.2f}",
+            ]
+        )
+    lines += _table(
+        [
+            "table",
+            "rows",
+            "dim",
+            "format",
+            "layout",
+            "parts",
+            "DPUs",
+            "MRAM",
+            "host rows",
+            "replicated",
+            "rows by",
+            "fan-out",
+        ],
+        rows,
+    )
     load = report.load_per_dpu if report is not None else plan.expected_load
     mram = plan.mram_bytes_per_dpu()
     rank_rows = []
@@ -91,28 +131,37 @@ def plan_summary(plan: Plan, report=None) -> str:
         rank_rows.append(cells)
     if len(rank_rows) > 16:
         rank_rows = rank_rows[:8] + [["..."] + [""] * (len(rank_rows[0]) - 1)] + rank_rows[-8:]
-    headers = ["rank", "DPUs", "shards"] + (["load min", "load mean", "load max"] if load is not None else []) + \
-              ["MRAM max"]
+    headers = (
+        ["rank", "DPUs", "shards"] + (["load min", "load mean", "load max"] if load is not None else []) + ["MRAM max"]
+    )
     lines += _table(headers, rank_rows)
     scalars = meta if report is None else report.summary_dict()
     if "modeled" in scalars:
         m = scalars["modeled"]
-        lines.append("modeled batch: " + ", ".join(f"{k[:-2]} {v * 1e3:.3f} ms" for k, v in m.items()
-                                                   if v is not None and k.endswith("_s")))
-        lines.append(f"load imbalance (max/mean) {scalars['imbalance']:.3f}, mean bag fan-out "
-                     f"{scalars['mean_fanout']:.2f}, bytes in/out per batch {format_bytes(scalars['bytes_in_padded'])}/"
-                     f"{format_bytes(scalars['bytes_out_padded'])} (rank-padded), host-cache hit rate "
-                     f"{scalars['host_cache_hit_rate']:.1%}")
+        lines.append(
+            "modeled batch: "
+            + ", ".join(f"{k[:-2]} {v * 1e3:.3f} ms" for k, v in m.items() if v is not None and k.endswith("_s"))
+        )
+        lines.append(
+            f"load imbalance (max/mean) {scalars['imbalance']:.3f}, mean bag fan-out "
+            f"{scalars['mean_fanout']:.2f}, bytes in/out per batch {format_bytes(scalars['bytes_in_padded'])}/"
+            f"{format_bytes(scalars['bytes_out_padded'])} (rank-padded), host-cache hit rate "
+            f"{scalars['host_cache_hit_rate']:.1%}"
+        )
     lines += host_cpu_summary(meta)
     if "held_out" in meta and "in_sample" in meta:
         ins, held = meta["in_sample"], meta["held_out"]
-        lines.append(f"estimate on the build trace {ins['modeled_s'] * 1e3:.3f} ms (imbalance {ins['imbalance']:.3f}), "
-                     f"on {held['batches']} held-out batch(es) it was not built from {held['modeled_s'] * 1e3:.3f} ms "
-                     f"(imbalance {held['imbalance']:.3f}, fan-out {held['mean_fanout']:.2f})")
+        lines.append(
+            f"estimate on the build trace {ins['modeled_s'] * 1e3:.3f} ms (imbalance {ins['imbalance']:.3f}), "
+            f"on {held['batches']} held-out batch(es) it was not built from {held['modeled_s'] * 1e3:.3f} ms "
+            f"(imbalance {held['imbalance']:.3f}, fan-out {held['mean_fanout']:.2f})"
+        )
     total = sum(s.mram_bytes(plan.tables[s.table]) for s in plan.shards)
-    lines.append(f"MRAM: {format_bytes(total)} of rows, busiest DPU {format_bytes(float(mram.max()))} of "
-                 f"{format_bytes(topo.mram_bytes_per_dpu)}; {len(plan.shards)} shards"
-                 + (f"; built in {meta['build_time_s']:.1f} s" if "build_time_s" in meta else ""))
+    lines.append(
+        f"MRAM: {format_bytes(total)} of rows, busiest DPU {format_bytes(float(mram.max()))} of "
+        f"{format_bytes(topo.mram_bytes_per_dpu)}; {len(plan.shards)} shards"
+        + (f"; built in {meta['build_time_s']:.1f} s" if "build_time_s" in meta else "")
+    )
     return "\n".join(lines)
 
 
@@ -132,21 +181,33 @@ def host_cpu_summary(meta: dict) -> list[str]:
     info = meta.get("host_cpu")
     if not info:
         return []
-    verdict = ("CPU only: every table on the host CPU (no DPU layout models faster)" if info["cpu_only"]
-               else "DPUs and host CPU (host: " + ", ".join(info["host_tables"]) + ")" if info["host_tables"]
-               else "DPUs only")
-    lines = [f"host CPU vs DPUs: plan {info['plan_s'] * 1e3:.3f} ms, every table on the host CPU "
-             f"{info['cpu_only_s'] * 1e3:.3f} ms -> {verdict}"]
+    verdict = (
+        "CPU only: every table on the host CPU (no DPU layout models faster)"
+        if info["cpu_only"]
+        else "DPUs and host CPU (host: " + ", ".join(info["host_tables"]) + ")"
+        if info["host_tables"]
+        else "DPUs only"
+    )
+    lines = [
+        f"host CPU vs DPUs: plan {info['plan_s'] * 1e3:.3f} ms, every table on the host CPU "
+        f"{info['cpu_only_s'] * 1e3:.3f} ms -> {verdict}"
+    ]
     for name, c in info.get("tables", {}).items():
         if c["where"] == "host":
-            lines.append(f"  {name}: host CPU (batch {c['batch_s_on_host'] * 1e3:.3f} ms on the host, "
-                         f"{c['batch_s_on_dpus'] * 1e3:.3f} ms with it on the DPUs)")
+            lines.append(
+                f"  {name}: host CPU (batch {c['batch_s_on_host'] * 1e3:.3f} ms on the host, "
+                f"{c['batch_s_on_dpus'] * 1e3:.3f} ms with it on the DPUs)"
+            )
         else:
-            lines.append(f"  {name}: DPUs (batch {c['batch_s_on_dpus'] * 1e3:.3f} ms on the DPUs, "
-                         f"{c['batch_s_on_host'] * 1e3:.3f} ms with it on the host)")
+            lines.append(
+                f"  {name}: DPUs (batch {c['batch_s_on_dpus'] * 1e3:.3f} ms on the DPUs, "
+                f"{c['batch_s_on_host'] * 1e3:.3f} ms with it on the host)"
+            )
     model = info.get("model", {})
-    lines.append(f"  host cost calibrated on {model.get('machine', '?')} ({model.get('source', '?')}, "
-                 f"{model.get('threads', '?')} torch threads)")
+    lines.append(
+        f"  host cost calibrated on {model.get('machine', '?')} ({model.get('source', '?')}, "
+        f"{model.get('threads', '?')} torch threads)"
+    )
     return lines
 
 
@@ -176,8 +237,13 @@ def plot_load(plan: Plan, path: str | os.PathLike, report=None) -> Path:
     colors = np.where((dpus // topo.dpus_per_rank) % 2 == 0, "tab:blue", "tab:cyan")
     ax.bar(dpus, load, width=1.0, color=colors, linewidth=0)
     ax.axhline(load.mean(), color="black", linestyle="--", linewidth=1, label=f"mean {load.mean():.1f}")
-    ax.axhline(load.max(), color="tab:red", linestyle=":", linewidth=1,
-               label=f"max {load.max():.1f} (imbalance {load.max() / max(load.mean(), 1e-12):.3f})")
+    ax.axhline(
+        load.max(),
+        color="tab:red",
+        linestyle=":",
+        linewidth=1,
+        label=f"max {load.max():.1f} (imbalance {load.max() / max(load.mean(), 1e-12):.3f})",
+    )
     ax.set_ylabel("expected lookups per batch")
     ax.set_title(f"Load per DPU ({topo.nr_dpus} DPUs, ranks of {topo.dpus_per_rank} in alternating colours)")
     ax.legend(loc="lower right", framealpha=0.9)

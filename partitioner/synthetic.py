@@ -128,8 +128,9 @@ def _draw_lengths(rng: np.random.Generator, pooling: float, n: int, distribution
     raise ValueError(f"unknown pooling_distribution {distribution!r}; choose fixed, poisson or uniform")
 
 
-def _group_topics(rng: np.random.Generator, rows: np.ndarray, bag_of: np.ndarray, num_bags: int,
-                  co_occurrence: float, topic_of_row) -> np.ndarray:
+def _group_topics(
+    rng: np.random.Generator, rows: np.ndarray, bag_of: np.ndarray, num_bags: int, co_occurrence: float, topic_of_row
+) -> np.ndarray:
     """Reorder lookups so a ``co_occurrence`` share of each bag comes from one topic group.
 
     Only positions are exchanged, so every row keeps its exact count. The chosen
@@ -152,8 +153,11 @@ def _group_topics(rng: np.random.Generator, rows: np.ndarray, bag_of: np.ndarray
     occurrence = np.empty(picked.size, dtype=np.uint64)
     occurrence[by_row] = (np.arange(picked.size) - np.repeat(run_start, run_len)).astype(np.uint64)
     topic = topic_of_row(picked).astype(np.uint64)
-    key = (topic << np.uint64(40)) | (np.minimum(occurrence, np.uint64((1 << 20) - 1)) << np.uint64(20)) \
+    key = (
+        (topic << np.uint64(40))
+        | (np.minimum(occurrence, np.uint64((1 << 20) - 1)) << np.uint64(20))
         | rng.integers(0, 1 << 20, size=picked.size, dtype=np.uint64)
+    )
     stream = picked[np.argsort(key)]
     bag_rank = rng.permutation(num_bags)
     slot_order = chosen[np.argsort(bag_rank[bag_of[chosen]], kind="stable")]
@@ -162,8 +166,9 @@ def _group_topics(rng: np.random.Generator, rows: np.ndarray, bag_of: np.ndarray
     return out
 
 
-def _redraw_repeats(rng: np.random.Generator, rows: np.ndarray, lengths: np.ndarray, num_rows: int,
-                    alpha: float, perm_key: int) -> np.ndarray:
+def _redraw_repeats(
+    rng: np.random.Generator, rows: np.ndarray, lengths: np.ndarray, num_rows: int, alpha: float, perm_key: int
+) -> np.ndarray:
     """Make every bag hold distinct rows (bags must have <= num_rows lookups).
 
     Repeated entries are redrawn from the same law, revisiting only bags that still
@@ -259,8 +264,11 @@ def synthetic_trace(
     poolings = _per_table(pooling, T, "pooling")
     alphas = _per_table(alpha, T, "alpha")
     cos = _per_table(co_occurrence, T, "co_occurrence")
-    hists = _per_table(reuse_histogram, T, "reuse_histogram") if not isinstance(reuse_histogram, ReuseHistogram) \
+    hists = (
+        _per_table(reuse_histogram, T, "reuse_histogram")
+        if not isinstance(reuse_histogram, ReuseHistogram)
         else [reuse_histogram] * T
+    )
     for t in range(T):
         if not 0.0 <= float(cos[t]) <= 1.0:
             raise ValueError(f"co_occurrence must be in [0, 1], got {cos[t]} for table {tables[t].name}")
@@ -290,8 +298,14 @@ def synthetic_trace(
             rows = _feistel_permute(_bounded_zipf_ranks(rng, n, E, float(alphas[t])), E, perm_key)
         if float(cos[t]) > 0 and n:
             bag_of = np.repeat(np.arange(nb * B, dtype=np.int64), lens[t])
-            rows = _group_topics(rng, rows, bag_of, nb * B, float(cos[t]),
-                                 lambda r, E=E, k=topic_key: _feistel_permute(r, E, k) // topic_size)
+            rows = _group_topics(
+                rng,
+                rows,
+                bag_of,
+                nb * B,
+                float(cos[t]),
+                lambda r, E=E, k=topic_key: _feistel_permute(r, E, k) // topic_size,
+            )
         if unique_per_bag and n:
             rows = _redraw_repeats(rng, rows, lens[t], E, float(alphas[t]), perm_key)
         per_table_rows.append(rows)

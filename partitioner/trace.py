@@ -34,7 +34,6 @@ class TraceError(ValueError):
     """A trace whose arrays do not form a valid TBE layout, or a file we cannot read."""
 
 
-
 @dataclass
 class Trace:
     """Lookups in FBGEMM's TBE layout, several batches back to back.
@@ -57,7 +56,9 @@ class Trace:
 
     def __post_init__(self) -> None:
         if self.num_tables < 1 or self.batch_size < 1:
-            raise TraceError(f"a trace needs num_tables >= 1 and batch_size >= 1, got {self.num_tables}, {self.batch_size}")
+            raise TraceError(
+                f"a trace needs num_tables >= 1 and batch_size >= 1, got {self.num_tables}, {self.batch_size}"
+            )
         self.indices = np.ascontiguousarray(self.indices, dtype=np.int64)
         self.offsets = np.ascontiguousarray(self.offsets, dtype=np.int64)
         if self.indices.ndim != 1 or self.offsets.ndim != 1:
@@ -69,8 +70,10 @@ class Trace:
                 f"T={self.num_tables}, B={self.batch_size}"
             )
         if self.offsets[0] != 0 or self.offsets[-1] != self.indices.size:
-            raise TraceError(f"offsets must start at 0 and end at len(indices)={self.indices.size}, "
-                             f"got {int(self.offsets[0])}..{int(self.offsets[-1])}")
+            raise TraceError(
+                f"offsets must start at 0 and end at len(indices)={self.indices.size}, "
+                f"got {int(self.offsets[0])}..{int(self.offsets[-1])}"
+            )
         if self.offsets.size > 1 and np.any(self.offsets[1:] < self.offsets[:-1]):
             bad = int(np.flatnonzero(self.offsets[1:] < self.offsets[:-1])[0])
             raise TraceError(f"offsets must be non-decreasing (offsets[{bad + 1}] < offsets[{bad}])")
@@ -79,7 +82,9 @@ class Trace:
         if self.per_sample_weights is not None:
             self.per_sample_weights = np.ascontiguousarray(self.per_sample_weights, dtype=np.float32)
             if self.per_sample_weights.shape != self.indices.shape:
-                raise TraceError(f"per_sample_weights has shape {self.per_sample_weights.shape}, indices {self.indices.shape}")
+                raise TraceError(
+                    f"per_sample_weights has shape {self.per_sample_weights.shape}, indices {self.indices.shape}"
+                )
         if self.table_names is not None:
             self.table_names = [str(n) for n in self.table_names]
             if len(self.table_names) != self.num_tables:
@@ -201,9 +206,11 @@ class Trace:
         if nb == 0:
             raise ValueError(f"batch_size {batch_size} exceeds the trace's {S} samples")
         if nb * batch_size < S:
-            warnings.warn(f"rebatch: dropping the last {S - nb * batch_size} of {S} samples that do not fill a batch of {batch_size}",
-                          stacklevel=2)
-        s = (np.arange(nb, dtype=np.int64)[:, None, None] * batch_size + np.arange(batch_size)[None, None, :])
+            warnings.warn(
+                f"rebatch: dropping the last {S - nb * batch_size} of {S} samples that do not fill a batch of {batch_size}",
+                stacklevel=2,
+            )
+        s = np.arange(nb, dtype=np.int64)[:, None, None] * batch_size + np.arange(batch_size)[None, None, :]
         t = np.arange(T, dtype=np.int64)[None, :, None]
         old = ((s // B) * T + t) * B + s % B
         return self._gather_bags(old.ravel(), T, batch_size, self.table_names)
@@ -242,16 +249,14 @@ class Trace:
             cut = k * T * B
             first = np.arange(cut, dtype=np.int64)
             second = np.arange(cut, nb * T * B, dtype=np.int64)
-            return (self._gather_bags(first, T, B, self.table_names),
-                    self._gather_bags(second, T, B, self.table_names))
+            return (self._gather_bags(first, T, B, self.table_names), self._gather_bags(second, T, B, self.table_names))
         if B < 2:
             raise ValueError("cannot split a trace of one batch of one sample")
         k = min(B - 1, max(1, round(fraction * B)))
         g = np.arange(T, dtype=np.int64)[:, None] * B
         first = (g + np.arange(k)[None, :]).ravel()
         second = (g + np.arange(k, B)[None, :]).ravel()
-        return (self._gather_bags(first, T, k, self.table_names),
-                self._gather_bags(second, T, B - k, self.table_names))
+        return (self._gather_bags(first, T, k, self.table_names), self._gather_bags(second, T, B - k, self.table_names))
 
     # ---- identity and persistence ----------------------------------------------------
 
@@ -262,7 +267,11 @@ class Trace:
         True
         """
         h = hashlib.sha256()
-        h.update(json.dumps([TRACE_FORMAT, TRACE_FORMAT_VERSION, self.num_tables, self.batch_size, self.table_names]).encode())
+        h.update(
+            json.dumps(
+                [TRACE_FORMAT, TRACE_FORMAT_VERSION, self.num_tables, self.batch_size, self.table_names]
+            ).encode()
+        )
         h.update(self.indices.astype("<i8", copy=False).tobytes())
         h.update(self.offsets.astype("<i8", copy=False).tobytes())
         if self.per_sample_weights is not None:
@@ -300,6 +309,8 @@ class Trace:
         return path
 
     def __repr__(self) -> str:
-        return (f"Trace(num_tables={self.num_tables}, batch_size={self.batch_size}, "
-                f"num_batches={self.num_batches}, num_lookups={self.num_lookups}, "
-                f"weighted={self.per_sample_weights is not None})")
+        return (
+            f"Trace(num_tables={self.num_tables}, batch_size={self.batch_size}, "
+            f"num_batches={self.num_batches}, num_lookups={self.num_lookups}, "
+            f"weighted={self.per_sample_weights is not None})"
+        )

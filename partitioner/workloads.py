@@ -50,8 +50,17 @@ from updlrm.specs import RowFormat, TableSpec
 # The trace, its generator and the reuse histograms live in their own modules
 # (trace, synthetic, reuse); this module gathers them with the loaders.
 __all__ = [
-    "CRITEO_KAGGLE_CARDINALITIES", "META_REUSE_BIN_EDGES", "TRACE_FORMAT", "TRACE_FORMAT_VERSION", "ReuseHistogram",
-    "Trace", "TraceError", "criteo_like_tables", "load_trace", "meta_locality_stats_path", "parse_locality_stats",
+    "CRITEO_KAGGLE_CARDINALITIES",
+    "META_REUSE_BIN_EDGES",
+    "TRACE_FORMAT",
+    "TRACE_FORMAT_VERSION",
+    "ReuseHistogram",
+    "Trace",
+    "TraceError",
+    "criteo_like_tables",
+    "load_trace",
+    "meta_locality_stats_path",
+    "parse_locality_stats",
     "synthetic_trace",
 ]
 
@@ -60,13 +69,38 @@ __all__ = [
 # preprocessing (facebookresearch/dlrm, data_utils.py; the same list is the default
 # ``--arch-embedding-size`` in its Kaggle scripts).
 CRITEO_KAGGLE_CARDINALITIES = (
-    1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194,
-    27, 14992, 5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572,
+    1460,
+    583,
+    10131227,
+    2202608,
+    305,
+    24,
+    12517,
+    633,
+    3,
+    93145,
+    5683,
+    8351593,
+    3194,
+    27,
+    14992,
+    5461306,
+    10,
+    5652,
+    2173,
+    4,
+    7046547,
+    18,
+    15,
+    286181,
+    105,
+    142572,
 )
 
 
-def criteo_like_tables(*, dim: int = 64, max_rows: int | None = None,
-                       row_format: RowFormat | str = RowFormat.FP32) -> list[TableSpec]:
+def criteo_like_tables(
+    *, dim: int = 64, max_rows: int | None = None, row_format: RowFormat | str = RowFormat.FP32
+) -> list[TableSpec]:
     """The 26 Criteo Kaggle categorical tables (see ``CRITEO_KAGGLE_CARDINALITIES``).
 
     ``max_rows`` caps each table (as hashing the raw ids modulo a size does).
@@ -78,8 +112,15 @@ def criteo_like_tables(*, dim: int = 64, max_rows: int | None = None,
     out = []
     for i, n in enumerate(CRITEO_KAGGLE_CARDINALITIES):
         rows = n if max_rows is None else min(n, int(max_rows))
-        out.append(TableSpec(f"C{i + 1}", num_embeddings=rows, embedding_dim=dim, row_format=RowFormat(row_format),
-                             feature_names=(f"C{i + 1}",)))
+        out.append(
+            TableSpec(
+                f"C{i + 1}",
+                num_embeddings=rows,
+                embedding_dim=dim,
+                row_format=RowFormat(row_format),
+                feature_names=(f"C{i + 1}",),
+            )
+        )
     return out
 
 
@@ -100,10 +141,17 @@ def _load_npz(path: Path) -> Trace:
         if "format" not in z or str(z["format"]) != TRACE_FORMAT:
             raise TraceError(f"{path}: not an updlrm trace (.npz without format={TRACE_FORMAT!r})")
         if int(z["version"]) != TRACE_FORMAT_VERSION:
-            raise TraceError(f"{path}: trace format version {int(z['version'])}, this updlrm reads {TRACE_FORMAT_VERSION}")
-        return Trace(int(z["num_tables"]), int(z["batch_size"]), z["indices"], z["offsets"],
-                     z.get("per_sample_weights"),
-                     [str(s) for s in z["table_names"]] if "table_names" in z else None)
+            raise TraceError(
+                f"{path}: trace format version {int(z['version'])}, this updlrm reads {TRACE_FORMAT_VERSION}"
+            )
+        return Trace(
+            int(z["num_tables"]),
+            int(z["batch_size"]),
+            z["indices"],
+            z["offsets"],
+            z.get("per_sample_weights"),
+            [str(s) for s in z["table_names"]] if "table_names" in z else None,
+        )
 
 
 def _load_meta_pt(path: Path) -> Trace:
@@ -112,8 +160,10 @@ def _load_meta_pt(path: Path) -> Trace:
     except (RuntimeError, ValueError, EOFError, OSError, pickle.UnpicklingError) as e:
         if isinstance(e, OSError) and e.filename:
             raise
-        raise TraceError(f"{path}: not a torch file of tensors (Meta dlrm_datasets .pt: (indices, offsets, "
-                         f"lengths)); {type(e).__name__}") from None
+        raise TraceError(
+            f"{path}: not a torch file of tensors (Meta dlrm_datasets .pt: (indices, offsets, "
+            f"lengths)); {type(e).__name__}"
+        ) from None
     return _check_meta_pt(path, data)
 
 
@@ -137,7 +187,9 @@ def _torch_load(path: Path):
 
 def _check_meta_pt(path: Path, data) -> Trace:
     if not isinstance(data, (tuple, list)) or len(data) not in (2, 3):
-        raise TraceError(f"{path}: expected (indices, offsets, lengths) as in Meta's dlrm_datasets, got {type(data).__name__}")
+        raise TraceError(
+            f"{path}: expected (indices, offsets, lengths) as in Meta's dlrm_datasets, got {type(data).__name__}"
+        )
     indices = np.asarray(data[0].numpy(), dtype=np.int64).ravel()
     offsets = np.asarray(data[1].numpy(), dtype=np.int64).ravel()
     if len(data) == 3:
@@ -150,8 +202,10 @@ def _check_meta_pt(path: Path, data) -> Trace:
         if not np.array_equal(np.diff(offsets), lengths.ravel().astype(np.int64)):
             raise TraceError(f"{path}: lengths disagree with the offsets")
     else:
-        raise TraceError(f"{path}: a (indices, offsets) pair does not say how many tables it has; "
-                         "save (indices, offsets, lengths[T, B]) as Meta's dlrm_datasets do")
+        raise TraceError(
+            f"{path}: a (indices, offsets) pair does not say how many tables it has; "
+            "save (indices, offsets, lengths[T, B]) as Meta's dlrm_datasets do"
+        )
     # Meta's offsets may start at a non-zero base when cut from a larger file.
     offsets = offsets - offsets[0]
     indices = indices[: int(offsets[-1])] if indices.size > offsets[-1] else indices
@@ -162,8 +216,9 @@ CRITEO_NUM_DENSE = 13
 CRITEO_NUM_SPARSE = 26
 
 
-def read_criteo_tsv(path: str | os.PathLike, sizes: Sequence[int] | np.ndarray,
-                    max_samples: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def read_criteo_tsv(
+    path: str | os.PathLike, sizes: Sequence[int] | np.ndarray, max_samples: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Read a Criteo Kaggle/Terabyte TSV file (optionally gzipped) column by column.
 
     Each line is ``label``, 13 integer dense fields and 26 hexadecimal categorical
@@ -192,8 +247,10 @@ def read_criteo_tsv(path: str | os.PathLike, sizes: Sequence[int] | np.ndarray,
             for lineno, raw in enumerate(io.TextIOWrapper(f, encoding="ascii", errors="strict"), start=1):
                 fields = raw.rstrip("\r\n").split("\t")
                 if len(fields) != 1 + CRITEO_NUM_DENSE + CRITEO_NUM_SPARSE:
-                    raise TraceError(f"{path}:{lineno}: expected 40 tab-separated fields (label, 13 dense, 26 "
-                                     f"categorical), got {len(fields)}")
+                    raise TraceError(
+                        f"{path}:{lineno}: expected 40 tab-separated fields (label, 13 dense, 26 "
+                        f"categorical), got {len(fields)}"
+                    )
                 try:
                     labels.append(int(fields[0] or "0"))
                     dense.append([int(x or "0") for x in fields[1:14]])
@@ -208,8 +265,10 @@ def read_criteo_tsv(path: str | os.PathLike, sizes: Sequence[int] | np.ndarray,
                 if max_samples is not None and len(labels) >= max_samples:
                     break
         except UnicodeDecodeError:
-            raise TraceError(f"{path}: not a Criteo TSV (non-ASCII bytes near line {len(labels) + 1}); traces are "
-                             ".npz, Meta .pt or Criteo TSV") from None
+            raise TraceError(
+                f"{path}: not a Criteo TSV (non-ASCII bytes near line {len(labels) + 1}); traces are "
+                ".npz, Meta .pt or Criteo TSV"
+            ) from None
     if not labels:
         raise TraceError(f"{path}: no samples")
     dense_arr = np.log1p(np.maximum(np.array(dense, dtype=np.float64), 0.0)).astype(np.float32)
@@ -256,8 +315,11 @@ def load_trace(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no trace file at {path}")
-    specs = ([t for t in tables if isinstance(t, TableSpec)]
-             if tables is not None and all(isinstance(t, TableSpec) for t in tables) else None)
+    specs = (
+        [t for t in tables if isinstance(t, TableSpec)]
+        if tables is not None and all(isinstance(t, TableSpec) for t in tables)
+        else None
+    )
     selection = None if tables is None or specs is not None else [int(cast(int, t)) for t in tables]
     name = path.name.lower()
     if name.endswith(".npz"):
@@ -274,7 +336,9 @@ def load_trace(
         for t, spec in enumerate(specs):
             rows, _ = trace.table_lookups(t)
             if rows.size and rows.max() >= spec.num_embeddings:
-                raise TraceError(f"{path}: table {spec.name} has {spec.num_embeddings} rows but the trace looks up row {int(rows.max())}")
+                raise TraceError(
+                    f"{path}: table {spec.name} has {spec.num_embeddings} rows but the trace looks up row {int(rows.max())}"
+                )
         trace.table_names = [s.name for s in specs]
     if batch_size is not None and batch_size != trace.batch_size:
         trace = trace.rebatch(batch_size)

@@ -95,12 +95,16 @@ def wide_dims(row_format: RowFormat, nr_tasklets: int) -> list[int]:
 
 
 @st.composite
-def table_specs(draw, nr_tasklets: int = 16, max_tables: int = 4, max_rows: int = 300, wide: bool = True) -> list[TableSpec]:
+def table_specs(
+    draw, nr_tasklets: int = 16, max_tables: int = 4, max_rows: int = 300, wide: bool = True
+) -> list[TableSpec]:
     """1..max_tables tables, every row format, odd and (``wide``) wider-than-the-row-buffer dims."""
     tables = []
     for i in range(draw(st.integers(1, max_tables))):
         fmt = draw(st.sampled_from(FORMATS))
-        dims = [st.integers(1, 12), st.integers(13, 70)] + ([st.sampled_from(wide_dims(fmt, nr_tasklets))] if wide else [])
+        dims = [st.integers(1, 12), st.integers(13, 70)] + (
+            [st.sampled_from(wide_dims(fmt, nr_tasklets))] if wide else []
+        )
         dim = draw(st.one_of(*dims))
         rows = draw(st.one_of(st.just(1), st.integers(1, max_rows)))
         scale = 1.0 if fmt == RowFormat.FP32 else draw(st.sampled_from([1.0, 0.5, 0.03, 2.0**-20, 3.75]))
@@ -149,7 +153,11 @@ def table_rows(draw, tables: list[TableSpec]) -> list[np.ndarray]:
 
 def _row_parts(rows: np.ndarray, nr_parts: int, contiguous: bool, rng) -> list[np.ndarray]:
     if contiguous:
-        cuts = np.sort(rng.choice(np.arange(1, rows.size), size=min(nr_parts - 1, max(0, rows.size - 1)), replace=False)) if rows.size > 1 else []
+        cuts = (
+            np.sort(rng.choice(np.arange(1, rows.size), size=min(nr_parts - 1, max(0, rows.size - 1)), replace=False))
+            if rows.size > 1
+            else []
+        )
         return list(np.split(rows, cuts))
     owner = rng.integers(0, nr_parts, rows.size)
     return [rows[owner == k] for k in range(nr_parts)]
@@ -174,13 +182,21 @@ def random_plan(draw, tables: list[TableSpec], topology: Topology) -> Plan:
             host = all_rows
         if host.size:
             # The plan format allows any order and repeats; the engine deduplicates.
-            host_rows[t] = host if draw(st.booleans()) else rng.permutation(np.concatenate([host, host[: int(rng.integers(0, 3))]]))
+            host_rows[t] = (
+                host
+                if draw(st.booleans())
+                else rng.permutation(np.concatenate([host, host[: int(rng.integers(0, 3))]]))
+            )
         # Rows the DPUs must hold: the non-cached ones, or all of them (a cached row held
         # by a DPU too is legal; the host serves it).
         dpu_rows = all_rows if draw(st.booleans()) else np.setdiff1d(all_rows, host)
         max_slices = min(3, spec.embedding_dim, n)
         nr_slices = draw(st.integers(1, max_slices))
-        cuts = sorted(rng.choice(np.arange(1, spec.embedding_dim), size=nr_slices - 1, replace=False).tolist()) if nr_slices > 1 else []
+        cuts = (
+            sorted(rng.choice(np.arange(1, spec.embedding_dim), size=nr_slices - 1, replace=False).tolist())
+            if nr_slices > 1
+            else []
+        )
         bounds = [0, *cuts, spec.embedding_dim]
         for lo, hi in zip(bounds[:-1], bounds[1:]):
             if dpu_rows.size == 0 and host.size == spec.num_embeddings and draw(st.booleans()):
@@ -196,15 +212,26 @@ def random_plan(draw, tables: list[TableSpec], topology: Topology) -> Plan:
                 else:
                     sets.append(part)
             if draw(st.booleans()) and len(sets) > 1:  # replicate some rows onto other parts
-                hot = rng.choice(dpu_rows, size=min(dpu_rows.size, int(rng.integers(1, 6))), replace=False) if dpu_rows.size else []
+                hot = (
+                    rng.choice(dpu_rows, size=min(dpu_rows.size, int(rng.integers(1, 6))), replace=False)
+                    if dpu_rows.size
+                    else []
+                )
                 for row in hot:
                     k = int(rng.integers(0, len(sets)))
-                    sets[k] = np.union1d(np.asarray(sets[k] if not isinstance(sets[k], range) else np.arange(sets[k].start, sets[k].stop)), [row]).astype(np.int64)
+                    sets[k] = np.union1d(
+                        np.asarray(
+                            sets[k] if not isinstance(sets[k], range) else np.arange(sets[k].start, sets[k].stop)
+                        ),
+                        [row],
+                    ).astype(np.int64)
             for k, rows in enumerate(sets):
                 if len(rows) or draw(st.integers(0, 4)) == 0:  # keep a few empty shards
                     shards.append(Shard(t, int(dpus[k]), lo, hi, rows))
             if len(sets) < n and dpu_rows.size and draw(st.booleans()):  # a replica-only shard
-                extra = np.sort(rng.choice(dpu_rows, size=int(rng.integers(1, min(dpu_rows.size, 8) + 1)), replace=False))
+                extra = np.sort(
+                    rng.choice(dpu_rows, size=int(rng.integers(1, min(dpu_rows.size, 8) + 1)), replace=False)
+                )
                 shards.append(Shard(t, int(dpus[len(sets)]), lo, hi, extra))
     plan = Plan(list(tables), topology, shards, host_rows=host_rows, metadata={"builder": "fuzz:random_plan"})
     plan.validate()
@@ -217,12 +244,24 @@ def partitioner_plan(draw, tables: list[TableSpec], topology: Topology) -> Plan:
     from updlrm.partitioner.placement import build_plan
     from updlrm.partitioner.workloads import synthetic_trace
 
-    trace = synthetic_trace(tables, batch_size=draw(st.sampled_from([16, 64])), num_batches=2,
-                            pooling=draw(st.sampled_from([2, 8])), alpha=draw(st.sampled_from([0.0, 1.1, 1.5])),
-                            seed=draw(st.integers(0, 1000)))
-    return build_plan(tables, trace, topology, progress=False, min_count=2,
-                      cache=draw(st.sampled_from(["auto", "replicate", "host", "none"])),
-                      graph=draw(st.sampled_from(["none", "graph"])), mram_reserved_bytes=0)
+    trace = synthetic_trace(
+        tables,
+        batch_size=draw(st.sampled_from([16, 64])),
+        num_batches=2,
+        pooling=draw(st.sampled_from([2, 8])),
+        alpha=draw(st.sampled_from([0.0, 1.1, 1.5])),
+        seed=draw(st.integers(0, 1000)),
+    )
+    return build_plan(
+        tables,
+        trace,
+        topology,
+        progress=False,
+        min_count=2,
+        cache=draw(st.sampled_from(["auto", "replicate", "host", "none"])),
+        graph=draw(st.sampled_from(["none", "graph"])),
+        mram_reserved_bytes=0,
+    )
 
 
 @st.composite
@@ -234,8 +273,13 @@ def plans(draw, tables: list[TableSpec], topology: Topology) -> Plan:
         return draw(random_plan(tables, topology))
     if kind == "partitioner":
         return draw(partitioner_plan(tables, topology))
-    return uniform_plan(tables, topology, kind, column_slices=draw(st.integers(1, 4)),
-                        dpus_per_table=draw(st.one_of(st.none(), st.integers(1, topology.nr_dpus))))
+    return uniform_plan(
+        tables,
+        topology,
+        kind,
+        column_slices=draw(st.integers(1, 4)),
+        dpus_per_table=draw(st.one_of(st.none(), st.integers(1, topology.nr_dpus))),
+    )
 
 
 def topologies(max_dpus: int = 9, ranks: bool = False):
@@ -332,7 +376,7 @@ def integer_term_bound(tables: list[TableSpec], rows: list[np.ndarray], offsets:
     for t, spec in enumerate(tables):
         if spec.row_format == RowFormat.FP32 or batch == 0:
             continue
-        longest = int(np.diff(offsets[t * batch:(t + 1) * batch + 1]).max())
+        longest = int(np.diff(offsets[t * batch : (t + 1) * batch + 1]).max())
         peak = int(np.abs(rows[t].astype(np.int64)).max()) if rows[t].size else 0
         bound = max(bound, peak * longest)
     return bound

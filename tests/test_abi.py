@@ -19,10 +19,17 @@ STRUCTS = {
     "eb_status": abi.STATUS_FIELDS,
 }
 CONSTANTS = {
-    "EB_ABI_VERSION": abi.ABI_VERSION, "EB_HEADER_MAGIC": abi.HEADER_MAGIC, "EB_STATUS_MAGIC": abi.STATUS_MAGIC,
-    "EB_MAX_TASKLETS": abi.MAX_TASKLETS, "EB_FORMAT_FP32": abi.FORMAT_FP32, "EB_FORMAT_INT32": abi.FORMAT_INT32,
-    "EB_FORMAT_INT8": abi.FORMAT_INT8, "EB_FLAG_WEIGHTED": abi.FLAG_WEIGHTED, "EB_WEIGHT_Q16_ONE": abi.WEIGHT_Q16_ONE,
-    "EB_STATUS_BYTES": abi.STATUS_BYTES, "EB_MAX_LOOKUPS_PER_INT8_PARTIAL": abi.MAX_LOOKUPS_PER_INT8_PARTIAL,
+    "EB_ABI_VERSION": abi.ABI_VERSION,
+    "EB_HEADER_MAGIC": abi.HEADER_MAGIC,
+    "EB_STATUS_MAGIC": abi.STATUS_MAGIC,
+    "EB_MAX_TASKLETS": abi.MAX_TASKLETS,
+    "EB_FORMAT_FP32": abi.FORMAT_FP32,
+    "EB_FORMAT_INT32": abi.FORMAT_INT32,
+    "EB_FORMAT_INT8": abi.FORMAT_INT8,
+    "EB_FLAG_WEIGHTED": abi.FLAG_WEIGHTED,
+    "EB_WEIGHT_Q16_ONE": abi.WEIGHT_Q16_ONE,
+    "EB_STATUS_BYTES": abi.STATUS_BYTES,
+    "EB_MAX_LOOKUPS_PER_INT8_PARTIAL": abi.MAX_LOOKUPS_PER_INT8_PARTIAL,
     "sizeof(struct eb_batch_header)": abi.HEADER_BYTES,
     "offsetof(struct eb_batch_header, work)": abi.BATCH_FIELDS_BYTES,
 }
@@ -31,7 +38,7 @@ DIMS = (1, 3, 7, 8, 9, 64, 125)
 
 
 def _c_program() -> str:
-    lines = ['#include <stddef.h>', '#include <stdio.h>', '#include "embedding_bag_abi.h"', "int main(void) {"]
+    lines = ["#include <stddef.h>", "#include <stdio.h>", '#include "embedding_bag_abi.h"', "int main(void) {"]
     for struct, fields in STRUCTS.items():
         lines.append(f'    printf("sizeof {struct} %zu\\n", sizeof(struct {struct}));')
         for f in fields:
@@ -58,8 +65,23 @@ def c_facts(tmp_path_factory) -> dict[str, int]:
         pytest.skip("gcc is not on PATH (the ABI check compiles the header)")
     work = tmp_path_factory.mktemp("abi")
     (work / "abi.c").write_text(_c_program())
-    subprocess.run([gcc, "-std=c11", "-Wall", "-Wextra", "-Werror", "-I", str(KERNELS), "-o", str(work / "abi"),
-                    str(work / "abi.c")], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            gcc,
+            "-std=c11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-I",
+            str(KERNELS),
+            "-o",
+            str(work / "abi"),
+            str(work / "abi.c"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     out = subprocess.run([str(work / "abi")], check=True, capture_output=True, text=True).stdout
     facts = {}
     for line in out.splitlines():

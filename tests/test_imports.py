@@ -115,8 +115,14 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_walk_sees_every_component_and_lazy_imports():
     graph = _graph()
-    for module in ("updlrm.tbe", "updlrm.profile", "updlrm.bench", "updlrm.partitioner.placement",
-                   "updlrm.host.engine", "updlrm.emulator._dpuset"):
+    for module in (
+        "updlrm.tbe",
+        "updlrm.profile",
+        "updlrm.bench",
+        "updlrm.partitioner.placement",
+        "updlrm.host.engine",
+        "updlrm.emulator._dpuset",
+    ):
         assert module in graph, module
     # tbe imports the host engine inside a function only: the walk must still see it.
     assert "updlrm.host.engine" in graph["updlrm.tbe"]

@@ -18,13 +18,40 @@ Example:
 from __future__ import annotations
 
 __all__ = [
-    "ABI_VERSION", "HEADER_MAGIC", "STATUS_MAGIC", "MAX_TASKLETS", "DMA_ALIGNMENT",
-    "FORMAT_FP32", "FORMAT_INT32", "FORMAT_INT8", "FLAG_WEIGHTED", "WEIGHT_Q16_ONE",
-    "CONFIG_FIELDS", "SHARD_FIELDS", "SEGMENT_FIELDS", "TASKLET_WORK_FIELDS", "BATCH_FIELDS", "STATUS_FIELDS",
-    "WORD_BYTES", "CONFIG_BYTES", "SHARD_BYTES", "SEGMENT_BYTES", "TASKLET_WORK_BYTES", "BATCH_FIELDS_BYTES",
-    "HEADER_BYTES", "STATUS_BYTES", "LOCAL_ROW_BYTES", "WEIGHT_BYTES",
-    "MAX_LOOKUPS_PER_INT8_PARTIAL", "MAX_LOOKUPS_PER_LAUNCH",
-    "pad8", "element_bytes", "accumulator_bytes", "row_bytes", "partial_bytes", "check_nr_tasklets",
+    "ABI_VERSION",
+    "HEADER_MAGIC",
+    "STATUS_MAGIC",
+    "MAX_TASKLETS",
+    "DMA_ALIGNMENT",
+    "FORMAT_FP32",
+    "FORMAT_INT32",
+    "FORMAT_INT8",
+    "FLAG_WEIGHTED",
+    "WEIGHT_Q16_ONE",
+    "CONFIG_FIELDS",
+    "SHARD_FIELDS",
+    "SEGMENT_FIELDS",
+    "TASKLET_WORK_FIELDS",
+    "BATCH_FIELDS",
+    "STATUS_FIELDS",
+    "WORD_BYTES",
+    "CONFIG_BYTES",
+    "SHARD_BYTES",
+    "SEGMENT_BYTES",
+    "TASKLET_WORK_BYTES",
+    "BATCH_FIELDS_BYTES",
+    "HEADER_BYTES",
+    "STATUS_BYTES",
+    "LOCAL_ROW_BYTES",
+    "WEIGHT_BYTES",
+    "MAX_LOOKUPS_PER_INT8_PARTIAL",
+    "MAX_LOOKUPS_PER_LAUNCH",
+    "pad8",
+    "element_bytes",
+    "accumulator_bytes",
+    "row_bytes",
+    "partial_bytes",
+    "check_nr_tasklets",
 ]
 
 ABI_VERSION = 1  # EB_ABI_VERSION
@@ -48,8 +75,18 @@ CONFIG_FIELDS = ("abi_version", "batch_offset")
 SHARD_FIELDS = ("rows_offset", "nr_rows", "dim", "format")
 SEGMENT_FIELDS = ("shard", "nr_lookups")
 TASKLET_WORK_FIELDS = ("first_segment", "skip", "first_lookup", "nr_lookups", "output_offset", "reserved")
-BATCH_FIELDS = ("magic", "nr_tasklets", "nr_shards", "flags", "nr_segments", "nr_lookups",
-                "segments_offset", "indices_offset", "weights_offset", "output_offset")
+BATCH_FIELDS = (
+    "magic",
+    "nr_tasklets",
+    "nr_shards",
+    "flags",
+    "nr_segments",
+    "nr_lookups",
+    "segments_offset",
+    "indices_offset",
+    "weights_offset",
+    "output_offset",
+)
 STATUS_FIELDS = ("magic", "code", "detail", "nr_tasklets", "cycles_low", "cycles_high")
 
 CONFIG_BYTES = WORD_BYTES * len(CONFIG_FIELDS)  # struct eb_config

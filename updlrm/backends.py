@@ -189,7 +189,11 @@ def detect_sdk(*, environ: dict | None = None, path: str | None = None, rank_glo
             info.pkg_config = pkg_config_on_path
             info.how_found = f"{DPU_PKG_CONFIG} on PATH ({pkg_config_on_path})"
             sibling = Path(pkg_config_on_path).parent / DPU_COMPILER
-            compiler = str(sibling) if sibling.exists() and not is_emulator_shim(sibling) else _which(DPU_COMPILER, path, info.ignored_shims)
+            compiler = (
+                str(sibling)
+                if sibling.exists() and not is_emulator_shim(sibling)
+                else _which(DPU_COMPILER, path, info.ignored_shims)
+            )
             info.compiler = compiler
             if compiler is None:
                 info.problems.append(f"found {pkg_config_on_path} but no {DPU_COMPILER} next to it or on PATH")
@@ -216,7 +220,13 @@ def emulator_status() -> dict:
     True
     """
     compiler = shutil.which(os.environ.get("UPDLRM_EMU_CC", "gcc"))
-    status = {"available": compiler is not None, "c_compiler": compiler, "workers": None, "workers_from": "", "detail": ""}
+    status = {
+        "available": compiler is not None,
+        "c_compiler": compiler,
+        "workers": None,
+        "workers_from": "",
+        "detail": "",
+    }
     if compiler is None:
         status["detail"] = "no C compiler (gcc, or $UPDLRM_EMU_CC) to build DPU programs for the emulator"
         return status
@@ -265,8 +275,10 @@ def sdk_version_problem(sdk: SdkInfo) -> str | None:
     if version is None or version >= MIN_SDK_VERSION:
         return None
     need = ".".join(map(str, MIN_SDK_VERSION))
-    return (f"UPMEM SDK {sdk.version} is older than {need}, which the host runtime needs (dpu_broadcast_to); "
-            f"install {need} or newer")
+    return (
+        f"UPMEM SDK {sdk.version} is older than {need}, which the host runtime needs (dpu_broadcast_to); "
+        f"install {need} or newer"
+    )
 
 
 _trials: dict[tuple, str | None] = {}
@@ -301,8 +313,13 @@ def _trial_build(compiler: str) -> str | None:
         source, output = Path(tmp) / "trial.c", Path(tmp) / "trial.dpu"
         source.write_text(TRIAL_PROGRAM)
         try:
-            result = subprocess.run([compiler, "-O2", "-o", str(output), str(source)], capture_output=True, text=True,
-                                    timeout=TRIAL_TIMEOUT_S, stdin=subprocess.DEVNULL)
+            result = subprocess.run(
+                [compiler, "-O2", "-o", str(output), str(source)],
+                capture_output=True,
+                text=True,
+                timeout=TRIAL_TIMEOUT_S,
+                stdin=subprocess.DEVNULL,
+            )
         except subprocess.TimeoutExpired:
             return f"trial build did not finish in {TRIAL_TIMEOUT_S} s"
         except OSError as e:
@@ -355,13 +372,17 @@ def resolve_backend(name: str = "auto", *, sdk: SdkInfo | None = None, environ: 
     # Only an SDK that is installed costs a look at its version and a trial build.
     unusable = sdk_problem(sdk) if name != "emulator" and sdk.installed else None
     if name in ("hw", "simulator") and unusable:
-        raise BackendUnavailable(f"backend {name!r}: the UPMEM SDK via {sdk.how_found} cannot build DPU programs "
-                                 f"({unusable}). Use backend='emulator' to run without it.")
+        raise BackendUnavailable(
+            f"backend {name!r}: the UPMEM SDK via {sdk.how_found} cannot build DPU programs "
+            f"({unusable}). Use backend='emulator' to run without it."
+        )
     if name == "hw":
         if not sdk.installed:
             raise BackendUnavailable(_no_sdk_message("hw", sdk))
         if not sdk.ranks:
-            raise BackendUnavailable(f"backend 'hw' needs DPU ranks, but no {DPU_RANK_GLOB} device exists (is the UPMEM driver loaded?)")
+            raise BackendUnavailable(
+                f"backend 'hw' needs DPU ranks, but no {DPU_RANK_GLOB} device exists (is the UPMEM driver loaded?)"
+            )
         reason = f"DPU hardware: {len(sdk.ranks)} rank(s) ({sdk.ranks[0]}, ...), SDK via {sdk.how_found}"
     elif name == "simulator":
         if not sdk.installed:
@@ -458,15 +479,26 @@ def info_command(as_json: bool) -> None:
     click.echo(f"  DPU compiler   {sdk['compiler'] or '-'}  ({DPU_COMPILER})")
     click.echo(f"  libdpu         {sdk['libdpu'] or '-'}")
     if sdk["installed"]:
-        click.echo(f"  usable         {'yes (trial DPU build passed)' if sdk['usable'] else 'no: ' + sdk['unusable_because']}")
-    click.echo(f"  DPU ranks      {len(sdk['ranks'])}" + (f"  ({', '.join(sdk['ranks'][:4])}{', ...' if len(sdk['ranks']) > 4 else ''})" if sdk["ranks"] else f"  (no {DPU_RANK_GLOB})"))
+        click.echo(
+            f"  usable         {'yes (trial DPU build passed)' if sdk['usable'] else 'no: ' + sdk['unusable_because']}"
+        )
+    click.echo(
+        f"  DPU ranks      {len(sdk['ranks'])}"
+        + (
+            f"  ({', '.join(sdk['ranks'][:4])}{', ...' if len(sdk['ranks']) > 4 else ''})"
+            if sdk["ranks"]
+            else f"  (no {DPU_RANK_GLOB})"
+        )
+    )
     for shim in sdk["ignored_shims"]:
         click.echo(f"  ignored        {shim} (updlrm emulator shim, not the SDK)")
     for problem in sdk["problems"]:
         click.echo(f"  note           {problem}")
     click.echo("Emulator")
     click.echo(f"  C compiler     {emu['c_compiler'] or '-'}")
-    click.echo(f"  workers        {emu['workers'] if emu['workers'] is not None else '-'} "
-               f"(processes that run emulated DPUs in parallel; {emu['workers_from'] or '-'})")
+    click.echo(
+        f"  workers        {emu['workers'] if emu['workers'] is not None else '-'} "
+        f"(processes that run emulated DPUs in parallel; {emu['workers_from'] or '-'})"
+    )
     if emu["detail"]:
         click.echo(f"  note           {emu['detail']}")

@@ -97,16 +97,21 @@ class Timing:
 
     def __str__(self) -> str:
         median = self.median / self.best - 1.0 if self.best > 0 else 0.0
-        return (f"{_ms(self.best)} (best of {len(self.samples)}; median {median:+.1%}, "
-                f"worst {self.spread:+.1%})")
+        return f"{_ms(self.best)} (best of {len(self.samples)}; median {median:+.1%}, worst {self.spread:+.1%})"
 
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.2f} ms" if seconds >= 1e-4 else f"{seconds * 1e6:.1f} us"
 
 
-def time_call(fn: Callable[[], object], *, repeats: int = MIN_REPEATS, warmup: int = 2,
-              min_total_s: float = 0.2, max_repeats: int = 100) -> Timing:
+def time_call(
+    fn: Callable[[], object],
+    *,
+    repeats: int = MIN_REPEATS,
+    warmup: int = 2,
+    min_total_s: float = 0.2,
+    max_repeats: int = 100,
+) -> Timing:
     """Time ``fn()``: ``warmup`` untimed calls, then at least ``repeats`` (>= 5) timed ones,
     more until ``min_total_s`` has passed (at most ``max_repeats``).
 
@@ -242,24 +247,42 @@ class CpuBaseline:
 
         idx = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64))
         off = np.ascontiguousarray(offsets, dtype=np.int64)
-        psw = None if per_sample_weights is None else torch.from_numpy(
-            np.ascontiguousarray(per_sample_weights, np.float32))
+        psw = (
+            None
+            if per_sample_weights is None
+            else torch.from_numpy(np.ascontiguousarray(per_sample_weights, np.float32))
+        )
         mode_code = {"sum": 0, "mean": 1}[mode]
         outs = []
         for t, (spec, w) in enumerate(zip(self.tables, self._weights)):
             lo, hi = int(off[t * batch_size]), int(off[(t + 1) * batch_size])
-            bag_offsets = torch.from_numpy(off[t * batch_size:(t + 1) * batch_size + 1] - lo)
+            bag_offsets = torch.from_numpy(off[t * batch_size : (t + 1) * batch_size + 1] - lo)
             weights = None if psw is None else psw[lo:hi]
             if RowFormat(spec.row_format) is RowFormat.INT8:
-                outs.append(torch.ops.quantized.embedding_bag_byte_rowwise_offsets(
-                    w, idx[lo:hi], bag_offsets, False, mode_code, False, weights, None, True))
+                outs.append(
+                    torch.ops.quantized.embedding_bag_byte_rowwise_offsets(
+                        w, idx[lo:hi], bag_offsets, False, mode_code, False, weights, None, True
+                    )
+                )
             else:
-                outs.append(torch.nn.functional.embedding_bag(
-                    idx[lo:hi], w, bag_offsets, mode=mode, include_last_offset=True, per_sample_weights=weights))
+                outs.append(
+                    torch.nn.functional.embedding_bag(
+                        idx[lo:hi], w, bag_offsets, mode=mode, include_last_offset=True, per_sample_weights=weights
+                    )
+                )
         return torch.cat(outs, dim=1).numpy()
 
-    def time(self, indices, offsets, batch_size: int, per_sample_weights=None, mode: str = "sum", *,
-             repeats: int = MIN_REPEATS, thread_counts: Sequence[int] | None = None) -> tuple[Timing, np.ndarray]:
+    def time(
+        self,
+        indices,
+        offsets,
+        batch_size: int,
+        per_sample_weights=None,
+        mode: str = "sum",
+        *,
+        repeats: int = MIN_REPEATS,
+        thread_counts: Sequence[int] | None = None,
+    ) -> tuple[Timing, np.ndarray]:
         """Timing and output of this baseline on one batch.
 
         Each torch thread count in ``thread_counts`` (default: torch's current count and

@@ -91,14 +91,31 @@ def torch_embedding_bags(weights, indices, offsets, batch_size: int, per_sample_
     outs = []
     for t, w in enumerate(weights):
         lo, hi = int(off[t * batch_size]), int(off[(t + 1) * batch_size])
-        outs.append(torch.nn.functional.embedding_bag(
-            idx[lo:hi], w, torch.from_numpy(off[t * batch_size:(t + 1) * batch_size + 1] - lo), mode=mode,
-            include_last_offset=True, per_sample_weights=None if psw is None else psw[lo:hi]))
+        outs.append(
+            torch.nn.functional.embedding_bag(
+                idx[lo:hi],
+                w,
+                torch.from_numpy(off[t * batch_size : (t + 1) * batch_size + 1] - lo),
+                mode=mode,
+                include_last_offset=True,
+                per_sample_weights=None if psw is None else psw[lo:hi],
+            )
+        )
     return torch.cat(outs, dim=1)
 
 
-def time_torch(weights, indices, offsets, batch_size: int, per_sample_weights=None, repeats: int = 5,
-               min_total_s: float = 0.2, max_repeats: int = 100, warmup: int = 2, thread_counts=None):
+def time_torch(
+    weights,
+    indices,
+    offsets,
+    batch_size: int,
+    per_sample_weights=None,
+    repeats: int = 5,
+    min_total_s: float = 0.2,
+    max_repeats: int = 100,
+    warmup: int = 2,
+    thread_counts=None,
+):
     """Best wall seconds of :func:`torch_embedding_bags` and its output (numpy).
 
     For each torch thread count in ``thread_counts`` (default: torch's current count
@@ -149,16 +166,15 @@ def check_close(actual: np.ndarray, expected: np.ndarray) -> tuple[float, bool]:
     return float(err.max(initial=0.0)), bool(np.all(err <= bound))
 
 
-
 def format_verdict(max_abs_err: float, passed: bool) -> str:
     """The PASS/FAIL line against torch.
 
     >>> format_verdict(1e-6, True).split()[-1]
     'PASS'
     """
-    return (f"  max abs err vs torch: {max_abs_err:.3g} (tolerance {FP32_ATOL:g} + {FP32_RTOL:g} x |expected|)   "
-            + ("PASS" if passed else "FAIL"))
-
+    return f"  max abs err vs torch: {max_abs_err:.3g} (tolerance {FP32_ATOL:g} + {FP32_RTOL:g} x |expected|)   " + (
+        "PASS" if passed else "FAIL"
+    )
 
 
 def bench_plan(tables: list[TableSpec], nr_dpus: int) -> Plan:
@@ -171,9 +187,9 @@ def bench_plan(tables: list[TableSpec], nr_dpus: int) -> Plan:
     >>> sorted({(s.table, s.dpu) for s in p.shards})
     [(0, 0), (0, 1), (1, 2), (1, 3)]
     """
-    return uniform_plan(list(tables), Topology(nr_dpus=int(nr_dpus)), "row_wise",
-                        dpus_per_table=max(1, int(nr_dpus) // len(tables)))
-
+    return uniform_plan(
+        list(tables), Topology(nr_dpus=int(nr_dpus)), "row_wise", dpus_per_table=max(1, int(nr_dpus) // len(tables))
+    )
 
 
 def baseline_for(module: Any) -> CpuBaseline:
@@ -239,9 +255,13 @@ class BatchRun:
         return self.torch.best
 
 
-def run_batches(module: Callable[..., Any], trace: Any, weights: Sequence[Any],
-                progress: Callable[[str], None] | None = None,
-                baseline: CpuBaseline | None = None) -> Iterator[BatchRun]:
+def run_batches(
+    module: Callable[..., Any],
+    trace: Any,
+    weights: Sequence[Any],
+    progress: Callable[[str], None] | None = None,
+    baseline: CpuBaseline | None = None,
+) -> Iterator[BatchRun]:
     """Every batch of ``trace`` through ``module`` (a TBE module) and through torch on ``weights``, one at a time.
 
     ``weights`` (float32 torch tensors) give the reference output; ``baseline`` is
@@ -263,8 +283,10 @@ def run_batches(module: Callable[..., Any], trace: Any, weights: Sequence[Any],
         if hasattr(module, "tables") and hasattr(module, "_stored"):
             baseline = baseline_for(module)
         else:
-            baseline = CpuBaseline([TableSpec(f"t{i}", int(w.shape[0]), int(w.shape[1])) for i, w in enumerate(weights)],
-                                   [np.asarray(w) for w in weights])
+            baseline = CpuBaseline(
+                [TableSpec(f"t{i}", int(w.shape[0]), int(w.shape[1])) for i, w in enumerate(weights)],
+                [np.asarray(w) for w in weights],
+            )
     for i, (idx, off, psw) in enumerate(trace.batches()):
         say(f"batch {i + 1}/{trace.num_batches}: {idx.size:,} lookups")
         t0 = time.perf_counter()
@@ -363,15 +385,34 @@ def end_to_end_estimate(modeled: perfmodel.PhaseTimes, measured_s: dict, merge_s
     >>> round(end_to_end_estimate(t, {"validate_s": 1e-4, "route_s": 2e-4, "merge_s": 3e-4, "host_cache_s": 0}), 6)
     0.0046
     """
-    return float(measured_s.get("validate_s", 0.0) + measured_s.get("route_s", 0.0)
-                 + max(measured_s.get("host_cache_s", 0.0), modeled.dpu_s)
-                 + measured_s.get("merge_s", 0.0) * merge_scale)
+    return float(
+        measured_s.get("validate_s", 0.0)
+        + measured_s.get("route_s", 0.0)
+        + max(measured_s.get("host_cache_s", 0.0), modeled.dpu_s)
+        + measured_s.get("merge_s", 0.0) * merge_scale
+    )
 
 
-def run_bench(*, tables: int = 8, rows: int = 100_000, dim: int = 64, batch_size: int = 1024, pooling: float = 32,
-              alpha: float = 1.05, row_format: str = "fp32", dpus: int = 64, emulate_dpus: int | None = None,
-              profile: str = DEFAULT_HARDWARE_PROFILE, batches: int = 3, bag_sizes: str = "fixed", weighted: bool = False,
-              nr_tasklets: int = 16, seed: int = 0, backend: str = "emulator", progress=None) -> BenchResult:
+def run_bench(
+    *,
+    tables: int = 8,
+    rows: int = 100_000,
+    dim: int = 64,
+    batch_size: int = 1024,
+    pooling: float = 32,
+    alpha: float = 1.05,
+    row_format: str = "fp32",
+    dpus: int = 64,
+    emulate_dpus: int | None = None,
+    profile: str = DEFAULT_HARDWARE_PROFILE,
+    batches: int = 3,
+    bag_sizes: str = "fixed",
+    weighted: bool = False,
+    nr_tasklets: int = 16,
+    seed: int = 0,
+    backend: str = "emulator",
+    progress=None,
+) -> BenchResult:
     """Run a synthetic workload on the backend, check it against torch, time torch, model the hardware.
 
     ``dpus`` is the modeled DPU count; the backend runs ``emulate_dpus`` (default
@@ -394,13 +435,36 @@ def run_bench(*, tables: int = 8, rows: int = 100_000, dim: int = 64, batch_size
         raise ValueError("dpus and emulate_dpus must be >= 1")
     if emulate > dpus:
         raise ValueError(f"emulate_dpus ({emulate}) cannot exceed the modeled dpus ({dpus})")
-    config = dict(tables=tables, rows=rows, dim=dim, batch_size=batch_size, pooling=pooling, alpha=alpha,
-                  row_format=row_format, dpus=dpus, emulate_dpus=emulate, profile=profile, batches=batches,
-                  bag_sizes=bag_sizes, weighted=weighted, nr_tasklets=nr_tasklets, seed=seed, backend=backend)
+    config = dict(
+        tables=tables,
+        rows=rows,
+        dim=dim,
+        batch_size=batch_size,
+        pooling=pooling,
+        alpha=alpha,
+        row_format=row_format,
+        dpus=dpus,
+        emulate_dpus=emulate,
+        profile=profile,
+        batches=batches,
+        bag_sizes=bag_sizes,
+        weighted=weighted,
+        nr_tasklets=nr_tasklets,
+        seed=seed,
+        backend=backend,
+    )
     specs = _tables(tables, rows, dim, row_format)
     say(f"generating {batches} batch(es) of {batch_size} samples over {tables} tables")
-    trace = synthetic_trace(specs, batch_size=batch_size, num_batches=batches, pooling=pooling, alpha=alpha,
-                            seed=seed, pooling_distribution=bag_sizes, weighted=weighted)
+    trace = synthetic_trace(
+        specs,
+        batch_size=batch_size,
+        num_batches=batches,
+        pooling=pooling,
+        alpha=alpha,
+        seed=seed,
+        pooling_distribution=bag_sizes,
+        weighted=weighted,
+    )
     run_plan = bench_plan(specs, emulate)
     model_plan = run_plan if emulate == dpus else bench_plan(specs, dpus)
     hw = perfmodel.get_profile(profile, nr_dpus=dpus)
@@ -419,22 +483,26 @@ def run_bench(*, tables: int = 8, rows: int = 100_000, dim: int = 64, batch_size
             wall.append(run.wall_s)
             here = profile_batch(stats, hw)
             if stats.nr_launches == 1:
-                checked &= not work_mismatch(derive_work(run_plan, idx, off, psw, nr_tasklets=nr_tasklets,
-                                                         router_cache=run_cache), stats.work())
+                checked &= not work_mismatch(
+                    derive_work(run_plan, idx, off, psw, nr_tasklets=nr_tasklets, router_cache=run_cache), stats.work()
+                )
             else:
                 checked = False
             if model_plan is run_plan:
                 target = here
             else:
-                target = profile_work(derive_work(model_plan, idx, off, psw, nr_tasklets=nr_tasklets,
-                                                  router_cache=model_cache), hw)
-            merge_scale = (target.work.host_merge_elems / here.work.host_merge_elems
-                           if here.work.host_merge_elems else 1.0)
+                target = profile_work(
+                    derive_work(model_plan, idx, off, psw, nr_tasklets=nr_tasklets, router_cache=model_cache), hw
+                )
+            merge_scale = (
+                target.work.host_merge_elems / here.work.host_merge_elems if here.work.host_merge_elems else 1.0
+            )
             measured.append(here.measured_s)
             modeled.append(target)
             estimates.append(end_to_end_estimate(target.modeled, here.measured_s, merge_scale))
-            bytes_rows.append((target.bytes_to_dpu, target.bytes_from_dpu, target.padded_bytes_to_dpu,
-                               target.padded_bytes_from_dpu))
+            bytes_rows.append(
+                (target.bytes_to_dpu, target.bytes_from_dpu, target.padded_bytes_to_dpu, target.padded_bytes_from_dpu)
+            )
             loads.append(target.work.lookups)
             hits.append(target.host_cache_hits)
             torch_times.append(run.torch)
@@ -443,25 +511,44 @@ def run_bench(*, tables: int = 8, rows: int = 100_000, dim: int = 64, batch_size
         backend_name = tbe.backend
 
     mean_measured = {k: float(np.mean([m[k] for m in measured])) for k in measured[0]}
-    mean_modeled = {key: (float(np.mean([p.modeled_phase(fields) for p in modeled])) if fields else None)
-                    for _, key, fields in PHASES}
+    mean_modeled = {
+        key: (float(np.mean([p.modeled_phase(fields) for p in modeled])) if fields else None)
+        for _, key, fields in PHASES
+    }
     mean_modeled["total_s"] = float(np.mean([p.modeled.total_s for p in modeled]))
     mean_modeled["kernel_s"] = float(np.mean([p.modeled.kernel_s for p in modeled]))
     b = np.mean(np.array(bytes_rows, dtype=np.float64), axis=0)
     load = np.mean(loads, axis=0)
     return BenchResult(
-        config=config, backend=backend_name, emulated=emulate, nr_dpus=int(dpus), profile=hw.name,
-        derived=model_plan is not run_plan, derivation_checked=bool(checked), batches=batches,
-        lookups_per_batch=float(trace.num_lookups / batches), torch_s=mean_timing(torch_times).best,
-        torch_threads=torch.get_num_threads(), wall_s=float(np.mean(wall)), measured_s=mean_measured,
-        modeled_s=mean_modeled, estimate_s=float(np.mean(estimates)),
-        bytes_per_batch={"cpu_to_dpu": b[0], "dpu_to_cpu": b[1], "cpu_to_dpu_padded": b[2],
-                         "dpu_to_cpu_padded": b[3]},
-        dpu_load={"mean_lookups": float(load.mean()), "max_lookups": float(load.max()),
-                  "imbalance": float(load.max() / load.mean()) if load.mean() > 0 else 1.0},
-        host_cache_hits=float(np.mean(hits)), max_abs_err=max_err, passed=passed,
-        baseline=baseline_name(specs), torch_timing=mean_timing(torch_times),
-        host_model_s=_host_model_seconds(specs, trace), host_model=_host_model().describe())
+        config=config,
+        backend=backend_name,
+        emulated=emulate,
+        nr_dpus=int(dpus),
+        profile=hw.name,
+        derived=model_plan is not run_plan,
+        derivation_checked=bool(checked),
+        batches=batches,
+        lookups_per_batch=float(trace.num_lookups / batches),
+        torch_s=mean_timing(torch_times).best,
+        torch_threads=torch.get_num_threads(),
+        wall_s=float(np.mean(wall)),
+        measured_s=mean_measured,
+        modeled_s=mean_modeled,
+        estimate_s=float(np.mean(estimates)),
+        bytes_per_batch={"cpu_to_dpu": b[0], "dpu_to_cpu": b[1], "cpu_to_dpu_padded": b[2], "dpu_to_cpu_padded": b[3]},
+        dpu_load={
+            "mean_lookups": float(load.mean()),
+            "max_lookups": float(load.max()),
+            "imbalance": float(load.max() / load.mean()) if load.mean() > 0 else 1.0,
+        },
+        host_cache_hits=float(np.mean(hits)),
+        max_abs_err=max_err,
+        passed=passed,
+        baseline=baseline_name(specs),
+        torch_timing=mean_timing(torch_times),
+        host_model_s=_host_model_seconds(specs, trace),
+        host_model=_host_model().describe(),
+    )
 
 
 def _host_model():
@@ -483,8 +570,11 @@ def _host_model_seconds(specs: list[TableSpec], trace: Any) -> float:
 def format_bench(r: BenchResult) -> str:
     """The text report of ``updlrm bench``."""
     c = r.config
-    derived = (f"per-DPU work for {r.nr_dpus} DPUs derived from the plan's routing"
-               if r.derived else "per-DPU work as the engine counted it")
+    derived = (
+        f"per-DPU work for {r.nr_dpus} DPUs derived from the plan's routing"
+        if r.derived
+        else "per-DPU work as the engine counted it"
+    )
     check = "matches the engine's counters" if r.derivation_checked else "NOT checked against the engine"
     lines = [
         f"updlrm bench: {c['tables']} tables x {c['rows']:,} rows, dim {c['dim']}, {c['row_format']}; "
@@ -496,8 +586,12 @@ def format_bench(r: BenchResult) -> str:
     ]
     measured = dict(r.measured_s)
     measured["total_s"] = r.wall_s
-    lines += format_phase_table(measured, r.modeled_s, measured_label=f"{r.backend} here ({r.emulated})",
-                                modeled_label=f"modeled UPMEM ({r.nr_dpus})")
+    lines += format_phase_table(
+        measured,
+        r.modeled_s,
+        measured_label=f"{r.backend} here ({r.emulated})",
+        modeled_label=f"modeled UPMEM ({r.nr_dpus})",
+    )
     lines += [
         f"  {'  of which DPU kernel':<24}{'':>{max(len(r.backend) + len(str(r.emulated)) + 9, 13) + 2}}"
         f"{format_seconds(r.modeled_s['kernel_s']):>{max(len(f'modeled UPMEM ({r.nr_dpus})'), 16) + 2}}",
@@ -505,8 +599,14 @@ def format_bench(r: BenchResult) -> str:
         "",
         f"  CPU baseline: {r.baseline} (best of {r.torch_threads} and 1 thread(s), same run)",
         f"    {r._cpu()}",
-        *([f"    the planner's host cost model predicts {format_seconds(r.host_model_s).strip()} for it "
-           f"({r.host_model})"] if r.host_model_s is not None else []),
+        *(
+            [
+                f"    the planner's host cost model predicts {format_seconds(r.host_model_s).strip()} for it "
+                f"({r.host_model})"
+            ]
+            if r.host_model_s is not None
+            else []
+        ),
         f"  modeled UPMEM batch latency (perfmodel)          {format_seconds(r.modeled_s['total_s']).strip()}"
         f"   -> speedup {r.comparison}",
         f"  end-to-end estimate (host work measured here)    {format_seconds(r.estimate_s).strip()}"
@@ -519,31 +619,66 @@ def format_bench(r: BenchResult) -> str:
     return "\n".join(lines)
 
 
-
 @click.command("bench")
 @click.option("--tables", default=8, show_default=True, type=click.IntRange(1), help="Number of tables.")
 @click.option("--rows", default=100_000, show_default=True, type=click.IntRange(1), help="Rows per table.")
 @click.option("--dim", default=64, show_default=True, type=click.IntRange(1), help="Embedding dimension.")
 @click.option("--batch-size", default=1024, show_default=True, type=click.IntRange(1), help="Samples per batch.")
 @click.option("--pooling", default=32.0, show_default=True, type=click.FloatRange(0), help="Lookups per bag (mean).")
-@click.option("--bag-sizes", default="fixed", show_default=True, type=click.Choice(["fixed", "poisson", "uniform"]),
-              help="Bag-size law around --pooling (fixed: FBGEMM's benchmark convention).")
-@click.option("--alpha", default=1.05, show_default=True, type=click.FloatRange(0),
-              help="Zipf exponent of row popularity (0 = uniform).")
-@click.option("--format", "row_format", default="fp32", show_default=True, type=click.Choice(["fp32", "int32", "int8"]),
-              help="Row storage format on the DPUs.")
+@click.option(
+    "--bag-sizes",
+    default="fixed",
+    show_default=True,
+    type=click.Choice(["fixed", "poisson", "uniform"]),
+    help="Bag-size law around --pooling (fixed: FBGEMM's benchmark convention).",
+)
+@click.option(
+    "--alpha",
+    default=1.05,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Zipf exponent of row popularity (0 = uniform).",
+)
+@click.option(
+    "--format",
+    "row_format",
+    default="fp32",
+    show_default=True,
+    type=click.Choice(["fp32", "int32", "int8"]),
+    help="Row storage format on the DPUs.",
+)
 @click.option("--dpus", default=64, show_default=True, type=click.IntRange(1), help="DPUs of the modeled hardware.")
-@click.option("--emulate-dpus", default=None, type=click.IntRange(1),
-              help="DPUs the backend runs (default min(--dpus, 256)); fewer than --dpus derives the rest.")
-@click.option("--profile", default=DEFAULT_HARDWARE_PROFILE, show_default=True, type=click.Choice(sorted(perfmodel.PROFILES)),
-              help="Hardware profile of the modeled times.")
+@click.option(
+    "--emulate-dpus",
+    default=None,
+    type=click.IntRange(1),
+    help="DPUs the backend runs (default min(--dpus, 256)); fewer than --dpus derives the rest.",
+)
+@click.option(
+    "--profile",
+    default=DEFAULT_HARDWARE_PROFILE,
+    show_default=True,
+    type=click.Choice(sorted(perfmodel.PROFILES)),
+    help="Hardware profile of the modeled times.",
+)
 @click.option("--batches", default=3, show_default=True, type=click.IntRange(1), help="Batches to run.")
 @click.option("--weighted", is_flag=True, help="Per-sample weights.")
-@click.option("--tasklets", "nr_tasklets", default=16, show_default=True, type=click.IntRange(1, abi.MAX_TASKLETS),
-              help="Tasklets per DPU.")
+@click.option(
+    "--tasklets",
+    "nr_tasklets",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1, abi.MAX_TASKLETS),
+    help="Tasklets per DPU.",
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of weights and workload.")
-@click.option("--backend", default="emulator", show_default=True,
-              type=click.Choice(["emulator", "simulator", "hw", "auto"]), help="Where to run the batches.")
+@click.option(
+    "--backend",
+    default="emulator",
+    show_default=True,
+    type=click.Choice(["emulator", "simulator", "hw", "auto"]),
+    help="Where to run the batches.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
 def bench_command(as_json: bool, **options) -> None:
     """Time torch CPU and updlrm on one workload; model each phase on UPMEM hardware.

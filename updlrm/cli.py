@@ -55,8 +55,17 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     from updlrm.host.engine import EngineError
     from updlrm.partitioner.graphpart import MissingDependency
 
-    return (ValueError, OSError, MemoryError, BackendUnavailable, MissingDependency, EngineError, DpuError,
-            CompileError, BuildError)
+    return (
+        ValueError,
+        OSError,
+        MemoryError,
+        BackendUnavailable,
+        MissingDependency,
+        EngineError,
+        DpuError,
+        CompileError,
+        BuildError,
+    )
 
 
 def one_line(error: BaseException) -> str:

@@ -83,7 +83,9 @@ def _configs(tables: Sequence[Any]) -> list[EmbeddingBagConfig]:
     for c in configs:
         for f in c.feature_names:
             if f in seen:
-                raise ValueError(f"feature {f!r} is listed by tables {seen[f]!r} and {c.name!r}; a feature looks up one table")
+                raise ValueError(
+                    f"feature {f!r} is listed by tables {seen[f]!r} and {c.name!r}; a feature looks up one table"
+                )
             seen[f] = c.name
     return configs
 
@@ -126,8 +128,10 @@ class BatchReport:
         """
         dedup = [f for f, d in zip(self.features, self.deduplicated) if d]
         times = ", ".join(f"{k} {getattr(self, k + '_s') * 1e3:.3f} ms" for k in ("read", "dedup", "stack", "expand"))
-        return (f"BatchReport({self.samples} samples: {self.lookups_in:,} lookups -> {self.lookups_run:,} run "
-                f"({self.duplication:.2f}x), deduplicated {dedup}, host: {times})")
+        return (
+            f"BatchReport({self.samples} samples: {self.lookups_in:,} lookups -> {self.lookups_run:,} run "
+            f"({self.duplication:.2f}x), deduplicated {dedup}, host: {times})"
+        )
 
 
 class EmbeddingBagCollection(torch.nn.Module):
@@ -182,7 +186,9 @@ class EmbeddingBagCollection(torch.nn.Module):
     ) -> None:
         super().__init__()
         if device is not None and torch.device(device).type not in ("cpu", "meta"):
-            raise ValueError(f"device={device!r}: updlrm's tables live on DPUs and its outputs on the host; use device='cpu' or None")
+            raise ValueError(
+                f"device={device!r}: updlrm's tables live on DPUs and its outputs on the host; use device='cpu' or None"
+            )
         if dedup not in ("auto", True, False):
             raise ValueError(f"dedup must be 'auto', True or False, got {dedup!r}")
         configs = _configs(tables)
@@ -216,7 +222,10 @@ class EmbeddingBagCollection(torch.nn.Module):
 
     def _initial_weights(self, weights: Mapping[str, Any] | None, seed: int) -> list[Any]:
         if weights is None:
-            return [_init_table(c.table_spec(), seed, t, c.weight_init_min, c.weight_init_max) for t, c in enumerate(self._configs)]
+            return [
+                _init_table(c.table_spec(), seed, t, c.weight_init_min, c.weight_init_max)
+                for t, c in enumerate(self._configs)
+            ]
         if not isinstance(weights, Mapping):
             raise TypeError(f"weights must be a dict {{table name: (rows, dim) tensor}}, got {type(weights).__name__}")
         names = [c.name for c in self._configs]
@@ -236,13 +245,23 @@ class EmbeddingBagCollection(torch.nn.Module):
                 return [(t.name, t.num_embeddings, t.embedding_dim, t.row_format.value) for t in ts]
 
             if shape(plan.tables) != shape(specs):
-                raise PlanError(f"the plan was built for tables {shape(plan.tables)[:4]}..., not for this collection's "
-                                f"{shape(specs)[:4]}... (names, rows, dims and row formats must match)")
+                raise PlanError(
+                    f"the plan was built for tables {shape(plan.tables)[:4]}..., not for this collection's "
+                    f"{shape(specs)[:4]}... (names, rows, dims and row formats must match)"
+                )
             plan = dataclasses.replace(plan, tables=specs)
         a = self._backend_args
         return TableBatchedEmbeddingBags(
-            specs, plan=plan, backend=a["backend"], pooling_mode=PoolingMode.SUM, bounds_check_mode=BoundsCheckMode.NONE,
-            nr_tasklets=a["nr_tasklets"], weights=values, seed=a["seed"], nr_dpus=a["nr_dpus"], quantization="fit",
+            specs,
+            plan=plan,
+            backend=a["backend"],
+            pooling_mode=PoolingMode.SUM,
+            bounds_check_mode=BoundsCheckMode.NONE,
+            nr_tasklets=a["nr_tasklets"],
+            weights=values,
+            seed=a["seed"],
+            nr_dpus=a["nr_dpus"],
+            quantization="fit",
         )
 
     # -- torchrec's accessors --------------------------------------------------------------
@@ -306,8 +325,9 @@ class EmbeddingBagCollection(torch.nn.Module):
         self._check(batch)
         B = batch.batch_size
         if B == 0:
-            self.last_report = BatchReport(list(self._feature_names), 0, [0] * len(self._feature_names), 0, 0,
-                                           [False] * len(self._feature_names))
+            self.last_report = BatchReport(
+                list(self._feature_names), 0, [0] * len(self._feature_names), 0, 0, [False] * len(self._feature_names)
+            )
             return KeyedTensor(self._feature_names, self._feature_dims, torch.zeros(0, sum(self._feature_dims)))
         t0 = time.perf_counter()
         order = [batch.keys.index(f) for f in self._feature_names]
@@ -327,14 +347,24 @@ class EmbeddingBagCollection(torch.nn.Module):
         t4 = time.perf_counter()
         lookups_in = sum(self._feature_lookups(batch, k) for k in order)
         lookups_run = int(offsets[-1]) if offsets is not None else 0
-        self.last_report = BatchReport(list(self._feature_names), B, [int(b.size) for b in bags], lookups_in, lookups_run,
-                                       deduplicated, read_s=t0 - t_read, dedup_s=t1 - t0, stack_s=t2 - t1, expand_s=t4 - t3)
+        self.last_report = BatchReport(
+            list(self._feature_names),
+            B,
+            [int(b.size) for b in bags],
+            lookups_in,
+            lookups_run,
+            deduplicated,
+            read_s=t0 - t_read,
+            dedup_s=t1 - t0,
+            stack_s=t2 - t1,
+            expand_s=t4 - t3,
+        )
         return KeyedTensor(self._feature_names, self._feature_dims, torch.from_numpy(out))
 
     def _feature_lookups(self, batch: SparseBatch, k: int) -> int:
         """Lookups key ``k`` contributes to the full batch (samples, not unique bags)."""
         lo = batch.bag_start[k]
-        lengths = batch.lengths[lo: batch.bag_start[k + 1]]
+        lengths = batch.lengths[lo : batch.bag_start[k + 1]]
         if batch.inverse[k] is None:
             return int(lengths.sum())
         return int(lengths[batch.inverse[k]].sum())
@@ -358,7 +388,9 @@ class EmbeddingBagCollection(torch.nn.Module):
                 "build it with is_weighted=True or pass a KJT without weights"
             )
         if batch.weights is None and self.is_weighted:
-            raise InvalidInputError("the collection is weighted (is_weighted=True); pass a KeyedJaggedTensor with weights (one per value)")
+            raise InvalidInputError(
+                "the collection is weighted (is_weighted=True); pass a KeyedJaggedTensor with weights (one per value)"
+            )
         if batch.weights is not None:
             finite = np.isfinite(batch.weights)
             if not finite.all():
@@ -378,14 +410,20 @@ class EmbeddingBagCollection(torch.nn.Module):
         k = int(np.searchsorted(batch.bag_start, bag, side="right")) - 1
         key = batch.keys[k]
         table = self._configs[self._feature_table[self._feature_index[key]]]
-        where = (f"feature {key!r} (table {table.name!r}), bag {bag - int(batch.bag_start[k])}: values[{p}] = {int(batch.values[p])} "
-                 f"is out of range [0, {table.num_embeddings})")
+        where = (
+            f"feature {key!r} (table {table.name!r}), bag {bag - int(batch.bag_start[k])}: values[{p}] = {int(batch.values[p])} "
+            f"is out of range [0, {table.num_embeddings})"
+        )
         nbad = int(np.count_nonzero(bad))
         if self.bounds_check_mode == BoundsCheckMode.FATAL:
-            raise IndexOutOfRangeError(f"{where}; {nbad} of {bad.size} values are out of range "
-                                       "(bounds_check_mode=FATAL; use WARNING or IGNORE to drop them)")
+            raise IndexOutOfRangeError(
+                f"{where}; {nbad} of {bad.size} values are out of range "
+                "(bounds_check_mode=FATAL; use WARNING or IGNORE to drop them)"
+            )
         if self.bounds_check_mode == BoundsCheckMode.WARNING:
-            warnings.warn(f"{where}; dropping {nbad} out-of-range lookups (they contribute nothing)", RuntimeWarning, stacklevel=4)
+            warnings.warn(
+                f"{where}; dropping {nbad} out-of-range lookups (they contribute nothing)", RuntimeWarning, stacklevel=4
+            )
         keep = ~bad
         kept_before = np.concatenate(([0], np.cumsum(keep, dtype=np.int64)))
         batch.offsets = kept_before[batch.offsets]
@@ -394,7 +432,9 @@ class EmbeddingBagCollection(torch.nn.Module):
         if batch.weights is not None:
             batch.weights = batch.weights[keep]
 
-    def _choose_bags(self, batch: SparseBatch, order: list[int]) -> tuple[list[np.ndarray], list[np.ndarray | None], list[bool]]:
+    def _choose_bags(
+        self, batch: SparseBatch, order: list[int]
+    ) -> tuple[list[np.ndarray], list[np.ndarray | None], list[bool]]:
         """Per feature: the global bag ids to compute and the inverse map of the B samples."""
         from updlrm.dedup import choose_bags
 
@@ -404,8 +444,14 @@ class EmbeddingBagCollection(torch.nn.Module):
         """One TBE batch of the chosen bags (:func:`updlrm.sparse_batch.stack_bags`)."""
         return stack_bags(batch, bags, self._feature_table, len(self._configs))
 
-    def _expand(self, batch: SparseBatch, pooled: np.ndarray, bags: list[np.ndarray], inverse: list[np.ndarray | None],
-                row_start: np.ndarray) -> np.ndarray:
+    def _expand(
+        self,
+        batch: SparseBatch,
+        pooled: np.ndarray,
+        bags: list[np.ndarray],
+        inverse: list[np.ndarray | None],
+        row_start: np.ndarray,
+    ) -> np.ndarray:
         B = batch.batch_size
         if len(bags) == len(self._configs) and pooled.shape[0] == B and all(inv is None for inv in inverse):
             # One feature per table, every sample computed: the engine's output is laid
@@ -420,15 +466,15 @@ class EmbeddingBagCollection(torch.nn.Module):
         for i, b in enumerate(bags):
             t = self._feature_table[i]
             dim = self._dims[t]
-            rows = pooled[row_start[i]: row_start[i] + b.size, self._col[t]: self._col[t] + dim]
+            rows = pooled[row_start[i] : row_start[i] + b.size, self._col[t] : self._col[t] + dim]
             if self._feature_mean[i]:
                 # MEAN = SUM / bag length in float32, as torch.nn.EmbeddingBag; empty bags stay 0.
                 n = batch.lengths[b].astype(np.float32)
                 rows = rows / np.maximum(n, 1)[:, None]
             if inverse[i] is None:
-                out[:, col: col + dim] = rows
+                out[:, col : col + dim] = rows
             else:
-                out[:, col: col + dim] = rows[inverse[i]]
+                out[:, col : col + dim] = rows[inverse[i]]
             col += dim
         return out
 
@@ -442,8 +488,10 @@ class EmbeddingBagCollection(torch.nn.Module):
                 destination[key + "weight_quantized"] = torch.from_numpy(np.array(self._tbe._stored[t], copy=True))
                 destination[key + "weight_scale"] = torch.tensor(float(self._tbe.tables[t].scale), dtype=torch.float64)
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs) -> None:
-        mine = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix + "embedding_bags.")}
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:
+        mine = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix + "embedding_bags.")}
         expected = set()
         values, specs = [], []
         for t, c in enumerate(self._configs):
@@ -461,8 +509,10 @@ class EmbeddingBagCollection(torch.nn.Module):
                 continue
             w = torch.as_tensor(w).detach().cpu()
             if tuple(w.shape) != (c.num_embeddings, c.embedding_dim):
-                error_msgs.append(f"size mismatch for {prefix}{key}weight: copying a param with shape {tuple(w.shape)}, "
-                                  f"the table {c.name!r} has shape {(c.num_embeddings, c.embedding_dim)}")
+                error_msgs.append(
+                    f"size mismatch for {prefix}{key}weight: copying a param with shape {tuple(w.shape)}, "
+                    f"the table {c.name!r} has shape {(c.num_embeddings, c.embedding_dim)}"
+                )
                 values.append(self._tbe._stored[t])
                 specs.append(spec)
                 continue
@@ -470,7 +520,9 @@ class EmbeddingBagCollection(torch.nn.Module):
                 # The quantised rows load exactly if the float view is theirs; an edited float view wins.
                 q = torch.as_tensor(q).cpu().numpy()
                 qspec = dataclasses.replace(spec, scale=float(s))
-                if q.shape == tuple(w.shape) and np.array_equal(dequantize_table(q, qspec), w.numpy().astype(np.float32)):
+                if q.shape == tuple(w.shape) and np.array_equal(
+                    dequantize_table(q, qspec), w.numpy().astype(np.float32)
+                ):
                     values.append(q)
                     specs.append(qspec)
                     continue
@@ -522,20 +574,30 @@ class EmbeddingBagCollection(torch.nn.Module):
             weights = {c.name: source.embedding_bags[c.name].weight.detach() for c in configs}
             if tables is not None:
                 configs = _configs(tables)
-            weighted = source.is_weighted() if callable(getattr(source, "is_weighted", None)) else getattr(source, "is_weighted", False)
+            weighted = (
+                source.is_weighted()
+                if callable(getattr(source, "is_weighted", None))
+                else getattr(source, "is_weighted", False)
+            )
             kwargs.setdefault("is_weighted", bool(weighted))
             return cls(configs, weights=weights, **kwargs)
         if isinstance(source, Mapping):
             weights = {}
             for k, v in source.items():
-                name = k[len("embedding_bags."):-len(".weight")] if k.startswith("embedding_bags.") and k.endswith(".weight") else k
+                name = (
+                    k[len("embedding_bags.") : -len(".weight")]
+                    if k.startswith("embedding_bags.") and k.endswith(".weight")
+                    else k
+                )
                 if k.startswith("embedding_bags.") and not k.endswith(".weight"):
                     continue  # quantisation parameters: the float view is what a dict carries
                 weights[name] = torch.as_tensor(v).detach()
             if tables is None:
                 tables = [EmbeddingBagConfig(n, int(w.shape[0]), int(w.shape[1])) for n, w in weights.items()]
             return cls(tables, weights=weights, **kwargs)
-        raise TypeError(f"from_torch takes a torch/torchrec EmbeddingBagCollection or a dict of tensors, got {type(source).__name__}")
+        raise TypeError(
+            f"from_torch takes a torch/torchrec EmbeddingBagCollection or a dict of tensors, got {type(source).__name__}"
+        )
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -550,8 +612,10 @@ class EmbeddingBagCollection(torch.nn.Module):
         self.close()
 
     def extra_repr(self) -> str:
-        lines = [f"{c.name}: {c.num_embeddings} x {c.embedding_dim} {c.row_format.value} {c.pooling.value} <- {c.feature_names}"
-                 for c in self._configs]
+        lines = [
+            f"{c.name}: {c.num_embeddings} x {c.embedding_dim} {c.row_format.value} {c.pooling.value} <- {c.feature_names}"
+            for c in self._configs
+        ]
         head = f"backend={self._tbe.backend}, dpus={self._tbe.plan.topology.nr_dpus}, dedup={self.dedup}, weighted={self.is_weighted}"
         return "\n".join([head] + lines)
 
@@ -568,8 +632,14 @@ class TorchEmbeddingBagCollection(torch.nn.Module):
     [[4.0, 5.0], [0.0, 0.0]]
     """
 
-    def __init__(self, tables: Sequence[Any], *, is_weighted: bool = False, weights: Mapping[str, Any] | None = None,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        tables: Sequence[Any],
+        *,
+        is_weighted: bool = False,
+        weights: Mapping[str, Any] | None = None,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         self._configs = _configs(tables)
         self._is_weighted = bool(is_weighted)
@@ -580,7 +650,8 @@ class TorchEmbeddingBagCollection(torch.nn.Module):
             else:
                 w = torch.from_numpy(_init_table(c.table_spec(), seed, t, c.weight_init_min, c.weight_init_max))
             self.embedding_bags[c.name] = torch.nn.EmbeddingBag.from_pretrained(
-                w, freeze=True, mode=c.pooling.value.lower(), include_last_offset=True)
+                w, freeze=True, mode=c.pooling.value.lower(), include_last_offset=True
+            )
 
     def embedding_bag_configs(self) -> list[EmbeddingBagConfig]:
         return list(self._configs)

@@ -82,7 +82,9 @@ class EmbeddingBagConfig:
                 raise ValueError(f"table {self.name!r}: {what} must be an integer >= 1, got {v!r}")
             setattr(self, what, int(v))
         if isinstance(self.feature_names, str):
-            raise ValueError(f"table {self.name!r}: feature_names must be a list of names, got the string {self.feature_names!r}")
+            raise ValueError(
+                f"table {self.name!r}: feature_names must be a list of names, got the string {self.feature_names!r}"
+            )
         self.feature_names = list(self.feature_names) or [self.name]
         if len(set(self.feature_names)) != len(self.feature_names):
             raise ValueError(f"table {self.name!r}: feature_names repeat a name: {self.feature_names}")
@@ -90,7 +92,9 @@ class EmbeddingBagConfig:
         try:
             self.row_format = RowFormat(str(getattr(self.row_format, "value", self.row_format)).lower())
         except ValueError:
-            raise ValueError(f"table {self.name!r}: row_format {self.row_format!r} is not one of 'fp32', 'int8', 'int32'") from None
+            raise ValueError(
+                f"table {self.name!r}: row_format {self.row_format!r} is not one of 'fp32', 'int8', 'int32'"
+            ) from None
 
     @staticmethod
     def coerce(obj: Any, i: int = 0) -> EmbeddingBagConfig:
@@ -102,8 +106,9 @@ class EmbeddingBagConfig:
         if isinstance(obj, EmbeddingBagConfig):
             return obj
         if isinstance(obj, TableSpec):
-            return EmbeddingBagConfig(obj.name, obj.num_embeddings, obj.embedding_dim, list(obj.feature_names),
-                                      row_format=obj.row_format)
+            return EmbeddingBagConfig(
+                obj.name, obj.num_embeddings, obj.embedding_dim, list(obj.feature_names), row_format=obj.row_format
+            )
         if hasattr(obj, "num_embeddings") and hasattr(obj, "embedding_dim"):
             name = getattr(obj, "name", "") or f"t{i}"
             fmt = getattr(obj, "row_format", None)
@@ -111,15 +116,29 @@ class EmbeddingBagConfig:
                 dt = getattr(obj, "data_type", None)
                 key = str(getattr(dt, "name", None) or getattr(dt, "value", None) or "FP32").upper()
                 if key not in _DATA_TYPES:
-                    raise ValueError(f"table {name!r}: data_type {key} is not supported on DPUs; use FP32, INT8 or INT32")
+                    raise ValueError(
+                        f"table {name!r}: data_type {key} is not supported on DPUs; use FP32, INT8 or INT32"
+                    )
                 fmt = _DATA_TYPES[key]
             return EmbeddingBagConfig(
-                name, obj.num_embeddings, obj.embedding_dim, list(getattr(obj, "feature_names", None) or []),
-                pooling=getattr(obj, "pooling", PoolingType.SUM), row_format=fmt,
-                weight_init_max=getattr(obj, "weight_init_max", None), weight_init_min=getattr(obj, "weight_init_min", None),
+                name,
+                obj.num_embeddings,
+                obj.embedding_dim,
+                list(getattr(obj, "feature_names", None) or []),
+                pooling=getattr(obj, "pooling", PoolingType.SUM),
+                row_format=fmt,
+                weight_init_max=getattr(obj, "weight_init_max", None),
+                weight_init_min=getattr(obj, "weight_init_min", None),
             )
-        raise TypeError(f"table {i}: expected an EmbeddingBagConfig (updlrm's or torchrec's) or a TableSpec, got {type(obj).__name__}")
+        raise TypeError(
+            f"table {i}: expected an EmbeddingBagConfig (updlrm's or torchrec's) or a TableSpec, got {type(obj).__name__}"
+        )
 
     def table_spec(self) -> TableSpec:
-        return TableSpec(self.name, self.num_embeddings, self.embedding_dim, row_format=self.row_format,
-                         feature_names=tuple(self.feature_names))
+        return TableSpec(
+            self.name,
+            self.num_embeddings,
+            self.embedding_dim,
+            row_format=self.row_format,
+            feature_names=tuple(self.feature_names),
+        )

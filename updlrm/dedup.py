@@ -62,12 +62,12 @@ MIN_REPEATED = 0.25
 # mod 2**64, computed for all bags at once from prefix sums of v_e * R**e over the whole
 # sequence, then shifted by R**-start (R is odd, so invertible mod 2**64). A collision
 # only costs a missed duplicate: every grouping is verified value by value.
-_R = 0x9E3779B97F4A7C15                # odd: 2**64 / golden ratio
+_R = 0x9E3779B97F4A7C15  # odd: 2**64 / golden ratio
 _R_INV = pow(_R, -1, 1 << 64)
 _WEIGHT = np.uint64(0xD6E8FEB86659FD93)
 _LENGTH = np.uint64(0xA0761D6478BD642F)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)    # splitmix64 finaliser constants (Steele et al.,
-_M2 = np.uint64(0x94D049BB133111EB)    # "Fast splittable pseudorandom number generators", 2014)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)  # splitmix64 finaliser constants (Steele et al.,
+_M2 = np.uint64(0x94D049BB133111EB)  # "Fast splittable pseudorandom number generators", 2014)
 _powers_cache: tuple[np.ndarray, np.ndarray] = (np.ones(1, np.uint64), np.ones(1, np.uint64))
 
 
@@ -120,11 +120,12 @@ def _segment(values, weights, offsets, lo: int, hi: int):
     a, b = int(offsets[lo]), int(offsets[hi])
     seq = _as_u64(values[a:b])
     wbits = None if weights is None else weights[a:b].view(np.uint32).astype(np.uint64)
-    return seq, wbits, offsets[lo: hi + 1] - a
+    return seq, wbits, offsets[lo : hi + 1] - a
 
 
-def _representatives(seq: np.ndarray, wbits: np.ndarray | None, local: np.ndarray,
-                     group: np.ndarray | None = None) -> np.ndarray:
+def _representatives(
+    seq: np.ndarray, wbits: np.ndarray | None, local: np.ndarray, group: np.ndarray | None = None
+) -> np.ndarray:
     """For each bag, the first identical bag (itself if none): hash, group, then verify.
 
     With ``group`` (e.g. the feature of every bag) only bags of one group are merged.
@@ -255,8 +256,9 @@ def choose_bags(batch: Any, order: list[int], mode: bool | str = "auto"):
         return bags, inverse, done
     # All chosen features in one pass (fixed numpy costs paid once): their value
     # sequences side by side, bags tagged with their feature so groups never cross.
-    segments = [_segment(batch.values, batch.weights, batch.offsets, int(bags[i][0]), int(bags[i][-1]) + 1)
-                for i in candidates]
+    segments = [
+        _segment(batch.values, batch.weights, batch.offsets, int(bags[i][0]), int(bags[i][-1]) + 1) for i in candidates
+    ]
     if len(segments) == 1:
         seq, wbits, local = segments[0]
         group = None
@@ -268,7 +270,7 @@ def choose_bags(batch: Any, order: list[int], mode: bool | str = "auto"):
         group = np.repeat(np.arange(len(candidates), dtype=np.int64), B)
     rep = _representatives(seq, wbits, local, group)
     for j, i in enumerate(candidates):
-        r = rep[j * B: (j + 1) * B] - j * B
+        r = rep[j * B : (j + 1) * B] - j * B
         is_first = r == np.arange(B)
         if is_first.all():
             continue  # nothing repeats: run the feature as it is

@@ -107,9 +107,21 @@ def run_demo(
     from updlrm.tbe import TableBatchedEmbeddingBags
 
     say = progress or (lambda msg: None)
-    config = dict(batch_size=batch_size, batches=batches, dpus=dpus, backend=backend, seed=seed, dim=dim,
-                  pooling=pooling, alpha=alpha, max_rows=max_rows, row_format=row_format,
-                  nr_tasklets=nr_tasklets, profile=profile, plan=plan)
+    config = dict(
+        batch_size=batch_size,
+        batches=batches,
+        dpus=dpus,
+        backend=backend,
+        seed=seed,
+        dim=dim,
+        pooling=pooling,
+        alpha=alpha,
+        max_rows=max_rows,
+        row_format=row_format,
+        nr_tasklets=nr_tasklets,
+        profile=profile,
+        plan=plan,
+    )
     tables = criteo_like_tables(dim=dim, max_rows=max_rows, row_format=row_format)
     say(f"generating {batches} batch(es) of {batch_size} samples over {len(tables)} tables")
     trace = synthetic_trace(tables, batch_size=batch_size, num_batches=batches, pooling=pooling, alpha=alpha, seed=seed)
@@ -117,8 +129,9 @@ def run_demo(
     say("building the plan and loading the tables into DPU memory")
     start = time.perf_counter()
     try:
-        tbe = TableBatchedEmbeddingBags(tables, plan=plan, backend=backend, nr_dpus=None if plan else dpus, seed=seed,
-                                        nr_tasklets=nr_tasklets)
+        tbe = TableBatchedEmbeddingBags(
+            tables, plan=plan, backend=backend, nr_dpus=None if plan else dpus, seed=seed, nr_tasklets=nr_tasklets
+        )
     except DpuAllocationError as e:
         raise DpuAllocationError(f"{e}; or ask for fewer with --dpus") from None
     setup_s = time.perf_counter() - start
@@ -152,8 +165,10 @@ def run_demo(
     lookups = np.mean([np.asarray(s.lookups, dtype=np.float64) for s in stats_list], axis=0)
     measured = {key: mean_of(lambda s, k=key: _measured(s, k)) for _, key, _ in PHASES}
     measured["end_to_end_s"] = float(np.mean(wall_times))
-    modeled_s = {key: float(np.mean([sum(m.as_dict()[f] or 0.0 for f in fields) for m in modeled])) if fields else None
-                 for _, key, fields in PHASES}
+    modeled_s = {
+        key: float(np.mean([sum(m.as_dict()[f] or 0.0 for f in fields) for m in modeled])) if fields else None
+        for _, key, fields in PHASES
+    }
     modeled_s["end_to_end_s"] = float(np.mean([m.total_s for m in modeled]))
     return DemoResult(
         config=config,
@@ -207,8 +222,10 @@ def format_report(r: DemoResult) -> str:
     lines += format_phase_table(r.measured_s, r.modeled_s)
     t = r.torch_timing
     median = t["median_s"] / t["best_s"] - 1 if t.get("best_s") else 0.0
-    lines.append(f"  {'CPU baseline (torch)':<24}{_fmt_s(r.torch_s):>15}   best of {t.get('runs', 0)}, median "
-                 f"{median:+.1%}, worst {t.get('spread', 0.0):+.1%}: {r.baseline}")
+    lines.append(
+        f"  {'CPU baseline (torch)':<24}{_fmt_s(r.torch_s):>15}   best of {t.get('runs', 0)}, median "
+        f"{median:+.1%}, worst {t.get('spread', 0.0):+.1%}: {r.baseline}"
+    )
     lines.append(f"  (*overlaps the DPU phases. Model: profile {r.profile} with this plan's {r.plan['nr_dpus']} DPUs,")
     lines.append("   for the same per-DPU work; 'measured here' is this machine on the chosen backend.)")
     lines += [""] + format_traffic(r.bytes_per_batch, r.dpu_load, r.host_cache_hits)
@@ -224,19 +241,48 @@ def format_report(r: DemoResult) -> str:
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of weights and workload.")
 @click.option("--dim", default=64, show_default=True, type=click.IntRange(1), help="Embedding dimension.")
 @click.option("--pooling", default=16.0, show_default=True, type=click.FloatRange(0), help="Mean lookups per bag.")
-@click.option("--alpha", default=1.05, show_default=True, type=click.FloatRange(0), help="Zipf exponent of row popularity.")
+@click.option(
+    "--alpha", default=1.05, show_default=True, type=click.FloatRange(0), help="Zipf exponent of row popularity."
+)
 @click.option("--max-rows", default=50_000, show_default=True, type=click.IntRange(1), help="Cap on rows per table.")
-@click.option("--row-format", default="fp32", show_default=True, type=click.Choice(["fp32", "int32", "int8"]), help="Row storage.")
-@click.option("--tasklets", "nr_tasklets", default=16, show_default=True, type=click.IntRange(1, MAX_TASKLETS), help="Tasklets per DPU.")
-@click.option("--profile", default=DEFAULT_HARDWARE_PROFILE, show_default=True, type=click.Choice(sorted(PROFILES)),
-              help="Hardware profile of the modeled times.")
-@click.option("--plan", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="A saved plan for the same tables (e.g. from `updlrm plan`) instead of the default row-wise plan.")
-@click.option("--hosts", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="Run over N hosts: N local processes on torch.distributed (gloo), tables split between them.")
-@click.option("--host-strategy", default="auto", show_default=True,
-              type=click.Choice(["auto", "table_wise", "row_wise", "column_wise"]),
-              help="With --hosts: how tables are split between hosts.")
+@click.option(
+    "--row-format", default="fp32", show_default=True, type=click.Choice(["fp32", "int32", "int8"]), help="Row storage."
+)
+@click.option(
+    "--tasklets",
+    "nr_tasklets",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1, MAX_TASKLETS),
+    help="Tasklets per DPU.",
+)
+@click.option(
+    "--profile",
+    default=DEFAULT_HARDWARE_PROFILE,
+    show_default=True,
+    type=click.Choice(sorted(PROFILES)),
+    help="Hardware profile of the modeled times.",
+)
+@click.option(
+    "--plan",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="A saved plan for the same tables (e.g. from `updlrm plan`) instead of the default row-wise plan.",
+)
+@click.option(
+    "--hosts",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Run over N hosts: N local processes on torch.distributed (gloo), tables split between them.",
+)
+@click.option(
+    "--host-strategy",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "table_wise", "row_wise", "column_wise"]),
+    help="With --hosts: how tables are split between hosts.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
 def demo_command(as_json: bool, hosts: int, host_strategy: str, **options) -> None:
     """Run a Criteo-like embedding layer on the default backend and check it against torch."""
@@ -248,8 +294,12 @@ def demo_command(as_json: bool, hosts: int, host_strategy: str, **options) -> No
         from updlrm.partitioner.workloads import criteo_like_tables
         from updlrm.plan import Plan
 
-        Plan.load(options["plan"], tables=criteo_like_tables(dim=options["dim"], max_rows=options["max_rows"],
-                                                             row_format=options["row_format"]))
+        Plan.load(
+            options["plan"],
+            tables=criteo_like_tables(
+                dim=options["dim"], max_rows=options["max_rows"], row_format=options["row_format"]
+            ),
+        )
     resolve_backend(options["backend"])
     progress = None if as_json else (lambda msg: click.echo(f"... {msg}", err=True))
     if hosts > 1:

@@ -96,13 +96,17 @@ class HardwareProfile:
     dma_min_bytes: int = _f(8, f"{UPMEM_SDK}: mram_read/mram_write take 8..2048 B, 8-byte aligned")
     dma_max_bytes: int = _f(2048, f"{UPMEM_SDK}: mram_read/mram_write take 8..2048 B, 8-byte aligned")
     dma_read_alpha_cycles: float = _f(77.0, f"{PRIM}, Sec. 3.2.1, Fig. 5: mram_read latency = 77 + 0.5*size cycles")
-    dma_read_beta_cycles_per_byte: float = _f(0.5, f"{PRIM}, Sec. 3.2.1, Fig. 5 (beta = 0.5 cycles/B, i.e. 2 B/cycle peak)")
+    dma_read_beta_cycles_per_byte: float = _f(
+        0.5, f"{PRIM}, Sec. 3.2.1, Fig. 5 (beta = 0.5 cycles/B, i.e. 2 B/cycle peak)"
+    )
     dma_write_alpha_cycles: float = _f(61.0, f"{PRIM}, Sec. 3.2.1, Fig. 5: mram_write latency = 61 + 0.5*size cycles")
     dma_write_beta_cycles_per_byte: float = _f(0.5, f"{PRIM}, Sec. 3.2.1, Fig. 5")
     # Issue slots per element of a WRAM load-op-store loop with a full pipeline:
     # frequency / measured throughput of PrIM's arithmetic microbenchmark.
     cycles_int32_add: float = _f(350 / 58.56, f"{PRIM}, Sec. 3.1.1, Fig. 4: INT32 ADD 58.56 MOPS at 350 MHz")
-    cycles_int32_mul: float = _f(350 / 10.27, f"{PRIM}, Sec. 3.1.1, Fig. 4: INT32 MUL 10.27 MOPS (8x8-bit multiplier, shift-and-add)")
+    cycles_int32_mul: float = _f(
+        350 / 10.27, f"{PRIM}, Sec. 3.1.1, Fig. 4: INT32 MUL 10.27 MOPS (8x8-bit multiplier, shift-and-add)"
+    )
     cycles_fp32_add: float = _f(350 / 4.91, f"{PRIM}, Sec. 3.1.1, Fig. 4: FLOAT ADD 4.91 MOPS (software emulated)")
     cycles_fp32_mul: float = _f(350 / 1.91, f"{PRIM}, Sec. 3.1.1, Fig. 4: FLOAT MUL 1.91 MOPS (software emulated)")
     cycles_int8_widening_mac: float = _f(
@@ -121,9 +125,15 @@ class HardwareProfile:
     )
     xfer_to_dpu_single_bytes_per_s: float = _f(0.33e9, f"{PRIM}, Sec. 3.4, Fig. 8: CPU-DPU, 1 DPU, 32 MB: 0.33 GB/s")
     xfer_from_dpu_single_bytes_per_s: float = _f(0.12e9, f"{PRIM}, Sec. 3.4, Fig. 8: DPU-CPU, 1 DPU, 32 MB: 0.12 GB/s")
-    xfer_to_dpu_rank_bytes_per_s: float = _f(6.68e9, f"{PRIM}, Sec. 3.4, Fig. 9: parallel CPU-DPU, 64 DPUs (1 rank): 6.68 GB/s")
-    xfer_from_dpu_rank_bytes_per_s: float = _f(4.74e9, f"{PRIM}, Sec. 3.4, Fig. 9: parallel DPU-CPU, 64 DPUs (1 rank): 4.74 GB/s")
-    xfer_broadcast_rank_bytes_per_s: float = _f(16.88e9, f"{PRIM}, Sec. 3.4, Fig. 9: broadcast CPU-DPU, 64 DPUs: 16.88 GB/s")
+    xfer_to_dpu_rank_bytes_per_s: float = _f(
+        6.68e9, f"{PRIM}, Sec. 3.4, Fig. 9: parallel CPU-DPU, 64 DPUs (1 rank): 6.68 GB/s"
+    )
+    xfer_from_dpu_rank_bytes_per_s: float = _f(
+        4.74e9, f"{PRIM}, Sec. 3.4, Fig. 9: parallel DPU-CPU, 64 DPUs (1 rank): 4.74 GB/s"
+    )
+    xfer_broadcast_rank_bytes_per_s: float = _f(
+        16.88e9, f"{PRIM}, Sec. 3.4, Fig. 9: broadcast CPU-DPU, 64 DPUs: 16.88 GB/s"
+    )
     xfer_curve: str = _f(
         "saturating",
         "modeling choice between the two published ends (PrIM Fig. 9 shows only that rank bandwidth grows "
@@ -160,11 +170,22 @@ class HardwareProfile:
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        positive = ("dpu_frequency_hz", "nr_dpus", "dpus_per_rank", "max_tasklets", "pipeline_issue_interval",
-                    "dma_min_bytes", "dma_max_bytes", "xfer_to_dpu_single_bytes_per_s",
-                    "xfer_from_dpu_single_bytes_per_s", "xfer_to_dpu_rank_bytes_per_s",
-                    "xfer_from_dpu_rank_bytes_per_s", "xfer_broadcast_rank_bytes_per_s",
-                    "host_merge_bytes_per_s", "host_gather_bytes_per_s")
+        positive = (
+            "dpu_frequency_hz",
+            "nr_dpus",
+            "dpus_per_rank",
+            "max_tasklets",
+            "pipeline_issue_interval",
+            "dma_min_bytes",
+            "dma_max_bytes",
+            "xfer_to_dpu_single_bytes_per_s",
+            "xfer_from_dpu_single_bytes_per_s",
+            "xfer_to_dpu_rank_bytes_per_s",
+            "xfer_from_dpu_rank_bytes_per_s",
+            "xfer_broadcast_rank_bytes_per_s",
+            "host_merge_bytes_per_s",
+            "host_gather_bytes_per_s",
+        )
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"HardwareProfile.{name} must be > 0, got {getattr(self, name)!r}")
@@ -221,8 +242,11 @@ class HardwareProfile:
             >>> rows[1][0]
             'dpu_frequency_hz'
         """
-        return [(f.name, getattr(self, f.name), self.source_of(f.name))
-                for f in dataclasses.fields(self) if f.name != "sources"]
+        return [
+            (f.name, getattr(self, f.name), self.source_of(f.name))
+            for f in dataclasses.fields(self)
+            if f.name != "sources"
+        ]
 
 
 PROFILES: dict[str, HardwareProfile] = {
@@ -259,9 +283,9 @@ PROFILES: dict[str, HardwareProfile] = {
         sources={
             "name": "SDK default thread pool (dpu_alloc without nrThreadPerPool), as the PrIM applications run",
             "xfer_curve": f"{UPIMULATOR_ARTIFACT}: of the two curves through the calibrated ends, 'saturating' "
-                          "misses the 173 held-out transfer times (8 apps, 1-64 DPUs) by 21% on average per point, "
-                          "'power' by 32%; 'saturating' is too fast at 16 DPUs (median -21% DPU-CPU, -28% CPU-DPU), "
-                          "'power' too slow at 4 DPUs",
+            "misses the 173 held-out transfer times (8 apps, 1-64 DPUs) by 21% on average per point, "
+            "'power' by 32%; 'saturating' is too fast at 16 DPUs (median -21% DPU-CPU, -28% CPU-DPU), "
+            "'power' too slow at 4 DPUs",
             "xfer_to_dpu_single_bytes_per_s": f"{UPIMULATOR_ARTIFACT}: RED hw_cpu_to_dpu, 1 DPU, 16 MiB, 2 calls (row 78)",
             "xfer_to_dpu_rank_bytes_per_s": f"{UPIMULATOR_ARTIFACT}: RED hw_cpu_to_dpu, 64 DPUs, 2 calls, median of 4 sizes (rows 88-91)",
             "xfer_from_dpu_single_bytes_per_s": f"{UPIMULATOR_ARTIFACT}: VA hw_dpu_to_cpu, 1 DPU, 8 MiB (row 174)",
@@ -296,8 +320,14 @@ def get_profile(name_or_profile: str | HardwareProfile, *, nr_dpus: int | None =
 
 
 # --------------------------------------------------------------------------- this machine
-def calibrate(profile: HardwareProfile | str = DEFAULT_HARDWARE_PROFILE, *, table_bytes: int = 256 * _MIB,
-              row_bytes: int = 128, repeats: int = 3, seed: int = 0) -> HardwareProfile:
+def calibrate(
+    profile: HardwareProfile | str = DEFAULT_HARDWARE_PROFILE,
+    *,
+    table_bytes: int = 256 * _MIB,
+    row_bytes: int = 128,
+    repeats: int = 3,
+    seed: int = 0,
+) -> HardwareProfile:
     """Measure this host's merge and row-gather bandwidth and return ``profile`` with them.
 
     Merge: ``np.add`` of partial-sum blocks into an output (bytes of partials
@@ -333,6 +363,8 @@ def calibrate(profile: HardwareProfile | str = DEFAULT_HARDWARE_PROFILE, *, tabl
             np.add(out, block, out=out)
         best_merge = min(best_merge, time.perf_counter() - t0)
     source = f"measured on this machine by calibrate() ({time.strftime('%Y-%m-%d')})"
-    return profile.with_values(source,
-                               host_gather_bytes_per_s=idx.size * dim * 4 / max(best_gather, 1e-9),
-                               host_merge_bytes_per_s=partials.nbytes / max(best_merge, 1e-9))
+    return profile.with_values(
+        source,
+        host_gather_bytes_per_s=idx.size * dim * 4 / max(best_gather, 1e-9),
+        host_merge_bytes_per_s=partials.nbytes / max(best_merge, 1e-9),
+    )

@@ -74,7 +74,9 @@ def _check_lengths(lengths: torch.Tensor, n: int, what: str = "lengths") -> None
         raise InvalidInputError(f"{what}[{k}] = {int(lengths[k])} is negative; a bag has 0 or more values")
     total = int(lengths.sum()) if lengths.numel() else 0
     if total != n:
-        raise InvalidInputError(f"{what} sum to {total}, but there are {n} values; every value belongs to exactly one bag")
+        raise InvalidInputError(
+            f"{what} sum to {total}, but there are {n} values; every value belongs to exactly one bag"
+        )
 
 
 def _check_offsets(offsets: torch.Tensor, n: int) -> None:
@@ -85,7 +87,9 @@ def _check_offsets(offsets: torch.Tensor, n: int) -> None:
     steps = torch.diff(offsets)
     if steps.numel() and int(steps.min()) < 0:
         k = int(torch.argmax((steps < 0).to(torch.int8)))
-        raise InvalidInputError(f"offsets must be non-decreasing, but offsets[{k + 1}] = {int(offsets[k + 1])} < offsets[{k}] = {int(offsets[k])}")
+        raise InvalidInputError(
+            f"offsets must be non-decreasing, but offsets[{k + 1}] = {int(offsets[k + 1])} < offsets[{k}] = {int(offsets[k])}"
+        )
     if int(offsets[-1]) != n:
         raise InvalidInputError(f"offsets[-1] = {int(offsets[-1])} must equal the number of values ({n})")
 
@@ -122,7 +126,9 @@ class _Jagged:
             _check_offsets(offsets_t, n)
             nr_bags = offsets_t.numel() - 1
         if self._weights is not None and self._weights.numel() != n:
-            raise InvalidInputError(f"weights has {self._weights.numel()} entries, values {n}; give one weight per value")
+            raise InvalidInputError(
+                f"weights has {self._weights.numel()} entries, values {n}; give one weight per value"
+            )
         return nr_bags
 
     def values(self) -> torch.Tensor:
@@ -176,8 +182,15 @@ class JaggedTensor(_Jagged):
 
 
 # Arguments torchrec's KJT takes to cache derived values; accepted and recomputed here.
-_TORCHREC_CACHES = {"length_per_key", "offset_per_key", "index_per_key", "jt_dict", "stride_per_key",
-                    "lengths_offset_per_key", "stride_per_rank"}
+_TORCHREC_CACHES = {
+    "length_per_key",
+    "offset_per_key",
+    "index_per_key",
+    "jt_dict",
+    "stride_per_key",
+    "lengths_offset_per_key",
+    "stride_per_rank",
+}
 
 
 class KeyedJaggedTensor(_Jagged):
@@ -235,16 +248,22 @@ class KeyedJaggedTensor(_Jagged):
             if len(per_key) != K:
                 raise InvalidInputError(f"stride_per_key_per_rank has {len(per_key)} entries for {K} keys")
             if sum(per_key) != nr_bags:
-                raise InvalidInputError(f"stride_per_key_per_rank counts {sum(per_key)} bags, but lengths/offsets describe {nr_bags}")
+                raise InvalidInputError(
+                    f"stride_per_key_per_rank counts {sum(per_key)} bags, but lengths/offsets describe {nr_bags}"
+                )
             if inverse_indices is None:
-                raise InvalidInputError("a variable-batch KeyedJaggedTensor (stride_per_key_per_rank) needs inverse_indices=(keys, tensor (K, B))")
+                raise InvalidInputError(
+                    "a variable-batch KeyedJaggedTensor (stride_per_key_per_rank) needs inverse_indices=(keys, tensor (K, B))"
+                )
             self._stride_per_key: list[int] | None = per_key
         else:
             if K == 0:
                 if nr_bags:
                     raise InvalidInputError(f"no keys, but {nr_bags} bags")
             elif nr_bags % K:
-                raise InvalidInputError(f"{nr_bags} bags for {K} keys; lengths must hold B bags per key (key-major), a multiple of {K}")
+                raise InvalidInputError(
+                    f"{nr_bags} bags for {K} keys; lengths must hold B bags per key (key-major), a multiple of {K}"
+                )
             derived = nr_bags // K if K else (stride or 0)
             if stride is not None and K and int(stride) != derived:
                 raise InvalidInputError(f"stride={stride}, but {nr_bags} bags for {K} keys give a batch of {derived}")
@@ -265,7 +284,9 @@ class KeyedJaggedTensor(_Jagged):
                 row = inv[k]
                 if row.numel() and (int(row.min()) < 0 or int(row.max()) >= counts[k]):
                     bad = int(row.min()) if int(row.min()) < 0 else int(row.max())
-                    raise InvalidInputError(f"inverse_indices of key {key!r} hold {bad}, outside the key's {counts[k]} bags")
+                    raise InvalidInputError(
+                        f"inverse_indices of key {key!r} hold {bad}, outside the key's {counts[k]} bags"
+                    )
             self._inverse = (list(inv_keys), inv)
             self._stride = int(inv.shape[1])
 
@@ -314,8 +335,12 @@ class KeyedJaggedTensor(_Jagged):
         >>> KeyedJaggedTensor.empty(["a"], 3).lengths().tolist()
         [0, 0, 0]
         """
-        return KeyedJaggedTensor(list(keys), torch.empty(0, dtype=torch.int64),
-                                 lengths=torch.zeros(len(keys) * stride, dtype=torch.int64), stride=stride)
+        return KeyedJaggedTensor(
+            list(keys),
+            torch.empty(0, dtype=torch.int64),
+            lengths=torch.zeros(len(keys) * stride, dtype=torch.int64),
+            stride=stride,
+        )
 
     # -- accessors -------------------------------------------------------------------------
 
@@ -361,7 +386,9 @@ class KeyedJaggedTensor(_Jagged):
         for k, key in enumerate(self._keys):
             lo, hi = int(off[bounds[k]]), int(off[bounds[k + 1]])
             w = None if self._weights is None else self._weights[lo:hi]
-            out[key] = JaggedTensor(self._values[lo:hi], weights=w, lengths=torch.diff(off[bounds[k]: bounds[k + 1] + 1]))
+            out[key] = JaggedTensor(
+                self._values[lo:hi], weights=w, lengths=torch.diff(off[bounds[k] : bounds[k + 1] + 1])
+            )
         return out
 
     def __getitem__(self, key: str) -> JaggedTensor:
@@ -372,7 +399,9 @@ class KeyedJaggedTensor(_Jagged):
     def to(self, device: Any, non_blocking: bool = False) -> KeyedJaggedTensor:
         """Inputs are read on the host; ``to("cpu")`` returns self (torchrec's call shape)."""
         if torch.device(device).type != "cpu":
-            raise InvalidInputError(f"updlrm reads its inputs on the host; keep the KeyedJaggedTensor on 'cpu', not {device}")
+            raise InvalidInputError(
+                f"updlrm reads its inputs on the host; keep the KeyedJaggedTensor on 'cpu', not {device}"
+            )
         return self
 
     def __repr__(self) -> str:
@@ -389,14 +418,20 @@ class KeyedTensor:
     ([[2.0], [5.0]], [0, 2, 3])
     """
 
-    def __init__(self, keys: Sequence[str], length_per_key: Sequence[int], values: torch.Tensor, key_dim: int = 1, **_caches: Any) -> None:
+    def __init__(
+        self, keys: Sequence[str], length_per_key: Sequence[int], values: torch.Tensor, key_dim: int = 1, **_caches: Any
+    ) -> None:
         keys, length_per_key = list(keys), [int(n) for n in length_per_key]
         if len(keys) != len(length_per_key):
             raise InvalidInputError(f"{len(keys)} keys but {len(length_per_key)} lengths")
         if key_dim != 1 or values.dim() != 2:
-            raise InvalidInputError(f"a KeyedTensor holds (B, sum of dims) values with key_dim=1, got shape {tuple(values.shape)}, key_dim={key_dim}")
+            raise InvalidInputError(
+                f"a KeyedTensor holds (B, sum of dims) values with key_dim=1, got shape {tuple(values.shape)}, key_dim={key_dim}"
+            )
         if values.shape[1] != sum(length_per_key):
-            raise InvalidInputError(f"values have {values.shape[1]} columns, the keys' lengths sum to {sum(length_per_key)}")
+            raise InvalidInputError(
+                f"values have {values.shape[1]} columns, the keys' lengths sum to {sum(length_per_key)}"
+            )
         self._keys, self._length_per_key, self._values = keys, length_per_key, values
 
     @staticmethod
@@ -426,7 +461,7 @@ class KeyedTensor:
 
     def to_dict(self) -> dict[str, torch.Tensor]:
         off = self.offset_per_key()
-        return {k: self._values[:, off[i]: off[i + 1]] for i, k in enumerate(self._keys)}
+        return {k: self._values[:, off[i] : off[i + 1]] for i, k in enumerate(self._keys)}
 
     def __getitem__(self, key: str) -> torch.Tensor:
         try:
@@ -434,7 +469,9 @@ class KeyedTensor:
         except ValueError:
             raise KeyError(f"no key {key!r}; keys: {self._keys}") from None
         off = self.offset_per_key()
-        return self._values[:, off[i]: off[i + 1]]
+        return self._values[:, off[i] : off[i + 1]]
 
     def __repr__(self) -> str:
-        return f"KeyedTensor(keys={self._keys}, length_per_key={self._length_per_key}, values={tuple(self._values.shape)})"
+        return (
+            f"KeyedTensor(keys={self._keys}, length_per_key={self._length_per_key}, values={tuple(self._values.shape)})"
+        )

@@ -146,8 +146,17 @@ class BatchWork:
         return len(self.lookups)
 
     @classmethod
-    def uniform(cls, *, nr_dpus: int, lookups: float, row_bytes: float, index_bytes: float,
-                output_bytes: float, reduce_elems: float | None = None, **kwargs) -> BatchWork:
+    def uniform(
+        cls,
+        *,
+        nr_dpus: int,
+        lookups: float,
+        row_bytes: float,
+        index_bytes: float,
+        output_bytes: float,
+        reduce_elems: float | None = None,
+        **kwargs,
+    ) -> BatchWork:
         """The same work on every DPU; ``reduce_elems`` defaults to one add per 4-byte word gathered.
 
         Example::
@@ -158,9 +167,14 @@ class BatchWork:
         if reduce_elems is None:
             elem = 1 if kwargs.get("row_format") == "int8" else 4
             reduce_elems = lookups * row_bytes / elem
-        return cls(lookups=np.full(nr_dpus, float(lookups)), row_bytes=np.full(nr_dpus, float(row_bytes)),
-                   index_bytes=np.full(nr_dpus, float(index_bytes)), output_bytes=np.full(nr_dpus, float(output_bytes)),
-                   reduce_elems=np.full(nr_dpus, float(reduce_elems)), **kwargs)
+        return cls(
+            lookups=np.full(nr_dpus, float(lookups)),
+            row_bytes=np.full(nr_dpus, float(row_bytes)),
+            index_bytes=np.full(nr_dpus, float(index_bytes)),
+            output_bytes=np.full(nr_dpus, float(output_bytes)),
+            reduce_elems=np.full(nr_dpus, float(reduce_elems)),
+            **kwargs,
+        )
 
 
 @dataclass
@@ -205,9 +219,17 @@ class PhaseTimes:
             >>> PhaseTimes(1, 0, 0, 0, 0, 0, np.zeros(1)).as_dict()["total_s"]
             1.0
         """
-        return {"cpu_to_dpu_s": self.cpu_to_dpu_s, "launch_s": self.launch_s, "kernel_s": self.kernel_s,
-                "dpu_to_cpu_s": self.dpu_to_cpu_s, "host_merge_s": self.host_merge_s,
-                "host_cache_s": self.host_cache_s, "total_s": self.total_s, "energy_j": self.energy_j}
+        return {
+            "cpu_to_dpu_s": self.cpu_to_dpu_s,
+            "launch_s": self.launch_s,
+            "kernel_s": self.kernel_s,
+            "dpu_to_cpu_s": self.dpu_to_cpu_s,
+            "host_merge_s": self.host_merge_s,
+            "host_cache_s": self.host_cache_s,
+            "total_s": self.total_s,
+            "energy_j": self.energy_j,
+        }
+
 
 # --------------------------------------------------------------------------- DPU side
 def dma_cycles(profile: HardwareProfile, transfer_bytes, op: str = "read") -> np.ndarray | float:
@@ -246,8 +268,9 @@ def _bound_cycles(profile: HardwareProfile, dma_busy, issue_slots, nr_tasklets: 
     return np.maximum(np.maximum(dma_busy, issue_slots), chain)
 
 
-def mram_bandwidth(profile: HardwareProfile, transfer_bytes: int, nr_tasklets: int, op: str = "read",
-                   loop_instructions: float = 0.0) -> float:
+def mram_bandwidth(
+    profile: HardwareProfile, transfer_bytes: int, nr_tasklets: int, op: str = "read", loop_instructions: float = 0.0
+) -> float:
     """Sustained MRAM bytes/s of one DPU whose tasklets stream back-to-back DMAs of ``transfer_bytes``.
 
     ``loop_instructions`` are the instructions each iteration spends beside the
@@ -277,10 +300,18 @@ def mram_bandwidth(profile: HardwareProfile, transfer_bytes: int, nr_tasklets: i
     return float(iterations * moved * profile.dpu_frequency_hz / cycles)
 
 
-def streaming_kernel_time(profile: HardwareProfile, *, elements_per_dpu: int, element_bytes: int,
-                          block_bytes: int = 1024, reads_per_block: int = 1, writes_per_block: int = 0,
-                          nr_tasklets: int = 16, cycles_per_element: float | None = None,
-                          launch: bool = True) -> float:
+def streaming_kernel_time(
+    profile: HardwareProfile,
+    *,
+    elements_per_dpu: int,
+    element_bytes: int,
+    block_bytes: int = 1024,
+    reads_per_block: int = 1,
+    writes_per_block: int = 0,
+    nr_tasklets: int = 16,
+    cycles_per_element: float | None = None,
+    launch: bool = True,
+) -> float:
     """Seconds of a DPU kernel whose tasklets stream blocks through WRAM (PrIM VA, RED, STREAM-like).
 
     Each block of ``block_bytes`` costs ``reads_per_block`` mram_reads and
@@ -307,14 +338,19 @@ def streaming_kernel_time(profile: HardwareProfile, *, elements_per_dpu: int, el
     per_element = profile.cycles_int32_add if cycles_per_element is None else float(cycles_per_element)
     total_bytes = float(elements_per_dpu) * element_bytes
     full_blocks, tail = divmod(total_bytes, block_bytes)
-    per_block_dma = reads_per_block * dma_cycles(profile, block_bytes, "read") + \
-        writes_per_block * dma_cycles(profile, block_bytes, "write")
+    per_block_dma = reads_per_block * dma_cycles(profile, block_bytes, "read") + writes_per_block * dma_cycles(
+        profile, block_bytes, "write"
+    )
     tail_dma: float | np.ndarray = 0.0
     if tail:
-        tail_dma = reads_per_block * dma_cycles(profile, tail, "read") + writes_per_block * dma_cycles(profile, tail, "write")
+        tail_dma = reads_per_block * dma_cycles(profile, tail, "read") + writes_per_block * dma_cycles(
+            profile, tail, "write"
+        )
     blocks = full_blocks + (1 if tail else 0)
     dma_busy = full_blocks * per_block_dma + tail_dma
-    issue = elements_per_dpu * per_element + blocks * (reads_per_block + writes_per_block) * profile.instructions_per_dma
+    issue = (
+        elements_per_dpu * per_element + blocks * (reads_per_block + writes_per_block) * profile.instructions_per_dma
+    )
     active = int(min(nr_tasklets, max(blocks, 1)))
     cycles = float(_bound_cycles(profile, dma_busy, issue, active)) if blocks else 0.0
     return cycles / profile.dpu_frequency_hz + (profile.launch_overhead_s if launch else 0.0)
@@ -357,8 +393,12 @@ def arithmetic_throughput(profile: HardwareProfile, op: str, nr_tasklets: int) -
         True
     """
     _check_tasklets(profile, nr_tasklets)
-    cycles = {"int32_add": profile.cycles_int32_add, "int32_mul": profile.cycles_int32_mul,
-              "fp32_add": profile.cycles_fp32_add, "fp32_mul": profile.cycles_fp32_mul}
+    cycles = {
+        "int32_add": profile.cycles_int32_add,
+        "int32_mul": profile.cycles_int32_mul,
+        "fp32_add": profile.cycles_fp32_add,
+        "fp32_mul": profile.cycles_fp32_mul,
+    }
     if op not in cycles:
         raise ValueError(f"op must be one of {sorted(cycles)}, got {op!r}")
     ops = 1e6
@@ -366,9 +406,19 @@ def arithmetic_throughput(profile: HardwareProfile, op: str, nr_tasklets: int) -
     return float(ops * profile.dpu_frequency_hz / total)
 
 
-def kernel_cycles(profile: HardwareProfile, *, lookups, row_bytes, index_bytes, output_bytes, reduce_elems,
-                  row_format: str = "fp32", weighted: bool = False, nr_tasklets: int = 16,
-                  index_block_bytes: int | None = None) -> np.ndarray:
+def kernel_cycles(
+    profile: HardwareProfile,
+    *,
+    lookups,
+    row_bytes,
+    index_bytes,
+    output_bytes,
+    reduce_elems,
+    row_format: str = "fp32",
+    weighted: bool = False,
+    nr_tasklets: int = 16,
+    index_block_bytes: int | None = None,
+) -> np.ndarray:
     """Cycles each DPU spends in the embedding-bag kernel (array, one entry per DPU).
 
     Per DPU: ``lookups`` row-slice gathers of ``row_bytes`` each (MRAM reads),
@@ -398,14 +448,19 @@ def kernel_cycles(profile: HardwareProfile, *, lookups, row_bytes, index_bytes, 
     row_dmas = np.ceil(np.ceil(row_bytes / profile.dma_min_bytes) * profile.dma_min_bytes / profile.dma_max_bytes)
     index_blocks = np.ceil(index_bytes / block)
     output_blocks = np.ceil(output_bytes / profile.dma_max_bytes)
-    dma_busy = (lookups * dma_cycles(profile, row_bytes, "read")
-                + index_blocks * profile.dma_read_alpha_cycles
-                + profile.dma_read_beta_cycles_per_byte * np.ceil(index_bytes / 8) * 8
-                + output_blocks * profile.dma_write_alpha_cycles
-                + profile.dma_write_beta_cycles_per_byte * np.ceil(output_bytes / 8) * 8)
+    dma_busy = (
+        lookups * dma_cycles(profile, row_bytes, "read")
+        + index_blocks * profile.dma_read_alpha_cycles
+        + profile.dma_read_beta_cycles_per_byte * np.ceil(index_bytes / 8) * 8
+        + output_blocks * profile.dma_write_alpha_cycles
+        + profile.dma_write_beta_cycles_per_byte * np.ceil(output_bytes / 8) * 8
+    )
     nr_dmas = lookups * row_dmas + index_blocks + output_blocks
-    issue = (lookups * profile.instructions_per_lookup + nr_dmas * profile.instructions_per_dma
-             + reduce_elems * element_cycles(profile, row_format, weighted))
+    issue = (
+        lookups * profile.instructions_per_lookup
+        + nr_dmas * profile.instructions_per_dma
+        + reduce_elems * element_cycles(profile, row_format, weighted)
+    )
     cycles = _bound_cycles(profile, dma_busy, issue, nr_tasklets)
     return np.where((lookups > 0) | (index_bytes > 0) | (output_bytes > 0), cycles, 0.0)
 
@@ -425,10 +480,17 @@ def model_batch(work: BatchWork, profile: HardwareProfile) -> PhaseTimes:
     """
     if work.nr_dpus > profile.nr_dpus:
         raise ValueError(f"work spans {work.nr_dpus} DPUs but profile {profile.name!r} has {profile.nr_dpus}")
-    per_dpu_cycles = kernel_cycles(profile, lookups=work.lookups, row_bytes=work.row_bytes,
-                                   index_bytes=work.index_bytes, output_bytes=work.output_bytes,
-                                   reduce_elems=work.reduce_elems, row_format=work.row_format,
-                                   weighted=work.weighted, nr_tasklets=work.nr_tasklets)
+    per_dpu_cycles = kernel_cycles(
+        profile,
+        lookups=work.lookups,
+        row_bytes=work.row_bytes,
+        index_bytes=work.index_bytes,
+        output_bytes=work.output_bytes,
+        reduce_elems=work.reduce_elems,
+        row_format=work.row_format,
+        weighted=work.weighted,
+        nr_tasklets=work.nr_tasklets,
+    )
     per_dpu_s = per_dpu_cycles / profile.dpu_frequency_hz
     launched = bool(np.any(per_dpu_cycles > 0))
     kernel_s = float(per_dpu_s.max())
@@ -460,10 +522,19 @@ def _per_dpu(counters: Mapping[str, object], key: str) -> np.ndarray:
     return arr
 
 
-def work_from_counters(counters: Mapping[str, object], *, index_bytes, output_bytes, row_format: str = "fp32",
-                       weighted: bool = False, nr_tasklets: int = 16, index_block_bytes: int = 2048,
-                       host_merge_elems: int = 0, host_cache_lookups: int = 0,
-                       host_cache_row_bytes: int = 0) -> BatchWork:
+def work_from_counters(
+    counters: Mapping[str, object],
+    *,
+    index_bytes,
+    output_bytes,
+    row_format: str = "fp32",
+    weighted: bool = False,
+    nr_tasklets: int = 16,
+    index_block_bytes: int = 2048,
+    host_merge_elems: int = 0,
+    host_cache_lookups: int = 0,
+    host_cache_row_bytes: int = 0,
+) -> BatchWork:
     """Turn an emulator run's per-DPU DMA counters into a :class:`BatchWork`.
 
     ``counters`` maps names to per-DPU (or per-DPU-and-tasklet) arrays:
@@ -493,10 +564,20 @@ def work_from_counters(counters: Mapping[str, object], *, index_bytes, output_by
     gathered = np.maximum(read_bytes - index_bytes, 0.0)
     row_bytes = np.divide(gathered, lookups, out=np.zeros_like(gathered), where=lookups > 0)
     elem = RowFormat(row_format).element_bytes
-    return BatchWork(lookups=lookups, row_bytes=row_bytes, index_bytes=index_bytes, output_bytes=output_bytes,
-                     reduce_elems=gathered / elem, row_format=row_format, weighted=weighted,
-                     nr_tasklets=nr_tasklets, host_merge_elems=host_merge_elems,
-                     host_cache_lookups=host_cache_lookups, host_cache_row_bytes=host_cache_row_bytes)
+    return BatchWork(
+        lookups=lookups,
+        row_bytes=row_bytes,
+        index_bytes=index_bytes,
+        output_bytes=output_bytes,
+        reduce_elems=gathered / elem,
+        row_format=row_format,
+        weighted=weighted,
+        nr_tasklets=nr_tasklets,
+        host_merge_elems=host_merge_elems,
+        host_cache_lookups=host_cache_lookups,
+        host_cache_row_bytes=host_cache_row_bytes,
+    )
+
 
 # --------------------------------------------------------------------------- a stream of batches, pipelined
 @dataclass
@@ -537,12 +618,19 @@ class StreamTimes:
             >>> StreamTimes(2, 4.0, 3.0, 1.0, "host").as_dict()["speedup"]
             1.3333333333333333
         """
-        return {"nr_batches": self.nr_batches, "serial_s": self.serial_s, "pipelined_s": self.pipelined_s,
-                "period_s": self.period_s, "bound": self.bound, "speedup": self.speedup}
+        return {
+            "nr_batches": self.nr_batches,
+            "serial_s": self.serial_s,
+            "pipelined_s": self.pipelined_s,
+            "period_s": self.period_s,
+            "bound": self.bound,
+            "speedup": self.speedup,
+        }
 
 
-def model_stream(batches: PhaseTimes | Iterable[PhaseTimes], *, route_s: float | Iterable[float] = 0.0,
-                 nr_batches: int | None = None) -> StreamTimes:
+def model_stream(
+    batches: PhaseTimes | Iterable[PhaseTimes], *, route_s: float | Iterable[float] = 0.0, nr_batches: int | None = None
+) -> StreamTimes:
     """A stream of batches run one after the other, and pipelined as the host runtime does it.
 
     ``batches`` are the modeled phases of each batch (one :class:`PhaseTimes` repeated
@@ -593,8 +681,14 @@ def model_stream(batches: PhaseTimes | Iterable[PhaseTimes], *, route_s: float |
     def route(i: int) -> float:
         return routes[i if len(routes) > 1 else 0]
 
-    serial = sum(route(i) + phase(i).cpu_to_dpu_s + max(phase(i).host_cache_s, phase(i).launch_s + phase(i).kernel_s)
-                 + phase(i).dpu_to_cpu_s + phase(i).host_merge_s for i in range(nr_batches))
+    serial = sum(
+        route(i)
+        + phase(i).cpu_to_dpu_s
+        + max(phase(i).host_cache_s, phase(i).launch_s + phase(i).kernel_s)
+        + phase(i).dpu_to_cpu_s
+        + phase(i).host_merge_s
+        for i in range(nr_batches)
+    )
     # One host thread (the clock `host`) and the DPUs (busy until `dpus_done`).
     host = route(0)
     dpus_done = 0.0
@@ -615,5 +709,10 @@ def model_stream(batches: PhaseTimes | Iterable[PhaseTimes], *, route_s: float |
     host_side = steady.host_cache_s + steady.host_merge_s + route(nr_batches - 1)
     dpu_side = steady.launch_s + steady.kernel_s
     period = steady.cpu_to_dpu_s + steady.dpu_to_cpu_s + max(host_side, dpu_side)
-    return StreamTimes(nr_batches=nr_batches, serial_s=float(serial), pipelined_s=float(pipelined),
-                       period_s=float(period), bound="host" if host_side > dpu_side else "dpu")
+    return StreamTimes(
+        nr_batches=nr_batches,
+        serial_s=float(serial),
+        pipelined_s=float(pipelined),
+        period_s=float(period),
+        bound="host" if host_side > dpu_side else "dpu",
+    )

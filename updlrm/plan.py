@@ -55,10 +55,20 @@ class PlanError(ValueError):
 # A schema is a type name ("int", "number", "str", "bool", "any"), a dict of keys (a key
 # starting with "?" is optional; other keys are refused), ("list", item), ("pair", item),
 # ("map", value) for str keys, or ("nullable", schema).
-_TABLE_SCHEMA = {"name": "str", "num_embeddings": "int", "embedding_dim": "int", "?row_format": "str",
-                 "?scale": "number", "?feature_names": ("list", "str")}
-_SHARD_SCHEMA = {"table": "int", "dpu": "int", "cols": ("pair", "int"),
-                 "rows": {"?range": ("pair", "int"), "?array": "str", "?count": "int"}}
+_TABLE_SCHEMA = {
+    "name": "str",
+    "num_embeddings": "int",
+    "embedding_dim": "int",
+    "?row_format": "str",
+    "?scale": "number",
+    "?feature_names": ("list", "str"),
+}
+_SHARD_SCHEMA = {
+    "table": "int",
+    "dpu": "int",
+    "cols": ("pair", "int"),
+    "rows": {"?range": ("pair", "int"), "?array": "str", "?count": "int"},
+}
 PLAN_SCHEMA = {
     "format": "str",
     "version": "int",
@@ -74,8 +84,12 @@ PLAN_SCHEMA = {
     "arrays_sha256": "str",
     "placement_hash": "str",
 }
-_TYPES = {"int": ((int,), "an integer"), "number": ((int, float), "a number"), "str": ((str,), "a string"),
-          "bool": ((bool,), "true or false")}
+_TYPES = {
+    "int": ((int,), "an integer"),
+    "number": ((int, float), "a number"),
+    "str": ((str,), "a string"),
+    "bool": ((bool,), "true or false"),
+}
 
 
 def check_schema(doc, schema=PLAN_SCHEMA, where: str = "") -> None:
@@ -120,8 +134,9 @@ def check_schema(doc, schema=PLAN_SCHEMA, where: str = "") -> None:
             check_schema(doc, sub, where)
     elif kind in ("list", "pair"):
         if not isinstance(doc, list) or (kind == "pair" and len(doc) != 2):
-            raise PlanError(f"{label} must be {'a list' if kind == 'list' else 'a list of two'}, got "
-                            f"{json.dumps(doc)[:40]}")
+            raise PlanError(
+                f"{label} must be {'a list' if kind == 'list' else 'a list of two'}, got {json.dumps(doc)[:40]}"
+            )
         for i, item in enumerate(doc):
             check_schema(item, sub, f"{where}[{i}]")
     elif kind == "map":
@@ -133,8 +148,13 @@ def check_schema(doc, schema=PLAN_SCHEMA, where: str = "") -> None:
         raise AssertionError(f"bad schema {schema!r}")
 
 
-_FIELD_WORDS = {"num_embeddings": "rows", "embedding_dim": "columns (dim)", "row_format": "row format",
-                "scale": "scale", "feature_names": "features"}
+_FIELD_WORDS = {
+    "num_embeddings": "rows",
+    "embedding_dim": "columns (dim)",
+    "row_format": "row format",
+    "scale": "scale",
+    "feature_names": "features",
+}
 
 
 def table_differences(planned: list[TableSpec], given: list[TableSpec], given_as: str = "the module") -> list[str]:
@@ -144,9 +164,11 @@ def table_differences(planned: list[TableSpec], given: list[TableSpec], given_as
     ['table C1: plan has 50,000 rows, the module has 100,000']
     """
     if len(planned) != len(given):
-        return [f"plan has {len(planned)} tables ({', '.join(t.name for t in planned[:4])}"
-                f"{', ...' if len(planned) > 4 else ''}), {given_as} has {len(given)} "
-                f"({', '.join(t.name for t in given[:4])}{', ...' if len(given) > 4 else ''})"]
+        return [
+            f"plan has {len(planned)} tables ({', '.join(t.name for t in planned[:4])}"
+            f"{', ...' if len(planned) > 4 else ''}), {given_as} has {len(given)} "
+            f"({', '.join(t.name for t in given[:4])}{', ...' if len(given) > 4 else ''})"
+        ]
     out = []
     for i, (p, g) in enumerate(zip(planned, given)):
         pd, gd = p.to_dict(), g.to_dict()
@@ -202,7 +224,9 @@ class Shard:
             if self.rows.size > 1 and not np.all(self.rows[1:] > self.rows[:-1]):
                 raise PlanError(f"shard of table {self.table} on DPU {self.dpu}: rows must be sorted and unique")
         if not 0 <= self.col_start < self.col_stop:
-            raise PlanError(f"shard of table {self.table} on DPU {self.dpu}: bad columns [{self.col_start}, {self.col_stop})")
+            raise PlanError(
+                f"shard of table {self.table} on DPU {self.dpu}: bad columns [{self.col_start}, {self.col_stop})"
+            )
 
     @property
     def num_rows(self) -> int:
@@ -297,8 +321,11 @@ class Plan:
         >>> p.placement_hash() == h
         False
         """
-        h = hashlib.sha256(json.dumps({"tables": tables_hash(self.tables), "topology": self.topology.to_dict()},
-                                      sort_keys=True).encode())
+        h = hashlib.sha256(
+            json.dumps(
+                {"tables": tables_hash(self.tables), "topology": self.topology.to_dict()}, sort_keys=True
+            ).encode()
+        )
         for s in self.shards:
             h.update(np.array([s.table, s.dpu, s.col_start, s.col_stop], dtype="<i8").tobytes())
             if isinstance(s.rows, range):
@@ -325,9 +352,13 @@ class Plan:
             if not 0 <= s.dpu < nr_dpus:
                 raise PlanError(f"table {spec.name}: shard on DPU {s.dpu}, but the topology has {nr_dpus} DPUs")
             if s.col_stop > spec.embedding_dim:
-                raise PlanError(f"table {spec.name}: shard columns [{s.col_start}, {s.col_stop}) exceed dim {spec.embedding_dim}")
+                raise PlanError(
+                    f"table {spec.name}: shard columns [{s.col_start}, {s.col_stop}) exceed dim {spec.embedding_dim}"
+                )
             if s.num_rows and (s.first_row < 0 or s.last_row >= spec.num_embeddings):
-                raise PlanError(f"table {spec.name}: shard on DPU {s.dpu} holds rows outside [0, {spec.num_embeddings})")
+                raise PlanError(
+                    f"table {spec.name}: shard on DPU {s.dpu} holds rows outside [0, {spec.num_embeddings})"
+                )
         for t, spec in enumerate(self.tables):
             self._check_coverage(t, spec)
         self._check_capacity(mram_reserved_bytes)
@@ -346,7 +377,9 @@ class Plan:
                 s = self.shards[i]
                 if (s.col_start, s.col_stop) == (lo, hi):
                     if s.dpu in seen_dpus:
-                        raise PlanError(f"table {spec.name}: two shards of columns [{lo}, {hi}) on DPU {s.dpu}; merge them")
+                        raise PlanError(
+                            f"table {spec.name}: two shards of columns [{lo}, {hi}) on DPU {s.dpu}; merge them"
+                        )
                     seen_dpus.add(s.dpu)
                     if isinstance(s.rows, range):
                         cover[s.rows.start] += 1
@@ -357,7 +390,9 @@ class Plan:
                         cover[s.rows] += 1
                         cover[s.rows + 1] -= 1
                 elif s.col_start < hi and lo < s.col_stop:
-                    raise PlanError(f"table {spec.name}: shard columns [{s.col_start}, {s.col_stop}) straddle the slice [{lo}, {hi})")
+                    raise PlanError(
+                        f"table {spec.name}: shard columns [{s.col_start}, {s.col_stop}) straddle the slice [{lo}, {hi})"
+                    )
             held = np.cumsum(cover[:-1])
             if host.size:
                 held[host] += 1
@@ -463,8 +498,9 @@ class Plan:
             got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
             raise PlanError(f"{path}: not an updlrm plan (format {got!r}, expected {PLAN_FORMAT!r})")
         if doc.get("version") != PLAN_FORMAT_VERSION:
-            raise PlanError(f"{path}: plan format version {doc.get('version')}, this updlrm reads "
-                            f"{PLAN_FORMAT_VERSION}; {REBUILD}")
+            raise PlanError(
+                f"{path}: plan format version {doc.get('version')}, this updlrm reads {PLAN_FORMAT_VERSION}; {REBUILD}"
+            )
         try:
             check_schema(doc)
             plan_tables = [TableSpec.from_dict(t) for t in doc["tables"]]
@@ -482,18 +518,22 @@ class Plan:
             raise PlanError(f"{path}: plan was built for workload {doc['workload_hash']}, not {workload_hash}")
         name = doc["arrays_file"]
         if not name or Path(name).name != name:
-            raise PlanError(f'{path}: "arrays_file" must name a file beside the plan (like plan.npz), got {name!r}; '
-                            f"{REBUILD}")
+            raise PlanError(
+                f'{path}: "arrays_file" must name a file beside the plan (like plan.npz), got {name!r}; {REBUILD}'
+            )
         arrays_path = path.with_name(name)
         try:
             arrays_bytes = arrays_path.read_bytes()
         except OSError as e:
-            raise PlanError(f"{arrays_path}: the plan's row arrays cannot be read ({e.strerror}); {path.name} needs "
-                            f"the {doc['arrays_file']} written beside it: copy both files together") from None
+            raise PlanError(
+                f"{arrays_path}: the plan's row arrays cannot be read ({e.strerror}); {path.name} needs "
+                f"the {doc['arrays_file']} written beside it: copy both files together"
+            ) from None
         if hashlib.sha256(arrays_bytes).hexdigest() != doc["arrays_sha256"]:
             raise PlanError(f"{arrays_path}: checksum mismatch, the row arrays do not belong to {path.name}")
         shards = []
         with np.load(arrays_path) as arrays:
+
             def array(key: str, where: str) -> np.ndarray:
                 if key not in arrays.files:
                     raise PlanError(f"{path}: {where} names array {key!r}, which {arrays_path.name} does not hold")
@@ -508,8 +548,10 @@ class Plan:
                 else:
                     rows = array(r["array"], f"shards[{i}]")
                     if "count" in r and rows.size != r["count"]:
-                        raise PlanError(f"{path}: shards[{i}] has {rows.size} rows in {arrays_path.name}, the plan "
-                                        f"says {r['count']}")
+                        raise PlanError(
+                            f"{path}: shards[{i}] has {rows.size} rows in {arrays_path.name}, the plan "
+                            f"says {r['count']}"
+                        )
                 try:
                     shards.append(Shard(s["table"], s["dpu"], s["cols"][0], s["cols"][1], rows))
                 except PlanError as e:
@@ -529,8 +571,10 @@ class Plan:
             metadata=doc.get("metadata", {}),
         )
         if plan.placement_hash() != doc["placement_hash"]:
-            raise PlanError(f"{path}: the shard assignment (shards, DPUs, rows or host cache) was edited after the "
-                            f"plan was built (placement hash mismatch); {REBUILD}")
+            raise PlanError(
+                f"{path}: the shard assignment (shards, DPUs, rows or host cache) was edited after the "
+                f"plan was built (placement hash mismatch); {REBUILD}"
+            )
         try:
             plan.validate(mram_reserved_bytes)
         except PlanError as e:
@@ -590,7 +634,9 @@ def uniform_plan(
     else:
         start = 0
         for t, spec in enumerate(tables):
-            bounds = column_bounds(spec, column_slices) if layout in ("column_wise", "tiled") else [0, spec.embedding_dim]
+            bounds = (
+                column_bounds(spec, column_slices) if layout in ("column_wise", "tiled") else [0, spec.embedding_dim]
+            )
             nr_slices = len(bounds) - 1
             if layout == "column_wise":
                 row_blocks = 1

@@ -62,12 +62,17 @@ def work_mismatch(a: perfmodel.BatchWork, b: perfmodel.BatchWork) -> list[str]:
         x, y = getattr(a, name), getattr(b, name)
         if x.shape != y.shape or not np.allclose(x, y, rtol=1e-12, atol=0):
             diff.append(name)
-    for name in ("row_format", "weighted", "nr_tasklets", "host_merge_elems", "host_cache_lookups",
-                 "host_cache_row_bytes"):
+    for name in (
+        "row_format",
+        "weighted",
+        "nr_tasklets",
+        "host_merge_elems",
+        "host_cache_lookups",
+        "host_cache_row_bytes",
+    ):
         if getattr(a, name) != getattr(b, name):
             diff.append(name)
     return diff
-
 
 
 # ---------------------------------------------------------------------------- profiles
@@ -88,8 +93,6 @@ def _measured_phase(stats, key: str) -> float:
     if key in stats.extra:
         return float(stats.extra[key])
     return float(getattr(stats, key)) if hasattr(stats, key) else 0.0
-
-
 
 
 @dataclass
@@ -146,12 +149,19 @@ class BatchProfile:
         """
         modeled = {k: v for k, v in self.modeled.as_dict().items() if v is not None}
         return {
-            "profile": self.hardware_profile, "nr_dpus": self.nr_dpus, "measured_s": dict(self.measured_s),
-            "modeled_s": modeled, "bytes_to_dpu": self.bytes_to_dpu, "bytes_from_dpu": self.bytes_from_dpu,
-            "padded_bytes_to_dpu": self.padded_bytes_to_dpu, "padded_bytes_from_dpu": self.padded_bytes_from_dpu,
-            "host_cache_hits": self.host_cache_hits, "nr_lookups": self.nr_lookups,
+            "profile": self.hardware_profile,
+            "nr_dpus": self.nr_dpus,
+            "measured_s": dict(self.measured_s),
+            "modeled_s": modeled,
+            "bytes_to_dpu": self.bytes_to_dpu,
+            "bytes_from_dpu": self.bytes_from_dpu,
+            "padded_bytes_to_dpu": self.padded_bytes_to_dpu,
+            "padded_bytes_from_dpu": self.padded_bytes_from_dpu,
+            "host_cache_hits": self.host_cache_hits,
+            "nr_lookups": self.nr_lookups,
             "lookups_per_dpu_mean": float(self.work.lookups.mean()),
-            "lookups_per_dpu_max": float(self.work.lookups.max()), "imbalance": self.imbalance,
+            "lookups_per_dpu_max": float(self.work.lookups.max()),
+            "imbalance": self.imbalance,
         }
 
     def format(self) -> str:
@@ -164,8 +174,9 @@ class BatchProfile:
         measured = self.measured_s or None
         modeled = {key: self.modeled_phase(fields) for _, key, fields in PHASES}
         modeled["total_s"] = self.modeled.total_s
-        lines = format_phase_table(measured, modeled, measured_label="measured here",
-                                   modeled_label=f"modeled, {self.nr_dpus} DPUs")
+        lines = format_phase_table(
+            measured, modeled, measured_label="measured here", modeled_label=f"modeled, {self.nr_dpus} DPUs"
+        )
         lines += [
             f"  bytes  CPU->DPU {format_bytes(self.bytes_to_dpu)} ({format_bytes(self.padded_bytes_to_dpu)} padded), "
             f"DPU->CPU {format_bytes(self.bytes_from_dpu)} ({format_bytes(self.padded_bytes_from_dpu)} padded)",
@@ -175,9 +186,11 @@ class BatchProfile:
         return "\n".join(lines)
 
 
-def profile_work(work: perfmodel.BatchWork,
-                 hardware: str | perfmodel.HardwareProfile = DEFAULT_HARDWARE_PROFILE,
-                 measured_s: dict[str, float] | None = None) -> BatchProfile:
+def profile_work(
+    work: perfmodel.BatchWork,
+    hardware: str | perfmodel.HardwareProfile = DEFAULT_HARDWARE_PROFILE,
+    measured_s: dict[str, float] | None = None,
+) -> BatchProfile:
     """Model ``work`` on the hardware profile ``hardware``, sized to the work's DPU count (no measured phases unless given).
 
     >>> w = perfmodel.BatchWork.uniform(nr_dpus=128, lookups=100, row_bytes=256, index_bytes=1000, output_bytes=4096)
@@ -187,16 +200,23 @@ def profile_work(work: perfmodel.BatchWork,
     """
     hw = perfmodel.get_profile(hardware, nr_dpus=work.nr_dpus)
     return BatchProfile(
-        hardware_profile=hw.name, nr_dpus=work.nr_dpus, work=work, modeled=perfmodel.model_batch(work, hw),
-        measured_s=dict(measured_s or {}), bytes_to_dpu=int(work.index_bytes.sum()),
+        hardware_profile=hw.name,
+        nr_dpus=work.nr_dpus,
+        work=work,
+        modeled=perfmodel.model_batch(work, hw),
+        measured_s=dict(measured_s or {}),
+        bytes_to_dpu=int(work.index_bytes.sum()),
         bytes_from_dpu=int(work.output_bytes.sum()),
         padded_bytes_to_dpu=int(perfmodel.padded_total(work.index_bytes, hw.dpus_per_rank)),
         padded_bytes_from_dpu=int(perfmodel.padded_total(work.output_bytes, hw.dpus_per_rank)),
-        host_cache_hits=int(work.host_cache_lookups), nr_lookups=int(work.lookups.sum() + work.host_cache_lookups))
+        host_cache_hits=int(work.host_cache_lookups),
+        nr_lookups=int(work.lookups.sum() + work.host_cache_lookups),
+    )
 
 
-def profile_batch(stats_or_module: Any,
-                  hardware: str | perfmodel.HardwareProfile = DEFAULT_HARDWARE_PROFILE) -> BatchProfile:
+def profile_batch(
+    stats_or_module: Any, hardware: str | perfmodel.HardwareProfile = DEFAULT_HARDWARE_PROFILE
+) -> BatchProfile:
     """The :class:`BatchProfile` of an engine batch: a ``BatchStats`` or a module's ``last_stats``.
 
     Accepts ``BatchStats``, a :class:`~updlrm.tbe.TableBatchedEmbeddingBags` or an
@@ -241,9 +261,15 @@ def format_seconds(seconds: float | None) -> str:
     return f"{seconds * 1e6:8.1f} us"
 
 
-def format_phase_table(measured_s: dict | None, modeled_s: dict, *, measured_label: str = "measured here",
-                       modeled_label: str = "modeled on UPMEM", title: str = "phase (mean per batch)",
-                       total_label: str = "total (end to end)") -> list[str]:
+def format_phase_table(
+    measured_s: dict | None,
+    modeled_s: dict,
+    *,
+    measured_label: str = "measured here",
+    modeled_label: str = "modeled on UPMEM",
+    title: str = "phase (mean per batch)",
+    total_label: str = "total (end to end)",
+) -> list[str]:
     """Rows of the phase table: one line per ``PHASES`` entry plus the total.
 
     ``measured_s``/``modeled_s`` map the ``PHASES`` keys and ``total_s`` (or
@@ -253,6 +279,7 @@ def format_phase_table(measured_s: dict | None, modeled_s: dict, *, measured_lab
     >>> lines[3].split()[:3], lines[-1].split()[-2:]
     (['CPU->DPU', 'push', '1.000'], ['9.0', 'us'])
     """
+
     def total(d):
         return d.get("total_s", d.get("end_to_end_s"))
 
@@ -273,8 +300,9 @@ def format_phase_table(measured_s: dict | None, modeled_s: dict, *, measured_lab
     return lines
 
 
-
-def format_traffic(bytes_per_batch: dict, dpu_load: dict, host_cache_hits: float, heading: str = "bytes per batch") -> list[str]:
+def format_traffic(
+    bytes_per_batch: dict, dpu_load: dict, host_cache_hits: float, heading: str = "bytes per batch"
+) -> list[str]:
     """Report lines for the bytes moved each way and the DPU load of a batch.
 
     ``*_max_per_dpu`` bytes and ``launches_per_batch`` are printed when present.
@@ -285,8 +313,13 @@ def format_traffic(bytes_per_batch: dict, dpu_load: dict, host_cache_hits: float
                        DPU->CPU 1.0 MB (1.0 MB with rank padding)
       lookups per DPU  mean 10, max 12 (imbalance 1.20x), host-cache hits 0
     """
+
     def direction(key: str) -> str:
-        peak = f", max {format_bytes(bytes_per_batch[key + '_max_per_dpu'])} per DPU" if key + "_max_per_dpu" in bytes_per_batch else ""
+        peak = (
+            f", max {format_bytes(bytes_per_batch[key + '_max_per_dpu'])} per DPU"
+            if key + "_max_per_dpu" in bytes_per_batch
+            else ""
+        )
         return f"{format_bytes(bytes_per_batch[key])} ({format_bytes(bytes_per_batch[key + '_padded'])} with rank padding{peak})"
 
     launches = f", {dpu_load['launches_per_batch']:g} launch(es) per batch" if "launches_per_batch" in dpu_load else ""

@@ -39,11 +39,11 @@ class SparseBatch:
     """
 
     keys: list[str]
-    values: np.ndarray          # int64 (N,)
+    values: np.ndarray  # int64 (N,)
     weights: np.ndarray | None  # float32 (N,)
-    lengths: np.ndarray         # int64 (bags,)
-    offsets: np.ndarray         # int64 (bags + 1,)
-    bag_start: np.ndarray       # int64 (K + 1,)
+    lengths: np.ndarray  # int64 (bags,)
+    offsets: np.ndarray  # int64 (bags + 1,)
+    bag_start: np.ndarray  # int64 (K + 1,)
     batch_size: int
     inverse: list[np.ndarray | None]
 
@@ -72,11 +72,15 @@ def read_kjt(kjt: Any) -> SparseBatch:
             lengths = kjt.lengths()
         kwargs: dict[str, Any] = {}
         if variable:
-            kwargs = {"stride_per_key_per_rank": kjt.stride_per_key_per_rank(), "inverse_indices": kjt.inverse_indices()}
+            kwargs = {
+                "stride_per_key_per_rank": kjt.stride_per_key_per_rank(),
+                "inverse_indices": kjt.inverse_indices(),
+            }
         elif hasattr(kjt, "inverse_indices_or_none") and kjt.inverse_indices_or_none() is not None:
             kwargs = {"inverse_indices": kjt.inverse_indices_or_none()}
-        kjt = KeyedJaggedTensor(list(kjt.keys()), kjt.values(), weights=kjt.weights_or_none(), lengths=lengths,
-                                offsets=offsets, **kwargs)
+        kjt = KeyedJaggedTensor(
+            list(kjt.keys()), kjt.values(), weights=kjt.weights_or_none(), lengths=lengths, offsets=offsets, **kwargs
+        )
     keys = kjt.keys()
     values = _np(kjt.values(), np.int64)
     w = kjt.weights_or_none()
@@ -144,7 +148,7 @@ def stack_bags(batch: SparseBatch, bags: list[np.ndarray], feature_table: Sequen
     ids = np.full(T * Bp, -1, dtype=np.int64)
     for t, p in enumerate(per_table):
         if p:
-            ids[t * Bp: t * Bp + counts[t]] = np.concatenate(p)
+            ids[t * Bp : t * Bp + counts[t]] = np.concatenate(p)
     real = ids >= 0
     lengths = np.where(real, batch.lengths[np.where(real, ids, 0)], 0)
     offsets = np.zeros(ids.size + 1, dtype=np.int64)

@@ -103,7 +103,9 @@ def _as_table_spec(obj: Any, i: int) -> TableSpec:
 
         spec = EmbeddingBagConfig.coerce(obj, i).table_spec()
         return dataclasses.replace(spec, feature_names=tuple(getattr(obj, "feature_names", ()) or ()))
-    raise TypeError(f"table {i}: expected a TableSpec, (num_embeddings, embedding_dim) or an EmbeddingBagConfig-like object, got {obj!r}")
+    raise TypeError(
+        f"table {i}: expected a TableSpec, (num_embeddings, embedding_dim) or an EmbeddingBagConfig-like object, got {obj!r}"
+    )
 
 
 def _tables_pooling(tables: Sequence[Any], pooling_mode: PoolingMode | str | None) -> PoolingMode:
@@ -245,7 +247,9 @@ class TableBatchedEmbeddingBags(torch.nn.Module):
         if quantization not in ("fit", "table"):
             raise ValueError(f"quantization must be 'fit' or 'table', got {quantization!r}")
         if isinstance(plan, (str, os.PathLike)):
-            plan = Plan.load(plan, tables=None if tables is None else [_as_table_spec(t, i) for i, t in enumerate(tables)])
+            plan = Plan.load(
+                plan, tables=None if tables is None else [_as_table_spec(t, i) for i, t in enumerate(tables)]
+            )
         if tables is None:
             if plan is None:
                 raise ValueError("give the tables, a plan, or both")
@@ -271,7 +275,11 @@ class TableBatchedEmbeddingBags(torch.nn.Module):
             raise ValueError(f"weights has {len(weights)} tables, but there are {len(specs)} table specs")
         stored, fitted = [], []
         for t, spec in enumerate(specs):
-            values = _init_table(spec, seed, t, weight_init_min, weight_init_max) if weights is None else _to_numpy(weights[t], f"weights[{t}]")
+            values = (
+                _init_table(spec, seed, t, weight_init_min, weight_init_max)
+                if weights is None
+                else _to_numpy(weights[t], f"weights[{t}]")
+            )
             q, new_spec = quantize_table(values, spec, fit_scale=quantization == "fit")
             stored.append(q)
             fitted.append(new_spec)
@@ -333,8 +341,13 @@ class TableBatchedEmbeddingBags(torch.nn.Module):
         kind = _OutputKind(indices, offsets)
         start = time.perf_counter()
         batch = validate_tbe_inputs(
-            self.tables, indices, offsets, per_sample_weights, pooling_mode=self.pooling_mode,
-            bounds_check_mode=self.bounds_check_mode, include_last_offset=include_last_offset,
+            self.tables,
+            indices,
+            offsets,
+            per_sample_weights,
+            pooling_mode=self.pooling_mode,
+            bounds_check_mode=self.bounds_check_mode,
+            include_last_offset=include_last_offset,
         )
         return kind, batch, time.perf_counter() - start
 
@@ -360,8 +373,7 @@ class TableBatchedEmbeddingBags(torch.nn.Module):
         True
         """
         kind, batch, _ = self._validate(indices, offsets, per_sample_weights, include_last_offset)
-        inner = self._open_engine().run_async(batch.indices, batch.offsets, batch.per_sample_weights,
-                                               self.pooling_mode)
+        inner = self._open_engine().run_async(batch.indices, batch.offsets, batch.per_sample_weights, self.pooling_mode)
         outer: Future = Future()
 
         def deliver(done: Future) -> None:
@@ -398,8 +410,9 @@ class TableBatchedEmbeddingBags(torch.nn.Module):
             for item in batches:
                 try:
                     if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
-                        raise InvalidInputError("each batch must be (indices, offsets) or "
-                                                "(indices, offsets, per_sample_weights)")
+                        raise InvalidInputError(
+                            "each batch must be (indices, offsets) or (indices, offsets, per_sample_weights)"
+                        )
                     indices, offsets = item[0], item[1]
                     weights = item[2] if len(item) == 3 else None
                     kind, batch, validate_s = self._validate(indices, offsets, weights, include_last_offset)
@@ -517,16 +530,25 @@ class EmbeddingBag(torch.nn.Module):
         if mode not in ("sum", "mean"):
             raise ValueError(f"mode={mode!r} is not supported on DPUs; supported modes: 'sum', 'mean'")
         if max_norm is not None:
-            raise NotImplementedError("max_norm renormalises rows during lookup, which updlrm does not do; pass max_norm=None")
+            raise NotImplementedError(
+                "max_norm renormalises rows during lookup, which updlrm does not do; pass max_norm=None"
+            )
         if dtype is not None and dtype != torch.float32:
-            raise NotImplementedError(f"dtype={dtype} is not supported; updlrm computes in float32 (use row_format for int8/int32 storage)")
+            raise NotImplementedError(
+                f"dtype={dtype} is not supported; updlrm computes in float32 (use row_format for int8/int32 storage)"
+            )
         if padding_idx is not None:
             if not -num_embeddings <= padding_idx < num_embeddings:
                 raise ValueError(f"padding_idx must be within [-{num_embeddings}, {num_embeddings}), got {padding_idx}")
             padding_idx = padding_idx % num_embeddings
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.mode, self.include_last_offset, self.padding_idx = mode, include_last_offset, padding_idx
-        self.max_norm, self.norm_type, self.scale_grad_by_freq, self.sparse = max_norm, norm_type, scale_grad_by_freq, sparse
+        self.max_norm, self.norm_type, self.scale_grad_by_freq, self.sparse = (
+            max_norm,
+            norm_type,
+            scale_grad_by_freq,
+            sparse,
+        )
         spec = TableSpec(name, num_embeddings, embedding_dim, row_format=RowFormat(row_format))
         if _weight is None:
             # torch.nn.EmbeddingBag.reset_parameters: normal_(0, 1), padding row zeroed.
@@ -535,7 +557,9 @@ class EmbeddingBag(torch.nn.Module):
         else:
             values = _to_numpy(_weight, "_weight")
             if values.shape != (num_embeddings, embedding_dim):
-                raise ValueError(f"_weight has shape {tuple(values.shape)}, expected ({num_embeddings}, {embedding_dim})")
+                raise ValueError(
+                    f"_weight has shape {tuple(values.shape)}, expected ({num_embeddings}, {embedding_dim})"
+                )
         if padding_idx is not None and values.dtype.kind == "f":
             values = np.array(values, dtype=np.float32, copy=True)
             values[padding_idx] = 0.0
@@ -592,7 +616,9 @@ class EmbeddingBag(torch.nn.Module):
                 raise InvalidInputError("offsets must be None when input is 2-D (each row of input is one bag)")
             if w is not None:
                 if w.shape != x.shape:
-                    raise InputTypeError(f"per_sample_weights must have the input's shape {tuple(x.shape)}, got {tuple(w.shape)}")
+                    raise InputTypeError(
+                        f"per_sample_weights must have the input's shape {tuple(x.shape)}, got {tuple(w.shape)}"
+                    )
                 w = w.reshape(-1)
             bags, length = x.shape
             off = np.arange(bags + 1, dtype=np.int64) * length

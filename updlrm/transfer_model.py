@@ -40,8 +40,9 @@ def _single_and_rank_bandwidth(profile: HardwareProfile, direction: str, mode: s
     return single, full
 
 
-def rank_bandwidth(profile: HardwareProfile, nr_active_dpus: int | np.ndarray, direction: str = "to_dpu",
-                   mode: str = "parallel") -> np.ndarray | float:
+def rank_bandwidth(
+    profile: HardwareProfile, nr_active_dpus: int | np.ndarray, direction: str = "to_dpu", mode: str = "parallel"
+) -> np.ndarray | float:
     """Sustained bytes/s of one rank serving ``nr_active_dpus`` DPUs at once.
 
     The profile gives the two ends (1 DPU: ``B1``, a full rank of 64: ``B64``).
@@ -112,8 +113,7 @@ def padded_total(bytes_per_dpu: np.ndarray, dpus_per_rank: int) -> float:
     return float((rank_max * dpus).sum())
 
 
-def transfer_time(bytes_per_dpu, profile: HardwareProfile, direction: str = "to_dpu",
-                  mode: str = "parallel") -> float:
+def transfer_time(bytes_per_dpu, profile: HardwareProfile, direction: str = "to_dpu", mode: str = "parallel") -> float:
     """Seconds to move ``bytes_per_dpu[i]`` bytes between the host and DPU ``i``.
 
     * ``parallel`` (``dpu_push_xfer``): each rank's buffers are padded to its
@@ -168,8 +168,9 @@ def transfer_time(bytes_per_dpu, profile: HardwareProfile, direction: str = "to_
     return float(profile.xfer_fixed_overhead_s + seconds)
 
 
-def transfer_calls_time(calls: Iterable[Mapping[str, Any]], profile: HardwareProfile, nr_dpus: int,
-                        direction: str = "to_dpu") -> float:
+def transfer_calls_time(
+    calls: Iterable[Mapping[str, Any]], profile: HardwareProfile, nr_dpus: int, direction: str = "to_dpu"
+) -> float:
     """Seconds of a sequence of SDK transfer calls, each moving the same bytes to/from ``nr_dpus`` DPUs.
 
     ``calls``: mappings with ``mode`` (``parallel``/``serial``/``broadcast``),

@@ -183,15 +183,21 @@ def validate_tbe_inputs(
             p = int(np.argmax(bad))
             bag = _first_bad_bag(off, p)
             t, b = divmod(bag, B)
-            where = (f"table {tables[t].name!r} (t={t}), sample {b}: indices[{p}] = {int(idx[p])} "
-                     f"is out of range [0, {tables[t].num_embeddings})")
+            where = (
+                f"table {tables[t].name!r} (t={t}), sample {b}: indices[{p}] = {int(idx[p])} "
+                f"is out of range [0, {tables[t].num_embeddings})"
+            )
             if bounds_check_mode == BoundsCheckMode.FATAL:
                 raise IndexOutOfRangeError(
                     f"{where}; {nbad} of {n} indices are out of range "
                     "(bounds_check_mode=FATAL; use WARNING or IGNORE to drop them)"
                 )
             if bounds_check_mode == BoundsCheckMode.WARNING:
-                warnings.warn(f"{where}; dropping {nbad} out-of-range lookups (they contribute nothing)", RuntimeWarning, stacklevel=3)
+                warnings.warn(
+                    f"{where}; dropping {nbad} out-of-range lookups (they contribute nothing)",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
             return _drop_lookups(ValidatedBatch(idx.astype(np.int64, copy=False), off, psw, B), ~bad)
     return ValidatedBatch(idx.astype(np.int64, copy=False), off, psw, B)
 
@@ -210,7 +216,10 @@ def _check_q16_weights(tables: Sequence[TableSpec], psw: np.ndarray, off: np.nda
             continue
         segment = psw[lo:hi]
         # rint is monotone: the smallest and largest weights decide (no per-weight temporaries).
-        q_low, q_high = np.rint(np.float64(segment.min()) * WEIGHT_Q16_ONE), np.rint(np.float64(segment.max()) * WEIGHT_Q16_ONE)
+        q_low, q_high = (
+            np.rint(np.float64(segment.min()) * WEIGHT_Q16_ONE),
+            np.rint(np.float64(segment.max()) * WEIGHT_Q16_ONE),
+        )
         if _Q16_RANGE[0] <= q_low and q_high <= _Q16_RANGE[1]:
             continue
         q = np.rint(segment.astype(np.float64) * WEIGHT_Q16_ONE)

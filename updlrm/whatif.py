@@ -32,10 +32,21 @@ __all__ = [
     "predict",
 ]
 
+
 # --------------------------------------------------------------------------- where DPUs win
-def uniform_embedding_work(profile: HardwareProfile, *, batch_size: int, nr_tables: int, pooling: float, dim: int,
-                           row_format: str = "fp32", weighted: bool = False, nr_tasklets: int = 16,
-                           nr_dpus: int | None = None, cache_hit_rate: float = 0.0) -> BatchWork:
+def uniform_embedding_work(
+    profile: HardwareProfile,
+    *,
+    batch_size: int,
+    nr_tables: int,
+    pooling: float,
+    dim: int,
+    row_format: str = "fp32",
+    weighted: bool = False,
+    nr_tasklets: int = 16,
+    nr_dpus: int | None = None,
+    cache_hit_rate: float = 0.0,
+) -> BatchWork:
     """A balanced embedding-bag batch: each table's rows split evenly over ``nr_dpus // nr_tables`` DPUs.
 
     Lookups spread evenly; every DPU returns one partial sum per bag of the
@@ -72,15 +83,24 @@ def uniform_embedding_work(profile: HardwareProfile, *, batch_size: int, nr_tabl
     index_bytes = lookups * 4 * (2 if weighted else 1) + (bags + 1) * 4
     output_bytes = bags * dim * 4
     return BatchWork.uniform(
-        nr_dpus=used, lookups=lookups, row_bytes=dim * elem, index_bytes=index_bytes, output_bytes=output_bytes,
-        reduce_elems=lookups * dim, row_format=row_format, weighted=weighted, nr_tasklets=nr_tasklets,
+        nr_dpus=used,
+        lookups=lookups,
+        row_bytes=dim * elem,
+        index_bytes=index_bytes,
+        output_bytes=output_bytes,
+        reduce_elems=lookups * dim,
+        row_format=row_format,
+        weighted=weighted,
+        nr_tasklets=nr_tasklets,
         host_merge_elems=int(batch_size * nr_tables * dim * dpus_per_table),
         host_cache_lookups=int(round(batch_size * nr_tables * pooling * cache_hit_rate)),
-        host_cache_row_bytes=dim * elem)
+        host_cache_row_bytes=dim * elem,
+    )
 
 
-def cpu_embedding_time(profile: HardwareProfile, *, batch_size: int, nr_tables: int, pooling: float, dim: int,
-                       row_format: str = "fp32") -> float:
+def cpu_embedding_time(
+    profile: HardwareProfile, *, batch_size: int, nr_tables: int, pooling: float, dim: int, row_format: str = "fp32"
+) -> float:
     """Seconds the host alone needs for the same batch: every row gathered at ``host_gather_bytes_per_s``.
 
     Example::
@@ -138,8 +158,9 @@ def _first_win(profile: HardwareProfile, key: str, limit: int, workload: dict) -
     return high
 
 
-def crossover_batch_size(profile: HardwareProfile, *, nr_tables: int, pooling: float, dim: int,
-                         max_batch_size: int = 1 << 22, **workload) -> int | None:
+def crossover_batch_size(
+    profile: HardwareProfile, *, nr_tables: int, pooling: float, dim: int, max_batch_size: int = 1 << 22, **workload
+) -> int | None:
     """Smallest batch size at which the DPUs beat the host alone, or None up to ``max_batch_size``.
 
     Searches powers of two for the first win, then bisects inside that bracket.
@@ -152,12 +173,14 @@ def crossover_batch_size(profile: HardwareProfile, *, nr_tables: int, pooling: f
         >>> b is None or speedup_over_cpu(p, batch_size=b, nr_tables=8, pooling=64, dim=64) > 1
         True
     """
-    return _first_win(profile, "batch_size", max_batch_size,
-                      {"nr_tables": nr_tables, "pooling": pooling, "dim": dim, **workload})
+    return _first_win(
+        profile, "batch_size", max_batch_size, {"nr_tables": nr_tables, "pooling": pooling, "dim": dim, **workload}
+    )
 
 
-def crossover_pooling(profile: HardwareProfile, *, batch_size: int, nr_tables: int, dim: int,
-                      max_pooling: int = 1 << 12, **workload) -> int | None:
+def crossover_pooling(
+    profile: HardwareProfile, *, batch_size: int, nr_tables: int, dim: int, max_pooling: int = 1 << 12, **workload
+) -> int | None:
     """Smallest pooling factor (lookups per bag) at which the DPUs beat the host alone, or None.
 
     Example::
@@ -167,8 +190,9 @@ def crossover_pooling(profile: HardwareProfile, *, batch_size: int, nr_tables: i
         >>> crossover_pooling(p, batch_size=1, nr_tables=1, dim=4, max_pooling=8) is None
         True
     """
-    return _first_win(profile, "pooling", max_pooling,
-                      {"batch_size": batch_size, "nr_tables": nr_tables, "dim": dim, **workload})
+    return _first_win(
+        profile, "pooling", max_pooling, {"batch_size": batch_size, "nr_tables": nr_tables, "dim": dim, **workload}
+    )
 
 
 # --------------------------------------------------------------------------- published microbenchmarks
@@ -197,7 +221,11 @@ def predict(profile: HardwareProfile, quantity: str, **params) -> float:
         return arithmetic_throughput(profile, params["op"], params["nr_tasklets"])
     if quantity == "transfer_bandwidth":
         nr, size = int(params["nr_dpus"]), float(params["bytes_per_dpu"])
-        seconds = transfer_time(np.full(nr, size), get_profile(profile, nr_dpus=max(nr, profile.nr_dpus)),
-                                params["direction"], params["mode"])
+        seconds = transfer_time(
+            np.full(nr, size),
+            get_profile(profile, nr_dpus=max(nr, profile.nr_dpus)),
+            params["direction"],
+            params["mode"],
+        )
         return nr * size / seconds
     raise ValueError(f"unknown quantity {quantity!r}")

@@ -22,7 +22,9 @@ def dequantized(weights: np.ndarray, spec) -> torch.Tensor:
     return torch.from_numpy((weights.astype(np.float64) * spec.scale).astype(np.float32))
 
 
-def tbe_reference(tables_f32: list[torch.Tensor], indices, offsets, per_sample_weights, pooling: PoolingMode) -> np.ndarray:
+def tbe_reference(
+    tables_f32: list[torch.Tensor], indices, offsets, per_sample_weights, pooling: PoolingMode
+) -> np.ndarray:
     """(B, sum dims) with torch.nn.functional.embedding_bag, table by table (TBE layout)."""
     indices = torch.as_tensor(np.asarray(indices, dtype=np.int64))
     offsets = torch.as_tensor(np.asarray(offsets, dtype=np.int64))
@@ -77,7 +79,9 @@ class ReferenceEngine:
         assert indices.dtype == np.int64 and offsets.dtype == np.int64
         assert per_sample_weights is None or per_sample_weights.dtype == np.float32
         assert offsets[0] == 0 and offsets[-1] == indices.size and np.all(np.diff(offsets) >= 0)
-        self.calls.append((indices.copy(), offsets.copy(), None if per_sample_weights is None else per_sample_weights.copy(), pooling))
+        self.calls.append(
+            (indices.copy(), offsets.copy(), None if per_sample_weights is None else per_sample_weights.copy(), pooling)
+        )
         psw = engine_weights(self.plan.tables, offsets, per_sample_weights)
         return tbe_reference(self.tables, indices, offsets, psw, pooling), SimpleNamespace(extra={}, reference=True)
 

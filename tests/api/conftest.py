@@ -18,7 +18,13 @@ def reference_engine(monkeypatch):
     import updlrm.tbe
 
     ReferenceEngine.instances.clear()
-    monkeypatch.setattr(updlrm.tbe, "_create_engine", lambda plan, weights, backend, nr_tasklets: ReferenceEngine(plan, weights, backend=backend, nr_tasklets=nr_tasklets))
+    monkeypatch.setattr(
+        updlrm.tbe,
+        "_create_engine",
+        lambda plan, weights, backend, nr_tasklets: ReferenceEngine(
+            plan, weights, backend=backend, nr_tasklets=nr_tasklets
+        ),
+    )
     return ReferenceEngine
 
 

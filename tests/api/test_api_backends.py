@@ -22,13 +22,18 @@ def write_tool(path, text="#!/bin/sh\necho tool\n"):
 # A DPU compiler that "works": writes a non-empty file where -o points.
 WORKING_COMPILER = '#!/bin/sh\nwhile [ $# -gt 0 ]; do [ "$1" = -o ] && echo dpu-elf > "$2"; shift; done\n'
 # Fails the way the public SDK's clang does without its libLLVM.
-BROKEN_COMPILER = ("#!/bin/sh\necho \"$0: error while loading shared libraries: libLLVM-12git.so: cannot open "
-                   "shared object file: No such file or directory\" >&2\nexit 127\n")
+BROKEN_COMPILER = (
+    '#!/bin/sh\necho "$0: error while loading shared libraries: libLLVM-12git.so: cannot open '
+    'shared object file: No such file or directory" >&2\nexit 127\n'
+)
 
 
 def fake_sdk(root, *, with_lib=True, compiler=WORKING_COMPILER, version="2025.1.0"):
     write_tool(root / "bin" / "dpu-upmem-dpurte-clang", compiler)
-    write_tool(root / "bin" / "dpu-pkg-config", f"#!/bin/sh\ncase \"$1\" in --libs) echo -L{root}/lib -ldpu;; --modversion) echo {version};; esac\n")
+    write_tool(
+        root / "bin" / "dpu-pkg-config",
+        f'#!/bin/sh\ncase "$1" in --libs) echo -L{root}/lib -ldpu;; --modversion) echo {version};; esac\n',
+    )
     if with_lib:
         (root / "lib").mkdir(exist_ok=True)
         (root / "lib" / "libdpu.so").write_bytes(b"\x7fELF")
@@ -85,7 +90,9 @@ def test_sdk_without_libdpu_is_not_installed(tmp_path):
 
 def test_emulator_shims_are_not_the_sdk(tmp_path):
     shims = tmp_path / "shims"
-    marker = "#!/bin/sh\n# updlrm-emulator-shim: stands in for the UPMEM SDK tool\nexec python -m updlrm.emulator \"$@\"\n"
+    marker = (
+        '#!/bin/sh\n# updlrm-emulator-shim: stands in for the UPMEM SDK tool\nexec python -m updlrm.emulator "$@"\n'
+    )
     write_tool(shims / "dpu-pkg-config", marker)
     write_tool(shims / "dpu-upmem-dpurte-clang", marker)
     assert is_emulator_shim(shims / "dpu-pkg-config")
@@ -97,7 +104,9 @@ def test_emulator_shims_are_not_the_sdk(tmp_path):
     assert not info.installed and "emulator shims" in info.problems[0]
     # a real SDK later on PATH is still found behind the shims
     root = fake_sdk(tmp_path / "sdk")
-    info = detect_sdk(environ={}, path=os.pathsep.join([str(tmp_path / "bin"), str(root / "bin")]), rank_glob=str(tmp_path / "none*"))
+    info = detect_sdk(
+        environ={}, path=os.pathsep.join([str(tmp_path / "bin"), str(root / "bin")]), rank_glob=str(tmp_path / "none*")
+    )
     assert info.installed and info.pkg_config == str(root / "bin" / "dpu-pkg-config")
 
 
@@ -145,8 +154,20 @@ def test_tbe_on_sdk_backends(backend):
         out = tbe(idx, off)
         ref = torch.cat(
             [
-                torch.nn.functional.embedding_bag(torch.tensor(idx[:3]), torch.from_numpy(tbe.weights(0)), torch.tensor([0, 2, 3]), mode="sum", include_last_offset=True),
-                torch.nn.functional.embedding_bag(torch.tensor(idx[3:]), torch.from_numpy(tbe.weights(1)), torch.tensor([0, 2, 3]), mode="sum", include_last_offset=True),
+                torch.nn.functional.embedding_bag(
+                    torch.tensor(idx[:3]),
+                    torch.from_numpy(tbe.weights(0)),
+                    torch.tensor([0, 2, 3]),
+                    mode="sum",
+                    include_last_offset=True,
+                ),
+                torch.nn.functional.embedding_bag(
+                    torch.tensor(idx[3:]),
+                    torch.from_numpy(tbe.weights(1)),
+                    torch.tensor([0, 2, 3]),
+                    mode="sum",
+                    include_last_offset=True,
+                ),
             ],
             dim=1,
         ).numpy()

@@ -7,20 +7,49 @@ from click.testing import CliRunner
 
 from updlrm.cli import main
 
-TINY = ["--batch-size", "16", "--batches", "2", "--dpus", "4", "--max-rows", "300", "--dim", "8", "--pooling", "4", "--backend", "emulator"]
+TINY = [
+    "--batch-size",
+    "16",
+    "--batches",
+    "2",
+    "--dpus",
+    "4",
+    "--max-rows",
+    "300",
+    "--dim",
+    "8",
+    "--pooling",
+    "4",
+    "--backend",
+    "emulator",
+]
 
 
 def test_demo_text_report():
     result = CliRunner().invoke(main, ["demo", *TINY])
     assert result.exit_code == 0, result.output
     out = result.output
-    for needle in ("26 Criteo-Kaggle-like tables", "backend   emulator", "route + pack", "CPU->DPU push", "DPU->CPU pull",
-                   "merge partials", "modeled on UPMEM", "bytes per batch", "lookups per DPU", "max abs err vs torch", "PASS"):
+    for needle in (
+        "26 Criteo-Kaggle-like tables",
+        "backend   emulator",
+        "route + pack",
+        "CPU->DPU push",
+        "DPU->CPU pull",
+        "merge partials",
+        "modeled on UPMEM",
+        "bytes per batch",
+        "lookups per DPU",
+        "max abs err vs torch",
+        "PASS",
+    ):
         assert needle in out, needle
 
 
 def test_demo_json_is_complete_and_deterministic():
-    runs = [CliRunner().invoke(main, ["demo", *TINY, "--json", "--seed", "3", "--row-format", fmt]) for fmt in ("int8", "int8", "fp32")]
+    runs = [
+        CliRunner().invoke(main, ["demo", *TINY, "--json", "--seed", "3", "--row-format", fmt])
+        for fmt in ("int8", "int8", "fp32")
+    ]
     for r in runs:
         assert r.exit_code == 0, r.output
     a, b, c = (json.loads(r.output) for r in runs)

@@ -112,16 +112,24 @@ def test_tbe_matches_the_reference(data):
         if plan is not None and data.draw(st.booleans(), label="plan as a path"):
             plan = str(plan.save(Path(folder) / "plan.json"))
         tbe = TableBatchedEmbeddingBags(
-            specs, plan=plan, backend="emulator", nr_dpus=None if plan is not None else topology.nr_dpus,
-            pooling_mode=pooling, bounds_check_mode=bounds, weights=[u[0] for u in user],
+            specs,
+            plan=plan,
+            backend="emulator",
+            nr_dpus=None if plan is not None else topology.nr_dpus,
+            pooling_mode=pooling,
+            bounds_check_mode=bounds,
+            weights=[u[0] for u in user],
             quantization="fit" if kind == "fit" else "table",
         )
     with tbe:
-        rows = [q if q is not None else fitted_rows(s, values, m)
-                for s, (values, q), m in zip(specs, user, tbe.tables)]
+        rows = [q if q is not None else fitted_rows(s, values, m) for s, (values, q), m in zip(specs, user, tbe.tables)]
         for t, spec in enumerate(tbe.tables):
-            assert np.array_equal(tbe.weights(t), (rows[t].astype(np.float64) * spec.scale).astype(np.float32)
-                                  if spec.row_format != RowFormat.FP32 else rows[t])
+            assert np.array_equal(
+                tbe.weights(t),
+                (rows[t].astype(np.float64) * spec.scale).astype(np.float32)
+                if spec.row_format != RowFormat.FP32
+                else rows[t],
+            )
         for _ in range(data.draw(st.integers(1, 4), label="batches")):
             run_one_batch(data, tbe, rows)
 
@@ -140,9 +148,14 @@ def run_one_batch(data, tbe, rows):
         info = np.iinfo(index_dtype)
         owner = table_of_lookup(len(tables), offsets)
         indices = indices.copy()
-        for p in data.draw(st.lists(st.integers(0, indices.size - 1), min_size=1, max_size=4, unique=True), label="bad positions"):
+        for p in data.draw(
+            st.lists(st.integers(0, indices.size - 1), min_size=1, max_size=4, unique=True), label="bad positions"
+        ):
             n = tables[int(owner[p])].num_embeddings
-            indices[p] = data.draw(st.sampled_from([-1, n, n + 1, int(info.min), int(info.max)]).filter(lambda v, n=n: not 0 <= v < n), label="bad value")
+            indices[p] = data.draw(
+                st.sampled_from([-1, n, n + 1, int(info.min), int(info.max)]).filter(lambda v, n=n: not 0 <= v < n),
+                label="bad value",
+            )
         nr_bad = int(((indices < 0) | (indices >= np.array([t.num_embeddings for t in tables])[owner])).sum())
     args = as_input(indices, offsets, psw, kind, index_dtype, include_last)
     event(f"bounds {tbe.bounds_check_mode.name}, bad lookups: {bool(nr_bad)}")
@@ -159,7 +172,9 @@ def run_one_batch(data, tbe, rows):
         warnings.simplefilter("always")
         out = tbe(*args, include_last_offset=include_last)
     warned = [w for w in caught if issubclass(w.category, RuntimeWarning) and "out-of-range" in str(w.message)]
-    assert len(warned) == (1 if nr_bad and tbe.bounds_check_mode == BoundsCheckMode.WARNING else 0), [str(w.message) for w in caught]
+    assert len(warned) == (1 if nr_bad and tbe.bounds_check_mode == BoundsCheckMode.WARNING else 0), [
+        str(w.message) for w in caught
+    ]
 
     assert isinstance(out, torch.Tensor if kind == "torch" else np.ndarray)
     out = out.numpy() if kind == "torch" else out
@@ -203,7 +218,9 @@ def test_embedding_bag_matches_torch_nn_embedding_bag(data):
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
     weight = torch.from_numpy(rng.standard_normal((num, dim)).astype(np.float32))
     options = dict(mode=mode, padding_idx=padding_idx, include_last_offset=include_last)
-    ours = EmbeddingBag.from_pretrained(weight, backend="emulator", nr_dpus=data.draw(st.integers(1, 5), label="nr_dpus"), **options)
+    ours = EmbeddingBag.from_pretrained(
+        weight, backend="emulator", nr_dpus=data.draw(st.integers(1, 5), label="nr_dpus"), **options
+    )
     theirs = torch.nn.EmbeddingBag.from_pretrained(weight, **options)
     magnitude = torch.nn.EmbeddingBag.from_pretrained(weight.abs(), **options)
     with ours:
@@ -218,8 +235,11 @@ def test_embedding_bag_matches_torch_nn_embedding_bag(data):
                 lengths[rng.random(bags) < 0.1] = int(rng.integers(100, 600))
             total = int(lengths.sum())
             pad = padding_idx % num if padding_idx is not None else 0
-            values = {"uniform": rng.integers(0, num, total), "padding": rng.choice([pad, int(rng.integers(0, num))], total),
-                      "one_row": np.full(total, int(rng.integers(0, num)))}[hot]
+            values = {
+                "uniform": rng.integers(0, num, total),
+                "padding": rng.choice([pad, int(rng.integers(0, num))], total),
+                "one_row": np.full(total, int(rng.integers(0, num))),
+            }[hot]
             values = torch.from_numpy(values.astype(np.int64))
             psw = None
             if mode == "sum" and data.draw(st.booleans(), label="weighted"):
@@ -228,12 +248,20 @@ def test_embedding_bag_matches_torch_nn_embedding_bag(data):
             if len(set(lengths.tolist())) == 1 and lengths[0] > 0 and data.draw(st.booleans(), label="use 2-D"):
                 args = (values.reshape(bags, -1), None, None if psw is None else psw.reshape(bags, -1))
             else:
-                offsets = torch.from_numpy(np.concatenate(([0], np.cumsum(lengths)))[: bags + include_last].astype(np.int64))
+                offsets = torch.from_numpy(
+                    np.concatenate(([0], np.cumsum(lengths)))[: bags + include_last].astype(np.int64)
+                )
                 args = (values, offsets, psw)
             out = ours(*args)
             expected = theirs(*args)
             bound = magnitude(args[0], args[1], None if psw is None else args[2].abs())
-            kept = lengths if padding_idx is None else np.array([int((values[s:s + n] != pad).sum()) for s, n in zip(np.cumsum(lengths) - lengths, lengths)])
+            kept = (
+                lengths
+                if padding_idx is None
+                else np.array(
+                    [int((values[s : s + n] != pad).sum()) for s, n in zip(np.cumsum(lengths) - lengths, lengths)]
+                )
+            )
             tolerance = torch.from_numpy(fp32_rtol(kept).astype(np.float32))[:, None] * bound + 1e-30
             assert isinstance(out, torch.Tensor) and out.shape == expected.shape == (bags, dim)
             assert torch.all((out - expected).abs() <= tolerance), (out - expected).abs().max()

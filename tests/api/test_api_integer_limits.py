@@ -13,8 +13,11 @@ from updlrm import RowFormat, TableBatchedEmbeddingBags, TableSpec
 from updlrm.host.engine import AccumulatorOverflowError
 from updlrm.tbe import InvalidInputError, validate_tbe_inputs
 
-TABLES = [TableSpec("f", 10, 2), TableSpec("i8", 10, 2, row_format=RowFormat.INT8),
-          TableSpec("i32", 10, 2, row_format=RowFormat.INT32)]
+TABLES = [
+    TableSpec("f", 10, 2),
+    TableSpec("i8", 10, 2, row_format=RowFormat.INT8),
+    TableSpec("i32", 10, 2, row_format=RowFormat.INT32),
+]
 
 
 def one_lookup_per_table(weights):
@@ -24,8 +27,14 @@ def one_lookup_per_table(weights):
 @pytest.mark.parametrize(
     "weights, match",
     [
-        ([0.0, 32768.0, 0.0], r"table 'i8' \(t=1\), sample 0: per_sample_weights\[1\] = 32768.0 is outside the Q16 range of int8 tables \(-32768 <= w < 32768\)"),
-        ([0.0, 0.0, -32768.01], r"table 'i32' \(t=2\), sample 0: per_sample_weights\[2\] = -32768.01\d* is outside the Q16 range of int32"),
+        (
+            [0.0, 32768.0, 0.0],
+            r"table 'i8' \(t=1\), sample 0: per_sample_weights\[1\] = 32768.0 is outside the Q16 range of int8 tables \(-32768 <= w < 32768\)",
+        ),
+        (
+            [0.0, 0.0, -32768.01],
+            r"table 'i32' \(t=2\), sample 0: per_sample_weights\[2\] = -32768.01\d* is outside the Q16 range of int32",
+        ),
         ([0.0, 0.0, 1e30], r"table 'i32' .*per_sample_weights\[2\] = 1e\+30 is outside the Q16 range"),
     ],
 )
@@ -54,15 +63,24 @@ def fit_module(**kwargs):
     """int32 table, quantization='fit': row 1 is the max-magnitude row (q = 2^24, value 1.0)."""
     w = np.zeros((4, 2), np.float32)
     w[1] = 1.0
-    return TableBatchedEmbeddingBags([TableSpec("c", 4, 2, row_format=RowFormat.INT32)], weights=[w],
-                                     backend="emulator", nr_dpus=2, nr_tasklets=4, **kwargs)
+    return TableBatchedEmbeddingBags(
+        [TableSpec("c", 4, 2, row_format=RowFormat.INT32)],
+        weights=[w],
+        backend="emulator",
+        nr_dpus=2,
+        nr_tasklets=4,
+        **kwargs,
+    )
 
 
 @pytest.mark.parametrize("weight, bag, fits", [(32767.0, 300, 256), (100.0, 90_000, 83_886)])
 def test_issue_overflows_are_refused_and_the_largest_exact_bag_is_exact(weight, bag, fits):
     """Formerly -6,947,116 for 32767 x 300 (9,830,100 expected): now an error; 256 lookups give 8,388,352 exactly."""
     with fit_module() as tbe:
-        with pytest.raises(AccumulatorOverflowError, match=r"table 'c' \(t=0\), sample 0: its int32 sum could exceed int64, so it would not be exact"):
+        with pytest.raises(
+            AccumulatorOverflowError,
+            match=r"table 'c' \(t=0\), sample 0: its int32 sum could exceed int64, so it would not be exact",
+        ):
             tbe(torch.ones(bag, dtype=torch.int64), torch.tensor([0, bag]), torch.full((bag,), weight))
         out = tbe(torch.ones(fits, dtype=torch.int64), torch.tensor([0, fits]), torch.full((fits,), weight))
         assert out[0, 0].item() == weight * fits
@@ -77,10 +95,15 @@ def test_table_quantization_at_the_int32_limit():
     q[1] = (1 << 31) - 1
     q[2] = -(1 << 31)
     spec = TableSpec("t", 4, 2, row_format=RowFormat.INT32, scale=1.0)
-    with TableBatchedEmbeddingBags([spec], weights=[q], quantization="table", backend="emulator", nr_dpus=2, nr_tasklets=4) as tbe:
+    with TableBatchedEmbeddingBags(
+        [spec], weights=[q], quantization="table", backend="emulator", nr_dpus=2, nr_tasklets=4
+    ) as tbe:
         out = tbe(np.array([1, 1]), np.array([0, 2]), np.full(2, 32767.0, np.float32))
         assert out[0, 0] == np.float32(float(2 * ((1 << 31) - 1) * 32767 * 65536) / 65536)
-        with pytest.raises(AccumulatorOverflowError, match="max \\|row\\| 2147483648 x 65536 x sum of \\|weights\\| 98301 \\(3 lookups\\)"):
+        with pytest.raises(
+            AccumulatorOverflowError,
+            match="max \\|row\\| 2147483648 x 65536 x sum of \\|weights\\| 98301 \\(3 lookups\\)",
+        ):
             tbe(np.array([1, 1, 2]), np.array([0, 3]), np.full(3, 32767.0, np.float32))
         n = 100_000
         out = tbe(np.full(n, 2), np.array([0, n]))

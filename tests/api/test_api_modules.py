@@ -17,11 +17,14 @@ from updlrm.plan import PlanError, uniform_plan
 from updlrm.specs import Topology
 from updlrm.tbe import InvalidInputError, quantize_table
 
+
 def expected_and_tolerance(tbe, idx, off, psw):
     tables = [torch.from_numpy(tbe.weights(t)) for t in range(len(tbe.tables))]
     psw = engine_weights(tbe.tables, off, psw)
     ref = tbe_reference(tables, idx, off, psw, tbe.pooling_mode)
-    magnitude = tbe_reference([t.abs() for t in tables], idx, off, None if psw is None else np.abs(psw), tbe.pooling_mode)
+    magnitude = tbe_reference(
+        [t.abs() for t in tables], idx, off, None if psw is None else np.abs(psw), tbe.pooling_mode
+    )
     atol = 1e-6 + 1e-5 * magnitude
     return ref, atol
 
@@ -43,7 +46,9 @@ def tbe_cases(draw):
     T = draw(st.integers(1, 4))
     fmt = draw(st.sampled_from([RowFormat.FP32, RowFormat.FP32, RowFormat.INT32, RowFormat.INT8]))
     tables = [
-        TableSpec(f"t{i}", draw(st.integers(1, 300)), draw(st.sampled_from([1, 2, 3, 4, 8, 16, 33, 64])), row_format=fmt)
+        TableSpec(
+            f"t{i}", draw(st.integers(1, 300)), draw(st.sampled_from([1, 2, 3, 4, 8, 16, 33, 64])), row_format=fmt
+        )
         for i in range(T)
     ]
     pooling = draw(st.sampled_from([PoolingMode.SUM, PoolingMode.MEAN]))
@@ -63,7 +68,9 @@ def tbe_cases(draw):
 @given(case=tbe_cases())
 def test_tbe_matches_torch_on_random_batches(engine_kind, case):
     rng = np.random.default_rng(case["seed"])
-    with TableBatchedEmbeddingBags(case["tables"], backend="emulator", nr_dpus=case["nr_dpus"], pooling_mode=case["pooling"], seed=case["seed"]) as tbe:
+    with TableBatchedEmbeddingBags(
+        case["tables"], backend="emulator", nr_dpus=case["nr_dpus"], pooling_mode=case["pooling"], seed=case["seed"]
+    ) as tbe:
         for _ in range(2):  # a second batch on the same DPUs
             idx, off, psw = random_batch(rng, case["tables"], case["B"], case["max_len"], case["weighted"])
             out = tbe(idx, off, psw)
@@ -90,7 +97,10 @@ def test_adversarial_batches(engine_kind):
         cases = [
             (np.array([], np.int64), np.zeros(2 * 5 + 1, np.int64)),  # every bag empty
             (np.zeros(500, np.int64), [0, 500, 500]),  # B=1: one long bag on the one-row table
-            (np.concatenate([np.zeros(7), np.full(9, 999)]).astype(np.int64), np.array([0, 7, 16])),  # same row repeated
+            (
+                np.concatenate([np.zeros(7), np.full(9, 999)]).astype(np.int64),
+                np.array([0, 7, 16]),
+            ),  # same row repeated
         ]
         for idx, off in cases:
             off = np.asarray(off, np.int64)
@@ -141,7 +151,9 @@ def test_weights_are_deterministic_and_torchrec_uniform(reference_engine):
     assert not np.array_equal(a, c)
     bound = np.sqrt(1 / 400)
     assert a.min() >= -bound and a.max() <= bound and a.max() > 0.9 * bound
-    d = TableBatchedEmbeddingBags(tables, backend="emulator", nr_dpus=1, weight_init_min=2.0, weight_init_max=3.0).weights("a")
+    d = TableBatchedEmbeddingBags(
+        tables, backend="emulator", nr_dpus=1, weight_init_min=2.0, weight_init_max=3.0
+    ).weights("a")
     assert d.min() >= 2.0 and d.max() <= 3.0
 
 
@@ -149,7 +161,9 @@ def test_given_weights_and_quantisation(reference_engine):
     rng = np.random.default_rng(0)
     w = rng.normal(size=(20, 6)).astype(np.float32)
     for fmt, rel in [(RowFormat.FP32, 0.0), (RowFormat.INT32, 2.0**-24), (RowFormat.INT8, 1 / 127)]:
-        tbe = TableBatchedEmbeddingBags([TableSpec("a", 20, 6, row_format=fmt)], weights=[torch.from_numpy(w)], backend="emulator", nr_dpus=2)
+        tbe = TableBatchedEmbeddingBags(
+            [TableSpec("a", 20, 6, row_format=fmt)], weights=[torch.from_numpy(w)], backend="emulator", nr_dpus=2
+        )
         assert np.abs(tbe.weights(0) - w).max() <= rel * np.abs(w).max() * 0.5 + 1e-7
         stored = reference_engine.instances[-1].weights[0]
         assert stored.dtype == fmt.dtype
@@ -159,7 +173,9 @@ def test_given_weights_and_quantisation(reference_engine):
     with pytest.raises(InvalidInputError, match=r"more than int8 holds \(127\)"):
         TableBatchedEmbeddingBags([spec], weights=[w * 100], backend="emulator", quantization="table")
     q = np.clip(np.rint(w / 0.05), -127, 127).astype(np.int8)
-    tbe = TableBatchedEmbeddingBags([TableSpec("a", 20, 6, row_format="int8", scale=0.05)], weights=[q], backend="emulator", nr_dpus=1)
+    tbe = TableBatchedEmbeddingBags(
+        [TableSpec("a", 20, 6, row_format="int8", scale=0.05)], weights=[q], backend="emulator", nr_dpus=1
+    )
     np.testing.assert_allclose(tbe.weights(0), q * np.float32(0.05), rtol=1e-6)
     with pytest.raises(TypeError, match="integer weights must be int8"):
         quantize_table(q.astype(np.int32), TableSpec("a", 20, 6, row_format="int8"))
@@ -281,9 +297,14 @@ def test_embedding_bag_from_pretrained_and_int8(engine_kind):
 def test_torchrec_like_configs_are_accepted(reference_engine):
     from types import SimpleNamespace
 
-    configs = [SimpleNamespace(name="user", num_embeddings=12, embedding_dim=4, feature_names=["uid"]),
-               SimpleNamespace(name="", num_embeddings=5, embedding_dim=2)]
+    configs = [
+        SimpleNamespace(name="user", num_embeddings=12, embedding_dim=4, feature_names=["uid"]),
+        SimpleNamespace(name="", num_embeddings=5, embedding_dim=2),
+    ]
     tbe = TableBatchedEmbeddingBags(configs, backend="emulator", nr_dpus=2)
-    assert [(t.name, t.num_embeddings, t.embedding_dim, t.feature_names) for t in tbe.tables] == [("user", 12, 4, ("uid",)), ("t1", 5, 2, ())]
+    assert [(t.name, t.num_embeddings, t.embedding_dim, t.feature_names) for t in tbe.tables] == [
+        ("user", 12, 4, ("uid",)),
+        ("t1", 5, 2, ()),
+    ]
     with pytest.raises(TypeError, match="expected a TableSpec"):
         TableBatchedEmbeddingBags(["user"], backend="emulator")

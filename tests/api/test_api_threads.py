@@ -29,7 +29,9 @@ def tbe_batches(count, seed):
         B = int(rng.integers(1, 48))
         lengths = rng.integers(0, 20, len(TABLES) * B)
         offsets = np.concatenate(([0], np.cumsum(lengths)))
-        indices = np.concatenate([rng.integers(0, TABLES[k // B].num_embeddings, n) for k, n in enumerate(lengths)] + [np.zeros(0, np.int64)])
+        indices = np.concatenate(
+            [rng.integers(0, TABLES[k // B].num_embeddings, n) for k, n in enumerate(lengths)] + [np.zeros(0, np.int64)]
+        )
         weights = rng.uniform(-3, 3, indices.size).astype(np.float32) if rng.integers(0, 2) else None
         batches.append((torch.from_numpy(indices.astype(np.int64)), torch.from_numpy(offsets), weights))
     return batches
@@ -77,7 +79,9 @@ def test_embedding_bag_shared_by_threads_gives_the_serial_results():
         w = torch.from_numpy(rng.uniform(-2, 2, tuple(x.shape)).astype(np.float32)) if k % 2 else None
         inputs.append((x, w))
     for row_format in (RowFormat.FP32, RowFormat.INT8):
-        with EmbeddingBag(500, 10, mode="sum", backend="emulator", nr_dpus=4, nr_tasklets=8, row_format=row_format) as bag:
+        with EmbeddingBag(
+            500, 10, mode="sum", backend="emulator", nr_dpus=4, nr_tasklets=8, row_format=row_format
+        ) as bag:
             serial = [bag(x, per_sample_weights=w) for x, w in inputs]
             shared = shared_run(lambda k: bag(inputs[k][0], per_sample_weights=inputs[k][1]), inputs)
         assert all(torch.equal(a, b) for a, b in zip(serial, shared)), row_format

@@ -38,17 +38,71 @@ def test_torch_inputs_are_accepted_and_not_modified():
 @pytest.mark.parametrize(
     "indices, offsets, weights, pooling, match",
     [
-        (np.array([1.0, 2.0]), np.array([0, 1, 1, 2, 2]), None, PoolingMode.SUM, r"indices must have dtype int32 or int64, got float64"),
-        (np.array([True, False]), np.array([0, 1, 1, 2, 2]), None, PoolingMode.SUM, r"indices must have dtype int32 or int64, got bool"),
+        (
+            np.array([1.0, 2.0]),
+            np.array([0, 1, 1, 2, 2]),
+            None,
+            PoolingMode.SUM,
+            r"indices must have dtype int32 or int64, got float64",
+        ),
+        (
+            np.array([True, False]),
+            np.array([0, 1, 1, 2, 2]),
+            None,
+            PoolingMode.SUM,
+            r"indices must have dtype int32 or int64, got bool",
+        ),
         (np.array([1, 2], np.int16), np.array([0, 1, 1, 2, 2]), None, PoolingMode.SUM, r"got int16"),
-        (np.array([[1, 2]]), np.array([0, 1, 1, 2, 2]), None, PoolingMode.SUM, r"indices must be one-dimensional, got shape \(1, 2\)"),
-        (np.array([1, 2]), np.array([0.0, 1, 1, 2, 2]), None, PoolingMode.SUM, r"offsets must have dtype int32 or int64, got float64"),
+        (
+            np.array([[1, 2]]),
+            np.array([0, 1, 1, 2, 2]),
+            None,
+            PoolingMode.SUM,
+            r"indices must be one-dimensional, got shape \(1, 2\)",
+        ),
+        (
+            np.array([1, 2]),
+            np.array([0.0, 1, 1, 2, 2]),
+            None,
+            PoolingMode.SUM,
+            r"offsets must have dtype int32 or int64, got float64",
+        ),
         ([1, 2], "0,1", None, PoolingMode.SUM, r"offsets must be a numpy array or torch tensor, got str"),
-        (np.array([1, 2]), np.array([0, 1, 1, 2, 2]), np.array([1, 1]), PoolingMode.SUM, r"per_sample_weights must be a floating-point array \(float32\), got int64"),
-        (np.array([1, 2]), np.array([0, 1, 1, 2, 2]), np.ones(3, np.float32), PoolingMode.SUM, r"per_sample_weights must have shape \(2,\), one weight per index, got \(3,\)"),
-        (np.array([1, 2]), np.array([0, 1, 1, 2, 2]), np.ones((2, 1), np.float32), PoolingMode.SUM, r"must have shape \(2,\)"),
-        (np.array([1, 2]), np.array([0, 1, 1, 2, 2]), np.array([1.0, np.nan], np.float32), PoolingMode.SUM, r"per_sample_weights\[1\] = nan is not finite"),
-        (np.array([1, 2]), np.array([0, 1, 1, 2, 2]), np.ones(2, np.float32), PoolingMode.MEAN, r"only supported with PoolingMode.SUM"),
+        (
+            np.array([1, 2]),
+            np.array([0, 1, 1, 2, 2]),
+            np.array([1, 1]),
+            PoolingMode.SUM,
+            r"per_sample_weights must be a floating-point array \(float32\), got int64",
+        ),
+        (
+            np.array([1, 2]),
+            np.array([0, 1, 1, 2, 2]),
+            np.ones(3, np.float32),
+            PoolingMode.SUM,
+            r"per_sample_weights must have shape \(2,\), one weight per index, got \(3,\)",
+        ),
+        (
+            np.array([1, 2]),
+            np.array([0, 1, 1, 2, 2]),
+            np.ones((2, 1), np.float32),
+            PoolingMode.SUM,
+            r"must have shape \(2,\)",
+        ),
+        (
+            np.array([1, 2]),
+            np.array([0, 1, 1, 2, 2]),
+            np.array([1.0, np.nan], np.float32),
+            PoolingMode.SUM,
+            r"per_sample_weights\[1\] = nan is not finite",
+        ),
+        (
+            np.array([1, 2]),
+            np.array([0, 1, 1, 2, 2]),
+            np.ones(2, np.float32),
+            PoolingMode.MEAN,
+            r"only supported with PoolingMode.SUM",
+        ),
     ],
 )
 def test_type_and_shape_errors(indices, offsets, weights, pooling, match):
@@ -67,7 +121,11 @@ def test_dtype_errors_are_type_errors():
         (np.array([1, 2]), np.array([], np.int64), r"offsets is empty"),
         (np.array([1, 2]), np.array([0, 1, 2, 2]), r"offsets has 4 entries, but with T=2 tables it must have T\*B\+1"),
         (np.array([1, 2]), np.array([1, 1, 1, 2, 2]), r"offsets\[0\] must be 0 .* got 1"),
-        (np.array([1, 2, 3]), np.array([0, 2, 1, 3, 3]), r"non-decreasing, but offsets\[2\] = 1 < offsets\[1\] = 2 \(bag 1 of table 'user'"),
+        (
+            np.array([1, 2, 3]),
+            np.array([0, 2, 1, 3, 3]),
+            r"non-decreasing, but offsets\[2\] = 1 < offsets\[1\] = 2 \(bag 1 of table 'user'",
+        ),
         (np.array([1, 2]), np.array([0, 1, 1, 2, 1]), r"non-decreasing.*bag 3 of table 'item'"),
         (np.array([1, 2, 3]), np.array([0, 1, 1, 2, 2]), r"offsets\[-1\] = 2 must equal len\(indices\) = 3"),
         (np.array([1]), np.array([0, 1, 1, 2, 2]), r"offsets\[-1\] = 2 must equal len\(indices\) = 1"),
@@ -81,7 +139,10 @@ def test_offset_errors(indices, offsets, match):
 @pytest.mark.parametrize(
     "indices, match",
     [
-        (np.array([1, 2, 10, 4, 0]), r"table 'user' \(t=0\), sample 1: indices\[2\] = 10 is out of range \[0, 10\); 1 of 5"),
+        (
+            np.array([1, 2, 10, 4, 0]),
+            r"table 'user' \(t=0\), sample 1: indices\[2\] = 10 is out of range \[0, 10\); 1 of 5",
+        ),
         (np.array([1, 2, 3, 4, 5]), r"table 'item' \(t=1\), sample 1: indices\[4\] = 5 is out of range \[0, 5\)"),
         (np.array([-1, 2, 3, 4, 0]), r"table 'user' \(t=0\), sample 0: indices\[0\] = -1 is out of range"),
         (np.array([-1, 99, 3, 7, 9]), r"indices\[0\] = -1 .* 4 of 5 indices are out of range"),
@@ -97,7 +158,9 @@ def test_fatal_bounds_errors_name_table_sample_position_value(indices, match):
 def test_warning_mode_warns_and_drops_bad_lookups():
     idx, off = np.array([1, 12, 3, 4, -2]), np.array([0, 2, 3, 3, 5])
     with pytest.warns(RuntimeWarning, match=r"dropping 2 out-of-range lookups"):
-        b = validate_tbe_inputs(TABLES, idx, off, np.arange(5, dtype=np.float32), bounds_check_mode=BoundsCheckMode.WARNING)
+        b = validate_tbe_inputs(
+            TABLES, idx, off, np.arange(5, dtype=np.float32), bounds_check_mode=BoundsCheckMode.WARNING
+        )
     np.testing.assert_array_equal(b.indices, [1, 3, 4])
     np.testing.assert_array_equal(b.offsets, [0, 1, 2, 2, 3])
     np.testing.assert_array_equal(b.per_sample_weights, [0, 2, 3])
@@ -177,8 +240,9 @@ def test_errors_happen_before_the_engine_and_the_next_batch_works(engine_kind, r
 
 
 def test_dropped_lookups_contribute_nothing_on_the_engine(engine_kind):
-    with TableBatchedEmbeddingBags(TABLES, backend="emulator", nr_dpus=2, pooling_mode="mean",
-                                   bounds_check_mode=BoundsCheckMode.IGNORE) as tbe:
+    with TableBatchedEmbeddingBags(
+        TABLES, backend="emulator", nr_dpus=2, pooling_mode="mean", bounds_check_mode=BoundsCheckMode.IGNORE
+    ) as tbe:
         out = tbe(np.array([1, 12, 3, 4, -2]), np.array([0, 2, 3, 3, 5]))
         w0, w1 = tbe.weights(0), tbe.weights(1)
         expected = np.array([np.concatenate([w0[1], np.zeros(2)]), np.concatenate([w0[3], w1[4]])], np.float32)
@@ -190,7 +254,9 @@ def test_dropped_lookups_contribute_nothing_on_the_engine(engine_kind):
 def test_bounds_at_the_edges_of_the_index_types(dtype):
     info = np.iinfo(dtype)
     huge = [TableSpec("huge", 3_000_000_000, 1)]
-    b = validate_tbe_inputs(huge, np.array([info.max if dtype == np.int32 else 2_999_999_999, 0], dtype), np.array([0, 2]))
+    b = validate_tbe_inputs(
+        huge, np.array([info.max if dtype == np.int32 else 2_999_999_999, 0], dtype), np.array([0, 2])
+    )
     assert b.indices.dtype == np.int64 and b.indices[0] > 0
     for value in (info.min, -1):
         with pytest.raises(IndexOutOfRangeError, match=f"indices\\[1\\] = {value} is out of range"):

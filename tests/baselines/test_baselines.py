@@ -13,19 +13,28 @@ from updlrm.specs import TableSpec
 def _reference(tables, stored, indices, offsets, batch, psw, mode):
     outs = []
     for t, (spec, rows) in enumerate(zip(tables, stored)):
-        values = torch.from_numpy((np.asarray(rows, np.float64) * (spec.scale if spec.row_format != "fp32" else 1.0))
-                                  .astype(np.float32))
+        values = torch.from_numpy(
+            (np.asarray(rows, np.float64) * (spec.scale if spec.row_format != "fp32" else 1.0)).astype(np.float32)
+        )
         lo, hi = offsets[t * batch], offsets[(t + 1) * batch]
-        off = torch.from_numpy(offsets[t * batch:(t + 1) * batch + 1] - lo)
+        off = torch.from_numpy(offsets[t * batch : (t + 1) * batch + 1] - lo)
         w = None if psw is None else torch.from_numpy(psw[lo:hi])
-        outs.append(torch.nn.functional.embedding_bag(torch.from_numpy(indices[lo:hi]), values, off, mode=mode,
-                                                      include_last_offset=True, per_sample_weights=w))
+        outs.append(
+            torch.nn.functional.embedding_bag(
+                torch.from_numpy(indices[lo:hi]), values, off, mode=mode, include_last_offset=True, per_sample_weights=w
+            )
+        )
     return torch.cat(outs, 1).numpy()
 
 
 @settings(max_examples=40, deadline=None, derandomize=True)
-@given(data=st.data(), formats=st.lists(st.sampled_from(["fp32", "int8", "int32"]), min_size=1, max_size=3),
-       batch=st.integers(1, 6), weighted=st.booleans(), mode=st.sampled_from(["sum", "mean"]))
+@given(
+    data=st.data(),
+    formats=st.lists(st.sampled_from(["fp32", "int8", "int32"]), min_size=1, max_size=3),
+    batch=st.integers(1, 6),
+    weighted=st.booleans(),
+    mode=st.sampled_from(["sum", "mean"]),
+)
 def test_baseline_matches_reference(data, formats, batch, weighted, mode):
     if weighted and mode == "mean":
         mode = "sum"  # torch's bags take per-sample weights with sum pooling only
@@ -41,11 +50,15 @@ def test_baseline_matches_reference(data, formats, batch, weighted, mode):
             stored.append(rng.integers(-127, 128, (rows, dim)).astype(np.int8))
         else:
             tables.append(TableSpec(f"t{i}", rows, dim, row_format="int32", scale=1e-4))
-            stored.append(rng.integers(-2**20, 2**20, (rows, dim)).astype(np.int32))
+            stored.append(rng.integers(-(2**20), 2**20, (rows, dim)).astype(np.int32))
     lengths = rng.integers(0, 8, len(tables) * batch)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    indices = np.concatenate([rng.integers(0, tables[t].num_embeddings, lengths[t * batch:(t + 1) * batch].sum())
-                              for t in range(len(tables))]).astype(np.int64)
+    indices = np.concatenate(
+        [
+            rng.integers(0, tables[t].num_embeddings, lengths[t * batch : (t + 1) * batch].sum())
+            for t in range(len(tables))
+        ]
+    ).astype(np.int64)
     psw = rng.random(len(indices), dtype=np.float32) if weighted else None
     out = CpuBaseline(tables, stored)(indices, offsets, batch, psw, mode)
     expected = _reference(tables, stored, indices, offsets, batch, psw, mode)
@@ -58,8 +71,11 @@ def test_pack_matches_torch_prepack_on_exact_rows():
     ours = byte_rowwise_pack(q, 0.25)
     theirs = torch.ops.quantized.embedding_bag_byte_prepack(torch.from_numpy(q.astype(np.float32) * 0.25))
     assert torch.equal(ours[:, :4], theirs[:, :4])
-    np.testing.assert_allclose(ours[:, 4:].contiguous().view(torch.float32).numpy(),
-                               theirs[:, 4:].contiguous().view(torch.float32).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        ours[:, 4:].contiguous().view(torch.float32).numpy(),
+        theirs[:, 4:].contiguous().view(torch.float32).numpy(),
+        rtol=1e-6,
+    )
 
 
 def test_time_call_takes_at_least_five_runs():
@@ -78,11 +94,14 @@ def test_baseline_time_returns_its_output():
     assert out.tolist() == [[1.0] * 4, [2.0] * 4]
 
 
-@pytest.mark.parametrize("cpu, dpu, verdict", [
-    ((2.0, 2.1, 2.2, 2.0, 2.0), 1.0, "DPUs win"),
-    ((0.5, 0.5, 0.6, 0.55, 0.5), 1.0, "CPU wins"),
-    ((0.9, 1.2, 1.3, 1.2, 1.1), 1.0, "within the spread: no verdict"),
-])
+@pytest.mark.parametrize(
+    "cpu, dpu, verdict",
+    [
+        ((2.0, 2.1, 2.2, 2.0, 2.0), 1.0, "DPUs win"),
+        ((0.5, 0.5, 0.6, 0.55, 0.5), 1.0, "CPU wins"),
+        ((0.9, 1.2, 1.3, 1.2, 1.1), 1.0, "within the spread: no verdict"),
+    ],
+)
 def test_verdict_only_outside_the_spread(cpu, dpu, verdict):
     comparison = Comparison(Timing(cpu), dpu)
     assert comparison.verdict == verdict

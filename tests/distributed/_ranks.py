@@ -12,8 +12,12 @@ from updlrm.distributed.sharded import ShardedTableBatchedEmbeddingBags
 def random_batch(tables, batch_size, rng, weighted, max_len=6):
     lengths = rng.integers(0, max_len + 1, len(tables) * batch_size)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    indices = np.concatenate([rng.integers(0, tables[t].num_embeddings, lengths[t * batch_size:(t + 1) * batch_size].sum())
-                              for t in range(len(tables))]).astype(np.int64)
+    indices = np.concatenate(
+        [
+            rng.integers(0, tables[t].num_embeddings, lengths[t * batch_size : (t + 1) * batch_size].sum())
+            for t in range(len(tables))
+        ]
+    ).astype(np.int64)
     weights = rng.uniform(-2, 2, indices.size).astype(np.float32) if weighted else None
     return indices, offsets, weights
 
@@ -50,8 +54,9 @@ def run_collection(ctx, plan_dict, configs, seed, batches, fault=None):
     from updlrm.kjt import KeyedJaggedTensor
 
     plan = ClusterPlan.from_dict(plan_dict)
-    ebc = ShardedEmbeddingBagCollection(configs, cluster_plan=plan, context=ctx, backend="emulator", seed=seed,
-                                        nr_tasklets=4)
+    ebc = ShardedEmbeddingBagCollection(
+        configs, cluster_plan=plan, context=ctx, backend="emulator", seed=seed, nr_tasklets=4
+    )
     keys = ebc.feature_names()
     sizes = {f: c.num_embeddings for c in configs for f in c.feature_names}
     results = []
@@ -60,8 +65,10 @@ def run_collection(ctx, plan_dict, configs, seed, batches, fault=None):
             rng = np.random.default_rng([seed, k, ctx.rank])
             B = 0 if (fault == "empty" and ctx.rank == 1) else 2 + ctx.rank
             lengths = rng.integers(0, 5, len(keys) * B)
-            values = np.concatenate([rng.integers(0, sizes[f], lengths[i * B:(i + 1) * B].sum())
-                                     for i, f in enumerate(keys)] or [np.zeros(0)]).astype(np.int64)
+            values = np.concatenate(
+                [rng.integers(0, sizes[f], lengths[i * B : (i + 1) * B].sum()) for i, f in enumerate(keys)]
+                or [np.zeros(0)]
+            ).astype(np.int64)
             if fault == "bad_key" and ctx.rank == 1 and k == 1:
                 keys_used = keys[:-1] + ["nope"]
             else:

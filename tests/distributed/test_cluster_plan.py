@@ -14,8 +14,13 @@ from updlrm.specs import TableSpec
 
 
 @settings(max_examples=60, deadline=None, derandomize=True)
-@given(rows=st.lists(st.integers(1, 40), min_size=1, max_size=5), dims=st.data(), hosts=st.integers(1, 5),
-       strategy=st.sampled_from(["table_wise", "row_wise", "column_wise"]), seed=st.integers(0, 1000))
+@given(
+    rows=st.lists(st.integers(1, 40), min_size=1, max_size=5),
+    dims=st.data(),
+    hosts=st.integers(1, 5),
+    strategy=st.sampled_from(["table_wise", "row_wise", "column_wise"]),
+    seed=st.integers(0, 1000),
+)
 def test_routing_and_assembly_equal_a_numpy_reference(rows, dims, hosts, strategy, seed):
     tables = [TableSpec(f"t{i}", r, dims.draw(st.integers(1, 9), label=f"dim{i}")) for i, r in enumerate(rows)]
     plan = plan_cluster(tables, [HostSpec(4)] * hosts, strategy=strategy)
@@ -24,8 +29,10 @@ def test_routing_and_assembly_equal_a_numpy_reference(rows, dims, hosts, strateg
     B = int(rng.integers(0, 6))
     lengths = rng.integers(0, 5, len(tables) * B)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    indices = np.concatenate([rng.integers(0, tables[t].num_embeddings, lengths[t * B:(t + 1) * B].sum())
-                              for t in range(len(tables))] or [np.zeros(0)]).astype(np.int64)
+    indices = np.concatenate(
+        [rng.integers(0, tables[t].num_embeddings, lengths[t * B : (t + 1) * B].sum()) for t in range(len(tables))]
+        or [np.zeros(0)]
+    ).astype(np.int64)
     requests = route_to_hosts(plan, indices, offsets, B)
     parts = []
     for h, req in enumerate(requests):
@@ -34,8 +41,8 @@ def test_routing_and_assembly_equal_a_numpy_reference(rows, dims, hosts, strateg
         cols = []
         for j, i in enumerate(shards):
             s = plan.shards[i]
-            w = weights[s.table][s.row_start:s.row_stop, s.col_start:s.col_stop]
-            rows_j = req.indices[starts[j]:starts[j + 1]]
+            w = weights[s.table][s.row_start : s.row_stop, s.col_start : s.col_stop]
+            rows_j = req.indices[starts[j] : starts[j + 1]]
             bags = np.repeat(np.arange(B), req.lengths[j])
             pooled = np.zeros((B, s.dim))
             np.add.at(pooled, bags, w[rows_j])
@@ -45,8 +52,8 @@ def test_routing_and_assembly_equal_a_numpy_reference(rows, dims, hosts, strateg
     expected = []
     for t in range(len(tables)):
         pooled = np.zeros((B, tables[t].embedding_dim))
-        idx = indices[offsets[t * B]:offsets[(t + 1) * B]]
-        np.add.at(pooled, np.repeat(np.arange(B), lengths[t * B:(t + 1) * B]), weights[t][idx])
+        idx = indices[offsets[t * B] : offsets[(t + 1) * B]]
+        np.add.at(pooled, np.repeat(np.arange(B), lengths[t * B : (t + 1) * B]), weights[t][idx])
         expected.append(pooled)
     np.testing.assert_allclose(out, np.concatenate(expected, axis=1) if expected else out, rtol=1e-5, atol=1e-5)
     # Merging one host's requests from two sources keeps every lookup.

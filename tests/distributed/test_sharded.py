@@ -26,8 +26,9 @@ TABLES = [
 
 
 def _single_host(tables, seed, pooling):
-    return TableBatchedEmbeddingBags(tables, backend="emulator", seed=seed, nr_dpus=8, nr_tasklets=4,
-                                     pooling_mode=pooling)
+    return TableBatchedEmbeddingBags(
+        tables, backend="emulator", seed=seed, nr_dpus=8, nr_tasklets=4, pooling_mode=pooling
+    )
 
 
 def _check(plan, outcomes, seed, pooling, exact_tables):
@@ -38,7 +39,7 @@ def _check(plan, outcomes, seed, pooling, exact_tables):
             for idx, off, psw, out, _ in outcome.value:
                 expected = ref(idx, off, psw)
                 for t, spec in enumerate(plan.tables):
-                    got, want = out[:, cols[t]:cols[t + 1]], expected[:, cols[t]:cols[t + 1]]
+                    got, want = out[:, cols[t] : cols[t + 1]], expected[:, cols[t] : cols[t + 1]]
                     if spec.name in exact_tables:
                         np.testing.assert_array_equal(got, want, err_msg=f"table {spec.name}")
                     else:
@@ -71,8 +72,9 @@ def test_mean_pooling_split_over_hosts(strategy):
 def test_a_dead_rank_is_named_and_nobody_hangs():
     plan = plan_cluster(TABLES, [HostSpec(4)] * 3, strategy="row_wise")
     start = time.monotonic()
-    outcomes = run_local(3, run_batches, plan.to_dict(), 1, 4, False, (1, 2, "die"), timeout_s=120,
-                         collective_timeout_s=10)
+    outcomes = run_local(
+        3, run_batches, plan.to_dict(), 1, 4, False, (1, 2, "die"), timeout_s=120, collective_timeout_s=10
+    )
     assert time.monotonic() - start < 100
     assert outcomes[1].exitcode == 3 and not outcomes[1].ok
     for r in (0, 2):
@@ -83,8 +85,9 @@ def test_a_dead_rank_is_named_and_nobody_hangs():
 def test_a_hung_rank_is_named_within_the_timeout():
     plan = plan_cluster(TABLES, [HostSpec(4)] * 2, strategy="table_wise")
     start = time.monotonic()
-    outcomes = run_local(2, run_batches, plan.to_dict(), 1, 3, False, (1, 1, "hang"), timeout_s=60,
-                         collective_timeout_s=4)
+    outcomes = run_local(
+        2, run_batches, plan.to_dict(), 1, 3, False, (1, 1, "hang"), timeout_s=60, collective_timeout_s=4
+    )
     assert time.monotonic() - start < 60
     assert "rank(s) 1 hang" in outcomes[0].error, outcomes[0].error
     assert "hung; killed" in outcomes[1].error, outcomes[1].error
@@ -93,8 +96,9 @@ def test_a_hung_rank_is_named_within_the_timeout():
 def test_bad_input_on_one_rank_fails_every_rank_at_once_naming_it():
     plan = plan_cluster(TABLES, [HostSpec(4)] * 2, strategy="table_wise")
     start = time.monotonic()
-    outcomes = run_local(2, run_batches, plan.to_dict(), 1, 3, False, (1, 1, "bad_input"), timeout_s=60,
-                         collective_timeout_s=30)
+    outcomes = run_local(
+        2, run_batches, plan.to_dict(), 1, 3, False, (1, 1, "bad_input"), timeout_s=60, collective_timeout_s=30
+    )
     assert time.monotonic() - start < 30  # not the collective timeout: the status word carries it
     assert "IndexOutOfRangeError" in outcomes[1].error
     assert "rank 1: IndexOutOfRangeError" in outcomes[0].error, outcomes[0].error
@@ -106,9 +110,27 @@ def test_demo_over_hosts_passes(hosts):
 
     from updlrm.demo import demo_command
 
-    result = CliRunner().invoke(demo_command, ["--hosts", str(hosts), "--batch-size", "64", "--batches", "1",
-                                               "--dpus", "4", "--max-rows", "300", "--dim", "8",
-                                               "--backend", "emulator", "--tasklets", "4"])
+    result = CliRunner().invoke(
+        demo_command,
+        [
+            "--hosts",
+            str(hosts),
+            "--batch-size",
+            "64",
+            "--batches",
+            "1",
+            "--dpus",
+            "4",
+            "--max-rows",
+            "300",
+            "--dim",
+            "8",
+            "--backend",
+            "emulator",
+            "--tasklets",
+            "4",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "PASS" in result.output and f"{hosts} local processes" in result.output
     assert "model:" in result.output and "network" in result.output
@@ -119,9 +141,32 @@ def test_torchrun_starts_the_same_hosts():
     import subprocess
     import sys
 
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc-per-node", "2",
-               "-m", "updlrm.distributed.demo", "--batch-size", "32", "--batches", "1", "--dpus", "4",
-               "--max-rows", "200", "--dim", "8", "--backend", "emulator", "--timeout", "60"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nnodes",
+        "1",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "updlrm.distributed.demo",
+        "--batch-size",
+        "32",
+        "--batches",
+        "1",
+        "--dpus",
+        "4",
+        "--max-rows",
+        "200",
+        "--dim",
+        "8",
+        "--backend",
+        "emulator",
+        "--timeout",
+        "60",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     # Each host writes one JSON line; decode every object in the shared stdout.

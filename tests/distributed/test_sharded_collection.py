@@ -35,8 +35,9 @@ def test_sharded_collection_equals_one_host(strategy):
 def test_a_bad_kjt_on_one_rank_is_named_by_the_others():
     tables = [c.table_spec() for c in CONFIGS]
     plan = plan_cluster(tables, [HostSpec(4), HostSpec(4)], strategy="table_wise")
-    outcomes = run_local(2, run_collection, plan.to_dict(), CONFIGS, 3, 3, "bad_key", timeout_s=120,
-                         collective_timeout_s=60)
+    outcomes = run_local(
+        2, run_collection, plan.to_dict(), CONFIGS, 3, 3, "bad_key", timeout_s=120, collective_timeout_s=60
+    )
     assert "nope" in outcomes[1].error
     assert "rank 1:" in outcomes[0].error and "nope" in outcomes[0].error
 
@@ -44,7 +45,8 @@ def test_a_bad_kjt_on_one_rank_is_named_by_the_others():
 def test_a_rank_with_an_empty_batch_still_takes_part():
     tables = [c.table_spec() for c in CONFIGS]
     plan = plan_cluster(tables, [HostSpec(4), HostSpec(4)], strategy="row_wise")
-    outcomes = run_local(2, run_collection, plan.to_dict(), CONFIGS, 3, 2, "empty", timeout_s=120,
-                         collective_timeout_s=60)
+    outcomes = run_local(
+        2, run_collection, plan.to_dict(), CONFIGS, 3, 2, "empty", timeout_s=120, collective_timeout_s=60
+    )
     assert all(o.ok for o in outcomes), [o.error for o in outcomes]
     assert all(r[3].shape[0] == 0 for r in outcomes[1].value)

@@ -14,8 +14,15 @@ import warnings
 import pytest
 
 
-COMPONENTS = ("updlrm", "updlrm.emulator", "updlrm.partitioner", "updlrm.host", "updlrm.dpu_kernels", "updlrm.models",
-              "updlrm.serve")
+COMPONENTS = (
+    "updlrm",
+    "updlrm.emulator",
+    "updlrm.partitioner",
+    "updlrm.host",
+    "updlrm.dpu_kernels",
+    "updlrm.models",
+    "updlrm.serve",
+)
 
 
 def _modules() -> list[str]:
@@ -64,7 +71,9 @@ def test_docstring_examples(module_name, tmp_path, monkeypatch):
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
     for test in doctest.DocTestFinder().find(module, module.__name__, globs=vars(module).copy()):
         for missing in _skip_missing_optional(test):
-            warnings.warn(f"{test.name}: examples skipped, optional dependency {missing!r} is not installed", stacklevel=1)
+            warnings.warn(
+                f"{test.name}: examples skipped, optional dependency {missing!r} is not installed", stacklevel=1
+            )
         runner.run(test)
     result = runner.summarize(verbose=False)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {module_name}"
@@ -72,6 +81,7 @@ def test_docstring_examples(module_name, tmp_path, monkeypatch):
 
 def test_optional_examples_are_skipped_when_the_dependency_is_missing():
     test = doctest.DocTestParser().get_doctest(
-        ">>> x = 1\n>>> import not_a_module_xyz  # needs: not_a_module_xyz\n>>> x\n2\n", {}, "t", None, 0)
+        ">>> x = 1\n>>> import not_a_module_xyz  # needs: not_a_module_xyz\n>>> x\n2\n", {}, "t", None, 0
+    )
     assert _skip_missing_optional(test) == ["not_a_module_xyz"]
     assert [bool(e.options.get(doctest.SKIP)) for e in test.examples] == [False, True, True]

@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-BLOCK = re.compile(r"(?:<!--\s*readme-test:\s*skip\s+(?P<skip>.*?)\s*-->\s*\n)?^```(?P<lang>\w*)\n(?P<body>.*?)^```",
-                   re.S | re.M)
+BLOCK = re.compile(
+    r"(?:<!--\s*readme-test:\s*skip\s+(?P<skip>.*?)\s*-->\s*\n)?^```(?P<lang>\w*)\n(?P<body>.*?)^```", re.S | re.M
+)
 NOT_RUN = {
     "pip": "installs: the test runs inside the environment README's commands create",
     "python": "README command 2 runs the test suite itself",
@@ -32,10 +33,16 @@ NOT_RUN = {
 }
 RUN_ELSEWHERE = {
     # command prefix: (why not here, the test that runs it, what that test's source must contain)
-    "updlrm emu run --dpu dpu/task.c": ("needs an SDK-style project (dpu/task.c, host/app.c)",
-                                        "tests/emulator/test_emu_cli.py", "README"),
-    "PYTHONPATH=$(updlrm emu python-path)": ("needs a user's SDK Python host (host.py)",
-                                             "tests/emulator/test_sdk_python.py", "python_path"),
+    "updlrm emu run --dpu dpu/task.c": (
+        "needs an SDK-style project (dpu/task.c, host/app.c)",
+        "tests/emulator/test_emu_cli.py",
+        "README",
+    ),
+    "PYTHONPATH=$(updlrm emu python-path)": (
+        "needs a user's SDK Python host (host.py)",
+        "tests/emulator/test_sdk_python.py",
+        "python_path",
+    ),
 }
 TIMEOUT_S = 900
 
@@ -86,8 +93,14 @@ def _commands(body: str, env: dict) -> list[tuple[str, list[str] | None, str]]:
             while re.match(r"^[A-Za-z_]+=", part[0]):  # VAR=value prefixes (not run: see NOT_RUN)
                 part = part[1:]
             argv = [_expand(w, env) for w in part]
-            elsewhere = next((f"{why}: {test} runs it" for prefix, (why, test, _) in RUN_ELSEWHERE.items()
-                              if text.startswith(prefix)), None)
+            elsewhere = next(
+                (
+                    f"{why}: {test} runs it"
+                    for prefix, (why, test, _) in RUN_ELSEWHERE.items()
+                    if text.startswith(prefix)
+                ),
+                None,
+            )
             if elsewhere is not None:
                 out.append((text, None, elsewhere))
             elif argv[0] == "updlrm":
@@ -113,18 +126,33 @@ def test_readme_block_runs_as_written(line, lang, body, skip, tmp_path):
     home.mkdir()
     env = _env(home)
     if lang == "python":
-        result = subprocess.run([sys.executable, "-c", body], cwd=tmp_path, env=env, capture_output=True, text=True,
-                                timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            [sys.executable, "-c", body],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+        )
         assert result.returncode == 0, f"README.md:{line} python block failed:\n{result.stdout}\n{result.stderr}"
         return
     assert lang == "bash", f"README.md:{line}: fenced block of unknown language {lang!r}"
     for text, argv, _why in _commands(body, env):
         if argv is None:
             continue  # NOT_RUN / KNOWN_BROKEN: see test_commands_not_run_are_accounted_for
-        result = subprocess.run(_updlrm() + argv[1:], cwd=tmp_path, env=env, capture_output=True, text=True,
-                                timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
-        assert result.returncode == 0, f"README.md:{line}: `{text}` exited {result.returncode}:\n" \
-                                       f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        result = subprocess.run(
+            _updlrm() + argv[1:],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+        )
+        assert result.returncode == 0, (
+            f"README.md:{line}: `{text}` exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
         assert "Traceback" not in result.stderr
         if argv[1] == "demo":
             assert "PASS" in result.stdout
@@ -154,8 +182,9 @@ def _fault_table_rows() -> list[tuple[str, list[tuple[str, str, str]]]]:
     start = text.index("## Bad input and faults")
     end = text.index("\n## ", start + 1)
     rows = [line for line in text[start:end].splitlines() if line.startswith("| ") and not line.startswith("| case")]
-    return [(row.split(" | ")[0].strip("| "), [m.groups() for m in NODE_ID.finditer(row.split(" | ")[-1])])
-            for row in rows]
+    return [
+        (row.split(" | ")[0].strip("| "), [m.groups() for m in NODE_ID.finditer(row.split(" | ")[-1])]) for row in rows
+    ]
 
 
 def test_every_test_the_fault_table_names_exists():

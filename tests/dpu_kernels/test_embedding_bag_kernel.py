@@ -48,7 +48,7 @@ def static_image(shards):
         padded = np.zeros((rows.shape[0], row_bytes), np.uint8)
         padded[:, : rows.shape[1] * rows.itemsize] = rows.view(np.uint8).reshape(rows.shape[0], -1)
         body += padded.tobytes()
-        table[16 * k: 16 * k + 16] = np.array([offset, rows.shape[0], rows.shape[1], fmt], np.uint32).tobytes()
+        table[16 * k : 16 * k + 16] = np.array([offset, rows.shape[0], rows.shape[1], fmt], np.uint32).tobytes()
     return bytes(table + body)
 
 
@@ -81,14 +81,26 @@ def batch_image(batch_offset, shards, segments, nr_tasklets, weighted, *, header
             shard = shards[segments[s][0]]
             out_bytes += pad8(shard.shape[1] * np.dtype(acc_dtype(_fmt(shard), weighted)).itemsize)
             j += take
-    fields = np.array([magic, header_tasklets or nr_tasklets, len(shards), int(weighted), len(segments), total,
-                       batch_offset + segments_at, batch_offset + index_at, batch_offset + weights_at,
-                       batch_offset + pad8(end)], np.uint32)
+    fields = np.array(
+        [
+            magic,
+            header_tasklets or nr_tasklets,
+            len(shards),
+            int(weighted),
+            len(segments),
+            total,
+            batch_offset + segments_at,
+            batch_offset + index_at,
+            batch_offset + weights_at,
+            batch_offset + pad8(end),
+        ],
+        np.uint32,
+    )
     image = bytearray(pad8(end))
     image[:40] = fields.tobytes()
     image[BATCH_FIELDS_BYTES:HEADER_BYTES] = work.tobytes()
-    image[index_at:index_at + 4 * total] = locals_.tobytes()
-    image[weights_at:weights_at + 4 * weights.size] = weights.tobytes()
+    image[index_at : index_at + 4 * total] = locals_.tobytes()
+    image[weights_at : weights_at + 4 * weights.size] = weights.tobytes()
     seg_records = np.array([[s, len(rows)] for s, rows, _ in segments], np.uint32).reshape(-1, 2)
     image[segments_at:end] = seg_records.tobytes()
     return bytes(image), batch_offset + pad8(end), partials, STATUS_BYTES + out_bytes
@@ -115,7 +127,9 @@ def expected_partial(shard, rows, weights, weighted):
 def run_kernel(kernel_path, nr_tasklets, shards, segments, weighted, *, with_counters=False, **header):
     static = static_image(shards)
     batch_offset = pad8(len(static))
-    batch, output_offset, partials, out_bytes = batch_image(batch_offset, shards, segments, nr_tasklets, weighted, **header)
+    batch, output_offset, partials, out_bytes = batch_image(
+        batch_offset, shards, segments, nr_tasklets, weighted, **header
+    )
     with DpuSet(1) as dpus:
         dpus.load(kernel_path)
         dpus.copy_to("eb_config", np.array([1, batch_offset], np.uint32).tobytes())
@@ -135,9 +149,9 @@ def check_partials(shards, segments, weighted, body, partials):
     for s, first, count in partials:
         shard_id, rows, weights = segments[s]
         shard = shards[shard_id]
-        expect = expected_partial(shard, rows[first:first + count], weights[first:first + count], weighted)
+        expect = expected_partial(shard, rows[first : first + count], weights[first : first + count], weighted)
         nbytes = pad8(expect.nbytes)
-        got = np.frombuffer(body[cursor:cursor + expect.nbytes], expect.dtype)
+        got = np.frombuffer(body[cursor : cursor + expect.nbytes], expect.dtype)
         cursor += nbytes
         if expect.dtype == np.float32:
             np.testing.assert_allclose(got, expect, rtol=1e-6, atol=1e-6)
@@ -211,7 +225,7 @@ def test_unknown_shard_is_reported(kernel):
     batch, output_offset, _, out_bytes = batch_image(batch_offset, static_shards, segments, nr_tasklets, False)
     batch = bytearray(batch)
     segments_at = int(np.frombuffer(batch[24:28], np.uint32)[0]) - batch_offset
-    batch[segments_at:segments_at + 4] = np.array([7], np.uint32).tobytes()
+    batch[segments_at : segments_at + 4] = np.array([7], np.uint32).tobytes()
     with DpuSet(1) as dpus:
         dpus.load(path)
         dpus.copy_to("eb_config", np.array([1, batch_offset], np.uint32).tobytes())

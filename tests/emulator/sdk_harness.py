@@ -213,7 +213,9 @@ def sdk_run_environment(info, environ: dict | None = None) -> dict:
     env = dict(os.environ if environ is None else environ)
     env[SIMULATOR_PROFILE_ENV] = SIMULATOR_PROFILE
     if info.libdpu:
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(Path(info.libdpu).parent), env.get("LD_LIBRARY_PATH")]))
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            filter(None, [str(Path(info.libdpu).parent), env.get("LD_LIBRARY_PATH")])
+        )
     if info.home:
         env["PATH"] = os.pathsep.join(filter(None, [str(Path(info.home) / "bin"), env.get("PATH")]))
     return env

@@ -71,8 +71,9 @@ def test_hardware_idioms_run_by_default_with_one_warning_per_site(decode_builds)
     stderr names each of the two sites once (three DPUs, two launches' worth of
     identical DMAs), with DPU, tasklet, rule and decode.c:line."""
     result = _run(decode_builds, None)
-    assert result.returncode == 0 and "dma_decode: 3 DPUs x 11 tasklets OK" in result.stdout, \
-        sdk_harness.describe(result)
+    assert result.returncode == 0 and "dma_decode: 3 DPUs x 11 tasklets OK" in result.stdout, sdk_harness.describe(
+        result
+    )
     warnings = [line for line in result.stderr.splitlines() if "updlrm emulator: warning" in line]
     sites = {re.search(r"decode\.c:(\d+)", w).group(1) for w in warnings}
     assert sites == {str(_line("mram_read(&bitmap[b], cache, 8);")), str(_line("heap_offset, copied"))}, result.stderr
@@ -100,8 +101,9 @@ def test_hardware_idioms_on_the_sdk_simulator(tmp_path):
         pytest.skip(reason)
     builder = sdk_harness.SdkProgramBuilder(tmp_path, _SDK)
     result = builder.run(builder.host("dma_decode"), builder.dpu("dma_decode", nr_tasklets=11), 3, 11, 5)
-    assert result.returncode == 0 and "dma_decode: 3 DPUs x 11 tasklets OK" in result.stdout, \
-        sdk_harness.describe(result)
+    assert result.returncode == 0 and "dma_decode: 3 DPUs x 11 tasklets OK" in result.stdout, sdk_harness.describe(
+        result
+    )
 
 
 # -- the decoding against a model, on adversarial addresses ---------------------
@@ -125,10 +127,17 @@ def _u32(value: int) -> np.ndarray:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(size=st.sampled_from([0, 4, 8, 12, 16, 64, 1000, 2048, 2056]), mram_offset=st.integers(0, 8192),
-       wrap=st.integers(0, 2), wram_offset=st.integers(0, 2048), write=st.booleans(), strict=st.booleans())
-def test_dma_decoding_matches_the_dpu_model(faults_binary, monkeypatch, size, mram_offset, wrap, wram_offset, write,
-                                            strict):
+@given(
+    size=st.sampled_from([0, 4, 8, 12, 16, 64, 1000, 2048, 2056]),
+    mram_offset=st.integers(0, 8192),
+    wrap=st.integers(0, 2),
+    wram_offset=st.integers(0, 2048),
+    write=st.booleans(),
+    strict=st.booleans(),
+)
+def test_dma_decoding_matches_the_dpu_model(
+    faults_binary, monkeypatch, size, mram_offset, wrap, wram_offset, write, strict
+):
     """faults.c does one mram_read/mram_write at DPU_MRAM_HEAP_POINTER +
     mram_offset (+ wrap x 64 MiB) and wram_buffer + wram_offset. Model: sizes
     outside the SDK rule fault in every mode; otherwise the DPU uses the
@@ -147,9 +156,14 @@ def test_dma_decoding_matches_the_dpu_model(faults_binary, monkeypatch, size, mr
         wram_pattern = np.arange(4096, dtype=np.uint32).astype(np.uint8) ^ 0x5A
         dpus.copy_to("__sys_used_mram_end", mram_pattern)
         dpus.copy_to("wram_buffer", wram_pattern)
-        for name, value in [("finished_tasklets", 0), ("faulting_tasklet", 0), ("dma_bytes", size),
-                            ("mram_offset", mram_offset + wrap * MRAM_SIZE), ("wram_offset", wram_offset),
-                            ("scenario", _SCENARIO["MRAM_WRITE" if write else "MRAM_READ"])]:
+        for name, value in [
+            ("finished_tasklets", 0),
+            ("faulting_tasklet", 0),
+            ("dma_bytes", size),
+            ("mram_offset", mram_offset + wrap * MRAM_SIZE),
+            ("wram_offset", wram_offset),
+            ("scenario", _SCENARIO["MRAM_WRITE" if write else "MRAM_READ"]),
+        ]:
             dpus.copy_to(name, _u32(value))
         if expect_fault:
             with pytest.raises(DpuError) as raised:
@@ -163,9 +177,9 @@ def test_dma_decoding_matches_the_dpu_model(faults_binary, monkeypatch, size, mr
         wram_after = dpus.copy_from("wram_buffer", 4096, dpu=0)
         if write:
             expected = mram_pattern.copy()
-            expected[decoded:decoded + size] = wram_pattern[wram:wram + size]
+            expected[decoded : decoded + size] = wram_pattern[wram : wram + size]
             assert (mram_after == expected).all() and (wram_after == wram_pattern).all()
         else:
             expected = wram_pattern.copy()
-            expected[wram:wram + size] = mram_pattern[decoded:decoded + size]
+            expected[wram : wram + size] = mram_pattern[decoded : decoded + size]
             assert (wram_after == expected).all() and (mram_after == mram_pattern).all()

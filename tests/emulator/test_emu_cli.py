@@ -78,8 +78,13 @@ int main(int argc, char **argv) {
 
 
 def _updlrm(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", "from updlrm.cli import main; main()", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", "from updlrm.cli import main; main()", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _project(tmp_path: Path) -> Path:
@@ -107,17 +112,36 @@ def test_link_flags_extra_sources_and_dpu_output(tmp_path):
     """A host split over two files that calls sqrt links with -lm; --dpu-output
     puts the DPU binary where the host's DPU_BINARY says; -L is passed on."""
     project = _project(tmp_path)
-    (project / "host" / "norm.c").write_text(
-        "#include <math.h>\ndouble norm(double x) { return sqrt(x); }\n")
+    (project / "host" / "norm.c").write_text("#include <math.h>\ndouble norm(double x) { return sqrt(x); }\n")
     (project / "host" / "main.c").write_text(
         "#include <stdio.h>\n#include <stdlib.h>\ndouble norm(double);\n"
         "int app_main(int, char **);\n"
         "int main(int argc, char **argv) { volatile double x = argc + 14.0; /* argv[1]: the DPU binary */\n"
-        "  if (norm(x) != 4.0) return 3; return app_main(argc, argv); }\n")
+        "  if (norm(x) != 4.0) return 3; return app_main(argc, argv); }\n"
+    )
     (project / "host" / "app.c").write_text(APP_C.replace("int main(int argc", "int app_main(int argc"))
-    common = ["emu", "run", "--dpu", "dpu/task.c", "--host", "host/main.c", "--host", "host/app.c",
-              "--host", "host/norm.c", "-D", "BL=6", "--tasklets", "16", "-D", 'DPU_BINARY="data/kernel.dpu"',
-              "--dpu-output", "data/kernel.dpu", "-L", str(tmp_path)]
+    common = [
+        "emu",
+        "run",
+        "--dpu",
+        "dpu/task.c",
+        "--host",
+        "host/main.c",
+        "--host",
+        "host/app.c",
+        "--host",
+        "host/norm.c",
+        "-D",
+        "BL=6",
+        "--tasklets",
+        "16",
+        "-D",
+        'DPU_BINARY="data/kernel.dpu"',
+        "--dpu-output",
+        "data/kernel.dpu",
+        "-L",
+        str(tmp_path),
+    ]
     without = _updlrm(*common, cwd=project)
     assert without.returncode == 1 and "sqrt" in without.stderr, without.stdout + without.stderr
     result = _updlrm(*common[:2], "-lm", *common[2:], cwd=project)
@@ -127,12 +151,30 @@ def test_link_flags_extra_sources_and_dpu_output(tmp_path):
 
 def test_build_writes_the_sdk_makefile_names(tmp_path):
     project = _project(tmp_path)
-    result = _updlrm("emu", "build", "--dpu", "dpu/task.c", "--host", "host/app.c", "-D", "BL=4", "--tasklets", "16",
-                     "--host-flag=-O0", "--dpu-flag=-DUNUSED=1", cwd=project)
+    result = _updlrm(
+        "emu",
+        "build",
+        "--dpu",
+        "dpu/task.c",
+        "--host",
+        "host/app.c",
+        "-D",
+        "BL=4",
+        "--tasklets",
+        "16",
+        "--host-flag=-O0",
+        "--dpu-flag=-DUNUSED=1",
+        cwd=project,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "bin/dpu_code" in result.stdout and "bin/host_code" in result.stdout
-    run = subprocess.run([str(project / "bin" / "host_code"), "./bin/dpu_code", "2"], cwd=project,
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [str(project / "bin" / "host_code"), "./bin/dpu_code", "2"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0 and "app: 2 DPUs OK" in run.stdout, run.stdout + run.stderr
 
 

@@ -24,8 +24,22 @@ NR_TASKLETS = 8
 FAULT_DPU = 2
 FAULT_TASKLET = 5
 SCENARIOS = [
-    "NONE", "DMA_SIZE", "DMA_MRAM_MISALIGNED", "DMA_WRAM_OUTSIDE", "DMA_MRAM_OUTSIDE", "HALT", "ASSERT",
-    "SEGFAULT", "STACK_OVERFLOW", "DEADLOCK", "HEAP_OVERFLOW", "ABORT", "EXIT", "RELOCK", "SPIN", "DMA_TOO_BIG",
+    "NONE",
+    "DMA_SIZE",
+    "DMA_MRAM_MISALIGNED",
+    "DMA_WRAM_OUTSIDE",
+    "DMA_MRAM_OUTSIDE",
+    "HALT",
+    "ASSERT",
+    "SEGFAULT",
+    "STACK_OVERFLOW",
+    "DEADLOCK",
+    "HEAP_OVERFLOW",
+    "ABORT",
+    "EXIT",
+    "RELOCK",
+    "SPIN",
+    "DMA_TOO_BIG",
 ]
 SCENARIO = {name: i for i, name in enumerate(SCENARIOS)}
 
@@ -140,6 +154,7 @@ def test_async_launch_then_fault_reported_by_sync(faults):
 
 # -- DMA rules and capacities --------------------------------------------------
 
+
 def test_capacities_reject_oversized_programs(root):
     hog = "#include <stdint.h>\nuint8_t hog[HOG];\nint main(void) { return hog[0]; }\n"
     source = root / "hog.c"
@@ -153,8 +168,9 @@ def test_capacities_reject_oversized_programs(root):
     assert report["heap"] == 65536 - report["wram_used"]
     with pytest.raises(CompileError, match="out of range"):
         compile_dpu_program(source, root / "hog_25", defines=["HOG=8"], nr_tasklets=25)
-    small_stacks = compile_dpu_program(source, root / "hog_small", defines=["HOG=50000", "STACK_SIZE_DEFAULT=256"],
-                                       nr_tasklets=16)
+    small_stacks = compile_dpu_program(
+        source, root / "hog_small", defines=["HOG=50000", "STACK_SIZE_DEFAULT=256"], nr_tasklets=16
+    )
     assert check_wram_capacity(small_stacks)["stacks"] == 16 * 256
     mram = "#include <mram.h>\n__mram_noinit unsigned char big[(64 << 20) + 8];\nint main(void) { return 0; }\n"
     (root / "mram_hog.c").write_text(mram)
@@ -198,6 +214,7 @@ def test_profile_and_allocation_errors():
 
 
 # -- scheduling and synchronisation --------------------------------------------
+
 
 @pytest.mark.parametrize("tasklets", [1, 2, 11, 24])
 def test_synchronisation_primitives(root, tasklets):
@@ -246,6 +263,7 @@ def test_schedule_is_deterministic_across_worker_counts(root):
 
 
 # -- memory services, counters, perfcounter, log -------------------------------
+
 
 def test_memory_services_and_perfcounter(root):
     program = build_dpu(root, "emu_memory.c", nr_tasklets=4)
@@ -315,8 +333,9 @@ def test_counters_count_dmas_and_transfers(root):
 
 def test_c_host_api(root):
     dpu = build_dpu(root, "emu_identity.c", nr_tasklets=4)
-    host = build_host(root, (PROGRAMS / "emu_host_api.c").read_text(), name="host_api",
-                      defines=["NR_TASKLETS_OF_PROGRAM=4"])
+    host = build_host(
+        root, (PROGRAMS / "emu_host_api.c").read_text(), name="host_api", defines=["NR_TASKLETS_OF_PROGRAM=4"]
+    )
     for nr_dpus in (1, 70):
         result = subprocess.run([str(host), str(dpu), str(nr_dpus)], capture_output=True, text=True, timeout=120)
         assert result.returncode == 0 and result.stdout.strip() == "OK", result.stderr
@@ -334,16 +353,27 @@ def test_sanitizers_run_clean_programs_and_catch_bugs(root):
         assert (dpus.copy_from("result", 8).view(np.uint64) == 3 * 1024).all()
     # the emulator's own C (host library and DPU runtime) under the sanitizers
     dpu = build_dpu(root, "emu_identity.c", nr_tasklets=4, sanitize=True)
-    host = build_host(root, (PROGRAMS / "emu_host_api.c").read_text(), name="host_api_san",
-                      defines=["NR_TASKLETS_OF_PROGRAM=4"], sanitize=True)
-    result = subprocess.run([str(host), str(dpu), "70"], capture_output=True, text=True, timeout=300,
-                            env=dict(os.environ, ASAN_OPTIONS="detect_leaks=1"))
+    host = build_host(
+        root,
+        (PROGRAMS / "emu_host_api.c").read_text(),
+        name="host_api_san",
+        defines=["NR_TASKLETS_OF_PROGRAM=4"],
+        sanitize=True,
+    )
+    result = subprocess.run(
+        [str(host), str(dpu), "70"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, ASAN_OPTIONS="detect_leaks=1"),
+    )
     assert result.returncode == 0 and result.stdout.strip() == "OK", result.stderr
     buggy = build_dpu(
         root,
         "#include <stdint.h>\n#include <defs.h>\n__host uint32_t index_;\nuint32_t table[8];\n"
         "int main(void) { if (me() == 1) table[index_] = 1; return 0; }\n",
-        nr_tasklets=2, sanitize=True,
+        nr_tasklets=2,
+        sanitize=True,
     )
     env_before = os.environ.get("ASAN_OPTIONS")
     os.environ["ASAN_OPTIONS"] = "detect_leaks=0"

@@ -76,11 +76,14 @@ def launch_ok(dpus, launch_index: int) -> None:
     assert np.array_equal(outputs(dpus), expected)
 
 
-@pytest.mark.parametrize("rule, dpu, tasklet, dmas_before", [
-    ("fault:dpu=2,tasklet=1,dma=4,launch=2", 2, 1, 3),   # tasklet 1's 4th DMA: its first write
-    ("fault:dpu=3,tasklet=2,launch=2", 3, 2, 0),         # when tasklet 2 starts
-    ("fault:dpu=1,dma=1,launch=2", 1, 0, 0),             # the DPU's first DMA: tasklet 0's first read
-])
+@pytest.mark.parametrize(
+    "rule, dpu, tasklet, dmas_before",
+    [
+        ("fault:dpu=2,tasklet=1,dma=4,launch=2", 2, 1, 3),  # tasklet 1's 4th DMA: its first write
+        ("fault:dpu=3,tasklet=2,launch=2", 3, 2, 0),  # when tasklet 2 starts
+        ("fault:dpu=1,dma=1,launch=2", 1, 0, 0),  # the DPU's first DMA: tasklet 0's first read
+    ],
+)
 def test_fault_names_dpu_and_tasklet_and_fires_at_the_dma(program, rule, dpu, tasklet, dmas_before):
     with DpuSet(NR_DPUS) as dpus:
         dpus.load(program)
@@ -181,15 +184,18 @@ def test_alloc_refused_through_the_environment(monkeypatch, program):
             dpus.launch()
 
 
-@pytest.mark.parametrize("rules, reason", [
-    ("boom", "unknown kind 'boom'"),
-    ("fault:dpu", "'dpu' is not key=value"),
-    ("fault:core=1", "unknown key 'core'"),
-    ("fault:dma=0", "invalid dma '0'"),
-    ("fault:launch=-1", "invalid launch '-1'"),
-    ("fault:tasklet=24", "invalid tasklet '24'"),
-    ("kill:dpu=1;alloc:dpu=2", "rule 2 of"),
-])
+@pytest.mark.parametrize(
+    "rules, reason",
+    [
+        ("boom", "unknown kind 'boom'"),
+        ("fault:dpu", "'dpu' is not key=value"),
+        ("fault:core=1", "unknown key 'core'"),
+        ("fault:dma=0", "invalid dma '0'"),
+        ("fault:launch=-1", "invalid launch '-1'"),
+        ("fault:tasklet=24", "invalid tasklet '24'"),
+        ("kill:dpu=1;alloc:dpu=2", "rule 2 of"),
+    ],
+)
 def test_bad_rules_are_refused_with_the_reason(monkeypatch, rules, reason):
     with DpuSet(1) as dpus:
         with pytest.raises(DpuError) as caught:

@@ -60,11 +60,19 @@ def test_sdk_build_time_check_on_upmem_sdk(tmp_path, case):
     if reason is not None:
         pytest.skip(reason)
     source = CASE_DIR / f"{case}.c"
-    refused = subprocess.run([_SDK.compiler, "-DNR_TASKLETS=16", "-DREFUSED", "-O2", "-o", str(tmp_path / "r"),
-                              str(source)], capture_output=True, text=True, timeout=300)
+    refused = subprocess.run(
+        [_SDK.compiler, "-DNR_TASKLETS=16", "-DREFUSED", "-O2", "-o", str(tmp_path / "r"), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert refused.returncode != 0 and _expected_message(case) in refused.stderr, refused.stderr
-    accepted = subprocess.run([_SDK.compiler, "-DNR_TASKLETS=16", "-O2", "-o", str(tmp_path / "a"), str(source)],
-                              capture_output=True, text=True, timeout=300)
+    accepted = subprocess.run(
+        [_SDK.compiler, "-DNR_TASKLETS=16", "-O2", "-o", str(tmp_path / "a"), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert accepted.returncode == 0, accepted.stderr
 
 
@@ -76,7 +84,24 @@ def test_emulator_only_headers_have_emulator_names():
     sdk_host = {"dpu.h", "dpu_error.h", "dpu_log.h", "dpu_macro_utils.h", "dpu_types.h", "dpu_management.h"}
     host = {p.name for p in HOST_INCLUDE_DIR.glob("*.h")}
     assert not {h for h in host - sdk_host if not h.startswith("updlrm_emu")}, host
-    sdk_dpu = {"alloc.h", "assert.h", "atomic_bit.h", "attributes.h", "barrier.h", "buddy_alloc.h", "defs.h",
-               "dpu_characteristics.h", "handshake.h", "mram.h", "mram_unaligned.h", "mutex.h", "mutex_pool.h",
-               "perfcounter.h", "sem.h", "seqread.h", "stdio.h", "vmutex.h"}
+    sdk_dpu = {
+        "alloc.h",
+        "assert.h",
+        "atomic_bit.h",
+        "attributes.h",
+        "barrier.h",
+        "buddy_alloc.h",
+        "defs.h",
+        "dpu_characteristics.h",
+        "handshake.h",
+        "mram.h",
+        "mram_unaligned.h",
+        "mutex.h",
+        "mutex_pool.h",
+        "perfcounter.h",
+        "sem.h",
+        "seqread.h",
+        "stdio.h",
+        "vmutex.h",
+    }
     assert {p.name for p in DPU_INCLUDE_DIR.glob("*.h")} <= sdk_dpu

@@ -553,8 +553,12 @@ def test_transfer_beyond_a_symbol_python(faults_binary):
     emulator = _emulator()
     with emulator.DpuSet(2) as dpus:
         dpus.load(faults_binary)
-        for symbol, length, offset in [("scenario", 8, 0), ("wram_buffer", 8, 4096), ("wram_buffer", 4100, 0),
-                                       (HEAP_SYMBOL, 8, MRAM_SIZE)]:
+        for symbol, length, offset in [
+            ("scenario", 8, 0),
+            ("wram_buffer", 8, 4096),
+            ("wram_buffer", 4100, 0),
+            (HEAP_SYMBOL, 8, MRAM_SIZE),
+        ]:
             with pytest.raises(emulator.DpuError) as raised:
                 dpus.copy_to(symbol, np.zeros(length, dtype=np.uint8), offset=offset)
             assert _code(raised.value) == "DPU_ERR_INVALID_SYMBOL_ACCESS", (symbol, length, offset, raised.value)
@@ -708,8 +712,15 @@ def test_symbol_table_matches_the_sdk_loader(builder, faults_binary):
     assert "SYMBOLS OK" in result.stdout
 
 
-@pytest.mark.parametrize("case", ["read_unaligned_mram_address", "write_unaligned_mram_address",
-                                  "read_unaligned_wram_address", "write_unaligned_wram_address"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "read_unaligned_mram_address",
+        "write_unaligned_mram_address",
+        "read_unaligned_wram_address",
+        "write_unaligned_wram_address",
+    ],
+)
 def test_hardware_dma_alignment_opt_in(faults_binary, monkeypatch, capfd, case):
     """UPDLRM_EMU_DMA=hardware: like the DPU's DMA engine, the low three
     address bits are dropped (PrIM's TRNS relies on it), without a warning;

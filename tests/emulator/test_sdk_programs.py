@@ -167,16 +167,26 @@ def test_sdk_variant_build_and_run_commands(tmp_path):
     gcc and dpu-pkg-config's flags after the sources, run forced onto the simulator."""
     home = tmp_path / "upmem"
     info = SdkInfo(
-        installed=True, home=str(home), compiler=str(home / "bin" / "dpu-upmem-dpurte-clang"),
-        pkg_config=str(home / "bin" / "dpu-pkg-config"), libdpu=str(home / "lib" / "libdpu.so"),
+        installed=True,
+        home=str(home),
+        compiler=str(home / "bin" / "dpu-upmem-dpurte-clang"),
+        pkg_config=str(home / "bin" / "dpu-pkg-config"),
+        libdpu=str(home / "lib" / "libdpu.so"),
     )
     assert sdk_harness.sdk_skip_reason(info) is None
     dpu_sources = sdk_harness.program_sources("checksum", "dpu")
     host_sources = sdk_harness.program_sources("checksum", "host")
     assert sdk_harness.sdk_dpu_command(info.compiler, dpu_sources, tmp_path / "dpu", 11) == [
-        info.compiler, "-DNR_TASKLETS=11", "-O2", "-o", str(tmp_path / "dpu"), *map(str, dpu_sources),
+        info.compiler,
+        "-DNR_TASKLETS=11",
+        "-O2",
+        "-o",
+        str(tmp_path / "dpu"),
+        *map(str, dpu_sources),
     ]
-    assert "-DNR_TASKLETS" not in " ".join(sdk_harness.sdk_dpu_command(info.compiler, dpu_sources, tmp_path / "dpu", None))
+    assert "-DNR_TASKLETS" not in " ".join(
+        sdk_harness.sdk_dpu_command(info.compiler, dpu_sources, tmp_path / "dpu", None)
+    )
     flags = f"-I{home}/include/dpu -L{home}/lib -ldpu"
     host = sdk_harness.sdk_host_command(host_sources, tmp_path / "host", flags)
     assert host[0] == "gcc" and host[host.index("-o") + 1] == str(tmp_path / "host")
@@ -256,12 +266,20 @@ def test_emu_run_cli_builds_and_runs_an_sdk_program(tmp_path):
     program = sdk_harness.SDK_PROGRAMS / "checksum"
     run = subprocess.run(
         [
-            *_updlrm_command(), "emu", "run",
-            "--dpu", str(program / "dpu" / "checksum.c"),
-            "--host", str(program / "host" / "checksum_host.c"),
-            "--tasklets", "16",
+            *_updlrm_command(),
+            "emu",
+            "run",
+            "--dpu",
+            str(program / "dpu" / "checksum.c"),
+            "--host",
+            str(program / "host" / "checksum_host.c"),
+            "--tasklets",
+            "16",
         ],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert run.returncode == 0, sdk_harness.describe(run)
     assert "checksum: 4 DPUs x 16 tasklets OK" in run.stdout, sdk_harness.describe(run)
@@ -273,19 +291,29 @@ def test_emu_build_cli_then_run_by_hand(tmp_path):
     program = sdk_harness.SDK_PROGRAMS / "checksum"
     build = subprocess.run(
         [
-            *_updlrm_command(), "emu", "build",
-            "--dpu", str(program / "dpu" / "checksum.c"),
-            "--host", str(program / "host" / "checksum_host.c"),
-            "--tasklets", "11",
-            "--output-dir", str(tmp_path),
+            *_updlrm_command(),
+            "emu",
+            "build",
+            "--dpu",
+            str(program / "dpu" / "checksum.c"),
+            "--host",
+            str(program / "host" / "checksum_host.c"),
+            "--tasklets",
+            "11",
+            "--output-dir",
+            str(tmp_path),
         ],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert build.returncode == 0, sdk_harness.describe(build)
     executables = [p for p in tmp_path.iterdir() if p.is_file() and os.access(p, os.X_OK)]
     hosts = [p for p in executables if "host" in p.name]
     dpus = [p for p in executables if p not in hosts]
-    assert len(hosts) == 1 and len(dpus) == 1, f"expected one host and one DPU binary, got {sorted(p.name for p in executables)}"
+    assert len(hosts) == 1 and len(dpus) == 1, (
+        f"expected one host and one DPU binary, got {sorted(p.name for p in executables)}"
+    )
     run = sdk_harness.run_host(hosts[0], dpus[0], 3, 11, 5)
     assert run.returncode == 0, sdk_harness.describe(run)
     assert "checksum: 3 DPUs x 11 tasklets OK" in run.stdout, sdk_harness.describe(run)
@@ -302,21 +330,28 @@ def test_prim_style_makefile_builds_with_emu_shims(tmp_path):
     shutil.copytree(sdk_harness.SDK_PROGRAMS / "vector_add", project / "vector_add")
     shutil.copytree(sdk_harness.SDK_PROGRAMS / "common", project / "common")
     shims = tmp_path / "shims"
-    made = subprocess.run(
-        [*_updlrm_command(), "emu", "shims", str(shims)], capture_output=True, text=True, timeout=300
-    )
+    made = subprocess.run([*_updlrm_command(), "emu", "shims", str(shims)], capture_output=True, text=True, timeout=300)
     assert made.returncode == 0, sdk_harness.describe(made)
     for tool in ("dpu-upmem-dpurte-clang", "dpu-pkg-config"):
         assert os.access(shims / tool, os.X_OK), f"{tool} missing from {shims}"
 
     env = dict(os.environ, PATH=f"{shims}{os.pathsep}{os.environ.get('PATH', '')}")
     make = subprocess.run(
-        ["make", "NR_TASKLETS=11", "BL=8"], cwd=project / "vector_add", env=env,
-        capture_output=True, text=True, timeout=300,
+        ["make", "NR_TASKLETS=11", "BL=8"],
+        cwd=project / "vector_add",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert make.returncode == 0, sdk_harness.describe(make)
     result = sdk_harness.run_host(
-        project / "vector_add" / "bin" / "host_code", "./bin/dpu_code", 5, 11, 99, 77777,
+        project / "vector_add" / "bin" / "host_code",
+        "./bin/dpu_code",
+        5,
+        11,
+        99,
+        77777,
         cwd=project / "vector_add",
     )
     assert result.returncode == 0, sdk_harness.describe(result)

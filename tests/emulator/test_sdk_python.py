@@ -33,8 +33,14 @@ def _python(script: Path, *args, env_extra: dict | None = None, pythonpath: str 
     if pythonpath is not None:
         env["PYTHONPATH"] = pythonpath
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=sdk_harness.RUN_TIMEOUT_SECONDS)
+    return subprocess.run(
+        [sys.executable, str(script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=sdk_harness.RUN_TIMEOUT_SECONDS,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +53,14 @@ def test_python_checksum_host_runs_unmodified(builder, nr_dpus, nr_tasklets):
     """The SDK-style checksum host (scatter, broadcast by attribute, gather,
     per-DPU sets, log, async exec) passes its own check on the emulator."""
     dpu = builder.dpu("python_checksum", nr_tasklets=nr_tasklets)
-    result = _python(PROGRAMS / "python_checksum" / "host" / "checksum_host.py", dpu, nr_dpus, nr_tasklets, nr_dpus,
-                     pythonpath=str(python_path()))
+    result = _python(
+        PROGRAMS / "python_checksum" / "host" / "checksum_host.py",
+        dpu,
+        nr_dpus,
+        nr_tasklets,
+        nr_dpus,
+        pythonpath=str(python_path()),
+    )
     assert result.returncode == 0, sdk_harness.describe(result)
     assert f"python_checksum: {nr_dpus} DPUs x {nr_tasklets} tasklets OK" in result.stdout
 
@@ -58,8 +70,13 @@ def test_python_api_host_runs_unmodified(nr_ranks, profile_base):
     """Source builds, ranks, offsets/sizes, skipped DPUs, symbols, logs, call()
     and DpuError; on the simulator topology too (ranks of one DPU)."""
     extra = {"UPMEM_PROFILE_BASE": profile_base} if profile_base else {}
-    result = _python(PROGRAMS / "python_api" / "host" / "api_host.py", PROGRAMS / "python_api" / "dpu" / "scale.c",
-                     nr_ranks, pythonpath=str(python_path()), env_extra=extra)
+    result = _python(
+        PROGRAMS / "python_api" / "host" / "api_host.py",
+        PROGRAMS / "python_api" / "dpu" / "scale.c",
+        nr_ranks,
+        pythonpath=str(python_path()),
+        env_extra=extra,
+    )
     assert result.returncode == 0, sdk_harness.describe(result)
     nr_dpus = nr_ranks if profile_base else 64 * nr_ranks
     assert f"python_api: {nr_dpus} DPUs in {nr_ranks} ranks OK" in result.stdout, result.stdout
@@ -72,8 +89,12 @@ def test_dpu_package_is_opt_in(tmp_path):
     script.write_text("import dpu\n")
     result = _python(script)
     assert result.returncode != 0 and "No module named 'dpu'" in result.stderr
-    cli = subprocess.run([sys.executable, "-c", "from updlrm.cli import main; main()", "emu", "python-path"],
-                         capture_output=True, text=True, timeout=120)
+    cli = subprocess.run(
+        [sys.executable, "-c", "from updlrm.cli import main; main()", "emu", "python-path"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert cli.returncode == 0 and Path(cli.stdout.strip()) == python_path()
     assert (python_path() / "dpu" / "__init__.py").is_file()
 
@@ -107,8 +128,9 @@ def test_python_host_sees_a_dpu_fault(builder, tmp_path):
     scenarios = (PROGRAMS / "misuse" / "scenarios.h").read_text()
     assert "SCENARIO_HALT = 4" in scenarios
     result = _python(script, dpu, pythonpath=str(python_path()))
-    assert result.returncode == 0 and "FAULT dpu is in fault" in result.stdout and "halt()" in result.stdout, \
+    assert result.returncode == 0 and "FAULT dpu is in fault" in result.stdout and "halt()" in result.stdout, (
         sdk_harness.describe(result)
+    )
 
 
 @pytest.mark.sdk
@@ -127,7 +149,13 @@ def test_python_checksum_host_on_the_upmem_sdk(tmp_path):
     builder = sdk_harness.SdkProgramBuilder(tmp_path, info)
     dpu = builder.dpu("python_checksum", nr_tasklets=16)
     env = sdk_harness.sdk_run_environment(info)
-    result = _python(PROGRAMS / "python_checksum" / "host" / "checksum_host.py", dpu, 4, 16, 4,
-                     pythonpath=str(site[-1]), env_extra={k: env[k] for k in ("UPMEM_PROFILE_BASE", "LD_LIBRARY_PATH")
-                                                          if k in env})
+    result = _python(
+        PROGRAMS / "python_checksum" / "host" / "checksum_host.py",
+        dpu,
+        4,
+        16,
+        4,
+        pythonpath=str(site[-1]),
+        env_extra={k: env[k] for k in ("UPMEM_PROFILE_BASE", "LD_LIBRARY_PATH") if k in env},
+    )
     assert result.returncode == 0, sdk_harness.describe(result)

@@ -40,15 +40,19 @@ def reference(tables, weights, indices, offsets, per_sample_weights, pooling):
     for t, spec in enumerate(tables):
         lo, hi = offsets[t * batch], offsets[(t + 1) * batch]
         idx = indices[lo:hi]
-        bag_offsets = offsets[t * batch:(t + 1) * batch + 1] - lo
+        bag_offsets = offsets[t * batch : (t + 1) * batch + 1] - lo
         counts = np.diff(bag_offsets)
         psw = None if per_sample_weights is None else per_sample_weights[lo:hi]
         bag_of = np.repeat(np.arange(batch), counts)
         if spec.row_format == RowFormat.FP32:
             w = torch.from_numpy(np.ascontiguousarray(weights[t]))
             sums = torch.nn.functional.embedding_bag(
-                torch.from_numpy(idx), w, torch.from_numpy(bag_offsets[:-1].copy()), mode="sum",
-                per_sample_weights=None if psw is None else torch.from_numpy(psw), include_last_offset=False,
+                torch.from_numpy(idx),
+                w,
+                torch.from_numpy(bag_offsets[:-1].copy()),
+                mode="sum",
+                per_sample_weights=None if psw is None else torch.from_numpy(psw),
+                include_last_offset=False,
             ).numpy()
             terms = np.abs(weights[t][idx].astype(np.float64))
             if psw is not None:

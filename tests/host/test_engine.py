@@ -54,7 +54,10 @@ def hand_made_plan(tables, nr_dpus):
     shards += [Shard(0, 3, 4, a.embedding_dim, range(0, a.num_embeddings))]
     b = tables[1]  # int8: ranges plus replicas of the hottest rows on every DPU, some rows on the host
     half = b.num_embeddings // 2
-    shards += [Shard(1, 0, 0, b.embedding_dim, range(0, half)), Shard(1, 1, 0, b.embedding_dim, range(half, b.num_embeddings))]
+    shards += [
+        Shard(1, 0, 0, b.embedding_dim, range(0, half)),
+        Shard(1, 1, 0, b.embedding_dim, range(half, b.num_embeddings)),
+    ]
     shards += [Shard(1, d, 0, b.embedding_dim, np.array([0, 1, half])) for d in (2, 3)]
     c = tables[2]  # int32: everything on DPU 3, plus host cache
     shards += [Shard(2, 3, 0, c.embedding_dim, range(c.num_embeddings))]
@@ -83,7 +86,8 @@ def test_replicated_and_host_cached_rows(pooling, weighted):
     host_rows = {t: set(r.tolist()) for t, r in plan.host_rows.items()}
     batch = 64
     expected_hits = sum(
-        int(np.isin(indices[offsets[t * batch]:offsets[(t + 1) * batch]], list(host_rows[t])).sum()) for t in host_rows
+        int(np.isin(indices[offsets[t * batch] : offsets[(t + 1) * batch]], list(host_rows[t])).sum())
+        for t in host_rows
     )
     assert stats.host_cache_hits == expected_hits > 0
     # Table a's replicated rows 0..4 of the first slice are served by DPU 2 for some bags.
@@ -169,9 +173,13 @@ def test_parallel_blocked_merge_with_several_tables_per_dpu():
     """Each DPU holds shards of several tables, so its partials form several bag-ordered runs;
     the batch is big enough for the merge's two threads and many cache blocks."""
     rng = np.random.default_rng(11)
-    tables = [TableSpec("f64", 300, 64), TableSpec("i32", 200, 24, row_format=RowFormat.INT32, scale=2.0**-18),
-              TableSpec("i8", 100, 40, row_format=RowFormat.INT8, scale=0.05), TableSpec("f5", 50, 5),
-              TableSpec("f128", 400, 128)]
+    tables = [
+        TableSpec("f64", 300, 64),
+        TableSpec("i32", 200, 24, row_format=RowFormat.INT32, scale=2.0**-18),
+        TableSpec("i8", 100, 40, row_format=RowFormat.INT8, scale=0.05),
+        TableSpec("f5", 50, 5),
+        TableSpec("f128", 400, 128),
+    ]
     plan = uniform_plan(tables, Topology(nr_dpus=3), "tiled")
     weights = random_weights(tables, rng)
     indices, offsets, psw = random_batch(tables, 6000, 6, rng, weighted=True)
@@ -183,8 +191,15 @@ def test_parallel_blocked_merge_with_several_tables_per_dpu():
 
 def test_many_small_tables():
     rng = np.random.default_rng(4)
-    tables = [TableSpec(f"t{i}", int(rng.integers(1, 40)), int(rng.integers(1, 9)),
-                        row_format=(RowFormat.FP32, RowFormat.INT8)[i % 2]) for i in range(820)]
+    tables = [
+        TableSpec(
+            f"t{i}",
+            int(rng.integers(1, 40)),
+            int(rng.integers(1, 9)),
+            row_format=(RowFormat.FP32, RowFormat.INT8)[i % 2],
+        )
+        for i in range(820)
+    ]
     plan = uniform_plan(tables, Topology(nr_dpus=16), "table_wise")
     weights = random_weights(tables, rng)
     indices, offsets, psw = random_batch(tables, 4, 3, rng, weighted=True)
@@ -283,7 +298,8 @@ def test_stats_and_model_work():
     assert np.all(stats.kernel_cycles > 0)
     # Every lookup gathers one padded row slice; fp32 elements are summed once each.
     assert stats.row_bytes_gathered.sum() == sum(
-        4 * t.embedding_dim * (offsets[(i + 1) * 50] - offsets[i * 50]) for i, t in enumerate(tables))
+        4 * t.embedding_dim * (offsets[(i + 1) * 50] - offsets[i * 50]) for i, t in enumerate(tables)
+    )
     assert stats.reduce_elems.sum() == stats.row_bytes_gathered.sum() // 4
     from updlrm.perfmodel import get_profile, model_batch
 
@@ -306,8 +322,13 @@ def test_random_plans_and_batches(seed, nr_tables, nr_dpus, layout, batch, max_p
     rng = np.random.default_rng(seed)
     formats = [RowFormat.FP32, RowFormat.INT32, RowFormat.INT8]
     tables = [
-        TableSpec(f"t{i}", int(rng.integers(1, 300)), int(rng.integers(1, 70)),
-                  row_format=formats[int(rng.integers(0, 3))], scale=float(rng.uniform(0.01, 2)))
+        TableSpec(
+            f"t{i}",
+            int(rng.integers(1, 300)),
+            int(rng.integers(1, 70)),
+            row_format=formats[int(rng.integers(0, 3))],
+            scale=float(rng.uniform(0.01, 2)),
+        )
         for i in range(nr_tables)
     ]
     plan = uniform_plan(tables, Topology(nr_dpus=nr_dpus), layout, column_slices=int(rng.integers(1, 4)))
@@ -324,9 +345,13 @@ def test_two_host_threads_give_the_same_inputs_and_results(layout):
     from updlrm.partitioner.workloads import synthetic_trace
 
     rng = np.random.default_rng(12)
-    tables = [TableSpec("a", 3000, 16), TableSpec("b", 2000, 8, row_format=RowFormat.INT8, scale=0.1),
-              TableSpec("c", 1000, 24, row_format=RowFormat.INT32, scale=2.0**-16), TableSpec("d", 500, 32),
-              TableSpec("e", 800, 4)]
+    tables = [
+        TableSpec("a", 3000, 16),
+        TableSpec("b", 2000, 8, row_format=RowFormat.INT8, scale=0.1),
+        TableSpec("c", 1000, 24, row_format=RowFormat.INT32, scale=2.0**-16),
+        TableSpec("d", 500, 32),
+        TableSpec("e", 800, 4),
+    ]
     if layout == "partitioned":
         trace = synthetic_trace(tables, batch_size=512, num_batches=2, pooling=8, alpha=1.1, seed=3)
         plan = build_plan(tables, trace, Topology(nr_dpus=12), progress=False)

@@ -38,7 +38,9 @@ def exact(rows, indices, offsets, psw, scale, pooling):
             if psw is None:
                 s = sum(int(rows[i, c]) for i in indices[lo:hi])
             else:
-                s = sum(int(rows[i, c]) * int(np.rint(np.float64(w) * 65536.0)) for i, w in zip(indices[lo:hi], psw[lo:hi]))
+                s = sum(
+                    int(rows[i, c]) * int(np.rint(np.float64(w) * 65536.0)) for i, w in zip(indices[lo:hi], psw[lo:hi])
+                )
             n = hi - lo if pooling == PoolingMode.MEAN and hi > lo else 1
             out[b, c] = np.float32(float(s) * factor / n)
     return out
@@ -57,7 +59,10 @@ def extreme_table(fmt, rows=8):
 def spread_plan(spec, nr_dpus=4, host_rows=(1,)):
     """Rows over several DPUs plus host-cached rows, so a bag's sum is split into many partials."""
     per = -(-spec.num_embeddings // nr_dpus)
-    shards = [Shard(0, d, 0, spec.embedding_dim, range(d * per, min((d + 1) * per, spec.num_embeddings))) for d in range(nr_dpus)]
+    shards = [
+        Shard(0, d, 0, spec.embedding_dim, range(d * per, min((d + 1) * per, spec.num_embeddings)))
+        for d in range(nr_dpus)
+    ]
     plan = Plan([spec], Topology(nr_dpus), shards, host_rows={0: np.array(host_rows)})
     plan.validate()
     return plan
@@ -90,7 +95,9 @@ def test_int32_weighted_at_the_int64_boundary(pooling, nr_tasklets):
         # Exactly representable end values: -2^31 * (-big + big + 511) etc. hold the worst case.
         # One more Q16 unit of weight in sample 1 is past the bound: refused, naming table and sample.
         more = np.append(psw, q16_weight(1))
-        with pytest.raises(AccumulatorOverflowError, match=r"table 'i32' \(t=0\), sample 1: its int32 sum could exceed int64"):
+        with pytest.raises(
+            AccumulatorOverflowError, match=r"table 'i32' \(t=0\), sample 1: its int32 sum could exceed int64"
+        ):
             engine.run(np.append(indices, 2), np.array([0, 3, 7]), more, pooling)
         # The engine is untouched by the refusal.
         again, _ = engine.run(indices, offsets, psw, pooling)
@@ -125,7 +132,10 @@ def test_the_issue_cases_are_refused_not_wrapped():
     cases = [(fit, rows, 300, 32767.0), (fit, rows, 90_000, 100.0), (full, rows_full, 3, 32767.0)]
     for spec, table, n, w in cases:
         with Engine(spread_plan(spec, 2, host_rows=()), [table], nr_tasklets=4) as engine:
-            with pytest.raises(AccumulatorOverflowError, match=rf"table '{spec.name}' \(t=0\), sample 0: its int32 sum could exceed int64"):
+            with pytest.raises(
+                AccumulatorOverflowError,
+                match=rf"table '{spec.name}' \(t=0\), sample 0: its int32 sum could exceed int64",
+            ):
                 engine.run(np.ones(n, np.int64), np.array([0, n]), np.full(n, w, np.float32))
             # The largest bag of these weights under the bound is exact.
             q = int(np.rint(w * 65536))
@@ -150,7 +160,9 @@ def test_unweighted_long_bags_of_extreme_rows_are_exact(fmt, pooling):
         out, _ = engine.run(indices, offsets, None, pooling)
     expected = np.zeros_like(out)
     for b in range(len(lengths)):
-        s = rows[indices[offsets[b]:offsets[b + 1]]].astype(np.int64).sum(axis=0)  # < 2^31 * 2^18: int64 is exact here
+        s = (
+            rows[indices[offsets[b] : offsets[b + 1]]].astype(np.int64).sum(axis=0)
+        )  # < 2^31 * 2^18: int64 is exact here
         n = lengths[b] if pooling == PoolingMode.MEAN and lengths[b] else 1
         expected[b] = (s.astype(np.float64) * 0.5 / n).astype(np.float32)
     assert np.array_equal(out, expected)
@@ -184,7 +196,9 @@ def test_weights_outside_q16_are_refused_before_routing():
         # -32768 is the most negative Q16 weight, 32768 is one past the largest.
         out, _ = engine.run(np.array([0, 2]), np.array([0, 1, 2]), np.array([-32768.0, 32767.99609375], np.float32))
         assert out[0, 0] == np.float32(-128 * -32768.0)
-        with pytest.raises(EngineError, match=r"table 'i8' \(t=0\), sample 1: per_sample_weights\[1\] = 32768 is outside the Q16 range"):
+        with pytest.raises(
+            EngineError, match=r"table 'i8' \(t=0\), sample 1: per_sample_weights\[1\] = 32768 is outside the Q16 range"
+        ):
             engine.run(np.array([0, 2]), np.array([0, 1, 2]), np.array([1.0, 32768.0], np.float32))
         with pytest.raises(EngineError, match=r"per_sample_weights\[0\] = nan"):
             engine.run(np.array([0, 2]), np.array([0, 1, 2]), np.array([np.nan, 1.0], np.float32))
@@ -207,7 +221,9 @@ def test_int8_weighted_at_the_int64_boundary():
     psw = np.full(n, -32768.0, np.float32)
     offsets = np.array([0, n], np.int64)
     with Engine(spread_plan(spec, 8, host_rows=(3,)), [rows], nr_tasklets=16) as engine:
-        with pytest.raises(AccumulatorOverflowError, match=r"table 'i8' \(t=0\), sample 0: its int8 sum could exceed int64"):
+        with pytest.raises(
+            AccumulatorOverflowError, match=r"table 'i8' \(t=0\), sample 0: its int8 sum could exceed int64"
+        ):
             engine.run(indices, offsets, psw)  # sum of |q16| = 2^56 > (2^63-1) // 128
         psw[-1] = q16_weight((1 << 31) - (1 << 8))  # 2^56 - 256: within the bound
         with pytest.raises(EngineError, match="bag 0 alone needs more MRAM"):
@@ -251,15 +267,20 @@ def _close_shared_engines():
 
 # Q16 weights mostly from the adversarial end (|w| near 32768, so a few int32 lookups reach
 # the bound) and tiny ones that move a bag's sum of |Q16| by one unit across it.
-_WEIGHTS = st.one_of(st.sampled_from([-32768.0, 32767.99609375, -32767.99609375, 32767.0]),
-                     st.sampled_from([1 / 65536, -1 / 65536, 255 / 65536, 0.0]),
-                     st.floats(-32768.0, 32767.99609375, width=32))
+_WEIGHTS = st.one_of(
+    st.sampled_from([-32768.0, 32767.99609375, -32767.99609375, 32767.0]),
+    st.sampled_from([1 / 65536, -1 / 65536, 255 / 65536, 0.0]),
+    st.floats(-32768.0, 32767.99609375, width=32),
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(fmt=st.sampled_from([RowFormat.INT32, RowFormat.INT8]),
-       bags=st.lists(st.lists(st.tuples(st.integers(0, 7), _WEIGHTS), min_size=1, max_size=5), min_size=1, max_size=3),
-       weighted=st.booleans(), mean=st.booleans())
+@given(
+    fmt=st.sampled_from([RowFormat.INT32, RowFormat.INT8]),
+    bags=st.lists(st.lists(st.tuples(st.integers(0, 7), _WEIGHTS), min_size=1, max_size=5), min_size=1, max_size=3),
+    weighted=st.booleans(),
+    mean=st.booleans(),
+)
 def test_exact_or_refused_exactly_at_the_bound(fmt, bags, weighted, mean):
     """Either the exact value or AccumulatorOverflowError, and the error exactly when the bound exceeds int64."""
     engine, rows, spec = _shared_engine(fmt)
@@ -276,7 +297,9 @@ def test_exact_or_refused_exactly_at_the_bound(fmt, bags, weighted, mean):
     event("refused" if any(over) else "exact")
     if any(over):
         first = over.index(True)
-        with pytest.raises(AccumulatorOverflowError, match=rf"table '{spec.name}' \(t=0\), sample {first}: its {fmt.value} sum"):
+        with pytest.raises(
+            AccumulatorOverflowError, match=rf"table '{spec.name}' \(t=0\), sample {first}: its {fmt.value} sum"
+        ):
             engine.run(indices, offsets, psw, pooling)
     else:
         out, _ = engine.run(indices, offsets, psw, pooling)

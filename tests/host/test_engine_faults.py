@@ -23,8 +23,11 @@ from updlrm.host.engine import (
 from updlrm.plan import uniform_plan
 from updlrm.specs import PoolingMode, RowFormat, TableSpec, Topology
 
-TABLES = [TableSpec("f", 400, 12), TableSpec("i8", 300, 9, row_format=RowFormat.INT8, scale=0.05),
-          TableSpec("i32", 200, 16, row_format=RowFormat.INT32, scale=2.0**-18)]
+TABLES = [
+    TableSpec("f", 400, 12),
+    TableSpec("i8", 300, 9, row_format=RowFormat.INT8, scale=0.05),
+    TableSpec("i32", 200, 16, row_format=RowFormat.INT32, scale=2.0**-18),
+]
 NR_DPUS = 4
 TIMEOUT_S = 0.3
 
@@ -108,8 +111,9 @@ def test_timeout_names_every_dpu_still_running_and_those_not_started(monkeypatch
     # 8 DPUs over 2 workers: hangs on DPUs 0 and 1 stop both workers at their first DPU;
     # DPUs 2-7, queued behind them, never start.
     weights, batches = data
-    with make_engine(monkeypatch, weights, "hang:dpu=0,launch=1;hang:dpu=1,launch=1", nr_dpus=8,
-                     launch_timeout=TIMEOUT_S) as engine:
+    with make_engine(
+        monkeypatch, weights, "hang:dpu=0,launch=1;hang:dpu=1,launch=1", nr_dpus=8, launch_timeout=TIMEOUT_S
+    ) as engine:
         with pytest.raises(LaunchTimeoutError) as caught:
             engine.run(*batches[0])
         e = caught.value
@@ -154,8 +158,14 @@ def test_module_keeps_its_tables_after_a_fault(monkeypatch):
         expected = []
         for t in range(2):
             w = torch.from_numpy(module.weights(t))
-            expected.append(torch.nn.functional.embedding_bag(
-                indices[offsets[2 * t]:offsets[2 * t + 2]], w, offsets[2 * t:2 * t + 2] - offsets[2 * t], mode="sum"))
+            expected.append(
+                torch.nn.functional.embedding_bag(
+                    indices[offsets[2 * t] : offsets[2 * t + 2]],
+                    w,
+                    offsets[2 * t : 2 * t + 2] - offsets[2 * t],
+                    mode="sum",
+                )
+            )
         torch.testing.assert_close(torch.as_tensor(out), torch.cat(expected, dim=1))
 
 
@@ -185,10 +195,17 @@ def test_many_faults_leak_no_process_fd_or_memory(monkeypatch, data):
     # One engine, 48 batches: every other one faults (DPU faults, killed workers and a
     # hang past the timeout in turn); then engines created and closed with faults.
     weights, batches = data
-    kinds = ["hang:dpu={d},tasklet=1,dma=2", "fault:dpu={d},tasklet=2,dma=3", "kill:dpu={d}", "fault:dpu={d}",
-             "kill:dpu={d},tasklet=3,dma=4", "fault:dpu={d},tasklet=7"]
+    kinds = [
+        "hang:dpu={d},tasklet=1,dma=2",
+        "fault:dpu={d},tasklet=2,dma=3",
+        "kill:dpu={d}",
+        "fault:dpu={d}",
+        "kill:dpu={d},tasklet=3,dma=4",
+        "fault:dpu={d},tasklet=7",
+    ]
     rules = ";".join(f"{kinds[k % len(kinds)].format(d=k % NR_DPUS)},launch={2 * k + 2}" for k in range(24))
     with make_engine(monkeypatch, weights, rules, launch_timeout=0.25) as engine:
+
         def cycle(k):
             check_batch(engine, weights, batches[k % len(batches)])
             with pytest.raises(DpuFaultError) as caught:
@@ -219,8 +236,23 @@ def test_demo_with_more_dpus_than_the_machine_says_why(monkeypatch):
     from updlrm.demo import demo_command
 
     monkeypatch.delenv("UPDLRM_EMU_FAULTS", raising=False)
-    result = CliRunner().invoke(demo_command, ["--dpus", "4096", "--batches", "1", "--batch-size", "4",
-                                               "--max-rows", "100", "--dim", "4", "--backend", "emulator"])
+    result = CliRunner().invoke(
+        demo_command,
+        [
+            "--dpus",
+            "4096",
+            "--batches",
+            "1",
+            "--batch-size",
+            "4",
+            "--max-rows",
+            "100",
+            "--dim",
+            "4",
+            "--backend",
+            "emulator",
+        ],
+    )
     assert isinstance(result.exception, DpuAllocationError)
     message = str(result.exception)
     assert "4096 DPUs requested" in message and "= 2560" in message
@@ -285,7 +317,7 @@ def test_worker_killed_from_outside_mid_launch(monkeypatch, data):
         os.kill(pid, signal.SIGKILL)
         runner.join(10)
         assert not runner.is_alive()
-        e, = failure
+        (e,) = failure
         assert type(e) is DpuFaultError and e.dpus == (1,) and e.tasklet == 0
         assert "worker process killed by signal 9" in e.cause
         for batch in batches[1:4]:
@@ -325,21 +357,45 @@ def test_fault_recovery_runs_clean_under_asan_and_ubsan(tmp_path, data):
     indices, offsets, psw = batches[1]
     uniform_plan(TABLES, Topology(nr_dpus=NR_DPUS), "row_wise").save(tmp_path / "plan.json")
     batch = tmp_path / "batch.npz"
-    np.savez(batch, indices=indices, offsets=offsets, psw=psw, nr_tables=len(TABLES),
-             **{f"w{t}": w for t, w in enumerate(weights)})
-    rules = ("fault:dpu=1,tasklet=2,dma=2,launch=1;kill:dpu=2,launch=3;hang:dpu=3,tasklet=1,dma=1,launch=5;"
-             "fault:dpu=0,launch=7;kill:dpu=0,tasklet=4,dma=1,launch=9;fault:dpu=3,launch=9")
-    env = dict(os.environ, UPDLRM_SANITIZE="1", LD_PRELOAD=_libasan(), UPDLRM_EMU_FAULTS=rules,
-               ASAN_OPTIONS="detect_leaks=0:abort_on_error=1", UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1")
+    np.savez(
+        batch,
+        indices=indices,
+        offsets=offsets,
+        psw=psw,
+        nr_tables=len(TABLES),
+        **{f"w{t}": w for t, w in enumerate(weights)},
+    )
+    rules = (
+        "fault:dpu=1,tasklet=2,dma=2,launch=1;kill:dpu=2,launch=3;hang:dpu=3,tasklet=1,dma=1,launch=5;"
+        "fault:dpu=0,launch=7;kill:dpu=0,tasklet=4,dma=1,launch=9;fault:dpu=3,launch=9"
+    )
+    env = dict(
+        os.environ,
+        UPDLRM_SANITIZE="1",
+        LD_PRELOAD=_libasan(),
+        UPDLRM_EMU_FAULTS=rules,
+        ASAN_OPTIONS="detect_leaks=0:abort_on_error=1",
+        UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1",
+    )
     import subprocess
     import sys
 
-    child = subprocess.run([sys.executable, "-c", SANITIZED_CHILD, str(batch), str(tmp_path / "plan.json")], env=env,
-                           capture_output=True, text=True, timeout=600)
+    child = subprocess.run(
+        [sys.executable, "-c", SANITIZED_CHILD, str(batch), str(tmp_path / "plan.json")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert child.returncode == 0, child.stderr[-4000:]
     assert "runtime error" not in child.stderr and "AddressSanitizer" not in child.stderr, child.stderr[-4000:]
-    assert child.stdout.split("\n")[:5] == ["DpuFaultError (1,) 2", "DpuFaultError (2,) 0", "LaunchTimeoutError (3,) 1",
-                                            "DpuFaultError (0,) 0", "DpuFaultError (0, 3) 4"]
+    assert child.stdout.split("\n")[:5] == [
+        "DpuFaultError (1,) 2",
+        "DpuFaultError (2,) 0",
+        "LaunchTimeoutError (3,) 1",
+        "DpuFaultError (0,) 0",
+        "DpuFaultError (0, 3) 4",
+    ]
     outputs = np.load(tmp_path / "batch-out.npz")
     expected, magnitude = reference(TABLES, weights, indices, offsets, psw, PoolingMode.SUM)
     for k in range(5):

@@ -101,7 +101,8 @@ def saved_and_loaded(plan: Plan) -> Plan:
     with tempfile.TemporaryDirectory() as folder:
         loaded = Plan.load(plan.save(Path(folder) / "plan.json"), tables=plan.tables)
     assert [(s.table, s.dpu, s.col_start, s.col_stop) for s in loaded.shards] == [
-        (s.table, s.dpu, s.col_start, s.col_stop) for s in plan.shards]
+        (s.table, s.dpu, s.col_start, s.col_stop) for s in plan.shards
+    ]
     for a, b in zip(loaded.shards, plan.shards):
         assert np.array_equal(a.row_ids(), b.row_ids())
     assert sorted(loaded.host_rows) == sorted(plan.host_rows)
@@ -141,8 +142,12 @@ def test_engine_matches_the_reference(data):
             event(f"plan {plan.metadata.get('builder')}")
             event(f"launches {min(stats.nr_launches, 3)}")
             event(f"host cache hits {bool(stats.host_cache_hits)}")
-            event(f"weights {'none' if psw is None else 'given'}, longest bag >= 100: {bool(np.diff(offsets).max(initial=0) >= 100)}")
-            event(f"row wider than the row buffer: {any(t.embedding_dim > chunk_columns(t.row_format, nr_tasklets, psw is not None) for t in tables)}")
+            event(
+                f"weights {'none' if psw is None else 'given'}, longest bag >= 100: {bool(np.diff(offsets).max(initial=0) >= 100)}"
+            )
+            event(
+                f"row wider than the row buffer: {any(t.embedding_dim > chunk_columns(t.row_format, nr_tasklets, psw is not None) for t in tables)}"
+            )
 
 
 def check_out_of_range_is_refused(data, engine, tables, indices, offsets, psw, pooling, tight):
@@ -151,7 +156,9 @@ def check_out_of_range_is_refused(data, engine, tables, indices, offsets, psw, p
     owner = table_of_lookup(len(tables), offsets)
     p = data.draw(st.integers(0, indices.size - 1), label="bad position")
     t = int(owner[p])
-    value = data.draw(st.sampled_from([tables[t].num_embeddings, tables[t].num_embeddings + 7, *BAD_INDICES]), label="bad value")
+    value = data.draw(
+        st.sampled_from([tables[t].num_embeddings, tables[t].num_embeddings + 7, *BAD_INDICES]), label="bad value"
+    )
     bad = indices.copy()
     bad[p] = value
     expected = re.escape(f"table {t}: indices[{p}] = {value} is outside [0, {tables[t].num_embeddings})")
@@ -164,7 +171,9 @@ def check_out_of_range_is_refused(data, engine, tables, indices, offsets, psw, p
 def test_two_host_threads_equal_one_on_big_batches(data):
     """Batches of >= 65,536 lookups over several slices, so routing and merging really run
     on two threads: bit-identical to one thread and equal to the reference."""
-    tables = data.draw(table_specs(16, max_tables=4, max_rows=2000, wide=False).filter(lambda ts: len(ts) >= 2), label="tables")
+    tables = data.draw(
+        table_specs(16, max_tables=4, max_rows=2000, wide=False).filter(lambda ts: len(ts) >= 2), label="tables"
+    )
     rows = data.draw(table_rows(tables), label="rows")
     plan = data.draw(plans(tables, data.draw(topologies(12), label="topology")), label="plan")
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
@@ -204,6 +213,7 @@ def test_long_fp32_bags_are_within_the_summation_bound():
 
 # ---- beyond the exact range: explicitly marked ------------------------------------------------
 
+
 def exact_integer_bag(q: np.ndarray, rows: np.ndarray, weights: np.ndarray | None, scale: float) -> np.ndarray:
     """One bag's float32 result computed with Python integers (no wrapping anywhere)."""
     wq = [1] * len(rows) if weights is None else [int(v) for v in np.rint(weights.astype(np.float64) * 65536.0)]
@@ -232,7 +242,9 @@ def exact_integer_bag(q: np.ndarray, rows: np.ndarray, weights: np.ndarray | Non
 def test_integer_overflow_is_exact_or_refused(fmt, peak, weight, bag):
     """Beyond int64: the exact value or an error naming the table, never a wrapped number."""
     spec = TableSpec("big", 4, 3, row_format=fmt, scale=2.0**-24)
-    q = np.array([[peak, -peak if peak > 0 else peak + 1, 1]] * 4, dtype=np.int32 if fmt == RowFormat.INT32 else np.int8)
+    q = np.array(
+        [[peak, -peak if peak > 0 else peak + 1, 1]] * 4, dtype=np.int32 if fmt == RowFormat.INT32 else np.int8
+    )
     plan = uniform_plan([spec], Topology(nr_dpus=2), "row_wise")
     rows = np.arange(bag, dtype=np.int64) % 4
     offsets = np.array([0, bag], np.int64)

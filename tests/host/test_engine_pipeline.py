@@ -89,8 +89,10 @@ def test_split_batches_pipeline_like_the_others():
     plan = uniform_plan(tables, Topology(nr_dpus=1, mram_bytes_per_dpu=rows_bytes + 60_000), "table_wise")
     weights = random_weights(tables, np.random.default_rng(5))
     rng = np.random.default_rng(6)
-    batches = [random_batch(tables, b, p, rng, weighted=w) for b, p, w in
-               [(400, 40, False), (3, 4, True), (300, 50, True), (5, 3, False), (500, 30, False)]]
+    batches = [
+        random_batch(tables, b, p, rng, weighted=w)
+        for b, p, w in [(400, 40, False), (3, 4, True), (300, 50, True), (5, 3, False), (500, 30, False)]
+    ]
     with Engine(plan, weights, nr_tasklets=4) as engine:
         serial = serial_results(engine, batches)
         assert serial[0][1].nr_launches > 1 and serial[1][1].nr_launches == 1
@@ -252,8 +254,17 @@ def test_the_c_stages_check_their_slot_and_stage():
         out = np.full((1, 8), np.nan, np.float32)
 
         def prepare(slot):
-            return lib.eb_engine_prepare(handle, slot, engine._ptr("int64_t *", indices), 3,
-                                         engine._ptr("int64_t *", offsets), 2, ffi.NULL, 0, engine._ptr("float *", out))
+            return lib.eb_engine_prepare(
+                handle,
+                slot,
+                engine._ptr("int64_t *", indices),
+                3,
+                engine._ptr("int64_t *", offsets),
+                2,
+                ffi.NULL,
+                0,
+                engine._ptr("float *", out),
+            )
 
         assert lib.eb_engine_launch(handle, 0) == lib.EB_RUN_BAD_SLOT  # nothing prepared
         assert lib.eb_engine_finish(handle, 0) == lib.EB_RUN_BAD_SLOT
@@ -266,8 +277,19 @@ def test_the_c_stages_check_their_slot_and_stage():
         assert lib.eb_engine_collect(handle, 0) == 0 and lib.eb_engine_finish(handle, 0) == 0
         assert out.tolist() == [[3.0] * 8]
         assert lib.eb_engine_discard(handle, 1) == 0 and lib.eb_engine_launch(handle, 1) == lib.EB_RUN_BAD_SLOT
-        assert lib.eb_engine_run(handle, engine._ptr("int64_t *", indices), 3, engine._ptr("int64_t *", offsets), 2,
-                                 ffi.NULL, 0, engine._ptr("float *", out)) == 0
+        assert (
+            lib.eb_engine_run(
+                handle,
+                engine._ptr("int64_t *", indices),
+                3,
+                engine._ptr("int64_t *", offsets),
+                2,
+                ffi.NULL,
+                0,
+                engine._ptr("float *", out),
+            )
+            == 0
+        )
 
 
 def test_a_stream_with_one_free_slot_runs_serially_instead_of_waiting():

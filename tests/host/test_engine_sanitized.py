@@ -23,8 +23,12 @@ from engine_reference import assert_matches, random_batch, random_weights, refer
 from updlrm.plan import uniform_plan
 from updlrm.specs import PoolingMode, RowFormat, TableSpec, Topology
 
-TABLES = [TableSpec("f", 700, 20), TableSpec("i8", 300, 9, row_format=RowFormat.INT8, scale=0.05),
-          TableSpec("i32", 200, 16, row_format=RowFormat.INT32, scale=2.0**-18), TableSpec("wide", 90, 600)]
+TABLES = [
+    TableSpec("f", 700, 20),
+    TableSpec("i8", 300, 9, row_format=RowFormat.INT8, scale=0.05),
+    TableSpec("i32", 200, 16, row_format=RowFormat.INT32, scale=2.0**-18),
+    TableSpec("wide", 90, 600),
+]
 LAYOUTS = ("table_wise", "row_wise", "column_wise", "tiled")
 
 CHILD = textwrap.dedent("""
@@ -93,14 +97,31 @@ def test_engine_runs_clean_under_asan_and_ubsan(tmp_path):
     for layout in LAYOUTS:
         uniform_plan(TABLES, Topology(nr_dpus=6), layout).save(tmp_path / f"{layout}.json")
     batch = tmp_path / "batch.npz"
-    int_bag = 1 * 4096 + int(np.argmax(np.diff(offsets)[4096:2 * 4096] > 0))  # a non-empty bag of table i8
-    np.savez(batch, indices=indices, offsets=offsets, psw=psw, nr_tables=len(TABLES), int_bag=int_bag,
-             **{f"w{t}": w for t, w in enumerate(weights)})
-    env = dict(os.environ, UPDLRM_SANITIZE="1", LD_PRELOAD=_libasan(),
-               # Python's own allocations are never freed at exit: leaks are not the engine's
-               ASAN_OPTIONS="detect_leaks=0:abort_on_error=1", UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1")
-    child = subprocess.run([sys.executable, "-c", CHILD, str(batch), str(tmp_path), *LAYOUTS], env=env,
-                           capture_output=True, text=True, timeout=600)
+    int_bag = 1 * 4096 + int(np.argmax(np.diff(offsets)[4096 : 2 * 4096] > 0))  # a non-empty bag of table i8
+    np.savez(
+        batch,
+        indices=indices,
+        offsets=offsets,
+        psw=psw,
+        nr_tables=len(TABLES),
+        int_bag=int_bag,
+        **{f"w{t}": w for t, w in enumerate(weights)},
+    )
+    env = dict(
+        os.environ,
+        UPDLRM_SANITIZE="1",
+        LD_PRELOAD=_libasan(),
+        # Python's own allocations are never freed at exit: leaks are not the engine's
+        ASAN_OPTIONS="detect_leaks=0:abort_on_error=1",
+        UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1",
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, str(batch), str(tmp_path), *LAYOUTS],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert child.returncode == 0, child.stderr[-4000:]
     assert "runtime error" not in child.stderr and "AddressSanitizer" not in child.stderr, child.stderr[-4000:]
     outputs = np.load(tmp_path / "batch-out.npz")

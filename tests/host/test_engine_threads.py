@@ -112,8 +112,13 @@ def test_the_c_library_refuses_a_concurrent_run():
         def raw_run(batch, output):
             indices, offsets, psw = batch
             return lib.eb_engine_run(
-                engine._engine, engine._ptr("int64_t *", indices), indices.size, engine._ptr("int64_t *", offsets),
-                offsets.size, ffi.NULL if psw is None else engine._ptr("float *", psw), int(PoolingMode.SUM),
+                engine._engine,
+                engine._ptr("int64_t *", indices),
+                indices.size,
+                engine._ptr("int64_t *", offsets),
+                offsets.size,
+                ffi.NULL if psw is None else engine._ptr("float *", psw),
+                int(PoolingMode.SUM),
                 engine._ptr("float *", output),
             )
 

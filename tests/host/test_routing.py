@@ -29,7 +29,7 @@ def expected_lookups(plan: Plan, indices: np.ndarray, offsets: np.ndarray) -> tu
     for t in range(nr_tables):
         lo, hi = offsets[t * batch], offsets[(t + 1) * batch]
         rows = indices[lo:hi]
-        bags = np.repeat(np.arange(batch), np.diff(offsets[t * batch:(t + 1) * batch + 1]))
+        bags = np.repeat(np.arange(batch), np.diff(offsets[t * batch : (t + 1) * batch + 1]))
         host = host_mask(plan, t, rows)
         hits += int(host.sum())
         for col_start, _ in column_slices(plan, t):
@@ -155,11 +155,19 @@ def test_split_launches_keep_replicas_and_host_cache(weighted):
     rng = np.random.default_rng(3)
     tables = [TableSpec("a", 1000, 32), TableSpec("q", 600, 8, row_format=RowFormat.INT8, scale=0.5)]
     rows_bytes = 1000 * 128 // 2 + 8 * 600 // 2 + 16 * 3
-    shards = [Shard(0, 0, 0, 32, range(0, 500)), Shard(0, 1, 0, 32, range(500, 1000)),
-              Shard(0, 2, 0, 32, np.array([0, 1, 999])),
-              Shard(1, 0, 0, 8, range(0, 300)), Shard(1, 1, 0, 8, range(300, 600))]
-    plan = Plan(tables, Topology(3, mram_bytes_per_dpu=rows_bytes + 60_000), shards,
-                host_rows={0: np.array([2, 3]), 1: np.array([0])})
+    shards = [
+        Shard(0, 0, 0, 32, range(0, 500)),
+        Shard(0, 1, 0, 32, range(500, 1000)),
+        Shard(0, 2, 0, 32, np.array([0, 1, 999])),
+        Shard(1, 0, 0, 8, range(0, 300)),
+        Shard(1, 1, 0, 8, range(300, 600)),
+    ]
+    plan = Plan(
+        tables,
+        Topology(3, mram_bytes_per_dpu=rows_bytes + 60_000),
+        shards,
+        host_rows={0: np.array([2, 3]), 1: np.array([0])},
+    )
     weights = random_weights(tables, rng)
     indices, offsets, psw = zipf_batch(tables, 500, 30, rng, weighted=weighted)
     _, stats, _ = run_and_check(plan, weights, indices, offsets, psw)

@@ -43,10 +43,10 @@ def _codes(tokens) -> tuple[np.ndarray, int]:
 
 @dataclass
 class MovieLens:
-    labels: np.ndarray           # (N,)
-    dense: np.ndarray            # (N, 4) float32
-    sparse: dict                 # feature -> (values int64, lengths int64 (N,))
-    cardinality: dict            # feature -> rows of its table
+    labels: np.ndarray  # (N,)
+    dense: np.ndarray  # (N, 4) float32
+    sparse: dict  # feature -> (values int64, lengths int64 (N,))
+    cardinality: dict  # feature -> rows of its table
     num_users: int
     num_items: int
 
@@ -74,13 +74,24 @@ def load_movielens(wheel: Path) -> MovieLens:
     sparse, card = {}, {}
     n = len(inter)
     ones = np.ones(n, dtype=np.int64)
-    for name, tokens in (("user_id", uid), ("item_id", iid), ("gender", [r[ucol["gender"]] for r in urow]),
-                         ("occupation", [r[ucol["occupation"]] for r in urow]),
-                         ("zip3", [r[ucol["zip_code"]][:3] for r in urow]), ("year", year_tok)):
+    for name, tokens in (
+        ("user_id", uid),
+        ("item_id", iid),
+        ("gender", [r[ucol["gender"]] for r in urow]),
+        ("occupation", [r[ucol["occupation"]] for r in urow]),
+        ("zip3", [r[ucol["zip_code"]][:3] for r in urow]),
+        ("year", year_tok),
+    ):
         codes, k = _codes(tokens)
         sparse[name], card[name] = (codes, ones), k
     genre_lists = [(r[tcol["class"]].split() if len(r) > tcol["class"] else []) for r in irow]
     codes, k = _codes([g for gl in genre_lists for g in gl])
     sparse["genres"], card["genres"] = (codes, np.array([len(gl) for gl in genre_lists], dtype=np.int64)), k
-    return MovieLens(labels=(rating >= 4).astype(np.int64), dense=dense.astype(np.float32), sparse=sparse,
-                     cardinality=card, num_users=len(set(uid)), num_items=len(set(iid)))
+    return MovieLens(
+        labels=(rating >= 4).astype(np.int64),
+        dense=dense.astype(np.float32),
+        sparse=sparse,
+        cardinality=card,
+        num_users=len(set(uid)),
+        num_items=len(set(iid)),
+    )

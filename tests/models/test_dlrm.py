@@ -41,8 +41,10 @@ def test_dot_interaction_matches_the_written_out_reference(b, f, d, seed):
 
 
 def criteo_tables(rows: int, dim: int) -> list[EmbeddingBagConfig]:
-    return [EmbeddingBagConfig(name=k, num_embeddings=rows, embedding_dim=dim, feature_names=[k])
-            for k in criteo_feature_names()]
+    return [
+        EmbeddingBagConfig(name=k, num_embeddings=rows, embedding_dim=dim, feature_names=[k])
+        for k in criteo_feature_names()
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +102,9 @@ def jagged_batches(draw):
     rows = {"user": 50, "friend": 50, "item": 30, "tag": 7}
     keys = draw(st.permutations(list(rows)))  # the KJT's key order need not be the tables'
     lengths = [draw(st.lists(st.integers(0, 5), min_size=b, max_size=b)) for _ in keys]
-    values = [draw(st.lists(st.integers(0, rows[k] - 1), min_size=sum(ls), max_size=sum(ls)))
-              for k, ls in zip(keys, lengths)]
+    values = [
+        draw(st.lists(st.integers(0, rows[k] - 1), min_size=sum(ls), max_size=sum(ls))) for k, ls in zip(keys, lengths)
+    ]
     dense = draw(st.lists(st.floats(-3, 3, width=32), min_size=3 * b, max_size=3 * b))
     return keys, values, lengths, torch.tensor(dense, dtype=torch.float32).view(b, 3)
 
@@ -119,8 +122,11 @@ def mixed_pair():
 def test_mixed_pooling_shared_tables_and_empty_bags_agree(mixed_pair, batch):
     ref, on_dpus = mixed_pair
     keys, values, lengths, dense = batch
-    kjt = KeyedJaggedTensor.from_lengths_sync(keys=list(keys), values=torch.tensor([v for vs in values for v in vs], dtype=torch.int64),
-                                              lengths=torch.tensor([n for ns in lengths for n in ns], dtype=torch.int64))
+    kjt = KeyedJaggedTensor.from_lengths_sync(
+        keys=list(keys),
+        values=torch.tensor([v for vs in values for v in vs], dtype=torch.int64),
+        lengths=torch.tensor([n for ns in lengths for n in ns], dtype=torch.int64),
+    )
     torch.testing.assert_close(on_dpus(dense, kjt), ref(dense, kjt), rtol=RTOL, atol=ATOL)
 
 
@@ -131,8 +137,12 @@ def test_threads_share_one_updlrm_dlrm(mixed_pair):
     for _ in range(8):
         b = 16
         lengths = torch.randint(0, 4, (4 * b,), generator=g)
-        values = torch.cat([torch.randint(0, n, (int(lengths[i * b:(i + 1) * b].sum()),), generator=g)
-                            for i, n in enumerate([50, 50, 30, 7])])
+        values = torch.cat(
+            [
+                torch.randint(0, n, (int(lengths[i * b : (i + 1) * b].sum()),), generator=g)
+                for i, n in enumerate([50, 50, 30, 7])
+            ]
+        )
         kjt = KeyedJaggedTensor.from_lengths_sync(["user", "friend", "item", "tag"], values, lengths)
         batches.append((torch.randn(b, 3, generator=g), kjt))
     expected = [ref(d, k) for d, k in batches]
@@ -170,8 +180,10 @@ def test_checkpoint_round_trip_into_either_sparse_kind(tmp_path, criteo):
 
 
 def test_int8_tables_come_back_dequantised(criteo):
-    tables = [EmbeddingBagConfig(name=k, num_embeddings=500, embedding_dim=4, feature_names=[k], row_format="int8")
-              for k in criteo_feature_names()]
+    tables = [
+        EmbeddingBagConfig(name=k, num_embeddings=500, embedding_dim=4, feature_names=[k], row_format="int8")
+        for k in criteo_feature_names()
+    ]
     ref = DLRM(tables, 13, [8, 4], [8, 1], seed=1)
     with ref.with_sparse("updlrm", backend="emulator", nr_dpus=4) as q:
         back = q.with_sparse("torch")
@@ -183,12 +195,15 @@ def test_int8_tables_come_back_dequantised(criteo):
         assert torch.allclose(w / scale, torch.round(w / scale), atol=1e-3)
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(bottom_mlp=[8, 5]), "embedding_dim == bottom_mlp"),
-    (dict(dense_in_features=0), "dense_in_features"),
-    (dict(top_mlp=[]), "at least one layer"),
-    (dict(sparse="gpu"), "sparse must be one of"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(bottom_mlp=[8, 5]), "embedding_dim == bottom_mlp"),
+        (dict(dense_in_features=0), "dense_in_features"),
+        (dict(top_mlp=[]), "at least one layer"),
+        (dict(sparse="gpu"), "sparse must be one of"),
+    ],
+)
 def test_bad_configurations_say_what_to_fix(bad, message):
     args = dict(tables=criteo_tables(10, 4), dense_in_features=13, bottom_mlp=[8, 4], top_mlp=[4, 1]) | bad
     with pytest.raises(ValueError, match=message):

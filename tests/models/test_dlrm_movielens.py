@@ -50,8 +50,16 @@ def requests_of(ml) -> RequestSet:
 def test_movielens_predictions_agree_between_torch_and_updlrm_sparse(movielens):
     rs = requests_of(movielens)
     dim = 8
-    tables = [EmbeddingBagConfig(name=k, num_embeddings=movielens.cardinality[k], embedding_dim=dim,
-                                 feature_names=[k], pooling="MEAN" if k == "genres" else "SUM") for k in SPARSE]
+    tables = [
+        EmbeddingBagConfig(
+            name=k,
+            num_embeddings=movielens.cardinality[k],
+            embedding_dim=dim,
+            feature_names=[k],
+            pooling="MEAN" if k == "genres" else "SUM",
+        )
+        for k in SPARSE
+    ]
     ref = DLRM(tables, dense_in_features=4, bottom_mlp=[16, dim], top_mlp=[32, 1], seed=7)
     with DLRM.from_torch(ref, backend="emulator", nr_dpus=7) as on_dpus:
         worst = 0.0

@@ -18,8 +18,14 @@ def dlrm_example() -> str:
 
 
 def test_the_readme_dlrm_example_runs(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", dlrm_example()], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600, env={**__import__("os").environ, "UPDLRM_BACKEND": "emulator"})
+    proc = subprocess.run(
+        [sys.executable, "-c", dlrm_example()],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, "UPDLRM_BACKEND": "emulator"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
     probs = re.findall(r"[-+]?\d*\.\d+", lines[0].split("tensor([")[1].split("]")[0])

@@ -17,11 +17,27 @@ SYNTH = ["--synthetic", "--batch-size", "64", "--batches", "3", "--pooling", "6"
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     d = tmp_path_factory.mktemp("plan")
-    tables = [{"name": "users", "num_embeddings": 3000, "embedding_dim": 16},
-              {"name": "items", "num_embeddings": 800, "embedding_dim": 8, "row_format": "int8", "scale": 0.5}]
+    tables = [
+        {"name": "users", "num_embeddings": 3000, "embedding_dim": 16},
+        {"name": "items", "num_embeddings": 800, "embedding_dim": 8, "row_format": "int8", "scale": 0.5},
+    ]
     (d / "tables.json").write_text(json.dumps({"tables": tables}))
-    result = CliRunner().invoke(main, ["plan", "build", "--tables", str(d / "tables.json"), *SYNTH, "--dpus", "16",
-                                       "-o", str(d / "plan.json"), "--save-trace", str(d / "trace.npz")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "plan",
+            "build",
+            "--tables",
+            str(d / "tables.json"),
+            *SYNTH,
+            "--dpus",
+            "16",
+            "-o",
+            str(d / "plan.json"),
+            "--save-trace",
+            str(d / "trace.npz"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     return d, result.output
 
@@ -46,8 +62,10 @@ def test_show_with_png(built):
 
 def test_evaluate_on_another_trace(built):
     d, _ = built
-    result = CliRunner().invoke(main, ["plan", "evaluate", str(d / "plan.json"), *SYNTH[:-4], "--batches", "5",
-                                       "--json", str(d / "report.json")])
+    result = CliRunner().invoke(
+        main,
+        ["plan", "evaluate", str(d / "plan.json"), *SYNTH[:-4], "--batches", "5", "--json", str(d / "report.json")],
+    )
     assert result.exit_code == 0, result.output
     assert "is not the one the plan was built for" in result.output
     report = json.loads((d / "report.json").read_text())
@@ -58,19 +76,51 @@ def test_evaluate_on_another_trace(built):
 
 def test_criteo_tables_and_errors(tmp_path):
     runner = CliRunner()
-    result = runner.invoke(main, ["plan", "build", "--tables", "criteo", "--max-rows", "500", "--dim", "8", *SYNTH,
-                                  "--dpus", "32", "-o", str(tmp_path / "c.json"), "--quiet"])
+    result = runner.invoke(
+        main,
+        [
+            "plan",
+            "build",
+            "--tables",
+            "criteo",
+            "--max-rows",
+            "500",
+            "--dim",
+            "8",
+            *SYNTH,
+            "--dpus",
+            "32",
+            "-o",
+            str(tmp_path / "c.json"),
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert len(Plan.load(tmp_path / "c.json").tables) == 26
     both = runner.invoke(main, ["plan", "build", "--tables", "criteo", "--dpus", "4", "-o", str(tmp_path / "x.json")])
     assert both.exit_code != 0 and "exactly one of --trace" in both.output
-    missing = runner.invoke(main, ["plan", "build", "--tables", "nope.json", *SYNTH, "--dpus", "4",
-                                   "-o", str(tmp_path / "x.json")])
+    missing = runner.invoke(
+        main, ["plan", "build", "--tables", "nope.json", *SYNTH, "--dpus", "4", "-o", str(tmp_path / "x.json")]
+    )
     assert missing.exit_code != 0 and "neither 'criteo'" in missing.output
-    (tmp_path / "huge.json").write_text(json.dumps([{"name": "huge", "num_embeddings": 10_000_000,
-                                                      "embedding_dim": 128}]))
-    full = runner.invoke(main, ["plan", "build", "--tables", str(tmp_path / "huge.json"), *SYNTH, "--dpus", "2",
-                                "-o", str(tmp_path / "x.json"), "--quiet"])
+    (tmp_path / "huge.json").write_text(
+        json.dumps([{"name": "huge", "num_embeddings": 10_000_000, "embedding_dim": 128}])
+    )
+    full = runner.invoke(
+        main,
+        [
+            "plan",
+            "build",
+            "--tables",
+            str(tmp_path / "huge.json"),
+            *SYNTH,
+            "--dpus",
+            "2",
+            "-o",
+            str(tmp_path / "x.json"),
+            "--quiet",
+        ],
+    )
     assert full.exit_code != 0 and "table huge needs 5.1 GB" in full.output
     (tmp_path / "bad.json").write_text("{}")
     bad = runner.invoke(main, ["plan", "show", str(tmp_path / "bad.json")])

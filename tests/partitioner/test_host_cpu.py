@@ -22,8 +22,12 @@ from updlrm.tbe import TableBatchedEmbeddingBags
 
 def model(ns_per_lookup: float, fixed_s: float = 1e-6) -> HostCostModel:
     """A host cost model with the same cost per lookup in every format (ns), for deterministic plans."""
-    pts = [(16.0, float(1 << 18), ns_per_lookup * 1e-9), (16.0, float(1 << 26), ns_per_lookup * 1e-9),
-           (128.0, float(1 << 18), ns_per_lookup * 1e-9), (128.0, float(1 << 26), ns_per_lookup * 1e-9)]
+    pts = [
+        (16.0, float(1 << 18), ns_per_lookup * 1e-9),
+        (16.0, float(1 << 26), ns_per_lookup * 1e-9),
+        (128.0, float(1 << 18), ns_per_lookup * 1e-9),
+        (128.0, float(1 << 26), ns_per_lookup * 1e-9),
+    ]
     return HostCostModel("test host", {f.value: fixed_s for f in RowFormat}, {f.value: pts for f in RowFormat})
 
 
@@ -148,16 +152,27 @@ def test_the_plan_file_says_what_host_it_assumed(tmp_path, calibrated):
     plan = build_plan(tables, trace, Topology(32), progress=False, host_cpu=calibrated, holdout=0)
     plan.save(tmp_path / "p.json")
     back = Plan.load(tmp_path / "p.json")
-    assert back.metadata["host_cpu"]["model"]["per_lookup_s"] == json.loads(
-        json.dumps(calibrated.to_dict()))["per_lookup_s"]
-    assert plan_host_seconds(back, trace, HostCostModel.from_dict(back.metadata["host_cpu"]["model"])) == \
-        pytest.approx(back.metadata["host_cpu"]["cpu_only_s"])
+    assert (
+        back.metadata["host_cpu"]["model"]["per_lookup_s"]
+        == json.loads(json.dumps(calibrated.to_dict()))["per_lookup_s"]
+    )
+    assert plan_host_seconds(back, trace, HostCostModel.from_dict(back.metadata["host_cpu"]["model"])) == pytest.approx(
+        back.metadata["host_cpu"]["cpu_only_s"]
+    )
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(nr_tables=st.integers(1, 3), rows=st.integers(20, 3000), dim=st.sampled_from([4, 8, 16, 32]),
-       fmt=st.sampled_from(["fp32", "int8", "int32"]), batch=st.integers(8, 128), pooling=st.integers(1, 12),
-       dpus=st.sampled_from([4, 8, 16, 64]), ns=st.floats(0.5, 5_000), seed=st.integers(0, 100))
+@given(
+    nr_tables=st.integers(1, 3),
+    rows=st.integers(20, 3000),
+    dim=st.sampled_from([4, 8, 16, 32]),
+    fmt=st.sampled_from(["fp32", "int8", "int32"]),
+    batch=st.integers(8, 128),
+    pooling=st.integers(1, 12),
+    dpus=st.sampled_from([4, 8, 16, 64]),
+    ns=st.floats(0.5, 5_000),
+    seed=st.integers(0, 100),
+)
 def test_the_plan_estimate_is_never_worse_than_cpu_only(nr_tables, rows, dim, fmt, batch, pooling, dpus, ns, seed):
     tables = [TableSpec(f"t{i}", rows + 17 * i, dim, row_format=fmt, scale=0.05) for i in range(nr_tables)]
     trace = synthetic_trace(tables, batch_size=batch, num_batches=2, pooling=pooling, seed=seed)
@@ -169,8 +184,9 @@ def test_the_plan_estimate_is_never_worse_than_cpu_only(nr_tables, rows, dim, fm
     assert plan.metadata["modeled"]["total_s"] == pytest.approx(info["plan_s"])
     # The CPU-only estimate is the host model's cost of every lookup of the trace.
     lookups = [trace.table_lookups(t)[0] for t in range(nr_tables)]
-    expect = sum(host.seconds(s, r.size / trace.num_batches, np.unique(r).size * s.row_bytes())
-                 for s, r in zip(tables, lookups))
+    expect = sum(
+        host.seconds(s, r.size / trace.num_batches, np.unique(r).size * s.row_bytes()) for s, r in zip(tables, lookups)
+    )
     assert info["cpu_only_s"] == pytest.approx(expect)
     plan.validate()
 
@@ -182,9 +198,27 @@ def test_plan_build_and_show_say_where_each_table_goes(tmp_path, monkeypatch):
 
     monkeypatch.setenv("UPDLRM_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "plan.json"
-    r = CliRunner().invoke(plan_group, ["build", "--tables", "criteo", "--max-rows", "2000", "--dim", "8",
-                                        "--synthetic", "--batch-size", "64", "--batches", "2", "--dpus", "64",
-                                        "-o", str(out)])
+    r = CliRunner().invoke(
+        plan_group,
+        [
+            "build",
+            "--tables",
+            "criteo",
+            "--max-rows",
+            "2000",
+            "--dim",
+            "8",
+            "--synthetic",
+            "--batch-size",
+            "64",
+            "--batches",
+            "2",
+            "--dpus",
+            "64",
+            "-o",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "host CPU vs DPUs: plan" in r.output and (tmp_path / "cache" / "host_cost.json").exists()
     shown = CliRunner().invoke(plan_group, ["show", str(out)])
@@ -192,19 +226,63 @@ def test_plan_build_and_show_say_where_each_table_goes(tmp_path, monkeypatch):
     meta = Plan.load(out).metadata["host_cpu"]
     assert meta["plan_s"] <= meta["cpu_only_s"] * (1 + 1e-9)
     # Evaluated on the trace it was built from, with the host model it recorded: the same estimate.
-    r = CliRunner().invoke(plan_group, ["build", "--tables", "criteo", "--max-rows", "2000", "--dim", "8",
-                                        "--synthetic", "--batch-size", "64", "--batches", "2", "--dpus", "64",
-                                        "--quiet", "--save-trace", str(tmp_path / "tr.npz"), "-o", str(out)])
+    r = CliRunner().invoke(
+        plan_group,
+        [
+            "build",
+            "--tables",
+            "criteo",
+            "--max-rows",
+            "2000",
+            "--dim",
+            "8",
+            "--synthetic",
+            "--batch-size",
+            "64",
+            "--batches",
+            "2",
+            "--dpus",
+            "64",
+            "--quiet",
+            "--save-trace",
+            str(tmp_path / "tr.npz"),
+            "-o",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     report = tmp_path / "report.json"
-    r = CliRunner().invoke(plan_group, ["evaluate", str(out), "--trace", str(tmp_path / "tr.npz"),
-                                        "--json", str(report)])
+    r = CliRunner().invoke(
+        plan_group, ["evaluate", str(out), "--trace", str(tmp_path / "tr.npz"), "--json", str(report)]
+    )
     assert r.exit_code == 0, r.output
     # The plan was built on 80% of the saved trace (build_plan's holdout); evaluated on
     # all of it with the host model it recorded, it lands near its build estimate.
     assert json.loads(report.read_text())["modeled"]["total_s"] == pytest.approx(
-        Plan.load(out).metadata["host_cpu"]["plan_s"], rel=0.1)
-    r = CliRunner().invoke(plan_group, ["build", "--tables", "criteo", "--max-rows", "2000", "--dim", "8",
-                                        "--synthetic", "--batch-size", "64", "--batches", "2", "--dpus", "64",
-                                        "--host-cpu", "off", "--quiet", "-o", str(out)])
+        Plan.load(out).metadata["host_cpu"]["plan_s"], rel=0.1
+    )
+    r = CliRunner().invoke(
+        plan_group,
+        [
+            "build",
+            "--tables",
+            "criteo",
+            "--max-rows",
+            "2000",
+            "--dim",
+            "8",
+            "--synthetic",
+            "--batch-size",
+            "64",
+            "--batches",
+            "2",
+            "--dpus",
+            "64",
+            "--host-cpu",
+            "off",
+            "--quiet",
+            "-o",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0 and "host_cpu" not in Plan.load(out).metadata

@@ -53,8 +53,11 @@ def test_plan_from_one_half_is_never_slower_than_the_default_and_reports_held_ou
     assert ours.metadata["held_out"]["modeled_s"] == pytest.approx(t_ours, rel=0.25)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 goal not reached: 1.9-2.0x (kernel imbalance 2.0-2.5 on the "
-                   "other half's users, whose rows the build half never saw and whose ratings come in bursts)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 11 goal not reached: 1.9-2.0x (kernel imbalance 2.0-2.5 on the "
+    "other half's users, whose rows the build half never saw and whose ratings come in bursts)",
+)
 @pytest.mark.parametrize("build_on", ["even", "odd"])
 def test_plan_from_one_half_is_within_125_percent_of_one_built_on_the_other(halves, build_on):
     _, (t_ours, t_oracle, _) = _times(halves, build_on)

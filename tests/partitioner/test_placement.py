@@ -14,11 +14,16 @@ from updlrm.partitioner.workloads import Trace, synthetic_trace
 from updlrm.plan import Plan, PlanError, Shard, uniform_plan
 from updlrm.specs import RowFormat, TableSpec, Topology
 
-NEEDS_MTKAHYPAR = pytest.mark.skipif(importlib.util.find_spec("mtkahypar") is None,
-                                     reason="mtkahypar not installed (pip install 'updlrm[hypergraph]')")
+NEEDS_MTKAHYPAR = pytest.mark.skipif(
+    importlib.util.find_spec("mtkahypar") is None, reason="mtkahypar not installed (pip install 'updlrm[hypergraph]')"
+)
 
-TABLES = [TableSpec("big", 6000, 32), TableSpec("mid", 1500, 16), TableSpec("tiny", 5, 8),
-          TableSpec("q", 900, 24, row_format=RowFormat.INT8, scale=0.1)]
+TABLES = [
+    TableSpec("big", 6000, 32),
+    TableSpec("mid", 1500, 16),
+    TableSpec("tiny", 5, 8),
+    TableSpec("q", 900, 24, row_format=RowFormat.INT8, scale=0.1),
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +38,9 @@ def plan(trace):
 
 def _naive_route(plan, t, lo, row, b):
     """The routing rule written out for one lookup: host first, else holder b mod r by shard order."""
-    holders = [i for i in plan.shards_of(t) if plan.shards[i].col_start == lo and row in set(plan.shards[i].row_ids().tolist())]
+    holders = [
+        i for i in plan.shards_of(t) if plan.shards[i].col_start == lo and row in set(plan.shards[i].row_ids().tolist())
+    ]
     return holders[b % len(holders)]
 
 
@@ -83,8 +90,9 @@ def test_plan_roundtrips_and_routes_the_same(plan, trace, tmp_path):
 def test_deterministic_per_seed(trace):
     p1 = build_plan(TABLES, trace, Topology(48), progress=False, seed=5)
     p2 = build_plan(TABLES, trace, Topology(48), progress=False, seed=5)
-    assert [(s.table, s.dpu, s.col_start, s.col_stop) for s in p1.shards] == \
-           [(s.table, s.dpu, s.col_start, s.col_stop) for s in p2.shards]
+    assert [(s.table, s.dpu, s.col_start, s.col_stop) for s in p1.shards] == [
+        (s.table, s.dpu, s.col_start, s.col_stop) for s in p2.shards
+    ]
     for s1, s2 in zip(p1.shards, p2.shards):
         assert np.array_equal(s1.row_ids(), s2.row_ids())
     assert p1.host_rows.keys() == p2.host_rows.keys()
@@ -201,15 +209,23 @@ def test_rebalance_evens_out_heavy_items_a_partitioner_left_apart():
 @pytest.mark.parametrize("graph", ["graph", pytest.param("hypergraph", marks=NEEDS_MTKAHYPAR)])
 def test_graph_partitioning_cuts_fanout(graph):
     tables = [TableSpec(f"t{i}", 3000, 16) for i in range(2)]
-    tr = synthetic_trace(tables, batch_size=256, num_batches=8, pooling=16, alpha=0.8, co_occurrence=0.9, seed=1,
-                         topic_size=16)
-    kw = dict(cache="replicate", progress=False, min_count=2, max_hot_rows=600 if graph == "hypergraph" else 3000,
-              max_replicas=1, holdout=0)  # built and judged on the same trace: the assignment is compared
+    tr = synthetic_trace(
+        tables, batch_size=256, num_batches=8, pooling=16, alpha=0.8, co_occurrence=0.9, seed=1, topic_size=16
+    )
+    kw = dict(
+        cache="replicate",
+        progress=False,
+        min_count=2,
+        max_hot_rows=600 if graph == "hypergraph" else 3000,
+        max_replicas=1,
+        holdout=0,
+    )  # built and judged on the same trace: the assignment is compared
     freq = build_plan(tables, tr, Topology(64), graph="none", **kw)
     ours = build_plan(tables, tr, Topology(64), graph=graph, **kw)
     # Same shapes, so the fan-out difference is the row assignment's doing.
-    assert [(v["row_parts"], v["column_slices"]) for v in freq.metadata["strategy"].values()] == \
-           [(v["row_parts"], v["column_slices"]) for v in ours.metadata["strategy"].values()]
+    assert [(v["row_parts"], v["column_slices"]) for v in freq.metadata["strategy"].values()] == [
+        (v["row_parts"], v["column_slices"]) for v in ours.metadata["strategy"].values()
+    ]
     assert ours.metadata["strategy"]["t0"]["partitioner"] == ("metis" if graph == "graph" else "mtkahypar")
     f, o = evaluate_plan(freq, tr), evaluate_plan(ours, tr)
     assert o.mean_fanout < 0.95 * f.mean_fanout

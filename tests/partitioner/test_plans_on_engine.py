@@ -20,8 +20,9 @@ from updlrm.partitioner.placement import build_plan, evaluate_plan, expected_wor
 from updlrm.partitioner.workloads import Trace, synthetic_trace
 from updlrm.specs import RowFormat, TableSpec, Topology
 
-NEEDS_MTKAHYPAR = pytest.mark.skipif(importlib.util.find_spec("mtkahypar") is None,
-                                     reason="mtkahypar not installed (pip install 'updlrm[hypergraph]')")
+NEEDS_MTKAHYPAR = pytest.mark.skipif(
+    importlib.util.find_spec("mtkahypar") is None, reason="mtkahypar not installed (pip install 'updlrm[hypergraph]')"
+)
 
 TABLES = [
     TableSpec("wide", 3000, 64),
@@ -30,6 +31,8 @@ TABLES = [
     TableSpec("q32", 800, 24, row_format=RowFormat.INT32, scale=1e-6),
 ]
 NR_DPUS = 16
+
+
 def _any(key, value=None):
     return lambda strategy: any((s[key] == value) if value is not None else bool(s[key]) for s in strategy.values())
 
@@ -37,24 +40,33 @@ def _any(key, value=None):
 # build_plan options, and what each plan must contain for the case to test anything.
 PLANS = {
     "host_cache": ({"max_replicas": 1}, [_any("host_rows")]),
-    "replicas_tiles_metis": ({"cache": "replicate", "graph": "graph", "max_replicas": 1},
-                             [_any("replicated_rows"), _any("layout", "tiled"), _any("partitioner", "metis")]),
-    "ranges_replicas": ({"cache": "replicate", "explicit_row_limit": 1000, "max_replicas": 1},
-                        [_any("storage", "ranges"), _any("replicated_rows")]),
+    "replicas_tiles_metis": (
+        {"cache": "replicate", "graph": "graph", "max_replicas": 1},
+        [_any("replicated_rows"), _any("layout", "tiled"), _any("partitioner", "metis")],
+    ),
+    "ranges_replicas": (
+        {"cache": "replicate", "explicit_row_limit": 1000, "max_replicas": 1},
+        [_any("storage", "ranges"), _any("replicated_rows")],
+    ),
     "ranges_host": ({"explicit_row_limit": 1000, "max_replicas": 1}, [_any("storage", "ranges"), _any("host_rows")]),
-    "hypergraph": ({"cache": "replicate", "graph": "hypergraph", "max_replicas": 1},
-                   [_any("partitioner", "mtkahypar")]),
+    "hypergraph": (
+        {"cache": "replicate", "graph": "hypergraph", "max_replicas": 1},
+        [_any("partitioner", "mtkahypar")],
+    ),
     # Whole tables and column-slice groups held several times, samples dealt among them.
     "group_replicas": ({"cache": "replicate"}, [_any("layout", "data_parallel"), _any("layout", "column_wise")]),
-    "group_replicas_ranges": ({"cache": "replicate", "explicit_row_limit": 1000, "max_replicas": 4},
-                              [_any("storage", "ranges"), lambda st: any(s["replicas"] > 1 for s in st.values())]),
+    "group_replicas_ranges": (
+        {"cache": "replicate", "explicit_row_limit": 1000, "max_replicas": 4},
+        [_any("storage", "ranges"), lambda st: any(s["replicas"] > 1 for s in st.values())],
+    ),
 }
 
 
 @pytest.fixture(scope="module")
 def trace():
-    return synthetic_trace(TABLES, batch_size=64, num_batches=3, pooling=[12, 6, 8, 4], alpha=1.2,
-                           co_occurrence=0.6, seed=1)
+    return synthetic_trace(
+        TABLES, batch_size=64, num_batches=3, pooling=[12, 6, 8, 4], alpha=1.2, co_occurrence=0.6, seed=1
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +81,9 @@ def weights():
             out.append(rng.integers(-(1 << 24), 1 << 24, size=shape, dtype=np.int32))
         else:
             # Adversarial magnitudes: the tolerance is relative to the sum of |terms|.
-            out.append((rng.standard_normal(shape) * 10.0 ** rng.integers(-3, 4, size=(shape[0], 1))).astype(np.float32))
+            out.append(
+                (rng.standard_normal(shape) * 10.0 ** rng.integers(-3, 4, size=(shape[0], 1))).astype(np.float32)
+            )
     return out
 
 
@@ -79,13 +93,17 @@ def _reference(weights, idx, off, batch_size):
     for t, (spec, w) in enumerate(zip(TABLES, weights)):
         lo, hi = int(off[t * batch_size]), int(off[(t + 1) * batch_size])
         rows = torch.from_numpy(idx[lo:hi])
-        bag_off = torch.from_numpy(off[t * batch_size:(t + 1) * batch_size + 1] - lo)
+        bag_off = torch.from_numpy(off[t * batch_size : (t + 1) * batch_size + 1] - lo)
         if spec.row_format == RowFormat.FP32:
             table = torch.from_numpy(w)
-            outs.append(torch.nn.functional.embedding_bag(rows, table, bag_off, mode="sum",
-                                                          include_last_offset=True).numpy())
-            magnitudes.append(torch.nn.functional.embedding_bag(rows, table.abs(), bag_off, mode="sum",
-                                                                include_last_offset=True).numpy())
+            outs.append(
+                torch.nn.functional.embedding_bag(rows, table, bag_off, mode="sum", include_last_offset=True).numpy()
+            )
+            magnitudes.append(
+                torch.nn.functional.embedding_bag(
+                    rows, table.abs(), bag_off, mode="sum", include_last_offset=True
+                ).numpy()
+            )
         else:
             # The engine sums integers exactly and scales once: float32(sum * scale).
             sums = np.zeros((batch_size, spec.embedding_dim), dtype=np.int64)
@@ -96,8 +114,7 @@ def _reference(weights, idx, off, batch_size):
     return outs, magnitudes
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=NEEDS_MTKAHYPAR) if n == "hypergraph" else n
-                                  for n in PLANS])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=NEEDS_MTKAHYPAR) if n == "hypergraph" else n for n in PLANS])
 def test_plan_runs_on_engine_like_torch_and_like_its_report(name, trace, weights):
     options, required = PLANS[name]
     plan = build_plan(TABLES, trace, Topology(NR_DPUS), progress=False, seed=0, **options)
@@ -106,15 +123,16 @@ def test_plan_runs_on_engine_like_torch_and_like_its_report(name, trace, weights
         assert holds(strategy), strategy
 
     dims = np.cumsum([0] + [s.embedding_dim for s in TABLES])
-    with updlrm.TableBatchedEmbeddingBags(TABLES, plan=plan, weights=weights, backend="emulator",
-                                          quantization="table") as tbe:
+    with updlrm.TableBatchedEmbeddingBags(
+        TABLES, plan=plan, weights=weights, backend="emulator", quantization="table"
+    ) as tbe:
         for i in range(trace.num_batches):
             idx, off, _ = trace.batch(i)
             out = tbe(idx, off)
             stats = tbe.last_stats
             refs, mags = _reference(weights, idx, off, trace.batch_size)
             for t, spec in enumerate(TABLES):
-                got = out[:, dims[t]:dims[t + 1]]
+                got = out[:, dims[t] : dims[t + 1]]
                 if spec.row_format == RowFormat.FP32:
                     assert np.all(np.abs(got - refs[t]) <= 1e-5 * mags[t] + 1e-30), (name, spec.name)
                 else:
@@ -131,8 +149,14 @@ def test_plan_runs_on_engine_like_torch_and_like_its_report(name, trace, weights
             # The planner's own byte model (what the layout search and the DPU assignment
             # price) counts the engine's input bytes exactly and its output bytes up to
             # the expected tasklet splits.
-            model = CostModel(TABLES, perfmodel.get_profile("upmem-350mhz-2556", nr_dpus=NR_DPUS), NR_DPUS,
-                              False, 16, [1.0] * len(TABLES))
+            model = CostModel(
+                TABLES,
+                perfmodel.get_profile("upmem-350mhz-2556", nr_dpus=NR_DPUS),
+                NR_DPUS,
+                False,
+                16,
+                [1.0] * len(TABLES),
+            )
             planned = route_trace(plan, one, model, 1.0).work(0, model)
             np.testing.assert_array_equal(planned.index_bytes, stats.bytes_to_dpu)
             measured_out = float(stats.bytes_from_dpu.sum())

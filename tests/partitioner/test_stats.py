@@ -126,8 +126,12 @@ def test_graph_samples_large_bags_without_bias():
     assert g.sum() / 2 == pytest.approx(B * n * (n - 1) / 2)
     assert np.array_equal(g, g.T) and not np.diag(g).any()
     rng = np.random.default_rng(3)
-    varied = Trace(1, B, np.concatenate([np.append(np.arange(n - 1), n + rng.integers(0, 5)) for _ in range(B)]),
-                   np.arange(0, B * n + 1, n))
+    varied = Trace(
+        1,
+        B,
+        np.concatenate([np.append(np.arange(n - 1), n + rng.integers(0, 5)) for _ in range(B)]),
+        np.arange(0, B * n + 1, n),
+    )
     gv = cooccurrence_graph(varied, 0, np.arange(n + 5), max_pairs_per_bag=50, seed=2).toarray()
     exact = cooccurrence_graph(varied, 0, np.arange(n + 5), max_pairs_per_bag=10_000).toarray()
     assert gv.sum() == pytest.approx(exact.sum(), rel=1e-9)
@@ -169,7 +173,9 @@ def test_sparse_counting_path_for_huge_tables():
 
 
 def test_hypergraph_cut_and_hmetis(tmp_path):
-    hg = Hypergraph(4, np.array([0, 3, 5, 7]), np.array([0, 1, 2, 2, 3, 0, 3]), np.array([2, 1, 5]), np.array([1, 2, 3, 4]))
+    hg = Hypergraph(
+        4, np.array([0, 3, 5, 7]), np.array([0, 1, 2, 2, 3, 0, 3]), np.array([2, 1, 5]), np.array([1, 2, 3, 4])
+    )
     parts = np.array([0, 0, 1, 1])
     # edge0 spans {0,1}: lambda 2; edge1 {1}: 1; edge2 {0,1}: 2
     assert hg.cut(parts) == 2 * 1 + 0 + 5 * 1

@@ -61,8 +61,9 @@ def check_layout(tr: Trace, tables):
 @pytest.mark.parametrize("dist", ["poisson", "fixed", "uniform"])
 @pytest.mark.parametrize("co", [0.0, 0.6])
 def test_generator_layout_is_valid_tbe(dist, co):
-    tr = synthetic_trace(TABLES, batch_size=17, num_batches=3, pooling=[5, 2, 9], co_occurrence=co,
-                         pooling_distribution=dist, seed=4)
+    tr = synthetic_trace(
+        TABLES, batch_size=17, num_batches=3, pooling=[5, 2, 9], co_occurrence=co, pooling_distribution=dist, seed=4
+    )
     check_layout(tr, TABLES)
     assert tr.table_names == ["big", "tiny", "mid"]
     lengths = tr.lengths()
@@ -107,8 +108,16 @@ def test_pooling_zero_gives_empty_bags():
 @pytest.mark.parametrize("co", [0.0, 0.7])
 def test_unique_per_bag_has_no_repeats(co):
     tables = TABLES + [TableSpec("crowded", 24, 4)]
-    tr = synthetic_trace(tables, batch_size=500, num_batches=2, pooling=[30, 5, 60, 24], alpha=1.3,
-                         co_occurrence=co, unique_per_bag=True, seed=1)
+    tr = synthetic_trace(
+        tables,
+        batch_size=500,
+        num_batches=2,
+        pooling=[30, 5, 60, 24],
+        alpha=1.3,
+        co_occurrence=co,
+        unique_per_bag=True,
+        seed=1,
+    )
     check_layout(tr, tables)
     lengths = tr.lengths()
     assert lengths[:, 1].max() <= 3 and lengths[:, 3].max() <= 24  # capped at the table size
@@ -119,8 +128,9 @@ def test_unique_per_bag_has_no_repeats(co):
     top = workload_stats(tr, tables)[0].counts[0]
     assert top > 0.5 * tr.num_samples
     with pytest.raises(ValueError, match="Zipf mode"):
-        synthetic_trace(TABLES, batch_size=2, unique_per_bag=True,
-                        reuse_histogram=ReuseHistogram.from_counts(np.array([1, 2])))
+        synthetic_trace(
+            TABLES, batch_size=2, unique_per_bag=True, reuse_histogram=ReuseHistogram.from_counts(np.array([1, 2]))
+        )
 
 
 def test_weights_are_float32_unit_interval():
@@ -349,8 +359,11 @@ def test_npz_round_trip(tmp_path):
 def meta_tensors(tr: Trace):
     """A one-batch trace as Meta's dlrm_datasets tuple (indices, offsets, lengths[T, B])."""
     assert tr.num_batches == 1
-    return (torch.from_numpy(tr.indices.copy()), torch.from_numpy(tr.offsets.copy()),
-            torch.from_numpy(tr.lengths()[0].copy()))
+    return (
+        torch.from_numpy(tr.indices.copy()),
+        torch.from_numpy(tr.offsets.copy()),
+        torch.from_numpy(tr.lengths()[0].copy()),
+    )
 
 
 @pytest.mark.parametrize("flavour", ["zip", "gz", "legacy"])

@@ -32,8 +32,8 @@ STEADY_MS = 3.0
 # model/measured - 1 on the held-out kernels (measured value in the comment)
 BOUNDS = {
     # app: (band of every point, band of steady-state points, bound on mean |error|)
-    "VA": ((-0.60, 0.0), (-0.40, -0.28), 0.40),    # all -54%..-32%, steady -38%..-32%, mean 37.9%
-    "RED": ((-0.35, 0.0), (-0.32, -0.20), 0.25),   # all -27%..-2%, steady -27%..-25%, mean 21.9%
+    "VA": ((-0.60, 0.0), (-0.40, -0.28), 0.40),  # all -54%..-32%, steady -38%..-32%, mean 37.9%
+    "RED": ((-0.35, 0.0), (-0.32, -0.20), 0.25),  # all -27%..-2%, steady -27%..-25%, mean 21.9%
 }
 
 
@@ -88,7 +88,9 @@ def test_the_steady_state_gap_is_not_one_constant():
     # Documents why no constant is tuned to the gap: the cycle-level simulator
     # misses VA like this model does but matches RED.
     def sim_error(app):
-        return float(np.median([p["upimulator_sim_ms"] / p["value"] - 1 for p in held_out(app) if p["value"] >= STEADY_MS]))
+        return float(
+            np.median([p["upimulator_sim_ms"] / p["value"] - 1 for p in held_out(app) if p["value"] >= STEADY_MS])
+        )
 
     assert sim_error("VA") < -0.2 and abs(sim_error("RED")) < 0.1
 
@@ -108,8 +110,9 @@ def test_streaming_kernel_saturates_at_eleven_tasklets():
 def test_streaming_kernel_handles_tails_and_idle_tasklets():
     red = dict(element_bytes=8, reads_per_block=1, launch=False)
     # 3 blocks cannot keep 16 tasklets busy: the same as 3 tasklets
-    assert pm.streaming_kernel_time(PROFILE, elements_per_dpu=384, nr_tasklets=16, **red) == \
-        pm.streaming_kernel_time(PROFILE, elements_per_dpu=384, nr_tasklets=3, **red)
+    assert pm.streaming_kernel_time(PROFILE, elements_per_dpu=384, nr_tasklets=16, **red) == pm.streaming_kernel_time(
+        PROFILE, elements_per_dpu=384, nr_tasklets=3, **red
+    )
     # a partial last block costs less than a full one
     full = pm.streaming_kernel_time(PROFILE, elements_per_dpu=256, nr_tasklets=1, **red)
     tail = pm.streaming_kernel_time(PROFILE, elements_per_dpu=130, nr_tasklets=1, **red)

@@ -26,34 +26,63 @@ def reference_kernel_cycles(p, lookups, row_bytes, index_bytes, output_bytes, re
             dma += p.dma_read_alpha_cycles + p.dma_read_beta_cycles_per_byte * piece
             dmas += 1
             remaining -= piece
-    for total, alpha, beta in ((index_bytes, p.dma_read_alpha_cycles, p.dma_read_beta_cycles_per_byte),
-                               (output_bytes, p.dma_write_alpha_cycles, p.dma_write_beta_cycles_per_byte)):
+    for total, alpha, beta in (
+        (index_bytes, p.dma_read_alpha_cycles, p.dma_read_beta_cycles_per_byte),
+        (output_bytes, p.dma_write_alpha_cycles, p.dma_write_beta_cycles_per_byte),
+    ):
         blocks = math.ceil(total / 2048)
         dma += blocks * alpha + beta * math.ceil(total / 8) * 8
         dmas += blocks
-    per_elem = {("fp32", False): p.cycles_fp32_add, ("fp32", True): p.cycles_fp32_add + p.cycles_fp32_mul,
-                ("int32", False): p.cycles_int32_add, ("int32", True): p.cycles_int32_add + p.cycles_int32_mul,
-                ("int8", False): p.cycles_int32_add, ("int8", True): p.cycles_int8_widening_mac}[(fmt, weighted)]
+    per_elem = {
+        ("fp32", False): p.cycles_fp32_add,
+        ("fp32", True): p.cycles_fp32_add + p.cycles_fp32_mul,
+        ("int32", False): p.cycles_int32_add,
+        ("int32", True): p.cycles_int32_add + p.cycles_int32_mul,
+        ("int8", False): p.cycles_int32_add,
+        ("int8", True): p.cycles_int8_widening_mac,
+    }[(fmt, weighted)]
     issue = lookups * p.instructions_per_lookup + dmas * p.instructions_per_dma + reduce_elems * per_elem
     return max(dma, issue, (dma + 11 * issue) / tasklets)
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 60), st.sampled_from([8, 12, 64, 100, 2048, 2056, 5000]),
-                          st.integers(0, 9000), st.integers(0, 5000), st.integers(0, 4000)),
-                min_size=1, max_size=6),
-       st.sampled_from(["fp32", "int32", "int8"]), st.booleans(), st.integers(1, 24))
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 60),
+            st.sampled_from([8, 12, 64, 100, 2048, 2056, 5000]),
+            st.integers(0, 9000),
+            st.integers(0, 5000),
+            st.integers(0, 4000),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.sampled_from(["fp32", "int32", "int8"]),
+    st.booleans(),
+    st.integers(1, 24),
+)
 def test_kernel_cycles_matches_reference(dpus, fmt, weighted, tasklets):
     cols = list(zip(*dpus))
-    got = pm.kernel_cycles(PRIM, lookups=cols[0], row_bytes=cols[1], index_bytes=cols[2], output_bytes=cols[3],
-                           reduce_elems=cols[4], row_format=fmt, weighted=weighted, nr_tasklets=tasklets)
+    got = pm.kernel_cycles(
+        PRIM,
+        lookups=cols[0],
+        row_bytes=cols[1],
+        index_bytes=cols[2],
+        output_bytes=cols[3],
+        reduce_elems=cols[4],
+        row_format=fmt,
+        weighted=weighted,
+        nr_tasklets=tasklets,
+    )
     want = [reference_kernel_cycles(PRIM, *d, fmt, weighted, tasklets) for d in dpus]
     np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
 def test_fewer_than_eleven_tasklets_leave_the_pipeline_idle():
-    compute_bound = dict(lookups=[1000], row_bytes=[32], index_bytes=[4000], output_bytes=[64],
-                         reduce_elems=[8000], row_format="fp32")
+    compute_bound = dict(
+        lookups=[1000], row_bytes=[32], index_bytes=[4000], output_bytes=[64], reduce_elems=[8000], row_format="fp32"
+    )
     cycles = {n: float(pm.kernel_cycles(PRIM, nr_tasklets=n, **compute_bound)[0]) for n in range(1, 25)}
     for n in range(1, 11):
         assert cycles[n] > cycles[n + 1]
@@ -133,8 +162,9 @@ def test_host_cap_limits_concurrent_ranks():
 def test_more_dpus_never_slower_for_the_same_total_work(fmt):
     totals = []
     for nr_dpus in (64, 128, 256, 640, 1280, 2556):
-        work = whatif.uniform_embedding_work(PRIM, batch_size=2048, nr_tables=8, pooling=32, dim=64,
-                                         row_format=fmt, nr_dpus=nr_dpus)
+        work = whatif.uniform_embedding_work(
+            PRIM, batch_size=2048, nr_tables=8, pooling=32, dim=64, row_format=fmt, nr_dpus=nr_dpus
+        )
         t = pm.model_batch(work, PRIM)
         totals.append((t.kernel_s, t.cpu_to_dpu_s))
     for (k1, x1), (k2, x2) in zip(totals, totals[1:]):
@@ -145,6 +175,7 @@ def test_more_dpus_with_the_same_per_dpu_work_cost_the_same_without_a_host_cap()
     def phases(nr):
         work = pm.BatchWork.uniform(nr_dpus=nr, lookups=300, row_bytes=256, index_bytes=2400, output_bytes=8192)
         return pm.model_batch(work, PRIM)
+
     small, large = phases(64), phases(2556)
     assert large.kernel_s == pytest.approx(small.kernel_s)
     assert large.cpu_to_dpu_s == pytest.approx(small.cpu_to_dpu_s)
@@ -152,13 +183,32 @@ def test_more_dpus_with_the_same_per_dpu_work_cost_the_same_without_a_host_cap()
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(1, 300), st.floats(0, 5000), st.sampled_from([8, 64, 256, 4096]), st.floats(0, 1e5),
-       st.floats(0, 1e5), st.integers(0, 10**7), st.integers(0, 10**6), st.integers(1, 24),
-       st.sampled_from(["fp32", "int32", "int8"]), st.booleans())
+@given(
+    st.integers(1, 300),
+    st.floats(0, 5000),
+    st.sampled_from([8, 64, 256, 4096]),
+    st.floats(0, 1e5),
+    st.floats(0, 1e5),
+    st.integers(0, 10**7),
+    st.integers(0, 10**6),
+    st.integers(1, 24),
+    st.sampled_from(["fp32", "int32", "int8"]),
+    st.booleans(),
+)
 def test_phase_times_are_consistent(nr, lookups, row, idx, out, merge, cache, tasklets, fmt, weighted):
-    work = pm.BatchWork.uniform(nr_dpus=nr, lookups=lookups, row_bytes=row, index_bytes=idx, output_bytes=out,
-                                row_format=fmt, weighted=weighted, nr_tasklets=tasklets, host_merge_elems=merge,
-                                host_cache_lookups=cache, host_cache_row_bytes=row)
+    work = pm.BatchWork.uniform(
+        nr_dpus=nr,
+        lookups=lookups,
+        row_bytes=row,
+        index_bytes=idx,
+        output_bytes=out,
+        row_format=fmt,
+        weighted=weighted,
+        nr_tasklets=tasklets,
+        host_merge_elems=merge,
+        host_cache_lookups=cache,
+        host_cache_row_bytes=row,
+    )
     t = pm.model_batch(work, PRIM)
     values = [t.cpu_to_dpu_s, t.launch_s, t.kernel_s, t.dpu_to_cpu_s, t.host_merge_s, t.host_cache_s]
     assert all(math.isfinite(v) and v >= 0 for v in values)
@@ -188,8 +238,7 @@ def test_work_from_counters_round_trip():
     index_bytes = lookups * 4 + 132
     per_tasklet_reads = np.zeros((70, 16))
     per_tasklet_reads[:, 0] = lookups + np.ceil(index_bytes / 2048)
-    counters = {"mram_read_count": per_tasklet_reads,
-                "mram_read_bytes": lookups * 96 + index_bytes}
+    counters = {"mram_read_count": per_tasklet_reads, "mram_read_bytes": lookups * 96 + index_bytes}
     work = pm.work_from_counters(counters, index_bytes=index_bytes, output_bytes=4096, row_format="int32")
     np.testing.assert_allclose(work.lookups, lookups)
     np.testing.assert_allclose(work.row_bytes[lookups > 0], 96)
@@ -203,10 +252,16 @@ def test_crossover_helpers_bracket_the_win():
     shape = dict(nr_tables=8, pooling=64, dim=64, row_format="int32")
     b = whatif.crossover_batch_size(profile, **shape)
     assert b is not None and b > 1
-    assert whatif.speedup_over_cpu(profile, batch_size=b, **shape) > 1 >= whatif.speedup_over_cpu(profile, batch_size=b - 1, **shape)
+    assert (
+        whatif.speedup_over_cpu(profile, batch_size=b, **shape)
+        > 1
+        >= whatif.speedup_over_cpu(profile, batch_size=b - 1, **shape)
+    )
     p = whatif.crossover_pooling(profile, batch_size=4096, nr_tables=8, dim=64, row_format="int32")
-    assert p is not None and whatif.speedup_over_cpu(profile, batch_size=4096, nr_tables=8, pooling=p, dim=64,
-                                                 row_format="int32") > 1
+    assert (
+        p is not None
+        and whatif.speedup_over_cpu(profile, batch_size=4096, nr_tables=8, pooling=p, dim=64, row_format="int32") > 1
+    )
     assert whatif.crossover_batch_size(PRIM, nr_tables=1, pooling=1, dim=4, max_batch_size=64) is None
 
 
@@ -217,22 +272,31 @@ def test_calibrate_measures_this_host():
     assert profile.dma_read_alpha_cycles == PRIM.dma_read_alpha_cycles
 
 
-@pytest.mark.parametrize("bad", [
-    lambda: pm.BatchWork.uniform(nr_dpus=2, lookups=-1, row_bytes=8, index_bytes=8, output_bytes=8),
-    lambda: pm.BatchWork.uniform(nr_dpus=2, lookups=1, row_bytes=8, index_bytes=8, output_bytes=8, row_format="bf16"),
-    lambda: pm.BatchWork.uniform(nr_dpus=2, lookups=1, row_bytes=8, index_bytes=8, output_bytes=8, nr_tasklets=0),
-    lambda: pm.BatchWork(lookups=[1, 2], row_bytes=[8], index_bytes=[8, 8], output_bytes=[8, 8], reduce_elems=[1, 1]),
-    lambda: pm.BatchWork(lookups=[np.nan], row_bytes=[8], index_bytes=[8], output_bytes=[8], reduce_elems=[1]),
-    lambda: pm.mram_bandwidth(PRIM, 4096, 1),
-    lambda: pm.mram_bandwidth(PRIM, 64, 25),
-    lambda: pm.transfer_time([8], PRIM, "from_dpu", "broadcast"),
-    lambda: pm.transfer_time([8], PRIM, "sideways"),
-    lambda: pm.transfer_time(np.ones(3000), PRIM),
-    lambda: pm.get_profile("upmem-350mhz-2556", nr_dpus=0),
-    lambda: pm.model_batch(pm.BatchWork.uniform(nr_dpus=65, lookups=1, row_bytes=8, index_bytes=8, output_bytes=8),
-                           pm.get_profile("upmem-350mhz-2556", nr_dpus=64)),
-    lambda: PRIM.with_values("x", dpu_frequency_hz=0.0),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda: pm.BatchWork.uniform(nr_dpus=2, lookups=-1, row_bytes=8, index_bytes=8, output_bytes=8),
+        lambda: pm.BatchWork.uniform(
+            nr_dpus=2, lookups=1, row_bytes=8, index_bytes=8, output_bytes=8, row_format="bf16"
+        ),
+        lambda: pm.BatchWork.uniform(nr_dpus=2, lookups=1, row_bytes=8, index_bytes=8, output_bytes=8, nr_tasklets=0),
+        lambda: pm.BatchWork(
+            lookups=[1, 2], row_bytes=[8], index_bytes=[8, 8], output_bytes=[8, 8], reduce_elems=[1, 1]
+        ),
+        lambda: pm.BatchWork(lookups=[np.nan], row_bytes=[8], index_bytes=[8], output_bytes=[8], reduce_elems=[1]),
+        lambda: pm.mram_bandwidth(PRIM, 4096, 1),
+        lambda: pm.mram_bandwidth(PRIM, 64, 25),
+        lambda: pm.transfer_time([8], PRIM, "from_dpu", "broadcast"),
+        lambda: pm.transfer_time([8], PRIM, "sideways"),
+        lambda: pm.transfer_time(np.ones(3000), PRIM),
+        lambda: pm.get_profile("upmem-350mhz-2556", nr_dpus=0),
+        lambda: pm.model_batch(
+            pm.BatchWork.uniform(nr_dpus=65, lookups=1, row_bytes=8, index_bytes=8, output_bytes=8),
+            pm.get_profile("upmem-350mhz-2556", nr_dpus=64),
+        ),
+        lambda: PRIM.with_values("x", dpu_frequency_hz=0.0),
+    ],
+)
 def test_bad_input_is_rejected(bad):
     with pytest.raises((ValueError, KeyError)):
         bad()

@@ -26,7 +26,9 @@ def test_pipelined_is_never_slower_and_never_faster_than_its_bound(batches):
     assert s.pipelined_s <= s.serial_s + 1e-12
     # nothing beats the DPU side alone, nor the host thread's own work
     dpu_side = sum(t.cpu_to_dpu_s + t.launch_s + t.kernel_s + t.dpu_to_cpu_s for t in times)
-    host_side = sum(r + t.cpu_to_dpu_s + t.host_cache_s + t.dpu_to_cpu_s + t.host_merge_s for r, t in zip(routes, times))
+    host_side = sum(
+        r + t.cpu_to_dpu_s + t.host_cache_s + t.dpu_to_cpu_s + t.host_merge_s for r, t in zip(routes, times)
+    )
     assert s.pipelined_s >= max(dpu_side, host_side) - 1e-12
 
 

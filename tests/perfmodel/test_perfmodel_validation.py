@@ -16,7 +16,9 @@ def test_published_point_within_tolerance(point):
     profile = pm.get_profile(TABLE["profile"])
     modeled = whatif.predict(profile, point["quantity"], **point["params"])
     error = abs(modeled / point["value"] - 1.0)
-    assert error <= TABLE["tolerance"], f"{point['id']}: model {modeled:.4g} vs published {point['value']:.4g} ({point['source']})"
+    assert error <= TABLE["tolerance"], (
+        f"{point['id']}: model {modeled:.4g} vs published {point['value']:.4g} ({point['source']})"
+    )
 
 
 def test_every_point_names_its_source_and_role():

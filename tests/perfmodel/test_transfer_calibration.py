@@ -35,21 +35,21 @@ PRIM = pm.PROFILES["upmem-350mhz-2556"]
 # that fits 4 DPUs is too fast at 16 (the measured 4->16 DPU gain is 1.6-1.8x,
 # the curve's 2.2x); the power law errs the other way (+57%/+41% at 4 DPUs).
 VALIDATION_BOUNDS = {
-    ("from_dpu", "parallel", 1): 0.10,   # +3.8% (SCAN-SSA/RSS)
-    ("from_dpu", "parallel", 4): 0.15,   # +10.5%
+    ("from_dpu", "parallel", 1): 0.10,  # +3.8% (SCAN-SSA/RSS)
+    ("from_dpu", "parallel", 4): 0.15,  # +10.5%
     ("from_dpu", "parallel", 16): 0.25,  # -21.2% (known miss, see above)
     ("from_dpu", "parallel", 64): 0.10,  # +4.1%
-    ("from_dpu", "serial", 1): 0.05,     # -1.4% (SEL/UNI: one dpu_copy_from per DPU)
-    ("from_dpu", "serial", 4): 0.10,     # +8.4%
-    ("from_dpu", "serial", 16): 0.12,    # +9.5%
-    ("from_dpu", "serial", 64): 0.20,    # -18.0% (64 serial copies of 32-128 KB run at 86 MB/s, not 109)
-    ("to_dpu", "parallel", 1): 0.15,     # +12.7% (7 apps; per app -31% .. +47%)
-    ("to_dpu", "parallel", 4): 0.05,     # -0.2%
-    ("to_dpu", "parallel", 16): 0.30,    # -28.4% (known miss, see above)
-    ("to_dpu", "parallel", 64): 0.12,    # -10.2%
+    ("from_dpu", "serial", 1): 0.05,  # -1.4% (SEL/UNI: one dpu_copy_from per DPU)
+    ("from_dpu", "serial", 4): 0.10,  # +8.4%
+    ("from_dpu", "serial", 16): 0.12,  # +9.5%
+    ("from_dpu", "serial", 64): 0.20,  # -18.0% (64 serial copies of 32-128 KB run at 86 MB/s, not 109)
+    ("to_dpu", "parallel", 1): 0.15,  # +12.7% (7 apps; per app -31% .. +47%)
+    ("to_dpu", "parallel", 4): 0.05,  # -0.2%
+    ("to_dpu", "parallel", 16): 0.30,  # -28.4% (known miss, see above)
+    ("to_dpu", "parallel", 64): 0.12,  # -10.2%
 }
-MEAN_POINT_ERROR_BOUND = 0.23          # 21.3% over the 173 held-out points (power curve: 31.7%, PrIM constants: 32.6%)
-MEAN_APP_GROUP_ERROR_BOUND = 0.16      # 15.3% over 48 (app, direction, DPUs) medians (power curve: 23.1%)
+MEAN_POINT_ERROR_BOUND = 0.23  # 21.3% over the 173 held-out points (power curve: 31.7%, PrIM constants: 32.6%)
+MEAN_APP_GROUP_ERROR_BOUND = 0.16  # 15.3% over 48 (app, direction, DPUs) medians (power curve: 23.1%)
 
 
 def bulk_mode(point):
@@ -90,7 +90,9 @@ def test_profile_constants_are_the_calibration_medians(app, direction, nr_dpus):
         if (p["benchmark"], p["direction"], p["nr_dpus"]) == (app, direction, nr_dpus):
             calls = sum(c["count"] for c in p["calls"])
             bulk = max(c["bytes_per_dpu"] for c in p["calls"])
-            moved = p["nr_dpus"] * sum(c["count"] * c["bytes_per_dpu"] for c in p["calls"] if c["bytes_per_dpu"] == bulk)
+            moved = p["nr_dpus"] * sum(
+                c["count"] * c["bytes_per_dpu"] for c in p["calls"] if c["bytes_per_dpu"] == bulk
+            )
             net.append(moved / (p["value"] * 1e-3 - calls * SDK.xfer_fixed_overhead_s))
     assert net
     assert pm.rank_bandwidth(SDK, nr_dpus, direction) == pytest.approx(float(np.median(net)), rel=0.01)
@@ -140,8 +142,9 @@ def test_serial_pulls_cost_one_call_and_one_single_dpu_transfer_per_dpu():
     assert sel and all(bulk_mode(p) == "serial" for p in sel)
     p = max(sel, key=lambda q: q["nr_dpus"])
     serial = next(c for c in p["calls"] if c["mode"] == "serial")
-    expected = (pm.transfer_time(np.full(p["nr_dpus"], 64.0), SDK, "from_dpu")
-                + p["nr_dpus"] * (SDK.xfer_fixed_overhead_s + serial["bytes_per_dpu"] / SDK.xfer_from_dpu_single_bytes_per_s))
+    expected = pm.transfer_time(np.full(p["nr_dpus"], 64.0), SDK, "from_dpu") + p["nr_dpus"] * (
+        SDK.xfer_fixed_overhead_s + serial["bytes_per_dpu"] / SDK.xfer_from_dpu_single_bytes_per_s
+    )
     assert pm.transfer_calls_time(p["calls"], SDK, p["nr_dpus"], "from_dpu") == pytest.approx(expected, rel=1e-12)
 
 
@@ -151,9 +154,11 @@ def test_both_curves_pass_through_both_ends_and_grow():
         for direction in ("to_dpu", "from_dpu"):
             d = np.arange(1, 65)
             bandwidth = pm.rank_bandwidth(profile, d, direction)
-            single, full = ((profile.xfer_to_dpu_single_bytes_per_s, profile.xfer_to_dpu_rank_bytes_per_s)
-                            if direction == "to_dpu" else
-                            (profile.xfer_from_dpu_single_bytes_per_s, profile.xfer_from_dpu_rank_bytes_per_s))
+            single, full = (
+                (profile.xfer_to_dpu_single_bytes_per_s, profile.xfer_to_dpu_rank_bytes_per_s)
+                if direction == "to_dpu"
+                else (profile.xfer_from_dpu_single_bytes_per_s, profile.xfer_from_dpu_rank_bytes_per_s)
+            )
             assert bandwidth[0] == pytest.approx(single) and bandwidth[-1] == pytest.approx(full)
             assert np.all(np.diff(bandwidth) > 0)
             if curve == "power":

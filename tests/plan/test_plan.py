@@ -24,7 +24,9 @@ def test_uniform_plans_cover_every_row_slice(layout, nr_dpus):
     for t, spec in enumerate(TABLES):
         splits = plan.col_splits(t)
         for lo, hi in zip(splits[:-1], splits[1:]):
-            rows = np.concatenate([plan.shards[i].row_ids() for i in plan.shards_of(t) if plan.shards[i].col_start == lo])
+            rows = np.concatenate(
+                [plan.shards[i].row_ids() for i in plan.shards_of(t) if plan.shards[i].col_start == lo]
+            )
             assert np.array_equal(np.sort(rows), np.arange(spec.num_embeddings))
 
 
@@ -37,12 +39,20 @@ def test_round_trip_keeps_ranges_arrays_host_rows(tmp_path):
         Shard(3, 0, 0, 256, range(50)),
         Shard(3, 1, 256, 512, range(50)),
     ]
-    plan = Plan(TABLES, Topology(2), shards, host_rows={2: np.arange(700, 777)}, expected_load=np.array([1.0, 2.0]),
-                workload_hash="w1", metadata={"strategies": {"0": "row_wise"}})
+    plan = Plan(
+        TABLES,
+        Topology(2),
+        shards,
+        host_rows={2: np.arange(700, 777)},
+        expected_load=np.array([1.0, 2.0]),
+        workload_hash="w1",
+        metadata={"strategies": {"0": "row_wise"}},
+    )
     plan.validate()
     loaded = Plan.load(plan.save(tmp_path / "p.json"), tables=TABLES, workload_hash="w1")
     assert [(s.table, s.dpu, s.col_start, s.col_stop) for s in loaded.shards] == [
-        (s.table, s.dpu, s.col_start, s.col_stop) for s in shards]
+        (s.table, s.dpu, s.col_start, s.col_stop) for s in shards
+    ]
     assert loaded.shards[1].rows == range(0, 10_000)
     assert np.array_equal(loaded.shards[0].rows, [0, 5, 9])
     assert np.array_equal(loaded.host_rows[2], np.arange(700, 777))

@@ -15,8 +15,12 @@ TABLES = [TableSpec("C1", 50_000, 8), TableSpec("C2", 300, 4, row_format=RowForm
 
 
 def _saved(tmp_path, tables=TABLES):
-    shards = [Shard(0, 0, 0, 8, range(25_000)), Shard(0, 1, 0, 8, range(25_000, 50_000)),
-              Shard(1, 0, 0, 4, np.array([0, 7, 9])), Shard(1, 1, 0, 4, np.arange(300))]
+    shards = [
+        Shard(0, 0, 0, 8, range(25_000)),
+        Shard(0, 1, 0, 8, range(25_000, 50_000)),
+        Shard(1, 0, 0, 4, np.array([0, 7, 9])),
+        Shard(1, 1, 0, 4, np.arange(300)),
+    ]
     plan = Plan(tables, Topology(2), shards, host_rows={0: np.array([3, 4])}, workload_hash="w")
     return plan.save(tmp_path / "plan.json")
 
@@ -30,8 +34,11 @@ def _edit(path, fn):
 def test_other_tables_say_what_differs(tmp_path):
     path = _saved(tmp_path)
     bigger = [TableSpec("C1", 100_000, 8), TABLES[1]]
-    with pytest.raises(PlanError, match=r"plan.json: the plan was built for other tables: table C1: plan has 50,000 "
-                                        r"rows, the module has 100,000; rebuild"):
+    with pytest.raises(
+        PlanError,
+        match=r"plan.json: the plan was built for other tables: table C1: plan has 50,000 "
+        r"rows, the module has 100,000; rebuild",
+    ):
         Plan.load(path, tables=bigger)
     with pytest.raises(PlanError, match=r"table C2: plan has int8 row format, the module has fp32"):
         Plan.load(path, tables=[TABLES[0], TableSpec("C2", 300, 4)])
@@ -52,8 +59,11 @@ def test_module_with_a_plan_for_other_tables(tmp_path):
 def test_missing_npz_names_the_file_and_the_fix(tmp_path):
     path = _saved(tmp_path)
     path.with_suffix(".npz").unlink()
-    with pytest.raises(PlanError, match=r"plan\.npz: the plan's row arrays cannot be read \(No such file or "
-                                        r"directory\); plan\.json needs the plan\.npz written beside it"):
+    with pytest.raises(
+        PlanError,
+        match=r"plan\.npz: the plan's row arrays cannot be read \(No such file or "
+        r"directory\); plan\.json needs the plan\.npz written beside it",
+    ):
         Plan.load(path)
 
 
@@ -65,18 +75,25 @@ def test_missing_key_is_named(tmp_path, key):
         Plan.load(path)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda d: d["shards"][1].update(dpu="x"), r'"shards\[1\]\.dpu" must be an integer, got "x"'),
-    (lambda d: d["shards"][0]["rows"].pop("range"), r'"shards\[0\]\.rows" needs exactly one of "range" or "array"'),
-    (lambda d: d["shards"][0].update(colz=[0, 8]), r'"shards\[0\]" has unknown key "colz"'),
-    (lambda d: d["shards"][2]["rows"].update(array="nope"), r"shards\[2\] names array 'nope', which plan\.npz does not"),
-    (lambda d: d["shards"][2]["rows"].update(count=4), r"shards\[2\] has 3 rows in plan\.npz, the plan says 4"),
-    (lambda d: d["host_rows"].update({"x": "host_0"}), r'"host_rows" key \'x\' is not a table index'),
-    (lambda d: d["tables"][0].update(num_embeddings=7), r"table list was edited"),
-    (lambda d: d["topology"].update(nr_dpus=0), r"a topology needs at least one DPU"),
-    (lambda d: d.update(version=1), r"plan format version 1, this updlrm reads 2; rebuild it"),
-    (lambda d: d.update(format="other"), r"not an updlrm plan \(format 'other'"),
-], ids=["type", "rows", "unknown-key", "array-name", "count", "host-key", "tables", "topology", "version", "format"])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d["shards"][1].update(dpu="x"), r'"shards\[1\]\.dpu" must be an integer, got "x"'),
+        (lambda d: d["shards"][0]["rows"].pop("range"), r'"shards\[0\]\.rows" needs exactly one of "range" or "array"'),
+        (lambda d: d["shards"][0].update(colz=[0, 8]), r'"shards\[0\]" has unknown key "colz"'),
+        (
+            lambda d: d["shards"][2]["rows"].update(array="nope"),
+            r"shards\[2\] names array 'nope', which plan\.npz does not",
+        ),
+        (lambda d: d["shards"][2]["rows"].update(count=4), r"shards\[2\] has 3 rows in plan\.npz, the plan says 4"),
+        (lambda d: d["host_rows"].update({"x": "host_0"}), r'"host_rows" key \'x\' is not a table index'),
+        (lambda d: d["tables"][0].update(num_embeddings=7), r"table list was edited"),
+        (lambda d: d["topology"].update(nr_dpus=0), r"a topology needs at least one DPU"),
+        (lambda d: d.update(version=1), r"plan format version 1, this updlrm reads 2; rebuild it"),
+        (lambda d: d.update(format="other"), r"not an updlrm plan \(format 'other'"),
+    ],
+    ids=["type", "rows", "unknown-key", "array-name", "count", "host-key", "tables", "topology", "version", "format"],
+)
 def test_malformed_documents_name_the_problem(tmp_path, edit, message):
     path = _saved(tmp_path)
     _edit(path, edit)
@@ -111,9 +128,16 @@ def test_placement_hash_covers_dpus_rows_columns_and_host_rows():
         assert p.placement_hash() != h
 
 
-@pytest.mark.parametrize("content, message", [
-    (None, "no such plan file"), ("{not json", "not a JSON plan"), (b"\xff\xfe\x00", "not a JSON plan"),
-    ("[1, 2]", "not an updlrm plan"), ("dir", "is a directory")])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "no such plan file"),
+        ("{not json", "not a JSON plan"),
+        (b"\xff\xfe\x00", "not a JSON plan"),
+        ("[1, 2]", "not an updlrm plan"),
+        ("dir", "is a directory"),
+    ],
+)
 def test_unreadable_files(tmp_path, content, message):
     path = tmp_path / "p.json"
     if content == "dir":
@@ -146,9 +170,13 @@ def test_any_edit_is_loaded_faithfully_or_refused_with_a_plan_error(tmp_path, da
     original = json.loads(path.read_text())
     doc = json.loads(path.read_text())
     where = data.draw(st.sampled_from([p for p in _leaves(doc) if p]))
-    value = data.draw(st.recursive(st.none() | st.booleans() | st.integers(-3, 60_000) | st.floats(allow_nan=False)
-                                   | st.text(max_size=4), lambda c: st.lists(c, max_size=3)
-                                   | st.dictionaries(st.text(max_size=3), c, max_size=2), max_leaves=4))
+    value = data.draw(
+        st.recursive(
+            st.none() | st.booleans() | st.integers(-3, 60_000) | st.floats(allow_nan=False) | st.text(max_size=4),
+            lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=3), c, max_size=2),
+            max_leaves=4,
+        )
+    )
     node = doc
     for k in where[:-1]:
         node = node[k]

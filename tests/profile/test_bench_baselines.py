@@ -17,15 +17,34 @@ from updlrm.tbe import TableBatchedEmbeddingBags
 
 TINY = dict(tables=2, rows=300, dim=8, batch_size=16, pooling=4, dpus=4, batches=2)
 
-OPS = {"fp32": "torch fp32 embedding_bag",
-       "int8": "torch quantized byte-rowwise embedding_bag (int8)",
-       "int32": "torch fp32 embedding_bag on the dequantized int32 rows"}
+OPS = {
+    "fp32": "torch fp32 embedding_bag",
+    "int8": "torch quantized byte-rowwise embedding_bag (int8)",
+    "int32": "torch fp32 embedding_bag on the dequantized int32 rows",
+}
 
 
 @pytest.mark.parametrize("fmt", ["fp32", "int8", "int32"])
 def test_bench_json_names_the_like_for_like_baseline_and_its_spread(fmt):
-    args = ["--tables", "2", "--rows", "300", "--dim", "8", "--batch-size", "16", "--pooling", "4", "--dpus", "4",
-            "--batches", "2", "--format", fmt, "--json"]
+    args = [
+        "--tables",
+        "2",
+        "--rows",
+        "300",
+        "--dim",
+        "8",
+        "--batch-size",
+        "16",
+        "--pooling",
+        "4",
+        "--dpus",
+        "4",
+        "--batches",
+        "2",
+        "--format",
+        fmt,
+        "--json",
+    ]
     r = CliRunner().invoke(bench_command, args)
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
@@ -50,14 +69,22 @@ def tiny_result():
     return run_bench(**TINY)
 
 
-@pytest.mark.parametrize("cpu, dpu, verdict", [
-    ((2e-3,) * 5, 1e-3, "DPUs win"),
-    ((1e-3,) * 5, 2e-3, "CPU wins"),
-    ((1e-3, 1e-3, 3e-3, 3e-3, 3e-3), 2e-3, "within the spread: no verdict"),  # median 3 ms, best 1 ms
-])
+@pytest.mark.parametrize(
+    "cpu, dpu, verdict",
+    [
+        ((2e-3,) * 5, 1e-3, "DPUs win"),
+        ((1e-3,) * 5, 2e-3, "CPU wins"),
+        ((1e-3, 1e-3, 3e-3, 3e-3, 3e-3), 2e-3, "within the spread: no verdict"),  # median 3 ms, best 1 ms
+    ],
+)
 def test_bench_report_gives_a_verdict_only_outside_the_spread(tiny_result, cpu, dpu, verdict):
-    r = dataclasses.replace(tiny_result, torch_timing=Timing(cpu), torch_s=min(cpu),
-                            modeled_s=dict(tiny_result.modeled_s, total_s=dpu), estimate_s=dpu)
+    r = dataclasses.replace(
+        tiny_result,
+        torch_timing=Timing(cpu),
+        torch_s=min(cpu),
+        modeled_s=dict(tiny_result.modeled_s, total_s=dpu),
+        estimate_s=dpu,
+    )
     text = format_bench(r)
     lines = [line for line in text.splitlines() if "-> speedup" in line]
     assert len(lines) == 2 and all(line.endswith(verdict) for line in lines)
@@ -101,8 +128,24 @@ def test_mean_timing_keeps_best_and_worst_means():
 def test_demo_json_carries_the_baseline_and_its_spread():
     from updlrm.demo import demo_command
 
-    r = CliRunner().invoke(demo_command, ["--batch-size", "16", "--batches", "1", "--dpus", "4", "--backend",
-                                          "emulator", "--max-rows", "200", "--row-format", "int8", "--json"])
+    r = CliRunner().invoke(
+        demo_command,
+        [
+            "--batch-size",
+            "16",
+            "--batches",
+            "1",
+            "--dpus",
+            "4",
+            "--backend",
+            "emulator",
+            "--max-rows",
+            "200",
+            "--row-format",
+            "int8",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
     assert d["baseline"] == OPS["int8"]

@@ -106,8 +106,9 @@ def _check_engine(plan: Plan, tables, trace, weighted: bool = False):
 def test_derived_work_equals_engine_counters(fmt, weighted):
     # dims not multiples of 8 B, empty bags (poisson), skew: every padding and split rule matters
     tables = [TableSpec(f"t{i}", 700 + 300 * i, 5 + 6 * i, row_format=fmt) for i in range(3)]
-    trace = synthetic_trace(tables, batch_size=97, num_batches=2, pooling=[0.5, 7, 40], alpha=1.3, seed=5,
-                            weighted=weighted)
+    trace = synthetic_trace(
+        tables, batch_size=97, num_batches=2, pooling=[0.5, 7, 40], alpha=1.3, seed=5, weighted=weighted
+    )
     for layout in ("row_wise", "column_wise", "tiled", "table_wise"):
         _check_engine(uniform_plan(tables, Topology(nr_dpus=11, dpus_per_rank=4), layout), tables, trace, weighted)
 
@@ -116,15 +117,20 @@ def test_derived_work_with_replicas_and_host_cache():
     tables = [TableSpec("a", 40, 8), TableSpec("b", 30, 6)]
     # Rows 0-4 and 21 of table a on up to three DPUs (replicas pick bag % copies), rows 35-39 host-cached;
     # table b in two column slices on different DPUs.
-    shards = [Shard(0, 0, 0, 8, range(20)), Shard(0, 1, 0, 8, np.arange(20, 35)),
-              Shard(0, 2, 0, 8, np.array([0, 1, 2, 3, 4])), Shard(0, 3, 0, 8, np.array([2, 3, 4, 21])),
-              Shard(1, 1, 0, 4, range(30)), Shard(1, 2, 4, 6, range(30))]
+    shards = [
+        Shard(0, 0, 0, 8, range(20)),
+        Shard(0, 1, 0, 8, np.arange(20, 35)),
+        Shard(0, 2, 0, 8, np.array([0, 1, 2, 3, 4])),
+        Shard(0, 3, 0, 8, np.array([2, 3, 4, 21])),
+        Shard(1, 1, 0, 4, range(30)),
+        Shard(1, 2, 4, 6, range(30)),
+    ]
     plan = Plan(tables, Topology(nr_dpus=4, dpus_per_rank=2), shards, host_rows={0: np.arange(35, 40)})
     plan.validate()
     rng = np.random.default_rng(0)
     lengths = rng.integers(0, 9, size=2 * 50)
     idx = np.concatenate([rng.integers(0, 40, size=lengths[:50].sum()), rng.integers(0, 30, size=lengths[50:].sum())])
-    idx[: 30] = rng.integers(0, 6, size=30)  # plenty of replicated rows
+    idx[:30] = rng.integers(0, 6, size=30)  # plenty of replicated rows
     off = np.concatenate([[0], np.cumsum(lengths)])
     with TableBatchedEmbeddingBags(tables, plan=plan, backend="emulator") as tbe:
         tbe(idx, off)
@@ -159,8 +165,9 @@ def test_derive_work_rejects_bad_batches():
     with pytest.raises(ValueError, match="outside"):
         derive_work(plan, np.array([8]), np.array([0, 1]))
     with pytest.raises(ValueError, match="T\\*B\\+1"):
-        derive_work(uniform_plan([TableSpec("a", 8, 4), TableSpec("b", 8, 4)], Topology(2)), np.array([1]),
-                    np.array([0, 1]))
+        derive_work(
+            uniform_plan([TableSpec("a", 8, 4), TableSpec("b", 8, 4)], Topology(2)), np.array([1]), np.array([0, 1])
+        )
     with pytest.raises(ValueError, match="non-decreasing"):
         derive_work(plan, np.array([1, 2]), np.array([0, 2, 1, 2]))
 
@@ -169,8 +176,25 @@ def test_derive_work_rejects_bad_batches():
 
 
 def test_bench_cli_tiny_config_emulated_and_derived():
-    args = ["--tables", "2", "--rows", "300", "--dim", "8", "--batch-size", "32", "--pooling", "4",
-            "--dpus", "64", "--emulate-dpus", "4", "--batches", "2", "--json"]
+    args = [
+        "--tables",
+        "2",
+        "--rows",
+        "300",
+        "--dim",
+        "8",
+        "--batch-size",
+        "32",
+        "--pooling",
+        "4",
+        "--dpus",
+        "64",
+        "--emulate-dpus",
+        "4",
+        "--batches",
+        "2",
+        "--json",
+    ]
     r = CliRunner().invoke(bench_command, args)
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
@@ -180,11 +204,37 @@ def test_bench_cli_tiny_config_emulated_and_derived():
     assert d["lookups_per_batch"] == 2 * 32 * 4
     assert d["bytes_per_batch"]["cpu_to_dpu_padded"] >= d["bytes_per_batch"]["cpu_to_dpu"] > 0
 
-    r = CliRunner().invoke(bench_command, ["--tables", "2", "--rows", "300", "--dim", "8", "--batch-size", "16",
-                                           "--dpus", "4", "--batches", "1", "--format", "int8", "--weighted"])
+    r = CliRunner().invoke(
+        bench_command,
+        [
+            "--tables",
+            "2",
+            "--rows",
+            "300",
+            "--dim",
+            "8",
+            "--batch-size",
+            "16",
+            "--dpus",
+            "4",
+            "--batches",
+            "1",
+            "--format",
+            "int8",
+            "--weighted",
+        ],
+    )
     assert r.exit_code == 0, r.output
-    for label in ("CPU->DPU push", "launch + kernel", "DPU->CPU pull", "CPU baseline: torch quantized byte-rowwise", "speedup",
-                  "bytes per batch", "PASS", "matches the engine's counters"):
+    for label in (
+        "CPU->DPU push",
+        "launch + kernel",
+        "DPU->CPU pull",
+        "CPU baseline: torch quantized byte-rowwise",
+        "speedup",
+        "bytes per batch",
+        "PASS",
+        "matches the engine's counters",
+    ):
         assert label in r.output
 
 
@@ -206,10 +256,20 @@ def _load_sweeps():
 def test_sweep_quick_mode_writes_json_and_pngs(tmp_path):
     sweeps = _load_sweeps()
     tiny = dict(sweeps.QUICK)
-    tiny.update(base=dict(sweeps.QUICK["base"], rows=500, batch_size=32, pooling=4),
-                sweeps={"batch_size": [8, 32], "pooling": [1, 4], "dim": [8, 16], "alpha": [0.0, 1.05],
-                        "row_format": ["fp32", "int8"]},
-                dpu_counts=[16, 64, 2560], plot_dpus=[16, 2560], emulate_dpus=16, partitioner_dpus=[16, 64])
+    tiny.update(
+        base=dict(sweeps.QUICK["base"], rows=500, batch_size=32, pooling=4),
+        sweeps={
+            "batch_size": [8, 32],
+            "pooling": [1, 4],
+            "dim": [8, 16],
+            "alpha": [0.0, 1.05],
+            "row_format": ["fp32", "int8"],
+        },
+        dpu_counts=[16, 64, 2560],
+        plot_dpus=[16, 2560],
+        emulate_dpus=16,
+        partitioner_dpus=[16, 64],
+    )
     sweeps.QUICK = tiny
     stem = tmp_path / "sw"
     doc = sweeps.main(["--quick", "--out", str(stem)])
@@ -224,8 +284,18 @@ def test_sweep_quick_mode_writes_json_and_pngs(tmp_path):
             assert pt["torch_s"] > 0 and pt["passed"]
             for n in ("16", "64", "2560"):
                 m = pt["modeled"][n]
-                assert {"cpu_to_dpu_s", "kernel_s", "dpu_to_cpu_s", "host_merge_s", "total_s", "speedup",
-                        "estimate_s", "bytes_to_dpu", "bytes_from_dpu", "imbalance"} <= set(m)
+                assert {
+                    "cpu_to_dpu_s",
+                    "kernel_s",
+                    "dpu_to_cpu_s",
+                    "host_merge_s",
+                    "total_s",
+                    "speedup",
+                    "estimate_s",
+                    "bytes_to_dpu",
+                    "bytes_from_dpu",
+                    "imbalance",
+                } <= set(m)
                 assert m["speedup"] == pytest.approx(pt["torch_s"] / m["total_s"])
             c = s["crossovers"]["2560"]
             assert sorted(map(str, c["dpu_wins_at"] + c["cpu_wins_at"])) == sorted(map(str, tiny["sweeps"][name]))

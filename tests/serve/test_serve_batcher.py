@@ -55,6 +55,7 @@ def test_items_from_many_threads_all_arrive():
             seen.extend(items)
 
     with DynamicBatcher(run, max_batch=7, max_wait_s=0.0005) as b:
+
         def submit(k):
             for i in range(50):
                 b.submit([(k, i)])

@@ -18,17 +18,31 @@ from updlrm.specs import TableSpec
 
 needs_loadgen = pytest.mark.skipif(
     not __import__("updlrm.serve.loadgen", fromlist=["x"]).loadgen_available(),
-    reason="MLPerf LoadGen is not installed (pip install 'updlrm[serve]')")
+    reason="MLPerf LoadGen is not installed (pip install 'updlrm[serve]')",
+)
 
-FAST = ["--duration", "0.3", "--search-steps", "2", "--search-duration", "0.3", "--backend", "emulator",
-        "--dpus", "4", "--quiet"]
+FAST = [
+    "--duration",
+    "0.3",
+    "--search-steps",
+    "2",
+    "--search-duration",
+    "0.3",
+    "--backend",
+    "emulator",
+    "--dpus",
+    "4",
+    "--quiet",
+]
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
-    tables = [EmbeddingBagConfig(name=k, num_embeddings=200, embedding_dim=4, feature_names=[k])
-              for k in criteo_feature_names()]
+    tables = [
+        EmbeddingBagConfig(name=k, num_embeddings=200, embedding_dim=4, feature_names=[k])
+        for k in criteo_feature_names()
+    ]
     DLRM(tables, 13, [8, 4], [8, 1], seed=1).save(d / "dlrm.pt")
     write_synthetic_criteo(d / "c.tsv", 200, seed=0)
     tr = synthetic_trace([TableSpec("a", 100, 4), TableSpec("b", 50, 4)], batch_size=16, num_batches=4, seed=0)
@@ -43,13 +57,16 @@ def run(args):
 
 @needs_loadgen
 def test_serve_a_dlrm_checkpoint_in_both_scenarios_as_json(files):
-    code, out = run([files / "c.tsv", "--model", files / "dlrm.pt", "--json", "--accuracy",
-                     "--png", files / "lat.png", *FAST])
+    code, out = run(
+        [files / "c.tsv", "--model", files / "dlrm.pt", "--json", "--accuracy", "--png", files / "lat.png", *FAST]
+    )
     assert code == 0, out
     doc = json.loads(out)
     assert [s["scenario"] for s in doc["scenarios"]] == ["offline", "server"]
     off, srv = doc["scenarios"]
-    assert off["samples"] > 0 and off["throughput_samples_per_s"] > 0 and off["loadgen"]["result"] in ("VALID", "INVALID")
+    assert (
+        off["samples"] > 0 and off["throughput_samples_per_s"] > 0 and off["loadgen"]["result"] in ("VALID", "INVALID")
+    )
     assert set(off["latency_s"]) >= {"p50", "p95", "p99"}
     assert set(off["modeled_upmem_phases_s_per_batch"]) >= {"cpu_to_dpu_s", "kernel_s", "dpu_to_cpu_s", "total_s"}
     assert off["host_phases_s_per_batch"]["dense_s"] > 0
@@ -62,8 +79,9 @@ def test_serve_a_dlrm_checkpoint_in_both_scenarios_as_json(files):
 
 @needs_loadgen
 def test_serve_text_output_shows_loadgen_summary_and_ours(files):
-    code, out = run([files / "t.npz", "--scenario", "server", "--target-qps", "200", "--latency-bound-ms", "1000",
-                     *FAST])
+    code, out = run(
+        [files / "t.npz", "--scenario", "server", "--target-qps", "200", "--latency-bound-ms", "1000", *FAST]
+    )
     assert code == 0, out
     assert "MLPerf Results Summary" in out and "Result is :" in out
     assert "updlrm serve: Server at 200 QPS" in out and "p99" in out
@@ -71,17 +89,22 @@ def test_serve_text_output_shows_loadgen_summary_and_ours(files):
 
 
 @needs_loadgen
-@pytest.mark.parametrize("make, extra, message", [
-    (lambda d: d / "missing.tsv", [], "no request file"),
-    (lambda d: (d / "bad.tsv").write_text("1\t2\n") and d / "bad.tsv", [], "expected 40 tab-separated fields"),
-    (lambda d: d / "t.npz", ["--model", "DLRM"], "needs dense features"),
-    (lambda d: d / "c.tsv", ["--model", "JUNK"], "not a torch checkpoint"),
-    (lambda d: d / "c.tsv", ["--model", "EMPTY"], "neither a DLRM checkpoint"),
-])
+@pytest.mark.parametrize(
+    "make, extra, message",
+    [
+        (lambda d: d / "missing.tsv", [], "no request file"),
+        (lambda d: (d / "bad.tsv").write_text("1\t2\n") and d / "bad.tsv", [], "expected 40 tab-separated fields"),
+        (lambda d: d / "t.npz", ["--model", "DLRM"], "needs dense features"),
+        (lambda d: d / "c.tsv", ["--model", "JUNK"], "not a torch checkpoint"),
+        (lambda d: d / "c.tsv", ["--model", "EMPTY"], "neither a DLRM checkpoint"),
+    ],
+)
 def test_bad_inputs_give_one_line_errors(files, make, extra, message):
     (files / "junk.pt").write_bytes(b"junk")
     torch.save({"x": torch.zeros(1)}, files / "empty.pt")
-    extra = [{"DLRM": files / "dlrm.pt", "JUNK": files / "junk.pt", "EMPTY": files / "empty.pt"}.get(x, x) for x in extra]
+    extra = [
+        {"DLRM": files / "dlrm.pt", "JUNK": files / "junk.pt", "EMPTY": files / "empty.pt"}.get(x, x) for x in extra
+    ]
     code, out = run([make(files), *extra, *FAST])
     assert code == 1, out
     lines = out.strip().splitlines()

@@ -21,11 +21,15 @@ from updlrm.serve.requests import criteo_feature_names, load_requests, write_syn
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("serve")
-    tables = [EmbeddingBagConfig(name=k, num_embeddings=300, embedding_dim=4, feature_names=[k])
-              for k in criteo_feature_names()]
+    tables = [
+        EmbeddingBagConfig(name=k, num_embeddings=300, embedding_dim=4, feature_names=[k])
+        for k in criteo_feature_names()
+    ]
     ref = DLRM(tables, 13, [8, 4], [16, 1], seed=3)
     ckpt = ref.save(d / "dlrm.pt")
-    rs = load_requests(write_synthetic_criteo(d / "c.tsv", 300, seed=2), table_rows=dict.fromkeys(criteo_feature_names(), 300))
+    rs = load_requests(
+        write_synthetic_criteo(d / "c.tsv", 300, seed=2), table_rows=dict.fromkeys(criteo_feature_names(), 300)
+    )
     model = ServedModel.open(load_model_file(ckpt), rs, backend="emulator", nr_dpus=4)
     model.check(rs)
     yield ref, rs, model, d
@@ -41,8 +45,17 @@ def reference_outputs(ref, rs) -> np.ndarray:
 @pytest.mark.parametrize("scenario", ["offline", "server"])
 def test_every_response_is_the_reference_prediction_of_its_sample(setup, scenario):
     ref, rs, model, _ = setup
-    settings = ServeSettings(scenario=scenario, accuracy=True, duration_s=0.2, expected_qps=2000, target_qps=3000,
-                             latency_bound_s=1.0, max_batch=32, max_wait_s=0.001, progress=False)
+    settings = ServeSettings(
+        scenario=scenario,
+        accuracy=True,
+        duration_s=0.2,
+        expected_qps=2000,
+        target_qps=3000,
+        latency_bound_s=1.0,
+        max_batch=32,
+        max_wait_s=0.001,
+        progress=False,
+    )
     r = run_scenario(model, rs, settings)
     expected = reference_outputs(ref, rs)
     assert sorted(r.outputs) == list(range(rs.num_samples))  # every sample answered once
@@ -54,8 +67,11 @@ def test_every_response_is_the_reference_prediction_of_its_sample(setup, scenari
 
 def test_offline_performance_run_reports_phases(setup):
     _, rs, model, d = setup
-    r = driver.run_offline(model, rs, ServeSettings(duration_s=0.3, expected_qps=500, max_batch=64, progress=False,
-                                                    log_dir=str(d / "logs")))
+    r = driver.run_offline(
+        model,
+        rs,
+        ServeSettings(duration_s=0.3, expected_qps=500, max_batch=64, progress=False, log_dir=str(d / "logs")),
+    )
     assert r.loadgen["result"] in ("VALID", "INVALID") and (d / "logs" / "mlperf_log_summary.txt").is_file()
     assert r.samples == int(r.batch_sizes.sum()) and r.samples >= 64
     assert r.batch_sizes.max() <= 64
@@ -69,8 +85,9 @@ def test_offline_performance_run_reports_phases(setup):
 
 def test_server_run_at_a_low_rate_meets_a_loose_bound(setup):
     _, rs, model, _ = setup
-    r = run_scenario(model, rs, ServeSettings(scenario="server", target_qps=100, latency_bound_s=2.0, duration_s=0.5,
-                                              progress=False))
+    r = run_scenario(
+        model, rs, ServeSettings(scenario="server", target_qps=100, latency_bound_s=2.0, duration_s=0.5, progress=False)
+    )
     assert r.loadgen.get("result") in ("VALID", "INVALID")
     assert r.samples >= 40 and r.percentile(99) < 2.0
     assert r.loadgen.get("performance_constraints_satisfied") is True
@@ -97,7 +114,9 @@ def test_roc_auc_matches_the_pairwise_definition():
     labels = rng.integers(0, 2, 200)
     scores = np.round(rng.random(200), 1)  # many ties
     pos, neg = scores[labels == 1], scores[labels == 0]
-    pairwise = ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (pos.size * neg.size)
+    pairwise = ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (
+        pos.size * neg.size
+    )
     assert roc_auc(labels, scores) == pytest.approx(pairwise)
 
 

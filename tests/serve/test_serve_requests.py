@@ -59,13 +59,14 @@ def test_a_tbe_trace_becomes_samples(tmp_path):
         idx, off, _ = tr.batch(i)
         _, kjt = rs.batch([sample])
         for t, key in enumerate(rs.keys):
-            bag = idx[off[t * 3 + b]: off[t * 3 + b + 1]]
+            bag = idx[off[t * 3 + b] : off[t * 3 + b + 1]]
             assert kjt[key].values().tolist() == bag.tolist()
 
 
 def test_kjt_files_round_trip(tmp_path):
-    kjt = updlrm.KeyedJaggedTensor.from_lengths_sync(["x", "y"], torch.tensor([1, 2, 3, 4]), torch.tensor([2, 0, 1, 1]),
-                                                     weights=torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    kjt = updlrm.KeyedJaggedTensor.from_lengths_sync(
+        ["x", "y"], torch.tensor([1, 2, 3, 4]), torch.tensor([2, 0, 1, 1]), weights=torch.tensor([1.0, 2.0, 3.0, 4.0])
+    )
     f = save_kjt_requests(tmp_path / "r.pt", kjt, dense=torch.ones(2, 3), labels=torch.tensor([0, 1]))
     rs = load_requests(f)
     assert (rs.num_samples, rs.num_dense, rs.labels.tolist()) == (2, 3, [0, 1])
@@ -95,15 +96,18 @@ def test_synthetic_criteo_is_deterministic(tmp_path):
     assert a == b and a != write_synthetic_criteo(tmp_path / "c.tsv", 30, seed=5).read_bytes()
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("short.tsv", "1\t2\t3\n", "expected 40 tab-separated fields"),
-    ("hex.tsv", "1" + "\t" * 14 + "\t".join(["zz"] * 26) + "\n", "hexadecimal"),
-    ("dense.tsv", "1\tx" + "\t" * 13 + "\t".join(["1f"] * 26) + "\n", "dense features must be integers"),
-    ("empty.tsv", "", "no samples"),
-    ("bin.tsv", b"\xff\xfe\x00" * 10, "not a Criteo TSV"),
-    ("t.npz", b"not a zip", "not an .npz archive"),
-    ("r.pt", b"garbage", "not a torch file"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("short.tsv", "1\t2\t3\n", "expected 40 tab-separated fields"),
+        ("hex.tsv", "1" + "\t" * 14 + "\t".join(["zz"] * 26) + "\n", "hexadecimal"),
+        ("dense.tsv", "1\tx" + "\t" * 13 + "\t".join(["1f"] * 26) + "\n", "dense features must be integers"),
+        ("empty.tsv", "", "no samples"),
+        ("bin.tsv", b"\xff\xfe\x00" * 10, "not a Criteo TSV"),
+        ("t.npz", b"not a zip", "not an .npz archive"),
+        ("r.pt", b"garbage", "not a torch file"),
+    ],
+)
 def test_bad_files_give_one_line_errors(tmp_path, name, content, message):
     path = tmp_path / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
@@ -119,8 +123,10 @@ def test_inconsistent_kjt_files_are_refused(tmp_path):
     torch.save({"keys": ["a"], "values": torch.tensor([1])}, tmp_path / "s.pt")
     with pytest.raises(RequestError, match=r"expected torch\.save"):
         load_requests(tmp_path / "s.pt")
-    torch.save({"keys": ["a"], "values": torch.tensor([1]), "lengths": torch.tensor([1]),
-                "dense": torch.ones(3, 2)}, tmp_path / "d.pt")
+    torch.save(
+        {"keys": ["a"], "values": torch.tensor([1]), "lengths": torch.tensor([1]), "dense": torch.ones(3, 2)},
+        tmp_path / "d.pt",
+    )
     with pytest.raises(RequestError, match="dense features of shape"):
         load_requests(tmp_path / "d.pt")
     with pytest.raises(FileNotFoundError):

@@ -26,7 +26,13 @@ def reference_pool(ebc: updlrm.EmbeddingBagCollection, kjt: updlrm.KeyedJaggedTe
             jt = jts[f]
             psw = jt.weights_or_none() if ebc.is_weighted else None
             pooled = torch.nn.functional.embedding_bag(
-                jt.values().long(), weight, jt.offsets().long(), mode=mode, per_sample_weights=psw, include_last_offset=True)
+                jt.values().long(),
+                weight,
+                jt.offsets().long(),
+                mode=mode,
+                per_sample_weights=psw,
+                include_last_offset=True,
+            )
             if inv is not None:
                 pooled = pooled[torch.as_tensor(inv[1])[inv[0].index(f)].long()]
             cols.append(pooled)
@@ -40,8 +46,16 @@ def assert_close_to_reference(out: torch.Tensor, ref: torch.Tensor) -> None:
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
-def random_kjt(rng: np.random.Generator, keys, rows: dict, batch: int, *, max_len: int = 4, weighted: bool = False,
-               pool: int | None = None) -> updlrm.KeyedJaggedTensor:
+def random_kjt(
+    rng: np.random.Generator,
+    keys,
+    rows: dict,
+    batch: int,
+    *,
+    max_len: int = 4,
+    weighted: bool = False,
+    pool: int | None = None,
+) -> updlrm.KeyedJaggedTensor:
     """A KJT over ``keys``; with ``pool``, each key's bags are drawn from ``pool`` distinct bags (repeats)."""
     values, lengths, weights = [], [], []
     for k in keys:
@@ -53,9 +67,14 @@ def random_kjt(rng: np.random.Generator, keys, rows: dict, batch: int, *, max_le
             weights.append(wchoices[p])
             lengths.append(choices[p].size)
     v = torch.from_numpy(np.concatenate(values).astype(np.int64)) if values else torch.empty(0, dtype=torch.int64)
-    w = torch.from_numpy(np.concatenate(weights).astype(np.float32)) if weighted and weights else (
-        torch.empty(0) if weighted else None)
-    return updlrm.KeyedJaggedTensor.from_lengths_sync(list(keys), v, torch.tensor(lengths, dtype=torch.int64), weights=w)
+    w = (
+        torch.from_numpy(np.concatenate(weights).astype(np.float32))
+        if weighted and weights
+        else (torch.empty(0) if weighted else None)
+    )
+    return updlrm.KeyedJaggedTensor.from_lengths_sync(
+        list(keys), v, torch.tensor(lengths, dtype=torch.int64), weights=w
+    )
 
 
 def to_variable_batch(kjt: updlrm.KeyedJaggedTensor) -> updlrm.KeyedJaggedTensor:
@@ -67,8 +86,8 @@ def to_variable_batch(kjt: updlrm.KeyedJaggedTensor) -> updlrm.KeyedJaggedTensor
         inv = []
         off = jt.offsets().tolist()
         for b in range(len(off) - 1):
-            bag = tuple(jt.values()[off[b]: off[b + 1]].tolist())
-            wb = None if w is None else tuple(w[off[b]: off[b + 1]].tolist())
+            bag = tuple(jt.values()[off[b] : off[b + 1]].tolist())
+            wb = None if w is None else tuple(w[off[b] : off[b + 1]].tolist())
             if (bag, wb) not in seen:
                 seen[(bag, wb)] = len(seen)
                 values += bag
@@ -78,7 +97,10 @@ def to_variable_batch(kjt: updlrm.KeyedJaggedTensor) -> updlrm.KeyedJaggedTensor
         strides.append([len(seen)])
         inverse.append(inv)
     return updlrm.KeyedJaggedTensor(
-        kjt.keys(), torch.tensor(values, dtype=torch.int64),
+        kjt.keys(),
+        torch.tensor(values, dtype=torch.int64),
         weights=None if kjt.weights_or_none() is None else torch.tensor(weights, dtype=torch.float32),
-        lengths=torch.tensor(lengths, dtype=torch.int64), stride_per_key_per_rank=strides,
-        inverse_indices=(kjt.keys(), torch.tensor(inverse, dtype=torch.int64).reshape(len(kjt.keys()), kjt.stride())))
+        lengths=torch.tensor(lengths, dtype=torch.int64),
+        stride_per_key_per_rank=strides,
+        inverse_indices=(kjt.keys(), torch.tensor(inverse, dtype=torch.int64).reshape(len(kjt.keys()), kjt.stride())),
+    )

@@ -29,16 +29,25 @@ def collections(draw):
         names = [f"f{t}_{i}" for i in range(nfeat)]
         pooling = "SUM" if weighted else draw(st.sampled_from(["SUM", "MEAN"]))
         n = draw(st.integers(1, 40))
-        tables.append(EmbeddingBagConfig(f"t{t}", n, draw(st.integers(1, 9)), names, pooling=pooling,
-                                         row_format=draw(st.sampled_from(FORMATS))))
+        tables.append(
+            EmbeddingBagConfig(
+                f"t{t}", n, draw(st.integers(1, 9)), names, pooling=pooling, row_format=draw(st.sampled_from(FORMATS))
+            )
+        )
         keys += names
         rows.update(dict.fromkeys(names, n))
     return tables, keys, rows, weighted
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(collections(), st.integers(0, 9), st.sampled_from(["auto", True, False]), st.booleans(), st.booleans(),
-       st.integers(0, 2**32 - 1))
+@given(
+    collections(),
+    st.integers(0, 9),
+    st.sampled_from(["auto", True, False]),
+    st.booleans(),
+    st.booleans(),
+    st.integers(0, 2**32 - 1),
+)
 def test_parity_with_torch_embedding_bags(make_ebc, spec, batch, dedup, shuffle, variable_batch, seed):
     tables, keys, rows, weighted = spec
     rng = np.random.default_rng(seed)
@@ -56,11 +65,14 @@ def test_parity_with_torch_embedding_bags(make_ebc, spec, batch, dedup, shuffle,
 
 @pytest.mark.parametrize("row_format", FORMATS)
 def test_mixed_pooling_shared_table_and_empty_bags(make_ebc, row_format):
-    tables = [EmbeddingBagConfig("items", 30, 5, ["cand", "history"], pooling="MEAN", row_format=row_format),
-              EmbeddingBagConfig("users", 20, 3, ["uid"], row_format=row_format)]
+    tables = [
+        EmbeddingBagConfig("items", 30, 5, ["cand", "history"], pooling="MEAN", row_format=row_format),
+        EmbeddingBagConfig("users", 20, 3, ["uid"], row_format=row_format),
+    ]
     ebc = make_ebc(tables)
     kjt = KeyedJaggedTensor.from_lengths_sync(
-        ["uid", "history", "cand"], torch.tensor([4, 1, 2, 3, 7, 7, 29]), torch.tensor([1, 0, 3, 0, 2, 1]))
+        ["uid", "history", "cand"], torch.tensor([4, 1, 2, 3, 7, 7, 29]), torch.tensor([1, 0, 3, 0, 2, 1])
+    )
     out = ebc(kjt)
     assert_close_to_reference(out.values(), reference_pool(ebc, kjt))
     # history's sample 1 and uid's sample 1 are empty bags: zeros, also under MEAN.
@@ -71,8 +83,12 @@ def test_mixed_pooling_shared_table_and_empty_bags(make_ebc, row_format):
 
 def test_weighted_features(make_ebc):
     ebc = make_ebc([EmbeddingBagConfig("t", 12, 4, ["a", "b"])], is_weighted=True)
-    kjt = KeyedJaggedTensor(["a", "b"], torch.tensor([1, 2, 3, 11]), weights=torch.tensor([0.5, -2.0, 3.0, 1.5]),
-                            lengths=torch.tensor([2, 0, 1, 1]))
+    kjt = KeyedJaggedTensor(
+        ["a", "b"],
+        torch.tensor([1, 2, 3, 11]),
+        weights=torch.tensor([0.5, -2.0, 3.0, 1.5]),
+        lengths=torch.tensor([2, 0, 1, 1]),
+    )
     assert_close_to_reference(ebc(kjt).values(), reference_pool(ebc, kjt))
 
 
@@ -86,11 +102,18 @@ def test_weighted_mean_is_refused():
     [
         (KeyedJaggedTensor(["a", "zz"], torch.tensor([1]), lengths=torch.tensor([1, 0])), "key 'zz' is not a feature"),
         (KeyedJaggedTensor(["a"], torch.tensor([1]), lengths=torch.tensor([1])), "has no key 'b'"),
-        (KeyedJaggedTensor(["a", "b"], torch.tensor([1]), lengths=torch.tensor([1, 0]), weights=torch.tensor([1.0])),
-         "carries weights, but the collection's features are not weighted"),
-        (KeyedJaggedTensor(["a", "b"], torch.tensor([1, 10]), lengths=torch.tensor([1, 1])),
-         r"feature 'b' \(table 't'\), bag 0: values\[1\] = 10 is out of range \[0, 10\)"),
-        (KeyedJaggedTensor(["a", "b"], torch.tensor([-1]), lengths=torch.tensor([0, 1])), "values.0. = -1 is out of range"),
+        (
+            KeyedJaggedTensor(["a", "b"], torch.tensor([1]), lengths=torch.tensor([1, 0]), weights=torch.tensor([1.0])),
+            "carries weights, but the collection's features are not weighted",
+        ),
+        (
+            KeyedJaggedTensor(["a", "b"], torch.tensor([1, 10]), lengths=torch.tensor([1, 1])),
+            r"feature 'b' \(table 't'\), bag 0: values\[1\] = 10 is out of range \[0, 10\)",
+        ),
+        (
+            KeyedJaggedTensor(["a", "b"], torch.tensor([-1]), lengths=torch.tensor([0, 1])),
+            "values.0. = -1 is out of range",
+        ),
     ],
 )
 def test_bad_inputs_are_one_clear_line(make_ebc, kjt, message):
@@ -108,14 +131,18 @@ def test_more_bad_inputs(make_ebc):
     with pytest.raises(InvalidInputError, match="pass a KeyedJaggedTensor with weights"):
         weighted(KeyedJaggedTensor(["a"], torch.tensor([1]), lengths=torch.tensor([1])))
     with pytest.raises(InvalidInputError, match="not finite"):
-        weighted(KeyedJaggedTensor(["a"], torch.tensor([1]), lengths=torch.tensor([1]), weights=torch.tensor([float("nan")])))
+        weighted(
+            KeyedJaggedTensor(["a"], torch.tensor([1]), lengths=torch.tensor([1]), weights=torch.tensor([float("nan")]))
+        )
     with pytest.raises(updlrm.InputTypeError, match="expected a KeyedJaggedTensor"):
         weighted(torch.tensor([1, 2]))
     assert isinstance(IndexOutOfRangeError("x"), InvalidInputError)
 
 
 def test_out_of_range_lookups_dropped_under_ignore(make_ebc):
-    ebc = make_ebc([EmbeddingBagConfig("t", 10, 2, ["a"], pooling="MEAN")], bounds_check_mode=updlrm.BoundsCheckMode.IGNORE)
+    ebc = make_ebc(
+        [EmbeddingBagConfig("t", 10, 2, ["a"], pooling="MEAN")], bounds_check_mode=updlrm.BoundsCheckMode.IGNORE
+    )
     out = ebc(KeyedJaggedTensor(["a"], torch.tensor([1, 99, 3]), lengths=torch.tensor([2, 1])))
     w = ebc.table_weights("t")
     torch.testing.assert_close(out.values()[0], w[1])  # the bad lookup counts for nothing, not in the mean either
@@ -127,7 +154,10 @@ def test_out_of_range_lookups_dropped_under_ignore(make_ebc):
     [
         ([], "non-empty list of tables"),
         ([EmbeddingBagConfig("t", 4, 2, ["a"]), EmbeddingBagConfig("t", 4, 2, ["b"])], "table names must be unique"),
-        ([EmbeddingBagConfig("t", 4, 2, ["a"]), EmbeddingBagConfig("u", 4, 2, ["a"])], "feature 'a' is listed by tables 't' and 'u'"),
+        (
+            [EmbeddingBagConfig("t", 4, 2, ["a"]), EmbeddingBagConfig("u", 4, 2, ["a"])],
+            "feature 'a' is listed by tables 't' and 'u'",
+        ),
     ],
 )
 def test_bad_tables(tables, message):
@@ -149,8 +179,10 @@ def test_config_checks():
 
 @pytest.mark.parametrize("row_format", FORMATS)
 def test_state_dict_round_trip_through_torch_save(make_ebc, row_format, tmp_path):
-    tables = [EmbeddingBagConfig("a", 25, 6, ["x", "y"], pooling="MEAN", row_format=row_format),
-              EmbeddingBagConfig("b", 9, 3, ["z"], row_format=row_format)]
+    tables = [
+        EmbeddingBagConfig("a", 25, 6, ["x", "y"], pooling="MEAN", row_format=row_format),
+        EmbeddingBagConfig("b", 9, 3, ["z"], row_format=row_format),
+    ]
     src = make_ebc(tables, seed=1)
     kjt = random_kjt(np.random.default_rng(0), ["x", "y", "z"], {"x": 25, "y": 25, "z": 9}, 7)
     expected = src(kjt).values()
@@ -203,8 +235,10 @@ def test_edited_float_view_wins_over_stale_quantized_rows(make_ebc):
 
 @pytest.mark.parametrize("row_format", FORMATS)
 def test_converters_round_trip(make_ebc, row_format):
-    tables = [EmbeddingBagConfig("a", 30, 4, ["x", "y"], row_format=row_format),
-              EmbeddingBagConfig("b", 7, 2, ["z"], pooling="MEAN", row_format=row_format)]
+    tables = [
+        EmbeddingBagConfig("a", 30, 4, ["x", "y"], row_format=row_format),
+        EmbeddingBagConfig("b", 7, 2, ["z"], pooling="MEAN", row_format=row_format),
+    ]
     ebc = make_ebc(tables)
     kjt = random_kjt(np.random.default_rng(3), ["x", "y", "z"], {"x": 30, "y": 30, "z": 7}, 6)
     ref = ebc.to_torch()
@@ -235,8 +269,16 @@ def test_torchrec_objects_by_duck_typing(make_ebc):
     # torchrec's EmbeddingBagConfig has data_type and an enum pooling; its KJT lazily holds lengths.
     PoolingType = SimpleNamespace(MEAN=SimpleNamespace(value="MEAN", name="MEAN"))
     DataType = SimpleNamespace(INT8=SimpleNamespace(value="INT8", name="INT8"))
-    config = SimpleNamespace(name="t", num_embeddings=16, embedding_dim=4, feature_names=["f"],
-                             pooling=PoolingType.MEAN, data_type=DataType.INT8, weight_init_min=None, weight_init_max=None)
+    config = SimpleNamespace(
+        name="t",
+        num_embeddings=16,
+        embedding_dim=4,
+        feature_names=["f"],
+        pooling=PoolingType.MEAN,
+        data_type=DataType.INT8,
+        weight_init_min=None,
+        weight_init_max=None,
+    )
 
     class TorchrecLikeKJT:
         def keys(self):
@@ -258,20 +300,26 @@ def test_torchrec_objects_by_duck_typing(make_ebc):
     w = ebc.table_weights("t")
     torch.testing.assert_close(out.values(), torch.stack([(w[1] + w[2]) / 2, w[3]]))
     with pytest.raises(ValueError, match="data_type FP16 is not supported"):
-        EmbeddingBagConfig.coerce(SimpleNamespace(name="t", num_embeddings=2, embedding_dim=2,
-                                                  data_type=SimpleNamespace(name="FP16")))
+        EmbeddingBagConfig.coerce(
+            SimpleNamespace(name="t", num_embeddings=2, embedding_dim=2, data_type=SimpleNamespace(name="FP16"))
+        )
 
 
 def test_tbe_no_longer_ignores_a_mean_config():
     # Before: TableBatchedEmbeddingBags([config with pooling=MEAN]) silently pooled with SUM.
-    with updlrm.TableBatchedEmbeddingBags([EmbeddingBagConfig("t", 8, 2, pooling="MEAN")], backend="emulator", nr_dpus=1) as tbe:
+    with updlrm.TableBatchedEmbeddingBags(
+        [EmbeddingBagConfig("t", 8, 2, pooling="MEAN")], backend="emulator", nr_dpus=1
+    ) as tbe:
         out = tbe(torch.tensor([1, 3]), torch.tensor([0, 2]))
         torch.testing.assert_close(out[0], torch.from_numpy(tbe.weights(0)[[1, 3]].mean(0)))
     with pytest.raises(ValueError, match=r"mix SUM and MEAN.*EmbeddingBagCollection"):
-        updlrm.TableBatchedEmbeddingBags([EmbeddingBagConfig("a", 8, 2, pooling="MEAN"), EmbeddingBagConfig("b", 8, 2)],
-                                         backend="emulator")
+        updlrm.TableBatchedEmbeddingBags(
+            [EmbeddingBagConfig("a", 8, 2, pooling="MEAN"), EmbeddingBagConfig("b", 8, 2)], backend="emulator"
+        )
     with pytest.raises(ValueError, match="pooling_mode=SUM contradicts table 't'"):
-        updlrm.TableBatchedEmbeddingBags([EmbeddingBagConfig("t", 8, 2, pooling="MEAN")], pooling_mode="sum", backend="emulator")
+        updlrm.TableBatchedEmbeddingBags(
+            [EmbeddingBagConfig("t", 8, 2, pooling="MEAN")], pooling_mode="sum", backend="emulator"
+        )
 
 
 def test_readable_summary_and_weights_dict(make_ebc):
@@ -297,10 +345,16 @@ def test_saved_plan_is_used_and_checked(make_ebc, tmp_path):
     from updlrm.specs import TableSpec, Topology
 
     # A plan built by the planner for plain table specs (no feature names, unfitted scale).
-    plan = uniform_plan([TableSpec("a", 40, 4, row_format="int8"), TableSpec("b", 10, 2, row_format="int8")],
-                        Topology(nr_dpus=3), "row_wise")
+    plan = uniform_plan(
+        [TableSpec("a", 40, 4, row_format="int8"), TableSpec("b", 10, 2, row_format="int8")],
+        Topology(nr_dpus=3),
+        "row_wise",
+    )
     path = plan.save(tmp_path / "plan.json")
-    tables = [EmbeddingBagConfig("a", 40, 4, ["x", "y"], row_format="int8"), EmbeddingBagConfig("b", 10, 2, ["z"], row_format="int8")]
+    tables = [
+        EmbeddingBagConfig("a", 40, 4, ["x", "y"], row_format="int8"),
+        EmbeddingBagConfig("b", 10, 2, ["z"], row_format="int8"),
+    ]
     ebc = make_ebc(tables, plan=path, nr_dpus=None)
     assert ebc.plan.topology.nr_dpus == 3 and len(ebc.plan.shards) == len(plan.shards)
     kjt = random_kjt(np.random.default_rng(0), ["x", "y", "z"], {"x": 40, "y": 40, "z": 10}, 5)
@@ -312,10 +366,18 @@ def test_saved_plan_is_used_and_checked(make_ebc, tmp_path):
 def test_threads_get_their_serial_results(make_ebc):
     import threading
 
-    ebc = make_ebc([EmbeddingBagConfig("a", 500, 8, ["x", "y"], row_format="int8"),
-                    EmbeddingBagConfig("b", 300, 4, ["z"], pooling="MEAN")], nr_dpus=8)
+    ebc = make_ebc(
+        [
+            EmbeddingBagConfig("a", 500, 8, ["x", "y"], row_format="int8"),
+            EmbeddingBagConfig("b", 300, 4, ["z"], pooling="MEAN"),
+        ],
+        nr_dpus=8,
+    )
     rng = np.random.default_rng(0)
-    kjts = [random_kjt(rng, ["x", "y", "z"], {"x": 500, "y": 500, "z": 300}, 32, pool=3 if i % 2 else None) for i in range(6)]
+    kjts = [
+        random_kjt(rng, ["x", "y", "z"], {"x": 500, "y": 500, "z": 300}, 32, pool=3 if i % 2 else None)
+        for i in range(6)
+    ]
     serial = [ebc(k).values() for k in kjts]
     failures = []
 
@@ -345,9 +407,11 @@ def test_kjt_in_collection_order_passes_through_unchanged(make_ebc, row_format):
     The same batch with its keys in another order takes the general gather/expand path;
     both give the same bits.
     """
-    tables = [EmbeddingBagConfig("a", 30, 4, ["x"], pooling="MEAN", row_format=row_format),
-              EmbeddingBagConfig("b", 20, 3, ["y"], row_format=row_format),
-              EmbeddingBagConfig("c", 10, 2, ["z"], pooling="MEAN", row_format=row_format)]
+    tables = [
+        EmbeddingBagConfig("a", 30, 4, ["x"], pooling="MEAN", row_format=row_format),
+        EmbeddingBagConfig("b", 20, 3, ["y"], row_format=row_format),
+        EmbeddingBagConfig("c", 10, 2, ["z"], pooling="MEAN", row_format=row_format),
+    ]
     ebc = make_ebc(tables, dedup=False)
     rng = np.random.default_rng(7)
     kjt = random_kjt(rng, ["x", "y", "z"], {"x": 30, "y": 20, "z": 10}, 9)

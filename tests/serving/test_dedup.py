@@ -76,9 +76,11 @@ def ranking_kjt(rng, batch, user_rows, item_rows, user_len=6):
 
 def ranking_tables(row_format):
     # The item table serves the candidate's item and the user's history (a shared table).
-    return [EmbeddingBagConfig("user", 50, 4, ["u_id"], row_format=row_format),
-            EmbeddingBagConfig("item", 200, 8, ["c_item", "u_hist"], pooling="MEAN", row_format=row_format),
-            EmbeddingBagConfig("cat", 1000, 3, ["c_cat"], row_format=row_format)]
+    return [
+        EmbeddingBagConfig("user", 50, 4, ["u_id"], row_format=row_format),
+        EmbeddingBagConfig("item", 200, 8, ["c_item", "u_hist"], pooling="MEAN", row_format=row_format),
+        EmbeddingBagConfig("cat", 1000, 3, ["c_cat"], row_format=row_format),
+    ]
 
 
 @pytest.mark.parametrize("row_format", ["fp32", "int8", "int32"])
@@ -136,8 +138,12 @@ def test_forced_and_disabled_dedup(make_ebc):
 
 def test_same_indices_different_weights_are_different_bags(make_ebc):
     ebc = make_ebc([EmbeddingBagConfig("t", 10, 3, ["a"])], is_weighted=True, dedup=True)
-    kjt = KeyedJaggedTensor(["a"], torch.tensor([1, 2, 1, 2, 1, 2]), weights=torch.tensor([1.0, 1.0, 1.0, 2.0, 1.0, 1.0]),
-                            lengths=torch.tensor([2, 2, 2]))
+    kjt = KeyedJaggedTensor(
+        ["a"],
+        torch.tensor([1, 2, 1, 2, 1, 2]),
+        weights=torch.tensor([1.0, 1.0, 1.0, 2.0, 1.0, 1.0]),
+        lengths=torch.tensor([2, 2, 2]),
+    )
     out = ebc(kjt).values()
     assert ebc.last_report.bags_run == [2]
     assert_close_to_reference(out, reference_pool(ebc, kjt))
@@ -158,8 +164,10 @@ def test_deduplicated_input_is_accepted(make_ebc, row_format):
         torch.from_numpy(np.concatenate([user[0], user[1], *items, *cats])),
         lengths=torch.tensor([1, 3] + [i.size for i in items] + [1] * B),
         stride_per_key_per_rank=[[1], [1], [B], [B]],
-        inverse_indices=(["u_id", "u_hist", "c_item", "c_cat"],
-                         torch.tensor([[0] * B, [0] * B, list(range(B)), list(range(B))])),
+        inverse_indices=(
+            ["u_id", "u_hist", "c_item", "c_cat"],
+            torch.tensor([[0] * B, [0] * B, list(range(B)), list(range(B))]),
+        ),
     )
     full = KeyedJaggedTensor(
         ["u_id", "u_hist", "c_item", "c_cat"],
@@ -190,7 +198,7 @@ def test_estimate_skips_features_without_repeats():
     for b in range(256):
         src = int(bags[1][inverse[1][b]])
         lo, hi = batch.offsets[256 + b], batch.offsets[256 + b + 1]
-        assert batch.values[batch.offsets[src]: batch.offsets[src + 1]].tolist() == batch.values[lo:hi].tolist()
+        assert batch.values[batch.offsets[src] : batch.offsets[src + 1]].tolist() == batch.values[lo:hi].tolist()
 
 
 def test_collisions_across_features_never_merge(monkeypatch):
@@ -212,8 +220,10 @@ def test_collisions_across_features_never_merge(monkeypatch):
         rows = bags[k] if inverse[k] is None else bags[k][inverse[k]]
         for b, src in enumerate(rows.tolist()):
             own = 3 * k + b
-            assert batch.values[batch.offsets[src]: batch.offsets[src + 1]].tolist() == \
-                batch.values[batch.offsets[own]: batch.offsets[own + 1]].tolist()
+            assert (
+                batch.values[batch.offsets[src] : batch.offsets[src + 1]].tolist()
+                == batch.values[batch.offsets[own] : batch.offsets[own + 1]].tolist()
+            )
 
 
 def test_estimate_sees_repeats_wherever_they_sit():
@@ -222,8 +232,8 @@ def test_estimate_sees_repeats_wherever_they_sit():
 
     rng = np.random.default_rng(1)
     bags = [rng.integers(0, 10**6, 5) for _ in range(256)]
-    adjacent = [b for b in bags for _ in range(2)]            # 0 0 1 1 2 2 ...
-    spread = bags + bags                                       # 0 1 2 ... 0 1 2 ...
+    adjacent = [b for b in bags for _ in range(2)]  # 0 0 1 1 2 2 ...
+    spread = bags + bags  # 0 1 2 ... 0 1 2 ...
     values = np.concatenate(adjacent + spread)
     kjt = KeyedJaggedTensor(["a", "b"], torch.from_numpy(values), lengths=torch.full((1024,), 5))
     batch = read_kjt(kjt)

@@ -15,8 +15,11 @@ from updlrm.tbe import InputTypeError
 def test_key_major_layout_and_to_dict():
     # keys a, b; B = 3: lengths are a's three bags, then b's three.
     kjt = KeyedJaggedTensor.from_lengths_sync(
-        ["a", "b"], torch.tensor([1, 2, 3, 4, 5, 6]), torch.tensor([1, 0, 2, 1, 1, 1]),
-        weights=torch.arange(6, dtype=torch.float32))
+        ["a", "b"],
+        torch.tensor([1, 2, 3, 4, 5, 6]),
+        torch.tensor([1, 0, 2, 1, 1, 1]),
+        weights=torch.arange(6, dtype=torch.float32),
+    )
     assert kjt.stride() == 3 and kjt.keys() == ["a", "b"]
     assert kjt.length_per_key() == [3, 3] and kjt.offset_per_key() == [0, 3, 6]
     assert kjt.offsets().tolist() == [0, 1, 1, 3, 4, 5, 6]
@@ -52,9 +55,13 @@ def test_lengths_and_offsets_constructors_agree(lengths, nkeys, weighted):
 
 def test_variable_batch_kjt_with_inverse_indices():
     # user: 1 unique bag for 3 samples; item: 3 bags.
-    kjt = KeyedJaggedTensor(["user", "item"], torch.tensor([9, 9, 1, 2, 3]), lengths=torch.tensor([2, 1, 1, 1]),
-                            stride_per_key_per_rank=[[1], [3]],
-                            inverse_indices=(["user", "item"], torch.tensor([[0, 0, 0], [0, 1, 2]])))
+    kjt = KeyedJaggedTensor(
+        ["user", "item"],
+        torch.tensor([9, 9, 1, 2, 3]),
+        lengths=torch.tensor([2, 1, 1, 1]),
+        stride_per_key_per_rank=[[1], [3]],
+        inverse_indices=(["user", "item"], torch.tensor([[0, 0, 0], [0, 1, 2]])),
+    )
     assert kjt.variable_stride_per_key() and kjt.stride() == 3 and kjt.stride_per_key() == [1, 3]
     assert kjt["user"].lengths().tolist() == [2] and kjt["item"].values().tolist() == [1, 2, 3]
     assert kjt.length_per_key() == [2, 3]
@@ -63,19 +70,36 @@ def test_variable_batch_kjt_with_inverse_indices():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(keys=["a"], values=torch.tensor([1, 2]), lengths=torch.tensor([1])), "lengths sum to 1, but there are 2 values"),
+        (
+            dict(keys=["a"], values=torch.tensor([1, 2]), lengths=torch.tensor([1])),
+            "lengths sum to 1, but there are 2 values",
+        ),
         (dict(keys=["a"], values=torch.tensor([1]), lengths=torch.tensor([2, -1])), r"lengths\[1\] = -1 is negative"),
         (dict(keys=["a", "b"], values=torch.tensor([1, 2, 3]), lengths=torch.tensor([1, 1, 1])), "3 bags for 2 keys"),
         (dict(keys=["a", "a"], values=torch.tensor([1]), lengths=torch.tensor([1, 0])), "keys must be unique"),
         (dict(keys=["a"], values=torch.tensor([1, 2]), offsets=torch.tensor([0, 2, 1])), "non-decreasing"),
         (dict(keys=["a"], values=torch.tensor([1, 2]), offsets=torch.tensor([1, 2])), r"offsets\[0\] must be 0"),
         (dict(keys=["a"], values=torch.tensor([1, 2]), offsets=torch.tensor([0, 1])), r"offsets\[-1\] = 1 must equal"),
-        (dict(keys=["a"], values=torch.tensor([1]), lengths=torch.tensor([1]), weights=torch.tensor([1.0, 2.0])), "weights has 2 entries"),
+        (
+            dict(keys=["a"], values=torch.tensor([1]), lengths=torch.tensor([1]), weights=torch.tensor([1.0, 2.0])),
+            "weights has 2 entries",
+        ),
         (dict(keys=["a"], values=torch.tensor([1]), lengths=None), "needs lengths or offsets"),
         (dict(keys=["a"], values=torch.tensor([1]), lengths=torch.tensor([1]), stride=3), "stride=3"),
-        (dict(keys=["a"], values=torch.tensor([1]), lengths=torch.tensor([1]), stride_per_key_per_rank=[[1]]), "needs inverse_indices"),
-        (dict(keys=["a"], values=torch.tensor([1]), lengths=torch.tensor([1]), stride_per_key_per_rank=[[1]],
-              inverse_indices=(["a"], torch.tensor([[0, 1]]))), "outside the key's 1 bags"),
+        (
+            dict(keys=["a"], values=torch.tensor([1]), lengths=torch.tensor([1]), stride_per_key_per_rank=[[1]]),
+            "needs inverse_indices",
+        ),
+        (
+            dict(
+                keys=["a"],
+                values=torch.tensor([1]),
+                lengths=torch.tensor([1]),
+                stride_per_key_per_rank=[[1]],
+                inverse_indices=(["a"], torch.tensor([[0, 1]])),
+            ),
+            "outside the key's 1 bags",
+        ),
     ],
 )
 def test_bad_kjt_is_one_clear_line(kwargs, message):
@@ -128,7 +152,9 @@ def test_jagged_tensor():
 
 
 def test_torchrec_cache_arguments_accepted_typos_refused():
-    kjt = KeyedJaggedTensor(["a"], torch.tensor([1]), lengths=torch.tensor([1]), length_per_key=[1], offset_per_key=[0, 1])
+    kjt = KeyedJaggedTensor(
+        ["a"], torch.tensor([1]), lengths=torch.tensor([1]), length_per_key=[1], offset_per_key=[0, 1]
+    )
     assert kjt.length_per_key() == [1]
     with pytest.raises(TypeError, match=r"unexpected keyword arguments \['weight'\]"):
         KeyedJaggedTensor(["a"], torch.tensor([1]), lengths=torch.tensor([1]), weight=torch.tensor([1.0]))

@@ -16,7 +16,17 @@ from updlrm.distributed.model import NETWORKS, NetworkProfile, estimate_batch, e
 from updlrm.distributed.sharded import ShardedTableBatchedEmbeddingBags
 
 __all__ = [
-    "NETWORKS", "ClusterContext", "ClusterPlan", "ClusterPlanError", "DistributedError", "HostShard", "HostSpec",
-    "NetworkProfile", "ShardedTableBatchedEmbeddingBags", "estimate_batch", "estimate_cluster", "plan_cluster",
+    "NETWORKS",
+    "ClusterContext",
+    "ClusterPlan",
+    "ClusterPlanError",
+    "DistributedError",
+    "HostShard",
+    "HostSpec",
+    "NetworkProfile",
+    "ShardedTableBatchedEmbeddingBags",
+    "estimate_batch",
+    "estimate_cluster",
+    "plan_cluster",
     "run_local",
 ]

@@ -71,8 +71,9 @@ class HostSpec:
         return self.nr_dpus * self.mram_bytes_per_dpu
 
     def topology(self) -> Topology:
-        return Topology(nr_dpus=self.nr_dpus, dpus_per_rank=self.dpus_per_rank,
-                        mram_bytes_per_dpu=self.mram_bytes_per_dpu)
+        return Topology(
+            nr_dpus=self.nr_dpus, dpus_per_rank=self.dpus_per_rank, mram_bytes_per_dpu=self.mram_bytes_per_dpu
+        )
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,11 @@ class HostShard:
     def local_spec(self, spec: TableSpec) -> TableSpec:
         """The table this shard is on its host: re-based rows, its columns, the same format and scale."""
         return dataclasses.replace(
-            spec, name=f"{spec.name}[{self.row_start}:{self.row_stop},{self.col_start}:{self.col_stop}]",
-            num_embeddings=self.num_rows, embedding_dim=self.dim)
+            spec,
+            name=f"{spec.name}[{self.row_start}:{self.row_stop},{self.col_start}:{self.col_stop}]",
+            num_embeddings=self.num_rows,
+            embedding_dim=self.dim,
+        )
 
     def mram_bytes(self, spec: TableSpec) -> int:
         return self.num_rows * padded_row_bytes(self.dim, spec.row_format)
@@ -155,23 +159,29 @@ class ClusterPlan:
             if not 0 <= s.host < self.nr_hosts:
                 raise ClusterPlanError(f"shard {i} names host {s.host}; the plan has {self.nr_hosts} hosts")
             spec = self.tables[s.table]
-            if not (0 <= s.row_start < s.row_stop <= spec.num_embeddings and 0 <= s.col_start < s.col_stop <= spec.embedding_dim):
+            if not (
+                0 <= s.row_start < s.row_stop <= spec.num_embeddings
+                and 0 <= s.col_start < s.col_stop <= spec.embedding_dim
+            ):
                 raise ClusterPlanError(
                     f"shard {i} of table {spec.name!r} holds rows [{s.row_start}, {s.row_stop}) x columns "
-                    f"[{s.col_start}, {s.col_stop}), outside the table's {spec.num_embeddings} x {spec.embedding_dim}")
+                    f"[{s.col_start}, {s.col_stop}), outside the table's {spec.num_embeddings} x {spec.embedding_dim}"
+                )
         for t, spec in enumerate(self.tables):
             cells = sum(self.shards[i].num_rows * self.shards[i].dim for i in self.shards_of_table(t))
             cover = _coverage(spec, [self.shards[i] for i in self.shards_of_table(t)])
             if cells != spec.num_embeddings * spec.embedding_dim or not cover:
                 raise ClusterPlanError(
                     f"table {spec.name!r}: its shards must hold every row and column exactly once "
-                    f"({cells:,} cells held for {spec.num_embeddings * spec.embedding_dim:,})")
+                    f"({cells:,} cells held for {spec.num_embeddings * spec.embedding_dim:,})"
+                )
         used = self.mram_bytes_per_host()
         for h, host in enumerate(self.hosts):
             if used[h] > MRAM_FILL * host.mram_bytes:
                 raise ClusterPlanError(
                     f"host {h}: its shards take {used[h] / 1e9:.2f} GB of MRAM, more than {MRAM_FILL:.0%} of its "
-                    f"{host.mram_bytes / 1e9:.2f} GB; add DPUs or hosts")
+                    f"{host.mram_bytes / 1e9:.2f} GB; add DPUs or hosts"
+                )
 
     # -- persistence --------------------------------------------------------------------
 
@@ -190,18 +200,26 @@ class ClusterPlan:
     @classmethod
     def from_dict(cls, d: dict) -> ClusterPlan:
         if d.get("format") != CLUSTER_PLAN_FORMAT:
-            raise ClusterPlanError(f"not an updlrm cluster plan (format {d.get('format')!r}, expected {CLUSTER_PLAN_FORMAT!r})")
+            raise ClusterPlanError(
+                f"not an updlrm cluster plan (format {d.get('format')!r}, expected {CLUSTER_PLAN_FORMAT!r})"
+            )
         if d.get("version") != CLUSTER_PLAN_VERSION:
-            raise ClusterPlanError(f"cluster plan version {d.get('version')!r} is not supported (this updlrm reads {CLUSTER_PLAN_VERSION})")
+            raise ClusterPlanError(
+                f"cluster plan version {d.get('version')!r} is not supported (this updlrm reads {CLUSTER_PLAN_VERSION})"
+            )
         for key in ("tables", "hosts", "shards", "tables_hash"):
             if key not in d:
                 raise ClusterPlanError(f"cluster plan has no {key!r} entry; write it with ClusterPlan.save")
         tables = [TableSpec.from_dict(t) for t in d["tables"]]
         if tables_hash(tables) != d["tables_hash"]:
             raise ClusterPlanError("cluster plan's tables do not match its tables_hash (the file was edited)")
-        plan = cls(tables=tables, hosts=[HostSpec(**h) for h in d["hosts"]],
-                   shards=[HostShard(**s) for s in d["shards"]], pooling=list(d.get("pooling", [])),
-                   metadata=dict(d.get("metadata", {})))
+        plan = cls(
+            tables=tables,
+            hosts=[HostSpec(**h) for h in d["hosts"]],
+            shards=[HostShard(**s) for s in d["shards"]],
+            pooling=list(d.get("pooling", [])),
+            metadata=dict(d.get("metadata", {})),
+        )
         plan.validate()
         return plan
 
@@ -223,8 +241,10 @@ class ClusterPlan:
 
     def __str__(self) -> str:
         used = self.mram_bytes_per_host()
-        lines = [f"ClusterPlan: {len(self.tables)} tables over {self.nr_hosts} host(s), {len(self.shards)} shards "
-                 f"({self.metadata.get('strategy', 'given')})"]
+        lines = [
+            f"ClusterPlan: {len(self.tables)} tables over {self.nr_hosts} host(s), {len(self.shards)} shards "
+            f"({self.metadata.get('strategy', 'given')})"
+        ]
         for h, host in enumerate(self.hosts):
             names = [self.tables[self.shards[i].table].name for i in self.shards_of_host(h)]
             shown = ", ".join(names[:6]) + (f", ... ({len(names)} shards)" if len(names) > 6 else "")
@@ -310,11 +330,18 @@ def plan_cluster(
     elif strategy == "column_wise":
         for t, spec in enumerate(tables):
             bounds = _split(spec.embedding_dim, len(hosts))
-            shards += [HostShard(t, h, 0, spec.num_embeddings, bounds[h], bounds[h + 1]) for h in range(len(bounds) - 1)]
+            shards += [
+                HostShard(t, h, 0, spec.num_embeddings, bounds[h], bounds[h + 1]) for h in range(len(bounds) - 1)
+            ]
     else:
         shards = _table_wise(tables, hosts, loads)
-    plan = ClusterPlan(tables=list(tables), hosts=list(hosts), shards=sorted(shards, key=lambda s: (s.host, s.table, s.row_start, s.col_start)),
-                       pooling=pooling, metadata={"strategy": strategy})
+    plan = ClusterPlan(
+        tables=list(tables),
+        hosts=list(hosts),
+        shards=sorted(shards, key=lambda s: (s.host, s.table, s.row_start, s.col_start)),
+        pooling=pooling,
+        metadata={"strategy": strategy},
+    )
     plan.validate()
     return plan
 
@@ -350,5 +377,6 @@ def _table_wise(tables: list[TableSpec], hosts: list[HostSpec], loads: list[floa
                 break
         if start < spec.num_embeddings:
             raise ClusterPlanError(
-                f"table {spec.name!r} ({need / 1e9:.2f} GB) does not fit in the hosts' free MRAM; add hosts or DPUs")
+                f"table {spec.name!r} ({need / 1e9:.2f} GB) does not fit in the hosts' free MRAM; add hosts or DPUs"
+            )
     return shards

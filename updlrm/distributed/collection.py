@@ -41,7 +41,9 @@ class ShardedEmbeddingBagCollection(EmbeddingBagCollection):
     def __init__(self, tables, *, cluster_plan: ClusterPlan, context: ClusterContext, **kwargs: Any) -> None:
         for key in ("plan", "nr_dpus"):
             if kwargs.get(key) is not None:
-                raise ValueError(f"{key}= is per server; a sharded collection takes its hosts and DPUs from cluster_plan")
+                raise ValueError(
+                    f"{key}= is per server; a sharded collection takes its hosts and DPUs from cluster_plan"
+                )
         object.__setattr__(self, "_cluster", (cluster_plan, context))
         super().__init__(tables, **kwargs)
 
@@ -53,11 +55,17 @@ class ShardedEmbeddingBagCollection(EmbeddingBagCollection):
             diff = next((f"{a} vs {b}" for a, b in zip(ours, theirs) if a != b), f"{len(ours)} vs {len(theirs)} tables")
             raise ClusterPlanError(f"the cluster plan was built for other tables (collection vs plan: {diff})")
         # The collection pools with SUM and divides MEAN features itself.
-        summed = ClusterPlan(tables=list(specs), hosts=cluster_plan.hosts, shards=cluster_plan.shards,
-                             pooling=["sum"] * len(specs), metadata=cluster_plan.metadata)
+        summed = ClusterPlan(
+            tables=list(specs),
+            hosts=cluster_plan.hosts,
+            shards=cluster_plan.shards,
+            pooling=["sum"] * len(specs),
+            metadata=cluster_plan.metadata,
+        )
         a = self._backend_args
-        return ShardedTableBatchedEmbeddingBags(summed, context, backend=a["backend"], weights=values, seed=a["seed"],
-                                                nr_tasklets=a["nr_tasklets"])
+        return ShardedTableBatchedEmbeddingBags(
+            summed, context, backend=a["backend"], weights=values, seed=a["seed"], nr_tasklets=a["nr_tasklets"]
+        )
 
     def _stack(self, batch, bags):
         indices, offsets, psw, row_start, Bp = super()._stack(batch, bags)
@@ -74,8 +82,11 @@ class ShardedEmbeddingBagCollection(EmbeddingBagCollection):
             out = super().forward(features)
             if context.step == step:  # an empty batch never reached the exchange: take part anyway
                 T = len(self._configs)
-                self._tbe(np.zeros(0, np.int64), np.zeros(T * 0 + 1, np.int64),
-                          np.zeros(0, np.float32) if self.is_weighted else None)
+                self._tbe(
+                    np.zeros(0, np.int64),
+                    np.zeros(T * 0 + 1, np.int64),
+                    np.zeros(0, np.float32) if self.is_weighted else None,
+                )
             return out
         except Exception as error:
             if context.step == step:  # failed before the exchange: tell the others this batch
@@ -83,8 +94,10 @@ class ShardedEmbeddingBagCollection(EmbeddingBagCollection):
             raise
 
     def to_torch(self):
-        raise NotImplementedError("a sharded collection holds only this host's shards; build the torch reference "
-                                  "from the full weights (updlrm.TorchEmbeddingBagCollection)")
+        raise NotImplementedError(
+            "a sharded collection holds only this host's shards; build the torch reference "
+            "from the full weights (updlrm.TorchEmbeddingBagCollection)"
+        )
 
 
 __all__ = ["ShardedEmbeddingBagCollection", "PoolingType"]

@@ -63,8 +63,13 @@ class ClusterContext:
         self._failed = False
         self._beats = 0
         self._stop = threading.Event()
-        dist.init_process_group("gloo", store=store, rank=self.rank, world_size=self.world_size,
-                                timeout=datetime.timedelta(seconds=self.timeout_s))
+        dist.init_process_group(
+            "gloo",
+            store=store,
+            rank=self.rank,
+            world_size=self.world_size,
+            timeout=datetime.timedelta(seconds=self.timeout_s),
+        )
         self._set("step", 0)
         self._beat_thread = threading.Thread(target=self._heartbeat, name=f"updlrm-heartbeat-{rank}", daemon=True)
         self._beat_thread.start()
@@ -86,12 +91,15 @@ class ClusterContext:
         """Join the group ``torchrun`` describes (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``)."""
         missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
         if missing:
-            raise DistributedError(f"not started by torchrun: {', '.join(missing)} not set; "
-                                   "run with `torchrun --nnodes N --nproc-per-node 1 ...`")
+            raise DistributedError(
+                f"not started by torchrun: {', '.join(missing)} not set; "
+                "run with `torchrun --nnodes N --nproc-per-node 1 ...`"
+            )
         # torchrun's own store is not handed to the program, so rank 0 opens one next to it.
         port = int(os.environ["MASTER_PORT"]) + 1
-        return cls.connect(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), os.environ["MASTER_ADDR"], port,
-                           timeout_s=timeout_s)
+        return cls.connect(
+            int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), os.environ["MASTER_ADDR"], port, timeout_s=timeout_s
+        )
 
     # -- store bookkeeping -------------------------------------------------------------
 
@@ -140,8 +148,11 @@ class ClusterContext:
         """Name the ranks behind a failed collective of batch ``self.step``."""
         first = {r: self._get("beat", r) for r in range(self.world_size) if r != self.rank}
         if all(v is None for v in first.values()) and self.world_size > 1 and self.rank != 0:
-            return DistributedError(f"batch {self.step}: rank 0 is unreachable (it hosts the group's store): "
-                                    f"it died or its host is down ({cause})", (0,))
+            return DistributedError(
+                f"batch {self.step}: rank 0 is unreachable (it hosts the group's store): "
+                f"it died or its host is down ({cause})",
+                (0,),
+            )
         time.sleep(4 * HEARTBEAT_S)
         dead, hung = [], []
         for r, before in first.items():
@@ -155,12 +166,15 @@ class ClusterContext:
         if dead:
             parts.append(f"rank(s) {', '.join(map(str, dead))} died (no heartbeat)")
         if hung:
-            parts.append(f"rank(s) {', '.join(map(str, hung))} hang (alive, but did not reach batch {self.step} "
-                         f"within {self.timeout_s:g} s)")
+            parts.append(
+                f"rank(s) {', '.join(map(str, hung))} hang (alive, but did not reach batch {self.step} "
+                f"within {self.timeout_s:g} s)"
+            )
         if not parts:
             parts.append("no rank could be named")
-        return DistributedError(f"batch {self.step} failed on rank {self.rank}: {'; '.join(parts)} ({cause})",
-                                tuple(dead + hung))
+        return DistributedError(
+            f"batch {self.step} failed on rank {self.rank}: {'; '.join(parts)} ({cause})", tuple(dead + hung)
+        )
 
     def _all_to_all(self, parts: list[np.ndarray], recv_counts: list[int], dtype) -> np.ndarray:
         import torch

@@ -24,8 +24,13 @@ from updlrm.distributed.cluster import HostSpec, plan_cluster
 from updlrm.distributed.launch import LocalRunError, run_local
 from updlrm.distributed.model import NETWORKS, estimate_batch, slice_batch, source_ranges
 
-PHASES = (("route", "route_s"), ("send lookups", "exchange_requests_s"), ("host DPUs", "host_s"),
-          ("return pooled", "exchange_responses_s"), ("assemble", "assemble_s"))
+PHASES = (
+    ("route", "route_s"),
+    ("send lookups", "exchange_requests_s"),
+    ("host DPUs", "host_s"),
+    ("return pooled", "exchange_responses_s"),
+    ("assemble", "assemble_s"),
+)
 
 
 @dataclass
@@ -54,11 +59,22 @@ def _setup(config: dict):
     from updlrm.partitioner.workloads import criteo_like_tables, synthetic_trace
 
     tables = criteo_like_tables(dim=config["dim"], max_rows=config["max_rows"], row_format=config["row_format"])
-    trace = synthetic_trace(tables, batch_size=config["batch_size"], num_batches=config["batches"],
-                            pooling=config["pooling"], alpha=config["alpha"], seed=config["seed"])
+    trace = synthetic_trace(
+        tables,
+        batch_size=config["batch_size"],
+        num_batches=config["batches"],
+        pooling=config["pooling"],
+        alpha=config["alpha"],
+        seed=config["seed"],
+    )
     loads = [float(config["pooling"])] * len(tables)
-    plan = plan_cluster(tables, [HostSpec(config["dpus"])] * config["hosts"], loads=loads,
-                        strategy=config["strategy"], batch_size=config["batch_size"])
+    plan = plan_cluster(
+        tables,
+        [HostSpec(config["dpus"])] * config["hosts"],
+        loads=loads,
+        strategy=config["strategy"],
+        batch_size=config["batch_size"],
+    )
     return tables, trace, plan
 
 
@@ -70,8 +86,9 @@ def _rank(ctx, config: dict) -> dict:
     from updlrm.tbe import _init_table, dequantize_table, quantize_table
 
     tables, trace, plan = _setup(config)
-    module = ShardedTableBatchedEmbeddingBags(plan, ctx, backend=config["backend"], seed=config["seed"],
-                                              nr_tasklets=config["nr_tasklets"])
+    module = ShardedTableBatchedEmbeddingBags(
+        plan, ctx, backend=config["backend"], seed=config["seed"], nr_tasklets=config["nr_tasklets"]
+    )
     weights = []
     for t, spec in enumerate(tables):
         q, fitted = quantize_table(_init_table(spec, config["seed"], t, None, None), spec, fit_scale=True)
@@ -99,43 +116,92 @@ def _reference(weights, indices, offsets, batch_size: int) -> np.ndarray:
     outs = []
     for t, w in enumerate(weights):
         lo, hi = int(offsets[t * batch_size]), int(offsets[(t + 1) * batch_size])
-        outs.append(torch.nn.functional.embedding_bag(
-            torch.from_numpy(indices[lo:hi]), w, torch.from_numpy(offsets[t * batch_size:(t + 1) * batch_size + 1] - lo),
-            mode="sum", include_last_offset=True))
+        outs.append(
+            torch.nn.functional.embedding_bag(
+                torch.from_numpy(indices[lo:hi]),
+                w,
+                torch.from_numpy(offsets[t * batch_size : (t + 1) * batch_size + 1] - lo),
+                mode="sum",
+                include_last_offset=True,
+            )
+        )
     return torch.cat(outs, dim=1).numpy()
 
 
-def run_cluster_demo(*, hosts: int = 2, batch_size: int = 1024, batches: int = 3, dpus: int = 64,
-                     backend: str = "auto", seed: int = 0, dim: int = 64, pooling: float = 16.0, alpha: float = 1.05,
-                     max_rows: int = 50_000, row_format: str = "fp32", nr_tasklets: int = 16,
-                     strategy: str = "auto", model_dpus: int = 2560, network: str = "ethernet-100g",
-                     timeout_s: float = 600.0, progress=None) -> ClusterDemoResult:
+def run_cluster_demo(
+    *,
+    hosts: int = 2,
+    batch_size: int = 1024,
+    batches: int = 3,
+    dpus: int = 64,
+    backend: str = "auto",
+    seed: int = 0,
+    dim: int = 64,
+    pooling: float = 16.0,
+    alpha: float = 1.05,
+    max_rows: int = 50_000,
+    row_format: str = "fp32",
+    nr_tasklets: int = 16,
+    strategy: str = "auto",
+    model_dpus: int = 2560,
+    network: str = "ethernet-100g",
+    timeout_s: float = 600.0,
+    progress=None,
+) -> ClusterDemoResult:
     """Run the demo over ``hosts`` local processes and return what it measured and modeled."""
     say = progress or (lambda msg: None)
-    config = dict(hosts=hosts, batch_size=batch_size, batches=batches, dpus=dpus, backend=backend, seed=seed, dim=dim,
-                  pooling=pooling, alpha=alpha, max_rows=max_rows, row_format=row_format, nr_tasklets=nr_tasklets,
-                  strategy=strategy, model_dpus=model_dpus, network=network)
+    config = dict(
+        hosts=hosts,
+        batch_size=batch_size,
+        batches=batches,
+        dpus=dpus,
+        backend=backend,
+        seed=seed,
+        dim=dim,
+        pooling=pooling,
+        alpha=alpha,
+        max_rows=max_rows,
+        row_format=row_format,
+        nr_tasklets=nr_tasklets,
+        strategy=strategy,
+        model_dpus=model_dpus,
+        network=network,
+    )
     tables, trace, plan = _setup(config)
     say(f"starting {hosts} host process(es) on 127.0.0.1 (gloo); plan: {plan.metadata.get('strategy')}")
     outcomes = run_local(hosts, _rank, config, timeout_s=timeout_s, collective_timeout_s=120)
     if not all(o.ok for o in outcomes):
         raise LocalRunError(outcomes)
     values = [o.value for o in outcomes]
-    measured = {key: float(np.mean([max(v["phases"][b][key] for v in values) for b in range(batches)]))
-                for _, key in PHASES}
+    measured = {
+        key: float(np.mean([max(v["phases"][b][key] for v in values) for b in range(batches)])) for _, key in PHASES
+    }
     measured["total_s"] = float(sum(measured[k] for _, k in PHASES))
     crossed = float(np.mean([sum(v["phases"][b]["bytes_sent"] for v in values) for b in range(batches)]))
 
     say(f"modeling {hosts} server(s) of {model_dpus:,} DPUs on {network}")
-    real = plan_cluster(tables, [HostSpec(model_dpus)] * hosts, loads=[float(pooling)] * len(tables),
-                        strategy=plan.metadata.get("strategy", "table_wise"), batch_size=batch_size)
+    real = plan_cluster(
+        tables,
+        [HostSpec(model_dpus)] * hosts,
+        loads=[float(pooling)] * len(tables),
+        strategy=plan.metadata.get("strategy", "table_wise"),
+        batch_size=batch_size,
+    )
     idx, off, psw = trace.batch(0)
     est = estimate_batch(real, idx, off, batch_size, psw, network=network, nr_tasklets=nr_tasklets)
     return ClusterDemoResult(
-        config=config, hosts=hosts, backend=values[0]["backend"], strategy=plan.metadata.get("strategy", "given"),
-        plan_summary=str(plan), lookups_per_batch=float(trace.num_lookups / batches), measured_s=measured,
-        bytes_between_hosts=crossed, max_abs_err=max(v["max_abs_err"] for v in values),
-        passed=all(v["passed"] for v in values), modeled=est.to_dict())
+        config=config,
+        hosts=hosts,
+        backend=values[0]["backend"],
+        strategy=plan.metadata.get("strategy", "given"),
+        plan_summary=str(plan),
+        lookups_per_batch=float(trace.num_lookups / batches),
+        measured_s=measured,
+        bytes_between_hosts=crossed,
+        max_abs_err=max(v["max_abs_err"] for v in values),
+        passed=all(v["passed"] for v in values),
+        modeled=est.to_dict(),
+    )
 
 
 def format_cluster_report(r: ClusterDemoResult) -> str:
@@ -155,16 +221,31 @@ def format_cluster_report(r: ClusterDemoResult) -> str:
     lines.append(f"  {'total':<24}{r.measured_s['total_s'] * 1e3:>12.3f} ms")
     lines.append(f"  bytes between hosts per batch: {r.bytes_between_hosts / 1e6:.2f} MB")
     m = r.modeled
-    lines += ["", f"  model: {r.hosts} server(s) x {c['model_dpus']:,} DPUs on {m['network']}: "
-              f"{m['total_s'] * 1e3:.3f} ms per batch = slowest host {max(m['host_s']) * 1e3:.3f} ms + network "
-              f"{m['network_s'] * 1e3:.3f} ms ({(m['request_bytes'] + m['response_bytes']) / 1e6:.2f} MB crossing)",
-              "", f"  max abs error vs torch: {r.max_abs_err:.3g} -> {'PASS' if r.passed else 'FAIL'}"]
+    lines += [
+        "",
+        f"  model: {r.hosts} server(s) x {c['model_dpus']:,} DPUs on {m['network']}: "
+        f"{m['total_s'] * 1e3:.3f} ms per batch = slowest host {max(m['host_s']) * 1e3:.3f} ms + network "
+        f"{m['network_s'] * 1e3:.3f} ms ({(m['request_bytes'] + m['response_bytes']) / 1e6:.2f} MB crossing)",
+        "",
+        f"  max abs error vs torch: {r.max_abs_err:.3g} -> {'PASS' if r.passed else 'FAIL'}",
+    ]
     return "\n".join(lines)
 
 
-def scaling_table(*, hosts=(1, 2, 4, 8), nr_tables: int = 26, rows: int = 2_000_000, dim: int = 64,
-                  row_format: str = "int8", batch_size: int = 4096, pooling: float = 32.0, alpha: float = 1.05,
-                  model_dpus: int = 2560, network: str = "ethernet-100g", seed: int = 0) -> list[dict]:
+def scaling_table(
+    *,
+    hosts=(1, 2, 4, 8),
+    nr_tables: int = 26,
+    rows: int = 2_000_000,
+    dim: int = 64,
+    row_format: str = "int8",
+    batch_size: int = 4096,
+    pooling: float = 32.0,
+    alpha: float = 1.05,
+    model_dpus: int = 2560,
+    network: str = "ethernet-100g",
+    seed: int = 0,
+) -> list[dict]:
     """Modeled batch time of one workload on 1..8 servers (each ``model_dpus`` DPUs), per strategy.
 
     >>> rows = scaling_table(hosts=(1, 2), nr_tables=2, rows=1000, dim=8, batch_size=64, model_dpus=64)
@@ -200,8 +281,10 @@ def torchrun_main(argv=None) -> int:
 
     from updlrm.distributed.context import ClusterContext
 
-    parser = argparse.ArgumentParser(prog="python -m updlrm.distributed.demo",
-                                     description="One host of `updlrm demo --hosts N`, started by torchrun.")
+    parser = argparse.ArgumentParser(
+        prog="python -m updlrm.distributed.demo",
+        description="One host of `updlrm demo --hosts N`, started by torchrun.",
+    )
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--batches", type=int, default=3)
     parser.add_argument("--dpus", type=int, default=64)
@@ -213,16 +296,36 @@ def torchrun_main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds before a dead or hung host is named")
     args = parser.parse_args(argv)
     ctx = ClusterContext.from_env(timeout_s=args.timeout)
-    config = dict(hosts=ctx.world_size, batch_size=args.batch_size, batches=args.batches, dpus=args.dpus,
-                  backend=args.backend, seed=0, dim=args.dim, pooling=16.0, alpha=1.05, max_rows=args.max_rows,
-                  row_format=args.row_format, nr_tasklets=16, strategy=args.strategy)
+    config = dict(
+        hosts=ctx.world_size,
+        batch_size=args.batch_size,
+        batches=args.batches,
+        dpus=args.dpus,
+        backend=args.backend,
+        seed=0,
+        dim=args.dim,
+        pooling=16.0,
+        alpha=1.05,
+        max_rows=args.max_rows,
+        row_format=args.row_format,
+        nr_tasklets=16,
+        strategy=args.strategy,
+    )
     try:
         result = _rank(ctx, config)
     finally:
         ctx.close()
     phases = {k: float(np.mean([p[k] for p in result["phases"]])) for _, k in PHASES}
-    line = json.dumps({"rank": ctx.rank, "world_size": ctx.world_size, "passed": result["passed"],
-                      "max_abs_err": result["max_abs_err"], "backend": result["backend"], "phases_s": phases})
+    line = json.dumps(
+        {
+            "rank": ctx.rank,
+            "world_size": ctx.world_size,
+            "passed": result["passed"],
+            "max_abs_err": result["max_abs_err"],
+            "backend": result["backend"],
+            "phases_s": phases,
+        }
+    )
     # One write of one line (< PIPE_BUF): the hosts share torchrun's stdout, and a
     # print() may reach the pipe in pieces that another host's line splits.
     sys.stdout.write(line + "\n")

@@ -71,8 +71,14 @@ def _child(rank: int, world_size: int, port: int, timeout_s: float, fn, args, re
                 ctx.close()
 
 
-def run_local(world_size: int, fn: Callable[..., Any], *args: Any, timeout_s: float = 120.0,
-              collective_timeout_s: float = 30.0, raise_on_error: bool = False) -> list[RankOutcome]:
+def run_local(
+    world_size: int,
+    fn: Callable[..., Any],
+    *args: Any,
+    timeout_s: float = 120.0,
+    collective_timeout_s: float = 30.0,
+    raise_on_error: bool = False,
+) -> list[RankOutcome]:
     """Run ``fn(context, *args)`` on ``world_size`` local ranks; return every rank's outcome.
 
     ``fn`` and ``args`` must be picklable (a module-level function). ``collective_timeout_s``
@@ -84,8 +90,15 @@ def run_local(world_size: int, fn: Callable[..., Any], *args: Any, timeout_s: fl
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     port = free_port()
-    procs = [ctx.Process(target=_child, args=(r, world_size, port, collective_timeout_s, fn, args, results),
-                         name=f"updlrm-host-{r}", daemon=True) for r in range(world_size)]
+    procs = [
+        ctx.Process(
+            target=_child,
+            args=(r, world_size, port, collective_timeout_s, fn, args, results),
+            name=f"updlrm-host-{r}",
+            daemon=True,
+        )
+        for r in range(world_size)
+    ]
     for p in procs:
         p.start()
     outcomes = {r: RankOutcome(r) for r in range(world_size)}
@@ -108,8 +121,11 @@ def run_local(world_size: int, fn: Callable[..., Any], *args: Any, timeout_s: fl
                     continue
                 # A result queued just before exiting may still be in flight: wait a moment.
                 if now - dead_since.setdefault(r, now) > 1.0:
-                    outcomes[r] = RankOutcome(r, error=f"process exited with code {procs[r].exitcode} without a result",
-                                              exitcode=procs[r].exitcode)
+                    outcomes[r] = RankOutcome(
+                        r,
+                        error=f"process exited with code {procs[r].exitcode} without a result",
+                        exitcode=procs[r].exitcode,
+                    )
                     pending.discard(r)
                     last_done = now
             continue
@@ -117,8 +133,11 @@ def run_local(world_size: int, fn: Callable[..., Any], *args: Any, timeout_s: fl
         pending.discard(rank)
         last_done = time.monotonic()
     for r in pending:
-        why = (f"no result {grace_s:g} s after the other ranks finished (hung; killed)" if time.monotonic() < deadline
-               else f"no result within {timeout_s:g} s (killed)")
+        why = (
+            f"no result {grace_s:g} s after the other ranks finished (hung; killed)"
+            if time.monotonic() < deadline
+            else f"no result within {timeout_s:g} s (killed)"
+        )
         outcomes[r] = RankOutcome(r, error=why)
     for p in procs:
         p.join(timeout=2.0)

@@ -49,11 +49,17 @@ class NetworkProfile:
 
 NETWORKS = {
     "ethernet-100g": NetworkProfile(
-        "ethernet-100g", 12.5e9, 10e-6,
-        "IEEE 802.3ba 100 Gb/s line rate; 10 us per exchange is an assumption, not a measurement"),
+        "ethernet-100g",
+        12.5e9,
+        10e-6,
+        "IEEE 802.3ba 100 Gb/s line rate; 10 us per exchange is an assumption, not a measurement",
+    ),
     "ethernet-25g": NetworkProfile(
-        "ethernet-25g", 3.125e9, 10e-6,
-        "IEEE 802.3by 25 Gb/s line rate; 10 us per exchange is an assumption, not a measurement"),
+        "ethernet-25g",
+        3.125e9,
+        10e-6,
+        "IEEE 802.3by 25 Gb/s line rate; 10 us per exchange is an assumption, not a measurement",
+    ),
 }
 
 
@@ -72,14 +78,21 @@ class ClusterEstimate:
         return max(self.host_s) + self.network_s
 
     def to_dict(self) -> dict:
-        return {"host_s": list(self.host_s), "network_s": self.network_s, "total_s": self.total_s,
-                "request_bytes": int(self.request_bytes.sum()), "response_bytes": int(self.response_bytes.sum()),
-                "network": self.network}
+        return {
+            "host_s": list(self.host_s),
+            "network_s": self.network_s,
+            "total_s": self.total_s,
+            "request_bytes": int(self.request_bytes.sum()),
+            "response_bytes": int(self.response_bytes.sum()),
+            "network": self.network,
+        }
 
     def __str__(self) -> str:
-        return (f"{len(self.host_s)} host(s): {self.total_s * 1e3:.3f} ms per batch = slowest host "
-                f"{max(self.host_s) * 1e3:.3f} ms + network {self.network_s * 1e3:.3f} ms ({self.network}; "
-                f"{(self.request_bytes.sum() + self.response_bytes.sum()) / 1e6:.2f} MB crossing)")
+        return (
+            f"{len(self.host_s)} host(s): {self.total_s * 1e3:.3f} ms per batch = slowest host "
+            f"{max(self.host_s) * 1e3:.3f} ms + network {self.network_s * 1e3:.3f} ms ({self.network}; "
+            f"{(self.request_bytes.sum() + self.response_bytes.sum()) / 1e6:.2f} MB crossing)"
+        )
 
 
 def _exchange_s(matrix: np.ndarray, network: NetworkProfile) -> float:
@@ -101,13 +114,21 @@ def slice_batch(offsets: np.ndarray, indices: np.ndarray, weights, nr_tables: in
     stops = [int(offsets[t * B + hi]) for t in range(nr_tables)]
     idx = np.concatenate([indices[a:b] for a, b in zip(starts, stops)]) if nr_tables else indices[:0]
     w = None if weights is None else np.concatenate([weights[a:b] for a, b in zip(starts, stops)])
-    lengths = np.concatenate([np.diff(offsets[t * B + lo:t * B + hi + 1]) for t in range(nr_tables)])
+    lengths = np.concatenate([np.diff(offsets[t * B + lo : t * B + hi + 1]) for t in range(nr_tables)])
     return idx, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), w
 
 
-def estimate_batch(plan: ClusterPlan, indices, offsets, batch_size: int, per_sample_weights=None, *,
-                   network: NetworkProfile | str = "ethernet-100g", profile: str | None = None,
-                   nr_tasklets: int = 16) -> ClusterEstimate:
+def estimate_batch(
+    plan: ClusterPlan,
+    indices,
+    offsets,
+    batch_size: int,
+    per_sample_weights=None,
+    *,
+    network: NetworkProfile | str = "ethernet-100g",
+    profile: str | None = None,
+    nr_tasklets: int = 16,
+) -> ClusterEstimate:
     """Modeled time of one global TBE batch (``offsets[T*B+1]``) on ``plan``'s hosts."""
     from updlrm.distributed.hostplan import host_placement
     from updlrm.hardware import DEFAULT_HARDWARE_PROFILE
@@ -141,8 +162,9 @@ def estimate_batch(plan: ClusterPlan, indices, offsets, batch_size: int, per_sam
         hw = get_profile(profile or DEFAULT_HARDWARE_PROFILE, nr_dpus=plan.hosts[h].nr_dpus)
         host_s.append(model_batch(work, hw).total_s)
     network_s = _exchange_s(request_bytes, net) + _exchange_s(response_bytes, net) if H > 1 else 0.0
-    return ClusterEstimate(host_s=host_s, request_bytes=request_bytes, response_bytes=response_bytes,
-                           network_s=network_s, network=net.name)
+    return ClusterEstimate(
+        host_s=host_s, request_bytes=request_bytes, response_bytes=response_bytes, network_s=network_s, network=net.name
+    )
 
 
 def synthetic_batch(plan: ClusterPlan, loads, batch_size: int, seed: int = 0, alpha: float = 0.0):
@@ -155,7 +177,7 @@ def synthetic_batch(plan: ClusterPlan, loads, batch_size: int, seed: int = 0, al
         total = int(n.sum())
         if alpha > 0:
             ranks = np.arange(1, spec.num_embeddings + 1, dtype=np.float64)
-            p = ranks ** -alpha
+            p = ranks**-alpha
             parts.append(rng.choice(spec.num_embeddings, total, p=p / p.sum()).astype(np.int64))
         else:
             parts.append(rng.integers(0, spec.num_embeddings, total, dtype=np.int64))
@@ -163,8 +185,16 @@ def synthetic_batch(plan: ClusterPlan, loads, batch_size: int, seed: int = 0, al
     return np.concatenate(parts), offsets
 
 
-def estimate_cluster(plan: ClusterPlan, loads, *, batch_size: int = 4096, network: NetworkProfile | str = "ethernet-100g",
-                     profile: str | None = None, seed: int = 0, alpha: float = 0.0) -> ClusterEstimate:
+def estimate_cluster(
+    plan: ClusterPlan,
+    loads,
+    *,
+    batch_size: int = 4096,
+    network: NetworkProfile | str = "ethernet-100g",
+    profile: str | None = None,
+    seed: int = 0,
+    alpha: float = 0.0,
+) -> ClusterEstimate:
     """:func:`estimate_batch` on a synthetic batch with ``loads[t]`` lookups per sample of table ``t``."""
     indices, offsets = synthetic_batch(plan, loads, batch_size, seed=seed, alpha=alpha)
     return estimate_batch(plan, indices, offsets, batch_size, network=network, profile=profile)

@@ -58,7 +58,7 @@ def route_to_hosts(plan: ClusterPlan, indices, offsets, batch_size: int, per_sam
     per_table = []
     for t in range(len(plan.tables)):
         lo, hi = int(off[t * B]), int(off[(t + 1) * B])
-        lengths = np.diff(off[t * B:(t + 1) * B + 1])
+        lengths = np.diff(off[t * B : (t + 1) * B + 1])
         bags = np.repeat(np.arange(B, dtype=np.int64), lengths)
         per_table.append((idx[lo:hi], bags, None if psw is None else psw[lo:hi], lengths))
     requests = []
@@ -76,10 +76,13 @@ def route_to_hosts(plan: ClusterPlan, indices, offsets, batch_size: int, per_sam
             lengths.append(np.bincount(bags[keep], minlength=B).astype(np.int64))
             parts.append(rows[keep] - s.row_start)
             weights.append(None if w is None else w[keep])
-        requests.append(HostRequest(
-            lengths=np.asarray(lengths, dtype=np.int64).reshape(len(lengths), B),
-            indices=np.concatenate(parts) if parts else np.zeros(0, np.int64),
-            weights=None if psw is None else (np.concatenate(weights) if weights else np.zeros(0, np.float32))))
+        requests.append(
+            HostRequest(
+                lengths=np.asarray(lengths, dtype=np.int64).reshape(len(lengths), B),
+                indices=np.concatenate(parts) if parts else np.zeros(0, np.int64),
+                weights=None if psw is None else (np.concatenate(weights) if weights else np.zeros(0, np.float32)),
+            )
+        )
     return requests
 
 
@@ -92,11 +95,14 @@ def merge_requests(requests: list[HostRequest]) -> HostRequest:
     indices, weights = [], []
     for j in range(nr_shards):
         for r, s in zip(requests, starts):
-            indices.append(r.indices[s[j]:s[j + 1]])
+            indices.append(r.indices[s[j] : s[j + 1]])
             if weighted:
-                weights.append(r.weights[s[j]:s[j + 1]])
-    return HostRequest(lengths=lengths, indices=np.concatenate(indices) if indices else np.zeros(0, np.int64),
-                       weights=(np.concatenate(weights) if weights else np.zeros(0, np.float32)) if weighted else None)
+                weights.append(r.weights[s[j] : s[j + 1]])
+    return HostRequest(
+        lengths=lengths,
+        indices=np.concatenate(indices) if indices else np.zeros(0, np.int64),
+        weights=(np.concatenate(weights) if weights else np.zeros(0, np.float32)) if weighted else None,
+    )
 
 
 def assemble(plan: ClusterPlan, parts: list[np.ndarray], bag_lengths: np.ndarray) -> np.ndarray:
@@ -115,12 +121,12 @@ def assemble(plan: ClusterPlan, parts: list[np.ndarray], bag_lengths: np.ndarray
         for i in plan.shards_of_host(h):
             s = plan.shards[i]
             lo = int(cols[s.table]) + s.col_start
-            out[:, lo:lo + s.dim] += parts[h][:, pos:pos + s.dim]
+            out[:, lo : lo + s.dim] += parts[h][:, pos : pos + s.dim]
             pos += s.dim
     for t in range(len(plan.tables)):
         if plan.pooling[t] == "mean" and plan.is_row_split(t):
             n = bag_lengths[t].astype(np.float64)
-            out[:, cols[t]:cols[t + 1]] /= np.where(n > 0, n, 1.0)[:, None]
+            out[:, cols[t] : cols[t + 1]] /= np.where(n > 0, n, 1.0)[:, None]
     return out.astype(np.float32)
 
 

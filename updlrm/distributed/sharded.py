@@ -79,9 +79,15 @@ class HostEmbedding:
                 continue
             group_specs = [specs[j] for j in members]
             module = TableBatchedEmbeddingBags(
-                group_specs, plan=host_placement(plan, host, group_specs), backend=backend, pooling_mode=mode,
-                weights=[stored[self.shards[j]] for j in members], quantization="table", nr_tasklets=nr_tasklets,
-                bounds_check_mode=BoundsCheckMode.NONE)
+                group_specs,
+                plan=host_placement(plan, host, group_specs),
+                backend=backend,
+                pooling_mode=mode,
+                weights=[stored[self.shards[j]] for j in members],
+                quantization="table",
+                nr_tasklets=nr_tasklets,
+                bounds_check_mode=BoundsCheckMode.NONE,
+            )
             self.groups.append((members, module))
         self.backend = self.groups[0][1].backend if self.groups else "none"
         self.backend_reason = self.groups[0][1].backend_reason if self.groups else "this host holds no shard"
@@ -95,14 +101,17 @@ class HostEmbedding:
             return out
         starts = np.concatenate([[0], np.cumsum(request.lengths.sum(axis=1))]).astype(np.int64)
         for members, module in self.groups:
-            idx = np.concatenate([request.indices[starts[j]:starts[j + 1]] for j in members])
-            w = None if request.weights is None else np.concatenate(
-                [request.weights[starts[j]:starts[j + 1]] for j in members])
+            idx = np.concatenate([request.indices[starts[j] : starts[j + 1]] for j in members])
+            w = (
+                None
+                if request.weights is None
+                else np.concatenate([request.weights[starts[j] : starts[j + 1]] for j in members])
+            )
             offsets = np.concatenate([[0], np.cumsum(request.lengths[members].reshape(-1))]).astype(np.int64)
             part = module(idx, offsets, w)
             pos = 0
             for j in members:
-                out[:, cols[j]:cols[j + 1]] = part[:, pos:pos + self.dims[j]]
+                out[:, cols[j] : cols[j + 1]] = part[:, pos : pos + self.dims[j]]
                 pos += self.dims[j]
         return out
 
@@ -128,15 +137,26 @@ class ShardedTableBatchedEmbeddingBags(torch.nn.Module):
     the others, which raise :class:`~updlrm.distributed.context.DistributedError` naming it.
     """
 
-    def __init__(self, plan: ClusterPlan, context: ClusterContext, *, backend: str = "auto", weights=None, seed: int = 0,
-                 nr_tasklets: int = 16, bounds_check_mode: BoundsCheckMode = BoundsCheckMode.FATAL) -> None:
+    def __init__(
+        self,
+        plan: ClusterPlan,
+        context: ClusterContext,
+        *,
+        backend: str = "auto",
+        weights=None,
+        seed: int = 0,
+        nr_tasklets: int = 16,
+        bounds_check_mode: BoundsCheckMode = BoundsCheckMode.FATAL,
+    ) -> None:
         super().__init__()
         from updlrm.tbe import _init_table, _to_numpy, quantize_table
 
         plan.validate()
         if plan.nr_hosts != context.world_size:
-            raise DistributedError(f"the plan has {plan.nr_hosts} hosts but the group has {context.world_size} ranks; "
-                                   "start one process per host")
+            raise DistributedError(
+                f"the plan has {plan.nr_hosts} hosts but the group has {context.world_size} ranks; "
+                "start one process per host"
+            )
         self.plan, self.context = plan, context
         self.bounds_check_mode = BoundsCheckMode(bounds_check_mode)
         if weights is not None and len(weights) != len(plan.tables):
@@ -146,15 +166,18 @@ class ShardedTableBatchedEmbeddingBags(torch.nn.Module):
         fitted = list(plan.tables)
         for t in sorted({plan.shards[i].table for i in mine}):
             spec = plan.tables[t]
-            values = _init_table(spec, seed, t, None, None) if weights is None else _to_numpy(weights[t], f"weights[{t}]")
+            values = (
+                _init_table(spec, seed, t, None, None) if weights is None else _to_numpy(weights[t], f"weights[{t}]")
+            )
             q, fitted[t] = quantize_table(values, spec, fit_scale=True)
             for i in mine:
                 s = plan.shards[i]
                 if s.table == t:
-                    stored[i] = np.ascontiguousarray(q[s.row_start:s.row_stop, s.col_start:s.col_stop])
+                    stored[i] = np.ascontiguousarray(q[s.row_start : s.row_stop, s.col_start : s.col_stop])
         # Scales fitted from whole tables: every host of a split table uses the same one.
-        local = ClusterPlan(tables=fitted, hosts=plan.hosts, shards=plan.shards, pooling=plan.pooling,
-                            metadata=plan.metadata)
+        local = ClusterPlan(
+            tables=fitted, hosts=plan.hosts, shards=plan.shards, pooling=plan.pooling, metadata=plan.metadata
+        )
         self.host = HostEmbedding(local, context.rank, stored, backend=backend, nr_tasklets=nr_tasklets)
         self.tables = plan.tables
         self._dims = [host_dims(plan, h) for h in range(plan.nr_hosts)]
@@ -177,28 +200,40 @@ class ShardedTableBatchedEmbeddingBags(torch.nn.Module):
         failure = None
         try:
             mean = any(p == "mean" for p in plan.pooling)
-            batch = validate_tbe_inputs(plan.tables, indices, offsets, per_sample_weights,
-                                        pooling_mode=PoolingMode.MEAN if mean and per_sample_weights is not None else PoolingMode.SUM,
-                                        bounds_check_mode=self.bounds_check_mode)
+            batch = validate_tbe_inputs(
+                plan.tables,
+                indices,
+                offsets,
+                per_sample_weights,
+                pooling_mode=PoolingMode.MEAN if mean and per_sample_weights is not None else PoolingMode.SUM,
+                bounds_check_mode=self.bounds_check_mode,
+            )
             requests = route_to_hosts(plan, batch.indices, batch.offsets, batch.batch_size, batch.per_sample_weights)
             B = batch.batch_size
         except Exception as error:  # tell the others before raising here
             failure = error
             ctx.report_error(f"{type(error).__name__}: {error}")
-            requests, B = [HostRequest(np.zeros((n, 0), np.int64), np.zeros(0, np.int64), None) for n in self._nr_shards], 0
+            requests, B = (
+                [HostRequest(np.zeros((n, 0), np.int64), np.zeros(0, np.int64), None) for n in self._nr_shards],
+                0,
+            )
         stats.route_s = time.perf_counter() - t0
 
         t1 = time.perf_counter()
-        header = [np.array([int(failure is not None), B, r.indices.size, int(r.weights is not None)], np.int64)
-                  for r in requests]
+        header = [
+            np.array([int(failure is not None), B, r.indices.size, int(r.weights is not None)], np.int64)
+            for r in requests
+        ]
         got = ctx.all_to_all_int64(header, [_HEADER] * H).reshape(H, _HEADER)
         if got[:, 0].any():
             if failure is not None:
                 raise failure
             ctx._failed = True
             bad = [int(r) for r in np.flatnonzero(got[:, 0])]
-            raise DistributedError(f"batch {ctx.step}: rank(s) {bad} failed: "
-                                   + "; ".join(f"rank {r}: {ctx.peer_error(r)}" for r in bad), tuple(bad))
+            raise DistributedError(
+                f"batch {ctx.step}: rank(s) {bad} failed: " + "; ".join(f"rank {r}: {ctx.peer_error(r)}" for r in bad),
+                tuple(bad),
+            )
         sizes, counts, weighted = got[:, 1], got[:, 2], bool(got[:, 3].any())
         mine = self._nr_shards[ctx.rank]
         lengths = ctx.all_to_all_int64([r.lengths.reshape(-1) for r in requests], [mine * int(b) for b in sizes])
@@ -207,7 +242,8 @@ class ShardedTableBatchedEmbeddingBags(torch.nn.Module):
         if weighted:
             w = ctx.all_to_all_float32(
                 [r.weights if r.weights is not None else np.ones(r.indices.size, np.float32) for r in requests],
-                [int(c) for c in counts])
+                [int(c) for c in counts],
+            )
         stats.exchange_requests_s = time.perf_counter() - t1
 
         t2 = time.perf_counter()
@@ -218,7 +254,7 @@ class ShardedTableBatchedEmbeddingBags(torch.nn.Module):
 
         t3 = time.perf_counter()
         bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        back = [local[bounds[s]:bounds[s + 1]].reshape(-1) for s in range(H)]
+        back = [local[bounds[s] : bounds[s + 1]].reshape(-1) for s in range(H)]
         recv = ctx.all_to_all_float32(back, [B * sum(self._dims[h]) for h in range(H)])
         stats.exchange_responses_s = time.perf_counter() - t3
 
@@ -226,7 +262,7 @@ class ShardedTableBatchedEmbeddingBags(torch.nn.Module):
         parts, pos = [], 0
         for h in range(H):
             n = B * sum(self._dims[h])
-            parts.append(recv[pos:pos + n].reshape(B, sum(self._dims[h])))
+            parts.append(recv[pos : pos + n].reshape(B, sum(self._dims[h])))
             pos += n
         bag_lengths = np.diff(batch.offsets).reshape(len(plan.tables), B)
         out = assemble(plan, parts, bag_lengths)
@@ -260,9 +296,9 @@ def _split_merged(lengths: np.ndarray, idx: np.ndarray, w, sizes: np.ndarray, nr
     requests, lpos, ipos = [], 0, 0
     for b in sizes:
         n = nr_shards * int(b)
-        lens = lengths[lpos:lpos + n].reshape(nr_shards, int(b))
+        lens = lengths[lpos : lpos + n].reshape(nr_shards, int(b))
         k = int(lens.sum())
-        requests.append(HostRequest(lens, idx[ipos:ipos + k], None if w is None else w[ipos:ipos + k]))
+        requests.append(HostRequest(lens, idx[ipos : ipos + k], None if w is None else w[ipos : ipos + k]))
         lpos, ipos = lpos + n, ipos + k
     if not requests:
         return HostRequest(np.zeros((nr_shards, 0), np.int64), np.zeros(0, np.int64), None)

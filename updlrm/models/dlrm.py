@@ -70,9 +70,16 @@ def _configs(tables: Sequence[Any]) -> list:
 
 def _table_dict(c) -> dict:
     """The JSON-able facts of an ``EmbeddingBagConfig`` (what a checkpoint stores)."""
-    return {"name": c.name, "num_embeddings": c.num_embeddings, "embedding_dim": c.embedding_dim,
-            "feature_names": list(c.feature_names), "pooling": c.pooling.value, "row_format": c.row_format.value,
-            "weight_init_max": c.weight_init_max, "weight_init_min": c.weight_init_min}
+    return {
+        "name": c.name,
+        "num_embeddings": c.num_embeddings,
+        "embedding_dim": c.embedding_dim,
+        "feature_names": list(c.feature_names),
+        "pooling": c.pooling.value,
+        "row_format": c.row_format.value,
+        "weight_init_max": c.weight_init_max,
+        "weight_init_min": c.weight_init_min,
+    }
 
 
 def _table_config(d: dict):
@@ -134,8 +141,9 @@ def _sparse_weights(module) -> dict[str, torch.Tensor]:
     """Every table's float32 weights of a collection (dequantised for integer formats)."""
     if hasattr(module, "table_weights"):
         return {c.name: module.table_weights(c.name) for c in module.embedding_bag_configs()}
-    return {c.name: module.embedding_bags[c.name].weight.detach().to(torch.float32)
-            for c in module.embedding_bag_configs()}
+    return {
+        c.name: module.embedding_bags[c.name].weight.detach().to(torch.float32) for c in module.embedding_bag_configs()
+    }
 
 
 class DLRM(nn.Module):
@@ -172,9 +180,18 @@ class DLRM(nn.Module):
     'dense_in=3, features=1, dim=4, bottom=[3, 4], top=[5, 1], sparse=torch'
     """
 
-    def __init__(self, tables: Sequence[Any], dense_in_features: int, bottom_mlp: Sequence[int] = (64, 16),
-                 top_mlp: Sequence[int] = (64, 1), *, sparse: str | nn.Module = "torch", seed: int = 0,
-                 is_weighted: bool = False, **sparse_options) -> None:
+    def __init__(
+        self,
+        tables: Sequence[Any],
+        dense_in_features: int,
+        bottom_mlp: Sequence[int] = (64, 16),
+        top_mlp: Sequence[int] = (64, 1),
+        *,
+        sparse: str | nn.Module = "torch",
+        seed: int = 0,
+        is_weighted: bool = False,
+        **sparse_options,
+    ) -> None:
         super().__init__()
         configs = _configs(tables)
         if dense_in_features < 1:
@@ -186,8 +203,10 @@ class DLRM(nn.Module):
         self.embedding_dim = int(bottom_mlp[-1])
         wrong = [c.name for c in configs if c.embedding_dim != self.embedding_dim]
         if wrong:
-            raise ValueError(f"the dot interaction needs every table's embedding_dim == bottom_mlp[-1] = "
-                             f"{self.embedding_dim}; tables {wrong[:5]} differ")
+            raise ValueError(
+                f"the dot interaction needs every table's embedding_dim == bottom_mlp[-1] = "
+                f"{self.embedding_dim}; tables {wrong[:5]} differ"
+            )
         self.dense_in_features = int(dense_in_features)
         self.bottom_sizes = [self.dense_in_features] + [int(s) for s in bottom_mlp]
         nf = len(self.features) + 1
@@ -209,8 +228,9 @@ class DLRM(nn.Module):
             self.sparse_arch = sparse
         else:
             self.sparse_kind = str(sparse)
-            self.sparse_arch = _build_sparse(self.sparse_kind, configs, None, self.seed, self.is_weighted,
-                                             dict(sparse_options))
+            self.sparse_arch = _build_sparse(
+                self.sparse_kind, configs, None, self.seed, self.is_weighted, dict(sparse_options)
+            )
         # Inference: frozen parameters, eval mode (outputs never carry a graph).
         self.requires_grad_(False)
         self.eval()
@@ -219,9 +239,14 @@ class DLRM(nn.Module):
 
     def config(self) -> dict:
         """The architecture as a JSON-able dict (what a checkpoint stores besides the weights)."""
-        return {"tables": [_table_dict(c) for c in self._configs], "dense_in_features": self.dense_in_features,
-                "bottom_mlp": self.bottom_sizes[1:], "top_mlp": self.top_sizes[1:], "seed": self.seed,
-                "is_weighted": self.is_weighted}
+        return {
+            "tables": [_table_dict(c) for c in self._configs],
+            "dense_in_features": self.dense_in_features,
+            "bottom_mlp": self.bottom_sizes[1:],
+            "top_mlp": self.top_sizes[1:],
+            "seed": self.seed,
+            "is_weighted": self.is_weighted,
+        }
 
     def embedding_bag_configs(self) -> list:
         """The tables (``updlrm.EmbeddingBagConfig`` s)."""
@@ -232,8 +257,9 @@ class DLRM(nn.Module):
     def forward(self, dense_features: torch.Tensor, sparse_features) -> torch.Tensor:
         dense_features = torch.as_tensor(dense_features, dtype=torch.float32)
         if dense_features.dim() != 2 or dense_features.shape[1] != self.dense_in_features:
-            raise ValueError(f"dense_features must have shape (B, {self.dense_in_features}), "
-                             f"got {tuple(dense_features.shape)}")
+            raise ValueError(
+                f"dense_features must have shape (B, {self.dense_in_features}), got {tuple(dense_features.shape)}"
+            )
         x = self.bottom_mlp(dense_features)
         kt = self.sparse_arch(sparse_features)
         if list(kt.keys()) == self.features:
@@ -245,7 +271,9 @@ class DLRM(nn.Module):
                 raise KeyError(f"the sparse part returned no pooled embedding for features {missing[:5]}")
             sparse = torch.stack([pooled[f] for f in self.features], dim=1)
         if sparse.shape[0] != x.shape[0]:
-            raise ValueError(f"{x.shape[0]} rows of dense features but {sparse.shape[0]} samples in the sparse features")
+            raise ValueError(
+                f"{x.shape[0]} rows of dense features but {sparse.shape[0]} samples in the sparse features"
+            )
         return self.top_mlp(dot_interaction(x, sparse.to(x.dtype)))
 
     def last_profile(self, profile: str = "upmem-350mhz-2556"):
@@ -269,13 +297,21 @@ class DLRM(nn.Module):
         ``with_sparse("torch")`` brings them back into ``nn.EmbeddingBag`` s (integer row
         formats come back dequantised). The MLPs are copied.
         """
-        module = _build_sparse(sparse, self._configs, _sparse_weights(self.sparse_arch), self.seed, self.is_weighted,
-                               dict(sparse_options))
+        module = _build_sparse(
+            sparse, self._configs, _sparse_weights(self.sparse_arch), self.seed, self.is_weighted, dict(sparse_options)
+        )
         return self._with_module(module)
 
     def _with_module(self, module: nn.Module) -> DLRM:
-        new = DLRM(self._configs, self.dense_in_features, self.bottom_sizes[1:], self.top_sizes[1:], sparse=module,
-                   seed=self.seed, is_weighted=self.is_weighted)
+        new = DLRM(
+            self._configs,
+            self.dense_in_features,
+            self.bottom_sizes[1:],
+            self.top_sizes[1:],
+            sparse=module,
+            seed=self.seed,
+            is_weighted=self.is_weighted,
+        )
         new.bottom_mlp.load_state_dict(self.bottom_mlp.state_dict())
         new.top_mlp.load_state_dict(self.top_mlp.state_dict())
         return new
@@ -300,13 +336,21 @@ class DLRM(nn.Module):
         True
         """
         path = Path(path)
-        torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": self.config(),
-                    "state_dict": {k: v.detach() for k, v in self.state_dict().items()}}, path)
+        torch.save(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "version": CHECKPOINT_VERSION,
+                "config": self.config(),
+                "state_dict": {k: v.detach() for k, v in self.state_dict().items()},
+            },
+            path,
+        )
         return path
 
     @classmethod
-    def load(cls, checkpoint: str | os.PathLike | dict, *, sparse: str = "torch", pooling: str = "SUM",
-             **sparse_options) -> DLRM:
+    def load(
+        cls, checkpoint: str | os.PathLike | dict, *, sparse: str = "torch", pooling: str = "SUM", **sparse_options
+    ) -> DLRM:
         """A model from a checkpoint of :meth:`save`, or from a bare ``state_dict``.
 
         ``checkpoint`` is a path or the loaded dict. A bare state_dict
@@ -337,18 +381,27 @@ class DLRM(nn.Module):
         names = [c.name for c in configs]
         if sorted(tables) != sorted(names):
             raise ValueError(f"the checkpoint's tables {sorted(tables)[:5]} differ from its architecture's {names[:5]}")
-        module = _build_sparse(sparse, configs, tables, int(config.get("seed", 0)), bool(config.get("is_weighted")),
-                               dict(sparse_options))
-        model = cls(configs, config["dense_in_features"], config["bottom_mlp"], config["top_mlp"], sparse=module,
-                    seed=int(config.get("seed", 0)), is_weighted=bool(config.get("is_weighted")))
+        module = _build_sparse(
+            sparse, configs, tables, int(config.get("seed", 0)), bool(config.get("is_weighted")), dict(sparse_options)
+        )
+        model = cls(
+            configs,
+            config["dense_in_features"],
+            config["bottom_mlp"],
+            config["top_mlp"],
+            sparse=module,
+            seed=int(config.get("seed", 0)),
+            is_weighted=bool(config.get("is_weighted")),
+        )
         for part in ("bottom_mlp", "top_mlp"):
-            sub = {k[len(part) + 1:]: v for k, v in state.items() if k.startswith(part + ".")}
+            sub = {k[len(part) + 1 :]: v for k, v in state.items() if k.startswith(part + ".")}
             try:
                 getattr(model, part).load_state_dict(sub)
             except RuntimeError as exc:
                 model.close()
-                raise ValueError(f"the checkpoint's {part} does not fit its architecture: "
-                                 f"{str(exc).splitlines()[-1].strip()}") from None
+                raise ValueError(
+                    f"the checkpoint's {part} does not fit its architecture: {str(exc).splitlines()[-1].strip()}"
+                ) from None
         return model
 
     def close(self) -> None:
@@ -364,22 +417,27 @@ class DLRM(nn.Module):
         self.close()
 
     def extra_repr(self) -> str:
-        return (f"dense_in={self.dense_in_features}, features={len(self.features)}, dim={self.embedding_dim}, "
-                f"bottom={self.bottom_sizes}, top={self.top_sizes}, sparse={self.sparse_kind}")
+        return (
+            f"dense_in={self.dense_in_features}, features={len(self.features)}, dim={self.embedding_dim}, "
+            f"bottom={self.bottom_sizes}, top={self.top_sizes}, sparse={self.sparse_kind}"
+        )
 
 
 def _sparse_part(state: dict) -> dict[str, torch.Tensor]:
     """``{table: float32 weight}`` of a DLRM state_dict (the float view; quantised rows refit on load)."""
     prefix, suffix = "sparse_arch.embedding_bags.", ".weight"
-    out = {k[len(prefix):-len(suffix)]: v for k, v in state.items() if k.startswith(prefix) and k.endswith(suffix)}
+    out = {k[len(prefix) : -len(suffix)]: v for k, v in state.items() if k.startswith(prefix) and k.endswith(suffix)}
     if not out:
         raise ValueError("the checkpoint holds no embedding tables (no sparse_arch.embedding_bags.<table>.weight)")
     return out
 
 
 def _linear_sizes(state: dict, prefix: str) -> list[int]:
-    layers = sorted((int(k[len(prefix):].split(".")[0]), v) for k, v in state.items()
-                    if k.startswith(prefix) and k.endswith(".weight"))
+    layers = sorted(
+        (int(k[len(prefix) :].split(".")[0]), v)
+        for k, v in state.items()
+        if k.startswith(prefix) and k.endswith(".weight")
+    )
     if not layers:
         raise ValueError(f"the checkpoint has no {prefix}* layers")
     sizes = [int(layers[0][1].shape[1])]
@@ -392,8 +450,16 @@ def _linear_sizes(state: dict, prefix: str) -> list[int]:
 
 def _infer_config(state: dict, pooling: str) -> dict:
     """The architecture of a bare DLRM state_dict, from its tensor shapes."""
-    tables = [{"name": name, "num_embeddings": int(w.shape[0]), "embedding_dim": int(w.shape[1]),
-               "feature_names": [name], "pooling": str(pooling).upper(), "row_format": "fp32"}
-              for name, w in _sparse_part(state).items()]
+    tables = [
+        {
+            "name": name,
+            "num_embeddings": int(w.shape[0]),
+            "embedding_dim": int(w.shape[1]),
+            "feature_names": [name],
+            "pooling": str(pooling).upper(),
+            "row_format": "fp32",
+        }
+        for name, w in _sparse_part(state).items()
+    ]
     bottom, top = _linear_sizes(state, "bottom_mlp."), _linear_sizes(state, "top_mlp.")
     return {"tables": tables, "dense_in_features": bottom[0], "bottom_mlp": bottom[1:], "top_mlp": top[1:]}

@@ -50,50 +50,149 @@ def _warmup(model, requests, max_batch: int, seconds: float = 0.5) -> float:
 
 @click.command("serve")
 @click.argument("requests", type=click.Path(dir_okay=False))
-@click.option("--model", "model_path", type=click.Path(dir_okay=False),
-              help="DLRM checkpoint (DLRM.save, or a DLRM state_dict) or an EmbeddingBagCollection state_dict. "
-                   "Default: the embedding layer alone, random weights.")
-@click.option("--scenario", default="both", show_default=True, type=click.Choice(["offline", "server", "both"]),
-              help="LoadGen scenario(s) to run.")
-@click.option("--duration", default=3.0, show_default=True, type=click.FloatRange(0.1),
-              help="LoadGen's minimum duration of the Offline run and of the final Server run (seconds).")
-@click.option("--target-qps", default=None, type=click.FloatRange(0, min_open=True),
-              help="Server arrival rate; default: search for the highest QPS within the p99 bound.")
-@click.option("--latency-bound-ms", default=DEFAULT_LATENCY_BOUND_S * 1e3, show_default=True,
-              type=click.FloatRange(0, min_open=True), help="Server p99 latency bound (MLPerf's DLRM bound: 30 ms).")
-@click.option("--search-steps", default=5, show_default=True, type=click.IntRange(1),
-              help="Server runs of the QPS search (bisection).")
-@click.option("--search-duration", default=1.5, show_default=True, type=click.FloatRange(0.1),
-              help="Seconds of each search run.")
-@click.option("--confirm-retries", default=2, show_default=True, type=click.IntRange(0),
-              help="After the search: full-length runs 10% lower while the found QPS is invalid.")
-@click.option("--max-batch", default=256, show_default=True, type=click.IntRange(1), help="Dynamic batching: largest batch.")
-@click.option("--max-wait-ms", default=2.0, show_default=True, type=click.FloatRange(0),
-              help="Dynamic batching: longest a sample waits for company.")
-@click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "emulator", "simulator", "hw"]))
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(dir_okay=False),
+    help="DLRM checkpoint (DLRM.save, or a DLRM state_dict) or an EmbeddingBagCollection state_dict. "
+    "Default: the embedding layer alone, random weights.",
+)
+@click.option(
+    "--scenario",
+    default="both",
+    show_default=True,
+    type=click.Choice(["offline", "server", "both"]),
+    help="LoadGen scenario(s) to run.",
+)
+@click.option(
+    "--duration",
+    default=3.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="LoadGen's minimum duration of the Offline run and of the final Server run (seconds).",
+)
+@click.option(
+    "--target-qps",
+    default=None,
+    type=click.FloatRange(0, min_open=True),
+    help="Server arrival rate; default: search for the highest QPS within the p99 bound.",
+)
+@click.option(
+    "--latency-bound-ms",
+    default=DEFAULT_LATENCY_BOUND_S * 1e3,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Server p99 latency bound (MLPerf's DLRM bound: 30 ms).",
+)
+@click.option(
+    "--search-steps",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Server runs of the QPS search (bisection).",
+)
+@click.option(
+    "--search-duration", default=1.5, show_default=True, type=click.FloatRange(0.1), help="Seconds of each search run."
+)
+@click.option(
+    "--confirm-retries",
+    default=2,
+    show_default=True,
+    type=click.IntRange(0),
+    help="After the search: full-length runs 10% lower while the found QPS is invalid.",
+)
+@click.option(
+    "--max-batch", default=256, show_default=True, type=click.IntRange(1), help="Dynamic batching: largest batch."
+)
+@click.option(
+    "--max-wait-ms",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Dynamic batching: longest a sample waits for company.",
+)
+@click.option(
+    "--backend", default="auto", show_default=True, type=click.Choice(["auto", "emulator", "simulator", "hw"])
+)
 @click.option("--dpus", default=None, type=click.IntRange(1), help="DPUs of the default plan (default: the backend's).")
-@click.option("--plan", "plan_path", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="Placement plan of the tables.")
-@click.option("--dim", default=16, show_default=True, type=click.IntRange(1),
-              help="Embedding dim of the random tables (without --model).")
-@click.option("--max-rows", default=100_000, show_default=True, type=click.IntRange(1),
-              help="Criteo without --model: rows per table (raw ids are hashed modulo min(cardinality, this)).")
+@click.option(
+    "--plan",
+    "plan_path",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Placement plan of the tables.",
+)
+@click.option(
+    "--dim",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Embedding dim of the random tables (without --model).",
+)
+@click.option(
+    "--max-rows",
+    default=100_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Criteo without --model: rows per table (raw ids are hashed modulo min(cardinality, this)).",
+)
 @click.option("--max-samples", default=None, type=click.IntRange(1), help="Read at most this many samples.")
-@click.option("--profile", "hw_profile", default=DEFAULT_HARDWARE_PROFILE, show_default=True,
-              help="Hardware profile of the modeled UPMEM phases (see updlrm bench --help).")
+@click.option(
+    "--profile",
+    "hw_profile",
+    default=DEFAULT_HARDWARE_PROFILE,
+    show_default=True,
+    help="Hardware profile of the modeled UPMEM phases (see updlrm bench --help).",
+)
 @click.option("--png", "png_path", default=None, type=click.Path(dir_okay=False), help="Write a latency histogram PNG.")
-@click.option("--log-dir", default=None, type=click.Path(file_okay=False),
-              help="Keep LoadGen's logs here (one folder per run); default: discarded.")
+@click.option(
+    "--log-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Keep LoadGen's logs here (one folder per run); default: discarded.",
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of random weights and LoadGen's schedule.")
-@click.option("--torch-threads", default=1, show_default=True, type=click.IntRange(1),
-              help="torch intra-op threads for the MLPs (1 keeps small batches off the emulator's cores).")
-@click.option("--accuracy", is_flag=True,
-              help="First run LoadGen's AccuracyOnly mode: every sample once; report AUC against the labels.")
+@click.option(
+    "--torch-threads",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="torch intra-op threads for the MLPs (1 keeps small batches off the emulator's cores).",
+)
+@click.option(
+    "--accuracy",
+    is_flag=True,
+    help="First run LoadGen's AccuracyOnly mode: every sample once; report AUC against the labels.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (progress still on stderr).")
 @click.option("--quiet", is_flag=True, help="No progress bars or messages on stderr.")
-def serve_command(requests, model_path, scenario, duration, target_qps, latency_bound_ms, search_steps,
-                  search_duration, confirm_retries, max_batch, max_wait_ms, backend, dpus, plan_path, dim, max_rows, max_samples,
-                  hw_profile, png_path, log_dir, seed, torch_threads, accuracy, as_json, quiet) -> None:
+def serve_command(
+    requests,
+    model_path,
+    scenario,
+    duration,
+    target_qps,
+    latency_bound_ms,
+    search_steps,
+    search_duration,
+    confirm_retries,
+    max_batch,
+    max_wait_ms,
+    backend,
+    dpus,
+    plan_path,
+    dim,
+    max_rows,
+    max_samples,
+    hw_profile,
+    png_path,
+    log_dir,
+    seed,
+    torch_threads,
+    accuracy,
+    as_json,
+    quiet,
+) -> None:
     """Serve REQUESTS (Criteo TSV, TBE .npz trace or KJT .pt) under MLPerf LoadGen.
 
     Offline measures throughput; Server sends single-sample queries with Poisson
@@ -125,8 +224,12 @@ def serve_command(requests, model_path, scenario, duration, target_qps, latency_
             _echo(f"loading the model {model_path}", quiet)
             data = load_model_file(model_path)
         _echo(f"reading requests {requests}", quiet)
-        rs = load_requests(requests, table_rows=None if data is None else model_table_rows(data), max_rows=max_rows,
-                           max_samples=max_samples)
+        rs = load_requests(
+            requests,
+            table_rows=None if data is None else model_table_rows(data),
+            max_rows=max_rows,
+            max_samples=max_samples,
+        )
         _echo(f"{rs}; building the model", quiet)
         model = ServedModel.open(data, rs, backend=backend, nr_dpus=dpus, plan=plan_path, dim=dim, seed=seed)
         model.check(rs)
@@ -137,62 +240,117 @@ def serve_command(requests, model_path, scenario, duration, target_qps, latency_
     try:
         _echo(f"{model}; warming up", quiet)
         warm_qps = _warmup(model, rs, max_batch)
-        settings = ServeSettings(duration_s=duration, expected_qps=warm_qps, latency_bound_s=latency_bound_ms / 1e3,
-                                 max_batch=max_batch, max_wait_s=max_wait_ms / 1e3, profile=hw_profile,
-                                 progress=not quiet, seed=seed)
+        settings = ServeSettings(
+            duration_s=duration,
+            expected_qps=warm_qps,
+            latency_bound_s=latency_bound_ms / 1e3,
+            max_batch=max_batch,
+            max_wait_s=max_wait_ms / 1e3,
+            profile=hw_profile,
+            progress=not quiet,
+            seed=seed,
+        )
         results, search, best, acc = [], [], None, None
         upper = warm_qps
         if accuracy:
             _echo(f"LoadGen AccuracyOnly (Offline): all {rs.num_samples:,} samples once", quiet)
-            acc_run = driver.run_scenario(model, rs, dataclasses.replace(
-                settings, scenario="offline", accuracy=True, log_dir=_sub(log_dir, "accuracy")))
+            acc_run = driver.run_scenario(
+                model,
+                rs,
+                dataclasses.replace(settings, scenario="offline", accuracy=True, log_dir=_sub(log_dir, "accuracy")),
+            )
             acc = _accuracy_report(acc_run, rs, model)
         if scenario in ("offline", "both"):
             _echo(f"LoadGen Offline, {duration:g} s (expected {warm_qps:,.0f} samples/s)", quiet)
-            off = driver.run_offline(model, rs, dataclasses.replace(settings, scenario="offline",
-                                                                    log_dir=_sub(log_dir, "offline")),
-                                     on_retry=lambda r: _echo(f"  ran {r.throughput:,.0f} samples/s, faster than expected: "
-                                                              "LoadGen's minimum duration not met; again", quiet))
+            off = driver.run_offline(
+                model,
+                rs,
+                dataclasses.replace(settings, scenario="offline", log_dir=_sub(log_dir, "offline")),
+                on_retry=lambda r: _echo(
+                    f"  ran {r.throughput:,.0f} samples/s, faster than expected: "
+                    "LoadGen's minimum duration not met; again",
+                    quiet,
+                ),
+            )
             results.append(off)
             upper = max(off.throughput, 1.0)
         if scenario in ("server", "both"):
             if target_qps is None:
-                _echo(f"LoadGen Server: searching the highest QPS below {upper:,.0f} with p99 <= {latency_bound_ms:g} ms "
-                      f"({search_steps} runs of {search_duration:g} s)", quiet)
+                _echo(
+                    f"LoadGen Server: searching the highest QPS below {upper:,.0f} with p99 <= {latency_bound_ms:g} ms "
+                    f"({search_steps} runs of {search_duration:g} s)",
+                    quiet,
+                )
                 best, search = driver.find_max_qps(
-                    model, rs, dataclasses.replace(settings, log_dir=None), upper_qps=upper, steps=search_steps,
+                    model,
+                    rs,
+                    dataclasses.replace(settings, log_dir=None),
+                    upper_qps=upper,
+                    steps=search_steps,
                     search_duration_s=search_duration,
-                    on_step=lambda r: _echo(f"  {r.settings.target_qps:,.0f} QPS: p99 "
-                                            f"{report.format_ms(r.percentile(99))}, "
-                                            f"{'valid' if r.valid else 'invalid'}", quiet))
+                    on_step=lambda r: _echo(
+                        f"  {r.settings.target_qps:,.0f} QPS: p99 "
+                        f"{report.format_ms(r.percentile(99))}, "
+                        f"{'valid' if r.valid else 'invalid'}",
+                        quiet,
+                    ),
+                )
                 qps = best if best > 0 else upper / 2 ** (search_steps + 1)
                 _echo(f"LoadGen Server at {qps:,.0f} QPS, {duration:g} s", quiet)
                 final, confirm = driver.confirm_server(
-                    model, rs, dataclasses.replace(settings, log_dir=_sub(log_dir, "server")), qps,
+                    model,
+                    rs,
+                    dataclasses.replace(settings, log_dir=_sub(log_dir, "server")),
+                    qps,
                     retries=confirm_retries if best > 0 else 0,
-                    on_retry=lambda r: _echo(f"  {r.settings.target_qps:,.0f} QPS invalid over {duration:g} s "
-                                             f"(p99 {report.format_ms(r.percentile(99))}); 10% lower", quiet))
+                    on_retry=lambda r: _echo(
+                        f"  {r.settings.target_qps:,.0f} QPS invalid over {duration:g} s "
+                        f"(p99 {report.format_ms(r.percentile(99))}); 10% lower",
+                        quiet,
+                    ),
+                )
                 search += confirm[:-1]
                 results.append(final)
             else:
                 _echo(f"LoadGen Server at {target_qps:,.0f} QPS, {duration:g} s", quiet)
-                results.append(driver.run_scenario(model, rs, dataclasses.replace(
-                    settings, scenario="server", target_qps=target_qps, log_dir=_sub(log_dir, "server"))))
+                results.append(
+                    driver.run_scenario(
+                        model,
+                        rs,
+                        dataclasses.replace(
+                            settings, scenario="server", target_qps=target_qps, log_dir=_sub(log_dir, "server")
+                        ),
+                    )
+                )
     finally:
         model.close()
     if png_path is not None:
         report.write_histogram(results, png_path)
         _echo(f"latency histogram: {png_path}", quiet)
     if as_json:
-        out = {"requests": str(requests), "samples_in_file": rs.num_samples, "model": str(model),
-               "warmup_samples_per_s": warm_qps, "scenarios": [r.to_dict() for r in results]}
+        out = {
+            "requests": str(requests),
+            "samples_in_file": rs.num_samples,
+            "model": str(model),
+            "warmup_samples_per_s": warm_qps,
+            "scenarios": [r.to_dict() for r in results],
+        }
         if acc is not None:
             out["accuracy"] = acc
         if search:
-            out["server_search"] = {"highest_valid_qps": best, "runs": [
-                {"target_qps": r.settings.target_qps, "duration_s": r.settings.duration_s,
-                 "p99_s": r.percentile(99), "valid": r.valid,
-                 "loadgen_result": r.loadgen.get("result")} for r in search]}
+            out["server_search"] = {
+                "highest_valid_qps": best,
+                "runs": [
+                    {
+                        "target_qps": r.settings.target_qps,
+                        "duration_s": r.settings.duration_s,
+                        "p99_s": r.percentile(99),
+                        "valid": r.valid,
+                        "loadgen_result": r.loadgen.get("result"),
+                    }
+                    for r in search
+                ],
+            }
         click.echo(json.dumps(_finite(out), indent=2))
         return
     blocks = [f"{rs}\n{model}"]
@@ -228,8 +386,10 @@ def _accuracy_report(run, requests, model) -> dict:
 def _format_accuracy(acc: dict) -> str:
     line = f"== LoadGen AccuracyOnly: {acc['responses']:,} responses for {acc['samples']:,} samples"
     if "auc" in acc:
-        line += (f"\n  AUC {acc['auc']:.4f}, accuracy at 0.5 {acc['accuracy_at_0.5']:.4f} "
-                 f"(clicks {acc['label_mean']:.3f}, mean prediction {acc['mean_output']:.4f})")
+        line += (
+            f"\n  AUC {acc['auc']:.4f}, accuracy at 0.5 {acc['accuracy_at_0.5']:.4f} "
+            f"(clicks {acc['label_mean']:.3f}, mean prediction {acc['mean_output']:.4f})"
+        )
     elif "mean_output" in acc:
         line += f"\n  mean of the first output column {acc['mean_output']:.4g}"
     return line
@@ -267,11 +427,22 @@ def make_criteo_command(path, samples, seed) -> None:
 
 @click.command("make-dlrm")
 @click.argument("path", type=click.Path(dir_okay=False))
-@click.option("--dim", default=16, show_default=True, type=click.IntRange(1), help="Embedding dim (= bottom MLP output).")
-@click.option("--max-rows", default=100_000, show_default=True, type=click.IntRange(1),
-              help="Rows per Criteo table: min(Kaggle cardinality, this).")
-@click.option("--bottom", default="64", show_default=True, help="Bottom MLP hidden widths, comma-separated (dim is appended).")
-@click.option("--top", default="128,64", show_default=True, help="Top MLP hidden widths, comma-separated (1 is appended).")
+@click.option(
+    "--dim", default=16, show_default=True, type=click.IntRange(1), help="Embedding dim (= bottom MLP output)."
+)
+@click.option(
+    "--max-rows",
+    default=100_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Rows per Criteo table: min(Kaggle cardinality, this).",
+)
+@click.option(
+    "--bottom", default="64", show_default=True, help="Bottom MLP hidden widths, comma-separated (dim is appended)."
+)
+@click.option(
+    "--top", default="128,64", show_default=True, help="Top MLP hidden widths, comma-separated (1 is appended)."
+)
 @click.option("--seed", default=0, show_default=True, type=int)
 def make_dlrm_command(path, dim, max_rows, bottom, top, seed) -> None:
     """Write PATH: a randomly initialised DLRM checkpoint for Criteo (13 dense, 26 tables C1..C26)."""
@@ -285,8 +456,10 @@ def make_dlrm_command(path, dim, max_rows, bottom, top, seed) -> None:
         hidden_top = [int(x) for x in top.split(",") if x.strip()]
     except ValueError:
         raise click.BadParameter("comma-separated integers, e.g. 512,256", param_hint="--bottom/--top") from None
-    tables = [EmbeddingBagConfig(name=k, num_embeddings=min(card, max_rows), embedding_dim=dim, feature_names=[k])
-              for k, card in zip(criteo_feature_names(), CRITEO_KAGGLE_CARDINALITIES)]
+    tables = [
+        EmbeddingBagConfig(name=k, num_embeddings=min(card, max_rows), embedding_dim=dim, feature_names=[k])
+        for k, card in zip(criteo_feature_names(), CRITEO_KAGGLE_CARDINALITIES)
+    ]
     model = DLRM(tables, 13, hidden_bottom + [dim], hidden_top + [1], seed=seed)
     model.save(path)
     rows = sum(t.num_embeddings for t in tables)

@@ -50,11 +50,20 @@ from updlrm.serve.batcher import DynamicBatcher
 from updlrm.serve.model import ServedModel
 from updlrm.serve.requests import RequestSet
 
-__all__ = ["ServeSettings", "ScenarioResult", "run_scenario", "run_offline", "find_max_qps", "confirm_server", "loadgen_available", "roc_auc",
-           "LOADGEN_MISSING", "DEFAULT_LATENCY_BOUND_S"]
+__all__ = [
+    "ServeSettings",
+    "ScenarioResult",
+    "run_scenario",
+    "run_offline",
+    "find_max_qps",
+    "confirm_server",
+    "loadgen_available",
+    "roc_auc",
+    "LOADGEN_MISSING",
+    "DEFAULT_LATENCY_BOUND_S",
+]
 
-LOADGEN_MISSING = ("MLPerf LoadGen is not installed: pip install 'updlrm[serve]' "
-                   "(the mlcommons-loadgen package)")
+LOADGEN_MISSING = "MLPerf LoadGen is not installed: pip install 'updlrm[serve]' (the mlcommons-loadgen package)"
 
 # MLPerf Inference's Server latency bound for DLRM: 99th percentile within 30 ms
 # (MLPerf Inference rules, "Benchmarks" table, DLRM on Criteo Terabyte; DLRM-v2 uses 60 ms).
@@ -143,8 +152,10 @@ class ScenarioResult:
 
     def __repr__(self) -> str:
         what = "Offline" if self.scenario == "offline" else f"Server at {self.settings.target_qps:,.0f} QPS"
-        return (f"ScenarioResult({what}: {self.samples:,} samples, {self.throughput:,.0f}/s, "
-                f"p99 {self.percentile(99) * 1e3:.2f} ms, LoadGen {self.loadgen.get('result', '?')})")
+        return (
+            f"ScenarioResult({what}: {self.samples:,} samples, {self.throughput:,.0f}/s, "
+            f"p99 {self.percentile(99) * 1e3:.2f} ms, LoadGen {self.loadgen.get('result', '?')})"
+        )
 
     @property
     def throughput(self) -> float:
@@ -169,8 +180,12 @@ class ScenarioResult:
         nb = max(1, int(self.batch_sizes.size))
         npb = max(1, self.profiled_batches)
         d = {
-            "scenario": self.scenario, "valid": self.valid, "samples": self.samples, "wall_s": self.wall_s,
-            "throughput_samples_per_s": self.throughput, "latency_s": lat,
+            "scenario": self.scenario,
+            "valid": self.valid,
+            "samples": self.samples,
+            "wall_s": self.wall_s,
+            "throughput_samples_per_s": self.throughput,
+            "latency_s": lat,
             "batches": int(self.batch_sizes.size),
             "mean_batch_size": float(self.batch_sizes.mean()) if self.batch_sizes.size else 0.0,
             "host_phases_s_per_batch": {k: v / nb for k, v in self.host_s.items()},
@@ -216,8 +231,12 @@ def parse_summary(text: str) -> dict:
         elif key in _SUMMARY_KEYS:
             with contextlib.suppress(ValueError):  # a summary value that is not a number is left out
                 out[_SUMMARY_KEYS[key]] = float(value)
-        elif key in ("Performance constraints satisfied", "Min duration satisfied", "Min queries satisfied",
-                     "Early stopping satisfied"):
+        elif key in (
+            "Performance constraints satisfied",
+            "Min duration satisfied",
+            "Min queries satisfied",
+            "Early stopping satisfied",
+        ):
             out[re.sub(r"\W+", "_", key.lower())] = value == "Yes"
     return out
 
@@ -356,11 +375,22 @@ def run_scenario(model: ServedModel, requests: RequestSet, settings: ServeSettin
     latencies = np.concatenate(run.latencies) if run.latencies else np.zeros(0)
     wall = (run.last_done - run.first_issue) if run.first_issue is not None else 0.0
     return ScenarioResult(
-        scenario=settings.scenario, settings=settings, samples=int(latencies.size), wall_s=wall,
-        latencies_s=latencies, batch_sizes=np.asarray(run.batch_sizes), host_s=run.host, engine_s=run.engine,
-        modeled_s=run.modeled, profiled_batches=len(run.sampled),
-        profiled_samples=sum(n for _, n in run.sampled), loadgen=parse_summary(summary),
-        loadgen_summary=summary, mean_output=run.output_sum / max(1, run.output_count), outputs=outputs)
+        scenario=settings.scenario,
+        settings=settings,
+        samples=int(latencies.size),
+        wall_s=wall,
+        latencies_s=latencies,
+        batch_sizes=np.asarray(run.batch_sizes),
+        host_s=run.host,
+        engine_s=run.engine,
+        modeled_s=run.modeled,
+        profiled_batches=len(run.sampled),
+        profiled_samples=sum(n for _, n in run.sampled),
+        loadgen=parse_summary(summary),
+        loadgen_summary=summary,
+        mean_output=run.output_sum / max(1, run.output_count),
+        outputs=outputs,
+    )
 
 
 def _read_accuracy_log(path: Path) -> dict[int, np.ndarray]:
@@ -395,8 +425,14 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[labels].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
 
 
-def run_offline(model: ServedModel, requests: RequestSet, settings: ServeSettings, *, retries: int = 2,
-                on_retry: Callable[[ScenarioResult], None] | None = None) -> ScenarioResult:
+def run_offline(
+    model: ServedModel,
+    requests: RequestSet,
+    settings: ServeSettings,
+    *,
+    retries: int = 2,
+    on_retry: Callable[[ScenarioResult], None] | None = None,
+) -> ScenarioResult:
     """The Offline scenario, re-run with a higher expected QPS when it ended before LoadGen's minimum duration.
 
     LoadGen sizes the Offline query from ``expected_qps``; a system faster than expected
@@ -415,9 +451,16 @@ def run_offline(model: ServedModel, requests: RequestSet, settings: ServeSetting
     return result
 
 
-def find_max_qps(model: ServedModel, requests: RequestSet, settings: ServeSettings, *, upper_qps: float,
-                 steps: int = 5, search_duration_s: float = 2.0,
-                 on_step: Callable[[ScenarioResult], None] | None = None) -> tuple[float, list[ScenarioResult]]:
+def find_max_qps(
+    model: ServedModel,
+    requests: RequestSet,
+    settings: ServeSettings,
+    *,
+    upper_qps: float,
+    steps: int = 5,
+    search_duration_s: float = 2.0,
+    on_step: Callable[[ScenarioResult], None] | None = None,
+) -> tuple[float, list[ScenarioResult]]:
     """The highest Server QPS that LoadGen finds valid, by bisection below ``upper_qps``.
 
     ``upper_qps`` is a throughput no Server run can beat (the Offline figure). The
@@ -429,8 +472,11 @@ def find_max_qps(model: ServedModel, requests: RequestSet, settings: ServeSettin
     runs = []
     for _ in range(max(1, steps)):
         qps = (lo + hi) / 2
-        r = run_scenario(model, requests, dataclasses.replace(settings, scenario="server", target_qps=qps,
-                                                              duration_s=search_duration_s))
+        r = run_scenario(
+            model,
+            requests,
+            dataclasses.replace(settings, scenario="server", target_qps=qps, duration_s=search_duration_s),
+        )
         runs.append(r)
         if on_step is not None:
             on_step(r)
@@ -441,9 +487,16 @@ def find_max_qps(model: ServedModel, requests: RequestSet, settings: ServeSettin
     return lo, runs
 
 
-def confirm_server(model: ServedModel, requests: RequestSet, settings: ServeSettings, qps: float, *,
-                   retries: int = 2, step: float = 0.9,
-                   on_retry: Callable[[ScenarioResult], None] | None = None) -> tuple[ScenarioResult, list[ScenarioResult]]:
+def confirm_server(
+    model: ServedModel,
+    requests: RequestSet,
+    settings: ServeSettings,
+    qps: float,
+    *,
+    retries: int = 2,
+    step: float = 0.9,
+    on_retry: Callable[[ScenarioResult], None] | None = None,
+) -> tuple[ScenarioResult, list[ScenarioResult]]:
     """A full-length Server run at ``qps``, stepped down by ``step`` while LoadGen finds it invalid.
 
     Search runs are short; a longer run estimates the tail more tightly (LoadGen's early

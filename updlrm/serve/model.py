@@ -46,8 +46,10 @@ def load_model_file(path: str | os.PathLike) -> dict:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for a file it cannot read
-        raise ModelError(f"{path}: not a torch checkpoint ({type(exc).__name__}); give a DLRM checkpoint "
-                         "(DLRM.save or torch.save(model.state_dict())) or an EmbeddingBagCollection state_dict") from None
+        raise ModelError(
+            f"{path}: not a torch checkpoint ({type(exc).__name__}); give a DLRM checkpoint "
+            "(DLRM.save or torch.save(model.state_dict())) or an EmbeddingBagCollection state_dict"
+        ) from None
     if not isinstance(data, dict):
         raise ModelError(f"{path}: a checkpoint is a dict of tensors, got {type(data).__name__}")
     return data
@@ -59,8 +61,11 @@ def _is_dlrm(data: dict) -> bool:
 
 
 def _ebc_weights(data: dict) -> dict:
-    return {str(k)[len("embedding_bags."):-len(".weight")]: v for k, v in data.items()
-            if str(k).startswith("embedding_bags.") and str(k).endswith(".weight")}
+    return {
+        str(k)[len("embedding_bags.") : -len(".weight")]: v
+        for k, v in data.items()
+        if str(k).startswith("embedding_bags.") and str(k).endswith(".weight")
+    }
 
 
 def model_table_rows(data: dict) -> dict[str, int]:
@@ -72,7 +77,7 @@ def model_table_rows(data: dict) -> dict[str, int]:
     if _is_dlrm(data):
         if data.get("format") is not None:
             return {f: int(t["num_embeddings"]) for t in data["config"]["tables"] for f in t["feature_names"]}
-        data = {k[len("sparse_arch."):]: v for k, v in data.items() if str(k).startswith("sparse_arch.")}
+        data = {k[len("sparse_arch.") :]: v for k, v in data.items() if str(k).startswith("sparse_arch.")}
     return {name: int(w.shape[0]) for name, w in _ebc_weights(data).items()}
 
 
@@ -101,8 +106,17 @@ class ServedModel:
     # -- construction ---------------------------------------------------------------
 
     @classmethod
-    def open(cls, model: dict | None, requests: RequestSet, *, backend: str = "auto",
-             nr_dpus: int | None = None, plan: str | None = None, dim: int = 16, seed: int = 0) -> ServedModel:
+    def open(
+        cls,
+        model: dict | None,
+        requests: RequestSet,
+        *,
+        backend: str = "auto",
+        nr_dpus: int | None = None,
+        plan: str | None = None,
+        dim: int = 16,
+        seed: int = 0,
+    ) -> ServedModel:
         """The model to serve ``requests`` with.
 
         ``model``: a loaded model file (:func:`load_model_file`): a DLRM checkpoint
@@ -134,10 +148,14 @@ class ServedModel:
             return cls(dlrm, "dlrm", dlrm.sparse_arch)
         weights = _ebc_weights(model)
         if not weights:
-            raise ModelError("the model file is neither a DLRM checkpoint (sparse_arch.*, bottom_mlp.*, top_mlp.*) nor an "
-                             "EmbeddingBagCollection state_dict (embedding_bags.<table>.weight)")
-        tables = [EmbeddingBagConfig(name=n, num_embeddings=int(w.shape[0]), embedding_dim=int(w.shape[1]),
-                                     feature_names=[n]) for n, w in weights.items()]
+            raise ModelError(
+                "the model file is neither a DLRM checkpoint (sparse_arch.*, bottom_mlp.*, top_mlp.*) nor an "
+                "EmbeddingBagCollection state_dict (embedding_bags.<table>.weight)"
+            )
+        tables = [
+            EmbeddingBagConfig(name=n, num_embeddings=int(w.shape[0]), embedding_dim=int(w.shape[1]), feature_names=[n])
+            for n, w in weights.items()
+        ]
         ebc = EmbeddingBagCollection(tables, is_weighted=requests.weights is not None, weights=weights, **options)
         return cls(ebc, "embedding", ebc)
 
@@ -145,22 +163,30 @@ class ServedModel:
         """Raise :class:`RequestError` (one line) if ``requests`` cannot run on this model."""
         if self.needs_dense:
             if requests.dense is None:
-                raise RequestError(f"{requests.source}: a DLRM needs dense features and this file has none; "
-                                   "serve it without --model (the embedding layer alone) or use Criteo TSV / KJT .pt "
-                                   "with 'dense'")
+                raise RequestError(
+                    f"{requests.source}: a DLRM needs dense features and this file has none; "
+                    "serve it without --model (the embedding layer alone) or use Criteo TSV / KJT .pt "
+                    "with 'dense'"
+                )
             if requests.num_dense != self.dense_in_features:
-                raise RequestError(f"{requests.source}: {requests.num_dense} dense features per sample, the model "
-                                   f"takes {self.dense_in_features}")
+                raise RequestError(
+                    f"{requests.source}: {requests.num_dense} dense features per sample, the model "
+                    f"takes {self.dense_in_features}"
+                )
         missing = [f for f in self.features if f not in requests.keys]
         if missing:
-            raise RequestError(f"{requests.source}: the model reads features {missing[:5]} that the requests lack "
-                               f"(they have {requests.keys[:5]}...)")
+            raise RequestError(
+                f"{requests.source}: the model reads features {missing[:5]} that the requests lack "
+                f"(they have {requests.keys[:5]}...)"
+            )
         top = requests.max_index()
         for c in self.sparse.embedding_bag_configs():
             for f in c.feature_names:
                 if top[f] >= c.num_embeddings:
-                    raise RequestError(f"{requests.source}: feature {f} looks up row {top[f]} but table {c.name} "
-                                       f"has {c.num_embeddings} rows")
+                    raise RequestError(
+                        f"{requests.source}: feature {f} looks up row {top[f]} but table {c.name} "
+                        f"has {c.num_embeddings} rows"
+                    )
 
     # -- running --------------------------------------------------------------------
 
@@ -198,5 +224,7 @@ class ServedModel:
 
     def __repr__(self) -> str:
         what = "DLRM" if self.kind == "dlrm" else "embedding layer"
-        return (f"ServedModel({what}, {len(self.sparse.embedding_bag_configs())} tables, backend {self.backend}, "
-                f"{self.nr_dpus} DPUs)")
+        return (
+            f"ServedModel({what}, {len(self.sparse.embedding_bag_configs())} tables, backend {self.backend}, "
+            f"{self.nr_dpus} DPUs)"
+        )

@@ -44,8 +44,14 @@ from updlrm.partitioner.workloads import (
     read_criteo_tsv,
 )
 
-__all__ = ["RequestSet", "RequestError", "load_requests", "save_kjt_requests", "write_synthetic_criteo",
-           "criteo_feature_names"]
+__all__ = [
+    "RequestSet",
+    "RequestError",
+    "load_requests",
+    "save_kjt_requests",
+    "write_synthetic_criteo",
+    "criteo_feature_names",
+]
 
 
 class RequestError(ValueError):
@@ -128,28 +134,36 @@ class RequestSet:
         lengths = self.offsets[bags + 1] - starts
         gather = concat_ranges(starts, lengths)
         weights = None if self.weights is None else torch.from_numpy(self.weights[gather])
-        kjt = KeyedJaggedTensor.from_lengths_sync(keys=list(self.keys), values=torch.from_numpy(self.values[gather]),
-                                                  lengths=torch.from_numpy(lengths), weights=weights)
+        kjt = KeyedJaggedTensor.from_lengths_sync(
+            keys=list(self.keys),
+            values=torch.from_numpy(self.values[gather]),
+            lengths=torch.from_numpy(lengths),
+            weights=weights,
+        )
         dense = None if self.dense is None else torch.from_numpy(self.dense[ids])
         return dense, kjt
 
     def __repr__(self) -> str:
-        return (f"RequestSet({self.num_samples:,} samples, {len(self.keys)} features, {self.num_dense} dense, "
-                f"{self.values.size:,} lookups, from {Path(self.source).name or '?'})")
+        return (
+            f"RequestSet({self.num_samples:,} samples, {len(self.keys)} features, {self.num_dense} dense, "
+            f"{self.values.size:,} lookups, from {Path(self.source).name or '?'})"
+        )
 
 
 # ------------------------------------------------------------------------------ loaders
 
 
-def _from_criteo(path: Path, table_rows: dict[str, int] | None, max_rows: int | None,
-                 max_samples: int | None) -> RequestSet:
+def _from_criteo(
+    path: Path, table_rows: dict[str, int] | None, max_rows: int | None, max_samples: int | None
+) -> RequestSet:
     keys = criteo_feature_names()
     cap = max_rows or max(CRITEO_KAGGLE_CARDINALITIES)
     sizes = [int((table_rows or {}).get(k, min(CRITEO_KAGGLE_CARDINALITIES[i], cap))) for i, k in enumerate(keys)]
     labels, dense, cats = read_criteo_tsv(path, sizes, max_samples)
     n = labels.size
-    return RequestSet(keys, cats.ravel(), np.arange(CRITEO_NUM_SPARSE * n + 1, dtype=np.int64), dense, labels,
-                      source=str(path))
+    return RequestSet(
+        keys, cats.ravel(), np.arange(CRITEO_NUM_SPARSE * n + 1, dtype=np.int64), dense, labels, source=str(path)
+    )
 
 
 def _from_npz(path: Path) -> RequestSet:
@@ -175,8 +189,10 @@ def _from_kjt_pt(path: Path) -> RequestSet:
     except Exception as exc:  # torch raises many kinds for a file it cannot read
         raise RequestError(f"{path}: not a torch file of KJT requests ({type(exc).__name__})") from None
     if not isinstance(data, dict) or not {"keys", "values", "lengths"} <= set(data):
-        raise RequestError(f"{path}: expected torch.save({{'keys', 'values', 'lengths', ['weights', 'dense', "
-                           f"'labels']}}) as save_kjt_requests writes")
+        raise RequestError(
+            f"{path}: expected torch.save({{'keys', 'values', 'lengths', ['weights', 'dense', "
+            f"'labels']}}) as save_kjt_requests writes"
+        )
 
     def arr(name):
         x = data.get(name)
@@ -188,11 +204,18 @@ def _from_kjt_pt(path: Path) -> RequestSet:
     np.cumsum(lengths, out=offsets[1:])
     if np.any(lengths < 0):
         raise RequestError(f"{path}: negative lengths")
-    return RequestSet(keys, arr("values").ravel(), offsets, arr("dense"), arr("labels"), arr("weights"), source=str(path))
+    return RequestSet(
+        keys, arr("values").ravel(), offsets, arr("dense"), arr("labels"), arr("weights"), source=str(path)
+    )
 
 
-def load_requests(path: str | os.PathLike, *, table_rows: dict[str, int] | None = None,
-                  max_rows: int | None = None, max_samples: int | None = None) -> RequestSet:
+def load_requests(
+    path: str | os.PathLike,
+    *,
+    table_rows: dict[str, int] | None = None,
+    max_rows: int | None = None,
+    max_samples: int | None = None,
+) -> RequestSet:
     """Read a request file (Criteo TSV, TBE ``.npz`` trace or KJT ``.pt``; see the module doc).
 
     ``table_rows`` maps Criteo features to their tables' sizes (categorical ids are
@@ -230,9 +253,15 @@ def _take(rs: RequestSet, ids: np.ndarray) -> RequestSet:
     offsets = np.zeros(lengths.size + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     w = kjt.weights_or_none()
-    return RequestSet(rs.keys, kjt.values().numpy(), offsets, None if dense is None else dense.numpy(),
-                      None if rs.labels is None else np.asarray(rs.labels)[ids],
-                      None if w is None else w.numpy(), source=rs.source)
+    return RequestSet(
+        rs.keys,
+        kjt.values().numpy(),
+        offsets,
+        None if dense is None else dense.numpy(),
+        None if rs.labels is None else np.asarray(rs.labels)[ids],
+        None if w is None else w.numpy(),
+        source=rs.source,
+    )
 
 
 def save_kjt_requests(path: str | os.PathLike, kjt, dense=None, labels=None) -> Path:
@@ -256,8 +285,15 @@ def save_kjt_requests(path: str | os.PathLike, kjt, dense=None, labels=None) -> 
     return path
 
 
-def write_synthetic_criteo(path: str | os.PathLike, num_samples: int, *, seed: int = 0, alpha: float = 1.05,
-                           vocab: int = 1_000_000, missing: float = 0.05) -> Path:
+def write_synthetic_criteo(
+    path: str | os.PathLike,
+    num_samples: int,
+    *,
+    seed: int = 0,
+    alpha: float = 1.05,
+    vocab: int = 1_000_000,
+    missing: float = 0.05,
+) -> Path:
     """Write ``num_samples`` lines of Criteo-format TSV with Criteo-like statistics.
 
     Labels are 1 with probability 0.25 (Criteo Kaggle's click rate is ~0.26);
@@ -281,7 +317,7 @@ def write_synthetic_criteo(path: str | os.PathLike, num_samples: int, *, seed: i
     for j, card in enumerate(CRITEO_KAGGLE_CARDINALITIES):
         values = min(card, vocab)
         ranks = np.arange(1, values + 1, dtype=np.float64)
-        p = ranks ** -alpha
+        p = ranks**-alpha
         cats[j] = rng.choice(values, size=n, p=p / p.sum())
     # Scatter ranks over 32-bit ids (an odd multiplier is a bijection modulo 2**32).
     hashed = (cats * 2654435761 + np.arange(CRITEO_NUM_SPARSE)[:, None] * 40503) % (1 << 32)

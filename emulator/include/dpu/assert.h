@@ -8,8 +8,8 @@
 #ifdef __cplusplus
 extern "C"
 #endif
-void __updlrm_assert_fail(const char *expression, const char *file, unsigned int line)
-    __attribute__((noreturn));
+    void
+    __updlrm_assert_fail(const char *expression, const char *file, unsigned int line) __attribute__((noreturn));
 #define assert(expression) ((expression) ? (void)0 : __updlrm_assert_fail(#expression, __FILE__, __LINE__))
 #endif
 #ifndef __cplusplus

@@ -12,8 +12,8 @@
 #include <stdint.h>
 #include <attributes.h>
 
-#define ATOMIC_BIT_GET(_name) __updlrm_atomic_bit_##_name
-#define ATOMIC_BIT_INIT(_name) __atomic_bit uint8_t ATOMIC_BIT_GET(_name)
+#define ATOMIC_BIT_GET(_name)    __updlrm_atomic_bit_##_name
+#define ATOMIC_BIT_INIT(_name)   __atomic_bit uint8_t ATOMIC_BIT_GET(_name)
 #define ATOMIC_BIT_EXTERN(_name) extern __atomic_bit uint8_t ATOMIC_BIT_GET(_name)
 
 #endif

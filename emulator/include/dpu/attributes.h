@@ -11,13 +11,13 @@
 #define __mram __attribute__((section(".mram"), aligned(8), used))
 /* Uninitialised MRAM variables: never written by dpu_load. */
 #define __mram_noinit __attribute__((section(".mram.noinit"), aligned(8), used))
-#define __host __attribute__((used))
-#define __keep __attribute__((used))
+#define __host        __attribute__((used))
+#define __keep        __attribute__((used))
 /* Atomic bits: plain bytes suffice when tasklets are cooperative; they live
  * in the .atomic section, which is zeroed at every boot, as the SDK's crt0
  * releases every atomic bit at boot. */
 #define __atomic_bit __attribute__((section(".atomic")))
-#define __noinline __attribute__((noinline))
+#define __noinline   __attribute__((noinline))
 #define __section(s) __attribute__((section(s)))
 
 #endif

@@ -29,19 +29,19 @@ void mram_write(const void *from, __mram_ptr void *to, unsigned int nb_of_bytes)
  * static assertions on sizes known to the compiler (a variable size is
  * checked when the DMA runs). */
 #define __UPDLRM_DMA_SIZE(n) __builtin_choose_expr(__builtin_constant_p(n), (n), 8)
-#define __UPDLRM_CHECK_DMA_SIZE(op, n)                                                                    \
-    _Static_assert(__UPDLRM_DMA_SIZE(n) != 0, op ": nb_of_bytes must not be null");                       \
-    _Static_assert(__UPDLRM_DMA_SIZE(n) <= 2048, op ": nb_of_bytes must not be higher than 2048");        \
+#define __UPDLRM_CHECK_DMA_SIZE(op, n)                                                                                 \
+    _Static_assert(__UPDLRM_DMA_SIZE(n) != 0, op ": nb_of_bytes must not be null");                                    \
+    _Static_assert(__UPDLRM_DMA_SIZE(n) <= 2048, op ": nb_of_bytes must not be higher than 2048");                     \
     _Static_assert(__UPDLRM_DMA_SIZE(n) % 8 == 0, op ": nb_of_bytes must be a multiple of 8")
-#define mram_read(from, to, nb_of_bytes)                                                                  \
-    ({                                                                                                    \
-        __UPDLRM_CHECK_DMA_SIZE("mram_read", nb_of_bytes);                                                \
-        (mram_read)((from), (to), (nb_of_bytes));                                                         \
+#define mram_read(from, to, nb_of_bytes)                                                                               \
+    ({                                                                                                                 \
+        __UPDLRM_CHECK_DMA_SIZE("mram_read", nb_of_bytes);                                                             \
+        (mram_read)((from), (to), (nb_of_bytes));                                                                      \
     })
-#define mram_write(from, to, nb_of_bytes)                                                                 \
-    ({                                                                                                    \
-        __UPDLRM_CHECK_DMA_SIZE("mram_write", nb_of_bytes);                                               \
-        (mram_write)((from), (to), (nb_of_bytes));                                                        \
+#define mram_write(from, to, nb_of_bytes)                                                                              \
+    ({                                                                                                                 \
+        __UPDLRM_CHECK_DMA_SIZE("mram_write", nb_of_bytes);                                                            \
+        (mram_write)((from), (to), (nb_of_bytes));                                                                     \
     })
 #endif
 

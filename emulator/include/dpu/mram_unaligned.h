@@ -24,11 +24,11 @@ void __updlrm_mram_update_int_atomic(__mram_ptr void *dest, void (*update)(int *
 void __updlrm_mram_update_byte_atomic(__mram_ptr void *dest, void (*update)(uint8_t *, void *), void *args);
 void __updlrm_mram_write_int_atomic(__mram_ptr void *dest, int value);
 void __updlrm_mram_write_byte_atomic(__mram_ptr void *dest, uint8_t value);
-#define mram_update_int_atomic(dest, update_func, args)                                       \
+#define mram_update_int_atomic(dest, update_func, args)                                                                \
     __updlrm_mram_update_int_atomic((__mram_ptr void *)(dest), (update_func), (args))
-#define mram_update_byte_atomic(dest, update_func, args)                                      \
+#define mram_update_byte_atomic(dest, update_func, args)                                                               \
     __updlrm_mram_update_byte_atomic((__mram_ptr void *)(dest), (update_func), (args))
-#define mram_write_int_atomic(dest, val) __updlrm_mram_write_int_atomic((__mram_ptr void *)(dest), (val))
+#define mram_write_int_atomic(dest, val)  __updlrm_mram_write_int_atomic((__mram_ptr void *)(dest), (val))
 #define mram_write_byte_atomic(dest, val) __updlrm_mram_write_byte_atomic((__mram_ptr void *)(dest), (val))
 
 #ifdef __cplusplus

@@ -18,8 +18,8 @@ extern "C" {
 
 typedef uint8_t *mutex_id_t;
 
-#define MUTEX_INIT(_name)                                                                     \
-    __atomic_bit uint8_t __updlrm_mutex_storage_##_name = 0;                                 \
+#define MUTEX_INIT(_name)                                                                                              \
+    __atomic_bit uint8_t __updlrm_mutex_storage_##_name = 0;                                                           \
     mutex_id_t _name = &__updlrm_mutex_storage_##_name
 #define MUTEX_GET(_name) (_name)
 

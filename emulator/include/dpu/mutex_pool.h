@@ -16,11 +16,11 @@ struct mutex_pool {
     uint8_t hw_mutexes_mask;
 };
 
-#define MUTEX_POOL_INIT(NAME, NB_MUTEXES)                                                                   \
-    static_assert((NB_MUTEXES) > 0, "Number of hw mutexes should be at least 1.");                           \
-    static_assert(__builtin_popcount(NB_MUTEXES) == 1, "Number of hardware mutexes should be a power of 2"); \
-    uint8_t __atomic_bit hw_mutexes_##NAME[NB_MUTEXES] = { 0 };                                             \
-    struct mutex_pool NAME = { .hw_mutexes = hw_mutexes_##NAME, .hw_mutexes_mask = (NB_MUTEXES) - 1 };
+#define MUTEX_POOL_INIT(NAME, NB_MUTEXES)                                                                              \
+    static_assert((NB_MUTEXES) > 0, "Number of hw mutexes should be at least 1.");                                     \
+    static_assert(__builtin_popcount(NB_MUTEXES) == 1, "Number of hardware mutexes should be a power of 2");           \
+    uint8_t __atomic_bit hw_mutexes_##NAME[NB_MUTEXES] = {0};                                                          \
+    struct mutex_pool NAME = {.hw_mutexes = hw_mutexes_##NAME, .hw_mutexes_mask = (NB_MUTEXES) - 1};
 
 static inline void mutex_pool_lock(struct mutex_pool *mp, uint16_t id)
 {

@@ -22,10 +22,10 @@ typedef enum _perfcounter_config_t {
     COUNT_NOTHING = 3,
 } perfcounter_config_t;
 
-#define PERFCOUNTER_COUNT_SAME COUNT_SAME
-#define PERFCOUNTER_COUNT_CYCLES COUNT_CYCLES
+#define PERFCOUNTER_COUNT_SAME         COUNT_SAME
+#define PERFCOUNTER_COUNT_CYCLES       COUNT_CYCLES
 #define PERFCOUNTER_COUNT_INSTRUCTIONS COUNT_INSTRUCTIONS
-#define PERFCOUNTER_COUNT_NOTHING COUNT_NOTHING
+#define PERFCOUNTER_COUNT_NOTHING      COUNT_NOTHING
 
 /* Selects what to count; returns the counter value before the call. */
 perfcounter_t perfcounter_config(perfcounter_config_t config, bool reset_value);
@@ -33,9 +33,9 @@ perfcounter_t perfcounter_get(void);
 
 /* v1B only in the SDK; the emulator is a v1A DPU, where the SDK's header
  * turns a call into a build error. */
-#define perfcounter_get_both(should_reset)                                                                \
-    do {                                                                                                  \
-        _Static_assert(0, "[DPU_ERROR]: call to perfcounter_get_both is only available on v1B.");        \
+#define perfcounter_get_both(should_reset)                                                                             \
+    do {                                                                                                               \
+        _Static_assert(0, "[DPU_ERROR]: call to perfcounter_get_both is only available on v1B.");                      \
     } while (0)
 
 #ifdef __cplusplus

@@ -33,16 +33,17 @@ typedef struct {
 } seqreader_t;
 
 seqreader_buffer_t __updlrm_seqread_alloc(uint32_t cache_size);
-void *__updlrm_seqread_init(seqreader_buffer_t cache, __mram_ptr void *mram_addr, seqreader_t *reader, uint32_t cache_size);
+void *__updlrm_seqread_init(seqreader_buffer_t cache, __mram_ptr void *mram_addr, seqreader_t *reader,
+                            uint32_t cache_size);
 void *__updlrm_seqread_get(void *ptr, uint32_t increment, seqreader_t *reader);
 void *__updlrm_seqread_seek(__mram_ptr void *mram_addr, seqreader_t *reader);
 __mram_ptr void *__updlrm_seqread_tell(void *ptr, seqreader_t *reader);
 
-#define seqread_alloc() __updlrm_seqread_alloc(SEQREAD_CACHE_SIZE)
+#define seqread_alloc()                        __updlrm_seqread_alloc(SEQREAD_CACHE_SIZE)
 #define seqread_init(cache, mram_addr, reader) __updlrm_seqread_init((cache), (mram_addr), (reader), SEQREAD_CACHE_SIZE)
-#define seqread_get(ptr, increment, reader) __updlrm_seqread_get((ptr), (increment), (reader))
-#define seqread_seek(mram_addr, reader) __updlrm_seqread_seek((mram_addr), (reader))
-#define seqread_tell(ptr, reader) __updlrm_seqread_tell((ptr), (reader))
+#define seqread_get(ptr, increment, reader)    __updlrm_seqread_get((ptr), (increment), (reader))
+#define seqread_seek(mram_addr, reader)        __updlrm_seqread_seek((mram_addr), (reader))
+#define seqread_tell(ptr, reader)              __updlrm_seqread_tell((ptr), (reader))
 
 #ifdef __cplusplus
 }

@@ -19,13 +19,13 @@ int __updlrm_putchar(int character);
 
 /* The SDK's way to size the log buffer; checked as the SDK checks it.  The
  * emulator's log ring stays 64 KiB whatever the size (emulator/README.md). */
-#define STDOUT_BUFFER_INIT(size)                                                                          \
-    _Static_assert(((size) >= 8) && (((size) & 7) == 0), "stdout buffer size must be a multiple of 8 and > 0"); \
-    __attribute__((section(".mram.noinit"), aligned(8), used)) unsigned char __stdout_buffer[(size)];     \
+#define STDOUT_BUFFER_INIT(size)                                                                                       \
+    _Static_assert(((size) >= 8) && (((size) & 7) == 0), "stdout buffer size must be a multiple of 8 and > 0");        \
+    __attribute__((section(".mram.noinit"), aligned(8), used)) unsigned char __stdout_buffer[(size)];                  \
     const unsigned int __stdout_buffer_size = (size)
 
-#define printf __updlrm_printf
-#define puts __updlrm_puts
+#define printf  __updlrm_printf
+#define puts    __updlrm_puts
 #define putchar __updlrm_putchar
 
 #endif

@@ -69,17 +69,17 @@ typedef struct get_block_t {
 
 const char *updlrm_emu_last_error(void);
 
-#define DPU_CHECK(statement, on_error)                                                                  \
-    do {                                                                                                \
-        dpu_error_t __error = (statement);                                                              \
-        if (__error != DPU_OK) {                                                                        \
-            char *__error_text = dpu_error_to_string(__error);                                          \
-            fprintf(stderr, "%s:%d(%s): DPU Error (%s)\n", __FILE__, __LINE__, __func__, __error_text); \
-            free(__error_text);                                                                         \
-            if (updlrm_emu_last_error()[0])                                                             \
-                fprintf(stderr, "  emulator: %s\n", updlrm_emu_last_error());                           \
-            on_error;                                                                                   \
-        }                                                                                               \
+#define DPU_CHECK(statement, on_error)                                                                                 \
+    do {                                                                                                               \
+        dpu_error_t __error = (statement);                                                                             \
+        if (__error != DPU_OK) {                                                                                       \
+            char *__error_text = dpu_error_to_string(__error);                                                         \
+            fprintf(stderr, "%s:%d(%s): DPU Error (%s)\n", __FILE__, __LINE__, __func__, __error_text);                \
+            free(__error_text);                                                                                        \
+            if (updlrm_emu_last_error()[0])                                                                            \
+                fprintf(stderr, "  emulator: %s\n", updlrm_emu_last_error());                                          \
+            on_error;                                                                                                  \
+        }                                                                                                              \
     } while (0)
 
 #define DPU_ASSERT(statement) DPU_CHECK(statement, exit(EXIT_FAILURE))
@@ -92,27 +92,26 @@ dpu_error_t dpu_free(struct dpu_set_t dpu_set);
 dpu_error_t dpu_get_nr_ranks(struct dpu_set_t dpu_set, uint32_t *nr_ranks);
 dpu_error_t dpu_get_nr_dpus(struct dpu_set_t dpu_set, uint32_t *nr_dpus);
 
-#define DPU_RANK_FOREACH(set, rank, ...)                                                                \
+#define DPU_RANK_FOREACH(set, rank, ...)                                                                               \
     _CONCAT(_DPU_RANK_FOREACH_, _DPU_FOREACH_VARIANT(set, rank, ##__VA_ARGS__))(set, rank, ##__VA_ARGS__)
 
-#define _DPU_RANK_FOREACH_X(set, rank)                                                                  \
-    for (struct dpu_set_rank_iterator_t __rank_it = dpu_set_rank_iterator_from(&set);                  \
+#define _DPU_RANK_FOREACH_X(set, rank)                                                                                 \
+    for (struct dpu_set_rank_iterator_t __rank_it = dpu_set_rank_iterator_from(&set);                                  \
          rank = __rank_it.next, __rank_it.has_next; dpu_set_rank_iterator_next(&__rank_it))
 
-#define _DPU_RANK_FOREACH_I(set, rank, i)                                                               \
-    for (struct dpu_set_rank_iterator_t __rank_it = dpu_set_rank_iterator_from(&set);                  \
-         i = __rank_it.count, rank = __rank_it.next, __rank_it.has_next;                               \
-         dpu_set_rank_iterator_next(&__rank_it))
+#define _DPU_RANK_FOREACH_I(set, rank, i)                                                                              \
+    for (struct dpu_set_rank_iterator_t __rank_it = dpu_set_rank_iterator_from(&set);                                  \
+         i = __rank_it.count, rank = __rank_it.next, __rank_it.has_next; dpu_set_rank_iterator_next(&__rank_it))
 
-#define DPU_FOREACH(set, dpu, ...)                                                                      \
+#define DPU_FOREACH(set, dpu, ...)                                                                                     \
     _CONCAT(_DPU_FOREACH_, _DPU_FOREACH_VARIANT(set, dpu, ##__VA_ARGS__))(set, dpu, ##__VA_ARGS__)
 
-#define _DPU_FOREACH_X(set, dpu)                                                                        \
-    for (struct dpu_set_dpu_iterator_t __dpu_it = dpu_set_dpu_iterator_from(&set);                     \
+#define _DPU_FOREACH_X(set, dpu)                                                                                       \
+    for (struct dpu_set_dpu_iterator_t __dpu_it = dpu_set_dpu_iterator_from(&set);                                     \
          dpu = __dpu_it.next, __dpu_it.has_next; dpu_set_dpu_iterator_next(&__dpu_it))
 
-#define _DPU_FOREACH_I(set, dpu, i)                                                                     \
-    for (struct dpu_set_dpu_iterator_t __dpu_it = dpu_set_dpu_iterator_from(&set);                     \
+#define _DPU_FOREACH_I(set, dpu, i)                                                                                    \
+    for (struct dpu_set_dpu_iterator_t __dpu_it = dpu_set_dpu_iterator_from(&set);                                     \
          i = __dpu_it.count, dpu = __dpu_it.next, __dpu_it.has_next; dpu_set_dpu_iterator_next(&__dpu_it))
 
 struct dpu_set_rank_iterator_t {
@@ -138,8 +137,7 @@ void dpu_set_dpu_iterator_next(struct dpu_set_dpu_iterator_t *iterator);
 
 dpu_error_t dpu_load_from_memory(struct dpu_set_t dpu_set, uint8_t *buffer, size_t buffer_size,
                                  struct dpu_program_t **program);
-dpu_error_t dpu_load_from_incbin(struct dpu_set_t dpu_set, struct dpu_incbin_t *incbin,
-                                 struct dpu_program_t **program);
+dpu_error_t dpu_load_from_incbin(struct dpu_set_t dpu_set, struct dpu_incbin_t *incbin, struct dpu_program_t **program);
 dpu_error_t dpu_load(struct dpu_set_t dpu_set, const char *binary_path, struct dpu_program_t **program);
 dpu_error_t dpu_get_symbol(struct dpu_program_t *program, const char *symbol_name, struct dpu_symbol_t *symbol);
 
@@ -161,8 +159,8 @@ dpu_error_t dpu_push_xfer(struct dpu_set_t dpu_set, dpu_xfer_t xfer, const char 
                           size_t length, dpu_xfer_flags_t flags);
 dpu_error_t dpu_push_xfer_symbol(struct dpu_set_t dpu_set, dpu_xfer_t xfer, struct dpu_symbol_t symbol,
                                  uint32_t symbol_offset, size_t length, dpu_xfer_flags_t flags);
-dpu_error_t dpu_broadcast_to(struct dpu_set_t dpu_set, const char *symbol_name, uint32_t symbol_offset,
-                             const void *src, size_t length, dpu_xfer_flags_t flags);
+dpu_error_t dpu_broadcast_to(struct dpu_set_t dpu_set, const char *symbol_name, uint32_t symbol_offset, const void *src,
+                             size_t length, dpu_xfer_flags_t flags);
 dpu_error_t dpu_broadcast_to_symbol(struct dpu_set_t dpu_set, struct dpu_symbol_t symbol, uint32_t symbol_offset,
                                     const void *src, size_t length, dpu_xfer_flags_t flags);
 
