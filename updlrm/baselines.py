@@ -252,18 +252,22 @@ class CpuBaseline:
             if per_sample_weights is None
             else torch.from_numpy(np.ascontiguousarray(per_sample_weights, np.float32))
         )
-        mode_code = {"sum": 0, "mean": 1}[mode]
+        if mode not in ("sum", "mean"):
+            raise ValueError(f"mode must be 'sum' or 'mean', not {mode!r}")
         outs = []
         for t, (spec, w) in enumerate(zip(self.tables, self._weights)):
             lo, hi = int(off[t * batch_size]), int(off[(t + 1) * batch_size])
             bag_offsets = torch.from_numpy(off[t * batch_size : (t + 1) * batch_size + 1] - lo)
             weights = None if psw is None else psw[lo:hi]
             if RowFormat(spec.row_format) is RowFormat.INT8:
-                outs.append(
-                    torch.ops.quantized.embedding_bag_byte_rowwise_offsets(
-                        w, idx[lo:hi], bag_offsets, False, mode_code, False, weights, None, True
-                    )
+                # The quantized op sums whatever mode it is given (torch 2.13 ignores
+                # mode=1), so a mean divides the sums by the bag sizes here.
+                pooled = torch.ops.quantized.embedding_bag_byte_rowwise_offsets(
+                    w, idx[lo:hi], bag_offsets, False, 0, False, weights, None, True
                 )
+                if mode == "mean":
+                    pooled = pooled / torch.diff(bag_offsets).clamp(min=1).unsqueeze(1).to(pooled.dtype)
+                outs.append(pooled)
             else:
                 outs.append(
                     torch.nn.functional.embedding_bag(

@@ -114,3 +114,13 @@ def test_comparison_of_two_timings_uses_both_spreads():
     comparison = Comparison(Timing((1.05,) * 5), Timing((1.0, 1.2, 1.2, 1.2, 1.3)))
     assert comparison.verdict == "within the spread: no verdict"
     assert "no verdict" in str(comparison)
+
+
+def test_int8_mean_divides_by_bag_size():
+    """torch's quantized byte-rowwise bag sums whatever mode it is given; the baseline
+    must still return a mean (empty bags give 0, as F.embedding_bag does)."""
+    tables = [TableSpec("t", 3, 4, row_format="int8", scale=0.5)]
+    stored = [np.array([[2] * 4, [4] * 4, [6] * 4], np.int8)]
+    offsets = np.array([0, 3, 3, 4], np.int64)
+    out = CpuBaseline(tables, stored)(np.array([0, 1, 2, 1], np.int64), offsets, 3, mode="mean")
+    np.testing.assert_allclose(out, [[2.0] * 4, [0.0] * 4, [2.0] * 4])
