@@ -1613,11 +1613,6 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
     const uint32_t local_bits = slice->local_bits;
     const uint64_t local_mask = (1ull << local_bits) - 1;
     const int64_t last_lookup = bag_offsets[b1] - 1;
-    /* Replicas take contiguous runs of bags holding equal shares of the table's lookups
-     * in this batch: a bag's deal key is the fixed-point fraction (32 bits, rounded up) of
-     * the lookups before it, and a group of r replicas serves it on (key * r) >> 32
-     * (updlrm.partitioner.routing.deal_keys). */
-    const uint64_t batch_lookups = (uint64_t)(bag_offsets[batch] - bag_offsets[0]);
     if (open_lanes(slot, slice, b1 - b0, scan)) {
         return RUN_ERROR;
     }
@@ -1630,7 +1625,6 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
         if (begin == end) {
             continue;
         }
-        const uint64_t deal = (((uint64_t)(begin - bag_offsets[0]) << 32) + batch_lookups - 1) / batch_lookups;
         if ((uint64_t)(end - begin) > headroom) {
             /* Buffers may move: the chunk's remembered cursors must be used first. */
             if (scan) {
@@ -1669,9 +1663,11 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
                         lane = slice->nr_dpu_lanes;
                         local = exception->index;
                     } else {
+                        /* Replica by bag: deterministic, and consecutive bags spread over all
+                         * replicas (updlrm.partitioner.routing). */
                         uint32_t group = exception->index;
                         const struct replica *replica =
-                            &slice->replicas[slice->group_first[group] + ((deal * slice->group_count[group]) >> 32)];
+                            &slice->replicas[slice->group_first[group] + b % slice->group_count[group]];
                         lane = replica->lane;
                         local = replica->local;
                     }
@@ -1697,7 +1693,7 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
                         return RUN_ERROR;
                     }
                     const struct replica *replica =
-                        &slice->replicas[slice->group_first[local] + ((deal * slice->group_count[local]) >> 32)];
+                        &slice->replicas[slice->group_first[local] + b % slice->group_count[local]];
                     lane = replica->lane;
                     local = replica->local;
                 }

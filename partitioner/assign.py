@@ -25,7 +25,7 @@ import numpy as np
 
 from updlrm.partitioner.cost import CostModel
 from updlrm.partitioner.expected_loads import TableWorkload
-from updlrm.partitioner.routing import SliceRouter, host_mask, lookup_deal_keys
+from updlrm.partitioner.routing import SliceRouter, host_mask
 from updlrm.partitioner.rows import RowPart
 from updlrm.partitioner.search import TableShape
 from updlrm.partitioner.workloads import Trace
@@ -50,7 +50,7 @@ def assign_dpus(
 
     Every row part of table ``t`` becomes one shard per column slice and replica of
     ``shapes[t]`` (the replicas of a part are listed in replica order, so that sample
-    ``b`` meets the same replica of every part: one group of DPUs per bag);
+    ``b`` meets replica ``b mod r`` of every part: one group of DPUs per bag);
     a shard's cost is what :meth:`~updlrm.partitioner.cost.CostModel.part_cost` gives for
     the lookups and bags the trace routes to its part (:func:`part_traffic`).  Raises
     :class:`~updlrm.plan.PlanError` naming the table when a shard fits on no DPU.
@@ -122,10 +122,9 @@ def part_traffic(
     if host is not None:
         tmp.host_rows[0] = host
     rows, bags = trace.table_lookups(wl.table)
-    deal = lookup_deal_keys(bags, trace.batch_size, trace.num_batches * trace.batch_size)
     keep = ~host_mask(tmp, 0, rows)
-    rows, bags, deal = rows[keep], bags[keep], deal[keep]
-    shard = SliceRouter(tmp, 0, 0).route_shards(rows, deal)
+    rows, bags = rows[keep], bags[keep]
+    shard = SliceRouter(tmp, 0, 0).route_shards(rows, bags % trace.batch_size)
     scale = wl.batch_size / max(wl.num_bags, 1)
     lookups = np.bincount(shard, minlength=len(parts)) * scale
     touched_keys = np.unique(bags * len(parts) + shard)

@@ -23,7 +23,7 @@ from numpy.typing import ArrayLike
 
 from updlrm import abi, perfmodel
 from updlrm.partitioner.cost import dpu_input_bytes, dpu_output_bytes
-from updlrm.partitioner.routing import SliceRouter, column_slices, deal_keys, host_mask
+from updlrm.partitioner.routing import SliceRouter, column_slices, host_mask
 from updlrm.plan import Plan, PlanError
 from updlrm.specs import TableSpec
 
@@ -54,7 +54,7 @@ def derive_work(
     """The engine's ``BatchStats.work()`` for one batch under ``plan``, without running DPUs.
 
     Each lookup is routed by the plan's rule (host-cached rows to the host, else the
-    holder of its row that the bag's deal key picks, per column slice; see
+    holder ``bag mod replicas`` of its row, per column slice; see
     :mod:`updlrm.partitioner.routing`), then counted as ``host/eb_host.c`` counts it:
     consecutive lookups of one bag on one shard form a segment; each DPU's lookups are
     cut into ``nr_tasklets`` equal ranges and every (tasklet, segment) overlap yields
@@ -100,15 +100,13 @@ def derive_work(
         rows = indices[lo_i:hi_i]
         if rows.size and (rows.min() < 0 or rows.max() >= spec.num_embeddings):
             raise ValueError(f"table {spec.name}: an index is outside [0, {spec.num_embeddings})")
-        sizes = np.diff(offsets[t * batch : (t + 1) * batch + 1])
-        bags = np.repeat(np.arange(batch, dtype=np.int64), sizes)
-        deal = np.repeat(deal_keys(sizes, batch), sizes)
+        bags = np.repeat(np.arange(batch, dtype=np.int64), np.diff(offsets[t * batch : (t + 1) * batch + 1]))
         on_host = host_mask(plan, t, rows)
         hits = int(np.count_nonzero(on_host))
         host_hits += hits
         host_bytes += hits * spec.embedding_dim * spec.row_format.element_bytes
         if hits:
-            rows, bags, deal = rows[~on_host], bags[~on_host], deal[~on_host]
+            rows, bags = rows[~on_host], bags[~on_host]
         for lo, hi in column_slices(plan, t):
             dim = hi - lo
             dims.append(dim)
@@ -118,7 +116,7 @@ def derive_work(
                 router = cache.get((t, lo))
                 if router is None:
                     router = cache[(t, lo)] = SliceRouter(plan, t, lo)
-                shard = router.route_shards(rows, deal)
+                shard = router.route_shards(rows, bags)
                 keys.append((dpu_of_shard[shard] * slices_total + g) * batch + bags)
             g += 1
     slice_dims = np.asarray(dims, dtype=np.int64)

@@ -26,7 +26,7 @@ import numpy as np
 from updlrm import abi, perfmodel
 from updlrm.partitioner.batch_work import derive_work
 from updlrm.partitioner.cost import CostModel, lookup_bytes
-from updlrm.partitioner.routing import SliceRouter, column_slices, host_mask, lookup_deal_keys
+from updlrm.partitioner.routing import SliceRouter, column_slices, host_mask
 from updlrm.partitioner.workloads import Trace
 from updlrm.plan import Plan, PlanError
 from updlrm.specs import padded_row_bytes
@@ -175,12 +175,11 @@ def route_trace(plan: Plan, trace: Trace, model: CostModel, scale: float) -> Rou
                 f"table {spec.name}: the trace looks up row {int(rows.max())}, the table has {spec.num_embeddings}"
             )
         total_lookups += rows.size
-        deal = lookup_deal_keys(bags, B, nb * B)
         on_host = host_mask(plan, t, rows)
         per_batch = np.bincount(bags[on_host] // B, minlength=nb)
         host_lookups += per_batch
         host_bytes += per_batch * spec.row_bytes()
-        rows, bags, deal = rows[~on_host], bags[~on_host], deal[~on_host]
+        rows, bags = rows[~on_host], bags[~on_host]
         batch_of = bags // B
         t_fan = t_bags = 0.0
         routed_slices: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]] = {}
@@ -198,7 +197,7 @@ def route_trace(plan: Plan, trace: Trace, model: CostModel, scale: float) -> Rou
                 shard = rename[shard0]
                 p_bag, p_shard = pairs0[0], rename[pairs0[1]]
             else:
-                shard = SliceRouter(plan, t, lo).route_shards(rows, deal)
+                shard = SliceRouter(plan, t, lo).route_shards(rows, bags % B)
                 pairs = np.unique(bags * nr_shards + shard)
                 p_bag, p_shard = np.divmod(pairs, nr_shards)
                 routed_slices[signature] = (np.array(members), shard, (p_bag, p_shard))
@@ -359,15 +358,14 @@ def shard_loads(plan: Plan, trace: Trace) -> np.ndarray:
     load = np.zeros(len(plan.shards))
     for t in range(len(plan.tables)):
         rows, bags = trace.table_lookups(t)
-        deal = lookup_deal_keys(bags, trace.batch_size, trace.num_batches * trace.batch_size)
         keep = ~host_mask(plan, t, rows)
-        rows, deal = rows[keep], deal[keep]
+        rows, bags = rows[keep], bags[keep] % trace.batch_size
         routed: dict[tuple[Any, ...], tuple[list[int], np.ndarray]] = {}
         for lo, _ in column_slices(plan, t):
             members = [i for i in plan.shards_of(t) if plan.shards[i].col_start == lo]
             signature = tuple(_rows_signature(plan.shards[i].rows) for i in members)
             if signature not in routed:
-                shard = SliceRouter(plan, t, lo).route_shards(rows, deal) if rows.size else np.zeros(0, np.int64)
+                shard = SliceRouter(plan, t, lo).route_shards(rows, bags) if rows.size else np.zeros(0, np.int64)
                 routed[signature] = (members, np.bincount(shard, minlength=len(plan.shards))[members])
             load[members] += routed[signature][1]
     return load / max(trace.num_batches, 1)

@@ -95,7 +95,7 @@ class BuildOptions:
       pays), ``replicate``, ``host`` or ``none``; the host cache holds at most
       ``host_cache_bytes`` of rows.
     * ``max_replicas``: at most this many copies of a table's group of shards, each
-      serving the ``j``-th of ``r`` runs of a batch's samples holding equal shares of its lookups (data parallel inside the server); ``None``:
+      serving the samples ``b = j (mod r)`` (data parallel inside the server); ``None``:
       as many as the MRAM and the model allow, ``1``: none.  Only with ``cache`` =
       ``auto`` or ``replicate``.
     * ``holdout``: share of the trace (whole batches when there are several) the plan is

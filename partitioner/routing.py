@@ -5,14 +5,10 @@ also be host-cached.  The rule, shared by the partitioner's evaluation and the e
 
 * a host-cached row (``plan.host_rows[table]``) is always served by the host;
 * otherwise the holders of the row (the shards of that column slice whose rows contain
-  it) are ordered by their index in ``plan.shards``, and the lookup of bag ``b`` goes
-  to holder ``(key_b * r) >> 32``, where ``r`` is the number of holders and ``key_b``
-  is the bag's *deal key* (:func:`deal_keys`): ``ceil(2**32 * before_b / total)``,
-  with ``before_b`` the table's lookups in the bags before ``b`` of its batch and
-  ``total`` the table's lookups in the batch.  Replicas thus take contiguous runs of
-  bags holding equal shares of the lookups (each within one bag's size of
-  ``total / r`` for whole-table replicas), not equal numbers of bags of uneven sizes;
-  all lookups of one bag to one row group go to the same DPU.
+  it) are ordered by their index in ``plan.shards``, and the lookup of bag ``b`` (the
+  sample index within its batch, ``0 <= b < batch_size``) goes to holder ``b mod r``,
+  where ``r`` is the number of holders.  Every replica thus gets an even share of
+  the bags, and all lookups of one bag to one row go to the same DPU.
 
 Example:
     >>> import numpy as np
@@ -22,12 +18,9 @@ Example:
     ...             [Shard(0, 0, 0, 4, range(0, 6)), Shard(0, 1, 0, 4, range(6, 10)),
     ...              Shard(0, 2, 0, 4, np.array([1, 7]))])
     >>> router = SliceRouter(plan, 0, 0)
-    >>> keys = deal_keys(np.array([4, 2]), 2)  # bag 0: 4 lookups, bag 1: 2 lookups
-    >>> keys.tolist()
-    [0, 2863311531]
-    >>> shard, local = router.route(np.array([0, 1, 7, 9, 1, 7]), keys[[0, 0, 0, 0, 1, 1]])
+    >>> shard, local = router.route(np.array([0, 1, 1, 7, 7, 9]), np.array([0, 0, 1, 0, 1, 5]))
     >>> shard.tolist(), local.tolist()
-    ([0, 0, 1, 1, 2, 2], [0, 1, 1, 3, 0, 1])
+    ([0, 0, 2, 1, 2, 1], [0, 1, 0, 1, 1, 3])
 """
 
 from __future__ import annotations
@@ -43,46 +36,12 @@ from updlrm.plan import Plan, PlanError
 # then one gather per lookup instead of binary searches over the row lists.
 DENSE_ROUTING_MAX_ROWS = 1 << 24
 _MULTI = -2  # dense-map marker: the row has several holders (replicas)
-# Deal keys are fixed-point fractions of a batch's lookups with this many bits (the
-# engine's route uses the same arithmetic, host/eb_host.c).
-DEAL_BITS = 32
-
-
-def deal_keys(bag_sizes: np.ndarray, batch_size: int) -> np.ndarray:
-    """The deal key of every bag (see the module rule), from one table's bag sizes.
-
-    ``bag_sizes`` holds the sizes of whole batches of ``batch_size`` bags each, in bag
-    order; host-cached lookups count too (the engine sees the bags' offsets only).
-
-    >>> deal_keys(np.array([1, 1, 2, 0, 0, 0]), 3).tolist()
-    [0, 1073741824, 2147483648, 0, 0, 0]
-    """
-    sizes = np.asarray(bag_sizes, dtype=np.int64).reshape(-1, batch_size)
-    before = np.cumsum(sizes, axis=1) - sizes
-    total = np.maximum(sizes.sum(axis=1, keepdims=True), 1)
-    # Rounded up, so that a bag starting exactly at a replica's share of the lookups
-    # goes to that replica whenever total * r < 2**32.
-    return (((before << DEAL_BITS) + total - 1) // total).ravel()
-
-
-def lookup_deal_keys(bags: np.ndarray, batch_size: int, num_bags: int) -> np.ndarray:
-    """Per lookup, the deal key of its bag, from the global bag ids of all of one table's lookups.
-
-    ``bags`` are a trace's bag ids (``batch * batch_size + b``, as
-    :meth:`~updlrm.partitioner.trace.Trace.table_lookups` returns them), before
-    host-cached lookups are dropped.
-
-    >>> lookup_deal_keys(np.array([0, 0, 1, 2]), 2, 4).tolist()
-    [0, 0, 2863311531, 0]
-    """
-    bags = np.asarray(bags, dtype=np.int64)
-    return deal_keys(np.bincount(bags, minlength=num_bags), batch_size)[bags]
 
 
 class SliceRouter:
     """Routing tables of one column slice ``[col_start, ...)`` of one table, built once.
 
-    ``route(rows, keys)`` (``keys``: each lookup's bag deal key) returns, per lookup, the index of the serving shard in
+    ``route(rows, bags)`` returns, per lookup, the index of the serving shard in
     ``plan.shards`` and the row's local index in that shard.  Rows must not be
     host-cached (filter them with :func:`host_mask` first); a row held by no shard
     raises :class:`~updlrm.plan.PlanError`.
@@ -189,23 +148,23 @@ class SliceRouter:
         e_hi = np.searchsorted(self.ex_rows, rows, side="right")
         return iv, nr, e_lo, e_hi
 
-    def route(self, rows: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def route(self, rows: np.ndarray, bags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Serving shard index and local row index for each lookup (see the module rule)."""
         rows = np.asarray(rows, dtype=np.int64)
         if self.dense is not None:
-            shard = self.route_shards(rows, keys)
+            shard = self.route_shards(rows, bags)
             local = self.dense_local[rows]
             multi = np.flatnonzero(self.dense[rows] == _MULTI)
             if multi.size:
                 local[multi] = self.local_index(shard[multi], rows[multi])
             return shard, local
-        shard = self.route_shards(rows, keys)
+        shard = self.route_shards(rows, bags)
         return shard, self.local_index(shard, rows)
 
-    def route_shards(self, rows: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    def route_shards(self, rows: np.ndarray, bags: np.ndarray) -> np.ndarray:
         """Serving shard index of each lookup (``route`` without the local indices)."""
         rows = np.asarray(rows, dtype=np.int64)
-        keys = np.asarray(keys, dtype=np.int64)
+        bags = np.asarray(bags, dtype=np.int64)
         if self.dense is not None:
             shard = self.dense[rows]
             if rows.size and shard.min() == -1:
@@ -213,7 +172,7 @@ class SliceRouter:
                 raise PlanError(f"table {self.table}: row {bad} (columns from {self.col_start}) is held by no shard")
             multi = np.flatnonzero(shard == _MULTI)
             if multi.size:
-                shard[multi] = self._route_replicated(rows[multi], keys[multi])
+                shard[multi] = self._route_replicated(rows[multi], bags[multi])
             return shard
         iv, nr, e_lo, e_hi = self.holders(rows)
         count = nr + (e_hi - e_lo)
@@ -227,10 +186,10 @@ class SliceRouter:
         shard[single_ex] = self.ex_shard[e_lo[single_ex]]
         multi = np.flatnonzero(count > 1)
         if multi.size:
-            shard[multi] = self._route_replicated(rows[multi], keys[multi])
+            shard[multi] = self._route_replicated(rows[multi], bags[multi])
         return shard
 
-    def _route_replicated(self, rows: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    def _route_replicated(self, rows: np.ndarray, bags: np.ndarray) -> np.ndarray:
         # Rows held only by ranges, or only by explicit lists, have their holders in shard
         # order already (iv_shard per interval, ex_shard per row): pick one directly.
         # Only rows held by both kinds need their holder lists merged.
@@ -238,15 +197,15 @@ class SliceRouter:
         ne = e_hi - e_lo
         shard = np.empty(rows.shape, dtype=np.int64)
         only_r = ne == 0
-        shard[only_r] = self.iv_shard[self.iv_ptr[iv[only_r]] + ((keys[only_r] * nr[only_r]) >> DEAL_BITS)]
+        shard[only_r] = self.iv_shard[self.iv_ptr[iv[only_r]] + bags[only_r] % nr[only_r]]
         only_e = (nr == 0) & ~only_r
-        shard[only_e] = self.ex_shard[e_lo[only_e] + ((keys[only_e] * ne[only_e]) >> DEAL_BITS)]
+        shard[only_e] = self.ex_shard[e_lo[only_e] + bags[only_e] % ne[only_e]]
         mixed = ~(only_r | only_e)
         if mixed.any():
-            shard[mixed] = self._route_mixed(rows[mixed], keys[mixed])
+            shard[mixed] = self._route_mixed(rows[mixed], bags[mixed])
         return shard
 
-    def _route_mixed(self, rows: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    def _route_mixed(self, rows: np.ndarray, bags: np.ndarray) -> np.ndarray:
         uniq, inverse = np.unique(rows, return_inverse=True)
         iv, nr, e_lo, e_hi = self.holders(uniq)
         ne = e_hi - e_lo
@@ -261,7 +220,7 @@ class SliceRouter:
         holder = holder[order]
         total = nr + ne
         ptr = np.concatenate([[0], np.cumsum(total)])
-        pick = (keys * total[inverse]) >> DEAL_BITS
+        pick = bags % total[inverse]
         return holder[ptr[inverse] + pick]
 
     def local_index(self, shard: np.ndarray, rows: np.ndarray) -> np.ndarray:

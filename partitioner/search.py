@@ -2,8 +2,8 @@
 
 For every table a shape ``k`` row parts x ``c`` column slices (``k = c = 1`` is
 table-wise, ``c = 1`` row-wise, ``k = 1`` column-wise, else tiles), the whole group of
-``k x c`` shards held ``r`` times (data parallel inside the server: the samples are dealt to
-the replicas in runs of equal lookups, the routing rule of replicated rows, so a bag still reaches at
+``k x c`` shards held ``r`` times (data parallel inside the server: sample ``b`` goes to
+replica ``b mod r``, the routing rule of replicated rows, so a bag still reaches at
 most ``k x c`` DPUs while each replica serves ``1/r`` of the bags) and, globally, the
 modeled cost level down to which the host cache relieves every table's parts (each
 table caching the shortest prefix of its hottest rows that reaches it, which keeps the

@@ -95,7 +95,7 @@ def test_replicated_and_host_cached_rows(pooling, weighted):
 
 
 def test_replica_choice_follows_the_bag_rule():
-    """Holder by the bag's deal key, holders in shard order (partitioner/routing.py): equal bags, equal shares."""
+    """Holder b mod r, holders in shard order (partitioner/routing.py)."""
     tables = [TableSpec("t", 4, 2)]
     shards = [Shard(0, 0, 0, 2, range(0, 4)), Shard(0, 1, 0, 2, np.array([2])), Shard(0, 2, 0, 2, np.array([2]))]
     plan = Plan(tables, Topology(3), shards)

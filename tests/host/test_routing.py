@@ -5,7 +5,7 @@ search for very uneven blocks) with replicated / host-cached rows as exceptions,
 explicit per-row entries (4 bytes, or 8 when lane and local row do not fit). A bag's
 end is closed by scanning every lane (few lanes) or by the lanes it touched (many).
 Each test checks results against the reference and the per-DPU lookup counts against
-``updlrm.partitioner.routing`` (replica by the bag's deal key, host cache first).
+``updlrm.partitioner.routing`` (replica = holders[b mod r], host cache first).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from engine_reference import assert_matches, random_batch, random_weights, reference
 from updlrm.host.engine import Engine, EngineError
-from updlrm.partitioner.routing import SliceRouter, column_slices, deal_keys, host_mask
+from updlrm.partitioner.routing import SliceRouter, column_slices, host_mask
 from updlrm.plan import Plan, Shard, uniform_plan
 from updlrm.specs import PoolingMode, RowFormat, TableSpec, Topology
 
@@ -31,14 +31,13 @@ def expected_lookups(plan: Plan, indices: np.ndarray, offsets: np.ndarray) -> tu
     for t in range(nr_tables):
         lo, hi = offsets[t * batch], offsets[(t + 1) * batch]
         rows = indices[lo:hi]
-        sizes = np.diff(offsets[t * batch : (t + 1) * batch + 1])
-        keys = np.repeat(deal_keys(sizes, batch), sizes)
+        bags = np.repeat(np.arange(batch), np.diff(offsets[t * batch : (t + 1) * batch + 1]))
         host = host_mask(plan, t, rows)
         hits += int(host.sum())
         for col_start, _ in column_slices(plan, t):
             if host.all():
                 continue  # the partitioner's router needs a shard; the engine does not
-            shard, _ = SliceRouter(plan, t, col_start).route(rows[~host], keys[~host])
+            shard, _ = SliceRouter(plan, t, col_start).route(rows[~host], bags[~host])
             np.add.at(per_dpu, np.array([plan.shards[s].dpu for s in shard], dtype=np.int64), 1)
     return per_dpu, hits
 
