@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from engine_reference import assert_matches, random_batch, random_weights, reference
 from updlrm.host.engine import Engine, EngineError
@@ -212,29 +210,3 @@ def test_build_plan_end_to_end():
     for i in range(2):
         indices, offsets, _ = trace.batch(i)
         run_and_check(plan, weights, indices, offsets)
-
-
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.integers(1, 7),
-    st.lists(st.integers(0, 40), min_size=1, max_size=60),
-    st.booleans(),
-    st.integers(0, 2**31),
-)
-def test_replicas_get_equal_lookup_shares_within_one_bag(replicas, sizes, ranges, seed):
-    """Whole-table replicas (row ranges or explicit rows): each serves the table's lookups of a run of bags
-    within one bag's size of an equal share, and the engine counts exactly what the router routes."""
-    rng = np.random.default_rng(seed)
-    tables = [TableSpec("t", 50, 4)]
-    rows = range(0, 50) if ranges else np.arange(50)
-    plan = Plan(tables, Topology(replicas), [Shard(0, d, 0, 4, rows) for d in range(replicas)])
-    sizes_arr = np.array(sizes, dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(sizes_arr)])
-    indices = rng.integers(0, 50, int(offsets[-1]))
-    _, stats, _ = run_and_check(plan, random_weights(tables, rng), indices, offsets)
-    total = int(offsets[-1])
-    assert stats.lookups.sum() == total
-    assert np.all(np.abs(stats.lookups * replicas - total) <= replicas * max(sizes))
-    # The shares are contiguous runs of bags, in replica order.
-    keys = deal_keys(sizes_arr, len(sizes))
-    assert np.all(np.diff((keys * replicas) >> 32) >= 0)
