@@ -142,6 +142,14 @@ def plan_group() -> None:
     help="auto: tables may go whole to the host CPU (cost calibrated on this machine, cached) and the "
     "plan never models slower than the CPU alone; off: DPUs and the host cache only.",
 )
+@click.option(
+    "--holdout",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.2,
+    show_default=True,
+    help="Share of the trace (last whole batches) the plan is not built from; the summary shows the estimate "
+    "on it next to the in-sample one. 0: build from all of it, no held-out estimate.",
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="Plan JSON to write.")
 @click.option("--save-trace", type=click.Path(dir_okay=False), default=None, help="Also save the trace (.npz).")
 @click.option("--quiet", is_flag=True, help="No progress bar, no summary.")
@@ -163,6 +171,7 @@ def build_command(
     graph,
     host_cache_mb,
     host_cpu,
+    holdout,
     output,
     save_trace,
     quiet,
@@ -190,6 +199,7 @@ def build_command(
         host_cache_bytes=int(host_cache_mb * 1e6),
         seed=seed,
         host_cpu=host_cpu,
+        holdout=holdout,
         progress=not quiet,
     )
     path = plan.save(output)

@@ -154,6 +154,18 @@ CASES = [
         r"'--co-occurrence': 2.0 is not in the range 0<=x<=1",
     ),
     (
+        "build-holdout-one",
+        "plan build --tables criteo --synthetic --dpus 4 -o {d}/o.json --holdout 1",
+        2,
+        r"'--holdout': 1.0 is not in the range 0<=x<1",
+    ),
+    (
+        "build-holdout-negative",
+        "plan build --tables criteo --synthetic --dpus 4 -o {d}/o.json --holdout -0.5",
+        2,
+        r"'--holdout': -0.5 is not in the range 0<=x<1",
+    ),
+    (
         "build-graph-choice",
         "plan build --tables criteo --synthetic --dpus 4 -o {d}/o.json --graph kahypar",
         2,

@@ -125,3 +125,22 @@ def test_criteo_tables_and_errors(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     bad = runner.invoke(main, ["plan", "show", str(tmp_path / "bad.json")])
     assert bad.exit_code != 0 and "not an updlrm plan" in bad.output
+
+
+@pytest.mark.parametrize("holdout", ["0", "0.34"])
+def test_build_holdout_reports_in_sample_and_held_out(tmp_path, holdout):
+    tables = [{"name": "a", "num_embeddings": 500, "embedding_dim": 8}]
+    (tmp_path / "tables.json").write_text(json.dumps({"tables": tables}))
+    args = ["plan", "build", "--tables", str(tmp_path / "tables.json"), *SYNTH, "--dpus", "4"]
+    result = CliRunner().invoke(main, [*args, "--holdout", holdout, "-o", str(tmp_path / "p.json")])
+    assert result.exit_code == 0, result.output
+    meta = Plan.load(tmp_path / "p.json").metadata
+    if holdout == "0":
+        assert "held_out" not in meta and "held-out batch" not in result.output
+    else:
+        # 3 batches: the last one is held out, and the summary quotes both estimates.
+        assert meta["held_out"]["batches"] == 1
+        assert f"on 1 held-out batch(es) it was not built from {meta['held_out']['modeled_s'] * 1e3:.3f} ms" in (
+            result.output
+        )
+        assert f"estimate on the build trace {meta['in_sample']['modeled_s'] * 1e3:.3f} ms" in result.output
