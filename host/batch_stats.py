@@ -77,7 +77,7 @@ class BatchStats:
 
     @classmethod
     def empty(cls, nr_dpus: int) -> BatchStats:
-        zeros = {name: np.zeros(nr_dpus, dtype=np.int64) for name in DPU_STATS}
+        zeros: dict[str, Any] = {name: np.zeros(nr_dpus, dtype=np.int64) for name in DPU_STATS}
         return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0, 0, 0, **zeros)
 
     @property

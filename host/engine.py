@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import weakref
@@ -173,7 +174,7 @@ class Engine:
         if len(weights) != len(tables):
             raise EngineError(f"got {len(weights)} weight arrays for {len(tables)} tables")
         arrays = []
-        for t, (spec, w) in enumerate(zip(tables, weights)):
+        for spec, w in zip(tables, weights):
             w = np.asarray(w)
             dtype = spec.row_format.dtype
             if w.dtype != dtype:
@@ -301,7 +302,7 @@ class Engine:
 
     # -- running -----------------------------------------------------------------------
 
-    def _batch(self, indices, offsets, per_sample_weights, pooling) -> "_Batch":
+    def _batch(self, indices, offsets, per_sample_weights, pooling) -> _Batch:
         """Python-side checks and the fresh output array of one batch (no engine state touched)."""
         pooling = PoolingMode(pooling)
         if pooling == PoolingMode.NONE:
@@ -371,7 +372,7 @@ class Engine:
     # Locks: _route_lock around prepare (the C routing scratch), _dpu_lock from launch to
     # collect (one batch on the DPUs). Nobody waits for a slot while holding either.
 
-    def _prepare(self, batch: "_Batch", slot: int) -> None:
+    def _prepare(self, batch: _Batch, slot: int) -> None:
         batch.slot = slot
         weights = self._ffi.NULL if batch.per_sample_weights is None else self._ptr("float *", batch.per_sample_weights)
         with self._route_lock:
@@ -388,7 +389,7 @@ class Engine:
             )
         self._stage_check(rc, batch)
 
-    def _launch(self, batch: "_Batch") -> None:
+    def _launch(self, batch: _Batch) -> None:
         """Starts the batch on the DPUs (the caller holds _dpu_lock)."""
         rc = self._lib.eb_engine_launch(self._engine, batch.slot)
         if rc == self._lib.EB_RUN_BUSY:  # a batch too big for one launch routes its parts here
@@ -397,18 +398,18 @@ class Engine:
         self._stage_check(rc, batch)
         batch.launched = True
 
-    def _collect(self, batch: "_Batch") -> None:
+    def _collect(self, batch: _Batch) -> None:
         """Waits for the DPUs (the caller holds _dpu_lock); a split batch was collected by its launch."""
         if not batch.launched:
             return
         batch.launched = False
         self._stage_check(self._lib.eb_engine_collect(self._engine, batch.slot), batch)
 
-    def _finish(self, batch: "_Batch"):
+    def _finish(self, batch: _Batch):
         self._stage_check(self._lib.eb_engine_finish(self._engine, batch.slot), batch)
         return batch.output, self._stats(batch.slot, batch.per_sample_weights is not None)
 
-    def _stage_check(self, rc: int, batch: "_Batch") -> None:
+    def _stage_check(self, rc: int, batch: _Batch) -> None:
         if rc == 0:
             return
         lib = self._lib
@@ -445,7 +446,7 @@ class Engine:
             self._free_slots.extend(slots)
             self._slots_changed.notify_all()
 
-    def _discard(self, batch: "_Batch") -> None:
+    def _discard(self, batch: _Batch) -> None:
         """Gives a batch's slot up whatever its stage; a launched batch's caller holds _dpu_lock
         (the C call waits for the launch to end)."""
         self._lib.eb_engine_discard(self._engine, batch.slot)
@@ -536,7 +537,7 @@ class Engine:
         count: dict[str, int] = {}
         for spec in self.plan.tables:
             count[spec.row_format.value] = count.get(spec.row_format.value, 0) + spec.num_embeddings
-        return max(count, key=count.get)
+        return max(count, key=count.__getitem__)
 
     # -- lifetime ----------------------------------------------------------------------
 
@@ -553,10 +554,8 @@ class Engine:
         with self._slots_changed:
             self._slots_changed.notify_all()  # callers waiting for a slot give up
         for generator in list(self._pipelines):
-            try:
+            with contextlib.suppress(ValueError):  # running in another thread: it gives its slots back itself
                 generator.close()
-            except ValueError:  # running in another thread: it gives its slots back itself
-                pass
         if driver is not None and driver is not threading.current_thread():
             driver.join()
         with self._slots_changed:
@@ -566,14 +565,15 @@ class Engine:
                 self._lib.eb_engine_destroy(self._engine)
                 self._engine = None
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
     def __del__(self) -> None:
-        try:
+        # try/except, not contextlib.suppress: at interpreter exit module globals may be gone.
+        try:  # noqa: SIM105
             self.close()
         except Exception:
             pass

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -31,6 +31,8 @@ __all__ = ["pipelined", "submit", "drive", "stream"]
 Result = tuple[np.ndarray, "BatchStats"]
 #: What the stream yields per batch, in order: the job, its result or None, its error or None.
 Outcome = tuple["_Job", "Result | None", "Exception | None"]
+#: A job between two stages: its batch (None once it failed) and its error or None.
+Staged = tuple["_Job", "_Batch | None", "Exception | None"]
 
 
 class _Source(Protocol):
@@ -75,7 +77,9 @@ class _QueueSource:
             return None
 
 
-def stream(engine: Engine, source, *, closing_ok: bool = False, hold_dpus: bool = True):
+def stream(
+    engine: Engine, source: _Source, *, closing_ok: bool = False, hold_dpus: bool = True
+) -> Generator[Outcome, None, None]:
     """Runs the batches `source` gives, overlapped, and yields ``(job, result, error)`` in order.
 
     One thread, two slots: while the DPUs run batch i, this thread merges batch i-1 and
@@ -89,9 +93,10 @@ def stream(engine: Engine, source, *, closing_ok: bool = False, hold_dpus: bool 
     """
     slots = engine._take_slots(2, closing_ok=closing_ok)
     spare = list(slots)
-    on_dpus = None  # launched, not collected: (job, batch)
-    early = None  # collected before a yield, not finished: (job, batch, error)
-    ready = None  # prepared, not launched; or a job whose prepare failed
+    on_dpus: tuple[_Job, _Batch] | None = None  # launched, not collected
+    early: Staged | None = None  # collected before a yield, not finished
+    ready: Staged | None = None  # prepared, not launched; or a job whose prepare failed
+    collected: Staged | None
     try:
         while True:
             if ready is None and spare:
@@ -104,13 +109,14 @@ def stream(engine: Engine, source, *, closing_ok: bool = False, hold_dpus: bool 
             if on_dpus is not None:
                 collected = _collect_launched(engine, on_dpus, spare)
                 on_dpus = None
-            failed = None
+            failed: Outcome | None = None
             if ready is not None:
                 job, batch, error = ready
                 ready = None
                 if error is not None:
                     failed = (job, None, error)
                 else:
+                    assert batch is not None  # a job without an error has its batch
                     engine._dpu_lock.acquire()
                     try:
                         engine._launch(batch)
@@ -119,10 +125,11 @@ def stream(engine: Engine, source, *, closing_ok: bool = False, hold_dpus: bool 
                         engine._dpu_lock.release()
                         spare.append(batch.slot)
                         failed = (job, None, launch_error)
-            result = None
+            result: Outcome | None = None
             if collected is not None:
                 job, batch, error = collected
                 if error is None:
+                    assert batch is not None
                     try:
                         result = (job, engine._finish(batch), None)
                     except Exception as finish_error:
@@ -146,14 +153,14 @@ def stream(engine: Engine, source, *, closing_ok: bool = False, hold_dpus: bool 
         if on_dpus is not None:
             engine._discard(on_dpus[1])
             engine._dpu_lock.release()
-        if ready is not None and ready[2] is None:
+        if ready is not None and ready[1] is not None and ready[2] is None:
             engine._discard(ready[1])
         for slot in slots:  # a batch interrupted between collect and finish
             engine._lib.eb_engine_discard(engine._engine, slot)
         engine._give_slots(slots)
 
 
-def _collect_launched(engine: Engine, on_dpus, spare: list[int]):
+def _collect_launched(engine: Engine, on_dpus: tuple[_Job, _Batch], spare: list[int]) -> Staged:
     """Collects the batch on the DPUs and releases them: (job, batch, error or None)."""
     job, batch = on_dpus
     try:
@@ -166,12 +173,16 @@ def _collect_launched(engine: Engine, on_dpus, spare: list[int]):
         engine._dpu_lock.release()
 
 
-def _prepare_job(engine: Engine, job: _Job, spare: list[int]):
+def _prepare_job(engine: Engine, job: _Job, spare: list[int]) -> Staged:
     """(job, batch, None) prepared in a spare slot, or (job, None, error)."""
     if job.error is not None:
         return job, None, job.error
     try:
-        batch = job.batch if job.batch is not None else engine._batch(*job.args)
+        if job.batch is not None:
+            batch = job.batch
+        else:
+            assert job.args is not None  # a job has its batch, its arguments or its error
+            batch = engine._batch(*job.args)
     except Exception as error:
         return job, None, error
     slot = spare.pop()
@@ -183,7 +194,7 @@ def _prepare_job(engine: Engine, job: _Job, spare: list[int]):
     return job, batch, None
 
 
-def pipelined(engine: Engine, batches: Iterator[Any], pooling: PoolingMode) -> Iterator[Result]:
+def pipelined(engine: Engine, batches: Iterator[Any], pooling: PoolingMode) -> Generator[Result, None, None]:
     """The generator ``Engine.pipeline`` returns: each item of `batches` checked at its turn,
     run overlapped, its result yielded (its error raised) in order."""
 
