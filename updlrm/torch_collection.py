@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from updlrm.configs import EmbeddingBagConfig
+from updlrm.configs import EmbeddingBagConfig, PoolingType
 from updlrm.kjt import KeyedJaggedTensor, KeyedTensor  # noqa: F401 (KeyedJaggedTensor: the examples use it)
 from updlrm.sparse_batch import read_kjt_key
 from updlrm.table_setup import _init_table
@@ -68,7 +68,7 @@ class TorchEmbeddingBagCollection(torch.nn.Module):
             else:
                 w = torch.from_numpy(_init_table(c.table_spec(), seed, t, c.weight_init_min, c.weight_init_max))
             self.embedding_bags[c.name] = torch.nn.EmbeddingBag.from_pretrained(
-                w, freeze=True, mode=c.pooling.value.lower(), include_last_offset=True
+                w, freeze=True, mode=PoolingType(c.pooling).value.lower(), include_last_offset=True
             )
 
     def embedding_bag_configs(self) -> list[EmbeddingBagConfig]:
