@@ -377,7 +377,7 @@ class Plan:
         tables: list[TableSpec] | None = None,
         workload_hash: str | None = None,
         mram_reserved_bytes: int = 0,
-    ) -> "Plan":
+    ) -> Plan:
         """Read a plan, checking schema, format, hashes, coverage and capacity (see ``save``).
 
         Every problem is a :class:`PlanError` naming the file and what differs: a missing
