@@ -59,6 +59,7 @@ from tqdm import tqdm
 import updlrm
 from updlrm import EmbeddingBagConfig, KeyedJaggedTensor
 from updlrm.baselines import cpu_model
+from updlrm.hardware import DEFAULT_HARDWARE_PROFILE
 
 RESULTS = Path(__file__).resolve().parent / "results" / "dedup.json"
 USER = ["user_hist_items", "user_hist_cats", "user_id", "user_geo", "user_interests"]
@@ -212,7 +213,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--history", type=float, default=50.0, help="mean length of the user's history bags")
     ap.add_argument("--row-format", default="fp32", choices=["fp32", "int8", "int32"])
     ap.add_argument("--dpus", type=int, default=64)
-    ap.add_argument("--profile", default="upmem-350mhz-2556")
+    ap.add_argument("--profile", default=DEFAULT_HARDWARE_PROFILE)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--fractions",

@@ -27,17 +27,31 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import weakref
 from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-# The build half lives in host/build.py; `build`, `cache_root` and `EngineError` stay importable from here.
+from updlrm.host.batch_stats import DPU_STATS, BatchStats
+
+# The build half lives in host/build.py, the errors in host/errors.py, the pipelined
+# stream in host/pipeline.py; what users import stays importable from here.
 from updlrm.host.build import BACKENDS, EngineError, _load_library, build, cache_root
+from updlrm.host.errors import (
+    AccumulatorOverflowError,
+    DpuAllocationError,
+    DpuFaultError,
+    EngineBusyError,
+    LaunchTimeoutError,
+)
+from updlrm.host.pipeline import Result, _Job, pipelined, submit
 from updlrm.plan import Plan
 from updlrm.specs import PoolingMode
 
@@ -54,180 +68,8 @@ __all__ = [
     "LaunchTimeoutError",
 ]
 
-# Per-DPU statistics (host/eb_host.h, enum eb_dpu_stat).
-_DPU_STATS = (
-    "lookups",
-    "segments",
-    "partials",
-    "bytes_to_dpu",
-    "bytes_from_dpu",
-    "padded_bytes_to_dpu",
-    "padded_bytes_from_dpu",
-    "reduce_elems",
-    "kernel_cycles",
-    "row_bytes_gathered",
-    "merge_elems",
-)
-
-
-class AccumulatorOverflowError(EngineError, OverflowError):
-    """An integer table's bag could sum beyond int64, so its result would not be exact.
-
-    Raised before anything is routed or touches a DPU; the message names the table, the
-    sample and the bound (max |row| x sum of |Q16 weights| or x lookups, host/README.md
-    "Summation order and arithmetic"). The engine stays usable.
-
-    >>> import numpy as np
-    >>> from updlrm.specs import TableSpec, Topology, RowFormat
-    >>> from updlrm.plan import uniform_plan
-    >>> spec = TableSpec("c", 2, 1, row_format=RowFormat.INT32, scale=1.0)
-    >>> rows = np.array([[2**31 - 1], [0]], np.int32)
-    >>> with Engine(uniform_plan([spec], Topology(nr_dpus=1), "table_wise"), [rows]) as e:
-    ...     e.run(np.zeros(3, np.int64), np.array([0, 3]), np.full(3, 32767.0, np.float32))
-    Traceback (most recent call last):
-    ...
-    updlrm.host.engine.AccumulatorOverflowError: table 'c' (t=0), sample 0: its int32 sum could exceed int64, so it would not be exact: ...
-    """
-
-
-class EngineBusyError(EngineError):
-    """``eb_engine_run`` was entered while another batch of the same engine was running.
-
-    ``Engine.run`` queues its callers on a lock, so only code that calls the C library
-    directly (bypassing that lock) sees this.
-    """
-
-
-# ---- statistics --------------------------------------------------------------------
-
-
-@dataclass
-class BatchStats:
-    """Measured phases of one ``Engine.run`` and what it asked of each DPU.
-
-    Times are host wall-clock seconds. ``launch_s`` runs from the launch until every DPU
-    is done; the host-cache sum (``host_cache_s``) runs inside that window. Per-DPU
-    arrays have one entry per DPU of the plan; ``bytes_*`` are what each DPU needs,
-    ``padded_bytes_*`` what was moved (parallel transfers are padded to the largest
-    buffer of the rank, as the SDK does).
-
-    >>> s = BatchStats.empty(2)
-    >>> s.total_s, s.lookups.tolist()
-    (0.0, [0, 0])
-    """
-
-    route_s: float
-    push_s: float
-    launch_s: float
-    pull_s: float
-    merge_s: float
-    host_cache_s: float
-    nr_launches: int
-    nr_bags: int
-    nr_lookups: int
-    host_cache_hits: int
-    host_cache_bytes: int
-    lookups: np.ndarray
-    segments: np.ndarray
-    partials: np.ndarray
-    bytes_to_dpu: np.ndarray
-    bytes_from_dpu: np.ndarray
-    padded_bytes_to_dpu: np.ndarray
-    padded_bytes_from_dpu: np.ndarray
-    reduce_elems: np.ndarray
-    kernel_cycles: np.ndarray
-    row_bytes_gathered: np.ndarray
-    merge_elems: np.ndarray
-    row_format: str = "fp32"
-    weighted: bool = False
-    nr_tasklets: int = 16
-    extra: dict = field(default_factory=dict)
-
-    @classmethod
-    def empty(cls, nr_dpus: int) -> "BatchStats":
-        zeros = {name: np.zeros(nr_dpus, dtype=np.int64) for name in _DPU_STATS}
-        return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0, 0, 0, **zeros)
-
-    @property
-    def total_s(self) -> float:
-        """Wall time of the batch (the host-cache part overlaps the launch)."""
-        return self.route_s + self.push_s + self.launch_s + self.pull_s + self.merge_s
-
-    def work(self):
-        """The batch as ``updlrm.perfmodel.BatchWork``, for the timing model.
-
-        ``row_bytes`` is each DPU's mean gathered row-slice size; ``index_bytes`` the
-        inputs it streams (header, local rows, weights, segments); ``output_bytes`` its
-        partial sums and status.
-
-        >>> from updlrm.perfmodel import BatchWork
-        >>> isinstance(BatchStats.empty(2).work(), BatchWork)
-        True
-        """
-        from updlrm.perfmodel import BatchWork
-
-        lookups = self.lookups.astype(np.float64)
-        row_bytes = np.divide(self.row_bytes_gathered, lookups, out=np.zeros_like(lookups), where=lookups > 0)
-        mean_host_row = self.host_cache_bytes / self.host_cache_hits if self.host_cache_hits else 0
-        return BatchWork(
-            lookups=self.lookups.copy(),
-            row_bytes=row_bytes,
-            index_bytes=self.bytes_to_dpu.copy(),
-            output_bytes=self.bytes_from_dpu.copy(),
-            reduce_elems=self.reduce_elems.copy(),
-            row_format=self.row_format,
-            weighted=self.weighted,
-            nr_tasklets=self.nr_tasklets,
-            host_merge_elems=int(self.merge_elems.sum()),
-            host_cache_lookups=int(self.host_cache_hits),
-            host_cache_row_bytes=int(round(mean_host_row)),
-        )
-
 
 # ---- the engine --------------------------------------------------------------------
-
-
-class DpuAllocationError(EngineError):
-    """The DPUs could not be allocated (``dpu_alloc`` failed); the message has the library's reason.
-
-    >>> issubclass(DpuAllocationError, EngineError)
-    True
-    """
-
-
-class DpuFaultError(EngineError):
-    """DPUs faulted during a batch's launch, or the process emulating them died.
-
-    ``dpu`` is the first DPU in fault (the plan's DPU index), ``tasklet`` its tasklet
-    (None when unknown: the SDK backends do not say), ``cause`` what the DPU library
-    reported, ``dpus`` every DPU in fault. The engine has reloaded the kernel and kept
-    its tables (``recovered``), so the next batch runs normally.
-
-    >>> e = DpuFaultError("DPU 3 tasklet 1 faulted: ...", dpu=3, tasklet=1, cause="...", dpus=(3,))
-    >>> e.dpu, e.tasklet, e.dpus, e.recovered
-    (3, 1, (3,), True)
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        dpu: int | None,
-        tasklet: int | None,
-        cause: str,
-        dpus: tuple[int, ...],
-        recovered: bool = True,
-    ) -> None:
-        super().__init__(message)
-        self.dpu, self.tasklet, self.cause, self.dpus, self.recovered = dpu, tasklet, cause, dpus, recovered
-
-
-class LaunchTimeoutError(DpuFaultError):
-    """A launch ran past ``launch_timeout``; ``dpus`` are the DPUs that were still running.
-
-    >>> issubclass(LaunchTimeoutError, DpuFaultError)
-    True
-    """
 
 
 @dataclass(eq=False)
@@ -241,44 +83,6 @@ class _Batch:
     output: np.ndarray
     slot: int = -1
     launched: bool = False
-
-
-@dataclass(eq=False)
-class _Job:
-    """A batch for Engine._stream: its arguments (checked at its turn) or its checked batch."""
-
-    args: tuple | None
-    future: Future | None = None
-    batch: _Batch | None = None
-    error: Exception | None = None  # what is wrong with the item, raised at its turn
-
-
-class _IterSource:
-    """Engine.pipeline's batches: the caller's iterator (pulled when the stream wants one)."""
-
-    def __init__(self, jobs) -> None:
-        self._jobs = jobs
-
-    def next(self, block: bool):
-        return next(self._jobs, None)
-
-
-class _QueueSource:
-    """Engine.run_async's queue. With nothing in flight (`block`) and the queue empty, the
-    driver retires, in the same critical section as the check, so a batch queued just
-    after starts a new driver."""
-
-    def __init__(self, engine: "Engine") -> None:
-        self._engine = engine
-
-    def next(self, block: bool):
-        engine = self._engine
-        with engine._queue_lock:
-            if engine._queue:
-                return engine._queue.popleft()
-            if block and engine._driver is threading.current_thread():
-                engine._driver = None
-            return None
 
 
 def _resolve_backend(backend: str) -> str:
@@ -370,7 +174,7 @@ class Engine:
         if len(weights) != len(tables):
             raise EngineError(f"got {len(weights)} weight arrays for {len(tables)} tables")
         arrays = []
-        for t, (spec, w) in enumerate(zip(tables, weights)):
+        for spec, w in zip(tables, weights):
             w = np.asarray(w)
             dtype = spec.row_format.dtype
             if w.dtype != dtype:
@@ -498,7 +302,7 @@ class Engine:
 
     # -- running -----------------------------------------------------------------------
 
-    def _batch(self, indices, offsets, per_sample_weights, pooling) -> "_Batch":
+    def _batch(self, indices, offsets, per_sample_weights, pooling) -> _Batch:
         """Python-side checks and the fresh output array of one batch (no engine state touched)."""
         pooling = PoolingMode(pooling)
         if pooling == PoolingMode.NONE:
@@ -568,7 +372,7 @@ class Engine:
     # Locks: _route_lock around prepare (the C routing scratch), _dpu_lock from launch to
     # collect (one batch on the DPUs). Nobody waits for a slot while holding either.
 
-    def _prepare(self, batch: "_Batch", slot: int) -> None:
+    def _prepare(self, batch: _Batch, slot: int) -> None:
         batch.slot = slot
         weights = self._ffi.NULL if batch.per_sample_weights is None else self._ptr("float *", batch.per_sample_weights)
         with self._route_lock:
@@ -585,7 +389,7 @@ class Engine:
             )
         self._stage_check(rc, batch)
 
-    def _launch(self, batch: "_Batch") -> None:
+    def _launch(self, batch: _Batch) -> None:
         """Starts the batch on the DPUs (the caller holds _dpu_lock)."""
         rc = self._lib.eb_engine_launch(self._engine, batch.slot)
         if rc == self._lib.EB_RUN_BUSY:  # a batch too big for one launch routes its parts here
@@ -594,18 +398,18 @@ class Engine:
         self._stage_check(rc, batch)
         batch.launched = True
 
-    def _collect(self, batch: "_Batch") -> None:
+    def _collect(self, batch: _Batch) -> None:
         """Waits for the DPUs (the caller holds _dpu_lock); a split batch was collected by its launch."""
         if not batch.launched:
             return
         batch.launched = False
         self._stage_check(self._lib.eb_engine_collect(self._engine, batch.slot), batch)
 
-    def _finish(self, batch: "_Batch"):
+    def _finish(self, batch: _Batch):
         self._stage_check(self._lib.eb_engine_finish(self._engine, batch.slot), batch)
         return batch.output, self._stats(batch.slot, batch.per_sample_weights is not None)
 
-    def _stage_check(self, rc: int, batch: "_Batch") -> None:
+    def _stage_check(self, rc: int, batch: _Batch) -> None:
         if rc == 0:
             return
         lib = self._lib
@@ -642,120 +446,15 @@ class Engine:
             self._free_slots.extend(slots)
             self._slots_changed.notify_all()
 
-    def _discard(self, batch: "_Batch") -> None:
+    def _discard(self, batch: _Batch) -> None:
         """Gives a batch's slot up whatever its stage; a launched batch's caller holds _dpu_lock
         (the C call waits for the launch to end)."""
         self._lib.eb_engine_discard(self._engine, batch.slot)
         batch.launched = False
 
-    # -- pipelining ------------------------------------------------------------------------
+    # -- pipelining (host/pipeline.py orders the stages) -----------------------------------
 
-    def _stream(self, source, *, closing_ok: bool = False, hold_dpus: bool = True):
-        """Runs the batches `source` gives, overlapped, and yields ``(job, result, error)`` in order.
-
-        One thread, two slots: while the DPUs run batch i, this thread merges batch i-1 and
-        routes batch i+1 (prepare, then collect i, launch i+1, finish i-1 ...). A batch's
-        error is yielded at its turn; the batches after it still run. With one slot free
-        (other callers hold the rest) it runs the batches one after the other instead of
-        waiting, so a stream never waits for slots that a caller of it may hold.
-        ``hold_dpus=False`` (public generators, whose consumer may call the engine while the
-        generator is suspended) collects the batch on the DPUs before each yield, so no
-        lock is held across a yield; the host stages still overlap the DPUs.
-        """
-        slots = self._take_slots(2, closing_ok=closing_ok)
-        spare = list(slots)
-        on_dpus = None  # launched, not collected: (job, batch)
-        early = None  # collected before a yield, not finished: (job, batch, error)
-        ready = None  # prepared, not launched; or a job whose prepare failed
-        try:
-            while True:
-                if ready is None and spare:
-                    job = source.next(block=on_dpus is None)
-                    if job is not None:
-                        ready = self._stream_prepare(job, spare)
-                if ready is None and on_dpus is None and early is None:
-                    return
-                collected, early = early, None
-                if on_dpus is not None:
-                    collected = self._stream_collect(on_dpus, spare)
-                    on_dpus = None
-                failed = None
-                if ready is not None:
-                    job, batch, error = ready
-                    ready = None
-                    if error is not None:
-                        failed = (job, None, error)
-                    else:
-                        self._dpu_lock.acquire()
-                        try:
-                            self._launch(batch)
-                            on_dpus = (job, batch)
-                        except Exception as launch_error:
-                            self._dpu_lock.release()
-                            spare.append(batch.slot)
-                            failed = (job, None, launch_error)
-                result = None
-                if collected is not None:
-                    job, batch, error = collected
-                    if error is None:
-                        try:
-                            result = (job, self._finish(batch), None)
-                        except Exception as finish_error:
-                            result = (job, None, finish_error)
-                        spare.append(batch.slot)
-                    else:
-                        result = (job, None, error)
-                # Route the next batch while the DPUs run this one, before handing results out.
-                if ready is None and on_dpus is not None and spare:
-                    job = source.next(block=False)
-                    if job is not None:
-                        ready = self._stream_prepare(job, spare)
-                if not hold_dpus and on_dpus is not None and (result is not None or failed is not None):
-                    early = self._stream_collect(on_dpus, spare)
-                    on_dpus = None
-                if result is not None:
-                    yield result
-                if failed is not None:
-                    yield failed
-        finally:
-            if on_dpus is not None:
-                self._discard(on_dpus[1])
-                self._dpu_lock.release()
-            if ready is not None and ready[2] is None:
-                self._discard(ready[1])
-            for slot in slots:  # a batch interrupted between collect and finish
-                self._lib.eb_engine_discard(self._engine, slot)
-            self._give_slots(slots)
-
-    def _stream_collect(self, on_dpus, spare: list[int]):
-        """Collects the batch on the DPUs and releases them: (job, batch, error or None)."""
-        job, batch = on_dpus
-        try:
-            self._collect(batch)
-            return job, batch, None
-        except Exception as error:
-            spare.append(batch.slot)
-            return job, batch, error
-        finally:
-            self._dpu_lock.release()
-
-    def _stream_prepare(self, job: "_Job", spare: list[int]):
-        """(job, batch, None) prepared in a spare slot, or (job, None, error)."""
-        if job.error is not None:
-            return job, None, job.error
-        try:
-            batch = job.batch if job.batch is not None else self._batch(*job.args)
-        except Exception as error:
-            return job, None, error
-        slot = spare.pop()
-        try:
-            self._prepare(batch, slot)
-        except Exception as error:
-            spare.append(slot)
-            return job, None, error
-        return job, batch, None
-
-    def pipeline(self, batches, pooling: PoolingMode = PoolingMode.SUM):
+    def pipeline(self, batches: Iterable[Any], pooling: PoolingMode = PoolingMode.SUM) -> Iterator[Result]:
         """Runs an iterable of batches overlapped and yields ``(output, BatchStats)`` in order.
 
         Each item is ``(indices, offsets)``, ``(indices, offsets, per_sample_weights)`` or
@@ -782,36 +481,13 @@ class Engine:
         """
         if self._engine is None or self._closing:
             raise EngineError("the engine is closed")
-        generator = self._pipeline(iter(batches), PoolingMode(pooling))
+        generator = pipelined(self, iter(batches), PoolingMode(pooling))
         self._pipelines.add(generator)
         return generator
 
-    def _pipeline(self, batches, pooling):
-        def jobs():
-            for item in batches:
-                if isinstance(item, Exception):  # a wrapper's own check failed: raised at its turn
-                    yield _Job(None, error=item)
-                elif not isinstance(item, (tuple, list)) or len(item) not in (2, 3, 4):
-                    yield _Job(
-                        None,
-                        error=ValueError(
-                            f"each pipelined batch must be (indices, offsets[, per_sample_weights[, pooling]]), "
-                            f"got {type(item).__name__}{'' if not isinstance(item, (tuple, list)) else f' of {len(item)}'}"
-                        ),
-                    )
-                else:
-                    yield _Job((*item, None, pooling)[:4] if len(item) == 2 else (*item, pooling)[:4])
-
-        stream = self._stream(_IterSource(jobs()), hold_dpus=False)
-        try:
-            for _, result, error in stream:
-                if error is not None:
-                    raise error
-                yield result
-        finally:
-            stream.close()
-
-    def run_async(self, indices, offsets, per_sample_weights=None, pooling: PoolingMode = PoolingMode.SUM) -> Future:
+    def run_async(
+        self, indices, offsets, per_sample_weights=None, pooling: PoolingMode = PoolingMode.SUM
+    ) -> Future[Result]:
         """Queues one batch and returns a ``concurrent.futures.Future`` of ``(output, BatchStats)``.
 
         Batches queued by any threads run in queue order on a driver thread that overlaps
@@ -829,43 +505,13 @@ class Engine:
         ...     [f.result()[0].tolist() for f in futures]
         [[[1.0, 1.0]], [[2.0, 2.0]], [[3.0, 3.0]]]
         """
-        job = _Job(None, Future(), self._batch(indices, offsets, per_sample_weights, pooling))
-        with self._queue_lock:
-            if self._engine is None or self._closing:
-                raise EngineError("the engine is closed")
-            self._queue.append(job)
-            if self._driver is None:
-                self._driver = threading.Thread(target=self._drive, name="updlrm-engine-pipeline", daemon=True)
-                self._driver.start()
-        return job.future
-
-    def _drive(self) -> None:
-        """The run_async driver: runs the queue until it is empty and nothing is in flight."""
-        source = _QueueSource(self)
-        try:
-            for job, result, error in self._stream(source, closing_ok=True):
-                if not job.future.set_running_or_notify_cancel():
-                    continue
-                if error is not None:
-                    job.future.set_exception(error)
-                else:
-                    job.future.set_result(result)
-        except BaseException as error:
-            with self._queue_lock:
-                pending, self._queue = list(self._queue), deque()
-            for job in pending:
-                if job.future.set_running_or_notify_cancel():
-                    job.future.set_exception(error if isinstance(error, Exception) else EngineError(str(error)))
-        finally:
-            with self._queue_lock:
-                if self._driver is threading.current_thread():
-                    self._driver = None
+        return submit(self, self._batch(indices, offsets, per_sample_weights, pooling))
 
     def _stats(self, slot: int, weighted: bool) -> BatchStats:
         ffi, lib = self._ffi, self._lib
         run = lib.eb_engine_slot_stats(self._engine, slot)
         per_dpu = {}
-        for k, name in enumerate(_DPU_STATS):
+        for k, name in enumerate(DPU_STATS):
             buffer = ffi.buffer(lib.eb_engine_slot_dpu_stat(self._engine, slot, k), 8 * self.nr_dpus)
             per_dpu[name] = np.frombuffer(buffer, dtype=np.int64).copy()
         return BatchStats(
@@ -891,7 +537,7 @@ class Engine:
         count: dict[str, int] = {}
         for spec in self.plan.tables:
             count[spec.row_format.value] = count.get(spec.row_format.value, 0) + spec.num_embeddings
-        return max(count, key=count.get)
+        return max(count, key=count.__getitem__)
 
     # -- lifetime ----------------------------------------------------------------------
 
@@ -908,10 +554,8 @@ class Engine:
         with self._slots_changed:
             self._slots_changed.notify_all()  # callers waiting for a slot give up
         for generator in list(self._pipelines):
-            try:
+            with contextlib.suppress(ValueError):  # running in another thread: it gives its slots back itself
                 generator.close()
-            except ValueError:  # running in another thread: it gives its slots back itself
-                pass
         if driver is not None and driver is not threading.current_thread():
             driver.join()
         with self._slots_changed:
@@ -921,14 +565,15 @@ class Engine:
                 self._lib.eb_engine_destroy(self._engine)
                 self._engine = None
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
     def __del__(self) -> None:
-        try:
+        # try/except, not contextlib.suppress: at interpreter exit module globals may be gone.
+        try:  # noqa: SIM105
             self.close()
         except Exception:
             pass

@@ -45,16 +45,16 @@ import threading
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from updlrm.batch_report import BatchReport
 from updlrm.configs import EmbeddingBagConfig, PoolingType
 from updlrm.kjt import KeyedJaggedTensor, KeyedTensor  # noqa: F401 (KeyedJaggedTensor: the examples use it)
 from updlrm.plan import Plan, PlanError
-from updlrm.sparse_batch import SparseBatch, read_kjt, read_kjt_key, stack_bags
+from updlrm.sparse_batch import SparseBatch, read_kjt, stack_bags
 from updlrm.specs import BoundsCheckMode, PoolingMode, RowFormat, TableSpec
 from updlrm.tbe import (
     IndexOutOfRangeError,
@@ -63,6 +63,7 @@ from updlrm.tbe import (
     _init_table,
     dequantize_table,
 )
+from updlrm.torch_collection import TorchEmbeddingBagCollection, _configs
 
 __all__ = [
     "PoolingType",
@@ -72,66 +73,8 @@ __all__ = [
 ]
 
 
-def _configs(tables: Sequence[Any]) -> list[EmbeddingBagConfig]:
-    if tables is None or isinstance(tables, (str, bytes)) or len(tables) == 0:
-        raise ValueError("an EmbeddingBagCollection needs a non-empty list of tables (EmbeddingBagConfig)")
-    configs = [EmbeddingBagConfig.coerce(t, i) for i, t in enumerate(tables)]
-    names = [c.name for c in configs]
-    if len(set(names)) != len(names):
-        raise ValueError(f"table names must be unique; repeated: {sorted({n for n in names if names.count(n) > 1})}")
-    seen: dict[str, str] = {}
-    for c in configs:
-        for f in c.feature_names:
-            if f in seen:
-                raise ValueError(
-                    f"feature {f!r} is listed by tables {seen[f]!r} and {c.name!r}; a feature looks up one table"
-                )
-            seen[f] = c.name
-    return configs
-
-
 # --------------------------------------------------------------------------------------
 # the collection
-
-
-@dataclass
-class BatchReport:
-    """What one ``forward`` computed: per feature, samples, bags sent to the engine, lookups.
-
-    ``lookups_in`` counts the lookups of the full batch (what a run without dedup sends),
-    ``lookups_run`` those sent to the engine; ``deduplicated[i]`` says whether feature
-    ``i``'s rows were expanded from inverse indices (deduplicated here, or given so by a
-    variable-batch KJT).
-    """
-
-    features: list[str]
-    samples: int
-    bags_run: list[int]
-    lookups_in: int
-    lookups_run: int
-    deduplicated: list[bool]
-    read_s: float = 0.0
-    dedup_s: float = 0.0
-    stack_s: float = 0.0
-    expand_s: float = 0.0
-
-    @property
-    def duplication(self) -> float:
-        """Lookups of the full batch per lookup sent to the engine."""
-        return self.lookups_in / self.lookups_run if self.lookups_run else 1.0
-
-    def __repr__(self) -> str:
-        """A one-line summary.
-
-        >>> BatchReport(["u", "c"], 4, [1, 4], 8, 5, [True, False])
-        BatchReport(4 samples: 8 lookups -> 5 run (1.60x), deduplicated ['u'], host: read 0.000 ms, dedup 0.000 ms, stack 0.000 ms, expand 0.000 ms)
-        """
-        dedup = [f for f, d in zip(self.features, self.deduplicated) if d]
-        times = ", ".join(f"{k} {getattr(self, k + '_s') * 1e3:.3f} ms" for k in ("read", "dedup", "stack", "expand"))
-        return (
-            f"BatchReport({self.samples} samples: {self.lookups_in:,} lookups -> {self.lookups_run:,} run "
-            f"({self.duplication:.2f}x), deduplicated {dedup}, host: {times})"
-        )
 
 
 class EmbeddingBagCollection(torch.nn.Module):
@@ -618,57 +561,3 @@ class EmbeddingBagCollection(torch.nn.Module):
         ]
         head = f"backend={self._tbe.backend}, dpus={self._tbe.plan.topology.nr_dpus}, dedup={self.dedup}, weighted={self.is_weighted}"
         return "\n".join([head] + lines)
-
-
-class TorchEmbeddingBagCollection(torch.nn.Module):
-    """The collection in pure torch: one ``torch.nn.EmbeddingBag`` per table, torchrec's layout.
-
-    Its ``state_dict`` keys are torchrec's (``embedding_bags.<table>.weight``); it is the
-    reference the DPU collection is tested against and what ``to_torch`` returns.
-
-    >>> ref = TorchEmbeddingBagCollection([EmbeddingBagConfig("t", 4, 2, ["a"], pooling="MEAN")],
-    ...                                   weights={"t": torch.arange(8.0).reshape(4, 2)})
-    >>> ref(KeyedJaggedTensor(["a"], torch.tensor([1, 3]), lengths=torch.tensor([2, 0]))).values().tolist()
-    [[4.0, 5.0], [0.0, 0.0]]
-    """
-
-    def __init__(
-        self,
-        tables: Sequence[Any],
-        *,
-        is_weighted: bool = False,
-        weights: Mapping[str, Any] | None = None,
-        seed: int = 0,
-    ) -> None:
-        super().__init__()
-        self._configs = _configs(tables)
-        self._is_weighted = bool(is_weighted)
-        self.embedding_bags = torch.nn.ModuleDict()
-        for t, c in enumerate(self._configs):
-            if weights is not None:
-                w = torch.as_tensor(weights[c.name]).detach().to(torch.float32)
-            else:
-                w = torch.from_numpy(_init_table(c.table_spec(), seed, t, c.weight_init_min, c.weight_init_max))
-            self.embedding_bags[c.name] = torch.nn.EmbeddingBag.from_pretrained(
-                w, freeze=True, mode=c.pooling.value.lower(), include_last_offset=True
-            )
-
-    def embedding_bag_configs(self) -> list[EmbeddingBagConfig]:
-        return list(self._configs)
-
-    def is_weighted(self) -> bool:
-        return self._is_weighted
-
-    def forward(self, features: Any) -> KeyedTensor:
-        jts = {k: (read_kjt_key(features, k)) for k in features.keys()}  # noqa: SIM118 (a KJT, not a dict)
-        tensors, keys = [], []
-        for c in self._configs:
-            bag = self.embedding_bags[c.name]
-            for f in c.feature_names:
-                if f not in jts:
-                    raise InvalidInputError(f"the KeyedJaggedTensor has no key {f!r}")
-                values, offsets, weights, inverse = jts[f]
-                pooled = bag(values, offsets, per_sample_weights=weights if self._is_weighted else None)
-                tensors.append(pooled if inverse is None else pooled[inverse])
-                keys.append(f)
-        return KeyedTensor.from_tensor_list(keys, tensors)

@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from updlrm.plan_schema import PLAN_SCHEMA as PLAN_SCHEMA  # re-exported: its home was here
+from updlrm.plan_schema import PlanError, check_schema
 from updlrm.specs import TableSpec, Topology, padded_row_bytes, tables_hash
 
 PLAN_FORMAT = "updlrm-plan"
@@ -45,107 +47,6 @@ PLAN_FORMAT = "updlrm-plan"
 PLAN_FORMAT_VERSION = 2
 LAYOUTS = ("table_wise", "row_wise", "column_wise", "tiled")
 REBUILD = "rebuild it with `updlrm plan build` (or build_plan)"
-
-
-class PlanError(ValueError):
-    """A plan that does not fit its tables, workload, topology or capacity."""
-
-
-# ---- the JSON document's schema -------------------------------------------------------
-# A schema is a type name ("int", "number", "str", "bool", "any"), a dict of keys (a key
-# starting with "?" is optional; other keys are refused), ("list", item), ("pair", item),
-# ("map", value) for str keys, or ("nullable", schema).
-_TABLE_SCHEMA = {
-    "name": "str",
-    "num_embeddings": "int",
-    "embedding_dim": "int",
-    "?row_format": "str",
-    "?scale": "number",
-    "?feature_names": ("list", "str"),
-}
-_SHARD_SCHEMA = {
-    "table": "int",
-    "dpu": "int",
-    "cols": ("pair", "int"),
-    "rows": {"?range": ("pair", "int"), "?array": "str", "?count": "int"},
-}
-PLAN_SCHEMA = {
-    "format": "str",
-    "version": "int",
-    "tables": ("list", _TABLE_SCHEMA),
-    "tables_hash": "str",
-    "workload_hash": ("nullable", "str"),
-    "topology": {"nr_dpus": "int", "?dpus_per_rank": "int", "?mram_bytes_per_dpu": "int"},
-    "shards": ("list", _SHARD_SCHEMA),
-    "host_rows": ("map", "str"),
-    "expected_load": ("nullable", ("list", "number")),
-    "?metadata": {"*": "any"},
-    "arrays_file": "str",
-    "arrays_sha256": "str",
-    "placement_hash": "str",
-}
-_TYPES = {
-    "int": ((int,), "an integer"),
-    "number": ((int, float), "a number"),
-    "str": ((str,), "a string"),
-    "bool": ((bool,), "true or false"),
-}
-
-
-def check_schema(doc, schema=PLAN_SCHEMA, where: str = "") -> None:
-    """Raise :class:`PlanError` naming the first key of ``doc`` that breaks ``schema``.
-
-    >>> check_schema({"format": "updlrm-plan"})
-    Traceback (most recent call last):
-    ...
-    updlrm.plan.PlanError: key "version" is missing
-    >>> check_schema({"a": [1, "x"]}, {"a": ("list", "int")})
-    Traceback (most recent call last):
-    ...
-    updlrm.plan.PlanError: "a[1]" must be an integer, got "x"
-    """
-    label = f'"{where}"' if where else "the document"
-    if schema == "any":
-        return
-    if isinstance(schema, str):
-        types, name = _TYPES[schema]
-        if (isinstance(doc, bool) and schema != "bool") or not isinstance(doc, types):
-            raise PlanError(f"{label} must be {name}, got {json.dumps(doc)[:40]}")
-        return
-    if isinstance(schema, dict):
-        if not isinstance(doc, dict):
-            raise PlanError(f"{label} must be an object, got {json.dumps(doc)[:40]}")
-        if "*" in schema:
-            return
-        for key, sub in schema.items():
-            name = key.lstrip("?")
-            if name in doc:
-                check_schema(doc[name], sub, f"{where}.{name}" if where else name)
-            elif not key.startswith("?"):
-                raise PlanError(f'key "{f"{where}." if where else ""}{name}" is missing')
-        known = {k.lstrip("?") for k in schema}
-        unknown = sorted(k for k in doc if k not in known)
-        if unknown:
-            raise PlanError(f'{label} has unknown key "{unknown[0]}" (known: {", ".join(sorted(known))})')
-        return
-    kind, sub = schema
-    if kind == "nullable":
-        if doc is not None:
-            check_schema(doc, sub, where)
-    elif kind in ("list", "pair"):
-        if not isinstance(doc, list) or (kind == "pair" and len(doc) != 2):
-            raise PlanError(
-                f"{label} must be {'a list' if kind == 'list' else 'a list of two'}, got {json.dumps(doc)[:40]}"
-            )
-        for i, item in enumerate(doc):
-            check_schema(item, sub, f"{where}[{i}]")
-    elif kind == "map":
-        if not isinstance(doc, dict):
-            raise PlanError(f"{label} must be an object, got {json.dumps(doc)[:40]}")
-        for key, item in doc.items():
-            check_schema(item, sub, f"{where}.{key}")
-    else:
-        raise AssertionError(f"bad schema {schema!r}")
 
 
 _FIELD_WORDS = {
@@ -476,7 +377,7 @@ class Plan:
         tables: list[TableSpec] | None = None,
         workload_hash: str | None = None,
         mram_reserved_bytes: int = 0,
-    ) -> "Plan":
+    ) -> Plan:
         """Read a plan, checking schema, format, hashes, coverage and capacity (see ``save``).
 
         Every problem is a :class:`PlanError` naming the file and what differs: a missing

@@ -52,6 +52,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from updlrm.hardware import DEFAULT_HARDWARE_PROFILE
+
 __all__ = ["DLRM", "dot_interaction", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
 
 CHECKPOINT_FORMAT = "updlrm-dlrm"
@@ -276,7 +278,7 @@ class DLRM(nn.Module):
             )
         return self.top_mlp(dot_interaction(x, sparse.to(x.dtype)))
 
-    def last_profile(self, profile: str = "upmem-350mhz-2556"):
+    def last_profile(self, profile: str = DEFAULT_HARDWARE_PROFILE):
         """The embedding layer's last batch: measured host and modeled UPMEM phases.
 
         Only for ``sparse="updlrm"``; see :func:`updlrm.profile.profile_batch`.

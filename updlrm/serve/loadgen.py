@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from updlrm.hardware import DEFAULT_HARDWARE_PROFILE
 from updlrm.serve.batcher import DynamicBatcher
 from updlrm.serve.model import ServedModel
 from updlrm.serve.requests import RequestSet
@@ -113,7 +114,7 @@ class ServeSettings:
     max_batch: int = 256
     max_wait_s: float = 0.002
     min_queries: int = 64
-    profile: str = "upmem-350mhz-2556"
+    profile: str = DEFAULT_HARDWARE_PROFILE
     progress: bool = True
     log_dir: str | None = None
     seed: int = 0
