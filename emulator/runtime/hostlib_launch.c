@@ -20,8 +20,9 @@ static dpu_error_t spawn_worker(struct dpu_program_t *program, uint32_t w)
     posix_spawn_file_actions_adddup2(&actions, system->shm.ctrl_fd, EMU_WORKER_CTRL_FD);
     posix_spawn_file_actions_adddup2(&actions, system->shm.mram_fd, EMU_WORKER_MRAM_FD);
     posix_spawn_file_actions_adddup2(&actions, worker_end, EMU_WORKER_CMD_FD);
+    char **environment = system->worker_env; /* not environ: see struct emu_system */
     size_t nr_env = 0;
-    while (environ[nr_env]) {
+    while (environment[nr_env]) {
         nr_env++;
     }
     char **env = calloc(nr_env + 2, sizeof *env);
@@ -29,8 +30,8 @@ static dpu_error_t spawn_worker(struct dpu_program_t *program, uint32_t w)
     snprintf(marker, sizeof marker, "%s=%u", EMU_WORKER_ENV, w);
     size_t e = 0;
     for (size_t i = 0; i < nr_env; i++) {
-        if (strncmp(environ[i], EMU_WORKER_ENV "=", sizeof EMU_WORKER_ENV)) {
-            env[e++] = environ[i];
+        if (strncmp(environment[i], EMU_WORKER_ENV "=", sizeof EMU_WORKER_ENV)) {
+            env[e++] = environment[i];
         }
     }
     env[e++] = marker;
