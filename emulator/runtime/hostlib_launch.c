@@ -3,6 +3,8 @@
  */
 #include "hostlib.h"
 
+#include "emu_io.h"
+
 /* ---- workers ------------------------------------------------------------ */
 
 static dpu_error_t spawn_worker(struct dpu_program_t *program, uint32_t w)
@@ -85,23 +87,6 @@ static dpu_error_t ensure_workers(struct dpu_program_t *program)
     return DPU_OK;
 }
 
-static bool send_all(int fd, const void *data, size_t size)
-{
-    const uint8_t *p = data;
-    while (size) {
-        ssize_t n = send(fd, p, size, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return false;
-        }
-        p += n;
-        size -= (size_t)n;
-    }
-    return true;
-}
-
 static bool send_launch(struct dpu_program_t *program, struct worker *worker)
 {
     struct emu_launch_msg msg;
@@ -111,8 +96,8 @@ static bool send_launch(struct dpu_program_t *program, struct worker *worker)
     msg.layout = program->layout;
     msg.layout.dma_mode = program->system->settings.dma_mode;
     worker->busy = true;
-    return send_all(worker->socket, &msg, sizeof msg) &&
-           send_all(worker->socket, worker->list, worker->list_size * sizeof(uint32_t));
+    return emu_io_full(worker->socket, &msg, sizeof msg, EMU_IO_SEND) &&
+           emu_io_full(worker->socket, worker->list, worker->list_size * sizeof(uint32_t), EMU_IO_SEND);
 }
 
 static void describe_exit(int wstatus, char *out, size_t size)
