@@ -7,7 +7,11 @@
 
 /* ---- one batch: transfers, launch, merge ------------------------------------ */
 
-int push_inputs(struct eb_slot *slot)
+/*
+ * One transfer per rank, every DPU's buffer at once: the inputs pushed to the batch
+ * offset (to_dpu), or the partial sums pulled from right after the rank's largest input.
+ */
+static int transfer_batch(struct eb_slot *slot, int to_dpu)
 {
     const eb_engine *engine = slot->engine;
     for (uint32_t r = 0; r < engine->nr_ranks; r++) {
@@ -16,38 +20,30 @@ int push_inputs(struct eb_slot *slot)
         uint32_t i;
         DPU_FOREACH(rank->set, dpu, i)
         {
-            dpu_prepare_xfer(dpu, slot->dpus[rank->first_dpu + i].input);
+            const struct dpu_state *state = &slot->dpus[rank->first_dpu + i];
+            dpu_prepare_xfer(dpu, to_dpu ? state->input : state->output);
         }
-        dpu_error_t status = dpu_push_xfer(rank->set, DPU_XFER_TO_DPU, DPU_MRAM_HEAP_POINTER_NAME, engine->batch_offset,
-                                           slot->max_input[r], DPU_XFER_DEFAULT);
+        dpu_error_t status =
+            dpu_push_xfer(rank->set, to_dpu ? DPU_XFER_TO_DPU : DPU_XFER_FROM_DPU, DPU_MRAM_HEAP_POINTER_NAME,
+                          engine->batch_offset + (to_dpu ? 0 : slot->max_input[r]),
+                          to_dpu ? slot->max_input[r] : slot->max_output[r], DPU_XFER_DEFAULT);
         if (status != DPU_OK) {
-            slot_error(slot, "pushing batch inputs to rank %u failed: %s", r, dpu_detail(status));
+            slot_error(slot, "%s rank %u failed: %s", to_dpu ? "pushing batch inputs to" : "pulling partial sums from",
+                       r, dpu_detail(status));
             return -1;
         }
     }
     return 0;
 }
 
+int push_inputs(struct eb_slot *slot)
+{
+    return transfer_batch(slot, 1);
+}
+
 int pull_outputs(struct eb_slot *slot)
 {
-    const eb_engine *engine = slot->engine;
-    for (uint32_t r = 0; r < engine->nr_ranks; r++) {
-        struct rank *rank = &engine->ranks[r];
-        struct dpu_set_t dpu;
-        uint32_t i;
-        DPU_FOREACH(rank->set, dpu, i)
-        {
-            dpu_prepare_xfer(dpu, slot->dpus[rank->first_dpu + i].output);
-        }
-        dpu_error_t status =
-            dpu_push_xfer(rank->set, DPU_XFER_FROM_DPU, DPU_MRAM_HEAP_POINTER_NAME,
-                          engine->batch_offset + slot->max_input[r], slot->max_output[r], DPU_XFER_DEFAULT);
-        if (status != DPU_OK) {
-            slot_error(slot, "pulling partial sums from rank %u failed: %s", r, dpu_detail(status));
-            return -1;
-        }
-    }
-    return 0;
+    return transfer_batch(slot, 0);
 }
 
 /*
