@@ -1,7 +1,7 @@
 """Build and load the engine's C code: the DPU kernel and the host library, per backend, cached.
 
 :func:`build` compiles ``dpu_kernels/embedding_bag.c`` (with the emulator's compiler or
-the UPMEM SDK's) and ``host/eb_host.c`` into a cache directory keyed by the sources, the
+the UPMEM SDK's) and the host library ``host/eb_*.c`` into a cache directory keyed by the sources, the
 toolchain and the tasklet count; :func:`_load_library` opens a built host library
 through cffi. :class:`~updlrm.host.engine.Engine` calls both; everything here is
 re-exported from ``updlrm.host.engine``.
@@ -34,8 +34,13 @@ if not (KERNEL_DIR / "embedding_bag.c").exists():  # installed wheel: dpu_kernel
 
 KERNEL_SOURCE = KERNEL_DIR / "embedding_bag.c"
 ABI_HEADER = KERNEL_DIR / "embedding_bag_abi.h"
-HOST_SOURCE = HOST_DIR / "eb_host.c"
+# The host library's translation units, one per role (host/README.md), and its headers:
+# eb_host.h is the public (cffi) interface, eb_internal.h what the units share.
+HOST_SOURCES = tuple(
+    HOST_DIR / f"eb_{role}.c" for role in ("setup", "tables", "load", "route", "pack", "merge", "pipeline")
+)
 HOST_HEADER = HOST_DIR / "eb_host.h"
+HOST_INTERNAL_HEADER = HOST_DIR / "eb_internal.h"
 
 BACKENDS = ("emulator", "simulator", "hw")
 CC = os.environ.get("UPDLRM_CC", "gcc")
@@ -138,7 +143,7 @@ def build(backend: str = "emulator", nr_tasklets: int = 16) -> tuple[Path, Path]
     sanitize = os.environ.get("UPDLRM_SANITIZE") == "1"
     sanitizer_flags = _sanitizer_flags() if sanitize else []
     digest = hashlib.sha256()
-    for path in (KERNEL_SOURCE, ABI_HEADER, HOST_SOURCE, HOST_HEADER):
+    for path in (KERNEL_SOURCE, ABI_HEADER, *HOST_SOURCES, HOST_HEADER, HOST_INTERNAL_HEADER):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     digest.update(
         repr(
@@ -199,7 +204,7 @@ def build(backend: str = "emulator", nr_tasklets: int = 16) -> tuple[Path, Path]
                     *tools["host_cflags"],
                     "-o",
                     str(staging / library.name),
-                    str(HOST_SOURCE),
+                    *map(str, HOST_SOURCES),
                     *tools["host_libs"],
                     "-lm",
                 ]

@@ -2,6 +2,7 @@
  * receives launches from the host library and runs each DPU of them.
  */
 #include "dpurt.h"
+#include "emu_io.h"
 
 struct dpurt_state rt;
 user_main_t user_main;
@@ -43,39 +44,6 @@ void die(const char *what)
         _exit(3);
     }
     _exit(3);
-}
-
-static bool read_full(int fd, void *buffer, size_t size)
-{
-    uint8_t *p = buffer;
-    while (size) {
-        ssize_t n = read(fd, p, size);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return false;
-        }
-        p += n;
-        size -= (size_t)n;
-    }
-    return true;
-}
-
-static void write_full(int fd, const void *buffer, size_t size)
-{
-    const uint8_t *p = buffer;
-    while (size) {
-        ssize_t n = write(fd, p, size);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            die("reply to host");
-        }
-        p += n;
-        size -= (size_t)n;
-    }
 }
 
 /* ---- running a DPU ------------------------------------------------------ */
@@ -190,7 +158,7 @@ static int worker_loop(void)
     uint32_t capacity = 0;
     for (;;) {
         struct emu_launch_msg msg;
-        if (!read_full(EMU_WORKER_CMD_FD, &msg, sizeof msg)) {
+        if (!emu_io_full(EMU_WORKER_CMD_FD, &msg, sizeof msg, EMU_IO_READ)) {
             break; /* host closed the socket: the DPU set was freed */
         }
         if (msg.magic != EMU_LAUNCH_MAGIC || msg.layout.protocol_version != EMU_PROTOCOL_VERSION ||
@@ -205,7 +173,7 @@ static int worker_loop(void)
                 die("allocate DPU list");
             }
         }
-        if (!read_full(EMU_WORKER_CMD_FD, dpus, msg.nr_dpus * sizeof *dpus)) {
+        if (!emu_io_full(EMU_WORKER_CMD_FD, dpus, msg.nr_dpus * sizeof *dpus, EMU_IO_READ)) {
             break;
         }
         rt.layout = msg.layout;
@@ -218,7 +186,9 @@ static int worker_loop(void)
             run_dpu(dpus[i]);
         }
         struct emu_launch_reply reply = {EMU_LAUNCH_MAGIC, msg.nr_dpus};
-        write_full(EMU_WORKER_REPLY_FD, &reply, sizeof reply);
+        if (!emu_io_full(EMU_WORKER_REPLY_FD, &reply, sizeof reply, EMU_IO_WRITE)) {
+            die("reply to host");
+        }
     }
     free(dpus);
     return 0;

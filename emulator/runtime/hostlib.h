@@ -163,6 +163,10 @@ struct emu_system {
     struct emu_shared_memory shm;
     struct emu_launch_state launch;
     struct updlrm_emu_fault_plan *faults; /* fault injection hook (fault_inject.h), NULL: none */
+    /* The workers' environment: the process's, copied at dpu_alloc. spawn_worker (run
+     * again after a worker dies, on whichever thread syncs) must not read `environ`: another
+     * thread may be changing it (setenv/unsetenv are not thread-safe), which crashed it. */
+    char **worker_env;
 };
 
 static inline struct emu_dpu_block *block_of(struct emu_system *system, uint32_t dpu)

@@ -168,6 +168,36 @@ static dpu_error_t parse_profile(const char *text, struct profile *p)
 }
 
 static void destroy_system(struct emu_system *system);
+static void free_environment(char **env);
+
+/* A copy of the environment without EMU_WORKER_ENV (spawn_worker adds it per worker); NULL if out of memory. */
+static char **copy_environment(void)
+{
+    size_t count = 0;
+    while (environ[count]) {
+        count++;
+    }
+    char **copy = calloc(count + 1, sizeof *copy);
+    for (size_t i = 0, kept = 0; copy && i < count; i++) {
+        if (strncmp(environ[i], EMU_WORKER_ENV "=", sizeof EMU_WORKER_ENV) == 0) {
+            continue;
+        }
+        copy[kept] = strdup(environ[i]);
+        if (!copy[kept++]) {
+            free_environment(copy);
+            return NULL;
+        }
+    }
+    return copy;
+}
+
+static void free_environment(char **env)
+{
+    for (size_t i = 0; env && env[i]; i++) {
+        free(env[i]);
+    }
+    free(env);
+}
 
 static dpu_error_t create_system(uint32_t nr_dpus, const struct profile *profile, struct dpu_set_t *set)
 {
@@ -185,6 +215,11 @@ static dpu_error_t create_system(uint32_t nr_dpus, const struct profile *profile
     if (updlrm_emu_fault_plan_parse(getenv(UPDLRM_EMU_FAULTS_ENV), &system->faults, why, sizeof why)) {
         destroy_system(system);
         return fail(DPU_ERR_SYSTEM, "%s: %s", UPDLRM_EMU_FAULTS_ENV, why);
+    }
+    system->worker_env = copy_environment();
+    if (!system->worker_env) {
+        destroy_system(system);
+        return fail(DPU_ERR_SYSTEM, "out of memory");
     }
     system->ranks = calloc(system->nr_ranks, sizeof *system->ranks);
     system->rank_pointers = calloc(system->nr_ranks, sizeof *system->rank_pointers);
@@ -337,6 +372,7 @@ static void destroy_system(struct emu_system *system)
     free(system->program_of);
     free(system->launch.dpus);
     updlrm_emu_fault_plan_free(system->faults);
+    free_environment(system->worker_env);
     free(system);
 }
 

@@ -31,7 +31,8 @@ static const char *describe_site(struct dpu_program_t *program, uint64_t site)
     snprintf(address, sizeof address, "0x%llx", (unsigned long long)(site - 1));
     char *argv[] = {(char *)"addr2line", (char *)"-f", (char *)"-e", program->path, address, NULL};
     pid_t pid;
-    int rc = posix_spawnp(&pid, "addr2line", &actions, NULL, argv, environ);
+    /* the environment copied at dpu_alloc, not environ (see struct emu_system) */
+    int rc = posix_spawnp(&pid, "addr2line", &actions, NULL, argv, program->system->worker_env);
     posix_spawn_file_actions_destroy(&actions);
     close(fds[1]);
     char text[1024];

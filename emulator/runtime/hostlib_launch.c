@@ -3,6 +3,8 @@
  */
 #include "hostlib.h"
 
+#include "emu_io.h"
+
 /* ---- workers ------------------------------------------------------------ */
 
 static dpu_error_t spawn_worker(struct dpu_program_t *program, uint32_t w)
@@ -20,8 +22,9 @@ static dpu_error_t spawn_worker(struct dpu_program_t *program, uint32_t w)
     posix_spawn_file_actions_adddup2(&actions, system->shm.ctrl_fd, EMU_WORKER_CTRL_FD);
     posix_spawn_file_actions_adddup2(&actions, system->shm.mram_fd, EMU_WORKER_MRAM_FD);
     posix_spawn_file_actions_adddup2(&actions, worker_end, EMU_WORKER_CMD_FD);
+    char **environment = system->worker_env; /* not environ: see struct emu_system */
     size_t nr_env = 0;
-    while (environ[nr_env]) {
+    while (environment[nr_env]) {
         nr_env++;
     }
     char **env = calloc(nr_env + 2, sizeof *env);
@@ -29,8 +32,8 @@ static dpu_error_t spawn_worker(struct dpu_program_t *program, uint32_t w)
     snprintf(marker, sizeof marker, "%s=%u", EMU_WORKER_ENV, w);
     size_t e = 0;
     for (size_t i = 0; i < nr_env; i++) {
-        if (strncmp(environ[i], EMU_WORKER_ENV "=", sizeof EMU_WORKER_ENV)) {
-            env[e++] = environ[i];
+        if (strncmp(environment[i], EMU_WORKER_ENV "=", sizeof EMU_WORKER_ENV)) {
+            env[e++] = environment[i];
         }
     }
     env[e++] = marker;
@@ -84,23 +87,6 @@ static dpu_error_t ensure_workers(struct dpu_program_t *program)
     return DPU_OK;
 }
 
-static bool send_all(int fd, const void *data, size_t size)
-{
-    const uint8_t *p = data;
-    while (size) {
-        ssize_t n = send(fd, p, size, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return false;
-        }
-        p += n;
-        size -= (size_t)n;
-    }
-    return true;
-}
-
 static bool send_launch(struct dpu_program_t *program, struct worker *worker)
 {
     struct emu_launch_msg msg;
@@ -110,8 +96,8 @@ static bool send_launch(struct dpu_program_t *program, struct worker *worker)
     msg.layout = program->layout;
     msg.layout.dma_mode = program->system->settings.dma_mode;
     worker->busy = true;
-    return send_all(worker->socket, &msg, sizeof msg) &&
-           send_all(worker->socket, worker->list, worker->list_size * sizeof(uint32_t));
+    return emu_io_full(worker->socket, &msg, sizeof msg, EMU_IO_SEND) &&
+           emu_io_full(worker->socket, worker->list, worker->list_size * sizeof(uint32_t), EMU_IO_SEND);
 }
 
 static void describe_exit(int wstatus, char *out, size_t size)

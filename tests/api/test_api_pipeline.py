@@ -6,6 +6,9 @@ and numpy inputs; in order; input errors at their turn; faults on their own futu
 
 from __future__ import annotations
 
+import os
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -73,11 +76,6 @@ def test_a_bad_batch_raises_at_its_turn():
             tbe.forward_async(*bad)
 
 
-@pytest.mark.skip(
-    reason="known bug: the kernel reload after a killed worker (eb_host.c launch_failed, in collect) "
-    "can race a prepare on another thread and crash the process (seen once in 5 CI runs); "
-    "recovery must exclude prepare before this test runs again"
-)
 def test_a_fault_is_on_its_future_and_the_module_goes_on(monkeypatch):
     monkeypatch.setenv("UPDLRM_EMU_FAULTS", "kill:dpu=1,launch=2")
     with TableBatchedEmbeddingBags(TABLES, backend="emulator", nr_dpus=3, nr_tasklets=4, seed=5) as tbe:
@@ -88,6 +86,45 @@ def test_a_fault_is_on_its_future_and_the_module_goes_on(monkeypatch):
         monkeypatch.delenv("UPDLRM_EMU_FAULTS")
         for k in (0, 2, 3, 4):
             assert torch.equal(futures[k].result(timeout=60), tbe(*items[k]))
+
+
+def test_faults_on_every_launch_while_another_thread_changes_the_environment(monkeypatch):
+    # Every launch kills a worker, so the pipeline's driver thread spawns workers again
+    # for each batch while this thread sets and unsets environment variables (as the test
+    # above does with monkeypatch.delenv). The emulator must spawn them from its own copy
+    # of the environment: reading `environ` while another thread changes it crashed.
+    monkeypatch.setenv("UPDLRM_EMU_FAULTS", "kill:dpu=1")
+    tables = [TableSpec("f", 3000, 16), TableSpec("g", 2000, 8)]
+    rng = np.random.default_rng(7)
+    items = []
+    for _ in range(12):
+        lengths = rng.integers(0, 40, size=len(tables) * 256)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        items.append((torch.from_numpy(rng.integers(0, 2000, size=int(offsets[-1]))), torch.from_numpy(offsets)))
+    names = [f"UPDLRM_TEST_CHURN_{k}" for k in range(50)]
+    for name in names:
+        monkeypatch.delenv(name, raising=False)  # restored (removed) at teardown
+    stop = threading.Event()
+
+    def churn():
+        k = 0
+        while not stop.is_set():
+            os.environ[names[k % 50]] = "x" * (k % 200)
+            if k % 3 == 0:
+                del os.environ[names[k % 50]]
+            k += 1
+
+    changer = threading.Thread(target=churn, daemon=True)
+    with TableBatchedEmbeddingBags(tables, backend="emulator", nr_dpus=3, nr_tasklets=4, seed=5) as tbe:
+        changer.start()
+        try:
+            futures = [tbe.forward_async(*item) for item in items]
+            for future in futures:
+                with pytest.raises(DpuFaultError, match=r"DPU 1.*kernel reloaded, tables kept"):
+                    future.result(timeout=120)
+        finally:
+            stop.set()
+            changer.join()
 
 
 def test_close_finishes_queued_batches():

@@ -1,0 +1,366 @@
+/*
+ * Private header of the host runtime (host/eb_*.c): the engine, slot and per-DPU
+ * state shared by its translation units, and the functions one unit calls in another.
+ * Not part of the ABI: Python sees only eb_host.h.
+ */
+#ifndef EB_INTERNAL_H
+#define EB_INTERNAL_H
+
+#define _POSIX_C_SOURCE 200809L
+
+#include "eb_host.h"
+
+#include <dpu.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "embedding_bag_abi.h"
+
+/* Local rows follow the header directly, so routing writes them in place. */
+#define EB_INDEX_START ((uint32_t)sizeof(struct eb_batch_header))
+
+/* Static data is pushed in slices of this many bytes per DPU, bounding the
+ * staging memory to 64 x this per rank. */
+#define EB_LOAD_CHUNK_BYTES (1u << 20)
+
+/* Every per-DPU count of a launch fits the ABI's uint32 fields with room to
+ * spare below this, and int8 partials stay exact (see the ABI header). */
+#define EB_MAX_LOOKUPS_PER_LAUNCH EB_MAX_LOOKUPS_PER_INT8_PARTIAL
+
+enum { EB_POOLING_SUM = 0, EB_POOLING_MEAN = 1 };
+enum { RUN_OK = 0, RUN_ERROR = -1, RUN_SPLIT = 1 };
+
+struct table {
+    int64_t nr_rows;
+    uint32_t dim;
+    uint32_t format;
+    double scale;
+    uint32_t out_col;
+    uint32_t scratch_col;
+    uint32_t first_slice;
+    uint32_t nr_slices;
+    int64_t nr_host_rows;
+    int64_t *host_row_ids; /* sorted; a row's position is its host-cache slot */
+    uint8_t *host_rows;
+    int defined;
+    uint64_t max_abs; /* largest |q| of an integer table's rows, measured at load (exactness bound) */
+    char name[64];    /* for messages; "t<index>" unless eb_engine_name_table named it */
+};
+
+struct shard {
+    uint32_t table;
+    uint32_t dpu;
+    uint32_t local;
+    uint32_t col_start;
+    uint32_t col_stop;
+    uint32_t out_col;
+    int64_t row_start;
+    int64_t nr_rows;
+    int64_t *row_ids;
+    uint32_t rows_offset;
+    int defined;
+};
+
+/*
+ * One shard of a column slice while the slice is routed (a "lane" of the slice).
+ * The plan puts at most one shard of a slice on a DPU, so a lane owns its DPU's
+ * buffers for the pass: local rows are written straight to their final place in
+ * the DPU's input buffer, segments to its segment arrays. The per-lookup state
+ * (cursors) lives in dense per-lane arrays of the slice.
+ */
+struct lane {
+    struct dpu_state *state; /* the DPU's buffers, or the slice's host-cache buffers */
+    uint32_t *locals;        /* the DPU's local rows, right after its batch header */
+    struct eb_segment *segments;
+    uint32_t *segment_bags;
+    uint32_t nr_segments;
+    uint32_t local_shard; /* the shard's index on its DPU */
+    uint32_t capacity;    /* lookups the DPU's buffers hold */
+    uint32_t shard;
+    uint32_t dpu; /* EB_HOST_LANE for the host cache */
+};
+
+/* The lane of a slice's host-cached rows: its "local rows" are host-cache slots. */
+#define EB_HOST_LANE UINT32_MAX
+
+/* Bags whose ends are remembered before their segments are written (scan mode). */
+#define EB_SCAN_CHUNK 64u
+
+enum route_kind {
+    ROUTE_RANGES = 0,     /* contiguous row blocks tiling the table, plus an exception table */
+    ROUTE_EXPLICIT32 = 1, /* a 4-byte entry per row: lane << local_bits | local row */
+    ROUTE_EXPLICIT64 = 2, /* the same in 8 bytes, when lane and local do not fit 32 bits */
+};
+
+/* Lane codes past the slice's last lane in explicit entries; the low bits of a
+ * replicated row's entry hold its replica group. */
+enum { CODE_REPLICATED = 0, CODE_NONE = 1, NR_CODES = 2 };
+
+enum exception_kind { EXCEPTION_REPLICATED = 0, EXCEPTION_HOST = 1 };
+
+/* A row of a range-routed slice that is not served by its block's shard. */
+struct exception {
+    int64_t row; /* -1: empty hash cell */
+    uint32_t kind;
+    uint32_t index; /* replica group or host-cache slot */
+};
+
+struct replica {
+    uint32_t lane;
+    uint32_t local;
+};
+
+struct dpu_state;
+struct eb_slot;
+
+struct slice {
+    uint32_t table;
+    uint32_t col_start;
+    uint32_t col_stop;
+    enum route_kind kind;
+    uint32_t nr_lanes; /* the DPU lanes, then the host lane if the table has host-cached rows */
+    uint32_t nr_dpu_lanes;
+    struct lane *lanes;    /* ranges slices: the blocks in row order first */
+    uint32_t **cursors;    /* per lane: where the DPU's next local row goes */
+    uint32_t **marks;      /* per lane: the cursor when the current bag (scan: chunk) started */
+    uint32_t **weights;    /* per lane: the DPU's weight array (weighted batches) */
+    uint32_t *touched;     /* lanes hit by the current bag, nr_lanes + 1 entries */
+    uint32_t **chunk_ends; /* scan: every lane's cursor at the end of each bag of the chunk */
+    uint32_t chunk_bags[EB_SCAN_CHUNK];
+
+    uint32_t nr_ranges;    /* range k is lane k */
+    int64_t *range_starts; /* nr_ranges + 1, the last is the table's row count */
+    uint32_t bucket_shift;
+    int single_step; /* every bucket is shorter than every range: one step at most */
+    uint32_t *buckets;
+    uint64_t *exception_bits;     /* one bit per row; NULL when the slice has no exception */
+    struct exception *exceptions; /* open addressing, linear probing */
+    uint64_t exception_mask;      /* hash cells - 1 */
+    uint32_t exception_hash_shift;
+
+    void *entries;
+    uint32_t local_bits;
+
+    uint32_t nr_groups;
+    uint32_t *group_first;
+    uint32_t *group_count;
+    struct replica *replicas;
+    uint64_t routing_bytes;
+};
+
+
+struct dpu_state {
+    uint32_t rank;
+    uint32_t nr_shards;
+    uint32_t *shard_list;
+    uint32_t *partial_bytes; /* per local shard, of this slot's batch (depends on weighting) */
+    uint64_t static_bytes;
+
+    uint8_t *input;
+    size_t input_capacity;
+    uint32_t nr_lookups;
+    uint32_t *weights;
+    size_t weights_capacity;
+    /* Segments as the DPU reads them, and the bag of each for the merge. */
+    struct eb_segment *segments;
+    uint32_t *segment_bags;
+    uint32_t nr_segments;
+    size_t segments_capacity;
+
+    uint32_t input_bytes;
+    uint32_t output_bytes;
+    uint8_t *output;
+    size_t output_capacity;
+    /* Tasklet k writes one partial sum per segment of [tasklet_first[k], tasklet_end[k]). */
+    uint32_t tasklet_first[EB_MAX_TASKLETS];
+    uint32_t tasklet_end[EB_MAX_TASKLETS];
+    uint32_t nr_partials;
+    uint32_t uniform_partial_bytes; /* partial bytes shared by all its shards, else 0 */
+    uint32_t last_slice;            /* after routing this slice the DPU's inputs are complete */
+    int finished;                   /* inputs laid out for this launch */
+    /* Partials in the order the kernel wrote them: segment and byte offset in `output`. */
+    uint32_t *partial_segments;
+    size_t partial_order_capacity;
+    uint32_t *partial_offsets;
+    size_t partial_offsets_capacity;
+};
+
+/* Positions [first, end) of one DPU's partials, whose bags never decrease. */
+struct merge_run {
+    const struct dpu_state *dpu;
+    uint32_t first;
+    uint32_t end;
+};
+
+struct rank {
+    struct dpu_set_t set;
+    uint32_t first_dpu;
+    uint32_t nr_dpus;
+};
+
+enum slot_state {
+    SLOT_FREE = 0,
+    SLOT_BUSY = 1,      /* a stage call is working on it */
+    SLOT_PREPARED = 2,  /* routed and packed */
+    SLOT_LAUNCHED = 3,  /* pushed, running on the DPUs */
+    SLOT_COLLECTED = 4, /* partial sums pulled (a split batch: also merged) */
+};
+
+/*
+ * Everything one batch in flight owns, from its route+pack to its merge: every DPU's
+ * input and output buffers, the host-cache lanes, the rank transfer sizes, the integer
+ * scratch, the merge indexes, its stats and its error text. The stages of different
+ * slots run concurrently; each stage function moves its slot from one state to the next.
+ */
+struct eb_slot {
+    eb_engine *engine;
+    atomic_int state;              /* enum slot_state */
+    int ready;                     /* buffers below allocated (on first use) */
+    struct dpu_state *dpus;        /* per DPU: this batch's buffers (shard lists borrowed from the engine) */
+    struct dpu_state *host_states; /* per slice: its host-cache lane */
+    uint32_t *max_input;           /* per rank: the padded transfer sizes of the current launch */
+    uint32_t *max_output;
+
+    /* the batch (the caller keeps these arrays alive until eb_engine_finish) */
+    const int64_t *indices;
+    const int64_t *offsets;
+    const float *per_sample_weights;
+    uint32_t batch;
+    int pooling;
+    float *output;
+    int weighted;
+    int split; /* too big for one launch: eb_engine_launch runs it in parts, route to merge */
+
+    /* Merge scratch (eb_merge.c): the int64 sums of integer tables, and the runs of partials. */
+    struct merge_scratch {
+        int64_t *scratch;
+        size_t scratch_capacity;
+        struct merge_run *runs;
+        size_t runs_capacity;
+        uint32_t nr_runs;
+        uint32_t *positions;
+        size_t positions_capacity;
+    } merge;
+
+    double launched_at;
+    struct eb_run_stats stats;
+    int64_t *dpu_stats[EB_NR_DPU_STATS];
+    char error[1024];
+    struct eb_failure failure; /* what its failure was (eb_host.h) */
+    uint32_t *failed_dpus;     /* the DPUs it names */
+};
+
+struct eb_engine {
+    struct dpu_set_t set;
+    int allocated;
+    uint32_t nr_dpus;
+    uint32_t nr_ranks;
+    uint32_t nr_tasklets;
+    uint64_t mram_bytes;
+    struct rank *ranks;
+    struct dpu_state *dpus;
+
+    uint32_t nr_tables;
+    struct table *tables;
+    uint32_t nr_shards;
+    struct shard *shards;
+    uint32_t nr_slices;
+    uint32_t slices_capacity;
+    struct slice *slices;
+
+    uint32_t total_dim;
+    uint32_t int_dim;
+    uint32_t batch_offset;
+    uint64_t heap_address; /* MRAM address of DPU_MRAM_HEAP_POINTER (0 if unknown) */
+    int loaded;
+    atomic_int route_busy; /* a batch is being routed and packed (the slices' routing scratch) */
+    atomic_int dpu_busy;   /* a batch is on the DPUs: from its push until its outputs are pulled */
+    struct eb_slot slots[EB_NR_SLOTS];
+
+    long worker_threads; /* host threads for routing and merging (two at most are used) */
+
+    /* Routing over host threads (eb_route.c): slices grouped by the DPUs they reach, built on first use. */
+    struct route_groups {
+        uint32_t *slice_group; /* routing group of each slice */
+        uint32_t nr_route_groups;
+        uint32_t *slice_thread;
+        size_t slice_thread_capacity;
+        uint64_t *group_work;
+        size_t group_work_capacity;
+        uint32_t *group_thread;
+        size_t group_thread_capacity;
+    } route;
+
+    struct eb_run_stats stats; /* of the last eb_engine_run (copied from its slot) */
+    int64_t *dpu_stats[EB_NR_DPU_STATS];
+    char error[1024];
+    struct eb_failure failure; /* what the last failure was (eb_host.h) */
+    uint32_t *failed_dpus;     /* the DPUs it names */
+    char *kernel_path;         /* reloaded after a fault */
+    int broken;                /* a reload after a fault failed: no more launches */
+};
+
+/* Routing threads may fail at the same time; the batch is then routed again alone. */
+
+/* Functions shared between the units: not exported from the library. */
+#define EB_INTERNAL __attribute__((visibility("hidden")))
+
+/* eb_setup.c */
+EB_INTERNAL void slot_error(struct eb_slot *slot, const char *format, ...) __attribute__((format(printf, 2, 3)));
+EB_INTERNAL void set_error(eb_engine *engine, const char *format, ...);
+EB_INTERNAL const char *dpu_detail(dpu_error_t status);
+EB_INTERNAL dpu_error_t write_config(eb_engine *engine);
+EB_INTERNAL int reserve(void **array, size_t *capacity, size_t needed, size_t element_size);
+EB_INTERNAL const char *status_text(uint32_t code);
+
+/* eb_load.c */
+EB_INTERNAL int check_integer_sums(struct eb_slot *slot, const int64_t *offsets, uint32_t batch, const float *weights);
+
+/* eb_route.c */
+EB_INTERNAL __attribute__((noinline)) int route_bags(struct eb_slot *slot, uint32_t b0, uint32_t b1, int parallel);
+
+/* eb_pack.c */
+EB_INTERNAL int finish_dpu(struct eb_slot *slot, struct dpu_state *dpu);
+EB_INTERNAL __attribute__((noinline)) int plan_transfers(struct eb_slot *slot);
+EB_INTERNAL __attribute__((noinline)) int pack_inputs(struct eb_slot *slot);
+
+/* eb_merge.c */
+EB_INTERNAL int push_inputs(struct eb_slot *slot);
+EB_INTERNAL int pull_outputs(struct eb_slot *slot);
+EB_INTERNAL void sum_host_hits(struct eb_slot *slot);
+EB_INTERNAL int merge_partials(struct eb_slot *slot, uint32_t b0, uint32_t b1);
+
+/* eb_pipeline.c */
+EB_INTERNAL void free_slot(struct eb_slot *slot, uint32_t nr_dpus, uint32_t nr_slices);
+
+static inline double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Fibonacci hashing (Knuth, TAOCP vol. 3, 6.4): multiplicative, spreads consecutive rows. */
+static inline uint64_t exception_cell(const struct slice *slice, int64_t row)
+{
+    return ((uint64_t)row * 0x9e3779b97f4a7c15ull) >> slice->exception_hash_shift;
+}
+
+static inline const struct exception *find_exception(const struct slice *slice, int64_t row)
+{
+    uint64_t cell = exception_cell(slice, row);
+    while (slice->exceptions[cell].row != row) {
+        cell = (cell + 1) & slice->exception_mask;
+    }
+    return &slice->exceptions[cell];
+}
+
+
+#endif /* EB_INTERNAL_H */

@@ -1,0 +1,300 @@
+/*
+ * Transfers and merge: inputs pushed and partial sums pulled per rank, host-cached
+ * rows summed, partials merged into the output.
+ * See host/README.md for the data layout and the summation order.
+ */
+#include "eb_internal.h"
+
+/* ---- one batch: transfers, launch, merge ------------------------------------ */
+
+/*
+ * One transfer per rank, every DPU's buffer at once: the inputs pushed to the batch
+ * offset (to_dpu), or the partial sums pulled from right after the rank's largest input.
+ */
+static int transfer_batch(struct eb_slot *slot, int to_dpu)
+{
+    const eb_engine *engine = slot->engine;
+    for (uint32_t r = 0; r < engine->nr_ranks; r++) {
+        struct rank *rank = &engine->ranks[r];
+        struct dpu_set_t dpu;
+        uint32_t i;
+        DPU_FOREACH(rank->set, dpu, i)
+        {
+            const struct dpu_state *state = &slot->dpus[rank->first_dpu + i];
+            dpu_prepare_xfer(dpu, to_dpu ? state->input : state->output);
+        }
+        dpu_error_t status =
+            dpu_push_xfer(rank->set, to_dpu ? DPU_XFER_TO_DPU : DPU_XFER_FROM_DPU, DPU_MRAM_HEAP_POINTER_NAME,
+                          engine->batch_offset + (to_dpu ? 0 : slot->max_input[r]),
+                          to_dpu ? slot->max_input[r] : slot->max_output[r], DPU_XFER_DEFAULT);
+        if (status != DPU_OK) {
+            slot_error(slot, "%s rank %u failed: %s", to_dpu ? "pushing batch inputs to" : "pulling partial sums from",
+                       r, dpu_detail(status));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int push_inputs(struct eb_slot *slot)
+{
+    return transfer_batch(slot, 1);
+}
+
+int pull_outputs(struct eb_slot *slot)
+{
+    return transfer_batch(slot, 0);
+}
+
+/*
+ * Host-cached rows: fp32 into the output, integers into the int64 scratch. The host
+ * lane of each table's first slice lists the slots in lookup order with one segment
+ * per bag, and the weights (fp32 bits or Q16) like a DPU's.
+ */
+void sum_host_hits(struct eb_slot *slot)
+{
+    const eb_engine *engine = slot->engine;
+    const int weighted = slot->weighted;
+    float *output = slot->output;
+    for (uint32_t t = 0; t < engine->nr_tables; t++) {
+        const struct table *table = &engine->tables[t];
+        if (table->nr_host_rows == 0) {
+            continue;
+        }
+        const struct dpu_state *host = &slot->host_states[table->first_slice];
+        const uint32_t *slots = (const uint32_t *)(host->input + EB_INDEX_START);
+        const uint32_t dim = table->dim;
+        uint32_t position = 0;
+        for (uint32_t s = 0; s < host->nr_segments; s++) {
+            const uint32_t bag = host->segment_bags[s];
+            const uint32_t end = position + host->segments[s].nr_lookups;
+            if (table->format == EB_FORMAT_FP32) {
+                float *out = output + (size_t)bag * engine->total_dim + table->out_col;
+                for (; position < end; position++) {
+                    const float *row = (const float *)table->host_rows + (size_t)slots[position] * dim;
+                    if (weighted) {
+                        float weight;
+                        memcpy(&weight, &host->weights[position], sizeof(weight));
+                        for (uint32_t c = 0; c < dim; c++) {
+                            out[c] += weight * row[c];
+                        }
+                    } else {
+                        for (uint32_t c = 0; c < dim; c++) {
+                            out[c] += row[c];
+                        }
+                    }
+                }
+                continue;
+            }
+            int64_t *out = slot->merge.scratch + (size_t)bag * engine->int_dim + table->scratch_col;
+            for (; position < end; position++) {
+                int64_t weight = 1;
+                if (weighted) {
+                    int32_t q16;
+                    memcpy(&q16, &host->weights[position], sizeof(q16));
+                    weight = q16;
+                }
+                if (table->format == EB_FORMAT_INT32) {
+                    const int32_t *row = (const int32_t *)table->host_rows + (size_t)slots[position] * dim;
+                    for (uint32_t c = 0; c < dim; c++) {
+                        out[c] += (int64_t)row[c] * weight;
+                    }
+                } else {
+                    const int8_t *row = (const int8_t *)table->host_rows + (size_t)slots[position] * dim;
+                    for (uint32_t c = 0; c < dim; c++) {
+                        out[c] += (int64_t)row[c] * weight;
+                    }
+                }
+            }
+        }
+        slot->stats.host_cache_hits += host->nr_lookups;
+        slot->stats.host_cache_bytes += (int64_t)host->nr_lookups * dim * eb_element_bytes(table->format);
+    }
+}
+
+/* Adds the partial of `segment` (a DPU segment) into its bag's output row or integer scratch row. */
+static inline void add_partial(const struct eb_slot *slot, const struct dpu_state *dpu, uint32_t segment,
+                               const uint8_t *partial_bytes, float *output)
+{
+    const eb_engine *engine = slot->engine;
+    const struct shard *shard = &engine->shards[dpu->shard_list[dpu->segments[segment].shard]];
+    const struct table *table = &engine->tables[shard->table];
+    const uint32_t bag = dpu->segment_bags[segment];
+    const uint32_t dim = shard->col_stop - shard->col_start;
+    if (table->format == EB_FORMAT_FP32) {
+        float *restrict out = output + (size_t)bag * engine->total_dim + shard->out_col;
+        /* Partials start 8-byte aligned in a malloc'ed buffer: float access is aligned. */
+        const float *restrict partial = (const float *)partial_bytes;
+        for (uint32_t c = 0; c < dim; c++) {
+            out[c] += partial[c];
+        }
+        return;
+    }
+    int64_t *restrict out = slot->merge.scratch + (size_t)bag * engine->int_dim + table->scratch_col + shard->col_start;
+    if (eb_accumulator_bytes(table->format, (uint32_t)slot->weighted) == 4u) {
+        const int32_t *restrict partial = (const int32_t *)partial_bytes;
+        for (uint32_t c = 0; c < dim; c++) {
+            out[c] += partial[c];
+        }
+    } else {
+        const int64_t *restrict partial = (const int64_t *)partial_bytes;
+        for (uint32_t c = 0; c < dim; c++) {
+            out[c] += partial[c];
+        }
+    }
+}
+
+/*
+ * Checks every DPU's status, then lists its partials in the order the kernel wrote them
+ * (tasklet by tasklet) and cuts that list into runs whose bags never decrease: one run per
+ * slice routed to the DPU, since routing visits the bags in order slice by slice.
+ */
+static int index_partials(struct eb_slot *slot)
+{
+    const eb_engine *engine = slot->engine;
+    slot->merge.nr_runs = 0;
+    for (uint32_t d = 0; d < engine->nr_dpus; d++) {
+        struct dpu_state *dpu = &slot->dpus[d];
+        struct eb_status status;
+        memcpy(&status, dpu->output, sizeof(status));
+        uint64_t cycles = ((uint64_t)status.cycles_high << 32) | status.cycles_low;
+        if (status.magic != EB_STATUS_MAGIC) {
+            slot_error(slot, "DPU %u did not report a status (the kernel did not run to its end)", d);
+            return -1;
+        }
+        if (status.code != EB_OK) {
+            slot_error(slot, "DPU %u: %s (code %u, detail %u)", d, status_text(status.code), status.code,
+                       status.detail);
+            return -1;
+        }
+        slot->dpu_stats[EB_STAT_CYCLES][d] += (int64_t)cycles;
+        if (reserve((void **)&dpu->partial_segments, &dpu->partial_order_capacity, dpu->nr_partials,
+                    sizeof(uint32_t)) ||
+            reserve((void **)&dpu->partial_offsets, &dpu->partial_offsets_capacity, dpu->nr_partials,
+                    sizeof(uint32_t))) {
+            slot_error(slot, "out of memory indexing the partial sums of DPU %u", d);
+            return -1;
+        }
+        uint32_t position = 0;
+        uint32_t offset = EB_STATUS_BYTES;
+        uint32_t previous_bag = 0;
+        for (uint32_t k = 0; k < engine->nr_tasklets; k++) {
+            for (uint32_t segment = dpu->tasklet_first[k]; segment < dpu->tasklet_end[k]; segment++) {
+                uint32_t bag = dpu->segment_bags[segment];
+                if (position == 0 || bag < previous_bag) {
+                    if (reserve((void **)&slot->merge.runs, &slot->merge.runs_capacity, slot->merge.nr_runs + 1u,
+                                sizeof(struct merge_run))) {
+                        slot_error(slot, "out of memory indexing the partial sums");
+                        return -1;
+                    }
+                    slot->merge.runs[slot->merge.nr_runs++] = (struct merge_run){dpu, position, position};
+                }
+                slot->merge.runs[slot->merge.nr_runs - 1u].end = position + 1u;
+                previous_bag = bag;
+                dpu->partial_segments[position] = segment;
+                dpu->partial_offsets[position] = offset;
+                offset += dpu->partial_bytes[dpu->segments[segment].shard];
+                position++;
+            }
+        }
+    }
+    return 0;
+}
+
+/* First position of `run` whose bag is >= `bag` (runs are sorted by bag). */
+static uint32_t run_lower_bound(const struct merge_run *run, uint32_t bag)
+{
+    uint32_t low = run->first, high = run->end;
+    while (low < high) {
+        uint32_t middle = low + (high - low) / 2u;
+        if (run->dpu->segment_bags[run->dpu->partial_segments[middle]] < bag) {
+            low = middle + 1u;
+        } else {
+            high = middle;
+        }
+    }
+    return low;
+}
+
+/* Output rows of this many bytes per block stay in the core's cache while every run passes. */
+#define EB_MERGE_BLOCK_BYTES (128u << 10)
+
+struct merge_job {
+    const struct eb_slot *slot;
+    float *output;
+    uint32_t bag_start;
+    uint32_t bag_stop;
+    uint32_t *positions; /* one per run */
+};
+
+/*
+ * Merges bags [bag_start, bag_stop) block by block. A bag's partials are added DPU by DPU
+ * and, within a DPU, in the order its tasklets wrote them (host/README.md, summation order).
+ */
+static void *merge_bags(void *argument)
+{
+    const struct merge_job *job = argument;
+    const struct eb_slot *slot = job->slot;
+    const eb_engine *engine = slot->engine;
+    uint32_t row_bytes = engine->total_dim * 4u + engine->int_dim * 8u;
+    uint32_t block = row_bytes ? EB_MERGE_BLOCK_BYTES / row_bytes : 1u;
+    block = block ? block : 1u;
+    for (uint32_t r = 0; r < slot->merge.nr_runs; r++) {
+        job->positions[r] = run_lower_bound(&slot->merge.runs[r], job->bag_start);
+    }
+    for (uint32_t block_start = job->bag_start; block_start < job->bag_stop; block_start += block) {
+        uint32_t block_stop = job->bag_stop - block_start < block ? job->bag_stop : block_start + block;
+        for (uint32_t r = 0; r < slot->merge.nr_runs; r++) {
+            const struct merge_run *run = &slot->merge.runs[r];
+            const struct dpu_state *dpu = run->dpu;
+            uint32_t position = job->positions[r];
+            for (; position < run->end; position++) {
+                uint32_t segment = dpu->partial_segments[position];
+                if (dpu->segment_bags[segment] >= block_stop) {
+                    break;
+                }
+                add_partial(slot, dpu, segment, dpu->output + dpu->partial_offsets[position], job->output);
+            }
+            job->positions[r] = position;
+        }
+    }
+    return NULL;
+}
+
+/* Below this many partial bytes a second merge thread costs more than it saves. */
+#define EB_PARALLEL_MERGE_BYTES (1u << 20)
+
+int merge_partials(struct eb_slot *slot, uint32_t b0, uint32_t b1)
+{
+    const eb_engine *engine = slot->engine;
+    float *output = slot->output;
+    if (index_partials(slot)) {
+        return -1;
+    }
+    if (reserve((void **)&slot->merge.positions, &slot->merge.positions_capacity, 2u * slot->merge.nr_runs + 1u,
+                sizeof(uint32_t))) {
+        slot_error(slot, "out of memory merging the partial sums");
+        return -1;
+    }
+    uint64_t partial_bytes = 0;
+    for (uint32_t d = 0; d < engine->nr_dpus; d++) {
+        partial_bytes += slot->dpus[d].output_bytes;
+    }
+    uint32_t middle = b0 + (b1 - b0) / 2u;
+    struct merge_job jobs[2] = {
+        {slot, output, b0, middle, slot->merge.positions},
+        {slot, output, middle, b1, slot->merge.positions + slot->merge.nr_runs},
+    };
+    pthread_t helper;
+    /* Bags split in two halves: every output row belongs to one thread, so no locking. */
+    int parallel = engine->worker_threads > 1 && partial_bytes >= EB_PARALLEL_MERGE_BYTES && b1 - b0 > 1u &&
+                   pthread_create(&helper, NULL, merge_bags, &jobs[1]) == 0;
+    if (!parallel) {
+        jobs[0].bag_stop = b1;
+    }
+    merge_bags(&jobs[0]);
+    if (parallel) {
+        pthread_join(helper, NULL);
+    }
+    return 0;
+}

@@ -1,0 +1,176 @@
+/*
+ * Packing: each DPU's routed lookups laid out as its launch input.
+ * See host/README.md for the data layout and the summation order.
+ */
+#include "eb_internal.h"
+
+/* ---- one batch: packing ----------------------------------------------------- */
+
+/*
+ * Finish one DPU's inputs once no later slice adds to it: cut its lookups into
+ * nr_tasklets equal ranges (each tasklet writes one partial sum per segment of its
+ * range), size its transfers and lay out header, local rows (already in place),
+ * weights and segments. Done right after the DPU's last slice while its segments are
+ * still in cache. RUN_SPLIT when its inputs and outputs do not fit the MRAM left after
+ * the rows, so the caller retries with fewer bags. The header's output offset waits
+ * for the rank's largest input (pack_inputs).
+ */
+int finish_dpu(struct eb_slot *slot, struct dpu_state *dpu)
+{
+    const eb_engine *engine = slot->engine;
+    uint32_t nr_tasklets = engine->nr_tasklets;
+    if (dpu->nr_lookups > EB_MAX_LOOKUPS_PER_LAUNCH) {
+        return RUN_SPLIT;
+    }
+    struct eb_batch_header *header = (struct eb_batch_header *)dpu->input;
+    memset(header, 0, sizeof(*header));
+    const struct eb_segment *segments = dpu->segments;
+    uint64_t total = dpu->nr_lookups;
+    uint32_t segment = 0;
+    uint32_t used = 0; /* lookups of `segment` that earlier tasklets take */
+    uint64_t output = 0;
+    uint32_t nr_partials = 0;
+    for (uint32_t k = 0; k < nr_tasklets; k++) {
+        uint32_t lo = (uint32_t)(total * k / nr_tasklets);
+        uint32_t hi = (uint32_t)(total * (k + 1) / nr_tasklets);
+        header->work[k] = (struct eb_tasklet_work){
+            .first_segment = segment,
+            .skip = used,
+            .first_lookup = lo,
+            .nr_lookups = hi - lo,
+            .output_offset = (uint32_t)output,
+        };
+        uint32_t first = segment;
+        if (hi == lo) {
+            dpu->tasklet_first[k] = first;
+            dpu->tasklet_end[k] = first;
+            continue;
+        }
+        /* Find the segment holding the tasklet's last lookup, four segments at a time
+         * while they all end before it. */
+        uint64_t reach = (uint64_t)used + (hi - lo);
+        while (segment + 4 <= dpu->nr_segments) {
+            uint64_t four = (uint64_t)segments[segment].nr_lookups + segments[segment + 1].nr_lookups +
+                            segments[segment + 2].nr_lookups + segments[segment + 3].nr_lookups;
+            if (four >= reach) {
+                break;
+            }
+            reach -= four;
+            segment += 4;
+        }
+        while (segments[segment].nr_lookups < reach) {
+            reach -= segments[segment].nr_lookups;
+            segment++;
+        }
+        uint32_t end = segment + 1;
+        if (reach == segments[segment].nr_lookups) {
+            segment++;
+            used = 0;
+        } else {
+            used = (uint32_t)reach;
+        }
+        dpu->tasklet_first[k] = first;
+        dpu->tasklet_end[k] = end;
+        nr_partials += end - first;
+        if (dpu->uniform_partial_bytes) {
+            output += (uint64_t)(end - first) * dpu->uniform_partial_bytes;
+        } else {
+            for (uint32_t s = first; s < end; s++) {
+                output += dpu->partial_bytes[segments[s].shard];
+            }
+        }
+    }
+    dpu->nr_partials = nr_partials;
+    uint64_t input = EB_INDEX_START + EB_PAD8((uint64_t)dpu->nr_lookups * 4u) * (slot->weighted ? 2u : 1u) +
+                     (uint64_t)dpu->nr_segments * sizeof(struct eb_segment);
+    output += EB_STATUS_BYTES;
+    if (engine->batch_offset + input + output > engine->mram_bytes) {
+        return RUN_SPLIT;
+    }
+    dpu->input_bytes = (uint32_t)input;
+    dpu->output_bytes = (uint32_t)output;
+    if (reserve((void **)&dpu->input, &dpu->input_capacity, input, 1)) {
+        slot_error(slot, "out of host memory");
+        return RUN_ERROR;
+    }
+    uint32_t index_bytes = EB_PAD8(dpu->nr_lookups * 4u);
+    uint32_t cursor = EB_INDEX_START + index_bytes;
+    if (dpu->nr_lookups & 1u) {
+        memset(dpu->input + EB_INDEX_START + dpu->nr_lookups * 4u, 0, 4);
+    }
+    uint32_t weights_at = 0;
+    if (slot->weighted) {
+        weights_at = cursor;
+        /* memcpy from NULL is undefined even for 0 bytes: an idle DPU has no weight array yet */
+        if (dpu->nr_lookups) {
+            memcpy(dpu->input + cursor, dpu->weights, (size_t)dpu->nr_lookups * 4u);
+        }
+        if (dpu->nr_lookups & 1u) {
+            memset(dpu->input + cursor + dpu->nr_lookups * 4u, 0, 4);
+        }
+        cursor += index_bytes;
+    }
+    if (dpu->nr_segments) {
+        memcpy(dpu->input + cursor, dpu->segments, (size_t)dpu->nr_segments * sizeof(struct eb_segment));
+    }
+    struct eb_batch_header *filled = (struct eb_batch_header *)dpu->input;
+    filled->fields = (struct eb_batch_fields){
+        .magic = EB_HEADER_MAGIC,
+        .nr_tasklets = engine->nr_tasklets,
+        .nr_shards = dpu->nr_shards,
+        .flags = slot->weighted ? EB_FLAG_WEIGHTED : 0u,
+        .nr_segments = dpu->nr_segments,
+        .nr_lookups = dpu->nr_lookups,
+        .segments_offset = engine->batch_offset + cursor,
+        .indices_offset = engine->batch_offset + EB_INDEX_START,
+        .weights_offset = engine->batch_offset + weights_at,
+    };
+    dpu->finished = 1;
+    return RUN_OK;
+}
+
+/* Finish the DPUs no slice reached or whose last slice came earlier, and size each
+ * rank's transfers (padded to its largest DPU). */
+__attribute__((noinline)) int plan_transfers(struct eb_slot *slot)
+{
+    const eb_engine *engine = slot->engine;
+    uint32_t *max_input = slot->max_input, *max_output = slot->max_output;
+    for (uint32_t r = 0; r < engine->nr_ranks; r++) {
+        max_input[r] = 0;
+        max_output[r] = 0;
+    }
+    for (uint32_t d = 0; d < engine->nr_dpus; d++) {
+        struct dpu_state *dpu = &slot->dpus[d];
+        if (!dpu->finished) {
+            int rc = finish_dpu(slot, dpu);
+            if (rc != RUN_OK) {
+                return rc;
+            }
+        }
+        max_input[dpu->rank] = dpu->input_bytes > max_input[dpu->rank] ? dpu->input_bytes : max_input[dpu->rank];
+        max_output[dpu->rank] = dpu->output_bytes > max_output[dpu->rank] ? dpu->output_bytes : max_output[dpu->rank];
+    }
+    for (uint32_t r = 0; r < engine->nr_ranks; r++) {
+        if ((uint64_t)engine->batch_offset + max_input[r] + max_output[r] > engine->mram_bytes) {
+            return RUN_SPLIT;
+        }
+    }
+    return RUN_OK;
+}
+
+/* Every buffer of a rank is read up to the rank's largest input; outputs follow it. */
+__attribute__((noinline)) int pack_inputs(struct eb_slot *slot)
+{
+    const eb_engine *engine = slot->engine;
+    for (uint32_t d = 0; d < engine->nr_dpus; d++) {
+        struct dpu_state *dpu = &slot->dpus[d];
+        if (reserve((void **)&dpu->input, &dpu->input_capacity, slot->max_input[dpu->rank], 1) ||
+            reserve((void **)&dpu->output, &dpu->output_capacity, slot->max_output[dpu->rank], 1)) {
+            slot_error(slot, "out of host memory");
+            return -1;
+        }
+        ((struct eb_batch_header *)dpu->input)->fields.output_offset =
+            engine->batch_offset + slot->max_input[dpu->rank];
+    }
+    return 0;
+}

@@ -1,0 +1,610 @@
+/*
+ * The routing hot loop (one batch: every lookup to a DPU lane or the host cache)
+ * and its grouping of slices over two host threads.
+ * See host/README.md for the data layout and the summation order.
+ */
+#include "eb_internal.h"
+
+/* ---- one batch: routing ----------------------------------------------------- */
+
+/* Q16 fixed point of a per-sample weight for integer rows (see the ABI header):
+ * round half to even in the default rounding mode. */
+static int quantise_weight(struct eb_slot *slot, float weight, int64_t lookup, uint32_t *bits)
+{
+    double q = nearbyint((double)weight * (double)EB_WEIGHT_Q16_ONE);
+    if (!(q >= -2147483648.0 && q <= 2147483647.0)) {
+        slot_error(slot, "per_sample_weights[%lld] = %g does not fit the Q16 weights of integer tables (|w| < 32768)",
+                   (long long)lookup, (double)weight);
+        return -1;
+    }
+    int32_t value = (int32_t)q;
+    memcpy(bits, &value, sizeof(*bits));
+    return 0;
+}
+
+/*
+ * Attach the lanes to their DPUs' buffers for one pass over bags [b0, b1) of the
+ * slice. A pass adds at most one segment per bag to each DPU, so segments are
+ * reserved here and appended without checks.
+ */
+static int open_lanes(struct eb_slot *slot, struct slice *slice, uint32_t nr_bags, int scan)
+{
+    const eb_engine *engine = slot->engine;
+    if (scan && !slice->chunk_ends) {
+        slice->chunk_ends = malloc((size_t)EB_SCAN_CHUNK * (slice->nr_lanes + 1) * sizeof(uint32_t *));
+        if (!slice->chunk_ends) {
+            slot_error(slot, "out of host memory");
+            return -1;
+        }
+        slice->routing_bytes += (uint64_t)EB_SCAN_CHUNK * (slice->nr_lanes + 1) * sizeof(uint32_t *);
+    }
+    for (uint32_t i = 0; i < slice->nr_lanes; i++) {
+        struct lane *lane = &slice->lanes[i];
+        struct dpu_state *dpu =
+            lane->dpu == EB_HOST_LANE ? &slot->host_states[slice - engine->slices] : &slot->dpus[lane->dpu];
+        lane->state = dpu;
+        size_t needed = (size_t)dpu->nr_segments + nr_bags + 1;
+        if (needed > dpu->segments_capacity) {
+            size_t capacity = dpu->segments_capacity;
+            if (reserve((void **)&dpu->segments, &dpu->segments_capacity, needed, sizeof(struct eb_segment)) ||
+                reserve((void **)&dpu->segment_bags, &capacity, needed, sizeof(uint32_t))) {
+                slot_error(slot, "out of host memory");
+                return -1;
+            }
+        }
+        lane->locals = (uint32_t *)(dpu->input + EB_INDEX_START);
+        lane->segments = dpu->segments;
+        lane->segment_bags = dpu->segment_bags;
+        lane->nr_segments = dpu->nr_segments;
+        lane->capacity = dpu->nr_lookups; /* the first bag makes room */
+        lane->local_shard = lane->dpu == EB_HOST_LANE ? 0 : engine->shards[lane->shard].local;
+        slice->cursors[i] = lane->locals + dpu->nr_lookups;
+        slice->marks[i] = slice->cursors[i];
+        slice->weights[i] = dpu->weights;
+    }
+    return 0;
+}
+
+static void close_lanes(const struct slice *slice)
+{
+    for (uint32_t i = 0; i < slice->nr_lanes; i++) {
+        struct dpu_state *dpu = slice->lanes[i].state;
+        dpu->nr_lookups = (uint32_t)(slice->cursors[i] - slice->lanes[i].locals);
+        dpu->nr_segments = slice->lanes[i].nr_segments;
+    }
+}
+
+/*
+ * Make every lane able to take `bag_lookups` more lookups (a bag adds at most its
+ * length to any DPU) and return in *headroom how many lookups every lane can take
+ * now, so the per-lookup loop needs no capacity check. Lanes close to full get room
+ * for half as many lookups again, so this runs rarely. RUN_SPLIT when a DPU would
+ * exceed the lookups of one launch.
+ */
+static __attribute__((noinline)) int make_room(struct eb_slot *slot, struct slice *slice, uint64_t bag_lookups,
+                                               int weighted, uint64_t *headroom)
+{
+    uint64_t least = UINT64_MAX;
+    for (uint32_t i = 0; i < slice->nr_lanes; i++) {
+        struct lane *lane = &slice->lanes[i];
+        uint64_t used = (uint64_t)(slice->cursors[i] - lane->locals);
+        /* The host lane is not a DPU, but its counts are uint32 too. */
+        uint64_t limit = lane->dpu == EB_HOST_LANE ? UINT32_MAX / 2 : EB_MAX_LOOKUPS_PER_LAUNCH;
+        if (used + bag_lookups > limit) {
+            return RUN_SPLIT;
+        }
+        uint64_t want = used / 2 + 1024 > bag_lookups ? used / 2 + 1024 : bag_lookups;
+        if (lane->capacity - used < want) {
+            struct dpu_state *dpu = lane->state;
+            uint64_t needed = used + want;
+            uint64_t marked = (uint64_t)(slice->marks[i] - lane->locals);
+            if (reserve((void **)&dpu->input, &dpu->input_capacity, EB_INDEX_START + needed * sizeof(uint32_t), 1) ||
+                (weighted && reserve((void **)&dpu->weights, &dpu->weights_capacity, needed, sizeof(uint32_t)))) {
+                slot_error(slot, "out of host memory");
+                return RUN_ERROR;
+            }
+            uint64_t capacity = (dpu->input_capacity - EB_INDEX_START) / sizeof(uint32_t);
+            capacity = weighted && dpu->weights_capacity < capacity ? dpu->weights_capacity : capacity;
+            lane->capacity = (uint32_t)(capacity < limit ? capacity : limit);
+            lane->locals = (uint32_t *)(dpu->input + EB_INDEX_START);
+            slice->cursors[i] = lane->locals + used;
+            slice->marks[i] = lane->locals + marked;
+            slice->weights[i] = dpu->weights;
+        }
+        least = lane->capacity - used < least ? lane->capacity - used : least;
+    }
+    *headroom = least;
+    return RUN_OK;
+}
+
+/*
+ * Scan mode: turn the remembered bag ends of a chunk into segments, lane by lane
+ * (one segment per bag that reached the lane's DPU). Branchless: each record is
+ * written and kept only when it counts lookups.
+ */
+static void flush_chunk(struct slice *slice, uint32_t nr_bags)
+{
+    const uint32_t nr_lanes = slice->nr_lanes;
+    for (uint32_t i = 0; i < nr_lanes; i++) {
+        struct lane *lane = &slice->lanes[i];
+        struct eb_segment *segments = lane->segments;
+        uint32_t *segment_bags = lane->segment_bags;
+        const uint32_t local_shard = lane->local_shard;
+        uint32_t nr_segments = lane->nr_segments;
+        const uint32_t *previous = slice->marks[i];
+        for (uint32_t c = 0; c < nr_bags; c++) {
+            const uint32_t *end = slice->chunk_ends[(size_t)c * nr_lanes + i];
+            uint32_t count = (uint32_t)(end - previous);
+            /* One 8-byte store: eb_segment is {shard, nr_lookups}, little endian on every host we build for. */
+            uint64_t record = (uint64_t)count << 32 | local_shard;
+            memcpy(&segments[nr_segments], &record, sizeof(record));
+            segment_bags[nr_segments] = slice->chunk_bags[c];
+            nr_segments += count != 0;
+            previous = end;
+        }
+        lane->nr_segments = nr_segments;
+        slice->marks[i] = (uint32_t *)previous;
+        /* The next chunk's records go here; the arrays are cold after a launch. */
+        /* 64: the cache line of every x86-64 and ARMv8 server part. */
+        for (uint32_t line = 0; line < EB_SCAN_CHUNK * sizeof(struct eb_segment); line += 64) {
+            __builtin_prefetch((const void *)((uintptr_t)(segments + nr_segments) + line), 1);
+        }
+        for (uint32_t line = 0; line < EB_SCAN_CHUNK * sizeof(uint32_t); line += 64) {
+            __builtin_prefetch((const void *)((uintptr_t)(segment_bags + nr_segments) + line), 1);
+        }
+    }
+}
+
+/* How far ahead (bytes) a lane's local rows and segments are prefetched for writing
+ * when a bag ends: the buffers are cold after a launch (the kernel's data evicts
+ * them), and without this the stores stall on their cache misses (bench_engine
+ * route+pack 1.92 -> 1.75 ms for local rows, -> 1.7 ms with segments too). */
+#define EB_WRITE_PREFETCH_BYTES 256
+
+static inline __attribute__((always_inline)) void prefetch_for_write(const void *cursor)
+{
+    /* An integer detour: the address may lie past the buffer, which is harmless for
+     * a prefetch but not a valid pointer operation. */
+    __builtin_prefetch((const void *)((uintptr_t)cursor + EB_WRITE_PREFETCH_BYTES), 1);
+}
+
+/* How far ahead (lookups) explicit entries are prefetched: at a few nanoseconds per
+ * lookup this covers a DRAM miss; 64..128 measured best on bench_engine's explicit
+ * plans (2.3-2.4 ms against 3.1 ms at 16 and 3.7 ms without). */
+#define EB_PREFETCH_DISTANCE 128
+
+/*
+ * Route bags [b0, b1) of one column slice, bag by bag: each lookup's local row goes
+ * straight to its DPU's input buffer; every DPU a bag reached gets one segment for
+ * it. With few lanes (`scan`), a bag's end only copies the lanes' cursors, and
+ * segments are written per chunk of bags; with many, the loop lists the lanes a bag
+ * touches. `kind`, `single_step`, `exceptions`, `weighted` and `scan` are constants
+ * at every call site, so each combination is its own loop.
+ */
+static inline __attribute__((always_inline)) int
+route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, const int64_t *offsets,
+            const float *per_sample_weights, uint32_t batch, uint32_t b0, uint32_t b1, const enum route_kind kind,
+            const int single_step, const int exceptions, const int weighted, const int scan)
+{
+    const eb_engine *engine = slot->engine;
+    const struct table *table = &engine->tables[slice->table];
+    const uint64_t nr_rows = (uint64_t)table->nr_rows;
+    const int integer_rows = table->format != EB_FORMAT_FP32;
+    const int64_t *bag_offsets = offsets + (int64_t)slice->table * batch;
+    uint32_t **const cursors = slice->cursors;
+    uint32_t **const marks = slice->marks;
+    uint32_t *const touched = slice->touched;
+    const uint32_t nr_lanes = slice->nr_lanes;
+    const int64_t *const starts = slice->range_starts;
+    const uint32_t *const buckets = slice->buckets;
+    const uint32_t shift = slice->bucket_shift;
+    const uint64_t *const exception_bits = slice->exception_bits;
+    const uint32_t local_bits = slice->local_bits;
+    const uint64_t local_mask = (1ull << local_bits) - 1;
+    const int64_t last_lookup = bag_offsets[b1] - 1;
+    if (open_lanes(slot, slice, b1 - b0, scan)) {
+        return RUN_ERROR;
+    }
+    uint32_t **const chunk_ends = slice->chunk_ends;
+    uint64_t headroom = 0;
+    uint32_t nr_chunk_bags = 0;
+    for (uint32_t b = b0; b < b1; b++) {
+        const int64_t begin = bag_offsets[b];
+        const int64_t end = bag_offsets[b + 1];
+        if (begin == end) {
+            continue;
+        }
+        if ((uint64_t)(end - begin) > headroom) {
+            /* Buffers may move: the chunk's remembered cursors must be used first. */
+            if (scan) {
+                flush_chunk(slice, nr_chunk_bags);
+                nr_chunk_bags = 0;
+            }
+            int rc = make_room(slot, slice, (uint64_t)(end - begin), weighted, &headroom);
+            if (rc != RUN_OK) {
+                return rc;
+            }
+        }
+        headroom -= (uint64_t)(end - begin);
+        uint32_t nr_touched = 0;
+        for (int64_t j = begin; j < end; j++) {
+            const int64_t row = indices[j];
+            if ((uint64_t)row >= nr_rows) {
+                slot_error(slot, "table %u: indices[%lld] = %lld is outside [0, %lld)", slice->table, (long long)j,
+                           (long long)row, (long long)table->nr_rows);
+                return RUN_ERROR;
+            }
+            uint64_t lane;
+            uint32_t local;
+            if (kind == ROUTE_RANGES) {
+                lane = buckets[(uint64_t)row >> shift];
+                if (single_step) {
+                    lane += row >= starts[lane + 1];
+                } else {
+                    while (row >= starts[lane + 1]) {
+                        lane++;
+                    }
+                }
+                local = (uint32_t)(row - starts[lane]);
+                if (exceptions && (exception_bits[(uint64_t)row >> 6] >> ((uint64_t)row & 63) & 1)) {
+                    const struct exception *exception = find_exception(slice, row);
+                    if (exception->kind == EXCEPTION_HOST) {
+                        lane = slice->nr_dpu_lanes;
+                        local = exception->index;
+                    } else {
+                        /* Replica by bag: deterministic, and consecutive bags spread over all
+                         * replicas (updlrm.partitioner.routing). */
+                        uint32_t group = exception->index;
+                        const struct replica *replica =
+                            &slice->replicas[slice->group_first[group] + b % slice->group_count[group]];
+                        lane = replica->lane;
+                        local = replica->local;
+                    }
+                }
+            } else {
+                const int64_t ahead =
+                    indices[j + EB_PREFETCH_DISTANCE <= last_lookup ? j + EB_PREFETCH_DISTANCE : last_lookup];
+                const uint64_t ahead_row = (uint64_t)ahead < nr_rows ? (uint64_t)ahead : 0;
+                uint64_t entry;
+                if (kind == ROUTE_EXPLICIT32) {
+                    __builtin_prefetch((const uint32_t *)slice->entries + ahead_row);
+                    entry = ((const uint32_t *)slice->entries)[row];
+                } else {
+                    __builtin_prefetch((const uint64_t *)slice->entries + ahead_row);
+                    entry = ((const uint64_t *)slice->entries)[row];
+                }
+                lane = (uint32_t)(entry >> local_bits);
+                local = (uint32_t)(entry & local_mask);
+                if (lane >= nr_lanes) {
+                    if (lane != nr_lanes + CODE_REPLICATED) {
+                        slot_error(slot, "table %u: row %lld is held by no DPU and not host-cached", slice->table,
+                                   (long long)row);
+                        return RUN_ERROR;
+                    }
+                    const struct replica *replica =
+                        &slice->replicas[slice->group_first[local] + b % slice->group_count[local]];
+                    lane = replica->lane;
+                    local = replica->local;
+                }
+            }
+            uint32_t *const cursor = cursors[lane];
+            if (!scan) {
+                /* Listed once per bag without a branch: the entry is kept only when this
+                 * is the lane's first lookup of the bag. */
+                touched[nr_touched] = (uint32_t)lane;
+                nr_touched += cursor == marks[lane];
+            }
+            *cursor = local;
+            if (weighted) {
+                uint32_t weight_bits;
+                if (integer_rows) {
+                    if (quantise_weight(slot, per_sample_weights[j], j, &weight_bits)) {
+                        return RUN_ERROR;
+                    }
+                } else {
+                    memcpy(&weight_bits, &per_sample_weights[j], sizeof(weight_bits));
+                }
+                slice->weights[lane][cursor - slice->lanes[lane].locals] = weight_bits;
+            }
+            cursors[lane] = cursor + 1;
+        }
+        if (scan) {
+            uint32_t **ends = chunk_ends + (size_t)nr_chunk_bags * nr_lanes;
+            for (uint32_t i = 0; i < nr_lanes; i++) {
+                ends[i] = cursors[i];
+                prefetch_for_write(cursors[i]);
+            }
+            slice->chunk_bags[nr_chunk_bags++] = b;
+            if (nr_chunk_bags == EB_SCAN_CHUNK) {
+                flush_chunk(slice, nr_chunk_bags);
+                nr_chunk_bags = 0;
+            }
+        } else {
+            for (uint32_t t = 0; t < nr_touched; t++) {
+                const uint32_t i = touched[t];
+                struct lane *lane = &slice->lanes[i];
+                lane->segments[lane->nr_segments] =
+                    (struct eb_segment){.shard = lane->local_shard, .nr_lookups = (uint32_t)(cursors[i] - marks[i])};
+                lane->segment_bags[lane->nr_segments++] = b;
+                marks[i] = cursors[i];
+                prefetch_for_write(cursors[i]);
+                prefetch_for_write((const uint32_t *)(lane->segments + lane->nr_segments));
+                prefetch_for_write(lane->segment_bags + lane->nr_segments);
+            }
+        }
+    }
+    if (scan) {
+        flush_chunk(slice, nr_chunk_bags);
+    }
+    close_lanes(slice);
+    return RUN_OK;
+}
+
+typedef int (*route_function)(struct eb_slot *, struct slice *, const int64_t *, const int64_t *, const float *,
+                              uint32_t, uint32_t, uint32_t);
+
+#define EB_ROUTE_VARIANT(name, kind, single_step, exceptions, weighted, scan)                                          \
+    static int name(struct eb_slot *slot, struct slice *slice, const int64_t *indices, const int64_t *offsets,         \
+                    const float *per_sample_weights, uint32_t batch, uint32_t b0, uint32_t b1)                         \
+    {                                                                                                                  \
+        return route_slice(slot, slice, indices, offsets, per_sample_weights, batch, b0, b1, kind, single_step,        \
+                           exceptions, weighted, scan);                                                                \
+    }
+
+/* Names: step/search = range lookup, x = exceptions, w = weighted, s = scan. */
+EB_ROUTE_VARIANT(route_step, ROUTE_RANGES, 1, 0, 0, 0)
+EB_ROUTE_VARIANT(route_step_s, ROUTE_RANGES, 1, 0, 0, 1)
+EB_ROUTE_VARIANT(route_step_w, ROUTE_RANGES, 1, 0, 1, 0)
+EB_ROUTE_VARIANT(route_step_ws, ROUTE_RANGES, 1, 0, 1, 1)
+EB_ROUTE_VARIANT(route_step_x, ROUTE_RANGES, 1, 1, 0, 0)
+EB_ROUTE_VARIANT(route_step_xs, ROUTE_RANGES, 1, 1, 0, 1)
+EB_ROUTE_VARIANT(route_step_xw, ROUTE_RANGES, 1, 1, 1, 0)
+EB_ROUTE_VARIANT(route_step_xws, ROUTE_RANGES, 1, 1, 1, 1)
+EB_ROUTE_VARIANT(route_search, ROUTE_RANGES, 0, 0, 0, 0)
+EB_ROUTE_VARIANT(route_search_s, ROUTE_RANGES, 0, 0, 0, 1)
+EB_ROUTE_VARIANT(route_search_w, ROUTE_RANGES, 0, 0, 1, 0)
+EB_ROUTE_VARIANT(route_search_ws, ROUTE_RANGES, 0, 0, 1, 1)
+EB_ROUTE_VARIANT(route_search_x, ROUTE_RANGES, 0, 1, 0, 0)
+EB_ROUTE_VARIANT(route_search_xs, ROUTE_RANGES, 0, 1, 0, 1)
+EB_ROUTE_VARIANT(route_search_xw, ROUTE_RANGES, 0, 1, 1, 0)
+EB_ROUTE_VARIANT(route_search_xws, ROUTE_RANGES, 0, 1, 1, 1)
+EB_ROUTE_VARIANT(route_explicit32, ROUTE_EXPLICIT32, 0, 0, 0, 0)
+EB_ROUTE_VARIANT(route_explicit32_s, ROUTE_EXPLICIT32, 0, 0, 0, 1)
+EB_ROUTE_VARIANT(route_explicit32_w, ROUTE_EXPLICIT32, 0, 0, 1, 0)
+EB_ROUTE_VARIANT(route_explicit32_ws, ROUTE_EXPLICIT32, 0, 0, 1, 1)
+EB_ROUTE_VARIANT(route_explicit64, ROUTE_EXPLICIT64, 0, 0, 0, 0)
+EB_ROUTE_VARIANT(route_explicit64_s, ROUTE_EXPLICIT64, 0, 0, 0, 1)
+EB_ROUTE_VARIANT(route_explicit64_w, ROUTE_EXPLICIT64, 0, 0, 1, 0)
+EB_ROUTE_VARIANT(route_explicit64_ws, ROUTE_EXPLICIT64, 0, 0, 1, 1)
+
+/*
+ * Scan mode costs a cursor copy per lane and bag plus a branchless segment append
+ * per lane and bag later; listing touched lanes costs about three instructions per
+ * lookup plus an append per touched lane (callgrind). Scanning wins while the lanes
+ * are not many more than a bag's lookups.
+ */
+static int scan_lanes(const struct slice *slice, const int64_t *offsets, uint32_t batch, uint32_t b0, uint32_t b1)
+{
+    const int64_t *bag_offsets = offsets + (int64_t)slice->table * batch;
+    uint64_t mean_length = (uint64_t)(bag_offsets[b1] - bag_offsets[b0]) / (b1 - b0);
+    return (uint64_t)slice->nr_lanes <= 2 * mean_length + 1;
+}
+
+static route_function pick_route(const struct slice *slice, int weighted, int scan)
+{
+    static const route_function ranges[2][2][2][2] = {
+        {{{route_search, route_search_s}, {route_search_w, route_search_ws}},
+         {{route_search_x, route_search_xs}, {route_search_xw, route_search_xws}}},
+        {{{route_step, route_step_s}, {route_step_w, route_step_ws}},
+         {{route_step_x, route_step_xs}, {route_step_xw, route_step_xws}}},
+    };
+    static const route_function explicit32[2][2] = {{route_explicit32, route_explicit32_s},
+                                                    {route_explicit32_w, route_explicit32_ws}};
+    static const route_function explicit64[2][2] = {{route_explicit64, route_explicit64_s},
+                                                    {route_explicit64_w, route_explicit64_ws}};
+    switch (slice->kind) {
+    case ROUTE_RANGES:
+        return ranges[slice->single_step != 0][slice->exception_bits != NULL][weighted != 0][scan != 0];
+    case ROUTE_EXPLICIT32:
+        return explicit32[weighted != 0][scan != 0];
+    default:
+        return explicit64[weighted != 0][scan != 0];
+    }
+}
+
+
+/*
+ * Slices that reach a common DPU form one routing group (union-find over DPUs, groups
+ * numbered by first slice): a DPU's buffers are then written by one thread only, and in
+ * slice order as in a sequential run, so the inputs do not depend on the thread count.
+ */
+static int group_slices(eb_engine *engine)
+{
+    uint32_t *parent = malloc((size_t)engine->nr_dpus * sizeof(uint32_t));
+    uint32_t *group_of_root = malloc((size_t)engine->nr_dpus * sizeof(uint32_t));
+    engine->route.slice_group = calloc(engine->nr_slices ? engine->nr_slices : 1, sizeof(uint32_t));
+    if (!parent || !group_of_root || !engine->route.slice_group) {
+        free(parent);
+        free(group_of_root);
+        free(engine->route.slice_group);
+        engine->route.slice_group = NULL;
+        return -1;
+    }
+    for (uint32_t d = 0; d < engine->nr_dpus; d++) {
+        parent[d] = d;
+        group_of_root[d] = UINT32_MAX;
+    }
+    for (uint32_t k = 0; k < engine->nr_slices; k++) {
+        const struct slice *slice = &engine->slices[k];
+        for (uint32_t i = 1; i < slice->nr_dpu_lanes; i++) {
+            uint32_t a = slice->lanes[0].dpu, b = slice->lanes[i].dpu;
+            while (parent[a] != a) {
+                a = parent[a] = parent[parent[a]];
+            }
+            while (parent[b] != b) {
+                b = parent[b] = parent[parent[b]];
+            }
+            parent[a > b ? a : b] = a < b ? a : b;
+        }
+    }
+    engine->route.nr_route_groups = 0;
+    for (uint32_t k = 0; k < engine->nr_slices; k++) {
+        const struct slice *slice = &engine->slices[k];
+        if (slice->nr_dpu_lanes == 0) {
+            engine->route.slice_group[k] = engine->route.nr_route_groups++; /* host-cached only */
+            continue;
+        }
+        uint32_t root = slice->lanes[0].dpu;
+        while (parent[root] != root) {
+            root = parent[root];
+        }
+        if (group_of_root[root] == UINT32_MAX) {
+            group_of_root[root] = engine->route.nr_route_groups++;
+        }
+        engine->route.slice_group[k] = group_of_root[root];
+    }
+    free(parent);
+    free(group_of_root);
+    return 0;
+}
+
+struct route_job {
+    struct eb_slot *slot;
+    const int64_t *indices;
+    const int64_t *offsets;
+    const float *per_sample_weights;
+    uint32_t batch;
+    uint32_t b0;
+    uint32_t b1;
+    uint32_t thread; /* routes the slices assigned to this thread; UINT32_MAX: every slice */
+    int result;
+};
+
+static void *route_slices(void *argument)
+{
+    struct route_job *job = argument;
+    struct eb_slot *slot = job->slot;
+    eb_engine *engine = slot->engine;
+    int weighted = job->per_sample_weights != NULL;
+    job->result = RUN_OK;
+    for (uint32_t t = 0; t < engine->nr_tables; t++) {
+        const struct table *table = &engine->tables[t];
+        for (uint32_t k = table->first_slice; k < table->first_slice + table->nr_slices; k++) {
+            if (job->thread != UINT32_MAX && engine->route.slice_thread[k] != job->thread) {
+                continue;
+            }
+            struct slice *slice = &engine->slices[k];
+            int scan = scan_lanes(slice, job->offsets, job->batch, job->b0, job->b1);
+            int rc = pick_route(slice, weighted, scan)(slot, slice, job->indices, job->offsets, job->per_sample_weights,
+                                                       job->batch, job->b0, job->b1);
+            for (uint32_t i = 0; rc == RUN_OK && i < slice->nr_dpu_lanes; i++) {
+                struct dpu_state *dpu = &slot->dpus[slice->lanes[i].dpu];
+                rc = dpu->last_slice == k ? finish_dpu(slot, dpu) : RUN_OK;
+            }
+            if (rc != RUN_OK) {
+                job->result = rc;
+                return NULL;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* Below this many lookups a second routing thread costs more than it saves. */
+#define EB_PARALLEL_ROUTE_LOOKUPS (1u << 16)
+
+/*
+ * Assigns the routing groups to two threads: in group order, a group goes to the first
+ * thread while the middle of its work (the batch's lookups of its slices' tables) lies
+ * in the first half of the total. False when one thread should route the batch.
+ */
+static int assign_route_threads(eb_engine *engine, const int64_t *offsets, uint32_t batch, uint32_t b0, uint32_t b1)
+{
+    if (engine->worker_threads < 2 || engine->nr_slices < 2) {
+        return 0;
+    }
+    if (!engine->route.slice_group && group_slices(engine)) {
+        return 0;
+    }
+    if (engine->route.nr_route_groups < 2 ||
+        reserve((void **)&engine->route.slice_thread, &engine->route.slice_thread_capacity, engine->nr_slices,
+                sizeof(uint32_t)) ||
+        reserve((void **)&engine->route.group_work, &engine->route.group_work_capacity, engine->route.nr_route_groups,
+                sizeof(uint64_t)) ||
+        reserve((void **)&engine->route.group_thread, &engine->route.group_thread_capacity,
+                engine->route.nr_route_groups, sizeof(uint32_t))) {
+        return 0;
+    }
+    memset(engine->route.group_work, 0, engine->route.nr_route_groups * sizeof(uint64_t));
+    uint64_t total = 0;
+    for (uint32_t k = 0; k < engine->nr_slices; k++) {
+        uint32_t t = engine->slices[k].table;
+        uint64_t work = (uint64_t)(offsets[(size_t)t * batch + b1] - offsets[(size_t)t * batch + b0]);
+        engine->route.group_work[engine->route.slice_group[k]] += work;
+        total += work;
+    }
+    if (total < EB_PARALLEL_ROUTE_LOOKUPS) {
+        return 0;
+    }
+    uint64_t before = 0;
+    uint32_t first_thread_groups = 0;
+    for (uint32_t g = 0; g < engine->route.nr_route_groups; g++) {
+        engine->route.group_thread[g] = 2 * before + engine->route.group_work[g] < total ? 0u : 1u;
+        first_thread_groups += engine->route.group_thread[g] == 0u;
+        before += engine->route.group_work[g];
+    }
+    if (first_thread_groups == 0 || first_thread_groups == engine->route.nr_route_groups) {
+        return 0;
+    }
+    for (uint32_t k = 0; k < engine->nr_slices; k++) {
+        engine->route.slice_thread[k] = engine->route.group_thread[engine->route.slice_group[k]];
+    }
+    return 1;
+}
+
+__attribute__((noinline)) int route_bags(struct eb_slot *slot, uint32_t b0, uint32_t b1, int parallel)
+{
+    eb_engine *engine = slot->engine;
+    const int64_t *indices = slot->indices, *offsets = slot->offsets;
+    const float *per_sample_weights = slot->per_sample_weights;
+    const uint32_t batch = slot->batch;
+    for (uint32_t d = 0; d < engine->nr_dpus; d++) {
+        struct dpu_state *dpu = &slot->dpus[d];
+        dpu->nr_lookups = 0;
+        dpu->nr_segments = 0;
+        dpu->finished = 0;
+        if (reserve((void **)&dpu->input, &dpu->input_capacity, EB_INDEX_START + 8, 1)) {
+            slot_error(slot, "out of host memory");
+            return RUN_ERROR;
+        }
+    }
+    for (uint32_t k = 0; k < engine->nr_slices; k++) {
+        struct dpu_state *host = &slot->host_states[k];
+        if (engine->slices[k].nr_lanes > engine->slices[k].nr_dpu_lanes) {
+            host->nr_lookups = 0;
+            host->nr_segments = 0;
+            if (reserve((void **)&host->input, &host->input_capacity, EB_INDEX_START + 8, 1)) {
+                slot_error(slot, "out of host memory");
+                return RUN_ERROR;
+            }
+        }
+    }
+    struct route_job jobs[2] = {
+        {slot, indices, offsets, per_sample_weights, batch, b0, b1, UINT32_MAX, RUN_OK},
+        {slot, indices, offsets, per_sample_weights, batch, b0, b1, 1u, RUN_OK},
+    };
+    pthread_t helper;
+    if (parallel && assign_route_threads(engine, offsets, batch, b0, b1) &&
+        pthread_create(&helper, NULL, route_slices, &jobs[1]) == 0) {
+        jobs[0].thread = 0;
+        route_slices(&jobs[0]);
+        pthread_join(helper, NULL);
+        if (jobs[0].result == RUN_ERROR || jobs[1].result == RUN_ERROR) {
+            /* Route again alone, so the error reported is the first one in table order. */
+            return route_bags(slot, b0, b1, 0);
+        }
+        return jobs[0].result == RUN_SPLIT || jobs[1].result == RUN_SPLIT ? RUN_SPLIT : RUN_OK;
+    }
+    route_slices(&jobs[0]);
+    return jobs[0].result;
+}
