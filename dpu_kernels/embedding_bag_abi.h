@@ -1,6 +1,6 @@
 /*
  * Contract between the embedding-bag DPU kernel (embedding_bag.c) and the host
- * runtime (host/eb_host.c): MRAM layout, record formats, status codes.
+ * runtime (host/eb_*.c): MRAM layout, record formats, status codes.
  *
  * Both sides include this file. The DPU is a 32-bit target and the host is
  * 64-bit, so every record holds only uint32_t fields: the layout is then the

@@ -1,7 +1,7 @@
 """Run a placement plan's embedding bags on DPUs: the Python face of the C host runtime.
 
 ``Engine`` builds (once, cached) the DPU kernel ``dpu_kernels/embedding_bag.c`` and the
-C host runtime ``host/eb_host.c`` for a backend, loads a plan's tables into MRAM, and
+C host runtime (``host/eb_*.c``) for a backend, loads a plan's tables into MRAM, and
 runs TBE-layout batches. All per-lookup work (routing, packing, merging) is C; Python
 only passes pointers. See host/README.md for the data flow and summation order.
 

@@ -2,7 +2,7 @@
 
 :func:`derive_work` computes the exact :class:`~updlrm.perfmodel.BatchWork` the engine
 would report (``BatchStats.work()``) from the plan's routing rule (:mod:`.routing`) and
-the host runtime's accounting (``host/eb_host.c``: segments, per-tasklet partial sums,
+the host runtime's accounting (``host/eb_*.c``: segments, per-tasklet partial sums,
 header and status bytes; sizes from :mod:`updlrm.abi`).  This is how the evaluator
 models a plan on a trace, and how ``updlrm bench`` and the sweeps reach 2,560 DPUs
 while the emulator runs 64; the engine-vs-derivation tests (``tests/profile``) fail
@@ -55,7 +55,7 @@ def derive_work(
 
     Each lookup is routed by the plan's rule (host-cached rows to the host, else the
     holder ``bag mod replicas`` of its row, per column slice; see
-    :mod:`updlrm.partitioner.routing`), then counted as ``host/eb_host.c`` counts it:
+    :mod:`updlrm.partitioner.routing`), then counted as the host runtime (``host/eb_*.c``) counts it:
     consecutive lookups of one bag on one shard form a segment; each DPU's lookups are
     cut into ``nr_tasklets`` equal ranges and every (tasklet, segment) overlap yields
     one partial sum; a DPU receives header + local rows (+ weights) + segment records
@@ -138,7 +138,7 @@ def derive_work(
         )
 
     # Tasklet k of DPU d takes its lookups [total*k/T, total*(k+1)/T): each segment it
-    # overlaps gives one partial sum (plan_transfers in host/eb_host.c).
+    # overlaps gives one partial sum (plan_transfers in host/eb_pack.c).
     seg_end = np.cumsum(seg_len)
     dpu_base = np.concatenate(([0], np.cumsum(lookups)[:-1]))
     k = np.arange(nr_tasklets, dtype=np.int64)

@@ -69,7 +69,7 @@ def _pad8(n: ArrayLike) -> np.ndarray:
 def dpu_input_bytes(lookups: ArrayLike, segments: ArrayLike, weighted: bool) -> np.ndarray:
     """Bytes a DPU receives for a launch: header, local rows (and weights), each padded to 8, and segments.
 
-    The host runtime's rule (``host/eb_host.c``), sizes from :mod:`updlrm.abi`.
+    The host runtime's rule (``host/eb_*.c``), sizes from :mod:`updlrm.abi`.
 
     >>> dpu_input_bytes([3, 0], [2, 0], False).tolist()
     [648.0, 616.0]

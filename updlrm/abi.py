@@ -95,14 +95,14 @@ SEGMENT_BYTES = WORD_BYTES * len(SEGMENT_FIELDS)  # struct eb_segment, one per (
 TASKLET_WORK_BYTES = WORD_BYTES * len(TASKLET_WORK_FIELDS)  # struct eb_tasklet_work
 BATCH_FIELDS_BYTES = WORD_BYTES * len(BATCH_FIELDS)  # struct eb_batch_fields
 # struct eb_batch_header: the fields, then one eb_tasklet_work per possible tasklet. The
-# local rows of a launch follow it (EB_INDEX_START in host/eb_host.c).
+# local rows of a launch follow it (EB_INDEX_START in host/eb_pack.c).
 HEADER_BYTES = BATCH_FIELDS_BYTES + MAX_TASKLETS * TASKLET_WORK_BYTES
 STATUS_BYTES = WORD_BYTES * len(STATUS_FIELDS)  # EB_STATUS_BYTES
 LOCAL_ROW_BYTES = 4  # uint32_t local_row[nr_lookups]
 WEIGHT_BYTES = 4  # uint32_t weight[nr_lookups] (fp32 bits, or Q16 for integer rows)
 
 # EB_MAX_LOOKUPS_PER_INT8_PARTIAL: an int32 sum of int8 rows stays exact below this many
-# lookups; host/eb_host.c caps a launch's lookups per DPU at it (EB_MAX_LOOKUPS_PER_LAUNCH).
+# lookups; host/eb_pack.c caps a launch's lookups per DPU at it (EB_MAX_LOOKUPS_PER_LAUNCH).
 MAX_LOOKUPS_PER_INT8_PARTIAL = 1 << 23
 MAX_LOOKUPS_PER_LAUNCH = MAX_LOOKUPS_PER_INT8_PARTIAL
 

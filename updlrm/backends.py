@@ -50,7 +50,7 @@ ENV_BACKEND = "UPDLRM_BACKEND"
 # SDK tools (emulator/cli.py `updlrm emu shims`). Matching is case-insensitive.
 EMULATOR_SHIM_MARKERS = ("updlrm-emulator-shim", "updlrm emulator shim", "updlrm.emulator")
 
-# The host runtime (host/eb_host.c) calls dpu_broadcast_to, which the UPMEM SDK has
+# The host runtime (host/eb_setup.c) calls dpu_broadcast_to, which the UPMEM SDK has
 # since release 2021.3 (SDK release notes / libdpu API documentation).
 MIN_SDK_VERSION = (2021, 3)
 # A DPU program every working SDK compiles: its headers, runtime and linker are used.
