@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from updlrm.partitioner.popularity import Popularity, fit_popularity
 from updlrm.partitioner.stats import workload_stats
 from updlrm.partitioner.workloads import Trace
 from updlrm.plan import PlanError
@@ -54,6 +55,7 @@ class TableWorkload:
     unranked: float = 0.0
     reliable: int = 0
     repeated: int = 0
+    popularity: Popularity | None = None
     _hist_cache: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -195,6 +197,13 @@ def table_workloads(
         order = np.argsort(st.rows)
         rank_of_lookup = order[np.searchsorted(st.rows[order], rows)] if st.rows.size else np.zeros(0, dtype=np.int64)
         expected, unranked = expected_rank_loads(rank_of_lookup, fold_of_bag[bags], st.counts, folds, st.rows)
+        # The unseen mass: the cross-fitted one or Good-Turing's, whichever is larger;
+        # the ranked rows keep their shape and give up the difference.
+        total = float(st.counts.sum())
+        pop = fit_popularity(st.counts, n, missing_mass=unranked / total if total else 0.0)
+        if total and pop.unseen_mass * total > unranked and expected.sum() > 0:
+            expected = expected * (total * (1.0 - pop.unseen_mass) / expected.sum())
+            unranked = total * pop.unseen_mass
         keys = np.unique(bags * n + rows)
         pair_bag, pair_row = np.divmod(keys, n)
         rank = order[np.searchsorted(st.rows[order], pair_row)] if st.rows.size else pair_row
@@ -214,6 +223,7 @@ def table_workloads(
                 unranked * scale,
                 reliable,
                 repeated,
+                pop,
             )
         )
     return out

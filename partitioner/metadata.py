@@ -54,7 +54,7 @@ def table_strategies(
             "replicas": s.replicas,
             "shards": len(plan.shards_of(t)),
             "storage": "ranges" if spec.num_embeddings > explicit_row_limit else "explicit",
-            "host_rows": int(layout.cached[t]),
+            "host_rows": spec.num_embeddings if s.on_host else int(layout.cached[t]),
             "expected_fanout": report.fanout_per_table[t],
             **table_rows.info(),
         }

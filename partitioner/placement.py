@@ -301,8 +301,8 @@ def build_plan(
     # time at the straggler than the saved partial sums are worth.
     candidates = []
     for method in opts.row_methods:
-        if layout.cpu_only:
-            break
+        if layout.cpu_only and host_cost is not None:
+            break  # _cpu_only below is that plan
         candidates.append(
             _place(method, tables, topology, trace, workloads, layout, model, hw, capacity, opts, batch, bar, host_cost)
         )
@@ -413,7 +413,7 @@ def _place(
     rows = []
     for t, (wl, s) in enumerate(zip(workloads, layout.shapes)):
         if s.on_host:
-            rows.append(TableRows([], "host CPU", 0, 0, 0))
+            rows.append(TableRows([], "host CPU" if host_cost is not None else "host cache (whole table)", 0, 0, 0))
             continue
         bar.set_description(f"rows of {wl.spec.name} ({method})")
         rows.append(

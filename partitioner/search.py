@@ -109,6 +109,7 @@ class LayoutSearch:
         replicate: bool,
         max_replicas: int | None = None,
         host_cost: HostCostModel | None = None,
+        host_cache_bytes: int = 0,
     ) -> None:
         self.wls = workloads
         self.model = model
@@ -119,8 +120,31 @@ class LayoutSearch:
         # With a host cost model every table may also go whole to the host CPU (HOST),
         # and host-cached lookups are priced by it instead of the profile's gather rate.
         self.host_cost = host_cost
-        self.candidates = [self._candidates(wl) + ([HOST] if host_cost is not None else []) for wl in workloads]
+        # Without one, a table that fits ``host_cache_bytes`` may be held whole in the host
+        # cache (HOST too): it then also serves the rows the trace never saw, whose
+        # expected load (``wl.unranked``, the popularity model's unseen mass) no prefix
+        # of ranked rows can catch.  Whole cached tables count against the budget.
+        self.host_cache_bytes = host_cache_bytes
+        self.candidates = [
+            self._candidates(wl)
+            + ([HOST] if host_cost is not None or 0 < self._table_bytes(wl) <= host_cache_bytes else [])
+            for wl in workloads
+        ]
         self._shapes: dict[tuple[int, int, int, int, int], TableShape] = {}
+
+    @staticmethod
+    def _table_bytes(wl: TableWorkload) -> int:
+        return wl.spec.num_embeddings * wl.spec.row_bytes()
+
+    def host_cache_used(self, shapes: list[TableShape], cached: np.ndarray) -> int:
+        """Bytes of the host cache: cached prefixes, and whole host tables unless a host cost model prices them."""
+        used = 0
+        for wl, s, h in zip(self.wls, shapes, cached):
+            if s.on_host:
+                used += 0 if self.host_cost is not None else self._table_bytes(wl)
+            else:
+                used += int(h) * wl.spec.row_bytes()
+        return used
 
     def host_seconds(self, shapes: list[TableShape], cached: np.ndarray) -> float:
         """Calibrated host seconds of the host tables and the host-cached rows (needs ``host_cost``)."""
@@ -212,6 +236,9 @@ class LayoutSearch:
         parts do not fit has no estimate (``None``).
         """
         n = self.n
+        over_budget = self.host_cache_used(shapes, cached) > self.host_cache_bytes
+        if self.host_cost is None and any(s.on_host for s in shapes) and over_budget:
+            return None
         per_dpu = np.zeros((6, n))
         cost = np.zeros(n)
         free = np.full(n, float(self.capacity))
@@ -244,7 +271,7 @@ class LayoutSearch:
             served = wl.total_load if s.on_host else float(wl.load[:h].sum())
             host_lookups += served
             host_bytes += served * wl.spec.row_bytes()
-        if all(s.on_host for s in shapes):
+        if self.host_cost is not None and all(s.on_host for s in shapes):
             # CPU only: no DPU phase at all.
             zero = np.zeros(n)
             return perfmodel.PhaseTimes(0.0, 0.0, 0.0, 0.0, 0.0, self.host_seconds(shapes, cached), zero)
@@ -446,7 +473,9 @@ def search_layout(
     ``host_cache_bytes``), and the layout is never modeled slower than every table on
     the host: if the search's best is, the layout is CPU only.
     """
-    search = LayoutSearch(workloads, model, capacity, replicate, max_replicas, host_cost)
+    search = LayoutSearch(
+        workloads, model, capacity, replicate, max_replicas, host_cost, host_cache_bytes if host_cache else 0
+    )
     cached = np.zeros(len(workloads), dtype=np.int64)
     shapes = search.initial(cached)
     shapes, best = search.descend(shapes, cached, passes=2)

@@ -141,8 +141,14 @@ def test_a_mixed_plan_serves_host_tables_from_the_host_and_is_correct():
 
 def test_host_cpu_off_and_bad_modes():
     tables, trace = _tiny()
+    # Off: no host cost model.  Tables that fit the host cache may still be held whole in
+    # it (the model's choice); without a host cache every table is on the DPUs.
     plan = build_plan(tables, trace, Topology(32), progress=False, host_cpu="off")
-    assert "host_cpu" not in plan.metadata and plan.shards
+    assert "host_cpu" not in plan.metadata
+    for t, spec in enumerate(tables):
+        assert plan.shards_of(t) or np.array_equal(plan.host_rows[t], np.arange(spec.num_embeddings))
+    plan = build_plan(tables, trace, Topology(32), progress=False, host_cpu="off", cache="replicate")
+    assert "host_cpu" not in plan.metadata and {s.table for s in plan.shards} == set(range(len(tables)))
     with pytest.raises(PlanError, match="host_cpu"):
         build_plan(tables, trace, Topology(32), progress=False, host_cpu="sometimes")
 
