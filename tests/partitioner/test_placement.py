@@ -31,9 +31,14 @@ def trace():
     return synthetic_trace(TABLES, batch_size=128, num_batches=6, pooling=10, alpha=1.1, co_occurrence=0.7, seed=3)
 
 
+# Budget for hot rows only: with the default 256 MB every table here fits the host cache
+# whole, and these tests are about the DPU layouts and their routing.
+HOT_ROWS_ONLY = 4 << 10
+
+
 @pytest.fixture(scope="module")
 def plan(trace):
-    return build_plan(TABLES, trace, Topology(48), progress=False, seed=0)
+    return build_plan(TABLES, trace, Topology(48), host_cache_bytes=HOT_ROWS_ONLY, progress=False, seed=0)
 
 
 def _naive_route(plan, t, lo, row, b):
@@ -68,7 +73,11 @@ def test_plan_is_valid_and_records_its_workload(plan, trace):
     assert set(meta["strategy"]) == {t.name for t in TABLES}
     assert meta["modeled"]["total_s"] > 0 and meta["build_time_s"] > 0
     for s in meta["strategy"].values():
-        assert s["layout"] in ("table_wise", "row_wise", "column_wise", "tiled", "data_parallel")
+        assert s["layout"] in ("table_wise", "row_wise", "column_wise", "tiled", "data_parallel", "host")
+    # Only a table within the budget may be held whole on the host.
+    whole = [t for t in TABLES if meta["strategy"][t.name]["layout"] == "host"]
+    assert all(t.num_embeddings * t.row_bytes() <= HOT_ROWS_ONLY for t in whole), whole
+    assert any(meta["strategy"][t.name]["layout"] != "host" for t in TABLES)
 
 
 def test_expected_load_equals_naive_routing(plan, trace):
@@ -234,7 +243,7 @@ def test_graph_partitioning_cuts_fanout(graph):
 
 
 def test_range_storage_for_large_tables(trace):
-    p = build_plan(TABLES, trace, Topology(48), explicit_row_limit=1000, progress=False)
+    p = build_plan(TABLES, trace, Topology(48), explicit_row_limit=1000, host_cache_bytes=HOT_ROWS_ONLY, progress=False)
     big = [p.shards[i] for i in p.shards_of(0)]
     assert any(isinstance(s.rows, range) for s in big)
     assert p.metadata["strategy"]["big"]["storage"] == "ranges"
