@@ -270,6 +270,40 @@ def build_plan(
     full_trace = trace
     trace, held = holdout_split(full_trace, opts.holdout)
     bar.set_description("workload statistics")
+    workloads, batch, model = _statistics(tables, trace, full_trace, hw, topology, opts)
+    bar.update(1)
+
+    bar.set_description("layout search")
+    layout = _search(workloads, model, capacity, opts, host_cost)
+    bar.update(1)
+
+    chosen, candidates, layout = _choose(
+        tables, topology, trace, workloads, layout, model, hw, capacity, opts, batch, bar, host_cost
+    )
+    plan = _record(
+        chosen, candidates, layout, tables, full_trace, trace, held, hw, opts, batch, bar, host_cost, started
+    )
+    bar.update(1)
+    bar.close()
+    return plan
+
+
+def _search(workloads, model, capacity, opts, host_cost):
+    """The layout search (:func:`search_layout`) with the build options."""
+    return search_layout(
+        workloads,
+        model,
+        capacity,
+        replicate=opts.replicate,
+        host_cache=opts.host_cache,
+        host_cache_bytes=opts.host_cache_bytes,
+        max_replicas=opts.max_replicas,
+        host_cost=host_cost,
+    )
+
+
+def _statistics(tables, trace, full_trace, hw, topology, opts):
+    """(per-table workloads, batch size, cost model) of the build trace."""
     workloads = table_workloads(tables, trace, opts.batch_size or full_trace.batch_size, opts.min_count)
     batch = workloads[0].batch_size if workloads else (opts.batch_size or full_trace.batch_size)
     model = CostModel(
@@ -280,21 +314,12 @@ def build_plan(
         opts.nr_tasklets,
         [wl.total_load for wl in workloads],
     )
-    bar.update(1)
+    return workloads, batch, model
 
-    bar.set_description("layout search")
-    layout = search_layout(
-        workloads,
-        model,
-        capacity,
-        replicate=opts.replicate,
-        host_cache=opts.host_cache,
-        host_cache_bytes=opts.host_cache_bytes,
-        max_replicas=opts.max_replicas,
-        host_cost=host_cost,
-    )
-    bar.update(1)
 
+def _choose(tables, topology, trace, workloads, layout, model, hw, capacity, opts, batch, bar, host_cost):
+    """(chosen candidate, every candidate, the layout as chosen): the row methods' plans,
+    and the CPU alone when a host cost model is given, the fastest on the build trace."""
     # graph="auto" builds the rows both ways and keeps what the model prefers on the
     # trace: grouping co-occurring rows cuts fan-out, but also makes a DPU's load burstier
     # from batch to batch (a bag's topic lands on one DPU), which can cost more kernel
@@ -318,6 +343,12 @@ def build_plan(
             cached=layout.cached * 0,
             estimate_s=chosen.report.modeled.total_s,
         )
+    return chosen, candidates, layout
+
+
+def _record(chosen, candidates, layout, tables, full_trace, trace, held, hw, opts, batch, bar, host_cost, started):
+    """The chosen plan, validated, with its expected load and metadata: options, layout,
+    in-sample and held-out estimates, and the host/DPU split when a host cost model was used."""
     plan = chosen.plan
     plan.validate(opts.mram_reserved_bytes)
     plan.expected_load = chosen.report.load_per_dpu
@@ -352,8 +383,6 @@ def build_plan(
             "tables": {spec.name: choice for spec, choice in zip(tables, layout.choices or [])},
             "model": host_cost.to_dict(),
         }
-    bar.update(1)
-    bar.close()
     return plan
 
 

@@ -82,11 +82,6 @@ def test_the_size_check_sees_an_oversized_file(tmp_path: Path) -> None:
     assert [_lines(big) > PYTHON_LIMIT, _lines(fine) > PYTHON_LIMIT] == [True, False]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12 open: build_plan's body is 118 lines; its stage wiring is still inline (partitioner is "
-    "being edited on other branches). Strict: delete this mark once it passes",
-)
 def test_build_plan_is_the_wiring_only() -> None:
     source = (ROOT / "partitioner" / "placement.py").read_text(encoding="utf-8")
     functions = [
