@@ -31,11 +31,11 @@ from collections import defaultdict
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from updlrm import perfmodel as pm  # noqa: E402
-from updlrm import whatif  # noqa: E402
+from updlrm import perfmodel as pm
+from updlrm import whatif
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TABLE = ROOT / "tests" / "perfmodel" / "published_points.json"

@@ -58,8 +58,6 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
-
 from updlrm.hardware import DEFAULT_HARDWARE_PROFILE
 from updlrm.partitioner.placement import build_plan, evaluate_plan, imbalance_breakdown
 from updlrm.partitioner.workloads import criteo_like_tables, synthetic_trace
@@ -118,7 +116,7 @@ def run_quality(quick: bool) -> list[dict]:
                 row["variants"][name] = {"build": on_build, "held_out": on_held, "build_time_s": seconds}
             base = row["variants"]["uniform_row"]["build"]["modeled_ms"]
             base_held = row["variants"]["uniform_row"]["held_out"]["modeled_ms"]
-            for name, v in row["variants"].items():
+            for v in row["variants"].values():
                 v["speedup_vs_uniform_row"] = base / v["build"]["modeled_ms"]
                 v["held_out_speedup_vs_uniform_row"] = base_held / v["held_out"]["modeled_ms"]
                 v["held_out_slowdown"] = v["held_out"]["modeled_ms"] / v["build"]["modeled_ms"] - 1

@@ -48,13 +48,13 @@ import time
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-from updlrm import perfmodel  # noqa: E402
-from updlrm.baselines import Comparison, CpuBaseline  # noqa: E402
-from updlrm.bench import (  # noqa: E402
+from updlrm import perfmodel
+from updlrm.baselines import Comparison, CpuBaseline
+from updlrm.bench import (
     baseline_name,
     bench_plan,
     check_close,
@@ -62,12 +62,12 @@ from updlrm.bench import (  # noqa: E402
     mean_timing,
     torch_embedding_bags,
 )
-from updlrm.partitioner.batch_work import derive_work  # noqa: E402
-from updlrm.partitioner.workloads import synthetic_trace  # noqa: E402
-from updlrm.perfmodel import DEFAULT_HARDWARE_PROFILE as DEFAULT_PROFILE  # noqa: E402
-from updlrm.profile import profile_batch, profile_work, work_mismatch  # noqa: E402
-from updlrm.specs import RowFormat, TableSpec, Topology  # noqa: E402
-from updlrm.tbe import TableBatchedEmbeddingBags  # noqa: E402
+from updlrm.partitioner.batch_work import derive_work
+from updlrm.partitioner.workloads import synthetic_trace
+from updlrm.perfmodel import DEFAULT_HARDWARE_PROFILE as DEFAULT_PROFILE
+from updlrm.profile import profile_batch, profile_work, work_mismatch
+from updlrm.specs import RowFormat, TableSpec, Topology
+from updlrm.tbe import TableBatchedEmbeddingBags
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
@@ -658,7 +658,7 @@ def print_summary(doc: dict) -> None:
     )
     for r in doc["summary"]:
         print(
-            f"{r['sweep']:<11}{str(r['value']):>8}{r['torch_ms']:>10.3f}ms{r['torch_spread']:>+9.0%}{r[f'upmem_{lo}_ms']:>10.3f}ms"
+            f"{r['sweep']:<11}{r['value']!s:>8}{r['torch_ms']:>10.3f}ms{r['torch_spread']:>+9.0%}{r[f'upmem_{lo}_ms']:>10.3f}ms"
             f"{r[f'upmem_{hi}_ms']:>10.3f}ms{r[f'speedup_{lo}']:>13.3f}x{r[f'speedup_{hi}']:>13.3f}x  "
             f"{r['winner_at_' + hi]}{'' if r['passed'] else '  (WRONG RESULT)'}"
         )

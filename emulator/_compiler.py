@@ -23,15 +23,15 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence, Union
 
 from updlrm.abi import check_nr_tasklets
 
 from . import _build
 from ._elf import ElfFile, is_sdk_dpu_binary, sdk_dpu_binary_message
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 # SDK limits (upmem/llvm-project clang/lib/Driver/ToolChains/DPURTE.cpp and
 # DPUCharacteristics.h): NR_TASKLETS defaults to 1, at most 24 threads on a

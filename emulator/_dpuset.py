@@ -22,12 +22,13 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from cffi import FFI
@@ -165,7 +166,7 @@ int main(void) { v[1] = v[0] + 1; printf("v=%u\n", v[1]); return 0; }
 """
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _example_program() -> Path:
     """Build (once per process) the two-word program the DpuSet examples use.
 
@@ -290,17 +291,15 @@ class DpuSet:
             self._set = None
             self._check(status)
 
-    def __enter__(self) -> "DpuSet":
+    def __enter__(self) -> DpuSet:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
     def __del__(self):
-        try:
+        with contextlib.suppress(Exception):  # interpreter shutdown: nothing left to report to
             self.close()
-        except Exception:
-            pass
 
     # -- programs ---------------------------------------------------------
     def load(self, path: str | os.PathLike) -> None:

@@ -120,7 +120,7 @@ class ElfFile:
         self._symbols: dict[str, Symbol] | None = None
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike) -> "ElfFile":
+    def from_path(cls, path: str | os.PathLike) -> ElfFile:
         """Read and parse a file.
 
         Example::

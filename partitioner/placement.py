@@ -288,7 +288,13 @@ def build_plan(
     return plan
 
 
-def _search(workloads, model, capacity, opts, host_cost):
+def _search(
+    workloads: list[TableWorkload],
+    model: CostModel,
+    capacity: int,
+    opts: BuildOptions,
+    host_cost: HostCostModel | None,
+) -> Layout:
     """The layout search (:func:`search_layout`) with the build options."""
     return search_layout(
         workloads,
@@ -302,7 +308,14 @@ def _search(workloads, model, capacity, opts, host_cost):
     )
 
 
-def _statistics(tables, trace, full_trace, hw, topology, opts):
+def _statistics(
+    tables: list[TableSpec],
+    trace: Trace,
+    full_trace: Trace,
+    hw: perfmodel.HardwareProfile,
+    topology: Topology,
+    opts: BuildOptions,
+) -> tuple[list[TableWorkload], int, CostModel]:
     """(per-table workloads, batch size, cost model) of the build trace."""
     workloads = table_workloads(tables, trace, opts.batch_size or full_trace.batch_size, opts.min_count)
     batch = workloads[0].batch_size if workloads else (opts.batch_size or full_trace.batch_size)
@@ -317,7 +330,20 @@ def _statistics(tables, trace, full_trace, hw, topology, opts):
     return workloads, batch, model
 
 
-def _choose(tables, topology, trace, workloads, layout, model, hw, capacity, opts, batch, bar, host_cost):
+def _choose(
+    tables: list[TableSpec],
+    topology: Topology,
+    trace: Trace,
+    workloads: list[TableWorkload],
+    layout: Layout,
+    model: CostModel,
+    hw: perfmodel.HardwareProfile,
+    capacity: int,
+    opts: BuildOptions,
+    batch: int,
+    bar: tqdm,
+    host_cost: HostCostModel | None,
+) -> tuple[Candidate, list[Candidate], Layout]:
     """(chosen candidate, every candidate, the layout as chosen): the row methods' plans,
     and the CPU alone when a host cost model is given, the fastest on the build trace."""
     # graph="auto" builds the rows both ways and keeps what the model prefers on the
@@ -346,7 +372,21 @@ def _choose(tables, topology, trace, workloads, layout, model, hw, capacity, opt
     return chosen, candidates, layout
 
 
-def _record(chosen, candidates, layout, tables, full_trace, trace, held, hw, opts, batch, bar, host_cost, started):
+def _record(
+    chosen: Candidate,
+    candidates: list[Candidate],
+    layout: Layout,
+    tables: list[TableSpec],
+    full_trace: Trace,
+    trace: Trace,
+    held: Trace | None,
+    hw: perfmodel.HardwareProfile,
+    opts: BuildOptions,
+    batch: int,
+    bar: tqdm,
+    host_cost: HostCostModel | None,
+    started: float,
+) -> Plan:
     """The chosen plan, validated, with its expected load and metadata: options, layout,
     in-sample and held-out estimates, and the host/DPU split when a host cost model was used."""
     plan = chosen.plan

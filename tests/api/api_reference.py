@@ -9,6 +9,7 @@ the real engine is compared with. It is a test double, never a backend.
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -64,7 +65,7 @@ def engine_weights(tables, off, psw):
 class ReferenceEngine:
     """The Engine contract on the host with torch (see module docstring)."""
 
-    instances: list["ReferenceEngine"] = []
+    instances: ClassVar[list[ReferenceEngine]] = []
 
     def __init__(self, plan, weights, *, backend="emulator", nr_tasklets=16):
         self.plan, self.backend, self.nr_tasklets = plan, backend, nr_tasklets

@@ -1,7 +1,6 @@
 import importlib.util
 
 import pytest
-
 from api_reference import ReferenceEngine
 
 

@@ -8,10 +8,10 @@ pooling, not for the quantisation error.
 import numpy as np
 import pytest
 import torch
+from api_reference import engine_weights, tbe_reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from api_reference import engine_weights, tbe_reference
 from updlrm import EmbeddingBag, PoolingMode, RowFormat, TableBatchedEmbeddingBags, TableSpec
 from updlrm.plan import PlanError, uniform_plan
 from updlrm.specs import Topology
@@ -275,7 +275,7 @@ def test_embedding_bag_errors(reference_engine):
         bag(torch.tensor([1, 10]), torch.tensor([0]))
     with pytest.raises(InvalidInputError, match=r"offsets\[0\] must be 0"):
         bag(torch.tensor([1, 2]), torch.tensor([1]))
-    with pytest.raises(TypeError, match="1-D .* or 2-D"):
+    with pytest.raises(TypeError, match=r"1-D .* or 2-D"):
         bag(torch.zeros(1, 1, 1, dtype=torch.long))
     assert bag(torch.tensor([1, 2]), torch.tensor([0])).shape == (1, 4)
 

@@ -13,7 +13,6 @@ import warnings
 
 import pytest
 
-
 COMPONENTS = (
     "updlrm",
     "updlrm.emulator",

@@ -222,7 +222,7 @@ def test_unknown_shard_is_reported(kernel):
     # Claim a shard index the DPU does not hold by rewriting the segment record after packing.
     static = static_image(static_shards)
     batch_offset = pad8(len(static))
-    batch, output_offset, _, out_bytes = batch_image(batch_offset, static_shards, segments, nr_tasklets, False)
+    batch, output_offset, _, _out_bytes = batch_image(batch_offset, static_shards, segments, nr_tasklets, False)
     batch = bytearray(batch)
     segments_at = int(np.frombuffer(batch[24:28], np.uint32)[0]) - batch_offset
     batch[segments_at : segments_at + 4] = np.array([7], np.uint32).tobytes()

@@ -8,6 +8,7 @@ import subprocess
 
 import numpy as np
 import pytest
+from _emu_testutil import PROGRAMS, build_dpu, build_host
 
 from updlrm.emulator import (
     CompileError,
@@ -17,8 +18,6 @@ from updlrm.emulator import (
     check_wram_capacity,
     compile_dpu_program,
 )
-
-from _emu_testutil import PROGRAMS, build_dpu, build_host
 
 NR_TASKLETS = 8
 FAULT_DPU = 2

@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
+from _emu_testutil import build_dpu
 
 from updlrm.emulator import DpuSet
-
-from _emu_testutil import build_dpu
 
 
 @pytest.fixture(scope="module")

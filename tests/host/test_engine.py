@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from engine_reference import assert_matches, random_batch, random_weights, reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine_reference import assert_matches, random_batch, random_weights, reference
 from updlrm.host.engine import BatchStats, Engine, EngineError
 from updlrm.plan import Plan, Shard, uniform_plan
 from updlrm.specs import PoolingMode, RowFormat, TableSpec, Topology
@@ -51,11 +51,11 @@ def hand_made_plan(tables, nr_dpus):
     a = tables[0]  # fp32, 2 column slices; rows split by parity, rows 0..4 replicated on a third DPU
     even, odd = np.arange(0, a.num_embeddings, 2), np.arange(1, a.num_embeddings, 2)
     shards += [Shard(0, 0, 0, 4, even), Shard(0, 1, 0, 4, odd), Shard(0, 2, 0, 4, np.arange(5))]
-    shards += [Shard(0, 3, 4, a.embedding_dim, range(0, a.num_embeddings))]
+    shards += [Shard(0, 3, 4, a.embedding_dim, range(a.num_embeddings))]
     b = tables[1]  # int8: ranges plus replicas of the hottest rows on every DPU, some rows on the host
     half = b.num_embeddings // 2
     shards += [
-        Shard(1, 0, 0, b.embedding_dim, range(0, half)),
+        Shard(1, 0, 0, b.embedding_dim, range(half)),
         Shard(1, 1, 0, b.embedding_dim, range(half, b.num_embeddings)),
     ]
     shards += [Shard(1, d, 0, b.embedding_dim, np.array([0, 1, half])) for d in (2, 3)]
@@ -82,7 +82,7 @@ def test_replicated_and_host_cached_rows(pooling, weighted):
     weights = random_weights(HAND_TABLES, rng)
     # Skewed towards the replicated and cached rows.
     indices, offsets, psw = random_batch(HAND_TABLES, 64, 10, rng, weighted=weighted, zipf=1.3)
-    out, stats = check(plan, weights, indices, offsets, psw, pooling)
+    _out, stats = check(plan, weights, indices, offsets, psw, pooling)
     host_rows = {t: set(r.tolist()) for t, r in plan.host_rows.items()}
     batch = 64
     expected_hits = sum(
@@ -97,12 +97,12 @@ def test_replicated_and_host_cached_rows(pooling, weighted):
 def test_replica_choice_follows_the_bag_rule():
     """Holder b mod r, holders in shard order (partitioner/routing.py)."""
     tables = [TableSpec("t", 4, 2)]
-    shards = [Shard(0, 0, 0, 2, range(0, 4)), Shard(0, 1, 0, 2, np.array([2])), Shard(0, 2, 0, 2, np.array([2]))]
+    shards = [Shard(0, 0, 0, 2, range(4)), Shard(0, 1, 0, 2, np.array([2])), Shard(0, 2, 0, 2, np.array([2]))]
     plan = Plan(tables, Topology(3), shards)
     weights = [np.arange(8, dtype=np.float32).reshape(4, 2)]
     indices = np.full(6, 2, dtype=np.int64)
     offsets = np.arange(7, dtype=np.int64)  # six bags, one lookup of row 2 each
-    out, stats = check(plan, weights, indices, offsets)
+    _out, stats = check(plan, weights, indices, offsets)
     assert stats.lookups.tolist() == [2, 2, 2]
 
 
@@ -142,7 +142,7 @@ def test_large_pooling_and_long_bags_split_across_tasklets():
     weights = random_weights(tables, rng)
     indices = rng.integers(0, 300, 2 * 3 * 1000).astype(np.int64)
     offsets = np.arange(0, indices.size + 1, 1000, dtype=np.int64)  # pooling 1000, 3 bags per table
-    out, stats = check(plan, weights, indices, offsets, rng.uniform(-1, 1, indices.size).astype(np.float32))
+    _out, stats = check(plan, weights, indices, offsets, rng.uniform(-1, 1, indices.size).astype(np.float32))
     # Six bags on one DPU with 16 tasklets: bags are cut, giving more partials than segments.
     assert stats.segments[0] == 6 and stats.partials[0] > 6
 
@@ -162,7 +162,7 @@ def test_big_batch_and_several_ranks():
     plan = uniform_plan(tables, Topology(nr_dpus=130), "row_wise")
     weights = random_weights(tables, rng)
     indices, offsets, _ = random_batch(tables, 65536, 2, rng)
-    out, stats = check(plan, weights, indices, offsets)
+    _out, stats = check(plan, weights, indices, offsets)
     assert stats.lookups.sum() == indices.size
     # Three ranks (64 + 64 + 2 DPUs): transfers are padded to the rank's largest buffer.
     for lo, hi in ((0, 64), (64, 128), (128, 130)):
@@ -214,7 +214,7 @@ def test_batch_split_when_inputs_exceed_free_mram():
     plan = uniform_plan(tables, Topology(nr_dpus=1, mram_bytes_per_dpu=rows_bytes + 40_000), "table_wise")
     weights = random_weights(tables, rng)
     indices, offsets, _ = random_batch(tables, 400, 40, rng)
-    out, stats = check(plan, weights, indices, offsets)
+    _out, stats = check(plan, weights, indices, offsets)
     assert stats.nr_launches > 1
     assert stats.lookups.sum() == indices.size
 
@@ -222,9 +222,11 @@ def test_batch_split_when_inputs_exceed_free_mram():
 def test_bag_too_big_for_mram_is_a_clear_error():
     tables = [TableSpec("a", 10, 2)]
     plan = uniform_plan(tables, Topology(nr_dpus=1, mram_bytes_per_dpu=4096), "table_wise")
-    with Engine(plan, [np.ones((10, 2), np.float32)]) as engine:
-        with pytest.raises(EngineError, match="bag 0 alone needs more MRAM"):
-            engine.run(np.zeros(5000, np.int64), np.array([0, 5000], np.int64))
+    with (
+        Engine(plan, [np.ones((10, 2), np.float32)]) as engine,
+        pytest.raises(EngineError, match="bag 0 alone needs more MRAM"),
+    ):
+        engine.run(np.zeros(5000, np.int64), np.array([0, 5000], np.int64))
 
 
 def test_bad_input_is_rejected_and_the_engine_keeps_working():

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from engine_reference import assert_matches, random_batch, random_weights, reference
+
 from updlrm.plan import uniform_plan
 from updlrm.specs import PoolingMode, RowFormat, TableSpec, Topology
 

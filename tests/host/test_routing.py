@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from engine_reference import assert_matches, random_batch, random_weights, reference
+
 from updlrm.host.engine import Engine, EngineError
 from updlrm.partitioner.routing import SliceRouter, column_slices, host_mask
 from updlrm.plan import Plan, Shard, uniform_plan
@@ -156,10 +156,10 @@ def test_split_launches_keep_replicas_and_host_cache(weighted):
     tables = [TableSpec("a", 1000, 32), TableSpec("q", 600, 8, row_format=RowFormat.INT8, scale=0.5)]
     rows_bytes = 1000 * 128 // 2 + 8 * 600 // 2 + 16 * 3
     shards = [
-        Shard(0, 0, 0, 32, range(0, 500)),
+        Shard(0, 0, 0, 32, range(500)),
         Shard(0, 1, 0, 32, range(500, 1000)),
         Shard(0, 2, 0, 32, np.array([0, 1, 999])),
-        Shard(1, 0, 0, 8, range(0, 300)),
+        Shard(1, 0, 0, 8, range(300)),
         Shard(1, 1, 0, 8, range(300, 600)),
     ]
     plan = Plan(

@@ -1,8 +1,8 @@
 """build_plan / evaluate_plan / routing against naive re-computations, on random and adversarial inputs."""
 
-import numpy as np
 import importlib.util
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

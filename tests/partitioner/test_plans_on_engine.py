@@ -6,9 +6,9 @@ replicated rows, contiguous-range storage (with replica shards), row x column ti
 METIS / Mt-KaHyPar row groups -- over fp32, int8 and int32 tables.
 """
 
-import numpy as np
 import importlib.util
 
+import numpy as np
 import pytest
 import torch
 

@@ -23,7 +23,7 @@ def test_uniform_plans_cover_every_row_slice(layout, nr_dpus):
     plan.validate()
     for t, spec in enumerate(TABLES):
         splits = plan.col_splits(t)
-        for lo, hi in zip(splits[:-1], splits[1:]):
+        for lo, _hi in zip(splits[:-1], splits[1:]):
             rows = np.concatenate(
                 [plan.shards[i].row_ids() for i in plan.shards_of(t) if plan.shards[i].col_start == lo]
             )
@@ -33,9 +33,9 @@ def test_uniform_plans_cover_every_row_slice(layout, nr_dpus):
 def test_round_trip_keeps_ranges_arrays_host_rows(tmp_path):
     shards = [
         Shard(0, 0, 0, 64, np.array([0, 5, 9])),
-        Shard(0, 1, 0, 64, range(0, 10_000)),  # replicas of 0, 5, 9
+        Shard(0, 1, 0, 64, range(10_000)),  # replicas of 0, 5, 9
         Shard(1, 1, 0, 3, range(1)),
-        Shard(2, 0, 0, 13, range(0, 700)),
+        Shard(2, 0, 0, 13, range(700)),
         Shard(3, 0, 0, 256, range(50)),
         Shard(3, 1, 256, 512, range(50)),
     ]
@@ -53,7 +53,7 @@ def test_round_trip_keeps_ranges_arrays_host_rows(tmp_path):
     assert [(s.table, s.dpu, s.col_start, s.col_stop) for s in loaded.shards] == [
         (s.table, s.dpu, s.col_start, s.col_stop) for s in shards
     ]
-    assert loaded.shards[1].rows == range(0, 10_000)
+    assert loaded.shards[1].rows == range(10_000)
     assert np.array_equal(loaded.shards[0].rows, [0, 5, 9])
     assert np.array_equal(loaded.host_rows[2], np.arange(700, 777))
     assert loaded.col_splits(3) == [0, 256, 512]
