@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from updlrm.baselines import Comparison, CpuBaseline, Timing
-from updlrm.bench import mean_timing
+from updlrm.batch_loop import mean_timing
 from updlrm.host.engine import Engine
 from updlrm.partitioner.host_cost import cpu_model
 from updlrm.partitioner.workloads import synthetic_trace

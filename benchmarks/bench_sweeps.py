@@ -55,14 +55,8 @@ from sweeps_plot import UNITS, plot
 
 from updlrm import perfmodel
 from updlrm.baselines import Comparison, CpuBaseline
-from updlrm.bench import (
-    baseline_name,
-    bench_plan,
-    check_close,
-    end_to_end_estimate,
-    mean_timing,
-    torch_embedding_bags,
-)
+from updlrm.batch_loop import baseline_name, check_close, mean_timing, torch_embedding_bags
+from updlrm.bench import bench_plan, end_to_end_estimate
 from updlrm.partitioner.batch_work import derive_work
 from updlrm.partitioner.workloads import synthetic_trace
 from updlrm.perfmodel import DEFAULT_HARDWARE_PROFILE as DEFAULT_PROFILE

@@ -2,13 +2,13 @@
 
 The application half of the batch profiles (:mod:`updlrm.profile` is the library):
 
-* the torch reference (:func:`torch_embedding_bags` on the float32 values, checked with
-  :func:`check_close` and torch's float32 ``assert_close`` tolerances) and the timed CPU
+* the torch reference (:func:`updlrm.batch_loop.torch_embedding_bags` on the float32 values, checked with
+  :func:`~updlrm.batch_loop.check_close` and torch's float32 ``assert_close`` tolerances) and the timed CPU
   baseline, like for like per row format (:class:`updlrm.baselines.CpuBaseline`: int8
   tables on torch's quantized byte-rowwise bag over the same quantized rows), best of
   N >= 5 with the spread kept (:class:`~updlrm.baselines.Timing`); a speedup gets a
   verdict only outside the spread (:class:`~updlrm.baselines.Comparison`);
-* :func:`run_batches`, the batch loop ``updlrm bench`` and ``updlrm demo`` share: every
+* :func:`~updlrm.batch_loop.run_batches`, the batch loop ``updlrm bench`` and ``updlrm demo`` share: every
   batch of a trace through a module, timed, next to torch's output and the baseline's timing;
 * :func:`run_bench` / :func:`format_bench` / :func:`bench_command`, and
   :func:`bench_plan`, the plan ``updlrm bench`` and the sweeps use.
@@ -30,19 +30,7 @@ import numpy as np
 
 from updlrm import abi, perfmodel
 from updlrm.baselines import Comparison, Timing
-from updlrm.batch_loop import (
-    FP32_ATOL,
-    FP32_RTOL,
-    BatchRun,
-    baseline_for,
-    baseline_name,
-    check_close,
-    format_verdict,
-    mean_timing,
-    run_batches,
-    time_torch,
-    torch_embedding_bags,
-)
+from updlrm.batch_loop import baseline_for, baseline_name, check_close, format_verdict, mean_timing, run_batches
 from updlrm.partitioner.batch_work import derive_work
 from updlrm.partitioner.routing import SliceRouter
 from updlrm.perfmodel import DEFAULT_HARDWARE_PROFILE
@@ -59,17 +47,6 @@ from updlrm.profile import (
 from updlrm.specs import RowFormat, TableSpec, Topology
 
 __all__ = [
-    "FP32_RTOL",
-    "FP32_ATOL",
-    "torch_embedding_bags",
-    "time_torch",
-    "check_close",
-    "format_verdict",
-    "baseline_for",
-    "baseline_name",
-    "mean_timing",
-    "BatchRun",
-    "run_batches",
     "bench_plan",
     "BenchResult",
     "end_to_end_estimate",

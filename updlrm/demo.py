@@ -29,7 +29,15 @@ import numpy as np
 
 from updlrm.abi import MAX_TASKLETS
 from updlrm.backends import BACKEND_CHOICES, resolve_backend
-from updlrm.bench import FP32_ATOL, FP32_RTOL, baseline_for, baseline_name, format_verdict, mean_timing, run_batches
+from updlrm.batch_loop import (
+    FP32_ATOL,
+    FP32_RTOL,
+    baseline_for,
+    baseline_name,
+    format_verdict,
+    mean_timing,
+    run_batches,
+)
 from updlrm.perfmodel import DEFAULT_HARDWARE_PROFILE, PROFILES
 from updlrm.profile import PHASES, format_phase_table, format_traffic
 from updlrm.profile import format_bytes as _fmt_bytes

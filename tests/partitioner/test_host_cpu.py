@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from updlrm.bench import check_close, torch_embedding_bags
+from updlrm.batch_loop import check_close, torch_embedding_bags
 from updlrm.partitioner import host_cost as hc
 from updlrm.partitioner.host_cost import HostCostModel, calibrate, plan_host_seconds
 from updlrm.partitioner.placement import build_plan

@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from updlrm.baselines import Comparison, Timing
-from updlrm.bench import bench_command, format_bench, mean_timing, run_batches, run_bench
+from updlrm.batch_loop import mean_timing, run_batches
+from updlrm.bench import bench_command, format_bench, run_bench
 from updlrm.partitioner.workloads import synthetic_trace
 from updlrm.specs import TableSpec
 from updlrm.tbe import TableBatchedEmbeddingBags
