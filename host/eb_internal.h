@@ -97,6 +97,7 @@ enum route_kind {
     ROUTE_RANGES = 0,     /* contiguous row blocks tiling the table, plus an exception table */
     ROUTE_EXPLICIT32 = 1, /* a 4-byte entry per row: lane << local_bits | local row */
     ROUTE_EXPLICIT64 = 2, /* the same in 8 bytes, when lane and local do not fit 32 bits */
+    ROUTE_HOST = 3,       /* every row host-cached: the host-cache slot is the row */
 };
 
 /* Lane codes past the slice's last lane in explicit entries; the low bits of a

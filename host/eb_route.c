@@ -231,7 +231,29 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
             }
         }
         uint32_t nr_touched = 0;
-        for (int64_t j = begin; j < end; j++) {
+        if (kind == ROUTE_HOST && !weighted) {
+            /* Every row host-cached (slot = row): a checked copy, no per-lookup branch. */
+            const uint32_t lane = slice->nr_dpu_lanes;
+            uint32_t *const cursor = cursors[lane];
+            uint64_t outside = 0;
+            for (int64_t j = begin; j < end; j++) {
+                outside |= (uint64_t)indices[j] >= nr_rows;
+                cursor[j - begin] = (uint32_t)indices[j];
+            }
+            if (outside) {
+                int64_t j = begin;
+                while ((uint64_t)indices[j] < nr_rows) {
+                    j++;
+                }
+                slot_error(slot, "table %u: indices[%lld] = %lld is outside [0, %lld)", slice->table, (long long)j,
+                           (long long)indices[j], (long long)table->nr_rows);
+                return RUN_ERROR;
+            }
+            touched[0] = lane;
+            nr_touched = 1;
+            cursors[lane] = cursor + (end - begin);
+        }
+        for (int64_t j = begin; j < end && !(kind == ROUTE_HOST && !weighted); j++) {
             const int64_t row = indices[j];
             if ((uint64_t)row >= nr_rows) {
                 slot_error(slot, "table %u: indices[%lld] = %lld is outside [0, %lld)", slice->table, (long long)j,
@@ -240,7 +262,10 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
             }
             uint64_t lane;
             uint32_t local;
-            if (kind == ROUTE_RANGES) {
+            if (kind == ROUTE_HOST) {
+                lane = slice->nr_dpu_lanes;
+                local = (uint32_t)row;
+            } else if (kind == ROUTE_RANGES) {
                 uint64_t block = buckets[(uint64_t)row >> shift];
                 if (single_step) {
                     block += row >= starts[block + 1];
@@ -387,6 +412,10 @@ EB_ROUTE_VARIANT(route_explicit64, ROUTE_EXPLICIT64, 0, 0, 0, 0, 0)
 EB_ROUTE_VARIANT(route_explicit64_s, ROUTE_EXPLICIT64, 0, 0, 0, 0, 1)
 EB_ROUTE_VARIANT(route_explicit64_w, ROUTE_EXPLICIT64, 0, 0, 0, 1, 0)
 EB_ROUTE_VARIANT(route_explicit64_ws, ROUTE_EXPLICIT64, 0, 0, 0, 1, 1)
+EB_ROUTE_VARIANT(route_host, ROUTE_HOST, 0, 0, 0, 0, 0)
+EB_ROUTE_VARIANT(route_host_s, ROUTE_HOST, 0, 0, 0, 0, 1)
+EB_ROUTE_VARIANT(route_host_w, ROUTE_HOST, 0, 0, 0, 1, 0)
+EB_ROUTE_VARIANT(route_host_ws, ROUTE_HOST, 0, 0, 0, 1, 1)
 
 /*
  * Scan mode costs a cursor copy per lane and bag plus a branchless segment append
@@ -422,7 +451,10 @@ static route_function pick_route(const struct slice *slice, int weighted, int sc
                                                     {route_explicit32_w, route_explicit32_ws}};
     static const route_function explicit64[2][2] = {{route_explicit64, route_explicit64_s},
                                                     {route_explicit64_w, route_explicit64_ws}};
+    static const route_function host[2][2] = {{route_host, route_host_s}, {route_host_w, route_host_ws}};
     switch (slice->kind) {
+    case ROUTE_HOST:
+        return host[weighted != 0][scan != 0];
     case ROUTE_RANGES:
         return ranges[slice->single_step != 0][slice->sets != NULL][slice->exception_bits != NULL][weighted != 0]
                      [scan != 0];

@@ -647,6 +647,11 @@ int eb_engine_add_slice(eb_engine *engine, uint32_t table, uint32_t col_start, u
     if (!lane_of) {
         set_error(engine, "out of host memory");
         rc = -1;
+    } else if (t->nr_host_rows == t->nr_rows) {
+        /* Host-cached row ids increase inside the table: slot k is row k. */
+        slice->kind = ROUTE_HOST;
+        memcpy(slice->lanes, plan_order, nr_lanes * sizeof(struct lane));
+        rc = 0;
     }
     for (int lists = 1; rc == 1 && lists >= 0; lists--) {
         uint64_t explicit_rows = 0;
