@@ -154,7 +154,7 @@ struct slice {
     enum route_kind kind;
     uint32_t nr_lanes; /* the DPU lanes, then the host lane if the table has host-cached rows */
     uint32_t nr_dpu_lanes;
-    struct lane *lanes;    /* ranges slices: the blocks in row order first */
+    struct lane *lanes;    /* ranges slices: the blocks' holders first, in row order */
     uint32_t **cursors;    /* per lane: where the DPU's next local row goes */
     uint32_t **marks;      /* per lane: the cursor when the current bag (scan: chunk) started */
     uint32_t **limits;     /* per lane: the end of the room made for its lookups */

@@ -34,12 +34,15 @@ LAYOUTS = ("table_wise", "row_wise", "column_wise", "tiled", "replica_sets")
 
 def replica_sets_plan() -> Plan:
     """Ranges held by several DPUs (whole tables, row blocks, column slices), hot rows on
-    a replica-only shard and host-cached rows, on 6 DPUs in two routing groups."""
+    a replica-only shard, host-cached rows and a wholly host-cached table, on 6 DPUs in two
+    routing groups."""
     shards = [Shard(0, d, 0, 20, range(700)) for d in (1, 0)] + [Shard(0, 2, 0, 20, np.array([0, 1, 699]))]
     shards += [Shard(1, d, 0, 9, range(150)) for d in (3, 4)] + [Shard(1, 5, 0, 9, range(150, 300))]
     shards += [Shard(2, d, 0, 8, range(200)) for d in (0, 1)] + [Shard(2, d, 8, 16, range(200)) for d in (2, 0, 1)]
     shards += [Shard(3, d, 0, 600, range(90)) for d in (4, 5)]
-    return Plan(TABLES, Topology(nr_dpus=6), shards, host_rows={0: np.array([1, 2]), 1: np.array([0])})
+    host_rows = {0: np.array([1, 2]), 1: np.array([0]), 3: np.arange(90)}  # table 3: every row on the host too
+    return Plan(TABLES, Topology(nr_dpus=6), shards, host_rows=host_rows)
+
 
 CHILD = textwrap.dedent("""
     import sys
