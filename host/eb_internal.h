@@ -97,6 +97,7 @@ enum route_kind {
     ROUTE_RANGES = 0,     /* contiguous row blocks tiling the table, plus an exception table */
     ROUTE_EXPLICIT32 = 1, /* a 4-byte entry per row: lane << local_bits | local row */
     ROUTE_EXPLICIT64 = 2, /* the same in 8 bytes, when lane and local do not fit 32 bits */
+    ROUTE_HOST = 3,       /* every row host-cached: the host-cache slot is the row */
 };
 
 /* Lane codes past the slice's last lane in explicit entries; the low bits of a
@@ -117,6 +118,32 @@ struct replica {
     uint32_t local;
 };
 
+/*
+ * Holders that serve bags in turn: bag b goes to holder b mod count, holders in plan
+ * order (updlrm.partitioner.routing). A block's replica set lists lanes `first` ..
+ * `first + count - 1`; a replica group lists replicas[first .. first + count - 1].
+ * `magic` = 2^64 / count rounded up makes b mod count two multiplications instead of a
+ * division (Lemire, Kaser and Kurz, "Faster remainder by direct computation", Software:
+ * Practice and Experience 49(6), 2019: exact for 32-bit b and count with a 64-bit magic).
+ */
+struct replica_set {
+    uint64_t magic;
+    uint32_t first;
+    uint32_t count;
+};
+
+static inline uint64_t replica_magic(uint32_t count)
+{
+    return UINT64_MAX / count + 1; /* 0 for count 1: every bag gets holder 0 */
+}
+
+/* b mod set->count, by the magic. */
+static inline uint32_t replica_turn(const struct replica_set *set, uint32_t b)
+{
+    __extension__ typedef unsigned __int128 u128;
+    return (uint32_t)(((u128)(set->magic * b) * set->count) >> 64);
+}
+
 struct dpu_state;
 struct eb_slot;
 
@@ -127,16 +154,20 @@ struct slice {
     enum route_kind kind;
     uint32_t nr_lanes; /* the DPU lanes, then the host lane if the table has host-cached rows */
     uint32_t nr_dpu_lanes;
-    struct lane *lanes;    /* ranges slices: the blocks in row order first */
+    struct lane *lanes;    /* ranges slices: the blocks' holders first, in row order */
     uint32_t **cursors;    /* per lane: where the DPU's next local row goes */
     uint32_t **marks;      /* per lane: the cursor when the current bag (scan: chunk) started */
+    uint32_t **limits;     /* per lane: the end of the room made for its lookups */
     uint32_t **weights;    /* per lane: the DPU's weight array (weighted batches) */
     uint32_t *touched;     /* lanes hit by the current bag, nr_lanes + 1 entries */
     uint32_t **chunk_ends; /* scan: every lane's cursor at the end of each bag of the chunk */
     uint32_t chunk_bags[EB_SCAN_CHUNK];
 
-    uint32_t nr_ranges;    /* range k is lane k */
-    int64_t *range_starts; /* nr_ranges + 1, the last is the table's row count */
+    uint32_t nr_ranges;       /* blocks: distinct row ranges of range shards, in row order */
+    int64_t *range_starts;    /* nr_ranges + 1, the last is the table's row count */
+    int64_t *origins;         /* per block: local row = row - origin (range_starts itself when they agree) */
+    struct replica_set *sets; /* per block, its lanes; NULL when block k is lane k */
+    uint32_t nr_block_lanes;  /* the blocks' lanes come first; the other DPU lanes hold exceptions */
     uint32_t bucket_shift;
     int single_step; /* every bucket is shorter than every range: one step at most */
     uint32_t *buckets;
@@ -149,8 +180,7 @@ struct slice {
     uint32_t local_bits;
 
     uint32_t nr_groups;
-    uint32_t *group_first;
-    uint32_t *group_count;
+    struct replica_set *groups; /* a replicated row's holders: replicas[first ..] */
     struct replica *replicas;
     uint64_t routing_bytes;
 };

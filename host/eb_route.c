@@ -60,6 +60,7 @@ static int open_lanes(struct eb_slot *slot, struct slice *slice, uint32_t nr_bag
         lane->local_shard = lane->dpu == EB_HOST_LANE ? 0 : engine->shards[lane->shard].local;
         slice->cursors[i] = lane->locals + dpu->nr_lookups;
         slice->marks[i] = slice->cursors[i];
+        slice->limits[i] = slice->cursors[i];
         slice->weights[i] = dpu->weights;
     }
     return 0;
@@ -109,6 +110,7 @@ static __attribute__((noinline)) int make_room(struct eb_slot *slot, struct slic
             lane->locals = (uint32_t *)(dpu->input + EB_INDEX_START);
             slice->cursors[i] = lane->locals + used;
             slice->marks[i] = lane->locals + marked;
+            slice->limits[i] = lane->locals + lane->capacity;
             slice->weights[i] = dpu->weights;
         }
         least = lane->capacity - used < least ? lane->capacity - used : least;
@@ -178,13 +180,13 @@ static inline __attribute__((always_inline)) void prefetch_for_write(const void 
  * straight to its DPU's input buffer; every DPU a bag reached gets one segment for
  * it. With few lanes (`scan`), a bag's end only copies the lanes' cursors, and
  * segments are written per chunk of bags; with many, the loop lists the lanes a bag
- * touches. `kind`, `single_step`, `exceptions`, `weighted` and `scan` are constants
- * at every call site, so each combination is its own loop.
+ * touches. `kind`, `single_step`, `sets`, `exceptions`, `weighted` and `scan` are
+ * constants at every call site, so each combination is its own loop.
  */
 static inline __attribute__((always_inline)) int
 route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, const int64_t *offsets,
             const float *per_sample_weights, uint32_t batch, uint32_t b0, uint32_t b1, const enum route_kind kind,
-            const int single_step, const int exceptions, const int weighted, const int scan)
+            const int single_step, const int sets, const int exceptions, const int weighted, const int scan)
 {
     const eb_engine *engine = slot->engine;
     const struct table *table = &engine->tables[slice->table];
@@ -193,11 +195,14 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
     const int64_t *bag_offsets = offsets + (int64_t)slice->table * batch;
     uint32_t **const cursors = slice->cursors;
     uint32_t **const marks = slice->marks;
+    uint32_t *const *const limits = slice->limits;
     uint32_t *const touched = slice->touched;
     const uint32_t nr_lanes = slice->nr_lanes;
     const int64_t *const starts = slice->range_starts;
+    const int64_t *const origins = slice->origins;
     const uint32_t *const buckets = slice->buckets;
     const uint32_t shift = slice->bucket_shift;
+    const struct replica_set *const slice_sets = slice->sets;
     const uint64_t *const exception_bits = slice->exception_bits;
     const uint32_t local_bits = slice->local_bits;
     const uint64_t local_mask = (1ull << local_bits) - 1;
@@ -225,9 +230,30 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
                 return rc;
             }
         }
-        headroom -= (uint64_t)(end - begin);
         uint32_t nr_touched = 0;
-        for (int64_t j = begin; j < end; j++) {
+        if (kind == ROUTE_HOST && !weighted) {
+            /* Every row host-cached (slot = row): a checked copy, no per-lookup branch. */
+            const uint32_t lane = slice->nr_dpu_lanes;
+            uint32_t *const cursor = cursors[lane];
+            uint64_t outside = 0;
+            for (int64_t j = begin; j < end; j++) {
+                outside |= (uint64_t)indices[j] >= nr_rows;
+                cursor[j - begin] = (uint32_t)indices[j];
+            }
+            if (outside) {
+                int64_t j = begin;
+                while ((uint64_t)indices[j] < nr_rows) {
+                    j++;
+                }
+                slot_error(slot, "table %u: indices[%lld] = %lld is outside [0, %lld)", slice->table, (long long)j,
+                           (long long)indices[j], (long long)table->nr_rows);
+                return RUN_ERROR;
+            }
+            touched[0] = lane;
+            nr_touched = 1;
+            cursors[lane] = cursor + (end - begin);
+        }
+        for (int64_t j = begin; j < end && !(kind == ROUTE_HOST && !weighted); j++) {
             const int64_t row = indices[j];
             if ((uint64_t)row >= nr_rows) {
                 slot_error(slot, "table %u: indices[%lld] = %lld is outside [0, %lld)", slice->table, (long long)j,
@@ -236,16 +262,21 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
             }
             uint64_t lane;
             uint32_t local;
-            if (kind == ROUTE_RANGES) {
-                lane = buckets[(uint64_t)row >> shift];
+            if (kind == ROUTE_HOST) {
+                lane = slice->nr_dpu_lanes;
+                local = (uint32_t)row;
+            } else if (kind == ROUTE_RANGES) {
+                uint64_t block = buckets[(uint64_t)row >> shift];
                 if (single_step) {
-                    lane += row >= starts[lane + 1];
+                    block += row >= starts[block + 1];
                 } else {
-                    while (row >= starts[lane + 1]) {
-                        lane++;
+                    while (row >= starts[block + 1]) {
+                        block++;
                     }
                 }
-                local = (uint32_t)(row - starts[lane]);
+                local = (uint32_t)(row - origins[block]);
+                /* A replica set's lanes take the bags in turn; without sets lane k is block k. */
+                lane = sets ? slice_sets[block].first + replica_turn(&slice_sets[block], b) : block;
                 if (exceptions && (exception_bits[(uint64_t)row >> 6] >> ((uint64_t)row & 63) & 1)) {
                     const struct exception *exception = find_exception(slice, row);
                     if (exception->kind == EXCEPTION_HOST) {
@@ -254,9 +285,8 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
                     } else {
                         /* Replica by bag: deterministic, and consecutive bags spread over all
                          * replicas (updlrm.partitioner.routing). */
-                        uint32_t group = exception->index;
-                        const struct replica *replica =
-                            &slice->replicas[slice->group_first[group] + b % slice->group_count[group]];
+                        const struct replica_set *group = &slice->groups[exception->index];
+                        const struct replica *replica = &slice->replicas[group->first + replica_turn(group, b)];
                         lane = replica->lane;
                         local = replica->local;
                     }
@@ -281,8 +311,8 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
                                    (long long)row);
                         return RUN_ERROR;
                     }
-                    const struct replica *replica =
-                        &slice->replicas[slice->group_first[local] + b % slice->group_count[local]];
+                    const struct replica_set *group = &slice->groups[local];
+                    const struct replica *replica = &slice->replicas[group->first + replica_turn(group, b)];
                     lane = replica->lane;
                     local = replica->local;
                 }
@@ -309,6 +339,8 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
             cursors[lane] = cursor + 1;
         }
         if (scan) {
+            /* Few lanes: as if the bag had reached every one (a subtraction per bag). */
+            headroom -= (uint64_t)(end - begin);
             uint32_t **ends = chunk_ends + (size_t)nr_chunk_bags * nr_lanes;
             for (uint32_t i = 0; i < nr_lanes; i++) {
                 ends[i] = cursors[i];
@@ -327,6 +359,10 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
                     (struct eb_segment){.shard = lane->local_shard, .nr_lookups = (uint32_t)(cursors[i] - marks[i])};
                 lane->segment_bags[lane->nr_segments++] = b;
                 marks[i] = cursors[i];
+                /* Many lanes: the room of those it reached (the others' did not change), so
+                 * that make_room, a pass over every lane, runs only when one is nearly full. */
+                const uint64_t room = (uint64_t)(limits[i] - cursors[i]);
+                headroom = room < headroom ? room : headroom;
                 prefetch_for_write(cursors[i]);
                 prefetch_for_write((const uint32_t *)(lane->segments + lane->nr_segments));
                 prefetch_for_write(lane->segment_bags + lane->nr_segments);
@@ -343,39 +379,43 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
 typedef int (*route_function)(struct eb_slot *, struct slice *, const int64_t *, const int64_t *, const float *,
                               uint32_t, uint32_t, uint32_t);
 
-#define EB_ROUTE_VARIANT(name, kind, single_step, exceptions, weighted, scan)                                          \
+#define EB_ROUTE_VARIANT(name, kind, single_step, sets, exceptions, weighted, scan)                                    \
     static int name(struct eb_slot *slot, struct slice *slice, const int64_t *indices, const int64_t *offsets,         \
                     const float *per_sample_weights, uint32_t batch, uint32_t b0, uint32_t b1)                         \
     {                                                                                                                  \
-        return route_slice(slot, slice, indices, offsets, per_sample_weights, batch, b0, b1, kind, single_step,        \
+        return route_slice(slot, slice, indices, offsets, per_sample_weights, batch, b0, b1, kind, single_step, sets,  \
                            exceptions, weighted, scan);                                                                \
     }
 
-/* Names: step/search = range lookup, x = exceptions, w = weighted, s = scan. */
-EB_ROUTE_VARIANT(route_step, ROUTE_RANGES, 1, 0, 0, 0)
-EB_ROUTE_VARIANT(route_step_s, ROUTE_RANGES, 1, 0, 0, 1)
-EB_ROUTE_VARIANT(route_step_w, ROUTE_RANGES, 1, 0, 1, 0)
-EB_ROUTE_VARIANT(route_step_ws, ROUTE_RANGES, 1, 0, 1, 1)
-EB_ROUTE_VARIANT(route_step_x, ROUTE_RANGES, 1, 1, 0, 0)
-EB_ROUTE_VARIANT(route_step_xs, ROUTE_RANGES, 1, 1, 0, 1)
-EB_ROUTE_VARIANT(route_step_xw, ROUTE_RANGES, 1, 1, 1, 0)
-EB_ROUTE_VARIANT(route_step_xws, ROUTE_RANGES, 1, 1, 1, 1)
-EB_ROUTE_VARIANT(route_search, ROUTE_RANGES, 0, 0, 0, 0)
-EB_ROUTE_VARIANT(route_search_s, ROUTE_RANGES, 0, 0, 0, 1)
-EB_ROUTE_VARIANT(route_search_w, ROUTE_RANGES, 0, 0, 1, 0)
-EB_ROUTE_VARIANT(route_search_ws, ROUTE_RANGES, 0, 0, 1, 1)
-EB_ROUTE_VARIANT(route_search_x, ROUTE_RANGES, 0, 1, 0, 0)
-EB_ROUTE_VARIANT(route_search_xs, ROUTE_RANGES, 0, 1, 0, 1)
-EB_ROUTE_VARIANT(route_search_xw, ROUTE_RANGES, 0, 1, 1, 0)
-EB_ROUTE_VARIANT(route_search_xws, ROUTE_RANGES, 0, 1, 1, 1)
-EB_ROUTE_VARIANT(route_explicit32, ROUTE_EXPLICIT32, 0, 0, 0, 0)
-EB_ROUTE_VARIANT(route_explicit32_s, ROUTE_EXPLICIT32, 0, 0, 0, 1)
-EB_ROUTE_VARIANT(route_explicit32_w, ROUTE_EXPLICIT32, 0, 0, 1, 0)
-EB_ROUTE_VARIANT(route_explicit32_ws, ROUTE_EXPLICIT32, 0, 0, 1, 1)
-EB_ROUTE_VARIANT(route_explicit64, ROUTE_EXPLICIT64, 0, 0, 0, 0)
-EB_ROUTE_VARIANT(route_explicit64_s, ROUTE_EXPLICIT64, 0, 0, 0, 1)
-EB_ROUTE_VARIANT(route_explicit64_w, ROUTE_EXPLICIT64, 0, 0, 1, 0)
-EB_ROUTE_VARIANT(route_explicit64_ws, ROUTE_EXPLICIT64, 0, 0, 1, 1)
+/* The ranges variants of one block lookup (step or search) and replica sets or not:
+ * x = exceptions, w = weighted, s = scan. */
+#define EB_RANGES_VARIANTS(prefix, single_step, sets)                                                                  \
+    EB_ROUTE_VARIANT(prefix, ROUTE_RANGES, single_step, sets, 0, 0, 0)                                                 \
+    EB_ROUTE_VARIANT(prefix##_s, ROUTE_RANGES, single_step, sets, 0, 0, 1)                                             \
+    EB_ROUTE_VARIANT(prefix##_w, ROUTE_RANGES, single_step, sets, 0, 1, 0)                                             \
+    EB_ROUTE_VARIANT(prefix##_ws, ROUTE_RANGES, single_step, sets, 0, 1, 1)                                            \
+    EB_ROUTE_VARIANT(prefix##_x, ROUTE_RANGES, single_step, sets, 1, 0, 0)                                             \
+    EB_ROUTE_VARIANT(prefix##_xs, ROUTE_RANGES, single_step, sets, 1, 0, 1)                                            \
+    EB_ROUTE_VARIANT(prefix##_xw, ROUTE_RANGES, single_step, sets, 1, 1, 0)                                            \
+    EB_ROUTE_VARIANT(prefix##_xws, ROUTE_RANGES, single_step, sets, 1, 1, 1)
+
+/* step/search = range lookup, r = replica sets. */
+EB_RANGES_VARIANTS(route_step, 1, 0)
+EB_RANGES_VARIANTS(route_step_r, 1, 1)
+EB_RANGES_VARIANTS(route_search, 0, 0)
+EB_RANGES_VARIANTS(route_search_r, 0, 1)
+EB_ROUTE_VARIANT(route_explicit32, ROUTE_EXPLICIT32, 0, 0, 0, 0, 0)
+EB_ROUTE_VARIANT(route_explicit32_s, ROUTE_EXPLICIT32, 0, 0, 0, 0, 1)
+EB_ROUTE_VARIANT(route_explicit32_w, ROUTE_EXPLICIT32, 0, 0, 0, 1, 0)
+EB_ROUTE_VARIANT(route_explicit32_ws, ROUTE_EXPLICIT32, 0, 0, 0, 1, 1)
+EB_ROUTE_VARIANT(route_explicit64, ROUTE_EXPLICIT64, 0, 0, 0, 0, 0)
+EB_ROUTE_VARIANT(route_explicit64_s, ROUTE_EXPLICIT64, 0, 0, 0, 0, 1)
+EB_ROUTE_VARIANT(route_explicit64_w, ROUTE_EXPLICIT64, 0, 0, 0, 1, 0)
+EB_ROUTE_VARIANT(route_explicit64_ws, ROUTE_EXPLICIT64, 0, 0, 0, 1, 1)
+EB_ROUTE_VARIANT(route_host, ROUTE_HOST, 0, 0, 0, 0, 0)
+EB_ROUTE_VARIANT(route_host_s, ROUTE_HOST, 0, 0, 0, 0, 1)
+EB_ROUTE_VARIANT(route_host_w, ROUTE_HOST, 0, 0, 0, 1, 0)
+EB_ROUTE_VARIANT(route_host_ws, ROUTE_HOST, 0, 0, 0, 1, 1)
 
 /*
  * Scan mode costs a cursor copy per lane and bag plus a branchless segment append
@@ -392,19 +432,32 @@ static int scan_lanes(const struct slice *slice, const int64_t *offsets, uint32_
 
 static route_function pick_route(const struct slice *slice, int weighted, int scan)
 {
-    static const route_function ranges[2][2][2][2] = {
-        {{{route_search, route_search_s}, {route_search_w, route_search_ws}},
-         {{route_search_x, route_search_xs}, {route_search_xw, route_search_xws}}},
-        {{{route_step, route_step_s}, {route_step_w, route_step_ws}},
-         {{route_step_x, route_step_xs}, {route_step_xw, route_step_xws}}},
+#define EB_RANGES_TABLE(prefix)                                                                                        \
+    {                                                                                                                  \
+        {{prefix, prefix##_s}, {prefix##_w, prefix##_ws}},                                                             \
+        {                                                                                                              \
+            {prefix##_x, prefix##_xs},                                                                                 \
+            {                                                                                                          \
+                prefix##_xw, prefix##_xws                                                                              \
+            }                                                                                                          \
+        }                                                                                                              \
+    }
+    static const route_function ranges[2][2][2][2][2] = {
+        {EB_RANGES_TABLE(route_search), EB_RANGES_TABLE(route_search_r)},
+        {EB_RANGES_TABLE(route_step), EB_RANGES_TABLE(route_step_r)},
     };
+#undef EB_RANGES_TABLE
     static const route_function explicit32[2][2] = {{route_explicit32, route_explicit32_s},
                                                     {route_explicit32_w, route_explicit32_ws}};
     static const route_function explicit64[2][2] = {{route_explicit64, route_explicit64_s},
                                                     {route_explicit64_w, route_explicit64_ws}};
+    static const route_function host[2][2] = {{route_host, route_host_s}, {route_host_w, route_host_ws}};
     switch (slice->kind) {
+    case ROUTE_HOST:
+        return host[weighted != 0][scan != 0];
     case ROUTE_RANGES:
-        return ranges[slice->single_step != 0][slice->exception_bits != NULL][weighted != 0][scan != 0];
+        return ranges[slice->single_step != 0][slice->sets != NULL][slice->exception_bits != NULL][weighted != 0]
+                     [scan != 0];
     case ROUTE_EXPLICIT32:
         return explicit32[weighted != 0][scan != 0];
     default:

@@ -404,16 +404,20 @@ void eb_engine_destroy(eb_engine *engine)
         free(slice->lanes);
         free(slice->cursors);
         free(slice->marks);
+        free(slice->limits);
         free(slice->weights);
         free(slice->touched);
         free(slice->chunk_ends);
+        if (slice->origins != slice->range_starts) {
+            free(slice->origins);
+        }
         free(slice->range_starts);
         free(slice->buckets);
         free(slice->exception_bits);
         free(slice->exceptions);
         free(slice->entries);
-        free(slice->group_first);
-        free(slice->group_count);
+        free(slice->sets);
+        free(slice->groups);
         free(slice->replicas);
     }
     if (engine->dpus) {

@@ -166,8 +166,9 @@ def _row_parts(rows: np.ndarray, nr_parts: int, contiguous: bool, rng) -> list[n
 @st.composite
 def random_plan(draw, tables: list[TableSpec], topology: Topology) -> Plan:
     """Arbitrary valid plans: any column boundaries, row ranges or explicit row sets,
-    replicated rows (also onto range shards and extra replica-only shards), host-cached
-    rows (up to whole host-only tables), empty shards."""
+    replicated rows (also onto range shards and extra replica-only shards), row ranges
+    held again whole (replica sets) or in part, in any plan order, host-cached rows (up
+    to whole host-only tables), empty shards."""
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     n = topology.nr_dpus
     shards: list[Shard] = []
@@ -225,14 +226,24 @@ def random_plan(draw, tables: list[TableSpec], topology: Topology) -> Plan:
                         ),
                         [row],
                     ).astype(np.int64)
+            mine = []
             for k, rows in enumerate(sets):
                 if len(rows) or draw(st.integers(0, 4)) == 0:  # keep a few empty shards
-                    shards.append(Shard(t, int(dpus[k]), lo, hi, rows))
-            if len(sets) < n and dpu_rows.size and draw(st.booleans()):  # a replica-only shard
+                    mine.append(Shard(t, int(dpus[k]), lo, hi, rows))
+            free = list(dpus[len(sets) :])
+            if free and dpu_rows.size and draw(st.booleans()):  # a replica-only shard
                 extra = np.sort(
                     rng.choice(dpu_rows, size=int(rng.integers(1, min(dpu_rows.size, 8) + 1)), replace=False)
                 )
-                shards.append(Shard(t, int(dpus[len(sets)]), lo, hi, extra))
+                mine.append(Shard(t, int(free.pop(0)), lo, hi, extra))
+            ranges = [r for r in sets if isinstance(r, range) and len(r)]
+            if free and ranges and draw(st.booleans()):  # replica sets: whole ranges held again
+                partial = draw(st.integers(0, 3)) == 0  # now and then a copy that overlaps only in part
+                for _ in range(int(rng.integers(1, len(free) + 1))):
+                    r = ranges[int(rng.integers(0, len(ranges)))]
+                    rows = range(r.start, r.stop - 1) if partial and len(r) > 1 else r
+                    mine.insert(int(rng.integers(0, len(mine) + 1)), Shard(t, int(free.pop(0)), lo, hi, rows))
+            shards += mine
     plan = Plan(list(tables), topology, shards, host_rows=host_rows, metadata={"builder": "fuzz:random_plan"})
     plan.validate()
     return plan

@@ -2,7 +2,7 @@
 
 The host library is loaded into Python, so the run happens in a child Python started
 with the compiler's libasan preloaded and ``UPDLRM_SANITIZE=1`` (see
-``updlrm.host.engine.build``). The child runs prepared batches on every layout, with one
+``updlrm.host.engine.build``). The child runs prepared batches on every layout (replica sets included), with one
 and two host threads, serially, pipelined and asynchronously, plus a batch with an out-of-range index, one with a weight outside
 Q16, and (once) four threads sharing one engine, and saves the outputs; this
 process checks them against the torch reference. Any sanitizer report fails the child.
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from engine_reference import assert_matches, random_batch, random_weights, reference
 
-from updlrm.plan import uniform_plan
+from updlrm.plan import Plan, Shard, uniform_plan
 from updlrm.specs import PoolingMode, RowFormat, TableSpec, Topology
 
 TABLES = [
@@ -29,7 +29,20 @@ TABLES = [
     TableSpec("i32", 200, 16, row_format=RowFormat.INT32, scale=2.0**-18),
     TableSpec("wide", 90, 600),
 ]
-LAYOUTS = ("table_wise", "row_wise", "column_wise", "tiled")
+LAYOUTS = ("table_wise", "row_wise", "column_wise", "tiled", "replica_sets")
+
+
+def replica_sets_plan() -> Plan:
+    """Ranges held by several DPUs (whole tables, row blocks, column slices), hot rows on
+    a replica-only shard, host-cached rows and a wholly host-cached table, on 6 DPUs in two
+    routing groups."""
+    shards = [Shard(0, d, 0, 20, range(700)) for d in (1, 0)] + [Shard(0, 2, 0, 20, np.array([0, 1, 699]))]
+    shards += [Shard(1, d, 0, 9, range(150)) for d in (3, 4)] + [Shard(1, 5, 0, 9, range(150, 300))]
+    shards += [Shard(2, d, 0, 8, range(200)) for d in (0, 1)] + [Shard(2, d, 8, 16, range(200)) for d in (2, 0, 1)]
+    shards += [Shard(3, d, 0, 600, range(90)) for d in (4, 5)]
+    host_rows = {0: np.array([1, 2]), 1: np.array([0]), 3: np.arange(90)}  # table 3: every row on the host too
+    return Plan(TABLES, Topology(nr_dpus=6), shards, host_rows=host_rows)
+
 
 CHILD = textwrap.dedent("""
     import sys
@@ -95,7 +108,8 @@ def test_engine_runs_clean_under_asan_and_ubsan(tmp_path):
     # 4,096 bags x 4 tables x ~8 lookups: above the two-thread thresholds of route and merge
     indices, offsets, psw = random_batch(TABLES, 4096, 8, rng, weighted=True)
     for layout in LAYOUTS:
-        uniform_plan(TABLES, Topology(nr_dpus=6), layout).save(tmp_path / f"{layout}.json")
+        plan = replica_sets_plan() if layout == "replica_sets" else uniform_plan(TABLES, Topology(nr_dpus=6), layout)
+        plan.save(tmp_path / f"{layout}.json")
     batch = tmp_path / "batch.npz"
     int_bag = 1 * 4096 + int(np.argmax(np.diff(offsets)[4096 : 2 * 4096] > 0))  # a non-empty bag of table i8
     np.savez(

@@ -138,7 +138,8 @@ def test_eight_byte_entries_when_lanes_and_rows_do_not_fit_four():
     rng = np.random.default_rng(2)
     nr_rows, nr_dpus = 1 << 21, 2048
     tables = [TableSpec("big", nr_rows, 2)]
-    shards = [Shard(0, 0, 0, 2, np.arange(nr_rows))]
+    # Every row but row 1 (held by DPU 1): a list of consecutive rows would route as a block.
+    shards = [Shard(0, 0, 0, 2, np.delete(np.arange(nr_rows), 1))]
     shards += [Shard(0, d, 0, 2, np.array([d, nr_rows - d])) for d in range(1, nr_dpus)]
     plan = Plan(tables, Topology(nr_dpus), shards)
     weights = [rng.standard_normal((nr_rows, 2), dtype=np.float32)]
@@ -185,16 +186,28 @@ def test_host_cached_weights_are_checked_like_dpu_weights():
     assert out.tolist() == [[3.5] * 4] and stats.host_cache_hits == 1
 
 
-def test_every_row_host_cached():
-    """A slice with no DPU lane: every lookup is a host-cache hit."""
-    rng = np.random.default_rng(4)
-    tables = [TableSpec("h", 30, 5), TableSpec("d", 30, 5)]
-    plan = Plan(tables, Topology(2), [Shard(1, 1, 0, 5, range(30))], host_rows={0: np.arange(30)})
+@pytest.mark.parametrize("weighted", [False, True])
+def test_every_row_host_cached(weighted):
+    """Tables whose every row is host-cached (one with no shard, one also on a DPU): every
+    lookup is a host-cache hit (slot = row, no routing table); an index outside is named."""
+    rng = np.random.default_rng([4, weighted])
+    tables = [TableSpec("h", 30, 5), TableSpec("d", 30, 5), TableSpec("q", 40, 4, row_format=RowFormat.INT8)]
+    shards = [Shard(1, 1, 0, 5, range(30)), Shard(2, 0, 0, 4, range(40))]
+    plan = Plan(tables, Topology(2), shards, host_rows={0: np.arange(30), 2: np.arange(40)})
     plan.validate()
     weights = random_weights(tables, rng)
-    indices, offsets, psw = random_batch(tables, 20, 6, rng, weighted=True)
-    _, stats, _ = run_and_check(plan, weights, indices, offsets, psw)
-    assert stats.lookups[0] == 0
+    indices, offsets, psw = random_batch(tables, 20, 6, rng, weighted=weighted)
+    _, stats, routing_bytes = run_and_check(plan, weights, indices, offsets, psw)
+    assert stats.lookups[0] == 0 and stats.host_cache_hits == offsets[20] + offsets[60] - offsets[40]
+    assert routing_bytes < 4000
+    bad = indices.copy()
+    first = offsets[3] + 1  # of table 0; table 2's bad index comes later
+    bad[[first, offsets[40]]] = [30, -1]
+    with (
+        Engine(plan, weights) as engine,
+        pytest.raises(EngineError, match=rf"table 0: indices\[{first}\] = 30 is outside"),
+    ):
+        engine.run(bad, offsets, psw)
 
 
 def test_build_plan_end_to_end():
