@@ -151,7 +151,7 @@ class LayoutSearch:
         # The descent re-scores many layouts it has seen before (each pass retries every
         # candidate; the host-cache levels revisit the same shapes): scores are memoised
         # by everything estimate() reads, and so are the per-table sums it repeats.
-        self._scores: dict[tuple, float] = {}
+        self._scores: dict[tuple[tuple[tuple[float, ...], ...], tuple[int, ...]], float] = {}
         self._row_bytes = [wl.spec.row_bytes() for wl in workloads]
         self._total_loads = [wl.total_load for wl in workloads]
         self._served: dict[tuple[int, int], float] = {}
