@@ -27,9 +27,14 @@ same 26 tables, pooling, batch, Zipf, DPU count and planner settings with
 ``--route-rows`` rows per table (the emulator would have to hold every replica of the
 full tables in host memory), planned by ``build_plan`` on a build trace and run through
 the C host runtime (:class:`updlrm.host.engine.Engine`, emulator backend) on batches of
-a held-out trace; best of ``--route-repeats`` (>= 5) with the spread. Route+pack work is
-per lookup and per touched DPU; what the scaling changes is the size of the routing
-tables (smaller tables stay in cache), so the figure is a lower bound for the full size.
+a held-out trace; best of ``--route-repeats`` (>= 5) with the spread. The planner's
+room is scaled with the rows (MRAM per DPU for rows and the host-cache budget, both
+times ``route_rows / rows``), so that the small tables meet the capacity pressure of the
+full ones and get layouts like theirs (printed next to each other); with the full
+room the small tables would be replicated over every DPU, more emulated MRAM than a
+host holds. Route+pack work is per lookup and per touched DPU; what the scaling
+changes is the size of the routing tables (smaller tables stay in cache), so the figure
+is a lower bound for the full size.
 
 Usage::
 
@@ -51,7 +56,7 @@ from bench_sweeps import machine_info
 
 from updlrm import perfmodel
 from updlrm.baselines import Comparison, CpuBaseline, Timing
-from updlrm.partitioner.placement import build_plan, evaluate_plan
+from updlrm.partitioner.placement import BuildOptions, build_plan, evaluate_plan
 from updlrm.partitioner.reuse import meta_locality_stats_path, parse_locality_stats
 from updlrm.partitioner.workloads import synthetic_trace
 from updlrm.plan import format_bytes, uniform_plan
@@ -150,13 +155,19 @@ def measure_route_pack(args: argparse.Namespace, poolings: list[int]) -> dict:
     judged = synthetic_trace(
         tables, batch_size=args.batch, num_batches=args.batches, pooling=poolings, alpha=args.alpha, seed=2
     )
+    defaults = BuildOptions()
+    room = args.route_rows / args.rows
+    topology = Topology(args.dpus)
+    row_room = int((topology.mram_bytes_per_dpu - defaults.mram_reserved_bytes) * room)
     plan = build_plan(
         tables,
         build,
-        Topology(args.dpus),
+        topology,
         profile=args.profile,
         graph="none",
         explicit_row_limit=1 << 16,
+        mram_reserved_bytes=topology.mram_bytes_per_dpu - row_room,
+        host_cache_bytes=int(defaults.host_cache_bytes * room),
         progress=not args.no_progress,
     )
     rng = np.random.default_rng(0)
@@ -186,6 +197,9 @@ def measure_route_pack(args: argparse.Namespace, poolings: list[int]) -> dict:
     return timing.to_dict() | {
         "spread": timing.spread,
         "rows_per_table": args.route_rows,
+        "row_bytes_per_dpu": row_room,
+        "host_cache_bytes": int(defaults.host_cache_bytes * room),
+        "shards": len(plan.shards),
         "layouts": layouts,
         "routing_bytes": routing_bytes,
         "bytes": bytes_in,
@@ -318,7 +332,8 @@ def report(doc: dict) -> str:
         f"{doc['torch']['median_s'] * 1e3:.2f} ms, worst {doc['torch']['worst_s'] * 1e3:.2f} ms "
         f"over {doc['torch']['runs']} runs",
         f"build_plan layouts: {', '.join(doc['layouts'])}; in-sample estimate {doc['in_sample_ms']:.3f} ms",
-        f"host route+pack (measured, build_plan plan of {doc['route_pack']['rows_per_table']:,} rows per table: "
+        f"host route+pack (measured, build_plan plan of {doc['route_pack']['rows_per_table']:,} rows per table, "
+        f"{doc['route_pack']['shards']:,} shards: "
         f"{', '.join(doc['route_pack']['layouts'])}): best {doc['route_pack']['best_s'] * 1e3:.3f} ms, median "
         f"{doc['route_pack']['median_s'] * 1e3:.3f} ms, worst {doc['route_pack']['worst_s'] * 1e3:.3f} ms over "
         f"{doc['route_pack']['runs']} batches; {doc['route_pack']['vs_copy']:.1f}x a copy of the same "

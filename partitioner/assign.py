@@ -2,7 +2,10 @@
 
 Parts go to DPUs by longest-processing-time first, each onto the DPU with the least
 modeled time so far (kernel plus its share of the transfers) that has MRAM left and
-holds no other part of the same table (:func:`assign_dpus`).
+holds no other part of the same table (:func:`assign_dpus`).  When that order does
+not pack the parts into MRAM (small parts taken first can leave every DPU too little
+room for a big one), the parts are placed again biggest first, each still onto the
+cheapest DPU with room (first-fit decreasing, the classic bin-packing order).
 
 Example:
     >>> from updlrm import perfmodel
@@ -72,7 +75,26 @@ def assign_dpus(
             for p, part in enumerate(parts):
                 for rep in range(replicas):
                     items.append((float(cost[p]), t, p, rep, lo, hi, len(part.rows) * rb))
-    items.sort(key=lambda it: (-it[0], -it[6], it[1], it[2], it[3], it[4]))
+    by_cost = sorted(items, key=lambda it: (-it[0], -it[6], it[1], it[2], it[3], it[4]))
+    try:
+        placed = _place_items(by_cost, tables, n, capacity)
+    except PlanError:
+        by_size = sorted(items, key=lambda it: (-it[6], -it[0], it[1], it[2], it[3], it[4]))
+        placed = _place_items(by_size, tables, n, capacity)
+    shards = []
+    for t, parts in enumerate(parts_by_table):
+        bounds = column_bounds(tables[t], shapes[t].slices)
+        for p, part in enumerate(parts):
+            for rep in range(shapes[t].replicas):
+                for lo, hi in zip(bounds[:-1], bounds[1:]):
+                    shards.append(Shard(t, placed[(t, p, rep, lo)], lo, hi, part.rows))
+    return shards
+
+
+def _place_items(
+    items: list[tuple[float, int, int, int, int, int, int]], tables: list[TableSpec], n: int, capacity: int
+) -> dict[tuple[int, int, int, int], int]:
+    """Each item in the given order onto the cheapest DPU with room and no part of its table."""
     dpu_cost = np.zeros(n)
     dpu_free = np.full(n, capacity, dtype=np.int64)
     holds = np.zeros((len(tables), n), dtype=bool)
@@ -91,14 +113,7 @@ def assign_dpus(
         dpu_free[d] -= nbytes
         holds[t, d] = True
         placed[(t, p, rep, lo)] = d
-    shards = []
-    for t, parts in enumerate(parts_by_table):
-        bounds = column_bounds(tables[t], shapes[t].slices)
-        for p, part in enumerate(parts):
-            for rep in range(shapes[t].replicas):
-                for lo, hi in zip(bounds[:-1], bounds[1:]):
-                    shards.append(Shard(t, placed[(t, p, rep, lo)], lo, hi, part.rows))
-    return shards
+    return placed
 
 
 def part_traffic(

@@ -72,9 +72,9 @@ class SliceRouter:
             raise PlanError(f"table {spec.name}: no shard holds columns starting at {col_start}")
         self._setup_ranges(ranges)
         self._setup_explicit(explicit)
-        self.dense = self._dense_map(ranges, explicit) if self.num_rows <= DENSE_ROUTING_MAX_ROWS else None
+        self.dense = self._dense_map(ranges) if self.num_rows <= DENSE_ROUTING_MAX_ROWS else None
 
-    def _dense_map(self, ranges, explicit) -> np.ndarray:
+    def _dense_map(self, ranges) -> np.ndarray:
         holders = np.zeros(self.num_rows + 1, dtype=np.int64)
         owner = np.full(self.num_rows, -1, dtype=np.int64)
         self.dense_local = np.zeros(self.num_rows, dtype=np.int64)
@@ -84,9 +84,9 @@ class SliceRouter:
             owner[start:stop] = i
             self.dense_local[start:stop] = np.arange(stop - start)
         holders = np.cumsum(holders[:-1])
-        for i, rows in explicit:
-            holders[rows] += 1
-            owner[rows] = i
+        for rows, first, count in zip(self._group_rows, self.g_ptr[:-1].tolist(), self.g_count.tolist()):
+            holders[rows] += count  # every replica of the group holds the rows
+            owner[rows] = self.g_shard[first]
             self.dense_local[rows] = np.arange(rows.size)
         owner[holders > 1] = _MULTI
         return owner
@@ -108,33 +108,48 @@ class SliceRouter:
         self.iv_shard = np.array([i for m in members for i in m], dtype=np.int64)
 
     def _setup_explicit(self, explicit: list[tuple[int, np.ndarray]]) -> None:
+        # The replicas of a part share its row array: explicit shards are grouped by row
+        # array (groups in order of their first shard), so the tables grow with the
+        # distinct row sets, not with the replicas.  A row's explicit holders are the
+        # shards of every group that lists it.
         explicit.sort(key=lambda e: e[0])
-        if explicit:
-            shard_ids = np.concatenate([np.full(rows.size, i, dtype=np.int64) for i, rows in explicit])
-            rows = np.concatenate([rows for _, rows in explicit])
-        else:
-            shard_ids = rows = np.empty(0, dtype=np.int64)
-        # Per-shard segments in shard order: key shard*num_rows+row is sorted, so the
-        # local index of (shard, row) is one searchsorted away.
-        self.seg_keys = shard_ids * self.num_rows + rows
-        seg_first = {}
-        if shard_ids.size:
-            firsts = np.flatnonzero(np.r_[True, shard_ids[1:] != shard_ids[:-1]])
-            seg_first = dict(zip(shard_ids[firsts].tolist(), firsts.tolist()))
-        self.seg_first = seg_first
-        ids = np.array(sorted(seg_first), dtype=np.int64)
-        self._seg_ids = ids
-        self._seg_firsts = np.array([seg_first[i] for i in ids.tolist()], dtype=np.int64)
-        order = np.lexsort((shard_ids, rows))
+        group_of: dict[int, int] = {}
+        group_rows: list[np.ndarray] = []
+        group_shards: list[list[int]] = []
+        for i, rows in explicit:
+            g = group_of.setdefault(id(rows), len(group_rows))
+            if g == len(group_rows):
+                group_rows.append(np.asarray(rows, dtype=np.int64))
+                group_shards.append([])
+            group_shards[g].append(i)
+        self._group_rows = group_rows
+        sizes = np.array([r.size for r in group_rows], dtype=np.int64)
+        self.g_count = np.array([len(m) for m in group_shards], dtype=np.int64)
+        self.g_ptr = np.concatenate([[0], np.cumsum(self.g_count)]).astype(np.int64)
+        self.g_shard = np.array([i for m in group_shards for i in m], dtype=np.int64)
+        group_ids = np.repeat(np.arange(len(group_rows), dtype=np.int64), sizes)
+        rows = np.concatenate(group_rows) if group_rows else np.empty(0, dtype=np.int64)
+        # Per-group segments in group order: key group*num_rows+row is sorted, so the
+        # local index of a row in its group's (any replica's) rows is one searchsorted away.
+        self.seg_keys = group_ids * self.num_rows + rows
+        self._seg_firsts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        order = np.argsort(self.g_shard, kind="stable")
+        self._shard_ids = self.g_shard[order]
+        self._shard_group = np.repeat(np.arange(len(group_rows), dtype=np.int64), self.g_count)[order]
+        # (row, group) pairs sorted by row, then group; a row's explicit holder count is
+        # the sum of its groups' sizes (ex_cum: running holder count over the pairs).
+        order = np.lexsort((group_ids, rows))
         self.ex_rows = rows[order]
-        self.ex_shard = shard_ids[order]
+        self.ex_group = group_ids[order]
+        self.ex_cum = np.concatenate([[0], np.cumsum(self.g_count[self.ex_group])]).astype(np.int64)
 
-    def seg_first_of(self, shard: np.ndarray) -> np.ndarray:
-        """Start of each (explicit) shard's segment in the concatenated row lists."""
-        return self._seg_firsts[np.searchsorted(self._seg_ids, shard)]
+    def group_of(self, shard: np.ndarray) -> np.ndarray:
+        """The row group (explicit row array shared by replicas) of each explicit shard."""
+        return self._shard_group[np.searchsorted(self._shard_ids, shard)]
 
-    def holders(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Per row: interval index (-1 if in no range), range-holder count, explicit [lo, hi)."""
+    def holders(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per row: interval index (-1 if in no range), range-holder count, its (row, group)
+        pairs [lo, hi) in ``ex_rows``, explicit-holder count."""
         rows = np.asarray(rows, dtype=np.int64)
         if len(self.bounds) >= 2:
             iv = np.searchsorted(self.bounds, rows, side="right") - 1
@@ -146,7 +161,7 @@ class SliceRouter:
             nr = np.zeros(rows.shape, dtype=np.int64)
         e_lo = np.searchsorted(self.ex_rows, rows, side="left")
         e_hi = np.searchsorted(self.ex_rows, rows, side="right")
-        return iv, nr, e_lo, e_hi
+        return iv, nr, e_lo, e_hi, self.ex_cum[e_hi] - self.ex_cum[e_lo]
 
     def route(self, rows: np.ndarray, bags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Serving shard index and local row index for each lookup (see the module rule)."""
@@ -174,8 +189,8 @@ class SliceRouter:
             if multi.size:
                 shard[multi] = self._route_replicated(rows[multi], bags[multi])
             return shard
-        iv, nr, e_lo, e_hi = self.holders(rows)
-        count = nr + (e_hi - e_lo)
+        iv, nr, e_lo, _, ne = self.holders(rows)
+        count = nr + ne
         if rows.size and count.min() == 0:
             bad = int(rows[np.argmin(count)])
             raise PlanError(f"table {self.table}: row {bad} (columns from {self.col_start}) is held by no shard")
@@ -183,23 +198,24 @@ class SliceRouter:
         single_range = (count == 1) & (nr == 1)
         shard[single_range] = self.iv_shard[self.iv_ptr[iv[single_range]]]
         single_ex = (count == 1) & (nr == 0)
-        shard[single_ex] = self.ex_shard[e_lo[single_ex]]
+        shard[single_ex] = self.g_shard[self.g_ptr[self.ex_group[e_lo[single_ex]]]]
         multi = np.flatnonzero(count > 1)
         if multi.size:
             shard[multi] = self._route_replicated(rows[multi], bags[multi])
         return shard
 
     def _route_replicated(self, rows: np.ndarray, bags: np.ndarray) -> np.ndarray:
-        # Rows held only by ranges, or only by explicit lists, have their holders in shard
-        # order already (iv_shard per interval, ex_shard per row): pick one directly.
-        # Only rows held by both kinds need their holder lists merged.
-        iv, nr, e_lo, e_hi = self.holders(rows)
-        ne = e_hi - e_lo
+        # Rows held only by ranges, or only by one explicit row group, have their holders
+        # in shard order already (iv_shard per interval, g_shard per group): pick one
+        # directly.  Only rows held by several groups or both kinds need their holder
+        # lists merged.
+        iv, nr, e_lo, e_hi, ne = self.holders(rows)
         shard = np.empty(rows.shape, dtype=np.int64)
         only_r = ne == 0
         shard[only_r] = self.iv_shard[self.iv_ptr[iv[only_r]] + bags[only_r] % nr[only_r]]
-        only_e = (nr == 0) & ~only_r
-        shard[only_e] = self.ex_shard[e_lo[only_e] + bags[only_e] % ne[only_e]]
+        only_e = (nr == 0) & (e_hi - e_lo == 1)
+        first = self.g_ptr[self.ex_group[e_lo[only_e]]]
+        shard[only_e] = self.g_shard[first + bags[only_e] % ne[only_e]]
         mixed = ~(only_r | only_e)
         if mixed.any():
             shard[mixed] = self._route_mixed(rows[mixed], bags[mixed])
@@ -207,15 +223,16 @@ class SliceRouter:
 
     def _route_mixed(self, rows: np.ndarray, bags: np.ndarray) -> np.ndarray:
         uniq, inverse = np.unique(rows, return_inverse=True)
-        iv, nr, e_lo, e_hi = self.holders(uniq)
-        ne = e_hi - e_lo
+        iv, nr, e_lo, e_hi, ne = self.holders(uniq)
         # All holders of every replicated row, grouped by row and sorted by shard index.
         uid_r = np.repeat(np.arange(uniq.size), nr)
         pos_r = concat_ranges(self.iv_ptr[np.maximum(iv, 0)], nr)
-        uid_e = np.repeat(np.arange(uniq.size), ne)
-        pos_e = concat_ranges(e_lo, ne)
+        pairs = concat_ranges(e_lo, e_hi - e_lo)
+        groups = self.ex_group[pairs]
+        uid_e = np.repeat(np.repeat(np.arange(uniq.size), e_hi - e_lo), self.g_count[groups])
+        pos_e = concat_ranges(self.g_ptr[groups], self.g_count[groups])
         uid = np.concatenate([uid_r, uid_e])
-        holder = np.concatenate([self.iv_shard[pos_r], self.ex_shard[pos_e]])
+        holder = np.concatenate([self.iv_shard[pos_r], self.g_shard[pos_e]])
         order = np.lexsort((holder, uid))
         holder = holder[order]
         total = nr + ne
@@ -243,9 +260,9 @@ class SliceRouter:
             is_range |= m
         ex = ~is_range
         if ex.any():
-            keys = shard[ex] * self.num_rows + rows[ex]
-            pos = np.searchsorted(self.seg_keys, keys)
-            local[ex] = pos - self.seg_first_of(shard[ex])
+            group = self.group_of(shard[ex])
+            pos = np.searchsorted(self.seg_keys, group * self.num_rows + rows[ex])
+            local[ex] = pos - self._seg_firsts[group]
         return local
 
 

@@ -89,6 +89,23 @@ class TableShape:
     def key(self) -> tuple[int, int, int]:
         return self.parts, self.slices, self.replicas
 
+    def fields(self) -> tuple[float, ...]:
+        """Every field, in order: what the search's estimate of a layout depends on."""
+        return (
+            self.parts,
+            self.slices,
+            self.replicas,
+            self.part_bytes,
+            self.part_lookups,
+            self.row_bytes,
+            self.index_bytes,
+            self.output_bytes,
+            self.reduce_elems,
+            self.part_cost,
+            self.merge_elems,
+            self.gap_bytes,
+        )
+
     @property
     def on_host(self) -> bool:
         """The whole table on the host CPU (``parts == 0``): every row in the plan's host cache."""
@@ -131,19 +148,33 @@ class LayoutSearch:
             for wl in workloads
         ]
         self._shapes: dict[tuple[int, int, int, int, int], TableShape] = {}
+        # The descent re-scores many layouts it has seen before (each pass retries every
+        # candidate; the host-cache levels revisit the same shapes): scores are memoised
+        # by everything estimate() reads, and so are the per-table sums it repeats.
+        self._scores: dict[tuple[tuple[tuple[float, ...], ...], tuple[int, ...]], float] = {}
+        self._row_bytes = [wl.spec.row_bytes() for wl in workloads]
+        self._total_loads = [wl.total_load for wl in workloads]
+        self._served: dict[tuple[int, int], float] = {}
 
     @staticmethod
     def _table_bytes(wl: TableWorkload) -> int:
         return wl.spec.num_embeddings * wl.spec.row_bytes()
 
+    def _host_served(self, t: int, cached: int) -> float:
+        """Expected lookups per batch of table ``t``'s top ``cached`` rows (memoised)."""
+        key = (t, cached)
+        if key not in self._served:
+            self._served[key] = float(self.wls[t].load[:cached].sum())
+        return self._served[key]
+
     def host_cache_used(self, shapes: list[TableShape], cached: np.ndarray) -> int:
         """Bytes of the host cache: cached prefixes, and whole host tables unless a host cost model prices them."""
         used = 0
-        for wl, s, h in zip(self.wls, shapes, cached):
+        for wl, s, h, row_bytes in zip(self.wls, shapes, cached, self._row_bytes):
             if s.on_host:
-                used += 0 if self.host_cost is not None else self._table_bytes(wl)
+                used += 0 if self.host_cost is not None else wl.spec.num_embeddings * row_bytes
             else:
-                used += int(h) * wl.spec.row_bytes()
+                used += int(h) * row_bytes
         return used
 
     def host_seconds(self, shapes: list[TableShape], cached: np.ndarray) -> float:
@@ -267,10 +298,10 @@ class LayoutSearch:
         lookups = per_dpu[0]
         row_bytes = np.divide(per_dpu[1], lookups, out=np.full(n, 8.0), where=lookups > 0)
         host_lookups = host_bytes = 0.0
-        for wl, h, s in zip(self.wls, cached, shapes):
-            served = wl.total_load if s.on_host else float(wl.load[:h].sum())
+        for t, (h, s) in enumerate(zip(cached, shapes)):
+            served = self._total_loads[t] if s.on_host else self._host_served(t, int(h))
             host_lookups += served
-            host_bytes += served * wl.spec.row_bytes()
+            host_bytes += served * self._row_bytes[t]
         if self.host_cost is not None and all(s.on_host for s in shapes):
             # CPU only: no DPU phase at all.
             zero = np.zeros(n)
@@ -342,10 +373,11 @@ class LayoutSearch:
         up the DPUs alone changes nothing until the cache shrinks, so without the tie-break
         the search would stall where the two sides meet.
         """
-        t = self.estimate(shapes, cached)
-        if t is None:
-            return math.inf
-        return t.total_s + DPU_TIE_BREAK * t.dpu_s
+        key = (tuple(s.fields() for s in shapes), tuple(cached.tolist()))
+        if key not in self._scores:
+            t = self.estimate(shapes, cached)
+            self._scores[key] = math.inf if t is None else t.total_s + DPU_TIE_BREAK * t.dpu_s
+        return self._scores[key]
 
     def descend(
         self, shapes: list[TableShape], cached: np.ndarray, passes: int, local: bool = False
