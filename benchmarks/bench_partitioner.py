@@ -96,10 +96,12 @@ def _metrics(report) -> dict:
     }
 
 
-def run_quality(quick: bool, held_batches: int) -> list[dict]:
+def run_quality(
+    quick: bool, held_batches: int, alphas: list[float] | None = None, seeds: list[int] | None = None
+) -> list[dict]:
     nr_tables, rows, dim, batch, pooling, dpus = 8, 50_000, 64, 1024, 32, 256
-    alphas = [1.05] if quick else [0.9, 1.05, 1.2]
-    seeds = [0] if quick else [0, 1]
+    alphas = alphas or ([1.05] if quick else [0.9, 1.05, 1.2])
+    seeds = seeds or ([0] if quick else [0, 1])
     tables = [TableSpec(f"t{i}", rows, dim) for i in range(nr_tables)]
     topology = Topology(dpus)
     results = []
@@ -266,12 +268,14 @@ def main() -> None:
     parser.add_argument(
         "--held-batches", type=int, default=64, help="held-out batches after the build part (default: 64)"
     )
+    parser.add_argument("--alphas", type=float, nargs="+", help="only these Zipf exponents (default: all)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="only these seeds (default: all)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "partitioner.json"))
     args = parser.parse_args()
     if args.held_batches < 2:
         parser.error(f"--held-batches must be at least 2 (the noise floor needs a spread), got {args.held_batches}")
     started = time.perf_counter()
-    results = run_quality(args.quick, args.held_batches)
+    results = run_quality(args.quick, args.held_batches, args.alphas, args.seeds)
     quality_s = time.perf_counter() - started
     doc = {
         "profile": PROFILE,
