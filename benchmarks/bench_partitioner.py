@@ -1,9 +1,10 @@
 """Placement quality: naive uniform plans vs frequency-balanced vs graph-balanced (ours), on the perfmodel.
 
 For several skewed, co-occurring synthetic workloads (Zipf alpha x seed), one run builds
-every variant on the first 80% of a trace and evaluates it both there and on the
-held-out 20% (routing every lookup as the engine does, timing each batch with
-``updlrm.perfmodel``):
+every variant on the first ``BUILD_BATCHES`` batches of a trace and evaluates it both
+there and on the ``--held-batches`` batches that follow (the same generator and
+distribution, not built from), routing every lookup as the engine does and timing each
+batch with ``updlrm.perfmodel``:
 
 * ``uniform_row``: equal contiguous row blocks over all DPUs (``uniform_plan``);
 * ``uniform_col``: each table's columns split over 2 DPUs;
@@ -16,8 +17,17 @@ held-out 20% (routing every lookup as the engine does, timing each batch with
 * ``frequency_nocache`` / ``graph_nocache``: without the host cache, which isolates
   what the graph does to fan-out when the DPUs carry every lookup.
 
-Goals (printed as PASS/FAIL): ours >= 1.5x faster than uniform_row (modeled), load
-imbalance <= 1.05, held-out batch time <= 10% above the build trace's.
+Goals (printed as PASS/FAIL): ours >= 1.5x faster than uniform_row (modeled), DPU load
+imbalance (max/mean over DPUs of the mean lookups per batch) <= 1.05 on the held-out
+batches, held-out batch time <= 10% above the build trace's.
+
+The held-out part is long because the imbalance of a short one is sampling noise: with
+the host cache serving ~83% of the lookups each DPU serves a few hundred lookups per
+batch, a few bags at a time, and over 4 held-out batches even a plan whose every DPU
+expects the same load shows ~1.2.  Next to each imbalance the benchmark prints that
+floor (``floor``, :func:`updlrm.partitioner.evaluate.noise_floor`: the expected max/mean
+of equal expected loads with the batch-to-batch spread each DPU shows); it shrinks as
+one over the square root of the held-out length.
 
 Held-out robustness comes from the estimates, not from a tuned margin: per-row loads
 are cross-fitted over folds of whole batches (rows re-ranked without the fold, the
@@ -47,7 +57,7 @@ a table.
 
 Usage::
 
-    python benchmarks/bench_partitioner.py [--quick] [--scale] [--out benchmarks/results/partitioner.json]
+    python benchmarks/bench_partitioner.py [--quick] [--scale] [--held-batches 64] [--out benchmarks/results/partitioner.json]
 """
 
 from __future__ import annotations
@@ -65,6 +75,8 @@ from updlrm.plan import uniform_plan
 from updlrm.specs import TableSpec, Topology
 
 PROFILE = DEFAULT_HARDWARE_PROFILE
+# Batches the plans are built from (the first 80% of the 20-batch trace this benchmark used before).
+BUILD_BATCHES = 16
 
 
 def _metrics(report) -> dict:
@@ -78,22 +90,30 @@ def _metrics(report) -> dict:
         "bytes_in": report.bytes_in_padded,
         "bytes_out": report.bytes_out_padded,
         "host_cache_hit_rate": report.host_cache_hit_rate,
+        "noise_floor": report.noise_floor,
+        "bytes_in_unpadded": report.bytes_in,
+        "bytes_out_unpadded": report.bytes_out,
     }
 
 
-def run_quality(quick: bool) -> list[dict]:
+def run_quality(
+    quick: bool, held_batches: int, alphas: list[float] | None = None, seeds: list[int] | None = None
+) -> list[dict]:
     nr_tables, rows, dim, batch, pooling, dpus = 8, 50_000, 64, 1024, 32, 256
-    alphas = [1.05] if quick else [0.9, 1.05, 1.2]
-    seeds = [0] if quick else [0, 1]
+    alphas = alphas or ([1.05] if quick else [0.9, 1.05, 1.2])
+    seeds = seeds or ([0] if quick else [0, 1])
     tables = [TableSpec(f"t{i}", rows, dim) for i in range(nr_tables)]
     topology = Topology(dpus)
     results = []
     for alpha in alphas:
         for seed in seeds:
+            nb = BUILD_BATCHES + held_batches
+            started = time.perf_counter()
             trace = synthetic_trace(
-                tables, batch_size=batch, num_batches=20, pooling=pooling, alpha=alpha, co_occurrence=0.6, seed=seed
+                tables, batch_size=batch, num_batches=nb, pooling=pooling, alpha=alpha, co_occurrence=0.6, seed=seed
             )
-            build, held = trace.split(0.8)
+            build, held = trace.split(BUILD_BATCHES / nb)
+            trace_s = time.perf_counter() - started
             plans = {
                 "uniform_row": (uniform_plan(tables, topology, "row_wise"), 0.0),
                 "uniform_col": (uniform_plan(tables, topology, "column_wise"), 0.0),
@@ -109,11 +129,20 @@ def run_quality(quick: bool) -> list[dict]:
                 started = time.perf_counter()
                 plan = build_plan(tables, build, topology, profile=PROFILE, seed=seed, progress=False, **kwargs)
                 plans[name] = (plan, time.perf_counter() - started)
-            row = {"alpha": alpha, "seed": seed, "variants": {}}
+            row = {
+                "alpha": alpha,
+                "seed": seed,
+                "build_batches": build.num_batches,
+                "held_out_batches": held.num_batches,
+                "trace_generation_s": trace_s,
+                "variants": {},
+            }
+            started = time.perf_counter()
             for name, (plan, seconds) in plans.items():
                 on_build = _metrics(evaluate_plan(plan, build, PROFILE))
                 on_held = _metrics(evaluate_plan(plan, held, PROFILE))
                 row["variants"][name] = {"build": on_build, "held_out": on_held, "build_time_s": seconds}
+            row["evaluation_s"] = time.perf_counter() - started
             base = row["variants"]["uniform_row"]["build"]["modeled_ms"]
             base_held = row["variants"]["uniform_row"]["held_out"]["modeled_ms"]
             for v in row["variants"].values():
@@ -126,16 +155,21 @@ def run_quality(quick: bool) -> list[dict]:
 
 
 def _print_row(row: dict) -> None:
-    print(f"\nalpha={row['alpha']} seed={row['seed']}")
     print(
-        f"{'variant':18s} {'ms':>8s} {'speedup':>8s} {'held ms':>8s} {'held %':>7s} {'imbal':>6s} "
-        f"{'batch imb':>9s} {'fanout':>7s} {'MB in':>7s} {'MB out':>7s} {'hit':>5s} {'held hit':>8s} {'build s':>7s}"
+        f"\nalpha={row['alpha']} seed={row['seed']}: built on {row['build_batches']} batches, held out "
+        f"{row['held_out_batches']} (trace {row['trace_generation_s']:.1f} s, evaluation {row['evaluation_s']:.1f} s)"
+    )
+    print(
+        f"{'variant':18s} {'ms':>8s} {'speedup':>8s} {'held ms':>8s} {'held %':>7s} {'imbal':>6s} {'floor':>6s} "
+        f"{'held imb':>8s} {'floor':>6s} {'batch imb':>9s} {'fanout':>7s} {'MB in':>7s} {'MB out':>7s} {'hit':>5s} "
+        f"{'held hit':>8s} {'build s':>7s}"
     )
     for name, v in row["variants"].items():
         b, h = v["build"], v["held_out"]
         print(
             f"{name:18s} {b['modeled_ms']:8.3f} {v['speedup_vs_uniform_row']:8.2f} {h['modeled_ms']:8.3f} "
-            f"{v['held_out_slowdown'] * 100:+7.1f} {b['imbalance']:6.3f} {b['batch_imbalance']:9.3f} "
+            f"{v['held_out_slowdown'] * 100:+7.1f} {b['imbalance']:6.3f} {b['noise_floor']:6.3f} "
+            f"{h['imbalance']:8.3f} {h['noise_floor']:6.3f} {b['batch_imbalance']:9.3f} "
             f"{b['mean_fanout']:7.2f} {b['bytes_in'] / 1e6:7.2f} {b['bytes_out'] / 1e6:7.2f} "
             f"{b['host_cache_hit_rate']:5.2f} {h['host_cache_hit_rate']:8.2f} {v['build_time_s']:7.2f}"
         )
@@ -190,13 +224,16 @@ def run_scale() -> dict:
 def _goals(results: list[dict]) -> dict:
     ours = [r["variants"]["ours"] for r in results]
     speedups = [v["speedup_vs_uniform_row"] for v in ours]
-    imbalances = [v["build"]["imbalance"] for v in ours]
+    imbalances = [v["held_out"]["imbalance"] for v in ours]
+    floors = [v["held_out"]["noise_floor"] for v in ours]
     held = [v["held_out_slowdown"] for v in ours]
     goals = {
         "speedup_vs_uniform_row_min": min(speedups),
         "speedup_goal": 1.5,
         "held_out_speedup_vs_uniform_row_min": min(v["held_out_speedup_vs_uniform_row"] for v in ours),
         "imbalance_max": max(imbalances),
+        "imbalance_noise_floor_max": max(floors),
+        "in_sample_imbalance_max": max(v["build"]["imbalance"] for v in ours),
         "imbalance_goal": 1.05,
         "held_out_slowdown_max": max(held),
         "held_out_goal": 0.10,
@@ -216,9 +253,10 @@ def _goals(results: list[dict]) -> dict:
     print(
         "\ngoals:",
         json.dumps(goals["pass"]),
-        f"speedup min {min(speedups):.2f}x, imbalance max "
-        f"{max(imbalances):.3f}, held-out slowdown max {max(held) * 100:.1f}% (held-out speedup vs uniform_row "
-        f"min {goals['held_out_speedup_vs_uniform_row_min']:.2f}x)",
+        f"speedup min {min(speedups):.2f}x, held-out imbalance max {max(imbalances):.3f} (noise floor max "
+        f"{max(floors):.3f}; in sample {goals['in_sample_imbalance_max']:.3f}), held-out slowdown max "
+        f"{max(held) * 100:.1f}% (held-out speedup vs uniform_row min "
+        f"{goals['held_out_speedup_vs_uniform_row_min']:.2f}x)",
     )
     return goals
 
@@ -227,10 +265,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one workload instead of six")
     parser.add_argument("--scale", action="store_true", help="also time the 100M-row, 2048-DPU planning run")
+    parser.add_argument(
+        "--held-batches", type=int, default=64, help="held-out batches after the build part (default: 64)"
+    )
+    parser.add_argument("--alphas", type=float, nargs="+", help="only these Zipf exponents (default: all)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="only these seeds (default: all)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "partitioner.json"))
     args = parser.parse_args()
-    results = run_quality(args.quick)
-    doc = {"profile": PROFILE, "machine": platform.platform(), "workloads": results, "goals": _goals(results)}
+    if args.held_batches < 2:
+        parser.error(f"--held-batches must be at least 2 (the noise floor needs a spread), got {args.held_batches}")
+    started = time.perf_counter()
+    results = run_quality(args.quick, args.held_batches, args.alphas, args.seeds)
+    quality_s = time.perf_counter() - started
+    doc = {
+        "profile": PROFILE,
+        "machine": platform.platform(),
+        "quality_run_s": quality_s,
+        "workloads": results,
+        "goals": _goals(results),
+    }
+    print(f"quality run: {quality_s:.0f} s")
     if args.scale:
         doc["scale"] = run_scale()
     out = Path(args.out)

@@ -37,6 +37,7 @@ __all__ = [
     "evaluate_plan",
     "expected_work",
     "imbalance_breakdown",
+    "noise_floor",
     "route_trace",
     "shard_loads",
 ]
@@ -71,6 +72,7 @@ class PlanReport:
     mram_bytes_per_dpu: np.ndarray
     host_cache_hit_rate: float
     modeled: perfmodel.PhaseTimes
+    noise_floor: float = float("nan")
 
     @property
     def load_min(self) -> float:
@@ -102,6 +104,7 @@ class PlanReport:
             "mram_max_bytes": int(self.mram_bytes_per_dpu.max()),
             "mram_total_bytes": int(self.mram_bytes_per_dpu.sum()),
             "host_cache_hit_rate": self.host_cache_hit_rate,
+            "noise_floor": self.noise_floor,
         }
 
 
@@ -137,11 +140,19 @@ class RoutedTrace:
         )
 
 
-def route_trace(plan: Plan, trace: Trace, model: CostModel, scale: float) -> RoutedTrace:
+def route_trace(
+    plan: Plan,
+    trace: Trace,
+    model: CostModel,
+    scale: float,
+    router_cache: dict[tuple[int, int], SliceRouter] | None = None,
+) -> RoutedTrace:
     """What every batch of ``trace`` asks of each DPU under ``plan``, in the planner's byte model.
 
     Counts are scaled by ``scale`` (another batch size over the trace's); the evaluator
-    uses them where the engine's exact accounting does not apply.
+    uses them where the engine's exact accounting does not apply.  ``router_cache`` (a
+    dict the caller keeps, as :func:`~updlrm.partitioner.batch_work.derive_work` takes)
+    reuses the routing tables.
 
     >>> from updlrm.plan import uniform_plan
     >>> from updlrm.specs import TableSpec, Topology
@@ -165,6 +176,7 @@ def route_trace(plan: Plan, trace: Trace, model: CostModel, scale: float) -> Rou
     host_bytes = np.zeros(nb)
     nr_shards = max(len(plan.shards), 1)
     dpu_of_shard = np.array([s.dpu for s in plan.shards], dtype=np.int64)
+    routers = {} if router_cache is None else router_cache
     fanout_per_table = []
     fan_sum = fan_bags = 0.0
     total_lookups = 0
@@ -197,7 +209,9 @@ def route_trace(plan: Plan, trace: Trace, model: CostModel, scale: float) -> Rou
                 shard = rename[shard0]
                 p_bag, p_shard = pairs0[0], rename[pairs0[1]]
             else:
-                shard = SliceRouter(plan, t, lo).route_shards(rows, bags % B)
+                if (t, lo) not in routers:
+                    routers[(t, lo)] = SliceRouter(plan, t, lo)
+                shard = routers[(t, lo)].route_shards(rows, bags % B)
                 pairs = np.unique(bags * nr_shards + shard)
                 p_bag, p_shard = np.divmod(pairs, nr_shards)
                 routed_slices[signature] = (np.array(members), shard, (p_bag, p_shard))
@@ -253,6 +267,40 @@ def _batch_imbalance(lookups: np.ndarray) -> float:
     return float(ratio.mean()) if ratio.size else 1.0
 
 
+def noise_floor(batch_loads: np.ndarray, draws: int = 1000, seed: int = 0) -> float:
+    """Expected max/mean over DPUs of the mean load per DPU if every DPU had the same expected load.
+
+    ``batch_loads``: lookups per batch (rows) and DPU (columns).  Each DPU's mean over
+    the ``nb`` batches is drawn as a normal variable around the common mean ``M`` with
+    variance ``D * M / nb``, ``D`` being the dispersion measured over all DPUs (summed
+    batch-to-batch variances over summed mean loads; 1 for Poisson counts, more when a
+    bag brings several of a DPU's lookups at once; pooled, since one DPU's variance over
+    a few batches is too noisy to take its maximum over DPUs); the result averages
+    ``draws`` draws (fixed ``seed``).  Even a plan whose every DPU expects the
+    same load shows about this imbalance on such a trace: it is the floor the trace's
+    length sets, ``1 + O(sqrt(D / (M nb)))``.  ``nan`` with fewer than 2 batches.
+
+    >>> rng = np.random.default_rng(1)
+    >>> loads = rng.poisson(100.0, size=(16, 256)).astype(float)
+    >>> floor = noise_floor(loads)
+    >>> 1.04 < floor < 1.09  # about 1 + 2.9 / sqrt(1600)
+    True
+    >>> noise_floor(loads[:1])
+    nan
+    """
+    nb = batch_loads.shape[0]
+    if nb < 2 or batch_loads.size == 0:
+        return float("nan")
+    mean = batch_loads.mean(axis=0)
+    var = batch_loads.var(axis=0, ddof=1)
+    level = float(mean.mean())
+    if level <= 0:
+        return 1.0
+    sd = np.sqrt(float(var.sum() / mean.sum()) * level / nb)
+    draw = level + sd * np.random.default_rng(seed).standard_normal((draws, mean.size))
+    return float(np.mean(draw.max(axis=1) / draw.mean(axis=1)))
+
+
 def _rows_signature(rows: range | np.ndarray) -> tuple[Any, ...]:
     if isinstance(rows, range):
         return ("range", rows.start, rows.stop)
@@ -260,13 +308,18 @@ def _rows_signature(rows: range | np.ndarray) -> tuple[Any, ...]:
 
 
 def _batch_works(
-    plan: Plan, trace: Trace, routed: RoutedTrace, model: CostModel, scale: float
+    plan: Plan,
+    trace: Trace,
+    routed: RoutedTrace,
+    model: CostModel,
+    scale: float,
+    router_cache: dict[tuple[int, int], SliceRouter] | None = None,
 ) -> list[perfmodel.BatchWork]:
     """Per batch, the work exactly as the engine counts it (:func:`updlrm.partitioner.batch_work.derive_work`:
     segments, per-tasklet partials, headers), or the routed estimate when the counts are
     rescaled to another batch size or a batch would need several launches."""
     if scale == 1.0:
-        cache: dict[tuple[int, int], SliceRouter] = {}
+        cache = {} if router_cache is None else router_cache
         try:
             return [
                 derive_work(plan, *trace.batch(i), nr_tasklets=model.nr_tasklets, router_cache=cache)
@@ -310,9 +363,10 @@ def evaluate_plan(
     scale = (B if batch_size is None else batch_size) / B
     loads = [float(len(trace.table_lookups(t)[0])) for t in range(len(plan.tables))]
     model = CostModel(plan.tables, hw, n, trace.per_sample_weights is not None, nr_tasklets, loads)
-    routed = route_trace(plan, trace, model, scale)
+    routers: dict[tuple[int, int], SliceRouter] = {}
+    routed = route_trace(plan, trace, model, scale, routers)
     nb = trace.num_batches
-    works = _batch_works(plan, trace, routed, model, scale)
+    works = _batch_works(plan, trace, routed, model, scale, routers)
     phases = [perfmodel.model_batch(w, hw) for w in works]
     mean_phases = perfmodel.PhaseTimes(
         **{
@@ -342,6 +396,7 @@ def evaluate_plan(
         mram_bytes_per_dpu=plan.mram_bytes_per_dpu(),
         host_cache_hit_rate=routed.host_cache_hit_rate,
         modeled=mean_phases,
+        noise_floor=noise_floor(routed.lookups),
     )
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -66,7 +67,11 @@ DPU_TIE_BREAK = 0.05
 
 @dataclass
 class TableShape:
-    """``parts`` row parts x ``slices`` column slices, held ``replicas`` times, and what they imply per part (per batch)."""
+    """``parts`` row parts x ``slices`` column slices, held ``replicas`` times, and what they imply per part (per batch).
+
+    ``part_variance``: batch-to-batch variance of a part's lookups (:func:`part_dispersion`
+    times ``part_lookups``).
+    """
 
     parts: int
     slices: int
@@ -80,6 +85,7 @@ class TableShape:
     part_cost: float = 0.0
     merge_elems: float = 0.0
     gap_bytes: float = 0.0
+    part_variance: float = 0.0
 
     @property
     def dpus(self) -> int:
@@ -258,6 +264,7 @@ class LayoutSearch:
         s.reduce_elems = s.part_lookups * slice_dim * m.elem_factor[t]
         s.part_cost = float(m.part_cost(s.part_lookups, row_bytes, s.index_bytes, s.output_bytes, s.reduce_elems)[0])
         s.merge_elems = wl.batch_size * fanout * spec.embedding_dim
+        s.part_variance = s.part_lookups * part_dispersion(wl.bag_size_histogram(cached), parts)
         return s
 
     def estimate(self, shapes: list[TableShape], cached: np.ndarray) -> perfmodel.PhaseTimes | None:
@@ -270,7 +277,7 @@ class LayoutSearch:
         over_budget = self.host_cache_used(shapes, cached) > self.host_cache_bytes
         if self.host_cost is None and any(s.on_host for s in shapes) and over_budget:
             return None
-        per_dpu = np.zeros((6, n))
+        per_dpu = np.zeros((7, n))
         cost = np.zeros(n)
         free = np.full(n, float(self.capacity))
         for t in sorted(range(len(shapes)), key=lambda t: (-shapes[t].part_cost, -shapes[t].part_bytes)):
@@ -293,9 +300,14 @@ class LayoutSearch:
                     [s.output_bytes],
                     [s.reduce_elems],
                     [s.gap_bytes],
+                    [s.part_variance],
                 ]
             )
+        # The batch waits for its slowest DPU: each DPU's work as in a batch where it is
+        # the straggler, its lookups ``z_n`` standard deviations above their mean.
         lookups = per_dpu[0]
+        spread = np.divide(straggler_z(n) * np.sqrt(per_dpu[6]), lookups, out=np.zeros(n), where=lookups > 0)
+        per_dpu[[0, 2, 4, 5]] *= 1.0 + spread
         row_bytes = np.divide(per_dpu[1], lookups, out=np.full(n, 8.0), where=lookups > 0)
         host_lookups = host_bytes = 0.0
         for t, (h, s) in enumerate(zip(cached, shapes)):
@@ -549,6 +561,43 @@ def search_layout(
     if chosen is None or chosen.total_s > cpu_only_s:
         shapes, cached, best = cpu_only, no_cache, search.score(cpu_only, no_cache)
     return Layout(shapes, cached, best, cpu_only_s, search.choices(shapes, cached))
+
+
+def part_dispersion(bag_sizes: np.ndarray, parts: int) -> float:
+    """Batch-to-batch variance over mean of the lookups one of ``parts`` balanced row parts gets.
+
+    ``bag_sizes[u]``: bags with ``u`` DPU-served lookups.  A part sees the bags of its
+    replica and from each a binomial share ``1/parts`` of its lookups ``u``, so its
+    lookups per batch have variance over mean ``(1 - 1/k) + Var(u) / (k E[u])``: 1
+    (Poisson) for many parts, the bags' own dispersion for one part, which then serves
+    a bag's lookups all at once.
+
+    >>> part_dispersion(np.array([0, 0, 0, 0, 10]), 1), part_dispersion(np.array([5, 0, 0, 0, 0, 0, 0, 0, 5]), 1)
+    (0.0, 4.0)
+    >>> part_dispersion(np.array([5, 0, 0, 0, 0, 0, 0, 0, 5]), 4)
+    1.75
+    """
+    total = float(bag_sizes.sum())
+    u = np.arange(bag_sizes.size, dtype=np.float64)
+    mean = float((bag_sizes * u).sum()) / total if total else 0.0
+    if mean <= 0:
+        return 1.0
+    var = float((bag_sizes * u * u).sum()) / total - mean * mean
+    return (1.0 - 1.0 / parts) + var / (parts * mean)
+
+
+def straggler_z(n: int) -> float:
+    """Expected maximum of ``n`` independent standard normal variables, by Blom's approximation.
+
+    Blom (1958), *Statistical Estimates and Transformed Beta-Variables*: the ``i``-th of
+    ``n`` order statistics sits near the ``(i - 0.375) / (n + 0.25)`` quantile.
+
+    >>> round(straggler_z(256), 2), straggler_z(1)
+    (2.81, 0.0)
+    """
+    if n <= 1:
+        return 0.0
+    return NormalDist().inv_cdf((n - 0.375) / (n + 0.25))
 
 
 def cached_for_level(

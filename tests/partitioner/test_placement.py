@@ -156,12 +156,15 @@ def test_small_table_of_heavy_rows_is_balanced(seed):
     # 12 rows on 8 DPUs: every row outweighs a quarter of a part.  Replicating each on
     # just enough parts to cut it to that size left items as coarse as a row's share
     # (parts one item apart: imbalance 1.14-1.16 on these traces); on every part each
-    # replica serves an even class of bags.
+    # replica serves an even class of bags.  (The search takes 8 row parts, or 4 x 2
+    # column slices when it weighs the batch's straggler: rows still outweigh a quarter
+    # of a part.)
     tables = [TableSpec("few", 12, 16)]
     tr = synthetic_trace(tables, batch_size=2048, num_batches=4, pooling=12, alpha=1.05, seed=seed)
     build, held = tr.split(0.5)
     plan = build_plan(tables, build, Topology(8), cache="replicate", max_replicas=1, progress=False)
-    assert plan.metadata["strategy"]["few"]["row_parts"] == 8
+    strategy = plan.metadata["strategy"]["few"]
+    assert strategy["row_parts"] >= 4 and strategy["row_parts"] * strategy["column_slices"] == 8
     assert evaluate_plan(plan, build).imbalance < 1.06
     assert evaluate_plan(plan, held).imbalance < 1.06
 

@@ -14,6 +14,7 @@ import torch
 
 import updlrm
 from updlrm import perfmodel
+from updlrm.partitioner import search
 from updlrm.partitioner.cost import CostModel
 from updlrm.partitioner.evaluate import route_trace
 from updlrm.partitioner.placement import build_plan, evaluate_plan, expected_work
@@ -115,8 +116,13 @@ def _reference(weights, idx, off, batch_size):
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=NEEDS_MTKAHYPAR) if n == "hypergraph" else n for n in PLANS])
-def test_plan_runs_on_engine_like_torch_and_like_its_report(name, trace, weights):
+def test_plan_runs_on_engine_like_torch_and_like_its_report(name, trace, weights, monkeypatch):
     options, required = PLANS[name]
+    if name == "group_replicas":
+        # Weighing each batch's straggler, the search holds every table in column slices
+        # here (more bags per DPU); at mean loads it holds some whole on every DPU, the
+        # data-parallel layout this case runs on the engine.
+        monkeypatch.setattr(search, "straggler_z", lambda n: 0.0)
     plan = build_plan(TABLES, trace, Topology(NR_DPUS), progress=False, seed=0, **options)
     strategy = plan.metadata["strategy"]
     for holds in required:
