@@ -97,20 +97,7 @@ class TableShape:
 
     def fields(self) -> tuple[float, ...]:
         """Every field, in order: what the search's estimate of a layout depends on."""
-        return (
-            self.parts,
-            self.slices,
-            self.replicas,
-            self.part_bytes,
-            self.part_lookups,
-            self.row_bytes,
-            self.index_bytes,
-            self.output_bytes,
-            self.reduce_elems,
-            self.part_cost,
-            self.merge_elems,
-            self.gap_bytes,
-        )
+        return tuple(getattr(self, f.name) for f in dataclasses.fields(self))
 
     @property
     def on_host(self) -> bool:
