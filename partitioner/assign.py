@@ -4,8 +4,11 @@ Parts go to DPUs by longest-processing-time first, each onto the DPU with the le
 modeled time so far (kernel plus its share of the transfers) that has MRAM left and
 holds no other part of the same table (:func:`assign_dpus`).  When that order does
 not pack the parts into MRAM (small parts taken first can leave every DPU too little
-room for a big one), the parts are placed again biggest first, each still onto the
-cheapest DPU with room (first-fit decreasing, the classic bin-packing order).
+room for a big one), they are placed again in the order the layout search packed them
+when it checked that the layout fits: table by table, each table's parts together onto
+the cheapest DPUs with room (the trace's part costs interleave the tables where the
+search's identical parts do not).  Only when that fails too are they placed biggest first
+(first-fit decreasing, the classic bin-packing order).
 
 Example:
     >>> from updlrm import perfmodel
@@ -79,8 +82,11 @@ def assign_dpus(
     try:
         placed = _place_items(by_cost, tables, n, capacity)
     except PlanError:
-        by_size = sorted(items, key=lambda it: (-it[6], -it[0], it[1], it[2], it[3], it[4]))
-        placed = _place_items(by_size, tables, n, capacity)
+        try:
+            placed = _place_items(_by_table(items), tables, n, capacity)
+        except PlanError:
+            by_size = sorted(items, key=lambda it: (-it[6], -it[0], it[1], it[2], it[3], it[4]))
+            placed = _place_items(by_size, tables, n, capacity)
     shards = []
     for t, parts in enumerate(parts_by_table):
         bounds = column_bounds(tables[t], shapes[t].slices)
@@ -89,6 +95,26 @@ def assign_dpus(
                 for lo, hi in zip(bounds[:-1], bounds[1:]):
                     shards.append(Shard(t, placed[(t, p, rep, lo)], lo, hi, part.rows))
     return shards
+
+
+def _by_table(
+    items: list[tuple[float, int, int, int, int, int, int]],
+) -> list[tuple[float, int, int, int, int, int, int]]:
+    """The items in the order the layout search packs them: table by table, the table with
+    the costliest mean part first (then the biggest parts), each table's parts costliest first.
+
+    Placed in this order, a table's parts go together onto its cheapest DPUs with room, as
+    :meth:`~updlrm.partitioner.search.LayoutSearch.estimate` places a table's identical
+    parts, so MRAM fills the way the search checked it would.
+
+    >>> [it[1] for it in _by_table([(1.0, 0, 0, 0, 0, 1, 8), (3.0, 1, 0, 0, 0, 1, 4), (0.5, 0, 1, 0, 0, 1, 8)])]
+    [1, 0, 0]
+    """
+    by_t: dict[int, list[tuple[float, int, int, int, int, int, int]]] = {}
+    for it in items:
+        by_t.setdefault(it[1], []).append(it)
+    order = sorted(by_t, key=lambda t: (-np.mean([it[0] for it in by_t[t]]), -max(it[6] for it in by_t[t]), t))
+    return [it for t in order for it in sorted(by_t[t], key=lambda it: (-it[0], -it[6], it[2], it[3], it[4]))]
 
 
 def _place_items(
