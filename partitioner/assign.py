@@ -83,7 +83,7 @@ def assign_dpus(
         placed = _place_items(by_cost, tables, n, capacity)
     except PlanError:
         try:
-            placed = _place_items(_by_table(items), tables, n, capacity)
+            placed = _place_as_search(items, shapes, tables, n, capacity)
         except PlanError:
             by_size = sorted(items, key=lambda it: (-it[6], -it[0], it[1], it[2], it[3], it[4]))
             placed = _place_items(by_size, tables, n, capacity)
@@ -97,24 +97,42 @@ def assign_dpus(
     return shards
 
 
-def _by_table(
+def _place_as_search(
     items: list[tuple[float, int, int, int, int, int, int]],
-) -> list[tuple[float, int, int, int, int, int, int]]:
-    """The items in the order the layout search packs them: table by table, the table with
-    the costliest mean part first (then the biggest parts), each table's parts costliest first.
-
-    Placed in this order, a table's parts go together onto its cheapest DPUs with room, as
-    :meth:`~updlrm.partitioner.search.LayoutSearch.estimate` places a table's identical
-    parts, so MRAM fills the way the search checked it would.
-
-    >>> [it[1] for it in _by_table([(1.0, 0, 0, 0, 0, 1, 8), (3.0, 1, 0, 0, 0, 1, 4), (0.5, 0, 1, 0, 0, 1, 8)])]
-    [1, 0, 0]
+    shapes: list[TableShape],
+    tables: list[TableSpec],
+    n: int,
+    capacity: int,
+) -> dict[tuple[int, int, int, int], int]:
+    """The items packed as :meth:`~updlrm.partitioner.search.LayoutSearch.estimate` packed
+    the layout: table by table (the search's order: costliest part, then biggest part
+    first), each table's parts onto the cheapest DPUs with room for them, DPU cost counted
+    in the search's part costs, so that MRAM fills exactly as the search checked it would;
+    within a table, its costliest parts (by the trace) go to the cheapest of those DPUs.
     """
     by_t: dict[int, list[tuple[float, int, int, int, int, int, int]]] = {}
     for it in items:
         by_t.setdefault(it[1], []).append(it)
-    order = sorted(by_t, key=lambda t: (-np.mean([it[0] for it in by_t[t]]), -max(it[6] for it in by_t[t]), t))
-    return [it for t in order for it in sorted(by_t[t], key=lambda it: (-it[0], -it[6], it[2], it[3], it[4]))]
+    cost = np.zeros(n)
+    free = np.full(n, capacity, dtype=np.int64)
+    placed: dict[tuple[int, int, int, int], int] = {}
+    for t in sorted(by_t, key=lambda t: (-shapes[t].part_cost, -shapes[t].part_bytes, t)):
+        its = sorted(by_t[t], key=lambda it: (-it[0], -it[6], it[2], it[3], it[4]))
+        d = len(its)
+        room = free >= max(it[6] for it in its)
+        if int(room.sum()) < d:
+            raise PlanError(
+                f"table {tables[t].name}: {d} shards of {format_bytes(its[0][6])} find {int(room.sum())} "
+                f"DPUs with room; lower the replication or add DPUs"
+            )
+        masked = np.where(room, cost, np.inf)
+        chosen = np.argpartition(masked, d - 1)[:d] if d < n else np.arange(n)
+        chosen = chosen[np.argsort(cost[chosen], kind="stable")]
+        for it, dpu in zip(its, chosen.tolist()):
+            placed[(t, it[2], it[3], it[4])] = dpu
+            free[dpu] -= it[6]
+        cost[chosen] += shapes[t].part_cost
+    return placed
 
 
 def _place_items(
