@@ -4,8 +4,11 @@ Parts go to DPUs by longest-processing-time first, each onto the DPU with the le
 modeled time so far (kernel plus its share of the transfers) that has MRAM left and
 holds no other part of the same table (:func:`assign_dpus`).  When that order does
 not pack the parts into MRAM (small parts taken first can leave every DPU too little
-room for a big one), the parts are placed again biggest first, each still onto the
-cheapest DPU with room (first-fit decreasing, the classic bin-packing order).
+room for a big one), they are placed again in the order the layout search packed them
+when it checked that the layout fits: table by table, each table's parts together onto
+the cheapest DPUs with room (the trace's part costs interleave the tables where the
+search's identical parts do not).  Only when that fails too are they placed biggest first
+(first-fit decreasing, the classic bin-packing order).
 
 Example:
     >>> from updlrm import perfmodel
@@ -79,8 +82,11 @@ def assign_dpus(
     try:
         placed = _place_items(by_cost, tables, n, capacity)
     except PlanError:
-        by_size = sorted(items, key=lambda it: (-it[6], -it[0], it[1], it[2], it[3], it[4]))
-        placed = _place_items(by_size, tables, n, capacity)
+        try:
+            placed = _place_as_search(items, shapes, tables, n, capacity)
+        except PlanError:
+            by_size = sorted(items, key=lambda it: (-it[6], -it[0], it[1], it[2], it[3], it[4]))
+            placed = _place_items(by_size, tables, n, capacity)
     shards = []
     for t, parts in enumerate(parts_by_table):
         bounds = column_bounds(tables[t], shapes[t].slices)
@@ -89,6 +95,44 @@ def assign_dpus(
                 for lo, hi in zip(bounds[:-1], bounds[1:]):
                     shards.append(Shard(t, placed[(t, p, rep, lo)], lo, hi, part.rows))
     return shards
+
+
+def _place_as_search(
+    items: list[tuple[float, int, int, int, int, int, int]],
+    shapes: list[TableShape],
+    tables: list[TableSpec],
+    n: int,
+    capacity: int,
+) -> dict[tuple[int, int, int, int], int]:
+    """The items packed as :meth:`~updlrm.partitioner.search.LayoutSearch.estimate` packed
+    the layout: table by table (the search's order: costliest part, then biggest part
+    first), each table's parts onto the cheapest DPUs with room for them, DPU cost counted
+    in the search's part costs, so that MRAM fills exactly as the search checked it would;
+    within a table, its costliest parts (by the trace) go to the cheapest of those DPUs.
+    """
+    by_t: dict[int, list[tuple[float, int, int, int, int, int, int]]] = {}
+    for it in items:
+        by_t.setdefault(it[1], []).append(it)
+    cost = np.zeros(n)
+    free = np.full(n, capacity, dtype=np.int64)
+    placed: dict[tuple[int, int, int, int], int] = {}
+    for t in sorted(by_t, key=lambda t: (-shapes[t].part_cost, -shapes[t].part_bytes, t)):
+        its = sorted(by_t[t], key=lambda it: (-it[0], -it[6], it[2], it[3], it[4]))
+        d = len(its)
+        room = free >= max(it[6] for it in its)
+        if int(room.sum()) < d:
+            raise PlanError(
+                f"table {tables[t].name}: {d} shards of {format_bytes(its[0][6])} find {int(room.sum())} "
+                f"DPUs with room; lower the replication or add DPUs"
+            )
+        masked = np.where(room, cost, np.inf)
+        chosen = np.argpartition(masked, d - 1)[:d] if d < n else np.arange(n)
+        chosen = chosen[np.argsort(cost[chosen], kind="stable")]
+        for it, dpu in zip(its, chosen.tolist()):
+            placed[(t, it[2], it[3], it[4])] = dpu
+            free[dpu] -= it[6]
+        cost[chosen] += shapes[t].part_cost
+    return placed
 
 
 def _place_items(

@@ -65,3 +65,26 @@ def test_parts_that_cost_order_cannot_pack_are_placed_biggest_first():
     shards = assign_dpus(tables, wls, parts, shapes, {}, model, 2, 36, trace)
     by_table = {s.table: s.dpu for s in shards}
     assert by_table[1] == by_table[2] != by_table[0]
+
+
+def test_parts_are_packed_table_by_table_as_the_search_packs_them():
+    # Part costs from the trace interleave the tables: cost order (R0, S, B, R1) puts B
+    # next to S and leaves R1 no DPU; biggest first (B, R0, S, R1) fills the DPU without
+    # R the same way.  The search packs table by table in its own cost order (R's parts,
+    # then S, then B, each onto the cheapest DPU with room), which fits.
+    tables = [TableSpec("r", 6, 2), TableSpec("s", 3, 2), TableSpec("b", 7, 2)]
+    bag_r = [0] * 90 + [3] * 10
+    indices = np.array(bag_r + [0] * 40 + [0] * 20, dtype=np.int64)
+    offsets = np.array([0, 100, 140, 160], dtype=np.int64)
+    trace = Trace(3, 1, indices, offsets)
+    wls = table_workloads(tables, trace)
+    hw = perfmodel.get_profile("upmem-350mhz-2556", nr_dpus=2)
+    model = CostModel(tables, hw, 2, False, 16, [wl.total_load for wl in wls])
+    parts = [[RowPart(range(3)), RowPart(range(3, 6))], [RowPart(range(3))], [RowPart(range(7))]]
+    shapes = [TableShape(2, 1), TableShape(1, 1), TableShape(1, 1)]
+    for shape, part_cost in zip(shapes, [5.0, 4.0, 2.0]):  # the search's (mean) part costs
+        shape.part_cost = part_cost
+    shards = assign_dpus(tables, wls, parts, shapes, {}, model, 2, 80, trace)
+    dpu = {(s.table, s.rows.start): s.dpu for s in shards}
+    assert dpu[(0, 0)] != dpu[(0, 3)]
+    Plan(tables, Topology(2), shards).validate(Topology(2).mram_bytes_per_dpu - 80)
