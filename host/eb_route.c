@@ -129,19 +129,23 @@ static void flush_chunk(struct slice *slice, uint32_t nr_bags)
     const uint32_t nr_lanes = slice->nr_lanes;
     for (uint32_t i = 0; i < nr_lanes; i++) {
         struct lane *lane = &slice->lanes[i];
-        struct eb_segment *segments = lane->segments;
-        uint32_t *segment_bags = lane->segment_bags;
-        const uint32_t local_shard = lane->local_shard;
+        /* Locals and restrict: the stores below cannot change the slice's arrays, so
+         * nothing is reloaded per bag. */
+        struct eb_segment *restrict segments = lane->segments;
+        uint32_t *restrict segment_bags = lane->segment_bags;
+        uint32_t *const *restrict ends = slice->chunk_ends + i;
+        const uint32_t *restrict bags = slice->chunk_bags;
+        const uint64_t local_shard = lane->local_shard;
         uint32_t nr_segments = lane->nr_segments;
         const uint32_t *previous = slice->marks[i];
         for (uint32_t c = 0; c < nr_bags; c++) {
-            const uint32_t *end = slice->chunk_ends[(size_t)c * nr_lanes + i];
-            uint32_t count = (uint32_t)(end - previous);
-            /* One 8-byte store: eb_segment is {shard, nr_lookups}, little endian on every host we build for. */
-            uint64_t record = (uint64_t)count << 32 | local_shard;
+            const uint32_t *end = ends[(size_t)c * nr_lanes];
+            /* One 8-byte store: eb_segment is {shard, nr_lookups}, little endian on every
+             * host we build for; the byte distance << 30 is the count << 32. */
+            uint64_t record = ((uint64_t)((uintptr_t)end - (uintptr_t)previous) << 30) | local_shard;
             memcpy(&segments[nr_segments], &record, sizeof(record));
-            segment_bags[nr_segments] = slice->chunk_bags[c];
-            nr_segments += count != 0;
+            segment_bags[nr_segments] = bags[c];
+            nr_segments += end != previous;
             previous = end;
         }
         lane->nr_segments = nr_segments;
@@ -155,6 +159,21 @@ static void flush_chunk(struct slice *slice, uint32_t nr_bags)
             __builtin_prefetch((const void *)((uintptr_t)(segment_bags + nr_segments) + line), 1);
         }
     }
+}
+
+/*
+ * Whether every index of lookups [begin, end) lies in [0, nr_rows): an index i is
+ * outside exactly when i or (nr_rows - 1 - i), in two's complement, has its top bit
+ * set (i is a signed 64-bit value, nr_rows is below 2^63). Only subtractions and ORs,
+ * so it vectorises.
+ */
+static inline int bag_inside(const int64_t *indices, int64_t begin, int64_t end, uint64_t nr_rows)
+{
+    uint64_t bits = 0;
+    for (int64_t j = begin; j < end; j++) {
+        bits |= (uint64_t)indices[j] | (nr_rows - 1 - (uint64_t)indices[j]);
+    }
+    return (bits >> 63) == 0;
 }
 
 /* How far ahead (bytes) a lane's local rows and segments are prefetched for writing
@@ -253,13 +272,18 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
             nr_touched = 1;
             cursors[lane] = cursor + (end - begin);
         }
-        for (int64_t j = begin; j < end && !(kind == ROUTE_HOST && !weighted); j++) {
-            const int64_t row = indices[j];
-            if ((uint64_t)row >= nr_rows) {
-                slot_error(slot, "table %u: indices[%lld] = %lld is outside [0, %lld)", slice->table, (long long)j,
-                           (long long)row, (long long)table->nr_rows);
-                return RUN_ERROR;
+        /* The bag's indices are checked up front, without a branch per lookup: its
+         * lookups before the first one outside the table are routed (they may fail
+         * first), then that one is reported. */
+        int64_t stop = end;
+        if (!(kind == ROUTE_HOST && !weighted) && !bag_inside(indices, begin, end, nr_rows)) {
+            stop = begin;
+            while ((uint64_t)indices[stop] < nr_rows) {
+                stop++;
             }
+        }
+        for (int64_t j = begin; j < stop && !(kind == ROUTE_HOST && !weighted); j++) {
+            const int64_t row = indices[j];
             uint64_t lane;
             uint32_t local;
             if (kind == ROUTE_HOST) {
@@ -268,7 +292,8 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
             } else if (kind == ROUTE_RANGES) {
                 uint64_t block = buckets[(uint64_t)row >> shift];
                 if (single_step) {
-                    block += row >= starts[block + 1];
+                    /* Unsigned (both are in [0, nr_rows]): a compare and a subtract with borrow. */
+                    block += (uint64_t)row >= (uint64_t)starts[block + 1];
                 } else {
                     while (row >= starts[block + 1]) {
                         block++;
@@ -337,6 +362,11 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
                 slice->weights[lane][cursor - slice->lanes[lane].locals] = weight_bits;
             }
             cursors[lane] = cursor + 1;
+        }
+        if (stop < end) {
+            slot_error(slot, "table %u: indices[%lld] = %lld is outside [0, %lld)", slice->table, (long long)stop,
+                       (long long)indices[stop], (long long)table->nr_rows);
+            return RUN_ERROR;
         }
         if (scan) {
             /* Few lanes: as if the bag had reached every one (a subtraction per bag). */
