@@ -31,12 +31,12 @@ static int open_lanes(struct eb_slot *slot, struct slice *slice, uint32_t nr_bag
 {
     const eb_engine *engine = slot->engine;
     if (scan && !slice->chunk_ends) {
-        slice->chunk_ends = malloc((size_t)EB_SCAN_CHUNK * (slice->nr_lanes + 1) * sizeof(uint32_t *));
+        slice->chunk_ends = malloc((size_t)(EB_SCAN_CHUNK + 1) * (slice->nr_lanes + 1) * sizeof(uint32_t *));
         if (!slice->chunk_ends) {
             slot_error(slot, "out of host memory");
             return -1;
         }
-        slice->routing_bytes += (uint64_t)EB_SCAN_CHUNK * (slice->nr_lanes + 1) * sizeof(uint32_t *);
+        slice->routing_bytes += (uint64_t)(EB_SCAN_CHUNK + 1) * (slice->nr_lanes + 1) * sizeof(uint32_t *);
     }
     for (uint32_t i = 0; i < slice->nr_lanes; i++) {
         struct lane *lane = &slice->lanes[i];
@@ -121,35 +121,49 @@ static __attribute__((noinline)) int make_room(struct eb_slot *slot, struct slic
 
 /*
  * Scan mode: turn the remembered bag ends of a chunk into segments, lane by lane
- * (one segment per bag that reached the lane's DPU). Branchless: each record is
- * written and kept only when it counts lookups.
+ * (one segment per bag that reached the lane's DPU). A lane's ends are contiguous,
+ * after its cursor when the chunk began: when every bag of the chunk reached the
+ * lane (the common case with few lanes), the records are differences of neighbours
+ * and vectorise; otherwise each record is written and kept only when it counts
+ * lookups (branchless).
  */
 static void flush_chunk(struct slice *slice, uint32_t nr_bags)
 {
     const uint32_t nr_lanes = slice->nr_lanes;
+    const uint32_t *restrict bags = slice->chunk_bags;
     for (uint32_t i = 0; i < nr_lanes; i++) {
         struct lane *lane = &slice->lanes[i];
         /* Locals and restrict: the stores below cannot change the slice's arrays, so
          * nothing is reloaded per bag. */
-        struct eb_segment *restrict segments = lane->segments;
-        uint32_t *restrict segment_bags = lane->segment_bags;
-        uint32_t *const *restrict ends = slice->chunk_ends + i;
-        const uint32_t *restrict bags = slice->chunk_bags;
+        struct eb_segment *restrict segments = lane->segments + lane->nr_segments;
+        uint32_t *restrict segment_bags = lane->segment_bags + lane->nr_segments;
+        uint32_t **restrict ends = slice->chunk_ends + (size_t)i * (EB_SCAN_CHUNK + 1);
         const uint64_t local_shard = lane->local_shard;
-        uint32_t nr_segments = lane->nr_segments;
-        const uint32_t *previous = slice->marks[i];
+        ends[0] = slice->marks[i];
+        int empty = 0;
         for (uint32_t c = 0; c < nr_bags; c++) {
-            const uint32_t *end = ends[(size_t)c * nr_lanes];
-            /* One 8-byte store: eb_segment is {shard, nr_lookups}, little endian on every
-             * host we build for; the byte distance << 30 is the count << 32. */
-            uint64_t record = ((uint64_t)((uintptr_t)end - (uintptr_t)previous) << 30) | local_shard;
-            memcpy(&segments[nr_segments], &record, sizeof(record));
-            segment_bags[nr_segments] = bags[c];
-            nr_segments += end != previous;
-            previous = end;
+            empty |= ends[c + 1] == ends[c];
         }
-        lane->nr_segments = nr_segments;
-        slice->marks[i] = (uint32_t *)previous;
+        uint32_t nr_segments = 0;
+        /* One 8-byte store per record: eb_segment is {shard, nr_lookups}, little endian
+         * on every host we build for; the byte distance << 30 is the count << 32. */
+        if (!empty) {
+            for (uint32_t c = 0; c < nr_bags; c++) {
+                uint64_t record = ((uint64_t)((uintptr_t)ends[c + 1] - (uintptr_t)ends[c]) << 30) | local_shard;
+                memcpy(&segments[c], &record, sizeof(record));
+                segment_bags[c] = bags[c];
+            }
+            nr_segments = nr_bags;
+        } else {
+            for (uint32_t c = 0; c < nr_bags; c++) {
+                uint64_t record = ((uint64_t)((uintptr_t)ends[c + 1] - (uintptr_t)ends[c]) << 30) | local_shard;
+                memcpy(&segments[nr_segments], &record, sizeof(record));
+                segment_bags[nr_segments] = bags[c];
+                nr_segments += ends[c + 1] != ends[c];
+            }
+        }
+        lane->nr_segments += nr_segments;
+        slice->marks[i] = ends[nr_bags];
         /* The next chunk's records go here; the arrays are cold after a launch. */
         /* 64: the cache line of every x86-64 and ARMv8 server part. */
         for (uint32_t line = 0; line < EB_SCAN_CHUNK * sizeof(struct eb_segment); line += 64) {
@@ -275,14 +289,16 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
         /* The bag's indices are checked up front, without a branch per lookup: its
          * lookups before the first one outside the table are routed (they may fail
          * first), then that one is reported. */
-        int64_t stop = end;
+        int64_t stop = kind == ROUTE_HOST && !weighted ? begin : end;
         if (!(kind == ROUTE_HOST && !weighted) && !bag_inside(indices, begin, end, nr_rows)) {
             stop = begin;
             while ((uint64_t)indices[stop] < nr_rows) {
                 stop++;
             }
         }
-        for (int64_t j = begin; j < stop && !(kind == ROUTE_HOST && !weighted); j++) {
+        /* Two lookups per iteration: the loop control is paid once for both. */
+#pragma GCC unroll 2
+        for (int64_t j = begin; j < stop; j++) {
             const int64_t row = indices[j];
             uint64_t lane;
             uint32_t local;
@@ -363,7 +379,7 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
             }
             cursors[lane] = cursor + 1;
         }
-        if (stop < end) {
+        if (!(kind == ROUTE_HOST && !weighted) && stop < end) {
             slot_error(slot, "table %u: indices[%lld] = %lld is outside [0, %lld)", slice->table, (long long)stop,
                        (long long)indices[stop], (long long)table->nr_rows);
             return RUN_ERROR;
@@ -371,9 +387,9 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
         if (scan) {
             /* Few lanes: as if the bag had reached every one (a subtraction per bag). */
             headroom -= (uint64_t)(end - begin);
-            uint32_t **ends = chunk_ends + (size_t)nr_chunk_bags * nr_lanes;
+            uint32_t **ends = chunk_ends + 1 + nr_chunk_bags;
             for (uint32_t i = 0; i < nr_lanes; i++) {
-                ends[i] = cursors[i];
+                ends[(size_t)i * (EB_SCAN_CHUNK + 1)] = cursors[i];
                 prefetch_for_write(cursors[i]);
             }
             slice->chunk_bags[nr_chunk_bags++] = b;
