@@ -122,10 +122,9 @@ static __attribute__((noinline)) int make_room(struct eb_slot *slot, struct slic
 /*
  * Scan mode: turn the remembered bag ends of a chunk into segments, lane by lane
  * (one segment per bag that reached the lane's DPU). A lane's ends are contiguous,
- * after its cursor when the chunk began: when every bag of the chunk reached the
- * lane (the common case with few lanes), the records are differences of neighbours
- * and vectorise; otherwise each record is written and kept only when it counts
- * lookups (branchless).
+ * after its cursor when the chunk began, so every bag's record is a difference of
+ * neighbours, written at the bag's place (vectorised); bags that missed the lane are
+ * then squeezed out (branchless).
  */
 static void flush_chunk(struct slice *slice, uint32_t nr_bags)
 {
@@ -140,26 +139,30 @@ static void flush_chunk(struct slice *slice, uint32_t nr_bags)
         uint32_t **restrict ends = slice->chunk_ends + (size_t)i * (EB_SCAN_CHUNK + 1);
         const uint64_t local_shard = lane->local_shard;
         ends[0] = slice->marks[i];
-        int empty = 0;
-        for (uint32_t c = 0; c < nr_bags; c++) {
-            empty |= ends[c + 1] == ends[c];
-        }
-        uint32_t nr_segments = 0;
         /* One 8-byte store per record: eb_segment is {shard, nr_lookups}, little endian
          * on every host we build for; the byte distance << 30 is the count << 32. */
-        if (!empty) {
-            for (uint32_t c = 0; c < nr_bags; c++) {
-                uint64_t record = ((uint64_t)((uintptr_t)ends[c + 1] - (uintptr_t)ends[c]) << 30) | local_shard;
-                memcpy(&segments[c], &record, sizeof(record));
-                segment_bags[c] = bags[c];
+        int empty = 0;
+        for (uint32_t c = 0; c < nr_bags; c++) {
+            uint64_t record = ((uint64_t)((uintptr_t)ends[c + 1] - (uintptr_t)ends[c]) << 30) | local_shard;
+            memcpy(&segments[c], &record, sizeof(record));
+            segment_bags[c] = bags[c];
+            empty |= ends[c + 1] == ends[c];
+        }
+        uint32_t nr_segments = nr_bags;
+        if (empty) {
+            /* Some bag missed the lane: the records from its first such bag on move
+             * down over the empty ones. */
+            uint32_t c = 0;
+            while (ends[c + 1] != ends[c]) {
+                c++;
             }
-            nr_segments = nr_bags;
-        } else {
-            for (uint32_t c = 0; c < nr_bags; c++) {
-                uint64_t record = ((uint64_t)((uintptr_t)ends[c + 1] - (uintptr_t)ends[c]) << 30) | local_shard;
+            nr_segments = c;
+            for (; c < nr_bags; c++) {
+                uint64_t record;
+                memcpy(&record, &segments[c], sizeof(record));
                 memcpy(&segments[nr_segments], &record, sizeof(record));
-                segment_bags[nr_segments] = bags[c];
-                nr_segments += ends[c + 1] != ends[c];
+                segment_bags[nr_segments] = segment_bags[c];
+                nr_segments += (record >> 32) != 0;
             }
         }
         lane->nr_segments += nr_segments;
@@ -202,6 +205,9 @@ static inline __attribute__((always_inline)) void prefetch_for_write(const void 
      * a prefetch but not a valid pointer operation. */
     __builtin_prefetch((const void *)((uintptr_t)cursor + EB_WRITE_PREFETCH_BYTES), 1);
 }
+
+/* How far ahead (bytes) the indices are prefetched when a bag starts. */
+#define EB_INDEX_PREFETCH_BYTES 2048
 
 /* How far ahead (lookups) explicit entries are prefetched: at a few nanoseconds per
  * lookup this covers a DRAM miss; 64..128 measured best on bench_engine's explicit
@@ -262,6 +268,10 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
             if (rc != RUN_OK) {
                 return rc;
             }
+        }
+        /* The indices of later bags: 8 per 64-byte line. */
+        for (int64_t j = begin; j < end; j += 8) {
+            __builtin_prefetch((const void *)((uintptr_t)(indices + j) + EB_INDEX_PREFETCH_BYTES));
         }
         uint32_t nr_touched = 0;
         if (kind == ROUTE_HOST && !weighted) {
