@@ -160,7 +160,7 @@ struct slice {
     uint32_t **limits;     /* per lane: the end of the room made for its lookups */
     uint32_t **weights;    /* per lane: the DPU's weight array (weighted batches) */
     uint32_t *touched;     /* lanes hit by the current bag, nr_lanes + 1 entries */
-    uint32_t **chunk_ends; /* scan: every lane's cursor at the end of each bag of the chunk */
+    uint32_t **chunk_ends; /* scan, per lane: its cursor when the chunk began, then at the end of each bag */
     uint32_t chunk_bags[EB_SCAN_CHUNK];
 
     uint32_t nr_ranges;       /* blocks: distinct row ranges of range shards, in row order */

@@ -31,12 +31,12 @@ static int open_lanes(struct eb_slot *slot, struct slice *slice, uint32_t nr_bag
 {
     const eb_engine *engine = slot->engine;
     if (scan && !slice->chunk_ends) {
-        slice->chunk_ends = malloc((size_t)EB_SCAN_CHUNK * (slice->nr_lanes + 1) * sizeof(uint32_t *));
+        slice->chunk_ends = malloc((size_t)(EB_SCAN_CHUNK + 1) * (slice->nr_lanes + 1) * sizeof(uint32_t *));
         if (!slice->chunk_ends) {
             slot_error(slot, "out of host memory");
             return -1;
         }
-        slice->routing_bytes += (uint64_t)EB_SCAN_CHUNK * (slice->nr_lanes + 1) * sizeof(uint32_t *);
+        slice->routing_bytes += (uint64_t)(EB_SCAN_CHUNK + 1) * (slice->nr_lanes + 1) * sizeof(uint32_t *);
     }
     for (uint32_t i = 0; i < slice->nr_lanes; i++) {
         struct lane *lane = &slice->lanes[i];
@@ -121,31 +121,52 @@ static __attribute__((noinline)) int make_room(struct eb_slot *slot, struct slic
 
 /*
  * Scan mode: turn the remembered bag ends of a chunk into segments, lane by lane
- * (one segment per bag that reached the lane's DPU). Branchless: each record is
- * written and kept only when it counts lookups.
+ * (one segment per bag that reached the lane's DPU). A lane's ends are contiguous,
+ * after its cursor when the chunk began, so every bag's record is a difference of
+ * neighbours, written at the bag's place (vectorised); bags that missed the lane are
+ * then squeezed out (branchless).
  */
 static void flush_chunk(struct slice *slice, uint32_t nr_bags)
 {
     const uint32_t nr_lanes = slice->nr_lanes;
+    const uint32_t *restrict bags = slice->chunk_bags;
     for (uint32_t i = 0; i < nr_lanes; i++) {
         struct lane *lane = &slice->lanes[i];
-        struct eb_segment *segments = lane->segments;
-        uint32_t *segment_bags = lane->segment_bags;
-        const uint32_t local_shard = lane->local_shard;
-        uint32_t nr_segments = lane->nr_segments;
-        const uint32_t *previous = slice->marks[i];
+        /* Locals and restrict: the stores below cannot change the slice's arrays, so
+         * nothing is reloaded per bag. */
+        struct eb_segment *restrict segments = lane->segments + lane->nr_segments;
+        uint32_t *restrict segment_bags = lane->segment_bags + lane->nr_segments;
+        uint32_t **restrict ends = slice->chunk_ends + (size_t)i * (EB_SCAN_CHUNK + 1);
+        const uint64_t local_shard = lane->local_shard;
+        ends[0] = slice->marks[i];
+        /* One 8-byte store per record: eb_segment is {shard, nr_lookups}, little endian
+         * on every host we build for; the byte distance << 30 is the count << 32. */
+        int empty = 0;
         for (uint32_t c = 0; c < nr_bags; c++) {
-            const uint32_t *end = slice->chunk_ends[(size_t)c * nr_lanes + i];
-            uint32_t count = (uint32_t)(end - previous);
-            /* One 8-byte store: eb_segment is {shard, nr_lookups}, little endian on every host we build for. */
-            uint64_t record = (uint64_t)count << 32 | local_shard;
-            memcpy(&segments[nr_segments], &record, sizeof(record));
-            segment_bags[nr_segments] = slice->chunk_bags[c];
-            nr_segments += count != 0;
-            previous = end;
+            uint64_t record = ((uint64_t)((uintptr_t)ends[c + 1] - (uintptr_t)ends[c]) << 30) | local_shard;
+            memcpy(&segments[c], &record, sizeof(record));
+            segment_bags[c] = bags[c];
+            empty |= ends[c + 1] == ends[c];
         }
-        lane->nr_segments = nr_segments;
-        slice->marks[i] = (uint32_t *)previous;
+        uint32_t nr_segments = nr_bags;
+        if (empty) {
+            /* Some bag missed the lane: the records from its first such bag on move
+             * down over the empty ones. */
+            uint32_t c = 0;
+            while (ends[c + 1] != ends[c]) {
+                c++;
+            }
+            nr_segments = c;
+            for (; c < nr_bags; c++) {
+                uint64_t record;
+                memcpy(&record, &segments[c], sizeof(record));
+                memcpy(&segments[nr_segments], &record, sizeof(record));
+                segment_bags[nr_segments] = segment_bags[c];
+                nr_segments += (record >> 32) != 0;
+            }
+        }
+        lane->nr_segments += nr_segments;
+        slice->marks[i] = ends[nr_bags];
         /* The next chunk's records go here; the arrays are cold after a launch. */
         /* 64: the cache line of every x86-64 and ARMv8 server part. */
         for (uint32_t line = 0; line < EB_SCAN_CHUNK * sizeof(struct eb_segment); line += 64) {
@@ -155,6 +176,21 @@ static void flush_chunk(struct slice *slice, uint32_t nr_bags)
             __builtin_prefetch((const void *)((uintptr_t)(segment_bags + nr_segments) + line), 1);
         }
     }
+}
+
+/*
+ * Whether every index of lookups [begin, end) lies in [0, nr_rows): an index i is
+ * outside exactly when i or (nr_rows - 1 - i), in two's complement, has its top bit
+ * set (i is a signed 64-bit value, nr_rows is below 2^63). Only subtractions and ORs,
+ * so it vectorises.
+ */
+static inline int bag_inside(const int64_t *indices, int64_t begin, int64_t end, uint64_t nr_rows)
+{
+    uint64_t bits = 0;
+    for (int64_t j = begin; j < end; j++) {
+        bits |= (uint64_t)indices[j] | (nr_rows - 1 - (uint64_t)indices[j]);
+    }
+    return (bits >> 63) == 0;
 }
 
 /* How far ahead (bytes) a lane's local rows and segments are prefetched for writing
@@ -169,6 +205,9 @@ static inline __attribute__((always_inline)) void prefetch_for_write(const void 
      * a prefetch but not a valid pointer operation. */
     __builtin_prefetch((const void *)((uintptr_t)cursor + EB_WRITE_PREFETCH_BYTES), 1);
 }
+
+/* How far ahead (bytes) the indices are prefetched when a bag starts. */
+#define EB_INDEX_PREFETCH_BYTES 2048
 
 /* How far ahead (lookups) explicit entries are prefetched: at a few nanoseconds per
  * lookup this covers a DRAM miss; 64..128 measured best on bench_engine's explicit
@@ -230,6 +269,10 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
                 return rc;
             }
         }
+        /* The indices of later bags: 8 per 64-byte line. */
+        for (int64_t j = begin; j < end; j += 8) {
+            __builtin_prefetch((const void *)((uintptr_t)(indices + j) + EB_INDEX_PREFETCH_BYTES));
+        }
         uint32_t nr_touched = 0;
         if (kind == ROUTE_HOST && !weighted) {
             /* Every row host-cached (slot = row): a checked copy, no per-lookup branch. */
@@ -253,13 +296,20 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
             nr_touched = 1;
             cursors[lane] = cursor + (end - begin);
         }
-        for (int64_t j = begin; j < end && !(kind == ROUTE_HOST && !weighted); j++) {
-            const int64_t row = indices[j];
-            if ((uint64_t)row >= nr_rows) {
-                slot_error(slot, "table %u: indices[%lld] = %lld is outside [0, %lld)", slice->table, (long long)j,
-                           (long long)row, (long long)table->nr_rows);
-                return RUN_ERROR;
+        /* The bag's indices are checked up front, without a branch per lookup: its
+         * lookups before the first one outside the table are routed (they may fail
+         * first), then that one is reported. */
+        int64_t stop = kind == ROUTE_HOST && !weighted ? begin : end;
+        if (!(kind == ROUTE_HOST && !weighted) && !bag_inside(indices, begin, end, nr_rows)) {
+            stop = begin;
+            while ((uint64_t)indices[stop] < nr_rows) {
+                stop++;
             }
+        }
+        /* Two lookups per iteration: the loop control is paid once for both. */
+#pragma GCC unroll 2
+        for (int64_t j = begin; j < stop; j++) {
+            const int64_t row = indices[j];
             uint64_t lane;
             uint32_t local;
             if (kind == ROUTE_HOST) {
@@ -268,7 +318,8 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
             } else if (kind == ROUTE_RANGES) {
                 uint64_t block = buckets[(uint64_t)row >> shift];
                 if (single_step) {
-                    block += row >= starts[block + 1];
+                    /* Unsigned (both are in [0, nr_rows]): a compare and a subtract with borrow. */
+                    block += (uint64_t)row >= (uint64_t)starts[block + 1];
                 } else {
                     while (row >= starts[block + 1]) {
                         block++;
@@ -338,12 +389,17 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
             }
             cursors[lane] = cursor + 1;
         }
+        if (!(kind == ROUTE_HOST && !weighted) && stop < end) {
+            slot_error(slot, "table %u: indices[%lld] = %lld is outside [0, %lld)", slice->table, (long long)stop,
+                       (long long)indices[stop], (long long)table->nr_rows);
+            return RUN_ERROR;
+        }
         if (scan) {
             /* Few lanes: as if the bag had reached every one (a subtraction per bag). */
             headroom -= (uint64_t)(end - begin);
-            uint32_t **ends = chunk_ends + (size_t)nr_chunk_bags * nr_lanes;
+            uint32_t **ends = chunk_ends + 1 + nr_chunk_bags;
             for (uint32_t i = 0; i < nr_lanes; i++) {
-                ends[i] = cursors[i];
+                ends[(size_t)i * (EB_SCAN_CHUNK + 1)] = cursors[i];
                 prefetch_for_write(cursors[i]);
             }
             slice->chunk_bags[nr_chunk_bags++] = b;
