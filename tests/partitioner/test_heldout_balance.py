@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from updlrm.partitioner import search
+from updlrm.partitioner import search, straggler
 from updlrm.partitioner.evaluate import noise_floor
 from updlrm.partitioner.placement import build_plan, evaluate_plan
 from updlrm.partitioner.workloads import synthetic_trace
@@ -50,7 +50,7 @@ def test_noise_floor_follows_poisson_counts():
 
 def test_part_dispersion_falls_to_poisson_with_more_parts():
     bags = np.bincount(np.random.default_rng(0).poisson(8, size=5000) * 3)  # lookups come 3 at a time
-    one, many = search.part_dispersion(bags, 1), search.part_dispersion(bags, 64)
+    one, many = straggler.part_dispersion(bags, 1), straggler.part_dispersion(bags, 64)
     assert one == pytest.approx(3.0, rel=0.05)  # Var/mean of 3 x Poisson(8): 9 * 8 / 24
     assert many == pytest.approx(1.0 - 1 / 64 + 3.0 / 64, rel=0.01)
 
