@@ -23,7 +23,7 @@ def _holders_rule(plan, row, bag):
 
 
 @pytest.mark.parametrize("dense", [True, False])
-def test_router_routes_replicas_sharing_one_row_array(dense):
+def test_router_routes_replicas_sharing_one_row_array(dense, monkeypatch):
     # assign_dpus gives every replica of a part the part's own row array; the router
     # groups them by it. Hot rows held by a second array (another group) and a range
     # shard overlapping both make rows with holders in several groups.
@@ -36,12 +36,9 @@ def test_router_routes_replicas_sharing_one_row_array(dense):
     shards += [Shard(0, 5, 0, 4, hot), Shard(0, 6, 0, 4, range(30, 40)), Shard(0, 7, 0, 4, hot.copy())]
     plan = Plan([TableSpec("t", 40, 4)], Topology(8), shards)
     plan.validate()
-    old = routing.DENSE_ROUTING_MAX_ROWS
-    routing.DENSE_ROUTING_MAX_ROWS = old if dense else 0
-    try:
-        router = SliceRouter(plan, 0, 0)
-    finally:
-        routing.DENSE_ROUTING_MAX_ROWS = old
+    if not dense:
+        monkeypatch.setattr(routing, "DENSE_ROUTING_MAX_ROWS", 0)
+    router = SliceRouter(plan, 0, 0)
     rows = np.repeat(np.arange(40), 7)
     bags = np.tile(np.arange(7), 40)
     shard, local = router.route(rows, bags)
