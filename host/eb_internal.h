@@ -85,6 +85,11 @@ struct lane {
     uint32_t capacity;    /* lookups the DPU's buffers hold */
     uint32_t shard;
     uint32_t dpu; /* EB_HOST_LANE for the host cache */
+    /* What this pass wrote to the lane's buffers: its lookups and segments start here. */
+    uint32_t pass_first_lookup;
+    uint32_t pass_first_segment;
+    uint32_t pass_lookups;
+    uint32_t pass_segments;
 };
 
 /* The lane of a slice's host-cached rows: its "local rows" are host-cache slots. */
@@ -183,7 +188,13 @@ struct slice {
     struct replica_set *groups; /* a replicated row's holders: replicas[first ..] */
     struct replica *replicas;
     uint64_t routing_bytes;
+    /* An earlier slice of the table whose routing is this one's (same rows on lane i,
+     * same tables): a pass copies its lanes' records instead of routing again, and the
+     * slice keeps no routing tables. EB_NO_LEADER: the slice routes itself. */
+    uint32_t leader;
 };
+
+#define EB_NO_LEADER UINT32_MAX
 
 
 struct dpu_state {
@@ -354,6 +365,7 @@ EB_INTERNAL const char *status_text(uint32_t code);
 EB_INTERNAL int check_integer_sums(struct eb_slot *slot, const int64_t *offsets, uint32_t batch, const float *weights);
 
 /* eb_route.c */
+EB_INTERNAL int link_followers(eb_engine *engine);
 EB_INTERNAL __attribute__((noinline)) int route_bags(struct eb_slot *slot, uint32_t b0, uint32_t b1, int parallel);
 
 /* eb_pack.c */

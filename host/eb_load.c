@@ -274,6 +274,7 @@ int eb_engine_load(eb_engine *engine, const void **weights, const int64_t *row_s
         }
     }
 
+    link_followers(engine);
     for (uint32_t d = 0; d < engine->nr_dpus; d++) {
         engine->dpus[d].last_slice = UINT32_MAX;
     }

@@ -43,6 +43,8 @@ static int open_lanes(struct eb_slot *slot, struct slice *slice, uint32_t nr_bag
         struct dpu_state *dpu =
             lane->dpu == EB_HOST_LANE ? &slot->host_states[slice - engine->slices] : &slot->dpus[lane->dpu];
         lane->state = dpu;
+        lane->pass_first_lookup = dpu->nr_lookups;
+        lane->pass_first_segment = dpu->nr_segments;
         size_t needed = (size_t)dpu->nr_segments + nr_bags + 1;
         if (needed > dpu->segments_capacity) {
             size_t capacity = dpu->segments_capacity;
@@ -66,13 +68,67 @@ static int open_lanes(struct eb_slot *slot, struct slice *slice, uint32_t nr_bag
     return 0;
 }
 
-static void close_lanes(const struct slice *slice)
+static void close_lanes(struct slice *slice)
 {
     for (uint32_t i = 0; i < slice->nr_lanes; i++) {
-        struct dpu_state *dpu = slice->lanes[i].state;
-        dpu->nr_lookups = (uint32_t)(slice->cursors[i] - slice->lanes[i].locals);
-        dpu->nr_segments = slice->lanes[i].nr_segments;
+        struct lane *lane = &slice->lanes[i];
+        struct dpu_state *dpu = lane->state;
+        dpu->nr_lookups = (uint32_t)(slice->cursors[i] - lane->locals);
+        dpu->nr_segments = lane->nr_segments;
+        lane->pass_lookups = dpu->nr_lookups - lane->pass_first_lookup;
+        lane->pass_segments = dpu->nr_segments - lane->pass_first_segment;
     }
+}
+
+/*
+ * A follower slice's pass: its leader routed the same bags to the same lanes with the
+ * same local rows (link_followers), so lane i's records are copied from the leader's
+ * lane i, each segment naming this lane's shard instead. Sequential copies in place of
+ * a route per lookup: what makes column slices cheap for the host.
+ */
+static int copy_lanes(struct eb_slot *slot, struct slice *slice, int weighted)
+{
+    const eb_engine *engine = slot->engine;
+    const struct slice *leader = &engine->slices[slice->leader];
+    for (uint32_t i = 0; i < slice->nr_lanes; i++) {
+        const struct lane *from = &leader->lanes[i];
+        struct lane *to = &slice->lanes[i];
+        const struct dpu_state *source = from->state;
+        struct dpu_state *dpu =
+            to->dpu == EB_HOST_LANE ? &slot->host_states[slice - engine->slices] : &slot->dpus[to->dpu];
+        const uint64_t limit = to->dpu == EB_HOST_LANE ? UINT32_MAX / 2 : EB_MAX_LOOKUPS_PER_LAUNCH;
+        const uint64_t lookups = (uint64_t)dpu->nr_lookups + from->pass_lookups;
+        if (lookups > limit) {
+            return RUN_SPLIT;
+        }
+        size_t capacity = dpu->segments_capacity;
+        const size_t segments = (size_t)dpu->nr_segments + from->pass_segments + 1;
+        if (reserve((void **)&dpu->input, &dpu->input_capacity, EB_INDEX_START + lookups * sizeof(uint32_t), 1) ||
+            (weighted && reserve((void **)&dpu->weights, &dpu->weights_capacity, lookups, sizeof(uint32_t))) ||
+            reserve((void **)&dpu->segments, &dpu->segments_capacity, segments, sizeof(struct eb_segment)) ||
+            reserve((void **)&dpu->segment_bags, &capacity, segments, sizeof(uint32_t))) {
+            slot_error(slot, "out of host memory");
+            return RUN_ERROR;
+        }
+        memcpy(dpu->input + EB_INDEX_START + (size_t)dpu->nr_lookups * sizeof(uint32_t),
+               source->input + EB_INDEX_START + (size_t)from->pass_first_lookup * sizeof(uint32_t),
+               (size_t)from->pass_lookups * sizeof(uint32_t));
+        if (weighted) {
+            memcpy(dpu->weights + dpu->nr_lookups, source->weights + from->pass_first_lookup,
+                   (size_t)from->pass_lookups * sizeof(uint32_t));
+        }
+        const uint32_t local_shard = to->dpu == EB_HOST_LANE ? 0 : engine->shards[to->shard].local;
+        const struct eb_segment *restrict in = source->segments + from->pass_first_segment;
+        struct eb_segment *restrict out = dpu->segments + dpu->nr_segments;
+        for (uint32_t s = 0; s < from->pass_segments; s++) {
+            out[s] = (struct eb_segment){.shard = local_shard, .nr_lookups = in[s].nr_lookups};
+        }
+        memcpy(dpu->segment_bags + dpu->nr_segments, source->segment_bags + from->pass_first_segment,
+               (size_t)from->pass_segments * sizeof(uint32_t));
+        dpu->nr_lookups = (uint32_t)lookups;
+        dpu->nr_segments += from->pass_segments;
+    }
+    return RUN_OK;
 }
 
 /*
@@ -545,8 +601,10 @@ static int group_slices(eb_engine *engine)
     }
     for (uint32_t k = 0; k < engine->nr_slices; k++) {
         const struct slice *slice = &engine->slices[k];
-        for (uint32_t i = 1; i < slice->nr_dpu_lanes; i++) {
-            uint32_t a = slice->lanes[0].dpu, b = slice->lanes[i].dpu;
+        /* A follower copies its leader's records: the leader's thread, after the leader. */
+        const struct slice *leader = slice->leader != EB_NO_LEADER ? &engine->slices[slice->leader] : NULL;
+        for (uint32_t i = leader && slice->nr_dpu_lanes ? 0 : 1; i < slice->nr_dpu_lanes; i++) {
+            uint32_t a = leader ? leader->lanes[0].dpu : slice->lanes[0].dpu, b = slice->lanes[i].dpu;
             while (parent[a] != a) {
                 a = parent[a] = parent[parent[a]];
             }
@@ -560,7 +618,9 @@ static int group_slices(eb_engine *engine)
     for (uint32_t k = 0; k < engine->nr_slices; k++) {
         const struct slice *slice = &engine->slices[k];
         if (slice->nr_dpu_lanes == 0) {
-            engine->route.slice_group[k] = engine->route.nr_route_groups++; /* host-cached only */
+            /* Host-cached only. */
+            engine->route.slice_group[k] = slice->leader != EB_NO_LEADER ? engine->route.slice_group[slice->leader]
+                                                                         : engine->route.nr_route_groups++;
             continue;
         }
         uint32_t root = slice->lanes[0].dpu;
@@ -603,9 +663,14 @@ static void *route_slices(void *argument)
                 continue;
             }
             struct slice *slice = &engine->slices[k];
-            int scan = scan_lanes(slice, job->offsets, job->batch, job->b0, job->b1);
-            int rc = pick_route(slice, weighted, scan)(slot, slice, job->indices, job->offsets, job->per_sample_weights,
+            int rc;
+            if (slice->leader != EB_NO_LEADER) {
+                rc = copy_lanes(slot, slice, weighted);
+            } else {
+                int scan = scan_lanes(slice, job->offsets, job->batch, job->b0, job->b1);
+                rc = pick_route(slice, weighted, scan)(slot, slice, job->indices, job->offsets, job->per_sample_weights,
                                                        job->batch, job->b0, job->b1);
+            }
             for (uint32_t i = 0; rc == RUN_OK && i < slice->nr_dpu_lanes; i++) {
                 struct dpu_state *dpu = &slot->dpus[slice->lanes[i].dpu];
                 rc = dpu->last_slice == k ? finish_dpu(slot, dpu) : RUN_OK;

@@ -376,6 +376,16 @@ uint64_t eb_engine_routing_bytes(const eb_engine *engine)
     return bytes;
 }
 
+/* Slices that copy an earlier slice's routing instead of routing (link_followers). */
+uint32_t eb_engine_nr_followers(const eb_engine *engine)
+{
+    uint32_t count = 0;
+    for (uint32_t k = 0; k < engine->nr_slices; k++) {
+        count += engine->slices[k].leader != EB_NO_LEADER;
+    }
+    return count;
+}
+
 /* Routing and merging use two threads when given two or more (and the batch is big). */
 void eb_engine_set_host_threads(eb_engine *engine, uint32_t threads)
 {

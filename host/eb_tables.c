@@ -32,7 +32,7 @@ static struct slice *new_slice(eb_engine *engine, uint32_t table, uint32_t col_s
         engine->slices_capacity = capacity;
     }
     struct slice *slice = &engine->slices[engine->nr_slices++];
-    *slice = (struct slice){.table = table, .col_start = col_start, .col_stop = col_stop};
+    *slice = (struct slice){.table = table, .col_start = col_start, .col_stop = col_stop, .leader = EB_NO_LEADER};
     return slice;
 }
 
@@ -685,4 +685,128 @@ int eb_engine_add_slice(eb_engine *engine, uint32_t table, uint32_t col_start, u
     free(lane_of);
     slice->routing_bytes += (nr_lanes + 2) * (sizeof(struct lane) + 4 * sizeof(uint32_t *) + sizeof(uint32_t));
     return rc;
+}
+
+/* ---- followers: column slices that route alike ---------------------------------- */
+
+static int same_bytes(const void *a, const void *b, size_t size)
+{
+    return (a == NULL) == (b == NULL) && (a == NULL || memcmp(a, b, size) == 0);
+}
+
+/* Lane i of both slices holds the same rows in the same local order. */
+static int same_lanes(const eb_engine *engine, const struct slice *a, const struct slice *b)
+{
+    for (uint32_t i = 0; i < a->nr_dpu_lanes; i++) {
+        const struct shard *x = &engine->shards[a->lanes[i].shard];
+        const struct shard *y = &engine->shards[b->lanes[i].shard];
+        if (x->nr_rows != y->nr_rows || (x->row_ids == NULL) != (y->row_ids == NULL) ||
+            (x->row_ids ? memcmp(x->row_ids, y->row_ids, (size_t)x->nr_rows * sizeof(int64_t)) != 0
+                        : x->row_start != y->row_start)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int same_exceptions(const struct slice *a, const struct slice *b)
+{
+    if ((a->exceptions == NULL) != (b->exceptions == NULL) || a->exception_mask != b->exception_mask) {
+        return 0;
+    }
+    for (uint64_t c = 0; a->exceptions && c <= a->exception_mask; c++) {
+        const struct exception *x = &a->exceptions[c], *y = &b->exceptions[c];
+        /* Empty cells (row -1) carry no kind or index. */
+        if (x->row != y->row || (x->row >= 0 && (x->kind != y->kind || x->index != y->index))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/*
+ * Whether slice b routes every lookup to the same lane index and local row as slice a:
+ * the same rows on every lane and the same routing tables. Column slices of a table
+ * split the same way (tiles, replicated slices) do.
+ */
+static int routes_alike(const eb_engine *engine, const struct slice *a, const struct slice *b)
+{
+    const int64_t nr_rows = engine->tables[a->table].nr_rows;
+    if (a->table != b->table || a->kind != b->kind || a->nr_lanes != b->nr_lanes ||
+        a->nr_dpu_lanes != b->nr_dpu_lanes || a->nr_block_lanes != b->nr_block_lanes || a->nr_groups != b->nr_groups ||
+        !same_lanes(engine, a, b)) {
+        return 0;
+    }
+    uint64_t nr_replicas = 0;
+    for (uint32_t g = 0; g < a->nr_groups; g++) {
+        uint64_t end = (uint64_t)a->groups[g].first + a->groups[g].count;
+        nr_replicas = end > nr_replicas ? end : nr_replicas;
+    }
+    if (!same_bytes(a->groups, b->groups, a->nr_groups * sizeof(struct replica_set)) ||
+        !same_bytes(a->replicas, b->replicas, nr_replicas * sizeof(struct replica))) {
+        return 0;
+    }
+    if (a->kind == ROUTE_HOST) {
+        return 1;
+    }
+    if (a->kind == ROUTE_RANGES) {
+        if (a->nr_ranges != b->nr_ranges || a->bucket_shift != b->bucket_shift || a->single_step != b->single_step) {
+            return 0;
+        }
+        uint64_t nr_buckets = ((uint64_t)(nr_rows - 1) >> a->bucket_shift) + 1;
+        return same_bytes(a->range_starts, b->range_starts, (a->nr_ranges + 1) * sizeof(int64_t)) &&
+               same_bytes(a->origins, b->origins, a->nr_ranges * sizeof(int64_t)) &&
+               same_bytes(a->sets, b->sets, a->nr_ranges * sizeof(struct replica_set)) &&
+               same_bytes(a->buckets, b->buckets, nr_buckets * sizeof(uint32_t)) &&
+               same_bytes(a->exception_bits, b->exception_bits, ((uint64_t)nr_rows + 63) / 64 * sizeof(uint64_t)) &&
+               same_exceptions(a, b);
+    }
+    size_t entry_bytes = a->kind == ROUTE_EXPLICIT32 ? sizeof(uint32_t) : sizeof(uint64_t);
+    return a->local_bits == b->local_bits && same_bytes(a->entries, b->entries, (size_t)nr_rows * entry_bytes);
+}
+
+/* A follower keeps its lanes only: its passes read the leader's tables. */
+static void drop_routing(struct slice *slice)
+{
+    if (slice->origins != slice->range_starts) {
+        free(slice->origins);
+    }
+    free(slice->range_starts);
+    free(slice->buckets);
+    free(slice->exception_bits);
+    free(slice->exceptions);
+    free(slice->entries);
+    free(slice->sets);
+    free(slice->groups);
+    free(slice->replicas);
+    slice->origins = slice->range_starts = NULL;
+    slice->buckets = NULL;
+    slice->exception_bits = NULL;
+    slice->exceptions = NULL;
+    slice->entries = NULL;
+    slice->sets = slice->groups = NULL;
+    slice->replicas = NULL;
+    slice->routing_bytes =
+        (slice->nr_dpu_lanes + 2) * (sizeof(struct lane) + 4 * sizeof(uint32_t *) + sizeof(uint32_t));
+}
+
+/*
+ * Each slice that routes like an earlier slice of its table (the first such) becomes
+ * its follower. Called once the slices are complete (eb_engine_load).
+ */
+int link_followers(eb_engine *engine)
+{
+    for (uint32_t t = 0; t < engine->nr_tables; t++) {
+        const struct table *table = &engine->tables[t];
+        for (uint32_t k = table->first_slice + 1; k < table->first_slice + table->nr_slices; k++) {
+            struct slice *slice = &engine->slices[k];
+            for (uint32_t j = table->first_slice; j < k && slice->leader == EB_NO_LEADER; j++) {
+                if (engine->slices[j].leader == EB_NO_LEADER && routes_alike(engine, &engine->slices[j], slice)) {
+                    slice->leader = j;
+                    drop_routing(slice);
+                }
+            }
+        }
+    }
+    return 0;
 }

@@ -230,6 +230,9 @@ class Engine:
         self.static_bytes = int(lib.eb_engine_static_bytes(engine))
         #: Host memory of the routing tables (row blocks, exception tables, per-row entries).
         self.routing_bytes = int(lib.eb_engine_routing_bytes(engine))
+        #: Column slices routed as an earlier slice of their table (same rows on every lane):
+        #: each batch copies that slice's records instead of routing its lookups again.
+        self.follower_slices = int(lib.eb_engine_nr_followers(engine))
 
     # -- setup -------------------------------------------------------------------------
 
