@@ -10,7 +10,10 @@ time nor fan-out -- only which DPUs are padded together.
 :func:`order_ranks` takes each build batch's bytes to and from every DPU, as the
 evaluator counts them (:class:`~.evaluate.PlanReport` ``index_bytes``/``output_bytes``),
 and tries DPU orders sorted by the DPUs' mean bytes: by output bytes (ties by input
-bytes), by input bytes (ties by output), and by the modeled seconds of both.  It keeps
+bytes), by input bytes (ties by output), and by the modeled seconds of both.  An order
+is only considered when it is cross-fitted: the order the even batches give pads the odd
+batches less, and the other way round (otherwise it sorts batch-to-batch noise, which
+pads held-out batches more: with one build batch no order is considered).  It keeps
 the order with the least modeled rank-padded transfer time on those batches,
 ``padded_in / B_in + padded_out / B_out`` (``B``: a full rank's bandwidth each way,
 :func:`transfer_weights`), among the orders that pad neither direction more than the
@@ -21,10 +24,10 @@ a batch's transfer time follows the largest buffer of all, which no renaming cha
 :func:`relabel_plan` applies the renaming to a plan.
 
 Example:
-    >>> index_bytes = np.array([[8.0, 1.0, 1.0, 8.0]])   # one batch, 4 DPUs in ranks of 2
+    >>> index_bytes = np.array([[8.0, 1.0, 1.0, 8.0], [7.0, 2.0, 1.0, 9.0]])  # 2 batches, 4 DPUs, ranks of 2
     >>> order = order_ranks(index_bytes, index_bytes, 2, (1.0, 1.0))
     >>> order.new_id.tolist(), order.bytes_in_padded
-    ([2, 0, 1, 3], (32.0, 18.0))
+    ([2, 1, 0, 3], (32.0, 20.0))
 """
 
 from __future__ import annotations
@@ -98,6 +101,35 @@ def _renaming(order: np.ndarray) -> np.ndarray:
     return new_id
 
 
+_KEYS = ("output", "input", "time")
+
+
+def _order(key: str, index_bytes: np.ndarray, output_bytes: np.ndarray, weights: tuple[float, float]) -> np.ndarray:
+    """DPUs lightest first by their mean bytes over the batches (rows): ``key`` says which."""
+    mean_in, mean_out = index_bytes.mean(axis=0), output_bytes.mean(axis=0)
+    if key == "output":
+        return np.lexsort((mean_in, mean_out))
+    if key == "input":
+        return np.lexsort((mean_out, mean_in))
+    return np.lexsort((mean_out, weights[0] * mean_in + weights[1] * mean_out))
+
+
+def _pads_less(
+    order: np.ndarray,
+    index_bytes: np.ndarray,
+    output_bytes: np.ndarray,
+    dpus_per_rank: int,
+    weights: tuple[float, float],
+) -> bool:
+    """Whether ``order`` pads these batches less (in modeled seconds, neither direction more) than the ids as they are."""
+    if index_bytes.shape[0] == 0:
+        return False
+    before = _mean_padded(index_bytes, dpus_per_rank), _mean_padded(output_bytes, dpus_per_rank)
+    after = _mean_padded(index_bytes[:, order], dpus_per_rank), _mean_padded(output_bytes[:, order], dpus_per_rank)
+    seconds = weights[0] * (after[0] - before[0]) + weights[1] * (after[1] - before[1])
+    return after[0] <= before[0] and after[1] <= before[1] and seconds < 0
+
+
 def order_ranks(
     index_bytes: np.ndarray,
     output_bytes: np.ndarray,
@@ -110,7 +142,7 @@ def order_ranks(
     are sorted by their mean bytes over the batches, lightest first, so that a last,
     partial rank holds the heaviest DPUs; see the module docstring for the orders tried
     and the rule that picks one.  Neither direction's padded bytes on these batches
-    grow.
+    grow.  Deterministic.
 
     >>> out = np.array([[1.0, 9.0, 2.0, 8.0], [2.0, 9.0, 1.0, 7.0]])
     >>> order = order_ranks(np.ones((2, 4)), out, 2, (1.0, 1.0))
@@ -126,21 +158,26 @@ def order_ranks(
         )
     n = index_bytes.shape[1]
     w_in, w_out = weights
-    mean_in, mean_out = index_bytes.mean(axis=0), output_bytes.mean(axis=0)
-    if index_bytes.shape[0] == 0:
-        mean_in = mean_out = np.zeros(n)
-    orders = {"assignment": np.arange(n)}
-    if n > dpus_per_rank:  # one rank: every order pads alike
-        orders["output"] = np.lexsort((mean_in, mean_out))
-        orders["input"] = np.lexsort((mean_out, mean_in))
-        orders["time"] = np.lexsort((mean_out, w_in * mean_in + w_out * mean_out))
     before_in = _mean_padded(index_bytes, dpus_per_rank)
     before_out = _mean_padded(output_bytes, dpus_per_rank)
     best = ("assignment", np.arange(n), before_in, before_out)
     best_s = w_in * before_in + w_out * before_out
-    for key, order in orders.items():
-        if key == "assignment":
+    folds = (slice(0, None, 2), slice(1, None, 2))
+    for key in _KEYS if n > dpus_per_rank else ():  # one rank: every order pads alike
+        # Cross-fitted: the order the even batches give must pad the odd ones less, and
+        # the other way round, or it fits batch-to-batch noise.
+        if not all(
+            _pads_less(
+                _order(key, index_bytes[a], output_bytes[a], weights),
+                index_bytes[b],
+                output_bytes[b],
+                dpus_per_rank,
+                weights,
+            )
+            for a, b in (folds, folds[::-1])
+        ):
             continue
+        order = _order(key, index_bytes, output_bytes, weights)
         padded_in = _mean_padded(index_bytes[:, order], dpus_per_rank)
         padded_out = _mean_padded(output_bytes[:, order], dpus_per_rank)
         seconds = w_in * padded_in + w_out * padded_out
