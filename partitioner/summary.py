@@ -176,9 +176,10 @@ def rank_order_summary(meta: dict) -> list[str]:
     order = meta.get("rank_order")
     if not order:
         return []
-    key = {"assignment": "the assignment's ids (no other order pads less)", "time": "modeled transfer time"}.get(
-        order["key"], f"{order['key']} bytes"
-    )
+    key = {
+        "assignment": "the assignment's ids (no sorted order pads less, cross-fitted)",
+        "time": "modeled transfer time",
+    }.get(order["key"], f"{order['key']} bytes")
 
     def ratio(padded: float, unpadded: float) -> str:
         return f"x{padded / unpadded:.3f}" if unpadded > 0 else "x-"
