@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +54,8 @@ class PlanReport:
     averaged over batches (what the straggler of a batch sees: a placement balanced on
     average can still be bursty from batch to batch).  ``mean_fanout``: DPUs a (sample, table) bag's lookups reach, per column slice,
     over bags with at least one DPU lookup.  Bytes are per batch, ``*_padded`` with every
-    DPU of a rank padded to the rank's largest buffer (as parallel transfers are).
+    DPU of a rank padded to the rank's largest buffer (as parallel transfers are);
+    ``index_bytes``/``output_bytes``: each batch's (rows) bytes to/from each DPU (columns).
     """
 
     num_batches: int
@@ -73,6 +75,8 @@ class PlanReport:
     host_cache_hit_rate: float
     modeled: perfmodel.PhaseTimes
     noise_floor: float = float("nan")
+    index_bytes: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0)))
+    output_bytes: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0)))
 
     @property
     def load_min(self) -> float:
@@ -106,6 +110,49 @@ class PlanReport:
             "host_cache_hit_rate": self.host_cache_hit_rate,
             "noise_floor": self.noise_floor,
         }
+
+    def relabelled(self, new_id: np.ndarray, dpus_per_rank: int, profile: perfmodel.HardwareProfile) -> PlanReport:
+        """This report for the plan with DPU ``d`` renamed ``new_id[d]`` (a permutation):
+        per-DPU figures move with their DPU, rank padding (ranks of ``dpus_per_rank``) and
+        the transfer phases are modeled again on ``profile``; the rest does not depend on
+        DPU ids.
+
+        >>> from updlrm.plan import uniform_plan
+        >>> from updlrm.specs import TableSpec, Topology
+        >>> p = uniform_plan([TableSpec("a", 8, 4)], Topology(2))
+        >>> r = evaluate_plan(p, Trace(1, 2, np.array([0, 1, 7]), np.array([0, 2, 3])))
+        >>> r.relabelled(np.array([1, 0]), 64, perfmodel.get_profile("upmem-350mhz-2556", nr_dpus=2)).load_per_dpu.tolist()
+        [1.0, 2.0]
+        """
+
+        def move(values: np.ndarray) -> np.ndarray:
+            out = np.empty_like(values)
+            out[..., new_id] = values
+            return out
+
+        index_bytes, output_bytes = move(self.index_bytes), move(self.output_bytes)
+        modeled = dataclasses.replace(
+            self.modeled,
+            cpu_to_dpu_s=_mean_transfer_s(index_bytes, profile, "to_dpu"),
+            dpu_to_cpu_s=_mean_transfer_s(output_bytes, profile, "from_dpu"),
+            per_dpu_kernel_s=move(self.modeled.per_dpu_kernel_s),
+        )
+        return dataclasses.replace(
+            self,
+            load_per_dpu=move(self.load_per_dpu),
+            kernel_s_per_dpu=move(self.kernel_s_per_dpu),
+            mram_bytes_per_dpu=move(self.mram_bytes_per_dpu),
+            bytes_in_padded=float(np.mean([perfmodel.padded_total(b, dpus_per_rank) for b in index_bytes])),
+            bytes_out_padded=float(np.mean([perfmodel.padded_total(b, dpus_per_rank) for b in output_bytes])),
+            modeled=modeled,
+            index_bytes=index_bytes,
+            output_bytes=output_bytes,
+        )
+
+
+def _mean_transfer_s(bytes_per_batch: np.ndarray, profile: perfmodel.HardwareProfile, direction: str) -> float:
+    """Mean over batches (rows) of one parallel transfer's modeled seconds, as :func:`updlrm.perfmodel.model_batch` models it."""
+    return float(np.mean([perfmodel.transfer_time(b, profile, direction, "parallel") for b in bytes_per_batch]))
 
 
 @dataclass
@@ -397,6 +444,8 @@ def evaluate_plan(
         host_cache_hit_rate=routed.host_cache_hit_rate,
         modeled=mean_phases,
         noise_floor=noise_floor(routed.lookups),
+        index_bytes=np.array([w.index_bytes for w in works]),
+        output_bytes=np.array([w.output_bytes for w in works]),
     )
 
 

@@ -12,7 +12,9 @@ between them:
    (:class:`~.cost.CostModel`).
 3. :mod:`.rows` -- per table its :class:`~.rows.TableRows`: hot rows replicated,
    partitioned by co-occurrence (METIS / Mt-KaHyPar) or frequency, then rebalanced.
-4. :mod:`.assign` -- row parts -> shards on DPUs, longest processing time first.
+4. :mod:`.assign` -- row parts -> shards on DPUs, longest processing time first;
+   :mod:`.rank_order` then renames the DPUs so that DPUs with similar transfer sizes
+   share a rank (parallel transfers pad a rank to its largest buffer).
 5. :mod:`.evaluate` -- the plan routed on the trace as the engine would serve it:
    a :class:`~.evaluate.PlanReport`.  With ``graph="auto"`` stages 3-5 run for the
    frequency and the graph row assignments and the faster one is kept.
@@ -47,6 +49,7 @@ from updlrm.partitioner.evaluate import PlanReport, evaluate_plan, expected_work
 from updlrm.partitioner.expected_loads import TableWorkload, expected_rank_loads, table_workloads
 from updlrm.partitioner.host_cost import HostCostModel, apply_host_cost, calibrate
 from updlrm.partitioner.metadata import plan_metadata
+from updlrm.partitioner.rank_order import RankOrder, order_ranks, relabel_plan, transfer_weights
 from updlrm.partitioner.rows import RowOptions, TableRows, partition_rows, row_capacity
 from updlrm.partitioner.search import Layout, TableShape, search_layout
 from updlrm.partitioner.workloads import Trace
@@ -195,6 +198,7 @@ class Candidate:
     plan: Plan
     report: PlanReport
     rows: list[TableRows]
+    rank_order: RankOrder | None = None
 
 
 def build_plan(
@@ -406,6 +410,8 @@ def _record(
         build_time_s=time.perf_counter() - started,
     )
     plan.metadata["in_sample"] = _estimate_record(chosen.report, trace)
+    if chosen.rank_order is not None:
+        plan.metadata["rank_order"] = chosen.rank_order.to_dict()
     if held is not None:
         bar.set_description("held-out evaluation")
         held_report = evaluate_plan(plan, held, hw, nr_tasklets=opts.nr_tasklets, batch_size=batch)
@@ -476,7 +482,8 @@ def _place(
     bar: tqdm,
     host_cost: HostCostModel | None = None,
 ) -> Candidate:
-    """Stages 3-5 for one row-assignment ``method``: rows, DPUs, evaluation on the trace."""
+    """Stages 3-5 for one row-assignment ``method``: rows, DPUs, evaluation on the trace,
+    DPUs renamed by rank (:mod:`.rank_order`, on the trace's bytes)."""
     n = topology.nr_dpus
     row_opts = opts.row_options(method)
     rows = []
@@ -508,7 +515,10 @@ def _place(
     report = evaluate_plan(plan, trace, hw, nr_tasklets=opts.nr_tasklets, batch_size=batch)
     if host_cost is not None:
         report = apply_host_cost(report, plan, trace, host_cost, batch)
-    return Candidate(method, plan, report, rows)
+    order = order_ranks(report.index_bytes, report.output_bytes, topology.dpus_per_rank, transfer_weights(hw))
+    plan = relabel_plan(plan, order.new_id)
+    report = report.relabelled(order.new_id, topology.dpus_per_rank, hw)
+    return Candidate(method, plan, report, rows, order)
 
 
 def _cpu_only(

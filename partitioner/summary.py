@@ -148,6 +148,7 @@ def plan_summary(plan: Plan, report=None) -> str:
             f"{format_bytes(scalars['bytes_out_padded'])} (rank-padded), host-cache hit rate "
             f"{scalars['host_cache_hit_rate']:.1%}"
         )
+    lines += rank_order_summary(meta)
     lines += host_cpu_summary(meta)
     if "held_out" in meta and "in_sample" in meta:
         ins, held = meta["in_sample"], meta["held_out"]
@@ -163,6 +164,33 @@ def plan_summary(plan: Plan, report=None) -> str:
         + (f"; built in {meta['build_time_s']:.1f} s" if "build_time_s" in meta else "")
     )
     return "\n".join(lines)
+
+
+def rank_order_summary(meta: dict) -> list[str]:
+    """The plan summary's line on how the DPUs were ordered into ranks (:mod:`.rank_order`).
+
+    >>> rank_order_summary({"rank_order": {"key": "output", "bytes_in": 100.0, "bytes_out": 50.0,
+    ...     "bytes_in_padded": [110.0, 104.0], "bytes_out_padded": [60.0, 52.0]}})[0]
+    'DPUs ordered into ranks by output bytes: rank-padded bytes per batch in 110 B -> 104 B (x1.100 -> x1.040 the unpadded), out 60 B -> 52 B (x1.200 -> x1.040) on the build trace'
+    """
+    order = meta.get("rank_order")
+    if not order:
+        return []
+    key = {
+        "assignment": "the assignment's ids (no sorted order pads less, cross-fitted)",
+        "time": "modeled transfer time",
+    }.get(order["key"], f"{order['key']} bytes")
+
+    def ratio(padded: float, unpadded: float) -> str:
+        return f"x{padded / unpadded:.3f}" if unpadded > 0 else "x-"
+
+    (in0, in1), (out0, out1) = order["bytes_in_padded"], order["bytes_out_padded"]
+    b_in, b_out = order["bytes_in"], order["bytes_out"]
+    return [
+        f"DPUs ordered into ranks by {key}: rank-padded bytes per batch in {format_bytes(in0)} -> "
+        f"{format_bytes(in1)} ({ratio(in0, b_in)} -> {ratio(in1, b_in)} the unpadded), out {format_bytes(out0)} -> "
+        f"{format_bytes(out1)} ({ratio(out0, b_out)} -> {ratio(out1, b_out)}) on the build trace"
+    ]
 
 
 def host_cpu_summary(meta: dict) -> list[str]:
