@@ -366,6 +366,7 @@ EB_INTERNAL int check_integer_sums(struct eb_slot *slot, const int64_t *offsets,
 
 /* eb_route.c */
 EB_INTERNAL int link_followers(eb_engine *engine);
+EB_INTERNAL void free_routing(struct slice *slice);
 EB_INTERNAL __attribute__((noinline)) int route_bags(struct eb_slot *slot, uint32_t b0, uint32_t b1, int parallel);
 
 /* eb_pack.c */

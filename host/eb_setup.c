@@ -418,17 +418,7 @@ void eb_engine_destroy(eb_engine *engine)
         free(slice->weights);
         free(slice->touched);
         free(slice->chunk_ends);
-        if (slice->origins != slice->range_starts) {
-            free(slice->origins);
-        }
-        free(slice->range_starts);
-        free(slice->buckets);
-        free(slice->exception_bits);
-        free(slice->exceptions);
-        free(slice->entries);
-        free(slice->sets);
-        free(slice->groups);
-        free(slice->replicas);
+        free_routing(slice);
     }
     if (engine->dpus) {
         for (uint32_t d = 0; d < engine->nr_dpus; d++) {

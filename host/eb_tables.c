@@ -765,8 +765,8 @@ static int routes_alike(const eb_engine *engine, const struct slice *a, const st
     return a->local_bits == b->local_bits && same_bytes(a->entries, b->entries, (size_t)nr_rows * entry_bytes);
 }
 
-/* A follower keeps its lanes only: its passes read the leader's tables. */
-static void drop_routing(struct slice *slice)
+/* Frees a slice's routing tables (not its lanes) and forgets them. */
+void free_routing(struct slice *slice)
 {
     if (slice->origins != slice->range_starts) {
         free(slice->origins);
@@ -786,6 +786,12 @@ static void drop_routing(struct slice *slice)
     slice->entries = NULL;
     slice->sets = slice->groups = NULL;
     slice->replicas = NULL;
+}
+
+/* A follower keeps its lanes only: its passes read the leader's tables. */
+static void drop_routing(struct slice *slice)
+{
+    free_routing(slice);
     slice->routing_bytes =
         (slice->nr_dpu_lanes + 2) * (sizeof(struct lane) + 4 * sizeof(uint32_t *) + sizeof(uint32_t));
 }
