@@ -35,7 +35,7 @@ def sliced(tables: list[TableSpec], layouts: list[list[object]], slices: int) ->
 def blocks_with_replicas(nr_rows: int) -> list[object]:
     """Four blocks, the first two held twice (replica sets), and a list of hot rows."""
     q = nr_rows // 4
-    return [range(0, q), range(0, q), range(q, 2 * q), range(q, 2 * q), range(2 * q, 3 * q), range(3 * q, nr_rows)]
+    return [range(q), range(q), range(q, 2 * q), range(q, 2 * q), range(2 * q, 3 * q), range(3 * q, nr_rows)]
 
 
 @pytest.mark.parametrize("slices", [2, 4])
@@ -82,9 +82,9 @@ def test_slices_split_differently_route_themselves():
     neither follows slice 0 (their lookups reach other lanes), and the results hold."""
     rng = np.random.default_rng(5)
     tables = [TableSpec("t", 2000, 12)]
-    shards = [Shard(0, 0, 0, 4, range(0, 1000)), Shard(0, 1, 0, 4, range(1000, 2000))]
-    shards += [Shard(0, 2, 4, 8, range(0, 999)), Shard(0, 3, 4, 8, range(999, 2000))]
-    shards += [Shard(0, 4, 8, 12, range(0, 1000)), Shard(0, 5, 8, 12, range(1000, 2000))]
+    shards = [Shard(0, 0, 0, 4, range(1000)), Shard(0, 1, 0, 4, range(1000, 2000))]
+    shards += [Shard(0, 2, 4, 8, range(999)), Shard(0, 3, 4, 8, range(999, 2000))]
+    shards += [Shard(0, 4, 8, 12, range(1000)), Shard(0, 5, 8, 12, range(1000, 2000))]
     shards += [Shard(0, 6, 8, 12, np.array([5, 6]))]
     plan = Plan(tables, Topology(7), shards)
     weights = random_weights(tables, rng)
