@@ -151,6 +151,7 @@ uint32_t eb_engine_nr_ranks(const eb_engine *engine);
 uint64_t eb_engine_static_bytes(const eb_engine *engine);
 uint64_t eb_engine_routing_bytes(const eb_engine *engine);
 uint32_t eb_engine_nr_followers(const eb_engine *engine);
+uint32_t eb_engine_nr_mirrors(const eb_engine *engine);
 void eb_engine_destroy(eb_engine *engine);
 /* END CDEF */
 

@@ -195,6 +195,7 @@ struct slice {
 };
 
 #define EB_NO_LEADER UINT32_MAX
+#define EB_NO_MIRROR UINT32_MAX
 
 
 struct dpu_state {
@@ -225,6 +226,12 @@ struct dpu_state {
     uint32_t nr_partials;
     uint32_t uniform_partial_bytes; /* partial bytes shared by all its shards, else 0 */
     uint32_t last_slice;            /* after routing this slice the DPU's inputs are complete */
+    /* A DPU whose inputs this one's equal byte for byte (link_mirrors): routing and packing
+     * skip this one, its transfer sends that DPU's buffer, and the merge reads that DPU's
+     * segments and partial order. EB_NO_MIRROR: its own. */
+    uint32_t mirror;
+    uint32_t first_run; /* its runs of partials in the slot's merge index: first_run .. + nr_runs */
+    uint32_t nr_runs;
     int finished;                   /* inputs laid out for this launch */
     /* Partials in the order the kernel wrote them: segment and byte offset in `output`. */
     uint32_t *partial_segments;
@@ -233,9 +240,11 @@ struct dpu_state {
     size_t partial_offsets_capacity;
 };
 
-/* Positions [first, end) of one DPU's partials, whose bags never decrease. */
+/* Positions [first, end) of one DPU's partials, whose bags never decrease. The partial
+ * order and segments are `layout`'s: the DPU's own, or those of the DPU it mirrors. */
 struct merge_run {
     const struct dpu_state *dpu;
+    const struct dpu_state *layout;
     uint32_t first;
     uint32_t end;
 };
@@ -364,9 +373,12 @@ EB_INTERNAL const char *status_text(uint32_t code);
 /* eb_load.c */
 EB_INTERNAL int check_integer_sums(struct eb_slot *slot, const int64_t *offsets, uint32_t batch, const float *weights);
 
-/* eb_route.c */
+/* eb_share.c */
 EB_INTERNAL int link_followers(eb_engine *engine);
+EB_INTERNAL int link_mirrors(eb_engine *engine);
 EB_INTERNAL void free_routing(struct slice *slice);
+
+/* eb_route.c */
 EB_INTERNAL __attribute__((noinline)) int route_bags(struct eb_slot *slot, uint32_t b0, uint32_t b1, int parallel);
 
 /* eb_pack.c */
@@ -388,6 +400,12 @@ static inline double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The DPU state holding a DPU's inputs and segments: its own, or its mirror source's. */
+static inline const struct dpu_state *inputs_of(const struct eb_slot *slot, const struct dpu_state *dpu)
+{
+    return dpu->mirror == EB_NO_MIRROR ? dpu : &slot->dpus[dpu->mirror];
 }
 
 /* Fibonacci hashing (Knuth, TAOCP vol. 3, 6.4): multiplicative, spreads consecutive rows. */

@@ -129,6 +129,28 @@ int finish_dpu(struct eb_slot *slot, struct dpu_state *dpu)
     return RUN_OK;
 }
 
+/* A mirror's launch is its source's (link_mirrors): the same counts, tasklet split and
+ * transfer sizes; its buffers are not written. */
+static int finish_mirror(struct eb_slot *slot, struct dpu_state *dpu)
+{
+    struct dpu_state *source = &slot->dpus[dpu->mirror];
+    if (!source->finished) {
+        int rc = finish_dpu(slot, source);
+        if (rc != RUN_OK) {
+            return rc;
+        }
+    }
+    dpu->nr_lookups = source->nr_lookups;
+    dpu->nr_segments = source->nr_segments;
+    dpu->nr_partials = source->nr_partials;
+    dpu->input_bytes = source->input_bytes;
+    dpu->output_bytes = source->output_bytes;
+    memcpy(dpu->tasklet_first, source->tasklet_first, sizeof(dpu->tasklet_first));
+    memcpy(dpu->tasklet_end, source->tasklet_end, sizeof(dpu->tasklet_end));
+    dpu->finished = 1;
+    return RUN_OK;
+}
+
 /* Finish the DPUs no slice reached or whose last slice came earlier, and size each
  * rank's transfers (padded to its largest DPU). */
 __attribute__((noinline)) int plan_transfers(struct eb_slot *slot)
@@ -142,7 +164,7 @@ __attribute__((noinline)) int plan_transfers(struct eb_slot *slot)
     for (uint32_t d = 0; d < engine->nr_dpus; d++) {
         struct dpu_state *dpu = &slot->dpus[d];
         if (!dpu->finished) {
-            int rc = finish_dpu(slot, dpu);
+            int rc = dpu->mirror == EB_NO_MIRROR ? finish_dpu(slot, dpu) : finish_mirror(slot, dpu);
             if (rc != RUN_OK) {
                 return rc;
             }
@@ -164,8 +186,14 @@ __attribute__((noinline)) int pack_inputs(struct eb_slot *slot)
     const eb_engine *engine = slot->engine;
     for (uint32_t d = 0; d < engine->nr_dpus; d++) {
         struct dpu_state *dpu = &slot->dpus[d];
-        if (reserve((void **)&dpu->input, &dpu->input_capacity, slot->max_input[dpu->rank], 1) ||
-            reserve((void **)&dpu->output, &dpu->output_capacity, slot->max_output[dpu->rank], 1)) {
+        if (reserve((void **)&dpu->output, &dpu->output_capacity, slot->max_output[dpu->rank], 1)) {
+            slot_error(slot, "out of host memory");
+            return -1;
+        }
+        if (dpu->mirror != EB_NO_MIRROR) {
+            continue; /* it sends its source's buffer, of the same rank */
+        }
+        if (reserve((void **)&dpu->input, &dpu->input_capacity, slot->max_input[dpu->rank], 1)) {
             slot_error(slot, "out of host memory");
             return -1;
         }

@@ -93,6 +93,9 @@ static int copy_lanes(struct eb_slot *slot, struct slice *slice, int weighted)
     for (uint32_t i = 0; i < slice->nr_lanes; i++) {
         const struct lane *from = &leader->lanes[i];
         struct lane *to = &slice->lanes[i];
+        if (to->dpu != EB_HOST_LANE && slot->dpus[to->dpu].mirror != EB_NO_MIRROR) {
+            continue; /* its inputs are another DPU's (link_mirrors) */
+        }
         const struct dpu_state *source = from->state;
         struct dpu_state *dpu =
             to->dpu == EB_HOST_LANE ? &slot->host_states[slice - engine->slices] : &slot->dpus[to->dpu];
@@ -673,7 +676,7 @@ static void *route_slices(void *argument)
             }
             for (uint32_t i = 0; rc == RUN_OK && i < slice->nr_dpu_lanes; i++) {
                 struct dpu_state *dpu = &slot->dpus[slice->lanes[i].dpu];
-                rc = dpu->last_slice == k ? finish_dpu(slot, dpu) : RUN_OK;
+                rc = dpu->last_slice == k && dpu->mirror == EB_NO_MIRROR ? finish_dpu(slot, dpu) : RUN_OK;
             }
             if (rc != RUN_OK) {
                 job->result = rc;

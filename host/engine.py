@@ -238,6 +238,10 @@ class Engine:
         #: Column slices routed as an earlier slice of their table (same rows on every lane):
         #: each batch copies that slice's records instead of routing its lookups again.
         self.follower_slices = int(lib.eb_engine_nr_followers(engine))
+        #: DPUs whose inputs equal an earlier DPU's of their rank (all their shards are lanes
+        #: of follower slices, at the same places): each batch sends that DPU's buffer to
+        #: them, with neither routing nor packing of their own.
+        self.mirror_dpus = int(lib.eb_engine_nr_mirrors(engine))
 
     # -- setup -------------------------------------------------------------------------
 
