@@ -84,24 +84,24 @@ static void close_lanes(struct slice *slice)
  * A follower slice's pass: its leader routed the same bags to the same lanes with the
  * same local rows (link_followers), so lane i's records are copied from the leader's
  * lane i, each segment naming this lane's shard instead. Sequential copies in place of
- * a route per lookup: what makes column slices cheap for the host.
+ * a route per lookup: what makes column slices cheap for the host. DPU lanes only: the
+ * host cache sums whole rows from the table's first slice's host lane (sum_host_hits),
+ * and a follower is never a table's first slice.
  */
 static int copy_lanes(struct eb_slot *slot, struct slice *slice, int weighted)
 {
     const eb_engine *engine = slot->engine;
     const struct slice *leader = &engine->slices[slice->leader];
-    for (uint32_t i = 0; i < slice->nr_lanes; i++) {
+    for (uint32_t i = 0; i < slice->nr_dpu_lanes; i++) {
         const struct lane *from = &leader->lanes[i];
         struct lane *to = &slice->lanes[i];
-        if (to->dpu != EB_HOST_LANE && slot->dpus[to->dpu].mirror != EB_NO_MIRROR) {
+        struct dpu_state *dpu = &slot->dpus[to->dpu];
+        if (dpu->mirror != EB_NO_MIRROR) {
             continue; /* its inputs are another DPU's (link_mirrors) */
         }
         const struct dpu_state *source = from->state;
-        struct dpu_state *dpu =
-            to->dpu == EB_HOST_LANE ? &slot->host_states[slice - engine->slices] : &slot->dpus[to->dpu];
-        const uint64_t limit = to->dpu == EB_HOST_LANE ? UINT32_MAX / 2 : EB_MAX_LOOKUPS_PER_LAUNCH;
         const uint64_t lookups = (uint64_t)dpu->nr_lookups + from->pass_lookups;
-        if (lookups > limit) {
+        if (lookups > EB_MAX_LOOKUPS_PER_LAUNCH) {
             return RUN_SPLIT;
         }
         size_t capacity = dpu->segments_capacity;
@@ -120,7 +120,7 @@ static int copy_lanes(struct eb_slot *slot, struct slice *slice, int weighted)
             memcpy(dpu->weights + dpu->nr_lookups, source->weights + from->pass_first_lookup,
                    (size_t)from->pass_lookups * sizeof(uint32_t));
         }
-        const uint32_t local_shard = to->dpu == EB_HOST_LANE ? 0 : engine->shards[to->shard].local;
+        const uint32_t local_shard = engine->shards[to->shard].local;
         const struct eb_segment *restrict in = source->segments + from->pass_first_segment;
         struct eb_segment *restrict out = dpu->segments + dpu->nr_segments;
         for (uint32_t s = 0; s < from->pass_segments; s++) {
