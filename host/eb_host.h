@@ -30,6 +30,7 @@ struct eb_run_stats {
     int64_t host_cache_bytes; /* bytes of host-cached rows read */
     int64_t nr_lookups;
     int64_t nr_bags;
+    int64_t parallel_routes; /* launches whose tables were routed in two parts on two threads */
 };
 
 enum eb_dpu_stat {

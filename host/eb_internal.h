@@ -288,6 +288,14 @@ struct eb_slot {
     int weighted;
     int split; /* too big for one launch: eb_engine_launch runs it in parts, route to merge */
 
+    /* Routing of the current launch (eb_route.c): bags [b0, b1); tables from part_table on
+     * route into the DPUs' tails (their records for the second part of the tables),
+     * appended at finishing. part_table = nr_tables: one part, no tails. */
+    uint32_t b0;
+    uint32_t b1;
+    uint32_t part_table;
+    struct dpu_state *tails; /* per DPU, allocated for the first batch in two parts */
+
     /* Merge scratch (eb_merge.c): the int64 sums of integer tables, and the runs of partials. */
     struct merge_scratch {
         int64_t *scratch;
@@ -336,17 +344,6 @@ struct eb_engine {
 
     long worker_threads; /* host threads for routing and merging (two at most are used) */
 
-    /* Routing over host threads (eb_route.c): slices grouped by the DPUs they reach, built on first use. */
-    struct route_groups {
-        uint32_t *slice_group; /* routing group of each slice */
-        uint32_t nr_route_groups;
-        uint32_t *slice_thread;
-        size_t slice_thread_capacity;
-        uint64_t *group_work;
-        size_t group_work_capacity;
-        uint32_t *group_thread;
-        size_t group_thread_capacity;
-    } route;
 
     struct eb_run_stats stats; /* of the last eb_engine_run (copied from its slot) */
     int64_t *dpu_stats[EB_NR_DPU_STATS];
@@ -383,6 +380,7 @@ EB_INTERNAL __attribute__((noinline)) int route_bags(struct eb_slot *slot, uint3
 
 /* eb_pack.c */
 EB_INTERNAL int finish_dpu(struct eb_slot *slot, struct dpu_state *dpu);
+EB_INTERNAL int finish_dpus(struct eb_slot *slot, uint32_t first_dpu, uint32_t end_dpu);
 EB_INTERNAL __attribute__((noinline)) int plan_transfers(struct eb_slot *slot);
 EB_INTERNAL __attribute__((noinline)) int pack_inputs(struct eb_slot *slot);
 

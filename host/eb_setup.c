@@ -446,9 +446,5 @@ void eb_engine_destroy(eb_engine *engine)
     free(engine->shards);
     free(engine->dpus);
     free(engine->ranks);
-    free(engine->route.slice_group);
-    free(engine->route.slice_thread);
-    free(engine->route.group_work);
-    free(engine->route.group_thread);
     free(engine);
 }

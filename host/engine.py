@@ -542,6 +542,7 @@ class Engine:
             row_format=self._dominant_format(),
             weighted=weighted,
             nr_tasklets=self.nr_tasklets,
+            parallel_routes=int(run.parallel_routes),
         )
 
     def _dominant_format(self) -> str:

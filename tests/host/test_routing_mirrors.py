@@ -150,6 +150,30 @@ def test_mirrors_under_two_routing_and_merge_threads():
     nr_slices = len({s.col_start for s in shards if s.table == 0})  # int8 slices are 8 columns wide at least
     assert nr_slices == 2 and mirrors_of(plan, weights) == 4 * (nr_slices - 1) * 6
     indices, offsets, _ = zipf_batch(tables, 6000, 14, rng)
-    out_two, _ = check_against_unmirrored(plan, weights, indices, offsets, host_threads=2)
+    out_two, stats = check_against_unmirrored(plan, weights, indices, offsets, host_threads=2)
+    assert stats.parallel_routes == 1
     out_one, _, _ = run_and_check(plan, weights, indices, offsets, host_threads=1)
     assert np.array_equal(out_two, out_one)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_split_launches_routed_in_two_parts(weighted):
+    """Little MRAM splits a big batch into launches big enough for two routing threads:
+    each launch routes its tables in two parts, and every input and output bit equals
+    the one-thread run's."""
+    rng = np.random.default_rng([17, weighted])
+    tables = [TableSpec(f"s{t}", 1000, 8) for t in range(3)]
+    shards, nr_dpus = sliced(tables, [[range(500), range(500, 1000), np.array([0, 1, 999])]] * 3, 2)
+    plan = Plan(tables, Topology(nr_dpus, mram_bytes_per_dpu=500 * 16 + 400_000), shards)
+    weights = random_weights(tables, rng)
+    indices, offsets, psw = zipf_batch(tables, 4000, 60, rng, weighted=weighted)
+    runs = []
+    for threads in (1, 2):
+        out, stats, _ = run_and_check(plan, weights, indices, offsets, psw, host_threads=threads)
+        runs.append((out, stats))
+    (one, one_stats), (two, two_stats) = runs
+    assert one_stats.nr_launches == two_stats.nr_launches > 1
+    assert one_stats.parallel_routes == 0 and two_stats.parallel_routes == two_stats.nr_launches
+    assert np.array_equal(one, two)
+    for name in PER_DPU:
+        assert getattr(one_stats, name).tolist() == getattr(two_stats, name).tolist(), name
