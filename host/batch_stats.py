@@ -73,6 +73,9 @@ class BatchStats:
     row_format: str = "fp32"
     weighted: bool = False
     nr_tasklets: int = 16
+    #: Launches whose tables were routed in two parts on two host threads (big batches
+    #: with ``host_threads >= 2``); the inputs are those of a one-thread run either way.
+    parallel_routes: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

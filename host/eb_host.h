@@ -30,6 +30,7 @@ struct eb_run_stats {
     int64_t host_cache_bytes; /* bytes of host-cached rows read */
     int64_t nr_lookups;
     int64_t nr_bags;
+    int64_t parallel_routes; /* launches whose tables were routed in two parts on two threads */
 };
 
 enum eb_dpu_stat {
@@ -151,6 +152,7 @@ uint32_t eb_engine_nr_ranks(const eb_engine *engine);
 uint64_t eb_engine_static_bytes(const eb_engine *engine);
 uint64_t eb_engine_routing_bytes(const eb_engine *engine);
 uint32_t eb_engine_nr_followers(const eb_engine *engine);
+uint32_t eb_engine_nr_mirrors(const eb_engine *engine);
 void eb_engine_destroy(eb_engine *engine);
 /* END CDEF */
 

@@ -195,6 +195,7 @@ struct slice {
 };
 
 #define EB_NO_LEADER UINT32_MAX
+#define EB_NO_MIRROR UINT32_MAX
 
 
 struct dpu_state {
@@ -225,6 +226,12 @@ struct dpu_state {
     uint32_t nr_partials;
     uint32_t uniform_partial_bytes; /* partial bytes shared by all its shards, else 0 */
     uint32_t last_slice;            /* after routing this slice the DPU's inputs are complete */
+    /* A DPU whose inputs this one's equal byte for byte (link_mirrors): routing and packing
+     * skip this one, its transfer sends that DPU's buffer, and the merge reads that DPU's
+     * segments and partial order. EB_NO_MIRROR: its own. */
+    uint32_t mirror;
+    uint32_t first_run; /* its runs of partials in the slot's merge index: first_run .. + nr_runs */
+    uint32_t nr_runs;
     int finished;                   /* inputs laid out for this launch */
     /* Partials in the order the kernel wrote them: segment and byte offset in `output`. */
     uint32_t *partial_segments;
@@ -233,9 +240,11 @@ struct dpu_state {
     size_t partial_offsets_capacity;
 };
 
-/* Positions [first, end) of one DPU's partials, whose bags never decrease. */
+/* Positions [first, end) of one DPU's partials, whose bags never decrease. The partial
+ * order and segments are `layout`'s: the DPU's own, or those of the DPU it mirrors. */
 struct merge_run {
     const struct dpu_state *dpu;
+    const struct dpu_state *layout;
     uint32_t first;
     uint32_t end;
 };
@@ -278,6 +287,14 @@ struct eb_slot {
     float *output;
     int weighted;
     int split; /* too big for one launch: eb_engine_launch runs it in parts, route to merge */
+
+    /* Routing of the current launch (eb_route.c): bags [b0, b1); tables from part_table on
+     * route into the DPUs' tails (their records for the second part of the tables),
+     * appended at finishing. part_table = nr_tables: one part, no tails. */
+    uint32_t b0;
+    uint32_t b1;
+    uint32_t part_table;
+    struct dpu_state *tails; /* per DPU, allocated for the first batch in two parts */
 
     /* Merge scratch (eb_merge.c): the int64 sums of integer tables, and the runs of partials. */
     struct merge_scratch {
@@ -327,17 +344,6 @@ struct eb_engine {
 
     long worker_threads; /* host threads for routing and merging (two at most are used) */
 
-    /* Routing over host threads (eb_route.c): slices grouped by the DPUs they reach, built on first use. */
-    struct route_groups {
-        uint32_t *slice_group; /* routing group of each slice */
-        uint32_t nr_route_groups;
-        uint32_t *slice_thread;
-        size_t slice_thread_capacity;
-        uint64_t *group_work;
-        size_t group_work_capacity;
-        uint32_t *group_thread;
-        size_t group_thread_capacity;
-    } route;
 
     struct eb_run_stats stats; /* of the last eb_engine_run (copied from its slot) */
     int64_t *dpu_stats[EB_NR_DPU_STATS];
@@ -364,13 +370,17 @@ EB_INTERNAL const char *status_text(uint32_t code);
 /* eb_load.c */
 EB_INTERNAL int check_integer_sums(struct eb_slot *slot, const int64_t *offsets, uint32_t batch, const float *weights);
 
-/* eb_route.c */
+/* eb_share.c */
 EB_INTERNAL int link_followers(eb_engine *engine);
+EB_INTERNAL int link_mirrors(eb_engine *engine);
 EB_INTERNAL void free_routing(struct slice *slice);
+
+/* eb_route.c */
 EB_INTERNAL __attribute__((noinline)) int route_bags(struct eb_slot *slot, uint32_t b0, uint32_t b1, int parallel);
 
 /* eb_pack.c */
 EB_INTERNAL int finish_dpu(struct eb_slot *slot, struct dpu_state *dpu);
+EB_INTERNAL int finish_dpus(struct eb_slot *slot, uint32_t first_dpu, uint32_t end_dpu);
 EB_INTERNAL __attribute__((noinline)) int plan_transfers(struct eb_slot *slot);
 EB_INTERNAL __attribute__((noinline)) int pack_inputs(struct eb_slot *slot);
 
@@ -388,6 +398,12 @@ static inline double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The DPU state holding a DPU's inputs and segments: its own, or its mirror source's. */
+static inline const struct dpu_state *inputs_of(const struct eb_slot *slot, const struct dpu_state *dpu)
+{
+    return dpu->mirror == EB_NO_MIRROR ? dpu : &slot->dpus[dpu->mirror];
 }
 
 /* Fibonacci hashing (Knuth, TAOCP vol. 3, 6.4): multiplicative, spreads consecutive rows. */

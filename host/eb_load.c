@@ -321,6 +321,9 @@ int eb_engine_load(eb_engine *engine, const void **weights, const int64_t *row_s
         dpu->static_bytes = aligned + bytes;
         largest = dpu->static_bytes > largest ? dpu->static_bytes : largest;
     }
+    if (link_mirrors(engine)) {
+        return -1;
+    }
     engine->batch_offset = (uint32_t)EB_PAD8(largest);
     if ((uint64_t)engine->batch_offset + EB_INDEX_START + 8 + EB_STATUS_BYTES > engine->mram_bytes) {
         set_error(engine, "no MRAM left for batch inputs after the rows (%u bytes used)", engine->batch_offset);

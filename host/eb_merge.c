@@ -21,7 +21,7 @@ static int transfer_batch(struct eb_slot *slot, int to_dpu)
         DPU_FOREACH(rank->set, dpu, i)
         {
             const struct dpu_state *state = &slot->dpus[rank->first_dpu + i];
-            dpu_prepare_xfer(dpu, to_dpu ? state->input : state->output);
+            dpu_prepare_xfer(dpu, to_dpu ? inputs_of(slot, state)->input : state->output);
         }
         dpu_error_t status =
             dpu_push_xfer(rank->set, to_dpu ? DPU_XFER_TO_DPU : DPU_XFER_FROM_DPU, DPU_MRAM_HEAP_POINTER_NAME,
@@ -112,14 +112,16 @@ void sum_host_hits(struct eb_slot *slot)
     }
 }
 
-/* Adds the partial of `segment` (a DPU segment) into its bag's output row or integer scratch row. */
-static inline void add_partial(const struct eb_slot *slot, const struct dpu_state *dpu, uint32_t segment,
-                               const uint8_t *partial_bytes, float *output)
+/* Adds the partial of `segment` (a segment of `layout`, the DPU's inputs) into its bag's
+ * output row or integer scratch row. */
+static inline void add_partial(const struct eb_slot *slot, const struct dpu_state *dpu,
+                               const struct dpu_state *layout, uint32_t segment, const uint8_t *partial_bytes,
+                               float *output)
 {
     const eb_engine *engine = slot->engine;
-    const struct shard *shard = &engine->shards[dpu->shard_list[dpu->segments[segment].shard]];
+    const struct shard *shard = &engine->shards[dpu->shard_list[layout->segments[segment].shard]];
     const struct table *table = &engine->tables[shard->table];
-    const uint32_t bag = dpu->segment_bags[segment];
+    const uint32_t bag = layout->segment_bags[segment];
     const uint32_t dim = shard->col_stop - shard->col_start;
     if (table->format == EB_FORMAT_FP32) {
         float *restrict out = output + (size_t)bag * engine->total_dim + shard->out_col;
@@ -147,7 +149,8 @@ static inline void add_partial(const struct eb_slot *slot, const struct dpu_stat
 /*
  * Checks every DPU's status, then lists its partials in the order the kernel wrote them
  * (tasklet by tasklet) and cuts that list into runs whose bags never decrease: one run per
- * slice routed to the DPU, since routing visits the bags in order slice by slice.
+ * slice routed to the DPU, since routing visits the bags in order slice by slice. A mirror
+ * (link_mirrors) takes its source's list and runs, with its own partial sums.
  */
 static int index_partials(struct eb_slot *slot)
 {
@@ -168,6 +171,23 @@ static int index_partials(struct eb_slot *slot)
             return -1;
         }
         slot->dpu_stats[EB_STAT_CYCLES][d] += (int64_t)cycles;
+        dpu->first_run = slot->merge.nr_runs;
+        if (dpu->mirror != EB_NO_MIRROR) {
+            /* Its source has a lower index: its runs are listed. */
+            const struct dpu_state *source = &slot->dpus[dpu->mirror];
+            if (reserve((void **)&slot->merge.runs, &slot->merge.runs_capacity,
+                        (size_t)slot->merge.nr_runs + source->nr_runs, sizeof(struct merge_run))) {
+                slot_error(slot, "out of memory indexing the partial sums");
+                return -1;
+            }
+            for (uint32_t r = source->first_run; r < source->first_run + source->nr_runs; r++) {
+                struct merge_run run = slot->merge.runs[r];
+                run.dpu = dpu;
+                slot->merge.runs[slot->merge.nr_runs++] = run;
+            }
+            dpu->nr_runs = source->nr_runs;
+            continue;
+        }
         if (reserve((void **)&dpu->partial_segments, &dpu->partial_order_capacity, dpu->nr_partials,
                     sizeof(uint32_t)) ||
             reserve((void **)&dpu->partial_offsets, &dpu->partial_offsets_capacity, dpu->nr_partials,
@@ -187,7 +207,7 @@ static int index_partials(struct eb_slot *slot)
                         slot_error(slot, "out of memory indexing the partial sums");
                         return -1;
                     }
-                    slot->merge.runs[slot->merge.nr_runs++] = (struct merge_run){dpu, position, position};
+                    slot->merge.runs[slot->merge.nr_runs++] = (struct merge_run){dpu, dpu, position, position};
                 }
                 slot->merge.runs[slot->merge.nr_runs - 1u].end = position + 1u;
                 previous_bag = bag;
@@ -197,6 +217,7 @@ static int index_partials(struct eb_slot *slot)
                 position++;
             }
         }
+        dpu->nr_runs = slot->merge.nr_runs - dpu->first_run;
     }
     return 0;
 }
@@ -207,7 +228,7 @@ static uint32_t run_lower_bound(const struct merge_run *run, uint32_t bag)
     uint32_t low = run->first, high = run->end;
     while (low < high) {
         uint32_t middle = low + (high - low) / 2u;
-        if (run->dpu->segment_bags[run->dpu->partial_segments[middle]] < bag) {
+        if (run->layout->segment_bags[run->layout->partial_segments[middle]] < bag) {
             low = middle + 1u;
         } else {
             high = middle;
@@ -246,14 +267,14 @@ static void *merge_bags(void *argument)
         uint32_t block_stop = job->bag_stop - block_start < block ? job->bag_stop : block_start + block;
         for (uint32_t r = 0; r < slot->merge.nr_runs; r++) {
             const struct merge_run *run = &slot->merge.runs[r];
-            const struct dpu_state *dpu = run->dpu;
+            const struct dpu_state *dpu = run->dpu, *layout = run->layout;
             uint32_t position = job->positions[r];
             for (; position < run->end; position++) {
-                uint32_t segment = dpu->partial_segments[position];
-                if (dpu->segment_bags[segment] >= block_stop) {
+                uint32_t segment = layout->partial_segments[position];
+                if (layout->segment_bags[segment] >= block_stop) {
                     break;
                 }
-                add_partial(slot, dpu, segment, dpu->output + dpu->partial_offsets[position], job->output);
+                add_partial(slot, dpu, layout, segment, dpu->output + layout->partial_offsets[position], job->output);
             }
             job->positions[r] = position;
         }

@@ -129,6 +129,80 @@ int finish_dpu(struct eb_slot *slot, struct dpu_state *dpu)
     return RUN_OK;
 }
 
+/* Appends a DPU's tail (its records for the second part of the tables, route_bags) to
+ * its own: local rows, weights, segments and their bags, in that order of parts. */
+static int append_tail(struct eb_slot *slot, struct dpu_state *dpu, const struct dpu_state *tail)
+{
+    const uint64_t lookups = (uint64_t)dpu->nr_lookups + tail->nr_lookups;
+    if (lookups > EB_MAX_LOOKUPS_PER_LAUNCH) {
+        return RUN_SPLIT; /* what finish_dpu would say */
+    }
+    const size_t segments = (size_t)dpu->nr_segments + tail->nr_segments + 1;
+    size_t capacity = dpu->segments_capacity;
+    if (reserve((void **)&dpu->input, &dpu->input_capacity, EB_INDEX_START + lookups * sizeof(uint32_t), 1) ||
+        (slot->weighted && reserve((void **)&dpu->weights, &dpu->weights_capacity, lookups, sizeof(uint32_t))) ||
+        reserve((void **)&dpu->segments, &dpu->segments_capacity, segments, sizeof(struct eb_segment)) ||
+        reserve((void **)&dpu->segment_bags, &capacity, segments, sizeof(uint32_t))) {
+        slot_error(slot, "out of host memory");
+        return RUN_ERROR;
+    }
+    /* memcpy from NULL is undefined even for 0 bytes: an empty tail may have no arrays */
+    if (tail->nr_lookups) {
+        memcpy(dpu->input + EB_INDEX_START + (size_t)dpu->nr_lookups * sizeof(uint32_t),
+               tail->input + EB_INDEX_START, (size_t)tail->nr_lookups * sizeof(uint32_t));
+        if (slot->weighted) {
+            memcpy(dpu->weights + dpu->nr_lookups, tail->weights, (size_t)tail->nr_lookups * sizeof(uint32_t));
+        }
+    }
+    if (tail->nr_segments) {
+        memcpy(dpu->segments + dpu->nr_segments, tail->segments, (size_t)tail->nr_segments * sizeof(struct eb_segment));
+        memcpy(dpu->segment_bags + dpu->nr_segments, tail->segment_bags, (size_t)tail->nr_segments * sizeof(uint32_t));
+    }
+    dpu->nr_lookups = (uint32_t)lookups;
+    dpu->nr_segments += tail->nr_segments;
+    return RUN_OK;
+}
+
+/* Finishes DPUs [first_dpu, end_dpu) of a batch routed in two parts: each DPU that is no
+ * mirror gets its tail appended, then is finished. */
+int finish_dpus(struct eb_slot *slot, uint32_t first_dpu, uint32_t end_dpu)
+{
+    for (uint32_t d = first_dpu; d < end_dpu; d++) {
+        struct dpu_state *dpu = &slot->dpus[d];
+        if (dpu->mirror != EB_NO_MIRROR || dpu->finished) {
+            continue;
+        }
+        int rc = append_tail(slot, dpu, &slot->tails[d]);
+        rc = rc == RUN_OK ? finish_dpu(slot, dpu) : rc;
+        if (rc != RUN_OK) {
+            return rc;
+        }
+    }
+    return RUN_OK;
+}
+
+/* A mirror's launch is its source's (link_mirrors): the same counts, tasklet split and
+ * transfer sizes; its buffers are not written. */
+static int finish_mirror(struct eb_slot *slot, struct dpu_state *dpu)
+{
+    struct dpu_state *source = &slot->dpus[dpu->mirror];
+    if (!source->finished) {
+        int rc = finish_dpu(slot, source);
+        if (rc != RUN_OK) {
+            return rc;
+        }
+    }
+    dpu->nr_lookups = source->nr_lookups;
+    dpu->nr_segments = source->nr_segments;
+    dpu->nr_partials = source->nr_partials;
+    dpu->input_bytes = source->input_bytes;
+    dpu->output_bytes = source->output_bytes;
+    memcpy(dpu->tasklet_first, source->tasklet_first, sizeof(dpu->tasklet_first));
+    memcpy(dpu->tasklet_end, source->tasklet_end, sizeof(dpu->tasklet_end));
+    dpu->finished = 1;
+    return RUN_OK;
+}
+
 /* Finish the DPUs no slice reached or whose last slice came earlier, and size each
  * rank's transfers (padded to its largest DPU). */
 __attribute__((noinline)) int plan_transfers(struct eb_slot *slot)
@@ -142,7 +216,7 @@ __attribute__((noinline)) int plan_transfers(struct eb_slot *slot)
     for (uint32_t d = 0; d < engine->nr_dpus; d++) {
         struct dpu_state *dpu = &slot->dpus[d];
         if (!dpu->finished) {
-            int rc = finish_dpu(slot, dpu);
+            int rc = dpu->mirror == EB_NO_MIRROR ? finish_dpu(slot, dpu) : finish_mirror(slot, dpu);
             if (rc != RUN_OK) {
                 return rc;
             }
@@ -164,8 +238,14 @@ __attribute__((noinline)) int pack_inputs(struct eb_slot *slot)
     const eb_engine *engine = slot->engine;
     for (uint32_t d = 0; d < engine->nr_dpus; d++) {
         struct dpu_state *dpu = &slot->dpus[d];
-        if (reserve((void **)&dpu->input, &dpu->input_capacity, slot->max_input[dpu->rank], 1) ||
-            reserve((void **)&dpu->output, &dpu->output_capacity, slot->max_output[dpu->rank], 1)) {
+        if (reserve((void **)&dpu->output, &dpu->output_capacity, slot->max_output[dpu->rank], 1)) {
+            slot_error(slot, "out of host memory");
+            return -1;
+        }
+        if (dpu->mirror != EB_NO_MIRROR) {
+            continue; /* it sends its source's buffer, of the same rank */
+        }
+        if (reserve((void **)&dpu->input, &dpu->input_capacity, slot->max_input[dpu->rank], 1)) {
             slot_error(slot, "out of host memory");
             return -1;
         }

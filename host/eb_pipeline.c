@@ -11,13 +11,14 @@ static void record_launch_stats(struct eb_slot *slot)
     int64_t **dpu_stats = slot->dpu_stats;
     for (uint32_t d = 0; d < engine->nr_dpus; d++) {
         const struct dpu_state *dpu = &slot->dpus[d];
+        const struct dpu_state *inputs = inputs_of(slot, dpu);
         dpu_stats[EB_STAT_LOOKUPS][d] += dpu->nr_lookups;
         dpu_stats[EB_STAT_SEGMENTS][d] += dpu->nr_segments;
         dpu_stats[EB_STAT_PARTIALS][d] += dpu->nr_partials;
         int64_t merged = 0;
         for (uint32_t k = 0; k < engine->nr_tasklets; k++) {
             for (uint32_t s = dpu->tasklet_first[k]; s < dpu->tasklet_end[k]; s++) {
-                const struct shard *shard = &engine->shards[dpu->shard_list[dpu->segments[s].shard]];
+                const struct shard *shard = &engine->shards[dpu->shard_list[inputs->segments[s].shard]];
                 merged += shard->col_stop - shard->col_start;
             }
         }
@@ -29,10 +30,11 @@ static void record_launch_stats(struct eb_slot *slot)
         int64_t elements = 0;
         int64_t row_bytes = 0;
         for (uint32_t s = 0; s < dpu->nr_segments; s++) {
-            const struct shard *shard = &engine->shards[dpu->shard_list[dpu->segments[s].shard]];
+            const struct shard *shard = &engine->shards[dpu->shard_list[inputs->segments[s].shard]];
             uint32_t dim = shard->col_stop - shard->col_start;
-            elements += (int64_t)dpu->segments[s].nr_lookups * dim;
-            row_bytes += (int64_t)dpu->segments[s].nr_lookups * eb_row_bytes(engine->tables[shard->table].format, dim);
+            elements += (int64_t)inputs->segments[s].nr_lookups * dim;
+            row_bytes +=
+                (int64_t)inputs->segments[s].nr_lookups * eb_row_bytes(engine->tables[shard->table].format, dim);
         }
         dpu_stats[EB_STAT_REDUCE_ELEMS][d] += elements;
         dpu_stats[EB_STAT_ROW_BYTES][d] += row_bytes;
@@ -309,6 +311,7 @@ static int ready_slot(struct eb_slot *slot)
         dpu->shard_list = model->shard_list; /* borrowed */
         dpu->static_bytes = model->static_bytes;
         dpu->last_slice = model->last_slice;
+        dpu->mirror = model->mirror;
         dpu->partial_bytes = malloc((dpu->nr_shards + 1) * sizeof(uint32_t));
         failed = !dpu->partial_bytes;
     }
@@ -339,10 +342,17 @@ void free_slot(struct eb_slot *slot, uint32_t nr_dpus, uint32_t nr_slices)
         free(slot->host_states[k].segments);
         free(slot->host_states[k].segment_bags);
     }
+    for (uint32_t d = 0; slot->tails && d < nr_dpus; d++) {
+        free(slot->tails[d].input);
+        free(slot->tails[d].weights);
+        free(slot->tails[d].segments);
+        free(slot->tails[d].segment_bags);
+    }
     for (int s = 0; s < EB_NR_DPU_STATS; s++) {
         free(slot->dpu_stats[s]);
     }
     free(slot->dpus);
+    free(slot->tails);
     free(slot->host_states);
     free(slot->max_input);
     free(slot->max_output);

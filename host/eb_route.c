@@ -1,6 +1,6 @@
 /*
  * The routing hot loop (one batch: every lookup to a DPU lane or the host cache)
- * and its grouping of slices over two host threads.
+ * and its split of the tables over two host threads.
  * See host/README.md for the data layout and the summation order.
  */
 #include "eb_internal.h"
@@ -22,6 +22,13 @@ static int quantise_weight(struct eb_slot *slot, float weight, int64_t lookup, u
     return 0;
 }
 
+/* Where a slice's records for DPU `dpu` go: the DPU's buffers, or its tail when the
+ * slice's table is in the batch's second part (route_bags). */
+static inline struct dpu_state *part_state(struct eb_slot *slot, const struct slice *slice, uint32_t dpu)
+{
+    return slice->table < slot->part_table ? &slot->dpus[dpu] : &slot->tails[dpu];
+}
+
 /*
  * Attach the lanes to their DPUs' buffers for one pass over bags [b0, b1) of the
  * slice. A pass adds at most one segment per bag to each DPU, so segments are
@@ -40,8 +47,8 @@ static int open_lanes(struct eb_slot *slot, struct slice *slice, uint32_t nr_bag
     }
     for (uint32_t i = 0; i < slice->nr_lanes; i++) {
         struct lane *lane = &slice->lanes[i];
-        struct dpu_state *dpu =
-            lane->dpu == EB_HOST_LANE ? &slot->host_states[slice - engine->slices] : &slot->dpus[lane->dpu];
+        struct dpu_state *dpu = lane->dpu == EB_HOST_LANE ? &slot->host_states[slice - engine->slices]
+                                                          : part_state(slot, slice, lane->dpu);
         lane->state = dpu;
         lane->pass_first_lookup = dpu->nr_lookups;
         lane->pass_first_segment = dpu->nr_segments;
@@ -84,22 +91,25 @@ static void close_lanes(struct slice *slice)
  * A follower slice's pass: its leader routed the same bags to the same lanes with the
  * same local rows (link_followers), so lane i's records are copied from the leader's
  * lane i, each segment naming this lane's shard instead. Sequential copies in place of
- * a route per lookup: what makes column slices cheap for the host.
+ * a route per lookup: what makes column slices cheap for the host. DPU lanes only: the
+ * host cache sums whole rows from the table's first slice's host lane (sum_host_hits),
+ * and a follower is never a table's first slice.
  */
 static int copy_lanes(struct eb_slot *slot, struct slice *slice, int weighted)
 {
     const eb_engine *engine = slot->engine;
     const struct slice *leader = &engine->slices[slice->leader];
-    for (uint32_t i = 0; i < slice->nr_lanes; i++) {
+    for (uint32_t i = 0; i < slice->nr_dpu_lanes; i++) {
         const struct lane *from = &leader->lanes[i];
         struct lane *to = &slice->lanes[i];
+        if (slot->dpus[to->dpu].mirror != EB_NO_MIRROR) {
+            continue; /* its inputs are another DPU's (link_mirrors) */
+        }
+        struct dpu_state *dpu = part_state(slot, slice, to->dpu);
         const struct dpu_state *source = from->state;
-        struct dpu_state *dpu =
-            to->dpu == EB_HOST_LANE ? &slot->host_states[slice - engine->slices] : &slot->dpus[to->dpu];
-        const uint64_t limit = to->dpu == EB_HOST_LANE ? UINT32_MAX / 2 : EB_MAX_LOOKUPS_PER_LAUNCH;
         const uint64_t lookups = (uint64_t)dpu->nr_lookups + from->pass_lookups;
-        if (lookups > limit) {
-            return RUN_SPLIT;
+        if (lookups > UINT32_MAX / 2) {
+            return RUN_SPLIT; /* as make_room: the launch's cap is checked when the DPU is finished */
         }
         size_t capacity = dpu->segments_capacity;
         const size_t segments = (size_t)dpu->nr_segments + from->pass_segments + 1;
@@ -117,7 +127,7 @@ static int copy_lanes(struct eb_slot *slot, struct slice *slice, int weighted)
             memcpy(dpu->weights + dpu->nr_lookups, source->weights + from->pass_first_lookup,
                    (size_t)from->pass_lookups * sizeof(uint32_t));
         }
-        const uint32_t local_shard = to->dpu == EB_HOST_LANE ? 0 : engine->shards[to->shard].local;
+        const uint32_t local_shard = engine->shards[to->shard].local;
         const struct eb_segment *restrict in = source->segments + from->pass_first_segment;
         struct eb_segment *restrict out = dpu->segments + dpu->nr_segments;
         for (uint32_t s = 0; s < from->pass_segments; s++) {
@@ -135,8 +145,11 @@ static int copy_lanes(struct eb_slot *slot, struct slice *slice, int weighted)
  * Make every lane able to take `bag_lookups` more lookups (a bag adds at most its
  * length to any DPU) and return in *headroom how many lookups every lane can take
  * now, so the per-lookup loop needs no capacity check. Lanes close to full get room
- * for half as many lookups again, so this runs rarely. RUN_SPLIT when a DPU would
- * exceed the lookups of one launch.
+ * for half as many lookups again, so this runs rarely. RUN_SPLIT only when a lane's
+ * count would leave uint32 arithmetic: a launch's cap on a DPU's lookups
+ * (EB_MAX_LOOKUPS_PER_LAUNCH) is checked on its exact total when the DPU is finished, so
+ * whether a batch is split does not depend on how it was routed (one pass or two parts).
+ * A lane's buffer is then bounded by the batch: 4 bytes per 8-byte index.
  */
 static __attribute__((noinline)) int make_room(struct eb_slot *slot, struct slice *slice, uint64_t bag_lookups,
                                                int weighted, uint64_t *headroom)
@@ -145,8 +158,7 @@ static __attribute__((noinline)) int make_room(struct eb_slot *slot, struct slic
     for (uint32_t i = 0; i < slice->nr_lanes; i++) {
         struct lane *lane = &slice->lanes[i];
         uint64_t used = (uint64_t)(slice->cursors[i] - lane->locals);
-        /* The host lane is not a DPU, but its counts are uint32 too. */
-        uint64_t limit = lane->dpu == EB_HOST_LANE ? UINT32_MAX / 2 : EB_MAX_LOOKUPS_PER_LAUNCH;
+        const uint64_t limit = UINT32_MAX / 2;
         if (used + bag_lookups > limit) {
             return RUN_SPLIT;
         }
@@ -578,102 +590,83 @@ static route_function pick_route(const struct slice *slice, int weighted, int sc
 }
 
 
+/* ---- one batch: two parts over two threads ------------------------------------ */
+
+/* Below this many lookups a batch is routed as one part: a second part's copy costs more
+ * than a second thread saves. */
+#define EB_PARALLEL_ROUTE_LOOKUPS (1u << 16)
+
 /*
- * Slices that reach a common DPU form one routing group (union-find over DPUs, groups
- * numbered by first slice): a DPU's buffers are then written by one thread only, and in
- * slice order as in a sequential run, so the inputs do not depend on the thread count.
+ * Where the batch's second part of tables starts: tables [0, part) route straight into
+ * their DPUs' buffers, tables [part, nr_tables) into per-DPU tails that finishing appends
+ * (finish_dpus). A table goes to the first part while the middle of its work (the batch's
+ * lookups times its routed slices; followers copy, mirrors do nothing) lies in the first
+ * half of the total. It depends on the batch only, never on the thread count, so a DPU's
+ * inputs are the same with one thread or two. nr_tables: one part.
  */
-static int group_slices(eb_engine *engine)
+static uint32_t second_part(const eb_engine *engine, const int64_t *offsets, uint32_t batch, uint32_t b0, uint32_t b1)
 {
-    uint32_t *parent = malloc((size_t)engine->nr_dpus * sizeof(uint32_t));
-    uint32_t *group_of_root = malloc((size_t)engine->nr_dpus * sizeof(uint32_t));
-    engine->route.slice_group = calloc(engine->nr_slices ? engine->nr_slices : 1, sizeof(uint32_t));
-    if (!parent || !group_of_root || !engine->route.slice_group) {
-        free(parent);
-        free(group_of_root);
-        free(engine->route.slice_group);
-        engine->route.slice_group = NULL;
-        return -1;
-    }
-    for (uint32_t d = 0; d < engine->nr_dpus; d++) {
-        parent[d] = d;
-        group_of_root[d] = UINT32_MAX;
-    }
-    for (uint32_t k = 0; k < engine->nr_slices; k++) {
-        const struct slice *slice = &engine->slices[k];
-        /* A follower copies its leader's records: the leader's thread, after the leader. */
-        const struct slice *leader = slice->leader != EB_NO_LEADER ? &engine->slices[slice->leader] : NULL;
-        for (uint32_t i = leader && slice->nr_dpu_lanes ? 0 : 1; i < slice->nr_dpu_lanes; i++) {
-            uint32_t a = leader ? leader->lanes[0].dpu : slice->lanes[0].dpu, b = slice->lanes[i].dpu;
-            while (parent[a] != a) {
-                a = parent[a] = parent[parent[a]];
-            }
-            while (parent[b] != b) {
-                b = parent[b] = parent[parent[b]];
-            }
-            parent[a > b ? a : b] = a < b ? a : b;
+    uint64_t total = 0, lookups = 0;
+    for (uint32_t t = 0; t < engine->nr_tables; t++) {
+        const struct table *table = &engine->tables[t];
+        uint64_t table_lookups = (uint64_t)(offsets[(size_t)t * batch + b1] - offsets[(size_t)t * batch + b0]);
+        for (uint32_t k = table->first_slice; k < table->first_slice + table->nr_slices; k++) {
+            total += engine->slices[k].leader == EB_NO_LEADER ? table_lookups : 0;
         }
+        lookups += table_lookups;
     }
-    engine->route.nr_route_groups = 0;
-    for (uint32_t k = 0; k < engine->nr_slices; k++) {
-        const struct slice *slice = &engine->slices[k];
-        if (slice->nr_dpu_lanes == 0) {
-            /* Host-cached only. */
-            engine->route.slice_group[k] = slice->leader != EB_NO_LEADER ? engine->route.slice_group[slice->leader]
-                                                                         : engine->route.nr_route_groups++;
-            continue;
-        }
-        uint32_t root = slice->lanes[0].dpu;
-        while (parent[root] != root) {
-            root = parent[root];
-        }
-        if (group_of_root[root] == UINT32_MAX) {
-            group_of_root[root] = engine->route.nr_route_groups++;
-        }
-        engine->route.slice_group[k] = group_of_root[root];
+    if (engine->nr_tables < 2 || lookups < EB_PARALLEL_ROUTE_LOOKUPS) {
+        return engine->nr_tables;
     }
-    free(parent);
-    free(group_of_root);
-    return 0;
+    uint64_t before = 0;
+    uint32_t t = 0;
+    for (; t < engine->nr_tables; t++) {
+        const struct table *table = &engine->tables[t];
+        uint64_t work = 0;
+        for (uint32_t k = table->first_slice; k < table->first_slice + table->nr_slices; k++) {
+            work += engine->slices[k].leader == EB_NO_LEADER
+                        ? (uint64_t)(offsets[(size_t)t * batch + b1] - offsets[(size_t)t * batch + b0])
+                        : 0;
+        }
+        if (2 * before + work >= total) {
+            break;
+        }
+        before += work;
+    }
+    return t == 0 ? 1 : t; /* both parts hold a table */
 }
 
 struct route_job {
     struct eb_slot *slot;
-    const int64_t *indices;
-    const int64_t *offsets;
-    const float *per_sample_weights;
-    uint32_t batch;
-    uint32_t b0;
-    uint32_t b1;
-    uint32_t thread; /* routes the slices assigned to this thread; UINT32_MAX: every slice */
+    uint32_t first_table; /* routes tables [first_table, end_table) */
+    uint32_t end_table;
     int result;
 };
 
-static void *route_slices(void *argument)
+static void *route_tables(void *argument)
 {
     struct route_job *job = argument;
     struct eb_slot *slot = job->slot;
     eb_engine *engine = slot->engine;
-    int weighted = job->per_sample_weights != NULL;
+    const int weighted = slot->per_sample_weights != NULL;
+    /* One part: a DPU is finished right after its last slice, while its segments are in cache. */
+    const int finish_here = slot->part_table == engine->nr_tables;
     job->result = RUN_OK;
-    for (uint32_t t = 0; t < engine->nr_tables; t++) {
+    for (uint32_t t = job->first_table; t < job->end_table; t++) {
         const struct table *table = &engine->tables[t];
         for (uint32_t k = table->first_slice; k < table->first_slice + table->nr_slices; k++) {
-            if (job->thread != UINT32_MAX && engine->route.slice_thread[k] != job->thread) {
-                continue;
-            }
             struct slice *slice = &engine->slices[k];
             int rc;
             if (slice->leader != EB_NO_LEADER) {
                 rc = copy_lanes(slot, slice, weighted);
             } else {
-                int scan = scan_lanes(slice, job->offsets, job->batch, job->b0, job->b1);
-                rc = pick_route(slice, weighted, scan)(slot, slice, job->indices, job->offsets, job->per_sample_weights,
-                                                       job->batch, job->b0, job->b1);
+                int scan = scan_lanes(slice, slot->offsets, slot->batch, slot->b0, slot->b1);
+                rc = pick_route(slice, weighted, scan)(slot, slice, slot->indices, slot->offsets,
+                                                       slot->per_sample_weights, slot->batch, slot->b0, slot->b1);
             }
-            for (uint32_t i = 0; rc == RUN_OK && i < slice->nr_dpu_lanes; i++) {
+            for (uint32_t i = 0; finish_here && rc == RUN_OK && i < slice->nr_dpu_lanes; i++) {
                 struct dpu_state *dpu = &slot->dpus[slice->lanes[i].dpu];
-                rc = dpu->last_slice == k ? finish_dpu(slot, dpu) : RUN_OK;
+                rc = dpu->last_slice == k && dpu->mirror == EB_NO_MIRROR ? finish_dpu(slot, dpu) : RUN_OK;
             }
             if (rc != RUN_OK) {
                 job->result = rc;
@@ -684,101 +677,110 @@ static void *route_slices(void *argument)
     return NULL;
 }
 
-/* Below this many lookups a second routing thread costs more than it saves. */
-#define EB_PARALLEL_ROUTE_LOOKUPS (1u << 16)
+struct finish_job {
+    struct eb_slot *slot;
+    uint32_t first_dpu;
+    uint32_t end_dpu;
+    int result;
+};
 
-/*
- * Assigns the routing groups to two threads: in group order, a group goes to the first
- * thread while the middle of its work (the batch's lookups of its slices' tables) lies
- * in the first half of the total. False when one thread should route the batch.
- */
-static int assign_route_threads(eb_engine *engine, const int64_t *offsets, uint32_t batch, uint32_t b0, uint32_t b1)
+static void *finish_range(void *argument)
 {
-    if (engine->worker_threads < 2 || engine->nr_slices < 2) {
-        return 0;
-    }
-    if (!engine->route.slice_group && group_slices(engine)) {
-        return 0;
-    }
-    if (engine->route.nr_route_groups < 2 ||
-        reserve((void **)&engine->route.slice_thread, &engine->route.slice_thread_capacity, engine->nr_slices,
-                sizeof(uint32_t)) ||
-        reserve((void **)&engine->route.group_work, &engine->route.group_work_capacity, engine->route.nr_route_groups,
-                sizeof(uint64_t)) ||
-        reserve((void **)&engine->route.group_thread, &engine->route.group_thread_capacity,
-                engine->route.nr_route_groups, sizeof(uint32_t))) {
-        return 0;
-    }
-    memset(engine->route.group_work, 0, engine->route.nr_route_groups * sizeof(uint64_t));
-    uint64_t total = 0;
-    for (uint32_t k = 0; k < engine->nr_slices; k++) {
-        uint32_t t = engine->slices[k].table;
-        uint64_t work = (uint64_t)(offsets[(size_t)t * batch + b1] - offsets[(size_t)t * batch + b0]);
-        engine->route.group_work[engine->route.slice_group[k]] += work;
-        total += work;
-    }
-    if (total < EB_PARALLEL_ROUTE_LOOKUPS) {
-        return 0;
-    }
-    uint64_t before = 0;
-    uint32_t first_thread_groups = 0;
-    for (uint32_t g = 0; g < engine->route.nr_route_groups; g++) {
-        engine->route.group_thread[g] = 2 * before + engine->route.group_work[g] < total ? 0u : 1u;
-        first_thread_groups += engine->route.group_thread[g] == 0u;
-        before += engine->route.group_work[g];
-    }
-    if (first_thread_groups == 0 || first_thread_groups == engine->route.nr_route_groups) {
-        return 0;
-    }
-    for (uint32_t k = 0; k < engine->nr_slices; k++) {
-        engine->route.slice_thread[k] = engine->route.group_thread[engine->route.slice_group[k]];
-    }
-    return 1;
+    struct finish_job *job = argument;
+    job->result = finish_dpus(job->slot, job->first_dpu, job->end_dpu);
+    return NULL;
 }
 
+static int reset_state(struct eb_slot *slot, struct dpu_state *dpu)
+{
+    dpu->nr_lookups = 0;
+    dpu->nr_segments = 0;
+    dpu->finished = 0;
+    if (reserve((void **)&dpu->input, &dpu->input_capacity, EB_INDEX_START + 8, 1)) {
+        slot_error(slot, "out of host memory");
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Routes bags [b0, b1) of the slot's batch and finishes the DPUs' inputs. A big batch
+ * routes as two parts of tables (second_part), each on its own thread when `parallel` and
+ * the engine has two; then the DPUs are finished, half of them on each thread. A thread
+ * writes only its part's buffers: a DPU's own (first part) or its tail (second part). On
+ * an error the batch is routed again on one thread, so the error reported is the first in
+ * table order.
+ */
 __attribute__((noinline)) int route_bags(struct eb_slot *slot, uint32_t b0, uint32_t b1, int parallel)
 {
     eb_engine *engine = slot->engine;
-    const int64_t *indices = slot->indices, *offsets = slot->offsets;
-    const float *per_sample_weights = slot->per_sample_weights;
-    const uint32_t batch = slot->batch;
-    for (uint32_t d = 0; d < engine->nr_dpus; d++) {
-        struct dpu_state *dpu = &slot->dpus[d];
-        dpu->nr_lookups = 0;
-        dpu->nr_segments = 0;
-        dpu->finished = 0;
-        if (reserve((void **)&dpu->input, &dpu->input_capacity, EB_INDEX_START + 8, 1)) {
+    slot->b0 = b0;
+    slot->b1 = b1;
+    /* Part 1 follows part 0 in table order, as in one pass over the tables: a DPU's
+     * inputs are the same bytes either way, so one thread routes in one part. */
+    slot->part_table = parallel && engine->worker_threads >= 2
+                           ? second_part(engine, slot->offsets, slot->batch, b0, b1)
+                           : engine->nr_tables;
+    const int two_parts = slot->part_table < engine->nr_tables;
+    if (two_parts && !slot->tails) {
+        slot->tails = calloc(engine->nr_dpus, sizeof(struct dpu_state));
+        if (!slot->tails) {
             slot_error(slot, "out of host memory");
             return RUN_ERROR;
         }
     }
-    for (uint32_t k = 0; k < engine->nr_slices; k++) {
-        struct dpu_state *host = &slot->host_states[k];
-        if (engine->slices[k].nr_lanes > engine->slices[k].nr_dpu_lanes) {
-            host->nr_lookups = 0;
-            host->nr_segments = 0;
-            if (reserve((void **)&host->input, &host->input_capacity, EB_INDEX_START + 8, 1)) {
-                slot_error(slot, "out of host memory");
-                return RUN_ERROR;
-            }
+    for (uint32_t d = 0; d < engine->nr_dpus; d++) {
+        if (reset_state(slot, &slot->dpus[d]) || (two_parts && reset_state(slot, &slot->tails[d]))) {
+            return RUN_ERROR;
         }
     }
-    struct route_job jobs[2] = {
-        {slot, indices, offsets, per_sample_weights, batch, b0, b1, UINT32_MAX, RUN_OK},
-        {slot, indices, offsets, per_sample_weights, batch, b0, b1, 1u, RUN_OK},
+    for (uint32_t k = 0; k < engine->nr_slices; k++) {
+        if (engine->slices[k].nr_lanes > engine->slices[k].nr_dpu_lanes &&
+            reset_state(slot, &slot->host_states[k])) {
+            return RUN_ERROR;
+        }
+    }
+    struct route_job parts[2] = {
+        {slot, 0, slot->part_table, RUN_OK},
+        {slot, slot->part_table, engine->nr_tables, RUN_OK},
     };
     pthread_t helper;
-    if (parallel && assign_route_threads(engine, offsets, batch, b0, b1) &&
-        pthread_create(&helper, NULL, route_slices, &jobs[1]) == 0) {
-        jobs[0].thread = 0;
-        route_slices(&jobs[0]);
+    const int threaded = two_parts && pthread_create(&helper, NULL, route_tables, &parts[1]) == 0;
+    if (threaded) {
+        route_tables(&parts[0]);
         pthread_join(helper, NULL);
-        if (jobs[0].result == RUN_ERROR || jobs[1].result == RUN_ERROR) {
-            /* Route again alone, so the error reported is the first one in table order. */
+        if (parts[0].result == RUN_ERROR || parts[1].result == RUN_ERROR) {
             return route_bags(slot, b0, b1, 0);
         }
-        return jobs[0].result == RUN_SPLIT || jobs[1].result == RUN_SPLIT ? RUN_SPLIT : RUN_OK;
+    } else {
+        route_tables(&parts[0]);
+        if (parts[0].result == RUN_OK) {
+            route_tables(&parts[1]);
+        }
     }
-    route_slices(&jobs[0]);
-    return jobs[0].result;
+    if (parts[0].result != RUN_OK || parts[1].result != RUN_OK) {
+        return parts[0].result != RUN_OK ? parts[0].result : parts[1].result;
+    }
+    if (!two_parts) {
+        return RUN_OK;
+    }
+    struct finish_job halves[2] = {
+        {slot, 0, engine->nr_dpus / 2, RUN_OK},
+        {slot, engine->nr_dpus / 2, engine->nr_dpus, RUN_OK},
+    };
+    if (pthread_create(&helper, NULL, finish_range, &halves[1]) == 0) {
+        finish_range(&halves[0]);
+        pthread_join(helper, NULL);
+    } else {
+        halves[0].end_dpu = engine->nr_dpus;
+        finish_range(&halves[0]);
+    }
+    if (halves[0].result == RUN_ERROR || halves[1].result == RUN_ERROR) {
+        return RUN_ERROR;
+    }
+    if (halves[0].result != RUN_OK || halves[1].result != RUN_OK) {
+        return halves[0].result != RUN_OK ? halves[0].result : halves[1].result;
+    }
+    slot->stats.parallel_routes += threaded; /* a launch's inputs, routed on two threads */
+    return RUN_OK;
 }

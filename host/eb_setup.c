@@ -386,6 +386,16 @@ uint32_t eb_engine_nr_followers(const eb_engine *engine)
     return count;
 }
 
+/* DPUs that send another DPU's inputs instead of being routed and packed (link_mirrors). */
+uint32_t eb_engine_nr_mirrors(const eb_engine *engine)
+{
+    uint32_t count = 0;
+    for (uint32_t d = 0; engine->loaded && d < engine->nr_dpus; d++) {
+        count += engine->dpus[d].mirror != EB_NO_MIRROR;
+    }
+    return count;
+}
+
 /* Routing and merging use two threads when given two or more (and the batch is big). */
 void eb_engine_set_host_threads(eb_engine *engine, uint32_t threads)
 {
@@ -436,9 +446,5 @@ void eb_engine_destroy(eb_engine *engine)
     free(engine->shards);
     free(engine->dpus);
     free(engine->ranks);
-    free(engine->route.slice_group);
-    free(engine->route.slice_thread);
-    free(engine->route.group_work);
-    free(engine->route.group_thread);
     free(engine);
 }

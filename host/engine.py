@@ -53,7 +53,7 @@ from updlrm.host.errors import (
 )
 from updlrm.host.pipeline import Result, _Job, pipelined, submit
 from updlrm.plan import Plan
-from updlrm.specs import PoolingMode
+from updlrm.specs import DPUS_PER_RANK, PoolingMode
 
 __all__ = [
     "Engine",
@@ -95,11 +95,12 @@ def _resolve_backend(backend: str) -> str:
     return backend
 
 
-def _alloc_profile(backend: str, launch_timeout: float | None = None) -> str:
+def _alloc_profile(backend: str, launch_timeout: float | None = None, dpus_per_rank: int = DPUS_PER_RANK) -> str:
     # dpu_alloc profile strings (UPMEM SDK documentation, "dpu_alloc"): "backend=hw"
     # selects real ranks, "backend=simulator" the functional simulator. "timeout=S" is
-    # the emulator's launch timeout (emulator/README.md); the SDK backends have none.
-    profile = {"emulator": "", "simulator": "backend=simulator", "hw": "backend=hw"}[backend]
+    # the emulator's launch timeout and "nrDpusPerRank=N" its rank size (emulator/README.md);
+    # the SDK backends have neither: their ranks are the machine's.
+    parts = [{"emulator": "", "simulator": "backend=simulator", "hw": "backend=hw"}[backend]]
     if launch_timeout is not None:
         if backend != "emulator":
             raise EngineError(
@@ -108,8 +109,12 @@ def _alloc_profile(backend: str, launch_timeout: float | None = None) -> str:
             )
         if not float(launch_timeout) > 0:
             raise EngineError(f"launch_timeout must be a positive number of seconds, got {launch_timeout!r}")
-        profile = f"timeout={float(launch_timeout)!r}"
-    return profile
+        parts.append(f"timeout={float(launch_timeout)!r}")
+    # The emulator groups DPUs into ranks as the plan's topology says (transfers pad to a
+    # rank's largest buffer); it holds at most a hardware rank's 64.
+    if backend == "emulator" and 1 <= dpus_per_rank < DPUS_PER_RANK:
+        parts.append(f"nrDpusPerRank={int(dpus_per_rank)}")
+    return ",".join(part for part in parts if part)
 
 
 class Engine:
@@ -156,7 +161,7 @@ class Engine:
         self.backend = _resolve_backend(backend)
         self.nr_tasklets = int(nr_tasklets)
         self.launch_timeout = launch_timeout
-        profile = _alloc_profile(self.backend, launch_timeout)
+        profile = _alloc_profile(self.backend, launch_timeout, plan.topology.dpus_per_rank)
         self._engine = None
         # Batches in flight: one per slot (C: EB_NR_SLOTS), one routing at a time, one on
         # the DPUs at a time (host/README.md, "Threads" and "Pipelining").
@@ -233,6 +238,10 @@ class Engine:
         #: Column slices routed as an earlier slice of their table (same rows on every lane):
         #: each batch copies that slice's records instead of routing its lookups again.
         self.follower_slices = int(lib.eb_engine_nr_followers(engine))
+        #: DPUs whose inputs equal an earlier DPU's of their rank (all their shards are lanes
+        #: of follower slices, at the same places): each batch sends that DPU's buffer to
+        #: them, with neither routing nor packing of their own.
+        self.mirror_dpus = int(lib.eb_engine_nr_mirrors(engine))
 
     # -- setup -------------------------------------------------------------------------
 
@@ -533,6 +542,7 @@ class Engine:
             row_format=self._dominant_format(),
             weighted=weighted,
             nr_tasklets=self.nr_tasklets,
+            parallel_routes=int(run.parallel_routes),
         )
 
     def _dominant_format(self) -> str:

@@ -210,9 +210,9 @@ def test_weights_outside_q16_are_refused_before_routing():
 def test_int8_weighted_at_the_int64_boundary():
     """int8: the bound is reached at 2^25 lookups of -128 x Q16(-32768) = 2^38 each.
 
-    Such a bag is refused by the bound before anything else; just under the bound it is
-    refused by the per-launch limit (2^23 lookups per DPU, MRAM), which bags cannot be split
-    across; the largest bag that runs is exact.
+    Such a bag is refused by the bound before anything else. Just under the bound it runs
+    in one launch: its 2^22 lookups per DPU are within a launch's cap of 2^23 per DPU,
+    checked on each DPU's exact count, and fit the MRAM; its sums are exact.
     """
     spec = TableSpec("i8", 64, 4, row_format=RowFormat.INT8, scale=1.0)
     rows = extreme_table(RowFormat.INT8, 64)
@@ -225,9 +225,13 @@ def test_int8_weighted_at_the_int64_boundary():
             AccumulatorOverflowError, match=r"table 'i8' \(t=0\), sample 0: its int8 sum could exceed int64"
         ):
             engine.run(indices, offsets, psw)  # sum of |q16| = 2^56 > (2^63-1) // 128
-        psw[-1] = q16_weight((1 << 31) - (1 << 8))  # 2^56 - 256: within the bound
-        with pytest.raises(EngineError, match="bag 0 alone needs more MRAM"):
-            engine.run(indices, offsets, psw)
+        last = (1 << 31) - (1 << 8)
+        psw[-1] = q16_weight(last)  # 2^56 - 256: within the bound
+        out, stats = engine.run(indices, offsets, psw)
+        assert stats.nr_launches == 1
+        q16_sum = (n - 1) * -(1 << 31) + last
+        for c, q in ((0, -128), (1, 127)):
+            assert out[0, c] == np.float32(float(q * q16_sum) / 65536.0)
         m = 1 << 21  # 2^18 lookups per DPU
         out, _ = engine.run(indices[:m], np.array([0, m]), psw[:m])
         assert out[0, 0] == np.float32(float(-128 * -(1 << 31) * m) / 65536.0)
