@@ -170,8 +170,10 @@ static int build_ranges(eb_engine *engine, struct slice *slice, const struct blo
             set_error(engine, "out of host memory");
             return -1;
         }
+        slice->one_set = 1;
         for (uint32_t k = 0; k < nr_blocks; k++) {
             set_turns(&slice->sets[k], blocks[k].first, blocks[k].count);
+            slice->one_set &= blocks[k].first == blocks[0].first && blocks[k].count == blocks[0].count;
         }
         slice->routing_bytes += nr_blocks * sizeof(struct replica_set);
     }
@@ -785,6 +787,7 @@ void free_routing(struct slice *slice)
     slice->exceptions = NULL;
     slice->entries = NULL;
     slice->sets = slice->groups = NULL;
+    slice->one_set = 0;
     slice->replicas = NULL;
 }
 
