@@ -178,6 +178,7 @@ struct slice {
     int single_step; /* every bucket is shorter than every range: one step at most */
     uint32_t *buckets;
     uint64_t *exception_bits;     /* one bit per row; NULL when the slice has no exception */
+    uint32_t *host_ranks; /* when every exception is host-cached: per word of bits, the host rows before it */
     struct exception *exceptions; /* open addressing, linear probing */
     uint64_t exception_mask;      /* hash cells - 1 */
     uint32_t exception_hash_shift;

@@ -304,6 +304,20 @@ static inline __attribute__((always_inline)) void route_exception(const struct s
     }
 }
 
+/* exceptions: none, any (the hash table), or host-cached rows only (their slot by rank). */
+enum { EXCEPTIONS_NONE = 0, EXCEPTIONS_HASHED = 1, EXCEPTIONS_HOST_RANKS = 2 };
+
+/* Whether `row` is host-cached (*host) and, if so, its host slot: the host rows before it
+ * (slice->host_ranks). Branchless: a hot row's 1-in-3 unpredictable branch costs more. */
+static inline __attribute__((always_inline)) uint32_t host_rank(const uint64_t *bits, const uint32_t *ranks,
+                                                                int64_t row, int *host)
+{
+    const uint64_t word = bits[(uint64_t)row >> 6];
+    const uint64_t offset = (uint64_t)row & 63;
+    *host = (int)(word >> offset & 1);
+    return ranks[(uint64_t)row >> 6] + (uint32_t)__builtin_popcountll(word & ((1ull << offset) - 1));
+}
+
 /*
  * Writes lookup j's local row (and weight) at the lane's cursor `*cursor`, which moves
  * on; without `scan`, lists the lane in `touched` when this is its first lookup of the
@@ -371,6 +385,7 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
     const uint32_t shift = slice->bucket_shift;
     const struct replica_set *const slice_sets = slice->sets;
     const uint64_t *const exception_bits = slice->exception_bits;
+    const uint32_t *const host_ranks = slice->host_ranks;
     const uint32_t local_bits = slice->local_bits;
     const uint64_t local_mask = (1ull << local_bits) - 1;
     const int64_t last_lookup = bag_offsets[b1] - 1;
@@ -438,13 +453,32 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
         const uint32_t bag_lane = one_set ? slice_sets[0].first + replica_turn(&slice_sets[0], b) : 0;
         uint32_t *bag_cursor = one_set ? cursors[bag_lane] : NULL;
         const uint32_t *const bag_mark = one_set ? marks[bag_lane] : NULL;
+        /* And the host lane's, when host-cached rows are found by rank. */
+        const uint32_t host_lane = slice->nr_dpu_lanes;
+        const int host_ranked = one_set && exceptions == EXCEPTIONS_HOST_RANKS;
+        uint32_t *host_cursor = host_ranked ? cursors[host_lane] : NULL;
+        const uint32_t *const host_mark = host_ranked ? marks[host_lane] : NULL;
         /* Two lookups per iteration: the loop control is paid once for both. */
 #pragma GCC unroll 2
         for (int64_t j = begin; j < stop; j++) {
             const int64_t row = indices[j];
             uint64_t lane;
             uint32_t local;
-            if (one_set) {
+            if (host_ranked) {
+                int host;
+                const uint32_t host_slot = host_rank(exception_bits, host_ranks, row, &host);
+                const uint32_t block_local =
+                    (uint32_t)(row - origins[row_block(starts, buckets, shift, row, single_step)]);
+                uint32_t *cursor = host ? host_cursor : bag_cursor;
+                if (put_lookup(slot, slice, &cursor, host ? host_mark : bag_mark, host ? host_lane : bag_lane,
+                               host ? host_slot : block_local, per_sample_weights, j, touched, &nr_touched,
+                               integer_rows, weighted, scan)) {
+                    return RUN_ERROR;
+                }
+                host_cursor += host;
+                bag_cursor += !host;
+                continue;
+            } else if (one_set) {
                 if (!(exceptions && (exception_bits[(uint64_t)row >> 6] >> ((uint64_t)row & 63) & 1))) {
                     local = (uint32_t)(row - origins[row_block(starts, buckets, shift, row, single_step)]);
                     if (put_lookup(slot, slice, &bag_cursor, bag_mark, bag_lane, local, per_sample_weights, j,
@@ -470,7 +504,12 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
                 local = (uint32_t)(row - origins[block]);
                 /* A replica set's lanes take the bags in turn; without sets lane k is block k. */
                 lane = sets ? slice_sets[block].first + replica_turn(&slice_sets[block], b) : block;
-                if (exceptions && (exception_bits[(uint64_t)row >> 6] >> ((uint64_t)row & 63) & 1)) {
+                if (exceptions == EXCEPTIONS_HOST_RANKS) {
+                    int host;
+                    const uint32_t host_slot = host_rank(exception_bits, host_ranks, row, &host);
+                    lane = host ? host_lane : lane;
+                    local = host ? host_slot : local;
+                } else if (exceptions && (exception_bits[(uint64_t)row >> 6] >> ((uint64_t)row & 63) & 1)) {
                     route_exception(slice, row, b, &lane, &local);
                 }
             } else {
@@ -506,6 +545,9 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
         }
         if (one_set) {
             cursors[bag_lane] = bag_cursor;
+        }
+        if (host_ranked) {
+            cursors[host_lane] = host_cursor;
         }
         if (!(kind == ROUTE_HOST && !weighted) && stop < end) {
             slot_error(slot, "table %u: indices[%lld] = %lld is outside [0, %lld)", slice->table, (long long)stop,
@@ -562,7 +604,8 @@ typedef int (*route_function)(struct eb_slot *, struct slice *, const int64_t *,
     }
 
 /* The ranges variants of one block lookup (step or search), replica sets or not, one
- * set for every block or not: x = exceptions, w = weighted, s = scan. */
+ * set for every block or not: x = exceptions (hashed), h = host-cached exceptions only
+ * (ranked), w = weighted, s = scan. */
 #define EB_RANGES_VARIANTS(prefix, single_step, sets, one_set)                                                         \
     EB_ROUTE_VARIANT(prefix, ROUTE_RANGES, single_step, sets, one_set, 0, 0, 0)                                        \
     EB_ROUTE_VARIANT(prefix##_s, ROUTE_RANGES, single_step, sets, one_set, 0, 0, 1)                                    \
@@ -571,7 +614,11 @@ typedef int (*route_function)(struct eb_slot *, struct slice *, const int64_t *,
     EB_ROUTE_VARIANT(prefix##_x, ROUTE_RANGES, single_step, sets, one_set, 1, 0, 0)                                    \
     EB_ROUTE_VARIANT(prefix##_xs, ROUTE_RANGES, single_step, sets, one_set, 1, 0, 1)                                   \
     EB_ROUTE_VARIANT(prefix##_xw, ROUTE_RANGES, single_step, sets, one_set, 1, 1, 0)                                   \
-    EB_ROUTE_VARIANT(prefix##_xws, ROUTE_RANGES, single_step, sets, one_set, 1, 1, 1)
+    EB_ROUTE_VARIANT(prefix##_xws, ROUTE_RANGES, single_step, sets, one_set, 1, 1, 1)                                  \
+    EB_ROUTE_VARIANT(prefix##_h, ROUTE_RANGES, single_step, sets, one_set, 2, 0, 0)                                    \
+    EB_ROUTE_VARIANT(prefix##_hs, ROUTE_RANGES, single_step, sets, one_set, 2, 0, 1)                                   \
+    EB_ROUTE_VARIANT(prefix##_hw, ROUTE_RANGES, single_step, sets, one_set, 2, 1, 0)                                   \
+    EB_ROUTE_VARIANT(prefix##_hws, ROUTE_RANGES, single_step, sets, one_set, 2, 1, 1)
 
 /* step/search = range lookup, r = replica sets, o = one replica set for every block. */
 EB_RANGES_VARIANTS(route_step, 1, 0, 0)
@@ -610,15 +657,10 @@ static route_function pick_route(const struct slice *slice, int weighted, int sc
 {
 #define EB_RANGES_TABLE(prefix)                                                                                        \
     {                                                                                                                  \
-        {{prefix, prefix##_s}, {prefix##_w, prefix##_ws}},                                                             \
-        {                                                                                                              \
-            {prefix##_x, prefix##_xs},                                                                                 \
-            {                                                                                                          \
-                prefix##_xw, prefix##_xws                                                                              \
-            }                                                                                                          \
-        }                                                                                                              \
+        {{prefix, prefix##_s}, {prefix##_w, prefix##_ws}}, {{prefix##_x, prefix##_xs}, {prefix##_xw, prefix##_xws}},  \
+            {{prefix##_h, prefix##_hs}, {prefix##_hw, prefix##_hws}}                                                   \
     }
-    static const route_function ranges[2][3][2][2][2] = {
+    static const route_function ranges[2][3][3][2][2] = {
         {EB_RANGES_TABLE(route_search), EB_RANGES_TABLE(route_search_r), EB_RANGES_TABLE(route_search_o)},
         {EB_RANGES_TABLE(route_step), EB_RANGES_TABLE(route_step_r), EB_RANGES_TABLE(route_step_o)},
     };
@@ -633,7 +675,9 @@ static route_function pick_route(const struct slice *slice, int weighted, int sc
         return host[weighted != 0][scan != 0];
     case ROUTE_RANGES:
         return ranges[slice->single_step != 0][slice->sets == NULL ? 0 : slice->one_set ? 2 : 1]
-                     [slice->exception_bits != NULL][weighted != 0][scan != 0];
+                     [slice->exception_bits == NULL ? EXCEPTIONS_NONE
+                      : slice->host_ranks       ? EXCEPTIONS_HOST_RANKS
+                                                : EXCEPTIONS_HASHED][weighted != 0][scan != 0];
     case ROUTE_EXPLICIT32:
         return explicit32[weighted != 0][scan != 0];
     default:

@@ -300,6 +300,22 @@ static int build_exceptions(eb_engine *engine, struct slice *slice, const struct
     for (int64_t h = 0; h < table->nr_host_rows; h++) {
         put_exception(slice, table->host_row_ids[h], EXCEPTION_HOST, (uint32_t)h);
     }
+    if (nr_groups == 0) {
+        /* Host-cached exceptions only: a row's host slot is the number of host rows before
+         * it, a count per word and a popcount, no probe. */
+        const uint64_t words = ((uint64_t)table->nr_rows + 63) / 64;
+        slice->host_ranks = malloc(words * sizeof(uint32_t));
+        if (!slice->host_ranks) {
+            set_error(engine, "out of host memory");
+            return -1;
+        }
+        uint32_t before = 0;
+        for (uint64_t w = 0; w < words; w++) {
+            slice->host_ranks[w] = before;
+            before += (uint32_t)__builtin_popcountll(slice->exception_bits[w]);
+        }
+        slice->routing_bytes += words * sizeof(uint32_t);
+    }
     slice->routing_bytes += cells * sizeof(struct exception) + ((uint64_t)table->nr_rows + 63) / 64 * sizeof(uint64_t) +
                             (uint64_t)nr_groups * sizeof(struct replica_set) + kept * sizeof(struct replica);
     return 0;
@@ -776,6 +792,7 @@ void free_routing(struct slice *slice)
     free(slice->range_starts);
     free(slice->buckets);
     free(slice->exception_bits);
+    free(slice->host_ranks);
     free(slice->exceptions);
     free(slice->entries);
     free(slice->sets);
@@ -784,6 +801,7 @@ void free_routing(struct slice *slice)
     slice->origins = slice->range_starts = NULL;
     slice->buckets = NULL;
     slice->exception_bits = NULL;
+    slice->host_ranks = NULL;
     slice->exceptions = NULL;
     slice->entries = NULL;
     slice->sets = slice->groups = NULL;

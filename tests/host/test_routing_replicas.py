@@ -292,7 +292,8 @@ def test_one_replica_set_for_every_block(form, k, weighted):
     lists of all rows but the host-cached ones, cut at them), so a bag's lane is found
     once per bag: host-cached rows, hot rows also on replica-only shards (listed before
     and after, so a hot row's turn sometimes lands on the bag's own lane), bags reaching
-    one lane or many (k=3 scans the lanes, k=24 lists those a bag touched), empty bags."""
+    one lane or many (k=3 scans the lanes, k=24 lists those a bag touched), empty bags.
+    Table q has host-cached exceptions only: their slots come by rank, branchless."""
     rng = np.random.default_rng([10, k, weighted, len(form)])
     tables = [TableSpec("t", 5000, 8), TableSpec("q", 800, 4, row_format=RowFormat.INT8, scale=0.5)]
     host = {0: np.array([0, 3, 4, 700, 2500, 4999]), 1: np.array([9, 10])}
