@@ -172,11 +172,13 @@ struct slice {
     int64_t *range_starts;    /* nr_ranges + 1, the last is the table's row count */
     int64_t *origins;         /* per block: local row = row - origin (range_starts itself when they agree) */
     struct replica_set *sets; /* per block, its lanes; NULL when block k is lane k */
+    int one_set;              /* every block has the same set: a bag's lane is that of its block rows */
     uint32_t nr_block_lanes;  /* the blocks' lanes come first; the other DPU lanes hold exceptions */
     uint32_t bucket_shift;
     int single_step; /* every bucket is shorter than every range: one step at most */
     uint32_t *buckets;
     uint64_t *exception_bits;     /* one bit per row; NULL when the slice has no exception */
+    uint32_t *host_ranks; /* when every exception is host-cached: per word of bits, the host rows before it */
     struct exception *exceptions; /* open addressing, linear probing */
     uint64_t exception_mask;      /* hash cells - 1 */
     uint32_t exception_hash_shift;

@@ -282,18 +282,104 @@ static inline __attribute__((always_inline)) void prefetch_for_write(const void 
  * plans (2.3-2.4 ms against 3.1 ms at 16 and 3.7 ms without). */
 #define EB_PREFETCH_DISTANCE 128
 
+/* The block of a ranges slice holding `row` (bucket, then one step or a short search). */
+static inline __attribute__((always_inline)) uint64_t row_block(const int64_t *starts, const uint32_t *buckets,
+                                                                uint32_t shift, int64_t row, const int single_step)
+{
+    uint64_t block = buckets[(uint64_t)row >> shift];
+    if (single_step) {
+        /* Unsigned (both are in [0, nr_rows]): a compare and a subtract with borrow. */
+        block += (uint64_t)row >= (uint64_t)starts[block + 1];
+    } else {
+        while (row >= starts[block + 1]) {
+            block++;
+        }
+    }
+    return block;
+}
+
+/* The lane and local row of a ranges slice's exception row (its bit is set). */
+static inline __attribute__((always_inline)) void route_exception(const struct slice *slice, int64_t row, uint32_t b,
+                                                                  uint64_t *lane, uint32_t *local)
+{
+    const struct exception *exception = find_exception(slice, row);
+    if (exception->kind == EXCEPTION_HOST) {
+        *lane = slice->nr_dpu_lanes;
+        *local = exception->index;
+    } else {
+        /* Replica by bag: deterministic, and consecutive bags spread over all
+         * replicas (updlrm.partitioner.routing). */
+        const struct replica_set *group = &slice->groups[exception->index];
+        const struct replica *replica = &slice->replicas[group->first + replica_turn(group, b)];
+        *lane = replica->lane;
+        *local = replica->local;
+    }
+}
+
+/* exceptions: none, any (the hash table), or host-cached rows only (their slot by rank). */
+enum { EXCEPTIONS_NONE = 0, EXCEPTIONS_HASHED = 1, EXCEPTIONS_HOST_RANKS = 2 };
+
+/* Whether `row` is host-cached (*host) and, if so, its host slot: the host rows before it
+ * (slice->host_ranks). Branchless: a hot row's 1-in-3 unpredictable branch costs more. */
+static inline __attribute__((always_inline)) uint32_t host_rank(const uint64_t *bits, const uint32_t *ranks,
+                                                                int64_t row, int *host)
+{
+    const uint64_t word = bits[(uint64_t)row >> 6];
+    const uint64_t offset = (uint64_t)row & 63;
+    *host = (int)(word >> offset & 1);
+    return ranks[(uint64_t)row >> 6] + (uint32_t)__builtin_popcountll(word & ((1ull << offset) - 1));
+}
+
+/*
+ * Writes lookup j's local row (and weight) at the lane's cursor `*cursor`, which moves
+ * on; without `scan`, lists the lane in `touched` when this is its first lookup of the
+ * bag (`mark`: the lane's cursor when the bag began). The cursor is the slice's array
+ * entry or, for a bag's own lane, a local kept in a register.
+ */
+static inline __attribute__((always_inline)) int
+put_lookup(struct eb_slot *slot, const struct slice *slice, uint32_t **cursor_of, const uint32_t *mark, uint32_t lane,
+           uint32_t local, const float *per_sample_weights, int64_t j, uint32_t *touched, uint32_t *nr_touched,
+           const int integer_rows, const int weighted, const int scan)
+{
+    uint32_t *const cursor = *cursor_of;
+    if (!scan) {
+        /* Listed once per bag without a branch: the entry is kept only when this
+         * is the lane's first lookup of the bag. */
+        touched[*nr_touched] = lane;
+        *nr_touched += cursor == mark;
+    }
+    *cursor = local;
+    if (weighted) {
+        uint32_t weight_bits;
+        if (integer_rows) {
+            if (quantise_weight(slot, per_sample_weights[j], j, &weight_bits)) {
+                return -1;
+            }
+        } else {
+            memcpy(&weight_bits, &per_sample_weights[j], sizeof(weight_bits));
+        }
+        slice->weights[lane][cursor - slice->lanes[lane].locals] = weight_bits;
+    }
+    *cursor_of = cursor + 1;
+    return 0;
+}
+
 /*
  * Route bags [b0, b1) of one column slice, bag by bag: each lookup's local row goes
  * straight to its DPU's input buffer; every DPU a bag reached gets one segment for
  * it. With few lanes (`scan`), a bag's end only copies the lanes' cursors, and
  * segments are written per chunk of bags; with many, the loop lists the lanes a bag
- * touches. `kind`, `single_step`, `sets`, `exceptions`, `weighted` and `scan` are
- * constants at every call site, so each combination is its own loop.
+ * touches. `kind`, `single_step`, `sets`, `one_set`, `exceptions`, `weighted` and
+ * `scan` are constants at every call site, so each combination is its own loop.
+ * `one_set`: every block has the same replica set (slice->one_set), so a bag's lane is
+ * that of all its lookups but exceptions; it is found once per bag and its cursor kept
+ * in a register.
  */
 static inline __attribute__((always_inline)) int
 route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, const int64_t *offsets,
             const float *per_sample_weights, uint32_t batch, uint32_t b0, uint32_t b1, const enum route_kind kind,
-            const int single_step, const int sets, const int exceptions, const int weighted, const int scan)
+            const int single_step, const int sets, const int one_set, const int exceptions, const int weighted,
+            const int scan)
 {
     const eb_engine *engine = slot->engine;
     const struct table *table = &engine->tables[slice->table];
@@ -311,6 +397,7 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
     const uint32_t shift = slice->bucket_shift;
     const struct replica_set *const slice_sets = slice->sets;
     const uint64_t *const exception_bits = slice->exception_bits;
+    const uint32_t *const host_ranks = slice->host_ranks;
     const uint32_t local_bits = slice->local_bits;
     const uint64_t local_mask = (1ull << local_bits) - 1;
     const int64_t last_lookup = bag_offsets[b1] - 1;
@@ -374,41 +461,68 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
                 stop++;
             }
         }
+        /* The bag's lane (one_set): its cursor lives in a register for the bag. */
+        const uint32_t bag_lane = one_set ? slice_sets[0].first + replica_turn(&slice_sets[0], b) : 0;
+        uint32_t *bag_cursor = one_set ? cursors[bag_lane] : NULL;
+        const uint32_t *const bag_mark = one_set ? marks[bag_lane] : NULL;
+        /* And the host lane's, when host-cached rows are found by rank. */
+        const uint32_t host_lane = slice->nr_dpu_lanes;
+        const int host_ranked = one_set && exceptions == EXCEPTIONS_HOST_RANKS;
+        uint32_t *host_cursor = host_ranked ? cursors[host_lane] : NULL;
+        const uint32_t *const host_mark = host_ranked ? marks[host_lane] : NULL;
         /* Two lookups per iteration: the loop control is paid once for both. */
 #pragma GCC unroll 2
         for (int64_t j = begin; j < stop; j++) {
             const int64_t row = indices[j];
             uint64_t lane;
             uint32_t local;
-            if (kind == ROUTE_HOST) {
+            if (host_ranked) {
+                int host;
+                const uint32_t host_slot = host_rank(exception_bits, host_ranks, row, &host);
+                const uint32_t block_local =
+                    (uint32_t)(row - origins[row_block(starts, buckets, shift, row, single_step)]);
+                uint32_t *cursor = host ? host_cursor : bag_cursor;
+                if (put_lookup(slot, slice, &cursor, host ? host_mark : bag_mark, host ? host_lane : bag_lane,
+                               host ? host_slot : block_local, per_sample_weights, j, touched, &nr_touched,
+                               integer_rows, weighted, scan)) {
+                    return RUN_ERROR;
+                }
+                host_cursor += host;
+                bag_cursor += !host;
+                continue;
+            } else if (one_set) {
+                if (!(exceptions && (exception_bits[(uint64_t)row >> 6] >> ((uint64_t)row & 63) & 1))) {
+                    local = (uint32_t)(row - origins[row_block(starts, buckets, shift, row, single_step)]);
+                    if (put_lookup(slot, slice, &bag_cursor, bag_mark, bag_lane, local, per_sample_weights, j,
+                                   touched, &nr_touched, integer_rows, weighted, scan)) {
+                        return RUN_ERROR;
+                    }
+                    continue;
+                }
+                route_exception(slice, row, b, &lane, &local);
+                if (lane == bag_lane) {
+                    /* A replicated row whose turn falls on the bag's lane. */
+                    if (put_lookup(slot, slice, &bag_cursor, bag_mark, bag_lane, local, per_sample_weights, j,
+                                   touched, &nr_touched, integer_rows, weighted, scan)) {
+                        return RUN_ERROR;
+                    }
+                    continue;
+                }
+            } else if (kind == ROUTE_HOST) {
                 lane = slice->nr_dpu_lanes;
                 local = (uint32_t)row;
             } else if (kind == ROUTE_RANGES) {
-                uint64_t block = buckets[(uint64_t)row >> shift];
-                if (single_step) {
-                    /* Unsigned (both are in [0, nr_rows]): a compare and a subtract with borrow. */
-                    block += (uint64_t)row >= (uint64_t)starts[block + 1];
-                } else {
-                    while (row >= starts[block + 1]) {
-                        block++;
-                    }
-                }
+                const uint64_t block = row_block(starts, buckets, shift, row, single_step);
                 local = (uint32_t)(row - origins[block]);
                 /* A replica set's lanes take the bags in turn; without sets lane k is block k. */
                 lane = sets ? slice_sets[block].first + replica_turn(&slice_sets[block], b) : block;
-                if (exceptions && (exception_bits[(uint64_t)row >> 6] >> ((uint64_t)row & 63) & 1)) {
-                    const struct exception *exception = find_exception(slice, row);
-                    if (exception->kind == EXCEPTION_HOST) {
-                        lane = slice->nr_dpu_lanes;
-                        local = exception->index;
-                    } else {
-                        /* Replica by bag: deterministic, and consecutive bags spread over all
-                         * replicas (updlrm.partitioner.routing). */
-                        const struct replica_set *group = &slice->groups[exception->index];
-                        const struct replica *replica = &slice->replicas[group->first + replica_turn(group, b)];
-                        lane = replica->lane;
-                        local = replica->local;
-                    }
+                if (exceptions == EXCEPTIONS_HOST_RANKS) {
+                    int host;
+                    const uint32_t host_slot = host_rank(exception_bits, host_ranks, row, &host);
+                    lane = host ? host_lane : lane;
+                    local = host ? host_slot : local;
+                } else if (exceptions && (exception_bits[(uint64_t)row >> 6] >> ((uint64_t)row & 63) & 1)) {
+                    route_exception(slice, row, b, &lane, &local);
                 }
             } else {
                 const int64_t ahead =
@@ -436,26 +550,16 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
                     local = replica->local;
                 }
             }
-            uint32_t *const cursor = cursors[lane];
-            if (!scan) {
-                /* Listed once per bag without a branch: the entry is kept only when this
-                 * is the lane's first lookup of the bag. */
-                touched[nr_touched] = (uint32_t)lane;
-                nr_touched += cursor == marks[lane];
+            if (put_lookup(slot, slice, &cursors[lane], marks[lane], (uint32_t)lane, local, per_sample_weights, j,
+                           touched, &nr_touched, integer_rows, weighted, scan)) {
+                return RUN_ERROR;
             }
-            *cursor = local;
-            if (weighted) {
-                uint32_t weight_bits;
-                if (integer_rows) {
-                    if (quantise_weight(slot, per_sample_weights[j], j, &weight_bits)) {
-                        return RUN_ERROR;
-                    }
-                } else {
-                    memcpy(&weight_bits, &per_sample_weights[j], sizeof(weight_bits));
-                }
-                slice->weights[lane][cursor - slice->lanes[lane].locals] = weight_bits;
-            }
-            cursors[lane] = cursor + 1;
+        }
+        if (one_set) {
+            cursors[bag_lane] = bag_cursor;
+        }
+        if (host_ranked) {
+            cursors[host_lane] = host_cursor;
         }
         if (!(kind == ROUTE_HOST && !weighted) && stop < end) {
             slot_error(slot, "table %u: indices[%lld] = %lld is outside [0, %lld)", slice->table, (long long)stop,
@@ -503,43 +607,50 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
 typedef int (*route_function)(struct eb_slot *, struct slice *, const int64_t *, const int64_t *, const float *,
                               uint32_t, uint32_t, uint32_t);
 
-#define EB_ROUTE_VARIANT(name, kind, single_step, sets, exceptions, weighted, scan)                                    \
+#define EB_ROUTE_VARIANT(name, kind, single_step, sets, one_set, exceptions, weighted, scan)                           \
     static int name(struct eb_slot *slot, struct slice *slice, const int64_t *indices, const int64_t *offsets,         \
                     const float *per_sample_weights, uint32_t batch, uint32_t b0, uint32_t b1)                         \
     {                                                                                                                  \
         return route_slice(slot, slice, indices, offsets, per_sample_weights, batch, b0, b1, kind, single_step, sets,  \
-                           exceptions, weighted, scan);                                                                \
+                           one_set, exceptions, weighted, scan);                                                       \
     }
 
-/* The ranges variants of one block lookup (step or search) and replica sets or not:
- * x = exceptions, w = weighted, s = scan. */
-#define EB_RANGES_VARIANTS(prefix, single_step, sets)                                                                  \
-    EB_ROUTE_VARIANT(prefix, ROUTE_RANGES, single_step, sets, 0, 0, 0)                                                 \
-    EB_ROUTE_VARIANT(prefix##_s, ROUTE_RANGES, single_step, sets, 0, 0, 1)                                             \
-    EB_ROUTE_VARIANT(prefix##_w, ROUTE_RANGES, single_step, sets, 0, 1, 0)                                             \
-    EB_ROUTE_VARIANT(prefix##_ws, ROUTE_RANGES, single_step, sets, 0, 1, 1)                                            \
-    EB_ROUTE_VARIANT(prefix##_x, ROUTE_RANGES, single_step, sets, 1, 0, 0)                                             \
-    EB_ROUTE_VARIANT(prefix##_xs, ROUTE_RANGES, single_step, sets, 1, 0, 1)                                            \
-    EB_ROUTE_VARIANT(prefix##_xw, ROUTE_RANGES, single_step, sets, 1, 1, 0)                                            \
-    EB_ROUTE_VARIANT(prefix##_xws, ROUTE_RANGES, single_step, sets, 1, 1, 1)
+/* The ranges variants of one block lookup (step or search), replica sets or not, one
+ * set for every block or not: x = exceptions (hashed), h = host-cached exceptions only
+ * (ranked), w = weighted, s = scan. */
+#define EB_RANGES_VARIANTS(prefix, single_step, sets, one_set)                                                         \
+    EB_ROUTE_VARIANT(prefix, ROUTE_RANGES, single_step, sets, one_set, 0, 0, 0)                                        \
+    EB_ROUTE_VARIANT(prefix##_s, ROUTE_RANGES, single_step, sets, one_set, 0, 0, 1)                                    \
+    EB_ROUTE_VARIANT(prefix##_w, ROUTE_RANGES, single_step, sets, one_set, 0, 1, 0)                                    \
+    EB_ROUTE_VARIANT(prefix##_ws, ROUTE_RANGES, single_step, sets, one_set, 0, 1, 1)                                   \
+    EB_ROUTE_VARIANT(prefix##_x, ROUTE_RANGES, single_step, sets, one_set, 1, 0, 0)                                    \
+    EB_ROUTE_VARIANT(prefix##_xs, ROUTE_RANGES, single_step, sets, one_set, 1, 0, 1)                                   \
+    EB_ROUTE_VARIANT(prefix##_xw, ROUTE_RANGES, single_step, sets, one_set, 1, 1, 0)                                   \
+    EB_ROUTE_VARIANT(prefix##_xws, ROUTE_RANGES, single_step, sets, one_set, 1, 1, 1)                                  \
+    EB_ROUTE_VARIANT(prefix##_h, ROUTE_RANGES, single_step, sets, one_set, 2, 0, 0)                                    \
+    EB_ROUTE_VARIANT(prefix##_hs, ROUTE_RANGES, single_step, sets, one_set, 2, 0, 1)                                   \
+    EB_ROUTE_VARIANT(prefix##_hw, ROUTE_RANGES, single_step, sets, one_set, 2, 1, 0)                                   \
+    EB_ROUTE_VARIANT(prefix##_hws, ROUTE_RANGES, single_step, sets, one_set, 2, 1, 1)
 
-/* step/search = range lookup, r = replica sets. */
-EB_RANGES_VARIANTS(route_step, 1, 0)
-EB_RANGES_VARIANTS(route_step_r, 1, 1)
-EB_RANGES_VARIANTS(route_search, 0, 0)
-EB_RANGES_VARIANTS(route_search_r, 0, 1)
-EB_ROUTE_VARIANT(route_explicit32, ROUTE_EXPLICIT32, 0, 0, 0, 0, 0)
-EB_ROUTE_VARIANT(route_explicit32_s, ROUTE_EXPLICIT32, 0, 0, 0, 0, 1)
-EB_ROUTE_VARIANT(route_explicit32_w, ROUTE_EXPLICIT32, 0, 0, 0, 1, 0)
-EB_ROUTE_VARIANT(route_explicit32_ws, ROUTE_EXPLICIT32, 0, 0, 0, 1, 1)
-EB_ROUTE_VARIANT(route_explicit64, ROUTE_EXPLICIT64, 0, 0, 0, 0, 0)
-EB_ROUTE_VARIANT(route_explicit64_s, ROUTE_EXPLICIT64, 0, 0, 0, 0, 1)
-EB_ROUTE_VARIANT(route_explicit64_w, ROUTE_EXPLICIT64, 0, 0, 0, 1, 0)
-EB_ROUTE_VARIANT(route_explicit64_ws, ROUTE_EXPLICIT64, 0, 0, 0, 1, 1)
-EB_ROUTE_VARIANT(route_host, ROUTE_HOST, 0, 0, 0, 0, 0)
-EB_ROUTE_VARIANT(route_host_s, ROUTE_HOST, 0, 0, 0, 0, 1)
-EB_ROUTE_VARIANT(route_host_w, ROUTE_HOST, 0, 0, 0, 1, 0)
-EB_ROUTE_VARIANT(route_host_ws, ROUTE_HOST, 0, 0, 0, 1, 1)
+/* step/search = range lookup, r = replica sets, o = one replica set for every block. */
+EB_RANGES_VARIANTS(route_step, 1, 0, 0)
+EB_RANGES_VARIANTS(route_step_r, 1, 1, 0)
+EB_RANGES_VARIANTS(route_step_o, 1, 1, 1)
+EB_RANGES_VARIANTS(route_search, 0, 0, 0)
+EB_RANGES_VARIANTS(route_search_r, 0, 1, 0)
+EB_RANGES_VARIANTS(route_search_o, 0, 1, 1)
+EB_ROUTE_VARIANT(route_explicit32, ROUTE_EXPLICIT32, 0, 0, 0, 0, 0, 0)
+EB_ROUTE_VARIANT(route_explicit32_s, ROUTE_EXPLICIT32, 0, 0, 0, 0, 0, 1)
+EB_ROUTE_VARIANT(route_explicit32_w, ROUTE_EXPLICIT32, 0, 0, 0, 0, 1, 0)
+EB_ROUTE_VARIANT(route_explicit32_ws, ROUTE_EXPLICIT32, 0, 0, 0, 0, 1, 1)
+EB_ROUTE_VARIANT(route_explicit64, ROUTE_EXPLICIT64, 0, 0, 0, 0, 0, 0)
+EB_ROUTE_VARIANT(route_explicit64_s, ROUTE_EXPLICIT64, 0, 0, 0, 0, 0, 1)
+EB_ROUTE_VARIANT(route_explicit64_w, ROUTE_EXPLICIT64, 0, 0, 0, 0, 1, 0)
+EB_ROUTE_VARIANT(route_explicit64_ws, ROUTE_EXPLICIT64, 0, 0, 0, 0, 1, 1)
+EB_ROUTE_VARIANT(route_host, ROUTE_HOST, 0, 0, 0, 0, 0, 0)
+EB_ROUTE_VARIANT(route_host_s, ROUTE_HOST, 0, 0, 0, 0, 0, 1)
+EB_ROUTE_VARIANT(route_host_w, ROUTE_HOST, 0, 0, 0, 0, 1, 0)
+EB_ROUTE_VARIANT(route_host_ws, ROUTE_HOST, 0, 0, 0, 0, 1, 1)
 
 /*
  * Scan mode costs a cursor copy per lane and bag plus a branchless segment append
@@ -558,17 +669,12 @@ static route_function pick_route(const struct slice *slice, int weighted, int sc
 {
 #define EB_RANGES_TABLE(prefix)                                                                                        \
     {                                                                                                                  \
-        {{prefix, prefix##_s}, {prefix##_w, prefix##_ws}},                                                             \
-        {                                                                                                              \
-            {prefix##_x, prefix##_xs},                                                                                 \
-            {                                                                                                          \
-                prefix##_xw, prefix##_xws                                                                              \
-            }                                                                                                          \
-        }                                                                                                              \
+        {{prefix, prefix##_s}, {prefix##_w, prefix##_ws}}, {{prefix##_x, prefix##_xs}, {prefix##_xw, prefix##_xws}},  \
+            {{prefix##_h, prefix##_hs}, {prefix##_hw, prefix##_hws}}                                                   \
     }
-    static const route_function ranges[2][2][2][2][2] = {
-        {EB_RANGES_TABLE(route_search), EB_RANGES_TABLE(route_search_r)},
-        {EB_RANGES_TABLE(route_step), EB_RANGES_TABLE(route_step_r)},
+    static const route_function ranges[2][3][3][2][2] = {
+        {EB_RANGES_TABLE(route_search), EB_RANGES_TABLE(route_search_r), EB_RANGES_TABLE(route_search_o)},
+        {EB_RANGES_TABLE(route_step), EB_RANGES_TABLE(route_step_r), EB_RANGES_TABLE(route_step_o)},
     };
 #undef EB_RANGES_TABLE
     static const route_function explicit32[2][2] = {{route_explicit32, route_explicit32_s},
@@ -580,8 +686,10 @@ static route_function pick_route(const struct slice *slice, int weighted, int sc
     case ROUTE_HOST:
         return host[weighted != 0][scan != 0];
     case ROUTE_RANGES:
-        return ranges[slice->single_step != 0][slice->sets != NULL][slice->exception_bits != NULL][weighted != 0]
-                     [scan != 0];
+        return ranges[slice->single_step != 0][slice->sets == NULL ? 0 : slice->one_set ? 2 : 1]
+                     [slice->exception_bits == NULL ? EXCEPTIONS_NONE
+                      : slice->host_ranks       ? EXCEPTIONS_HOST_RANKS
+                                                : EXCEPTIONS_HASHED][weighted != 0][scan != 0];
     case ROUTE_EXPLICIT32:
         return explicit32[weighted != 0][scan != 0];
     default:

@@ -92,6 +92,7 @@ void free_routing(struct slice *slice)
     free(slice->range_starts);
     free(slice->buckets);
     free(slice->exception_bits);
+    free(slice->host_ranks);
     free(slice->exceptions);
     free(slice->entries);
     free(slice->sets);
@@ -100,9 +101,11 @@ void free_routing(struct slice *slice)
     slice->origins = slice->range_starts = NULL;
     slice->buckets = NULL;
     slice->exception_bits = NULL;
+    slice->host_ranks = NULL;
     slice->exceptions = NULL;
     slice->entries = NULL;
     slice->sets = slice->groups = NULL;
+    slice->one_set = 0;
     slice->replicas = NULL;
 }
 

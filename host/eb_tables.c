@@ -170,8 +170,10 @@ static int build_ranges(eb_engine *engine, struct slice *slice, const struct blo
             set_error(engine, "out of host memory");
             return -1;
         }
+        slice->one_set = 1;
         for (uint32_t k = 0; k < nr_blocks; k++) {
             set_turns(&slice->sets[k], blocks[k].first, blocks[k].count);
+            slice->one_set &= blocks[k].first == blocks[0].first && blocks[k].count == blocks[0].count;
         }
         slice->routing_bytes += nr_blocks * sizeof(struct replica_set);
     }
@@ -297,6 +299,22 @@ static int build_exceptions(eb_engine *engine, struct slice *slice, const struct
     /* Host-cached rows are served by the host even where DPUs hold a copy. */
     for (int64_t h = 0; h < table->nr_host_rows; h++) {
         put_exception(slice, table->host_row_ids[h], EXCEPTION_HOST, (uint32_t)h);
+    }
+    if (nr_groups == 0) {
+        /* Host-cached exceptions only: a row's host slot is the number of host rows before
+         * it, a count per word and a popcount, no probe. */
+        const uint64_t words = ((uint64_t)table->nr_rows + 63) / 64;
+        slice->host_ranks = malloc(words * sizeof(uint32_t));
+        if (!slice->host_ranks) {
+            set_error(engine, "out of host memory");
+            return -1;
+        }
+        uint32_t before = 0;
+        for (uint64_t w = 0; w < words; w++) {
+            slice->host_ranks[w] = before;
+            before += (uint32_t)__builtin_popcountll(slice->exception_bits[w]);
+        }
+        slice->routing_bytes += words * sizeof(uint32_t);
     }
     slice->routing_bytes += cells * sizeof(struct exception) + ((uint64_t)table->nr_rows + 63) / 64 * sizeof(uint64_t) +
                             (uint64_t)nr_groups * sizeof(struct replica_set) + kept * sizeof(struct replica);

@@ -8,6 +8,7 @@ against the reference and the per-DPU lookup counts against the partitioner's ro
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 from engine_reference import random_batch, random_weights
 from test_routing import run_and_check, zipf_batch
 
-from updlrm.host.engine import Engine
+from updlrm.host.engine import Engine, EngineError
 from updlrm.plan import Plan, Shard
 from updlrm.specs import PoolingMode, RowFormat, TableSpec, Topology
 
@@ -281,3 +282,53 @@ def test_blocks_between_host_cached_rows(form):
     _, stats, routing_bytes = run_and_check(plan, weights, indices, offsets, psw)
     assert stats.host_cache_hits > 0 and (stats.lookups > 0).all()
     assert routing_bytes < 3000 * 4
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("k", [3, 24])
+@pytest.mark.parametrize("form", ["one block", "blocks"])
+def test_one_replica_set_for_every_block(form, k, weighted):
+    """Every block held by the same k DPUs (one block: the table by ranges; blocks: row
+    lists of all rows but the host-cached ones, cut at them), so a bag's lane is found
+    once per bag: host-cached rows, hot rows also on replica-only shards (listed before
+    and after, so a hot row's turn sometimes lands on the bag's own lane), bags reaching
+    one lane or many (k=3 scans the lanes, k=24 lists those a bag touched), empty bags.
+    Table q has host-cached exceptions only: their slots come by rank, branchless."""
+    rng = np.random.default_rng([10, k, weighted, len(form)])
+    tables = [TableSpec("t", 5000, 8), TableSpec("q", 800, 4, row_format=RowFormat.INT8, scale=0.5)]
+    host = {0: np.array([0, 3, 4, 700, 2500, 4999]), 1: np.array([9, 10])}
+
+    def rows(t):
+        n = tables[t].num_embeddings
+        return range(n) if form == "one block" else np.setdiff1d(np.arange(n), host[t])
+
+    shards = [Shard(0, k, 0, 8, np.array([1, 2, 5, 700, 1200]))]
+    shards += [Shard(t, d, 0, spec.embedding_dim, rows(t)) for t, spec in enumerate(tables) for d in range(k)]
+    shards += [Shard(0, k + 1, 0, 8, np.array([2, 5, 6, 4998]))]
+    plan = Plan(tables, Topology(k + 2), shuffled(shards, rng), host_rows=host)
+    plan.validate()
+    weights = random_weights(tables, rng)
+    indices, offsets, psw = zipf_batch(tables, 500, 2 * k if k < 10 else 10, rng, weighted=weighted)
+    hot = np.array([0, 1, 2, 3, 5, 6, 700, 1200, 4998, 4999, 17, 2501])
+    indices[: 12 * 30] = rng.choice(hot, 12 * 30)  # the first bags reach many lanes
+    lengths = np.diff(offsets)
+    assert (lengths == 0).any() and (lengths == 1).any()
+    _, stats, _ = run_and_check(plan, weights, indices, offsets, psw)
+    assert stats.host_cache_hits > 0 and (stats.lookups > 0).all()
+
+
+@pytest.mark.parametrize("bad", [5000, -1])
+def test_one_replica_set_index_outside(bad):
+    """An index outside the table in the middle of a bag of a one-set slice: the message
+    names its position and value."""
+    rng = np.random.default_rng(11)
+    tables = [TableSpec("t", 5000, 8)]
+    shards = [Shard(0, d, 0, 8, np.setdiff1d(np.arange(5000), [3, 9])) for d in range(4)]
+    plan = Plan(tables, Topology(4), shards, host_rows={0: np.array([3, 9])})
+    indices, offsets, _ = random_batch(tables, 50, 8, rng)
+    bag = 20 + int(np.argmax(np.diff(offsets)[20:] >= 3))
+    position = int(offsets[bag]) + 1
+    indices[position] = bad
+    message = re.escape(f"table 0: indices[{position}] = {bad} is outside [0, 5000)")
+    with Engine(plan, random_weights(tables, rng)) as engine, pytest.raises(EngineError, match=message):
+        engine.run(indices, offsets)
