@@ -73,9 +73,13 @@ class BatchStats:
     row_format: str = "fp32"
     weighted: bool = False
     nr_tasklets: int = 16
-    #: Launches whose tables were routed in two parts on two host threads (big batches
+    #: Launches whose tables were routed in parts on several host threads (big batches
     #: with ``host_threads >= 2``); the inputs are those of a one-thread run either way.
     parallel_routes: int = 0
+    #: The most parts of tables a launch of the batch was routed in, one thread each: at
+    #: most ``host_threads``, 16, the tables, and one per 32,768 lookups (one part below
+    #: 65,536); 1 for a batch routed in one pass, 0 when nothing was routed.
+    route_parts: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

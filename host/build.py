@@ -37,7 +37,8 @@ ABI_HEADER = KERNEL_DIR / "embedding_bag_abi.h"
 # The host library's translation units, one per role (host/README.md), and its headers:
 # eb_host.h is the public (cffi) interface, eb_internal.h what the units share.
 HOST_SOURCES = tuple(
-    HOST_DIR / f"eb_{role}.c" for role in ("setup", "tables", "share", "load", "route", "pack", "merge", "pipeline")
+    HOST_DIR / f"eb_{role}.c"
+    for role in ("setup", "tables", "share", "load", "route", "parts", "pack", "merge", "pipeline")
 )
 HOST_HEADER = HOST_DIR / "eb_host.h"
 HOST_INTERNAL_HEADER = HOST_DIR / "eb_internal.h"

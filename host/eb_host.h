@@ -30,7 +30,8 @@ struct eb_run_stats {
     int64_t host_cache_bytes; /* bytes of host-cached rows read */
     int64_t nr_lookups;
     int64_t nr_bags;
-    int64_t parallel_routes; /* launches whose tables were routed in two parts on two threads */
+    int64_t parallel_routes; /* launches whose tables were routed in parts on several threads */
+    int64_t route_parts;     /* the most parts of tables a launch was routed in (1: one pass) */
 };
 
 enum eb_dpu_stat {

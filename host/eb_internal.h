@@ -199,6 +199,10 @@ struct slice {
 #define EB_NO_LEADER UINT32_MAX
 #define EB_NO_MIRROR UINT32_MAX
 
+/* The most parts (so threads) a launch's tables are routed in, and the merge's threads
+ * (eb_parts.c, eb_merge.c): a part's tail per DPU is kept by every slot. */
+#define EB_MAX_ROUTE_PARTS 16u
+
 
 struct dpu_state {
     uint32_t rank;
@@ -290,13 +294,15 @@ struct eb_slot {
     int weighted;
     int split; /* too big for one launch: eb_engine_launch runs it in parts, route to merge */
 
-    /* Routing of the current launch (eb_route.c): bags [b0, b1); tables from part_table on
-     * route into the DPUs' tails (their records for the second part of the tables),
-     * appended at finishing. part_table = nr_tables: one part, no tails. */
+    /* Routing of the current launch (eb_parts.c): bags [b0, b1); the tables in nr_parts
+     * consecutive parts, part p = tables [part_first[p], part_first[p + 1]). Part 0 routes
+     * into the DPUs' buffers, part p >= 1 into the DPUs' tails[p - 1] (their records for
+     * that part), appended in part order at finishing. nr_parts = 1: no tails. */
     uint32_t b0;
     uint32_t b1;
-    uint32_t part_table;
-    struct dpu_state *tails; /* per DPU, allocated for the first batch in two parts */
+    uint32_t nr_parts;
+    uint32_t part_first[EB_MAX_ROUTE_PARTS + 1];
+    struct dpu_state *tails[EB_MAX_ROUTE_PARTS - 1]; /* per DPU, allocated for the first batch with that part */
 
     /* Merge scratch (eb_merge.c): the int64 sums of integer tables, and the runs of partials. */
     struct merge_scratch {
@@ -344,7 +350,7 @@ struct eb_engine {
     atomic_int dpu_busy;   /* a batch is on the DPUs: from its push until its outputs are pulled */
     struct eb_slot slots[EB_NR_SLOTS];
 
-    long worker_threads; /* host threads for routing and merging (two at most are used) */
+    long worker_threads; /* host threads for routing and merging (EB_MAX_ROUTE_PARTS at most are used) */
 
 
     struct eb_run_stats stats; /* of the last eb_engine_run (copied from its slot) */
@@ -378,6 +384,9 @@ EB_INTERNAL int link_mirrors(eb_engine *engine);
 EB_INTERNAL void free_routing(struct slice *slice);
 
 /* eb_route.c */
+EB_INTERNAL int route_slice_bags(struct eb_slot *slot, struct slice *slice);
+
+/* eb_parts.c */
 EB_INTERNAL __attribute__((noinline)) int route_bags(struct eb_slot *slot, uint32_t b0, uint32_t b1, int parallel);
 
 /* eb_pack.c */

@@ -282,7 +282,8 @@ static void *merge_bags(void *argument)
     return NULL;
 }
 
-/* Below this many partial bytes a second merge thread costs more than it saves. */
+/* Below this many partial bytes a second merge thread costs more than it saves; each
+ * further thread needs half as many again (as a part of route_bags). */
 #define EB_PARALLEL_MERGE_BYTES (1u << 20)
 
 int merge_partials(struct eb_slot *slot, uint32_t b0, uint32_t b1)
@@ -292,30 +293,47 @@ int merge_partials(struct eb_slot *slot, uint32_t b0, uint32_t b1)
     if (index_partials(slot)) {
         return -1;
     }
-    if (reserve((void **)&slot->merge.positions, &slot->merge.positions_capacity, 2u * slot->merge.nr_runs + 1u,
-                sizeof(uint32_t))) {
-        slot_error(slot, "out of memory merging the partial sums");
-        return -1;
-    }
     uint64_t partial_bytes = 0;
     for (uint32_t d = 0; d < engine->nr_dpus; d++) {
         partial_bytes += slot->dpus[d].output_bytes;
     }
-    uint32_t middle = b0 + (b1 - b0) / 2u;
-    struct merge_job jobs[2] = {
-        {slot, output, b0, middle, slot->merge.positions},
-        {slot, output, middle, b1, slot->merge.positions + slot->merge.nr_runs},
-    };
-    pthread_t helper;
-    /* Bags split in two halves: every output row belongs to one thread, so no locking. */
-    int parallel = engine->worker_threads > 1 && partial_bytes >= EB_PARALLEL_MERGE_BYTES && b1 - b0 > 1u &&
-                   pthread_create(&helper, NULL, merge_bags, &jobs[1]) == 0;
-    if (!parallel) {
-        jobs[0].bag_stop = b1;
+    /* Bags cut in consecutive ranges, one per thread: every output row belongs to one
+     * thread, so no locking, and a bag's sum is the same whatever the threads. */
+    uint64_t threads = engine->worker_threads > 1 ? (uint64_t)engine->worker_threads : 1u;
+    threads = threads < EB_MAX_ROUTE_PARTS ? threads : EB_MAX_ROUTE_PARTS;
+    threads = threads < b1 - b0 ? threads : (b1 - b0 ? b1 - b0 : 1u);
+    const uint64_t justified = partial_bytes / (EB_PARALLEL_MERGE_BYTES / 2u);
+    threads = threads < justified ? threads : justified;
+    const uint32_t nr_jobs = partial_bytes >= EB_PARALLEL_MERGE_BYTES && threads ? (uint32_t)threads : 1u;
+    if (reserve((void **)&slot->merge.positions, &slot->merge.positions_capacity,
+                (size_t)nr_jobs * slot->merge.nr_runs + 1u, sizeof(uint32_t))) {
+        slot_error(slot, "out of memory merging the partial sums");
+        return -1;
     }
-    merge_bags(&jobs[0]);
-    if (parallel) {
-        pthread_join(helper, NULL);
+    struct merge_job jobs[EB_MAX_ROUTE_PARTS];
+    pthread_t helpers[EB_MAX_ROUTE_PARTS];
+    int spawned[EB_MAX_ROUTE_PARTS] = {0};
+    for (uint32_t j = 0; j < nr_jobs; j++) {
+        jobs[j] = (struct merge_job){
+            slot,
+            output,
+            b0 + (uint32_t)((uint64_t)(b1 - b0) * j / nr_jobs),
+            b0 + (uint32_t)((uint64_t)(b1 - b0) * (j + 1) / nr_jobs),
+            slot->merge.positions + (size_t)j * slot->merge.nr_runs,
+        };
+    }
+    for (uint32_t j = 1; j < nr_jobs; j++) {
+        spawned[j] = pthread_create(&helpers[j], NULL, merge_bags, &jobs[j]) == 0;
+    }
+    for (uint32_t j = 0; j < nr_jobs; j++) {
+        if (!spawned[j]) {
+            merge_bags(&jobs[j]); /* part 0, and any range no helper took */
+        }
+    }
+    for (uint32_t j = 1; j < nr_jobs; j++) {
+        if (spawned[j]) {
+            pthread_join(helpers[j], NULL);
+        }
     }
     return 0;
 }

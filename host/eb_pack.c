@@ -129,8 +129,8 @@ int finish_dpu(struct eb_slot *slot, struct dpu_state *dpu)
     return RUN_OK;
 }
 
-/* Appends a DPU's tail (its records for the second part of the tables, route_bags) to
- * its own: local rows, weights, segments and their bags, in that order of parts. */
+/* Appends one of a DPU's tails (its records for a later part of the tables, route_bags)
+ * to its own: local rows, weights, segments and their bags. */
 static int append_tail(struct eb_slot *slot, struct dpu_state *dpu, const struct dpu_state *tail)
 {
     const uint64_t lookups = (uint64_t)dpu->nr_lookups + tail->nr_lookups;
@@ -163,8 +163,9 @@ static int append_tail(struct eb_slot *slot, struct dpu_state *dpu, const struct
     return RUN_OK;
 }
 
-/* Finishes DPUs [first_dpu, end_dpu) of a batch routed in two parts: each DPU that is no
- * mirror gets its tail appended, then is finished. */
+/* Finishes DPUs [first_dpu, end_dpu) of a batch routed in several parts: each DPU that is
+ * no mirror gets its tails appended in part order (so its records are in table order, as
+ * in one pass), then is finished. */
 int finish_dpus(struct eb_slot *slot, uint32_t first_dpu, uint32_t end_dpu)
 {
     for (uint32_t d = first_dpu; d < end_dpu; d++) {
@@ -172,7 +173,10 @@ int finish_dpus(struct eb_slot *slot, uint32_t first_dpu, uint32_t end_dpu)
         if (dpu->mirror != EB_NO_MIRROR || dpu->finished) {
             continue;
         }
-        int rc = append_tail(slot, dpu, &slot->tails[d]);
+        int rc = RUN_OK;
+        for (uint32_t p = 1; p < slot->nr_parts && rc == RUN_OK; p++) {
+            rc = append_tail(slot, dpu, &slot->tails[p - 1][d]);
+        }
         rc = rc == RUN_OK ? finish_dpu(slot, dpu) : rc;
         if (rc != RUN_OK) {
             return rc;

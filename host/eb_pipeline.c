@@ -342,17 +342,19 @@ void free_slot(struct eb_slot *slot, uint32_t nr_dpus, uint32_t nr_slices)
         free(slot->host_states[k].segments);
         free(slot->host_states[k].segment_bags);
     }
-    for (uint32_t d = 0; slot->tails && d < nr_dpus; d++) {
-        free(slot->tails[d].input);
-        free(slot->tails[d].weights);
-        free(slot->tails[d].segments);
-        free(slot->tails[d].segment_bags);
+    for (uint32_t p = 0; p < EB_MAX_ROUTE_PARTS - 1; p++) {
+        for (uint32_t d = 0; slot->tails[p] && d < nr_dpus; d++) {
+            free(slot->tails[p][d].input);
+            free(slot->tails[p][d].weights);
+            free(slot->tails[p][d].segments);
+            free(slot->tails[p][d].segment_bags);
+        }
+        free(slot->tails[p]);
     }
     for (int s = 0; s < EB_NR_DPU_STATS; s++) {
         free(slot->dpu_stats[s]);
     }
     free(slot->dpus);
-    free(slot->tails);
     free(slot->host_states);
     free(slot->max_input);
     free(slot->max_output);

@@ -1,6 +1,6 @@
 /*
- * The routing hot loop (one batch: every lookup to a DPU lane or the host cache)
- * and its split of the tables over two host threads.
+ * The routing hot loop (one batch: every lookup to a DPU lane or the host cache), one
+ * slice at a time; eb_parts.c splits the tables over host threads.
  * See host/README.md for the data layout and the summation order.
  */
 #include "eb_internal.h"
@@ -22,11 +22,15 @@ static int quantise_weight(struct eb_slot *slot, float weight, int64_t lookup, u
     return 0;
 }
 
-/* Where a slice's records for DPU `dpu` go: the DPU's buffers, or its tail when the
- * slice's table is in the batch's second part (route_bags). */
-static inline struct dpu_state *part_state(struct eb_slot *slot, const struct slice *slice, uint32_t dpu)
+/* Where a slice's records go, per DPU: the DPUs' buffers when the slice's table is in the
+ * batch's first part, else the DPUs' tails for its part (route_bags). */
+static struct dpu_state *part_states(struct eb_slot *slot, const struct slice *slice)
 {
-    return slice->table < slot->part_table ? &slot->dpus[dpu] : &slot->tails[dpu];
+    uint32_t p = slot->nr_parts - 1;
+    while (slice->table < slot->part_first[p]) {
+        p--;
+    }
+    return p == 0 ? slot->dpus : slot->tails[p - 1];
 }
 
 /*
@@ -37,6 +41,7 @@ static inline struct dpu_state *part_state(struct eb_slot *slot, const struct sl
 static int open_lanes(struct eb_slot *slot, struct slice *slice, uint32_t nr_bags, int scan)
 {
     const eb_engine *engine = slot->engine;
+    struct dpu_state *states = part_states(slot, slice);
     if (scan && !slice->chunk_ends) {
         slice->chunk_ends = malloc((size_t)(EB_SCAN_CHUNK + 1) * (slice->nr_lanes + 1) * sizeof(uint32_t *));
         if (!slice->chunk_ends) {
@@ -47,8 +52,8 @@ static int open_lanes(struct eb_slot *slot, struct slice *slice, uint32_t nr_bag
     }
     for (uint32_t i = 0; i < slice->nr_lanes; i++) {
         struct lane *lane = &slice->lanes[i];
-        struct dpu_state *dpu = lane->dpu == EB_HOST_LANE ? &slot->host_states[slice - engine->slices]
-                                                          : part_state(slot, slice, lane->dpu);
+        struct dpu_state *dpu =
+            lane->dpu == EB_HOST_LANE ? &slot->host_states[slice - engine->slices] : &states[lane->dpu];
         lane->state = dpu;
         lane->pass_first_lookup = dpu->nr_lookups;
         lane->pass_first_segment = dpu->nr_segments;
@@ -99,13 +104,14 @@ static int copy_lanes(struct eb_slot *slot, struct slice *slice, int weighted)
 {
     const eb_engine *engine = slot->engine;
     const struct slice *leader = &engine->slices[slice->leader];
+    struct dpu_state *states = part_states(slot, slice);
     for (uint32_t i = 0; i < slice->nr_dpu_lanes; i++) {
         const struct lane *from = &leader->lanes[i];
         struct lane *to = &slice->lanes[i];
         if (slot->dpus[to->dpu].mirror != EB_NO_MIRROR) {
             continue; /* its inputs are another DPU's (link_mirrors) */
         }
-        struct dpu_state *dpu = part_state(slot, slice, to->dpu);
+        struct dpu_state *dpu = &states[to->dpu];
         const struct dpu_state *source = from->state;
         const uint64_t lookups = (uint64_t)dpu->nr_lookups + from->pass_lookups;
         if (lookups > UINT32_MAX / 2) {
@@ -698,197 +704,15 @@ static route_function pick_route(const struct slice *slice, int weighted, int sc
 }
 
 
-/* ---- one batch: two parts over two threads ------------------------------------ */
-
-/* Below this many lookups a batch is routed as one part: a second part's copy costs more
- * than a second thread saves. */
-#define EB_PARALLEL_ROUTE_LOOKUPS (1u << 16)
-
-/*
- * Where the batch's second part of tables starts: tables [0, part) route straight into
- * their DPUs' buffers, tables [part, nr_tables) into per-DPU tails that finishing appends
- * (finish_dpus). A table goes to the first part while the middle of its work (the batch's
- * lookups times its routed slices; followers copy, mirrors do nothing) lies in the first
- * half of the total. It depends on the batch only, never on the thread count, so a DPU's
- * inputs are the same with one thread or two. nr_tables: one part.
- */
-static uint32_t second_part(const eb_engine *engine, const int64_t *offsets, uint32_t batch, uint32_t b0, uint32_t b1)
+/* One pass of a slice over the slot's bags [b0, b1): its own routing, or a follower's copy
+ * of its leader's records (the leader, of the same table, passed before it). */
+int route_slice_bags(struct eb_slot *slot, struct slice *slice)
 {
-    uint64_t total = 0, lookups = 0;
-    for (uint32_t t = 0; t < engine->nr_tables; t++) {
-        const struct table *table = &engine->tables[t];
-        uint64_t table_lookups = (uint64_t)(offsets[(size_t)t * batch + b1] - offsets[(size_t)t * batch + b0]);
-        for (uint32_t k = table->first_slice; k < table->first_slice + table->nr_slices; k++) {
-            total += engine->slices[k].leader == EB_NO_LEADER ? table_lookups : 0;
-        }
-        lookups += table_lookups;
-    }
-    if (engine->nr_tables < 2 || lookups < EB_PARALLEL_ROUTE_LOOKUPS) {
-        return engine->nr_tables;
-    }
-    uint64_t before = 0;
-    uint32_t t = 0;
-    for (; t < engine->nr_tables; t++) {
-        const struct table *table = &engine->tables[t];
-        uint64_t work = 0;
-        for (uint32_t k = table->first_slice; k < table->first_slice + table->nr_slices; k++) {
-            work += engine->slices[k].leader == EB_NO_LEADER
-                        ? (uint64_t)(offsets[(size_t)t * batch + b1] - offsets[(size_t)t * batch + b0])
-                        : 0;
-        }
-        if (2 * before + work >= total) {
-            break;
-        }
-        before += work;
-    }
-    return t == 0 ? 1 : t; /* both parts hold a table */
-}
-
-struct route_job {
-    struct eb_slot *slot;
-    uint32_t first_table; /* routes tables [first_table, end_table) */
-    uint32_t end_table;
-    int result;
-};
-
-static void *route_tables(void *argument)
-{
-    struct route_job *job = argument;
-    struct eb_slot *slot = job->slot;
-    eb_engine *engine = slot->engine;
     const int weighted = slot->per_sample_weights != NULL;
-    /* One part: a DPU is finished right after its last slice, while its segments are in cache. */
-    const int finish_here = slot->part_table == engine->nr_tables;
-    job->result = RUN_OK;
-    for (uint32_t t = job->first_table; t < job->end_table; t++) {
-        const struct table *table = &engine->tables[t];
-        for (uint32_t k = table->first_slice; k < table->first_slice + table->nr_slices; k++) {
-            struct slice *slice = &engine->slices[k];
-            int rc;
-            if (slice->leader != EB_NO_LEADER) {
-                rc = copy_lanes(slot, slice, weighted);
-            } else {
-                int scan = scan_lanes(slice, slot->offsets, slot->batch, slot->b0, slot->b1);
-                rc = pick_route(slice, weighted, scan)(slot, slice, slot->indices, slot->offsets,
-                                                       slot->per_sample_weights, slot->batch, slot->b0, slot->b1);
-            }
-            for (uint32_t i = 0; finish_here && rc == RUN_OK && i < slice->nr_dpu_lanes; i++) {
-                struct dpu_state *dpu = &slot->dpus[slice->lanes[i].dpu];
-                rc = dpu->last_slice == k && dpu->mirror == EB_NO_MIRROR ? finish_dpu(slot, dpu) : RUN_OK;
-            }
-            if (rc != RUN_OK) {
-                job->result = rc;
-                return NULL;
-            }
-        }
+    if (slice->leader != EB_NO_LEADER) {
+        return copy_lanes(slot, slice, weighted);
     }
-    return NULL;
-}
-
-struct finish_job {
-    struct eb_slot *slot;
-    uint32_t first_dpu;
-    uint32_t end_dpu;
-    int result;
-};
-
-static void *finish_range(void *argument)
-{
-    struct finish_job *job = argument;
-    job->result = finish_dpus(job->slot, job->first_dpu, job->end_dpu);
-    return NULL;
-}
-
-static int reset_state(struct eb_slot *slot, struct dpu_state *dpu)
-{
-    dpu->nr_lookups = 0;
-    dpu->nr_segments = 0;
-    dpu->finished = 0;
-    if (reserve((void **)&dpu->input, &dpu->input_capacity, EB_INDEX_START + 8, 1)) {
-        slot_error(slot, "out of host memory");
-        return -1;
-    }
-    return 0;
-}
-
-/*
- * Routes bags [b0, b1) of the slot's batch and finishes the DPUs' inputs. A big batch
- * routes as two parts of tables (second_part), each on its own thread when `parallel` and
- * the engine has two; then the DPUs are finished, half of them on each thread. A thread
- * writes only its part's buffers: a DPU's own (first part) or its tail (second part). On
- * an error the batch is routed again on one thread, so the error reported is the first in
- * table order.
- */
-__attribute__((noinline)) int route_bags(struct eb_slot *slot, uint32_t b0, uint32_t b1, int parallel)
-{
-    eb_engine *engine = slot->engine;
-    slot->b0 = b0;
-    slot->b1 = b1;
-    /* Part 1 follows part 0 in table order, as in one pass over the tables: a DPU's
-     * inputs are the same bytes either way, so one thread routes in one part. */
-    slot->part_table = parallel && engine->worker_threads >= 2
-                           ? second_part(engine, slot->offsets, slot->batch, b0, b1)
-                           : engine->nr_tables;
-    const int two_parts = slot->part_table < engine->nr_tables;
-    if (two_parts && !slot->tails) {
-        slot->tails = calloc(engine->nr_dpus, sizeof(struct dpu_state));
-        if (!slot->tails) {
-            slot_error(slot, "out of host memory");
-            return RUN_ERROR;
-        }
-    }
-    for (uint32_t d = 0; d < engine->nr_dpus; d++) {
-        if (reset_state(slot, &slot->dpus[d]) || (two_parts && reset_state(slot, &slot->tails[d]))) {
-            return RUN_ERROR;
-        }
-    }
-    for (uint32_t k = 0; k < engine->nr_slices; k++) {
-        if (engine->slices[k].nr_lanes > engine->slices[k].nr_dpu_lanes &&
-            reset_state(slot, &slot->host_states[k])) {
-            return RUN_ERROR;
-        }
-    }
-    struct route_job parts[2] = {
-        {slot, 0, slot->part_table, RUN_OK},
-        {slot, slot->part_table, engine->nr_tables, RUN_OK},
-    };
-    pthread_t helper;
-    const int threaded = two_parts && pthread_create(&helper, NULL, route_tables, &parts[1]) == 0;
-    if (threaded) {
-        route_tables(&parts[0]);
-        pthread_join(helper, NULL);
-        if (parts[0].result == RUN_ERROR || parts[1].result == RUN_ERROR) {
-            return route_bags(slot, b0, b1, 0);
-        }
-    } else {
-        route_tables(&parts[0]);
-        if (parts[0].result == RUN_OK) {
-            route_tables(&parts[1]);
-        }
-    }
-    if (parts[0].result != RUN_OK || parts[1].result != RUN_OK) {
-        return parts[0].result != RUN_OK ? parts[0].result : parts[1].result;
-    }
-    if (!two_parts) {
-        return RUN_OK;
-    }
-    struct finish_job halves[2] = {
-        {slot, 0, engine->nr_dpus / 2, RUN_OK},
-        {slot, engine->nr_dpus / 2, engine->nr_dpus, RUN_OK},
-    };
-    if (pthread_create(&helper, NULL, finish_range, &halves[1]) == 0) {
-        finish_range(&halves[0]);
-        pthread_join(helper, NULL);
-    } else {
-        halves[0].end_dpu = engine->nr_dpus;
-        finish_range(&halves[0]);
-    }
-    if (halves[0].result == RUN_ERROR || halves[1].result == RUN_ERROR) {
-        return RUN_ERROR;
-    }
-    if (halves[0].result != RUN_OK || halves[1].result != RUN_OK) {
-        return halves[0].result != RUN_OK ? halves[0].result : halves[1].result;
-    }
-    slot->stats.parallel_routes += threaded; /* a launch's inputs, routed on two threads */
-    return RUN_OK;
+    int scan = scan_lanes(slice, slot->offsets, slot->batch, slot->b0, slot->b1);
+    return pick_route(slice, weighted, scan)(slot, slice, slot->indices, slot->offsets, slot->per_sample_weights,
+                                             slot->batch, slot->b0, slot->b1);
 }

@@ -396,7 +396,7 @@ uint32_t eb_engine_nr_mirrors(const eb_engine *engine)
     return count;
 }
 
-/* Routing and merging use two threads when given two or more (and the batch is big). */
+/* Routing and merging use up to this many threads (EB_MAX_ROUTE_PARTS at most) on big batches. */
 void eb_engine_set_host_threads(eb_engine *engine, uint32_t threads)
 {
     engine->worker_threads = threads ? threads : 1;

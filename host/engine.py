@@ -124,8 +124,8 @@ class Engine:
     format: float32 for FP32, int32 / int8 quantised values for INT32 / INT8 (the
     table's ``scale`` dequantises them). Only host-cached rows are kept on the host;
     the arrays are not referenced after construction. ``host_threads`` (default: the
-    CPU count) lets route+pack and the merge of big batches use two threads; results
-    do not depend on it.
+    CPU count) lets route+pack and the merge of big batches use that many threads (16
+    at most, fewer when the batch is too small to share); results do not depend on it.
 
     Threads: any number of threads may share one engine. Up to three batches are in
     flight, one per stage (route+pack, on the DPUs, merge), each in its own slot of
@@ -217,7 +217,7 @@ class Engine:
             kind = DpuAllocationError if failure_kind[0] == lib.EB_FAILURE_ALLOCATION else EngineError
             raise kind(ffi.string(error).decode())
         self._engine = engine
-        # Route+pack and merge split big batches over two threads; None: as many as the CPUs.
+        # Route+pack and merge split big batches over up to this many threads; None: as many as the CPUs.
         lib.eb_engine_set_host_threads(engine, max(1, int(host_threads or os.cpu_count() or 1)))
         try:
             self._describe(arrays)
@@ -543,6 +543,7 @@ class Engine:
             weighted=weighted,
             nr_tasklets=self.nr_tasklets,
             parallel_routes=int(run.parallel_routes),
+            route_parts=int(run.route_parts),
         )
 
     def _dominant_format(self) -> str:

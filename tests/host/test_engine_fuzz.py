@@ -180,7 +180,7 @@ def test_two_host_threads_equal_one_on_big_batches(data):
     batch = data.draw(st.sampled_from([1024, 4096]), label="batch")
     pooling_len = -(-66_000 // (batch * len(tables)))
     lengths = rng.integers(0, 2 * pooling_len + 1, batch * len(tables))
-    lengths[-1] += max(0, (1 << 16) - int(lengths.sum()))  # the two-thread threshold of host/eb_route.c
+    lengths[-1] += max(0, (1 << 16) - int(lengths.sum()))  # the parallel-route threshold of host/eb_parts.c
     offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
     owner_rows = np.array([t.num_embeddings for t in tables])[table_of_lookup(len(tables), offsets)]
     indices = (rng.random(int(offsets[-1])) * owner_rows).astype(np.int64)

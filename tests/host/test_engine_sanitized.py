@@ -2,8 +2,8 @@
 
 The host library is loaded into Python, so the run happens in a child Python started
 with the compiler's libasan preloaded and ``UPDLRM_SANITIZE=1`` (see
-``updlrm.host.engine.build``). The child runs prepared batches on every layout (replica sets included), with one
-and two host threads, serially, pipelined and asynchronously, plus a batch with an out-of-range index, one with a weight outside
+``updlrm.host.engine.build``). The child runs prepared batches on every layout (replica sets included), with one,
+two and four host threads, serially, pipelined and asynchronously, plus a batch with an out-of-range index, one with a weight outside
 Q16, and (once) four threads sharing one engine, and saves the outputs; this
 process checks them against the torch reference. Any sanitizer report fails the child.
 """
@@ -56,12 +56,14 @@ CHILD = textwrap.dedent("""
     outputs = {}
     for layout in sys.argv[3:]:
         plan = Plan.load(f"{sys.argv[2]}/{layout}.json")
-        for threads in (1, 2):
+        for threads in (1, 2, 4):
             # 5 tasklets: ASan's redzones would overflow WRAM with 16 (still > 1, so tasklets split segments)
             with Engine(plan, weights, host_threads=threads, nr_tasklets=5) as engine:
                 for name, pooling in (("sum", PoolingMode.SUM), ("mean", PoolingMode.MEAN)):
-                    out, _ = engine.run(data["indices"], data["offsets"], data["psw"], pooling)
+                    out, stats = engine.run(data["indices"], data["offsets"], data["psw"], pooling)
                     outputs[f"{layout}-{threads}-{name}"] = out
+                    if stats.route_parts != threads:
+                        raise SystemExit(f"{stats.route_parts} routing parts with {threads} threads ({layout})")
                 # pipelined (route+pack i+1 and merge i-1 while the DPUs run i) and asynchronous
                 items = [(data["indices"], data["offsets"], data["psw"], p) for p in (PoolingMode.SUM, PoolingMode.MEAN)]
                 piped = [out for out, _ in engine.pipeline(items * 2)]
@@ -105,8 +107,8 @@ def _libasan() -> str | None:
 def test_engine_runs_clean_under_asan_and_ubsan(tmp_path):
     rng = np.random.default_rng(21)
     weights = random_weights(TABLES, rng)
-    # 4,096 bags x 4 tables x ~8 lookups: above the two-thread thresholds of route and merge
-    indices, offsets, psw = random_batch(TABLES, 4096, 8, rng, weighted=True)
+    # 4,096 bags x 4 tables x ~9 lookups: four routing parts (32,768 lookups each), above the merge thresholds
+    indices, offsets, psw = random_batch(TABLES, 4096, 18, rng, weighted=True)
     for layout in LAYOUTS:
         plan = replica_sets_plan() if layout == "replica_sets" else uniform_plan(TABLES, Topology(nr_dpus=6), layout)
         plan.save(tmp_path / f"{layout}.json")
@@ -142,6 +144,7 @@ def test_engine_runs_clean_under_asan_and_ubsan(tmp_path):
     for pooling, name in ((PoolingMode.SUM, "sum"), (PoolingMode.MEAN, "mean")):
         expected, magnitude = reference(TABLES, weights, indices, offsets, psw, pooling)
         for layout in LAYOUTS:
-            one, two = outputs[f"{layout}-1-{name}"], outputs[f"{layout}-2-{name}"]
+            one = outputs[f"{layout}-1-{name}"]
             assert_matches(TABLES, one, expected, magnitude)
-            assert np.array_equal(one, two), layout
+            for threads in (2, 4):
+                assert np.array_equal(one, outputs[f"{layout}-{threads}-{name}"]), (layout, threads)

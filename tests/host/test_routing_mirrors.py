@@ -18,7 +18,7 @@ from engine_reference import random_weights
 from test_routing import run_and_check, zipf_batch
 from test_routing_followers import blocks_with_replicas, sliced
 
-from updlrm.host.engine import Engine
+from updlrm.host.engine import Engine, EngineError
 from updlrm.plan import Plan, Shard
 from updlrm.specs import PoolingMode, RowFormat, TableSpec, Topology
 
@@ -177,3 +177,48 @@ def test_split_launches_routed_in_two_parts(weighted):
     assert np.array_equal(one, two)
     for name in PER_DPU:
         assert getattr(one_stats, name).tolist() == getattr(two_stats, name).tolist(), name
+
+
+def test_routing_in_up_to_four_parts():
+    """Six tables with column slices (followers, mirrors), replica sets and host-cached
+    rows, one batch big enough for four routing parts: with 1, 2, 3 or 4 host threads the
+    tables route in as many parts (each part into its own per-DPU tails, appended in part
+    order), and every output bit and per-DPU count equals the one-thread run's. A bad
+    index in a table of a later part is reported as with one thread: the first in table
+    order."""
+    rng = np.random.default_rng(18)
+    tables = [
+        TableSpec(f"p{t}", 2000, 16, row_format=(RowFormat.FP32, RowFormat.INT8)[t % 2], scale=0.5) for t in range(6)
+    ]
+    shards, nr_dpus = sliced(tables, [blocks_with_replicas(2000) + [np.array([1, 2, 1999])]] * 6, 2)
+    plan = Plan(tables, Topology(nr_dpus), shards, host_rows={0: np.array([3, 4]), 3: np.array([0, 1500])})
+    plan.validate()
+    weights = random_weights(tables, rng)
+    assert mirrors_of(plan, weights) > 0
+    indices, offsets, psw = zipf_batch(tables, 4000, 30, rng, weighted=True)
+    batch = 4000
+    bad = indices.copy()
+    # Tables of about equal work: parts [0, 3) [3, 6) with two threads, [0, 2) [2, 4) [4, 6)
+    # with three, about [0, 1) [1, 3) [3, 4) [4, 6) with four (table 3's middle falls in part
+    # 2, table 5's in part 3). Table 5 is in the last part and table 3 in a later part than
+    # table 0; with three or four threads in an earlier part than table 5: table 3's error is
+    # the one reported, as with one thread.
+    bad[offsets[5 * batch]] = 2000
+    bad[offsets[3 * batch]] = -1
+    runs, messages = [], []
+    for threads in (1, 2, 3, 4):
+        out, stats, _ = run_and_check(plan, weights, indices, offsets, psw, host_threads=threads)
+        runs.append((out, stats))
+        with Engine(plan, weights, host_threads=threads) as engine, pytest.raises(EngineError) as error:
+            engine.run(bad, offsets, psw)
+        messages.append(str(error.value))
+    one, one_stats = runs[0]
+    assert one_stats.parallel_routes == 0 and one_stats.route_parts == 1
+    assert "table 3: indices" in messages[0] and messages == [messages[0]] * 4
+    for threads, (out, stats) in enumerate(runs[1:], 2):
+        assert stats.route_parts == threads and stats.parallel_routes == stats.nr_launches == 1
+        assert np.array_equal(out, one)
+        for name in PER_DPU:
+            assert getattr(stats, name).tolist() == getattr(one_stats, name).tolist(), (threads, name)
+    out, _ = check_against_unmirrored(plan, weights, indices, offsets, psw, host_threads=4)
+    assert np.array_equal(out, one)

@@ -1,0 +1,290 @@
+/*
+ * One launch's route+pack over host threads: the tables cut into consecutive parts of
+ * about equal routing work, one thread per part, then the DPUs finished in as many ranges.
+ * See host/README.md (route+pack) for why a DPU's inputs do not depend on the parts.
+ */
+#include "eb_internal.h"
+
+/* Below this many lookups a batch is routed as one part: a second part's copy costs more
+ * than a second thread saves. */
+#define EB_PARALLEL_ROUTE_LOOKUPS (1u << 16)
+
+/* A part gets at least this many of the batch's lookups on average: the threshold above
+ * gives two parts, each further part needs as much again. */
+#define EB_PART_LOOKUPS (EB_PARALLEL_ROUTE_LOOKUPS / 2u)
+
+/* A table's routing work for bags [b0, b1): its lookups times its routed slices
+ * (followers copy, mirrors do nothing). */
+static uint64_t table_work(const eb_engine *engine, uint32_t t, const int64_t *offsets, uint32_t batch, uint32_t b0,
+                           uint32_t b1, uint64_t *lookups)
+{
+    const struct table *table = &engine->tables[t];
+    const uint64_t table_lookups = (uint64_t)(offsets[(size_t)t * batch + b1] - offsets[(size_t)t * batch + b0]);
+    uint64_t work = 0;
+    for (uint32_t k = table->first_slice; k < table->first_slice + table->nr_slices; k++) {
+        work += engine->slices[k].leader == EB_NO_LEADER ? table_lookups : 0;
+    }
+    *lookups += table_lookups;
+    return work;
+}
+
+/*
+ * Cuts the tables into at most `most` parts for bags [b0, b1): part p is tables
+ * [first[p], first[p + 1]). A table goes to the part in which the middle of its work
+ * falls (part p holds the middles in [p, p + 1) / nr_parts of the total work); then
+ * every part is given at least one table. A small batch, or one with fewer lookups than
+ * EB_PART_LOOKUPS per part, gets fewer parts. Returns the number of parts.
+ */
+static uint32_t cut_parts(const eb_engine *engine, const int64_t *offsets, uint32_t batch, uint32_t b0, uint32_t b1,
+                          uint32_t most, uint32_t *first)
+{
+    const uint32_t nr_tables = engine->nr_tables;
+    uint64_t total = 0, lookups = 0;
+    for (uint32_t t = 0; t < nr_tables && most > 1; t++) {
+        total += table_work(engine, t, offsets, batch, b0, b1, &lookups);
+    }
+    uint64_t parts = most < nr_tables ? most : nr_tables;
+    parts = parts < EB_MAX_ROUTE_PARTS ? parts : EB_MAX_ROUTE_PARTS;
+    parts = lookups / EB_PART_LOOKUPS < parts ? lookups / EB_PART_LOOKUPS : parts;
+    first[0] = 0;
+    if (lookups < EB_PARALLEL_ROUTE_LOOKUPS || parts < 2 || total == 0) {
+        first[1] = nr_tables;
+        return 1;
+    }
+    const uint32_t nr_parts = (uint32_t)parts;
+    for (uint32_t p = 1; p <= nr_parts; p++) {
+        first[p] = nr_tables;
+    }
+    uint64_t before = 0, ignored = 0;
+    uint32_t reached = 0; /* the part of the last table seen */
+    for (uint32_t t = 0; t < nr_tables; t++) {
+        const uint64_t work = table_work(engine, t, offsets, batch, b0, b1, &ignored);
+        uint64_t part = nr_parts * (2 * before + work) / (2 * total);
+        part = part < nr_parts - 1 ? part : nr_parts - 1;
+        for (; reached < part; reached++) {
+            first[reached + 1] = t;
+        }
+        before += work;
+    }
+    /* Every part holds a table (nr_parts <= nr_tables): starts strictly increasing, the
+     * last one before nr_tables. */
+    for (uint32_t p = 1; p < nr_parts; p++) {
+        first[p] = first[p] > first[p - 1] ? first[p] : first[p - 1] + 1;
+    }
+    for (uint32_t p = nr_parts - 1; p >= 1; p--) {
+        first[p] = first[p] < first[p + 1] ? first[p] : first[p + 1] - 1;
+    }
+    return nr_parts;
+}
+
+/* Routes the tables of part p. One part: a DPU is finished right after its last slice,
+ * while its segments are in cache. */
+static int route_part(struct eb_slot *slot, uint32_t p)
+{
+    eb_engine *engine = slot->engine;
+    const int finish_here = slot->nr_parts == 1;
+    for (uint32_t t = slot->part_first[p]; t < slot->part_first[p + 1]; t++) {
+        const struct table *table = &engine->tables[t];
+        for (uint32_t k = table->first_slice; k < table->first_slice + table->nr_slices; k++) {
+            struct slice *slice = &engine->slices[k];
+            int rc = route_slice_bags(slot, slice);
+            for (uint32_t i = 0; finish_here && rc == RUN_OK && i < slice->nr_dpu_lanes; i++) {
+                struct dpu_state *dpu = &slot->dpus[slice->lanes[i].dpu];
+                rc = dpu->last_slice == k && dpu->mirror == EB_NO_MIRROR ? finish_dpu(slot, dpu) : RUN_OK;
+            }
+            if (rc != RUN_OK) {
+                return rc;
+            }
+        }
+    }
+    return RUN_OK;
+}
+
+/* The threads of one launch: each routes its part, waits until every part is routed,
+ * then (unless a part failed) finishes its range of DPUs. */
+struct parts_run {
+    struct eb_slot *slot;
+    pthread_mutex_t lock;
+    pthread_cond_t all_routed;
+    uint32_t routed; /* parts routed so far */
+    int failed;      /* some part did not route: nothing is finished */
+};
+
+struct part_job {
+    struct parts_run *run;
+    uint32_t part;
+    int route_result;
+    int finish_result;
+};
+
+static void part_routed(struct part_job *job)
+{
+    struct parts_run *run = job->run;
+    pthread_mutex_lock(&run->lock);
+    run->failed |= job->route_result != RUN_OK;
+    if (++run->routed == run->slot->nr_parts) {
+        pthread_cond_broadcast(&run->all_routed);
+    }
+    pthread_mutex_unlock(&run->lock);
+}
+
+static int wait_routed(struct parts_run *run)
+{
+    pthread_mutex_lock(&run->lock);
+    while (run->routed < run->slot->nr_parts) {
+        pthread_cond_wait(&run->all_routed, &run->lock);
+    }
+    int failed = run->failed;
+    pthread_mutex_unlock(&run->lock);
+    return failed;
+}
+
+/* Part p finishes DPUs [p, p + 1) / nr_parts of them, each with its tails in part order. */
+static void finish_part(struct part_job *job)
+{
+    struct eb_slot *slot = job->run->slot;
+    const uint64_t nr_dpus = slot->engine->nr_dpus;
+    job->finish_result = finish_dpus(slot, (uint32_t)(nr_dpus * job->part / slot->nr_parts),
+                                     (uint32_t)(nr_dpus * (job->part + 1) / slot->nr_parts));
+}
+
+static void *part_thread(void *argument)
+{
+    struct part_job *job = argument;
+    job->route_result = route_part(job->run->slot, job->part);
+    part_routed(job);
+    if (!wait_routed(job->run)) {
+        finish_part(job);
+    }
+    return NULL;
+}
+
+static int reset_state(struct eb_slot *slot, struct dpu_state *dpu)
+{
+    dpu->nr_lookups = 0;
+    dpu->nr_segments = 0;
+    dpu->finished = 0;
+    if (reserve((void **)&dpu->input, &dpu->input_capacity, EB_INDEX_START + 8, 1)) {
+        slot_error(slot, "out of host memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* Empties this launch's buffers: the DPUs', their tails for parts 1.. (allocated for the
+ * first launch with that part) and the host-cache lanes. */
+static int reset_states(struct eb_slot *slot)
+{
+    eb_engine *engine = slot->engine;
+    for (uint32_t p = 1; p < slot->nr_parts; p++) {
+        if (!slot->tails[p - 1]) {
+            slot->tails[p - 1] = calloc(engine->nr_dpus, sizeof(struct dpu_state));
+            if (!slot->tails[p - 1]) {
+                slot_error(slot, "out of host memory");
+                return -1;
+            }
+        }
+    }
+    for (uint32_t d = 0; d < engine->nr_dpus; d++) {
+        if (reset_state(slot, &slot->dpus[d])) {
+            return -1;
+        }
+        for (uint32_t p = 1; p < slot->nr_parts; p++) {
+            if (reset_state(slot, &slot->tails[p - 1][d])) {
+                return -1;
+            }
+        }
+    }
+    for (uint32_t k = 0; k < engine->nr_slices; k++) {
+        if (engine->slices[k].nr_lanes > engine->slices[k].nr_dpu_lanes && reset_state(slot, &slot->host_states[k])) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Routes bags [b0, b1) of the slot's batch and finishes the DPUs' inputs. With `parallel`
+ * and several worker threads a big batch routes as consecutive parts of tables
+ * (cut_parts), one thread per part; then each thread finishes its range of the DPUs. A
+ * thread writes only its part's buffers: the DPUs' own (part 0) or their tails for its
+ * part. The parts follow one another in table order, as in one pass over the tables, and
+ * the tails are appended in part order: a DPU's inputs are the same bytes whatever the
+ * parts. On an error the batch is routed again on one thread, so the error reported is
+ * the first in table order.
+ */
+__attribute__((noinline)) int route_bags(struct eb_slot *slot, uint32_t b0, uint32_t b1, int parallel)
+{
+    eb_engine *engine = slot->engine;
+    slot->b0 = b0;
+    slot->b1 = b1;
+    const long threads = parallel && engine->worker_threads > 1 ? engine->worker_threads : 1;
+    const uint32_t most = threads < EB_MAX_ROUTE_PARTS ? (uint32_t)threads : EB_MAX_ROUTE_PARTS;
+    slot->nr_parts = cut_parts(engine, slot->offsets, slot->batch, b0, b1, most, slot->part_first);
+    if (reset_states(slot)) {
+        return RUN_ERROR;
+    }
+    const uint32_t nr_parts = slot->nr_parts;
+    if (nr_parts == 1) {
+        int rc = route_part(slot, 0);
+        slot->stats.route_parts = rc == RUN_OK && slot->stats.route_parts < 1 ? 1 : slot->stats.route_parts;
+        return rc;
+    }
+    struct parts_run run = {.slot = slot, .routed = 0, .failed = 0};
+    pthread_mutex_init(&run.lock, NULL);
+    pthread_cond_init(&run.all_routed, NULL);
+    struct part_job jobs[EB_MAX_ROUTE_PARTS];
+    pthread_t helpers[EB_MAX_ROUTE_PARTS];
+    int spawned[EB_MAX_ROUTE_PARTS] = {0};
+    int threaded = 0;
+    for (uint32_t p = 0; p < nr_parts; p++) {
+        jobs[p] = (struct part_job){.run = &run, .part = p, .route_result = RUN_OK, .finish_result = RUN_OK};
+    }
+    for (uint32_t p = 1; p < nr_parts; p++) {
+        spawned[p] = pthread_create(&helpers[p], NULL, part_thread, &jobs[p]) == 0;
+        threaded |= spawned[p];
+    }
+    /* This thread routes part 0 and any part no helper took, in part order. */
+    for (uint32_t p = 0; p < nr_parts; p++) {
+        if (!spawned[p]) {
+            jobs[p].route_result = route_part(slot, p);
+            part_routed(&jobs[p]);
+        }
+    }
+    if (!wait_routed(&run)) {
+        for (uint32_t p = 0; p < nr_parts; p++) {
+            if (!spawned[p]) {
+                finish_part(&jobs[p]);
+            }
+        }
+    }
+    for (uint32_t p = 1; p < nr_parts; p++) {
+        if (spawned[p]) {
+            pthread_join(helpers[p], NULL);
+        }
+    }
+    pthread_cond_destroy(&run.all_routed);
+    pthread_mutex_destroy(&run.lock);
+    int rc = RUN_OK;
+    for (uint32_t p = 0; p < nr_parts; p++) {
+        if (jobs[p].route_result == RUN_ERROR) {
+            return route_bags(slot, b0, b1, 0);
+        }
+        rc = rc == RUN_OK ? jobs[p].route_result : rc;
+    }
+    if (rc != RUN_OK) {
+        return rc;
+    }
+    for (uint32_t p = 0; p < nr_parts; p++) {
+        if (jobs[p].finish_result == RUN_ERROR) {
+            return RUN_ERROR;
+        }
+        rc = rc == RUN_OK ? jobs[p].finish_result : rc;
+    }
+    if (rc != RUN_OK) {
+        return rc;
+    }
+    slot->stats.parallel_routes += threaded; /* a launch's inputs, routed on several threads */
+    slot->stats.route_parts = slot->stats.route_parts < nr_parts ? nr_parts : slot->stats.route_parts;
+    return RUN_OK;
+}
