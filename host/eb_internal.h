@@ -231,7 +231,11 @@ struct dpu_state {
     uint32_t tasklet_end[EB_MAX_TASKLETS];
     uint32_t nr_partials;
     uint32_t uniform_partial_bytes; /* partial bytes shared by all its shards, else 0 */
+    uint32_t first_slice;           /* its first slice in routing order (UINT32_MAX: none) */
     uint32_t last_slice;            /* after routing this slice the DPU's inputs are complete */
+    /* This launch's part holding its first slice: its records go straight to its own
+     * buffers in that part, to its tails in later parts (eb_parts.c). */
+    uint32_t home_part;
     /* A DPU whose inputs this one's equal byte for byte (link_mirrors): routing and packing
      * skip this one, its transfer sends that DPU's buffer, and the merge reads that DPU's
      * segments and partial order. EB_NO_MIRROR: its own. */
@@ -415,6 +419,23 @@ static inline double now_s(void)
 static inline const struct dpu_state *inputs_of(const struct eb_slot *slot, const struct dpu_state *dpu)
 {
     return dpu->mirror == EB_NO_MIRROR ? dpu : &slot->dpus[dpu->mirror];
+}
+
+/* The part of this launch's routing that holds table t (eb_parts.c). */
+static inline uint32_t table_part(const struct eb_slot *slot, uint32_t t)
+{
+    uint32_t p = slot->nr_parts - 1;
+    while (t < slot->part_first[p]) {
+        p--;
+    }
+    return p;
+}
+
+/* Where part p's records for DPU d go: its own buffers in its home part (the part of its
+ * first slice), else its tail for part p. */
+static inline struct dpu_state *part_state(struct eb_slot *slot, uint32_t p, uint32_t d)
+{
+    return slot->dpus[d].home_part == p ? &slot->dpus[d] : &slot->tails[p - 1][d];
 }
 
 /* Fibonacci hashing (Knuth, TAOCP vol. 3, 6.4): multiplicative, spreads consecutive rows. */

@@ -276,11 +276,13 @@ int eb_engine_load(eb_engine *engine, const void **weights, const int64_t *row_s
 
     link_followers(engine);
     for (uint32_t d = 0; d < engine->nr_dpus; d++) {
-        engine->dpus[d].last_slice = UINT32_MAX;
+        engine->dpus[d].first_slice = engine->dpus[d].last_slice = UINT32_MAX;
     }
     for (uint32_t k = 0; k < engine->nr_slices; k++) {
         for (uint32_t i = 0; i < engine->slices[k].nr_dpu_lanes; i++) {
-            engine->dpus[engine->slices[k].lanes[i].dpu].last_slice = k;
+            struct dpu_state *dpu = &engine->dpus[engine->slices[k].lanes[i].dpu];
+            dpu->first_slice = dpu->first_slice == UINT32_MAX ? k : dpu->first_slice;
+            dpu->last_slice = k;
         }
     }
     for (uint32_t s = 0; s < engine->nr_shards; s++) {

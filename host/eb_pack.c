@@ -174,7 +174,8 @@ int finish_dpus(struct eb_slot *slot, uint32_t first_dpu, uint32_t end_dpu)
             continue;
         }
         int rc = RUN_OK;
-        for (uint32_t p = 1; p < slot->nr_parts && rc == RUN_OK; p++) {
+        /* Its tails for the parts after its home part (the earlier ones are empty). */
+        for (uint32_t p = dpu->home_part + 1; p < slot->nr_parts && rc == RUN_OK; p++) {
             rc = append_tail(slot, dpu, &slot->tails[p - 1][d]);
         }
         rc = rc == RUN_OK ? finish_dpu(slot, dpu) : rc;

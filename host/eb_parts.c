@@ -77,20 +77,21 @@ static uint32_t cut_parts(const eb_engine *engine, const int64_t *offsets, uint3
     return nr_parts;
 }
 
-/* Routes the tables of part p. One part: a DPU is finished right after its last slice,
- * while its segments are in cache. */
+/* Routes the tables of part p. A DPU whose slices are all in this part (its records all
+ * in its own buffers) is finished right after its last slice, while its segments are in
+ * cache; the others when every part is routed (finish_dpus). */
 static int route_part(struct eb_slot *slot, uint32_t p)
 {
     eb_engine *engine = slot->engine;
-    const int finish_here = slot->nr_parts == 1;
     for (uint32_t t = slot->part_first[p]; t < slot->part_first[p + 1]; t++) {
         const struct table *table = &engine->tables[t];
         for (uint32_t k = table->first_slice; k < table->first_slice + table->nr_slices; k++) {
             struct slice *slice = &engine->slices[k];
             int rc = route_slice_bags(slot, slice);
-            for (uint32_t i = 0; finish_here && rc == RUN_OK && i < slice->nr_dpu_lanes; i++) {
+            for (uint32_t i = 0; rc == RUN_OK && i < slice->nr_dpu_lanes; i++) {
                 struct dpu_state *dpu = &slot->dpus[slice->lanes[i].dpu];
-                rc = dpu->last_slice == k && dpu->mirror == EB_NO_MIRROR ? finish_dpu(slot, dpu) : RUN_OK;
+                rc = dpu->last_slice == k && dpu->home_part == p && dpu->mirror == EB_NO_MIRROR ? finish_dpu(slot, dpu)
+                                                                                                : RUN_OK;
             }
             if (rc != RUN_OK) {
                 return rc;
@@ -186,9 +187,12 @@ static int reset_states(struct eb_slot *slot)
         }
     }
     for (uint32_t d = 0; d < engine->nr_dpus; d++) {
-        if (reset_state(slot, &slot->dpus[d])) {
+        struct dpu_state *dpu = &slot->dpus[d];
+        if (reset_state(slot, dpu)) {
             return -1;
         }
+        dpu->home_part =
+            dpu->first_slice == UINT32_MAX ? 0 : table_part(slot, engine->slices[dpu->first_slice].table);
         for (uint32_t p = 1; p < slot->nr_parts; p++) {
             if (reset_state(slot, &slot->tails[p - 1][d])) {
                 return -1;

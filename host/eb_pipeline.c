@@ -310,6 +310,7 @@ static int ready_slot(struct eb_slot *slot)
         dpu->nr_shards = model->nr_shards;
         dpu->shard_list = model->shard_list; /* borrowed */
         dpu->static_bytes = model->static_bytes;
+        dpu->first_slice = model->first_slice;
         dpu->last_slice = model->last_slice;
         dpu->mirror = model->mirror;
         dpu->partial_bytes = malloc((dpu->nr_shards + 1) * sizeof(uint32_t));

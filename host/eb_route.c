@@ -22,17 +22,6 @@ static int quantise_weight(struct eb_slot *slot, float weight, int64_t lookup, u
     return 0;
 }
 
-/* Where a slice's records go, per DPU: the DPUs' buffers when the slice's table is in the
- * batch's first part, else the DPUs' tails for its part (route_bags). */
-static struct dpu_state *part_states(struct eb_slot *slot, const struct slice *slice)
-{
-    uint32_t p = slot->nr_parts - 1;
-    while (slice->table < slot->part_first[p]) {
-        p--;
-    }
-    return p == 0 ? slot->dpus : slot->tails[p - 1];
-}
-
 /*
  * Attach the lanes to their DPUs' buffers for one pass over bags [b0, b1) of the
  * slice. A pass adds at most one segment per bag to each DPU, so segments are
@@ -41,7 +30,7 @@ static struct dpu_state *part_states(struct eb_slot *slot, const struct slice *s
 static int open_lanes(struct eb_slot *slot, struct slice *slice, uint32_t nr_bags, int scan)
 {
     const eb_engine *engine = slot->engine;
-    struct dpu_state *states = part_states(slot, slice);
+    const uint32_t part = table_part(slot, slice->table);
     if (scan && !slice->chunk_ends) {
         slice->chunk_ends = malloc((size_t)(EB_SCAN_CHUNK + 1) * (slice->nr_lanes + 1) * sizeof(uint32_t *));
         if (!slice->chunk_ends) {
@@ -53,7 +42,7 @@ static int open_lanes(struct eb_slot *slot, struct slice *slice, uint32_t nr_bag
     for (uint32_t i = 0; i < slice->nr_lanes; i++) {
         struct lane *lane = &slice->lanes[i];
         struct dpu_state *dpu =
-            lane->dpu == EB_HOST_LANE ? &slot->host_states[slice - engine->slices] : &states[lane->dpu];
+            lane->dpu == EB_HOST_LANE ? &slot->host_states[slice - engine->slices] : part_state(slot, part, lane->dpu);
         lane->state = dpu;
         lane->pass_first_lookup = dpu->nr_lookups;
         lane->pass_first_segment = dpu->nr_segments;
@@ -104,14 +93,14 @@ static int copy_lanes(struct eb_slot *slot, struct slice *slice, int weighted)
 {
     const eb_engine *engine = slot->engine;
     const struct slice *leader = &engine->slices[slice->leader];
-    struct dpu_state *states = part_states(slot, slice);
+    const uint32_t part = table_part(slot, slice->table);
     for (uint32_t i = 0; i < slice->nr_dpu_lanes; i++) {
         const struct lane *from = &leader->lanes[i];
         struct lane *to = &slice->lanes[i];
         if (slot->dpus[to->dpu].mirror != EB_NO_MIRROR) {
             continue; /* its inputs are another DPU's (link_mirrors) */
         }
-        struct dpu_state *dpu = &states[to->dpu];
+        struct dpu_state *dpu = part_state(slot, part, to->dpu);
         const struct dpu_state *source = from->state;
         const uint64_t lookups = (uint64_t)dpu->nr_lookups + from->pass_lookups;
         if (lookups > UINT32_MAX / 2) {
