@@ -634,18 +634,17 @@ EB_RANGES_VARIANTS(route_step_o, 1, 1, 1)
 EB_RANGES_VARIANTS(route_search, 0, 0, 0)
 EB_RANGES_VARIANTS(route_search_r, 0, 1, 0)
 EB_RANGES_VARIANTS(route_search_o, 0, 1, 1)
-EB_ROUTE_VARIANT(route_explicit32, ROUTE_EXPLICIT32, 0, 0, 0, 0, 0, 0)
-EB_ROUTE_VARIANT(route_explicit32_s, ROUTE_EXPLICIT32, 0, 0, 0, 0, 0, 1)
-EB_ROUTE_VARIANT(route_explicit32_w, ROUTE_EXPLICIT32, 0, 0, 0, 0, 1, 0)
-EB_ROUTE_VARIANT(route_explicit32_ws, ROUTE_EXPLICIT32, 0, 0, 0, 0, 1, 1)
-EB_ROUTE_VARIANT(route_explicit64, ROUTE_EXPLICIT64, 0, 0, 0, 0, 0, 0)
-EB_ROUTE_VARIANT(route_explicit64_s, ROUTE_EXPLICIT64, 0, 0, 0, 0, 0, 1)
-EB_ROUTE_VARIANT(route_explicit64_w, ROUTE_EXPLICIT64, 0, 0, 0, 0, 1, 0)
-EB_ROUTE_VARIANT(route_explicit64_ws, ROUTE_EXPLICIT64, 0, 0, 0, 0, 1, 1)
-EB_ROUTE_VARIANT(route_host, ROUTE_HOST, 0, 0, 0, 0, 0, 0)
-EB_ROUTE_VARIANT(route_host_s, ROUTE_HOST, 0, 0, 0, 0, 0, 1)
-EB_ROUTE_VARIANT(route_host_w, ROUTE_HOST, 0, 0, 0, 0, 1, 0)
-EB_ROUTE_VARIANT(route_host_ws, ROUTE_HOST, 0, 0, 0, 0, 1, 1)
+
+/* The four variants of a kind without ranges: w = weighted, s = scan. */
+#define EB_KIND_VARIANTS(prefix, kind)                                                                                 \
+    EB_ROUTE_VARIANT(prefix, kind, 0, 0, 0, 0, 0, 0)                                                                   \
+    EB_ROUTE_VARIANT(prefix##_s, kind, 0, 0, 0, 0, 0, 1)                                                               \
+    EB_ROUTE_VARIANT(prefix##_w, kind, 0, 0, 0, 0, 1, 0)                                                               \
+    EB_ROUTE_VARIANT(prefix##_ws, kind, 0, 0, 0, 0, 1, 1)
+
+EB_KIND_VARIANTS(route_explicit32, ROUTE_EXPLICIT32)
+EB_KIND_VARIANTS(route_explicit64, ROUTE_EXPLICIT64)
+EB_KIND_VARIANTS(route_host, ROUTE_HOST)
 
 /*
  * Scan mode costs a cursor copy per lane and bag plus a branchless segment append
