@@ -29,7 +29,10 @@ same 26 tables, pooling, batch, Zipf, DPU count and planner settings with
 full tables in host memory), planned by ``build_plan`` on a build trace and run through
 the C host runtime (:class:`updlrm.host.engine.Engine`, emulator backend) on batches of
 a held-out trace; best of ``--route-repeats`` (>= 5) with the spread. Each plan gets its
-own: the default row-wise plan (uniform over the DPUs) is measured alike. The planner's
+own: the default row-wise plan (uniform over the DPUs) is measured alike. ``build_plan``'s
+is measured on one host thread too (the runtime routes a big batch in parts, one per host
+thread), and the limiting note says how many host threads would reach the goal if
+route+pack ran while the DPUs work on the previous batch. The planner's
 room is scaled with the rows (MRAM per DPU for rows and the host-cache budget, both
 times ``route_rows / rows``), so that the small tables meet the capacity pressure of the
 full ones and get layouts like theirs (printed next to each other); with the full
@@ -47,6 +50,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -104,10 +109,20 @@ def phases_ms(p: perfmodel.PhaseTimes) -> dict[str, float]:
 
 
 def limiting_note(
-    ours: perfmodel.PhaseTimes, torch_s: float, hw: perfmodel.HardwareProfile, route_s: float = 0.0
+    ours: perfmodel.PhaseTimes,
+    torch_s: float,
+    hw: perfmodel.HardwareProfile,
+    route_s: float = 0.0,
+    one_thread_route_s: float | None = None,
+    route_threads: int = 1,
 ) -> list[str]:
     """Which phase keeps the estimate (modeled phases + measured route+pack) under GOAL_VS_TORCH,
-    and the hardware figure that would change it."""
+    and the hardware figure that would change it. With ``one_thread_route_s`` (route+pack
+    measured on one host thread; ``route_s`` on ``route_threads``) it also says how many host
+    threads would reach the goal if route+pack left the critical path (routed while the DPUs
+    run the previous batch, as ``Engine.pipeline`` does) and every thread kept the per-thread
+    efficiency measured here (``one_thread_route_s / route_s / route_threads``), which this
+    machine can check only up to its own CPU count."""
     target = torch_s / GOAL_VS_TORCH
     total = ours.total_s + route_s
     if total <= target:
@@ -140,6 +155,18 @@ def limiting_note(
         name, value = figures.get(phase, (phase, None))
         have = f" (profile: {value:.3g})" if value else ""
         lines.append(f"  {phase[:-2]}: {factor:.2f}x faster {name}{have} alone reaches 2x")
+    if one_thread_route_s is not None:
+        if ours.total_s < target:
+            efficiency = min(1.0, one_thread_route_s / route_s / route_threads) if route_s > 0 else 1.0
+            threads = math.ceil(one_thread_route_s / (target * efficiency))
+            lines.append(
+                f"  host cores: route+pack takes {one_thread_route_s * 1e3:.3f} ms on one thread, "
+                f"{route_s * 1e3:.3f} ms on {route_threads} (efficiency {efficiency:.0%} a thread); routed on "
+                f"{threads} threads at that efficiency while the DPUs run the previous batch, it would fit "
+                f"the {target * 1e3:.3f} ms target"
+            )
+        else:
+            lines.append("  host cores: the DPU phases and merge alone exceed the target")
     return lines
 
 
@@ -160,6 +187,25 @@ def traces(tables: list[TableSpec], args: argparse.Namespace, poolings: list[int
         tables, batch_size=args.batch, num_batches=args.batches, pooling=poolings, alpha=args.alpha, seed=2
     )
     return build, judged, shifted
+
+
+def time_route_pack(engine, judged: Trace, repeats: int) -> tuple[list[float], list[float], int]:
+    """Route+pack of ``repeats`` held-out batches after a warm-up one, each next to a copy of
+    the bytes it wrote: (route+pack seconds, copy seconds, bytes)."""
+    samples, copies, bytes_in = [], [], 0
+    for i in range(repeats + 1):
+        idx, off, _ = judged.batch(i % judged.num_batches)
+        _, stats = engine.run(idx, off, None, PoolingMode.SUM)
+        bytes_in = idx.nbytes + off.nbytes + int(stats.bytes_to_dpu.sum())
+        src = np.ones(bytes_in, dtype=np.uint8)
+        dst = np.zeros_like(src)
+        start = time.perf_counter()
+        np.copyto(dst, src)
+        copy_s = time.perf_counter() - start
+        if i:  # the first batch warms the buffers up
+            samples.append(stats.route_s)
+            copies.append(copy_s)
+    return samples, copies, bytes_in
 
 
 def measure_route_pack(args: argparse.Namespace, poolings: list[int], kind: str = "build_plan") -> dict:
@@ -196,22 +242,16 @@ def measure_route_pack(args: argparse.Namespace, poolings: list[int], kind: str 
         )
     rng = np.random.default_rng(0)
     weights = [rng.integers(-127, 128, size=(t.num_embeddings, t.embedding_dim), dtype=np.int8) for t in tables]
-    samples, copies, bytes_in = [], [], 0
+    threads = max(1, os.cpu_count() or 1)  # the Engine's default host threads
     with Engine(plan, weights, backend="emulator") as engine:
         routing_bytes = engine.routing_bytes
         followers = engine.follower_slices
-        for i in range(args.route_repeats + 1):
-            idx, off, _ = judged.batch(i % judged.num_batches)
-            _, stats = engine.run(idx, off, None, PoolingMode.SUM)
-            bytes_in = idx.nbytes + off.nbytes + int(stats.bytes_to_dpu.sum())
-            src = np.ones(bytes_in, dtype=np.uint8)
-            dst = np.zeros_like(src)
-            start = time.perf_counter()
-            np.copyto(dst, src)
-            copy_s = time.perf_counter() - start
-            if i:  # the first batch warms the buffers up
-                samples.append(stats.route_s)
-                copies.append(copy_s)
+        samples, copies, bytes_in = time_route_pack(engine, judged, args.route_repeats)
+    one_thread: list[float] = []
+    if kind == "build_plan" and threads > 1:
+        # The same batches on one host thread: how route+pack scales with host cores.
+        with Engine(plan, weights, backend="emulator", host_threads=1) as engine:
+            one_thread = time_route_pack(engine, judged, args.route_repeats)[0]
     timing = Timing(tuple(samples))
     layouts = sorted(
         {
@@ -221,6 +261,8 @@ def measure_route_pack(args: argparse.Namespace, poolings: list[int], kind: str 
     )
     return timing.to_dict() | {
         "spread": timing.spread,
+        "host_threads": threads,
+        "one_thread_best_s": min(one_thread) if one_thread else None,
         "rows_per_table": args.route_rows,
         "row_bytes_per_dpu": row_room,
         "host_cache_bytes": int(defaults.host_cache_bytes * room),
@@ -352,7 +394,9 @@ def run(args: argparse.Namespace) -> dict:
             "pass": default_total >= GOAL_VS_DEFAULT * ours_total,
         },
     }
-    out["note"] = limiting_note(ours.modeled, torch_timing.best, hw, route["best_s"])
+    out["note"] = limiting_note(
+        ours.modeled, torch_timing.best, hw, route["best_s"], route["one_thread_best_s"], route["host_threads"]
+    )
     out["elapsed_s"] = time.perf_counter() - started
     return out
 
@@ -381,7 +425,13 @@ def report(doc: dict) -> str:
         f"{doc['route_pack']['median_s'] * 1e3:.3f} ms, worst {doc['route_pack']['worst_s'] * 1e3:.3f} ms over "
         f"{doc['route_pack']['runs']} batches; {doc['route_pack']['vs_copy']:.1f}x a copy of the same "
         f"{doc['route_pack']['bytes'] / 1e6:.1f} MB ({doc['route_pack']['follower_slices']} column slices copy "
-        f"their table's first slice's routing)",
+        f"their table's first slice's routing)"
+        + (
+            f"; on one host thread {doc['route_pack']['one_thread_best_s'] * 1e3:.3f} ms, on "
+            f"{doc['route_pack']['host_threads']} {doc['route_pack']['best_s'] * 1e3:.3f} ms"
+            if doc["route_pack"].get("one_thread_best_s")
+            else ""
+        ),
         f"host route+pack of the default row-wise plan (measured alike): best "
         f"{doc['route_pack_default']['best_s'] * 1e3:.3f} ms, median {doc['route_pack_default']['median_s'] * 1e3:.3f} "
         f"ms; {doc['route_pack_default']['vs_copy']:.1f}x a copy of {doc['route_pack_default']['bytes'] / 1e6:.1f} MB",
