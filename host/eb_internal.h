@@ -350,6 +350,7 @@ struct eb_engine {
     uint32_t batch_offset;
     uint64_t heap_address; /* MRAM address of DPU_MRAM_HEAP_POINTER (0 if unknown) */
     int loaded;
+    int routing_only; /* loaded without rows (eb_engine_load with NULL weights): batches are routed, never launched */
     atomic_int route_busy; /* a batch is being routed and packed (the slices' routing scratch) */
     atomic_int dpu_busy;   /* a batch is on the DPUs: from its push until its outputs are pulled */
     struct eb_slot slots[EB_NR_SLOTS];

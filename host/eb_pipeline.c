@@ -467,11 +467,41 @@ static int prepare_slot(struct eb_slot *slot, const int64_t *indices, int64_t nr
     return 0;
 }
 
-/* A split batch runs here in halves, from routing to merging. */
+/* A routing-only engine's split batch: bags [b0, b1) routed and packed in halves until they fit. */
+static int route_bags_only(struct eb_slot *slot, uint32_t b0, uint32_t b1)
+{
+    int plan = route_launch(slot, b0, b1);
+    if (plan == RUN_SPLIT) {
+        if (b1 - b0 == 1) {
+            return split_error(slot, b0);
+        }
+        uint32_t middle = b0 + (b1 - b0) / 2;
+        return route_bags_only(slot, b0, middle) || route_bags_only(slot, middle, b1) ? -1 : 0;
+    }
+    if (plan != RUN_OK) {
+        return -1;
+    }
+    record_launch_stats(slot);
+    sum_host_hits(slot); /* counts them */
+    slot->stats.nr_launches++;
+    return 0;
+}
+
+/* A split batch runs here in halves, from routing to merging (a routing-only engine routes them). */
 static int launch_slot(struct eb_slot *slot)
 {
     if (slot->batch == 0) {
         return 0;
+    }
+    if (slot->engine->routing_only) {
+        if (!slot->split) {
+            record_launch_stats(slot);
+            sum_host_hits(slot); /* counts them */
+            slot->stats.nr_launches = 1;
+            return 0;
+        }
+        uint32_t middle = slot->batch / 2;
+        return route_bags_only(slot, 0, middle) || route_bags_only(slot, middle, slot->batch) ? -1 : 0;
     }
     if (slot->split) {
         uint32_t middle = slot->batch / 2;
@@ -482,11 +512,15 @@ static int launch_slot(struct eb_slot *slot)
 
 static int collect_slot(struct eb_slot *slot)
 {
-    return slot->batch == 0 || slot->split ? 0 : collect_launched(slot);
+    return slot->batch == 0 || slot->split || slot->engine->routing_only ? 0 : collect_launched(slot);
 }
 
 static int finish_slot(struct eb_slot *slot)
 {
+    if (slot->engine->routing_only) {
+        slot_error(slot, "this engine only routes (it was loaded without rows): it has no sums to finish");
+        return -1;
+    }
     if (slot->batch > 0 && !slot->split && merge_launch(slot, 0, slot->batch)) {
         return -1;
     }
@@ -548,7 +582,7 @@ int eb_engine_launch(eb_engine *engine, uint32_t index)
     if (slot->split) {
         atomic_store(&engine->route_busy, 0);
     }
-    int running = result == 0 && slot->batch > 0 && !slot->split;
+    int running = result == 0 && slot->batch > 0 && !slot->split && !engine->routing_only;
     if (!running) {
         atomic_store(&engine->dpu_busy, 0);
     }

@@ -472,6 +472,12 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
             uint64_t lane;
             uint32_t local;
             if (host_ranked) {
+                /* The bit and count words of a later lookup: Zipf rows of a large table miss the caches. */
+                const int64_t ahead =
+                    indices[j + EB_PREFETCH_DISTANCE <= last_lookup ? j + EB_PREFETCH_DISTANCE : last_lookup];
+                const uint64_t ahead_word = ((uint64_t)ahead < nr_rows ? (uint64_t)ahead : 0) >> 6;
+                __builtin_prefetch(exception_bits + ahead_word);
+                __builtin_prefetch(host_ranks + ahead_word);
                 int host;
                 const uint32_t host_slot = host_rank(exception_bits, host_ranks, row, &host);
                 const uint32_t block_local =

@@ -288,10 +288,11 @@ int eb_engine_set_host_rows(eb_engine *engine, uint32_t table, int64_t nr_rows, 
     }
     free(t->host_rows);
     free(t->host_row_ids);
-    t->host_rows = copy_array(rows, (size_t)nr_rows * t->dim * eb_element_bytes(t->format));
+    /* No values (rows NULL) is for an engine that only routes (eb_engine_load checks). */
+    t->host_rows = rows ? copy_array(rows, (size_t)nr_rows * t->dim * eb_element_bytes(t->format)) : NULL;
     t->host_row_ids = copy_array(row_ids, (size_t)nr_rows * sizeof(int64_t));
     t->nr_host_rows = nr_rows;
-    if (!t->host_rows || !t->host_row_ids) {
+    if ((rows && !t->host_rows) || !t->host_row_ids) {
         set_error(engine, "out of host memory");
         return -1;
     }

@@ -71,6 +71,10 @@ __all__ = [
 
 # ---- the engine --------------------------------------------------------------------
 
+_ROUTING_ONLY = (
+    "this engine only routes (it was made with weights=None); make it with the tables' weights to run batches"
+)
+
 
 @dataclass(eq=False)
 class _Batch:
@@ -123,7 +127,12 @@ class Engine:
     ``weights[t]`` is table ``t``'s ``(num_embeddings, embedding_dim)`` array in its row
     format: float32 for FP32, int32 / int8 quantised values for INT32 / INT8 (the
     table's ``scale`` dequantises them). Only host-cached rows are kept on the host;
-    the arrays are not referenced after construction. ``host_threads`` (default: the
+    the arrays are not referenced after construction. ``weights=None`` makes a
+    routing-only engine on the emulator: nothing is loaded on the DPUs, :meth:`route`
+    routes and packs batches exactly as :meth:`run` would and reports the time
+    (``BatchStats.route_s``), and running raises. It needs host memory for the routing
+    tables only, so it measures route+pack of plans whose rows no host could hold.
+    ``host_threads`` (default: the
     CPU count) lets route+pack and the merge of big batches use that many threads (16
     at most, fewer when the batch is too small to share); results do not depend on it.
 
@@ -158,7 +167,10 @@ class Engine:
         launch_timeout: float | None = None,
     ) -> None:
         self.plan = plan
-        self.backend = _resolve_backend(backend)
+        #: Made with ``weights=None``: batches are routed and packed (:meth:`route`), never run.
+        self.routing_only = weights is None
+        # A routing-only engine never uses its DPUs: the built-in emulator allocates them lazily.
+        self.backend = "emulator" if self.routing_only else _resolve_backend(backend)
         self.nr_tasklets = int(nr_tasklets)
         self.launch_timeout = launch_timeout
         profile = _alloc_profile(self.backend, launch_timeout, plan.topology.dpus_per_rank)
@@ -176,10 +188,10 @@ class Engine:
         self._pipelines: weakref.WeakSet = weakref.WeakSet()
         plan.validate()
         tables = plan.tables
-        if len(weights) != len(tables):
+        if weights is not None and len(weights) != len(tables):
             raise EngineError(f"got {len(weights)} weight arrays for {len(tables)} tables")
-        arrays = []
-        for spec, w in zip(tables, weights):
+        arrays: list[np.ndarray] | None = None if weights is None else []
+        for spec, w in zip(tables, weights or ()):
             w = np.asarray(w)
             dtype = spec.row_format.dtype
             if w.dtype != dtype:
@@ -192,7 +204,7 @@ class Engine:
                 )
             if w.strides[1] != w.itemsize or w.strides[0] < 0:
                 w = np.ascontiguousarray(w)
-            arrays.append(w)
+            arrays.append(w)  # type: ignore[union-attr]
         self.dims = [t.embedding_dim for t in tables]
         self.total_dim = int(sum(self.dims))
 
@@ -223,9 +235,12 @@ class Engine:
             self._describe(arrays)
             for t, spec in enumerate(tables):  # names for the C runtime's messages
                 self._check(lib.eb_engine_name_table(engine, t, spec.name.encode()))
-            pointers = ffi.new("void *[]", [ffi.from_buffer(a) for a in arrays])
-            strides = ffi.new("int64_t[]", [a.strides[0] for a in arrays])
-            self._check(lib.eb_engine_load(engine, ffi.cast("const void **", pointers), strides))
+            if arrays is None:
+                self._check(lib.eb_engine_load(engine, ffi.NULL, ffi.NULL))
+            else:
+                pointers = ffi.new("void *[]", [ffi.from_buffer(a) for a in arrays])
+                strides = ffi.new("int64_t[]", [a.strides[0] for a in arrays])
+                self._check(lib.eb_engine_load(engine, ffi.cast("const void **", pointers), strides))
         except BaseException:
             self.close()
             raise
@@ -275,7 +290,7 @@ class Engine:
             return self._ffi.NULL
         return self._ffi.cast(ctype, self._ffi.from_buffer(array))
 
-    def _describe(self, arrays: list[np.ndarray]) -> None:
+    def _describe(self, arrays: list[np.ndarray] | None) -> None:
         # Tables and host-cached rows, then shards, then column slices: the C side builds
         # each slice's routing from the shards and host rows already described.
         plan, lib, engine = self.plan, self._lib, self._engine
@@ -287,12 +302,10 @@ class Engine:
             )
             host = np.unique(np.asarray(plan.host_rows.get(t, np.empty(0)), dtype=np.int64))
             if host.size:
-                rows = np.ascontiguousarray(arrays[t][host])
-                self._check(
-                    lib.eb_engine_set_host_rows(
-                        engine, t, host.size, self._ptr("int64_t *", host), self._ptr("void *", rows)
-                    )
-                )
+                # A routing-only engine needs which rows are host-cached, not their values.
+                rows = None if arrays is None else np.ascontiguousarray(arrays[t][host])  # alive until the call returns
+                values = self._ffi.NULL if rows is None else self._ptr("void *", rows)
+                self._check(lib.eb_engine_set_host_rows(engine, t, host.size, self._ptr("int64_t *", host), values))
         for i, s in enumerate(plan.shards):
             if isinstance(s.rows, range):
                 self._check(
@@ -314,8 +327,14 @@ class Engine:
 
     # -- running -----------------------------------------------------------------------
 
-    def _batch(self, indices, offsets, per_sample_weights, pooling) -> _Batch:
+    def _batch(self, indices, offsets, per_sample_weights, pooling, *, routing: bool = False) -> _Batch:
         """Python-side checks and the fresh output array of one batch (no engine state touched)."""
+        if self.routing_only != routing:
+            raise EngineError(
+                _ROUTING_ONLY
+                if self.routing_only
+                else "Engine.route is for routing-only engines; make one with Engine(plan, None)"
+            )
         pooling = PoolingMode(pooling)
         if pooling == PoolingMode.NONE:
             raise NotImplementedError("the engine pools bags; PoolingMode.NONE (sequence embeddings) is not supported")
@@ -378,6 +397,36 @@ class Engine:
             return self._finish(batch)
         finally:
             self._lib.eb_engine_discard(self._engine, slot)  # nothing to do unless interrupted
+            self._give_slots([slot])
+
+    def route(self, indices, offsets, per_sample_weights=None, pooling: PoolingMode = PoolingMode.SUM) -> BatchStats:
+        """Routes and packs one batch as :meth:`run` would, without running it (routing-only engines).
+
+        Returns the batch's ``BatchStats``: ``route_s`` is the host's route+pack time (a
+        batch too big for one launch is routed in its parts, ``nr_launches`` of them),
+        ``route_parts``/``parallel_routes`` how it was shared among host threads; the
+        DPU phases and per-DPU counts are zero. Inputs are checked as :meth:`run`
+        checks them, except that integer sums are not (the engine has no rows).
+
+        >>> import numpy as np
+        >>> from updlrm.specs import TableSpec, Topology
+        >>> from updlrm.plan import uniform_plan
+        >>> plan = uniform_plan([TableSpec("t", 1000, 8)], Topology(nr_dpus=4), "row_wise")
+        >>> with Engine(plan, None) as e:
+        ...     stats = e.route(np.arange(64) % 1000, np.array([0, 32, 64]))
+        >>> stats.nr_lookups, stats.nr_launches, stats.route_s > 0
+        (64, 1, True)
+        """
+        batch = self._batch(indices, offsets, per_sample_weights, pooling, routing=True)
+        slot = self._take_slots(1)[0]
+        try:
+            self._prepare(batch, slot)
+            with self._dpu_lock:  # a split batch routes its parts in the launch stage
+                self._launch(batch)
+            return self._stats(slot, batch.per_sample_weights is not None)
+        finally:
+            self._lib.eb_engine_discard(self._engine, slot)
+            batch.launched = False
             self._give_slots([slot])
 
     # The stages of one batch; each raises the batch's own error (its slot's text).
@@ -493,6 +542,8 @@ class Engine:
         """
         if self._engine is None or self._closing:
             raise EngineError("the engine is closed")
+        if self.routing_only:
+            raise EngineError(_ROUTING_ONLY)
         generator = pipelined(self, iter(batches), PoolingMode(pooling))
         self._pipelines.add(generator)
         return generator

@@ -190,8 +190,10 @@ class PhaseTimes:
     """Modeled seconds per phase of one batch.
 
     Overlap rule: the host serves host-cache rows while the DPUs transfer and
-    compute, so ``total_s = max(host_cache_s, cpu_to_dpu_s + launch_s +
-    kernel_s + dpu_to_cpu_s) + host_merge_s``.
+    compute, so ``total_s = host_route_s + max(host_cache_s, cpu_to_dpu_s + launch_s +
+    kernel_s + dpu_to_cpu_s) + host_merge_s``. ``host_route_s`` is the host's route+pack
+    of the batch, measured rather than modeled (:mod:`updlrm.partitioner.route_cost`);
+    0 where nobody measured it.
 
     Example::
 
@@ -208,6 +210,7 @@ class PhaseTimes:
     host_cache_s: float
     per_dpu_kernel_s: np.ndarray
     energy_j: float | None = None
+    host_route_s: float = 0.0
 
     @property
     def dpu_s(self) -> float:
@@ -217,7 +220,7 @@ class PhaseTimes:
     @property
     def total_s(self) -> float:
         """Batch latency under the overlap rule stated in the class docstring."""
-        return float(max(self.host_cache_s, self.dpu_s) + self.host_merge_s)
+        return float(self.host_route_s + max(self.host_cache_s, self.dpu_s) + self.host_merge_s)
 
     def as_dict(self) -> dict[str, float | None]:
         """Scalar phases plus total, for JSON reports.
@@ -234,6 +237,7 @@ class PhaseTimes:
             "dpu_to_cpu_s": self.dpu_to_cpu_s,
             "host_merge_s": self.host_merge_s,
             "host_cache_s": self.host_cache_s,
+            "host_route_s": self.host_route_s,
             "total_s": self.total_s,
             "energy_j": self.energy_j,
         }
@@ -404,14 +408,18 @@ class StreamTimes:
 
 
 def model_stream(
-    batches: PhaseTimes | Iterable[PhaseTimes], *, route_s: float | Iterable[float] = 0.0, nr_batches: int | None = None
+    batches: PhaseTimes | Iterable[PhaseTimes],
+    *,
+    route_s: float | Iterable[float] | None = None,
+    nr_batches: int | None = None,
 ) -> StreamTimes:
     """A stream of batches run one after the other, and pipelined as the host runtime does it.
 
     ``batches`` are the modeled phases of each batch (one :class:`PhaseTimes` repeated
     ``nr_batches`` times, or one per batch); ``route_s`` is the host's route+pack time per
     batch (a scalar or one per batch; the host CPU is the same on hardware, so the engine's
-    measured ``BatchStats.route_s`` is the right figure).
+    measured ``BatchStats.route_s`` is the right figure); None takes each batch's
+    ``host_route_s``.
 
     Serial (``Engine.run``, one batch after the other): each batch is
     ``route + push + max(host_cache, launch + kernel) + pull + merge`` (the host sums its
@@ -444,6 +452,8 @@ def model_stream(
         raise ValueError("model_stream needs at least one batch")
     if len(phases) not in (1, nr_batches):
         raise ValueError(f"got {len(phases)} PhaseTimes for {nr_batches} batches (give one, or one per batch)")
+    if route_s is None:
+        route_s = [p.host_route_s for p in phases]
     routes = [float(route_s)] if np.ndim(route_s) == 0 else [float(r) for r in route_s]
     if len(routes) not in (1, nr_batches):
         raise ValueError(f"got {len(routes)} route_s values for {nr_batches} batches (give one, or one per batch)")

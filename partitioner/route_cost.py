@@ -1,0 +1,112 @@
+"""The host's route+pack cost of a plan, measured at plan time in the C host runtime.
+
+Before the DPUs see a batch, the host reads its indices and offsets, routes every lookup
+to a DPU (or the host cache) and packs each DPU's input buffer.  What that costs depends
+on the plan (how many column slices route alike, how many DPUs mirror another, explicit
+per-row entries, the host cache) and on the host's cores, so it is measured, not
+modeled: a routing-only engine (:class:`updlrm.host.engine.Engine` made with
+``weights=None``; nothing is put in emulated MRAM, so full-size plans fit) routes and
+packs the batches of a trace with the engine's default host threads.  The median of
+``repeats`` batches after a warm-up one is the plan's ``host_route_s`` phase
+(:class:`updlrm.perfmodel.PhaseTimes`), in series with the DPU side: the planner uses it
+to compare its candidates with each other and with the CPU alone.
+
+Example:
+    >>> from updlrm.specs import TableSpec, Topology
+    >>> from updlrm.plan import uniform_plan
+    >>> from updlrm.partitioner.workloads import synthetic_trace
+    >>> tables = [TableSpec("a", 1000, 8)]
+    >>> plan = uniform_plan(tables, Topology(4), "row_wise")
+    >>> cost = measure_route_pack(plan, synthetic_trace(tables, batch_size=64, pooling=4, seed=1))
+    >>> cost.median_s > 0, cost.batches
+    (True, 5)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from updlrm.partitioner.evaluate import PlanReport
+    from updlrm.partitioner.workloads import Trace
+    from updlrm.plan import Plan
+
+__all__ = ["RouteCost", "apply_route_cost", "measure_route_pack"]
+
+REPEATS = 5  # batches timed (after one warm-up batch)
+
+
+@dataclass(frozen=True)
+class RouteCost:
+    """Measured route+pack seconds per batch of one plan: best and median over ``batches``
+    batches of ``batch_size`` samples on ``host_threads`` threads; ``seconds`` rescales."""
+
+    best_s: float
+    median_s: float
+    batches: int
+    batch_size: int
+    host_threads: int
+
+    def seconds(self, batch_size: int | None = None) -> float:
+        """The median, scaled linearly to ``batch_size`` samples (route+pack is per lookup).
+
+        >>> RouteCost(1e-3, 2e-3, 5, 512, 2).seconds(1024)
+        0.004
+        """
+        return self.median_s * ((batch_size or self.batch_size) / self.batch_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def __str__(self) -> str:
+        return (
+            f"route+pack {self.median_s * 1e3:.3f} ms median, {self.best_s * 1e3:.3f} ms best "
+            f"({self.batches} batches of {self.batch_size}, {self.host_threads} host threads)"
+        )
+
+
+def measure_route_pack(
+    plan: Plan, trace: Trace, *, repeats: int = REPEATS, host_threads: int | None = None
+) -> RouteCost | None:
+    """Route+pack of ``plan`` on ``trace``'s batches (cycled when it has fewer), measured on a
+    routing-only engine; None for a plan without shards (nothing is routed to DPUs)."""
+    from updlrm.host.engine import Engine
+
+    if not plan.shards:
+        return None
+    threads = max(1, int(host_threads or os.cpu_count() or 1))
+    samples = []
+    with Engine(plan, None, host_threads=threads) as router:
+        for i in range(repeats + 1):
+            indices, offsets, weights = trace.batch(i % trace.num_batches)
+            stats = router.route(indices, offsets, weights)
+            if i:  # the first batch warms the buffers up
+                samples.append(stats.route_s)
+    return RouteCost(
+        best_s=float(min(samples)),
+        median_s=float(np.median(samples)),
+        batches=len(samples),
+        batch_size=trace.batch_size,
+        host_threads=threads,
+    )
+
+
+def apply_route_cost(report: PlanReport, cost: RouteCost | None, batch_size: int | None = None) -> PlanReport:
+    """``report`` with its ``host_route_s`` phase set from ``cost`` (scaled to ``batch_size``);
+    unchanged when ``cost`` is None.
+
+    >>> from updlrm.partitioner.evaluate import PlanReport
+    >>> from updlrm import perfmodel
+    >>> r = PlanReport(1, 8, np.ones(1), np.ones(1), 1.0, 1.0, 1.0, 1.0, [1.0], 0, 0, 0, 0, np.ones(1), 0.0,
+    ...                perfmodel.PhaseTimes(1e-3, 0, 0, 0, 0, 0, np.zeros(1)))
+    >>> round(apply_route_cost(r, RouteCost(1e-3, 2e-3, 5, 8, 1)).modeled.total_s * 1e3, 6)
+    3.0
+    """
+    if cost is not None:
+        report.modeled = dataclasses.replace(report.modeled, host_route_s=cost.seconds(batch_size))
+    return report
