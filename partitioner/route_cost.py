@@ -7,7 +7,7 @@ per-row entries, the host cache) and on the host's cores, so it is measured, not
 modeled: a routing-only engine (:class:`updlrm.host.engine.Engine` made with
 ``weights=None``; nothing is put in emulated MRAM, so full-size plans fit) routes and
 packs the batches of a trace with the engine's default host threads.  The median of
-``repeats`` batches after a warm-up one is the plan's ``host_route_s`` phase
+``repeats`` batches (after routing each once) is the plan's ``host_route_s`` phase
 (:class:`updlrm.perfmodel.PhaseTimes`), in series with the DPU side: the planner uses it
 to compare its candidates with each other and with the CPU alone.
 
@@ -43,25 +43,38 @@ REPEATS = 5  # batches timed (after one warm-up batch)
 
 @dataclass(frozen=True)
 class RouteCost:
-    """Measured route+pack seconds per batch of one plan: best and median over ``batches``
-    batches of ``batch_size`` samples on ``host_threads`` threads; ``seconds`` rescales."""
+    """Measured route+pack seconds per batch of one plan: every timed batch (``samples_s``),
+    best and median, for batches of ``batch_size`` samples on ``host_threads`` threads;
+    ``bytes`` is what a batch reads and writes (indices, offsets and the DPUs' input
+    buffers, on average), the size of a like-for-like copy. ``seconds`` rescales."""
 
-    best_s: float
-    median_s: float
-    batches: int
+    samples_s: tuple[float, ...]
     batch_size: int
     host_threads: int
+    bytes: int = 0
+
+    @property
+    def best_s(self) -> float:
+        return float(min(self.samples_s))
+
+    @property
+    def median_s(self) -> float:
+        return float(np.median(self.samples_s))
+
+    @property
+    def batches(self) -> int:
+        return len(self.samples_s)
 
     def seconds(self, batch_size: int | None = None) -> float:
         """The median, scaled linearly to ``batch_size`` samples (route+pack is per lookup).
 
-        >>> RouteCost(1e-3, 2e-3, 5, 512, 2).seconds(1024)
+        >>> RouteCost((1e-3, 2e-3, 3e-3), 512, 2).seconds(1024)
         0.004
         """
         return self.median_s * ((batch_size or self.batch_size) / self.batch_size)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(self) | {"best_s": self.best_s, "median_s": self.median_s, "batches": self.batches}
 
     def __str__(self) -> str:
         return (
@@ -73,27 +86,24 @@ class RouteCost:
 def measure_route_pack(
     plan: Plan, trace: Trace, *, repeats: int = REPEATS, host_threads: int | None = None
 ) -> RouteCost | None:
-    """Route+pack of ``plan`` on ``trace``'s batches (cycled when it has fewer), measured on a
-    routing-only engine; None for a plan without shards (nothing is routed to DPUs)."""
+    """Route+pack of ``plan`` on ``repeats`` of ``trace``'s batches (cycled when it has
+    fewer), measured on a routing-only engine after routing each of them once (the slot's
+    buffers grow to the largest); None for a plan without shards (nothing goes to DPUs)."""
     from updlrm.host.engine import Engine
 
     if not plan.shards:
         return None
     threads = max(1, int(host_threads or os.cpu_count() or 1))
-    samples = []
+    batches = [trace.batch(i % trace.num_batches) for i in range(repeats)]
+    samples, moved = [], []
     with Engine(plan, None, host_threads=threads) as router:
-        for i in range(repeats + 1):
-            indices, offsets, weights = trace.batch(i % trace.num_batches)
+        for indices, offsets, weights in batches[: trace.num_batches]:  # warm-up
+            router.route(indices, offsets, weights)
+        for indices, offsets, weights in batches:
             stats = router.route(indices, offsets, weights)
-            if i:  # the first batch warms the buffers up
-                samples.append(stats.route_s)
-    return RouteCost(
-        best_s=float(min(samples)),
-        median_s=float(np.median(samples)),
-        batches=len(samples),
-        batch_size=trace.batch_size,
-        host_threads=threads,
-    )
+            samples.append(stats.route_s)
+            moved.append(indices.nbytes + offsets.nbytes + int(stats.bytes_to_dpu.sum()))
+    return RouteCost(tuple(samples), trace.batch_size, threads, int(np.mean(moved)))
 
 
 def apply_route_cost(report: PlanReport, cost: RouteCost | None, batch_size: int | None = None) -> PlanReport:
@@ -104,7 +114,7 @@ def apply_route_cost(report: PlanReport, cost: RouteCost | None, batch_size: int
     >>> from updlrm import perfmodel
     >>> r = PlanReport(1, 8, np.ones(1), np.ones(1), 1.0, 1.0, 1.0, 1.0, [1.0], 0, 0, 0, 0, np.ones(1), 0.0,
     ...                perfmodel.PhaseTimes(1e-3, 0, 0, 0, 0, 0, np.zeros(1)))
-    >>> round(apply_route_cost(r, RouteCost(1e-3, 2e-3, 5, 8, 1)).modeled.total_s * 1e3, 6)
+    >>> round(apply_route_cost(r, RouteCost((1e-3, 2e-3, 3e-3), 8, 1)).modeled.total_s * 1e3, 6)
     3.0
     """
     if cost is not None:

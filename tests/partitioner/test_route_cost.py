@@ -63,7 +63,7 @@ def test_route_pack_can_tip_the_choice_to_the_cpu(monkeypatch, route_s, cpu_only
     tables = [TableSpec("a", 4000, 16), TableSpec("b", 3000, 16)]
     trace = synthetic_trace(tables, batch_size=128, num_batches=3, pooling=6, seed=4)
     monkeypatch.setattr(
-        placement, "measure_route_pack", lambda plan, trace: RouteCost(route_s, route_s, 5, trace.batch_size, 2)
+        placement, "measure_route_pack", lambda plan, trace: RouteCost((route_s,) * 5, trace.batch_size, 2)
     )
     plan = build_plan(tables, trace, Topology(32), progress=False, host_cpu=model(2_000), graph="none", holdout=0)
     info = plan.metadata["host_cpu"]
