@@ -49,7 +49,7 @@ int pull_outputs(struct eb_slot *slot)
 /*
  * Host-cached rows: fp32 into the output, integers into the int64 scratch. The host
  * lane of each table's first slice lists the slots in lookup order with one segment
- * per bag, and the weights (fp32 bits or Q16) like a DPU's. Counts the hits too.
+ * per bag, and the weights (fp32 bits or Q16) like a DPU's.
  */
 void sum_host_hits(struct eb_slot *slot)
 {
@@ -65,8 +65,7 @@ void sum_host_hits(struct eb_slot *slot)
         const uint32_t *slots = (const uint32_t *)(host->input + EB_INDEX_START);
         const uint32_t dim = table->dim;
         uint32_t position = 0;
-        /* A routing-only engine has no values: it only counts the hits. */
-        for (uint32_t s = 0; table->host_rows != NULL && s < host->nr_segments; s++) {
+        for (uint32_t s = 0; s < host->nr_segments; s++) {
             const uint32_t bag = host->segment_bags[s];
             const uint32_t end = position + host->segments[s].nr_lookups;
             if (table->format == EB_FORMAT_FP32) {
