@@ -24,10 +24,13 @@ limits it and the hardware figure that would change the verdict.
 The host's route+pack (read indices and offsets, route every lookup, write the DPUs'
 input buffers) is measured, not modeled, and added to the estimate as a phase in series
 with the rest (no overlap assumed). It is measured on the judged plans themselves, at full
-size: a routing-only engine (:class:`updlrm.host.engine.Engine` made with
-``weights=None``: the C host runtime with the plan's routing tables, followers and
-mirrors, but no rows in emulated MRAM) routes and packs batches of the held-out trace;
-best of ``--route-repeats`` (>= 5) with the spread. Each plan gets its own: the default
+size: a dry engine (:class:`updlrm.host.engine.Engine` made with ``weights=None``: the
+C host runtime with the plan's routing tables, followers, mirrors and host-cached rows,
+but no rows in emulated MRAM) runs the host phases of batches of the held-out trace;
+best of ``--route-repeats`` (>= 5) with the spread. The same runs measure the host's
+other two phases, the sum of the host-cached rows and the merge of the partial sums
+(zeros in place of the DPUs'): the estimate uses those measured figures, and the
+phase table shows the perfmodel's figures for them next to it. Each plan gets its own: the default
 row-wise plan (uniform over the DPUs) is measured alike. ``build_plan``'s is measured on
 one host thread too (the runtime routes a big batch in parts, one per host thread), and
 the limiting note says how many host threads would reach the goal if route+pack ran
@@ -41,6 +44,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -97,7 +101,11 @@ def llc_bytes() -> int | None:
 
 
 def phases_ms(p: perfmodel.PhaseTimes) -> dict[str, float]:
-    return {k: getattr(p, k) * 1e3 for k in PHASES} | {"dpu_side": p.dpu_s * 1e3, "total": p.total_s * 1e3}
+    return {k: getattr(p, k) * 1e3 for k in PHASES} | {
+        "dpu_side": p.dpu_s * 1e3,
+        "host_route_pack": p.host_route_s * 1e3,
+        "total": p.total_s * 1e3,
+    }
 
 
 def limiting_note(
@@ -128,7 +136,8 @@ def limiting_note(
         f"largest phase: {worst[:-2]} {parts[worst]:.3f} ms",
     ]
     figures = {
-        "host_merge_s": ("host_merge_bytes_per_s", hw.host_merge_bytes_per_s),
+        "host_merge_s": ("host merge (measured)", None),
+        "host_cache_s": ("host-cache sum (measured)", None),
         "dpu_to_cpu_s": ("rank_bandwidth from DPUs", None),
         "cpu_to_dpu_s": ("rank_bandwidth to DPUs", None),
         "kernel_s": ("dpu_frequency_hz", hw.dpu_frequency_hz),
@@ -221,14 +230,14 @@ def copy_seconds(nbytes: int, repeats: int) -> float:
 
 def measure_route_pack(plan, judged: Trace, repeats: int, *, one_thread: bool = False) -> dict:
     """Route+pack of ``plan`` on held-out batches, measured in the C host runtime on a
-    routing-only engine (nothing in emulated MRAM, so the full-size plan fits;
+    dry engine (nothing in emulated MRAM, so the full-size plan fits;
     :func:`~updlrm.partitioner.route_cost.measure_route_pack`): best of N, spread; with
     ``one_thread`` also on one host thread."""
     from updlrm.host.engine import Engine
 
-    with Engine(plan, None) as router:
-        routing_bytes = router.routing_bytes
-        followers, mirrors = router.follower_slices, router.mirror_dpus
+    with Engine(plan, None) as dry:
+        routing_bytes = dry.routing_bytes
+        followers, mirrors = dry.follower_slices, dry.mirror_dpus
     cost = measure_route_pack_on(plan, judged, repeats=repeats)
     assert cost is not None
     single = None
@@ -237,7 +246,12 @@ def measure_route_pack(plan, judged: Trace, repeats: int, *, one_thread: bool = 
         single = measure_route_pack_on(plan, judged, repeats=repeats, host_threads=1)
     timing = Timing(cost.samples_s)
     copy_s = copy_seconds(cost.bytes, repeats)
+    cache, merge = Timing(cost.host_cache_samples_s), Timing(cost.merge_samples_s)
     return timing.to_dict() | {
+        "host_cache_best_s": cache.best,
+        "host_cache_median_s": cache.median,
+        "merge_best_s": merge.best,
+        "merge_median_s": merge.median,
         "spread": timing.spread,
         "host_threads": cost.host_threads,
         "one_thread_best_s": single.best_s if single else None,
@@ -321,7 +335,7 @@ def run(args: argparse.Namespace) -> dict:
             "bytes_in": r.bytes_in,
             "vs_torch": Comparison(torch_timing, r.modeled.total_s).ratio,
         }
-    ours, dflt = reports["build_plan"], reports["default_row_wise"]
+    ours = reports["build_plan"]
     strategy = plan.metadata["strategy"]
     out["layouts"] = sorted(
         {f"{s['layout']} {s['row_parts']}x{s['column_slices']} x{s['replicas']}" for s in strategy.values()}
@@ -337,19 +351,26 @@ def run(args: argparse.Namespace) -> dict:
         for name, r in shifted_reports.items()
     }
     out["host_cache_hit_rate"] = ours.host_cache_hit_rate
-    print("measuring each plan's host route+pack on held-out batches (routing-only engines, full size)")
+    print("measuring each plan's host phases on held-out batches (dry engines, full size)")
     route = measure_route_pack(plan, judged, args.route_repeats, one_thread=True)
     out["route_pack"] = route
     out["route_pack_default"] = route_default = measure_route_pack(default, judged, args.route_repeats)
     routes = {"default_row_wise": route_default, "build_plan": route}
+    estimates = {}
     for name, r in reports.items():
-        # Each plan's own route+pack, measured on the plan itself.
+        # Each plan's own host phases, measured on the plan itself; the DPU side modeled.
+        m = routes[name]
+        estimates[name] = dataclasses.replace(
+            r.modeled, host_cache_s=m["host_cache_best_s"], host_merge_s=m["merge_best_s"], host_route_s=m["best_s"]
+        )
         entry = out["plans"][name]
-        entry["phases_ms"]["host_route_pack"] = routes[name]["best_s"] * 1e3
-        entry["phases_ms"]["total"] += routes[name]["best_s"] * 1e3
-        entry["vs_torch"] = Comparison(torch_timing, r.modeled.total_s + routes[name]["best_s"]).ratio
-    ours_total = ours.modeled.total_s + route["best_s"]
-    default_total = dflt.modeled.total_s + route_default["best_s"]
+        entry["phases_ms"] = phases_ms(estimates[name]) | {
+            "host_merge_model": r.modeled.host_merge_s * 1e3,
+            "host_cache_model": r.modeled.host_cache_s * 1e3,
+        }
+        entry["vs_torch"] = Comparison(torch_timing, estimates[name].total_s).ratio
+    ours_total = estimates["build_plan"].total_s
+    default_total = estimates["default_row_wise"].total_s
     cmp = Comparison(torch_timing, ours_total)
     out["goals"] = {
         "vs_torch": {
@@ -370,7 +391,12 @@ def run(args: argparse.Namespace) -> dict:
         },
     }
     out["note"] = limiting_note(
-        ours.modeled, torch_timing.best, hw, route["best_s"], route["one_thread_best_s"], route["host_threads"]
+        dataclasses.replace(estimates["build_plan"], host_route_s=0.0),
+        torch_timing.best,
+        hw,
+        route["best_s"],
+        route["one_thread_best_s"],
+        route["host_threads"],
     )
     out["elapsed_s"] = time.perf_counter() - started
     return out
@@ -412,8 +438,11 @@ def report(doc: dict) -> str:
         "",
         f"{'phase (ms)':24s}" + "".join(f"{n:>18s}" for n in doc["plans"]),
     ]
-    for key in list(PHASES) + ["dpu_side", "host_route_pack", "total"]:
-        label = key[:-2] if key.endswith("_s") else key
+    labels = {"host_merge_s": "host_merge (measured)", "host_cache_s": "host_cache (measured)"}
+    labels |= {"host_merge_model": "  perfmodel's merge", "host_cache_model": "  perfmodel's cache"}
+    labels |= {"host_route_pack": "host_route_pack (meas.)"}
+    for key in [*PHASES, "host_merge_model", "host_cache_model", "dpu_side", "host_route_pack", "total"]:
+        label = labels.get(key, key[:-2] if key.endswith("_s") else key)
         lines.append(f"{label:24s}" + "".join(f"{p['phases_ms'][key]:18.3f}" for p in doc["plans"].values()))
     for key, fmt in (("fanout", "{:18.2f}"), ("imbalance", "{:18.3f}"), ("vs_torch", "{:17.2f}x")):
         lines.append(f"{key:24s}" + "".join(fmt.format(p[key]) for p in doc["plans"].values()))

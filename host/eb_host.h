@@ -77,10 +77,11 @@ int eb_engine_set_shard(eb_engine *engine, uint32_t shard, uint32_t table, uint3
 int eb_engine_set_host_rows(eb_engine *engine, uint32_t table, int64_t nr_rows, const int64_t *row_ids,
                             const void *rows);
 int eb_engine_add_slice(eb_engine *engine, uint32_t table, uint32_t col_start, uint32_t col_stop);
-/* weights NULL: routing only. Nothing goes to the DPUs (host-cached rows may have been
- * given NULL values); eb_engine_prepare and eb_engine_launch route and pack batches
- * (a split batch in its parts) without running them, eb_engine_finish and eb_engine_run
- * fail. For measuring route+pack of a plan whose rows the host cannot hold. */
+/* weights NULL: a dry engine. Nothing goes to the DPUs (host-cached rows may have been
+ * given NULL values: zeros); a batch is routed, packed, its host-cached rows summed and
+ * merged with zero partial sums in place of the DPUs' (eb_host.h's stages as usual; the
+ * output is the host-cached rows' sums). For measuring the host's phases of a plan whose
+ * rows the host cannot hold. */
 int eb_engine_load(eb_engine *engine, const void **weights, const int64_t *row_strides);
 void eb_engine_set_host_threads(eb_engine *engine, uint32_t threads);
 int eb_engine_run(eb_engine *engine, const int64_t *indices, int64_t nr_indices, const int64_t *offsets,

@@ -49,6 +49,7 @@ struct table {
     int64_t nr_host_rows;
     int64_t *host_row_ids; /* sorted; a row's position is its host-cache slot */
     uint8_t *host_rows;
+    int host_rows_zeroed; /* given no values (eb_engine_set_host_rows with NULL): zeros, for a dry engine */
     int defined;
     uint64_t max_abs; /* largest |q| of an integer table's rows, measured at load (exactness bound) */
     char name[64];    /* for messages; "t<index>" unless eb_engine_name_table named it */
@@ -350,7 +351,7 @@ struct eb_engine {
     uint32_t batch_offset;
     uint64_t heap_address; /* MRAM address of DPU_MRAM_HEAP_POINTER (0 if unknown) */
     int loaded;
-    int routing_only; /* loaded without rows (eb_engine_load with NULL weights): batches are routed, never launched */
+    int dry; /* loaded without rows (eb_engine_load with NULL weights): no DPU runs, its partial sums are zeros */
     atomic_int route_busy; /* a batch is being routed and packed (the slices' routing scratch) */
     atomic_int dpu_busy;   /* a batch is on the DPUs: from its push until its outputs are pulled */
     struct eb_slot slots[EB_NR_SLOTS];

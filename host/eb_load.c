@@ -333,13 +333,13 @@ int eb_engine_load(eb_engine *engine, const void **weights, const int64_t *row_s
     }
 
     if (weights == NULL) {
-        /* Routing only: nothing goes to the DPUs; integer sums are not checked (max_abs 0). */
-        engine->routing_only = 1;
+        /* Dry: nothing goes to the DPUs; integer sums are not checked (max_abs 0). */
+        engine->dry = 1;
         engine->loaded = 1;
         return 0;
     }
     for (uint32_t t = 0; t < engine->nr_tables; t++) {
-        if (engine->tables[t].nr_host_rows > 0 && engine->tables[t].host_rows == NULL) {
+        if (engine->tables[t].nr_host_rows > 0 && engine->tables[t].host_rows_zeroed) {
             set_error(engine, "table %u: its host-cached rows were given no values", t);
             return -1;
         }

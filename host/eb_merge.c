@@ -49,7 +49,7 @@ int pull_outputs(struct eb_slot *slot)
 /*
  * Host-cached rows: fp32 into the output, integers into the int64 scratch. The host
  * lane of each table's first slice lists the slots in lookup order with one segment
- * per bag, and the weights (fp32 bits or Q16) like a DPU's. Counts the hits too.
+ * per bag, and the weights (fp32 bits or Q16) like a DPU's.
  */
 void sum_host_hits(struct eb_slot *slot)
 {
@@ -65,8 +65,7 @@ void sum_host_hits(struct eb_slot *slot)
         const uint32_t *slots = (const uint32_t *)(host->input + EB_INDEX_START);
         const uint32_t dim = table->dim;
         uint32_t position = 0;
-        /* A routing-only engine has no values: it only counts the hits. */
-        for (uint32_t s = 0; table->host_rows != NULL && s < host->nr_segments; s++) {
+        for (uint32_t s = 0; s < host->nr_segments; s++) {
             const uint32_t bag = host->segment_bags[s];
             const uint32_t end = position + host->segments[s].nr_lookups;
             if (table->format == EB_FORMAT_FP32) {
@@ -95,15 +94,28 @@ void sum_host_hits(struct eb_slot *slot)
                     memcpy(&q16, &host->weights[position], sizeof(q16));
                     weight = q16;
                 }
+                /* Unweighted rows are added without a multiply by 1: a 64-bit vector multiply is slow. */
                 if (table->format == EB_FORMAT_INT32) {
                     const int32_t *row = (const int32_t *)table->host_rows + (size_t)slots[position] * dim;
-                    for (uint32_t c = 0; c < dim; c++) {
-                        out[c] += (int64_t)row[c] * weight;
+                    if (weighted) {
+                        for (uint32_t c = 0; c < dim; c++) {
+                            out[c] += (int64_t)row[c] * weight;
+                        }
+                    } else {
+                        for (uint32_t c = 0; c < dim; c++) {
+                            out[c] += row[c];
+                        }
                     }
                 } else {
                     const int8_t *row = (const int8_t *)table->host_rows + (size_t)slots[position] * dim;
-                    for (uint32_t c = 0; c < dim; c++) {
-                        out[c] += (int64_t)row[c] * weight;
+                    if (weighted) {
+                        for (uint32_t c = 0; c < dim; c++) {
+                            out[c] += (int64_t)row[c] * weight;
+                        }
+                    } else {
+                        for (uint32_t c = 0; c < dim; c++) {
+                            out[c] += row[c];
+                        }
                     }
                 }
             }
@@ -241,11 +253,16 @@ static uint32_t run_lower_bound(const struct merge_run *run, uint32_t bag)
 /* Output rows of this many bytes per block stay in the core's cache while every run passes. */
 #define EB_MERGE_BLOCK_BYTES (128u << 10)
 
+/* Partials a block's visit of a run should take at least: a cache line of its partial order
+ * (16 uint32). */
+#define EB_MERGE_PARTIALS_PER_VISIT 16u
+
 struct merge_job {
     const struct eb_slot *slot;
     float *output;
     uint32_t bag_start;
     uint32_t bag_stop;
+    uint32_t block;      /* bags per block */
     uint32_t *positions; /* one per run */
 };
 
@@ -257,10 +274,7 @@ static void *merge_bags(void *argument)
 {
     const struct merge_job *job = argument;
     const struct eb_slot *slot = job->slot;
-    const eb_engine *engine = slot->engine;
-    uint32_t row_bytes = engine->total_dim * 4u + engine->int_dim * 8u;
-    uint32_t block = row_bytes ? EB_MERGE_BLOCK_BYTES / row_bytes : 1u;
-    block = block ? block : 1u;
+    const uint32_t block = job->block;
     for (uint32_t r = 0; r < slot->merge.nr_runs; r++) {
         job->positions[r] = run_lower_bound(&slot->merge.runs[r], job->bag_start);
     }
@@ -294,10 +308,23 @@ int merge_partials(struct eb_slot *slot, uint32_t b0, uint32_t b1)
     if (index_partials(slot)) {
         return -1;
     }
-    uint64_t partial_bytes = 0;
+    uint64_t partial_bytes = 0, nr_partials = 0;
     for (uint32_t d = 0; d < engine->nr_dpus; d++) {
         partial_bytes += slot->dpus[d].output_bytes;
+        nr_partials += slot->dpus[d].nr_partials;
     }
+    /* Blocks of bags whose output rows stay in a core's cache, but every block visits every
+     * run, and each visit restarts a run's streams (its partial order, offsets, sums) with
+     * cache misses: with many runs of few partials (thousands of DPUs, each serving one
+     * sample in r) the visits would cost more than the adds. Blocks grow until a visit
+     * takes EB_MERGE_PARTIALS_PER_VISIT partials on average. The order in which a bag's
+     * partials are added does not change. */
+    const uint64_t row_bytes = (uint64_t)engine->total_dim * 4u + (uint64_t)engine->int_dim * 8u;
+    uint64_t block = row_bytes ? EB_MERGE_BLOCK_BYTES / row_bytes : 1u;
+    const uint64_t wide = (uint64_t)(b1 - b0) * slot->merge.nr_runs * EB_MERGE_PARTIALS_PER_VISIT /
+                          (nr_partials ? nr_partials : 1u);
+    block = block > wide ? block : wide;
+    block = block < 1u ? 1u : block > UINT32_MAX ? UINT32_MAX : block;
     /* Bags cut in consecutive ranges, one per thread: every output row belongs to one
      * thread, so no locking, and a bag's sum is the same whatever the threads. */
     uint64_t threads = engine->worker_threads > 1 ? (uint64_t)engine->worker_threads : 1u;
@@ -320,6 +347,7 @@ int merge_partials(struct eb_slot *slot, uint32_t b0, uint32_t b1)
             output,
             b0 + (uint32_t)((uint64_t)(b1 - b0) * j / nr_jobs),
             b0 + (uint32_t)((uint64_t)(b1 - b0) * (j + 1) / nr_jobs),
+            (uint32_t)block,
             slot->merge.positions + (size_t)j * slot->merge.nr_runs,
         };
     }

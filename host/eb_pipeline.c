@@ -229,6 +229,29 @@ static int route_launch(struct eb_slot *slot, uint32_t b0, uint32_t b1)
 }
 
 /*
+ * A dry engine's launch: no DPU runs. Each DPU's output is what a kernel that summed
+ * nothing would write (its status, zero partial sums; the pull's bytes), and the host
+ * sums its cached rows (zeros) as during a launch, so the merge and the host cache cost
+ * what they cost with real DPUs.
+ */
+static int dry_launch(struct eb_slot *slot)
+{
+    const eb_engine *engine = slot->engine;
+    const struct eb_status done = {.magic = EB_STATUS_MAGIC, .code = EB_OK, .nr_tasklets = engine->nr_tasklets};
+    for (uint32_t d = 0; d < engine->nr_dpus; d++) {
+        struct dpu_state *dpu = &slot->dpus[d];
+        memset(dpu->output, 0, dpu->output_bytes);
+        memcpy(dpu->output, &done, sizeof(done));
+    }
+    double start = now_s();
+    sum_host_hits(slot);
+    slot->stats.host_cache_s += now_s() - start;
+    record_launch_stats(slot);
+    slot->stats.nr_launches++;
+    return 0;
+}
+
+/*
  * Bags [b0, b1) of a batch too big for one launch, one launch after the other: routed,
  * run and merged, in halves until they fit (each half in bag order, so the summation
  * order of every bag is that of one launch).
@@ -246,7 +269,7 @@ static int run_bags(struct eb_slot *slot, uint32_t b0, uint32_t b1)
         uint32_t middle = b0 + (b1 - b0) / 2;
         return run_bags(slot, b0, middle) || run_bags(slot, middle, b1) ? -1 : 0;
     }
-    if (launch_packed(slot) || collect_launched(slot)) {
+    if (slot->engine->dry ? dry_launch(slot) : launch_packed(slot) || collect_launched(slot)) {
         return -1;
     }
     return merge_launch(slot, b0, b1);
@@ -467,41 +490,14 @@ static int prepare_slot(struct eb_slot *slot, const int64_t *indices, int64_t nr
     return 0;
 }
 
-/* A routing-only engine's split batch: bags [b0, b1) routed and packed in halves until they fit. */
-static int route_bags_only(struct eb_slot *slot, uint32_t b0, uint32_t b1)
-{
-    int plan = route_launch(slot, b0, b1);
-    if (plan == RUN_SPLIT) {
-        if (b1 - b0 == 1) {
-            return split_error(slot, b0);
-        }
-        uint32_t middle = b0 + (b1 - b0) / 2;
-        return route_bags_only(slot, b0, middle) || route_bags_only(slot, middle, b1) ? -1 : 0;
-    }
-    if (plan != RUN_OK) {
-        return -1;
-    }
-    record_launch_stats(slot);
-    sum_host_hits(slot); /* counts them */
-    slot->stats.nr_launches++;
-    return 0;
-}
-
-/* A split batch runs here in halves, from routing to merging (a routing-only engine routes them). */
+/* A split batch runs here in halves, from routing to merging. */
 static int launch_slot(struct eb_slot *slot)
 {
     if (slot->batch == 0) {
         return 0;
     }
-    if (slot->engine->routing_only) {
-        if (!slot->split) {
-            record_launch_stats(slot);
-            sum_host_hits(slot); /* counts them */
-            slot->stats.nr_launches = 1;
-            return 0;
-        }
-        uint32_t middle = slot->batch / 2;
-        return route_bags_only(slot, 0, middle) || route_bags_only(slot, middle, slot->batch) ? -1 : 0;
+    if (slot->engine->dry && !slot->split) {
+        return dry_launch(slot);
     }
     if (slot->split) {
         uint32_t middle = slot->batch / 2;
@@ -512,15 +508,11 @@ static int launch_slot(struct eb_slot *slot)
 
 static int collect_slot(struct eb_slot *slot)
 {
-    return slot->batch == 0 || slot->split || slot->engine->routing_only ? 0 : collect_launched(slot);
+    return slot->batch == 0 || slot->split || slot->engine->dry ? 0 : collect_launched(slot);
 }
 
 static int finish_slot(struct eb_slot *slot)
 {
-    if (slot->engine->routing_only) {
-        slot_error(slot, "this engine only routes (it was loaded without rows): it has no sums to finish");
-        return -1;
-    }
     if (slot->batch > 0 && !slot->split && merge_launch(slot, 0, slot->batch)) {
         return -1;
     }
@@ -582,7 +574,7 @@ int eb_engine_launch(eb_engine *engine, uint32_t index)
     if (slot->split) {
         atomic_store(&engine->route_busy, 0);
     }
-    int running = result == 0 && slot->batch > 0 && !slot->split && !engine->routing_only;
+    int running = result == 0 && slot->batch > 0 && !slot->split && !engine->dry;
     if (!running) {
         atomic_store(&engine->dpu_busy, 0);
     }

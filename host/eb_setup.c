@@ -288,11 +288,17 @@ int eb_engine_set_host_rows(eb_engine *engine, uint32_t table, int64_t nr_rows, 
     }
     free(t->host_rows);
     free(t->host_row_ids);
-    /* No values (rows NULL) is for an engine that only routes (eb_engine_load checks). */
-    t->host_rows = rows ? copy_array(rows, (size_t)nr_rows * t->dim * eb_element_bytes(t->format)) : NULL;
+    /* No values (rows NULL) is for a dry engine (eb_engine_load checks): zeros, written so
+     * that summing them touches memory as real rows would. */
+    size_t bytes = (size_t)nr_rows * t->dim * eb_element_bytes(t->format);
+    t->host_rows = rows ? copy_array(rows, bytes) : malloc(bytes ? bytes : 1);
+    if (!rows && t->host_rows) {
+        memset(t->host_rows, 0, bytes);
+    }
+    t->host_rows_zeroed = rows == NULL;
     t->host_row_ids = copy_array(row_ids, (size_t)nr_rows * sizeof(int64_t));
     t->nr_host_rows = nr_rows;
-    if ((rows && !t->host_rows) || !t->host_row_ids) {
+    if (!t->host_rows || !t->host_row_ids) {
         set_error(engine, "out of host memory");
         return -1;
     }

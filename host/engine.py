@@ -71,9 +71,7 @@ __all__ = [
 
 # ---- the engine --------------------------------------------------------------------
 
-_ROUTING_ONLY = (
-    "this engine only routes (it was made with weights=None); make it with the tables' weights to run batches"
-)
+_DRY = "this engine is dry (it was made with weights=None): use Engine.dry_run, or make it with the tables' weights"
 
 
 @dataclass(eq=False)
@@ -127,11 +125,12 @@ class Engine:
     ``weights[t]`` is table ``t``'s ``(num_embeddings, embedding_dim)`` array in its row
     format: float32 for FP32, int32 / int8 quantised values for INT32 / INT8 (the
     table's ``scale`` dequantises them). Only host-cached rows are kept on the host;
-    the arrays are not referenced after construction. ``weights=None`` makes a
-    routing-only engine on the emulator: nothing is loaded on the DPUs, :meth:`route`
-    routes and packs batches exactly as :meth:`run` would and reports the time
-    (``BatchStats.route_s``), and running raises. It needs host memory for the routing
-    tables only, so it measures route+pack of plans whose rows no host could hold.
+    the arrays are not referenced after construction. ``weights=None`` makes a dry
+    engine on the emulator: nothing is loaded on the DPUs, and :meth:`dry_run` runs a
+    batch's host phases as :meth:`run` would (route+pack, the host-cached rows, as zeros,
+    and the merge of zero partial sums in place of the DPUs') and reports their times;
+    running raises. It needs host memory for the routing tables and the host-cached rows
+    only, so it measures the host side of plans whose rows no host could hold.
     ``host_threads`` (default: the
     CPU count) lets route+pack and the merge of big batches use that many threads (16
     at most, fewer when the batch is too small to share); results do not depend on it.
@@ -167,10 +166,10 @@ class Engine:
         launch_timeout: float | None = None,
     ) -> None:
         self.plan = plan
-        #: Made with ``weights=None``: batches are routed and packed (:meth:`route`), never run.
-        self.routing_only = weights is None
-        # A routing-only engine never uses its DPUs: the built-in emulator allocates them lazily.
-        self.backend = "emulator" if self.routing_only else _resolve_backend(backend)
+        #: Made with ``weights=None``: batches run their host phases only (:meth:`dry_run`).
+        self.dry = weights is None
+        # A dry engine never uses its DPUs: the built-in emulator allocates them lazily.
+        self.backend = "emulator" if self.dry else _resolve_backend(backend)
         self.nr_tasklets = int(nr_tasklets)
         self.launch_timeout = launch_timeout
         profile = _alloc_profile(self.backend, launch_timeout, plan.topology.dpus_per_rank)
@@ -302,7 +301,7 @@ class Engine:
             )
             host = np.unique(np.asarray(plan.host_rows.get(t, np.empty(0)), dtype=np.int64))
             if host.size:
-                # A routing-only engine needs which rows are host-cached, not their values.
+                # A dry engine needs which rows are host-cached, not their values (it sums zeros).
                 rows = None if arrays is None else np.ascontiguousarray(arrays[t][host])  # alive until the call returns
                 values = self._ffi.NULL if rows is None else self._ptr("void *", rows)
                 self._check(lib.eb_engine_set_host_rows(engine, t, host.size, self._ptr("int64_t *", host), values))
@@ -327,13 +326,11 @@ class Engine:
 
     # -- running -----------------------------------------------------------------------
 
-    def _batch(self, indices, offsets, per_sample_weights, pooling, *, routing: bool = False) -> _Batch:
+    def _batch(self, indices, offsets, per_sample_weights, pooling, *, dry: bool = False) -> _Batch:
         """Python-side checks and the fresh output array of one batch (no engine state touched)."""
-        if self.routing_only != routing:
+        if self.dry != dry:
             raise EngineError(
-                _ROUTING_ONLY
-                if self.routing_only
-                else "Engine.route is for routing-only engines; make one with Engine(plan, None)"
+                _DRY if self.dry else "Engine.dry_run is for dry engines; make one with Engine(plan, None)"
             )
         pooling = PoolingMode(pooling)
         if pooling == PoolingMode.NONE:
@@ -399,31 +396,34 @@ class Engine:
             self._lib.eb_engine_discard(self._engine, slot)  # nothing to do unless interrupted
             self._give_slots([slot])
 
-    def route(self, indices, offsets, per_sample_weights=None, pooling: PoolingMode = PoolingMode.SUM) -> BatchStats:
-        """Routes and packs one batch as :meth:`run` would, without running it (routing-only engines).
+    def dry_run(self, indices, offsets, per_sample_weights=None, pooling: PoolingMode = PoolingMode.SUM) -> BatchStats:
+        """One batch's host phases as :meth:`run` would run them, without DPUs (dry engines).
 
-        Returns the batch's ``BatchStats``: ``route_s`` is the host's route+pack time (a
-        batch too big for one launch is routed in its parts, ``nr_launches`` of them),
-        ``route_parts``/``parallel_routes`` how it was shared among host threads; the
-        DPU phases and per-DPU counts are zero. Inputs are checked as :meth:`run`
-        checks them, except that integer sums are not (the engine has no rows).
+        The batch is routed and packed, the host sums its cached rows (zeros) as during a
+        launch, and merges zero partial sums where the DPUs' would be (a batch too big for
+        one launch in its parts). Returns its ``BatchStats``: ``route_s``,
+        ``host_cache_s`` and ``merge_s`` are the host's real times, ``route_parts`` and
+        ``parallel_routes`` how route+pack was shared among host threads, the per-DPU
+        counts those of ``run``; push, launch and pull are zero. Inputs are checked as
+        :meth:`run` checks them, except integer sums (the engine has no rows).
 
         >>> import numpy as np
         >>> from updlrm.specs import TableSpec, Topology
         >>> from updlrm.plan import uniform_plan
         >>> plan = uniform_plan([TableSpec("t", 1000, 8)], Topology(nr_dpus=4), "row_wise")
         >>> with Engine(plan, None) as e:
-        ...     stats = e.route(np.arange(64) % 1000, np.array([0, 32, 64]))
-        >>> stats.nr_lookups, stats.nr_launches, stats.route_s > 0
-        (64, 1, True)
+        ...     stats = e.dry_run(np.arange(64) % 1000, np.array([0, 32, 64]))
+        >>> stats.nr_lookups, stats.nr_launches, stats.route_s > 0, stats.merge_s > 0
+        (64, 1, True, True)
         """
-        batch = self._batch(indices, offsets, per_sample_weights, pooling, routing=True)
+        batch = self._batch(indices, offsets, per_sample_weights, pooling, dry=True)
         slot = self._take_slots(1)[0]
         try:
             self._prepare(batch, slot)
-            with self._dpu_lock:  # a split batch routes its parts in the launch stage
+            with self._dpu_lock:  # a split batch runs its parts in the launch stage
                 self._launch(batch)
-            return self._stats(slot, batch.per_sample_weights is not None)
+                self._collect(batch)
+            return self._finish(batch)[1]
         finally:
             self._lib.eb_engine_discard(self._engine, slot)
             batch.launched = False
@@ -542,8 +542,8 @@ class Engine:
         """
         if self._engine is None or self._closing:
             raise EngineError("the engine is closed")
-        if self.routing_only:
-            raise EngineError(_ROUTING_ONLY)
+        if self.dry:
+            raise EngineError(_DRY)
         generator = pipelined(self, iter(batches), PoolingMode(pooling))
         self._pipelines.add(generator)
         return generator

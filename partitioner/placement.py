@@ -113,7 +113,7 @@ class BuildOptions:
     * ``host_cpu``: ``auto`` lets the search put whole tables on the host CPU, priced by
       a host cost model calibrated on this machine (:func:`~.host_cost.calibrate`,
       cached), charges each DPU plan the host's route+pack of its batches, measured in
-      the C host runtime (:func:`~.route_cost.measure_route_pack`, a routing-only
+      the C host runtime (:func:`~.route_cost.measure_route_pack`, a dry
       engine), and keeps the plan no slower than every table on the host (CPU only);
       ``off`` (the library's default; ``updlrm plan build`` uses ``auto``): DPUs (and the
       host cache) only, host lookups priced by the profile.

@@ -4,9 +4,9 @@ Before the DPUs see a batch, the host reads its indices and offsets, routes ever
 to a DPU (or the host cache) and packs each DPU's input buffer.  What that costs depends
 on the plan (how many column slices route alike, how many DPUs mirror another, explicit
 per-row entries, the host cache) and on the host's cores, so it is measured, not
-modeled: a routing-only engine (:class:`updlrm.host.engine.Engine` made with
-``weights=None``; nothing is put in emulated MRAM, so full-size plans fit) routes and
-packs the batches of a trace with the engine's default host threads.  The median of
+modeled: a dry engine (:class:`updlrm.host.engine.Engine` made with ``weights=None``;
+nothing is put in emulated MRAM, so full-size plans fit) runs the host phases of a
+trace's batches with the engine's default host threads.  The median of
 ``repeats`` batches (after routing each once) is the plan's ``host_route_s`` phase
 (:class:`updlrm.perfmodel.PhaseTimes`), in series with the DPU side: the planner uses it
 to compare its candidates with each other and with the CPU alone.
@@ -52,6 +52,10 @@ class RouteCost:
     batch_size: int
     host_threads: int
     bytes: int = 0
+    #: The other host phases of the same batches: the host-cached rows' sum and the merge of
+    #: the partial sums (zeros, in the dry engine), as this host runs them.
+    host_cache_samples_s: tuple[float, ...] = ()
+    merge_samples_s: tuple[float, ...] = ()
 
     @property
     def best_s(self) -> float:
@@ -87,23 +91,25 @@ def measure_route_pack(
     plan: Plan, trace: Trace, *, repeats: int = REPEATS, host_threads: int | None = None
 ) -> RouteCost | None:
     """Route+pack of ``plan`` on ``repeats`` of ``trace``'s batches (cycled when it has
-    fewer), measured on a routing-only engine after routing each of them once (the slot's
-    buffers grow to the largest); None for a plan without shards (nothing goes to DPUs)."""
+    fewer), measured on a dry engine after running each of them once (the slot's buffers
+    grow to the largest); None for a plan without shards (nothing goes to DPUs)."""
     from updlrm.host.engine import Engine
 
     if not plan.shards:
         return None
     threads = max(1, int(host_threads or os.cpu_count() or 1))
     batches = [trace.batch(i % trace.num_batches) for i in range(repeats)]
-    samples, moved = [], []
-    with Engine(plan, None, host_threads=threads) as router:
+    samples, moved, cache, merge = [], [], [], []
+    with Engine(plan, None, host_threads=threads) as dry:
         for indices, offsets, weights in batches[: trace.num_batches]:  # warm-up
-            router.route(indices, offsets, weights)
+            dry.dry_run(indices, offsets, weights)
         for indices, offsets, weights in batches:
-            stats = router.route(indices, offsets, weights)
+            stats = dry.dry_run(indices, offsets, weights)
             samples.append(stats.route_s)
+            cache.append(stats.host_cache_s)
+            merge.append(stats.merge_s)
             moved.append(indices.nbytes + offsets.nbytes + int(stats.bytes_to_dpu.sum()))
-    return RouteCost(tuple(samples), trace.batch_size, threads, int(np.mean(moved)))
+    return RouteCost(tuple(samples), trace.batch_size, threads, int(np.mean(moved)), tuple(cache), tuple(merge))
 
 
 def apply_route_cost(report: PlanReport, cost: RouteCost | None, batch_size: int | None = None) -> PlanReport:

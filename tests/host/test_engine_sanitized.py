@@ -3,7 +3,7 @@
 The host library is loaded into Python, so the run happens in a child Python started
 with the compiler's libasan preloaded and ``UPDLRM_SANITIZE=1`` (see
 ``updlrm.host.engine.build``). The child runs prepared batches on every layout (replica sets included), with one,
-two and four host threads, serially, pipelined, asynchronously and on a routing-only engine, plus a batch with an out-of-range index, one with a weight outside
+two and four host threads, serially, pipelined, asynchronously and on a dry engine, plus a batch with an out-of-range index, one with a weight outside
 Q16, and (once) four threads sharing one engine, and saves the outputs; this
 process checks them against the torch reference. Any sanitizer report fails the child.
 """
@@ -86,11 +86,11 @@ CHILD = textwrap.dedent("""
                     raise SystemExit("a weight outside Q16 was accepted")
                 except EngineError:
                     pass
-                # the same batch on a routing-only engine (no rows, host-cached rows without values)
-                with Engine(plan, None, host_threads=threads, nr_tasklets=5) as router:
-                    routed = router.route(data["indices"], data["offsets"], data["psw"])
+                # the same batch on a dry engine (no rows, host-cached rows without values)
+                with Engine(plan, None, host_threads=threads, nr_tasklets=5) as dry:
+                    routed = dry.dry_run(data["indices"], data["offsets"], data["psw"])
                     if routed.lookups.tolist() != stats.lookups.tolist() or routed.host_cache_hits != stats.host_cache_hits:
-                        raise SystemExit(f"the routing-only engine routed otherwise ({layout}, {threads} threads)")
+                        raise SystemExit(f"the dry engine routed otherwise ({layout}, {threads} threads)")
                 if threads == 2 and layout == "row_wise":
                     # threads sharing the engine: each gets the serial result
                     from concurrent.futures import ThreadPoolExecutor

@@ -1,9 +1,10 @@
-"""Routing-only engines (``Engine(plan, None)``): route and pack batches, never run them.
+"""Dry engines (``Engine(plan, None)``): a batch's host phases without DPUs.
 
 What such an engine routes must be what a loaded engine routes: the per-DPU counts its
-``route`` reports equal those of ``run`` on the same plan and batch, on plans with
+``dry_run`` reports equal those of ``run`` on the same plan and batch, on plans with
 followers, mirrors, replica sets, host-cached rows and batches too big for one launch,
-on one and several host threads. Running raises a one-line error.
+on one and several host threads; it sums the host-cached rows and merges as ``run``
+does. Running raises a one-line error.
 """
 
 from __future__ import annotations
@@ -32,20 +33,21 @@ def sliced_plan(slices: int) -> Plan:
     return plan
 
 
-def assert_same_routing(routed, ran) -> None:
+def assert_same_routing(dry, ran) -> None:
     for name in PACKED:
-        assert getattr(routed, name).tolist() == getattr(ran, name).tolist(), name
-    assert (routed.nr_launches, routed.nr_bags, routed.nr_lookups) == (ran.nr_launches, ran.nr_bags, ran.nr_lookups)
-    assert (routed.host_cache_hits, routed.route_parts) == (ran.host_cache_hits, ran.route_parts)
-    assert routed.route_s > 0
-    assert routed.push_s == routed.launch_s == routed.pull_s == 0.0
-    assert not routed.kernel_cycles.any()
+        assert getattr(dry, name).tolist() == getattr(ran, name).tolist(), name
+    assert (dry.nr_launches, dry.nr_bags, dry.nr_lookups) == (ran.nr_launches, ran.nr_bags, ran.nr_lookups)
+    assert (dry.host_cache_hits, dry.host_cache_bytes) == (ran.host_cache_hits, ran.host_cache_bytes)
+    assert dry.route_parts == ran.route_parts
+    assert dry.route_s > 0 and dry.merge_s > 0 and dry.host_cache_s > 0
+    assert dry.push_s == dry.launch_s == dry.pull_s == 0.0
+    assert not dry.kernel_cycles.any()
 
 
 @pytest.mark.parametrize("slices", [1, 4])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("host_threads", [1, 3])
-def test_routes_as_a_loaded_engine(slices, weighted, host_threads):
+def test_routes_and_merges_as_a_loaded_engine(slices, weighted, host_threads):
     rng = np.random.default_rng([slices, weighted, host_threads])
     plan = sliced_plan(slices)
     weights = random_weights(plan.tables, rng)
@@ -54,20 +56,20 @@ def test_routes_as_a_loaded_engine(slices, weighted, host_threads):
     with Engine(plan, weights, host_threads=host_threads) as loaded:
         _, ran = loaded.run(indices, offsets, psw, PoolingMode.SUM)
         mirrors = loaded.mirror_dpus
-    with Engine(plan, None, host_threads=host_threads) as router:
-        assert router.routing_only and router.backend == "emulator"
-        assert router.mirror_dpus == mirrors
-        routed = router.route(indices, offsets, psw)
-        again = router.route(indices, offsets, psw)  # the slot's buffers are reused
+    with Engine(plan, None, host_threads=host_threads) as dry:
+        assert dry.dry and dry.backend == "emulator"
+        assert dry.mirror_dpus == mirrors
+        routed = dry.dry_run(indices, offsets, psw)
+        again = dry.dry_run(indices, offsets, psw)  # the slot's buffers are reused
     assert_same_routing(routed, ran)
     assert_same_routing(again, ran)
     if host_threads > 1:
         assert routed.route_parts > 1
 
 
-def test_a_batch_too_big_for_one_launch_is_routed_in_its_parts():
-    """Little MRAM left after the rows: the batch is routed in halves until each part
-    fits, as ``run`` runs it (its launches and per-DPU counts add up alike)."""
+def test_a_batch_too_big_for_one_launch_runs_in_its_parts():
+    """Little MRAM left after the rows: the batch runs in halves until each part fits, as
+    ``run`` runs it (its launches and per-DPU counts add up alike)."""
     tables = [TableSpec("a", 1000, 32), TableSpec("q", 500, 16, row_format=RowFormat.INT8, scale=0.1)]
     plan = Plan(
         tables,
@@ -79,35 +81,35 @@ def test_a_batch_too_big_for_one_launch_is_routed_in_its_parts():
     indices, offsets, psw = zipf_batch(tables, 500, 60, rng, weighted=True)
     with Engine(plan, random_weights(tables, rng)) as loaded:
         _, ran = loaded.run(indices, offsets, psw)
-    with Engine(plan, None) as router:
-        routed = router.route(indices, offsets, psw)
+    with Engine(plan, None) as dry:
+        routed = dry.dry_run(indices, offsets, psw)
     assert ran.nr_launches > 2
     assert_same_routing(routed, ran)
 
 
-def test_running_a_routing_only_engine_says_what_to_do():
+def test_running_a_dry_engine_says_what_to_do():
     plan = uniform_plan([TableSpec("t", 10, 4)], Topology(nr_dpus=2), "row_wise")
     indices, offsets = np.array([0, 9]), np.array([0, 2])
-    with Engine(plan, None) as router:
+    with Engine(plan, None) as dry:
         for call in (
-            lambda: router.run(indices, offsets),
-            lambda: router.run_async(indices, offsets),
-            lambda: router.pipeline([(indices, offsets)]),
+            lambda: dry.run(indices, offsets),
+            lambda: dry.run_async(indices, offsets),
+            lambda: dry.pipeline([(indices, offsets)]),
         ):
-            with pytest.raises(EngineError, match=r"only routes .*weights=None.*tables' weights"):
+            with pytest.raises(EngineError, match=r"dry .*weights=None.*Engine.dry_run.*tables' weights"):
                 call()
         with pytest.raises(EngineError, match="offsets must start at 0"):
-            router.route(indices, np.array([1, 2]))
-        assert router.route(indices, offsets).nr_lookups == 2  # still usable
+            dry.dry_run(indices, np.array([1, 2]))
+        assert dry.dry_run(indices, offsets).nr_lookups == 2  # still usable
     with (
         Engine(plan, [np.zeros((10, 4), np.float32)]) as loaded,
-        pytest.raises(EngineError, match=r"routing-only engines.*Engine\(plan, None\)"),
+        pytest.raises(EngineError, match=r"dry engines.*Engine\(plan, None\)"),
     ):
-        loaded.route(indices, offsets)
+        loaded.dry_run(indices, offsets)
 
 
-def test_routing_only_ignores_the_backend_it_would_not_use():
+def test_a_dry_engine_ignores_the_backend_it_would_not_use():
     plan = uniform_plan([TableSpec("t", 10, 4)], Topology(nr_dpus=2), "row_wise")
-    with Engine(plan, None, backend="hw") as router:  # no DPUs are used: the emulator stands in
-        assert router.backend == "emulator"
-        assert router.route(np.array([3]), np.array([0, 1])).nr_lookups == 1
+    with Engine(plan, None, backend="hw") as dry:  # no DPUs are used: the emulator stands in
+        assert dry.backend == "emulator"
+        assert dry.dry_run(np.array([3]), np.array([0, 1])).nr_lookups == 1
