@@ -15,7 +15,7 @@ import numpy as np
 if TYPE_CHECKING:
     from updlrm.perfmodel import BatchWork
 
-__all__ = ["BatchStats", "DPU_STATS"]
+__all__ = ["BatchStats", "DPU_STATS", "read_slot_stats"]
 
 # Per-DPU statistics (host/eb_host.h, enum eb_dpu_stat).
 DPU_STATS = (
@@ -121,3 +121,36 @@ class BatchStats:
             host_cache_lookups=int(self.host_cache_hits),
             host_cache_row_bytes=int(round(mean_host_row)),
         )
+
+
+def read_slot_stats(engine: Any, slot: int, weighted: bool) -> BatchStats:
+    """The ``BatchStats`` of an ``Engine`` slot's last batch, read from the C runtime."""
+    ffi, lib = engine._ffi, engine._lib
+    run = lib.eb_engine_slot_stats(engine._engine, slot)
+    per_dpu = {}
+    for k, name in enumerate(DPU_STATS):
+        buffer = ffi.buffer(lib.eb_engine_slot_dpu_stat(engine._engine, slot, k), 8 * engine.nr_dpus)
+        per_dpu[name] = np.frombuffer(buffer, dtype=np.int64).copy()
+    # BatchWork takes one row format; with mixed tables, the one with the most rows.
+    rows: dict[str, int] = {}
+    for spec in engine.plan.tables:
+        rows[spec.row_format.value] = rows.get(spec.row_format.value, 0) + spec.num_embeddings
+    return BatchStats(
+        route_s=run.route_s,
+        push_s=run.push_s,
+        launch_s=run.launch_s,
+        pull_s=run.pull_s,
+        merge_s=run.merge_s,
+        host_cache_s=run.host_cache_s,
+        nr_launches=int(run.nr_launches),
+        nr_bags=int(run.nr_bags),
+        nr_lookups=int(run.nr_lookups),
+        host_cache_hits=int(run.host_cache_hits),
+        host_cache_bytes=int(run.host_cache_bytes),
+        **per_dpu,
+        row_format=max(rows, key=rows.__getitem__),
+        weighted=weighted,
+        nr_tasklets=engine.nr_tasklets,
+        parallel_routes=int(run.parallel_routes),
+        route_parts=int(run.route_parts),
+    )

@@ -39,11 +39,12 @@ from typing import Any
 
 import numpy as np
 
-from updlrm.host.batch_stats import DPU_STATS, BatchStats
+from updlrm.host.alloc import alloc_profile, resolve_backend
+from updlrm.host.batch_stats import BatchStats, read_slot_stats
 
 # The build half lives in host/build.py, the errors in host/errors.py, the pipelined
 # stream in host/pipeline.py; what users import stays importable from here.
-from updlrm.host.build import BACKENDS, EngineError, _load_library, build, cache_root
+from updlrm.host.build import EngineError, _load_library, build, cache_root
 from updlrm.host.errors import (
     AccumulatorOverflowError,
     DpuAllocationError,
@@ -53,7 +54,7 @@ from updlrm.host.errors import (
 )
 from updlrm.host.pipeline import Result, _Job, pipelined, submit
 from updlrm.plan import Plan
-from updlrm.specs import DPUS_PER_RANK, PoolingMode
+from updlrm.specs import PoolingMode
 
 __all__ = [
     "Engine",
@@ -85,38 +86,6 @@ class _Batch:
     output: np.ndarray
     slot: int = -1
     launched: bool = False
-
-
-def _resolve_backend(backend: str) -> str:
-    if backend == "auto":
-        from updlrm.backends import resolve_backend
-
-        return resolve_backend("auto")[0]
-    if backend not in BACKENDS:
-        raise EngineError(f"unknown backend {backend!r}; choose one of auto, {', '.join(BACKENDS)}")
-    return backend
-
-
-def _alloc_profile(backend: str, launch_timeout: float | None = None, dpus_per_rank: int = DPUS_PER_RANK) -> str:
-    # dpu_alloc profile strings (UPMEM SDK documentation, "dpu_alloc"): "backend=hw"
-    # selects real ranks, "backend=simulator" the functional simulator. "timeout=S" is
-    # the emulator's launch timeout and "nrDpusPerRank=N" its rank size (emulator/README.md);
-    # the SDK backends have neither: their ranks are the machine's.
-    parts = [{"emulator": "", "simulator": "backend=simulator", "hw": "backend=hw"}[backend]]
-    if launch_timeout is not None:
-        if backend != "emulator":
-            raise EngineError(
-                f"launch_timeout is only available on the emulator backend (got backend {backend!r}); "
-                "leave it None on the UPMEM SDK's backends"
-            )
-        if not float(launch_timeout) > 0:
-            raise EngineError(f"launch_timeout must be a positive number of seconds, got {launch_timeout!r}")
-        parts.append(f"timeout={float(launch_timeout)!r}")
-    # The emulator groups DPUs into ranks as the plan's topology says (transfers pad to a
-    # rank's largest buffer); it holds at most a hardware rank's 64.
-    if backend == "emulator" and 1 <= dpus_per_rank < DPUS_PER_RANK:
-        parts.append(f"nrDpusPerRank={int(dpus_per_rank)}")
-    return ",".join(part for part in parts if part)
 
 
 class Engine:
@@ -169,10 +138,10 @@ class Engine:
         #: Made with ``weights=None``: batches run their host phases only (:meth:`dry_run`).
         self.dry = weights is None
         # A dry engine never uses its DPUs: the built-in emulator allocates them lazily.
-        self.backend = "emulator" if self.dry else _resolve_backend(backend)
+        self.backend = "emulator" if self.dry else resolve_backend(backend)
         self.nr_tasklets = int(nr_tasklets)
         self.launch_timeout = launch_timeout
-        profile = _alloc_profile(self.backend, launch_timeout, plan.topology.dpus_per_rank)
+        profile = alloc_profile(self.backend, launch_timeout, plan.topology.dpus_per_rank)
         self._engine = None
         # Batches in flight: one per slot (C: EB_NR_SLOTS), one routing at a time, one on
         # the DPUs at a time (host/README.md, "Threads" and "Pipelining").
@@ -571,38 +540,7 @@ class Engine:
         return submit(self, self._batch(indices, offsets, per_sample_weights, pooling))
 
     def _stats(self, slot: int, weighted: bool) -> BatchStats:
-        ffi, lib = self._ffi, self._lib
-        run = lib.eb_engine_slot_stats(self._engine, slot)
-        per_dpu = {}
-        for k, name in enumerate(DPU_STATS):
-            buffer = ffi.buffer(lib.eb_engine_slot_dpu_stat(self._engine, slot, k), 8 * self.nr_dpus)
-            per_dpu[name] = np.frombuffer(buffer, dtype=np.int64).copy()
-        return BatchStats(
-            route_s=run.route_s,
-            push_s=run.push_s,
-            launch_s=run.launch_s,
-            pull_s=run.pull_s,
-            merge_s=run.merge_s,
-            host_cache_s=run.host_cache_s,
-            nr_launches=int(run.nr_launches),
-            nr_bags=int(run.nr_bags),
-            nr_lookups=int(run.nr_lookups),
-            host_cache_hits=int(run.host_cache_hits),
-            host_cache_bytes=int(run.host_cache_bytes),
-            **per_dpu,
-            row_format=self._dominant_format(),
-            weighted=weighted,
-            nr_tasklets=self.nr_tasklets,
-            parallel_routes=int(run.parallel_routes),
-            route_parts=int(run.route_parts),
-        )
-
-    def _dominant_format(self) -> str:
-        # BatchWork takes one row format; with mixed tables, the one with the most rows.
-        count: dict[str, int] = {}
-        for spec in self.plan.tables:
-            count[spec.row_format.value] = count.get(spec.row_format.value, 0) + spec.num_embeddings
-        return max(count, key=count.__getitem__)
+        return read_slot_stats(self, slot, weighted)
 
     # -- lifetime ----------------------------------------------------------------------
 
