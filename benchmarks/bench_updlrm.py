@@ -58,9 +58,9 @@ from bench_sweeps import machine_info
 
 from updlrm import perfmodel
 from updlrm.baselines import Comparison, CpuBaseline, Timing
+from updlrm.partitioner.host_phases import measure_host_phases
 from updlrm.partitioner.placement import build_plan, evaluate_plan
 from updlrm.partitioner.reuse import meta_locality_stats_path, parse_locality_stats
-from updlrm.partitioner.route_cost import measure_route_pack as measure_route_pack_on
 from updlrm.partitioner.workloads import Trace, synthetic_trace
 from updlrm.plan import format_bytes, uniform_plan
 from updlrm.specs import RowFormat, TableSpec, Topology
@@ -231,19 +231,19 @@ def copy_seconds(nbytes: int, repeats: int) -> float:
 def measure_route_pack(plan, judged: Trace, repeats: int, *, one_thread: bool = False) -> dict:
     """Route+pack of ``plan`` on held-out batches, measured in the C host runtime on a
     dry engine (nothing in emulated MRAM, so the full-size plan fits;
-    :func:`~updlrm.partitioner.route_cost.measure_route_pack`): best of N, spread; with
+    :func:`~updlrm.partitioner.host_phases.measure_host_phases`): best of N, spread; with
     ``one_thread`` also on one host thread."""
     from updlrm.host.engine import Engine
 
     with Engine(plan, None) as dry:
         routing_bytes = dry.routing_bytes
         followers, mirrors = dry.follower_slices, dry.mirror_dpus
-    cost = measure_route_pack_on(plan, judged, repeats=repeats)
+    cost = measure_host_phases(plan, judged, repeats=repeats)
     assert cost is not None
     single = None
     if one_thread and cost.host_threads > 1:
         # The same batches on one host thread: how route+pack scales with host cores.
-        single = measure_route_pack_on(plan, judged, repeats=repeats, host_threads=1)
+        single = measure_host_phases(plan, judged, repeats=repeats, host_threads=1)
     timing = Timing(cost.samples_s)
     copy_s = copy_seconds(cost.bytes, repeats)
     cache, merge = Timing(cost.host_cache_samples_s), Timing(cost.merge_samples_s)

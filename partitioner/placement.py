@@ -48,9 +48,9 @@ from updlrm.partitioner.cost import CostModel
 from updlrm.partitioner.evaluate import PlanReport, evaluate_plan, expected_work, imbalance_breakdown, shard_loads
 from updlrm.partitioner.expected_loads import TableWorkload, expected_rank_loads, table_workloads
 from updlrm.partitioner.host_cost import HostCostModel, apply_host_cost, calibrate
+from updlrm.partitioner.host_phases import HostPhases, apply_host_phases, measure_host_phases
 from updlrm.partitioner.metadata import plan_metadata
 from updlrm.partitioner.rank_order import RankOrder, order_ranks, relabel_plan, transfer_weights
-from updlrm.partitioner.route_cost import RouteCost, apply_route_cost, measure_route_pack
 from updlrm.partitioner.rows import RowOptions, TableRows, partition_rows, row_capacity
 from updlrm.partitioner.search import Layout, TableShape, search_layout
 from updlrm.partitioner.workloads import Trace
@@ -112,9 +112,10 @@ class BuildOptions:
     * ``epsilon``: the graph partitioners' imbalance tolerance; ``seed``: their seed.
     * ``host_cpu``: ``auto`` lets the search put whole tables on the host CPU, priced by
       a host cost model calibrated on this machine (:func:`~.host_cost.calibrate`,
-      cached), charges each DPU plan the host's route+pack of its batches, measured in
-      the C host runtime (:func:`~.route_cost.measure_route_pack`, a dry
-      engine), and keeps the plan no slower than every table on the host (CPU only);
+      cached), charges each DPU plan the host's phases of its batches (route+pack,
+      host-cache sum, merge) measured in the C host runtime
+      (:func:`~.host_phases.measure_host_phases`, a dry engine), and keeps the plan no
+      slower than every table on the host (CPU only);
       ``off`` (the library's default; ``updlrm plan build`` uses ``auto``): DPUs (and the
       host cache) only, host lookups priced by the profile.
 
@@ -202,8 +203,8 @@ class Candidate:
     report: PlanReport
     rows: list[TableRows]
     rank_order: RankOrder | None = None
-    #: The host's measured route+pack of the plan (``host_cpu="auto"``), in ``report``'s ``host_route_s``.
-    route: RouteCost | None = None
+    #: The host's measured phases of the plan (``host_cpu="auto"``), in ``report``'s host phases.
+    route: HostPhases | None = None
 
 
 def build_plan(
@@ -368,11 +369,12 @@ def _choose(
         )
         bar.update(1)
     if host_cost is not None:
-        # The host routes and packs every batch of a DPU plan before the DPUs see it.
-        bar.set_description("host route+pack")
+        # The host routes and packs every batch of a DPU plan, sums its cached rows and
+        # merges the DPUs' partial sums: measured, the perfmodel's host bandwidths are far off.
+        bar.set_description("host phases (measured)")
         for c in candidates:
-            c.route = measure_route_pack(c.plan, trace)
-            apply_route_cost(c.report, c.route, batch)
+            c.route = measure_host_phases(c.plan, trace)
+            apply_host_phases(c.report, c.route, batch)
         # Never slower than the CPU alone (as evaluated on the trace, like the others).
         candidates.append(_cpu_only(tables, topology, trace, workloads, hw, opts, batch, host_cost))
     chosen = min(candidates, key=lambda c: c.report.modeled.total_s)
@@ -427,7 +429,7 @@ def _record(
         held_report = evaluate_plan(plan, held, hw, nr_tasklets=opts.nr_tasklets, batch_size=batch)
         if host_cost is not None:
             held_report = apply_host_cost(held_report, plan, held, host_cost, batch)
-            apply_route_cost(held_report, measure_route_pack(plan, held) if plan.shards else None, batch)
+            apply_host_phases(held_report, measure_host_phases(plan, held) if plan.shards else None, batch)
         plan.metadata["held_out"] = _estimate_record(held_report, held)
     plan.workload_hash = full_trace.hash()
     if host_cost is not None:
@@ -439,7 +441,7 @@ def _record(
             "host_tables": [tables[t].name for t in layout.host_tables],
             "tables": {spec.name: choice for spec, choice in zip(tables, layout.choices or [])},
             "model": host_cost.to_dict(),
-            "route_pack": {c.method: c.route.to_dict() for c in candidates if c.route is not None},
+            "host_phases": {c.method: c.route.to_dict() for c in candidates if c.route is not None},
         }
     return plan
 

@@ -200,14 +200,14 @@ def host_cpu_summary(meta: dict) -> list[str]:
     ...     "tables": {"a": {"where": "dpus", "batch_s_on_dpus": 1e-3, "batch_s_on_host": 2e-3},
     ...                "b": {"where": "host", "batch_s_on_dpus": 1.5e-3, "batch_s_on_host": 1e-3}},
     ...     "model": {"machine": "AMD EPYC", "source": "measured", "threads": 2},
-    ...     "route_pack": {"none": {"median_s": 2e-4, "best_s": 1.5e-4, "batches": 5, "batch_size": 64,
-    ...                             "host_threads": 2}}}}
+    ...     "host_phases": {"none": {"median_s": 2e-4, "best_s": 1.5e-4, "batches": 5, "batch_size": 64,
+    ...                              "host_threads": 2, "host_cache_median_s": 1e-4, "merge_median_s": 3e-4}}}}
     >>> print("\n".join(host_cpu_summary(meta)))
     host CPU vs DPUs: plan 1.000 ms, every table on the host CPU 3.000 ms -> DPUs and host CPU (host: b)
       a: DPUs (batch 1.000 ms on the DPUs, 2.000 ms with it on the host)
       b: host CPU (batch 1.000 ms on the host, 1.500 ms with it on the DPUs)
       host cost calibrated on AMD EPYC (measured, 2 torch threads)
-      host route+pack of the DPU plan (none rows), in its estimate: 0.200 ms median, 0.150 ms best over 5 batches of 64 (2 host threads, measured)
+      host phases of the DPU plan (none rows), measured, in its estimate: route+pack 0.200 ms, host cache 0.100 ms, merge 0.300 ms (medians of 5 batches of 64, 2 host threads)
     """
     info = meta.get("host_cpu")
     if not info:
@@ -239,11 +239,16 @@ def host_cpu_summary(meta: dict) -> list[str]:
         f"  host cost calibrated on {model.get('machine', '?')} ({model.get('source', '?')}, "
         f"{model.get('threads', '?')} torch threads)"
     )
-    for method, r in info.get("route_pack", {}).items():
+    for method, r in info.get("host_phases", {}).items():
+        others = "".join(
+            f", {name} {r[key] * 1e3:.3f} ms"
+            for name, key in (("host cache", "host_cache_median_s"), ("merge", "merge_median_s"))
+            if r.get(key) is not None
+        )
         lines.append(
-            f"  host route+pack of the DPU plan ({method} rows), in its estimate: {r['median_s'] * 1e3:.3f} ms median, "
-            f"{r['best_s'] * 1e3:.3f} ms best over {r['batches']} batches of {r['batch_size']} "
-            f"({r['host_threads']} host threads, measured)"
+            f"  host phases of the DPU plan ({method} rows), measured, in its estimate: route+pack "
+            f"{r['median_s'] * 1e3:.3f} ms{others} (medians of {r['batches']} batches of {r['batch_size']}, "
+            f"{r['host_threads']} host threads)"
         )
     return lines
 

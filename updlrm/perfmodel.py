@@ -192,7 +192,7 @@ class PhaseTimes:
     Overlap rule: the host serves host-cache rows while the DPUs transfer and
     compute, so ``total_s = host_route_s + max(host_cache_s, cpu_to_dpu_s + launch_s +
     kernel_s + dpu_to_cpu_s) + host_merge_s``. ``host_route_s`` is the host's route+pack
-    of the batch, measured rather than modeled (:mod:`updlrm.partitioner.route_cost`);
+    of the batch, measured rather than modeled (:mod:`updlrm.partitioner.host_phases`);
     0 where nobody measured it.
 
     Example::

@@ -1,15 +1,19 @@
-"""The host's route+pack cost of a plan, measured at plan time in the C host runtime.
+"""The host's phases of a plan, measured at plan time in the C host runtime.
 
 Before the DPUs see a batch, the host reads its indices and offsets, routes every lookup
-to a DPU (or the host cache) and packs each DPU's input buffer.  What that costs depends
+to a DPU (or the host cache) and packs each DPU's input buffer; while they run, it sums
+the host-cached rows; afterwards it merges their partial sums.  What these cost depends
 on the plan (how many column slices route alike, how many DPUs mirror another, explicit
-per-row entries, the host cache) and on the host's cores, so it is measured, not
-modeled: a dry engine (:class:`updlrm.host.engine.Engine` made with ``weights=None``;
-nothing is put in emulated MRAM, so full-size plans fit) runs the host phases of a
-trace's batches with the engine's default host threads.  The median of
-``repeats`` batches (after routing each once) is the plan's ``host_route_s`` phase
-(:class:`updlrm.perfmodel.PhaseTimes`), in series with the DPU side: the planner uses it
-to compare its candidates with each other and with the CPU alone.
+per-row entries, the host cache, how many runs of partial sums the DPUs return) and on
+the host, and the perfmodel's host bandwidths are far from this runtime's (6-12x
+optimistic on bench_updlrm's plan), so they are measured, not modeled: a dry engine
+(:class:`updlrm.host.engine.Engine` made with ``weights=None``; nothing is put in
+emulated MRAM, so full-size plans fit) runs the host phases of a trace's batches with the
+engine's default host threads, zero partial sums standing in for the DPUs'.  The
+medians of ``repeats`` batches (after running each once) become the plan's
+``host_route_s``, ``host_cache_s`` and ``host_merge_s``
+(:class:`updlrm.perfmodel.PhaseTimes`): the planner uses them to compare its candidates
+with each other and with the CPU alone.
 
 Example:
     >>> from updlrm.specs import TableSpec, Topology
@@ -17,7 +21,7 @@ Example:
     >>> from updlrm.partitioner.workloads import synthetic_trace
     >>> tables = [TableSpec("a", 1000, 8)]
     >>> plan = uniform_plan(tables, Topology(4), "row_wise")
-    >>> cost = measure_route_pack(plan, synthetic_trace(tables, batch_size=64, pooling=4, seed=1))
+    >>> cost = measure_host_phases(plan, synthetic_trace(tables, batch_size=64, pooling=4, seed=1))
     >>> cost.median_s > 0, cost.batches
     (True, 5)
 """
@@ -36,14 +40,14 @@ if TYPE_CHECKING:
     from updlrm.partitioner.workloads import Trace
     from updlrm.plan import Plan
 
-__all__ = ["RouteCost", "apply_route_cost", "measure_route_pack"]
+__all__ = ["HostPhases", "apply_host_phases", "measure_host_phases"]
 
 REPEATS = 5  # batches timed (after one warm-up batch)
 
 
 @dataclass(frozen=True)
-class RouteCost:
-    """Measured route+pack seconds per batch of one plan: every timed batch (``samples_s``),
+class HostPhases:
+    """Measured host phases per batch of one plan. Route+pack: every timed batch (``samples_s``),
     best and median, for batches of ``batch_size`` samples on ``host_threads`` threads;
     ``bytes`` is what a batch reads and writes (indices, offsets and the DPUs' input
     buffers, on average), the size of a like-for-like copy. ``seconds`` rescales."""
@@ -72,13 +76,21 @@ class RouteCost:
     def seconds(self, batch_size: int | None = None) -> float:
         """The median, scaled linearly to ``batch_size`` samples (route+pack is per lookup).
 
-        >>> RouteCost((1e-3, 2e-3, 3e-3), 512, 2).seconds(1024)
+        >>> HostPhases((1e-3, 2e-3, 3e-3), 512, 2).seconds(1024)
         0.004
         """
         return self.median_s * ((batch_size or self.batch_size) / self.batch_size)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self) | {"best_s": self.best_s, "median_s": self.median_s, "batches": self.batches}
+        medians = {
+            "host_cache_median_s": float(np.median(self.host_cache_samples_s)) if self.host_cache_samples_s else None,
+            "merge_median_s": float(np.median(self.merge_samples_s)) if self.merge_samples_s else None,
+        }
+        return (
+            dataclasses.asdict(self)
+            | {"best_s": self.best_s, "median_s": self.median_s, "batches": self.batches}
+            | medians
+        )
 
     def __str__(self) -> str:
         return (
@@ -87,9 +99,9 @@ class RouteCost:
         )
 
 
-def measure_route_pack(
+def measure_host_phases(
     plan: Plan, trace: Trace, *, repeats: int = REPEATS, host_threads: int | None = None
-) -> RouteCost | None:
+) -> HostPhases | None:
     """Route+pack of ``plan`` on ``repeats`` of ``trace``'s batches (cycled when it has
     fewer), measured on a dry engine after running each of them once (the slot's buffers
     grow to the largest); None for a plan without shards (nothing goes to DPUs)."""
@@ -109,20 +121,33 @@ def measure_route_pack(
             cache.append(stats.host_cache_s)
             merge.append(stats.merge_s)
             moved.append(indices.nbytes + offsets.nbytes + int(stats.bytes_to_dpu.sum()))
-    return RouteCost(tuple(samples), trace.batch_size, threads, int(np.mean(moved)), tuple(cache), tuple(merge))
+    return HostPhases(tuple(samples), trace.batch_size, threads, int(np.mean(moved)), tuple(cache), tuple(merge))
 
 
-def apply_route_cost(report: PlanReport, cost: RouteCost | None, batch_size: int | None = None) -> PlanReport:
-    """``report`` with its ``host_route_s`` phase set from ``cost`` (scaled to ``batch_size``);
-    unchanged when ``cost`` is None.
+def apply_host_phases(report: PlanReport, cost: HostPhases | None, batch_size: int | None = None) -> PlanReport:
+    """``report`` with its host phases set from ``cost`` (medians, scaled to ``batch_size``):
+    route+pack always, the host-cache sum and the merge when they were measured; unchanged
+    when ``cost`` is None.
 
     >>> from updlrm.partitioner.evaluate import PlanReport
     >>> from updlrm import perfmodel
     >>> r = PlanReport(1, 8, np.ones(1), np.ones(1), 1.0, 1.0, 1.0, 1.0, [1.0], 0, 0, 0, 0, np.ones(1), 0.0,
-    ...                perfmodel.PhaseTimes(1e-3, 0, 0, 0, 0, 0, np.zeros(1)))
-    >>> round(apply_route_cost(r, RouteCost((1e-3, 2e-3, 3e-3), 8, 1)).modeled.total_s * 1e3, 6)
-    3.0
+    ...                perfmodel.PhaseTimes(1e-3, 0, 0, 0, 5e-3, 0, np.zeros(1)))
+    >>> round(apply_host_phases(r, HostPhases((1e-3, 2e-3, 3e-3), 8, 1)).modeled.total_s * 1e3, 6)
+    8.0
+    >>> round(apply_host_phases(r, HostPhases((2e-3,), 8, 1, 0, (4e-3,), (1e-3,))).modeled.total_s * 1e3, 6)
+    7.0
     """
-    if cost is not None:
-        report.modeled = dataclasses.replace(report.modeled, host_route_s=cost.seconds(batch_size))
+    if cost is None:
+        return report
+    scale = (batch_size or cost.batch_size) / cost.batch_size
+    m = report.modeled
+    report.modeled = dataclasses.replace(
+        m,
+        host_route_s=cost.seconds(batch_size),
+        host_cache_s=float(np.median(cost.host_cache_samples_s)) * scale
+        if cost.host_cache_samples_s
+        else m.host_cache_s,
+        host_merge_s=float(np.median(cost.merge_samples_s)) * scale if cost.merge_samples_s else m.host_merge_s,
+    )
     return report

@@ -1,5 +1,5 @@
-"""The host's route+pack in the planner's estimate: measured on a routing-only engine,
-charged to every DPU candidate with ``host_cpu``, and able to tip the choice to the CPU."""
+"""The host's phases in the planner's estimate: measured on a dry engine, charged to every
+DPU candidate with ``host_cpu``, and able to tip the choice to the CPU."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from test_host_cpu import _tiny, model
 
 from updlrm import perfmodel
 from updlrm.partitioner import placement
+from updlrm.partitioner.host_phases import HostPhases, measure_host_phases
 from updlrm.partitioner.placement import build_plan
-from updlrm.partitioner.route_cost import RouteCost, measure_route_pack
 from updlrm.partitioner.summary import plan_summary
 from updlrm.partitioner.workloads import synthetic_trace
 from updlrm.plan import Plan, uniform_plan
@@ -19,15 +19,17 @@ from updlrm.specs import TableSpec, Topology
 
 def test_measures_the_plans_own_route_pack():
     tables, trace = _tiny()
-    wide = measure_route_pack(uniform_plan(tables, Topology(64), "row_wise"), trace, repeats=5, host_threads=1)
+    wide = measure_host_phases(uniform_plan(tables, Topology(64), "row_wise"), trace, repeats=5, host_threads=1)
     assert wide is not None and wide.batches == 5 and wide.host_threads == 1
     assert 0 < wide.best_s <= wide.median_s < 0.1
     assert wide.batch_size == trace.batch_size
     assert wide.seconds(4 * trace.batch_size) == pytest.approx(4 * wide.median_s)
     assert "route+pack" in str(wide)
+    assert len(wide.host_cache_samples_s) == len(wide.merge_samples_s) == 5
+    assert min(wide.merge_samples_s) > 0
     # Nothing routed to DPUs: nothing to measure.
     host_only = Plan(tables, Topology(4), [], host_rows={t: np.arange(s.num_embeddings) for t, s in enumerate(tables)})
-    assert measure_route_pack(host_only, trace) is None
+    assert measure_host_phases(host_only, trace) is None
 
 
 def test_a_batch_is_charged_its_route_pack_in_series():
@@ -39,19 +41,22 @@ def test_a_batch_is_charged_its_route_pack_in_series():
     assert perfmodel.model_stream(t, nr_batches=10, route_s=0.0).serial_s == pytest.approx(10 * (t.total_s - 7e-4))
 
 
-def test_build_plan_with_a_host_model_records_and_charges_route_pack():
+def test_build_plan_with_a_host_model_records_and_charges_the_measured_host_phases():
     tables, trace = _tiny()
     plan = build_plan(tables, trace, Topology(32), progress=False, host_cpu=model(10_000), graph="none")
     info = plan.metadata["host_cpu"]
     assert not info["cpu_only"]
-    route = info["route_pack"]["none"]
-    assert route["median_s"] > 0 and route["batches"] == 5
-    # The chosen plan's estimate holds it, in series, on the build part and held out.
+    route = info["host_phases"]["none"]
+    assert route["median_s"] > 0 and route["batches"] == 5 and route["merge_median_s"] > 0
+    # The chosen plan's estimate holds them, on the build part and held out.
     scale = plan.metadata["batch_size"] / route["batch_size"]
-    assert plan.metadata["modeled"]["host_route_s"] == pytest.approx(route["median_s"] * scale)
+    modeled = plan.metadata["modeled"]
+    assert modeled["host_route_s"] == pytest.approx(route["median_s"] * scale)
+    assert modeled["host_merge_s"] == pytest.approx(route["merge_median_s"] * scale)
+    assert modeled["host_cache_s"] == pytest.approx(route["host_cache_median_s"] * scale)
     assert info["plan_s"] == pytest.approx(plan.metadata["modeled"]["total_s"])
     assert plan.metadata["held_out"]["host_route_s"] > 0
-    assert "host route+pack of the DPU plan (none rows)" in plan_summary(plan)
+    assert "host phases of the DPU plan (none rows), measured" in plan_summary(plan)
     # Without a host model nothing is measured or charged.
     off = build_plan(tables, trace, Topology(32), progress=False, graph="none")
     assert off.metadata["modeled"]["host_route_s"] == 0.0
@@ -63,7 +68,7 @@ def test_route_pack_can_tip_the_choice_to_the_cpu(monkeypatch, route_s, cpu_only
     tables = [TableSpec("a", 4000, 16), TableSpec("b", 3000, 16)]
     trace = synthetic_trace(tables, batch_size=128, num_batches=3, pooling=6, seed=4)
     monkeypatch.setattr(
-        placement, "measure_route_pack", lambda plan, trace: RouteCost((route_s,) * 5, trace.batch_size, 2)
+        placement, "measure_host_phases", lambda plan, trace: HostPhases((route_s,) * 5, trace.batch_size, 2)
     )
     plan = build_plan(tables, trace, Topology(32), progress=False, host_cpu=model(2_000), graph="none", holdout=0)
     info = plan.metadata["host_cpu"]
