@@ -51,6 +51,23 @@ int pull_outputs(struct eb_slot *slot)
  * lane of each table's first slice lists the slots in lookup order with one segment
  * per bag, and the weights (fp32 bits or Q16) like a DPU's.
  */
+/* out += lookup `position`'s host row of element type T, times its weight when the batch is
+ * weighted (unweighted rows are added without a multiply by 1: a 64-bit vector multiply
+ * is slow). */
+#define EB_ADD_HOST_ROW(T)                                                                                  \
+    do {                                                                                                    \
+        const T *row = (const T *)table->host_rows + (size_t)slots[position] * dim;                       \
+        if (weighted) {                                                                                     \
+            for (uint32_t c = 0; c < dim; c++) {                                                            \
+                out[c] += (int64_t)row[c] * weight;                                                         \
+            }                                                                                               \
+        } else {                                                                                            \
+            for (uint32_t c = 0; c < dim; c++) {                                                            \
+                out[c] += row[c];                                                                           \
+            }                                                                                               \
+        }                                                                                                   \
+    } while (0)
+
 void sum_host_hits(struct eb_slot *slot)
 {
     const eb_engine *engine = slot->engine;
@@ -94,29 +111,10 @@ void sum_host_hits(struct eb_slot *slot)
                     memcpy(&q16, &host->weights[position], sizeof(q16));
                     weight = q16;
                 }
-                /* Unweighted rows are added without a multiply by 1: a 64-bit vector multiply is slow. */
                 if (table->format == EB_FORMAT_INT32) {
-                    const int32_t *row = (const int32_t *)table->host_rows + (size_t)slots[position] * dim;
-                    if (weighted) {
-                        for (uint32_t c = 0; c < dim; c++) {
-                            out[c] += (int64_t)row[c] * weight;
-                        }
-                    } else {
-                        for (uint32_t c = 0; c < dim; c++) {
-                            out[c] += row[c];
-                        }
-                    }
+                    EB_ADD_HOST_ROW(int32_t);
                 } else {
-                    const int8_t *row = (const int8_t *)table->host_rows + (size_t)slots[position] * dim;
-                    if (weighted) {
-                        for (uint32_t c = 0; c < dim; c++) {
-                            out[c] += (int64_t)row[c] * weight;
-                        }
-                    } else {
-                        for (uint32_t c = 0; c < dim; c++) {
-                            out[c] += row[c];
-                        }
-                    }
+                    EB_ADD_HOST_ROW(int8_t);
                 }
             }
         }
