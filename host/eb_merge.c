@@ -68,12 +68,21 @@ int pull_outputs(struct eb_slot *slot)
         }                                                                                                   \
     } while (0)
 
-void sum_host_hits(struct eb_slot *slot)
+/* Tables [t0, t1) of the host-cache sum; their hits and bytes are added to *hits, *bytes. */
+struct host_job {
+    struct eb_slot *slot;
+    uint32_t t0, t1;
+    int64_t hits, bytes;
+};
+
+static void *sum_host_tables(void *argument)
 {
+    struct host_job *job = argument;
+    struct eb_slot *slot = job->slot;
     const eb_engine *engine = slot->engine;
     const int weighted = slot->weighted;
     float *output = slot->output;
-    for (uint32_t t = 0; t < engine->nr_tables; t++) {
+    for (uint32_t t = job->t0; t < job->t1; t++) {
         const struct table *table = &engine->tables[t];
         if (table->nr_host_rows == 0) {
             continue;
@@ -118,8 +127,65 @@ void sum_host_hits(struct eb_slot *slot)
                 }
             }
         }
-        slot->stats.host_cache_hits += host->nr_lookups;
-        slot->stats.host_cache_bytes += (int64_t)host->nr_lookups * dim * eb_element_bytes(table->format);
+        job->hits += host->nr_lookups;
+        job->bytes += (int64_t)host->nr_lookups * dim * eb_element_bytes(table->format);
+    }
+    return NULL;
+}
+
+/* Below this many host-cached lookups a second thread costs more than it saves. */
+#define EB_PARALLEL_HOST_LOOKUPS 32768u
+
+/*
+ * The host-cache sum on up to the engine's worker threads, each a consecutive range of
+ * tables with about equal hits: a table's columns have one writer, and each bag's sum
+ * is added in the same order whatever the threads.
+ */
+void sum_host_hits(struct eb_slot *slot)
+{
+    const eb_engine *engine = slot->engine;
+    uint64_t total = 0;
+    for (uint32_t t = 0; t < engine->nr_tables; t++) {
+        const struct table *table = &engine->tables[t];
+        total += table->nr_host_rows ? slot->host_states[table->first_slice].nr_lookups : 0u;
+    }
+    uint64_t threads = engine->worker_threads > 1 ? (uint64_t)engine->worker_threads : 1u;
+    threads = threads < EB_MAX_ROUTE_PARTS ? threads : EB_MAX_ROUTE_PARTS;
+    threads = threads < total / EB_PARALLEL_HOST_LOOKUPS ? threads : total / EB_PARALLEL_HOST_LOOKUPS;
+    threads = threads ? threads : 1u;
+    struct host_job jobs[EB_MAX_ROUTE_PARTS];
+    pthread_t helpers[EB_MAX_ROUTE_PARTS];
+    int spawned[EB_MAX_ROUTE_PARTS] = {0};
+    uint32_t nr_jobs = 0, t = 0;
+    uint64_t done = 0;
+    for (uint32_t j = 0; j < threads; j++) {
+        /* Tables until this job's share of the hits is reached; the last takes the rest. */
+        const uint64_t goal = total * (j + 1) / threads;
+        const uint32_t t0 = t;
+        while (t < engine->nr_tables && (done < goal || j + 1 == threads)) {
+            const struct table *table = &engine->tables[t++];
+            done += table->nr_host_rows ? slot->host_states[table->first_slice].nr_lookups : 0u;
+        }
+        if (t > t0) {
+            jobs[nr_jobs++] = (struct host_job){.slot = slot, .t0 = t0, .t1 = t};
+        }
+    }
+    for (uint32_t j = 1; j < nr_jobs; j++) {
+        spawned[j] = pthread_create(&helpers[j], NULL, sum_host_tables, &jobs[j]) == 0;
+    }
+    for (uint32_t j = 0; j < nr_jobs; j++) {
+        if (!spawned[j]) {
+            sum_host_tables(&jobs[j]); /* job 0, and any job no helper took */
+        }
+    }
+    for (uint32_t j = 1; j < nr_jobs; j++) {
+        if (spawned[j]) {
+            pthread_join(helpers[j], NULL);
+        }
+    }
+    for (uint32_t j = 0; j < nr_jobs; j++) {
+        slot->stats.host_cache_hits += jobs[j].hits;
+        slot->stats.host_cache_bytes += jobs[j].bytes;
     }
 }
 

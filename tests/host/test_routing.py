@@ -223,3 +223,25 @@ def test_build_plan_end_to_end():
     for i in range(2):
         indices, offsets, _ = trace.batch(i)
         run_and_check(plan, weights, indices, offsets)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_host_cache_sums_on_several_threads_as_on_one(weighted):
+    """Over 65,536 host-cached lookups the host-cache sum splits its tables over threads
+    (each table's columns have one writer): the same bits as one thread, and right."""
+    rng = np.random.default_rng([weighted, 31])
+    tables = [
+        TableSpec("f", 900, 24),
+        TableSpec("q", 700, 40, row_format=RowFormat.INT8, scale=0.5),
+        TableSpec("i", 500, 16, row_format=RowFormat.INT32, scale=2.0**-16),
+        TableSpec("g", 800, 8),
+    ]
+    plan = Plan(tables, Topology(2), [], host_rows={t: np.arange(s.num_embeddings) for t, s in enumerate(tables)})
+    weights = random_weights(tables, rng)
+    indices, offsets, psw = zipf_batch(tables, 2000, 40, rng, weighted=weighted)
+    assert indices.size > 2 * 65_536
+    one, stats, _ = run_and_check(plan, weights, indices, offsets, psw, host_threads=1)
+    for threads in (2, 3):
+        out, _, _ = run_and_check(plan, weights, indices, offsets, psw, host_threads=threads)
+        assert np.array_equal(out, one), threads
+    assert stats.host_cache_hits == indices.size
