@@ -376,6 +376,10 @@ struct eb_engine {
 /* eb_setup.c */
 EB_INTERNAL void slot_error(struct eb_slot *slot, const char *format, ...) __attribute__((format(printf, 2, 3)));
 EB_INTERNAL void set_error(eb_engine *engine, const char *format, ...);
+/* Runs fn on each of nr_jobs jobs (job_size bytes apart, at most EB_MAX_ROUTE_PARTS): job 0
+ * and any job no new thread took on this thread, the others on threads of their own;
+ * returns when every job is done. */
+EB_INTERNAL void run_jobs(void *(*fn)(void *), void *jobs, size_t job_size, uint32_t nr_jobs);
 EB_INTERNAL const char *dpu_detail(dpu_error_t status);
 EB_INTERNAL dpu_error_t write_config(eb_engine *engine);
 EB_INTERNAL int reserve(void **array, size_t *capacity, size_t needed, size_t element_size);

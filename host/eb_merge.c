@@ -154,8 +154,6 @@ void sum_host_hits(struct eb_slot *slot)
     threads = threads < total / EB_PARALLEL_HOST_LOOKUPS ? threads : total / EB_PARALLEL_HOST_LOOKUPS;
     threads = threads ? threads : 1u;
     struct host_job jobs[EB_MAX_ROUTE_PARTS];
-    pthread_t helpers[EB_MAX_ROUTE_PARTS];
-    int spawned[EB_MAX_ROUTE_PARTS] = {0};
     uint32_t nr_jobs = 0, t = 0;
     uint64_t done = 0;
     for (uint32_t j = 0; j < threads; j++) {
@@ -170,19 +168,7 @@ void sum_host_hits(struct eb_slot *slot)
             jobs[nr_jobs++] = (struct host_job){.slot = slot, .t0 = t0, .t1 = t};
         }
     }
-    for (uint32_t j = 1; j < nr_jobs; j++) {
-        spawned[j] = pthread_create(&helpers[j], NULL, sum_host_tables, &jobs[j]) == 0;
-    }
-    for (uint32_t j = 0; j < nr_jobs; j++) {
-        if (!spawned[j]) {
-            sum_host_tables(&jobs[j]); /* job 0, and any job no helper took */
-        }
-    }
-    for (uint32_t j = 1; j < nr_jobs; j++) {
-        if (spawned[j]) {
-            pthread_join(helpers[j], NULL);
-        }
-    }
+    run_jobs(sum_host_tables, jobs, sizeof(jobs[0]), nr_jobs);
     for (uint32_t j = 0; j < nr_jobs; j++) {
         slot->stats.host_cache_hits += jobs[j].hits;
         slot->stats.host_cache_bytes += jobs[j].bytes;
@@ -403,8 +389,6 @@ int merge_partials(struct eb_slot *slot, uint32_t b0, uint32_t b1)
         return -1;
     }
     struct merge_job jobs[EB_MAX_ROUTE_PARTS];
-    pthread_t helpers[EB_MAX_ROUTE_PARTS];
-    int spawned[EB_MAX_ROUTE_PARTS] = {0};
     for (uint32_t j = 0; j < nr_jobs; j++) {
         jobs[j] = (struct merge_job){
             slot,
@@ -415,18 +399,6 @@ int merge_partials(struct eb_slot *slot, uint32_t b0, uint32_t b1)
             slot->merge.positions + (size_t)j * slot->merge.nr_runs,
         };
     }
-    for (uint32_t j = 1; j < nr_jobs; j++) {
-        spawned[j] = pthread_create(&helpers[j], NULL, merge_bags, &jobs[j]) == 0;
-    }
-    for (uint32_t j = 0; j < nr_jobs; j++) {
-        if (!spawned[j]) {
-            merge_bags(&jobs[j]); /* part 0, and any range no helper took */
-        }
-    }
-    for (uint32_t j = 1; j < nr_jobs; j++) {
-        if (spawned[j]) {
-            pthread_join(helpers[j], NULL);
-        }
-    }
+    run_jobs(merge_bags, jobs, sizeof(jobs[0]), nr_jobs);
     return 0;
 }

@@ -276,8 +276,51 @@ static int run_bags(struct eb_slot *slot, uint32_t b0, uint32_t b1)
 }
 
 /* Scale integer sums, divide means: the last step of the merge. */
-static void finish_output(struct eb_slot *slot)
+/* Bags [b0, b1) of a slot, one thread's share of zeroing or finishing the output. */
+struct rows_job {
+    struct eb_slot *slot;
+    uint32_t b0, b1;
+};
+
+/* Below this many output and scratch bytes a thread, a second one costs more than it saves. */
+#define EB_PARALLEL_ROWS_BYTES (1u << 20)
+
+/* The batch's bags cut into consecutive ranges, one per worker thread (by output bytes). */
+static uint32_t bag_ranges(struct eb_slot *slot, struct rows_job *jobs)
 {
+    const eb_engine *engine = slot->engine;
+    const uint64_t bytes = (uint64_t)slot->batch * (engine->total_dim * 4u + engine->int_dim * 8u);
+    uint64_t threads = engine->worker_threads > 1 ? (uint64_t)engine->worker_threads : 1u;
+    threads = threads < EB_MAX_ROUTE_PARTS ? threads : EB_MAX_ROUTE_PARTS;
+    threads = threads < bytes / EB_PARALLEL_ROWS_BYTES ? threads : bytes / EB_PARALLEL_ROWS_BYTES;
+    threads = threads < slot->batch ? threads : slot->batch;
+    const uint32_t nr_jobs = threads ? (uint32_t)threads : 1u;
+    for (uint32_t j = 0; j < nr_jobs; j++) {
+        jobs[j] = (struct rows_job){slot, (uint32_t)((uint64_t)slot->batch * j / nr_jobs),
+                                    (uint32_t)((uint64_t)slot->batch * (j + 1) / nr_jobs)};
+    }
+    return nr_jobs;
+}
+
+/* Zeroes the output and integer scratch rows of bags [b0, b1). */
+static void *zero_rows(void *argument)
+{
+    const struct rows_job *job = argument;
+    const eb_engine *engine = job->slot->engine;
+    const size_t bags = job->b1 - job->b0;
+    if (bags == 0) {
+        return NULL; /* an empty batch's output may be NULL: memset of NULL is undefined even for 0 bytes */
+    }
+    memset(job->slot->merge.scratch + (size_t)job->b0 * engine->int_dim, 0, bags * engine->int_dim * sizeof(int64_t));
+    memset(job->slot->output + (size_t)job->b0 * engine->total_dim, 0, bags * engine->total_dim * sizeof(float));
+    return NULL;
+}
+
+/* Scale integer sums, divide means, for bags [b0, b1): the last step of the merge. */
+static void *finish_rows(void *argument)
+{
+    const struct rows_job *job = argument;
+    const struct eb_slot *slot = job->slot;
     const eb_engine *engine = slot->engine;
     const int64_t *offsets = slot->offsets;
     const uint32_t batch = slot->batch;
@@ -286,7 +329,7 @@ static void finish_output(struct eb_slot *slot)
         const struct table *table = &engine->tables[t];
         uint32_t dim = table->dim;
         double factor = slot->weighted ? table->scale / (double)EB_WEIGHT_Q16_ONE : table->scale;
-        for (uint32_t b = 0; b < batch; b++) {
+        for (uint32_t b = job->b0; b < job->b1; b++) {
             int64_t count = offsets[(int64_t)t * batch + b + 1] - offsets[(int64_t)t * batch + b];
             float *out = output + (size_t)b * engine->total_dim + table->out_col;
             if (table->format == EB_FORMAT_FP32) {
@@ -305,6 +348,21 @@ static void finish_output(struct eb_slot *slot)
             }
         }
     }
+    return NULL;
+}
+
+/* Zeroing (before the host cache and the merge add into the rows) and finishing the output
+ * run on the worker threads, a range of bags each: every row has one writer. */
+static void zero_output(struct eb_slot *slot)
+{
+    struct rows_job jobs[EB_MAX_ROUTE_PARTS];
+    run_jobs(zero_rows, jobs, sizeof(jobs[0]), bag_ranges(slot, jobs));
+}
+
+static void finish_output(struct eb_slot *slot)
+{
+    struct rows_job jobs[EB_MAX_ROUTE_PARTS];
+    run_jobs(finish_rows, jobs, sizeof(jobs[0]), bag_ranges(slot, jobs));
 }
 
 /* ---- one batch: stages over a slot ------------------------------------------- */
@@ -467,10 +525,7 @@ static int prepare_slot(struct eb_slot *slot, const int64_t *indices, int64_t nr
     /* Zeroing the sums is the first step of the merge (the host cache adds into them
      * during the launch), so it is timed as merge. */
     double zero_start = now_s();
-    memset(slot->merge.scratch, 0, scratch_elements * sizeof(int64_t));
-    if (batch > 0) {
-        memset(output, 0, (size_t)batch * engine->total_dim * sizeof(float));
-    }
+    zero_output(slot);
     slot->stats.merge_s += now_s() - zero_start;
     slot->stats.nr_bags = batch;
     slot->stats.nr_lookups = nr_indices;
