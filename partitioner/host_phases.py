@@ -5,7 +5,7 @@ to a DPU (or the host cache) and packs each DPU's input buffer; while they run, 
 the host-cached rows; afterwards it merges their partial sums.  What these cost depends
 on the plan (how many column slices route alike, how many DPUs mirror another, explicit
 per-row entries, the host cache, how many runs of partial sums the DPUs return) and on
-the host, and the perfmodel's host bandwidths are far from this runtime's (6-12x
+the host, and the perfmodel's host bandwidths are far from this runtime's (4-9x
 optimistic on bench_updlrm's plan), so they are measured, not modeled: a dry engine
 (:class:`updlrm.host.engine.Engine` made with ``weights=None``; nothing is put in
 emulated MRAM, so full-size plans fit) runs the host phases of a trace's batches with the
