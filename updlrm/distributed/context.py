@@ -71,6 +71,9 @@ class ClusterContext:
             timeout=datetime.timedelta(seconds=self.timeout_s),
         )
         self._set("step", 0)
+        # Beat 0 now: a batch can fail before the thread's first beat, and a rank that has
+        # not beaten yet would look dead to the others' diagnosis.
+        self._set("beat", 0)
         self._beat_thread = threading.Thread(target=self._heartbeat, name=f"updlrm-heartbeat-{rank}", daemon=True)
         self._beat_thread.start()
 
