@@ -204,7 +204,7 @@ class Candidate:
     rows: list[TableRows]
     rank_order: RankOrder | None = None
     #: The host's measured phases of the plan (``host_cpu="auto"``), in ``report``'s host phases.
-    route: HostPhases | None = None
+    host_phases: HostPhases | None = None
 
 
 def build_plan(
@@ -373,8 +373,8 @@ def _choose(
         # merges the DPUs' partial sums: measured, the perfmodel's host bandwidths are far off.
         bar.set_description("host phases (measured)")
         for c in candidates:
-            c.route = measure_host_phases(c.plan, trace)
-            apply_host_phases(c.report, c.route, batch)
+            c.host_phases = measure_host_phases(c.plan, trace)
+            apply_host_phases(c.report, c.host_phases, batch)
         # Never slower than the CPU alone (as evaluated on the trace, like the others).
         candidates.append(_cpu_only(tables, topology, trace, workloads, hw, opts, batch, host_cost))
     chosen = min(candidates, key=lambda c: c.report.modeled.total_s)
@@ -441,7 +441,7 @@ def _record(
             "host_tables": [tables[t].name for t in layout.host_tables],
             "tables": {spec.name: choice for spec, choice in zip(tables, layout.choices or [])},
             "model": host_cost.to_dict(),
-            "host_phases": {c.method: c.route.to_dict() for c in candidates if c.route is not None},
+            "host_phases": {c.method: c.host_phases.to_dict() for c in candidates if c.host_phases is not None},
         }
     return plan
 
