@@ -289,7 +289,7 @@ struct rows_job {
 static uint32_t bag_ranges(struct eb_slot *slot, struct rows_job *jobs)
 {
     const eb_engine *engine = slot->engine;
-    const uint64_t bytes = (uint64_t)slot->batch * (engine->total_dim * 4u + engine->int_dim * 8u);
+    const uint64_t bytes = (uint64_t)slot->batch * row_bytes(slot);
     uint64_t threads = engine->worker_threads > 1 ? (uint64_t)engine->worker_threads : 1u;
     threads = threads < EB_MAX_ROUTE_PARTS ? threads : EB_MAX_ROUTE_PARTS;
     threads = threads < bytes / EB_PARALLEL_ROWS_BYTES ? threads : bytes / EB_PARALLEL_ROWS_BYTES;
@@ -302,7 +302,7 @@ static uint32_t bag_ranges(struct eb_slot *slot, struct rows_job *jobs)
     return nr_jobs;
 }
 
-/* Zeroes the output and integer scratch rows of bags [b0, b1). */
+/* Zeroes the output and integer scratch rows (when some table uses it) of bags [b0, b1). */
 static void *zero_rows(void *argument)
 {
     const struct rows_job *job = argument;
@@ -311,7 +311,10 @@ static void *zero_rows(void *argument)
     if (bags == 0) {
         return NULL; /* an empty batch's output may be NULL: memset of NULL is undefined even for 0 bytes */
     }
-    memset(job->slot->merge.scratch + (size_t)job->b0 * engine->int_dim, 0, bags * engine->int_dim * sizeof(int64_t));
+    if (job->slot->nr_scratch_tables) {
+        memset(job->slot->merge.scratch + (size_t)job->b0 * engine->int_dim, 0,
+               bags * engine->int_dim * sizeof(int64_t));
+    }
     memset(job->slot->output + (size_t)job->b0 * engine->total_dim, 0, bags * engine->total_dim * sizeof(float));
     return NULL;
 }
@@ -341,8 +344,16 @@ static void *finish_rows(void *argument)
                 }
                 continue;
             }
-            const int64_t *sum = slot->merge.scratch + (size_t)b * engine->int_dim + table->scratch_col;
             double divisor = slot->pooling == EB_POOLING_MEAN && count > 0 ? (double)count : 1.0;
+            if (slot->int32_sums[t]) {
+                /* In place: each cell's int32 sum is read before its float is written. */
+                const int32_t *sum = (const int32_t *)out;
+                for (uint32_t c = 0; c < dim; c++) {
+                    out[c] = (float)((double)sum[c] * factor / divisor);
+                }
+                continue;
+            }
+            const int64_t *sum = slot->merge.scratch + (size_t)b * engine->int_dim + table->scratch_col;
             for (uint32_t c = 0; c < dim; c++) {
                 out[c] = (float)((double)sum[c] * factor / divisor);
             }
@@ -379,7 +390,9 @@ static int ready_slot(struct eb_slot *slot)
     slot->max_input = calloc(engine->nr_ranks, sizeof(uint32_t));
     slot->max_output = calloc(engine->nr_ranks, sizeof(uint32_t));
     slot->failed_dpus = calloc(engine->nr_dpus, sizeof(uint32_t));
-    int failed = !slot->dpus || !slot->host_states || !slot->max_input || !slot->max_output || !slot->failed_dpus;
+    slot->int32_sums = calloc(engine->nr_tables ? engine->nr_tables : 1, sizeof(uint8_t));
+    int failed = !slot->dpus || !slot->host_states || !slot->max_input || !slot->max_output || !slot->failed_dpus ||
+                 !slot->int32_sums;
     for (int s = 0; s < EB_NR_DPU_STATS && !failed; s++) {
         slot->dpu_stats[s] = calloc(engine->nr_dpus, sizeof(int64_t));
         failed = !slot->dpu_stats[s];
@@ -441,6 +454,7 @@ void free_slot(struct eb_slot *slot, uint32_t nr_dpus, uint32_t nr_slices)
     free(slot->max_input);
     free(slot->max_output);
     free(slot->failed_dpus);
+    free(slot->int32_sums);
     free(slot->merge.scratch);
     free(slot->merge.runs);
     free(slot->merge.positions);
