@@ -275,7 +275,6 @@ static int run_bags(struct eb_slot *slot, uint32_t b0, uint32_t b1)
     return merge_launch(slot, b0, b1);
 }
 
-/* Scale integer sums, divide means: the last step of the merge. */
 /* Bags [b0, b1) of a slot, one thread's share of zeroing or finishing the output. */
 struct rows_job {
     struct eb_slot *slot;
@@ -319,6 +318,22 @@ static void *zero_rows(void *argument)
     return NULL;
 }
 
+/* out[c] = float32(float64(sum[c]) x factor / divisor) for the dim columns of a bag; the
+ * division is left out when it is by 1 (x / 1.0 is x, so the bits are the same). */
+#define EB_FINISH_SUMS(SUMS)                                                                                \
+    do {                                                                                                    \
+        const __typeof__(*(SUMS)) *sum = (SUMS);                                                            \
+        if (divisor == 1.0) {                                                                               \
+            for (uint32_t c = 0; c < dim; c++) {                                                            \
+                out[c] = (float)((double)sum[c] * factor);                                                  \
+            }                                                                                               \
+        } else {                                                                                            \
+            for (uint32_t c = 0; c < dim; c++) {                                                            \
+                out[c] = (float)((double)sum[c] * factor / divisor);                                        \
+            }                                                                                               \
+        }                                                                                                   \
+    } while (0)
+
 /* Scale integer sums, divide means, for bags [b0, b1): the last step of the merge. */
 static void *finish_rows(void *argument)
 {
@@ -347,15 +362,9 @@ static void *finish_rows(void *argument)
             double divisor = slot->pooling == EB_POOLING_MEAN && count > 0 ? (double)count : 1.0;
             if (slot->int32_sums[t]) {
                 /* In place: each cell's int32 sum is read before its float is written. */
-                const int32_t *sum = (const int32_t *)out;
-                for (uint32_t c = 0; c < dim; c++) {
-                    out[c] = (float)((double)sum[c] * factor / divisor);
-                }
-                continue;
-            }
-            const int64_t *sum = slot->merge.scratch + (size_t)b * engine->int_dim + table->scratch_col;
-            for (uint32_t c = 0; c < dim; c++) {
-                out[c] = (float)((double)sum[c] * factor / divisor);
+                EB_FINISH_SUMS((const int32_t *)out);
+            } else {
+                EB_FINISH_SUMS(slot->merge.scratch + (size_t)b * engine->int_dim + table->scratch_col);
             }
         }
     }
