@@ -309,6 +309,12 @@ struct eb_slot {
     uint32_t part_first[EB_MAX_ROUTE_PARTS + 1];
     struct dpu_state *tails[EB_MAX_ROUTE_PARTS - 1]; /* per DPU, allocated for the first batch with that part */
 
+    /* Per table, this batch's integer sums fit int32 (check_integer_sums): they are added
+     * as int32 in the table's own output cells, converted to fp32 in place when finishing.
+     * The other integer tables sum into the int64 scratch; nr_scratch_tables counts them. */
+    uint8_t *int32_sums;
+    uint32_t nr_scratch_tables;
+
     /* Merge scratch (eb_merge.c): the int64 sums of integer tables, and the runs of partials. */
     struct merge_scratch {
         int64_t *scratch;
@@ -386,6 +392,14 @@ EB_INTERNAL int reserve(void **array, size_t *capacity, size_t needed, size_t el
 EB_INTERNAL const char *status_text(uint32_t code);
 
 /* eb_load.c */
+/* Bytes a bag's sums take in the host's memory: its output row, and its int64 scratch row
+ * when some integer table of the batch sums there. */
+static inline uint64_t row_bytes(const struct eb_slot *slot)
+{
+    const uint64_t scratch = slot->nr_scratch_tables ? slot->engine->int_dim * 8u : 0u;
+    return (uint64_t)slot->engine->total_dim * 4u + scratch;
+}
+
 EB_INTERNAL int check_integer_sums(struct eb_slot *slot, const int64_t *offsets, uint32_t batch, const float *weights);
 
 /* eb_share.c */

@@ -108,13 +108,15 @@ static int push_static(eb_engine *engine, const void **weights, const int64_t *r
  *
  * Integer sums are exact or refused, never wrapped. Every integer accumulator that holds
  * part of a bag - a DPU partial (int64; int32 for unweighted int8 rows), the host-cache
- * sum, the host's int64 merge scratch - holds, after every single addition, a sum over a
- * subset of that bag's terms q * w (w = 1 unweighted, the Q16 weight otherwise). Each is
- * therefore at most max|q| of the table x the sum over the bag of |w| in magnitude,
- * whatever the order of the additions or the split into partials. A batch runs only if
- * that bound fits int64 for every bag of every integer table (checked before routing);
- * the int32 partials of unweighted int8 rows hold at most EB_MAX_LOOKUPS_PER_LAUNCH
- * lookups, 128 x 2^23 = 2^30 < 2^31. The output conversion takes the exact int64 sum.
+ * sum, the host's merge sum - holds, after every single addition, a sum over a subset of
+ * that bag's terms q * w (w = 1 unweighted, the Q16 weight otherwise). Each is therefore
+ * at most max|q| of the table x the sum over the bag of |w| in magnitude, whatever the
+ * order of the additions or the split into partials. A batch runs only if that bound fits
+ * int64 for every bag of every integer table (checked before routing); the int32 partials
+ * of unweighted int8 rows hold at most EB_MAX_LOOKUPS_PER_LAUNCH lookups, 128 x 2^23 =
+ * 2^30 < 2^31. Where the bound fits int32 for every bag of a table in the batch, the host
+ * sums that table in int32 (in its output cells, half the bytes of the int64 scratch);
+ * every term q * w fits too, being part of the bound. The conversion takes the exact sum.
  */
 
 #define EB_INT64_LIMIT ((uint64_t)INT64_MAX)
@@ -154,19 +156,25 @@ static void measure_table(struct table *table, const void *rows, int64_t row_str
 
 /*
  * Refuses a batch in which some bag of an integer table could leave int64 (see above),
- * or whose weights for integer rows do not fit Q16; nothing has been routed yet.
+ * or whose weights for integer rows do not fit Q16; nothing has been routed yet. Sets
+ * slot->int32_sums (the tables whose every bag's bound fits int32) and
+ * slot->nr_scratch_tables (the other integer tables).
  * Returns EB_RUN_INEXACT, EB_RUN_FAILED (bad weight) or 0.
  */
 int check_integer_sums(struct eb_slot *slot, const int64_t *offsets, uint32_t batch, const float *weights)
 {
     const eb_engine *engine = slot->engine;
+    slot->nr_scratch_tables = 0;
     for (uint32_t t = 0; t < engine->nr_tables; t++) {
         const struct table *table = &engine->tables[t];
+        slot->int32_sums[t] = 0;
         if (table->format == EB_FORMAT_FP32) {
             continue;
         }
-        /* Largest sum of |w| (Q16 units when weighted) a bag may have. */
+        /* Largest sum of |w| (Q16 units when weighted) a bag may have, in int64 and in int32. */
         uint64_t limit = table->max_abs ? EB_INT64_LIMIT / table->max_abs : UINT64_MAX;
+        const uint64_t limit32 = table->max_abs ? (uint64_t)INT32_MAX / table->max_abs : UINT64_MAX;
+        uint64_t largest = 0; /* the largest bound (sum of |w|) of the batch's bags */
         const char *format = table->format == EB_FORMAT_INT32 ? "int32" : "int8";
         for (uint32_t b = 0; b < batch; b++) {
             int64_t first = offsets[(int64_t)t * batch + b], end = offsets[(int64_t)t * batch + b + 1];
@@ -174,7 +182,8 @@ int check_integer_sums(struct eb_slot *slot, const int64_t *offsets, uint32_t ba
             if (!weights) {
                 total = (uint64_t)(end - first);
             } else {
-                /* Sufficient and cheap (vectorised): lookups x Q16(max |w|) within the limit.
+                /* Sufficient and cheap (vectorised): lookups x Q16(max |w|) within the limit
+                 * (then that product is the bag's bound, and it cannot wrap).
                  * NaN weights compare false here and are refused by the routing. */
                 float peak = 0;
                 for (int64_t k = first; k < end; k++) {
@@ -182,8 +191,10 @@ int check_integer_sums(struct eb_slot *slot, const int64_t *offsets, uint32_t ba
                     peak = magnitude > peak ? magnitude : peak;
                 }
                 double peak_q = nearbyint((double)peak * (double)EB_WEIGHT_Q16_ONE);
-                if (peak_q <= 2147483647.0 &&
-                    (uint64_t)peak_q <= limit / (uint64_t)(end - first > 0 ? end - first : 1)) {
+                const uint64_t lookups = (uint64_t)(end - first);
+                if (peak_q <= 2147483647.0 && (uint64_t)peak_q <= limit / (lookups ? lookups : 1u)) {
+                    const uint64_t bound = (uint64_t)peak_q * lookups;
+                    largest = bound > largest ? bound : largest;
                     continue;
                 }
                 /* Otherwise the exact sum of |q|; total <= limit + 2^31 cannot wrap. */
@@ -225,7 +236,10 @@ int check_integer_sums(struct eb_slot *slot, const int64_t *offsets, uint32_t ba
                 }
                 return EB_RUN_INEXACT;
             }
+            largest = total > largest ? total : largest;
         }
+        slot->int32_sums[t] = largest <= limit32;
+        slot->nr_scratch_tables += !slot->int32_sums[t];
     }
     return 0;
 }

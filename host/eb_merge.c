@@ -47,23 +47,30 @@ int pull_outputs(struct eb_slot *slot)
 }
 
 /*
- * Host-cached rows: fp32 into the output, integers into the int64 scratch. The host
- * lane of each table's first slice lists the slots in lookup order with one segment
- * per bag, and the weights (fp32 bits or Q16) like a DPU's.
+ * Host-cached rows: fp32 into the output, integers into their int32 output cells or the
+ * int64 scratch (slot->int32_sums). The host lane of each table's first slice lists the
+ * slots in lookup order with one segment per bag, and the weights (fp32 bits or Q16)
+ * like a DPU's.
  */
-/* out += lookup `position`'s host row of element type T, times its weight when the batch is
- * weighted (unweighted rows are added without a multiply by 1: a 64-bit vector multiply
- * is slow). */
-#define EB_ADD_HOST_ROW(T)                                                                                  \
+/* The integer lookups [position, end) of one bag into `out`, an accumulator row of type
+ * ACC: each host row of element type T times its weight when the batch is weighted
+ * (unweighted rows are added without a multiply by 1: a 64-bit vector multiply is slow). */
+#define EB_ADD_HOST_ROWS(T, ACC)                                                                            \
     do {                                                                                                    \
-        const T *row = (const T *)table->host_rows + (size_t)slots[position] * dim;                       \
-        if (weighted) {                                                                                     \
-            for (uint32_t c = 0; c < dim; c++) {                                                            \
-                out[c] += (int64_t)row[c] * weight;                                                         \
-            }                                                                                               \
-        } else {                                                                                            \
-            for (uint32_t c = 0; c < dim; c++) {                                                            \
-                out[c] += row[c];                                                                           \
+        ACC *restrict out = (ACC *)out_cells;                                                               \
+        for (; position < end; position++) {                                                                \
+            const T *row = (const T *)table->host_rows + (size_t)slots[position] * dim;                   \
+            if (weighted) {                                                                                 \
+                int32_t q16;                                                                                \
+                memcpy(&q16, &host->weights[position], sizeof(q16));                                        \
+                const ACC weight = q16;                                                                     \
+                for (uint32_t c = 0; c < dim; c++) {                                                        \
+                    out[c] += (ACC)row[c] * weight;                                                         \
+                }                                                                                           \
+            } else {                                                                                        \
+                for (uint32_t c = 0; c < dim; c++) {                                                        \
+                    out[c] += row[c];                                                                       \
+                }                                                                                           \
             }                                                                                               \
         }                                                                                                   \
     } while (0)
@@ -112,19 +119,19 @@ static void *sum_host_tables(void *argument)
                 }
                 continue;
             }
-            int64_t *out = slot->merge.scratch + (size_t)bag * engine->int_dim + table->scratch_col;
-            for (; position < end; position++) {
-                int64_t weight = 1;
-                if (weighted) {
-                    int32_t q16;
-                    memcpy(&q16, &host->weights[position], sizeof(q16));
-                    weight = q16;
-                }
-                if (table->format == EB_FORMAT_INT32) {
-                    EB_ADD_HOST_ROW(int32_t);
+            const int narrow = slot->int32_sums[t];
+            void *out_cells = narrow ? (void *)(output + (size_t)bag * engine->total_dim + table->out_col)
+                                     : (void *)(slot->merge.scratch + (size_t)bag * engine->int_dim + table->scratch_col);
+            if (table->format == EB_FORMAT_INT32) {
+                if (narrow) {
+                    EB_ADD_HOST_ROWS(int32_t, int32_t);
                 } else {
-                    EB_ADD_HOST_ROW(int8_t);
+                    EB_ADD_HOST_ROWS(int32_t, int64_t);
                 }
+            } else if (narrow) {
+                EB_ADD_HOST_ROWS(int8_t, int32_t);
+            } else {
+                EB_ADD_HOST_ROWS(int8_t, int64_t);
             }
         }
         job->hits += host->nr_lookups;
@@ -195,14 +202,31 @@ static inline void add_partial(const struct eb_slot *slot, const struct dpu_stat
         }
         return;
     }
+    const int wide_partials = eb_accumulator_bytes(table->format, (uint32_t)slot->weighted) == 8u;
+    if (slot->int32_sums[shard->table]) {
+        /* The bag's int32 output cells; an int64 partial fits int32 (part of the bound). */
+        int32_t *restrict out = (int32_t *)(output + (size_t)bag * engine->total_dim + shard->out_col);
+        if (wide_partials) {
+            const int64_t *restrict partial = (const int64_t *)partial_bytes;
+            for (uint32_t c = 0; c < dim; c++) {
+                out[c] += (int32_t)partial[c];
+            }
+        } else {
+            const int32_t *restrict partial = (const int32_t *)partial_bytes;
+            for (uint32_t c = 0; c < dim; c++) {
+                out[c] += partial[c];
+            }
+        }
+        return;
+    }
     int64_t *restrict out = slot->merge.scratch + (size_t)bag * engine->int_dim + table->scratch_col + shard->col_start;
-    if (eb_accumulator_bytes(table->format, (uint32_t)slot->weighted) == 4u) {
-        const int32_t *restrict partial = (const int32_t *)partial_bytes;
+    if (wide_partials) {
+        const int64_t *restrict partial = (const int64_t *)partial_bytes;
         for (uint32_t c = 0; c < dim; c++) {
             out[c] += partial[c];
         }
     } else {
-        const int64_t *restrict partial = (const int64_t *)partial_bytes;
+        const int32_t *restrict partial = (const int32_t *)partial_bytes;
         for (uint32_t c = 0; c < dim; c++) {
             out[c] += partial[c];
         }
@@ -369,8 +393,8 @@ int merge_partials(struct eb_slot *slot, uint32_t b0, uint32_t b1)
      * sample in r) the visits would cost more than the adds. Blocks grow until a visit
      * takes EB_MERGE_PARTIALS_PER_VISIT partials on average. The order in which a bag's
      * partials are added does not change. */
-    const uint64_t row_bytes = (uint64_t)engine->total_dim * 4u + (uint64_t)engine->int_dim * 8u;
-    uint64_t block = row_bytes ? EB_MERGE_BLOCK_BYTES / row_bytes : 1u;
+    const uint64_t bag_bytes = row_bytes(slot);
+    uint64_t block = bag_bytes ? EB_MERGE_BLOCK_BYTES / bag_bytes : 1u;
     const uint64_t wide = (uint64_t)(b1 - b0) * slot->merge.nr_runs * EB_MERGE_PARTIALS_PER_VISIT /
                           (nr_partials ? nr_partials : 1u);
     block = block > wide ? block : wide;

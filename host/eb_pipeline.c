@@ -275,7 +275,6 @@ static int run_bags(struct eb_slot *slot, uint32_t b0, uint32_t b1)
     return merge_launch(slot, b0, b1);
 }
 
-/* Scale integer sums, divide means: the last step of the merge. */
 /* Bags [b0, b1) of a slot, one thread's share of zeroing or finishing the output. */
 struct rows_job {
     struct eb_slot *slot;
@@ -289,7 +288,7 @@ struct rows_job {
 static uint32_t bag_ranges(struct eb_slot *slot, struct rows_job *jobs)
 {
     const eb_engine *engine = slot->engine;
-    const uint64_t bytes = (uint64_t)slot->batch * (engine->total_dim * 4u + engine->int_dim * 8u);
+    const uint64_t bytes = (uint64_t)slot->batch * row_bytes(slot);
     uint64_t threads = engine->worker_threads > 1 ? (uint64_t)engine->worker_threads : 1u;
     threads = threads < EB_MAX_ROUTE_PARTS ? threads : EB_MAX_ROUTE_PARTS;
     threads = threads < bytes / EB_PARALLEL_ROWS_BYTES ? threads : bytes / EB_PARALLEL_ROWS_BYTES;
@@ -302,7 +301,7 @@ static uint32_t bag_ranges(struct eb_slot *slot, struct rows_job *jobs)
     return nr_jobs;
 }
 
-/* Zeroes the output and integer scratch rows of bags [b0, b1). */
+/* Zeroes the output and integer scratch rows (when some table uses it) of bags [b0, b1). */
 static void *zero_rows(void *argument)
 {
     const struct rows_job *job = argument;
@@ -311,10 +310,29 @@ static void *zero_rows(void *argument)
     if (bags == 0) {
         return NULL; /* an empty batch's output may be NULL: memset of NULL is undefined even for 0 bytes */
     }
-    memset(job->slot->merge.scratch + (size_t)job->b0 * engine->int_dim, 0, bags * engine->int_dim * sizeof(int64_t));
+    if (job->slot->nr_scratch_tables) {
+        memset(job->slot->merge.scratch + (size_t)job->b0 * engine->int_dim, 0,
+               bags * engine->int_dim * sizeof(int64_t));
+    }
     memset(job->slot->output + (size_t)job->b0 * engine->total_dim, 0, bags * engine->total_dim * sizeof(float));
     return NULL;
 }
+
+/* out[c] = float32(float64(sum[c]) x factor / divisor) for the dim columns of a bag; the
+ * division is left out when it is by 1 (x / 1.0 is x, so the bits are the same). */
+#define EB_FINISH_SUMS(SUMS)                                                                                \
+    do {                                                                                                    \
+        const __typeof__(*(SUMS)) *sum = (SUMS);                                                            \
+        if (divisor == 1.0) {                                                                               \
+            for (uint32_t c = 0; c < dim; c++) {                                                            \
+                out[c] = (float)((double)sum[c] * factor);                                                  \
+            }                                                                                               \
+        } else {                                                                                            \
+            for (uint32_t c = 0; c < dim; c++) {                                                            \
+                out[c] = (float)((double)sum[c] * factor / divisor);                                        \
+            }                                                                                               \
+        }                                                                                                   \
+    } while (0)
 
 /* Scale integer sums, divide means, for bags [b0, b1): the last step of the merge. */
 static void *finish_rows(void *argument)
@@ -341,10 +359,12 @@ static void *finish_rows(void *argument)
                 }
                 continue;
             }
-            const int64_t *sum = slot->merge.scratch + (size_t)b * engine->int_dim + table->scratch_col;
             double divisor = slot->pooling == EB_POOLING_MEAN && count > 0 ? (double)count : 1.0;
-            for (uint32_t c = 0; c < dim; c++) {
-                out[c] = (float)((double)sum[c] * factor / divisor);
+            if (slot->int32_sums[t]) {
+                /* In place: each cell's int32 sum is read before its float is written. */
+                EB_FINISH_SUMS((const int32_t *)out);
+            } else {
+                EB_FINISH_SUMS(slot->merge.scratch + (size_t)b * engine->int_dim + table->scratch_col);
             }
         }
     }
@@ -379,7 +399,9 @@ static int ready_slot(struct eb_slot *slot)
     slot->max_input = calloc(engine->nr_ranks, sizeof(uint32_t));
     slot->max_output = calloc(engine->nr_ranks, sizeof(uint32_t));
     slot->failed_dpus = calloc(engine->nr_dpus, sizeof(uint32_t));
-    int failed = !slot->dpus || !slot->host_states || !slot->max_input || !slot->max_output || !slot->failed_dpus;
+    slot->int32_sums = calloc(engine->nr_tables ? engine->nr_tables : 1, sizeof(uint8_t));
+    int failed = !slot->dpus || !slot->host_states || !slot->max_input || !slot->max_output || !slot->failed_dpus ||
+                 !slot->int32_sums;
     for (int s = 0; s < EB_NR_DPU_STATS && !failed; s++) {
         slot->dpu_stats[s] = calloc(engine->nr_dpus, sizeof(int64_t));
         failed = !slot->dpu_stats[s];
@@ -441,6 +463,7 @@ void free_slot(struct eb_slot *slot, uint32_t nr_dpus, uint32_t nr_slices)
     free(slot->max_input);
     free(slot->max_output);
     free(slot->failed_dpus);
+    free(slot->int32_sums);
     free(slot->merge.scratch);
     free(slot->merge.runs);
     free(slot->merge.positions);

@@ -190,6 +190,38 @@ def test_int8_weighted_extremes_are_exact(pooling):
     assert np.array_equal(out, expected)
 
 
+def test_sums_at_the_int32_boundary_are_exact_on_both_sides():
+    """The host sums a table in int32 only when every bag's bound fits int32; one past it, in int64.
+
+    Two tables in one weighted batch: int32 rows at +-16 weighted by 1.0 (bound 2^4 x 2^16
+    per lookup: 2047 lookups fit int32, 2048 reach 2^31) and int8 rows at -128 weighted by
+    -1.0 (bound 2^23 per lookup: 255 fit, 256 give +2^31). Each batch below puts one table on each side of its bound,
+    over DPUs, tasklets and the host cache: a sum taken in the wrong width would wrap.
+    """
+    wide = TableSpec("wide", 16, 4, row_format=RowFormat.INT32, scale=1.0)
+    rows32 = np.zeros((16, 4), np.int32)
+    rows32[:, 0], rows32[:, 1], rows32[:, 2] = 16, -16, np.where(np.arange(16) % 2, 16, 7)
+    byte = TableSpec("byte", 16, 4, row_format=RowFormat.INT8, scale=1.0)
+    rows8 = np.zeros((16, 4), np.int8)
+    rows8[:, 0], rows8[:, 1], rows8[:, 2] = -128, 127, np.where(np.arange(16) % 2, -128, 3)
+    shards = [Shard(t, d, 0, 4, range(d * 4, d * 4 + 4)) for t in range(2) for d in range(4)]
+    plan = Plan([wide, byte], Topology(4), shards, host_rows={0: np.array([5]), 1: np.array([2, 9])})
+    plan.validate()
+    rng = np.random.default_rng(3)
+    with Engine(plan, [rows32, rows8], nr_tasklets=3) as engine:
+        for n32, n8 in [(2047, 256), (2048, 255), (2048, 256), (2047, 255)]:
+            i32, i8 = rng.integers(0, 16, n32), rng.integers(0, 16, n8)
+            indices = np.concatenate([i32, i8]).astype(np.int64)
+            offsets = np.array([0, n32, n32 + n8], np.int64)
+            psw = np.concatenate([np.ones(n32), -np.ones(n8)]).astype(np.float32)
+            out, stats = engine.run(indices, offsets, psw)
+            assert stats.host_cache_hits > 0
+            expected32 = exact(rows32, i32, np.array([0, n32]), psw[:n32], 1.0, PoolingMode.SUM)
+            expected8 = exact(rows8, i8, np.array([0, n8]), psw[n32:], 1.0, PoolingMode.SUM)
+            assert np.array_equal(out[0], np.concatenate([expected32[0], expected8[0]])), (n32, n8)
+            assert out[0, 0] == np.float32(16 * n32) and out[0, 4] == np.float32(128 * n8)
+
+
 def test_weights_outside_q16_are_refused_before_routing():
     spec = TableSpec("i8", 8, 4, row_format=RowFormat.INT8, scale=1.0)
     with Engine(spread_plan(spec), [extreme_table(RowFormat.INT8)], nr_tasklets=4) as engine:
