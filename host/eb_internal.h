@@ -244,20 +244,22 @@ struct dpu_state {
     uint32_t first_run; /* its runs of partials in the slot's merge index: first_run .. + nr_runs */
     uint32_t nr_runs;
     int finished;                   /* inputs laid out for this launch */
-    /* Partials in the order the kernel wrote them: segment and byte offset in `output`. */
-    uint32_t *partial_segments;
-    size_t partial_order_capacity;
-    uint32_t *partial_offsets;
-    size_t partial_offsets_capacity;
+    /* The bag of each partial, in the order the kernel wrote them. */
+    uint32_t *partial_bags;
+    size_t partial_bags_capacity;
 };
 
-/* Positions [first, end) of one DPU's partials, whose bags never decrease. The partial
- * order and segments are `layout`'s: the DPU's own, or those of the DPU it mirrors. */
+/* Positions [first, end) of one DPU's partials, of one shard, whose bags never decrease:
+ * consecutive in its output from byte `offset`, partial_bytes each. The bags are listed
+ * by the DPU itself or, for a mirror, by the DPU it mirrors (same order and sizes). */
 struct merge_run {
     const struct dpu_state *dpu;
-    const struct dpu_state *layout;
+    const uint32_t *bags; /* the bag of each position */
     uint32_t first;
     uint32_t end;
+    uint32_t offset;
+    uint32_t partial_bytes;
+    uint32_t shard; /* the shard's index in the DPU's shard list */
 };
 
 struct rank {

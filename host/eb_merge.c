@@ -182,62 +182,13 @@ void sum_host_hits(struct eb_slot *slot)
     }
 }
 
-/* Adds the partial of `segment` (a segment of `layout`, the DPU's inputs) into its bag's
- * output row or integer scratch row. */
-static inline void add_partial(const struct eb_slot *slot, const struct dpu_state *dpu,
-                               const struct dpu_state *layout, uint32_t segment, const uint8_t *partial_bytes,
-                               float *output)
-{
-    const eb_engine *engine = slot->engine;
-    const struct shard *shard = &engine->shards[dpu->shard_list[layout->segments[segment].shard]];
-    const struct table *table = &engine->tables[shard->table];
-    const uint32_t bag = layout->segment_bags[segment];
-    const uint32_t dim = shard->col_stop - shard->col_start;
-    if (table->format == EB_FORMAT_FP32) {
-        float *restrict out = output + (size_t)bag * engine->total_dim + shard->out_col;
-        /* Partials start 8-byte aligned in a malloc'ed buffer: float access is aligned. */
-        const float *restrict partial = (const float *)partial_bytes;
-        for (uint32_t c = 0; c < dim; c++) {
-            out[c] += partial[c];
-        }
-        return;
-    }
-    const int wide_partials = eb_accumulator_bytes(table->format, (uint32_t)slot->weighted) == 8u;
-    if (slot->int32_sums[shard->table]) {
-        /* The bag's int32 output cells; an int64 partial fits int32 (part of the bound). */
-        int32_t *restrict out = (int32_t *)(output + (size_t)bag * engine->total_dim + shard->out_col);
-        if (wide_partials) {
-            const int64_t *restrict partial = (const int64_t *)partial_bytes;
-            for (uint32_t c = 0; c < dim; c++) {
-                out[c] += (int32_t)partial[c];
-            }
-        } else {
-            const int32_t *restrict partial = (const int32_t *)partial_bytes;
-            for (uint32_t c = 0; c < dim; c++) {
-                out[c] += partial[c];
-            }
-        }
-        return;
-    }
-    int64_t *restrict out = slot->merge.scratch + (size_t)bag * engine->int_dim + table->scratch_col + shard->col_start;
-    if (wide_partials) {
-        const int64_t *restrict partial = (const int64_t *)partial_bytes;
-        for (uint32_t c = 0; c < dim; c++) {
-            out[c] += partial[c];
-        }
-    } else {
-        const int32_t *restrict partial = (const int32_t *)partial_bytes;
-        for (uint32_t c = 0; c < dim; c++) {
-            out[c] += partial[c];
-        }
-    }
-}
-
 /*
  * Checks every DPU's status, then lists its partials in the order the kernel wrote them
- * (tasklet by tasklet) and cuts that list into runs whose bags never decrease: one run per
- * slice routed to the DPU, since routing visits the bags in order slice by slice. A mirror
- * (link_mirrors) takes its source's list and runs, with its own partial sums.
+ * (tasklet by tasklet) and cuts that list into runs of one shard whose bags never
+ * decrease: about one run per slice routed to the DPU, since routing visits the bags in
+ * order slice by slice. A run's partials are consecutive in the DPU's output, all of its
+ * shard's size. A mirror (link_mirrors) takes its source's bags and runs, with its own
+ * partial sums.
  */
 static int index_partials(struct eb_slot *slot)
 {
@@ -275,32 +226,38 @@ static int index_partials(struct eb_slot *slot)
             dpu->nr_runs = source->nr_runs;
             continue;
         }
-        if (reserve((void **)&dpu->partial_segments, &dpu->partial_order_capacity, dpu->nr_partials,
-                    sizeof(uint32_t)) ||
-            reserve((void **)&dpu->partial_offsets, &dpu->partial_offsets_capacity, dpu->nr_partials,
-                    sizeof(uint32_t))) {
+        if (reserve((void **)&dpu->partial_bags, &dpu->partial_bags_capacity, dpu->nr_partials, sizeof(uint32_t))) {
             slot_error(slot, "out of memory indexing the partial sums of DPU %u", d);
             return -1;
         }
         uint32_t position = 0;
         uint32_t offset = EB_STATUS_BYTES;
-        uint32_t previous_bag = 0;
+        uint32_t previous_bag = 0, previous_shard = 0;
         for (uint32_t k = 0; k < engine->nr_tasklets; k++) {
             for (uint32_t segment = dpu->tasklet_first[k]; segment < dpu->tasklet_end[k]; segment++) {
-                uint32_t bag = dpu->segment_bags[segment];
-                if (position == 0 || bag < previous_bag) {
+                const uint32_t bag = dpu->segment_bags[segment];
+                const uint32_t shard = dpu->segments[segment].shard;
+                if (position == 0 || bag < previous_bag || shard != previous_shard) {
                     if (reserve((void **)&slot->merge.runs, &slot->merge.runs_capacity, slot->merge.nr_runs + 1u,
                                 sizeof(struct merge_run))) {
                         slot_error(slot, "out of memory indexing the partial sums");
                         return -1;
                     }
-                    slot->merge.runs[slot->merge.nr_runs++] = (struct merge_run){dpu, dpu, position, position};
+                    slot->merge.runs[slot->merge.nr_runs++] = (struct merge_run){
+                        .dpu = dpu,
+                        .bags = dpu->partial_bags,
+                        .first = position,
+                        .end = position,
+                        .offset = offset,
+                        .partial_bytes = dpu->partial_bytes[shard],
+                        .shard = shard,
+                    };
                 }
                 slot->merge.runs[slot->merge.nr_runs - 1u].end = position + 1u;
                 previous_bag = bag;
-                dpu->partial_segments[position] = segment;
-                dpu->partial_offsets[position] = offset;
-                offset += dpu->partial_bytes[dpu->segments[segment].shard];
+                previous_shard = shard;
+                dpu->partial_bags[position] = bag;
+                offset += dpu->partial_bytes[shard];
                 position++;
             }
         }
@@ -315,7 +272,7 @@ static uint32_t run_lower_bound(const struct merge_run *run, uint32_t bag)
     uint32_t low = run->first, high = run->end;
     while (low < high) {
         uint32_t middle = low + (high - low) / 2u;
-        if (run->layout->segment_bags[run->layout->partial_segments[middle]] < bag) {
+        if (run->bags[middle] < bag) {
             low = middle + 1u;
         } else {
             high = middle;
@@ -340,6 +297,60 @@ struct merge_job {
     uint32_t *positions; /* one per run */
 };
 
+/* Adds the partials [*position, run end) of a run whose bags are below `stop` into the
+ * accumulator rows `base + bag x stride` (OUT: the accumulator type, P: the partial's). */
+#define EB_MERGE_RUN(OUT, P, BASE, STRIDE)                                                                 \
+    do {                                                                                                    \
+        OUT *const base = (BASE);                                                                           \
+        const size_t stride = (STRIDE);                                                                     \
+        for (; position < run->end && run->bags[position] < stop; position++) {                             \
+            OUT *restrict out = base + (size_t)run->bags[position] * stride;                                \
+            const P *restrict partial = (const P *)(sums + (size_t)(position - run->first) * bytes);        \
+            for (uint32_t c = 0; c < dim; c++) {                                                            \
+                out[c] += (OUT)partial[c];                                                                  \
+            }                                                                                               \
+        }                                                                                                   \
+    } while (0)
+
+/*
+ * Adds the partials of `run` from `position` on whose bags are below `stop` into their
+ * bags' output columns (fp32), int32 output cells or int64 scratch (integer tables, see
+ * slot->int32_sums); returns the first position not added. Partials start 8-byte aligned
+ * in a malloc'ed buffer: every access is aligned.
+ */
+static uint32_t merge_run(const struct eb_slot *slot, const struct merge_run *run, uint32_t position, uint32_t stop,
+                          float *output)
+{
+    const eb_engine *engine = slot->engine;
+    const struct shard *shard = &engine->shards[run->dpu->shard_list[run->shard]];
+    const struct table *table = &engine->tables[shard->table];
+    const uint32_t dim = shard->col_stop - shard->col_start;
+    const uint8_t *sums = run->dpu->output + run->offset;
+    const uint32_t bytes = run->partial_bytes;
+    if (table->format == EB_FORMAT_FP32) {
+        EB_MERGE_RUN(float, float, output + shard->out_col, engine->total_dim);
+        return position;
+    }
+    const int wide_partials = eb_accumulator_bytes(table->format, (uint32_t)slot->weighted) == 8u;
+    if (slot->int32_sums[shard->table]) {
+        /* The bags' int32 output cells; an int64 partial fits int32 (part of the bound). */
+        int32_t *cells = (int32_t *)(output + shard->out_col);
+        if (wide_partials) {
+            EB_MERGE_RUN(int32_t, int64_t, cells, engine->total_dim);
+        } else {
+            EB_MERGE_RUN(int32_t, int32_t, cells, engine->total_dim);
+        }
+        return position;
+    }
+    int64_t *scratch = slot->merge.scratch + table->scratch_col + shard->col_start;
+    if (wide_partials) {
+        EB_MERGE_RUN(int64_t, int64_t, scratch, engine->int_dim);
+    } else {
+        EB_MERGE_RUN(int64_t, int32_t, scratch, engine->int_dim);
+    }
+    return position;
+}
+
 /*
  * Merges bags [bag_start, bag_stop) block by block. A bag's partials are added DPU by DPU
  * and, within a DPU, in the order its tasklets wrote them (host/README.md, summation order).
@@ -355,17 +366,7 @@ static void *merge_bags(void *argument)
     for (uint32_t block_start = job->bag_start; block_start < job->bag_stop; block_start += block) {
         uint32_t block_stop = job->bag_stop - block_start < block ? job->bag_stop : block_start + block;
         for (uint32_t r = 0; r < slot->merge.nr_runs; r++) {
-            const struct merge_run *run = &slot->merge.runs[r];
-            const struct dpu_state *dpu = run->dpu, *layout = run->layout;
-            uint32_t position = job->positions[r];
-            for (; position < run->end; position++) {
-                uint32_t segment = layout->partial_segments[position];
-                if (layout->segment_bags[segment] >= block_stop) {
-                    break;
-                }
-                add_partial(slot, dpu, layout, segment, dpu->output + layout->partial_offsets[position], job->output);
-            }
-            job->positions[r] = position;
+            job->positions[r] = merge_run(slot, &slot->merge.runs[r], job->positions[r], block_stop, job->output);
         }
     }
     return NULL;

@@ -437,8 +437,7 @@ void free_slot(struct eb_slot *slot, uint32_t nr_dpus, uint32_t nr_slices)
         free(dpu->segments);
         free(dpu->segment_bags);
         free(dpu->output);
-        free(dpu->partial_segments);
-        free(dpu->partial_offsets);
+        free(dpu->partial_bags);
     }
     for (uint32_t k = 0; slot->host_states && k < nr_slices; k++) {
         free(slot->host_states[k].input);
