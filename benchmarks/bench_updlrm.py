@@ -233,11 +233,6 @@ def measure_route_pack(plan, judged: Trace, repeats: int, *, one_thread: bool = 
     dry engine (nothing in emulated MRAM, so the full-size plan fits;
     :func:`~updlrm.partitioner.host_phases.measure_host_phases`): best of N, spread; with
     ``one_thread`` also on one host thread."""
-    from updlrm.host.engine import Engine
-
-    with Engine(plan, None) as dry:
-        routing_bytes = dry.routing_bytes
-        followers, mirrors = dry.follower_slices, dry.mirror_dpus
     cost = measure_host_phases(plan, judged, repeats=repeats)
     assert cost is not None
     single = None
@@ -256,9 +251,9 @@ def measure_route_pack(plan, judged: Trace, repeats: int, *, one_thread: bool = 
         "host_threads": cost.host_threads,
         "one_thread_best_s": single.best_s if single else None,
         "shards": len(plan.shards),
-        "routing_bytes": routing_bytes,
-        "follower_slices": followers,
-        "mirror_dpus": mirrors,
+        "routing_bytes": cost.routing_bytes,
+        "follower_slices": cost.follower_slices,
+        "mirror_dpus": cost.mirror_dpus,
         "bytes": cost.bytes,
         "copy_best_s": copy_s,
         "vs_copy": timing.best / copy_s,

@@ -60,6 +60,11 @@ class HostPhases:
     #: the partial sums (zeros, in the dry engine), as this host runs them.
     host_cache_samples_s: tuple[float, ...] = ()
     merge_samples_s: tuple[float, ...] = ()
+    #: The engine's shape for this plan: its routing tables' bytes, the column slices that
+    #: copy their leader's routing, the DPUs whose inputs mirror another's.
+    routing_bytes: int = 0
+    follower_slices: int = 0
+    mirror_dpus: int = 0
 
     @property
     def best_s(self) -> float:
@@ -113,6 +118,11 @@ def measure_host_phases(
     batches = [trace.batch(i % trace.num_batches) for i in range(repeats)]
     samples, moved, cache, merge = [], [], [], []
     with Engine(plan, None, host_threads=threads) as dry:
+        shape = {
+            "routing_bytes": dry.routing_bytes,
+            "follower_slices": dry.follower_slices,
+            "mirror_dpus": dry.mirror_dpus,
+        }
         for indices, offsets, weights in batches[: trace.num_batches]:  # warm-up
             dry.dry_run(indices, offsets, weights)
         for indices, offsets, weights in batches:
@@ -121,7 +131,9 @@ def measure_host_phases(
             cache.append(stats.host_cache_s)
             merge.append(stats.merge_s)
             moved.append(indices.nbytes + offsets.nbytes + int(stats.bytes_to_dpu.sum()))
-    return HostPhases(tuple(samples), trace.batch_size, threads, int(np.mean(moved)), tuple(cache), tuple(merge))
+    return HostPhases(
+        tuple(samples), trace.batch_size, threads, int(np.mean(moved)), tuple(cache), tuple(merge), **shape
+    )
 
 
 def apply_host_phases(report: PlanReport, cost: HostPhases | None, batch_size: int | None = None) -> PlanReport:

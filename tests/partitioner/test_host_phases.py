@@ -27,6 +27,8 @@ def test_measures_the_plans_own_route_pack():
     assert "route+pack" in str(wide)
     assert len(wide.host_cache_samples_s) == len(wide.merge_samples_s) == 5
     assert min(wide.merge_samples_s) > 0
+    # The engine's shape: a row-wise plan routes by ranges (tiny tables), no copies.
+    assert wide.routing_bytes > 0 and wide.follower_slices == 0 and wide.mirror_dpus == 0
     # Nothing routed to DPUs: nothing to measure.
     host_only = Plan(tables, Topology(4), [], host_rows={t: np.arange(s.num_embeddings) for t, s in enumerate(tables)})
     assert measure_host_phases(host_only, trace) is None
