@@ -232,6 +232,17 @@ struct dpu_state {
     uint32_t tasklet_end[EB_MAX_TASKLETS];
     uint32_t nr_partials;
     uint32_t uniform_partial_bytes; /* partial bytes shared by all its shards, else 0 */
+    /* Per shard in its list: columns and row bytes (for the launch statistics); with one
+     * value for all its shards, uniform_dim and uniform_row_bytes, else 0. */
+    uint32_t *shard_dims;
+    uint32_t *shard_row_bytes;
+    uint32_t uniform_dim;
+    uint32_t uniform_row_bytes;
+    /* This launch's work (finish_dpu): elements of its partials, elements and bytes of the
+     * rows it reads. */
+    int64_t merge_elems;
+    int64_t reduce_elems;
+    int64_t read_row_bytes;
     uint32_t first_slice;           /* its first slice in routing order (UINT32_MAX: none) */
     uint32_t last_slice;            /* after routing this slice the DPU's inputs are complete */
     /* This launch's part holding its first slice: its records go straight to its own

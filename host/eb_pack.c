@@ -6,6 +6,33 @@
 
 /* ---- one batch: packing ----------------------------------------------------- */
 
+/* The launch's work counters of a finished DPU (its tasklet split is made). */
+static void count_work(struct dpu_state *dpu, uint32_t nr_tasklets)
+{
+    if (dpu->uniform_dim) {
+        /* Every shard of one width and row size: no pass over the segments. */
+        dpu->merge_elems = (int64_t)dpu->nr_partials * dpu->uniform_dim;
+        dpu->reduce_elems = (int64_t)dpu->nr_lookups * dpu->uniform_dim;
+        dpu->read_row_bytes = (int64_t)dpu->nr_lookups * dpu->uniform_row_bytes;
+        return;
+    }
+    int64_t merged = 0, elements = 0, row_bytes = 0;
+    /* A partial per segment and tasklet (a segment split between tasklets has two). */
+    for (uint32_t k = 0; k < nr_tasklets; k++) {
+        for (uint32_t s = dpu->tasklet_first[k]; s < dpu->tasklet_end[k]; s++) {
+            merged += dpu->shard_dims[dpu->segments[s].shard];
+        }
+    }
+    for (uint32_t s = 0; s < dpu->nr_segments; s++) {
+        const struct eb_segment segment = dpu->segments[s];
+        elements += (int64_t)segment.nr_lookups * dpu->shard_dims[segment.shard];
+        row_bytes += (int64_t)segment.nr_lookups * dpu->shard_row_bytes[segment.shard];
+    }
+    dpu->merge_elems = merged;
+    dpu->reduce_elems = elements;
+    dpu->read_row_bytes = row_bytes;
+}
+
 /*
  * Finish one DPU's inputs once no later slice adds to it: cut its lookups into
  * nr_tasklets equal ranges (each tasklet writes one partial sum per segment of its
@@ -81,6 +108,7 @@ int finish_dpu(struct eb_slot *slot, struct dpu_state *dpu)
         }
     }
     dpu->nr_partials = nr_partials;
+    count_work(dpu, nr_tasklets);
     uint64_t input = EB_INDEX_START + EB_PAD8((uint64_t)dpu->nr_lookups * 4u) * (slot->weighted ? 2u : 1u) +
                      (uint64_t)dpu->nr_segments * sizeof(struct eb_segment);
     output += EB_STATUS_BYTES;
@@ -200,6 +228,9 @@ static int finish_mirror(struct eb_slot *slot, struct dpu_state *dpu)
     dpu->nr_lookups = source->nr_lookups;
     dpu->nr_segments = source->nr_segments;
     dpu->nr_partials = source->nr_partials;
+    dpu->merge_elems = source->merge_elems; /* its shards have its source's sizes (link_mirrors) */
+    dpu->reduce_elems = source->reduce_elems;
+    dpu->read_row_bytes = source->read_row_bytes;
     dpu->input_bytes = source->input_bytes;
     dpu->output_bytes = source->output_bytes;
     memcpy(dpu->tasklet_first, source->tasklet_first, sizeof(dpu->tasklet_first));

@@ -11,33 +11,16 @@ static void record_launch_stats(struct eb_slot *slot)
     int64_t **dpu_stats = slot->dpu_stats;
     for (uint32_t d = 0; d < engine->nr_dpus; d++) {
         const struct dpu_state *dpu = &slot->dpus[d];
-        const struct dpu_state *inputs = inputs_of(slot, dpu);
         dpu_stats[EB_STAT_LOOKUPS][d] += dpu->nr_lookups;
         dpu_stats[EB_STAT_SEGMENTS][d] += dpu->nr_segments;
         dpu_stats[EB_STAT_PARTIALS][d] += dpu->nr_partials;
-        int64_t merged = 0;
-        for (uint32_t k = 0; k < engine->nr_tasklets; k++) {
-            for (uint32_t s = dpu->tasklet_first[k]; s < dpu->tasklet_end[k]; s++) {
-                const struct shard *shard = &engine->shards[dpu->shard_list[inputs->segments[s].shard]];
-                merged += shard->col_stop - shard->col_start;
-            }
-        }
-        dpu_stats[EB_STAT_MERGE_ELEMS][d] += merged;
         dpu_stats[EB_STAT_BYTES_TO_DPU][d] += dpu->input_bytes;
         dpu_stats[EB_STAT_BYTES_FROM_DPU][d] += dpu->output_bytes;
         dpu_stats[EB_STAT_PADDED_TO_DPU][d] += slot->max_input[dpu->rank];
         dpu_stats[EB_STAT_PADDED_FROM_DPU][d] += slot->max_output[dpu->rank];
-        int64_t elements = 0;
-        int64_t row_bytes = 0;
-        for (uint32_t s = 0; s < dpu->nr_segments; s++) {
-            const struct shard *shard = &engine->shards[dpu->shard_list[inputs->segments[s].shard]];
-            uint32_t dim = shard->col_stop - shard->col_start;
-            elements += (int64_t)inputs->segments[s].nr_lookups * dim;
-            row_bytes +=
-                (int64_t)inputs->segments[s].nr_lookups * eb_row_bytes(engine->tables[shard->table].format, dim);
-        }
-        dpu_stats[EB_STAT_REDUCE_ELEMS][d] += elements;
-        dpu_stats[EB_STAT_ROW_BYTES][d] += row_bytes;
+        dpu_stats[EB_STAT_MERGE_ELEMS][d] += dpu->merge_elems;
+        dpu_stats[EB_STAT_REDUCE_ELEMS][d] += dpu->reduce_elems;
+        dpu_stats[EB_STAT_ROW_BYTES][d] += dpu->read_row_bytes;
     }
 }
 
@@ -417,7 +400,18 @@ static int ready_slot(struct eb_slot *slot)
         dpu->last_slice = model->last_slice;
         dpu->mirror = model->mirror;
         dpu->partial_bytes = malloc((dpu->nr_shards + 1) * sizeof(uint32_t));
-        failed = !dpu->partial_bytes;
+        dpu->shard_dims = malloc((dpu->nr_shards + 1) * sizeof(uint32_t));
+        dpu->shard_row_bytes = malloc((dpu->nr_shards + 1) * sizeof(uint32_t));
+        failed = !dpu->partial_bytes || !dpu->shard_dims || !dpu->shard_row_bytes;
+        for (uint32_t k = 0; k < dpu->nr_shards && !failed; k++) {
+            const struct shard *shard = &engine->shards[dpu->shard_list[k]];
+            dpu->shard_dims[k] = shard->col_stop - shard->col_start;
+            dpu->shard_row_bytes[k] = eb_row_bytes(engine->tables[shard->table].format, dpu->shard_dims[k]);
+            const int same = k == 0 || (dpu->shard_dims[k] == dpu->uniform_dim &&
+                                        dpu->shard_row_bytes[k] == dpu->uniform_row_bytes);
+            dpu->uniform_dim = same ? dpu->shard_dims[k] : 0;
+            dpu->uniform_row_bytes = same ? dpu->shard_row_bytes[k] : 0;
+        }
     }
     if (failed) {
         slot_error(slot, "out of host memory");
@@ -432,6 +426,8 @@ void free_slot(struct eb_slot *slot, uint32_t nr_dpus, uint32_t nr_slices)
     for (uint32_t d = 0; slot->dpus && d < nr_dpus; d++) {
         struct dpu_state *dpu = &slot->dpus[d];
         free(dpu->partial_bytes);
+        free(dpu->shard_dims);
+        free(dpu->shard_row_bytes);
         free(dpu->input);
         free(dpu->weights);
         free(dpu->segments);
