@@ -325,6 +325,66 @@ static inline __attribute__((always_inline)) uint32_t host_rank(const uint64_t *
     return ranks[(uint64_t)row >> 6] + (uint32_t)__builtin_popcountll(word & ((1ull << offset) - 1));
 }
 
+#if defined(__AVX512F__) && defined(__AVX512VL__) && defined(__AVX512VPOPCNTDQ__)
+#include <immintrin.h>
+#define EB_ROUTE_SIMD 1
+
+/*
+ * The unweighted lookups [begin, stop) of one bag of a slice with one row range whose
+ * exceptions are all host-cached, 8 at a time: the rows that are not host-cached go, in
+ * lookup order, to the bag's lane at `row - origin`, the others to the host lane at their
+ * host slot (host_rank); the cursors move on. Every row is inside the table (bag_inside).
+ * The bit and count words of the lookups EB_PREFETCH_DISTANCE ahead are prefetched, as in
+ * the scalar loop. Returns how many went to the host lane.
+ */
+static inline __attribute__((always_inline)) void route_host_ranked_bag(const int64_t *indices, int64_t begin,
+                                                                        int64_t stop, int64_t last_lookup,
+                                                                        uint64_t nr_rows, const uint64_t *bits,
+                                                                        const uint32_t *ranks, int64_t origin,
+                                                                        uint32_t **bag_cursor, uint32_t **host_cursor)
+{
+    const __m512i one = _mm512_set1_epi64(1), low6 = _mm512_set1_epi64(63);
+    const __m512i last_row = _mm512_set1_epi64((int64_t)nr_rows - 1), origins = _mm512_set1_epi64(origin);
+    uint32_t *to_bag = *bag_cursor, *to_host = *host_cursor;
+    for (int64_t j = begin; j < stop; j += 8) {
+        if (j + EB_PREFETCH_DISTANCE + 8 <= last_lookup + 1) {
+            /* Rows ahead are not checked yet: clamped into the table for the address. */
+            __m512i ahead = _mm512_loadu_si512((const void *)(indices + j + EB_PREFETCH_DISTANCE));
+            ahead = _mm512_srli_epi64(_mm512_min_epu64(ahead, last_row), 6);
+            uint64_t words[8];
+            _mm512_storeu_si512((void *)words, ahead);
+            for (int k = 0; k < 8; k++) {
+                __builtin_prefetch(bits + words[k]);
+                __builtin_prefetch(ranks + words[k]);
+            }
+        }
+        const __mmask8 valid = stop - j >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (stop - j)) - 1u);
+        const __m512i row = _mm512_maskz_loadu_epi64(valid, (const void *)(indices + j));
+        const __m512i word_index = _mm512_srli_epi64(row, 6);
+        const __m512i word = _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), valid, word_index, bits, 8);
+        const __m512i offset = _mm512_and_si512(row, low6);
+        const __mmask8 host = _mm512_mask_test_epi64_mask(valid, _mm512_srlv_epi64(word, offset), one);
+        const __mmask8 dpu = valid & (__mmask8)~host;
+        const __m256i local = _mm512_cvtepi64_epi32(_mm512_sub_epi64(row, origins));
+        const uint32_t nr_dpu = (uint32_t)__builtin_popcount(dpu);
+        _mm256_mask_storeu_epi32(to_bag, (__mmask8)((1u << nr_dpu) - 1u), _mm256_maskz_compress_epi32(dpu, local));
+        to_bag += nr_dpu;
+        if (host) {
+            const __m512i below = _mm512_and_si512(word, _mm512_sub_epi64(_mm512_sllv_epi64(one, offset), one));
+            const __m256i before = _mm512_mask_i64gather_epi32(_mm256_setzero_si256(), host, word_index, ranks, 4);
+            const __m256i slot = _mm256_add_epi32(before, _mm512_cvtepi64_epi32(_mm512_popcnt_epi64(below)));
+            const uint32_t nr_host = (uint32_t)__builtin_popcount(host);
+            _mm256_mask_storeu_epi32(to_host, (__mmask8)((1u << nr_host) - 1u), _mm256_maskz_compress_epi32(host, slot));
+            to_host += nr_host;
+        }
+    }
+    *bag_cursor = to_bag;
+    *host_cursor = to_host;
+}
+#else
+#define EB_ROUTE_SIMD 0
+#endif
+
 /*
  * Writes lookup j's local row (and weight) at the lane's cursor `*cursor`, which moves
  * on; without `scan`, lists the lane in `touched` when this is its first lookup of the
@@ -400,6 +460,8 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
         return RUN_ERROR;
     }
     uint32_t **const chunk_ends = slice->chunk_ends;
+    /* One row range, host-cached exceptions only: whole bags 8 lookups at a time. */
+    const int simd = EB_ROUTE_SIMD && slice->nr_ranges == 1 && slot->engine->simd_route;
     uint64_t headroom = 0;
     uint32_t nr_chunk_bags = 0;
     for (uint32_t b = b0; b < b1; b++) {
@@ -465,9 +527,21 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
         const int host_ranked = one_set && exceptions == EXCEPTIONS_HOST_RANKS;
         uint32_t *host_cursor = host_ranked ? cursors[host_lane] : NULL;
         const uint32_t *const host_mark = host_ranked ? marks[host_lane] : NULL;
+        int64_t scalar_stop = stop;
+#if EB_ROUTE_SIMD
+        if (host_ranked && !weighted && !scan && simd && stop == end) {
+            route_host_ranked_bag(indices, begin, end, last_lookup, nr_rows, exception_bits, host_ranks, origins[0],
+                                  &bag_cursor, &host_cursor);
+            touched[nr_touched] = bag_lane;
+            nr_touched += bag_cursor != bag_mark;
+            touched[nr_touched] = host_lane;
+            nr_touched += host_cursor != host_mark;
+            scalar_stop = begin; /* routed */
+        }
+#endif
         /* Two lookups per iteration: the loop control is paid once for both. */
 #pragma GCC unroll 2
-        for (int64_t j = begin; j < stop; j++) {
+        for (int64_t j = begin; j < scalar_stop; j++) {
             const int64_t row = indices[j];
             uint64_t lane;
             uint32_t local;

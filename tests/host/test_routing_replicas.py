@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from engine_reference import random_batch, random_weights
-from test_routing import run_and_check, zipf_batch
+from engine_reference import assert_matches, random_batch, random_weights, reference
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_routing import expected_lookups, run_and_check, zipf_batch
 
 from updlrm.host.engine import Engine, EngineError
 from updlrm.plan import Plan, Shard
@@ -332,3 +334,59 @@ def test_one_replica_set_index_outside(bad):
     message = re.escape(f"table 0: indices[{position}] = {bad} is outside [0, 5000)")
     with Engine(plan, random_weights(tables, rng)) as engine, pytest.raises(EngineError, match=message):
         engine.run(indices, offsets)
+
+
+def _vector_and_scalar_engines(plan, weights, monkeypatch):
+    """The same plan on an engine that routes with vectors where the build has them and on
+    one that routes every lookup in scalar code (UPDLRM_SCALAR_ROUTE=1 at creation)."""
+    vector = Engine(plan, weights)
+    monkeypatch.setenv("UPDLRM_SCALAR_ROUTE", "1")
+    scalar = Engine(plan, weights)
+    monkeypatch.delenv("UPDLRM_SCALAR_ROUTE")
+    return vector, scalar
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lengths=st.lists(st.integers(0, 40), min_size=1, max_size=60),
+    hot=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_vector_routing_equals_scalar_routing(monkeypatch, lengths, hot, seed):
+    """Whole tables on 24 DPUs (one row range, one replica set), host-cached rows at word
+    edges (0, 63, 64, 127, 128, the last): unweighted bags take the vector path (8 lookups
+    at a time, a masked tail) where the build has it. Outputs, per-DPU counts and host-cache
+    hits equal the scalar path's and the reference, for bags of 0-40 lookups, all or none
+    of them host-cached, and rows at both ends of the table."""
+    rng = np.random.default_rng(seed)
+    tables = [TableSpec("q", 700, 8, row_format=RowFormat.INT8, scale=0.5), TableSpec("f", 300, 4)]
+    host = {0: np.array([0, 63, 64, 127, 128, 300, 699]), 1: np.array([5, 6, 7, 299])}
+    shards = [
+        Shard(t, d, 0, spec.embedding_dim, range(spec.num_embeddings))
+        for t, spec in enumerate(tables)
+        for d in range(24)
+    ]
+    plan = Plan(tables, Topology(24), shards, host_rows=host)
+    weights = random_weights(tables, rng)
+    parts, offsets = [], [0]
+    for t, spec in enumerate(tables):
+        for n in lengths:
+            rows = rng.integers(0, spec.num_embeddings, n)
+            cached = rng.random(n) < hot
+            rows[cached] = rng.choice(host[t], int(cached.sum()))
+            rows[rng.random(n) < 0.05] = spec.num_embeddings - 1
+            parts.append(rows)
+            offsets.append(offsets[-1] + n)
+    indices = np.concatenate(parts).astype(np.int64)
+    offsets = np.array(offsets, np.int64)
+    vector, scalar = _vector_and_scalar_engines(plan, weights, monkeypatch)
+    with vector, scalar:
+        out, stats = vector.run(indices, offsets)
+        out_scalar, stats_scalar = scalar.run(indices, offsets)
+    assert np.array_equal(out, out_scalar)
+    assert stats.lookups.tolist() == stats_scalar.lookups.tolist()
+    assert stats.host_cache_hits == stats_scalar.host_cache_hits
+    expected, magnitude = reference(tables, weights, indices, offsets, None, PoolingMode.SUM)
+    assert_matches(tables, out, expected, magnitude)
+    per_dpu, hits = expected_lookups(plan, indices, offsets)
+    assert stats.lookups.tolist() == per_dpu.tolist() and stats.host_cache_hits == hits
