@@ -436,8 +436,10 @@ EB_INTERNAL __attribute__((noinline)) int pack_inputs(struct eb_slot *slot);
 /* eb_merge.c */
 EB_INTERNAL int push_inputs(struct eb_slot *slot);
 EB_INTERNAL int pull_outputs(struct eb_slot *slot);
-EB_INTERNAL void sum_host_hits(struct eb_slot *slot);
 EB_INTERNAL int merge_partials(struct eb_slot *slot, uint32_t b0, uint32_t b1);
+
+/* eb_sums.c */
+EB_INTERNAL void start_sums(struct eb_slot *slot);
 
 /* eb_pipeline.c */
 EB_INTERNAL void free_slot(struct eb_slot *slot, uint32_t nr_dpus, uint32_t nr_slices);

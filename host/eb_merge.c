@@ -47,142 +47,6 @@ int pull_outputs(struct eb_slot *slot)
 }
 
 /*
- * Host-cached rows: fp32 into the output, integers into their int32 output cells or the
- * int64 scratch (slot->int32_sums). The host lane of each table's first slice lists the
- * slots in lookup order with one segment per bag, and the weights (fp32 bits or Q16)
- * like a DPU's.
- */
-/* The integer lookups [position, end) of one bag into `out`, an accumulator row of type
- * ACC: each host row of element type T times its weight when the batch is weighted
- * (unweighted rows are added without a multiply by 1: a 64-bit vector multiply is slow). */
-#define EB_ADD_HOST_ROWS(T, ACC)                                                                            \
-    do {                                                                                                    \
-        ACC *restrict out = (ACC *)out_cells;                                                               \
-        for (; position < end; position++) {                                                                \
-            const T *row = (const T *)table->host_rows + (size_t)slots[position] * dim;                   \
-            if (weighted) {                                                                                 \
-                int32_t q16;                                                                                \
-                memcpy(&q16, &host->weights[position], sizeof(q16));                                        \
-                const ACC weight = q16;                                                                     \
-                for (uint32_t c = 0; c < dim; c++) {                                                        \
-                    out[c] += (ACC)row[c] * weight;                                                         \
-                }                                                                                           \
-            } else {                                                                                        \
-                for (uint32_t c = 0; c < dim; c++) {                                                        \
-                    out[c] += row[c];                                                                       \
-                }                                                                                           \
-            }                                                                                               \
-        }                                                                                                   \
-    } while (0)
-
-/* Tables [t0, t1) of the host-cache sum; their hits and bytes are added to *hits, *bytes. */
-struct host_job {
-    struct eb_slot *slot;
-    uint32_t t0, t1;
-    int64_t hits, bytes;
-};
-
-static void *sum_host_tables(void *argument)
-{
-    struct host_job *job = argument;
-    struct eb_slot *slot = job->slot;
-    const eb_engine *engine = slot->engine;
-    const int weighted = slot->weighted;
-    float *output = slot->output;
-    for (uint32_t t = job->t0; t < job->t1; t++) {
-        const struct table *table = &engine->tables[t];
-        if (table->nr_host_rows == 0) {
-            continue;
-        }
-        const struct dpu_state *host = &slot->host_states[table->first_slice];
-        const uint32_t *slots = (const uint32_t *)(host->input + EB_INDEX_START);
-        const uint32_t dim = table->dim;
-        uint32_t position = 0;
-        for (uint32_t s = 0; s < host->nr_segments; s++) {
-            const uint32_t bag = host->segment_bags[s];
-            const uint32_t end = position + host->segments[s].nr_lookups;
-            if (table->format == EB_FORMAT_FP32) {
-                float *out = output + (size_t)bag * engine->total_dim + table->out_col;
-                for (; position < end; position++) {
-                    const float *row = (const float *)table->host_rows + (size_t)slots[position] * dim;
-                    if (weighted) {
-                        float weight;
-                        memcpy(&weight, &host->weights[position], sizeof(weight));
-                        for (uint32_t c = 0; c < dim; c++) {
-                            out[c] += weight * row[c];
-                        }
-                    } else {
-                        for (uint32_t c = 0; c < dim; c++) {
-                            out[c] += row[c];
-                        }
-                    }
-                }
-                continue;
-            }
-            const int narrow = slot->int32_sums[t];
-            void *out_cells = narrow ? (void *)(output + (size_t)bag * engine->total_dim + table->out_col)
-                                     : (void *)(slot->merge.scratch + (size_t)bag * engine->int_dim + table->scratch_col);
-            if (table->format == EB_FORMAT_INT32) {
-                if (narrow) {
-                    EB_ADD_HOST_ROWS(int32_t, int32_t);
-                } else {
-                    EB_ADD_HOST_ROWS(int32_t, int64_t);
-                }
-            } else if (narrow) {
-                EB_ADD_HOST_ROWS(int8_t, int32_t);
-            } else {
-                EB_ADD_HOST_ROWS(int8_t, int64_t);
-            }
-        }
-        job->hits += host->nr_lookups;
-        job->bytes += (int64_t)host->nr_lookups * dim * eb_element_bytes(table->format);
-    }
-    return NULL;
-}
-
-/* Below this many host-cached lookups a second thread costs more than it saves. */
-#define EB_PARALLEL_HOST_LOOKUPS 32768u
-
-/*
- * The host-cache sum on up to the engine's worker threads, each a consecutive range of
- * tables with about equal hits: a table's columns have one writer, and each bag's sum
- * is added in the same order whatever the threads.
- */
-void sum_host_hits(struct eb_slot *slot)
-{
-    const eb_engine *engine = slot->engine;
-    uint64_t total = 0;
-    for (uint32_t t = 0; t < engine->nr_tables; t++) {
-        const struct table *table = &engine->tables[t];
-        total += table->nr_host_rows ? slot->host_states[table->first_slice].nr_lookups : 0u;
-    }
-    uint64_t threads = engine->worker_threads > 1 ? (uint64_t)engine->worker_threads : 1u;
-    threads = threads < EB_MAX_ROUTE_PARTS ? threads : EB_MAX_ROUTE_PARTS;
-    threads = threads < total / EB_PARALLEL_HOST_LOOKUPS ? threads : total / EB_PARALLEL_HOST_LOOKUPS;
-    threads = threads ? threads : 1u;
-    struct host_job jobs[EB_MAX_ROUTE_PARTS];
-    uint32_t nr_jobs = 0, t = 0;
-    uint64_t done = 0;
-    for (uint32_t j = 0; j < threads; j++) {
-        /* Tables until this job's share of the hits is reached; the last takes the rest. */
-        const uint64_t goal = total * (j + 1) / threads;
-        const uint32_t t0 = t;
-        while (t < engine->nr_tables && (done < goal || j + 1 == threads)) {
-            const struct table *table = &engine->tables[t++];
-            done += table->nr_host_rows ? slot->host_states[table->first_slice].nr_lookups : 0u;
-        }
-        if (t > t0) {
-            jobs[nr_jobs++] = (struct host_job){.slot = slot, .t0 = t0, .t1 = t};
-        }
-    }
-    run_jobs(sum_host_tables, jobs, sizeof(jobs[0]), nr_jobs);
-    for (uint32_t j = 0; j < nr_jobs; j++) {
-        slot->stats.host_cache_hits += jobs[j].hits;
-        slot->stats.host_cache_bytes += jobs[j].bytes;
-    }
-}
-
-/*
  * Checks every DPU's status, then lists its partials in the order the kernel wrote them
  * (tasklet by tasklet) and cuts that list into runs of one shard whose bags never
  * decrease: about one run per slice routed to the DPU, since routing visits the bags in
@@ -351,9 +215,61 @@ static uint32_t merge_run(const struct eb_slot *slot, const struct merge_run *ru
     return position;
 }
 
+/* out[c] = float32(float64(sum[c]) x factor / divisor) for the dim columns of a bag; the
+ * division is left out when it is by 1 (x / 1.0 is x, so the bits are the same). */
+#define EB_FINISH_SUMS(SUMS)                                                                                \
+    do {                                                                                                    \
+        const __typeof__(*(SUMS)) *sum = (SUMS);                                                            \
+        if (divisor == 1.0) {                                                                               \
+            for (uint32_t c = 0; c < dim; c++) {                                                            \
+                out[c] = (float)((double)sum[c] * factor);                                                  \
+            }                                                                                               \
+        } else {                                                                                            \
+            for (uint32_t c = 0; c < dim; c++) {                                                            \
+                out[c] = (float)((double)sum[c] * factor / divisor);                                        \
+            }                                                                                               \
+        }                                                                                                   \
+    } while (0)
+
+/* The last step of the merge for bags [b0, b1), bag by bag (their rows are still in
+ * cache): integer sums scaled (int32 cells in place, each read before its float is
+ * written), means divided. */
+static void finish_bags(const struct eb_slot *slot, uint32_t b0, uint32_t b1, float *output)
+{
+    const eb_engine *engine = slot->engine;
+    const int64_t *offsets = slot->offsets;
+    const uint32_t batch = slot->batch;
+    const int mean = slot->pooling == EB_POOLING_MEAN;
+    for (uint32_t b = b0; b < b1; b++) {
+        for (uint32_t t = 0; t < engine->nr_tables; t++) {
+            const struct table *table = &engine->tables[t];
+            const uint32_t dim = table->dim;
+            const int64_t count = offsets[(int64_t)t * batch + b + 1] - offsets[(int64_t)t * batch + b];
+            float *out = output + (size_t)b * engine->total_dim + table->out_col;
+            if (table->format == EB_FORMAT_FP32) {
+                if (mean && count > 0) {
+                    const float divisor = (float)count;
+                    for (uint32_t c = 0; c < dim; c++) {
+                        out[c] /= divisor;
+                    }
+                }
+                continue;
+            }
+            const double factor = slot->weighted ? table->scale / (double)EB_WEIGHT_Q16_ONE : table->scale;
+            const double divisor = mean && count > 0 ? (double)count : 1.0;
+            if (slot->int32_sums[t]) {
+                EB_FINISH_SUMS((const int32_t *)out);
+            } else {
+                EB_FINISH_SUMS(slot->merge.scratch + (size_t)b * engine->int_dim + table->scratch_col);
+            }
+        }
+    }
+}
+
 /*
- * Merges bags [bag_start, bag_stop) block by block. A bag's partials are added DPU by DPU
- * and, within a DPU, in the order its tasklets wrote them (host/README.md, summation order).
+ * Merges bags [bag_start, bag_stop) block by block, each finished once all its partials
+ * are in. A bag's partials are added DPU by DPU and, within a DPU, in the order its
+ * tasklets wrote them (host/README.md, summation order).
  */
 static void *merge_bags(void *argument)
 {
@@ -368,6 +284,7 @@ static void *merge_bags(void *argument)
         for (uint32_t r = 0; r < slot->merge.nr_runs; r++) {
             job->positions[r] = merge_run(slot, &slot->merge.runs[r], job->positions[r], block_stop, job->output);
         }
+        finish_bags(slot, block_start, block_stop, job->output);
     }
     return NULL;
 }

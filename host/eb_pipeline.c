@@ -150,7 +150,7 @@ static int launch_packed(struct eb_slot *slot)
     }
     slot->launched_at = pushed;
     double cache_start = now_s();
-    sum_host_hits(slot);
+    start_sums(slot);
     slot->stats.host_cache_s += now_s() - cache_start;
     return 0;
 }
@@ -227,7 +227,7 @@ static int dry_launch(struct eb_slot *slot)
         memcpy(dpu->output, &done, sizeof(done));
     }
     double start = now_s();
-    sum_host_hits(slot);
+    start_sums(slot);
     slot->stats.host_cache_s += now_s() - start;
     record_launch_stats(slot);
     slot->stats.nr_launches++;
@@ -256,116 +256,6 @@ static int run_bags(struct eb_slot *slot, uint32_t b0, uint32_t b1)
         return -1;
     }
     return merge_launch(slot, b0, b1);
-}
-
-/* Bags [b0, b1) of a slot, one thread's share of zeroing or finishing the output. */
-struct rows_job {
-    struct eb_slot *slot;
-    uint32_t b0, b1;
-};
-
-/* Below this many output and scratch bytes a thread, a second one costs more than it saves. */
-#define EB_PARALLEL_ROWS_BYTES (1u << 20)
-
-/* The batch's bags cut into consecutive ranges, one per worker thread (by output bytes). */
-static uint32_t bag_ranges(struct eb_slot *slot, struct rows_job *jobs)
-{
-    const eb_engine *engine = slot->engine;
-    const uint64_t bytes = (uint64_t)slot->batch * row_bytes(slot);
-    uint64_t threads = engine->worker_threads > 1 ? (uint64_t)engine->worker_threads : 1u;
-    threads = threads < EB_MAX_ROUTE_PARTS ? threads : EB_MAX_ROUTE_PARTS;
-    threads = threads < bytes / EB_PARALLEL_ROWS_BYTES ? threads : bytes / EB_PARALLEL_ROWS_BYTES;
-    threads = threads < slot->batch ? threads : slot->batch;
-    const uint32_t nr_jobs = threads ? (uint32_t)threads : 1u;
-    for (uint32_t j = 0; j < nr_jobs; j++) {
-        jobs[j] = (struct rows_job){slot, (uint32_t)((uint64_t)slot->batch * j / nr_jobs),
-                                    (uint32_t)((uint64_t)slot->batch * (j + 1) / nr_jobs)};
-    }
-    return nr_jobs;
-}
-
-/* Zeroes the output and integer scratch rows (when some table uses it) of bags [b0, b1). */
-static void *zero_rows(void *argument)
-{
-    const struct rows_job *job = argument;
-    const eb_engine *engine = job->slot->engine;
-    const size_t bags = job->b1 - job->b0;
-    if (bags == 0) {
-        return NULL; /* an empty batch's output may be NULL: memset of NULL is undefined even for 0 bytes */
-    }
-    if (job->slot->nr_scratch_tables) {
-        memset(job->slot->merge.scratch + (size_t)job->b0 * engine->int_dim, 0,
-               bags * engine->int_dim * sizeof(int64_t));
-    }
-    memset(job->slot->output + (size_t)job->b0 * engine->total_dim, 0, bags * engine->total_dim * sizeof(float));
-    return NULL;
-}
-
-/* out[c] = float32(float64(sum[c]) x factor / divisor) for the dim columns of a bag; the
- * division is left out when it is by 1 (x / 1.0 is x, so the bits are the same). */
-#define EB_FINISH_SUMS(SUMS)                                                                                \
-    do {                                                                                                    \
-        const __typeof__(*(SUMS)) *sum = (SUMS);                                                            \
-        if (divisor == 1.0) {                                                                               \
-            for (uint32_t c = 0; c < dim; c++) {                                                            \
-                out[c] = (float)((double)sum[c] * factor);                                                  \
-            }                                                                                               \
-        } else {                                                                                            \
-            for (uint32_t c = 0; c < dim; c++) {                                                            \
-                out[c] = (float)((double)sum[c] * factor / divisor);                                        \
-            }                                                                                               \
-        }                                                                                                   \
-    } while (0)
-
-/* Scale integer sums, divide means, for bags [b0, b1): the last step of the merge. */
-static void *finish_rows(void *argument)
-{
-    const struct rows_job *job = argument;
-    const struct eb_slot *slot = job->slot;
-    const eb_engine *engine = slot->engine;
-    const int64_t *offsets = slot->offsets;
-    const uint32_t batch = slot->batch;
-    float *output = slot->output;
-    for (uint32_t t = 0; t < engine->nr_tables; t++) {
-        const struct table *table = &engine->tables[t];
-        uint32_t dim = table->dim;
-        double factor = slot->weighted ? table->scale / (double)EB_WEIGHT_Q16_ONE : table->scale;
-        for (uint32_t b = job->b0; b < job->b1; b++) {
-            int64_t count = offsets[(int64_t)t * batch + b + 1] - offsets[(int64_t)t * batch + b];
-            float *out = output + (size_t)b * engine->total_dim + table->out_col;
-            if (table->format == EB_FORMAT_FP32) {
-                if (slot->pooling == EB_POOLING_MEAN && count > 0) {
-                    float divisor = (float)count;
-                    for (uint32_t c = 0; c < dim; c++) {
-                        out[c] /= divisor;
-                    }
-                }
-                continue;
-            }
-            double divisor = slot->pooling == EB_POOLING_MEAN && count > 0 ? (double)count : 1.0;
-            if (slot->int32_sums[t]) {
-                /* In place: each cell's int32 sum is read before its float is written. */
-                EB_FINISH_SUMS((const int32_t *)out);
-            } else {
-                EB_FINISH_SUMS(slot->merge.scratch + (size_t)b * engine->int_dim + table->scratch_col);
-            }
-        }
-    }
-    return NULL;
-}
-
-/* Zeroing (before the host cache and the merge add into the rows) and finishing the output
- * run on the worker threads, a range of bags each: every row has one writer. */
-static void zero_output(struct eb_slot *slot)
-{
-    struct rows_job jobs[EB_MAX_ROUTE_PARTS];
-    run_jobs(zero_rows, jobs, sizeof(jobs[0]), bag_ranges(slot, jobs));
-}
-
-static void finish_output(struct eb_slot *slot)
-{
-    struct rows_job jobs[EB_MAX_ROUTE_PARTS];
-    run_jobs(finish_rows, jobs, sizeof(jobs[0]), bag_ranges(slot, jobs));
 }
 
 /* ---- one batch: stages over a slot ------------------------------------------- */
@@ -540,11 +430,6 @@ static int prepare_slot(struct eb_slot *slot, const int64_t *indices, int64_t nr
         return -1;
     }
     slot->stats.route_s += now_s() - start;
-    /* Zeroing the sums is the first step of the merge (the host cache adds into them
-     * during the launch), so it is timed as merge. */
-    double zero_start = now_s();
-    zero_output(slot);
-    slot->stats.merge_s += now_s() - zero_start;
     slot->stats.nr_bags = batch;
     slot->stats.nr_lookups = nr_indices;
     if (batch == 0) {
@@ -586,13 +471,7 @@ static int collect_slot(struct eb_slot *slot)
 
 static int finish_slot(struct eb_slot *slot)
 {
-    if (slot->batch > 0 && !slot->split && merge_launch(slot, 0, slot->batch)) {
-        return -1;
-    }
-    double start = now_s();
-    finish_output(slot);
-    slot->stats.merge_s += now_s() - start;
-    return 0;
+    return slot->batch > 0 && !slot->split && merge_launch(slot, 0, slot->batch) ? -1 : 0;
 }
 
 /* Moves a slot from state `from` to SLOT_BUSY; false (touching nothing) if it is elsewhere. */

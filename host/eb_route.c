@@ -86,7 +86,7 @@ static void close_lanes(struct slice *slice)
  * same local rows (link_followers), so lane i's records are copied from the leader's
  * lane i, each segment naming this lane's shard instead. Sequential copies in place of
  * a route per lookup: what makes column slices cheap for the host. DPU lanes only: the
- * host cache sums whole rows from the table's first slice's host lane (sum_host_hits),
+ * host cache sums whole rows from the table's first slice's host lane (start_sums),
  * and a follower is never a table's first slice.
  */
 static int copy_lanes(struct eb_slot *slot, struct slice *slice, int weighted)

@@ -1,0 +1,194 @@
+/*
+ * The start of every bag's sums, during the launch: each table's cells of the launch's
+ * bags set to the sum of its host-cached rows, or to zero when it has none; the merge
+ * then adds the DPUs' partial sums and finishes the rows (eb_merge.c).
+ * See host/README.md for the data layout and the summation order.
+ */
+#include "eb_internal.h"
+
+/* A lookup's weight as the accumulator multiplies it: fp32 bits, or Q16 for integer rows. */
+static inline float weight_fp32(uint32_t bits)
+{
+    float weight;
+    memcpy(&weight, &bits, sizeof(weight));
+    return weight;
+}
+
+static inline int32_t weight_q16(uint32_t bits)
+{
+    int32_t q16;
+    memcpy(&q16, &bits, sizeof(q16));
+    return q16;
+}
+
+/* GCC's unroll-and-jam fuses two rows' column loops into one it does not vectorize:
+ * the host-cache sum ran three times slower. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define EB_NO_JAM __attribute__((optimize("no-loop-unroll-and-jam")))
+#else
+#define EB_NO_JAM
+#endif
+
+/*
+ * NAME(out, table_rows, slots, weights, dim, position, end): the sum of one bag's host lookups
+ * [position, end) (at least one) into its accumulator cells `out` of type ACC; each row
+ * of element type T times its weight (WEIGHT of the weight's bits) when `weights` is not
+ * NULL, unweighted rows added without a multiply by 1 (a 64-bit vector multiply is slow).
+ * The first row is stored as 0 + row, which is what adding it to a zeroed cell gives
+ * (for fp32, -0.0 becomes +0.0 as well) without a pass that zeroes the cells first.
+ */
+#define EB_DEFINE_HOST_SUM(NAME, T, ACC, WEIGHT)                                                            \
+    EB_NO_JAM static void NAME(ACC *restrict out, const void *table_rows, const uint32_t *restrict slots,            \
+                     const uint32_t *restrict weights, uint32_t dim, uint32_t position, uint32_t end)       \
+    {                                                                                                       \
+        const T *rows = table_rows;                                                                         \
+        const T *row = rows + (size_t)slots[position] * dim;                                                \
+        if (weights) {                                                                                      \
+            ACC weight = WEIGHT(weights[position]);                                                         \
+            for (uint32_t c = 0; c < dim; c++) {                                                            \
+                out[c] = (ACC)0 + (ACC)row[c] * weight;                                                     \
+            }                                                                                               \
+            for (position++; position < end; position++) {                                                  \
+                row = rows + (size_t)slots[position] * dim;                                                 \
+                weight = WEIGHT(weights[position]);                                                         \
+                for (uint32_t c = 0; c < dim; c++) {                                                        \
+                    out[c] += (ACC)row[c] * weight;                                                         \
+                }                                                                                           \
+            }                                                                                               \
+        } else {                                                                                            \
+            for (uint32_t c = 0; c < dim; c++) {                                                            \
+                out[c] = (ACC)0 + (ACC)row[c];                                                              \
+            }                                                                                               \
+            for (position++; position < end; position++) {                                                  \
+                row = rows + (size_t)slots[position] * dim;                                                 \
+                for (uint32_t c = 0; c < dim; c++) {                                                        \
+                    out[c] += (ACC)row[c];                                                                  \
+                }                                                                                           \
+            }                                                                                               \
+        }                                                                                                   \
+    }
+
+EB_DEFINE_HOST_SUM(sum_fp32, float, float, weight_fp32)
+EB_DEFINE_HOST_SUM(sum_int32_narrow, int32_t, int32_t, weight_q16)
+EB_DEFINE_HOST_SUM(sum_int32_wide, int32_t, int64_t, weight_q16)
+EB_DEFINE_HOST_SUM(sum_int8_narrow, int8_t, int32_t, weight_q16)
+EB_DEFINE_HOST_SUM(sum_int8_wide, int8_t, int64_t, weight_q16)
+
+/* Tables [t0, t1); their host-cache hits and bytes are added to *hits, *bytes. */
+struct sums_job {
+    struct eb_slot *slot;
+    uint32_t t0, t1;
+    int64_t hits, bytes;
+};
+
+/* The host lookups [position, end) of one bag into its cells: fp32 rows into the output,
+ * integer rows into int32 output cells or the int64 scratch (`narrow`: slot->int32_sums). */
+static void sum_host_rows(const struct eb_slot *slot, const struct table *table, const struct dpu_state *host,
+                          void *cells, int narrow, uint32_t position, uint32_t end)
+{
+    const uint32_t *slots = (const uint32_t *)(host->input + EB_INDEX_START);
+    const uint32_t *weights = slot->weighted ? host->weights : NULL;
+    const uint32_t dim = table->dim;
+    if (table->format == EB_FORMAT_FP32) {
+        sum_fp32(cells, table->host_rows, slots, weights, dim, position, end);
+    } else if (table->format == EB_FORMAT_INT32) {
+        if (narrow) {
+            sum_int32_narrow(cells, table->host_rows, slots, weights, dim, position, end);
+        } else {
+            sum_int32_wide(cells, table->host_rows, slots, weights, dim, position, end);
+        }
+    } else if (narrow) {
+        sum_int8_narrow(cells, table->host_rows, slots, weights, dim, position, end);
+    } else {
+        sum_int8_wide(cells, table->host_rows, slots, weights, dim, position, end);
+    }
+}
+
+/*
+ * Every bag of the launch, table by table: the sum of the table's host-cached rows, in
+ * lookup order, or zero (the host lane of the table's first slice lists the slots,
+ * one segment per bag that has any, bags ascending, and the weights as fp32 bits or Q16
+ * like a DPU's). Cells: the output columns (fp32 and int32 sums) or the int64 scratch,
+ * whose output columns the finish writes.
+ */
+static void *start_tables(void *argument)
+{
+    struct sums_job *job = argument;
+    struct eb_slot *slot = job->slot;
+    const eb_engine *engine = slot->engine;
+    for (uint32_t t = job->t0; t < job->t1; t++) {
+        const struct table *table = &engine->tables[t];
+        const int narrow = table->format == EB_FORMAT_FP32 || slot->int32_sums[t];
+        uint8_t *const base = narrow ? (uint8_t *)(slot->output + table->out_col)
+                                     : (uint8_t *)(slot->merge.scratch + table->scratch_col);
+        const size_t stride = narrow ? engine->total_dim * sizeof(float) : engine->int_dim * sizeof(int64_t);
+        const size_t cells_bytes = (size_t)table->dim * (narrow ? sizeof(float) : sizeof(int64_t));
+        const struct dpu_state *host = table->nr_host_rows ? &slot->host_states[table->first_slice] : NULL;
+        const uint32_t nr_segments = host ? host->nr_segments : 0u;
+        uint32_t s = 0, position = 0;
+        for (uint32_t b = slot->b0; b < slot->b1; b++) {
+            void *cells = base + (size_t)b * stride;
+            if (s < nr_segments && host->segment_bags[s] == b) {
+                const uint32_t end = position + host->segments[s].nr_lookups;
+                sum_host_rows(slot, table, host, cells, table->format != EB_FORMAT_FP32 && narrow, position, end);
+                position = end;
+                s++;
+            } else {
+                memset(cells, 0, cells_bytes);
+            }
+        }
+        if (host) {
+            job->hits += host->nr_lookups;
+            job->bytes += (int64_t)host->nr_lookups * table->dim * eb_element_bytes(table->format);
+        }
+    }
+    return NULL;
+}
+
+/* Below this much work (host-cached lookups plus bag cells) a second thread costs more
+ * than it saves. */
+#define EB_PARALLEL_START_WORK 32768u
+
+/* A table's share of the work: its host-cached lookups and its cells of each bag. */
+static uint64_t table_work(const struct eb_slot *slot, uint32_t t)
+{
+    const struct table *table = &slot->engine->tables[t];
+    return (table->nr_host_rows ? slot->host_states[table->first_slice].nr_lookups : 0u) + (slot->b1 - slot->b0);
+}
+
+/*
+ * Starts the sums of the launch's bags on up to the engine's worker threads, each a
+ * consecutive range of tables with about equal work: a table's cells have one writer,
+ * and each bag's sum is added in the same order whatever the threads.
+ */
+void start_sums(struct eb_slot *slot)
+{
+    const eb_engine *engine = slot->engine;
+    uint64_t total = 0;
+    for (uint32_t t = 0; t < engine->nr_tables; t++) {
+        total += table_work(slot, t);
+    }
+    uint64_t threads = engine->worker_threads > 1 ? (uint64_t)engine->worker_threads : 1u;
+    threads = threads < EB_MAX_ROUTE_PARTS ? threads : EB_MAX_ROUTE_PARTS;
+    threads = threads < total / EB_PARALLEL_START_WORK ? threads : total / EB_PARALLEL_START_WORK;
+    threads = threads ? threads : 1u;
+    struct sums_job jobs[EB_MAX_ROUTE_PARTS];
+    uint32_t nr_jobs = 0, t = 0;
+    uint64_t done = 0;
+    for (uint32_t j = 0; j < threads; j++) {
+        /* Tables until this job's share of the work is reached; the last takes the rest. */
+        const uint64_t goal = total * (j + 1) / threads;
+        const uint32_t t0 = t;
+        while (t < engine->nr_tables && (done < goal || j + 1 == threads)) {
+            done += table_work(slot, t++);
+        }
+        if (t > t0) {
+            jobs[nr_jobs++] = (struct sums_job){.slot = slot, .t0 = t0, .t1 = t};
+        }
+    }
+    run_jobs(start_tables, jobs, sizeof(jobs[0]), nr_jobs);
+    for (uint32_t j = 0; j < nr_jobs; j++) {
+        slot->stats.host_cache_hits += jobs[j].hits;
+        slot->stats.host_cache_bytes += jobs[j].bytes;
+    }
+}
