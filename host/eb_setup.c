@@ -3,7 +3,10 @@
  * shards and host rows, queries and teardown.
  * See host/README.md for the data layout and the summation order.
  */
+#define _DEFAULT_SOURCE /* madvise */
 #include "eb_internal.h"
+
+#include <sys/mman.h>
 
 static pthread_mutex_t error_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -284,6 +287,31 @@ int eb_engine_set_shard(eb_engine *engine, uint32_t shard, uint32_t table, uint3
     return 0;
 }
 
+/* Huge pages: the x86-64 and ARMv8 (4 KB granule) size of a transparent huge page. */
+#define EB_HUGE_PAGE_BYTES ((size_t)2 << 20)
+
+/*
+ * `bytes` of memory for random access (free() releases it): at least a huge page of it is
+ * aligned to huge pages and advised to use them, where the kernel has transparent huge
+ * pages, before any page is touched. Host-cached rows are read at random: with 4 KB pages
+ * nearly every row needs its own TLB walk.
+ */
+static void *alloc_random_access(size_t bytes)
+{
+#ifdef MADV_HUGEPAGE
+    if (bytes >= EB_HUGE_PAGE_BYTES) {
+        void *memory = NULL;
+        const size_t rounded = (bytes + EB_HUGE_PAGE_BYTES - 1u) / EB_HUGE_PAGE_BYTES * EB_HUGE_PAGE_BYTES;
+        if (posix_memalign(&memory, EB_HUGE_PAGE_BYTES, rounded) != 0) {
+            return NULL;
+        }
+        (void)madvise(memory, rounded, MADV_HUGEPAGE); /* advice: without it, 4 KB pages */
+        return memory;
+    }
+#endif
+    return malloc(bytes ? bytes : 1);
+}
+
 static void *copy_array(const void *source, size_t bytes)
 {
     void *copy = malloc(bytes ? bytes : 1);
@@ -313,9 +341,13 @@ int eb_engine_set_host_rows(eb_engine *engine, uint32_t table, int64_t nr_rows, 
     /* No values (rows NULL) is for a dry engine (eb_engine_load checks): zeros, written so
      * that summing them touches memory as real rows would. */
     size_t bytes = (size_t)nr_rows * t->dim * eb_element_bytes(t->format);
-    t->host_rows = rows ? copy_array(rows, bytes) : malloc(bytes ? bytes : 1);
-    if (!rows && t->host_rows) {
-        memset(t->host_rows, 0, bytes);
+    t->host_rows = alloc_random_access(bytes);
+    if (t->host_rows && bytes) {
+        if (rows) {
+            memcpy(t->host_rows, rows, bytes);
+        } else {
+            memset(t->host_rows, 0, bytes);
+        }
     }
     t->host_rows_zeroed = rows == NULL;
     t->host_row_ids = copy_array(row_ids, (size_t)nr_rows * sizeof(int64_t));
