@@ -65,6 +65,9 @@ class HostPhases:
     routing_bytes: int = 0
     follower_slices: int = 0
     mirror_dpus: int = 0
+    #: The partial sums a batch's merge reads (DPU->CPU bytes before rank padding, on
+    #: average): the size of the merge's like-for-like copy.
+    merge_bytes: int = 0
 
     @property
     def best_s(self) -> float:
@@ -116,7 +119,7 @@ def measure_host_phases(
         return None
     threads = max(1, int(host_threads or os.cpu_count() or 1))
     batches = [trace.batch(i % trace.num_batches) for i in range(repeats)]
-    samples, moved, cache, merge = [], [], [], []
+    samples, moved, cache, merge, pulled = [], [], [], [], []
     with Engine(plan, None, host_threads=threads) as dry:
         shape = {
             "routing_bytes": dry.routing_bytes,
@@ -131,8 +134,16 @@ def measure_host_phases(
             cache.append(stats.host_cache_s)
             merge.append(stats.merge_s)
             moved.append(indices.nbytes + offsets.nbytes + int(stats.bytes_to_dpu.sum()))
+            pulled.append(int(stats.bytes_from_dpu.sum()))
     return HostPhases(
-        tuple(samples), trace.batch_size, threads, int(np.mean(moved)), tuple(cache), tuple(merge), **shape
+        tuple(samples),
+        trace.batch_size,
+        threads,
+        int(np.mean(moved)),
+        tuple(cache),
+        tuple(merge),
+        **shape,
+        merge_bytes=int(np.mean(pulled)),
     )
 
 
