@@ -337,6 +337,8 @@ struct eb_slot {
         uint32_t nr_runs;
         uint32_t *positions;
         size_t positions_capacity;
+        struct merge_run *part_runs[EB_MAX_ROUTE_PARTS]; /* per indexing thread (eb_index.c) */
+        size_t part_runs_capacity[EB_MAX_ROUTE_PARTS];
     } merge;
 
     double launched_at;
@@ -437,6 +439,9 @@ EB_INTERNAL __attribute__((noinline)) int pack_inputs(struct eb_slot *slot);
 EB_INTERNAL int push_inputs(struct eb_slot *slot);
 EB_INTERNAL int pull_outputs(struct eb_slot *slot);
 EB_INTERNAL int merge_partials(struct eb_slot *slot, uint32_t b0, uint32_t b1);
+
+/* eb_index.c */
+EB_INTERNAL int index_partials(struct eb_slot *slot, uint32_t nr_jobs);
 
 /* eb_sums.c */
 EB_INTERNAL void start_sums(struct eb_slot *slot);

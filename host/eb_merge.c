@@ -46,90 +46,6 @@ int pull_outputs(struct eb_slot *slot)
     return transfer_batch(slot, 0);
 }
 
-/*
- * Checks every DPU's status, then lists its partials in the order the kernel wrote them
- * (tasklet by tasklet) and cuts that list into runs of one shard whose bags never
- * decrease: about one run per slice routed to the DPU, since routing visits the bags in
- * order slice by slice. A run's partials are consecutive in the DPU's output, all of its
- * shard's size. A mirror (link_mirrors) takes its source's bags and runs, with its own
- * partial sums.
- */
-static int index_partials(struct eb_slot *slot)
-{
-    const eb_engine *engine = slot->engine;
-    slot->merge.nr_runs = 0;
-    for (uint32_t d = 0; d < engine->nr_dpus; d++) {
-        struct dpu_state *dpu = &slot->dpus[d];
-        struct eb_status status;
-        memcpy(&status, dpu->output, sizeof(status));
-        uint64_t cycles = ((uint64_t)status.cycles_high << 32) | status.cycles_low;
-        if (status.magic != EB_STATUS_MAGIC) {
-            slot_error(slot, "DPU %u did not report a status (the kernel did not run to its end)", d);
-            return -1;
-        }
-        if (status.code != EB_OK) {
-            slot_error(slot, "DPU %u: %s (code %u, detail %u)", d, status_text(status.code), status.code,
-                       status.detail);
-            return -1;
-        }
-        slot->dpu_stats[EB_STAT_CYCLES][d] += (int64_t)cycles;
-        dpu->first_run = slot->merge.nr_runs;
-        if (dpu->mirror != EB_NO_MIRROR) {
-            /* Its source has a lower index: its runs are listed. */
-            const struct dpu_state *source = &slot->dpus[dpu->mirror];
-            if (reserve((void **)&slot->merge.runs, &slot->merge.runs_capacity,
-                        (size_t)slot->merge.nr_runs + source->nr_runs, sizeof(struct merge_run))) {
-                slot_error(slot, "out of memory indexing the partial sums");
-                return -1;
-            }
-            for (uint32_t r = source->first_run; r < source->first_run + source->nr_runs; r++) {
-                struct merge_run run = slot->merge.runs[r];
-                run.dpu = dpu;
-                slot->merge.runs[slot->merge.nr_runs++] = run;
-            }
-            dpu->nr_runs = source->nr_runs;
-            continue;
-        }
-        if (reserve((void **)&dpu->partial_bags, &dpu->partial_bags_capacity, dpu->nr_partials, sizeof(uint32_t))) {
-            slot_error(slot, "out of memory indexing the partial sums of DPU %u", d);
-            return -1;
-        }
-        uint32_t position = 0;
-        uint32_t offset = EB_STATUS_BYTES;
-        uint32_t previous_bag = 0, previous_shard = 0;
-        for (uint32_t k = 0; k < engine->nr_tasklets; k++) {
-            for (uint32_t segment = dpu->tasklet_first[k]; segment < dpu->tasklet_end[k]; segment++) {
-                const uint32_t bag = dpu->segment_bags[segment];
-                const uint32_t shard = dpu->segments[segment].shard;
-                if (position == 0 || bag < previous_bag || shard != previous_shard) {
-                    if (reserve((void **)&slot->merge.runs, &slot->merge.runs_capacity, slot->merge.nr_runs + 1u,
-                                sizeof(struct merge_run))) {
-                        slot_error(slot, "out of memory indexing the partial sums");
-                        return -1;
-                    }
-                    slot->merge.runs[slot->merge.nr_runs++] = (struct merge_run){
-                        .dpu = dpu,
-                        .bags = dpu->partial_bags,
-                        .first = position,
-                        .end = position,
-                        .offset = offset,
-                        .partial_bytes = dpu->partial_bytes[shard],
-                        .shard = shard,
-                    };
-                }
-                slot->merge.runs[slot->merge.nr_runs - 1u].end = position + 1u;
-                previous_bag = bag;
-                previous_shard = shard;
-                dpu->partial_bags[position] = bag;
-                offset += dpu->partial_bytes[shard];
-                position++;
-            }
-        }
-        dpu->nr_runs = slot->merge.nr_runs - dpu->first_run;
-    }
-    return 0;
-}
-
 /* First position of `run` whose bag is >= `bag` (runs are sorted by bag). */
 static uint32_t run_lower_bound(const struct merge_run *run, uint32_t bag)
 {
@@ -297,13 +213,22 @@ int merge_partials(struct eb_slot *slot, uint32_t b0, uint32_t b1)
 {
     const eb_engine *engine = slot->engine;
     float *output = slot->output;
-    if (index_partials(slot)) {
-        return -1;
-    }
     uint64_t partial_bytes = 0, nr_partials = 0;
     for (uint32_t d = 0; d < engine->nr_dpus; d++) {
         partial_bytes += slot->dpus[d].output_bytes;
         nr_partials += slot->dpus[d].nr_partials;
+    }
+    /* Bags cut in consecutive ranges, one per thread: every output row belongs to one
+     * thread, so no locking, and a bag's sum is the same whatever the threads. The index
+     * runs on as many threads, a range of DPUs each. */
+    uint64_t threads = engine->worker_threads > 1 ? (uint64_t)engine->worker_threads : 1u;
+    threads = threads < EB_MAX_ROUTE_PARTS ? threads : EB_MAX_ROUTE_PARTS;
+    threads = threads < b1 - b0 ? threads : (b1 - b0 ? b1 - b0 : 1u);
+    const uint64_t justified = partial_bytes / (EB_PARALLEL_MERGE_BYTES / 2u);
+    threads = threads < justified ? threads : justified;
+    const uint32_t nr_jobs = partial_bytes >= EB_PARALLEL_MERGE_BYTES && threads ? (uint32_t)threads : 1u;
+    if (index_partials(slot, nr_jobs)) {
+        return -1;
     }
     /* Blocks of bags whose output rows stay in a core's cache, but every block visits every
      * run, and each visit restarts a run's streams (its partial order, offsets, sums) with
@@ -317,14 +242,6 @@ int merge_partials(struct eb_slot *slot, uint32_t b0, uint32_t b1)
                           (nr_partials ? nr_partials : 1u);
     block = block > wide ? block : wide;
     block = block < 1u ? 1u : block > UINT32_MAX ? UINT32_MAX : block;
-    /* Bags cut in consecutive ranges, one per thread: every output row belongs to one
-     * thread, so no locking, and a bag's sum is the same whatever the threads. */
-    uint64_t threads = engine->worker_threads > 1 ? (uint64_t)engine->worker_threads : 1u;
-    threads = threads < EB_MAX_ROUTE_PARTS ? threads : EB_MAX_ROUTE_PARTS;
-    threads = threads < b1 - b0 ? threads : (b1 - b0 ? b1 - b0 : 1u);
-    const uint64_t justified = partial_bytes / (EB_PARALLEL_MERGE_BYTES / 2u);
-    threads = threads < justified ? threads : justified;
-    const uint32_t nr_jobs = partial_bytes >= EB_PARALLEL_MERGE_BYTES && threads ? (uint32_t)threads : 1u;
     if (reserve((void **)&slot->merge.positions, &slot->merge.positions_capacity,
                 (size_t)nr_jobs * slot->merge.nr_runs + 1u, sizeof(uint32_t))) {
         slot_error(slot, "out of memory merging the partial sums");

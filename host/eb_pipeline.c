@@ -352,6 +352,9 @@ void free_slot(struct eb_slot *slot, uint32_t nr_dpus, uint32_t nr_slices)
     free(slot->merge.scratch);
     free(slot->merge.runs);
     free(slot->merge.positions);
+    for (uint32_t j = 0; j < EB_MAX_ROUTE_PARTS; j++) {
+        free(slot->merge.part_runs[j]);
+    }
 }
 
 /* Validate, refuse inexact integer sums, zero the output and route+pack the batch. */

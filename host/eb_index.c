@@ -1,0 +1,198 @@
+/*
+ * The merge's index of the partial sums: every DPU's status checked, its partials listed
+ * in the order the kernel wrote them and cut into runs (eb_merge.c adds them), on the
+ * merge's threads, a range of DPUs each.
+ * See host/README.md for the data layout and the summation order.
+ */
+#include "eb_internal.h"
+
+/* What went wrong on a DPU of a job's range (the first one in DPU order). */
+enum { INDEX_OK, INDEX_NO_STATUS, INDEX_STATUS, INDEX_NO_MEMORY };
+
+/* DPUs [d0, d1): their statuses and, but for mirrors, their runs, into `runs`. */
+struct index_job {
+    struct eb_slot *slot;
+    uint32_t d0, d1;
+    struct merge_run **runs;
+    size_t *capacity;
+    uint32_t nr_runs;
+    int failure;
+    uint32_t failed_dpu;
+    struct eb_status status;
+};
+
+/* Adds run `run` to the job's list; -1 when out of memory. */
+static int add_run(struct index_job *job, const struct merge_run *run)
+{
+    if (reserve((void **)job->runs, job->capacity, (size_t)job->nr_runs + 1u, sizeof(struct merge_run))) {
+        return -1;
+    }
+    (*job->runs)[job->nr_runs++] = *run;
+    return 0;
+}
+
+/*
+ * Lists a DPU's partials in the order the kernel wrote them (tasklet by tasklet) and cuts
+ * that list into runs of one shard whose bags never decrease: about one run per slice
+ * routed to the DPU, since routing visits the bags in order slice by slice. A run's
+ * partials are consecutive in the DPU's output, all of its shard's size. first_run
+ * indexes the job's list until the lists are joined.
+ */
+static int index_dpu(struct index_job *job, struct dpu_state *dpu, uint32_t nr_tasklets)
+{
+    if (reserve((void **)&dpu->partial_bags, &dpu->partial_bags_capacity, dpu->nr_partials, sizeof(uint32_t))) {
+        return -1;
+    }
+    dpu->first_run = job->nr_runs;
+    struct merge_run run = {.dpu = dpu, .bags = dpu->partial_bags};
+    uint32_t position = 0;
+    uint32_t offset = EB_STATUS_BYTES;
+    uint32_t previous_bag = 0;
+    for (uint32_t k = 0; k < nr_tasklets; k++) {
+        for (uint32_t segment = dpu->tasklet_first[k]; segment < dpu->tasklet_end[k]; segment++) {
+            const uint32_t bag = dpu->segment_bags[segment];
+            const uint32_t shard = dpu->segments[segment].shard;
+            if (position == 0 || bag < previous_bag || shard != run.shard) {
+                if (position > 0 && add_run(job, &run)) {
+                    return -1;
+                }
+                run.first = position;
+                run.offset = offset;
+                run.partial_bytes = dpu->partial_bytes[shard];
+                run.shard = shard;
+            }
+            run.end = position + 1u;
+            previous_bag = bag;
+            dpu->partial_bags[position] = bag;
+            offset += dpu->partial_bytes[shard];
+            position++;
+        }
+    }
+    if (position > 0 && add_run(job, &run)) {
+        return -1;
+    }
+    dpu->nr_runs = job->nr_runs - dpu->first_run;
+    return 0;
+}
+
+/* Checks the statuses of DPUs [d0, d1) in order (stopping at the first failure) and
+ * indexes those that are not mirrors. */
+static void *index_dpus(void *argument)
+{
+    struct index_job *job = argument;
+    struct eb_slot *slot = job->slot;
+    const eb_engine *engine = slot->engine;
+    job->nr_runs = 0;
+    for (uint32_t d = job->d0; d < job->d1; d++) {
+        struct dpu_state *dpu = &slot->dpus[d];
+        memcpy(&job->status, dpu->output, sizeof(job->status));
+        job->failure = job->status.magic != EB_STATUS_MAGIC ? INDEX_NO_STATUS
+                       : job->status.code != EB_OK          ? INDEX_STATUS
+                                                            : INDEX_OK;
+        if (job->failure == INDEX_OK && dpu->mirror == EB_NO_MIRROR && index_dpu(job, dpu, engine->nr_tasklets)) {
+            job->failure = INDEX_NO_MEMORY;
+        }
+        if (job->failure != INDEX_OK) {
+            job->failed_dpu = d;
+            return NULL;
+        }
+        slot->dpu_stats[EB_STAT_CYCLES][d] +=
+            (int64_t)(((uint64_t)job->status.cycles_high << 32) | job->status.cycles_low);
+    }
+    return NULL;
+}
+
+/* The first failure in DPU order, reported; 0 when there is none. */
+static int report_failure(struct eb_slot *slot, const struct index_job *jobs, uint32_t nr_jobs)
+{
+    for (uint32_t j = 0; j < nr_jobs; j++) {
+        const struct index_job *job = &jobs[j];
+        const uint32_t d = job->failed_dpu;
+        switch (job->failure) {
+        case INDEX_NO_STATUS:
+            slot_error(slot, "DPU %u did not report a status (the kernel did not run to its end)", d);
+            return -1;
+        case INDEX_STATUS:
+            slot_error(slot, "DPU %u: %s (code %u, detail %u)", d, status_text(job->status.code), job->status.code,
+                       job->status.detail);
+            return -1;
+        case INDEX_NO_MEMORY:
+            slot_error(slot, "out of memory indexing the partial sums of DPU %u", d);
+            return -1;
+        default:
+            break;
+        }
+    }
+    return 0;
+}
+
+/*
+ * The runs of every DPU in DPU order into slot->merge.runs (the order in which a bag's
+ * partials are added: host/README.md, summation order). A mirror (link_mirrors) takes
+ * its source's bags and runs, with its own partial sums; its source has a lower index.
+ */
+static int join_runs(struct eb_slot *slot, const struct index_job *jobs)
+{
+    const eb_engine *engine = slot->engine;
+    size_t total = 0;
+    for (uint32_t d = 0; d < engine->nr_dpus; d++) {
+        const struct dpu_state *dpu = &slot->dpus[d];
+        total += dpu->mirror != EB_NO_MIRROR ? slot->dpus[dpu->mirror].nr_runs : dpu->nr_runs;
+    }
+    if (reserve((void **)&slot->merge.runs, &slot->merge.runs_capacity, total ? total : 1u,
+                sizeof(struct merge_run))) {
+        slot_error(slot, "out of memory indexing the partial sums");
+        return -1;
+    }
+    uint32_t nr_runs = 0, j = 0;
+    for (uint32_t d = 0; d < engine->nr_dpus; d++) {
+        struct dpu_state *dpu = &slot->dpus[d];
+        while (d >= jobs[j].d1) {
+            j++;
+        }
+        if (dpu->mirror != EB_NO_MIRROR) {
+            const struct dpu_state *source = &slot->dpus[dpu->mirror];
+            for (uint32_t r = 0; r < source->nr_runs; r++) {
+                struct merge_run run = slot->merge.runs[source->first_run + r];
+                run.dpu = dpu;
+                slot->merge.runs[nr_runs + r] = run;
+            }
+            dpu->nr_runs = source->nr_runs;
+        } else {
+            memcpy(slot->merge.runs + nr_runs, *jobs[j].runs + dpu->first_run, dpu->nr_runs * sizeof(struct merge_run));
+        }
+        dpu->first_run = nr_runs;
+        nr_runs += dpu->nr_runs;
+    }
+    slot->merge.nr_runs = nr_runs;
+    return 0;
+}
+
+int index_partials(struct eb_slot *slot, uint32_t nr_jobs)
+{
+    const eb_engine *engine = slot->engine;
+    uint64_t total = 0;
+    for (uint32_t d = 0; d < engine->nr_dpus; d++) {
+        total += slot->dpus[d].nr_partials;
+    }
+    /* Consecutive DPU ranges with about equal partials. */
+    struct index_job jobs[EB_MAX_ROUTE_PARTS];
+    uint32_t d = 0;
+    uint64_t done = 0;
+    for (uint32_t j = 0; j < nr_jobs; j++) {
+        const uint64_t goal = total * (j + 1u) / nr_jobs;
+        const uint32_t d0 = d;
+        while (d < engine->nr_dpus && (done < goal || j + 1u == nr_jobs)) {
+            done += slot->dpus[d++].nr_partials;
+        }
+        jobs[j] = (struct index_job){
+            .slot = slot,
+            .d0 = d0,
+            .d1 = d,
+            .runs = &slot->merge.part_runs[j],
+            .capacity = &slot->merge.part_runs_capacity[j],
+        };
+    }
+    run_jobs(index_dpus, jobs, sizeof(jobs[0]), nr_jobs);
+    return report_failure(slot, jobs, nr_jobs) || join_runs(slot, jobs) ? -1 : 0;
+}
