@@ -31,6 +31,27 @@ static int add_run(struct index_job *job, const struct merge_run *run)
     return 0;
 }
 
+/* Where the partials of `run` (a run of shard `run->shard` of `dpu`) go. */
+static void resolve_run(const struct eb_slot *slot, struct merge_run *run)
+{
+    const eb_engine *engine = slot->engine;
+    const struct shard *shard = &engine->shards[run->dpu->shard_list[run->shard]];
+    const struct table *table = &engine->tables[shard->table];
+    run->dim = shard->col_stop - shard->col_start;
+    run->cell = shard->out_col;
+    if (table->format == EB_FORMAT_FP32) {
+        run->kind = MERGE_FP32;
+        return;
+    }
+    const int wide_partials = eb_accumulator_bytes(table->format, (uint32_t)slot->weighted) == 8u;
+    if (slot->int32_sums[shard->table]) {
+        run->kind = wide_partials ? MERGE_INT32_INT64 : MERGE_INT32_INT32;
+    } else {
+        run->kind = wide_partials ? MERGE_INT64_INT64 : MERGE_INT64_INT32;
+        run->cell = table->scratch_col + shard->col_start;
+    }
+}
+
 /*
  * Lists a DPU's partials in the order the kernel wrote them (tasklet by tasklet) and cuts
  * that list into runs of one shard whose bags never decrease: about one run per slice
@@ -40,6 +61,7 @@ static int add_run(struct index_job *job, const struct merge_run *run)
  */
 static int index_dpu(struct index_job *job, struct dpu_state *dpu, uint32_t nr_tasklets)
 {
+    const struct eb_slot *slot = job->slot;
     if (reserve((void **)&dpu->partial_bags, &dpu->partial_bags_capacity, dpu->nr_partials, sizeof(uint32_t))) {
         return -1;
     }
@@ -58,8 +80,10 @@ static int index_dpu(struct index_job *job, struct dpu_state *dpu, uint32_t nr_t
                 }
                 run.first = position;
                 run.offset = offset;
+                run.sums = dpu->output + offset;
                 run.partial_bytes = dpu->partial_bytes[shard];
                 run.shard = shard;
+                resolve_run(slot, &run);
             }
             run.end = position + 1u;
             previous_bag = bag;
@@ -155,6 +179,8 @@ static int join_runs(struct eb_slot *slot, const struct index_job *jobs)
             for (uint32_t r = 0; r < source->nr_runs; r++) {
                 struct merge_run run = slot->merge.runs[source->first_run + r];
                 run.dpu = dpu;
+                run.sums = dpu->output + run.offset;
+                resolve_run(slot, &run); /* its own shard: the same local index, other columns */
                 slot->merge.runs[nr_runs + r] = run;
             }
             dpu->nr_runs = source->nr_runs;

@@ -263,14 +263,24 @@ struct dpu_state {
 /* Positions [first, end) of one DPU's partials, of one shard, whose bags never decrease:
  * consecutive in its output from byte `offset`, partial_bytes each. The bags are listed
  * by the DPU itself or, for a mirror, by the DPU it mirrors (same order and sizes). */
+/* Where a run's partials go: fp32 sums, int32 output cells from int32 or int64 partials,
+ * int64 scratch cells from int32 or int64 partials. */
+enum merge_kind { MERGE_FP32, MERGE_INT32_INT32, MERGE_INT32_INT64, MERGE_INT64_INT32, MERGE_INT64_INT64 };
+
 struct merge_run {
     const struct dpu_state *dpu;
     const uint32_t *bags; /* the bag of each position */
+    const uint8_t *sums;  /* the DPU's output at `offset`: position `first`'s partial */
     uint32_t first;
     uint32_t end;
     uint32_t offset;
     uint32_t partial_bytes;
     uint32_t shard; /* the shard's index in the DPU's shard list */
+    /* Resolved once a batch (index_partials): each partial's `dim` cells start at `cell`
+     * of its bag's output row (fp32 and int32 sums) or int64 scratch row (kind). */
+    uint32_t cell;
+    uint32_t dim;
+    uint32_t kind; /* enum merge_kind */
 };
 
 struct rank {

@@ -68,6 +68,10 @@ static uint32_t run_lower_bound(const struct merge_run *run, uint32_t bag)
  * (16 uint32). */
 #define EB_MERGE_PARTIALS_PER_VISIT 16u
 
+/* How many runs ahead a visit's first bags and partial are prefetched: each visit takes
+ * few partials, so it would otherwise begin with two cache misses. */
+#define EB_MERGE_RUNS_AHEAD 8u
+
 struct merge_job {
     const struct eb_slot *slot;
     float *output;
@@ -81,11 +85,11 @@ struct merge_job {
  * accumulator rows `base + bag x stride` (OUT: the accumulator type, P: the partial's). */
 #define EB_MERGE_RUN(OUT, P, BASE, STRIDE)                                                                 \
     do {                                                                                                    \
-        OUT *const base = (BASE);                                                                           \
+        OUT *const base = (OUT *)(BASE) + run->cell;                                                        \
         const size_t stride = (STRIDE);                                                                     \
-        for (; position < run->end && run->bags[position] < stop; position++) {                             \
-            OUT *restrict out = base + (size_t)run->bags[position] * stride;                                \
-            const P *restrict partial = (const P *)(sums + (size_t)(position - run->first) * bytes);        \
+        for (; position < end && bags[position] < stop; position++) {                                       \
+            OUT *restrict out = base + (size_t)bags[position] * stride;                                     \
+            const P *restrict partial = (const P *)(sums + (size_t)(position - first) * bytes);             \
             for (uint32_t c = 0; c < dim; c++) {                                                            \
                 out[c] += (OUT)partial[c];                                                                  \
             }                                                                                               \
@@ -95,38 +99,34 @@ struct merge_job {
 /*
  * Adds the partials of `run` from `position` on whose bags are below `stop` into their
  * bags' output columns (fp32), int32 output cells or int64 scratch (integer tables, see
- * slot->int32_sums); returns the first position not added. Partials start 8-byte aligned
- * in a malloc'ed buffer: every access is aligned.
+ * slot->int32_sums); returns the first position not added. Everything it needs is in the
+ * run (resolved by index_partials), so a visit starts with no lookups. Partials start
+ * 8-byte aligned in a malloc'ed buffer: every access is aligned.
  */
 static uint32_t merge_run(const struct eb_slot *slot, const struct merge_run *run, uint32_t position, uint32_t stop,
                           float *output)
 {
     const eb_engine *engine = slot->engine;
-    const struct shard *shard = &engine->shards[run->dpu->shard_list[run->shard]];
-    const struct table *table = &engine->tables[shard->table];
-    const uint32_t dim = shard->col_stop - shard->col_start;
-    const uint8_t *sums = run->dpu->output + run->offset;
-    const uint32_t bytes = run->partial_bytes;
-    if (table->format == EB_FORMAT_FP32) {
-        EB_MERGE_RUN(float, float, output + shard->out_col, engine->total_dim);
-        return position;
-    }
-    const int wide_partials = eb_accumulator_bytes(table->format, (uint32_t)slot->weighted) == 8u;
-    if (slot->int32_sums[shard->table]) {
-        /* The bags' int32 output cells; an int64 partial fits int32 (part of the bound). */
-        int32_t *cells = (int32_t *)(output + shard->out_col);
-        if (wide_partials) {
-            EB_MERGE_RUN(int32_t, int64_t, cells, engine->total_dim);
-        } else {
-            EB_MERGE_RUN(int32_t, int32_t, cells, engine->total_dim);
-        }
-        return position;
-    }
-    int64_t *scratch = slot->merge.scratch + table->scratch_col + shard->col_start;
-    if (wide_partials) {
-        EB_MERGE_RUN(int64_t, int64_t, scratch, engine->int_dim);
-    } else {
-        EB_MERGE_RUN(int64_t, int32_t, scratch, engine->int_dim);
+    const uint32_t *const bags = run->bags;
+    const uint8_t *const sums = run->sums;
+    const uint32_t first = run->first, end = run->end, bytes = run->partial_bytes, dim = run->dim;
+    switch (run->kind) {
+    case MERGE_FP32:
+        EB_MERGE_RUN(float, float, output, engine->total_dim);
+        break;
+    case MERGE_INT32_INT32:
+        EB_MERGE_RUN(int32_t, int32_t, output, engine->total_dim);
+        break;
+    case MERGE_INT32_INT64:
+        /* an int64 partial fits int32 (part of the bound) */
+        EB_MERGE_RUN(int32_t, int64_t, output, engine->total_dim);
+        break;
+    case MERGE_INT64_INT32:
+        EB_MERGE_RUN(int64_t, int32_t, slot->merge.scratch, engine->int_dim);
+        break;
+    default:
+        EB_MERGE_RUN(int64_t, int64_t, slot->merge.scratch, engine->int_dim);
+        break;
     }
     return position;
 }
@@ -198,6 +198,13 @@ static void *merge_bags(void *argument)
     for (uint32_t block_start = job->bag_start; block_start < job->bag_stop; block_start += block) {
         uint32_t block_stop = job->bag_stop - block_start < block ? job->bag_stop : block_start + block;
         for (uint32_t r = 0; r < slot->merge.nr_runs; r++) {
+            if (r + EB_MERGE_RUNS_AHEAD < slot->merge.nr_runs) {
+                /* The streams a later visit starts with: its bags and its first partial. */
+                const struct merge_run *ahead = &slot->merge.runs[r + EB_MERGE_RUNS_AHEAD];
+                const uint32_t at = job->positions[r + EB_MERGE_RUNS_AHEAD];
+                __builtin_prefetch(ahead->bags + at);
+                __builtin_prefetch((const void *)((uintptr_t)ahead->sums + (uintptr_t)(at - ahead->first) * ahead->partial_bytes));
+            }
             job->positions[r] = merge_run(slot, &slot->merge.runs[r], job->positions[r], block_stop, job->output);
         }
         finish_bags(slot, block_start, block_stop, job->output);
