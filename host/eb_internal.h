@@ -336,6 +336,11 @@ struct eb_slot {
      * as int32 in the table's own output cells, converted to fp32 in place when finishing.
      * The other integer tables sum into the int64 scratch; nr_scratch_tables counts them. */
     uint8_t *int32_sums;
+    /* Per starting thread and table (eb_sums.c): its next host segment and lookup. */
+    struct sums_cursor {
+        uint32_t segment;
+        uint32_t position;
+    } *sums_cursors;
     uint32_t nr_scratch_tables;
 
     /* Merge scratch (eb_merge.c): the int64 sums of integer tables, and the runs of partials. */

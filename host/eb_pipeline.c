@@ -273,8 +273,10 @@ static int ready_slot(struct eb_slot *slot)
     slot->max_output = calloc(engine->nr_ranks, sizeof(uint32_t));
     slot->failed_dpus = calloc(engine->nr_dpus, sizeof(uint32_t));
     slot->int32_sums = calloc(engine->nr_tables ? engine->nr_tables : 1, sizeof(uint8_t));
+    slot->sums_cursors =
+        calloc((size_t)EB_MAX_ROUTE_PARTS * (engine->nr_tables ? engine->nr_tables : 1), sizeof(struct sums_cursor));
     int failed = !slot->dpus || !slot->host_states || !slot->max_input || !slot->max_output || !slot->failed_dpus ||
-                 !slot->int32_sums;
+                 !slot->int32_sums || !slot->sums_cursors;
     for (int s = 0; s < EB_NR_DPU_STATS && !failed; s++) {
         slot->dpu_stats[s] = calloc(engine->nr_dpus, sizeof(int64_t));
         failed = !slot->dpu_stats[s];
@@ -349,6 +351,7 @@ void free_slot(struct eb_slot *slot, uint32_t nr_dpus, uint32_t nr_slices)
     free(slot->max_output);
     free(slot->failed_dpus);
     free(slot->int32_sums);
+    free(slot->sums_cursors);
     free(slot->merge.scratch);
     free(slot->merge.runs);
     free(slot->merge.positions);

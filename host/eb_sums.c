@@ -74,11 +74,11 @@ EB_DEFINE_HOST_SUM(sum_int32_wide, int32_t, int64_t, weight_q16)
 EB_DEFINE_HOST_SUM(sum_int8_narrow, int8_t, int32_t, weight_q16)
 EB_DEFINE_HOST_SUM(sum_int8_wide, int8_t, int64_t, weight_q16)
 
-/* Tables [t0, t1); their host-cache hits and bytes are added to *hits, *bytes. */
+/* Bags [b0, b1) of the launch; cursors: one per table. */
 struct sums_job {
     struct eb_slot *slot;
-    uint32_t t0, t1;
-    int64_t hits, bytes;
+    uint32_t b0, b1;
+    struct sums_cursor *cursors;
 };
 
 /* The host lookups [position, end) of one bag into its cells: fp32 rows into the output,
@@ -105,41 +105,48 @@ static void sum_host_rows(const struct eb_slot *slot, const struct table *table,
 }
 
 /*
- * Every bag of the launch, table by table: the sum of the table's host-cached rows, in
- * lookup order, or zero (the host lane of the table's first slice lists the slots,
- * one segment per bag that has any, bags ascending, and the weights as fp32 bits or Q16
- * like a DPU's). Cells: the output columns (fp32 and int32 sums) or the int64 scratch,
- * whose output columns the finish writes.
+ * Bags [b0, b1) of the launch, bag by bag, so that each output row is written front to
+ * back (the stores stream): each table's cells get the sum of the table's host-cached
+ * rows, in lookup order, or zero (the host lane of the table's first slice lists the
+ * slots, one segment per bag that has any, bags ascending, and the weights as fp32 bits
+ * or Q16 like a DPU's). Cells: the output columns (fp32 and int32 sums) or the int64
+ * scratch, whose output columns the finish writes.
  */
-static void *start_tables(void *argument)
+static void *start_bags(void *argument)
 {
     struct sums_job *job = argument;
     struct eb_slot *slot = job->slot;
     const eb_engine *engine = slot->engine;
-    for (uint32_t t = job->t0; t < job->t1; t++) {
+    /* Each table's first segment and lookup at or after bag b0. */
+    for (uint32_t t = 0; t < engine->nr_tables; t++) {
         const struct table *table = &engine->tables[t];
-        const int narrow = table->format == EB_FORMAT_FP32 || slot->int32_sums[t];
-        uint8_t *const base = narrow ? (uint8_t *)(slot->output + table->out_col)
-                                     : (uint8_t *)(slot->merge.scratch + table->scratch_col);
-        const size_t stride = narrow ? engine->total_dim * sizeof(float) : engine->int_dim * sizeof(int64_t);
-        const size_t cells_bytes = (size_t)table->dim * (narrow ? sizeof(float) : sizeof(int64_t));
-        const struct dpu_state *host = table->nr_host_rows ? &slot->host_states[table->first_slice] : NULL;
-        const uint32_t nr_segments = host ? host->nr_segments : 0u;
-        uint32_t s = 0, position = 0;
-        for (uint32_t b = slot->b0; b < slot->b1; b++) {
-            void *cells = base + (size_t)b * stride;
-            if (s < nr_segments && host->segment_bags[s] == b) {
-                const uint32_t end = position + host->segments[s].nr_lookups;
-                sum_host_rows(slot, table, host, cells, table->format != EB_FORMAT_FP32 && narrow, position, end);
-                position = end;
-                s++;
-            } else {
-                memset(cells, 0, cells_bytes);
+        struct sums_cursor cursor = {0, 0};
+        if (table->nr_host_rows) {
+            const struct dpu_state *host = &slot->host_states[table->first_slice];
+            while (cursor.segment < host->nr_segments && host->segment_bags[cursor.segment] < job->b0) {
+                cursor.position += host->segments[cursor.segment++].nr_lookups;
             }
         }
-        if (host) {
-            job->hits += host->nr_lookups;
-            job->bytes += (int64_t)host->nr_lookups * table->dim * eb_element_bytes(table->format);
+        job->cursors[t] = cursor;
+    }
+    for (uint32_t b = job->b0; b < job->b1; b++) {
+        float *row = slot->output + (size_t)b * engine->total_dim;
+        int64_t *scratch_row = slot->merge.scratch + (size_t)b * engine->int_dim;
+        for (uint32_t t = 0; t < engine->nr_tables; t++) {
+            const struct table *table = &engine->tables[t];
+            const int narrow = table->format == EB_FORMAT_FP32 || slot->int32_sums[t];
+            void *cells = narrow ? (void *)(row + table->out_col) : (void *)(scratch_row + table->scratch_col);
+            struct sums_cursor *cursor = &job->cursors[t];
+            const struct dpu_state *host = table->nr_host_rows ? &slot->host_states[table->first_slice] : NULL;
+            if (host && cursor->segment < host->nr_segments && host->segment_bags[cursor->segment] == b) {
+                const uint32_t end = cursor->position + host->segments[cursor->segment].nr_lookups;
+                sum_host_rows(slot, table, host, cells, table->format != EB_FORMAT_FP32 && narrow, cursor->position,
+                              end);
+                cursor->position = end;
+                cursor->segment++;
+            } else {
+                memset(cells, 0, (size_t)table->dim * (narrow ? sizeof(float) : sizeof(int64_t)));
+            }
         }
     }
     return NULL;
@@ -149,46 +156,38 @@ static void *start_tables(void *argument)
  * than it saves. */
 #define EB_PARALLEL_START_WORK 32768u
 
-/* A table's share of the work: its host-cached lookups and its cells of each bag. */
-static uint64_t table_work(const struct eb_slot *slot, uint32_t t)
-{
-    const struct table *table = &slot->engine->tables[t];
-    return (table->nr_host_rows ? slot->host_states[table->first_slice].nr_lookups : 0u) + (slot->b1 - slot->b0);
-}
-
 /*
  * Starts the sums of the launch's bags on up to the engine's worker threads, each a
- * consecutive range of tables with about equal work: a table's cells have one writer,
- * and each bag's sum is added in the same order whatever the threads.
+ * consecutive range of bags: every row has one writer, and each bag's sum is added in
+ * the same order whatever the threads.
  */
 void start_sums(struct eb_slot *slot)
 {
     const eb_engine *engine = slot->engine;
-    uint64_t total = 0;
+    const uint32_t nr_bags = slot->b1 - slot->b0;
+    uint64_t work = (uint64_t)nr_bags * engine->nr_tables;
     for (uint32_t t = 0; t < engine->nr_tables; t++) {
-        total += table_work(slot, t);
+        const struct table *table = &engine->tables[t];
+        if (table->nr_host_rows) {
+            const uint32_t hits = slot->host_states[table->first_slice].nr_lookups;
+            work += hits;
+            slot->stats.host_cache_hits += hits;
+            slot->stats.host_cache_bytes += (int64_t)hits * table->dim * eb_element_bytes(table->format);
+        }
     }
     uint64_t threads = engine->worker_threads > 1 ? (uint64_t)engine->worker_threads : 1u;
     threads = threads < EB_MAX_ROUTE_PARTS ? threads : EB_MAX_ROUTE_PARTS;
-    threads = threads < total / EB_PARALLEL_START_WORK ? threads : total / EB_PARALLEL_START_WORK;
+    threads = threads < work / EB_PARALLEL_START_WORK ? threads : work / EB_PARALLEL_START_WORK;
+    threads = threads < nr_bags ? threads : nr_bags;
     threads = threads ? threads : 1u;
     struct sums_job jobs[EB_MAX_ROUTE_PARTS];
-    uint32_t nr_jobs = 0, t = 0;
-    uint64_t done = 0;
     for (uint32_t j = 0; j < threads; j++) {
-        /* Tables until this job's share of the work is reached; the last takes the rest. */
-        const uint64_t goal = total * (j + 1) / threads;
-        const uint32_t t0 = t;
-        while (t < engine->nr_tables && (done < goal || j + 1 == threads)) {
-            done += table_work(slot, t++);
-        }
-        if (t > t0) {
-            jobs[nr_jobs++] = (struct sums_job){.slot = slot, .t0 = t0, .t1 = t};
-        }
+        jobs[j] = (struct sums_job){
+            .slot = slot,
+            .b0 = slot->b0 + (uint32_t)((uint64_t)nr_bags * j / threads),
+            .b1 = slot->b0 + (uint32_t)((uint64_t)nr_bags * (j + 1) / threads),
+            .cursors = slot->sums_cursors + (size_t)j * engine->nr_tables,
+        };
     }
-    run_jobs(start_tables, jobs, sizeof(jobs[0]), nr_jobs);
-    for (uint32_t j = 0; j < nr_jobs; j++) {
-        slot->stats.host_cache_hits += jobs[j].hits;
-        slot->stats.host_cache_bytes += jobs[j].bytes;
-    }
+    run_jobs(start_bags, jobs, sizeof(jobs[0]), (uint32_t)threads);
 }
