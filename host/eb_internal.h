@@ -179,7 +179,13 @@ struct slice {
     int single_step; /* every bucket is shorter than every range: one step at most */
     uint32_t *buckets;
     uint64_t *exception_bits;     /* one bit per row; NULL when the slice has no exception */
-    uint32_t *host_ranks; /* when every exception is host-cached: per word of bits, the host rows before it */
+    /* When every exception is host-cached: per 64 rows, their exception bits and the host
+     * rows before them, side by side so that routing a lookup misses one cache line. */
+    struct host_word {
+        uint64_t bits;
+        uint32_t rank;
+        uint32_t unused;
+    } *host_words;
     struct exception *exceptions; /* open addressing, linear probing */
     uint64_t exception_mask;      /* hash cells - 1 */
     uint32_t exception_hash_shift;

@@ -315,14 +315,13 @@ static inline __attribute__((always_inline)) void route_exception(const struct s
 enum { EXCEPTIONS_NONE = 0, EXCEPTIONS_HASHED = 1, EXCEPTIONS_HOST_RANKS = 2 };
 
 /* Whether `row` is host-cached (*host) and, if so, its host slot: the host rows before it
- * (slice->host_ranks). Branchless: a hot row's 1-in-3 unpredictable branch costs more. */
-static inline __attribute__((always_inline)) uint32_t host_rank(const uint64_t *bits, const uint32_t *ranks,
-                                                                int64_t row, int *host)
+ * (slice->host_words). Branchless: a hot row's 1-in-3 unpredictable branch costs more. */
+static inline __attribute__((always_inline)) uint32_t host_rank(const struct host_word *words, int64_t row, int *host)
 {
-    const uint64_t word = bits[(uint64_t)row >> 6];
+    const struct host_word *at = &words[(uint64_t)row >> 6];
     const uint64_t offset = (uint64_t)row & 63;
-    *host = (int)(word >> offset & 1);
-    return ranks[(uint64_t)row >> 6] + (uint32_t)__builtin_popcountll(word & ((1ull << offset) - 1));
+    *host = (int)(at->bits >> offset & 1);
+    return at->rank + (uint32_t)__builtin_popcountll(at->bits & ((1ull << offset) - 1));
 }
 
 #if defined(__AVX512F__) && defined(__AVX512VL__) && defined(__AVX512VPOPCNTDQ__)
@@ -339,8 +338,8 @@ static inline __attribute__((always_inline)) uint32_t host_rank(const uint64_t *
  */
 static inline __attribute__((always_inline)) void route_host_ranked_bag(const int64_t *indices, int64_t begin,
                                                                         int64_t stop, int64_t last_lookup,
-                                                                        uint64_t nr_rows, const uint64_t *bits,
-                                                                        const uint32_t *ranks, int64_t origin,
+                                                                        uint64_t nr_rows,
+                                                                        const struct host_word *words, int64_t origin,
                                                                         uint32_t **bag_cursor, uint32_t **host_cursor)
 {
     const __m512i one = _mm512_set1_epi64(1), low6 = _mm512_set1_epi64(63);
@@ -351,17 +350,18 @@ static inline __attribute__((always_inline)) void route_host_ranked_bag(const in
             /* Rows ahead are not checked yet: clamped into the table for the address. */
             __m512i ahead = _mm512_loadu_si512((const void *)(indices + j + EB_PREFETCH_DISTANCE));
             ahead = _mm512_srli_epi64(_mm512_min_epu64(ahead, last_row), 6);
-            uint64_t words[8];
-            _mm512_storeu_si512((void *)words, ahead);
+            uint64_t ahead_words[8];
+            _mm512_storeu_si512((void *)ahead_words, ahead);
             for (int k = 0; k < 8; k++) {
-                __builtin_prefetch(bits + words[k]);
-                __builtin_prefetch(ranks + words[k]);
+                __builtin_prefetch(words + ahead_words[k]);
             }
         }
         const __mmask8 valid = stop - j >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (stop - j)) - 1u);
         const __m512i row = _mm512_maskz_loadu_epi64(valid, (const void *)(indices + j));
         const __m512i word_index = _mm512_srli_epi64(row, 6);
-        const __m512i word = _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), valid, word_index, bits, 8);
+        /* A host_word is 16 bytes: its bits at 2 x 8 bytes per word, its rank at 4 x 4 + 2. */
+        const __m512i word = _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), valid,
+                                                         _mm512_slli_epi64(word_index, 1), (const void *)words, 8);
         const __m512i offset = _mm512_and_si512(row, low6);
         const __mmask8 host = _mm512_mask_test_epi64_mask(valid, _mm512_srlv_epi64(word, offset), one);
         const __mmask8 dpu = valid & (__mmask8)~host;
@@ -371,7 +371,9 @@ static inline __attribute__((always_inline)) void route_host_ranked_bag(const in
         to_bag += nr_dpu;
         if (host) {
             const __m512i below = _mm512_and_si512(word, _mm512_sub_epi64(_mm512_sllv_epi64(one, offset), one));
-            const __m256i before = _mm512_mask_i64gather_epi32(_mm256_setzero_si256(), host, word_index, ranks, 4);
+            const __m512i rank_index = _mm512_add_epi64(_mm512_slli_epi64(word_index, 2), _mm512_set1_epi64(2));
+            const __m256i before =
+                _mm512_mask_i64gather_epi32(_mm256_setzero_si256(), host, rank_index, (const void *)words, 4);
             const __m256i slot = _mm256_add_epi32(before, _mm512_cvtepi64_epi32(_mm512_popcnt_epi64(below)));
             const uint32_t nr_host = (uint32_t)__builtin_popcount(host);
             _mm256_mask_storeu_epi32(to_host, (__mmask8)((1u << nr_host) - 1u), _mm256_maskz_compress_epi32(host, slot));
@@ -452,7 +454,7 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
     const uint32_t shift = slice->bucket_shift;
     const struct replica_set *const slice_sets = slice->sets;
     const uint64_t *const exception_bits = slice->exception_bits;
-    const uint32_t *const host_ranks = slice->host_ranks;
+    const struct host_word *const host_words = slice->host_words;
     const uint32_t local_bits = slice->local_bits;
     const uint64_t local_mask = (1ull << local_bits) - 1;
     const int64_t last_lookup = bag_offsets[b1] - 1;
@@ -530,7 +532,7 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
         int64_t scalar_stop = stop;
 #if EB_ROUTE_SIMD
         if (host_ranked && !weighted && !scan && simd && stop == end) {
-            route_host_ranked_bag(indices, begin, end, last_lookup, nr_rows, exception_bits, host_ranks, origins[0],
+            route_host_ranked_bag(indices, begin, end, last_lookup, nr_rows, host_words, origins[0],
                                   &bag_cursor, &host_cursor);
             touched[nr_touched] = bag_lane;
             nr_touched += bag_cursor != bag_mark;
@@ -550,10 +552,9 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
                 const int64_t ahead =
                     indices[j + EB_PREFETCH_DISTANCE <= last_lookup ? j + EB_PREFETCH_DISTANCE : last_lookup];
                 const uint64_t ahead_word = ((uint64_t)ahead < nr_rows ? (uint64_t)ahead : 0) >> 6;
-                __builtin_prefetch(exception_bits + ahead_word);
-                __builtin_prefetch(host_ranks + ahead_word);
+                __builtin_prefetch(host_words + ahead_word);
                 int host;
-                const uint32_t host_slot = host_rank(exception_bits, host_ranks, row, &host);
+                const uint32_t host_slot = host_rank(host_words, row, &host);
                 const uint32_t block_local =
                     (uint32_t)(row - origins[row_block(starts, buckets, shift, row, single_step)]);
                 uint32_t *cursor = host ? host_cursor : bag_cursor;
@@ -593,7 +594,7 @@ route_slice(struct eb_slot *slot, struct slice *slice, const int64_t *indices, c
                 lane = sets ? slice_sets[block].first + replica_turn(&slice_sets[block], b) : block;
                 if (exceptions == EXCEPTIONS_HOST_RANKS) {
                     int host;
-                    const uint32_t host_slot = host_rank(exception_bits, host_ranks, row, &host);
+                    const uint32_t host_slot = host_rank(host_words, row, &host);
                     lane = host ? host_lane : lane;
                     local = host ? host_slot : local;
                 } else if (exceptions && (exception_bits[(uint64_t)row >> 6] >> ((uint64_t)row & 63) & 1)) {
@@ -762,7 +763,7 @@ static route_function pick_route(const struct slice *slice, int weighted, int sc
     case ROUTE_RANGES:
         return ranges[slice->single_step != 0][slice->sets == NULL ? 0 : slice->one_set ? 2 : 1]
                      [slice->exception_bits == NULL ? EXCEPTIONS_NONE
-                      : slice->host_ranks       ? EXCEPTIONS_HOST_RANKS
+                      : slice->host_words       ? EXCEPTIONS_HOST_RANKS
                                                 : EXCEPTIONS_HASHED][weighted != 0][scan != 0];
     case ROUTE_EXPLICIT32:
         return explicit32[weighted != 0][scan != 0];

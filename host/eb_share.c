@@ -92,7 +92,7 @@ void free_routing(struct slice *slice)
     free(slice->range_starts);
     free(slice->buckets);
     free(slice->exception_bits);
-    free(slice->host_ranks);
+    free(slice->host_words);
     free(slice->exceptions);
     free(slice->entries);
     free(slice->sets);
@@ -101,7 +101,7 @@ void free_routing(struct slice *slice)
     slice->origins = slice->range_starts = NULL;
     slice->buckets = NULL;
     slice->exception_bits = NULL;
-    slice->host_ranks = NULL;
+    slice->host_words = NULL;
     slice->exceptions = NULL;
     slice->entries = NULL;
     slice->sets = slice->groups = NULL;

@@ -304,17 +304,17 @@ static int build_exceptions(eb_engine *engine, struct slice *slice, const struct
         /* Host-cached exceptions only: a row's host slot is the number of host rows before
          * it, a count per word and a popcount, no probe. */
         const uint64_t words = ((uint64_t)table->nr_rows + 63) / 64;
-        slice->host_ranks = malloc(words * sizeof(uint32_t));
-        if (!slice->host_ranks) {
+        slice->host_words = malloc(words * sizeof(struct host_word));
+        if (!slice->host_words) {
             set_error(engine, "out of host memory");
             return -1;
         }
         uint32_t before = 0;
         for (uint64_t w = 0; w < words; w++) {
-            slice->host_ranks[w] = before;
+            slice->host_words[w] = (struct host_word){.bits = slice->exception_bits[w], .rank = before};
             before += (uint32_t)__builtin_popcountll(slice->exception_bits[w]);
         }
-        slice->routing_bytes += words * sizeof(uint32_t);
+        slice->routing_bytes += words * sizeof(struct host_word);
     }
     slice->routing_bytes += cells * sizeof(struct exception) + ((uint64_t)table->nr_rows + 63) / 64 * sizeof(uint64_t) +
                             (uint64_t)nr_groups * sizeof(struct replica_set) + kept * sizeof(struct replica);
