@@ -15,9 +15,11 @@ between them:
 4. :mod:`.assign` -- row parts -> shards on DPUs, longest processing time first;
    :mod:`.rank_order` then renames the DPUs so that DPUs with similar transfer sizes
    share a rank (parallel transfers pad a rank to its largest buffer).
-5. :mod:`.evaluate` -- the plan routed on the trace as the engine would serve it:
-   a :class:`~.evaluate.PlanReport`.  With ``graph="auto"`` stages 3-5 run for the
-   frequency and the graph row assignments and the faster one is kept.
+5. :mod:`.evaluate` and :mod:`.choose` -- the plan routed on the trace as the engine
+   would serve it: a :class:`~.evaluate.PlanReport`.  With ``graph="auto"`` stages 3-5
+   run for the frequency and the graph row assignments, and with ``cache="auto"`` also
+   for the layout searched without a host cache (host phases measured); the fastest
+   candidate is kept.
 6. :mod:`.metadata` -- what ``plan.metadata`` records.
 
 Example:
@@ -34,7 +36,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -44,15 +45,16 @@ from tqdm import tqdm
 
 from updlrm import perfmodel
 from updlrm.partitioner.assign import assign_dpus
+from updlrm.partitioner.choose import NO_HOST_CACHE, Candidate, chosen_layout, evaluate_candidates
 from updlrm.partitioner.cost import CostModel
 from updlrm.partitioner.evaluate import PlanReport, evaluate_plan, expected_work, imbalance_breakdown, shard_loads
 from updlrm.partitioner.expected_loads import TableWorkload, expected_rank_loads, table_workloads
 from updlrm.partitioner.host_cost import HostCostModel, apply_host_cost, calibrate
-from updlrm.partitioner.host_phases import HostPhases, apply_host_phases, measure_host_phases
+from updlrm.partitioner.host_phases import apply_host_phases, measure_host_phases
 from updlrm.partitioner.metadata import plan_metadata
-from updlrm.partitioner.rank_order import RankOrder, order_ranks, relabel_plan, transfer_weights
+from updlrm.partitioner.rank_order import order_ranks, relabel_plan, transfer_weights
 from updlrm.partitioner.rows import RowOptions, TableRows, partition_rows, row_capacity
-from updlrm.partitioner.search import Layout, TableShape, search_layout
+from updlrm.partitioner.search import Layout, search_layout
 from updlrm.partitioner.workloads import Trace
 from updlrm.plan import Plan, PlanError, format_bytes
 from updlrm.specs import TableSpec, Topology
@@ -95,8 +97,9 @@ class BuildOptions:
       a fraction of one); ``none``: frequency-only LPT; ``auto``: builds the rows both
       with METIS and frequency-only and keeps the plan the model finds faster on the
       trace (lower fan-out can come with burstier per-batch DPU load).
-    * ``cache``: ``auto`` (replicate hot rows and host-cache rows when the model says it
-      pays), ``replicate``, ``host`` or ``none``; the host cache holds at most
+    * ``cache``: ``auto`` (replicate hot rows, and host-cache rows when the model says it
+      pays and the host phases measured with and without the host cache agree:
+      :mod:`.choose`), ``replicate``, ``host`` or ``none``; the host cache holds at most
       ``host_cache_bytes`` of rows.
     * ``max_replicas``: at most this many copies of a table's group of shards, each
       serving the samples ``b = j (mod r)`` (data parallel inside the server); ``None``:
@@ -192,19 +195,6 @@ class BuildOptions:
             "host_cpu": self.host_cpu,
             "holdout": self.holdout,
         }
-
-
-@dataclass
-class Candidate:
-    """One row assignment of a layout (``method``: the ``graph`` mode), placed on DPUs and evaluated."""
-
-    method: str
-    plan: Plan
-    report: PlanReport
-    rows: list[TableRows]
-    rank_order: RankOrder | None = None
-    #: The host's measured phases of the plan (``host_cpu="auto"``), in ``report``'s host phases.
-    host_phases: HostPhases | None = None
 
 
 def build_plan(
@@ -304,14 +294,17 @@ def _search(
     capacity: int,
     opts: BuildOptions,
     host_cost: HostCostModel | None,
+    *,
+    host_cache: bool | None = None,
 ) -> Layout:
-    """The layout search (:func:`search_layout`) with the build options."""
+    """The layout search (:func:`search_layout`) with the build options (``host_cache``: the
+    options' unless given)."""
     return search_layout(
         workloads,
         model,
         capacity,
         replicate=opts.replicate,
-        host_cache=opts.host_cache,
+        host_cache=opts.host_cache if host_cache is None else host_cache,
         host_cache_bytes=opts.host_cache_bytes,
         max_replicas=opts.max_replicas,
         host_cost=host_cost,
@@ -354,38 +347,38 @@ def _choose(
     bar: tqdm,
     host_cost: HostCostModel | None,
 ) -> tuple[Candidate, list[Candidate], Layout]:
-    """(chosen candidate, every candidate, the layout as chosen): the row methods' plans,
-    and the CPU alone when a host cost model is given, the fastest on the build trace."""
+    """(chosen candidate, every candidate, the layout as chosen): the row methods' plans of
+    the searched layout and, when it host-caches rows and ``cache="auto"``, of the search
+    without a host cache; and the CPU alone when a host cost model is given; the fastest
+    on the build trace (:mod:`.choose`)."""
     # graph="auto" builds the rows both ways and keeps what the model prefers on the
     # trace: grouping co-occurring rows cuts fan-out, but also makes a DPU's load burstier
     # from batch to batch (a bag's topic lands on one DPU), which can cost more kernel
     # time at the straggler than the saved partial sums are worth.
-    candidates = []
-    for method in opts.row_methods:
-        if layout.cpu_only and host_cost is not None:
-            break  # _cpu_only below is that plan
-        candidates.append(
-            _place(method, tables, topology, trace, workloads, layout, model, hw, capacity, opts, batch, bar, host_cost)
+    layouts = [("", layout)]
+    # The host cache: hottest rows, or whole tables when no host cost model prices them as host-CPU tables.
+    host_cached = layout.cached.any() or (host_cost is None and bool(layout.host_tables))
+    if opts.cache == "auto" and host_cached and not layout.cpu_only:
+        bar.set_description("layout search without host cache")
+        bar.total += len(opts.row_methods)
+        layouts.append((NO_HOST_CACHE, _search(workloads, model, capacity, opts, host_cost, host_cache=False)))
+
+    def place(method: str, variant: Layout) -> Candidate:
+        candidate = _place(
+            method, tables, topology, trace, workloads, variant, model, hw, capacity, opts, batch, bar, host_cost
         )
         bar.update(1)
-    if host_cost is not None:
-        # The host routes and packs every batch of a DPU plan, sums its cached rows and
-        # merges the DPUs' partial sums: measured, the perfmodel's host bandwidths are far off.
+        return candidate
+
+    def measuring() -> None:
         bar.set_description("host phases (measured)")
-        for c in candidates:
-            c.host_phases = measure_host_phases(c.plan, trace)
-            apply_host_phases(c.report, c.host_phases, batch)
-        # Never slower than the CPU alone (as evaluated on the trace, like the others).
-        candidates.append(_cpu_only(tables, topology, trace, workloads, hw, opts, batch, host_cost))
+
+    cpu_only = None
+    if host_cost is not None:
+        cpu_only = lambda: _cpu_only(tables, topology, trace, workloads, hw, opts, batch, host_cost)  # noqa: E731
+    candidates = evaluate_candidates(layouts, opts.row_methods, place, trace, batch, cpu_only, measuring)
     chosen = min(candidates, key=lambda c: c.report.modeled.total_s)
-    if chosen.method == "cpu_only" and not layout.cpu_only:
-        layout = dataclasses.replace(
-            layout,
-            shapes=[TableShape(0, 1) for _ in tables],
-            cached=layout.cached * 0,
-            estimate_s=chosen.report.modeled.total_s,
-        )
-    return chosen, candidates, layout
+    return chosen, candidates, chosen_layout(chosen, layout, len(tables))
 
 
 def _record(
@@ -416,8 +409,8 @@ def _record(
         layout=layout,
         rows=chosen.rows,
         report=chosen.report,
-        chosen=chosen.method,
-        modeled_s={c.method: c.report.modeled.total_s for c in candidates},
+        chosen=chosen.name,
+        modeled_s={c.name: c.report.modeled.total_s for c in candidates},
         explicit_row_limit=opts.explicit_row_limit,
         build_time_s=time.perf_counter() - started,
     )
@@ -429,6 +422,8 @@ def _record(
         held_report = evaluate_plan(plan, held, hw, nr_tasklets=opts.nr_tasklets, batch_size=batch)
         if host_cost is not None:
             held_report = apply_host_cost(held_report, plan, held, host_cost, batch)
+        if chosen.host_phases is not None or host_cost is not None:
+            # Measured host phases in the build trace's estimates: measured held out too.
             apply_host_phases(held_report, measure_host_phases(plan, held) if plan.shards else None, batch)
         plan.metadata["held_out"] = _estimate_record(held_report, held)
     plan.workload_hash = full_trace.hash()
@@ -441,8 +436,10 @@ def _record(
             "host_tables": [tables[t].name for t in layout.host_tables],
             "tables": {spec.name: choice for spec, choice in zip(tables, layout.choices or [])},
             "model": host_cost.to_dict(),
-            "host_phases": {c.method: c.host_phases.to_dict() for c in candidates if c.host_phases is not None},
         }
+    measured = {c.name: c.host_phases.to_dict() for c in candidates if c.host_phases is not None}
+    if measured:
+        plan.metadata["row_assignment"]["host_phases"] = measured
     return plan
 
 

@@ -150,6 +150,7 @@ def plan_summary(plan: Plan, report=None) -> str:
         )
     lines += rank_order_summary(meta)
     lines += host_cpu_summary(meta)
+    lines += candidates_summary(meta)
     if "held_out" in meta and "in_sample" in meta:
         ins, held = meta["in_sample"], meta["held_out"]
         lines.append(
@@ -199,15 +200,12 @@ def host_cpu_summary(meta: dict) -> list[str]:
     >>> meta = {"host_cpu": {"cpu_only": False, "plan_s": 1e-3, "cpu_only_s": 3e-3, "host_tables": ["b"],
     ...     "tables": {"a": {"where": "dpus", "batch_s_on_dpus": 1e-3, "batch_s_on_host": 2e-3},
     ...                "b": {"where": "host", "batch_s_on_dpus": 1.5e-3, "batch_s_on_host": 1e-3}},
-    ...     "model": {"machine": "AMD EPYC", "source": "measured", "threads": 2},
-    ...     "host_phases": {"none": {"median_s": 2e-4, "best_s": 1.5e-4, "batches": 5, "batch_size": 64,
-    ...                              "host_threads": 2, "host_cache_median_s": 1e-4, "merge_median_s": 3e-4}}}}
+    ...     "model": {"machine": "AMD EPYC", "source": "measured", "threads": 2}}}
     >>> print("\n".join(host_cpu_summary(meta)))
     host CPU vs DPUs: plan 1.000 ms, every table on the host CPU 3.000 ms -> DPUs and host CPU (host: b)
       a: DPUs (batch 1.000 ms on the DPUs, 2.000 ms with it on the host)
       b: host CPU (batch 1.000 ms on the host, 1.500 ms with it on the DPUs)
       host cost calibrated on AMD EPYC (measured, 2 torch threads)
-      host phases of the DPU plan (none rows), measured, in its estimate: route+pack 0.200 ms, host cache 0.100 ms, merge 0.300 ms (medians of 5 batches of 64, 2 host threads)
     """
     info = meta.get("host_cpu")
     if not info:
@@ -239,14 +237,37 @@ def host_cpu_summary(meta: dict) -> list[str]:
         f"  host cost calibrated on {model.get('machine', '?')} ({model.get('source', '?')}, "
         f"{model.get('threads', '?')} torch threads)"
     )
-    for method, r in info.get("host_phases", {}).items():
+    return lines
+
+
+def candidates_summary(meta: dict) -> list[str]:
+    r"""The plan summary's lines on the candidate plans (:mod:`.choose`): each one's estimate on the
+    build trace and, where measured, its host phases.
+
+    >>> meta = {"row_assignment": {"chosen": "none (no host cache)",
+    ...     "modeled_s": {"none": 3e-3, "none (no host cache)": 2e-3},
+    ...     "host_phases": {"none (no host cache)": {"median_s": 2e-4, "best_s": 1.5e-4, "batches": 5,
+    ...         "batch_size": 64, "host_threads": 2, "host_cache_median_s": 1e-4, "merge_median_s": 3e-4}}}}
+    >>> print("\n".join(candidates_summary(meta)))
+    candidates on the build trace: none 3.000 ms, none (no host cache) 2.000 ms -> none (no host cache)
+      host phases of none (no host cache), measured, in its estimate: route+pack 0.200 ms, host cache 0.100 ms, merge 0.300 ms (medians of 5 batches of 64, 2 host threads)
+    """
+    info = meta.get("row_assignment")
+    if not info or len(info.get("modeled_s", {})) < 2:
+        return []
+    lines = [
+        "candidates on the build trace: "
+        + ", ".join(f"{name} {s * 1e3:.3f} ms" for name, s in info["modeled_s"].items())
+        + f" -> {info['chosen']}"
+    ]
+    for name, r in info.get("host_phases", {}).items():
         others = "".join(
-            f", {name} {r[key] * 1e3:.3f} ms"
-            for name, key in (("host cache", "host_cache_median_s"), ("merge", "merge_median_s"))
+            f", {label} {r[key] * 1e3:.3f} ms"
+            for label, key in (("host cache", "host_cache_median_s"), ("merge", "merge_median_s"))
             if r.get(key) is not None
         )
         lines.append(
-            f"  host phases of the DPU plan ({method} rows), measured, in its estimate: route+pack "
+            f"  host phases of {name}, measured, in its estimate: route+pack "
             f"{r['median_s'] * 1e3:.3f} ms{others} (medians of {r['batches']} batches of {r['batch_size']}, "
             f"{r['host_threads']} host threads)"
         )

@@ -8,7 +8,7 @@ import pytest
 from test_host_cpu import _tiny, model
 
 from updlrm import perfmodel
-from updlrm.partitioner import placement
+from updlrm.partitioner import choose, placement
 from updlrm.partitioner.host_phases import HostPhases, measure_host_phases
 from updlrm.partitioner.placement import build_plan
 from updlrm.partitioner.summary import plan_summary
@@ -48,7 +48,7 @@ def test_build_plan_with_a_host_model_records_and_charges_the_measured_host_phas
     plan = build_plan(tables, trace, Topology(32), progress=False, host_cpu=model(10_000), graph="none")
     info = plan.metadata["host_cpu"]
     assert not info["cpu_only"]
-    route = info["host_phases"]["none"]
+    route = plan.metadata["row_assignment"]["host_phases"]["none"]
     assert route["median_s"] > 0 and route["batches"] == 5 and route["merge_median_s"] > 0
     # The chosen plan's estimate holds them, on the build part and held out.
     scale = plan.metadata["batch_size"] / route["batch_size"]
@@ -58,7 +58,7 @@ def test_build_plan_with_a_host_model_records_and_charges_the_measured_host_phas
     assert modeled["host_cache_s"] == pytest.approx(route["host_cache_median_s"] * scale)
     assert info["plan_s"] == pytest.approx(plan.metadata["modeled"]["total_s"])
     assert plan.metadata["held_out"]["host_route_s"] > 0
-    assert "host phases of the DPU plan (none rows), measured" in plan_summary(plan)
+    assert "host phases of none, measured" in plan_summary(plan)
     # Without a host model nothing is measured or charged.
     off = build_plan(tables, trace, Topology(32), progress=False, graph="none")
     assert off.metadata["modeled"]["host_route_s"] == 0.0
@@ -69,9 +69,12 @@ def test_route_pack_can_tip_the_choice_to_the_cpu(monkeypatch, route_s, cpu_only
     """A DPU plan whose DPU side beats the CPU, but whose host routing would not: the CPU wins."""
     tables = [TableSpec("a", 4000, 16), TableSpec("b", 3000, 16)]
     trace = synthetic_trace(tables, batch_size=128, num_batches=3, pooling=6, seed=4)
-    monkeypatch.setattr(
-        placement, "measure_host_phases", lambda plan, trace: HostPhases((route_s,) * 5, trace.batch_size, 2)
-    )
+
+    def measured(plan, trace):
+        return HostPhases((route_s,) * 5, trace.batch_size, 2)
+
+    monkeypatch.setattr(choose, "measure_host_phases", measured)
+    monkeypatch.setattr(placement, "measure_host_phases", measured)
     plan = build_plan(tables, trace, Topology(32), progress=False, host_cpu=model(2_000), graph="none", holdout=0)
     info = plan.metadata["host_cpu"]
     assert info["cpu_only"] == cpu_only
