@@ -194,6 +194,88 @@ static int join_runs(struct eb_slot *slot, const struct index_job *jobs)
     return 0;
 }
 
+/* Most runs per member of a column group merged in lockstep. */
+#define EB_GROUP_MAX_RUNS 8u
+
+/* Whether cells [a, a + da) and [b, b + db) of the same rows overlap (same destination). */
+static int cells_overlap(const struct merge_run *x, const struct merge_run *y)
+{
+    const int x_scratch = x->kind == MERGE_INT64_INT32 || x->kind == MERGE_INT64_INT64;
+    const int y_scratch = y->kind == MERGE_INT64_INT32 || y->kind == MERGE_INT64_INT64;
+    return x_scratch == y_scratch && x->cell < y->cell + y->dim && y->cell < x->cell + x->dim;
+}
+
+/* Whether the k members' runs (member-major, n each) can be merged in lockstep: run i of
+ * every member has the same bags and accumulator kind, and no two members share a column. */
+static int groupable(const struct merge_run *runs, uint32_t k, uint32_t n)
+{
+    for (uint32_t j = 1; j < k; j++) {
+        for (uint32_t i = 0; i < n; i++) {
+            const struct merge_run *a = &runs[i], *b = &runs[j * n + i];
+            if (a->bags != b->bags || a->first != b->first || a->end != b->end || a->kind != b->kind) {
+                return 0;
+            }
+        }
+    }
+    for (uint32_t j = 0; j < k; j++) {
+        for (uint32_t other = j + 1; other < k; other++) {
+            for (uint32_t i = 0; i < n; i++) {
+                for (uint32_t m = 0; m < n; m++) {
+                    if (cells_overlap(&runs[j * n + i], &runs[other * n + m])) {
+                        return 0;
+                    }
+                }
+            }
+        }
+    }
+    return 1;
+}
+
+/*
+ * Column groups: a DPU followed by its mirrors (the column slices of one replica, placed
+ * side by side) returns partials of the same bags in the same order, for other columns.
+ * Their runs are interleaved, run i of every member after another, and merged in lockstep:
+ * a bag's cells of the whole group are added at one visit of its output row instead of
+ * one per slice. No column's summation order changes: the members' columns are disjoint,
+ * each member's runs keep their order, and no other DPU lies between the members.
+ */
+static void group_mirrors(struct eb_slot *slot)
+{
+    const eb_engine *engine = slot->engine;
+    struct merge_run *runs = slot->merge.runs;
+    struct merge_run members[EB_GROUP_MAX_MEMBERS * EB_GROUP_MAX_RUNS];
+    uint32_t visits = 0;
+    uint64_t spans = 0;
+    for (uint32_t d = 0; d < engine->nr_dpus;) {
+        const struct dpu_state *source = &slot->dpus[d];
+        uint32_t k = 1;
+        while (source->mirror == EB_NO_MIRROR && d + k < engine->nr_dpus && k < EB_GROUP_MAX_MEMBERS &&
+               slot->dpus[d + k].mirror == d) {
+            k++;
+        }
+        const uint32_t n = source->nr_runs, first = source->first_run;
+        if (k > 1 && n <= EB_GROUP_MAX_RUNS && groupable(runs + first, k, n)) {
+            memcpy(members, runs + first, (size_t)k * n * sizeof(struct merge_run));
+            for (uint32_t i = 0; i < n; i++) {
+                for (uint32_t j = 0; j < k; j++) {
+                    runs[first + i * k + j] = members[j * n + i];
+                    runs[first + i * k + j].mates = j == 0 ? k - 1u : 0u;
+                }
+                spans += members[i].end - members[i].first;
+            }
+            visits += n;
+        } else {
+            for (uint32_t r = first; r < slot->dpus[d + k - 1].first_run + slot->dpus[d + k - 1].nr_runs; r++) {
+                spans += runs[r].end - runs[r].first;
+            }
+            visits += slot->dpus[d + k - 1].first_run + slot->dpus[d + k - 1].nr_runs - first;
+        }
+        d += k;
+    }
+    slot->merge.nr_visits = visits;
+    slot->merge.visit_spans = spans;
+}
+
 int index_partials(struct eb_slot *slot, uint32_t nr_jobs)
 {
     const eb_engine *engine = slot->engine;
@@ -220,5 +302,9 @@ int index_partials(struct eb_slot *slot, uint32_t nr_jobs)
         };
     }
     run_jobs(index_dpus, jobs, sizeof(jobs[0]), nr_jobs);
-    return report_failure(slot, jobs, nr_jobs) || join_runs(slot, jobs) ? -1 : 0;
+    if (report_failure(slot, jobs, nr_jobs) || join_runs(slot, jobs)) {
+        return -1;
+    }
+    group_mirrors(slot);
+    return 0;
 }

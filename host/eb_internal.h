@@ -273,6 +273,9 @@ struct dpu_state {
  * int64 scratch cells from int32 or int64 partials. */
 enum merge_kind { MERGE_FP32, MERGE_INT32_INT32, MERGE_INT32_INT64, MERGE_INT64_INT32, MERGE_INT64_INT64 };
 
+/* Largest column group merged in lockstep (eb_index.c, group_mirrors). */
+#define EB_GROUP_MAX_MEMBERS 16u
+
 struct merge_run {
     const struct dpu_state *dpu;
     const uint32_t *bags; /* the bag of each position */
@@ -287,6 +290,9 @@ struct merge_run {
     uint32_t cell;
     uint32_t dim;
     uint32_t kind; /* enum merge_kind */
+    /* The runs right after this one that are merged in lockstep with it (eb_index.c,
+     * column groups): the same bags, other columns. 0: none; they are skipped as visits. */
+    uint32_t mates;
 };
 
 struct rank {
@@ -356,6 +362,8 @@ struct eb_slot {
         struct merge_run *runs;
         size_t runs_capacity;
         uint32_t nr_runs;
+        uint32_t nr_visits;    /* runs that are not a lockstep mate of an earlier run */
+        uint64_t visit_spans;  /* partial positions over those visits: partials / group sizes */
         uint32_t *positions;
         size_t positions_capacity;
         struct merge_run *part_runs[EB_MAX_ROUTE_PARTS]; /* per indexing thread (eb_index.c) */

@@ -72,6 +72,9 @@ static uint32_t run_lower_bound(const struct merge_run *run, uint32_t bag)
  * few partials, so it would otherwise begin with two cache misses. */
 #define EB_MERGE_RUNS_AHEAD 8u
 
+/* How many positions ahead a column group's visit prefetches the output cells it will add to. */
+#define EB_MERGE_ROWS_AHEAD 4u
+
 struct merge_job {
     const struct eb_slot *slot;
     float *output;
@@ -95,6 +98,73 @@ struct merge_job {
             }                                                                                               \
         }                                                                                                   \
     } while (0)
+
+/* EB_MERGE_RUN for a run and its `mates` (lockstep: the same bags, other columns): at
+ * each position every member's partial is added into the bag's row, member by member. */
+#define EB_MERGE_GROUP(OUT, P, BASE, STRIDE)                                                               \
+    do {                                                                                                    \
+        OUT *const base = (OUT *)(BASE);                                                                    \
+        const size_t stride = (STRIDE);                                                                     \
+        for (; position < end && bags[position] < stop; position++) {                                       \
+            if (position + EB_MERGE_ROWS_AHEAD < end) {                                                     \
+                const char *ahead = (const char *)(base + (size_t)bags[position + EB_MERGE_ROWS_AHEAD] * stride + lo); \
+                for (size_t line = 0; line < span * sizeof(OUT); line += 64u) {                             \
+                    __builtin_prefetch(ahead + line, 1);                                                    \
+                }                                                                                           \
+            }                                                                                               \
+            OUT *const row = base + (size_t)bags[position] * stride;                                        \
+            const size_t at = position - first;                                                             \
+            for (uint32_t j = 0; j < members; j++) {                                                        \
+                OUT *restrict out = row + cells[j];                                                         \
+                const P *restrict partial = (const P *)(sums[j] + at * bytes[j]);                           \
+                for (uint32_t c = 0; c < dims[j]; c++) {                                                    \
+                    out[c] += (OUT)partial[c];                                                              \
+                }                                                                                           \
+            }                                                                                               \
+        }                                                                                                   \
+    } while (0)
+
+/* Adds the partials of a column group (a run and its mates) from `position` on whose bags
+ * are below `stop`; returns the first position not added. */
+static uint32_t merge_group(const struct eb_slot *slot, const struct merge_run *run, uint32_t position,
+                            uint32_t stop, float *output)
+{
+    const eb_engine *engine = slot->engine;
+    const uint32_t *const bags = run->bags;
+    const uint32_t first = run->first, end = run->end, members = run->mates + 1u;
+    /* The members' fields in locals: stores to int32 cells could alias them otherwise. */
+    uint32_t cells[EB_GROUP_MAX_MEMBERS], dims[EB_GROUP_MAX_MEMBERS];
+    size_t bytes[EB_GROUP_MAX_MEMBERS];
+    const uint8_t *sums[EB_GROUP_MAX_MEMBERS];
+    uint32_t lo = UINT32_MAX, hi = 0;
+    for (uint32_t j = 0; j < members; j++) {
+        lo = run[j].cell < lo ? run[j].cell : lo;
+        hi = run[j].cell + run[j].dim > hi ? run[j].cell + run[j].dim : hi;
+        cells[j] = run[j].cell;
+        dims[j] = run[j].dim;
+        bytes[j] = run[j].partial_bytes;
+        sums[j] = run[j].sums;
+    }
+    const size_t span = hi - lo;
+    switch (run->kind) {
+    case MERGE_FP32:
+        EB_MERGE_GROUP(float, float, output, engine->total_dim);
+        break;
+    case MERGE_INT32_INT32:
+        EB_MERGE_GROUP(int32_t, int32_t, output, engine->total_dim);
+        break;
+    case MERGE_INT32_INT64:
+        EB_MERGE_GROUP(int32_t, int64_t, output, engine->total_dim);
+        break;
+    case MERGE_INT64_INT32:
+        EB_MERGE_GROUP(int64_t, int32_t, slot->merge.scratch, engine->int_dim);
+        break;
+    default:
+        EB_MERGE_GROUP(int64_t, int64_t, slot->merge.scratch, engine->int_dim);
+        break;
+    }
+    return position;
+}
 
 /*
  * Adds the partials of `run` from `position` on whose bags are below `stop` into their
@@ -192,20 +262,27 @@ static void *merge_bags(void *argument)
     const struct merge_job *job = argument;
     const struct eb_slot *slot = job->slot;
     const uint32_t block = job->block;
-    for (uint32_t r = 0; r < slot->merge.nr_runs; r++) {
-        job->positions[r] = run_lower_bound(&slot->merge.runs[r], job->bag_start);
+    const struct merge_run *const runs = slot->merge.runs;
+    const uint32_t nr_runs = slot->merge.nr_runs;
+    for (uint32_t r = 0; r < nr_runs; r++) {
+        job->positions[r] = run_lower_bound(&runs[r], job->bag_start);
     }
     for (uint32_t block_start = job->bag_start; block_start < job->bag_stop; block_start += block) {
         uint32_t block_stop = job->bag_stop - block_start < block ? job->bag_stop : block_start + block;
-        for (uint32_t r = 0; r < slot->merge.nr_runs; r++) {
-            if (r + EB_MERGE_RUNS_AHEAD < slot->merge.nr_runs) {
-                /* The streams a later visit starts with: its bags and its first partial. */
-                const struct merge_run *ahead = &slot->merge.runs[r + EB_MERGE_RUNS_AHEAD];
+        for (uint32_t r = 0; r < nr_runs; r += 1u + runs[r].mates) {
+            if (r + EB_MERGE_RUNS_AHEAD < nr_runs) {
+                /* The streams a later run starts with: its bags and its first partial (a
+                 * mate's position is its group's). */
+                const struct merge_run *ahead = &runs[r + EB_MERGE_RUNS_AHEAD];
                 const uint32_t at = job->positions[r + EB_MERGE_RUNS_AHEAD];
                 __builtin_prefetch(ahead->bags + at);
                 __builtin_prefetch((const void *)((uintptr_t)ahead->sums + (uintptr_t)(at - ahead->first) * ahead->partial_bytes));
             }
-            job->positions[r] = merge_run(slot, &slot->merge.runs[r], job->positions[r], block_stop, job->output);
+            const uint32_t next = runs[r].mates ? merge_group(slot, &runs[r], job->positions[r], block_stop, job->output)
+                                                : merge_run(slot, &runs[r], job->positions[r], block_stop, job->output);
+            for (uint32_t j = 0; j <= runs[r].mates; j++) {
+                job->positions[r + j] = next;
+            }
         }
         finish_bags(slot, block_start, block_stop, job->output);
     }
@@ -220,10 +297,9 @@ int merge_partials(struct eb_slot *slot, uint32_t b0, uint32_t b1)
 {
     const eb_engine *engine = slot->engine;
     float *output = slot->output;
-    uint64_t partial_bytes = 0, nr_partials = 0;
+    uint64_t partial_bytes = 0;
     for (uint32_t d = 0; d < engine->nr_dpus; d++) {
         partial_bytes += slot->dpus[d].output_bytes;
-        nr_partials += slot->dpus[d].nr_partials;
     }
     /* Bags cut in consecutive ranges, one per thread: every output row belongs to one
      * thread, so no locking, and a bag's sum is the same whatever the threads. The index
@@ -241,12 +317,12 @@ int merge_partials(struct eb_slot *slot, uint32_t b0, uint32_t b1)
      * run, and each visit restarts a run's streams (its partial order, offsets, sums) with
      * cache misses: with many runs of few partials (thousands of DPUs, each serving one
      * sample in r) the visits would cost more than the adds. Blocks grow until a visit
-     * takes EB_MERGE_PARTIALS_PER_VISIT partials on average. The order in which a bag's
-     * partials are added does not change. */
+     * (of a run, or of a column group's runs at once) takes EB_MERGE_PARTIALS_PER_VISIT
+     * positions on average. The order in which a bag's partials are added does not change. */
     const uint64_t bag_bytes = row_bytes(slot);
     uint64_t block = bag_bytes ? EB_MERGE_BLOCK_BYTES / bag_bytes : 1u;
-    const uint64_t wide = (uint64_t)(b1 - b0) * slot->merge.nr_runs * EB_MERGE_PARTIALS_PER_VISIT /
-                          (nr_partials ? nr_partials : 1u);
+    const uint64_t spans = slot->merge.visit_spans;
+    const uint64_t wide = (uint64_t)(b1 - b0) * slot->merge.nr_visits * EB_MERGE_PARTIALS_PER_VISIT / (spans ? spans : 1u);
     block = block > wide ? block : wide;
     block = block < 1u ? 1u : block > UINT32_MAX ? UINT32_MAX : block;
     if (reserve((void **)&slot->merge.positions, &slot->merge.positions_capacity,

@@ -19,7 +19,7 @@ from test_routing import run_and_check, zipf_batch
 from test_routing_followers import blocks_with_replicas, sliced
 
 from updlrm.host.engine import Engine, EngineError
-from updlrm.plan import Plan, Shard
+from updlrm.plan import Plan, Shard, column_bounds
 from updlrm.specs import PoolingMode, RowFormat, TableSpec, Topology
 
 # Per-DPU work that does not depend on how DPUs are grouped into ranks.
@@ -222,3 +222,36 @@ def test_routing_in_up_to_four_parts():
             assert getattr(stats, name).tolist() == getattr(one_stats, name).tolist(), (threads, name)
     out, _ = check_against_unmirrored(plan, weights, indices, offsets, psw, host_threads=4)
     assert np.array_equal(out, one)
+
+
+def side_by_side(tables: list[TableSpec], layouts: list[list[object]], slices: int) -> tuple[list[Shard], int]:
+    """Like ``sliced``, but each row set's column slices on consecutive DPUs, as ``build_plan``
+    places a replica's slices: every slice-0 DPU is followed by its mirrors."""
+    shards, dpu = [], 0
+    for t, (spec, rows_of) in enumerate(zip(tables, layouts)):
+        bounds = column_bounds(spec, slices)
+        for rows in rows_of:
+            for lo, hi in zip(bounds[:-1], bounds[1:]):
+                shards.append(Shard(t, dpu, lo, hi, rows))
+                dpu += 1
+    return shards, dpu
+
+
+@pytest.mark.parametrize("slices", [2, 4])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_slices_side_by_side_are_merged_in_lockstep_in_the_same_order(slices, weighted):
+    """A DPU and its mirrors side by side form a column group whose partials the merge adds
+    together (``group_mirrors`` in ``host/eb_index.c``). Row blocks make each bag's columns
+    sums over several DPUs, so fp32 bits would show any change of summation order: they are
+    those of the twin with no mirrors."""
+    rng = np.random.default_rng([slices, weighted, 15])
+    tables = [TableSpec("f", 4000, 16), TableSpec("q", 1000, 32, row_format=RowFormat.INT8, scale=0.25)]
+    layouts = [blocks_with_replicas(4000), blocks_with_replicas(1000)]
+    shards, nr_dpus = side_by_side(tables, layouts, slices)
+    plan = Plan(tables, Topology(nr_dpus), shards, host_rows={0: np.array([4, 5, 3000])})
+    plan.validate()
+    weights = random_weights(tables, rng)
+    assert mirrors_of(plan, weights) == (slices - 1) * (6 + 6)
+    indices, offsets, psw = zipf_batch(tables, 300, 24, rng, weighted=weighted)
+    for pooling in (PoolingMode.SUM, PoolingMode.MEAN):
+        check_against_unmirrored(plan, weights, indices, offsets, psw, pooling)
