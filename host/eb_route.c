@@ -731,12 +731,18 @@ EB_KIND_VARIANTS(route_host, ROUTE_HOST)
  * Scan mode costs a cursor copy per lane and bag plus a branchless segment append
  * per lane and bag later; listing touched lanes costs about three instructions per
  * lookup plus an append per touched lane (callgrind). Scanning wins while the lanes
- * are not many more than a bag's lookups.
+ * are not many more than a bag's lookups, and a bag touches most of them: not in a
+ * slice with one replica set, where each bag goes to one replica.
  */
 static int scan_lanes(const struct slice *slice, const int64_t *offsets, uint32_t batch, uint32_t b0, uint32_t b1)
 {
     const int64_t *bag_offsets = offsets + (int64_t)slice->table * batch;
     uint64_t mean_length = (uint64_t)(bag_offsets[b1] - bag_offsets[b0]) / (b1 - b0);
+    if (slice->one_set) {
+        /* A bag reaches its replica's lane and, through exceptions, rarely another:
+         * listing them is cheaper than scanning every lane of the set for each bag. */
+        return slice->nr_lanes <= 1;
+    }
     return (uint64_t)slice->nr_lanes <= 2 * mean_length + 1;
 }
 
