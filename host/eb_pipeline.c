@@ -212,12 +212,24 @@ static int route_launch(struct eb_slot *slot, uint32_t b0, uint32_t b1)
 }
 
 /*
- * A dry engine's launch: no DPU runs. Each DPU's output is what a kernel that summed
- * nothing would write (its status, zero partial sums; the pull's bytes), and the host
- * sums its cached rows (zeros) as during a launch, so the merge and the host cache cost
- * what they cost with real DPUs.
+ * A dry engine's launch: no DPU runs; the host sums its cached rows (zeros) as during a
+ * launch, so the host cache costs what it costs with real DPUs.
  */
 static int dry_launch(struct eb_slot *slot)
+{
+    double start = now_s();
+    start_sums(slot);
+    slot->stats.host_cache_s += now_s() - start;
+    return 0;
+}
+
+/*
+ * A dry engine's collect, where the pull writes the partial sums: each DPU's output is
+ * what a kernel that summed nothing would write (its status, zero partial sums; the
+ * pull's bytes). Written here, after the host cache and right before the merge, as the
+ * pull writes them, so the merge finds them in the caches as it would with real DPUs.
+ */
+static int dry_collect(struct eb_slot *slot)
 {
     const eb_engine *engine = slot->engine;
     const struct eb_status done = {.magic = EB_STATUS_MAGIC, .code = EB_OK, .nr_tasklets = engine->nr_tasklets};
@@ -226,9 +238,6 @@ static int dry_launch(struct eb_slot *slot)
         memset(dpu->output, 0, dpu->output_bytes);
         memcpy(dpu->output, &done, sizeof(done));
     }
-    double start = now_s();
-    start_sums(slot);
-    slot->stats.host_cache_s += now_s() - start;
     record_launch_stats(slot);
     slot->stats.nr_launches++;
     return 0;
@@ -252,7 +261,7 @@ static int run_bags(struct eb_slot *slot, uint32_t b0, uint32_t b1)
         uint32_t middle = b0 + (b1 - b0) / 2;
         return run_bags(slot, b0, middle) || run_bags(slot, middle, b1) ? -1 : 0;
     }
-    if (slot->engine->dry ? dry_launch(slot) : launch_packed(slot) || collect_launched(slot)) {
+    if (slot->engine->dry ? dry_launch(slot) || dry_collect(slot) : launch_packed(slot) || collect_launched(slot)) {
         return -1;
     }
     return merge_launch(slot, b0, b1);
@@ -472,7 +481,10 @@ static int launch_slot(struct eb_slot *slot)
 
 static int collect_slot(struct eb_slot *slot)
 {
-    return slot->batch == 0 || slot->split || slot->engine->dry ? 0 : collect_launched(slot);
+    if (slot->batch == 0 || slot->split) {
+        return 0;
+    }
+    return slot->engine->dry ? dry_collect(slot) : collect_launched(slot);
 }
 
 static int finish_slot(struct eb_slot *slot)
@@ -532,7 +544,7 @@ int eb_engine_launch(eb_engine *engine, uint32_t index)
     if (slot->split) {
         atomic_store(&engine->route_busy, 0);
     }
-    int running = result == 0 && slot->batch > 0 && !slot->split && !engine->dry;
+    int running = result == 0 && slot->batch > 0 && !slot->split; /* dry too: its collect writes the outputs */
     if (!running) {
         atomic_store(&engine->dpu_busy, 0);
     }
