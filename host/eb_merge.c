@@ -64,9 +64,10 @@ static uint32_t run_lower_bound(const struct merge_run *run, uint32_t bag)
 /* Output rows of this many bytes per block stay in the core's cache while every run passes. */
 #define EB_MERGE_BLOCK_BYTES (128u << 10)
 
-/* Partials a block's visit of a run should take at least: a cache line of its partial order
- * (16 uint32). */
-#define EB_MERGE_PARTIALS_PER_VISIT 16u
+/* Positions a block's visit of a run (or column group) should take at least: each visit
+ * restarts its streams (the partial order, one per member's sums), which the hardware
+ * prefetchers pick up only after a few lines. */
+#define EB_MERGE_PARTIALS_PER_VISIT 64u
 
 /* How many runs ahead a visit's first bags and partial are prefetched: each visit takes
  * few partials, so it would otherwise begin with two cache misses. */
