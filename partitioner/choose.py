@@ -8,7 +8,8 @@ the same search without a host cache; the row assignments are one or, for
 
 The perfmodel prices the DPU phases.  The host's phases (route+pack, the host-cached
 rows' sum, the merge) are measured in the C host runtime
-(:func:`~.host_phases.measure_host_phases`, a dry engine) whenever the candidates differ
+(:func:`~.host_phases.measure_side_by_side`, a dry engine each, batch by batch in
+turn) whenever the candidates differ
 in them in ways the perfmodel cannot price: with a host cost model, and between a layout
 with a host cache and one without.  The search prices a host-cached lookup at the
 profile's gather rate and takes the host's work as hidden behind the DPUs; measured, the
@@ -34,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from updlrm.partitioner.evaluate import PlanReport
-from updlrm.partitioner.host_phases import HostPhases, apply_host_phases, measure_host_phases
+from updlrm.partitioner.host_phases import HostPhases, apply_host_phases, measure_side_by_side
 from updlrm.partitioner.rank_order import RankOrder
 from updlrm.partitioner.rows import TableRows
 from updlrm.partitioner.search import Layout, TableShape
@@ -94,8 +95,10 @@ def evaluate_candidates(
             candidates.append(dataclasses.replace(candidate, variant=variant, layout=layout))
     if cpu_only is not None or len(layouts) > 1:
         on_measure()
-        for c in candidates:
-            c.host_phases = measure_host_phases(c.plan, trace)
+        # Side by side, batch by batch in turn: a burst of load on the machine must not
+        # decide between the candidates.
+        for c, phases in zip(candidates, measure_side_by_side([c.plan for c in candidates], trace)):
+            c.host_phases = phases
             apply_host_phases(c.report, c.host_phases, batch)
     if cpu_only is not None:
         # Never slower than the CPU alone (as evaluated on the trace, like the others).

@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from updlrm.partitioner.workloads import Trace
     from updlrm.plan import Plan
 
-__all__ = ["HostPhases", "apply_host_phases", "measure_host_phases"]
+__all__ = ["HostPhases", "apply_host_phases", "measure_host_phases", "measure_side_by_side"]
 
 REPEATS = 5  # batches timed (after one warm-up batch)
 
@@ -113,38 +114,68 @@ def measure_host_phases(
     """Route+pack of ``plan`` on ``repeats`` of ``trace``'s batches (cycled when it has
     fewer), measured on a dry engine after running each of them once (the slot's buffers
     grow to the largest); None for a plan without shards (nothing goes to DPUs)."""
+    return measure_side_by_side([plan], trace, repeats=repeats, host_threads=host_threads)[0]
+
+
+def measure_side_by_side(
+    plans: list[Plan], trace: Trace, *, repeats: int = REPEATS, host_threads: int | None = None
+) -> list[HostPhases | None]:
+    """:func:`measure_host_phases` of several plans at once, batch by batch in turn (a dry
+    engine each), so that a burst of load on the machine hits every plan alike and the
+    candidates a planner compares are compared fairly.
+
+    >>> from updlrm.specs import TableSpec, Topology
+    >>> from updlrm.plan import uniform_plan
+    >>> from updlrm.partitioner.workloads import synthetic_trace
+    >>> tables = [TableSpec("a", 1000, 8)]
+    >>> plans = [uniform_plan(tables, Topology(4), "row_wise"), uniform_plan(tables, Topology(4), "column_wise")]
+    >>> [c.batches for c in measure_side_by_side(plans, synthetic_trace(tables, batch_size=64, pooling=4, seed=1))]
+    [5, 5]
+    """
     from updlrm.host.engine import Engine
 
-    if not plan.shards:
-        return None
     threads = max(1, int(host_threads or os.cpu_count() or 1))
     batches = [trace.batch(i % trace.num_batches) for i in range(repeats)]
-    samples, moved, cache, merge, pulled = [], [], [], [], []
-    with Engine(plan, None, host_threads=threads) as dry:
-        shape = {
-            "routing_bytes": dry.routing_bytes,
-            "follower_slices": dry.follower_slices,
-            "mirror_dpus": dry.mirror_dpus,
-        }
-        for indices, offsets, weights in batches[: trace.num_batches]:  # warm-up
-            dry.dry_run(indices, offsets, weights)
+    measured = [i for i, plan in enumerate(plans) if plan.shards]
+    samples: dict[int, dict[str, list]] = {
+        i: {k: [] for k in ("route", "cache", "merge", "moved", "pulled")} for i in measured
+    }
+    with contextlib.ExitStack() as stack:
+        engines = {i: stack.enter_context(Engine(plans[i], None, host_threads=threads)) for i in measured}
+        for dry in engines.values():
+            for indices, offsets, weights in batches[: trace.num_batches]:  # warm-up
+                dry.dry_run(indices, offsets, weights)
         for indices, offsets, weights in batches:
-            stats = dry.dry_run(indices, offsets, weights)
-            samples.append(stats.route_s)
-            cache.append(stats.host_cache_s)
-            merge.append(stats.merge_s)
-            moved.append(indices.nbytes + offsets.nbytes + int(stats.bytes_to_dpu.sum()))
-            pulled.append(int(stats.bytes_from_dpu.sum()))
-    return HostPhases(
-        tuple(samples),
-        trace.batch_size,
-        threads,
-        int(np.mean(moved)),
-        tuple(cache),
-        tuple(merge),
-        **shape,
-        merge_bytes=int(np.mean(pulled)),
-    )
+            for i, dry in engines.items():
+                stats = dry.dry_run(indices, offsets, weights)
+                s = samples[i]
+                s["route"].append(stats.route_s)
+                s["cache"].append(stats.host_cache_s)
+                s["merge"].append(stats.merge_s)
+                s["moved"].append(indices.nbytes + offsets.nbytes + int(stats.bytes_to_dpu.sum()))
+                s["pulled"].append(int(stats.bytes_from_dpu.sum()))
+        shapes = {
+            i: {
+                "routing_bytes": dry.routing_bytes,
+                "follower_slices": dry.follower_slices,
+                "mirror_dpus": dry.mirror_dpus,
+            }
+            for i, dry in engines.items()
+        }
+    out: list[HostPhases | None] = [None] * len(plans)
+    for i in measured:
+        s = samples[i]
+        out[i] = HostPhases(
+            tuple(s["route"]),
+            trace.batch_size,
+            threads,
+            int(np.mean(s["moved"])),
+            tuple(s["cache"]),
+            tuple(s["merge"]),
+            **shapes[i],
+            merge_bytes=int(np.mean(s["pulled"])),
+        )
+    return out
 
 
 def apply_host_phases(report: PlanReport, cost: HostPhases | None, batch_size: int | None = None) -> PlanReport:

@@ -31,7 +31,7 @@ def test_the_host_cache_is_kept_only_when_its_measured_host_phases_pay(monkeypat
         cached = any(len(rows) for rows in plan.host_rows.values())
         return HostPhases((1e-5,) * 5, trace.batch_size, 2, host_cache_samples_s=(cache_s if cached else 0.0,) * 5)
 
-    monkeypatch.setattr(choose, "measure_host_phases", measured)
+    monkeypatch.setattr(choose, "measure_side_by_side", lambda plans, trace: [measured(p, trace) for p in plans])
     monkeypatch.setattr(placement, "measure_host_phases", measured)
     plan = _build(tables, trace)
     info = plan.metadata["row_assignment"]

@@ -73,7 +73,7 @@ def test_route_pack_can_tip_the_choice_to_the_cpu(monkeypatch, route_s, cpu_only
     def measured(plan, trace):
         return HostPhases((route_s,) * 5, trace.batch_size, 2)
 
-    monkeypatch.setattr(choose, "measure_host_phases", measured)
+    monkeypatch.setattr(choose, "measure_side_by_side", lambda plans, trace: [measured(p, trace) for p in plans])
     monkeypatch.setattr(placement, "measure_host_phases", measured)
     plan = build_plan(tables, trace, Topology(32), progress=False, host_cpu=model(2_000), graph="none", holdout=0)
     info = plan.metadata["host_cpu"]
@@ -81,3 +81,25 @@ def test_route_pack_can_tip_the_choice_to_the_cpu(monkeypatch, route_s, cpu_only
     assert info["plan_s"] <= info["cpu_only_s"] * (1 + 1e-9)
     if cpu_only:
         assert not plan.shards and info["plan_s"] < route_s
+
+
+def test_candidates_are_measured_side_by_side_batch_by_batch(monkeypatch):
+    """A burst of load must hit every candidate alike: their timed batches alternate."""
+    from updlrm.host.engine import Engine
+    from updlrm.partitioner.host_phases import measure_side_by_side
+
+    tables = [TableSpec("a", 1000, 8)]
+    plans = [uniform_plan(tables, Topology(4), "row_wise"), uniform_plan(tables, Topology(4), "column_wise")]
+    trace = synthetic_trace(tables, batch_size=64, num_batches=2, pooling=4, seed=1)
+    calls, original = [], Engine.dry_run
+
+    def dry_run(self, *args, **kwargs):
+        calls.append(self.plan)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "dry_run", dry_run)
+    empty = Plan(tables, Topology(4), [], host_rows={0: np.arange(1000)})
+    phases = measure_side_by_side([plans[0], empty, plans[1]], trace, repeats=4)
+    assert phases[1] is None and phases[0].batches == phases[2].batches == 4
+    timed = calls[2 * trace.num_batches :]  # after each engine's warm-up
+    assert [id(p) for p in timed] == [id(plans[0]), id(plans[1])] * 4
