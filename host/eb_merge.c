@@ -100,6 +100,30 @@ struct merge_job {
         }                                                                                                   \
     } while (0)
 
+/* ADD(OUT, P, BASE, STRIDE) for `run`'s accumulator kind: its partials' type P added into
+ * fp32 or int32 output cells or int64 scratch cells OUT (an int64 partial of an int32 cell
+ * fits int32: part of the bound). */
+#define EB_MERGE_BY_KIND(ADD)                                                                               \
+    do {                                                                                                    \
+        switch (run->kind) {                                                                                \
+        case MERGE_FP32:                                                                                    \
+            ADD(float, float, output, engine->total_dim);                                                   \
+            break;                                                                                          \
+        case MERGE_INT32_INT32:                                                                             \
+            ADD(int32_t, int32_t, output, engine->total_dim);                                               \
+            break;                                                                                          \
+        case MERGE_INT32_INT64:                                                                             \
+            ADD(int32_t, int64_t, output, engine->total_dim);                                               \
+            break;                                                                                          \
+        case MERGE_INT64_INT32:                                                                             \
+            ADD(int64_t, int32_t, slot->merge.scratch, engine->int_dim);                                    \
+            break;                                                                                          \
+        default:                                                                                            \
+            ADD(int64_t, int64_t, slot->merge.scratch, engine->int_dim);                                    \
+            break;                                                                                          \
+        }                                                                                                   \
+    } while (0)
+
 /* EB_MERGE_RUN for a run and its `mates` (lockstep: the same bags, other columns): at
  * each position every member's partial is added into the bag's row, member by member. */
 #define EB_MERGE_GROUP(OUT, P, BASE, STRIDE)                                                               \
@@ -147,23 +171,7 @@ static uint32_t merge_group(const struct eb_slot *slot, const struct merge_run *
         sums[j] = run[j].sums;
     }
     const size_t span = hi - lo;
-    switch (run->kind) {
-    case MERGE_FP32:
-        EB_MERGE_GROUP(float, float, output, engine->total_dim);
-        break;
-    case MERGE_INT32_INT32:
-        EB_MERGE_GROUP(int32_t, int32_t, output, engine->total_dim);
-        break;
-    case MERGE_INT32_INT64:
-        EB_MERGE_GROUP(int32_t, int64_t, output, engine->total_dim);
-        break;
-    case MERGE_INT64_INT32:
-        EB_MERGE_GROUP(int64_t, int32_t, slot->merge.scratch, engine->int_dim);
-        break;
-    default:
-        EB_MERGE_GROUP(int64_t, int64_t, slot->merge.scratch, engine->int_dim);
-        break;
-    }
+    EB_MERGE_BY_KIND(EB_MERGE_GROUP);
     return position;
 }
 
@@ -181,24 +189,7 @@ static uint32_t merge_run(const struct eb_slot *slot, const struct merge_run *ru
     const uint32_t *const bags = run->bags;
     const uint8_t *const sums = run->sums;
     const uint32_t first = run->first, end = run->end, bytes = run->partial_bytes, dim = run->dim;
-    switch (run->kind) {
-    case MERGE_FP32:
-        EB_MERGE_RUN(float, float, output, engine->total_dim);
-        break;
-    case MERGE_INT32_INT32:
-        EB_MERGE_RUN(int32_t, int32_t, output, engine->total_dim);
-        break;
-    case MERGE_INT32_INT64:
-        /* an int64 partial fits int32 (part of the bound) */
-        EB_MERGE_RUN(int32_t, int64_t, output, engine->total_dim);
-        break;
-    case MERGE_INT64_INT32:
-        EB_MERGE_RUN(int64_t, int32_t, slot->merge.scratch, engine->int_dim);
-        break;
-    default:
-        EB_MERGE_RUN(int64_t, int64_t, slot->merge.scratch, engine->int_dim);
-        break;
-    }
+    EB_MERGE_BY_KIND(EB_MERGE_RUN);
     return position;
 }
 
