@@ -197,7 +197,8 @@ static int join_runs(struct eb_slot *slot, const struct index_job *jobs)
 /* Most runs per member of a column group merged in lockstep. */
 #define EB_GROUP_MAX_RUNS 8u
 
-/* Whether cells [a, a + da) and [b, b + db) of the same rows overlap (same destination). */
+/* Whether two runs' cells [cell, cell + dim) overlap in the same destination rows (output
+ * cells, or int64 scratch). */
 static int cells_overlap(const struct merge_run *x, const struct merge_run *y)
 {
     const int x_scratch = x->kind == MERGE_INT64_INT32 || x->kind == MERGE_INT64_INT64;
@@ -265,10 +266,12 @@ static void group_mirrors(struct eb_slot *slot)
             }
             visits += n;
         } else {
-            for (uint32_t r = first; r < slot->dpus[d + k - 1].first_run + slot->dpus[d + k - 1].nr_runs; r++) {
+            /* Not a group: every run of the k DPUs is a visit of its own. */
+            const uint32_t end = slot->dpus[d + k - 1].first_run + slot->dpus[d + k - 1].nr_runs;
+            for (uint32_t r = first; r < end; r++) {
                 spans += runs[r].end - runs[r].first;
             }
-            visits += slot->dpus[d + k - 1].first_run + slot->dpus[d + k - 1].nr_runs - first;
+            visits += end - first;
         }
         d += k;
     }
