@@ -146,7 +146,7 @@ int finish_dpu(struct eb_slot *slot, struct dpu_state *dpu)
         .magic = EB_HEADER_MAGIC,
         .nr_tasklets = engine->nr_tasklets,
         .nr_shards = dpu->nr_shards,
-        .flags = slot->weighted ? EB_FLAG_WEIGHTED : 0u,
+        .flags = dpu->flags,
         .nr_segments = dpu->nr_segments,
         .nr_lookups = dpu->nr_lookups,
         .segments_offset = engine->batch_offset + cursor,
