@@ -232,8 +232,7 @@ struct dpu_state {
 
     uint32_t input_bytes;
     uint32_t output_bytes;
-    uint8_t *output;
-    size_t output_capacity;
+    uint8_t *output; /* its part of slot->outputs */
     /* Tasklet k writes one partial sum per segment of [tasklet_first[k], tasklet_end[k]). */
     uint32_t tasklet_first[EB_MAX_TASKLETS];
     uint32_t tasklet_end[EB_MAX_TASKLETS];
@@ -332,6 +331,10 @@ struct eb_slot {
     struct dpu_state *host_states; /* per slice: its host-cache lane */
     uint32_t *max_input;           /* per rank: the padded transfer sizes of the current launch */
     uint32_t *max_output;
+    /* Every DPU's output buffer, one after another in DPU order (pack_inputs): the merge
+     * reads its partial sums from one ascending stream of memory. */
+    uint8_t *outputs;
+    size_t outputs_capacity;
 
     /* the batch (the caller keeps these arrays alive until eb_engine_finish) */
     const int64_t *indices;

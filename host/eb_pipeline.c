@@ -334,7 +334,6 @@ void free_slot(struct eb_slot *slot, uint32_t nr_dpus, uint32_t nr_slices)
         free(dpu->weights);
         free(dpu->segments);
         free(dpu->segment_bags);
-        free(dpu->output);
         free(dpu->partial_bags);
     }
     for (uint32_t k = 0; slot->host_states && k < nr_slices; k++) {
@@ -359,6 +358,7 @@ void free_slot(struct eb_slot *slot, uint32_t nr_dpus, uint32_t nr_slices)
     free(slot->host_states);
     free(slot->max_input);
     free(slot->max_output);
+    free(slot->outputs);
     free(slot->failed_dpus);
     free(slot->int32_sums);
     free(slot->int16_partials);
