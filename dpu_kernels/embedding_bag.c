@@ -198,7 +198,7 @@ static int fetch_row(struct tasklet_state *state, const struct piece *piece, uin
     return 1;
 }
 
-/* One loop per (format, weighted) pair keeps the inner loops free of branches. */
+/* One loop per (format, accumulator) pair keeps the inner loops free of branches. */
 static void sum_fp32(struct tasklet_state *state, const struct piece *piece, uint8_t *accumulator)
 {
     float *acc = (float *)accumulator;
@@ -271,6 +271,20 @@ static void sum_int8(struct tasklet_state *state, const struct piece *piece, uin
     }
 }
 
+/* The host sets EB_FLAG_INT16_PARTIALS only where no partial leaves int16. */
+static void sum_int8_int16(struct tasklet_state *state, const struct piece *piece, uint8_t *accumulator)
+{
+    int16_t *acc = (int16_t *)accumulator;
+    const int8_t *row = (const int8_t *)state->row_buffer;
+    for (uint32_t k = 0; k < piece->nr_lookups; k++) {
+        if (fetch_row(state, piece, piece->first_lookup + k, 1)) {
+            for (uint32_t c = 0; c < piece->columns; c++) {
+                acc[c] = (int16_t)(acc[c] + row[c]);
+            }
+        }
+    }
+}
+
 static void sum_int8_weighted(struct tasklet_state *state, const struct piece *piece, uint8_t *accumulator)
 {
     int64_t *acc = (int64_t *)accumulator;
@@ -288,10 +302,11 @@ static void sum_int8_weighted(struct tasklet_state *state, const struct piece *p
 
 /* Sum lookups [first_lookup, first_lookup + nr_lookups) of one shard into one partial. */
 static void reduce_piece(struct tasklet_state *state, struct output_stream *out, const struct eb_shard *shard,
-                         uint32_t first_lookup, uint32_t nr_lookups, uint32_t weighted)
+                         uint32_t first_lookup, uint32_t nr_lookups, uint32_t flags)
 {
     uint32_t element_bytes = eb_element_bytes(shard->format);
-    uint32_t accumulator_bytes = eb_accumulator_bytes(shard->format, weighted);
+    uint32_t accumulator_bytes = eb_accumulator_bytes(shard->format, flags);
+    uint32_t weighted = flags & EB_FLAG_WEIGHTED;
     uint32_t chunk = EB_ROW_BUFFER_BYTES / element_bytes;
     if (chunk > EB_STAGING_BYTES / accumulator_bytes) {
         chunk = EB_STAGING_BYTES / accumulator_bytes;
@@ -334,7 +349,11 @@ static void reduce_piece(struct tasklet_state *state, struct output_stream *out,
             sum_int32_weighted(state, &piece, accumulator);
             break;
         case EB_FORMAT_INT8 * 2u:
-            sum_int8(state, &piece, accumulator);
+            if (accumulator_bytes == 2u) {
+                sum_int8_int16(state, &piece, accumulator);
+            } else {
+                sum_int8(state, &piece, accumulator);
+            }
             break;
         default:
             sum_int8_weighted(state, &piece, accumulator);
@@ -359,7 +378,7 @@ static void run_tasklet(const struct eb_batch_fields *batch, uint32_t batch_offs
                                       segment_blocks[tasklet]};
     struct output_stream out = {heap_at(batch->output_offset + EB_STATUS_BYTES + work.output_offset), 0,
                                 staging_buffers[tasklet]};
-    uint32_t weighted = batch->flags & EB_FLAG_WEIGHTED;
+    uint32_t flags = batch->flags;
 
     __dma_aligned struct eb_shard shard;
     uint32_t cached_shard = UINT32_MAX;
@@ -390,7 +409,7 @@ static void run_tasklet(const struct eb_batch_fields *batch, uint32_t batch_offs
             cached_shard = record.shard;
         }
         uint32_t take = record.nr_lookups - skip < left ? record.nr_lookups - skip : left;
-        reduce_piece(&state, &out, &shard, lookup, take, weighted);
+        reduce_piece(&state, &out, &shard, lookup, take, flags);
         lookup += take;
         left -= take;
         segment++;

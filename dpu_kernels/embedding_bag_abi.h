@@ -45,6 +45,10 @@ enum eb_row_format {
 };
 
 #define EB_FLAG_WEIGHTED 1u
+/* Unweighted int8 rows sum in int16 (half the bytes pulled and merged). The host sets
+ * it for a DPU only if every int8 bag of the batch it holds a slice of has at most
+ * EB_MAX_LOOKUPS_PER_INT16_PARTIAL lookups, which keeps every partial sum exact. */
+#define EB_FLAG_INT16_PARTIALS 2u
 
 /*
  * Per-sample weights for integer rows are fixed point Q16 (int32, value =
@@ -130,23 +134,24 @@ struct eb_status {
 
 #define EB_STATUS_BYTES ((uint32_t)sizeof(struct eb_status))
 
-/* Bytes of one stored element and of one accumulator element.
- * fp32 rows sum in fp32; int8 rows sum in int32 (exact below 2^24 lookups per
- * partial, which the host guarantees); int32 rows and weighted integer rows sum
- * in int64, exact because the host runs a batch only if every bag's
- * max |row| x sum |weight| (Q16; x lookups unweighted) fits int64. */
+/* Bytes of one stored element and of one accumulator element (`flags`: the batch's
+ * EB_FLAG_* bits). fp32 rows sum in fp32; unweighted int8 rows in int16 under
+ * EB_FLAG_INT16_PARTIALS, else in int32 (exact below 2^24 lookups per partial, which the
+ * host guarantees); int32 rows and weighted integer rows sum in int64, exact because the
+ * host runs a batch only if every bag's max |row| x sum |weight| (Q16; x lookups
+ * unweighted) fits int64. */
 static inline uint32_t eb_element_bytes(uint32_t format)
 {
     return format == EB_FORMAT_INT8 ? 1u : 4u;
 }
 
-static inline uint32_t eb_accumulator_bytes(uint32_t format, uint32_t weighted)
+static inline uint32_t eb_accumulator_bytes(uint32_t format, uint32_t flags)
 {
     if (format == EB_FORMAT_FP32) {
         return 4u;
     }
-    if (format == EB_FORMAT_INT8 && !weighted) {
-        return 4u;
+    if (format == EB_FORMAT_INT8 && !(flags & EB_FLAG_WEIGHTED)) {
+        return flags & EB_FLAG_INT16_PARTIALS ? 2u : 4u;
     }
     return 8u;
 }
@@ -156,12 +161,15 @@ static inline uint32_t eb_row_bytes(uint32_t format, uint32_t dim)
     return EB_PAD8(dim * eb_element_bytes(format));
 }
 
-static inline uint32_t eb_partial_bytes(uint32_t format, uint32_t weighted, uint32_t dim)
+static inline uint32_t eb_partial_bytes(uint32_t format, uint32_t flags, uint32_t dim)
 {
-    return EB_PAD8(dim * eb_accumulator_bytes(format, weighted));
+    return EB_PAD8(dim * eb_accumulator_bytes(format, flags));
 }
 
 /* A partial sum of int8 rows in int32 stays exact while it has fewer lookups than this. */
 #define EB_MAX_LOOKUPS_PER_INT8_PARTIAL (1u << 23)
+
+/* ... and in int16 while it has at most this many: 255 x 128 = 32,640 <= INT16_MAX. */
+#define EB_MAX_LOOKUPS_PER_INT16_PARTIAL 255u
 
 #endif

@@ -43,9 +43,10 @@ static void resolve_run(const struct eb_slot *slot, struct merge_run *run)
         run->kind = MERGE_FP32;
         return;
     }
-    const int wide_partials = eb_accumulator_bytes(table->format, (uint32_t)slot->weighted) == 8u;
+    const uint32_t partial = eb_accumulator_bytes(table->format, run->dpu->flags);
+    const int wide_partials = partial == 8u;
     if (slot->int32_sums[shard->table]) {
-        run->kind = wide_partials ? MERGE_INT32_INT64 : MERGE_INT32_INT32;
+        run->kind = wide_partials ? MERGE_INT32_INT64 : partial == 2u ? MERGE_INT32_INT16 : MERGE_INT32_INT32;
     } else {
         run->kind = wide_partials ? MERGE_INT64_INT64 : MERGE_INT64_INT32;
         run->cell = table->scratch_col + shard->col_start;

@@ -215,7 +215,8 @@ struct dpu_state {
     uint32_t rank;
     uint32_t nr_shards;
     uint32_t *shard_list;
-    uint32_t *partial_bytes; /* per local shard, of this slot's batch (depends on weighting) */
+    uint32_t *partial_bytes; /* per local shard, of this slot's batch (depends on `flags`) */
+    uint32_t flags;          /* this batch's EB_FLAG_* bits in its header (the same for its mirrors) */
     uint64_t static_bytes;
 
     uint8_t *input;
@@ -231,8 +232,7 @@ struct dpu_state {
 
     uint32_t input_bytes;
     uint32_t output_bytes;
-    uint8_t *output;
-    size_t output_capacity;
+    uint8_t *output; /* its part of slot->outputs */
     /* Tasklet k writes one partial sum per segment of [tasklet_first[k], tasklet_end[k]). */
     uint32_t tasklet_first[EB_MAX_TASKLETS];
     uint32_t tasklet_end[EB_MAX_TASKLETS];
@@ -269,9 +269,17 @@ struct dpu_state {
 /* Positions [first, end) of one DPU's partials, of one shard, whose bags never decrease:
  * consecutive in its output from byte `offset`, partial_bytes each. The bags are listed
  * by the DPU itself or, for a mirror, by the DPU it mirrors (same order and sizes). */
-/* Where a run's partials go: fp32 sums, int32 output cells from int32 or int64 partials,
- * int64 scratch cells from int32 or int64 partials. */
-enum merge_kind { MERGE_FP32, MERGE_INT32_INT32, MERGE_INT32_INT64, MERGE_INT64_INT32, MERGE_INT64_INT64 };
+/* Where a run's partials go: fp32 sums, int32 output cells from int16, int32 or int64
+ * partials, int64 scratch cells from int32 or int64 partials (int16 partials only come
+ * from tables whose sums fit int32: check_integer_sums). */
+enum merge_kind {
+    MERGE_FP32,
+    MERGE_INT32_INT16,
+    MERGE_INT32_INT32,
+    MERGE_INT32_INT64,
+    MERGE_INT64_INT32,
+    MERGE_INT64_INT64
+};
 
 /* Largest column group merged in lockstep (eb_index.c, group_mirrors). */
 #define EB_GROUP_MAX_MEMBERS 16u
@@ -323,6 +331,10 @@ struct eb_slot {
     struct dpu_state *host_states; /* per slice: its host-cache lane */
     uint32_t *max_input;           /* per rank: the padded transfer sizes of the current launch */
     uint32_t *max_output;
+    /* Every DPU's output buffer, one after another in DPU order (pack_inputs): the merge
+     * reads its partial sums from one ascending stream of memory. */
+    uint8_t *outputs;
+    size_t outputs_capacity;
 
     /* the batch (the caller keeps these arrays alive until eb_engine_finish) */
     const int64_t *indices;
@@ -348,6 +360,9 @@ struct eb_slot {
      * as int32 in the table's own output cells, converted to fp32 in place when finishing.
      * The other integer tables sum into the int64 scratch; nr_scratch_tables counts them. */
     uint8_t *int32_sums;
+    /* Per table, its bags in this batch are short enough for int16 partial sums of int8
+     * rows (EB_FLAG_INT16_PARTIALS); a DPU gets the flag if all its int8 tables do. */
+    uint8_t *int16_partials;
     /* Per starting thread and table (eb_sums.c): its next host segment and lookup. */
     struct sums_cursor {
         uint32_t segment;

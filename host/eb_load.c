@@ -157,7 +157,8 @@ static void measure_table(struct table *table, const void *rows, int64_t row_str
 /*
  * Refuses a batch in which some bag of an integer table could leave int64 (see above),
  * or whose weights for integer rows do not fit Q16; nothing has been routed yet. Sets
- * slot->int32_sums (the tables whose every bag's bound fits int32) and
+ * slot->int32_sums (the tables whose every bag's bound fits int32), slot->int16_partials
+ * (the unweighted int8 tables whose bags are short enough for int16 partial sums) and
  * slot->nr_scratch_tables (the other integer tables).
  * Returns EB_RUN_INEXACT, EB_RUN_FAILED (bad weight) or 0.
  */
@@ -168,6 +169,7 @@ int check_integer_sums(struct eb_slot *slot, const int64_t *offsets, uint32_t ba
     for (uint32_t t = 0; t < engine->nr_tables; t++) {
         const struct table *table = &engine->tables[t];
         slot->int32_sums[t] = 0;
+        slot->int16_partials[t] = 0;
         if (table->format == EB_FORMAT_FP32) {
             continue;
         }
@@ -239,6 +241,8 @@ int check_integer_sums(struct eb_slot *slot, const int64_t *offsets, uint32_t ba
             largest = total > largest ? total : largest;
         }
         slot->int32_sums[t] = largest <= limit32;
+        slot->int16_partials[t] = slot->int32_sums[t] && !weights && table->format == EB_FORMAT_INT8 &&
+                                  largest <= EB_MAX_LOOKUPS_PER_INT16_PARTIAL;
         slot->nr_scratch_tables += !slot->int32_sums[t];
     }
     return 0;

@@ -109,6 +109,9 @@ struct merge_job {
         case MERGE_FP32:                                                                                    \
             ADD(float, float, output, engine->total_dim);                                                   \
             break;                                                                                          \
+        case MERGE_INT32_INT16:                                                                             \
+            ADD(int32_t, int16_t, output, engine->total_dim);                                               \
+            break;                                                                                          \
         case MERGE_INT32_INT32:                                                                             \
             ADD(int32_t, int32_t, output, engine->total_dim);                                               \
             break;                                                                                          \

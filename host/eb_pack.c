@@ -146,7 +146,7 @@ int finish_dpu(struct eb_slot *slot, struct dpu_state *dpu)
         .magic = EB_HEADER_MAGIC,
         .nr_tasklets = engine->nr_tasklets,
         .nr_shards = dpu->nr_shards,
-        .flags = slot->weighted ? EB_FLAG_WEIGHTED : 0u,
+        .flags = dpu->flags,
         .nr_segments = dpu->nr_segments,
         .nr_lookups = dpu->nr_lookups,
         .segments_offset = engine->batch_offset + cursor,
@@ -268,16 +268,30 @@ __attribute__((noinline)) int plan_transfers(struct eb_slot *slot)
     return RUN_OK;
 }
 
-/* Every buffer of a rank is read up to the rank's largest input; outputs follow it. */
+/* Bytes of a DPU's output buffer: its rank's transfer size, whole cache lines. */
+static size_t output_buffer_bytes(const struct eb_slot *slot, const struct dpu_state *dpu)
+{
+    return ((size_t)slot->max_output[dpu->rank] + 63u) & ~(size_t)63u;
+}
+
+/* Every buffer of a rank is read up to the rank's largest input; outputs follow it. The
+ * outputs are laid out in DPU order in one allocation (slot->outputs). */
 __attribute__((noinline)) int pack_inputs(struct eb_slot *slot)
 {
     const eb_engine *engine = slot->engine;
+    size_t total = 64u; /* room to align the first buffer to a cache line */
+    for (uint32_t d = 0; d < engine->nr_dpus; d++) {
+        total += output_buffer_bytes(slot, &slot->dpus[d]);
+    }
+    if (reserve((void **)&slot->outputs, &slot->outputs_capacity, total, 1)) {
+        slot_error(slot, "out of host memory");
+        return -1;
+    }
+    uint8_t *next = (uint8_t *)(((uintptr_t)slot->outputs + 63u) & ~(uintptr_t)63u);
     for (uint32_t d = 0; d < engine->nr_dpus; d++) {
         struct dpu_state *dpu = &slot->dpus[d];
-        if (reserve((void **)&dpu->output, &dpu->output_capacity, slot->max_output[dpu->rank], 1)) {
-            slot_error(slot, "out of host memory");
-            return -1;
-        }
+        dpu->output = next;
+        next += output_buffer_bytes(slot, dpu);
         if (dpu->mirror != EB_NO_MIRROR) {
             continue; /* it sends its source's buffer, of the same rank */
         }

@@ -282,10 +282,11 @@ static int ready_slot(struct eb_slot *slot)
     slot->max_output = calloc(engine->nr_ranks, sizeof(uint32_t));
     slot->failed_dpus = calloc(engine->nr_dpus, sizeof(uint32_t));
     slot->int32_sums = calloc(engine->nr_tables ? engine->nr_tables : 1, sizeof(uint8_t));
+    slot->int16_partials = calloc(engine->nr_tables ? engine->nr_tables : 1, sizeof(uint8_t));
     slot->sums_cursors =
         calloc((size_t)EB_MAX_ROUTE_PARTS * (engine->nr_tables ? engine->nr_tables : 1), sizeof(struct sums_cursor));
     int failed = !slot->dpus || !slot->host_states || !slot->max_input || !slot->max_output || !slot->failed_dpus ||
-                 !slot->int32_sums || !slot->sums_cursors;
+                 !slot->int32_sums || !slot->int16_partials || !slot->sums_cursors;
     for (int s = 0; s < EB_NR_DPU_STATS && !failed; s++) {
         slot->dpu_stats[s] = calloc(engine->nr_dpus, sizeof(int64_t));
         failed = !slot->dpu_stats[s];
@@ -333,7 +334,6 @@ void free_slot(struct eb_slot *slot, uint32_t nr_dpus, uint32_t nr_slices)
         free(dpu->weights);
         free(dpu->segments);
         free(dpu->segment_bags);
-        free(dpu->output);
         free(dpu->partial_bags);
     }
     for (uint32_t k = 0; slot->host_states && k < nr_slices; k++) {
@@ -358,8 +358,10 @@ void free_slot(struct eb_slot *slot, uint32_t nr_dpus, uint32_t nr_slices)
     free(slot->host_states);
     free(slot->max_input);
     free(slot->max_output);
+    free(slot->outputs);
     free(slot->failed_dpus);
     free(slot->int32_sums);
+    free(slot->int16_partials);
     free(slot->sums_cursors);
     free(slot->merge.scratch);
     free(slot->merge.runs);
@@ -425,10 +427,20 @@ static int prepare_slot(struct eb_slot *slot, const int64_t *indices, int64_t nr
     slot->pooling = pooling;
     slot->output = output;
     slot->weighted = per_sample_weights != NULL;
+    for (uint32_t d = 0; d < engine->nr_dpus; d++) {
+        slot->dpus[d].flags = slot->weighted ? EB_FLAG_WEIGHTED : EB_FLAG_INT16_PARTIALS;
+    }
     for (uint32_t s = 0; s < engine->nr_shards; s++) {
         const struct shard *shard = &engine->shards[s];
-        slot->dpus[shard->dpu].partial_bytes[shard->local] = eb_partial_bytes(
-            engine->tables[shard->table].format, (uint32_t)slot->weighted, shard->col_stop - shard->col_start);
+        if (engine->tables[shard->table].format == EB_FORMAT_INT8 && !slot->int16_partials[shard->table]) {
+            slot->dpus[shard->dpu].flags &= ~EB_FLAG_INT16_PARTIALS;
+        }
+    }
+    for (uint32_t s = 0; s < engine->nr_shards; s++) {
+        const struct shard *shard = &engine->shards[s];
+        struct dpu_state *dpu = &slot->dpus[shard->dpu];
+        dpu->partial_bytes[shard->local] = eb_partial_bytes(engine->tables[shard->table].format, dpu->flags,
+                                                            shard->col_stop - shard->col_start);
     }
     for (uint32_t d = 0; d < engine->nr_dpus; d++) {
         struct dpu_state *dpu = &slot->dpus[d];

@@ -87,9 +87,21 @@ def derive_work(
     dpu_of_shard = np.array([s.dpu for s in plan.shards], dtype=np.int64)
     cache = {} if router_cache is None else router_cache
 
+    # EB_FLAG_INT16_PARTIALS per DPU (host/eb_pipeline.c): every int8 table it holds a
+    # slice of has no bag longer than an int16 partial takes.
+    longest = np.diff(offsets).reshape(nr_tables, batch).max(axis=1, initial=0)
+    no_int16 = [
+        spec.row_format.abi_code == abi.FORMAT_INT8
+        and not abi.int16_partials(spec.row_format.abi_code, weighted, int(longest[t]))
+        for t, spec in enumerate(tables)
+    ]
+    int16_dpu = np.ones(n, dtype=bool)
+    int16_dpu[[s.dpu for s in plan.shards if no_int16[s.table]]] = False
+
     keys: list[np.ndarray] = []
     dims: list[int] = []
     partials: list[int] = []
+    int16_partials: list[int] = []
     rowbytes: list[int] = []
     host_hits = 0
     host_bytes = 0
@@ -110,7 +122,8 @@ def derive_work(
         for lo, hi in column_slices(plan, t):
             dim = hi - lo
             dims.append(dim)
-            partials.append(abi.partial_bytes(spec.row_format.abi_code, weighted, dim))
+            partials.append(abi.partial_bytes(spec.row_format.abi_code, abi.batch_flags(weighted), dim))
+            int16_partials.append(abi.partial_bytes(spec.row_format.abi_code, abi.batch_flags(weighted, True), dim))
             rowbytes.append(abi.row_bytes(spec.row_format.abi_code, dim))
             if rows.size:
                 router = cache.get((t, lo))
@@ -121,6 +134,7 @@ def derive_work(
             g += 1
     slice_dims = np.asarray(dims, dtype=np.int64)
     slice_partial = np.asarray(partials, dtype=np.int64)
+    slice_int16_partial = np.asarray(int16_partials, dtype=np.int64)
     slice_rowbytes = np.asarray(rowbytes, dtype=np.int64)
 
     key = np.concatenate(keys) if keys else np.empty(0, np.int64)
@@ -147,7 +161,8 @@ def derive_work(
     busy = hi > lo
     first = np.searchsorted(seg_end, lo[busy], side="right")
     last = np.searchsorted(seg_end, hi[busy] - 1, side="right")
-    partial_prefix = np.concatenate(([0], np.cumsum(slice_partial[seg_slice])))
+    seg_partial = np.where(int16_dpu[seg_dpu], slice_int16_partial[seg_slice], slice_partial[seg_slice])
+    partial_prefix = np.concatenate(([0], np.cumsum(seg_partial)))
     dim_prefix = np.concatenate(([0], np.cumsum(slice_dims[seg_slice])))
     owner = np.broadcast_to(np.arange(n)[:, None], lo.shape)[busy]
     out_bytes = np.bincount(owner, weights=partial_prefix[last + 1] - partial_prefix[first], minlength=n)

@@ -13,12 +13,15 @@ mirrored in :mod:`updlrm.abi`; the one home of the rules is :func:`dpu_input_byt
   per (bag, shard) run of lookups;
 * it returns a 24-byte status and one partial sum per segment and tasklet the segment
   spans, of ``abi.partial_bytes`` (4-byte accumulators for fp32 and unweighted int8
-  rows, 8-byte for int32 and weighted integer rows).
+  rows, 2-byte for unweighted int8 rows in batches of short bags, 8-byte for int32 and
+  weighted integer rows).
 
-Only the tasklet splits are an expectation here (a DPU's lookups are cut into
-``nr_tasklets`` equal ranges; a cut inside a segment adds one partial sum,
-:func:`tasklet_splits`); :func:`~updlrm.partitioner.batch_work.derive_work` counts them
-exactly for a concrete batch.
+Two things are expectations here, which
+:func:`~updlrm.partitioner.batch_work.derive_work` counts exactly for a concrete batch:
+the tasklet splits (a DPU's lookups are cut into ``nr_tasklets`` equal ranges; a cut
+inside a segment adds one partial sum, :func:`tasklet_splits`), and int16 partials (a
+table's are priced int16 when its longest bag in the trace allows,
+:func:`updlrm.abi.int16_partials`; the engine decides per batch and DPU).
 
 Example:
     >>> from updlrm.specs import TableSpec
@@ -38,7 +41,15 @@ from numpy.typing import ArrayLike
 from updlrm import abi, perfmodel
 from updlrm.specs import TableSpec
 
-__all__ = ["CostModel", "dpu_input_bytes", "dpu_output_bytes", "lookup_bytes", "partial_bytes", "tasklet_splits"]
+__all__ = [
+    "CostModel",
+    "dpu_input_bytes",
+    "dpu_output_bytes",
+    "longest_bags",
+    "lookup_bytes",
+    "partial_bytes",
+    "tasklet_splits",
+]
 
 
 def lookup_bytes(weighted: bool) -> int:
@@ -50,16 +61,28 @@ def lookup_bytes(weighted: bool) -> int:
     return abi.LOCAL_ROW_BYTES + (abi.WEIGHT_BYTES if weighted else 0)
 
 
-def partial_bytes(spec: TableSpec, weighted: bool, dim: float) -> int:
-    """Bytes of one partial sum of ``dim`` elements of ``spec``'s rows (``abi.partial_bytes``).
+def partial_bytes(spec: TableSpec, flags: int, dim: float) -> int:
+    """Bytes of one partial sum of ``dim`` elements of ``spec``'s rows under batch ``flags`` (``abi.partial_bytes``).
 
     ``dim`` may be a mean slice width (a fraction: rounded up).
 
     >>> from updlrm.specs import RowFormat
-    >>> partial_bytes(TableSpec("a", 1, 3), False, 3), partial_bytes(TableSpec("q", 1, 3, row_format=RowFormat.INT32), False, 3)
+    >>> partial_bytes(TableSpec("a", 1, 3), 0, 3), partial_bytes(TableSpec("q", 1, 3, row_format=RowFormat.INT32), 0, 3)
     (16, 24)
     """
-    return abi.partial_bytes(spec.row_format.abi_code, weighted, math.ceil(dim))
+    return abi.partial_bytes(spec.row_format.abi_code, flags, math.ceil(dim))
+
+
+def longest_bags(lengths: np.ndarray) -> list[int]:
+    """Per table, its longest bag in ``lengths`` (``Trace.lengths()``, shape ``(batches, T, B)``).
+
+    >>> longest_bags(np.array([[[1, 3], [0, 2]]]))
+    [3, 2]
+    """
+    lengths = np.asarray(lengths)
+    if lengths.size == 0:
+        return [0] * (lengths.shape[1] if lengths.ndim == 3 else 0)
+    return [int(x) for x in lengths.max(axis=(0, 2))]
 
 
 def _pad8(n: ArrayLike) -> np.ndarray:
@@ -122,12 +145,21 @@ class CostModel:
         weighted: bool,
         nr_tasklets: int,
         loads: list[float],
+        longest: list[int] | None = None,
     ) -> None:
         self.profile = profile
         self.tables = list(tables)
         self.nr_dpus = nr_dpus
         self.weighted = weighted
         self.nr_tasklets = nr_tasklets
+        # Per table, the flags its partials are priced under: int16 partials of int8 rows
+        # where its longest bag (``longest``, :func:`longest_bags`; unknown: none) allows.
+        self.flags = [
+            abi.batch_flags(
+                weighted, longest is not None and abi.int16_partials(s.row_format.abi_code, weighted, longest[t])
+            )
+            for t, s in enumerate(self.tables)
+        ]
         by_format: dict[str, float] = {}
         for spec, load in zip(tables, loads):
             by_format[spec.row_format.value] = by_format.get(spec.row_format.value, 0.0) + load + 1e-9
@@ -159,7 +191,7 @@ class CostModel:
 
     def partial_bytes(self, t: int, dim: float) -> int:
         """Bytes of one partial sum of ``dim`` elements of table ``t`` (:func:`partial_bytes`)."""
-        return partial_bytes(self.tables[t], self.weighted, dim)
+        return partial_bytes(self.tables[t], self.flags[t], dim)
 
     def kernel_s(
         self,

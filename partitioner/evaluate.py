@@ -26,7 +26,7 @@ import numpy as np
 
 from updlrm import abi, perfmodel
 from updlrm.partitioner.batch_work import derive_work
-from updlrm.partitioner.cost import CostModel, lookup_bytes
+from updlrm.partitioner.cost import CostModel, longest_bags, lookup_bytes
 from updlrm.partitioner.routing import SliceRouter, column_slices, host_mask
 from updlrm.partitioner.workloads import Trace
 from updlrm.plan import Plan, PlanError
@@ -409,7 +409,8 @@ def evaluate_plan(
     B = trace.batch_size
     scale = (B if batch_size is None else batch_size) / B
     loads = [float(len(trace.table_lookups(t)[0])) for t in range(len(plan.tables))]
-    model = CostModel(plan.tables, hw, n, trace.per_sample_weights is not None, nr_tasklets, loads)
+    weighted = trace.per_sample_weights is not None
+    model = CostModel(plan.tables, hw, n, weighted, nr_tasklets, loads, longest_bags(trace.lengths()))
     routers: dict[tuple[int, int], SliceRouter] = {}
     routed = route_trace(plan, trace, model, scale, routers)
     nb = trace.num_batches
@@ -560,5 +561,5 @@ def expected_work(
     n = plan.topology.nr_dpus
     hw = perfmodel.get_profile(profile, nr_dpus=n)
     loads = [float(len(one.table_lookups(t)[0])) for t in range(len(plan.tables))]
-    model = CostModel(plan.tables, hw, n, w is not None, nr_tasklets, loads)
+    model = CostModel(plan.tables, hw, n, w is not None, nr_tasklets, loads, longest_bags(one.lengths()))
     return _batch_works(plan, one, route_trace(plan, one, model, 1.0), model, 1.0)[0]

@@ -66,9 +66,11 @@ class HostPhases:
     routing_bytes: int = 0
     follower_slices: int = 0
     mirror_dpus: int = 0
-    #: The partial sums a batch's merge reads (DPU->CPU bytes before rank padding, on
-    #: average): the size of the merge's like-for-like copy.
+    #: What a batch's merge reads and writes, on average: the partial sums pulled
+    #: (``pulled_bytes``, DPU->CPU bytes before rank padding) and the output rows; the
+    #: size of the merge's like-for-like copy, counted as route+pack's ``bytes`` is.
     merge_bytes: int = 0
+    pulled_bytes: int = 0
 
     @property
     def best_s(self) -> float:
@@ -136,6 +138,7 @@ def measure_side_by_side(
 
     threads = max(1, int(host_threads or os.cpu_count() or 1))
     batches = [trace.batch(i % trace.num_batches) for i in range(repeats)]
+    output_bytes = [trace.batch_size * sum(t.embedding_dim for t in plan.tables) * 4 for plan in plans]
     measured = [i for i, plan in enumerate(plans) if plan.shards]
     samples: dict[int, dict[str, list]] = {
         i: {k: [] for k in ("route", "cache", "merge", "moved", "pulled")} for i in measured
@@ -173,7 +176,8 @@ def measure_side_by_side(
             tuple(s["cache"]),
             tuple(s["merge"]),
             **shapes[i],
-            merge_bytes=int(np.mean(s["pulled"])),
+            merge_bytes=int(np.mean(s["pulled"])) + output_bytes[i],
+            pulled_bytes=int(np.mean(s["pulled"])),
         )
     return out
 

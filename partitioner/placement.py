@@ -46,7 +46,7 @@ from tqdm import tqdm
 from updlrm import perfmodel
 from updlrm.partitioner.assign import assign_dpus
 from updlrm.partitioner.choose import NO_HOST_CACHE, Candidate, chosen_layout, evaluate_candidates
-from updlrm.partitioner.cost import CostModel
+from updlrm.partitioner.cost import CostModel, longest_bags
 from updlrm.partitioner.evaluate import PlanReport, evaluate_plan, expected_work, imbalance_breakdown, shard_loads
 from updlrm.partitioner.expected_loads import TableWorkload, expected_rank_loads, table_workloads
 from updlrm.partitioner.host_cost import HostCostModel, apply_host_cost, calibrate
@@ -329,6 +329,7 @@ def _statistics(
         trace.per_sample_weights is not None,
         opts.nr_tasklets,
         [wl.total_load for wl in workloads],
+        longest_bags(trace.lengths()),
     )
     return workloads, batch, model
 

@@ -27,6 +27,8 @@ CONSTANTS = {
     "EB_FORMAT_INT32": abi.FORMAT_INT32,
     "EB_FORMAT_INT8": abi.FORMAT_INT8,
     "EB_FLAG_WEIGHTED": abi.FLAG_WEIGHTED,
+    "EB_FLAG_INT16_PARTIALS": abi.FLAG_INT16_PARTIALS,
+    "EB_MAX_LOOKUPS_PER_INT16_PARTIAL": abi.MAX_LOOKUPS_PER_INT16_PARTIAL,
     "EB_WEIGHT_Q16_ONE": abi.WEIGHT_Q16_ONE,
     "EB_STATUS_BYTES": abi.STATUS_BYTES,
     "EB_MAX_LOOKUPS_PER_INT8_PARTIAL": abi.MAX_LOOKUPS_PER_INT8_PARTIAL,
@@ -35,6 +37,7 @@ CONSTANTS = {
 }
 FORMATS = (abi.FORMAT_FP32, abi.FORMAT_INT32, abi.FORMAT_INT8)
 DIMS = (1, 3, 7, 8, 9, 64, 125)
+FLAGS = (0, 1, 2, 3)  # no flag, EB_FLAG_WEIGHTED, EB_FLAG_INT16_PARTIALS, both
 
 
 def _c_program() -> str:
@@ -48,10 +51,10 @@ def _c_program() -> str:
         lines.append(f'    printf("const {name} %llu\\n", (unsigned long long)({name}));')
     for fmt in FORMATS:
         lines.append(f'    printf("element {fmt} %u\\n", eb_element_bytes({fmt}u));')
-        for w in (0, 1):
-            lines.append(f'    printf("accumulator {fmt} {w} %u\\n", eb_accumulator_bytes({fmt}u, {w}u));')
+        for f in FLAGS:
+            lines.append(f'    printf("accumulator {fmt} {f} %u\\n", eb_accumulator_bytes({fmt}u, {f}u));')
             for d in DIMS:
-                lines.append(f'    printf("partial {fmt} {w} {d} %u\\n", eb_partial_bytes({fmt}u, {w}u, {d}u));')
+                lines.append(f'    printf("partial {fmt} {f} {d} %u\\n", eb_partial_bytes({fmt}u, {f}u, {d}u));')
         for d in DIMS:
             lines.append(f'    printf("row {fmt} {d} %u\\n", eb_row_bytes({fmt}u, {d}u));')
     lines += ["    return 0;", "}"]
@@ -111,10 +114,10 @@ def test_constants_match_the_header(c_facts):
 def test_byte_rules_match_the_header(c_facts):
     for fmt in FORMATS:
         assert c_facts[f"element {fmt}"] == abi.element_bytes(fmt)
-        for w in (0, 1):
-            assert c_facts[f"accumulator {fmt} {w}"] == abi.accumulator_bytes(fmt, bool(w))
+        for f in FLAGS:
+            assert c_facts[f"accumulator {fmt} {f}"] == abi.accumulator_bytes(fmt, f)
             for d in DIMS:
-                assert c_facts[f"partial {fmt} {w} {d}"] == abi.partial_bytes(fmt, bool(w), d)
+                assert c_facts[f"partial {fmt} {f} {d}"] == abi.partial_bytes(fmt, f, d)
         for d in DIMS:
             assert c_facts[f"row {fmt} {d}"] == abi.row_bytes(fmt, d)
 
@@ -124,8 +127,8 @@ def test_row_formats_carry_the_abi_facts(c_facts):
     for fmt, name in codes.items():
         assert fmt.abi_code == c_facts[f"const {name}"]
         assert fmt.element_bytes == c_facts[f"element {fmt.abi_code}"] == fmt.dtype.itemsize
-        for w in (False, True):
-            assert fmt.accumulator_bytes(w) == c_facts[f"accumulator {fmt.abi_code} {int(w)}"]
+        for f in FLAGS:
+            assert fmt.accumulator_bytes(f) == c_facts[f"accumulator {fmt.abi_code} {f}"]
 
 
 def test_check_nr_tasklets_takes_exactly_the_sdk_range():

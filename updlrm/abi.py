@@ -11,7 +11,7 @@ every size, field offset, constant and byte rule below against the C ``sizeof``,
 Example:
     >>> HEADER_BYTES, SEGMENT_BYTES, STATUS_BYTES
     (616, 8, 24)
-    >>> row_bytes(FORMAT_INT8, 9), partial_bytes(FORMAT_INT32, False, 3)
+    >>> row_bytes(FORMAT_INT8, 9), partial_bytes(FORMAT_INT32, 0, 3)
     (16, 24)
 """
 
@@ -27,6 +27,7 @@ __all__ = [
     "FORMAT_INT32",
     "FORMAT_INT8",
     "FLAG_WEIGHTED",
+    "FLAG_INT16_PARTIALS",
     "WEIGHT_Q16_ONE",
     "CONFIG_FIELDS",
     "SHARD_FIELDS",
@@ -46,9 +47,12 @@ __all__ = [
     "WEIGHT_BYTES",
     "MAX_LOOKUPS_PER_INT8_PARTIAL",
     "MAX_LOOKUPS_PER_LAUNCH",
+    "MAX_LOOKUPS_PER_INT16_PARTIAL",
     "pad8",
     "element_bytes",
     "accumulator_bytes",
+    "int16_partials",
+    "batch_flags",
     "row_bytes",
     "partial_bytes",
     "check_nr_tasklets",
@@ -67,6 +71,8 @@ FORMAT_FP32 = 0
 FORMAT_INT32 = 1
 FORMAT_INT8 = 2
 FLAG_WEIGHTED = 1  # EB_FLAG_WEIGHTED
+# EB_FLAG_INT16_PARTIALS: a DPU's unweighted int8 rows sum in int16 (set per DPU and batch).
+FLAG_INT16_PARTIALS = 2
 WEIGHT_Q16_ONE = 1 << 16  # EB_WEIGHT_Q16_ONE: integer rows take Q16 per-sample weights
 
 # The records' fields in declaration order (each a uint32_t).
@@ -105,6 +111,9 @@ WEIGHT_BYTES = 4  # uint32_t weight[nr_lookups] (fp32 bits, or Q16 for integer r
 # lookups; host/eb_pack.c caps a launch's lookups per DPU at it (EB_MAX_LOOKUPS_PER_LAUNCH).
 MAX_LOOKUPS_PER_INT8_PARTIAL = 1 << 23
 MAX_LOOKUPS_PER_LAUNCH = MAX_LOOKUPS_PER_INT8_PARTIAL
+# EB_MAX_LOOKUPS_PER_INT16_PARTIAL: an int16 sum of int8 rows stays exact up to this many
+# lookups (255 x 128 = 32,640 <= 32,767).
+MAX_LOOKUPS_PER_INT16_PARTIAL = 255
 
 
 def pad8(nbytes: int) -> int:
@@ -125,15 +134,45 @@ def element_bytes(format_code: int) -> int:
     return 1 if format_code == FORMAT_INT8 else 4
 
 
-def accumulator_bytes(format_code: int, weighted: bool) -> int:
-    """``eb_accumulator_bytes``: fp32 rows sum in fp32, unweighted int8 in int32, the rest in int64.
+def accumulator_bytes(format_code: int, flags: int) -> int:
+    """``eb_accumulator_bytes``: bytes of a partial sum's element under a batch's ``flags``.
 
-    >>> accumulator_bytes(FORMAT_FP32, True), accumulator_bytes(FORMAT_INT8, False), accumulator_bytes(FORMAT_INT8, True)
+    fp32 rows sum in fp32; unweighted int8 rows in int16 under :data:`FLAG_INT16_PARTIALS`,
+    else in int32; int32 rows and weighted integer rows in int64.
+
+    >>> accumulator_bytes(FORMAT_FP32, FLAG_WEIGHTED), accumulator_bytes(FORMAT_INT8, 0), accumulator_bytes(FORMAT_INT8, FLAG_WEIGHTED)
     (4, 4, 8)
+    >>> accumulator_bytes(FORMAT_INT8, FLAG_INT16_PARTIALS), accumulator_bytes(FORMAT_INT32, FLAG_INT16_PARTIALS)
+    (2, 8)
     """
-    if format_code == FORMAT_FP32 or (format_code == FORMAT_INT8 and not weighted):
+    if format_code == FORMAT_FP32:
         return 4
+    if format_code == FORMAT_INT8 and not flags & FLAG_WEIGHTED:
+        return 2 if flags & FLAG_INT16_PARTIALS else 4
     return 8
+
+
+def int16_partials(format_code: int, weighted: bool, longest_bag: int) -> bool:
+    """Whether a table's partial sums can be int16 in a batch whose longest bag of it has ``longest_bag`` lookups.
+
+    The host runtime's rule (``check_integer_sums`` in ``host/eb_load.c``); a DPU gets
+    :data:`FLAG_INT16_PARTIALS` when this holds for every int8 table it holds a slice of.
+
+    >>> int16_partials(FORMAT_INT8, False, 255), int16_partials(FORMAT_INT8, False, 256), int16_partials(FORMAT_INT8, True, 1)
+    (True, False, False)
+    """
+    return format_code == FORMAT_INT8 and not weighted and int(longest_bag) <= MAX_LOOKUPS_PER_INT16_PARTIAL
+
+
+def batch_flags(weighted: bool, int16: bool = False) -> int:
+    """A DPU's ``flags`` in its batch header: weighted, or (unweighted) int16 partials of its int8 rows.
+
+    >>> batch_flags(True, True), batch_flags(False, True), batch_flags(False)
+    (1, 2, 0)
+    """
+    if weighted:
+        return FLAG_WEIGHTED
+    return FLAG_INT16_PARTIALS if int16 else 0
 
 
 def row_bytes(format_code: int, dim: int) -> int:
@@ -145,13 +184,13 @@ def row_bytes(format_code: int, dim: int) -> int:
     return pad8(dim * element_bytes(format_code))
 
 
-def partial_bytes(format_code: int, weighted: bool, dim: int) -> int:
+def partial_bytes(format_code: int, flags: int, dim: int) -> int:
     """``eb_partial_bytes``: bytes of one partial sum of ``dim`` elements a DPU returns, padded to 8.
 
-    >>> partial_bytes(FORMAT_FP32, False, 3), partial_bytes(FORMAT_INT32, False, 3)
-    (16, 24)
+    >>> partial_bytes(FORMAT_FP32, 0, 3), partial_bytes(FORMAT_INT32, 0, 3), partial_bytes(FORMAT_INT8, FLAG_INT16_PARTIALS, 3)
+    (16, 24, 8)
     """
-    return pad8(dim * accumulator_bytes(format_code, weighted))
+    return pad8(dim * accumulator_bytes(format_code, flags))
 
 
 def check_nr_tasklets(nr_tasklets: int, error: type[Exception] = ValueError) -> int:

@@ -277,8 +277,9 @@ def model_batch(work: BatchWork, profile: HardwareProfile) -> PhaseTimes:
     # Every allocated DPU draws power while the slowest one finishes.
     energy = None if profile.dpu_power_w is None else profile.dpu_power_w * work.nr_dpus * (launch_s + kernel_s)
     # The merge is modeled at 4 bytes per partial element whatever the row format: right for
-    # fp32 and unweighted int8 rows; the ABI's int64 accumulators of int32 rows and weighted
-    # integer rows (RowFormat.accumulator_bytes) are 8 bytes, which the model undercounts.
+    # fp32 rows and int32 partials of unweighted int8 rows; the ABI's int16 partials of
+    # short int8 bags (2 bytes) and int64 partials of int32 and weighted integer rows (8
+    # bytes, RowFormat.accumulator_bytes) are priced alike.
     return PhaseTimes(
         cpu_to_dpu_s=transfer_time(work.index_bytes, profile, "to_dpu", "parallel"),
         launch_s=launch_s,

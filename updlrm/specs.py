@@ -51,14 +51,16 @@ class RowFormat(str, enum.Enum):
     """How a row is stored in MRAM, with every fact about the format in one place.
 
     FP32 is exact IEEE float; INT32 is fixed point ``value = q * scale``; INT8 is
-    ``value = q * scale`` with int32 accumulation on the DPU.  ``dtype``,
+    ``value = q * scale`` with int32 accumulation on the DPU (int16 where a batch's bags
+    are short enough, :func:`updlrm.abi.int16_partials`).  ``dtype``,
     ``element_bytes``, ``accumulator_bytes`` and ``abi_code`` come from the ABI header
     (:mod:`updlrm.abi`, checked against the C by ``tests/test_abi.py``).
 
     >>> RowFormat.INT8.abi_code, RowFormat.INT8.element_bytes, RowFormat.INT8.dtype
     (2, 1, dtype('int8'))
-    >>> RowFormat.INT8.accumulator_bytes(weighted=False), RowFormat.INT8.accumulator_bytes(weighted=True)
-    (4, 8)
+    >>> from updlrm.abi import FLAG_WEIGHTED, FLAG_INT16_PARTIALS
+    >>> [RowFormat.INT8.accumulator_bytes(f) for f in (0, FLAG_WEIGHTED, FLAG_INT16_PARTIALS)]
+    [4, 8, 2]
     """
 
     FP32 = "fp32"
@@ -80,9 +82,9 @@ class RowFormat(str, enum.Enum):
         """Bytes of one stored element (``eb_element_bytes``)."""
         return abi.element_bytes(self.abi_code)
 
-    def accumulator_bytes(self, weighted: bool) -> int:
-        """Bytes of one element of a partial sum the DPU returns (``eb_accumulator_bytes``)."""
-        return abi.accumulator_bytes(self.abi_code, weighted)
+    def accumulator_bytes(self, flags: int) -> int:
+        """Bytes of one element of a partial sum the DPU returns under a batch's ``flags`` (``eb_accumulator_bytes``)."""
+        return abi.accumulator_bytes(self.abi_code, flags)
 
 
 _ABI_CODES = {"fp32": abi.FORMAT_FP32, "int32": abi.FORMAT_INT32, "int8": abi.FORMAT_INT8}

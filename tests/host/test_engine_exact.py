@@ -19,8 +19,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from updlrm import abi
 from updlrm.host.engine import AccumulatorOverflowError, Engine, EngineError
+from updlrm.partitioner.batch_work import derive_work
 from updlrm.plan import Plan, Shard
+from updlrm.profile import work_mismatch
 from updlrm.specs import PoolingMode, RowFormat, TableSpec, Topology
 
 INT64_MAX = (1 << 63) - 1
@@ -279,6 +282,36 @@ def test_int8_unweighted_int32_partial_at_its_limit():
     with Engine(plan, [rows], nr_tasklets=1) as engine:
         out, stats = engine.run(np.zeros(n, np.int64), np.array([0, n]))
     assert stats.nr_launches == 1 and out[0, 0] == np.float32(-(1 << 30)) and out[0, 1] == np.float32(127 << 23)
+
+
+@pytest.mark.parametrize("nr_tasklets", [1, 16])
+def test_int8_int16_partials_at_their_limit_and_past_it(nr_tasklets):
+    """Bags of <= 255 lookups sum int8 rows in int16 partials (32,640 = 255 x 128 fits); one longer bag
+    of a table makes its DPUs' partials int32 for that batch, and both stay exact at the extremes."""
+    spec = TableSpec("i8", 8, 4, row_format=RowFormat.INT8, scale=1.0)
+    short = TableSpec("s8", 8, 4, row_format=RowFormat.INT8, scale=1.0)
+    rows = extreme_table(RowFormat.INT8)
+    # Table i8 on DPU 0, table s8 on DPUs 0 and 1: DPU 0's flag follows i8's longest bag.
+    plan = Plan(
+        [spec, short],
+        Topology(2),
+        [Shard(0, 0, 0, 4, range(8)), Shard(1, 0, 0, 4, range(4)), Shard(1, 1, 0, 4, range(4, 8))],
+    )
+    with Engine(plan, [rows, rows], nr_tasklets=nr_tasklets) as engine:
+        for n, int16_dpu0 in ((abi.MAX_LOOKUPS_PER_INT16_PARTIAL, True), (300, False)):
+            idx = np.concatenate([np.zeros(n, np.int64), np.array([1, 2, 5], np.int64)])
+            off = np.array([0, n, n + 3])
+            out, stats = engine.run(idx, off)
+            assert out[0, :2].tolist() == [-128 * n, 127 * n]
+            assert out[0, 4:6].tolist() == [-128 * 3, 127 * 3]
+            assert work_mismatch(derive_work(plan, idx, off, nr_tasklets=nr_tasklets), stats.work()) == []
+            if nr_tasklets == 1:
+                # DPU 0: a partial of each table, 8 bytes in int16 or 16 in int32; DPU 1: one of s8.
+                sizes = [
+                    abi.partial_bytes(abi.FORMAT_INT8, abi.batch_flags(False, i16), 4) for i16 in (int16_dpu0, True)
+                ]
+                partials = stats.work().output_bytes - abi.STATUS_BYTES
+                assert partials.tolist() == [2 * sizes[0], sizes[1]]
 
 
 _ENGINES: dict = {}

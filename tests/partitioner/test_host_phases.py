@@ -27,6 +27,9 @@ def test_measures_the_plans_own_route_pack():
     assert "route+pack" in str(wide)
     assert len(wide.host_cache_samples_s) == len(wide.merge_samples_s) == 5
     assert min(wide.merge_samples_s) > 0
+    # The merge's copy counts what it reads and writes, as route+pack's does: partials and output rows.
+    output_bytes = trace.batch_size * sum(t.embedding_dim for t in tables) * 4
+    assert wide.pulled_bytes > 0 and wide.merge_bytes == wide.pulled_bytes + output_bytes
     # The engine's shape: a row-wise plan routes by ranges (tiny tables), no copies.
     assert wide.routing_bytes > 0 and wide.follower_slices == 0 and wide.mirror_dpus == 0
     # Nothing routed to DPUs: nothing to measure.
