@@ -52,6 +52,7 @@ from updlrm.host.errors import (
     EngineBusyError,
     LaunchTimeoutError,
 )
+from updlrm.host.outputs import output_array
 from updlrm.host.pipeline import Result, _Job, pipelined, submit
 from updlrm.plan import Plan
 from updlrm.specs import PoolingMode
@@ -295,8 +296,8 @@ class Engine:
 
     # -- running -----------------------------------------------------------------------
 
-    def _batch(self, indices, offsets, per_sample_weights, pooling, *, dry: bool = False) -> _Batch:
-        """Python-side checks and the fresh output array of one batch (no engine state touched)."""
+    def _batch(self, indices, offsets, per_sample_weights, pooling, *, dry: bool = False, out=None) -> _Batch:
+        """Python-side checks and the output array of one batch (no engine state touched)."""
         if self.dry != dry:
             raise EngineError(
                 _DRY if self.dry else "Engine.dry_run is for dry engines; make one with Engine(plan, None)"
@@ -316,16 +317,17 @@ class Engine:
             per_sample_weights = np.ascontiguousarray(per_sample_weights, dtype=np.float32)
             if per_sample_weights.shape != indices.shape:
                 raise ValueError(f"per_sample_weights has shape {per_sample_weights.shape}, indices {indices.shape}")
-        output = np.empty((batch, self.total_dim), dtype=np.float32)
-        return _Batch(indices, offsets, per_sample_weights, pooling, output)
+        return _Batch(indices, offsets, per_sample_weights, pooling, output_array(out, batch, self.total_dim))
 
-    def run(self, indices, offsets, per_sample_weights=None, pooling: PoolingMode = PoolingMode.SUM):
+    def run(self, indices, offsets, per_sample_weights=None, pooling: PoolingMode = PoolingMode.SUM, *, out=None):
         """Embedding-bag sums (or means) of one batch in FBGEMM TBE layout.
 
         ``indices`` int64 (N,), ``offsets`` int64 (T*B+1,) with bag ``t*B + b`` =
         ``indices[offsets[t*B+b]:offsets[t*B+b+1]]``, ``per_sample_weights`` float32 (N,)
         or None. Returns ``(output float32 (B, sum of dims), BatchStats)``; table ``t``
-        fills columns ``sum(dims[:t]) .. + dims[t]``. Empty bags give zeros.
+        fills columns ``sum(dims[:t]) .. + dims[t]``. Empty bags give zeros. ``out``, a
+        C-contiguous float32 array of that shape, receives the output instead of a fresh
+        array (a serving loop reuses one; not while another batch writes it).
 
         Batches of several threads overlap stage by stage (one routes while another's
         runs on the DPUs and a third merges); each gets its serial result.
@@ -349,7 +351,7 @@ class Engine:
         >>> out.tolist(), int(stats.lookups.sum())
         ([[0.0, 0.0], [2.5, 2.5]], 2)
         """
-        batch = self._batch(indices, offsets, per_sample_weights, pooling)
+        batch = self._batch(indices, offsets, per_sample_weights, pooling, out=out)
         slot = self._take_slots(1)[0]
         try:
             self._prepare(batch, slot)
@@ -365,7 +367,9 @@ class Engine:
             self._lib.eb_engine_discard(self._engine, slot)  # nothing to do unless interrupted
             self._give_slots([slot])
 
-    def dry_run(self, indices, offsets, per_sample_weights=None, pooling: PoolingMode = PoolingMode.SUM) -> BatchStats:
+    def dry_run(
+        self, indices, offsets, per_sample_weights=None, pooling: PoolingMode = PoolingMode.SUM, *, out=None
+    ) -> BatchStats:
         """One batch's host phases as :meth:`run` would run them, without DPUs (dry engines).
 
         The batch is routed and packed, the host sums its cached rows (zeros) as during a
@@ -374,7 +378,8 @@ class Engine:
         ``host_cache_s`` and ``merge_s`` are the host's real times, ``route_parts`` and
         ``parallel_routes`` how route+pack was shared among host threads, the per-DPU
         counts those of ``run``; push, launch and pull are zero. Inputs are checked as
-        :meth:`run` checks them, except integer sums (the engine has no rows).
+        :meth:`run` checks them, except integer sums (the engine has no rows); ``out`` as
+        in :meth:`run` (it gets zeros).
 
         >>> import numpy as np
         >>> from updlrm.specs import TableSpec, Topology
@@ -385,7 +390,7 @@ class Engine:
         >>> stats.nr_lookups, stats.nr_launches, stats.route_s > 0, stats.merge_s > 0
         (64, 1, True, True)
         """
-        batch = self._batch(indices, offsets, per_sample_weights, pooling, dry=True)
+        batch = self._batch(indices, offsets, per_sample_weights, pooling, dry=True, out=out)
         slot = self._take_slots(1)[0]
         try:
             self._prepare(batch, slot)
@@ -518,7 +523,7 @@ class Engine:
         return generator
 
     def run_async(
-        self, indices, offsets, per_sample_weights=None, pooling: PoolingMode = PoolingMode.SUM
+        self, indices, offsets, per_sample_weights=None, pooling: PoolingMode = PoolingMode.SUM, *, out=None
     ) -> Future[Result]:
         """Queues one batch and returns a ``concurrent.futures.Future`` of ``(output, BatchStats)``.
 
@@ -526,7 +531,7 @@ class Engine:
         them as :meth:`pipeline` does (and keeps the DPUs busy while it hands results out);
         each future gets its batch's result or error.
         Python-side argument errors raise here, at once. ``close`` runs the queued batches
-        to their end first.
+        to their end first. ``out`` as in :meth:`run`, written until the future is done.
 
         >>> import numpy as np
         >>> from updlrm.specs import TableSpec, Topology
@@ -537,7 +542,7 @@ class Engine:
         ...     [f.result()[0].tolist() for f in futures]
         [[[1.0, 1.0]], [[2.0, 2.0]], [[3.0, 3.0]]]
         """
-        return submit(self, self._batch(indices, offsets, per_sample_weights, pooling))
+        return submit(self, self._batch(indices, offsets, per_sample_weights, pooling, out=out))
 
     def _stats(self, slot: int, weighted: bool) -> BatchStats:
         return read_slot_stats(self, slot, weighted)

@@ -284,6 +284,36 @@ def test_non_contiguous_weights_and_repeated_runs_are_deterministic():
     assert np.array_equal(first, again)
 
 
+def test_out_is_reused_across_batches_and_checked():
+    """A serving loop's one output array: every batch writes all of it (stale values from the
+    batch before, empty bags included, are overwritten), and a wrong array is one clear error."""
+    rng = np.random.default_rng(12)
+    plan = uniform_plan(MIXED_TABLES, Topology(nr_dpus=4), "row_wise")
+    weights = random_weights(MIXED_TABLES, rng)
+    width = sum(t.embedding_dim for t in MIXED_TABLES)
+    out = np.full((20, width), np.nan, np.float32)
+    with Engine(plan, weights) as engine:
+        for pooling in (PoolingMode.SUM, PoolingMode.MEAN):
+            indices, offsets, psw = random_batch(MIXED_TABLES, 20, 6, rng, weighted=True)
+            fresh, _ = engine.run(indices, offsets, psw, pooling)
+            result, _ = engine.run(indices, offsets, psw, pooling, out=out)
+            assert result is out and np.array_equal(out, fresh)
+            assert np.array_equal(engine.run_async(indices, offsets, psw, pooling, out=out).result()[0], fresh)
+        for bad, message in (
+            (np.zeros((20, width), np.float64), "dtype float64"),
+            (np.zeros((21, width), np.float32), r"shape \(21, \d+\); this batch needs \(20, \d+\)"),
+            (np.zeros((width, 20), np.float32).T, "C-contiguous"),
+            ([[0.0] * width] * 20, "numpy array"),
+        ):
+            with pytest.raises((ValueError, TypeError), match=message):
+                engine.run(indices, offsets, psw, out=bad)
+        assert np.array_equal(engine.run(indices, offsets, psw, PoolingMode.MEAN)[0], fresh)  # still works
+    with Engine(plan, None) as dry:
+        out[:] = np.nan
+        dry.dry_run(indices, offsets, psw, out=out)
+        assert not np.isnan(out).any()
+
+
 def test_stats_and_model_work():
     rng = np.random.default_rng(9)
     tables = [TableSpec("a", 200, 32), TableSpec("b", 100, 16)]
