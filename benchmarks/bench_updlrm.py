@@ -378,6 +378,12 @@ def run(args: argparse.Namespace) -> dict:
             "host_cache_model": r.modeled.host_cache_s * 1e3,
         }
         entry["vs_torch"] = Comparison(torch_timing, estimates[name].total_s).ratio
+        # Informational: a stream of such batches through Engine.pipeline (the host merges
+        # batch i-1 and routes i+1 while the DPUs run i), its steady state per batch.
+        stream = perfmodel.model_stream(estimates[name], route_s=m["best_s"], nr_batches=100)
+        entry["pipelined_ms"] = stream.period_s * 1e3
+        entry["pipelined_bound"] = stream.bound
+        entry["vs_torch_pipelined"] = torch_timing.best / stream.period_s
     ours_total = estimates["build_plan"].total_s
     default_total = estimates["default_row_wise"].total_s
     cmp = Comparison(torch_timing, ours_total)
@@ -468,10 +474,24 @@ def report(doc: dict) -> str:
         lines.append(f"{label:24s}" + "".join(f"{p['phases_ms'][key]:18.3f}" for p in doc["plans"].values()))
     for key, fmt in (("fanout", "{:18.2f}"), ("imbalance", "{:18.3f}"), ("vs_torch", "{:17.2f}x")):
         lines.append(f"{key:24s}" + "".join(fmt.format(p[key]) for p in doc["plans"].values()))
+    if all("pipelined_ms" in p for p in doc["plans"].values()):
+        lines.append(
+            f"{'pipelined (ms/batch)':24s}" + "".join(f"{p['pipelined_ms']:18.3f}" for p in doc["plans"].values())
+        )
+        lines.append(
+            f"{'  vs torch, pipelined':24s}"
+            + "".join(f"{p['vs_torch_pipelined']:17.2f}x" for p in doc["plans"].values())
+        )
     lines.append(
         f"{'MB pulled (unpadded)':24s}" + "".join(f"{p['bytes_out'] / 1e6:18.1f}" for p in doc["plans"].values())
     )
     lines.append(f"output: {doc['output_bytes'] / 1e6:.1f} MB per batch")
+    if all("pipelined_ms" in p for p in doc["plans"].values()):
+        lines.append(
+            "pipelined: the steady state of a stream through Engine.pipeline (perfmodel.model_stream: push + pull + "
+            "max(host cache + merge + route+pack, launch + kernel), the host phases as measured here on "
+            f"{doc['route_pack']['host_threads']} threads); informational, the goals below judge the serial estimate"
+        )
     lines.append("")
     for name, g in doc["goals"].items():
         extra = f" (range {g['range'][0]:.2f}-{g['range'][1]:.2f})" if "range" in g else ""
