@@ -236,20 +236,41 @@ def show_command(plan_path, png):
 )
 @click.option("--png", type=click.Path(dir_okay=False), default=None, help="Write a load-per-DPU plot here.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
+@click.option(
+    "--measure-host/--model-host",
+    default=None,
+    help="Time the host's route+pack and merge on this machine (a dry engine), or leave them to the "
+    "model. Default: as the plan was built (measured when `plan build` measured them).",
+)
 def evaluate_command(
-    plan_path, trace_path, synthetic, batch_size, batches, pooling, alpha, co_occurrence, seed, profile, png, json_path
+    plan_path,
+    trace_path,
+    synthetic,
+    batch_size,
+    batches,
+    pooling,
+    alpha,
+    co_occurrence,
+    seed,
+    profile,
+    png,
+    json_path,
+    measure_host,
 ):
-    """Route a trace (any, not only the one the plan was built from) through a plan and model it."""
-    from updlrm.partitioner.host_cost import apply_host_cost
-    from updlrm.partitioner.placement import evaluate_plan
+    """Route a trace (any, not only the one the plan was built from) through a plan and estimate
+    it as `plan build` does: on the trace it was built from, the same estimate."""
+    from updlrm.partitioner.host_phases import estimate_plan, measured_at_build
     from updlrm.partitioner.summary import plan_summary, plot_load
 
     _check_output_dirs(("--png", png), ("--json", json_path))
     plan = Plan.load(plan_path)
     trace = _get_trace(plan.tables, trace_path, synthetic, batch_size, batches, pooling, alpha, co_occurrence, seed)
-    # Host rows priced by the host cost model the plan recorded (when it has one).
-    report = apply_host_cost(evaluate_plan(plan, trace, profile), plan, trace)
+    measure = measured_at_build(plan) if measure_host is None else measure_host
+    nr_tasklets = int((plan.metadata or {}).get("options", {}).get("nr_tasklets", 16))
+    report = estimate_plan(plan, trace, profile, nr_tasklets=nr_tasklets, measure_host=measure)
     click.echo(plan_summary(plan, report))
+    if measure and plan.shards:
+        click.echo("host route+pack and merge: measured on this machine (--model-host leaves them to the model)")
     if trace.hash() != plan.workload_hash:
         click.echo(f"(trace {trace.hash()} is not the one the plan was built for, {plan.workload_hash})")
     if png:

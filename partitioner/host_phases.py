@@ -41,7 +41,14 @@ if TYPE_CHECKING:
     from updlrm.partitioner.workloads import Trace
     from updlrm.plan import Plan
 
-__all__ = ["HostPhases", "apply_host_phases", "measure_host_phases", "measure_side_by_side"]
+__all__ = [
+    "HostPhases",
+    "apply_host_phases",
+    "estimate_plan",
+    "measure_host_phases",
+    "measure_side_by_side",
+    "measured_at_build",
+]
 
 REPEATS = 5  # batches timed (after one warm-up batch)
 
@@ -208,4 +215,55 @@ def apply_host_phases(report: PlanReport, cost: HostPhases | None, batch_size: i
         else m.host_cache_s,
         host_merge_s=float(np.median(cost.merge_samples_s)) * scale if cost.merge_samples_s else m.host_merge_s,
     )
+    return report
+
+
+def measured_at_build(plan: Plan) -> bool:
+    """Whether :func:`~updlrm.partitioner.placement.build_plan` measured ``plan``'s host phases
+    (it does when it priced the host CPU or timed its row-assignment candidates).
+
+    >>> from updlrm.specs import TableSpec, Topology
+    >>> from updlrm.plan import uniform_plan
+    >>> measured_at_build(uniform_plan([TableSpec("a", 8, 4)], Topology(2)))
+    False
+    """
+    meta = plan.metadata or {}
+    return "host_cpu" in meta or bool(meta.get("row_assignment", {}).get("host_phases"))
+
+
+def estimate_plan(
+    plan: Plan,
+    trace: Trace,
+    profile: Any = None,
+    *,
+    nr_tasklets: int = 16,
+    batch_size: int | None = None,
+    host_cost: Any = None,
+    measure_host: bool | None = None,
+) -> PlanReport:
+    """``plan`` on ``trace`` estimated as :func:`~updlrm.partitioner.placement.build_plan`
+    estimates it: the perfmodel's DPU side (:func:`~updlrm.partitioner.evaluate.evaluate_plan`),
+    the host-cached rows priced by ``host_cost`` (default: the model the plan recorded, if
+    any) and, when ``measure_host`` (default: :func:`measured_at_build`), the host phases
+    measured on this host (:func:`measure_host_phases`). Evaluated on the trace a plan was
+    built from, it gives the build's estimate again, up to the noise of those timings.
+
+    >>> from updlrm.specs import TableSpec, Topology
+    >>> from updlrm.plan import uniform_plan
+    >>> from updlrm.partitioner.workloads import synthetic_trace
+    >>> tables = [TableSpec("a", 1000, 8)]
+    >>> plan, trace = uniform_plan(tables, Topology(4)), synthetic_trace(tables, batch_size=64, pooling=4, seed=1)
+    >>> estimate_plan(plan, trace).modeled.host_route_s, estimate_plan(plan, trace, measure_host=True).modeled.host_route_s > 0
+    (0.0, True)
+    """
+    from updlrm import perfmodel
+    from updlrm.partitioner.evaluate import evaluate_plan
+    from updlrm.partitioner.host_cost import apply_host_cost
+
+    report = evaluate_plan(
+        plan, trace, profile or perfmodel.DEFAULT_HARDWARE_PROFILE, nr_tasklets=nr_tasklets, batch_size=batch_size
+    )
+    report = apply_host_cost(report, plan, trace, host_cost, batch_size)
+    if measured_at_build(plan) if measure_host is None else measure_host:
+        apply_host_phases(report, measure_host_phases(plan, trace) if plan.shards else None, batch_size)
     return report

@@ -50,7 +50,7 @@ from updlrm.partitioner.cost import CostModel, longest_bags
 from updlrm.partitioner.evaluate import PlanReport, evaluate_plan, expected_work, imbalance_breakdown, shard_loads
 from updlrm.partitioner.expected_loads import TableWorkload, expected_rank_loads, table_workloads
 from updlrm.partitioner.host_cost import HostCostModel, apply_host_cost, calibrate
-from updlrm.partitioner.host_phases import apply_host_phases, measure_host_phases
+from updlrm.partitioner.host_phases import estimate_plan
 from updlrm.partitioner.metadata import plan_metadata
 from updlrm.partitioner.rank_order import order_ranks, relabel_plan, transfer_weights
 from updlrm.partitioner.rows import RowOptions, TableRows, partition_rows, row_capacity
@@ -420,12 +420,16 @@ def _record(
         plan.metadata["rank_order"] = chosen.rank_order.to_dict()
     if held is not None:
         bar.set_description("held-out evaluation")
-        held_report = evaluate_plan(plan, held, hw, nr_tasklets=opts.nr_tasklets, batch_size=batch)
-        if host_cost is not None:
-            held_report = apply_host_cost(held_report, plan, held, host_cost, batch)
-        if chosen.host_phases is not None or host_cost is not None:
-            # Measured host phases in the build trace's estimates: measured held out too.
-            apply_host_phases(held_report, measure_host_phases(plan, held) if plan.shards else None, batch)
+        # Measured host phases in the build trace's estimates: measured held out too.
+        held_report = estimate_plan(
+            plan,
+            held,
+            hw,
+            nr_tasklets=opts.nr_tasklets,
+            batch_size=batch,
+            host_cost=host_cost,
+            measure_host=chosen.host_phases is not None or host_cost is not None,
+        )
         plan.metadata["held_out"] = _estimate_record(held_report, held)
     plan.workload_hash = full_trace.hash()
     if host_cost is not None:
@@ -471,6 +475,7 @@ def _estimate_record(report: PlanReport, trace: Trace) -> dict[str, Any]:
     return {
         "modeled_s": report.modeled.total_s,
         "host_route_s": report.modeled.host_route_s,
+        "phases": report.modeled.as_dict(),
         "imbalance": report.imbalance,
         "mean_fanout": report.mean_fanout,
         "bytes_out": report.bytes_out,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from updlrm.partitioner import choose, placement
+from updlrm.partitioner import choose, host_phases
 from updlrm.partitioner.host_phases import HostPhases
 from updlrm.partitioner.placement import build_plan
 from updlrm.partitioner.summary import plan_summary
@@ -32,7 +32,7 @@ def test_the_host_cache_is_kept_only_when_its_measured_host_phases_pay(monkeypat
         return HostPhases((1e-5,) * 5, trace.batch_size, 2, host_cache_samples_s=(cache_s if cached else 0.0,) * 5)
 
     monkeypatch.setattr(choose, "measure_side_by_side", lambda plans, trace: [measured(p, trace) for p in plans])
-    monkeypatch.setattr(placement, "measure_host_phases", measured)
+    monkeypatch.setattr(host_phases, "measure_host_phases", measured)
     plan = _build(tables, trace)
     info = plan.metadata["row_assignment"]
     assert set(info["modeled_s"]) == {"none", "none (no host cache)"}

@@ -8,8 +8,8 @@ import pytest
 from test_host_cpu import _tiny, model
 
 from updlrm import perfmodel
-from updlrm.partitioner import choose, placement
-from updlrm.partitioner.host_phases import HostPhases, measure_host_phases
+from updlrm.partitioner import choose, host_phases, placement
+from updlrm.partitioner.host_phases import HostPhases, estimate_plan, measure_host_phases, measured_at_build
 from updlrm.partitioner.placement import build_plan
 from updlrm.partitioner.summary import plan_summary
 from updlrm.partitioner.workloads import synthetic_trace
@@ -77,7 +77,7 @@ def test_route_pack_can_tip_the_choice_to_the_cpu(monkeypatch, route_s, cpu_only
         return HostPhases((route_s,) * 5, trace.batch_size, 2)
 
     monkeypatch.setattr(choose, "measure_side_by_side", lambda plans, trace: [measured(p, trace) for p in plans])
-    monkeypatch.setattr(placement, "measure_host_phases", measured)
+    monkeypatch.setattr(host_phases, "measure_host_phases", measured)
     plan = build_plan(tables, trace, Topology(32), progress=False, host_cpu=model(2_000), graph="none", holdout=0)
     info = plan.metadata["host_cpu"]
     assert info["cpu_only"] == cpu_only
@@ -106,3 +106,23 @@ def test_candidates_are_measured_side_by_side_batch_by_batch(monkeypatch):
     assert phases[1] is None and phases[0].batches == phases[2].batches == 4
     timed = calls[2 * trace.num_batches :]  # after each engine's warm-up
     assert [id(p) for p in timed] == [id(plans[0]), id(plans[1])] * 4
+
+
+def test_estimate_plan_on_the_build_trace_repeats_the_builds_estimate():
+    tables, trace = _tiny()
+    # A slow host (10 us a lookup): every table on the DPUs, host phases measured at build.
+    plan = build_plan(tables, trace, Topology(32), progress=False, host_cpu=model(10_000))
+    build_part, held = placement.holdout_split(trace, placement.BuildOptions().holdout)
+    built = plan.metadata["in_sample"]["phases"]
+    assert measured_at_build(plan) and plan.shards and built["host_route_s"] > 0
+    again = estimate_plan(plan, build_part).modeled.as_dict()
+    # total = route + max(host cache, DPU side) + merge: the modeled DPU side is the build's
+    # exactly; only the host phases timed again (route+pack, host-cache sum, merge) may differ.
+    for k in ("cpu_to_dpu_s", "launch_s", "kernel_s", "dpu_to_cpu_s"):
+        assert again[k] == pytest.approx(built[k], rel=1e-9, abs=1e-15), k
+    timed = sum(abs(again[k] - built[k]) for k in ("host_route_s", "host_cache_s", "host_merge_s"))
+    assert again["host_route_s"] > 0 and abs(again["total_s"] - built["total_s"]) <= timed + 1e-12
+    # Held out, it is what build_plan recorded for the held-out part (same mechanism).
+    assert estimate_plan(plan, held).modeled.kernel_s == pytest.approx(plan.metadata["held_out"]["phases"]["kernel_s"])
+    modeled = estimate_plan(plan, build_part, measure_host=False).modeled
+    assert modeled.host_route_s == 0.0 and modeled.kernel_s == pytest.approx(built["kernel_s"])
