@@ -239,8 +239,9 @@ def show_command(plan_path, png):
 @click.option(
     "--measure-host/--model-host",
     default=None,
-    help="Time the host's route+pack and merge on this machine (a dry engine), or leave them to the "
-    "model. Default: as the plan was built (measured when `plan build` measured them).",
+    help="Time the host's route+pack, host-cache sum and merge on this machine (a dry engine), or take "
+    "the perfmodel's (which has no route+pack term: 0). Default: as the plan was built (measured when "
+    "`plan build` measured them).",
 )
 def evaluate_command(
     plan_path,
@@ -270,7 +271,10 @@ def evaluate_command(
     report = estimate_plan(plan, trace, profile, nr_tasklets=nr_tasklets, measure_host=measure)
     click.echo(plan_summary(plan, report))
     if measure and plan.shards:
-        click.echo("host route+pack and merge: measured on this machine (--model-host leaves them to the model)")
+        click.echo(
+            "host route+pack, host-cache sum and merge in the modeled batch: measured on this machine "
+            "(--model-host takes the perfmodel's)"
+        )
     if trace.hash() != plan.workload_hash:
         click.echo(f"(trace {trace.hash()} is not the one the plan was built for, {plan.workload_hash})")
     if png:
