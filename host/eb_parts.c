@@ -1,6 +1,7 @@
 /*
  * One launch's route+pack over host threads: the tables cut into consecutive parts of
- * about equal routing work, one thread per part, then the DPUs finished in as many ranges.
+ * about equal routing work, one thread per part, then the DPUs left finished by the same
+ * threads, a chunk at a time.
  * See host/README.md (route+pack) for why a DPU's inputs do not depend on the parts.
  */
 #include "eb_internal.h"
@@ -109,6 +110,7 @@ struct parts_run {
     pthread_cond_t all_routed;
     uint32_t routed; /* parts routed so far */
     int failed;      /* some part did not route: nothing is finished */
+    atomic_uint next_chunk; /* the next EB_FINISH_CHUNK DPUs a thread finishes */
 };
 
 struct part_job {
@@ -140,13 +142,28 @@ static int wait_routed(struct parts_run *run)
     return failed;
 }
 
-/* Part p finishes DPUs [p, p + 1) / nr_parts of them, each with its tails in part order. */
+/* DPUs a thread takes at a time to finish once every part is routed. */
+#define EB_FINISH_CHUNK 32u
+
+/* The threads finish the DPUs left (each with its tails in part order) in chunks they
+ * take in turn until none is left: the DPUs left to finish (those holding tables of
+ * several parts) cluster where the plan put them, so fixed ranges would leave one thread
+ * with most of them. A DPU's bytes do not depend on which thread finishes it. */
 static void finish_part(struct part_job *job)
 {
     struct eb_slot *slot = job->run->slot;
-    const uint64_t nr_dpus = slot->engine->nr_dpus;
-    job->finish_result = finish_dpus(slot, (uint32_t)(nr_dpus * job->part / slot->nr_parts),
-                                     (uint32_t)(nr_dpus * (job->part + 1) / slot->nr_parts));
+    const uint32_t nr_dpus = slot->engine->nr_dpus;
+    for (;;) {
+        const uint64_t d0 = (uint64_t)atomic_fetch_add(&job->run->next_chunk, 1u) * EB_FINISH_CHUNK;
+        if (d0 >= nr_dpus) {
+            return;
+        }
+        const uint32_t d1 = d0 + EB_FINISH_CHUNK < nr_dpus ? (uint32_t)d0 + EB_FINISH_CHUNK : nr_dpus;
+        job->finish_result = finish_dpus(slot, (uint32_t)d0, d1);
+        if (job->finish_result != RUN_OK) {
+            return;
+        }
+    }
 }
 
 static void *part_thread(void *argument)
@@ -210,7 +227,7 @@ static int reset_states(struct eb_slot *slot)
 /*
  * Routes bags [b0, b1) of the slot's batch and finishes the DPUs' inputs. With `parallel`
  * and several worker threads a big batch routes as consecutive parts of tables
- * (cut_parts), one thread per part; then each thread finishes its range of the DPUs. A
+ * (cut_parts), one thread per part; then the threads finish the DPUs left (finish_part). A
  * thread writes only its part's buffers: the DPUs' own (part 0) or their tails for its
  * part. The parts follow one another in table order, as in one pass over the tables, and
  * the tails are appended in part order: a DPU's inputs are the same bytes whatever the
@@ -235,6 +252,7 @@ __attribute__((noinline)) int route_bags(struct eb_slot *slot, uint32_t b0, uint
         return rc;
     }
     struct parts_run run = {.slot = slot, .routed = 0, .failed = 0};
+    atomic_init(&run.next_chunk, 0u);
     pthread_mutex_init(&run.lock, NULL);
     pthread_cond_init(&run.all_routed, NULL);
     struct part_job jobs[EB_MAX_ROUTE_PARTS];
