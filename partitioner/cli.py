@@ -243,21 +243,7 @@ def show_command(plan_path, png):
     "the perfmodel's (which has no route+pack term: 0). Default: as the plan was built (measured when "
     "`plan build` measured them).",
 )
-def evaluate_command(
-    plan_path,
-    trace_path,
-    synthetic,
-    batch_size,
-    batches,
-    pooling,
-    alpha,
-    co_occurrence,
-    seed,
-    profile,
-    png,
-    json_path,
-    measure_host,
-):
+def evaluate_command(plan_path, profile, png, json_path, measure_host, **trace_options):
     """Route a trace (any, not only the one the plan was built from) through a plan and estimate
     it as `plan build` does: on the trace it was built from, the same estimate."""
     from updlrm.partitioner.host_phases import estimate_plan, measured_at_build
@@ -265,7 +251,7 @@ def evaluate_command(
 
     _check_output_dirs(("--png", png), ("--json", json_path))
     plan = Plan.load(plan_path)
-    trace = _get_trace(plan.tables, trace_path, synthetic, batch_size, batches, pooling, alpha, co_occurrence, seed)
+    trace = _get_trace(plan.tables, **trace_options)
     measure = measured_at_build(plan) if measure_host is None else measure_host
     nr_tasklets = int((plan.metadata or {}).get("options", {}).get("nr_tasklets", 16))
     report = estimate_plan(plan, trace, profile, nr_tasklets=nr_tasklets, measure_host=measure)
