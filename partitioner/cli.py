@@ -269,5 +269,6 @@ def evaluate_command(plan_path, profile, png, json_path, measure_host, **trace_o
         doc = report.summary_dict()
         doc["load_per_dpu"] = [float(x) for x in report.load_per_dpu]
         doc["fanout_per_table"] = report.fanout_per_table
+        doc["host_phases"] = "measured" if measure and plan.shards else "modeled"
         Path(json_path).write_text(json.dumps(doc, indent=1))
         click.echo(f"wrote {json_path}")

@@ -38,7 +38,9 @@ import numpy as np
 
 if TYPE_CHECKING:
     from updlrm.partitioner.evaluate import PlanReport
+    from updlrm.partitioner.host_cost import HostCostModel
     from updlrm.partitioner.workloads import Trace
+    from updlrm.perfmodel import HardwareProfile
     from updlrm.plan import Plan
 
 __all__ = [
@@ -234,11 +236,11 @@ def measured_at_build(plan: Plan) -> bool:
 def estimate_plan(
     plan: Plan,
     trace: Trace,
-    profile: Any = None,
+    profile: str | HardwareProfile | None = None,
     *,
     nr_tasklets: int = 16,
     batch_size: int | None = None,
-    host_cost: Any = None,
+    host_cost: HostCostModel | None = None,
     measure_host: bool | None = None,
 ) -> PlanReport:
     """``plan`` on ``trace`` estimated as :func:`~updlrm.partitioner.placement.build_plan`

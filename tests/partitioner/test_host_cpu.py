@@ -278,7 +278,9 @@ def test_plan_build_and_show_say_where_each_table_goes(tmp_path, monkeypatch):
     plan = Plan.load(out)
     meta, built = plan.metadata["host_cpu"], plan.metadata["in_sample"]["phases"]
     assert ("measured on this machine" in r.output) == (not meta["cpu_only"])
-    again = json.loads(report.read_text())["modeled"]
+    doc = json.loads(report.read_text())
+    assert doc["host_phases"] == ("modeled" if meta["cpu_only"] else "measured")
+    again = doc["modeled"]
     assert built["total_s"] == pytest.approx(meta["plan_s"], rel=1e-12)
     timed = ("host_route_s", "host_cache_s", "host_merge_s")
     for k in ("cpu_to_dpu_s", "launch_s", "kernel_s", "dpu_to_cpu_s"):
