@@ -52,6 +52,10 @@ struct table {
     int host_rows_zeroed; /* given no values (eb_engine_set_host_rows with NULL): zeros, for a dry engine */
     int defined;
     uint64_t max_abs; /* largest |q| of an integer table's rows, measured at load (exactness bound) */
+    /* Seconds its routing took per unit of routing work in the last launches (eb_parts.c;
+     * 0 until measured): launches cut their parts by it. Written only while routing,
+     * which one slot at a time does (route_busy), each table by one thread. */
+    double route_rate;
     char name[64];    /* for messages; "t<index>" unless eb_engine_name_table named it */
 };
 
