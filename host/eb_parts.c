@@ -286,35 +286,28 @@ __attribute__((noinline)) int route_bags(struct eb_slot *slot, uint32_t b0, uint
     pthread_mutex_init(&run.lock, NULL);
     pthread_cond_init(&run.all_routed, NULL);
     struct part_job jobs[EB_MAX_ROUTE_PARTS];
-    pthread_t helpers[EB_MAX_ROUTE_PARTS];
-    int spawned[EB_MAX_ROUTE_PARTS] = {0};
+    struct job_group group;
     int threaded = 0;
     for (uint32_t p = 0; p < nr_parts; p++) {
         jobs[p] = (struct part_job){.run = &run, .part = p, .route_result = RUN_OK, .finish_result = RUN_OK};
     }
-    for (uint32_t p = 1; p < nr_parts; p++) {
-        spawned[p] = pthread_create(&helpers[p], NULL, part_thread, &jobs[p]) == 0;
-        threaded |= spawned[p];
-    }
+    start_jobs(engine, part_thread, jobs, sizeof(jobs[0]), nr_parts, &group);
     /* This thread routes part 0 and any part no helper took, in part order. */
     for (uint32_t p = 0; p < nr_parts; p++) {
-        if (!spawned[p]) {
+        threaded |= group.taken[p];
+        if (!group.taken[p]) {
             jobs[p].route_result = route_part(slot, p);
             part_routed(&jobs[p]);
         }
     }
     if (!wait_routed(&run)) {
         for (uint32_t p = 0; p < nr_parts; p++) {
-            if (!spawned[p]) {
+            if (!group.taken[p]) {
                 finish_part(&jobs[p]);
             }
         }
     }
-    for (uint32_t p = 1; p < nr_parts; p++) {
-        if (spawned[p]) {
-            pthread_join(helpers[p], NULL);
-        }
-    }
+    join_jobs(engine, &group);
     pthread_cond_destroy(&run.all_routed);
     pthread_mutex_destroy(&run.lock);
     int rc = RUN_OK;
