@@ -367,6 +367,10 @@ struct eb_slot {
     /* Per table, its bags in this batch are short enough for int16 partial sums of int8
      * rows (EB_FLAG_INT16_PARTIALS); a DPU gets the flag if all its int8 tables do. */
     uint8_t *int16_partials;
+    /* What the DPUs' flags and partial sizes were last set for (set_partial_layout). */
+    int layout_set;
+    int layout_weighted;
+    uint8_t *layout_int16;
     /* Per starting thread and table (eb_sums.c): its next host segment and lookup. */
     struct sums_cursor {
         uint32_t segment;
