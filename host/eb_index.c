@@ -305,7 +305,7 @@ int index_partials(struct eb_slot *slot, uint32_t nr_jobs)
             .capacity = &slot->merge.part_runs_capacity[j],
         };
     }
-    run_jobs(slot->engine, index_dpus, jobs, sizeof(jobs[0]), nr_jobs);
+    run_jobs(index_dpus, jobs, sizeof(jobs[0]), nr_jobs);
     if (report_failure(slot, jobs, nr_jobs) || join_runs(slot, jobs)) {
         return -1;
     }

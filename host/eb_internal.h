@@ -401,7 +401,7 @@ struct eb_slot {
     uint32_t *failed_dpus;     /* the DPUs it names */
 };
 
-/* Helper threads kept between phases (eb_workers.c); helper w runs job w + 1. */
+/* The process's helper threads, kept between phases (eb_workers.c); helper w runs job w + 1. */
 struct eb_worker {
     struct eb_workers *pool;
     uint32_t index;
@@ -409,10 +409,9 @@ struct eb_worker {
 
 struct eb_workers {
     pthread_mutex_t lock;
-    pthread_cond_t wake; /* a phase for the helpers (generation moved), or stop */
+    pthread_cond_t wake; /* a phase for the helpers (generation moved) */
     pthread_cond_t done; /* every helper is through with the phase (pending reached 0) */
     atomic_int busy;     /* a phase holds the helpers */
-    atomic_int stop;
     atomic_uint generation; /* phases handed out so far */
     atomic_uint pending;    /* helpers not through with the current phase */
     void *(*fn)(void *);
@@ -421,7 +420,6 @@ struct eb_workers {
     uint32_t nr_jobs;
     uint32_t nr_workers;
     pid_t pid; /* of the process that made them: a forked child has none */
-    pthread_t threads[EB_MAX_ROUTE_PARTS - 1];
     struct eb_worker workers[EB_MAX_ROUTE_PARTS - 1];
 };
 
@@ -463,7 +461,6 @@ struct eb_engine {
     struct eb_slot slots[EB_NR_SLOTS];
 
     long worker_threads; /* host threads for routing and merging (EB_MAX_ROUTE_PARTS at most are used) */
-    struct eb_workers workers;
     int simd_route;      /* vector routing where built for it (eb_route.c); UPDLRM_SCALAR_ROUTE=1 at creation: off */
 
 
@@ -490,12 +487,10 @@ EB_INTERNAL void set_error(eb_engine *engine, const char *format, ...);
 /* eb_workers.c: run_jobs runs jobs [0, nr_jobs) at once and returns when all are done;
  * start_jobs starts jobs 1 .. on other threads (those it could not start are left
  * untaken, for the caller to run, as is job 0), join_jobs waits for them. */
-EB_INTERNAL void init_workers(struct eb_workers *pool);
-EB_INTERNAL void stop_workers(struct eb_workers *pool);
-EB_INTERNAL void start_jobs(eb_engine *engine, void *(*fn)(void *), void *jobs, size_t job_size, uint32_t nr_jobs,
+EB_INTERNAL void start_jobs(void *(*fn)(void *), void *jobs, size_t job_size, uint32_t nr_jobs,
                             struct job_group *group);
-EB_INTERNAL void join_jobs(eb_engine *engine, struct job_group *group);
-EB_INTERNAL void run_jobs(eb_engine *engine, void *(*fn)(void *), void *jobs, size_t job_size, uint32_t nr_jobs);
+EB_INTERNAL void join_jobs(struct job_group *group);
+EB_INTERNAL void run_jobs(void *(*fn)(void *), void *jobs, size_t job_size, uint32_t nr_jobs);
 EB_INTERNAL const char *dpu_detail(dpu_error_t status);
 EB_INTERNAL dpu_error_t write_config(eb_engine *engine);
 EB_INTERNAL int reserve(void **array, size_t *capacity, size_t needed, size_t element_size);

@@ -336,6 +336,6 @@ int merge_partials(struct eb_slot *slot, uint32_t b0, uint32_t b1)
             slot->merge.positions + (size_t)j * slot->merge.nr_runs,
         };
     }
-    run_jobs(slot->engine, merge_bags, jobs, sizeof(jobs[0]), nr_jobs);
+    run_jobs(merge_bags, jobs, sizeof(jobs[0]), nr_jobs);
     return 0;
 }

@@ -291,7 +291,7 @@ __attribute__((noinline)) int route_bags(struct eb_slot *slot, uint32_t b0, uint
     for (uint32_t p = 0; p < nr_parts; p++) {
         jobs[p] = (struct part_job){.run = &run, .part = p, .route_result = RUN_OK, .finish_result = RUN_OK};
     }
-    start_jobs(engine, part_thread, jobs, sizeof(jobs[0]), nr_parts, &group);
+    start_jobs(part_thread, jobs, sizeof(jobs[0]), nr_parts, &group);
     /* This thread routes part 0 and any part no helper took, in part order. */
     for (uint32_t p = 0; p < nr_parts; p++) {
         threaded |= group.taken[p];
@@ -307,7 +307,7 @@ __attribute__((noinline)) int route_bags(struct eb_slot *slot, uint32_t b0, uint
             }
         }
     }
-    join_jobs(engine, &group);
+    join_jobs(&group);
     pthread_cond_destroy(&run.all_routed);
     pthread_mutex_destroy(&run.lock);
     int rc = RUN_OK;

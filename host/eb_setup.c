@@ -127,7 +127,6 @@ eb_engine *eb_engine_create(const char *kernel_path, const char *profile, uint32
     engine->nr_tasklets = nr_tasklets;
     engine->mram_bytes = mram_bytes;
     engine->worker_threads = sysconf(_SC_NPROCESSORS_ONLN);
-    init_workers(&engine->workers);
     const char *scalar = getenv("UPDLRM_SCALAR_ROUTE");
     engine->simd_route = !(scalar && strcmp(scalar, "1") == 0);
     for (uint32_t k = 0; k < EB_NR_SLOTS; k++) {
@@ -449,7 +448,6 @@ void eb_engine_destroy(eb_engine *engine)
     if (!engine) {
         return;
     }
-    stop_workers(&engine->workers);
     if (engine->allocated) {
         dpu_free(engine->set);
     }

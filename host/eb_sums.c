@@ -189,5 +189,5 @@ void start_sums(struct eb_slot *slot)
             .cursors = slot->sums_cursors + (size_t)j * engine->nr_tables,
         };
     }
-    run_jobs(slot->engine, start_bags, jobs, sizeof(jobs[0]), (uint32_t)threads);
+    run_jobs(start_bags, jobs, sizeof(jobs[0]), (uint32_t)threads);
 }

@@ -1,15 +1,16 @@
 /*
  * Host worker threads kept between a batch's phases. Routing, the start of the sums, the
  * merge's index and the merge each run on several threads; a thread created per phase
- * starts late for phases this short (host/README.md has the figures). An engine's
- * helpers are created on its first parallel phase and kept: after a phase each waits
- * for the next a short while (EB_WORKER_SPIN_S, yielding the CPU to anything runnable),
- * then sleeps on a condition variable.
+ * starts late for phases this short (host/README.md has the figures). The process keeps
+ * one set of helpers, shared by its engines, made as phases first need them: after a
+ * phase each waits for the next a short while (EB_WORKER_SPIN_S, yielding the CPU to
+ * anything runnable), then sleeps on a condition variable. They are never stopped (as
+ * torch's and OpenMP's pools are not); the library is never unloaded.
  *
- * One phase at a time uses them (a try-lock): a phase that finds them busy (the stages
- * of two slots at once, Engine.pipeline) or too few, or runs in a process forked after
- * they were made, creates threads of its own as before. Job 0 always runs on the calling
- * thread; a job no thread took is reported to the caller, which runs it.
+ * One phase at a time uses them (a try-lock): a phase that finds them busy (another
+ * engine's, or another slot's stage in Engine.pipeline) or too few, or runs in a process
+ * forked after they were made, creates threads of its own. Job 0 always runs on the
+ * calling thread; a job no thread took is left to the caller, which runs it.
  */
 #define _DEFAULT_SOURCE /* sched_yield */
 #include "eb_internal.h"
@@ -28,19 +29,16 @@ static void *worker_main(void *argument)
     for (;;) {
         unsigned generation = atomic_load(&pool->generation);
         const double idle_since = now_s();
-        while (generation == seen && !atomic_load(&pool->stop) && now_s() - idle_since < EB_WORKER_SPIN_S) {
+        while (generation == seen && now_s() - idle_since < EB_WORKER_SPIN_S) {
             sched_yield();
             generation = atomic_load(&pool->generation);
         }
         if (generation == seen) {
             pthread_mutex_lock(&pool->lock);
-            while ((generation = atomic_load(&pool->generation)) == seen && !atomic_load(&pool->stop)) {
+            while ((generation = atomic_load(&pool->generation)) == seen) {
                 pthread_cond_wait(&pool->wake, &pool->lock);
             }
             pthread_mutex_unlock(&pool->lock);
-        }
-        if (generation == seen) {
-            return NULL; /* stopped */
         }
         seen = generation;
         if (self->index < pool->nr_jobs) {
@@ -52,6 +50,7 @@ static void *worker_main(void *argument)
             pthread_mutex_unlock(&pool->lock);
         }
     }
+    return NULL;
 }
 
 /* At least `count` helpers (fewer if threads cannot be made); the caller holds `busy`. */
@@ -63,42 +62,31 @@ static void grow_workers(struct eb_workers *pool, uint32_t count)
     while (pool->nr_workers < count) {
         struct eb_worker *worker = &pool->workers[pool->nr_workers];
         *worker = (struct eb_worker){pool, pool->nr_workers + 1u};
-        if (pthread_create(&pool->threads[pool->nr_workers], NULL, worker_main, worker) != 0) {
+        pthread_t thread;
+        if (pthread_create(&thread, NULL, worker_main, worker) != 0) {
             return;
         }
+        pthread_detach(thread); /* never joined: it lives as long as the process */
         pool->nr_workers++;
     }
 }
 
-void init_workers(struct eb_workers *pool)
+/* The process's helpers (made under its try-lock, `busy`). */
+static struct eb_workers workers;
+static pthread_once_t workers_once = PTHREAD_ONCE_INIT;
+
+static void init_workers(void)
 {
-    memset(pool, 0, sizeof(*pool));
-    pthread_mutex_init(&pool->lock, NULL);
-    pthread_cond_init(&pool->wake, NULL);
-    pthread_cond_init(&pool->done, NULL);
-    pool->pid = getpid();
+    pthread_mutex_init(&workers.lock, NULL);
+    pthread_cond_init(&workers.wake, NULL);
+    pthread_cond_init(&workers.done, NULL);
+    workers.pid = getpid();
 }
 
-void stop_workers(struct eb_workers *pool)
+void start_jobs(void *(*fn)(void *), void *jobs, size_t job_size, uint32_t nr_jobs, struct job_group *group)
 {
-    if (pool->pid == getpid() && pool->nr_workers) {
-        pthread_mutex_lock(&pool->lock);
-        atomic_store(&pool->stop, 1);
-        pthread_cond_broadcast(&pool->wake);
-        pthread_mutex_unlock(&pool->lock);
-        for (uint32_t w = 0; w < pool->nr_workers; w++) {
-            pthread_join(pool->threads[w], NULL);
-        }
-    }
-    pthread_cond_destroy(&pool->done);
-    pthread_cond_destroy(&pool->wake);
-    pthread_mutex_destroy(&pool->lock);
-}
-
-void start_jobs(eb_engine *engine, void *(*fn)(void *), void *jobs, size_t job_size, uint32_t nr_jobs,
-                struct job_group *group)
-{
-    struct eb_workers *pool = &engine->workers;
+    pthread_once(&workers_once, init_workers);
+    struct eb_workers *pool = &workers;
     nr_jobs = nr_jobs < EB_MAX_ROUTE_PARTS ? nr_jobs : EB_MAX_ROUTE_PARTS;
     memset(group, 0, sizeof(*group));
     group->nr_jobs = nr_jobs;
@@ -131,9 +119,9 @@ void start_jobs(eb_engine *engine, void *(*fn)(void *), void *jobs, size_t job_s
     }
 }
 
-void join_jobs(eb_engine *engine, struct job_group *group)
+void join_jobs(struct job_group *group)
 {
-    struct eb_workers *pool = &engine->workers;
+    struct eb_workers *pool = &workers;
     if (group->pooled) {
         /* The helpers finish about when this thread does: a short wait without sleeping
          * spares the wake-up. */
@@ -158,14 +146,14 @@ void join_jobs(eb_engine *engine, struct job_group *group)
     }
 }
 
-void run_jobs(eb_engine *engine, void *(*fn)(void *), void *jobs, size_t job_size, uint32_t nr_jobs)
+void run_jobs(void *(*fn)(void *), void *jobs, size_t job_size, uint32_t nr_jobs)
 {
     struct job_group group;
-    start_jobs(engine, fn, jobs, job_size, nr_jobs, &group);
+    start_jobs(fn, jobs, job_size, nr_jobs, &group);
     for (uint32_t j = 0; j < group.nr_jobs; j++) {
         if (!group.taken[j]) {
             fn((char *)jobs + j * job_size);
         }
     }
-    join_jobs(engine, &group);
+    join_jobs(&group);
 }
