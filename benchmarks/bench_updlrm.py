@@ -58,7 +58,7 @@ from bench_sweeps import machine_info
 
 from updlrm import perfmodel
 from updlrm.baselines import Comparison, CpuBaseline, Timing
-from updlrm.partitioner.host_phases import measure_host_phases
+from updlrm.partitioner.host_phases import measure_host_phases, measure_side_by_side
 from updlrm.partitioner.placement import build_plan, evaluate_plan
 from updlrm.partitioner.reuse import meta_locality_stats_path, parse_locality_stats
 from updlrm.partitioner.workloads import Trace, synthetic_trace
@@ -232,46 +232,56 @@ def copy_seconds(nbytes: int, repeats: int) -> float:
     return best
 
 
-def measure_route_pack(plan, judged: Trace, repeats: int, *, one_thread: bool = False) -> dict:
-    """Route+pack of ``plan`` on held-out batches, measured in the C host runtime on a
-    dry engine (nothing in emulated MRAM, so the full-size plan fits;
-    :func:`~updlrm.partitioner.host_phases.measure_host_phases`): best of N, spread; with
-    ``one_thread`` also on one host thread. With ``one_thread`` the copies are timed
-    twice, before and after it, best of both: this VM's speed drifts for minutes at a
-    time, and one burst of copies may land in a stretch the phases' samples did not."""
-    cost = measure_host_phases(plan, judged, repeats=repeats)
-    assert cost is not None
-    copy_s = copy_seconds(cost.bytes, repeats)
-    merge_copy_s = copy_seconds(cost.merge_bytes, repeats) if cost.merge_bytes else math.nan
+def measure_route_pack(plans: list, judged: Trace, repeats: int, *, one_thread: bool = False) -> list[dict]:
+    """Route+pack, host-cache sum and merge of each of ``plans`` on held-out batches,
+    measured in the C host runtime on dry engines (nothing in emulated MRAM, so the
+    full-size plans fit), batch by batch in turn
+    (:func:`~updlrm.partitioner.host_phases.measure_side_by_side`): this VM's speed drifts
+    for minutes at a time, and plans measured one after the other would be compared
+    across such stretches. Best of N, spread; with ``one_thread`` the first plan also on
+    one host thread. The copies are timed twice, before and after that, best of both (one
+    burst of copies may land in a stretch the phases' samples did not)."""
+    costs = measure_side_by_side(plans, judged, repeats=repeats)
     single = None
-    if one_thread and cost.host_threads > 1:
+    if one_thread and costs[0] is not None and costs[0].host_threads > 1:
         # The same batches on one host thread: how route+pack scales with host cores.
-        single = measure_host_phases(plan, judged, repeats=repeats, host_threads=1)
-        copy_s = min(copy_s, copy_seconds(cost.bytes, repeats))
-        if cost.merge_bytes:
-            merge_copy_s = min(merge_copy_s, copy_seconds(cost.merge_bytes, repeats))
-    timing = Timing(cost.samples_s)
-    cache, merge = Timing(cost.host_cache_samples_s), Timing(cost.merge_samples_s)
-    return timing.to_dict() | {
-        "host_cache_best_s": cache.best,
-        "host_cache_median_s": cache.median,
-        "merge_best_s": merge.best,
-        "merge_median_s": merge.median,
-        "spread": timing.spread,
-        "host_threads": cost.host_threads,
-        "one_thread_best_s": single.best_s if single else None,
-        "shards": len(plan.shards),
-        "routing_bytes": cost.routing_bytes,
-        "follower_slices": cost.follower_slices,
-        "mirror_dpus": cost.mirror_dpus,
-        "bytes": cost.bytes,
-        "copy_best_s": copy_s,
-        "vs_copy": timing.best / copy_s,
-        "merge_bytes": cost.merge_bytes,
-        "pulled_bytes": cost.pulled_bytes,
-        "merge_copy_best_s": merge_copy_s,
-        "merge_vs_copy": merge.best / merge_copy_s,
-    }
+        single = measure_host_phases(plans[0], judged, repeats=repeats, host_threads=1)
+    out = []
+    for i, (plan, cost) in enumerate(zip(plans, costs)):
+        assert cost is not None
+        copy_s = copy_seconds(cost.bytes, repeats)
+        merge_copy_s = copy_seconds(cost.merge_bytes, repeats) if cost.merge_bytes else math.nan
+        if single is not None:
+            copy_s = min(copy_s, copy_seconds(cost.bytes, repeats))
+            if cost.merge_bytes:
+                merge_copy_s = min(merge_copy_s, copy_seconds(cost.merge_bytes, repeats))
+        timing = Timing(cost.samples_s)
+        cache, merge = Timing(cost.host_cache_samples_s), Timing(cost.merge_samples_s)
+        out.append(
+            timing.to_dict()
+            | {
+                "host_cache_best_s": cache.best,
+                "host_cache_median_s": cache.median,
+                "merge_best_s": merge.best,
+                "merge_median_s": merge.median,
+                "spread": timing.spread,
+                "host_threads": cost.host_threads,
+                "one_thread_best_s": single.best_s if single is not None and i == 0 else None,
+                "shards": len(plan.shards),
+                "routing_bytes": cost.routing_bytes,
+                "follower_slices": cost.follower_slices,
+                "mirror_dpus": cost.mirror_dpus,
+                "bytes": cost.bytes,
+                "copy_best_s": copy_s,
+                "vs_copy": timing.best / copy_s,
+                "merge_bytes": cost.merge_bytes,
+                "pulled_bytes": cost.pulled_bytes,
+                "merge_copy_best_s": merge_copy_s,
+                "merge_vs_copy": merge.best / merge_copy_s,
+                "measured_with": "side by side, batch by batch in turn" if len(plans) > 1 else "alone",
+            }
+        )
+    return out
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -360,10 +370,10 @@ def run(args: argparse.Namespace) -> dict:
         for name, r in shifted_reports.items()
     }
     out["host_cache_hit_rate"] = ours.host_cache_hit_rate
-    print("measuring each plan's host phases on held-out batches (dry engines, full size)")
-    route = measure_route_pack(plan, judged, args.route_repeats, one_thread=True)
+    print("measuring both plans' host phases on held-out batches, side by side (dry engines, full size)")
+    route, route_default = measure_route_pack([plan, default], judged, args.route_repeats, one_thread=True)
     out["route_pack"] = route
-    out["route_pack_default"] = route_default = measure_route_pack(default, judged, args.route_repeats)
+    out["route_pack_default"] = route_default
     routes = {"default_row_wise": route_default, "build_plan": route}
     estimates = {}
     for name, r in reports.items():

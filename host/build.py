@@ -38,7 +38,20 @@ ABI_HEADER = KERNEL_DIR / "embedding_bag_abi.h"
 # eb_host.h is the public (cffi) interface, eb_internal.h what the units share.
 HOST_SOURCES = tuple(
     HOST_DIR / f"eb_{role}.c"
-    for role in ("setup", "tables", "share", "load", "route", "parts", "pack", "sums", "index", "merge", "pipeline")
+    for role in (
+        "setup",
+        "tables",
+        "share",
+        "load",
+        "route",
+        "parts",
+        "pack",
+        "sums",
+        "index",
+        "merge",
+        "workers",
+        "pipeline",
+    )
 )
 HOST_HEADER = HOST_DIR / "eb_host.h"
 HOST_INTERNAL_HEADER = HOST_DIR / "eb_internal.h"

@@ -52,6 +52,10 @@ struct table {
     int host_rows_zeroed; /* given no values (eb_engine_set_host_rows with NULL): zeros, for a dry engine */
     int defined;
     uint64_t max_abs; /* largest |q| of an integer table's rows, measured at load (exactness bound) */
+    /* Seconds its routing took per unit of routing work in the last launches (eb_parts.c;
+     * 0 until measured): launches cut their parts by it. Written only while routing,
+     * which one slot at a time does (route_busy), each table by one thread. */
+    double route_rate;
     char name[64];    /* for messages; "t<index>" unless eb_engine_name_table named it */
 };
 
@@ -363,6 +367,10 @@ struct eb_slot {
     /* Per table, its bags in this batch are short enough for int16 partial sums of int8
      * rows (EB_FLAG_INT16_PARTIALS); a DPU gets the flag if all its int8 tables do. */
     uint8_t *int16_partials;
+    /* What the DPUs' flags and partial sizes were last set for (set_partial_layout). */
+    int layout_set;
+    int layout_weighted;
+    uint8_t *layout_int16;
     /* Per starting thread and table (eb_sums.c): its next host segment and lookup. */
     struct sums_cursor {
         uint32_t segment;
@@ -391,6 +399,37 @@ struct eb_slot {
     char error[1024];
     struct eb_failure failure; /* what its failure was (eb_host.h) */
     uint32_t *failed_dpus;     /* the DPUs it names */
+};
+
+/* The process's helper threads, kept between phases (eb_workers.c); helper w runs job w + 1. */
+struct eb_worker {
+    struct eb_workers *pool;
+    uint32_t index;
+};
+
+struct eb_workers {
+    pthread_mutex_t lock;
+    pthread_cond_t wake; /* a phase for the helpers (generation moved) */
+    pthread_cond_t done; /* every helper is through with the phase (pending reached 0) */
+    atomic_int busy;     /* a phase holds the helpers */
+    atomic_uint generation; /* phases handed out so far */
+    atomic_uint pending;    /* helpers not through with the current phase */
+    void *(*fn)(void *);
+    char *jobs;
+    size_t job_size;
+    uint32_t nr_jobs;
+    uint32_t nr_workers;
+    pid_t pid; /* of the process that made them: a forked child has none */
+    struct eb_worker workers[EB_MAX_ROUTE_PARTS - 1];
+};
+
+/* One phase's jobs: taken[j], job j runs on a helper or on a thread of its own (spawned). */
+struct job_group {
+    int pooled;
+    uint32_t nr_jobs;
+    uint8_t taken[EB_MAX_ROUTE_PARTS];
+    uint8_t spawned[EB_MAX_ROUTE_PARTS];
+    pthread_t threads[EB_MAX_ROUTE_PARTS];
 };
 
 struct eb_engine {
@@ -445,6 +484,12 @@ EB_INTERNAL void set_error(eb_engine *engine, const char *format, ...);
 /* Runs fn on each of nr_jobs jobs (job_size bytes apart, at most EB_MAX_ROUTE_PARTS): job 0
  * and any job no new thread took on this thread, the others on threads of their own;
  * returns when every job is done. */
+/* eb_workers.c: run_jobs runs jobs [0, nr_jobs) at once and returns when all are done;
+ * start_jobs starts jobs 1 .. on other threads (those it could not start are left
+ * untaken, for the caller to run, as is job 0), join_jobs waits for them. */
+EB_INTERNAL void start_jobs(void *(*fn)(void *), void *jobs, size_t job_size, uint32_t nr_jobs,
+                            struct job_group *group);
+EB_INTERNAL void join_jobs(struct job_group *group);
 EB_INTERNAL void run_jobs(void *(*fn)(void *), void *jobs, size_t job_size, uint32_t nr_jobs);
 EB_INTERNAL const char *dpu_detail(dpu_error_t status);
 EB_INTERNAL dpu_error_t write_config(eb_engine *engine);

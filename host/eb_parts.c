@@ -1,7 +1,7 @@
 /*
  * One launch's route+pack over host threads: the tables cut into consecutive parts of
- * about equal routing work, one thread per part, then the DPUs left finished by the same
- * threads, a chunk at a time.
+ * about equal routing time (as measured in the last launches), one thread per
+ * part, then the DPUs left finished by the same threads, a chunk at a time.
  * See host/README.md (route+pack) for why a DPU's inputs do not depend on the parts.
  */
 #include "eb_internal.h"
@@ -29,20 +29,40 @@ static uint64_t table_work(const eb_engine *engine, uint32_t t, const int64_t *o
     return work;
 }
 
+/* How table t's routing work counts when the tables are cut into parts: as measured in
+ * the last launches (picoseconds) when every table with work has been timed, else as
+ * work. Tables route at different speeds for the same work (a replica set's narrowing
+ * copy, a tiled table's lookup of its row block and replica), so work alone can leave
+ * one thread with most of the time. */
+static uint64_t table_cost(const struct eb_slot *slot, uint32_t t, uint64_t work, int measured)
+{
+    if (!measured || work == 0) {
+        return work;
+    }
+    const double picoseconds = (double)work * slot->engine->tables[t].route_rate * 1e12;
+    return picoseconds < 1.0 ? 1u : picoseconds > 1e18 ? (uint64_t)1e18 : (uint64_t)picoseconds;
+}
+
 /*
  * Cuts the tables into at most `most` parts for bags [b0, b1): part p is tables
- * [first[p], first[p + 1]). A table goes to the part in which the middle of its work
- * falls (part p holds the middles in [p, p + 1) / nr_parts of the total work); then
- * every part is given at least one table. A small batch, or one with fewer lookups than
- * EB_PART_LOOKUPS per part, gets fewer parts. Returns the number of parts.
+ * [first[p], first[p + 1]). A table goes to the part in which the middle of its cost
+ * (table_cost) falls (part p holds the middles in [p, p + 1) / nr_parts of the total);
+ * then every part is given at least one table. A small batch, or one with fewer lookups
+ * than EB_PART_LOOKUPS per part, gets fewer parts. Returns the number of parts.
  */
-static uint32_t cut_parts(const eb_engine *engine, const int64_t *offsets, uint32_t batch, uint32_t b0, uint32_t b1,
-                          uint32_t most, uint32_t *first)
+static uint32_t cut_parts(const struct eb_slot *slot, uint32_t b0, uint32_t b1, uint32_t most, uint32_t *first)
 {
-    const uint32_t nr_tables = engine->nr_tables;
-    uint64_t total = 0, lookups = 0;
+    const eb_engine *engine = slot->engine;
+    const int64_t *offsets = slot->offsets;
+    const uint32_t batch = slot->batch, nr_tables = engine->nr_tables;
+    uint64_t total = 0, lookups = 0, ignored = 0;
+    int measured = 1;
     for (uint32_t t = 0; t < nr_tables && most > 1; t++) {
-        total += table_work(engine, t, offsets, batch, b0, b1, &lookups);
+        const uint64_t work = table_work(engine, t, offsets, batch, b0, b1, &lookups);
+        measured &= work == 0 || engine->tables[t].route_rate > 0.0;
+    }
+    for (uint32_t t = 0; t < nr_tables && most > 1; t++) {
+        total += table_cost(slot, t, table_work(engine, t, offsets, batch, b0, b1, &ignored), measured);
     }
     uint64_t parts = most < nr_tables ? most : nr_tables;
     parts = parts < EB_MAX_ROUTE_PARTS ? parts : EB_MAX_ROUTE_PARTS;
@@ -56,16 +76,16 @@ static uint32_t cut_parts(const eb_engine *engine, const int64_t *offsets, uint3
     for (uint32_t p = 1; p <= nr_parts; p++) {
         first[p] = nr_tables;
     }
-    uint64_t before = 0, ignored = 0;
+    uint64_t before = 0;
     uint32_t reached = 0; /* the part of the last table seen */
     for (uint32_t t = 0; t < nr_tables; t++) {
-        const uint64_t work = table_work(engine, t, offsets, batch, b0, b1, &ignored);
-        uint64_t part = nr_parts * (2 * before + work) / (2 * total);
+        const uint64_t cost = table_cost(slot, t, table_work(engine, t, offsets, batch, b0, b1, &ignored), measured);
+        uint64_t part = (uint64_t)((double)nr_parts * (2.0 * (double)before + (double)cost) / (2.0 * (double)total));
         part = part < nr_parts - 1 ? part : nr_parts - 1;
         for (; reached < part; reached++) {
             first[reached + 1] = t;
         }
-        before += work;
+        before += cost;
     }
     /* Every part holds a table (nr_parts <= nr_tables): starts strictly increasing, the
      * last one before nr_tables. */
@@ -86,6 +106,7 @@ static int route_part(struct eb_slot *slot, uint32_t p)
     eb_engine *engine = slot->engine;
     for (uint32_t t = slot->part_first[p]; t < slot->part_first[p + 1]; t++) {
         const struct table *table = &engine->tables[t];
+        const double start = now_s();
         for (uint32_t k = table->first_slice; k < table->first_slice + table->nr_slices; k++) {
             struct slice *slice = &engine->slices[k];
             int rc = route_slice_bags(slot, slice);
@@ -97,6 +118,15 @@ static int route_part(struct eb_slot *slot, uint32_t p)
             if (rc != RUN_OK) {
                 return rc;
             }
+        }
+        /* This table's seconds per unit of work, averaged with the last launches' (a
+         * quarter weight for the newest, so one slow launch moves the cut little). */
+        uint64_t ignored = 0;
+        const uint64_t work = table_work(engine, t, slot->offsets, slot->batch, slot->b0, slot->b1, &ignored);
+        if (work > 0) {
+            const double rate = (now_s() - start) / (double)work;
+            struct table *timed = &engine->tables[t];
+            timed->route_rate = timed->route_rate > 0.0 ? 0.75 * timed->route_rate + 0.25 * rate : rate;
         }
     }
     return RUN_OK;
@@ -241,7 +271,7 @@ __attribute__((noinline)) int route_bags(struct eb_slot *slot, uint32_t b0, uint
     slot->b1 = b1;
     const long threads = parallel && engine->worker_threads > 1 ? engine->worker_threads : 1;
     const uint32_t most = threads < EB_MAX_ROUTE_PARTS ? (uint32_t)threads : EB_MAX_ROUTE_PARTS;
-    slot->nr_parts = cut_parts(engine, slot->offsets, slot->batch, b0, b1, most, slot->part_first);
+    slot->nr_parts = cut_parts(slot, b0, b1, most, slot->part_first);
     if (reset_states(slot)) {
         return RUN_ERROR;
     }
@@ -256,35 +286,28 @@ __attribute__((noinline)) int route_bags(struct eb_slot *slot, uint32_t b0, uint
     pthread_mutex_init(&run.lock, NULL);
     pthread_cond_init(&run.all_routed, NULL);
     struct part_job jobs[EB_MAX_ROUTE_PARTS];
-    pthread_t helpers[EB_MAX_ROUTE_PARTS];
-    int spawned[EB_MAX_ROUTE_PARTS] = {0};
+    struct job_group group;
     int threaded = 0;
     for (uint32_t p = 0; p < nr_parts; p++) {
         jobs[p] = (struct part_job){.run = &run, .part = p, .route_result = RUN_OK, .finish_result = RUN_OK};
     }
-    for (uint32_t p = 1; p < nr_parts; p++) {
-        spawned[p] = pthread_create(&helpers[p], NULL, part_thread, &jobs[p]) == 0;
-        threaded |= spawned[p];
-    }
+    start_jobs(part_thread, jobs, sizeof(jobs[0]), nr_parts, &group);
     /* This thread routes part 0 and any part no helper took, in part order. */
     for (uint32_t p = 0; p < nr_parts; p++) {
-        if (!spawned[p]) {
+        threaded |= group.taken[p];
+        if (!group.taken[p]) {
             jobs[p].route_result = route_part(slot, p);
             part_routed(&jobs[p]);
         }
     }
     if (!wait_routed(&run)) {
         for (uint32_t p = 0; p < nr_parts; p++) {
-            if (!spawned[p]) {
+            if (!group.taken[p]) {
                 finish_part(&jobs[p]);
             }
         }
     }
-    for (uint32_t p = 1; p < nr_parts; p++) {
-        if (spawned[p]) {
-            pthread_join(helpers[p], NULL);
-        }
-    }
+    join_jobs(&group);
     pthread_cond_destroy(&run.all_routed);
     pthread_mutex_destroy(&run.lock);
     int rc = RUN_OK;

@@ -283,10 +283,11 @@ static int ready_slot(struct eb_slot *slot)
     slot->failed_dpus = calloc(engine->nr_dpus, sizeof(uint32_t));
     slot->int32_sums = calloc(engine->nr_tables ? engine->nr_tables : 1, sizeof(uint8_t));
     slot->int16_partials = calloc(engine->nr_tables ? engine->nr_tables : 1, sizeof(uint8_t));
+    slot->layout_int16 = calloc(engine->nr_tables ? engine->nr_tables : 1, sizeof(uint8_t));
     slot->sums_cursors =
         calloc((size_t)EB_MAX_ROUTE_PARTS * (engine->nr_tables ? engine->nr_tables : 1), sizeof(struct sums_cursor));
     int failed = !slot->dpus || !slot->host_states || !slot->max_input || !slot->max_output || !slot->failed_dpus ||
-                 !slot->int32_sums || !slot->int16_partials || !slot->sums_cursors;
+                 !slot->int32_sums || !slot->int16_partials || !slot->layout_int16 || !slot->sums_cursors;
     for (int s = 0; s < EB_NR_DPU_STATS && !failed; s++) {
         slot->dpu_stats[s] = calloc(engine->nr_dpus, sizeof(int64_t));
         failed = !slot->dpu_stats[s];
@@ -362,6 +363,7 @@ void free_slot(struct eb_slot *slot, uint32_t nr_dpus, uint32_t nr_slices)
     free(slot->failed_dpus);
     free(slot->int32_sums);
     free(slot->int16_partials);
+    free(slot->layout_int16);
     free(slot->sums_cursors);
     free(slot->merge.scratch);
     free(slot->merge.runs);
@@ -372,6 +374,45 @@ void free_slot(struct eb_slot *slot, uint32_t nr_dpus, uint32_t nr_slices)
 }
 
 /* Validate, refuse inexact integer sums, zero the output and route+pack the batch. */
+/* Every DPU's flags and partial-sum sizes for the slot's batch. They follow from whether
+ * it is weighted and which int8 tables get int16 partials (check_integer_sums), so they
+ * are set again only when those differ from the slot's last batch: the passes touch
+ * every DPU's state and every shard. */
+static void set_partial_layout(struct eb_slot *slot)
+{
+    const eb_engine *engine = slot->engine;
+    if (slot->layout_set && slot->layout_weighted == slot->weighted &&
+        memcmp(slot->layout_int16, slot->int16_partials, engine->nr_tables) == 0) {
+        return;
+    }
+    for (uint32_t d = 0; d < engine->nr_dpus; d++) {
+        slot->dpus[d].flags = slot->weighted ? EB_FLAG_WEIGHTED : EB_FLAG_INT16_PARTIALS;
+    }
+    for (uint32_t s = 0; s < engine->nr_shards; s++) {
+        const struct shard *shard = &engine->shards[s];
+        if (engine->tables[shard->table].format == EB_FORMAT_INT8 && !slot->int16_partials[shard->table]) {
+            slot->dpus[shard->dpu].flags &= ~EB_FLAG_INT16_PARTIALS;
+        }
+    }
+    for (uint32_t s = 0; s < engine->nr_shards; s++) {
+        const struct shard *shard = &engine->shards[s];
+        struct dpu_state *dpu = &slot->dpus[shard->dpu];
+        dpu->partial_bytes[shard->local] = eb_partial_bytes(engine->tables[shard->table].format, dpu->flags,
+                                                            shard->col_stop - shard->col_start);
+    }
+    for (uint32_t d = 0; d < engine->nr_dpus; d++) {
+        struct dpu_state *dpu = &slot->dpus[d];
+        dpu->uniform_partial_bytes = dpu->nr_shards ? dpu->partial_bytes[0] : 0;
+        for (uint32_t k = 1; k < dpu->nr_shards; k++) {
+            dpu->uniform_partial_bytes =
+                dpu->partial_bytes[k] == dpu->partial_bytes[0] ? dpu->uniform_partial_bytes : 0;
+        }
+    }
+    slot->layout_set = 1;
+    slot->layout_weighted = slot->weighted;
+    memcpy(slot->layout_int16, slot->int16_partials, engine->nr_tables);
+}
+
 static int prepare_slot(struct eb_slot *slot, const int64_t *indices, int64_t nr_indices, const int64_t *offsets,
                         int64_t nr_offsets, const float *per_sample_weights, int pooling, float *output)
 {
@@ -427,29 +468,7 @@ static int prepare_slot(struct eb_slot *slot, const int64_t *indices, int64_t nr
     slot->pooling = pooling;
     slot->output = output;
     slot->weighted = per_sample_weights != NULL;
-    for (uint32_t d = 0; d < engine->nr_dpus; d++) {
-        slot->dpus[d].flags = slot->weighted ? EB_FLAG_WEIGHTED : EB_FLAG_INT16_PARTIALS;
-    }
-    for (uint32_t s = 0; s < engine->nr_shards; s++) {
-        const struct shard *shard = &engine->shards[s];
-        if (engine->tables[shard->table].format == EB_FORMAT_INT8 && !slot->int16_partials[shard->table]) {
-            slot->dpus[shard->dpu].flags &= ~EB_FLAG_INT16_PARTIALS;
-        }
-    }
-    for (uint32_t s = 0; s < engine->nr_shards; s++) {
-        const struct shard *shard = &engine->shards[s];
-        struct dpu_state *dpu = &slot->dpus[shard->dpu];
-        dpu->partial_bytes[shard->local] = eb_partial_bytes(engine->tables[shard->table].format, dpu->flags,
-                                                            shard->col_stop - shard->col_start);
-    }
-    for (uint32_t d = 0; d < engine->nr_dpus; d++) {
-        struct dpu_state *dpu = &slot->dpus[d];
-        dpu->uniform_partial_bytes = dpu->nr_shards ? dpu->partial_bytes[0] : 0;
-        for (uint32_t k = 1; k < dpu->nr_shards; k++) {
-            dpu->uniform_partial_bytes =
-                dpu->partial_bytes[k] == dpu->partial_bytes[0] ? dpu->uniform_partial_bytes : 0;
-        }
-    }
+    set_partial_layout(slot);
     size_t scratch_elements = (size_t)batch * engine->int_dim;
     if (reserve((void **)&slot->merge.scratch, &slot->merge.scratch_capacity, scratch_elements ? scratch_elements : 1,
                 sizeof(int64_t))) {

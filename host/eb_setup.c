@@ -64,26 +64,6 @@ dpu_error_t write_config(eb_engine *engine)
 
 /* Grow *array to hold at least `needed` elements; capacities double so that
  * appends cost amortised O(1). */
-void run_jobs(void *(*fn)(void *), void *jobs, size_t job_size, uint32_t nr_jobs)
-{
-    pthread_t helpers[EB_MAX_ROUTE_PARTS];
-    int spawned[EB_MAX_ROUTE_PARTS] = {0};
-    nr_jobs = nr_jobs < EB_MAX_ROUTE_PARTS ? nr_jobs : EB_MAX_ROUTE_PARTS;
-    for (uint32_t j = 1; j < nr_jobs; j++) {
-        spawned[j] = pthread_create(&helpers[j], NULL, fn, (char *)jobs + j * job_size) == 0;
-    }
-    for (uint32_t j = 0; j < nr_jobs; j++) {
-        if (!spawned[j]) {
-            fn((char *)jobs + j * job_size);
-        }
-    }
-    for (uint32_t j = 1; j < nr_jobs; j++) {
-        if (spawned[j]) {
-            pthread_join(helpers[j], NULL);
-        }
-    }
-}
-
 int reserve(void **array, size_t *capacity, size_t needed, size_t element_size)
 {
     if (needed <= *capacity) {

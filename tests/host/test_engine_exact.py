@@ -287,7 +287,8 @@ def test_int8_unweighted_int32_partial_at_its_limit():
 @pytest.mark.parametrize("nr_tasklets", [1, 16])
 def test_int8_int16_partials_at_their_limit_and_past_it(nr_tasklets):
     """Bags of <= 255 lookups sum int8 rows in int16 partials (32,640 = 255 x 128 fits); one longer bag
-    of a table makes its DPUs' partials int32 for that batch, and both stay exact at the extremes."""
+    of a table makes its DPUs' partials int32 for that batch, and both stay exact at the extremes; the
+    next short batch is back to int16 (the DPUs' flags are set again whenever they change)."""
     spec = TableSpec("i8", 8, 4, row_format=RowFormat.INT8, scale=1.0)
     short = TableSpec("s8", 8, 4, row_format=RowFormat.INT8, scale=1.0)
     rows = extreme_table(RowFormat.INT8)
@@ -298,7 +299,8 @@ def test_int8_int16_partials_at_their_limit_and_past_it(nr_tasklets):
         [Shard(0, 0, 0, 4, range(8)), Shard(1, 0, 0, 4, range(4)), Shard(1, 1, 0, 4, range(4, 8))],
     )
     with Engine(plan, [rows, rows], nr_tasklets=nr_tasklets) as engine:
-        for n, int16_dpu0 in ((abi.MAX_LOOKUPS_PER_INT16_PARTIAL, True), (300, False)):
+        limit = abi.MAX_LOOKUPS_PER_INT16_PARTIAL
+        for n, int16_dpu0 in ((limit, True), (300, False), (300, False), (limit, True)):
             idx = np.concatenate([np.zeros(n, np.int64), np.array([1, 2, 5], np.int64)])
             off = np.array([0, n, n + 3])
             out, stats = engine.run(idx, off)
