@@ -6,10 +6,11 @@ between them:
 1. :mod:`.expected_loads` -- trace -> per table a :class:`~.expected_loads.TableWorkload`:
    cross-fitted expected lookups per batch of every accessed row, bag/row pairs for
    the fan-out estimate.
-2. :mod:`.cost` and :mod:`.search` -- workloads -> a :class:`~.search.Layout`: per table
-   ``k`` row parts x ``c`` column slices and the host-cached hottest rows, chosen by
-   coordinate descent on the batch time :mod:`updlrm.perfmodel` gives
-   (:class:`~.cost.CostModel`).
+2. :mod:`.cost`, :mod:`.search` and :mod:`.levels` -- workloads -> a
+   :class:`~.search.Layout`: per table ``k`` row parts x ``c`` column slices held ``r``
+   times and the host-cached hottest rows, chosen by coordinate descent on the batch time
+   :mod:`updlrm.perfmodel` gives (:class:`~.cost.CostModel`), the host cache and the
+   replica counts levelled across tables.
 3. :mod:`.rows` -- per table its :class:`~.rows.TableRows`: hot rows replicated,
    partitioned by co-occurrence (METIS / Mt-KaHyPar) or frequency, then rebalanced.
 4. :mod:`.assign` -- row parts -> shards on DPUs, longest processing time first;
