@@ -405,6 +405,7 @@ struct eb_slot {
 struct eb_worker {
     struct eb_workers *pool;
     uint32_t index;
+    unsigned start; /* the generation when it was made: it waits for the next */
 };
 
 struct eb_workers {

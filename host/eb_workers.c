@@ -25,7 +25,7 @@ static void *worker_main(void *argument)
 {
     const struct eb_worker *self = argument;
     struct eb_workers *pool = self->pool;
-    unsigned seen = 0;
+    unsigned seen = self->start;
     for (;;) {
         unsigned generation = atomic_load(&pool->generation);
         const double idle_since = now_s();
@@ -61,7 +61,8 @@ static void grow_workers(struct eb_workers *pool, uint32_t count)
     }
     while (pool->nr_workers < count) {
         struct eb_worker *worker = &pool->workers[pool->nr_workers];
-        *worker = (struct eb_worker){pool, pool->nr_workers + 1u};
+        /* Made between phases (the caller holds `busy`): its first phase is the next. */
+        *worker = (struct eb_worker){pool, pool->nr_workers + 1u, atomic_load(&pool->generation)};
         pthread_t thread;
         if (pthread_create(&thread, NULL, worker_main, worker) != 0) {
             return;

@@ -75,6 +75,48 @@ def test_the_first_parallel_phase_makes_the_helpers_and_nothing_after_it_does():
     assert after == [after[0]] * len(after)
 
 
+_GROWTH_SCRIPT = """
+import os, sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from engine_reference import random_weights
+from test_routing import zipf_batch
+from updlrm.host.engine import Engine
+from updlrm.plan import uniform_plan
+from updlrm.specs import TableSpec, Topology
+
+# Six tables row-wise on 16 DPUs: up to 6 routing parts, megabytes of partials to merge.
+plan = uniform_plan([TableSpec(f"t{{t}}", 4000, 16) for t in range(6)], Topology(16), "row_wise")
+rng = np.random.default_rng(1)
+weights = random_weights(plan.tables, rng)
+batches = [zipf_batch(plan.tables, 2000, 80, rng)[:2] for _ in range(2)]
+with Engine(plan, weights, host_threads=1) as one:
+    expected = [one.run(i, o)[0] for i, o in batches]
+base = len(os.listdir("/proc/self/task"))
+most = 1
+for threads in (2, 3, 4, 5, 3):  # each larger count makes helpers after many phases
+    with Engine(plan, weights, host_threads=threads) as engine:
+        for (indices, offsets), want in zip(batches, expected):
+            out, stats = engine.run(indices, offsets)
+            assert np.array_equal(out.view(np.uint32), want.view(np.uint32)), threads
+            assert stats.route_parts == threads, (threads, stats.route_parts)
+    most = max(most, threads)
+    assert len(os.listdir("/proc/self/task")) == base + most - 1, (threads, base)
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc/self/task (Linux)")
+def test_engines_asking_for_more_threads_grow_the_helpers_between_phases():
+    """Each engine that asks for more threads than the ones before adds helpers (one per
+    job beyond the caller's), made after many phases have run; every batch gives one
+    thread's bits. A helper made between phases takes the next phase only (its generation
+    is recorded when it is made, under the helpers' lock)."""
+    script = _GROWTH_SCRIPT.format(tests=os.path.dirname(__file__))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_process_runs_batches_with_the_same_bits(batch):
     plan, weights, indices, offsets = batch
