@@ -5,6 +5,10 @@
  */
 #include "eb_internal.h"
 
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
 /* ---- one batch: transfers, launch, merge ------------------------------------ */
 
 /*
@@ -276,9 +280,81 @@ static void finish_bags(const struct eb_slot *slot, uint32_t b0, uint32_t b1, fl
     }
 }
 
+/*
+ * Finished cells are stored past the caches (non-temporal stores) where the output's cells
+ * are whole aligned lines: each cell is written once, a row apart from the next, and a
+ * cached store first reads the line it writes. The widest stores the build has.
+ */
+#if defined(__AVX512F__)
+#define EB_STREAM_FLOATS 16u
+static inline void stream_floats(float *out, const float *in)
+{
+    _mm512_stream_ps(out, _mm512_load_ps(in));
+}
+#elif defined(__AVX__)
+#define EB_STREAM_FLOATS 8u
+static inline void stream_floats(float *out, const float *in)
+{
+    _mm256_stream_ps(out, _mm256_load_ps(in));
+}
+#elif defined(__SSE2__)
+#define EB_STREAM_FLOATS 4u
+static inline void stream_floats(float *out, const float *in)
+{
+    _mm_stream_ps(out, _mm_load_ps(in));
+}
+#endif
+
+/* Columns of a staged cell finished at a time (in a line-aligned buffer), then stored. */
+#define EB_FINISH_CHUNK 64u
+
+/* Whether table t's output cells can be streamed: every cell starts on a 64-byte line and
+ * is whole lines. */
+static int stream_cells(const eb_engine *engine, const struct table *table, const float *output)
+{
+#ifdef EB_STREAM_FLOATS
+    return ((uintptr_t)output & 63u) == 0 && (engine->total_dim * sizeof(float)) % 64u == 0 &&
+           (table->out_col * sizeof(float)) % 64u == 0 && (table->dim * sizeof(float)) % 64u == 0;
+#else
+    (void)engine;
+    (void)table;
+    (void)output;
+    return 0;
+#endif
+}
+
+static inline void store_chunk(float *out, const float *chunk, uint32_t n, int stream)
+{
+#ifdef EB_STREAM_FLOATS
+    if (stream) {
+        for (uint32_t c = 0; c < n; c += EB_STREAM_FLOATS) {
+            stream_floats(out + c, chunk + c);
+        }
+        return;
+    }
+#endif
+    (void)stream;
+    memcpy(out, chunk, n * sizeof(float));
+}
+
+/* chunk[c] = float32(float64(sum[c]) x factor / divisor) for n columns, as EB_FINISH_SUMS. */
+#define EB_FINISH_CHUNK_SUMS(SUMS)                                                                          \
+    do {                                                                                                    \
+        const __typeof__(*(SUMS)) *sum = (SUMS);                                                            \
+        if (divisor == 1.0) {                                                                               \
+            for (uint32_t c = 0; c < n; c++) {                                                              \
+                chunk[c] = (float)((double)sum[c] * factor);                                                \
+            }                                                                                               \
+        } else {                                                                                            \
+            for (uint32_t c = 0; c < n; c++) {                                                              \
+                chunk[c] = (float)((double)sum[c] * factor / divisor);                                      \
+            }                                                                                               \
+        }                                                                                                   \
+    } while (0)
+
 /* Table t's cells of bags [b0, b1) written to the output from its staged block (rows of
- * its `dim` columns from bag b0, `cells` of the accumulator type), as finish_bags would
- * write them from the output's own cells or the int64 scratch. */
+ * its `dim` columns from bag b0, `cells` of the accumulator type), with the values
+ * finish_bags would give from the output's own cells or the int64 scratch. */
 static void finish_staged(const struct eb_slot *slot, uint32_t t, uint32_t b0, uint32_t b1, const void *cells,
                           float *output)
 {
@@ -287,34 +363,39 @@ static void finish_staged(const struct eb_slot *slot, uint32_t t, uint32_t b0, u
     const int64_t *counts = slot->offsets + (int64_t)t * slot->batch;
     const uint32_t dim = table->dim;
     const int mean = slot->pooling == EB_POOLING_MEAN;
+    const int fp32 = table->format == EB_FORMAT_FP32, narrow = slot->int32_sums[t];
     const double factor = slot->weighted ? table->scale / (double)EB_WEIGHT_Q16_ONE : table->scale;
+    const int stream = stream_cells(engine, table, output);
+    float chunk[EB_FINISH_CHUNK] __attribute__((aligned(64)));
     for (uint32_t b = b0; b < b1; b++) {
         const int64_t count = counts[b + 1] - counts[b];
         const size_t row = (size_t)(b - b0) * dim;
-        float *restrict out = output + (size_t)b * engine->total_dim + table->out_col;
-        if (b + EB_MERGE_FINISH_AHEAD < b1) {
+        float *out = output + (size_t)b * engine->total_dim + table->out_col;
+        if (!stream && b + EB_MERGE_FINISH_AHEAD < b1) {
             const char *later = (const char *)(out + (size_t)EB_MERGE_FINISH_AHEAD * engine->total_dim);
             for (size_t line = 0; line <= dim * sizeof(float); line += 64u) {
                 __builtin_prefetch(later + line, 1);
             }
         }
-        if (table->format == EB_FORMAT_FP32) {
-            const float *restrict sum = (const float *)cells + row;
-            if (mean && count > 0) {
-                const float divisor = (float)count;
-                for (uint32_t c = 0; c < dim; c++) {
-                    out[c] = sum[c] / divisor;
-                }
-            } else {
-                memcpy(out, sum, dim * sizeof(float));
-            }
-            continue;
-        }
         const double divisor = mean && count > 0 ? (double)count : 1.0;
-        if (slot->int32_sums[t]) {
-            EB_FINISH_SUMS((const int32_t *)cells + row);
-        } else {
-            EB_FINISH_SUMS((const int64_t *)cells + row);
+        for (uint32_t c0 = 0; c0 < dim; c0 += EB_FINISH_CHUNK) {
+            const uint32_t n = dim - c0 < EB_FINISH_CHUNK ? dim - c0 : EB_FINISH_CHUNK;
+            if (fp32) {
+                const float *sum = (const float *)cells + row + c0;
+                if (mean && count > 0) {
+                    const float by = (float)count;
+                    for (uint32_t c = 0; c < n; c++) {
+                        chunk[c] = sum[c] / by;
+                    }
+                } else {
+                    memcpy(chunk, sum, n * sizeof(float));
+                }
+            } else if (narrow) {
+                EB_FINISH_CHUNK_SUMS((const int32_t *)cells + row + c0);
+            } else {
+                EB_FINISH_CHUNK_SUMS((const int64_t *)cells + row + c0);
+            }
+            store_chunk(out + c0, chunk, n, stream);
         }
     }
 }
@@ -414,6 +495,9 @@ static void *merge_bags(void *argument)
         }
         finish_bags(slot, block_start, block_stop, job->output);
     }
+#ifdef EB_STREAM_FLOATS
+    _mm_sfence(); /* the streamed cells are in memory before the caller learns the job is done */
+#endif
     return NULL;
 }
 

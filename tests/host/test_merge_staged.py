@@ -78,3 +78,31 @@ def test_staged_tables_over_split_launches():
     assert np.array_equal(got, other)
     expected, magnitude = reference(TABLES, weights, indices, offsets, psw, PoolingMode.MEAN)
     assert_matches(TABLES, got, expected, magnitude)
+
+
+def test_streamed_cells_equal_cached_ones():
+    """Cells of whole 64-byte lines (every table's columns a multiple of 16 floats) go to
+    a line-aligned output with non-temporal stores; to an output 16 bytes off a line, with
+    plain ones. Same bits either way, and the engine's own output is line-aligned."""
+    rng = np.random.default_rng(5)
+    tables = [
+        TableSpec("f", 400, 16),
+        TableSpec("q", 300, 64, row_format=RowFormat.INT8, scale=0.25),
+        TableSpec("w", 200, 64, row_format=RowFormat.INT32, scale=2.0**-20),
+        TableSpec("g", 100, 32),
+    ]
+    width = sum(t.embedding_dim for t in tables)
+    plan = uniform_plan(tables, Topology(4), "row_wise")
+    weights = random_weights(tables, rng)
+    raw = np.full(1500 * width + 32, np.nan, np.float32)
+    skip = (-raw.ctypes.data % 64) // 4 + 4  # 16 bytes past a line
+    off_line = raw[skip : skip + 1500 * width].reshape(1500, width)
+    with Engine(plan, weights, host_threads=2) as engine:
+        for pooling in (PoolingMode.SUM, PoolingMode.MEAN):
+            indices, offsets, psw = random_batch(tables, 1500, 30, rng, weighted=pooling == PoolingMode.SUM)
+            streamed, _ = engine.run(indices, offsets, psw, pooling)
+            assert streamed.ctypes.data % 64 == 0
+            cached, _ = engine.run(indices, offsets, psw, pooling, out=off_line)
+            assert cached is off_line and np.array_equal(streamed, cached)
+            expected, magnitude = reference(tables, weights, indices, offsets, psw, pooling)
+            assert_matches(tables, streamed, expected, magnitude)
