@@ -69,6 +69,30 @@ static int index_dpu(struct index_job *job, struct dpu_state *dpu, uint32_t nr_t
     }
     dpu->first_run = job->nr_runs;
     struct merge_run run = {.dpu = dpu, .bags = dpu->partial_bags};
+    if (dpu->nr_shards == 1 && dpu->nr_partials > 0) {
+        /* One shard: its segments are of that shard, bags ascending, and the tasklets take
+         * consecutive ranges of them (a bag cut between two tasklets is in both ranges,
+         * giving two partials of one bag): the partials' bags are the ranges' bags, copied
+         * tasklet by tasklet, one run. */
+        uint32_t position = 0;
+        for (uint32_t k = 0; k < nr_tasklets; k++) {
+            const uint32_t n = dpu->tasklet_end[k] - dpu->tasklet_first[k];
+            memcpy(dpu->partial_bags + position, dpu->segment_bags + dpu->tasklet_first[k], n * sizeof(uint32_t));
+            position += n;
+        }
+        run.first = 0;
+        run.end = position;
+        run.offset = EB_STATUS_BYTES;
+        run.sums = dpu->output + EB_STATUS_BYTES;
+        run.partial_bytes = dpu->partial_bytes[0];
+        run.shard = 0;
+        resolve_run(slot, &run);
+        if (add_run(job, &run)) {
+            return -1;
+        }
+        dpu->nr_runs = 1;
+        return 0;
+    }
     uint32_t position = 0;
     uint32_t offset = EB_STATUS_BYTES;
     uint32_t previous_bag = 0;
