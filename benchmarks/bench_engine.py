@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from updlrm.baselines import Comparison, CpuBaseline, Timing
+from updlrm.baselines import Comparison, CpuBaseline, Timing, copy_floor
 from updlrm.batch_loop import mean_timing
 from updlrm.host.engine import Engine
 from updlrm.partitioner.host_cost import cpu_model
@@ -67,16 +67,9 @@ def worker_cpu_seconds() -> float:
     return total / ticks
 
 
-def copy_seconds(nbytes: int, repeats: int = 7) -> float:
-    """Median time of np.copyto over ``nbytes`` (fresh pages touched beforehand)."""
-    src = np.ones(max(nbytes, 8), dtype=np.uint8)
-    dst = np.zeros_like(src)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        np.copyto(dst, src)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def copy_seconds(nbytes: int) -> float:
+    """The fastest copy of ``nbytes`` on the engine's host threads (``updlrm.baselines.copy_floor``)."""
+    return copy_floor(nbytes, os.cpu_count() or 1, repeats=7).best_s
 
 
 def torch_seconds(baseline: CpuBaseline, batch) -> tuple[Timing, np.ndarray]:

@@ -39,6 +39,7 @@ static void resolve_run(const struct eb_slot *slot, struct merge_run *run)
     const struct table *table = &engine->tables[shard->table];
     run->dim = shard->col_stop - shard->col_start;
     run->cell = shard->out_col;
+    run->table = shard->table;
     if (table->format == EB_FORMAT_FP32) {
         run->kind = MERGE_FP32;
         return;
@@ -68,6 +69,30 @@ static int index_dpu(struct index_job *job, struct dpu_state *dpu, uint32_t nr_t
     }
     dpu->first_run = job->nr_runs;
     struct merge_run run = {.dpu = dpu, .bags = dpu->partial_bags};
+    if (dpu->nr_shards == 1 && dpu->nr_partials > 0) {
+        /* One shard: its segments are of that shard, bags ascending, and the tasklets take
+         * consecutive ranges of them (a bag cut between two tasklets is in both ranges,
+         * giving two partials of one bag): the partials' bags are the ranges' bags, copied
+         * tasklet by tasklet, one run. */
+        uint32_t position = 0;
+        for (uint32_t k = 0; k < nr_tasklets; k++) {
+            const uint32_t n = dpu->tasklet_end[k] - dpu->tasklet_first[k];
+            memcpy(dpu->partial_bags + position, dpu->segment_bags + dpu->tasklet_first[k], n * sizeof(uint32_t));
+            position += n;
+        }
+        run.first = 0;
+        run.end = position;
+        run.offset = EB_STATUS_BYTES;
+        run.sums = dpu->output + EB_STATUS_BYTES;
+        run.partial_bytes = dpu->partial_bytes[0];
+        run.shard = 0;
+        resolve_run(slot, &run);
+        if (add_run(job, &run)) {
+            return -1;
+        }
+        dpu->nr_runs = 1;
+        return 0;
+    }
     uint32_t position = 0;
     uint32_t offset = EB_STATUS_BYTES;
     uint32_t previous_bag = 0;
@@ -214,7 +239,8 @@ static int groupable(const struct merge_run *runs, uint32_t k, uint32_t n)
     for (uint32_t j = 1; j < k; j++) {
         for (uint32_t i = 0; i < n; i++) {
             const struct merge_run *a = &runs[i], *b = &runs[j * n + i];
-            if (a->bags != b->bags || a->first != b->first || a->end != b->end || a->kind != b->kind) {
+            if (a->bags != b->bags || a->first != b->first || a->end != b->end || a->kind != b->kind ||
+                a->table != b->table) {
                 return 0;
             }
         }
@@ -246,8 +272,6 @@ static void group_mirrors(struct eb_slot *slot)
     const eb_engine *engine = slot->engine;
     struct merge_run *runs = slot->merge.runs;
     struct merge_run members[EB_GROUP_MAX_MEMBERS * EB_GROUP_MAX_RUNS];
-    uint32_t visits = 0;
-    uint64_t spans = 0;
     for (uint32_t d = 0; d < engine->nr_dpus;) {
         const struct dpu_state *source = &slot->dpus[d];
         uint32_t k = 1;
@@ -263,21 +287,55 @@ static void group_mirrors(struct eb_slot *slot)
                     runs[first + i * k + j] = members[j * n + i];
                     runs[first + i * k + j].mates = j == 0 ? k - 1u : 0u;
                 }
-                spans += members[i].end - members[i].first;
             }
-            visits += n;
-        } else {
-            /* Not a group: every run of the k DPUs is a visit of its own. */
-            const uint32_t end = slot->dpus[d + k - 1].first_run + slot->dpus[d + k - 1].nr_runs;
-            for (uint32_t r = first; r < end; r++) {
-                spans += runs[r].end - runs[r].first;
-            }
-            visits += end - first;
         }
+        /* Not a group: every run of the k DPUs is a visit of its own (mates 0). */
         d += k;
     }
-    slot->merge.nr_visits = visits;
+}
+
+/*
+ * The visits in the order the merge takes them (slot->merge.visit_order): the staged
+ * tables' visits table by table, then the others, each part in run order. A bag's cells
+ * of one table get their partials in run order either way (only that table's runs add to
+ * them), so the summation order is that of the runs.
+ */
+static int order_visits(struct eb_slot *slot)
+{
+    const eb_engine *engine = slot->engine;
+    const struct merge_run *runs = slot->merge.runs;
+    const uint32_t nr_runs = slot->merge.nr_runs, nr_tables = engine->nr_tables;
+    if (reserve((void **)&slot->merge.visit_order, &slot->merge.visit_order_capacity, nr_runs ? nr_runs : 1u,
+                sizeof(uint32_t)) ||
+        reserve((void **)&slot->merge.table_visits, &slot->merge.table_visits_capacity, (size_t)nr_tables + 2u,
+                sizeof(uint32_t))) {
+        slot_error(slot, "out of memory indexing the partial sums");
+        return -1;
+    }
+    /* Counts per table (staged) and for the rest (slot nr_tables), then starts. */
+    uint32_t *starts = slot->merge.table_visits;
+    memset(starts, 0, ((size_t)nr_tables + 2u) * sizeof(uint32_t));
+    for (uint32_t r = 0; r < nr_runs; r += 1u + runs[r].mates) {
+        const uint32_t t = runs[r].table;
+        starts[(staged_table(&engine->tables[t]) ? t : nr_tables) + 1u]++;
+    }
+    for (uint32_t t = 0; t <= nr_tables; t++) {
+        starts[t + 1u] += starts[t];
+    }
+    /* Filled through the starts, which then end up one part later: shifted back after. */
+    uint64_t spans = 0;
+    for (uint32_t r = 0; r < nr_runs; r += 1u + runs[r].mates) {
+        const uint32_t t = runs[r].table;
+        const uint32_t part = staged_table(&engine->tables[t]) ? t : nr_tables;
+        slot->merge.visit_order[starts[part]++] = r;
+        spans += part == nr_tables ? runs[r].end - runs[r].first : 0u;
+    }
+    memmove(starts + 1, starts, ((size_t)nr_tables + 1u) * sizeof(uint32_t));
+    starts[0] = 0;
+    slot->merge.other_visits = starts[nr_tables];
+    slot->merge.nr_visits = starts[nr_tables + 1u] - starts[nr_tables];
     slot->merge.visit_spans = spans;
+    return 0;
 }
 
 int index_partials(struct eb_slot *slot, uint32_t nr_jobs)
@@ -310,5 +368,5 @@ int index_partials(struct eb_slot *slot, uint32_t nr_jobs)
         return -1;
     }
     group_mirrors(slot);
-    return 0;
+    return order_visits(slot);
 }

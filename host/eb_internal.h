@@ -297,6 +297,7 @@ struct merge_run {
     uint32_t offset;
     uint32_t partial_bytes;
     uint32_t shard; /* the shard's index in the DPU's shard list */
+    uint32_t table; /* the shard's table */
     /* Resolved once a batch (index_partials): each partial's `dim` cells start at `cell`
      * of its bag's output row (fp32 and int32 sums) or int64 scratch row (kind). */
     uint32_t cell;
@@ -385,8 +386,22 @@ struct eb_slot {
         struct merge_run *runs;
         size_t runs_capacity;
         uint32_t nr_runs;
-        uint32_t nr_visits;    /* runs that are not a lockstep mate of an earlier run */
-        uint64_t visit_spans;  /* partial positions over those visits: partials / group sizes */
+        /* Visits (a run that is not a lockstep mate of an earlier run, with its mates), by
+         * the index of their first run: the staged tables' visits table by table
+         * (visit_order[table_visits[t] .. table_visits[t + 1]), empty for other tables), then
+         * from other_visits on the visits of tables summed in their output cells; each part
+         * in run order. nr_visits and visit_spans (their partial positions: partials /
+         * group sizes) count that last part. */
+        uint32_t *visit_order;
+        size_t visit_order_capacity;
+        uint32_t *table_visits;
+        size_t table_visits_capacity;
+        uint32_t other_visits;
+        uint32_t nr_visits;
+        uint64_t visit_spans;
+        /* Per merge thread: the block of a staged table's sums (eb_merge.c). */
+        void *stage[EB_MAX_ROUTE_PARTS];
+        size_t stage_capacity[EB_MAX_ROUTE_PARTS];
         uint32_t *positions;
         size_t positions_capacity;
         struct merge_run *part_runs[EB_MAX_ROUTE_PARTS]; /* per indexing thread (eb_index.c) */
@@ -498,6 +513,17 @@ EB_INTERNAL int reserve(void **array, size_t *capacity, size_t needed, size_t el
 EB_INTERNAL const char *status_text(uint32_t code);
 
 /* eb_load.c */
+/*
+ * Whether a table's sums are staged (eb_merge.c): summed table by table in a block of
+ * bags that stays in the core's cache, then written to the output finished, once per
+ * cell. Tables with host-cached rows are not: the start of their sums (the host rows'
+ * sum, during the launch) is in their output cells, and the DPUs' partials are added there.
+ */
+static inline int staged_table(const struct table *table)
+{
+    return table->nr_host_rows == 0;
+}
+
 /* Bytes a bag's sums take in the host's memory: its output row, and its int64 scratch row
  * when some integer table of the batch sums there. */
 static inline uint64_t row_bytes(const struct eb_slot *slot)

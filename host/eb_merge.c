@@ -5,6 +5,10 @@
  */
 #include "eb_internal.h"
 
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
 /* ---- one batch: transfers, launch, merge ------------------------------------ */
 
 /*
@@ -83,16 +87,43 @@ struct merge_job {
     uint32_t bag_stop;
     uint32_t block;      /* bags per block */
     uint32_t *positions; /* one per run */
+    void *stage;         /* EB_MERGE_STAGE_BYTES or one staged row, whichever is larger */
+    int others;          /* some table is not staged */
 };
 
+/* Where a visit adds its partials: bag b's cells start at base + (b - origin) x stride
+ * accumulator elements, a run's at its `cell` - shift after that. The output (fp32 and
+ * int32 cells) and the int64 scratch are rows of every bag (origin and shift 0); a staged
+ * table's block holds rows of its own columns for bags from `origin`. */
+struct merge_dest {
+    void *base;
+    size_t stride;
+    uint32_t origin;
+    uint32_t shift;
+};
+
+/* A staged table's block of bags: at most this many bytes (a few of the partials'
+ * streams fit next to it in a 1-2 MB L2). */
+#define EB_MERGE_STAGE_BYTES (256u << 10)
+
+/* How many bags ahead a staged table's finish prefetches the output cells it will write:
+ * one cell a row apart each, which the hardware prefetchers do not follow. */
+#define EB_MERGE_FINISH_AHEAD 4u
+
+static inline int scratch_kind(uint32_t kind)
+{
+    return kind == MERGE_INT64_INT32 || kind == MERGE_INT64_INT64;
+}
+
 /* Adds the partials [*position, run end) of a run whose bags are below `stop` into the
- * accumulator rows `base + bag x stride` (OUT: the accumulator type, P: the partial's). */
-#define EB_MERGE_RUN(OUT, P, BASE, STRIDE)                                                                 \
+ * accumulator rows of `dest` (OUT: the accumulator type, P: the partial's). */
+#define EB_MERGE_RUN(OUT, P)                                                                                \
     do {                                                                                                    \
-        OUT *const base = (OUT *)(BASE) + run->cell;                                                        \
-        const size_t stride = (STRIDE);                                                                     \
+        OUT *const base = (OUT *)dest->base + (run->cell - dest->shift);                                    \
+        const size_t stride = dest->stride;                                                                 \
+        const uint32_t origin = dest->origin;                                                               \
         for (; position < end && bags[position] < stop; position++) {                                       \
-            OUT *restrict out = base + (size_t)bags[position] * stride;                                     \
+            OUT *restrict out = base + (size_t)(bags[position] - origin) * stride;                          \
             const P *restrict partial = (const P *)(sums + (size_t)(position - first) * bytes);             \
             for (uint32_t c = 0; c < dim; c++) {                                                            \
                 out[c] += (OUT)partial[c];                                                                  \
@@ -100,47 +131,48 @@ struct merge_job {
         }                                                                                                   \
     } while (0)
 
-/* ADD(OUT, P, BASE, STRIDE) for `run`'s accumulator kind: its partials' type P added into
- * fp32 or int32 output cells or int64 scratch cells OUT (an int64 partial of an int32 cell
- * fits int32: part of the bound). */
+/* ADD(OUT, P) for `run`'s accumulator kind: its partials' type P added into fp32, int32
+ * or int64 cells OUT (an int64 partial of an int32 cell fits int32: part of the bound). */
 #define EB_MERGE_BY_KIND(ADD)                                                                               \
     do {                                                                                                    \
         switch (run->kind) {                                                                                \
         case MERGE_FP32:                                                                                    \
-            ADD(float, float, output, engine->total_dim);                                                   \
+            ADD(float, float);                                                                              \
             break;                                                                                          \
         case MERGE_INT32_INT16:                                                                             \
-            ADD(int32_t, int16_t, output, engine->total_dim);                                               \
+            ADD(int32_t, int16_t);                                                                          \
             break;                                                                                          \
         case MERGE_INT32_INT32:                                                                             \
-            ADD(int32_t, int32_t, output, engine->total_dim);                                               \
+            ADD(int32_t, int32_t);                                                                          \
             break;                                                                                          \
         case MERGE_INT32_INT64:                                                                             \
-            ADD(int32_t, int64_t, output, engine->total_dim);                                               \
+            ADD(int32_t, int64_t);                                                                          \
             break;                                                                                          \
         case MERGE_INT64_INT32:                                                                             \
-            ADD(int64_t, int32_t, slot->merge.scratch, engine->int_dim);                                    \
+            ADD(int64_t, int32_t);                                                                          \
             break;                                                                                          \
         default:                                                                                            \
-            ADD(int64_t, int64_t, slot->merge.scratch, engine->int_dim);                                    \
+            ADD(int64_t, int64_t);                                                                          \
             break;                                                                                          \
         }                                                                                                   \
     } while (0)
 
 /* EB_MERGE_RUN for a run and its `mates` (lockstep: the same bags, other columns): at
  * each position every member's partial is added into the bag's row, member by member. */
-#define EB_MERGE_GROUP(OUT, P, BASE, STRIDE)                                                               \
+#define EB_MERGE_GROUP(OUT, P)                                                                              \
     do {                                                                                                    \
-        OUT *const base = (OUT *)(BASE);                                                                    \
-        const size_t stride = (STRIDE);                                                                     \
+        OUT *const base = (OUT *)dest->base;                                                                \
+        const size_t stride = dest->stride;                                                                 \
+        const uint32_t origin = dest->origin;                                                               \
         for (; position < end && bags[position] < stop; position++) {                                       \
-            if (position + EB_MERGE_ROWS_AHEAD < end) {                                                     \
-                const char *ahead = (const char *)(base + (size_t)bags[position + EB_MERGE_ROWS_AHEAD] * stride + lo); \
+            if (position + EB_MERGE_ROWS_AHEAD < end && bags[position + EB_MERGE_ROWS_AHEAD] < stop) {      \
+                const char *ahead =                                                                         \
+                    (const char *)(base + (size_t)(bags[position + EB_MERGE_ROWS_AHEAD] - origin) * stride + lo); \
                 for (size_t line = 0; line < span * sizeof(OUT); line += 64u) {                             \
                     __builtin_prefetch(ahead + line, 1);                                                    \
                 }                                                                                           \
             }                                                                                               \
-            OUT *const row = base + (size_t)bags[position] * stride;                                        \
+            OUT *const row = base + (size_t)(bags[position] - origin) * stride;                             \
             const size_t at = position - first;                                                             \
             for (uint32_t j = 0; j < members; j++) {                                                        \
                 OUT *restrict out = row + cells[j];                                                         \
@@ -154,10 +186,9 @@ struct merge_job {
 
 /* Adds the partials of a column group (a run and its mates) from `position` on whose bags
  * are below `stop`; returns the first position not added. */
-static uint32_t merge_group(const struct eb_slot *slot, const struct merge_run *run, uint32_t position,
-                            uint32_t stop, float *output)
+static uint32_t merge_group(const struct merge_run *run, uint32_t position, uint32_t stop,
+                            const struct merge_dest *dest)
 {
-    const eb_engine *engine = slot->engine;
     const uint32_t *const bags = run->bags;
     const uint32_t first = run->first, end = run->end, members = run->mates + 1u;
     /* The members' fields in locals: stores to int32 cells could alias them otherwise. */
@@ -166,9 +197,9 @@ static uint32_t merge_group(const struct eb_slot *slot, const struct merge_run *
     const uint8_t *sums[EB_GROUP_MAX_MEMBERS];
     uint32_t lo = UINT32_MAX, hi = 0;
     for (uint32_t j = 0; j < members; j++) {
-        lo = run[j].cell < lo ? run[j].cell : lo;
-        hi = run[j].cell + run[j].dim > hi ? run[j].cell + run[j].dim : hi;
-        cells[j] = run[j].cell;
+        cells[j] = run[j].cell - dest->shift;
+        lo = cells[j] < lo ? cells[j] : lo;
+        hi = cells[j] + run[j].dim > hi ? cells[j] + run[j].dim : hi;
         dims[j] = run[j].dim;
         bytes[j] = run[j].partial_bytes;
         sums[j] = run[j].sums;
@@ -185,10 +216,9 @@ static uint32_t merge_group(const struct eb_slot *slot, const struct merge_run *
  * run (resolved by index_partials), so a visit starts with no lookups. Partials start
  * 8-byte aligned in a malloc'ed buffer: every access is aligned.
  */
-static uint32_t merge_run(const struct eb_slot *slot, const struct merge_run *run, uint32_t position, uint32_t stop,
-                          float *output)
+static uint32_t merge_run(const struct merge_run *run, uint32_t position, uint32_t stop,
+                          const struct merge_dest *dest)
 {
-    const eb_engine *engine = slot->engine;
     const uint32_t *const bags = run->bags;
     const uint8_t *const sums = run->sums;
     const uint32_t first = run->first, end = run->end, bytes = run->partial_bytes, dim = run->dim;
@@ -224,6 +254,9 @@ static void finish_bags(const struct eb_slot *slot, uint32_t b0, uint32_t b1, fl
     for (uint32_t b = b0; b < b1; b++) {
         for (uint32_t t = 0; t < engine->nr_tables; t++) {
             const struct table *table = &engine->tables[t];
+            if (staged_table(table)) {
+                continue; /* finish_staged wrote its cells */
+            }
             const uint32_t dim = table->dim;
             const int64_t count = offsets[(int64_t)t * batch + b + 1] - offsets[(int64_t)t * batch + b];
             float *out = output + (size_t)b * engine->total_dim + table->out_col;
@@ -248,6 +281,187 @@ static void finish_bags(const struct eb_slot *slot, uint32_t b0, uint32_t b1, fl
 }
 
 /*
+ * Finished cells are stored past the caches (non-temporal stores) where the output's cells
+ * are whole aligned lines: each cell is written once, a row apart from the next, and a
+ * cached store first reads the line it writes. The widest stores the build has.
+ */
+#if defined(__AVX512F__)
+#define EB_STREAM_FLOATS 16u
+static inline void stream_floats(float *out, const float *in)
+{
+    _mm512_stream_ps(out, _mm512_load_ps(in));
+}
+#elif defined(__AVX__)
+#define EB_STREAM_FLOATS 8u
+static inline void stream_floats(float *out, const float *in)
+{
+    _mm256_stream_ps(out, _mm256_load_ps(in));
+}
+#elif defined(__SSE2__)
+#define EB_STREAM_FLOATS 4u
+static inline void stream_floats(float *out, const float *in)
+{
+    _mm_stream_ps(out, _mm_load_ps(in));
+}
+#endif
+
+/* Columns of a staged cell finished at a time (in a line-aligned buffer), then stored. */
+#define EB_FINISH_CHUNK 64u
+
+/* Whether table t's output cells can be streamed: every cell starts on a 64-byte line and
+ * is whole lines. */
+static int stream_cells(const eb_engine *engine, const struct table *table, const float *output)
+{
+#ifdef EB_STREAM_FLOATS
+    return ((uintptr_t)output & 63u) == 0 && (engine->total_dim * sizeof(float)) % 64u == 0 &&
+           (table->out_col * sizeof(float)) % 64u == 0 && (table->dim * sizeof(float)) % 64u == 0;
+#else
+    (void)engine;
+    (void)table;
+    (void)output;
+    return 0;
+#endif
+}
+
+static inline void store_chunk(float *out, const float *chunk, uint32_t n, int stream)
+{
+#ifdef EB_STREAM_FLOATS
+    if (stream) {
+        for (uint32_t c = 0; c < n; c += EB_STREAM_FLOATS) {
+            stream_floats(out + c, chunk + c);
+        }
+        return;
+    }
+#endif
+    (void)stream;
+    memcpy(out, chunk, n * sizeof(float));
+}
+
+/* chunk[c] = float32(float64(sum[c]) x factor / divisor) for n columns, as EB_FINISH_SUMS. */
+#define EB_FINISH_CHUNK_SUMS(SUMS)                                                                          \
+    do {                                                                                                    \
+        const __typeof__(*(SUMS)) *sum = (SUMS);                                                            \
+        if (divisor == 1.0) {                                                                               \
+            for (uint32_t c = 0; c < n; c++) {                                                              \
+                chunk[c] = (float)((double)sum[c] * factor);                                                \
+            }                                                                                               \
+        } else {                                                                                            \
+            for (uint32_t c = 0; c < n; c++) {                                                              \
+                chunk[c] = (float)((double)sum[c] * factor / divisor);                                      \
+            }                                                                                               \
+        }                                                                                                   \
+    } while (0)
+
+/* Table t's cells of bags [b0, b1) written to the output from its staged block (rows of
+ * its `dim` columns from bag b0, `cells` of the accumulator type), with the values
+ * finish_bags would give from the output's own cells or the int64 scratch. */
+static void finish_staged(const struct eb_slot *slot, uint32_t t, uint32_t b0, uint32_t b1, const void *cells,
+                          float *output)
+{
+    const eb_engine *engine = slot->engine;
+    const struct table *table = &engine->tables[t];
+    const int64_t *counts = slot->offsets + (int64_t)t * slot->batch;
+    const uint32_t dim = table->dim;
+    const int mean = slot->pooling == EB_POOLING_MEAN;
+    const int fp32 = table->format == EB_FORMAT_FP32, narrow = slot->int32_sums[t];
+    const double factor = slot->weighted ? table->scale / (double)EB_WEIGHT_Q16_ONE : table->scale;
+    const int stream = stream_cells(engine, table, output);
+    float chunk[EB_FINISH_CHUNK] __attribute__((aligned(64)));
+    for (uint32_t b = b0; b < b1; b++) {
+        const int64_t count = counts[b + 1] - counts[b];
+        const size_t row = (size_t)(b - b0) * dim;
+        float *out = output + (size_t)b * engine->total_dim + table->out_col;
+        if (!stream && b + EB_MERGE_FINISH_AHEAD < b1) {
+            const char *later = (const char *)(out + (size_t)EB_MERGE_FINISH_AHEAD * engine->total_dim);
+            for (size_t line = 0; line <= dim * sizeof(float); line += 64u) {
+                __builtin_prefetch(later + line, 1);
+            }
+        }
+        const double divisor = mean && count > 0 ? (double)count : 1.0;
+        for (uint32_t c0 = 0; c0 < dim; c0 += EB_FINISH_CHUNK) {
+            const uint32_t n = dim - c0 < EB_FINISH_CHUNK ? dim - c0 : EB_FINISH_CHUNK;
+            if (fp32) {
+                const float *sum = (const float *)cells + row + c0;
+                if (mean && count > 0) {
+                    const float by = (float)count;
+                    for (uint32_t c = 0; c < n; c++) {
+                        chunk[c] = sum[c] / by;
+                    }
+                } else {
+                    memcpy(chunk, sum, n * sizeof(float));
+                }
+            } else if (narrow) {
+                EB_FINISH_CHUNK_SUMS((const int32_t *)cells + row + c0);
+            } else {
+                EB_FINISH_CHUNK_SUMS((const int64_t *)cells + row + c0);
+            }
+            store_chunk(out + c0, chunk, n, stream);
+        }
+    }
+}
+
+/* The streams a visit starts with: its bags and each member's first partial. */
+static inline void prefetch_visit(const struct merge_run *run, uint32_t position)
+{
+    __builtin_prefetch(run->bags + position);
+    for (uint32_t j = 0; j <= run->mates; j++) {
+        __builtin_prefetch(run[j].sums + (size_t)(position - run[j].first) * run[j].partial_bytes);
+    }
+}
+
+/* Adds the partials of the visit at run `r` (with its mates) whose bags are below `stop`
+ * into `dest`, from the job's position, and moves the positions of the visit's runs on. */
+static inline void visit(const struct merge_job *job, uint32_t r, uint32_t stop, const struct merge_dest *dest)
+{
+    const struct merge_run *run = &job->slot->merge.runs[r];
+    const uint32_t next = run->mates ? merge_group(run, job->positions[r], stop, dest)
+                                     : merge_run(run, job->positions[r], stop, dest);
+    for (uint32_t j = 0; j <= run->mates; j++) {
+        job->positions[r + j] = next;
+    }
+}
+
+/*
+ * The staged tables of the job's bags, table by table and in blocks of bags whose rows of
+ * the table's columns take at most EB_MERGE_STAGE_BYTES: each block zeroed, the table's
+ * visits added into it in run order, then written to the output finished. Every cell is
+ * written once, as the partials' streams are read; the launch does not zero the output
+ * cells of these tables (eb_sums.c).
+ */
+static void merge_staged(const struct merge_job *job)
+{
+    const struct eb_slot *slot = job->slot;
+    const eb_engine *engine = slot->engine;
+    const struct merge_run *const runs = slot->merge.runs;
+    const uint32_t *const order = slot->merge.visit_order;
+    for (uint32_t t = 0; t < engine->nr_tables; t++) {
+        const struct table *table = &engine->tables[t];
+        if (!staged_table(table)) {
+            continue;
+        }
+        const int wide = table->format != EB_FORMAT_FP32 && !slot->int32_sums[t];
+        const size_t row_bytes = (size_t)table->dim * (wide ? sizeof(int64_t) : sizeof(int32_t));
+        const size_t fit = EB_MERGE_STAGE_BYTES / row_bytes;
+        const uint32_t block = fit > 1u ? (fit < UINT32_MAX ? (uint32_t)fit : UINT32_MAX) : 1u;
+        struct merge_dest dest = {job->stage, table->dim, 0, wide ? table->scratch_col : table->out_col};
+        const uint32_t v0 = slot->merge.table_visits[t], v1 = slot->merge.table_visits[t + 1u];
+        for (uint32_t b0 = job->bag_start; b0 < job->bag_stop; b0 += block) {
+            const uint32_t b1 = job->bag_stop - b0 < block ? job->bag_stop : b0 + block;
+            memset(job->stage, 0, (size_t)(b1 - b0) * row_bytes);
+            dest.origin = b0;
+            for (uint32_t v = v0; v < v1; v++) {
+                if (v + EB_MERGE_RUNS_AHEAD < v1) {
+                    const uint32_t ahead = order[v + EB_MERGE_RUNS_AHEAD];
+                    prefetch_visit(&runs[ahead], job->positions[ahead]);
+                }
+                visit(job, order[v], b1, &dest);
+            }
+            finish_staged(slot, t, b0, b1, job->stage, job->output);
+        }
+    }
+}
+
+/*
  * Merges bags [bag_start, bag_stop) block by block, each finished once all its partials
  * are in. A bag's partials are added DPU by DPU and, within a DPU, in the order its
  * tasklets wrote them (host/README.md, summation order).
@@ -262,25 +476,28 @@ static void *merge_bags(void *argument)
     for (uint32_t r = 0; r < nr_runs; r++) {
         job->positions[r] = run_lower_bound(&runs[r], job->bag_start);
     }
-    for (uint32_t block_start = job->bag_start; block_start < job->bag_stop; block_start += block) {
+    merge_staged(job);
+    /* The other tables: their cells in the output rows (or the int64 scratch). */
+    const uint32_t *const order = slot->merge.visit_order;
+    const uint32_t v0 = slot->merge.other_visits, v1 = v0 + slot->merge.nr_visits;
+    const struct merge_dest cells[2] = {
+        {job->output, slot->engine->total_dim, 0, 0},
+        {slot->merge.scratch, slot->engine->int_dim, 0, 0},
+    };
+    for (uint32_t block_start = job->bag_start; block_start < job->bag_stop && job->others; block_start += block) {
         uint32_t block_stop = job->bag_stop - block_start < block ? job->bag_stop : block_start + block;
-        for (uint32_t r = 0; r < nr_runs; r += 1u + runs[r].mates) {
-            if (r + EB_MERGE_RUNS_AHEAD < nr_runs) {
-                /* The streams a later run starts with: its bags and its first partial (a
-                 * mate's position is its group's). */
-                const struct merge_run *ahead = &runs[r + EB_MERGE_RUNS_AHEAD];
-                const uint32_t at = job->positions[r + EB_MERGE_RUNS_AHEAD];
-                __builtin_prefetch(ahead->bags + at);
-                __builtin_prefetch((const void *)((uintptr_t)ahead->sums + (uintptr_t)(at - ahead->first) * ahead->partial_bytes));
+        for (uint32_t v = v0; v < v1; v++) {
+            if (v + EB_MERGE_RUNS_AHEAD < v1) {
+                const uint32_t ahead = order[v + EB_MERGE_RUNS_AHEAD];
+                prefetch_visit(&runs[ahead], job->positions[ahead]);
             }
-            const uint32_t next = runs[r].mates ? merge_group(slot, &runs[r], job->positions[r], block_stop, job->output)
-                                                : merge_run(slot, &runs[r], job->positions[r], block_stop, job->output);
-            for (uint32_t j = 0; j <= runs[r].mates; j++) {
-                job->positions[r + j] = next;
-            }
+            visit(job, order[v], block_stop, &cells[scratch_kind(runs[order[v]].kind)]);
         }
         finish_bags(slot, block_start, block_stop, job->output);
     }
+#ifdef EB_STREAM_FLOATS
+    _mm_sfence(); /* the streamed cells are in memory before the caller learns the job is done */
+#endif
     return NULL;
 }
 
@@ -325,8 +542,19 @@ int merge_partials(struct eb_slot *slot, uint32_t b0, uint32_t b1)
         slot_error(slot, "out of memory merging the partial sums");
         return -1;
     }
+    size_t stage_bytes = EB_MERGE_STAGE_BYTES;
+    int others = 0;
+    for (uint32_t t = 0; t < engine->nr_tables; t++) {
+        const size_t widest = (size_t)engine->tables[t].dim * sizeof(int64_t);
+        stage_bytes = widest > stage_bytes ? widest : stage_bytes;
+        others |= !staged_table(&engine->tables[t]);
+    }
     struct merge_job jobs[EB_MAX_ROUTE_PARTS];
     for (uint32_t j = 0; j < nr_jobs; j++) {
+        if (reserve(&slot->merge.stage[j], &slot->merge.stage_capacity[j], stage_bytes, 1)) {
+            slot_error(slot, "out of memory merging the partial sums");
+            return -1;
+        }
         jobs[j] = (struct merge_job){
             slot,
             output,
@@ -334,6 +562,8 @@ int merge_partials(struct eb_slot *slot, uint32_t b0, uint32_t b1)
             b0 + (uint32_t)((uint64_t)(b1 - b0) * (j + 1) / nr_jobs),
             (uint32_t)block,
             slot->merge.positions + (size_t)j * slot->merge.nr_runs,
+            slot->merge.stage[j],
+            others,
         };
     }
     run_jobs(merge_bags, jobs, sizeof(jobs[0]), nr_jobs);

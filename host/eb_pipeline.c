@@ -368,8 +368,11 @@ void free_slot(struct eb_slot *slot, uint32_t nr_dpus, uint32_t nr_slices)
     free(slot->merge.scratch);
     free(slot->merge.runs);
     free(slot->merge.positions);
+    free(slot->merge.visit_order);
+    free(slot->merge.table_visits);
     for (uint32_t j = 0; j < EB_MAX_ROUTE_PARTS; j++) {
         free(slot->merge.part_runs[j]);
+        free(slot->merge.stage[j]);
     }
 }
 

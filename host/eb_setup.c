@@ -64,6 +64,34 @@ dpu_error_t write_config(eb_engine *engine)
 
 /* Grow *array to hold at least `needed` elements; capacities double so that
  * appends cost amortised O(1). */
+/* Huge pages: the x86-64 and ARMv8 (4 KB granule) size of a transparent huge page. */
+#define EB_HUGE_PAGE_BYTES ((size_t)2 << 20)
+
+/* Arrays of at least this many bytes are advised to use huge pages (two of them, so at
+ * least one whole huge page lies inside). */
+#define EB_HUGE_ARRAY_BYTES (2u * EB_HUGE_PAGE_BYTES)
+
+/*
+ * Advises the kernel to back the whole huge pages inside [memory, memory + bytes) with
+ * transparent huge pages where it has them (madvise mode): pages touched from then on
+ * come as 2 MB pages. The per-batch arrays (the partial sums of every DPU, the merge's
+ * scratch) are written and read at scattered places each batch; on 4 KB pages each of
+ * those places needs its own TLB entry.
+ */
+static void advise_huge_pages(void *memory, size_t bytes)
+{
+#ifdef MADV_HUGEPAGE
+    const uintptr_t start = ((uintptr_t)memory + EB_HUGE_PAGE_BYTES - 1u) & ~(uintptr_t)(EB_HUGE_PAGE_BYTES - 1u);
+    const uintptr_t stop = ((uintptr_t)memory + bytes) & ~(uintptr_t)(EB_HUGE_PAGE_BYTES - 1u);
+    if (stop > start) {
+        (void)madvise((void *)start, stop - start, MADV_HUGEPAGE); /* advice: without it, 4 KB pages */
+    }
+#else
+    (void)memory;
+    (void)bytes;
+#endif
+}
+
 int reserve(void **array, size_t *capacity, size_t needed, size_t element_size)
 {
     if (needed <= *capacity) {
@@ -76,6 +104,9 @@ int reserve(void **array, size_t *capacity, size_t needed, size_t element_size)
     void *bigger = realloc(*array, grown * element_size);
     if (!bigger) {
         return -1;
+    }
+    if (grown * element_size >= EB_HUGE_ARRAY_BYTES) {
+        advise_huge_pages(bigger, grown * element_size);
     }
     *array = bigger;
     *capacity = grown;
@@ -266,9 +297,6 @@ int eb_engine_set_shard(eb_engine *engine, uint32_t shard, uint32_t table, uint3
     }
     return 0;
 }
-
-/* Huge pages: the x86-64 and ARMv8 (4 KB granule) size of a transparent huge page. */
-#define EB_HUGE_PAGE_BYTES ((size_t)2 << 20)
 
 /*
  * `bytes` of memory for random access (free() releases it): at least a huge page of it is

@@ -1,7 +1,8 @@
 /*
- * The start of every bag's sums, during the launch: each table's cells of the launch's
- * bags set to the sum of its host-cached rows, or to zero when it has none; the merge
- * then adds the DPUs' partial sums and finishes the rows (eb_merge.c).
+ * The start of the sums of tables with host-cached rows, during the launch: each such
+ * table's cells of the launch's bags set to the sum of its host-cached rows, or to zero
+ * when the bag has none; the merge then adds the DPUs' partial sums and finishes the rows
+ * (eb_merge.c). The other tables are staged: the merge writes their cells.
  * See host/README.md for the data layout and the summation order.
  */
 #include "eb_internal.h"
@@ -106,7 +107,7 @@ static void sum_host_rows(const struct eb_slot *slot, const struct table *table,
 
 /*
  * Bags [b0, b1) of the launch, bag by bag, so that each output row is written front to
- * back (the stores stream): each table's cells get the sum of the table's host-cached
+ * back (the stores stream): each unstaged table's cells get the sum of its host-cached
  * rows, in lookup order, or zero (the host lane of the table's first slice lists the
  * slots, one segment per bag that has any, bags ascending, and the weights as fp32 bits
  * or Q16 like a DPU's). Cells: the output columns (fp32 and int32 sums) or the int64
@@ -134,6 +135,9 @@ static void *start_bags(void *argument)
         int64_t *scratch_row = slot->merge.scratch + (size_t)b * engine->int_dim;
         for (uint32_t t = 0; t < engine->nr_tables; t++) {
             const struct table *table = &engine->tables[t];
+            if (staged_table(table)) {
+                continue; /* the merge writes every cell of it (eb_merge.c, staged tables) */
+            }
             const int narrow = table->format == EB_FORMAT_FP32 || slot->int32_sums[t];
             void *cells = narrow ? (void *)(row + table->out_col) : (void *)(scratch_row + table->scratch_col);
             struct sums_cursor *cursor = &job->cursors[t];
@@ -165,9 +169,12 @@ void start_sums(struct eb_slot *slot)
 {
     const eb_engine *engine = slot->engine;
     const uint32_t nr_bags = slot->b1 - slot->b0;
-    uint64_t work = (uint64_t)nr_bags * engine->nr_tables;
+    uint64_t work = 0;
     for (uint32_t t = 0; t < engine->nr_tables; t++) {
         const struct table *table = &engine->tables[t];
+        if (!staged_table(table)) {
+            work += nr_bags;
+        }
         if (table->nr_host_rows) {
             const uint32_t hits = slot->host_states[table->first_slice].nr_lookups;
             work += hits;
@@ -177,6 +184,9 @@ void start_sums(struct eb_slot *slot)
     }
     uint64_t threads = engine->worker_threads > 1 ? (uint64_t)engine->worker_threads : 1u;
     threads = threads < EB_MAX_ROUTE_PARTS ? threads : EB_MAX_ROUTE_PARTS;
+    if (work == 0) {
+        return; /* every table is staged */
+    }
     threads = threads < work / EB_PARALLEL_START_WORK ? threads : work / EB_PARALLEL_START_WORK;
     threads = threads < nr_bags ? threads : nr_bags;
     threads = threads ? threads : 1u;

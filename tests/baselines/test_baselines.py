@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from updlrm.baselines import Comparison, CpuBaseline, Timing, byte_rowwise_pack, time_call
+from updlrm.baselines import Comparison, CopyFloor, CpuBaseline, Timing, byte_rowwise_pack, copy_floor, time_call
 from updlrm.specs import TableSpec
 
 
@@ -124,3 +124,24 @@ def test_int8_mean_divides_by_bag_size():
     offsets = np.array([0, 3, 3, 4], np.int64)
     out = CpuBaseline(tables, stored)(np.array([0, 1, 2, 1], np.int64), offsets, 3, mode="mean")
     np.testing.assert_allclose(out, [[2.0] * 4, [0.0] * 4, [2.0] * 4])
+
+
+def test_copy_floor_times_both_copies_and_keeps_torch_threads():
+    before = torch.get_num_threads()
+    floor = copy_floor(1 << 20, threads=2)
+    assert torch.get_num_threads() == before
+    assert set(floor.copies) == {"numpy copyto, 1 thread", "torch copy_, 2 threads"}
+    assert floor.best_s == min(floor.copies.values()) > 0
+    assert floor.copies[floor.how] == floor.best_s
+    assert "1.0 MB in" in str(floor) and floor.how in str(floor)
+
+
+def test_copy_floor_is_the_faster_copy():
+    floor = CopyFloor(10, {"a": 3.0, "b": 1.0, "c": 2.0})
+    assert (floor.best_s, floor.how) == (1.0, "b")
+
+
+@pytest.mark.parametrize("kwargs", [{"threads": 0}, {"repeats": 4}])
+def test_copy_floor_rejects_bad_arguments(kwargs):
+    with pytest.raises(ValueError, match="at least"):
+        copy_floor(1024, **kwargs)
