@@ -214,8 +214,9 @@ int finish_dpus(struct eb_slot *slot, uint32_t first_dpu, uint32_t end_dpu)
     return RUN_OK;
 }
 
-/* A mirror's launch is its source's (link_mirrors): the same counts, tasklet split and
- * transfer sizes; its buffers are not written. */
+/* A mirror's launch is its source's (link_mirrors): the same counts and transfer sizes;
+ * its buffers are not written, and reset_states leaves it alone, so it is finished here
+ * every launch. */
 static int finish_mirror(struct eb_slot *slot, struct dpu_state *dpu)
 {
     struct dpu_state *source = &slot->dpus[dpu->mirror];
@@ -233,9 +234,7 @@ static int finish_mirror(struct eb_slot *slot, struct dpu_state *dpu)
     dpu->read_row_bytes = source->read_row_bytes;
     dpu->input_bytes = source->input_bytes;
     dpu->output_bytes = source->output_bytes;
-    memcpy(dpu->tasklet_first, source->tasklet_first, sizeof(dpu->tasklet_first));
-    memcpy(dpu->tasklet_end, source->tasklet_end, sizeof(dpu->tasklet_end));
-    dpu->finished = 1;
+    dpu->finished = 1; /* (its tasklet split is read from its source: eb_index.c) */
     return RUN_OK;
 }
 
@@ -251,7 +250,7 @@ __attribute__((noinline)) int plan_transfers(struct eb_slot *slot)
     }
     for (uint32_t d = 0; d < engine->nr_dpus; d++) {
         struct dpu_state *dpu = &slot->dpus[d];
-        if (!dpu->finished) {
+        if (dpu->mirror != EB_NO_MIRROR || !dpu->finished) {
             int rc = dpu->mirror == EB_NO_MIRROR ? finish_dpu(slot, dpu) : finish_mirror(slot, dpu);
             if (rc != RUN_OK) {
                 return rc;

@@ -220,7 +220,8 @@ static int reset_state(struct eb_slot *slot, struct dpu_state *dpu)
 }
 
 /* Empties this launch's buffers: the DPUs', their tails for parts 1.. (allocated for the
- * first launch with that part) and the host-cache lanes. */
+ * first launch with that part) and the host-cache lanes. Mirrors are left alone: nothing
+ * routes into them, and plan_transfers sets their counts from their sources'. */
 static int reset_states(struct eb_slot *slot)
 {
     eb_engine *engine = slot->engine;
@@ -235,6 +236,9 @@ static int reset_states(struct eb_slot *slot)
     }
     for (uint32_t d = 0; d < engine->nr_dpus; d++) {
         struct dpu_state *dpu = &slot->dpus[d];
+        if (dpu->mirror != EB_NO_MIRROR) {
+            continue;
+        }
         if (reset_state(slot, dpu)) {
             return -1;
         }

@@ -453,7 +453,12 @@ static int prepare_slot(struct eb_slot *slot, const int64_t *indices, int64_t nr
                    (long long)nr_indices, (long long)offsets[0], (long long)offsets[nr_offsets - 1]);
         return -1;
     }
+    /* Any decrease, in a loop the compiler vectorises; then the first one, for the message. */
+    int decreasing = 0;
     for (int64_t k = 0; k + 1 < nr_offsets; k++) {
+        decreasing |= offsets[k + 1] < offsets[k];
+    }
+    for (int64_t k = 0; decreasing && k + 1 < nr_offsets; k++) {
         if (offsets[k + 1] < offsets[k]) {
             slot_error(slot, "offsets decrease at position %lld (%lld > %lld)", (long long)k, (long long)offsets[k],
                        (long long)offsets[k + 1]);
