@@ -2,8 +2,9 @@
 
 1. Host phases. The C host runtime's route+pack phase (read indices/offsets, route every
    lookup, write per-DPU buffers) and merge phase (read partial sums, add them into the
-   output, scale/mean) are timed against ``np.copyto`` of the same number of bytes in
-   the same run: route+pack bytes = indices + offsets + every DPU's input buffer; merge
+   output, scale/mean) are timed against the fastest copy of the same number of bytes in
+   the same run (``updlrm.baselines.copy_floor``: numpy's on one thread or torch's on the
+   engine's threads): route+pack bytes = indices + offsets + every DPU's input buffer; merge
    bytes = every DPU's output buffer + the output matrix. Goal: <= 3x a copy.
 2. End to end on the emulator: 8 tables x 1M rows x dim 64 fp32 (2 GB), batch 2,048,
    pooling 32 (fixed), Zipf alpha 1.05 (updlrm.partitioner.workloads.synthetic_trace),
