@@ -110,11 +110,6 @@ struct merge_dest {
  * one cell a row apart each, which the hardware prefetchers do not follow. */
 #define EB_MERGE_FINISH_AHEAD 4u
 
-static inline int scratch_kind(uint32_t kind)
-{
-    return kind == MERGE_INT64_INT32 || kind == MERGE_INT64_INT64;
-}
-
 /* Adds the partials [*position, run end) of a run whose bags are below `stop` into the
  * accumulator rows of `dest` (OUT: the accumulator type, P: the partial's). */
 #define EB_MERGE_RUN(OUT, P)                                                                                \
