@@ -227,9 +227,7 @@ static int join_runs(struct eb_slot *slot, const struct index_job *jobs)
  * cells, or int64 scratch). */
 static int cells_overlap(const struct merge_run *x, const struct merge_run *y)
 {
-    const int x_scratch = x->kind == MERGE_INT64_INT32 || x->kind == MERGE_INT64_INT64;
-    const int y_scratch = y->kind == MERGE_INT64_INT32 || y->kind == MERGE_INT64_INT64;
-    return x_scratch == y_scratch && x->cell < y->cell + y->dim && y->cell < x->cell + x->dim;
+    return scratch_kind(x->kind) == scratch_kind(y->kind) && x->cell < y->cell + y->dim && y->cell < x->cell + x->dim;
 }
 
 /* Whether the k members' runs (member-major, n each) can be merged in lockstep: run i of

@@ -285,6 +285,12 @@ enum merge_kind {
     MERGE_INT64_INT64
 };
 
+/* Kinds whose cells are in the int64 scratch rows, not the output rows. */
+static inline int scratch_kind(uint32_t kind)
+{
+    return kind == MERGE_INT64_INT32 || kind == MERGE_INT64_INT64;
+}
+
 /* Largest column group merged in lockstep (eb_index.c, group_mirrors). */
 #define EB_GROUP_MAX_MEMBERS 16u
 

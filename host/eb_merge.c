@@ -110,11 +110,6 @@ struct merge_dest {
  * one cell a row apart each, which the hardware prefetchers do not follow. */
 #define EB_MERGE_FINISH_AHEAD 4u
 
-static inline int scratch_kind(uint32_t kind)
-{
-    return kind == MERGE_INT64_INT32 || kind == MERGE_INT64_INT64;
-}
-
 /* Adds the partials [*position, run end) of a run whose bags are below `stop` into the
  * accumulator rows of `dest` (OUT: the accumulator type, P: the partial's). */
 #define EB_MERGE_RUN(OUT, P)                                                                                \
@@ -226,18 +221,20 @@ static uint32_t merge_run(const struct merge_run *run, uint32_t position, uint32
     return position;
 }
 
-/* out[c] = float32(float64(sum[c]) x factor / divisor) for the dim columns of a bag; the
- * division is left out when it is by 1 (x / 1.0 is x, so the bits are the same). */
-#define EB_FINISH_SUMS(SUMS)                                                                                \
+/* OUT[c] = float32(float64(SUMS[c]) x factor / divisor) for N columns; the division is
+ * left out when it is by 1 (x / 1.0 is x, so the bits are the same). OUT may be SUMS
+ * (int32 cells finished in place: each is read before its float is written). */
+#define EB_FINISH_SUMS(OUT, SUMS, N)                                                                        \
     do {                                                                                                    \
+        float *finished = (OUT);                                                                            \
         const __typeof__(*(SUMS)) *sum = (SUMS);                                                            \
         if (divisor == 1.0) {                                                                               \
-            for (uint32_t c = 0; c < dim; c++) {                                                            \
-                out[c] = (float)((double)sum[c] * factor);                                                  \
+            for (uint32_t c = 0; c < (N); c++) {                                                            \
+                finished[c] = (float)((double)sum[c] * factor);                                             \
             }                                                                                               \
         } else {                                                                                            \
-            for (uint32_t c = 0; c < dim; c++) {                                                            \
-                out[c] = (float)((double)sum[c] * factor / divisor);                                        \
+            for (uint32_t c = 0; c < (N); c++) {                                                            \
+                finished[c] = (float)((double)sum[c] * factor / divisor);                                   \
             }                                                                                               \
         }                                                                                                   \
     } while (0)
@@ -272,9 +269,9 @@ static void finish_bags(const struct eb_slot *slot, uint32_t b0, uint32_t b1, fl
             const double factor = slot->weighted ? table->scale / (double)EB_WEIGHT_Q16_ONE : table->scale;
             const double divisor = mean && count > 0 ? (double)count : 1.0;
             if (slot->int32_sums[t]) {
-                EB_FINISH_SUMS((const int32_t *)out);
+                EB_FINISH_SUMS(out, (const int32_t *)out, dim);
             } else {
-                EB_FINISH_SUMS(slot->merge.scratch + (size_t)b * engine->int_dim + table->scratch_col);
+                EB_FINISH_SUMS(out, slot->merge.scratch + (size_t)b * engine->int_dim + table->scratch_col, dim);
             }
         }
     }
@@ -337,21 +334,6 @@ static inline void store_chunk(float *out, const float *chunk, uint32_t n, int s
     memcpy(out, chunk, n * sizeof(float));
 }
 
-/* chunk[c] = float32(float64(sum[c]) x factor / divisor) for n columns, as EB_FINISH_SUMS. */
-#define EB_FINISH_CHUNK_SUMS(SUMS)                                                                          \
-    do {                                                                                                    \
-        const __typeof__(*(SUMS)) *sum = (SUMS);                                                            \
-        if (divisor == 1.0) {                                                                               \
-            for (uint32_t c = 0; c < n; c++) {                                                              \
-                chunk[c] = (float)((double)sum[c] * factor);                                                \
-            }                                                                                               \
-        } else {                                                                                            \
-            for (uint32_t c = 0; c < n; c++) {                                                              \
-                chunk[c] = (float)((double)sum[c] * factor / divisor);                                      \
-            }                                                                                               \
-        }                                                                                                   \
-    } while (0)
-
 /* Table t's cells of bags [b0, b1) written to the output from its staged block (rows of
  * its `dim` columns from bag b0, `cells` of the accumulator type), with the values
  * finish_bags would give from the output's own cells or the int64 scratch. */
@@ -391,9 +373,9 @@ static void finish_staged(const struct eb_slot *slot, uint32_t t, uint32_t b0, u
                     memcpy(chunk, sum, n * sizeof(float));
                 }
             } else if (narrow) {
-                EB_FINISH_CHUNK_SUMS((const int32_t *)cells + row + c0);
+                EB_FINISH_SUMS(chunk, (const int32_t *)cells + row + c0, n);
             } else {
-                EB_FINISH_CHUNK_SUMS((const int64_t *)cells + row + c0);
+                EB_FINISH_SUMS(chunk, (const int64_t *)cells + row + c0, n);
             }
             store_chunk(out + c0, chunk, n, stream);
         }
