@@ -258,9 +258,10 @@ static inline int bag_inside(const int64_t *indices, int64_t begin, int64_t end,
 
 /* How far ahead (bytes) a lane's local rows and segments are prefetched for writing
  * when a bag ends: the buffers are cold after a launch (the kernel's data evicts
- * them), and without this the stores stall on their cache misses (bench_engine
- * route+pack 1.92 -> 1.75 ms for local rows, -> 1.7 ms with segments too). */
-#define EB_WRITE_PREFETCH_BYTES 256
+ * them), and without this the stores stall on their cache misses. One line ahead: a
+ * lane's next bag often comes many bags later (a bag of a replicated table goes to one
+ * lane in r), so a line fetched farther ahead has left the L1 before it is written. */
+#define EB_WRITE_PREFETCH_BYTES 64
 
 static inline __attribute__((always_inline)) void prefetch_for_write(const void *cursor)
 {
