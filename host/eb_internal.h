@@ -483,7 +483,8 @@ struct eb_engine {
     struct eb_slot slots[EB_NR_SLOTS];
 
     long worker_threads; /* host threads for routing and merging (EB_MAX_ROUTE_PARTS at most are used) */
-    int simd_route;      /* vector routing where built for it (eb_route.c); UPDLRM_SCALAR_ROUTE=1 at creation: off */
+    int simd_route;      /* fast routing paths: vectors where built, whole tables lane by lane (eb_route.c);
+                            UPDLRM_SCALAR_ROUTE=1 at creation: off, every bag by the scalar loop */
 
 
     struct eb_run_stats stats; /* of the last eb_engine_run (copied from its slot) */

@@ -795,6 +795,80 @@ static route_function pick_route(const struct slice *slice, int weighted, int sc
 }
 
 
+/*
+ * A whole table in every replica (one row range, one replica set, no exceptions),
+ * unweighted: every lookup of bag b goes to replica b mod r at its row's distance from
+ * the range's origin. Routed replica by replica instead of bag by bag, so each lane's
+ * rows and segments are written in one sequential stream (bag by bag, r lanes are
+ * written r bags apart and every store misses); the records are the same, bag order
+ * kept within a lane. Every index is checked first: RUN_SPLIT-free, and with an index
+ * outside the table it returns RUN_FALLBACK for the bag-by-bag loop to report it.
+ */
+enum { RUN_FALLBACK = -100 };
+
+static int route_by_lane(struct eb_slot *slot, struct slice *slice)
+{
+    const uint32_t batch = slot->batch, b0 = slot->b0, b1 = slot->b1;
+    const int64_t *const indices = slot->indices;
+    const int64_t *const bag_offsets = slot->offsets + (int64_t)slice->table * batch;
+    const uint64_t nr_rows = (uint64_t)slot->engine->tables[slice->table].nr_rows;
+    if (!bag_inside(indices, bag_offsets[b0], bag_offsets[b1], nr_rows)) {
+        return RUN_FALLBACK;
+    }
+    if (open_lanes(slot, slice, b1 - b0, 0)) {
+        return RUN_ERROR;
+    }
+    const struct replica_set *set = &slice->sets[0];
+    const uint32_t count = set->count;
+    const int64_t origin = slice->origins[0];
+    for (uint32_t k = 0; k < count; k++) {
+        const uint32_t i = set->first + k;
+        struct lane *lane = &slice->lanes[i];
+        const uint32_t first = b0 + (k + count - b0 % count) % count;
+        uint64_t lookups = 0;
+        for (uint32_t b = first; b < b1; b += count) {
+            lookups += (uint64_t)(bag_offsets[b + 1] - bag_offsets[b]);
+        }
+        const uint64_t used = (uint64_t)(slice->cursors[i] - lane->locals);
+        if (used + lookups > UINT32_MAX / 2) {
+            return RUN_SPLIT; /* as make_room */
+        }
+        struct dpu_state *dpu = lane->state;
+        if (reserve((void **)&dpu->input, &dpu->input_capacity, EB_INDEX_START + (used + lookups) * sizeof(uint32_t),
+                    1)) {
+            slot_error(slot, "out of host memory");
+            return RUN_ERROR;
+        }
+        lane->locals = (uint32_t *)(dpu->input + EB_INDEX_START);
+        uint32_t *restrict cursor = lane->locals + used;
+        struct eb_segment *restrict segments = lane->segments + lane->nr_segments;
+        uint32_t *restrict segment_bags = lane->segment_bags + lane->nr_segments;
+        const uint32_t local_shard = lane->local_shard;
+        uint32_t nr_segments = 0;
+        for (uint32_t b = first; b < b1; b += count) {
+            const int64_t begin = bag_offsets[b], end = bag_offsets[b + 1];
+            if (b + 2 * count < b1) {
+                /* A later bag's indices: its first two lines (the stride is r bags). */
+                const int64_t *ahead = indices + bag_offsets[b + 2 * count];
+                __builtin_prefetch(ahead);
+                __builtin_prefetch(ahead + 8);
+            }
+            for (int64_t j = begin; j < end; j++) {
+                cursor[j - begin] = (uint32_t)(indices[j] - origin);
+            }
+            cursor += end - begin;
+            segments[nr_segments] = (struct eb_segment){.shard = local_shard, .nr_lookups = (uint32_t)(end - begin)};
+            segment_bags[nr_segments] = b;
+            nr_segments += begin != end;
+        }
+        lane->nr_segments += nr_segments;
+        slice->cursors[i] = cursor;
+        slice->marks[i] = cursor;
+    }
+    close_lanes(slice);
+    return RUN_OK;
+}
+
 /* One pass of a slice over the slot's bags [b0, b1): its own routing, or a follower's copy
  * of its leader's records (the leader, of the same table, passed before it). */
 int route_slice_bags(struct eb_slot *slot, struct slice *slice)
@@ -802,6 +876,13 @@ int route_slice_bags(struct eb_slot *slot, struct slice *slice)
     const int weighted = slot->per_sample_weights != NULL;
     if (slice->leader != EB_NO_LEADER) {
         return copy_lanes(slot, slice, weighted);
+    }
+    if (slice->kind == ROUTE_RANGES && slice->one_set && slice->exception_bits == NULL && slice->nr_ranges == 1 &&
+        !weighted && slot->engine->simd_route) {
+        const int rc = route_by_lane(slot, slice);
+        if (rc != RUN_FALLBACK) {
+            return rc;
+        }
     }
     int scan = scan_lanes(slice, slot->offsets, slot->batch, slot->b0, slot->b1);
     return pick_route(slice, weighted, scan)(slot, slice, slot->indices, slot->offsets, slot->per_sample_weights,

@@ -320,13 +320,16 @@ def test_one_replica_set_for_every_block(form, k, weighted):
 
 
 @pytest.mark.parametrize("bad", [5000, -1])
-def test_one_replica_set_index_outside(bad):
-    """An index outside the table in the middle of a bag of a one-set slice: the message
-    names its position and value."""
+@pytest.mark.parametrize("cached", [True, False])
+def test_one_replica_set_index_outside(bad, cached):
+    """An index outside the table in the middle of a bag of a one-set slice, with
+    host-cached rows (bag by bag) or without (lane by lane, which hands the batch back to
+    the bag-by-bag loop): the message names its position and value."""
     rng = np.random.default_rng(11)
     tables = [TableSpec("t", 5000, 8)]
-    shards = [Shard(0, d, 0, 8, np.setdiff1d(np.arange(5000), [3, 9])) for d in range(4)]
-    plan = Plan(tables, Topology(4), shards, host_rows={0: np.array([3, 9])})
+    host = np.array([3, 9]) if cached else np.array([], np.int64)
+    shards = [Shard(0, d, 0, 8, np.setdiff1d(np.arange(5000), host)) for d in range(4)]
+    plan = Plan(tables, Topology(4), shards, host_rows={0: host} if cached else {})
     indices, offsets, _ = random_batch(tables, 50, 8, rng)
     bag = 20 + int(np.argmax(np.diff(offsets)[20:] >= 3))
     position = int(offsets[bag]) + 1
@@ -337,8 +340,9 @@ def test_one_replica_set_index_outside(bad):
 
 
 def _vector_and_scalar_engines(plan, weights, monkeypatch):
-    """The same plan on an engine that routes with vectors where the build has them and on
-    one that routes every lookup in scalar code (UPDLRM_SCALAR_ROUTE=1 at creation)."""
+    """The same plan on an engine that routes with its fast paths (vectors where the build
+    has them, whole tables lane by lane) and on one that routes every lookup bag by bag in
+    scalar code (UPDLRM_SCALAR_ROUTE=1 at creation)."""
     vector = Engine(plan, weights)
     monkeypatch.setenv("UPDLRM_SCALAR_ROUTE", "1")
     scalar = Engine(plan, weights)
@@ -390,3 +394,47 @@ def test_vector_routing_equals_scalar_routing(monkeypatch, lengths, hot, seed):
     assert_matches(tables, out, expected, magnitude)
     per_dpu, hits = expected_lookups(plan, indices, offsets)
     assert stats.lookups.tolist() == per_dpu.tolist() and stats.host_cache_hits == hits
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lengths=st.lists(st.integers(0, 30), min_size=1, max_size=80),
+    replicas=st.lists(st.integers(1, 30), min_size=2, max_size=2),
+    budget=st.sampled_from([None, 1500, 6000]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_lane_by_lane_routing_equals_bag_by_bag(monkeypatch, lengths, replicas, budget, seed):
+    """Whole tables without host-cached rows, each on its own number of DPUs: each lane's
+    records are written replica by replica. fp32 and int8 outputs (fp32 sums in the DPUs'
+    lookup order) and per-DPU counts equal the bag-by-bag loop's and the reference, with
+    empty bags, one replica or more replicas than bags, and launches split by a small
+    MRAM (bags [b0, b1) that start at any replica's turn)."""
+    rng = np.random.default_rng(seed)
+    tables = [TableSpec("f", 500, 8), TableSpec("q", 300, 16, row_format=RowFormat.INT8, scale=0.5)]
+    shards, d = [], 0
+    for t, (spec, r) in enumerate(zip(tables, replicas)):
+        shards += [Shard(t, d + k, 0, spec.embedding_dim, range(spec.num_embeddings)) for k in range(r)]
+        d += r
+    topology = Topology(d) if budget is None else Topology(d, mram_bytes_per_dpu=500 * 8 * 4 + 64 + budget)
+    plan = Plan(tables, topology, shuffled(shards, rng))  # a small MRAM: the fp32 rows and a few bags
+    weights = random_weights(tables, rng)
+    parts, offsets = [], [0]
+    for spec in tables:
+        for n in lengths:
+            rows = rng.integers(0, spec.num_embeddings, n)
+            rows[rng.random(n) < 0.1] = spec.num_embeddings - 1
+            parts.append(rows)
+            offsets.append(offsets[-1] + n)
+    indices = np.concatenate(parts).astype(np.int64)
+    offsets = np.array(offsets, np.int64)
+    fast, scalar = _vector_and_scalar_engines(plan, weights, monkeypatch)
+    with fast, scalar:
+        out, stats = fast.run(indices, offsets)
+        out_scalar, stats_scalar = scalar.run(indices, offsets)
+    assert out.tobytes() == out_scalar.tobytes()
+    assert stats.lookups.tolist() == stats_scalar.lookups.tolist()
+    assert stats.nr_launches == stats_scalar.nr_launches
+    expected, magnitude = reference(tables, weights, indices, offsets, None, PoolingMode.SUM)
+    assert_matches(tables, out, expected, magnitude)
+    per_dpu, _ = expected_lookups(plan, indices, offsets)
+    assert stats.lookups.tolist() == per_dpu.tolist()
