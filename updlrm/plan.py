@@ -178,6 +178,16 @@ class Plan:
     workload_hash: str | None = None
     metadata: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # A hand-built plan may say host_rows=None for "no host cache".
+        if self.host_rows is None:
+            self.host_rows = {}
+        if not isinstance(self.host_rows, dict):
+            raise PlanError(
+                f"host_rows must map table indices to row indices (a dict), not {type(self.host_rows).__name__}"
+            )
+        self.host_rows = {int(t): np.asarray(rows, dtype=np.int64).reshape(-1) for t, rows in self.host_rows.items()}
+
     def col_splits(self, table: int) -> list[int]:
         bounds = {0, self.tables[table].embedding_dim}
         for s in self.shards:
@@ -260,6 +270,9 @@ class Plan:
                 raise PlanError(
                     f"table {spec.name}: shard on DPU {s.dpu} holds rows outside [0, {spec.num_embeddings})"
                 )
+        for t in self.host_rows:
+            if not 0 <= t < len(self.tables):
+                raise PlanError(f"host_rows names table index {t}, but the plan has {len(self.tables)} tables")
         for t, spec in enumerate(self.tables):
             self._check_coverage(t, spec)
         self._check_capacity(mram_reserved_bytes)

@@ -128,6 +128,26 @@ def test_placement_hash_covers_dpus_rows_columns_and_host_rows():
         assert p.placement_hash() != h
 
 
+def test_hand_built_host_rows_none_means_no_host_cache():
+    base = uniform_plan(TABLES, Topology(4), "tiled")
+    plan = Plan(base.tables, base.topology, base.shards, host_rows=None)
+    assert plan.host_rows == {}
+    assert plan.placement_hash() == base.placement_hash()
+    plan.validate()
+
+
+def test_hand_built_host_rows_are_checked():
+    base = uniform_plan(TABLES, Topology(4), "tiled")
+    with pytest.raises(PlanError, match=r"host_rows must map table indices to row indices \(a dict\), not list"):
+        Plan(base.tables, base.topology, base.shards, host_rows=[np.array([1])])
+    plan = Plan(base.tables, base.topology, base.shards, host_rows={"1": [4, 2]})
+    assert list(plan.host_rows) == [1] and plan.host_rows[1].dtype == np.int64
+    plan.validate()
+    stray = Plan(base.tables, base.topology, base.shards, host_rows={2: [0]})
+    with pytest.raises(PlanError, match=r"host_rows names table index 2, but the plan has 2 tables"):
+        stray.validate()
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
