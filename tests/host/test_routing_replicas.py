@@ -339,6 +339,21 @@ def test_one_replica_set_index_outside(bad, cached):
         engine.run(indices, offsets)
 
 
+def _batch_of_lengths(tables, lengths, rng, last_share, pick=None):
+    """A TBE batch whose bags have `lengths` in every table: uniform rows, some changed by
+    `pick(t, rows)`, then a `last_share` of them set to the table's last row (its edge)."""
+    parts, offsets = [], [0]
+    for t, spec in enumerate(tables):
+        for n in lengths:
+            rows = rng.integers(0, spec.num_embeddings, n)
+            if pick is not None:
+                pick(t, rows)
+            rows[rng.random(n) < last_share] = spec.num_embeddings - 1
+            parts.append(rows)
+            offsets.append(offsets[-1] + n)
+    return np.concatenate(parts).astype(np.int64), np.array(offsets, np.int64)
+
+
 def _vector_and_scalar_engines(plan, weights, monkeypatch):
     """The same plan on an engine that routes with its fast paths (vectors where the build
     has them, whole tables lane by lane) and on one that routes every lookup bag by bag in
@@ -372,17 +387,12 @@ def test_vector_routing_equals_scalar_routing(monkeypatch, lengths, hot, seed):
     ]
     plan = Plan(tables, Topology(24), shards, host_rows=host)
     weights = random_weights(tables, rng)
-    parts, offsets = [], [0]
-    for t, spec in enumerate(tables):
-        for n in lengths:
-            rows = rng.integers(0, spec.num_embeddings, n)
-            cached = rng.random(n) < hot
-            rows[cached] = rng.choice(host[t], int(cached.sum()))
-            rows[rng.random(n) < 0.05] = spec.num_embeddings - 1
-            parts.append(rows)
-            offsets.append(offsets[-1] + n)
-    indices = np.concatenate(parts).astype(np.int64)
-    offsets = np.array(offsets, np.int64)
+
+    def host_cached(t, rows):
+        cached = rng.random(rows.size) < hot
+        rows[cached] = rng.choice(host[t], int(cached.sum()))
+
+    indices, offsets = _batch_of_lengths(tables, lengths, rng, 0.05, host_cached)
     vector, scalar = _vector_and_scalar_engines(plan, weights, monkeypatch)
     with vector, scalar:
         out, stats = vector.run(indices, offsets)
@@ -418,15 +428,7 @@ def test_lane_by_lane_routing_equals_bag_by_bag(monkeypatch, lengths, replicas, 
     topology = Topology(d) if budget is None else Topology(d, mram_bytes_per_dpu=500 * 8 * 4 + 64 + budget)
     plan = Plan(tables, topology, shuffled(shards, rng))  # a small MRAM: the fp32 rows and a few bags
     weights = random_weights(tables, rng)
-    parts, offsets = [], [0]
-    for spec in tables:
-        for n in lengths:
-            rows = rng.integers(0, spec.num_embeddings, n)
-            rows[rng.random(n) < 0.1] = spec.num_embeddings - 1
-            parts.append(rows)
-            offsets.append(offsets[-1] + n)
-    indices = np.concatenate(parts).astype(np.int64)
-    offsets = np.array(offsets, np.int64)
+    indices, offsets = _batch_of_lengths(tables, lengths, rng, 0.1)
     fast, scalar = _vector_and_scalar_engines(plan, weights, monkeypatch)
     with fast, scalar:
         out, stats = fast.run(indices, offsets)
