@@ -801,8 +801,9 @@ static route_function pick_route(const struct slice *slice, int weighted, int sc
  * the range's origin. Routed replica by replica instead of bag by bag, so each lane's
  * rows and segments are written in one sequential stream (bag by bag, r lanes are
  * written r bags apart and every store misses); the records are the same, bag order
- * kept within a lane. Every index is checked first: RUN_SPLIT-free, and with an index
- * outside the table it returns RUN_FALLBACK for the bag-by-bag loop to report it.
+ * kept within a lane. Every index is checked first: with one outside the table it returns
+ * RUN_FALLBACK, for the bag-by-bag loop to route the bags before it and report it. A lane
+ * past UINT32_MAX / 2 lookups gives RUN_SPLIT, as make_room does.
  */
 enum { RUN_FALLBACK = -100 };
 
