@@ -25,9 +25,9 @@
 Times are medians over ``--batches`` batches after ``--warmup`` (3) that are not counted: the
 emulator's workers and the engine's buffers settle over the first batches after a load.
 Torch is timed before the engine's batches and the copies after them (torch's threads spin
-on after it, taking the cores). CPU time per lookup (the emulator's worker processes, which run the DPU kernel, and the
-host process) is printed next to what the 0.3x goal allows: torch time / 0.3 x CPUs /
-lookups. Prints a table and writes benchmarks/results/engine.json.
+on after it, taking the cores). CPU time per lookup (the emulator's worker processes, which
+run the DPU kernel, and the host process) is printed next to what the 0.3x goal allows:
+torch time / 0.3 x CPUs / lookups. Prints a table and writes benchmarks/results/engine.json.
 
 Run: ``python benchmarks/bench_engine.py`` (``--rows 100000`` for a quick run).
 """
@@ -104,11 +104,11 @@ def route_partitioned(tables, weights, baseline, trace, batches, args) -> dict:
             max_error = max(max_error, float(np.abs(out - expected).max()))
             del out
     for i, (batch, (timing, _), (stats, engine_s)) in enumerate(zip(batches, references, runs)):
+        if i < args.warmup:
+            continue
         indices, offsets, _ = batch
         torch_s = timing.best
         copy_s = copy_seconds(indices.nbytes + offsets.nbytes + int(stats.bytes_to_dpu.sum()))
-        if i < args.warmup:
-            continue
         ratios.append(stats.route_s / copy_s)
         throughput.append(torch_s / engine_s)
         partial_bytes.append(int(stats.bytes_from_dpu.sum()))
@@ -194,13 +194,13 @@ def main() -> None:
         routing_bytes = engine.routing_bytes
     rows = []
     for i, (batch, (timing, _), run) in enumerate(zip(batches, references, runs)):
+        if i < args.warmup:
+            continue  # first-touch page faults of buffers on both sides, workers settling
         indices, offsets, _ = batch
         stats, engine_s, worker_cpu_s, host_cpu_s, out_bytes = run
         route_bytes = indices.nbytes + offsets.nbytes + int(stats.bytes_to_dpu.sum())
         merge_bytes = int(stats.bytes_from_dpu.sum()) + out_bytes
         route_copy_s, merge_copy_s = copy_seconds(route_bytes), copy_seconds(merge_bytes)
-        if i < args.warmup:
-            continue  # first-touch page faults of buffers on both sides, workers settling
         rows.append(
             {
                 "engine_s": engine_s,
